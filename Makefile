@@ -1,0 +1,32 @@
+# The two commands a fresh machine needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(VENV):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): setup.cfg pyproject.toml | $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	mkdir -p var
+	ACTORIM_DEV=1 ACTORIM_DATA_DIR=$${ACTORIM_DATA_DIR:-var} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.runtime
+
+clean:
+	rm -rf $(VENV) build *.egg-info

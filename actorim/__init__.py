@@ -1,0 +1,1 @@
+"""actorim: an instant-messaging server built from supervised Pykka actors on gevent."""

@@ -1,0 +1,284 @@
+"""Who a connection is and which rooms it may join, from a signed token.
+
+Clients present a JWT (HS256) when they connect. The token names the user (``sub``), may expire
+(``exp``) and may restrict rooms (``rooms``: exact names, ``prefix:*`` patterns, or ``*``).
+Without a ``rooms`` claim every room is allowed. Verification is pure: the current time is an
+argument, so tests and the server's own clock decide what "expired" means, not PyJWT's.
+
+>>> authority = TokenAuthority(generate_secret())
+>>> token = authority.mint("alice", rooms=["lobby", "team:*"], now=1_000)
+>>> identity = authority.verify(token, now=1_010)
+>>> identity.user, identity.may_join("team:red"), identity.may_join("team")
+('alice', True, False)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+__all__ = [
+    "ALGORITHM",
+    "DEFAULT_TTL_S",
+    "MAX_ROOMS_CLAIM",
+    "MAX_TOKEN_CHARS",
+    "MIN_SECRET_BYTES",
+    "AuthError",
+    "Identity",
+    "TokenAuthority",
+    "generate_secret",
+    "valid_user_id",
+    "weak_secret",
+]
+
+ALGORITHM = "HS256"
+"""The only algorithm accepted: a token claiming any other (including ``none``) is refused."""
+
+DEFAULT_TTL_S = 3600
+"""Lifetime of a minted token: an hour, long enough for a session, short enough to leak little."""
+
+MIN_SECRET_BYTES = 32
+"""RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output, 256 bits."""
+
+MAX_TOKEN_CHARS = 8192
+"""Tokens come from unauthenticated peers; anything longer is refused before it is decoded."""
+
+MAX_ROOMS_CLAIM = 1000
+"""Entries in a ``rooms`` claim; a longer list belongs in a pattern (``team:*``), not a token."""
+
+MAX_ROOM_PATTERN_CHARS = 256
+"""Length of one ``rooms`` entry; bounds the claim, the room-name rules live in the protocol."""
+
+WILDCARD = "*"
+PREFIX_SUFFIX = ":*"
+
+_USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_USER_ID_RULE = "1 to 128 characters of A-Z a-z 0-9 _ . : @ -"
+_ROOMS_RULE = "a list of room names, 'prefix:*' patterns or '*'"
+
+
+class AuthError(Exception):
+    """A token was refused; the message says why and is safe to show the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def valid_user_id(user: object) -> bool:
+    """Whether ``user`` is an acceptable user id (the ``sub`` of a token)."""
+    return isinstance(user, str) and _USER_ID.fullmatch(user) is not None
+
+
+def weak_secret(secret: str) -> bool:
+    """Whether ``secret`` is too short to sign tokens in production (under 256 bits)."""
+    return len(secret.encode("utf-8")) < MIN_SECRET_BYTES
+
+
+def generate_secret() -> str:
+    """A fresh random secret for development mode, where no secret is configured."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class _RoomRule:
+    """A ``rooms`` claim compiled once, so ``may_join`` on every join is a set and a regex."""
+
+    everything: bool
+    exact: frozenset[str]
+    prefixes: re.Pattern[str] | None
+
+    @classmethod
+    def compile(cls, rooms: Sequence[str] | None) -> _RoomRule:
+        if rooms is None:
+            return cls(True, frozenset(), None)
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        everything = False
+        for entry in rooms:
+            if entry == WILDCARD:
+                everything = True
+            elif entry.endswith(PREFIX_SUFFIX):
+                prefixes.append(entry[:-1])
+            else:
+                exact.add(entry)
+        pattern = None
+        if prefixes:
+            alternatives = "|".join(re.escape(p) for p in sorted(set(prefixes)))
+            # A pattern needs something after the prefix: 'team:*' allows 'team:red', not 'team:'.
+            pattern = re.compile(f"(?:{alternatives}).+", re.DOTALL)
+        return cls(everything, frozenset(exact), pattern)
+
+    def allows(self, room: str) -> bool:
+        if self.everything or room in self.exact:
+            return True
+        return self.prefixes is not None and self.prefixes.fullmatch(room) is not None
+
+
+def _rooms_problem(rooms: object) -> str | None:
+    """Why ``rooms`` is not a valid ``rooms`` claim, or None when it is."""
+    if not isinstance(rooms, list | tuple):
+        return f"must be {_ROOMS_RULE}"
+    if len(rooms) > MAX_ROOMS_CLAIM:
+        return f"has {len(rooms)} entries, at most {MAX_ROOMS_CLAIM} are allowed"
+    for entry in rooms:
+        if not isinstance(entry, str) or not entry or len(entry) > MAX_ROOM_PATTERN_CHARS:
+            return (
+                f"entry {entry!r} is not a room name "
+                f"(a non-empty string of at most {MAX_ROOM_PATTERN_CHARS} characters)"
+            )
+        if entry == WILDCARD:
+            continue
+        body = entry.removesuffix(PREFIX_SUFFIX)
+        if not body or WILDCARD in body:
+            return f"entry {entry!r} is not an exact name, a 'prefix:*' pattern or '*'"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A verified user and the rooms the token lets them join (``None``: every room)."""
+
+    user: str
+    rooms: tuple[str, ...] | None
+    expires_at: int | None
+    _rule: _RoomRule = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.rooms is not None:
+            problem = _rooms_problem(self.rooms)
+            if problem is not None:
+                raise ValueError(f"rooms {problem}")
+        object.__setattr__(self, "_rule", _RoomRule.compile(self.rooms))
+
+    def may_join(self, room: str) -> bool:
+        """Whether the token allows joining ``room``: exact name, ``prefix:*`` or ``*``."""
+        return self._rule.allows(room)
+
+
+class TokenAuthority:
+    """Mints and verifies tokens signed with one shared secret.
+
+    ``leeway_s`` tolerates clock skew between the machine that minted a token and this one.
+    The secret is not checked for strength here; call :func:`weak_secret` where the
+    configuration is validated, so development set-ups can still use a short one.
+    """
+
+    __slots__ = ("_leeway_s", "_secret")
+
+    def __init__(self, secret: str, *, leeway_s: float = 0) -> None:
+        if not secret:
+            raise ValueError("the token secret must not be empty")
+        if leeway_s < 0:
+            raise ValueError(f"leeway_s must be >= 0, got {leeway_s!r}")
+        self._secret = secret
+        self._leeway_s = leeway_s
+
+    def mint(
+        self,
+        user: str,
+        *,
+        rooms: Sequence[str] | None = None,
+        ttl_s: int | None = DEFAULT_TTL_S,
+        now: float | None = None,
+    ) -> str:
+        """A signed token for ``user``; ``ttl_s=None`` mints one that never expires."""
+        if not valid_user_id(user):
+            raise ValueError(f"user id {user!r} is invalid: use {_USER_ID_RULE}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive or None, got {ttl_s!r}")
+        issued = int(time.time() if now is None else now)
+        claims: dict[str, Any] = {"sub": user, "iat": issued}
+        if ttl_s is not None:
+            claims["exp"] = issued + int(ttl_s)
+        if rooms is not None:
+            if isinstance(rooms, str):
+                raise ValueError(f"rooms must be {_ROOMS_RULE}, not a single string")
+            entries = list(rooms)
+            problem = _rooms_problem(entries)
+            if problem is not None:
+                raise ValueError(f"rooms {problem}")
+            claims["rooms"] = entries
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str, *, now: float | None = None) -> Identity:
+        """The identity a token proves, or :class:`AuthError` saying why it proves nothing."""
+        if not isinstance(token, str) or not token:
+            raise AuthError("missing token: connect with a token from the server")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError(f"malformed token: longer than {MAX_TOKEN_CHARS} characters")
+        claims = self._decode(token)
+        at = time.time() if now is None else now
+        expires_at = self._check_times(claims, at)
+
+        user = claims.get("sub")
+        if user is None:
+            raise AuthError("token has no 'sub' claim: it must name the user")
+        if not valid_user_id(user):
+            raise AuthError(f"token 'sub' is not a valid user id: use {_USER_ID_RULE}")
+
+        rooms = claims.get("rooms")
+        if rooms is not None:
+            problem = _rooms_problem(rooms)
+            if problem is not None:
+                raise AuthError(f"token 'rooms' claim {problem}")
+            rooms = tuple(rooms)
+        return Identity(user=user, rooms=rooms, expires_at=expires_at)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                # Times are checked against the injected clock in _check_times; the subject
+                # against the user-id rule in verify.
+                options={
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_sub": False,
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise AuthError("bad signature: the token was not signed by this server") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthError(f"token algorithm not allowed: only {ALGORITHM} is accepted") from None
+        except jwt.DecodeError as exc:
+            raise AuthError(f"malformed token: {exc}") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        if not isinstance(claims, dict):
+            raise AuthError("malformed token: the payload is not a JSON object")
+        return claims
+
+    def _check_times(self, claims: dict[str, Any], now: float) -> int | None:
+        """The expiry as an int, after refusing expired and not-yet-valid tokens."""
+        exp = claims.get("exp")
+        if exp is not None:
+            if not _is_number(exp):
+                raise AuthError("malformed token: 'exp' must be a number of seconds")
+            # Same rule as PyJWT: a token is expired from the second 'exp' names.
+            if exp <= now - self._leeway_s:
+                raise AuthError("token expired: get a new token and reconnect")
+        nbf = claims.get("nbf")
+        if nbf is not None:
+            if not _is_number(nbf):
+                raise AuthError("malformed token: 'nbf' must be a number of seconds")
+            if nbf > now + self._leeway_s:
+                raise AuthError("token not valid yet: check the clocks of this server and issuer")
+        return None if exp is None else int(exp)
+
+
+def _is_number(value: object) -> bool:
+    # JSON as Python parses it admits NaN and Infinity; neither is a time.
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )

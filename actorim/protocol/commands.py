@@ -1,0 +1,488 @@
+"""Commands from decoded frames, and the replies and events sent back.
+
+A command frame is a map `{"t": <name>, "id": <int>, ...arguments}`. `decode_command` turns
+one into a frozen value object or raises `CommandError` with `ErrorCode.BAD_REQUEST` and a
+message naming the field at fault, which the server sends as the error reply for that `id`.
+A frame that is not a map or has no integer `id` cannot be answered by a reply; for those it
+raises `NotACommand`, which the server answers with an `error` event.
+
+Keys the schema does not name are ignored (a `from` written by the client among them). An
+optional argument sent as `null` counts as absent, as JSON clients often write it.
+
+>>> decode_command({"t": "join", "id": 3, "room": "lobby"})
+Join(id=3, room='lobby', since=None, epoch=None)
+>>> reply_ok(3, {"seq": 12})
+{'t': 'reply', 'id': 3, 'ok': True, 'data': {'seq': 12}}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Literal, TypeAlias
+
+from actorim.protocol.errors import CommandError, ErrorCode, error_payload
+
+__all__ = [
+    "COMMAND_NAMES",
+    "CRASH_TARGETS",
+    "DEFAULT_KIND",
+    "DEFAULT_MAX_LIMIT",
+    "MAX_CID_LENGTH",
+    "MAX_EPOCH_LENGTH",
+    "MAX_KIND_LENGTH",
+    "MAX_MID_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_TOKEN_LENGTH",
+    "MAX_USERS",
+    "Ack",
+    "Command",
+    "Connect",
+    "CrashTarget",
+    "DebugCrash",
+    "History",
+    "Join",
+    "Leave",
+    "NotACommand",
+    "Ping",
+    "Presence",
+    "Read",
+    "Send",
+    "Unwatch",
+    "Watch",
+    "decode_command",
+    "error_event",
+    "event",
+    "reply_error",
+    "reply_ok",
+]
+
+MAX_NAME_LENGTH: Final = 128
+"""Room names and user ids: 1 to this many characters of `[A-Za-z0-9_.:@-]`.
+
+Long enough for an e-mail address or a namespaced name (`team:support@eu`), short enough to
+sit in every log line and metric label.
+"""
+
+MAX_TOKEN_LENGTH: Final = 4096
+"""Longest `connect` token: a signed JWT with generous claims stays well under it."""
+
+MAX_CID_LENGTH: Final = 64
+"""Longest client message id (`cid`): room for a UUID or a ULID with a prefix."""
+
+MAX_MID_LENGTH: Final = 64
+"""Longest server message id (`mid`) a client may quote back in `ack` and `read`."""
+
+MAX_KIND_LENGTH: Final = 32
+"""Longest message `kind` ("text", "image", "typing", ...)."""
+
+MAX_EPOCH_LENGTH: Final = 64
+"""Longest room `epoch` a client may quote back in `join`; the server issues shorter ones."""
+
+MAX_USERS: Final = 1000
+"""Most user ids in one `presence`, `watch` or `unwatch`: bounds the work one frame asks for."""
+
+DEFAULT_MAX_LIMIT: Final = 100
+"""Default bound of `history.limit`, and the limit when the client gives none."""
+
+DEFAULT_KIND: Final = "text"
+"""The `kind` of a `send` that names none."""
+
+CrashTarget: TypeAlias = Literal["connection", "room", "presence", "store"]
+CRASH_TARGETS: Final[frozenset[str]] = frozenset(("connection", "room", "presence", "store"))
+"""What `debug.crash` may crash, to watch the supervisors restart it."""
+
+_NAME_RE = re.compile(rf"[A-Za-z0-9_.:@-]{{1,{MAX_NAME_LENGTH}}}")
+_NAME_CHARS_TEXT = "letters, digits and _ . : @ -"
+_QUOTE_AT_MOST = 40  # characters of a client's value quoted back in an error message
+
+
+class NotACommand(CommandError):  # noqa: N818 -- the name the server code matches on
+    """The frame is not a map with an integer `id`: there is no id to reply to."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.BAD_REQUEST, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Authenticate the connection with a token."""
+
+    t: ClassVar[str] = "connect"
+    id: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Join a room; `since` asks for the messages after that sequence number of `epoch`."""
+
+    t: ClassVar[str] = "join"
+    id: int
+    room: str
+    since: int | None = None
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Leave a room."""
+
+    t: ClassVar[str] = "leave"
+    id: int
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `body` to a room or to one user; exactly one of `room` and `to` is set."""
+
+    t: ClassVar[str] = "send"
+    id: int
+    body: Any
+    room: str | None = None
+    to: str | None = None
+    kind: str = DEFAULT_KIND
+    cid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Ask for the current presence of some users."""
+
+    t: ClassVar[str] = "presence"
+    id: int
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Subscribe to presence changes of some users."""
+
+    t: ClassVar[str] = "watch"
+    id: int
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatch:
+    """Stop the presence changes of some users."""
+
+    t: ClassVar[str] = "unwatch"
+    id: int
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Round trip to measure latency or keep a connection alive."""
+
+    t: ClassVar[str] = "ping"
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The client received message `mid`."""
+
+    t: ClassVar[str] = "ack"
+    id: int
+    mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The user read message `mid` (and those before it)."""
+
+    t: ClassVar[str] = "read"
+    id: int
+    mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Page through stored messages of a room or of the direct conversation `with_` a user.
+
+    Exactly one of `room` and `with_` (`with` on the wire) is set. `limit` is the decoder's
+    `max_limit` when the client gives none.
+    """
+
+    t: ClassVar[str] = "history"
+    id: int
+    room: str | None = None
+    with_: str | None = None
+    before: int | None = None
+    after: int | None = None
+    limit: int = DEFAULT_MAX_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class DebugCrash:
+    """Crash an actor on purpose, to show a supervisor restarting it (development only)."""
+
+    t: ClassVar[str] = "debug.crash"
+    id: int
+    what: CrashTarget
+    room: str | None = None
+
+
+Command: TypeAlias = (
+    Connect
+    | Join
+    | Leave
+    | Send
+    | Presence
+    | Watch
+    | Unwatch
+    | Ping
+    | Ack
+    | Read
+    | History
+    | DebugCrash
+)
+
+
+def decode_command(obj: Any, *, max_limit: int = DEFAULT_MAX_LIMIT) -> Command:
+    """Validate a decoded frame into a command.
+
+    Raises `NotACommand` when `obj` is not a map with an integer `id`, else `CommandError`
+    (`BAD_REQUEST`) naming the first field at fault. `max_limit` bounds `history.limit`.
+
+    >>> decode_command({"t": "send", "id": 1, "room": "lobby", "body": "hi", "from": "eve"})
+    Send(id=1, body='hi', room='lobby', to=None, kind='text', cid=None)
+    """
+    if type(obj) is not dict:
+        raise NotACommand(f"a command frame must be a map, not {_type_name(obj)}")
+    command_id = obj.get("id")
+    if type(command_id) is not int:
+        raise NotACommand("a command frame needs an integer field 'id'")
+    name = obj.get("t")
+    if type(name) is not str:
+        raise _bad("field 't' must be a string naming a command")
+    decoder = _DECODERS.get(name)
+    if decoder is None:
+        raise _bad(f"field 't' names no known command: {_quote(name)}")
+    return decoder(obj, command_id, max_limit)
+
+
+def reply_ok(id: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The reply to command `id` that succeeded; `data` defaults to an empty map."""
+    return {"t": "reply", "id": id, "ok": True, "data": {} if data is None else data}
+
+
+def reply_error(id: int, code: ErrorCode, message: str) -> dict[str, Any]:
+    """The reply to command `id` that failed with `code`."""
+    return {"t": "reply", "id": id, "ok": False, "error": error_payload(code, message)}
+
+
+def event(name: str, **fields: Any) -> dict[str, Any]:
+    """A frame the server sends on its own: `{"t": name, **fields}`."""
+    return {"t": name, **fields}
+
+
+def error_event(code: ErrorCode, message: str) -> dict[str, Any]:
+    """The `error` event, for failures that have no command id to reply to."""
+    return {"t": "error", "error": error_payload(code, message)}
+
+
+# Field readers: each returns the validated value or raises a bad_request naming the field.
+
+_MISSING: Final = object()
+
+
+def _bad(message: str) -> CommandError:
+    return CommandError(ErrorCode.BAD_REQUEST, message)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a map"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bytes):
+        return "bytes"
+    return f"a {type(value).__name__}"
+
+
+def _quote(text: str) -> str:
+    if len(text) > _QUOTE_AT_MOST:
+        text = text[:_QUOTE_AT_MOST] + "..."
+    return repr(text)
+
+
+def _optional(frame: dict[Any, Any], key: str) -> Any:
+    value = frame.get(key)
+    return _MISSING if value is None else value
+
+
+def _name_value(value: Any, field: str) -> str:
+    if type(value) is not str or not 0 < len(value) <= MAX_NAME_LENGTH:
+        raise _bad(
+            f"field '{field}' must be a non-empty string of at most {MAX_NAME_LENGTH} characters"
+        )
+    if _NAME_RE.fullmatch(value) is None:
+        raise _bad(f"field '{field}' may contain only {_NAME_CHARS_TEXT}")
+    return value
+
+
+def _name(frame: dict[Any, Any], key: str) -> str:
+    if key not in frame:
+        raise _bad(f"field '{key}' is required")
+    return _name_value(frame[key], key)
+
+
+def _optional_name(frame: dict[Any, Any], key: str) -> str | None:
+    value = _optional(frame, key)
+    return None if value is _MISSING else _name_value(value, key)
+
+
+def _text_value(value: Any, field: str, max_length: int) -> str:
+    if type(value) is not str or not 0 < len(value) <= max_length:
+        raise _bad(f"field '{field}' must be a non-empty string of at most {max_length} characters")
+    return value
+
+
+def _text(frame: dict[Any, Any], key: str, max_length: int) -> str:
+    if key not in frame:
+        raise _bad(f"field '{key}' is required")
+    return _text_value(frame[key], key, max_length)
+
+
+def _optional_text(frame: dict[Any, Any], key: str, max_length: int) -> str | None:
+    value = _optional(frame, key)
+    return None if value is _MISSING else _text_value(value, key, max_length)
+
+
+def _optional_count(frame: dict[Any, Any], key: str) -> int | None:
+    value = _optional(frame, key)
+    if value is _MISSING:
+        return None
+    if type(value) is not int or value < 0:
+        raise _bad(f"field '{key}' must be an integer of at least 0")
+    return value
+
+
+def _users(frame: dict[Any, Any]) -> tuple[str, ...]:
+    if "users" not in frame:
+        raise _bad("field 'users' is required")
+    users = frame["users"]
+    if type(users) is not list or len(users) > MAX_USERS:
+        raise _bad(f"field 'users' must be a list of at most {MAX_USERS} user ids")
+    return tuple(_name_value(user, f"users[{index}]") for index, user in enumerate(users))
+
+
+def _one_target(frame: dict[Any, Any], first: str, second: str) -> tuple[str | None, str | None]:
+    has_first = _optional(frame, first) is not _MISSING
+    if has_first == (_optional(frame, second) is not _MISSING):
+        raise _bad(f"give exactly one of the fields '{first}' and '{second}'")
+    if has_first:
+        return _name(frame, first), None
+    return None, _name(frame, second)
+
+
+# One decoder per command name: (frame, id, max_limit) -> command.
+
+_Decoder: TypeAlias = Callable[[dict[Any, Any], int, int], Command]
+
+
+def _connect(frame: dict[Any, Any], id: int, max_limit: int) -> Connect:
+    return Connect(id, _text(frame, "token", MAX_TOKEN_LENGTH))
+
+
+def _join(frame: dict[Any, Any], id: int, max_limit: int) -> Join:
+    return Join(
+        id,
+        _name(frame, "room"),
+        since=_optional_count(frame, "since"),
+        epoch=_optional_text(frame, "epoch", MAX_EPOCH_LENGTH),
+    )
+
+
+def _leave(frame: dict[Any, Any], id: int, max_limit: int) -> Leave:
+    return Leave(id, _name(frame, "room"))
+
+
+def _send(frame: dict[Any, Any], id: int, max_limit: int) -> Send:
+    room, to = _one_target(frame, "room", "to")
+    if "body" not in frame:
+        raise _bad("field 'body' is required")
+    kind = _optional_text(frame, "kind", MAX_KIND_LENGTH)
+    return Send(
+        id,
+        frame["body"],
+        room=room,
+        to=to,
+        kind=DEFAULT_KIND if kind is None else kind,
+        cid=_optional_text(frame, "cid", MAX_CID_LENGTH),
+    )
+
+
+def _presence(frame: dict[Any, Any], id: int, max_limit: int) -> Presence:
+    return Presence(id, _users(frame))
+
+
+def _watch(frame: dict[Any, Any], id: int, max_limit: int) -> Watch:
+    return Watch(id, _users(frame))
+
+
+def _unwatch(frame: dict[Any, Any], id: int, max_limit: int) -> Unwatch:
+    return Unwatch(id, _users(frame))
+
+
+def _ping(frame: dict[Any, Any], id: int, max_limit: int) -> Ping:
+    return Ping(id)
+
+
+def _ack(frame: dict[Any, Any], id: int, max_limit: int) -> Ack:
+    return Ack(id, _text(frame, "mid", MAX_MID_LENGTH))
+
+
+def _read(frame: dict[Any, Any], id: int, max_limit: int) -> Read:
+    return Read(id, _text(frame, "mid", MAX_MID_LENGTH))
+
+
+def _history(frame: dict[Any, Any], id: int, max_limit: int) -> History:
+    room, with_ = _one_target(frame, "room", "with")
+    limit = _optional(frame, "limit")
+    if limit is _MISSING:
+        limit = max_limit
+    elif type(limit) is not int or not 1 <= limit <= max_limit:
+        raise _bad(f"field 'limit' must be an integer from 1 to {max_limit}")
+    return History(
+        id,
+        room=room,
+        with_=with_,
+        before=_optional_count(frame, "before"),
+        after=_optional_count(frame, "after"),
+        limit=limit,
+    )
+
+
+def _debug_crash(frame: dict[Any, Any], id: int, max_limit: int) -> DebugCrash:
+    what = frame.get("what")
+    if type(what) is not str or what not in CRASH_TARGETS:
+        choices = ", ".join(f'"{target}"' for target in sorted(CRASH_TARGETS))
+        raise _bad(f"field 'what' must be one of {choices}")
+    return DebugCrash(id, what, room=_optional_name(frame, "room"))
+
+
+_DECODERS: Final[dict[str, _Decoder]] = {
+    Connect.t: _connect,
+    Join.t: _join,
+    Leave.t: _leave,
+    Send.t: _send,
+    Presence.t: _presence,
+    Watch.t: _watch,
+    Unwatch.t: _unwatch,
+    Ping.t: _ping,
+    Ack.t: _ack,
+    Read.t: _read,
+    History.t: _history,
+    DebugCrash.t: _debug_crash,
+}
+
+COMMAND_NAMES: Final[frozenset[str]] = frozenset(_DECODERS)
+"""Every value of `t` a command may have."""

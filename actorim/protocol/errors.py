@@ -1,0 +1,68 @@
+"""Error codes a client can see, and the exception that carries one to the reply.
+
+Every failure the server reports to a client names one of a closed set of codes, so clients
+can branch on the code and show the message to a person. The message says what happened and
+what to do; it never carries internal details (tracebacks, actor names, paths).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["CommandError", "ErrorCode", "error_payload"]
+
+
+class ErrorCode(StrEnum):
+    """The closed vocabulary of error codes, as written on the wire."""
+
+    BAD_FRAME = "bad_frame"
+    """The frame could not be read as a frame at all (size, framing)."""
+    BAD_REQUEST = "bad_request"
+    """The command is malformed: unknown `t`, a missing field or a field of the wrong shape."""
+    UNAUTHENTICATED = "unauthenticated"
+    """The command needs a successful `connect` first, or the token was refused."""
+    FORBIDDEN = "forbidden"
+    """The user is authenticated but may not do this."""
+    NOT_FOUND = "not_found"
+    """The room, user or message named does not exist."""
+    TOO_LARGE = "too_large"
+    """The frame or the message body exceeds a configured limit."""
+    RATE_LIMITED = "rate_limited"
+    """The client sends faster than its allowance; it should slow down and retry."""
+    OVERLOADED = "overloaded"
+    """The server sheds load; the client should retry later with back-off."""
+    INTERNAL = "internal"
+    """The server failed; the command may or may not have taken effect."""
+
+
+class CommandError(Exception):
+    """A command failed with a code the client can see.
+
+    The command decoder raises it with `ErrorCode.BAD_REQUEST`; the server raises it with any
+    other code and turns it into an error reply for the command's id.
+
+    >>> err = CommandError(ErrorCode.NOT_FOUND, "room 'lobby' does not exist")
+    >>> err.payload()
+    {'code': 'not_found', 'message': "room 'lobby' does not exist"}
+    """
+
+    code: ErrorCode
+    message: str
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.message}"
+
+    def payload(self) -> dict[str, Any]:
+        """The `error` map of a reply or an `error` event."""
+        return error_payload(self.code, self.message)
+
+
+def error_payload(code: ErrorCode, message: str) -> dict[str, Any]:
+    """The `error` map written on the wire: `{"code": ..., "message": ...}`."""
+    return {"code": code.value, "message": message}

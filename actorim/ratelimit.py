@@ -1,0 +1,162 @@
+"""How many commands one connection may send, and when sending too many is abuse.
+
+Each connection owns a :class:`RateLimiter`. A command within the budget is allowed; one over
+it is answered ``rate_limited`` and dropped; a client that keeps sending while refused is
+abusive and its connection is closed with policy violation (WebSocket close code 1008).
+Time is an argument (seconds from any monotonic clock), so the decisions are replayable.
+
+>>> limiter = RateLimiter(now=0.0, rate=1, burst=2)
+>>> [limiter.check(0.0) for _ in range(3)]
+[<Verdict.ALLOW: 'allow'>, <Verdict.ALLOW: 'allow'>, <Verdict.REJECT: 'reject'>]
+>>> limiter.check(1.0)
+<Verdict.ALLOW: 'allow'>
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "DEFAULT_ABUSE_REJECTIONS",
+    "DEFAULT_ABUSE_WINDOW_S",
+    "DEFAULT_BURST",
+    "DEFAULT_RATE_PER_S",
+    "RateLimiter",
+    "TokenBucket",
+    "Verdict",
+]
+
+DEFAULT_RATE_PER_S = 100.0
+"""Sustained commands per second per connection: far above a person typing, below a flood."""
+
+DEFAULT_BURST = 200.0
+"""Commands a connection may send at once, e.g. joining many rooms right after connecting."""
+
+DEFAULT_ABUSE_REJECTIONS = 200
+"""Refused commands tolerated within the abuse window before the connection is closed.
+
+A client that honours ``rate_limited`` stops or slows down after a few refusals; one that
+is refused two hundred times in ten seconds is ignoring them, and each refusal still costs
+the server a decode and a reply.
+"""
+
+DEFAULT_ABUSE_WINDOW_S = 10.0
+"""The window over which refusals are counted: long enough that a short burst of refusals
+from a reconnecting client is forgiven, short enough to close a flood within seconds."""
+
+
+class Verdict(enum.Enum):
+    """What to do with one command."""
+
+    ALLOW = "allow"
+    """Process the command."""
+    REJECT = "reject"
+    """Answer ``rate_limited`` and drop the command."""
+    ABUSE = "abuse"
+    """Close the connection (1008, policy violation); every later check says the same."""
+
+
+class TokenBucket:
+    """The classic token bucket: ``burst`` tokens, refilled at ``rate`` tokens per second.
+
+    It starts full. A clock that goes backwards refills nothing rather than draining the bucket.
+    """
+
+    __slots__ = ("_burst", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst!r}")
+        self._rate = float(rate)
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = now
+
+    @property
+    def tokens(self) -> float:
+        """Tokens left at the last call (not refilled to any later time)."""
+        return self._tokens
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens if there are enough; a cost over ``burst`` never fits."""
+        if now > self._stamp:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+        if self._tokens >= cost:
+            self._tokens -= cost
+            return True
+        return False
+
+
+class RateLimiter:
+    """Decides ALLOW, REJECT or ABUSE for each command of one connection.
+
+    Refusals are counted over a sliding window estimated from two fixed windows: the count
+    of the current window plus the previous window's count weighted by how much of it the
+    sliding window still covers. That is exact when refusals are spread evenly and costs three
+    numbers per connection instead of a timestamp per refusal. ABUSE is given when the
+    estimate exceeds ``abuse_rejections``.
+    """
+
+    __slots__ = (
+        "_abuse_rejections",
+        "_abuse_window_s",
+        "_abusive",
+        "_bucket",
+        "_current",
+        "_previous",
+        "_window_start",
+    )
+
+    def __init__(
+        self,
+        now: float,
+        *,
+        rate: float = DEFAULT_RATE_PER_S,
+        burst: float = DEFAULT_BURST,
+        abuse_rejections: int = DEFAULT_ABUSE_REJECTIONS,
+        abuse_window_s: float = DEFAULT_ABUSE_WINDOW_S,
+    ) -> None:
+        if abuse_rejections < 0:
+            raise ValueError(f"abuse_rejections must be >= 0, got {abuse_rejections!r}")
+        if abuse_window_s <= 0:
+            raise ValueError(f"abuse_window_s must be positive, got {abuse_window_s!r}")
+        self._bucket = TokenBucket(rate, burst, now)
+        self._abuse_rejections = abuse_rejections
+        self._abuse_window_s = float(abuse_window_s)
+        self._window_start = now
+        self._current = 0
+        self._previous = 0
+        self._abusive = False
+
+    @property
+    def abusive(self) -> bool:
+        """Whether ABUSE has been decided; it is final for the connection."""
+        return self._abusive
+
+    def check(self, now: float, cost: float = 1.0) -> Verdict:
+        """The verdict for one command arriving at ``now``."""
+        if self._abusive:
+            return Verdict.ABUSE
+        if self._bucket.take(now, cost):
+            return Verdict.ALLOW
+        if self._recent_rejections(now) + 1 > self._abuse_rejections:
+            self._abusive = True
+            return Verdict.ABUSE
+        self._current += 1
+        return Verdict.REJECT
+
+    def _recent_rejections(self, now: float) -> float:
+        """Refusals in the ``abuse_window_s`` before ``now``, estimated."""
+        window = self._abuse_window_s
+        elapsed = now - self._window_start
+        if elapsed >= window:
+            windows_passed = int(elapsed // window)
+            self._previous = self._current if windows_passed == 1 else 0
+            self._current = 0
+            self._window_start += windows_passed * window
+            elapsed = now - self._window_start
+        overlap = min(1.0, max(0.0, 1.0 - elapsed / window))
+        return self._previous * overlap + self._current

@@ -1,0 +1,281 @@
+"""The message store's contract: what every backend (SQLite, Redis) promises the server.
+
+The server builds its delivery promises on four guarantees, and every backend keeps them:
+
+1. A message is durable once ``append_batch`` returns: it survives the process being killed.
+2. Resending with the same ``cid`` from the same sender never creates a second message: the
+   original comes back flagged ``duplicate=True``, for as long as retention keeps the original.
+3. Each conversation numbers its messages ``seq`` 1, 2, 3, ... with no gaps at append. Each
+   store has an ``epoch``, made when its data is created; a new epoch tells clients that ``seq``
+   restarted (the store was wiped or replaced).
+4. A direct message stays pending for its recipient until they acknowledge or read it.
+
+Stores are synchronous and single-threaded: one caller (the store actor's worker thread) uses a
+store at a time. Message bodies are opaque bytes, already encoded by the protocol layer.
+
+>>> conv = dm_conv("bob", "alice")
+>>> conv, conv == dm_conv("alice", "bob"), room_conv("lobby")
+('d:alice|bob', True, 'r:lobby')
+>>> mid = encode_mid(1_700_000_000_000, 0)
+>>> mid, mid_ms(mid)
+('01hf7yat000000000', 1700000000000)
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+__all__ = [
+    "DEFAULT_MAX_AGE_MS",
+    "DEFAULT_MAX_COUNT",
+    "DEFAULT_PRUNE_BUDGET",
+    "DM_PREFIX",
+    "DM_SEPARATOR",
+    "ROOM_PREFIX",
+    "NewMessage",
+    "Receipt",
+    "ReceiptStatus",
+    "Store",
+    "StoreError",
+    "StoredMessage",
+    "check_new_message",
+    "dm_conv",
+    "encode_mid",
+    "mid_ms",
+    "new_mid",
+    "room_conv",
+]
+
+# Retention: a conversation keeps at most its newest 10,000 messages, and nothing older than 30
+# days. Enough for any client to catch up after a long weekend offline, small enough that one
+# busy room cannot grow the store without bound.
+DEFAULT_MAX_COUNT = 10_000
+DEFAULT_MAX_AGE_MS = 30 * 24 * 60 * 60 * 1000
+
+# Rows one prune call may delete. A thousand deletions take a few milliseconds, so pruning never
+# holds up the sends waiting behind it; the caller simply prunes again until it returns 0.
+DEFAULT_PRUNE_BUDGET = 1000
+
+ROOM_PREFIX = "r:"
+DM_PREFIX = "d:"
+# User ids are ``[A-Za-z0-9_.:@-]``, so "|" can never be part of one and a direct conversation
+# key splits back into its two users unambiguously.
+DM_SEPARATOR = "|"
+
+ReceiptStatus = Literal["delivered", "read"]
+
+# A mid is the message's millisecond timestamp (48 bits, good until the year 10889) followed by
+# 40 random bits, written as 18 characters of Crockford base32 (lower case). Fixed width and an
+# alphabet in ASCII order make string order equal time order.
+_MID_TIME_BITS = 48
+_MID_RANDOM_BITS = 40
+_MID_CHARS = 18
+_MID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; for writes, nothing of the request was stored.
+
+    Raised for I/O and database failures (disk full, database locked, store closed, data
+    written by a newer version). A caller can retry the same batch: ``cid`` de-duplication makes
+    a retry safe.
+    """
+
+
+def room_conv(room: str) -> str:
+    """The conversation key of a room."""
+    return ROOM_PREFIX + room
+
+
+def dm_conv(a: str, b: str) -> str:
+    """The conversation key of the direct conversation between ``a`` and ``b``, either order."""
+    if DM_SEPARATOR in a or DM_SEPARATOR in b:
+        raise ValueError(f"user ids cannot contain {DM_SEPARATOR!r}: {a!r}, {b!r}")
+    first, second = sorted((a, b))
+    return f"{DM_PREFIX}{first}{DM_SEPARATOR}{second}"
+
+
+def encode_mid(ts_ms: int, entropy: int) -> str:
+    """The mid made of ``ts_ms`` and ``entropy``: sorts by time, unique by its random part."""
+    if not 0 <= ts_ms < 1 << _MID_TIME_BITS:
+        raise ValueError(f"ts_ms out of range for a mid: {ts_ms}")
+    value = (ts_ms << _MID_RANDOM_BITS) | (entropy & ((1 << _MID_RANDOM_BITS) - 1))
+    chars = []
+    for _ in range(_MID_CHARS):
+        chars.append(_MID_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_mid(ts_ms: int) -> str:
+    """A fresh mid for a message sent at ``ts_ms``."""
+    return encode_mid(ts_ms, secrets.randbits(_MID_RANDOM_BITS))
+
+
+def mid_ms(mid: str) -> int:
+    """The millisecond timestamp a mid was made from."""
+    value = 0
+    for char in mid:
+        value = (value << 5) | _MID_ALPHABET.index(char)
+    return value >> _MID_RANDOM_BITS
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store. ``room`` is set for room messages, ``to`` for direct ones.
+
+    ``ts`` is milliseconds since the epoch, from the server's clock. ``cid`` is the client's
+    id for this send; a resend with the same ``cid`` is recognised and not stored twice.
+    """
+
+    conv: str
+    sender: str
+    kind: str
+    body: bytes
+    ts: int
+    cid: str | None = None
+    room: str | None = None
+    to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as stored. ``duplicate`` is True when an append recognised a resend."""
+
+    mid: str
+    conv: str
+    seq: int
+    ts: int
+    sender: str
+    kind: str
+    body: bytes
+    cid: str | None
+    room: str | None
+    to: str | None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """``by`` (the recipient) has reached ``status`` for ``mid``; tell ``sender`` once."""
+
+    mid: str
+    sender: str
+    by: str
+    status: ReceiptStatus
+
+
+def check_new_message(msg: NewMessage) -> None:
+    """Refuse a message whose fields contradict each other, before any of its batch is stored.
+
+    A contradiction is a bug in the caller (the conversation key is derived from ``room`` or
+    from ``sender`` and ``to``), so it raises ValueError rather than StoreError.
+    """
+    if msg.room is not None and msg.to is not None:
+        raise ValueError(f"a message has a room or a recipient, not both: {msg!r}")
+    if msg.room is not None and msg.conv != room_conv(msg.room):
+        raise ValueError(f"conv {msg.conv!r} is not the conversation of room {msg.room!r}")
+    if msg.to is not None and msg.conv != dm_conv(msg.sender, msg.to):
+        raise ValueError(
+            f"conv {msg.conv!r} is not the conversation of {msg.sender!r} and {msg.to!r}"
+        )
+    if not msg.conv.startswith((ROOM_PREFIX, DM_PREFIX)):
+        raise ValueError(f"conv must start with {ROOM_PREFIX!r} or {DM_PREFIX!r}: {msg.conv!r}")
+    if not 0 <= msg.ts < 1 << _MID_TIME_BITS:
+        raise ValueError(f"ts must be milliseconds since the epoch: {msg.ts!r}")
+
+
+class Store(Protocol):
+    """The durable message store. Every method may raise StoreError.
+
+    Writes are all-or-nothing: when a write raises, none of it was stored. Pages are always in
+    ascending ``seq`` order. ``limit`` arguments must be at least 1.
+    """
+
+    def epoch(self) -> str:
+        """The id made when this store's data was created; it changes when the data is wiped."""
+        ...
+
+    def append_batch(self, msgs: Sequence[NewMessage]) -> list[StoredMessage]:
+        """Store ``msgs`` in one transaction; one result per message, in the same order.
+
+        Group commit: the caller gathers the sends of one instant into one batch. A message
+        whose (sender, cid) is already stored, or appeared earlier in the batch, is not stored
+        again: its result is the original, flagged ``duplicate=True``.
+        """
+        ...
+
+    def last_seq(self, conv: str) -> int:
+        """The highest ``seq`` given in ``conv``, 0 before its first message."""
+        ...
+
+    def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
+        """The first ``limit`` messages after ``seq``, and whether they are all that was missed.
+
+        ``complete`` is False when retention removed messages after ``seq`` or more than
+        ``limit`` follow it: the client cannot catch up from this page alone.
+        """
+        ...
+
+    def history(
+        self,
+        conv: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int,
+    ) -> tuple[list[StoredMessage], bool]:
+        """One page of ``conv``, and whether more lie beyond it in the paging direction.
+
+        No cursor: the latest ``limit`` (``more``: older ones exist). ``before``: the newest
+        page below it (older ones exist). ``after``: the oldest page above it (newer ones
+        exist). Both: the oldest page strictly between them (more of the range follows).
+        """
+        ...
+
+    def get(self, mid: str) -> StoredMessage | None:
+        """The message ``mid``, or None when unknown or no longer retained."""
+        ...
+
+    def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
+        """Direct messages to ``user`` they have neither acknowledged nor read, oldest first."""
+        ...
+
+    def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:
+        """Record that ``user``, the recipient of direct message ``mid``, got or read it.
+
+        Ends the message's pending state. Returns the Receipt to send only when the status
+        advanced (first "delivered", first "read"; read implies delivered), so each receipt is
+        sent once. None when nothing advanced, ``mid`` is unknown or ``user`` is not its
+        recipient.
+        """
+        ...
+
+    def mark_batch(
+        self, marks: Sequence[tuple[str, str, ReceiptStatus]]
+    ) -> list[Receipt | None]:
+        """``mark`` for each (mid, user, status), in one transaction; results in order."""
+        ...
+
+    def prune(
+        self,
+        *,
+        now_ms: int,
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_age_ms: int = DEFAULT_MAX_AGE_MS,
+        budget: int = DEFAULT_PRUNE_BUDGET,
+    ) -> int:
+        """Delete, oldest first, up to ``budget`` messages beyond retention; return how many.
+
+        Beyond retention means older than ``now_ms - max_age_ms``, or beyond the newest
+        ``max_count`` of its conversation. Call again while it returns ``budget``.
+        ``seq`` never restarts, even when a conversation is pruned empty.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the store; later calls raise StoreError. Closing twice is harmless."""
+        ...

@@ -1,0 +1,112 @@
+"""Actor mailboxes, optionally bounded, so a slow consumer cannot grow memory without limit."""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pykka import ActorDeadError
+from pykka.messages import _ActorStop
+
+from supervisors._runtime import call_on_home, on_home_thread
+
+if TYPE_CHECKING:
+    from pykka._envelope import Envelope
+
+    from supervisors._actor import GeventActor
+
+__all__ = ["MailboxFull", "Overflow"]
+
+
+class Overflow(StrEnum):
+    """What a bounded mailbox does with a message that finds it full.
+
+    ``REJECT``: the sender's ``tell``/``ask`` raises :class:`MailboxFull` (back-pressure).
+    ``DROP``: the message is discarded and counted in ``Mailbox.dropped``; an ``ask`` gets
+    :class:`MailboxFull` through its future. ``FAIL``: the actor fails (a supervisor restarts or
+    closes it): the policy for consumers that must never fall behind silently.
+    """
+
+    REJECT = "reject"
+    DROP = "drop"
+    FAIL = "fail"
+
+
+class MailboxFull(Exception):
+    """The actor's mailbox is at capacity; the message was not queued."""
+
+
+class MailboxOverflow(Exception):
+    """An actor with the ``fail`` overflow policy failed because its mailbox overflowed."""
+
+
+class Mailbox:
+    """Pykka's ``ActorInbox`` for :class:`~supervisors.GeventActor`.
+
+    ``put`` may be called from any thread: on the home hub it queues and schedules the actor
+    directly; from another OS thread it hands the envelope to the hub thread-safely, which also
+    wakes the hub at once. Only the actor's own loop takes messages out.
+    """
+
+    __slots__ = ("_actor", "capacity", "dropped", "overflow", "queue")
+
+    def __init__(self) -> None:
+        self.queue: deque[Envelope[Any]] = deque()
+        self._actor: GeventActor | None = None
+        self.capacity: int | None = None
+        self.overflow = Overflow.REJECT
+        self.dropped = 0
+
+    def bind(self, actor: GeventActor, capacity: int | None, overflow: Overflow) -> None:
+        if capacity is not None and capacity < 1:
+            msg = f"mailbox capacity must be at least 1, got {capacity}"
+            raise ValueError(msg)
+        self._actor = actor
+        self.capacity = capacity
+        self.overflow = Overflow(overflow)
+
+    def put(self, envelope: Envelope[Any], /) -> None:
+        actor = self._actor
+        assert actor is not None, "Mailbox used before its actor was created"
+        if self.capacity is not None and len(self.queue) >= self.capacity:
+            self._overflowed(actor, envelope)
+            return
+        if on_home_thread():
+            actor._deliver(envelope)
+        else:
+            call_on_home(actor._deliver, envelope)
+
+    def _overflowed(self, actor: GeventActor, envelope: Envelope[Any]) -> None:
+        message = f"mailbox of {actor} is full ({self.capacity} messages)"
+        if self.overflow is Overflow.REJECT:
+            raise MailboxFull(message)
+        self.dropped += 1
+        if envelope.reply_to is not None:
+            envelope.reply_to.set_exception((MailboxFull, MailboxFull(message), None))
+        if self.overflow is Overflow.FAIL:
+            fail = actor._fail_soon
+            if on_home_thread():
+                fail(MailboxOverflow(message))
+            else:
+                call_on_home(fail, MailboxOverflow(message))
+
+    def get(self) -> Envelope[Any]:
+        return self.queue.popleft()
+
+    def empty(self) -> bool:
+        return not self.queue
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+
+def dead_letter(envelope: Envelope[Any], actor: object) -> None:
+    """Answer a message that reached an actor after it ended, as Pykka's own teardown does."""
+    if envelope.reply_to is None:
+        return
+    if isinstance(envelope.message, _ActorStop):
+        envelope.reply_to.set(None)
+        return
+    error = ActorDeadError(f"{actor} stopped before handling the message")
+    envelope.reply_to.set_exception((ActorDeadError, error, None))
