@@ -9,14 +9,17 @@ the next loop iteration.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent import monkey
 from gevent.hub import Hub
 
 __all__ = ["call_on_home", "home_hub", "on_home_thread"]
+
+# The OS thread id, even when ``threading`` is monkey-patched (then its get_ident names greenlets).
+_thread_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
 
 _home: Hub | None = None
 _home_thread: int | None = None
@@ -27,7 +30,7 @@ def home_hub() -> Hub:
     global _home, _home_thread
     if _home is None:
         _home = gevent.get_hub()
-        _home_thread = threading.get_ident()
+        _home_thread = _thread_ident()
     return _home
 
 
@@ -35,13 +38,13 @@ def on_home_thread() -> bool:
     """True when the caller may block on gevent primitives of the home hub."""
     if _home_thread is None:
         home_hub()
-    return threading.get_ident() == _home_thread
+    return _thread_ident() == _home_thread
 
 
 def call_on_home(func: Callable[..., Any], *args: Any) -> None:
     """Run ``func(*args)`` on the home hub soon, scheduled thread-safely from other threads."""
     hub = home_hub()
-    if threading.get_ident() == _home_thread:
+    if _thread_ident() == _home_thread:
         hub.loop.run_callback(func, *args)
     else:
         hub.loop.run_callback_threadsafe(func, *args)
