@@ -279,6 +279,4 @@ class TokenAuthority:
 
 def _is_number(value: object) -> bool:
     # JSON as Python parses it admits NaN and Infinity; neither is a time.
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

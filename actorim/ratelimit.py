@@ -56,6 +56,10 @@ class Verdict(enum.Enum):
     """Close the connection (1008, policy violation); every later check says the same."""
 
 
+_EPSILON = 1e-9
+"""Float slack when comparing tokens: refills like ``(5.1 - 5.0) * 10`` fall just short of 1."""
+
+
 class TokenBucket:
     """The classic token bucket: ``burst`` tokens, refilled at ``rate`` tokens per second.
 
@@ -84,8 +88,8 @@ class TokenBucket:
         if now > self._stamp:
             self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
             self._stamp = now
-        if self._tokens >= cost:
-            self._tokens -= cost
+        if self._tokens + _EPSILON >= cost:
+            self._tokens = max(0.0, self._tokens - cost)
             return True
         return False
 
@@ -93,11 +97,12 @@ class TokenBucket:
 class RateLimiter:
     """Decides ALLOW, REJECT or ABUSE for each command of one connection.
 
-    Refusals are counted over a sliding window estimated from two fixed windows: the count
-    of the current window plus the previous window's count weighted by how much of it the
-    sliding window still covers. That is exact when refusals are spread evenly and costs three
-    numbers per connection instead of a timestamp per refusal. ABUSE is given when the
-    estimate exceeds ``abuse_rejections``.
+    Refusals are counted in a window that opens at the first refusal and lasts
+    ``abuse_window_s``; the refusal that makes the count exceed ``abuse_rejections`` is ABUSE.
+    When the window ends, the next refusal opens a new one. Every refusal counted lies within
+    one window of the latest, so ABUSE is only ever given for more than ``abuse_rejections``
+    refusals within ``abuse_window_s``; a steady flood is caught within two windows. Two
+    numbers per connection instead of a timestamp per refusal.
     """
 
     __slots__ = (
@@ -105,8 +110,7 @@ class RateLimiter:
         "_abuse_window_s",
         "_abusive",
         "_bucket",
-        "_current",
-        "_previous",
+        "_rejections",
         "_window_start",
     )
 
@@ -127,8 +131,7 @@ class RateLimiter:
         self._abuse_rejections = abuse_rejections
         self._abuse_window_s = float(abuse_window_s)
         self._window_start = now
-        self._current = 0
-        self._previous = 0
+        self._rejections = 0
         self._abusive = False
 
     @property
@@ -142,21 +145,11 @@ class RateLimiter:
             return Verdict.ABUSE
         if self._bucket.take(now, cost):
             return Verdict.ALLOW
-        if self._recent_rejections(now) + 1 > self._abuse_rejections:
+        if self._rejections == 0 or now - self._window_start >= self._abuse_window_s:
+            self._window_start = now
+            self._rejections = 0
+        self._rejections += 1
+        if self._rejections > self._abuse_rejections:
             self._abusive = True
             return Verdict.ABUSE
-        self._current += 1
         return Verdict.REJECT
-
-    def _recent_rejections(self, now: float) -> float:
-        """Refusals in the ``abuse_window_s`` before ``now``, estimated."""
-        window = self._abuse_window_s
-        elapsed = now - self._window_start
-        if elapsed >= window:
-            windows_passed = int(elapsed // window)
-            self._previous = self._current if windows_passed == 1 else 0
-            self._current = 0
-            self._window_start += windows_passed * window
-            elapsed = now - self._window_start
-        overlap = min(1.0, max(0.0, 1.0 - elapsed / window))
-        return self._previous * overlap + self._current

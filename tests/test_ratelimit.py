@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections import deque
+
 import pytest
 
 from actorim.ratelimit import (
@@ -106,23 +109,44 @@ def test_sustained_overload_is_abuse_only_above_the_refusal_limit(
     assert (ABUSE in verdicts) is abusive
 
 
-def test_refusals_spread_over_windows_are_counted_in_a_sliding_window() -> None:
-    # 150 refusals at the end of one window and 150 at the start of the next are 300 within
-    # a few seconds: a fixed window would miss them, the sliding estimate does not.
+def test_refusals_are_counted_for_one_window_from_the_first_of_them() -> None:
     limiter = RateLimiter(now=0.0, rate=1, burst=1, abuse_rejections=200, abuse_window_s=10)
-    assert limiter.check(9.0) is ALLOW
-    assert [limiter.check(9.0) for _ in range(150)] == [REJECT] * 150
-    assert limiter.check(10.5) is ALLOW
-    verdicts = [limiter.check(10.5) for _ in range(150)]
-    assert ABUSE in verdicts
+    assert limiter.check(0.0) is ALLOW
+    assert [limiter.check(0.0) for _ in range(150)] == [REJECT] * 150
+    assert limiter.check(9.5) is ALLOW
+    assert [limiter.check(9.5) for _ in range(51)] == [REJECT] * 50 + [ABUSE]
 
 
-def test_refusals_older_than_two_windows_are_forgotten() -> None:
+def test_refusals_a_full_window_apart_are_not_added_up() -> None:
     limiter = RateLimiter(now=0.0, rate=1, burst=1, abuse_rejections=200, abuse_window_s=10)
     assert limiter.check(0.0) is ALLOW
     assert [limiter.check(0.0) for _ in range(200)] == [REJECT] * 200
-    assert limiter.check(25.0) is ALLOW
-    assert [limiter.check(25.0) for _ in range(200)] == [REJECT] * 200
+    assert limiter.check(10.0) is ALLOW
+    assert [limiter.check(10.0) for _ in range(200)] == [REJECT] * 200
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_abuse_matches_the_refusal_limit_for_random_traffic(seed: int) -> None:
+    # Phases of random length and pace. ABUSE must only come after more than 100 refusals
+    # within 2 s; and until it comes, no 2 s ever held more than twice that many.
+    rng = random.Random(seed)
+    limiter = RateLimiter(now=0.0, rate=50, burst=50, abuse_rejections=100, abuse_window_s=2)
+    recent: deque[float] = deque()  # refusals within the last 2 s
+    now = 0.0
+    for _ in range(200):
+        phase_end = now + rng.uniform(0.2, 4.0)
+        pace = rng.choice([10, 40, 60, 80, 150])
+        while now < phase_end:
+            now += rng.expovariate(pace)
+            while recent and recent[0] <= now - 2:
+                recent.popleft()
+            verdict = limiter.check(now)
+            if verdict is ABUSE:
+                assert len(recent) + 1 > 100
+                return
+            if verdict is REJECT:
+                recent.append(now)
+                assert len(recent) <= 2 * 100
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,7 @@ _NAME_CHARS_TEXT = "letters, digits and _ . : @ -"
 _QUOTE_AT_MOST = 40  # characters of a client's value quoted back in an error message
 
 
-class NotACommand(CommandError):  # noqa: N818 -- the name the server code matches on
+class NotACommand(CommandError):
     """The frame is not a map with an integer `id`: there is no id to reply to."""
 
     def __init__(self, message: str) -> None:

@@ -1,0 +1,386 @@
+"""``ConnectionActor``: one per WebSocket; the only writer of its socket.
+
+Its reader (the WSGI handler's greenlet) decodes frames into commands and tells them to this
+actor; everything else that has something for the client offers frames to the link's outbox
+and wakes this actor, which writes all waiting frames in one call. Session state lives in the
+``Link``, so when this actor crashes on a command the client gets ``internal`` for that command
+and a fresh actor carries on with the same session; a connection that keeps crashing is closed
+with 1011, alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pykka import ActorDeadError
+
+from actorim.actors.messages import Append, Call, Crash, JoinRoom, LeaveRoom
+from actorim.actors.presence import Offline, Online, PresenceQuery, WatchChange
+from actorim.actors.router import Register, RoomFor, Unregister
+from actorim.actors.store import query
+from actorim.auth import AuthError
+from actorim.context import NodeContext, Unavailable
+from actorim.events import encode_body, message_event, message_frame
+from actorim.link import WAKE, Link, Phase
+from actorim.protocol import commands as cmd
+from actorim.protocol.errors import CommandError, ErrorCode
+from actorim.protocol.frames import CloseCode
+from actorim.store.base import NewMessage, dm_conv, room_conv
+from actorim.web.websocket import ConnectionClosed
+from actorim.wire import WireFrame
+from supervisors import GeventActor
+
+__all__ = ["ConnectionActor"]
+
+logger = logging.getLogger("actorim.connection")
+
+# How long a connection waits for the router (registering, finding a room) before answering
+# overloaded. The router answers in microseconds unless it is restarting.
+ROUTER_TIMEOUT_S = 5.0
+
+# Commands a connection may have queued before its reader answers overloaded. The rate limit
+# keeps well-behaved clients far below it; it bounds memory if the actor is stuck writing.
+CONNECTION_MAILBOX = 1000
+
+
+class ConnectionActor(GeventActor):
+    """See the module docstring."""
+
+    mailbox_capacity = CONNECTION_MAILBOX
+
+    def __init__(self, link: Link, ctx: NodeContext) -> None:
+        super().__init__()
+        self.link = link
+        self.ctx = ctx
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            cmd.Join: self._join,
+            cmd.Leave: self._leave,
+            cmd.Send: self._send,
+            cmd.Presence: self._presence,
+            cmd.Watch: self._watch,
+            cmd.Unwatch: self._watch,
+            cmd.Ping: self._ping,
+            cmd.Ack: self._receipt,
+            cmd.Read: self._receipt,
+            cmd.History: self._history,
+            cmd.DebugCrash: self._debug_crash,
+        }
+
+    def __str__(self) -> str:
+        return f"ConnectionActor {self.link.conn_id} ({self.link.user or 'anonymous'})"
+
+    def on_start(self) -> None:
+        self.link.actor = self.actor_ref
+        self._service()
+
+    def on_failure(self, *_exc: object) -> None:
+        link = self.link
+        if link.actor is self.actor_ref:
+            link.actor = None
+        if link.current_id is not None:
+            link.fail(
+                link.current_id,
+                ErrorCode.INTERNAL,
+                "the server failed while handling this command; it may not have taken effect",
+            )
+            link.current_id = None
+        if not link.crashes.record(time.monotonic()):
+            link.request_close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def on_stop(self) -> None:
+        if self.link.actor is self.actor_ref:
+            self.link.actor = None
+
+    def on_receive(self, message: Any) -> Any:
+        if message is not WAKE:
+            if isinstance(message, Call):
+                message.func(*message.args)
+            else:
+                self._command(message)
+        self._service()
+        return None
+
+    # -- writing and closing ---------------------------------------------------------------------
+
+    def _service(self) -> None:
+        """Write what the outbox holds; carry out an overflow or a requested close."""
+        link = self.link
+        if link.phase is Phase.CLOSED:
+            return
+        outbox = link.outbox
+        if outbox.overflowed:
+            self._close(CloseCode.TRY_AGAIN_LATER, "slow consumer: too many frames waiting")
+            return
+        if outbox.frames:
+            try:
+                link.ws.write(outbox.take())
+            except ConnectionClosed:
+                self._close(CloseCode.ABNORMAL_CLOSURE, "")
+                return
+        if link.close_request is not None:
+            self._close(*link.close_request)
+
+    def _close(self, code: int, reason: str) -> None:
+        link = self.link
+        if link.phase is Phase.CLOSED:
+            return
+        was_connected = link.phase is Phase.CONNECTED
+        link.phase = Phase.CLOSING
+        self._leave_everything(was_connected)
+        if not link.outbox.overflowed and link.outbox.frames:
+            with contextlib.suppress(ConnectionClosed):
+                link.ws.write(link.outbox.take())
+        link.phase = Phase.CLOSED
+        try:
+            link.ws.close(code, reason)
+        except Exception:
+            logger.debug("closing %s failed", link, exc_info=True)
+        link.done.set()
+        self.stop()
+
+    def _leave_everything(self, was_connected: bool) -> None:
+        link = self.link
+        for state in link.rooms.values():
+            if state.actor is not None:
+                with contextlib.suppress(ActorDeadError):
+                    state.actor.tell(LeaveRoom(link))
+        link.rooms.clear()
+        if was_connected:
+            for name, message in (("router", Unregister(link)), ("presence", Offline(link))):
+                # A restarting router or tracker rebuilds from the live links.
+                with contextlib.suppress(Unavailable):
+                    self.ctx.refs.tell(name, message)
+        self.ctx.directory.links.pop(link.conn_id, None)
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def _command(self, command: Any) -> None:
+        link = self.link
+        if link.phase is not Phase.AWAITING_CONNECT and link.phase is not Phase.CONNECTED:
+            return
+        link.current_id = command.id
+        try:
+            if link.phase is Phase.AWAITING_CONNECT:
+                if isinstance(command, cmd.Connect):
+                    self._connect(command)
+                else:
+                    link.fail(command.id, ErrorCode.UNAUTHENTICATED, "send connect first")
+                    link.request_close(CloseCode.POLICY_VIOLATION, "connect must come first")
+            elif isinstance(command, cmd.Connect):
+                link.fail(command.id, ErrorCode.BAD_REQUEST, "this connection is connected already")
+            else:
+                self._handlers[type(command)](command)
+        except CommandError as exc:
+            link.fail(command.id, exc.code, exc.message)
+        except Unavailable as exc:
+            link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+        link.current_id = None
+
+    def _ask_router(self, message: Any) -> Any:
+        router = self.ctx.refs.router
+        if router is None:
+            raise Unavailable("the router is restarting")
+        try:
+            answer = router.ask(message, timeout=ROUTER_TIMEOUT_S)
+        except ActorDeadError:
+            raise Unavailable("the router is restarting") from None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _connect(self, command: cmd.Connect) -> None:
+        link = self.link
+        try:
+            identity = self.ctx.authority.verify(command.token)
+        except AuthError as exc:
+            link.fail(command.id, ErrorCode.UNAUTHENTICATED, exc.message)
+            link.request_close(CloseCode.POLICY_VIOLATION, "authentication failed")
+            return
+        link.identity = identity
+        link.user = identity.user
+        try:
+            self._ask_router(Register(link))
+        except CommandError as exc:
+            link.fail(command.id, exc.code, exc.message)
+            link.request_close(CloseCode.POLICY_VIOLATION, "too many connections")
+            return
+        link.session = secrets.token_hex(8)
+        link.phase = Phase.CONNECTED
+        link.dm_backlog = []
+        with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
+            self.ctx.refs.tell("presence", Online(link))
+        link.reply(
+            command.id,
+            {
+                "user": identity.user,
+                "session": link.session,
+                "node": self.ctx.node_id,
+                "heartbeat": self.ctx.config.heartbeat,
+            },
+        )
+        self._deliver_offline()
+
+    def _deliver_offline(self) -> None:
+        """Every direct message this user has not acknowledged, oldest first, then live ones."""
+        link = self.link
+        user = link.user
+
+        def done(result: Any, error: BaseException | None) -> None:
+            backlog, link.dm_backlog = link.dm_backlog or [], None
+            sent: set[str] = set()
+            if error is not None:
+                logger.warning("offline delivery for %r failed: %s", user, error)
+            else:
+                for stored in result:
+                    link.send_frame(message_frame(stored))
+                    sent.add(stored.mid)
+            for mid, frame in backlog:
+                if mid not in sent:
+                    link.send_frame(frame)
+
+        try:
+            query(self.ctx, "pending_for", user, limit=self.ctx.config.retention_count, done=done)
+        except Unavailable as exc:
+            done(None, exc)
+
+    def _join(self, command: cmd.Join) -> None:
+        link = self.link
+        name = command.room
+        assert link.identity is not None
+        if not link.identity.may_join(name):
+            raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {name!r}")
+        limit = self.ctx.config.max_rooms_per_connection
+        if name not in link.rooms and len(link.rooms) >= limit:
+            raise CommandError(
+                ErrorCode.FORBIDDEN, f"a connection may be in at most {limit} rooms; leave one"
+            )
+        state = self._ask_router(RoomFor(name))
+        link.rooms[name] = state
+        try:
+            assert state.actor is not None
+            state.actor.tell(JoinRoom(link, command.id, command.since, command.epoch))
+        except (ActorDeadError, AssertionError):
+            link.rooms.pop(name, None)
+            raise Unavailable(f"room {name!r} is restarting") from None
+
+    def _leave(self, command: cmd.Leave) -> None:
+        state = self.link.rooms.pop(command.room, None)
+        if state is None:
+            raise CommandError(ErrorCode.NOT_FOUND, f"you are not in room {command.room!r}")
+        try:
+            assert state.actor is not None
+            state.actor.tell(LeaveRoom(self.link, command.id))
+        except (ActorDeadError, AssertionError):
+            self.link.reply(command.id, {})
+
+    def _send(self, command: cmd.Send) -> None:
+        link = self.link
+        user = link.user
+        assert user is not None
+        now_ms = int(time.time() * 1000)
+        body = encode_body(command.body)
+        if command.room is not None:
+            if command.room not in link.rooms:
+                raise CommandError(
+                    ErrorCode.FORBIDDEN, f"join room {command.room!r} before sending to it"
+                )
+            conv = room_conv(command.room)
+        else:
+            assert command.to is not None
+            conv = dm_conv(user, command.to)
+        message = _new_message(conv, user, command, body, now_ms)
+        self.ctx.refs.tell("store", Append(message, command.body, link, command.id))
+
+    def _presence(self, command: cmd.Presence) -> None:
+        self.ctx.refs.tell("presence", PresenceQuery(self.link, command.id, command.users))
+
+    def _watch(self, command: cmd.Watch | cmd.Unwatch) -> None:
+        watch = isinstance(command, cmd.Watch)
+        self.ctx.refs.tell("presence", WatchChange(self.link, command.id, command.users, watch))
+
+    def _ping(self, command: cmd.Ping) -> None:
+        self.link.reply(command.id, {})
+
+    def _receipt(self, command: cmd.Ack | cmd.Read) -> None:
+        link = self.link
+        status = "read" if isinstance(command, cmd.Read) else "delivered"
+        bus = self.ctx.bus
+
+        def done(receipt: Any, error: BaseException | None) -> None:
+            if error is not None:
+                link.fail(command.id, ErrorCode.INTERNAL, "the receipt could not be recorded")
+                return
+            link.reply(command.id, {})
+            if receipt is not None:
+                frame = WireFrame(
+                    {"t": "receipt", "mid": receipt.mid, "by": receipt.by, "status": receipt.status}
+                )
+                bus.to_user(receipt.sender, frame)
+
+        query(self.ctx, "mark", command.mid, link.user, status, done=done)
+
+    def _history(self, command: cmd.History) -> None:
+        link = self.link
+        assert link.identity is not None and link.user is not None
+        if command.room is not None:
+            if not link.identity.may_join(command.room):
+                raise CommandError(
+                    ErrorCode.FORBIDDEN, f"your token does not allow room {command.room!r}"
+                )
+            conv = room_conv(command.room)
+        else:
+            assert command.with_ is not None
+            conv = dm_conv(link.user, command.with_)
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                link.fail(command.id, ErrorCode.INTERNAL, "history could not be read; retry")
+                return
+            messages, more = result
+            link.reply(command.id, {"messages": [message_event(m) for m in messages], "more": more})
+
+        query(
+            self.ctx,
+            "history",
+            conv,
+            before=command.before,
+            after=command.after,
+            limit=command.limit,
+            done=done,
+        )
+
+    def _debug_crash(self, command: cmd.DebugCrash) -> None:
+        if not self.ctx.config.fault_injection:
+            raise CommandError(
+                ErrorCode.BAD_REQUEST,
+                "debug.crash is disabled: the server runs without ACTORIM_FAULT_INJECTION=1",
+            )
+        crash = Crash(self.link, command.id)
+        if command.what == "connection":
+            raise RuntimeError("debug.crash: connection failure injected")
+        if command.what == "room":
+            state = self.link.rooms.get(command.room or "")
+            if state is None or state.actor is None:
+                raise CommandError(ErrorCode.NOT_FOUND, "field 'room' must name a joined room")
+            state.actor.tell(crash)
+        else:
+            self.ctx.refs.tell(command.what, crash)
+        self.link.current_id = None  # the failing actor answers for this command
+
+
+def _new_message(conv: str, user: str, command: cmd.Send, body: bytes, now_ms: int) -> NewMessage:
+    return NewMessage(
+        conv=conv,
+        sender=user,
+        kind=command.kind,
+        body=body,
+        ts=now_ms,
+        cid=command.cid,
+        room=command.room,
+        to=command.to,
+    )

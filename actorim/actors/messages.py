@@ -1,0 +1,78 @@
+"""Messages exchanged between a node's actors: small immutable values, one class per intent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actorim.link import Link
+    from actorim.store.base import NewMessage
+    from actorim.wire import WireFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """To a room: a committed message to fan out to members (but ``origin``)."""
+
+    seq: int
+    frame: WireFrame
+    origin: Link | None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRoom:
+    """To a room: add ``link``; with ``since``, first replay what it missed."""
+
+    link: Link
+    command_id: int
+    since: int | None = None
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRoom:
+    """To a room: remove ``link``; ``command_id`` None when the connection is closing."""
+
+    link: Link
+    command_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """Fault injection: raise while handling this (answers ``internal`` to the link)."""
+
+    link: Link | None
+    command_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """To the store: persist ``message``; answer ``command_id`` on ``link`` once durable."""
+
+    message: NewMessage
+    body: Any
+    link: Link | None
+    command_id: int | None
+    done: Callable[[Any, BaseException | None], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """To the store: run ``method(*args, **kwargs)`` on the backend off the hub, then call
+    ``done(result, error)`` on the hub (in the store actor)."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Run ``func(*args)`` inside the receiving actor (a result coming back to it)."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()

@@ -1,0 +1,161 @@
+"""``PresenceActor``: who is online, announced to watchers once per change, with a grace period.
+
+The decisions are in ``PresenceBook`` (pure); this actor feeds it connection events with the
+time, sends the announcements to watching links, and keeps one timer for the next grace
+deadline. It keeps no state that matters across a crash: a restarted tracker rebuilds the book
+from the node's live links and their watch lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gevent import spawn_later
+from pykka import ActorDeadError
+
+from actorim.actors.messages import Call, Crash
+from actorim.context import NodeContext
+from actorim.link import Link, Phase
+from actorim.presence_state import Announcement, PresenceBook, WatchLimitError
+from actorim.protocol.errors import ErrorCode
+from actorim.wire import WireFrame
+from supervisors import GeventActor
+
+__all__ = ["Offline", "Online", "PresenceActor", "PresenceQuery", "WatchChange"]
+
+logger = logging.getLogger("actorim.presence")
+
+
+@dataclass(frozen=True, slots=True)
+class Online:
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Offline:
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    link: Link
+    command_id: int
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchChange:
+    link: Link
+    command_id: int
+    users: tuple[str, ...]
+    watch: bool
+
+
+class PresenceActor(GeventActor):
+    """See the module docstring."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.book = PresenceBook(grace_s=ctx.config.presence_grace)
+        self._timer: Any = None
+        self._timer_due: float | None = None
+
+    def on_start(self) -> None:
+        now = time.time()
+        live = [
+            (link, link.user)
+            for link in self.ctx.directory.links.values()
+            if link.phase is Phase.CONNECTED and link.user is not None
+        ]
+        self._announce(self.book.rebuild(((user, link) for link, user in live), now))
+        for link, _user in live:
+            if link.watching:
+                self.book.watch(link, link.watching)
+        self.ctx.refs.presence = self.actor_ref
+        self._arm()
+
+    def on_stop(self) -> None:
+        self._disarm()
+        self.ctx.refs.presence = None
+
+    def on_failure(self, *_exc: object) -> None:
+        self.on_stop()
+        crash = getattr(self, "_crash_request", None)
+        if crash is not None and crash.link is not None and crash.command_id is not None:
+            crash.link.fail(crash.command_id, ErrorCode.INTERNAL, "presence failed (injected)")
+
+    def on_receive(self, message: Any) -> Any:
+        now = time.time()
+        book = self.book
+        if isinstance(message, Online):
+            assert message.link.user is not None
+            self._announce(book.connected(message.link.user, message.link, now))
+        elif isinstance(message, Offline):
+            link = message.link
+            if link.user is not None:
+                self._announce(book.disconnected(link.user, link, now))
+            book.drop_watcher(link)
+        elif isinstance(message, PresenceQuery):
+            message.link.reply(message.command_id, {"statuses": book.statuses(message.users)})
+        elif isinstance(message, WatchChange):
+            self._watch(message)
+        elif isinstance(message, Call):
+            message.func(*message.args)
+        elif isinstance(message, Crash):
+            self._crash_request = message
+            raise RuntimeError("debug.crash: presence failure injected")
+        else:
+            return super().on_receive(message)
+        self._arm()
+        return None
+
+    def _watch(self, change: WatchChange) -> None:
+        link = change.link
+        if change.watch:
+            try:
+                self.book.watch(link, change.users)
+            except WatchLimitError as exc:
+                link.fail(change.command_id, ErrorCode.FORBIDDEN, str(exc))
+                return
+            link.watching.update(change.users)
+        else:
+            self.book.unwatch(link, change.users)
+            link.watching.difference_update(change.users)
+        link.reply(change.command_id, {})
+
+    def _announce(self, announcements: list[Announcement]) -> None:
+        for a in announcements:
+            watchers = self.book.watchers_of(a.user)
+            if not watchers:
+                continue
+            frame = WireFrame({"t": "presence", "user": a.user, "status": a.status, "ts": a.ts_ms})
+            for link in watchers:
+                link.send_frame(frame)
+
+    # -- the grace timer -------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        due = self.book.next_deadline()
+        if due is None or due == self._timer_due:
+            return
+        self._disarm()
+        self._timer_due = due
+        self._timer = spawn_later(max(0.0, due - time.time()), self._tick)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.kill(block=False)
+        self._timer = self._timer_due = None
+
+    def _tick(self) -> None:
+        self._timer = self._timer_due = None
+        with contextlib.suppress(ActorDeadError):
+            self.actor_ref.tell(Call(self._expire))
+
+    def _expire(self) -> None:
+        self._announce(self.book.expire(time.time()))

@@ -1,0 +1,250 @@
+"""``RoomActor``: one per room with members on this node; fans messages out in ``seq`` order.
+
+The room's lasting state (members, users, the latest ``seq``) is a ``RoomState`` kept in the
+node's directory, so a room actor that crashes is restarted with its members and sequence
+intact. Fan-out offers one shared, once-encoded frame to every member's outbox: no per-member
+encoding and no per-member message to another actor.
+
+A member that joins with ``since`` first gets what it missed, read from the store, then the
+live messages that arrived meanwhile (held back until the replay is done), so it sees the room
+in ``seq`` order with no gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from actorim.actors.messages import Call, Crash, JoinRoom, LeaveRoom, Publish
+from actorim.actors.store import query, query_wait
+from actorim.context import NodeContext, Unavailable
+from actorim.events import message_frame
+from actorim.protocol.errors import ErrorCode
+from actorim.store.base import room_conv
+from actorim.wire import WireFrame
+from supervisors import GeventActor
+
+if TYPE_CHECKING:
+    from pykka import ActorRef
+
+    from actorim.link import Link
+
+__all__ = ["RECOVERY_LIMIT", "RoomActor", "RoomIdle", "RoomState"]
+
+logger = logging.getLogger("actorim.room")
+
+# The most messages a join with ``since`` replays; a longer gap answers recovered: false and
+# the client pages back with ``history``. A thousand messages is a few hundred KiB at most.
+RECOVERY_LIMIT = 1000
+
+
+@dataclass(eq=False)
+class RoomState:
+    """What a room knows that must survive its actor's restart."""
+
+    name: str
+    members: dict[Link, None] = field(default_factory=dict)
+    users: dict[str, int] = field(default_factory=dict)
+    seq: int = 0
+    loaded: bool = False
+    actor: ActorRef[Any] | None = None
+    generation: int = 0
+    joins_forwarded: int = 0
+    joins_handled: int = 0
+    recovering: dict[Link, list[tuple[int, WireFrame]]] = field(default_factory=dict)
+    missed_publish: bool = False
+
+    @property
+    def conv(self) -> str:
+        return room_conv(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomIdle:
+    """To the router: the room has no members left after handling ``joins_handled`` joins."""
+
+    name: str
+    joins_handled: int
+    state: RoomState
+
+
+class RoomActor(GeventActor):
+    """See the module docstring."""
+
+    def __init__(self, state: RoomState, ctx: NodeContext) -> None:
+        super().__init__()
+        self.state = state
+        self.ctx = ctx
+
+    def __str__(self) -> str:
+        return f"RoomActor {self.state.name!r}"
+
+    def on_start(self) -> None:
+        state = self.state
+        if not state.loaded:
+            state.seq = max(state.seq, query_wait(self.ctx, "last_seq", state.conv))
+            state.loaded = True
+        state.actor = self.actor_ref
+
+    def on_stop(self) -> None:
+        if self.state.actor is self.actor_ref:
+            self.state.actor = None
+
+    def on_failure(self, *_exc: object) -> None:
+        crash = getattr(self, "_crash_request", None)
+        if crash is not None and crash.link is not None and crash.command_id is not None:
+            crash.link.fail(crash.command_id, ErrorCode.INTERNAL, "the room failed (injected)")
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Publish):
+            self._publish(message)
+        elif isinstance(message, JoinRoom):
+            self._join(message)
+        elif isinstance(message, LeaveRoom):
+            self._leave(message)
+        elif isinstance(message, Call):
+            return message.func(*message.args)
+        elif isinstance(message, Crash):
+            self._crash_request = message
+            raise RuntimeError("debug.crash: room failure injected")
+        else:
+            return super().on_receive(message)
+        return None
+
+    # -- fan-out ---------------------------------------------------------------------------------
+
+    def _publish(self, publish: Publish) -> None:
+        state = self.state
+        state.seq = max(state.seq, publish.seq)
+        origin = publish.origin
+        frame = publish.frame
+        recovering = state.recovering
+        if recovering:
+            for link in state.members:
+                if link is origin:
+                    continue
+                held = recovering.get(link)
+                if held is not None:
+                    held.append((publish.seq, frame))
+                else:
+                    link.send_frame(frame)
+        else:
+            for link in state.members:
+                if link is not origin:
+                    link.send_frame(frame)
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def _join(self, join: JoinRoom) -> None:
+        state = self.state
+        link = join.link
+        state.joins_handled += 1
+        user = link.user
+        assert user is not None
+        if link not in state.members:
+            if len(state.members) >= self.ctx.config.max_members_per_room:
+                link.rooms.pop(state.name, None)
+                link.fail(
+                    join.command_id,
+                    ErrorCode.FORBIDDEN,
+                    f"room {state.name!r} is full "
+                    f"({self.ctx.config.max_members_per_room} connections)",
+                )
+                self._maybe_idle()
+                return
+            state.members[link] = None
+            count = state.users.get(user, 0)
+            state.users[user] = count + 1
+            if count == 0:
+                self._announce(user, "joined")
+        reply: dict[str, Any] = {
+            "room": state.name,
+            "seq": state.seq,
+            "epoch": self.ctx.epoch,
+            "members": list(state.users),
+        }
+        since = join.since
+        if since is None:
+            link.reply(join.command_id, reply)
+            return
+        if (join.epoch is not None and join.epoch != self.ctx.epoch) or since > state.seq:
+            reply["recovered"] = False
+            link.reply(join.command_id, reply)
+            return
+        if since == state.seq:
+            reply["recovered"] = True
+            link.reply(join.command_id, reply)
+            return
+        self._replay(link, join.command_id, since, reply)
+
+    def _replay(self, link: Link, command_id: int, since: int, reply: dict[str, Any]) -> None:
+        state = self.state
+        state.recovering[link] = []
+        me = self.actor_ref
+
+        def done(result: Any, error: BaseException | None) -> None:
+            me.tell(Call(self._replayed, (link, command_id, reply, result, error)))
+
+        try:
+            query(self.ctx, "since", state.conv, since, limit=RECOVERY_LIMIT, done=done)
+        except Unavailable as exc:
+            self._replayed(link, command_id, reply, None, exc)
+
+    def _replayed(
+        self,
+        link: Link,
+        command_id: int,
+        reply: dict[str, Any],
+        result: Any,
+        error: BaseException | None,
+    ) -> None:
+        held = self.state.recovering.pop(link, [])
+        if link not in self.state.members:
+            return
+        last = reply["seq"]
+        if error is not None:
+            logger.warning("replay for room %r failed: %s", self.state.name, error)
+            reply["recovered"] = False
+            messages: list[Any] = []
+        else:
+            messages, complete = result
+            reply["recovered"] = complete
+        link.reply(command_id, reply)
+        for stored in messages:
+            link.send_frame(message_frame(stored))
+            last = max(last, stored.seq)
+        for seq, frame in held:
+            if seq > last:
+                link.send_frame(frame)
+
+    def _leave(self, leave: LeaveRoom) -> None:
+        state = self.state
+        link = leave.link
+        if link in state.members:
+            del state.members[link]
+            state.recovering.pop(link, None)
+            user = link.user
+            assert user is not None
+            count = state.users.get(user, 0) - 1
+            if count <= 0:
+                state.users.pop(user, None)
+                self._announce(user, "left")
+            else:
+                state.users[user] = count
+        if leave.command_id is not None:
+            link.reply(leave.command_id, {})
+        self._maybe_idle()
+
+    def _announce(self, user: str, what: str) -> None:
+        frame = WireFrame({"t": "member", "room": self.state.name, "user": user, "state": what})
+        for member in self.state.members:
+            if member.user != user:
+                member.send_frame(frame)
+
+    def _maybe_idle(self) -> None:
+        state = self.state
+        if not state.members:
+            with contextlib.suppress(Unavailable):
+                self.ctx.refs.tell("router", RoomIdle(state.name, state.joins_handled, state))

@@ -1,0 +1,295 @@
+"""``StoreActor``: owns the message store, group-commits sends off the hub, then publishes.
+
+Every send goes through here. Appends that arrive while a commit is in flight wait in
+``pending`` and go into the next transaction together (group commit), so under load many sends
+share one fsync. All backend calls run on one dedicated OS thread (gevent's ``ThreadPool(1)``):
+a slow disk stalls the store's thread, never the hub and its sockets. A send is answered only
+after its transaction committed, and only then is the message published to its room or
+recipient, so nobody sees a message the store could still lose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gevent import spawn_later
+from gevent.event import AsyncResult
+from gevent.threadpool import ThreadPool
+from pykka import ActorDeadError
+
+from actorim.actors.messages import Append, Call, Crash, Query
+from actorim.context import NodeContext, Unavailable
+from actorim.events import message_frame
+from actorim.protocol.errors import ErrorCode
+from actorim.store.base import Store, StoredMessage
+from supervisors import GeventActor
+
+__all__ = ["StoreActor", "StoreFailed", "query", "query_wait"]
+
+logger = logging.getLogger("actorim.store")
+
+PRUNE_INTERVAL_S = 60.0
+
+
+class StoreFailed(Exception):
+    """A commit failed: the store actor fails so that its supervisor reopens the backend."""
+
+
+class StoreActor(GeventActor):
+    """The single owner of the message store; see the module docstring."""
+
+    def __init__(
+        self, ctx: NodeContext, open_backend: Callable[[], Store], *, offload: bool = True
+    ) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self._open_backend = open_backend
+        self._offload = offload
+        self._pool: ThreadPool | None = None
+        self.backend: Store | None = None
+        self._pending: list[Append] = []
+        self._committing: list[Append] | None = None
+        self._prune_timer: Any = None
+
+    def on_start(self) -> None:
+        if self._offload:
+            self._pool = ThreadPool(1)
+        self.backend = self._run_now(self._open_backend)
+        self.ctx.epoch = self._run_now(self.backend.epoch)
+        self.ctx.refs.store = self.actor_ref
+        self._schedule_prune()
+
+    def on_stop(self) -> None:
+        self.ctx.refs.store = None
+        self._cancel_prune()
+        while self._committing is not None or self._pending:
+            if self._committing is None:
+                self._commit()
+            self._finish_commit_now()
+        self._close_backend()
+
+    def on_failure(self, *_exc: object) -> None:
+        self.ctx.refs.store = None
+        crash = getattr(self, "_crash_request", None)
+        if crash is not None and crash.link is not None and crash.command_id is not None:
+            crash.link.fail(crash.command_id, ErrorCode.INTERNAL, "the store failed (injected)")
+        self._cancel_prune()
+        for append in (self._committing or []) + self._pending:
+            _answer_error(append, ErrorCode.INTERNAL, _STORE_FAILED)
+        self._committing = None
+        self._pending = []
+        self._close_backend()
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Append):
+            self._append(message)
+        elif isinstance(message, Query):
+            self._query(message)
+        elif isinstance(message, Call):
+            return message.func(*message.args)
+        elif isinstance(message, Crash):
+            self._crash_request = message
+            raise RuntimeError("debug.crash: store failure injected")
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _append(self, append: Append) -> None:
+        if len(self._pending) >= self.ctx.config.store_max_pending:
+            _answer_error(append, ErrorCode.OVERLOADED, _STORE_BEHIND)
+            return
+        self._pending.append(append)
+        if self._committing is None:
+            self._commit()
+
+    def _commit(self) -> None:
+        batch, self._pending = self._pending, []
+        self._committing = batch
+        assert self.backend is not None
+        messages = [a.message for a in batch]
+        self._in_background(self.backend.append_batch, (messages,), self._committed)
+
+    def _committed(self, result: Any, error: BaseException | None) -> None:
+        batch, self._committing = self._committing, None
+        if batch is None:
+            return
+        if error is not None:
+            for append in batch:
+                _answer_error(append, ErrorCode.INTERNAL, _STORE_FAILED)
+            raise StoreFailed(f"commit of {len(batch)} messages failed: {error}") from error
+        for append, stored in zip(batch, result, strict=True):
+            self._accepted(append, stored)
+        if self._pending:
+            self._commit()
+
+    def _accepted(self, append: Append, stored: StoredMessage) -> None:
+        if append.link is not None and append.command_id is not None:
+            append.link.reply(
+                append.command_id, {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts}
+            )
+        if append.done is not None:
+            append.done(stored, None)
+        if stored.duplicate:
+            return
+        frame = message_frame(stored, append.body, decoded=True)
+        bus = self.ctx.bus
+        if stored.room is not None:
+            bus.to_room(stored.room, stored.seq, frame, append.link)
+        else:
+            assert stored.to is not None
+            bus.to_user(stored.to, frame, mid=stored.mid)
+            if stored.sender != stored.to:
+                bus.to_user(stored.sender, frame, mid=stored.mid, origin=append.link)
+
+    def _query(self, query: Query) -> None:
+        assert self.backend is not None
+        method = getattr(self.backend, query.method)
+        self._in_background(method, query.args, query.done, query.kwargs)
+
+    # -- running backend calls off the hub ------------------------------------------------------
+
+    def _in_background(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        done: Callable[[Any, BaseException | None], None],
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """Run ``func`` on the store thread; ``done(result, error)`` runs in this actor after."""
+        if self._pool is None:
+            result = AsyncResult()
+            try:
+                result.set(func(*args, **(kwargs or {})))
+            except Exception as exc:
+                result.set_exception(exc)
+        else:
+            result = self._pool.spawn(func, *args, **(kwargs or {}))
+        me = self.actor_ref
+
+        def back(finished: AsyncResult) -> None:
+            error = finished.exception
+            value = None if error is not None else finished.value
+            try:
+                me.tell(Call(done, (value, error)))
+            except ActorDeadError:
+                if done is not self._committed:
+                    done(None, Unavailable("the store restarted"))
+
+        result.rawlink(back)
+
+    def _run_now(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func`` on the store thread and wait for it (start-up and shutdown only)."""
+        if self._pool is None:
+            return func(*args)
+        return self._pool.apply(func, args)
+
+    def _finish_commit_now(self) -> None:
+        batch = self._committing
+        if batch is None:
+            return
+        self._committing = None
+        assert self.backend is not None
+        try:
+            result = self._run_now(self.backend.append_batch, [a.message for a in batch])
+        except Exception:
+            for append in batch:
+                _answer_error(append, ErrorCode.INTERNAL, _STORE_FAILED)
+            logger.exception("final commit of %d messages failed", len(batch))
+            return
+        for append, stored in zip(batch, result, strict=True):
+            self._accepted(append, stored)
+
+    def _close_backend(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            try:
+                self._run_now(backend.close)
+            except Exception:
+                logger.exception("closing the store failed")
+        if self._pool is not None:
+            self._pool.kill()
+            self._pool = None
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def _schedule_prune(self) -> None:
+        self._prune_timer = spawn_later(PRUNE_INTERVAL_S, self._prune_tick)
+
+    def _cancel_prune(self) -> None:
+        if self._prune_timer is not None:
+            self._prune_timer.kill(block=False)
+            self._prune_timer = None
+
+    def _prune_tick(self) -> None:
+        with contextlib.suppress(ActorDeadError):
+            self.actor_ref.tell(Call(self._prune))
+
+    def _prune(self) -> None:
+        config = self.ctx.config
+        assert self.backend is not None
+
+        def pruned(deleted: Any, error: BaseException | None) -> None:
+            if error is not None:
+                logger.warning("pruning failed: %s", error)
+            elif deleted and self.backend is not None:
+                self._prune()  # a full budget: more may be due; sends interleave between calls
+                return
+            self._schedule_prune()
+
+        self._in_background(
+            self.backend.prune,
+            (),
+            pruned,
+            {
+                "now_ms": int(time.time() * 1000),
+                "max_count": config.retention_count,
+                "max_age_ms": config.retention_ms,
+            },
+        )
+
+
+_STORE_FAILED = "the message store failed; the message was not stored, send it again"
+_STORE_BEHIND = "the message store is behind; retry in a moment"
+
+
+def _answer_error(append: Append, code: ErrorCode, message: str) -> None:
+    if append.link is not None and append.command_id is not None:
+        append.link.fail(append.command_id, code, message)
+    if append.done is not None:
+        append.done(None, Unavailable(message))
+
+
+def query(
+    ctx: NodeContext,
+    method: str,
+    *args: Any,
+    done: Callable[[Any, BaseException | None], None],
+    **kwargs: Any,
+) -> None:
+    """Ask the store to run ``method``; ``done(result, error)`` runs in the store actor.
+
+    Raises :class:`Unavailable` when the store is restarting.
+    """
+    ctx.refs.tell("store", Query(method, args, kwargs, done))
+
+
+def query_wait(
+    ctx: NodeContext, method: str, *args: Any, timeout: float = 10.0, **kwargs: Any
+) -> Any:
+    """Run a store query and wait for it, blocking only the calling greenlet."""
+    result: AsyncResult = AsyncResult()
+
+    def done(value: Any, error: BaseException | None) -> None:
+        if error is not None:
+            result.set_exception(error)
+        else:
+            result.set(value)
+
+    query(ctx, method, *args, done=done, **kwargs)
+    return result.get(timeout=timeout)

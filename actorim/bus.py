@@ -1,0 +1,75 @@
+"""Where stored messages and user events go after the store accepted them.
+
+The store actor hands every committed message to the node's ``Bus``. On one node the bus
+delivers in-process: room messages to the room's actor (which fans out in ``seq`` order), direct
+messages and receipts to the recipient's links. In cluster mode a Redis-backed bus publishes
+instead and each node's listener calls the same local delivery below, so the path from the bus
+to a socket is the same in both modes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from pykka import ActorDeadError
+
+from actorim.actors.messages import Publish
+
+if TYPE_CHECKING:
+    from actorim.context import Directory
+    from actorim.link import Link
+    from actorim.wire import WireFrame
+
+__all__ = ["Bus", "LocalBus", "deliver_to_user"]
+
+
+class Bus(Protocol):
+    """How committed messages and per-user events reach the links that want them."""
+
+    def to_room(self, room: str, seq: int, frame: WireFrame, origin: Link | None) -> None:
+        """A room message with its ``seq``; ``origin`` (the sending link) does not get it."""
+
+    def to_user(
+        self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Link | None = None
+    ) -> None:
+        """An event for every link of ``user`` but ``origin``; ``mid`` marks a direct message."""
+
+
+def deliver_to_user(
+    directory: Directory,
+    user: str,
+    frame: WireFrame,
+    *,
+    mid: str | None = None,
+    origin: Link | None = None,
+) -> None:
+    """Offer ``frame`` to each local link of ``user``; a link catching up on offline messages
+    keeps direct messages aside so that they follow the backlog instead of overtaking it."""
+    for link in directory.links_of(user):
+        if link is origin:
+            continue
+        if mid is not None and link.dm_backlog is not None:
+            link.dm_backlog.append((mid, frame))
+        else:
+            link.send_frame(frame)
+
+
+class LocalBus:
+    """The single-node bus: straight to the room actors and the links in this process."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+
+    def to_room(self, room: str, seq: int, frame: WireFrame, origin: Link | None) -> None:
+        state = self._directory.rooms.get(room)
+        if state is None or state.actor is None:
+            return  # nobody is in the room on this node; the message waits in the store
+        try:
+            state.actor.tell(Publish(seq, frame, origin))
+        except ActorDeadError:
+            state.missed_publish = True
+
+    def to_user(
+        self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Link | None = None
+    ) -> None:
+        deliver_to_user(self._directory, user, frame, mid=mid, origin=origin)

@@ -1,0 +1,116 @@
+"""The ``actorim`` command: ``serve`` runs a node, ``token`` prints a signed token.
+
+gevent's monkey-patching must come before anything imports ``socket`` or ``threading``, so it
+happens here, first; embedders patch in their own entry point.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+if not monkey.is_module_patched("socket"):
+    monkey.patch_all()
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import gevent
+from gevent.event import Event
+
+from actorim.config import add_flags, config_from
+
+__all__ = ["main"]
+
+logger = logging.getLogger("actorim")
+
+# Exit status when the node's top supervisor gives up (EX_SOFTWARE): the process manager
+# restarts the process, as an OTP release's heart would.
+EXIT_SUPERVISOR_FAILED = 70
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ValueError as exc:
+        parser.exit(2, f"actorim: {exc}\n")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actorim", description="actorim: an instant-messaging server of supervised actors"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run a node",
+        description="Run an actorim node. Every setting is a flag or an environment variable.",
+    )
+    add_flags(serve)
+    serve.set_defaults(run=_serve)
+    token = commands.add_parser("token", help="print a signed token for a user")
+    token.add_argument("user")
+    token.add_argument("--rooms", help="comma-separated rooms or prefix:* patterns")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid")
+    token.add_argument("--secret", help="signing secret [env ACTORIM_SECRET]")
+    token.set_defaults(run=_token)
+    return parser
+
+
+def _token(args: argparse.Namespace) -> int:
+    from actorim.auth import TokenAuthority
+
+    secret = args.secret or os.environ.get("ACTORIM_SECRET", "")
+    if not secret:
+        raise ValueError("a secret is needed: --secret or ACTORIM_SECRET")
+    rooms = [r.strip() for r in args.rooms.split(",") if r.strip()] if args.rooms else None
+    print(TokenAuthority(secret).mint(args.user, rooms=rooms, ttl_s=args.ttl))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = config_from(args, os.environ)
+    if config.workers > 1:
+        if not config.redis_url:
+            raise ValueError(
+                f"--workers {config.workers} runs {config.workers} nodes, which must share "
+                "state through Redis: set REDIS_URL, or run one worker"
+            )
+        raise ValueError("several workers need cluster mode, which this build does not include")
+    from actorim.hubwatch import watch_hub
+    from actorim.logs import setup_logging
+    from actorim.node import Node
+
+    setup_logging(config.log_level, json_lines=config.log_json)
+    if config.dev:
+        logger.warning(
+            "DEVELOPMENT MODE: tokens are signed with a generated secret and anyone can get "
+            "one at /dev/token?user=NAME. Never expose this server."
+        )
+    os.makedirs(config.data_dir, exist_ok=True)
+    watch_hub(config.block_threshold)
+    node = Node(config, exit_code_on_failure=EXIT_SUPERVISOR_FAILED).start()
+    host, port = node.listen()
+    if config.dev:
+        logger.warning("try it: http://%s:%s/dev/token?user=alice", host, port)
+    stopped = Event()
+
+    def shut_down(signum: int) -> None:
+        logger.info("signal %d: draining", signum)
+        node.stop(drain=True)
+        stopped.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, lambda s=signum: gevent.spawn(shut_down, s))
+    stopped.wait()
+    logger.info("stopped")
+    return 0

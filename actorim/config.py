@@ -1,0 +1,249 @@
+"""Every setting of a node: its name, default, environment variable, flag and meaning, in one table.
+
+The table is the single source for ``Config`` defaults, ``Config.from_env``, the flags of
+``actorim serve`` (and so ``actorim serve --help``) and docs/operations.md. A setting is read from
+its flag, else from its environment variable, else its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_from"]
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+    env: str = ""
+
+    @property
+    def env_var(self) -> str:
+        return self.env or "ACTORIM_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    msg = f"expected a boolean (1/0, true/false), got {text!r}"
+    raise ValueError(msg)
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+KIB = 1024
+MIB = 1024 * KIB
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- listening
+    Setting("host", "127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)"),
+    Setting("port", 8080, "TCP port to listen on (falls back to $PORT)", int, env="PORT"),
+    Setting(
+        "workers",
+        1,
+        "worker processes sharing the port; more than 1 needs REDIS_URL",
+        int,
+        env="WEB_CONCURRENCY",
+    ),
+    Setting("node_id", "", "this node's name in replies and logs (default: host name and pid)"),
+    # -- security
+    Setting("secret", "", "HS256 secret that signs tokens (required unless --dev)"),
+    Setting("dev", False, "development mode: generated secret, /dev/token endpoint", _bool),
+    Setting(
+        "allowed_origins",
+        (),
+        "browser origins allowed besides the server's own (comma-separated, '*' allows any)",
+        _list,
+    ),
+    Setting(
+        "fault_injection", False, "accept the debug.crash command (chaos drills, tests)", _bool
+    ),
+    # -- storage
+    Setting("data_dir", "var", "directory of the SQLite message store"),
+    Setting("store", "sqlite", "message store: sqlite (durable), memory (lost on exit)"),
+    Setting("store_sync", "FULL", "SQLite synchronous mode: FULL (survives power loss) or NORMAL"),
+    Setting("retention_count", 10_000, "messages kept per room and conversation", int),
+    Setting("retention_days", 30.0, "days a message is kept", float),
+    Setting(
+        "store_max_pending",
+        10_000,
+        "sends waiting for the store before send answers overloaded",
+        int,
+    ),
+    Setting("history_max_limit", 100, "largest page a history command may ask for", int),
+    # -- cluster
+    Setting(
+        "redis_url", "", "Redis URL: set it to run several nodes as one cluster", env="REDIS_URL"
+    ),
+    # -- connections and limits
+    Setting(
+        "max_frame_size", 64 * KIB, "largest WebSocket message in bytes (then close 1009)", int
+    ),
+    Setting("connect_timeout", 10.0, "seconds a new connection has to send connect", float),
+    Setting("heartbeat", 25.0, "seconds between server pings", float),
+    Setting("idle_timeout", 60.0, "seconds without any frame (pongs included) before close", float),
+    Setting("rate", 100.0, "commands per second per connection (token bucket rate)", float),
+    Setting("burst", 200.0, "commands a connection may send in a burst", float),
+    Setting("max_rooms_per_connection", 100, "rooms one connection may be in", int),
+    Setting("max_connections_per_user", 20, "connections one user may hold at once", int),
+    Setting("max_members_per_room", 10_000, "connections one room may hold", int),
+    Setting("outbox_max_frames", 2_000, "frames queued to a slow client before close 1013", int),
+    Setting("outbox_max_bytes", 4 * MIB, "bytes queued to a slow client before close 1013", int),
+    Setting(
+        "presence_grace", 5.0, "seconds before a disconnected user is announced offline", float
+    ),
+    # -- operations
+    Setting("drain_seconds", 5.0, "on SIGTERM, seconds over which connections are closed", float),
+    Setting("log_json", False, "log one JSON object per line", _bool),
+    Setting("log_level", "INFO", "logging level"),
+    Setting("block_threshold", 0.1, "seconds the hub may be blocked before it is reported", float),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A node's settings; build one with keywords, ``Config.from_env()`` or :func:`config_from`."""
+
+    host: str = _BY_NAME["host"].default
+    port: int = _BY_NAME["port"].default
+    workers: int = _BY_NAME["workers"].default
+    node_id: str = _BY_NAME["node_id"].default
+    secret: str = _BY_NAME["secret"].default
+    dev: bool = _BY_NAME["dev"].default
+    allowed_origins: tuple[str, ...] = _BY_NAME["allowed_origins"].default
+    fault_injection: bool = _BY_NAME["fault_injection"].default
+    data_dir: str = _BY_NAME["data_dir"].default
+    store: str = _BY_NAME["store"].default
+    store_sync: str = _BY_NAME["store_sync"].default
+    retention_count: int = _BY_NAME["retention_count"].default
+    retention_days: float = _BY_NAME["retention_days"].default
+    store_max_pending: int = _BY_NAME["store_max_pending"].default
+    history_max_limit: int = _BY_NAME["history_max_limit"].default
+    redis_url: str = _BY_NAME["redis_url"].default
+    max_frame_size: int = _BY_NAME["max_frame_size"].default
+    connect_timeout: float = _BY_NAME["connect_timeout"].default
+    heartbeat: float = _BY_NAME["heartbeat"].default
+    idle_timeout: float = _BY_NAME["idle_timeout"].default
+    rate: float = _BY_NAME["rate"].default
+    burst: float = _BY_NAME["burst"].default
+    max_rooms_per_connection: int = _BY_NAME["max_rooms_per_connection"].default
+    max_connections_per_user: int = _BY_NAME["max_connections_per_user"].default
+    max_members_per_room: int = _BY_NAME["max_members_per_room"].default
+    outbox_max_frames: int = _BY_NAME["outbox_max_frames"].default
+    outbox_max_bytes: int = _BY_NAME["outbox_max_bytes"].default
+    presence_grace: float = _BY_NAME["presence_grace"].default
+    drain_seconds: float = _BY_NAME["drain_seconds"].default
+    log_json: bool = _BY_NAME["log_json"].default
+    log_level: str = _BY_NAME["log_level"].default
+    block_threshold: float = _BY_NAME["block_threshold"].default
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.store not in ("sqlite", "memory"):
+            _bad("store", f"must be sqlite or memory, got {self.store!r}")
+        if self.store_sync.upper() not in ("FULL", "NORMAL"):
+            _bad("store_sync", f"must be FULL or NORMAL, got {self.store_sync!r}")
+        for name in (
+            "max_frame_size",
+            "outbox_max_frames",
+            "outbox_max_bytes",
+            "workers",
+            "max_rooms_per_connection",
+            "max_connections_per_user",
+            "max_members_per_room",
+            "history_max_limit",
+            "retention_count",
+        ):
+            if getattr(self, name) < 1:
+                _bad(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("connect_timeout", "heartbeat", "idle_timeout", "rate", "burst"):
+            if getattr(self, name) <= 0:
+                _bad(name, f"must be greater than 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Settings from ``ACTORIM_*`` (and ``PORT``, ``REDIS_URL``...) variables, then keywords."""
+        return config_from(None, environ if environ is not None else os.environ, **overrides)
+
+    def with_(self, **changes: Any) -> Config:
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+    @property
+    def retention_ms(self) -> int:
+        return int(self.retention_days * 86_400_000)
+
+
+def _bad(name: str, problem: str) -> None:
+    setting = _BY_NAME[name]
+    msg = f"setting {name} ({setting.flag} / {setting.env_var}) {problem}"
+    raise ValueError(msg)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting, with its environment variable and default in the help."""
+    for s in SETTINGS:
+        default = ",".join(s.default) if isinstance(s.default, tuple) else s.default
+        help_text = f"{s.help} [env {s.env_var}; default {default!r}]"
+        if s.parse is _bool:
+            parser.add_argument(
+                s.flag,
+                dest=s.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                s.flag,
+                dest=s.name,
+                type=s.parse,
+                default=None,
+                metavar=s.name.upper(),
+                help=help_text,
+            )
+
+
+def config_from(
+    args: argparse.Namespace | None, environ: Mapping[str, str], **overrides: Any
+) -> Config:
+    """Flags over environment over defaults; a bad value names its setting."""
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(Config)}
+    for s in SETTINGS:
+        flagged = getattr(args, s.name, None) if args is not None else None
+        if flagged is not None:
+            values[s.name] = flagged
+            continue
+        raw = environ.get(s.env_var)
+        if raw is None and s.name == "port":
+            raw = environ.get("ACTORIM_PORT")
+        if raw is None:
+            continue
+        try:
+            values[s.name] = s.parse(raw)
+        except ValueError as exc:
+            msg = f"setting {s.name} from {s.env_var}={raw!r}: {exc}"
+            raise ValueError(msg) from None
+    values.update({k: v for k, v in overrides.items() if k in known})
+    return Config(**values)

@@ -1,0 +1,45 @@
+"""Notices anything that blocks the gevent hub, with the offending stack, using gevent's own
+monitor thread: a CPU-heavy handler or a blocking call stalls every connection at once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+from gevent import events
+
+__all__ = ["blocked_count", "watch_hub"]
+
+logger = logging.getLogger("actorim.hub")
+
+_blocked = 0
+_installed = False
+
+
+def blocked_count() -> int:
+    """How many times the hub was found blocked since the watch started."""
+    return _blocked
+
+
+def _on_event(event: Any) -> None:
+    global _blocked
+    if isinstance(event, events.EventLoopBlocked):
+        _blocked += 1
+        logger.warning(
+            "the hub was blocked for more than %.3fs by %r:\n%s",
+            event.blocking_time,
+            event.greenlet,
+            "\n".join(event.info),
+        )
+
+
+def watch_hub(threshold_s: float) -> None:
+    """Start gevent's monitor thread, reporting blocks longer than ``threshold_s``."""
+    global _installed
+    gevent.config.max_blocking_time = threshold_s
+    if _installed:
+        return
+    _installed = True
+    events.subscribers.append(_on_event)
+    gevent.get_hub().start_periodic_monitoring_thread()

@@ -1,0 +1,164 @@
+"""The part of a WebSocket connection that outlives any one ``ConnectionActor``.
+
+When a connection actor crashes, its supervisor starts a new one *on the same link*: the socket,
+the outbox, the authenticated user, the joined rooms and the watch list are here, not in the
+actor, so the client keeps its session and notices nothing but an ``internal`` error reply for
+the command that failed. Rooms, the router and the presence tracker hold links, never actor
+refs, so they keep reaching the client across restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from gevent.event import Event
+from pykka import ActorDeadError
+
+from actorim.outbox import Outbox
+from actorim.protocol.codec import Encoding
+from actorim.protocol.commands import reply_error, reply_ok
+from actorim.wire import WireFrame, wire
+from supervisors import MailboxFull, RestartIntensity
+
+if TYPE_CHECKING:
+    from pykka import ActorRef
+
+    from actorim.auth import Identity
+    from actorim.protocol.errors import ErrorCode
+    from actorim.ratelimit import RateLimiter
+    from actorim.web.websocket import ServerWebSocket
+
+__all__ = ["WAKE", "Link", "Phase"]
+
+# A connection whose actor crashes more than this often is closed with 1011: a command that
+# crashes it every time must not keep a restart loop spinning.
+CONNECTION_MAX_RESTARTS = 3
+CONNECTION_RESTART_WINDOW_S = 10.0
+
+_ids = itertools.count(1)
+
+
+class Phase(Enum):
+    """Where a connection is in its life."""
+
+    AWAITING_CONNECT = "awaiting_connect"
+    CONNECTED = "connected"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _Wake:
+    """The message that tells a connection actor to write its outbox and check for a close."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "WAKE"
+
+
+WAKE = _Wake()
+
+
+class Link:
+    """One client connection's lasting state; see the module docstring."""
+
+    __slots__ = (
+        "__weakref__",
+        "actor",
+        "close_request",
+        "conn_id",
+        "crashes",
+        "current_id",
+        "dm_backlog",
+        "done",
+        "encoding",
+        "encoding_fixed",
+        "identity",
+        "last_ping",
+        "limiter",
+        "opened_at",
+        "outbox",
+        "phase",
+        "remote",
+        "rooms",
+        "session",
+        "user",
+        "watching",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: ServerWebSocket,
+        *,
+        limiter: RateLimiter,
+        max_frames: int,
+        max_bytes: int,
+        remote: str = "",
+    ) -> None:
+        self.conn_id = next(_ids)
+        self.ws = ws
+        self.remote = remote
+        self.encoding = Encoding.MSGPACK
+        self.encoding_fixed = False
+        self.outbox = Outbox(max_frames=max_frames, max_bytes=max_bytes, wake=self.wake)
+        self.actor: ActorRef[Any] | None = None
+        self.phase = Phase.AWAITING_CONNECT
+        self.identity: Identity | None = None
+        self.user: str | None = None
+        self.session = ""
+        self.opened_at = time.monotonic()
+        self.last_ping = self.opened_at
+        self.rooms: dict[str, Any] = {}
+        self.watching: set[str] = set()
+        self.crashes = RestartIntensity(CONNECTION_MAX_RESTARTS, CONNECTION_RESTART_WINDOW_S)
+        self.current_id: int | None = None
+        self.close_request: tuple[int, str] | None = None
+        self.dm_backlog: list[tuple[str, WireFrame]] | None = None
+        self.limiter = limiter
+        self.done = Event()
+
+    def __repr__(self) -> str:
+        return f"<Link {self.conn_id} user={self.user!r} {self.phase.value}>"
+
+    # -- offering frames (called by any actor on the hub) -----------------------------------
+
+    def send(self, obj: dict[str, Any]) -> bool:
+        """Encode ``obj`` for this client and queue it; False if the client is too far behind."""
+        if self.phase is Phase.CLOSED:
+            return False
+        return self.outbox.offer(wire(obj, self.encoding))
+
+    def send_frame(self, frame: WireFrame) -> bool:
+        """Queue a frame shared with other recipients (encoded once for all of them)."""
+        if self.phase is Phase.CLOSED:
+            return False
+        return self.outbox.offer(frame.bytes_for(self.encoding))
+
+    def reply(self, command_id: int, data: dict[str, Any] | None = None) -> None:
+        self.send(reply_ok(command_id, data))
+
+    def fail(self, command_id: int, code: ErrorCode, message: str) -> None:
+        self.send(reply_error(command_id, code, message))
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the connection's actor to close the socket; the first request wins."""
+        if self.close_request is None and self.phase is not Phase.CLOSED:
+            self.close_request = (code, reason)
+            self.wake()
+
+    def wake(self) -> None:
+        """Tell the current actor there is something to write (or a close to do)."""
+        actor = self.actor
+        if actor is None:
+            return  # between incarnations: the next one services the link in on_start
+        with contextlib.suppress(ActorDeadError, MailboxFull):
+            actor.tell(WAKE)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.phase is Phase.CONNECTED

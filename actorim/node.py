@@ -1,0 +1,256 @@
+"""``Node``: one actorim server process's worth of actors, for the CLI and for embedding.
+
+``Node(config).start()`` builds the supervision tree; ``listen()`` serves it on a port (or mount
+``node.wsgi_app`` in your own gevent WSGI server with ``WebSocketHandler``); ``publish()`` sends
+into rooms and to users from Python; ``drain()`` and ``stop()`` shut it down in order::
+
+    node
+    ├── store        StoreActor        (durable store, group commit off the hub)
+    ├── router       RouterActor       (users → links, rooms → room actors)
+    ├── presence     PresenceActor     (online/offline with grace, watchers)
+    ├── rooms        Supervisor        (one RoomActor per room, dynamic)
+    ├── connections  Supervisor        (one ConnectionActor per WebSocket, dynamic)
+    └── heartbeat    HeartbeatActor    (pings, idle and connect time-outs)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIServer
+from pykka import ActorRef
+
+from actorim.actors.heartbeat import HeartbeatActor
+from actorim.actors.messages import Append
+from actorim.actors.presence import PresenceActor
+from actorim.actors.router import RouterActor
+from actorim.actors.store import StoreActor
+from actorim.auth import TokenAuthority, generate_secret, weak_secret
+from actorim.bus import LocalBus
+from actorim.config import Config
+from actorim.context import NodeContext, default_node_id
+from actorim.events import encode_body
+from actorim.link import Phase
+from actorim.protocol.frames import CloseCode
+from actorim.store.base import NewMessage, Store, StoredMessage, dm_conv, room_conv
+from actorim.web.app import App
+from actorim.web.websocket import WebSocketHandler
+from supervisors import ChildSpec, Supervisor
+
+__all__ = ["Node"]
+
+logger = logging.getLogger("actorim")
+
+# Connection-level failures are handled per connection (see link.py); these limits only stop a
+# node whose connections or rooms *all* crash, which means a bug, not a bad client.
+CONNECTIONS_MAX_RESTARTS, CONNECTIONS_WINDOW_S = 1000, 1.0
+ROOMS_MAX_RESTARTS, ROOMS_WINDOW_S = 100, 1.0
+NODE_MAX_RESTARTS, NODE_WINDOW_S = 5, 10.0
+
+
+class Node:
+    """One actorim node; see the module docstring."""
+
+    def __init__(self, config: Config | None = None, *, exit_code_on_failure: int | None = None):
+        self.config = config or Config()
+        secret = self.config.secret
+        if not secret:
+            if not self.config.dev:
+                msg = "ACTORIM_SECRET (--secret) is required outside development mode (--dev)"
+                raise ValueError(msg)
+            secret = generate_secret()
+        elif weak_secret(secret) and not self.config.dev:
+            logger.warning("ACTORIM_SECRET is shorter than 32 bytes: tokens are easier to forge")
+        self.authority = TokenAuthority(secret)
+        self.ctx = NodeContext(
+            config=self.config,
+            authority=self.authority,
+            node_id=self.config.node_id or default_node_id(),
+            bus=None,  # type: ignore[arg-type]
+        )
+        self.ctx.bus = LocalBus(self.ctx.directory)
+        self._exit_code_on_failure = exit_code_on_failure
+        self.supervisor: ActorRef[Any] | None = None
+        self.server: WSGIServer | None = None
+        self.wsgi_app = App(self)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> Node:
+        """Build and start the supervision tree (no socket yet: see ``listen``)."""
+        ctx = self.ctx
+        self.supervisor = Supervisor.start(
+            children=self._children(),
+            strategy="one_for_one",
+            max_restarts=NODE_MAX_RESTARTS,
+            max_seconds=NODE_WINDOW_S,
+            name="node",
+            exit_code_on_failure=self._exit_code_on_failure,
+        )
+        logger.info("node %s started (store: %s)", ctx.node_id, self.config.store)
+        return self
+
+    def _children(self) -> list[ChildSpec]:
+        ctx = self.ctx
+        offload = self.config.store == "sqlite"
+        return [
+            ChildSpec(
+                id="store",
+                start=StoreActor.start,
+                args=(ctx, self._open_store),
+                kwargs={"offload": offload},
+                shutdown=30.0,
+            ),
+            ChildSpec(id="router", start=RouterActor.start, args=(ctx,)),
+            ChildSpec(id="presence", start=PresenceActor.start, args=(ctx,)),
+            ChildSpec(id="rooms", start=self._start_rooms, kind="supervisor"),
+            ChildSpec(id="connections", start=self._start_connections, kind="supervisor"),
+            ChildSpec(id="heartbeat", start=HeartbeatActor.start, args=(ctx,)),
+        ]
+
+    def _start_rooms(self) -> ActorRef[Any]:
+        ref = Supervisor.start(
+            name="rooms", max_restarts=ROOMS_MAX_RESTARTS, max_seconds=ROOMS_WINDOW_S
+        )
+        self.ctx.refs.rooms = ref
+        return ref
+
+    def _start_connections(self) -> ActorRef[Any]:
+        ref = Supervisor.start(
+            name="connections",
+            max_restarts=CONNECTIONS_MAX_RESTARTS,
+            max_seconds=CONNECTIONS_WINDOW_S,
+        )
+        self.ctx.refs.connections = ref
+        return ref
+
+    def _open_store(self) -> Store:
+        if self.config.store == "memory":
+            from actorim.store.memory import MemoryStore
+
+            return MemoryStore()
+        from actorim.store.sqlite import SqliteStore
+
+        path = Path(self.config.data_dir) / "actorim.sqlite3"
+        return SqliteStore(path, synchronous=self.config.store_sync.upper())
+
+    def listen(self, host: str | None = None, port: int | None = None) -> tuple[str, int]:
+        """Serve the node on ``host:port`` (port 0 picks a free one); returns the address."""
+        if self.supervisor is None:
+            self.start()
+        listener = (host or self.config.host, self.config.port if port is None else port)
+        self.server = WSGIServer(
+            listener,
+            self.wsgi_app,
+            handler_class=WebSocketHandler,
+            spawn=Pool(),
+            log=None,
+            error_log=logger,
+        )
+        self.server.start()
+        address = self.server.address
+        logger.info("listening on http://%s:%s (WebSocket at /ws)", address[0], address[1])
+        return address[0], address[1]
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the node should get traffic, and why not."""
+        if self.ctx.draining:
+            return False, "draining"
+        if self.ctx.refs.store is None:
+            return False, "store unavailable"
+        return True, "ok"
+
+    def drain(self, seconds: float | None = None) -> None:
+        """Stop accepting, then close every connection with 1001, spread over ``seconds``.
+
+        Spreading the closes keeps thousands of clients from reconnecting elsewhere in the same
+        instant. Returns when every connection is closed (or the budget is spent).
+        """
+        seconds = self.config.drain_seconds if seconds is None else seconds
+        self.ctx.draining = True
+        if self.server is not None:
+            self.server.close()
+        links = [
+            link for link in self.ctx.directory.links.values() if link.phase is not Phase.CLOSED
+        ]
+        if links:
+            batches = max(1, min(len(links), math.ceil(seconds / 0.05)))
+            size = math.ceil(len(links) / batches)
+            pause = seconds / batches if batches > 1 else 0.0
+            for start in range(0, len(links), size):
+                for link in links[start : start + size]:
+                    link.request_close(CloseCode.GOING_AWAY, "server restarting; reconnect")
+                if pause:
+                    gevent.sleep(pause)
+            deadline = time.monotonic() + 10.0
+            for link in links:
+                link.done.wait(timeout=max(0.0, deadline - time.monotonic()))
+        logger.info("drained %d connections", len(links))
+
+    def stop(self, *, drain: bool = True) -> None:
+        """Drain (unless told not to), stop the supervision tree in order, close the port."""
+        if drain:
+            self.drain()
+        if self.supervisor is not None and self.supervisor.is_alive():
+            self.supervisor.stop(timeout=60)
+        if self.server is not None:
+            self.server.stop(timeout=1)
+        self.supervisor = None
+
+    # -- embedding -------------------------------------------------------------------------------
+
+    def token(self, user: str, *, rooms: list[str] | None = None, ttl_s: int = 3600) -> str:
+        """A signed token for ``user`` (what ``actorim token`` prints)."""
+        return self.authority.mint(user, rooms=rooms, ttl_s=ttl_s)
+
+    def publish(
+        self,
+        body: Any,
+        *,
+        room: str | None = None,
+        to: str | None = None,
+        sender: str = "system",
+        kind: str = "text",
+        cid: str | None = None,
+        timeout: float = 10.0,
+    ) -> StoredMessage:
+        """Store and deliver a message from Python, as user ``sender``; returns it once durable.
+
+        Exactly one of ``room`` and ``to``. Blocks only the calling greenlet.
+        """
+        if (room is None) == (to is None):
+            msg = "publish needs exactly one of room= and to="
+            raise ValueError(msg)
+        conv = room_conv(room) if room is not None else dm_conv(sender, to)  # type: ignore[arg-type]
+        message = NewMessage(
+            conv=conv,
+            sender=sender,
+            kind=kind,
+            body=encode_body(body),
+            ts=int(time.time() * 1000),
+            cid=cid,
+            room=room,
+            to=to,
+        )
+        result: AsyncResult = AsyncResult()
+
+        def done(stored: Any, error: BaseException | None) -> None:
+            if error is not None:
+                result.set_exception(error)
+            else:
+                result.set(stored)
+
+        self.ctx.refs.tell("store", Append(message, body, None, None, done))
+        return result.get(timeout=timeout)
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()

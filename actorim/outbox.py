@@ -1,0 +1,64 @@
+"""A connection's queue of outgoing frames, bounded so a slow client hurts nobody else.
+
+Every actor that has something for a client (its room, the router, the presence tracker, the
+store) *offers* a finished frame to the client's outbox; only the connection's own actor takes
+frames out and writes them, all waiting frames in one ``sendall``. Offering never blocks: when the
+client does not read fast enough and the queue passes its bound in frames or bytes, the outbox
+marks itself overflowed and refuses further frames, and the connection is closed with 1013.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["Outbox"]
+
+
+class Outbox:
+    """Pending frames for one client; ``wake`` tells the writer that there is work."""
+
+    __slots__ = ("_wake", "frames", "max_bytes", "max_frames", "overflowed", "queued_bytes")
+
+    def __init__(self, *, max_frames: int, max_bytes: int, wake: Callable[[], None]) -> None:
+        self.frames: deque[bytes] = deque()
+        self.queued_bytes = 0
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.overflowed = False
+        self._wake = wake
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue a frame; False (and the outbox overflowed) when the client is too far behind."""
+        if self.overflowed:
+            return False
+        frames = self.frames
+        size = self.queued_bytes + len(frame)
+        if len(frames) >= self.max_frames or size > self.max_bytes:
+            self.overflowed = True
+            frames.clear()
+            self.queued_bytes = 0
+            self._wake()
+            return False
+        frames.append(frame)
+        self.queued_bytes = size
+        if len(frames) == 1:
+            self._wake()
+        return True
+
+    def offer_control(self, frame: bytes) -> None:
+        """Queue a control frame (pong, close reply) past the bounds: the protocol owes it."""
+        self.frames.append(frame)
+        self.queued_bytes += len(frame)
+        if len(self.frames) == 1:
+            self._wake()
+
+    def take(self) -> list[bytes]:
+        """Everything waiting, in order, for one write."""
+        frames = list(self.frames)
+        self.frames.clear()
+        self.queued_bytes = 0
+        return frames
+
+    def __len__(self) -> int:
+        return len(self.frames)

@@ -1,0 +1,495 @@
+"""The message store in one SQLite file: the default backend, durable with no server to run.
+
+Durability comes from WAL mode: a commit appends to the write-ahead log, and with
+``synchronous=FULL`` (the default) the log is synced to disk before ``append_batch`` returns, so a
+committed batch survives the process being killed and the machine losing power.
+``synchronous=NORMAL`` syncs at checkpoints only: still safe when the process is killed, faster,
+but the last commits can be lost if the machine itself goes down.
+
+A store is used by one thread at a time (the store actor's worker thread); it may be created on
+another. Throughput comes from group commit: the caller hands a whole batch of sends to
+``append_batch``, which stores it in one transaction with one sync.
+
+>>> import tempfile, os
+>>> store = SqliteStore(os.path.join(tempfile.mkdtemp(), "im", "messages.db"))
+>>> send = NewMessage("r:lobby", "alice", "text", b"hi", ts=1_000, cid="c1", room="lobby")
+>>> [first] = store.append_batch([send])
+>>> [again] = store.append_batch([send])
+>>> first.seq, again.duplicate, again.mid == first.mid
+(1, True, True)
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from pathlib import Path
+
+from actorim.store.base import (
+    DEFAULT_MAX_AGE_MS,
+    DEFAULT_MAX_COUNT,
+    DEFAULT_PRUNE_BUDGET,
+    NewMessage,
+    Receipt,
+    ReceiptStatus,
+    Store,
+    StoredMessage,
+    StoreError,
+    check_new_message,
+    new_mid,
+)
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "SqliteStore"]
+
+# How long a write waits for another connection's lock (a backup, an operator's sqlite3 shell)
+# before the batch fails with StoreError. Long enough to ride out a checkpoint, short enough
+# that senders get an error instead of hanging.
+DEFAULT_BUSY_TIMEOUT_MS = 5_000
+
+# FULL syncs every commit (survives power loss); NORMAL syncs at checkpoints (survives the
+# process being killed). OFF would lose committed messages, so it is not offered.
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+# The WAL file is truncated back to this size after a checkpoint, so one burst of traffic does
+# not leave a huge log on disk for ever.
+_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+# Page cache per connection, in KiB (negative: SQLite's unit for "KiB, not pages"). Keeps the
+# hot end of the indexes in memory.
+_CACHE_SIZE_KIB = 16 * 1024
+
+# Conversations whose last seq is kept in memory, so an append does not read it back. Past
+# this, the oldest entries are dropped and re-read on their next append (about 100 bytes each).
+_SEQ_CACHE_MAX = 100_000
+
+# Distinct SQL strings whose prepared statements the connection keeps.
+_STATEMENT_CACHE = 64
+
+SCHEMA_VERSION = 1
+
+# _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        # last_seq survives the conversation's messages being pruned, so seq never restarts
+        # within an epoch. Every message with seq < first_seq is gone (a lower bound: age
+        # pruning may have removed more); the span index finds conversations over their count.
+        """CREATE TABLE convs (
+            conv TEXT PRIMARY KEY,
+            last_seq INTEGER NOT NULL,
+            first_seq INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX convs_span ON convs (last_seq - first_seq)",
+        # receipt: NULL for room messages; for direct ones 0 pending, 1 delivered, 2 read.
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            mid TEXT NOT NULL UNIQUE,
+            conv TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            sender TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body BLOB NOT NULL,
+            cid TEXT,
+            room TEXT,
+            recipient TEXT,
+            receipt INTEGER,
+            UNIQUE (conv, seq)
+        )""",
+        "CREATE UNIQUE INDEX messages_cid ON messages (sender, cid) WHERE cid IS NOT NULL",
+        "CREATE INDEX messages_pending ON messages (recipient, ts, seq) WHERE receipt = 0",
+        "CREATE INDEX messages_ts ON messages (ts)",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_PENDING, _DELIVERED, _READ = 0, 1, 2
+_RECEIPT_LEVELS: dict[str, int] = {"delivered": _DELIVERED, "read": _READ}
+
+# Selected in StoredMessage's field order, so a row unpacks straight into one.
+_COLUMNS = "mid, conv, seq, ts, sender, kind, body, cid, room, recipient"
+
+# A row whose (sender, cid) is already stored is skipped, and the short row count tells
+# append_batch to look the originals up.
+_INSERT_NEW = (
+    f"INSERT INTO messages ({_COLUMNS}, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (sender, cid) WHERE cid IS NOT NULL DO NOTHING"
+)
+_UPSERT_CONV = (
+    "INSERT INTO convs (conv, last_seq, first_seq) VALUES (?, ?, 1)"
+    " ON CONFLICT (conv) DO UPDATE SET last_seq = excluded.last_seq"
+)
+_BY_CID = f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND cid = ?"
+_BY_MID = f"SELECT {_COLUMNS} FROM messages WHERE mid = ?"
+_LAST_SEQ = "SELECT last_seq FROM convs WHERE conv = ?"
+_SINCE = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq > ? ORDER BY seq LIMIT ?"
+_LATEST = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? ORDER BY seq DESC LIMIT ?"
+_BEFORE = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+_BETWEEN = (
+    f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?"
+)
+_PENDING_FOR = (
+    f"SELECT {_COLUMNS} FROM messages WHERE recipient = ? AND receipt = {_PENDING}"
+    " ORDER BY ts, seq, id LIMIT ?"
+)
+_RECEIPT_OF = "SELECT sender, recipient, receipt FROM messages WHERE mid = ?"
+_SET_RECEIPT = "UPDATE messages SET receipt = ? WHERE mid = ?"
+_PRUNE_AGE = (
+    "DELETE FROM messages WHERE id IN"
+    " (SELECT id FROM messages WHERE ts < ? ORDER BY ts, id LIMIT ?)"
+)
+_OVER_COUNT = "SELECT conv, last_seq FROM convs WHERE last_seq - first_seq >= ? LIMIT ?"
+_OLDEST_SEQS = "SELECT seq FROM messages WHERE conv = ? AND seq <= ? ORDER BY seq LIMIT ?"
+_DELETE_UP_TO = "DELETE FROM messages WHERE conv = ? AND seq <= ?"
+_SET_FIRST_SEQ = "UPDATE convs SET first_seq = ? WHERE conv = ?"
+
+
+def _fields(msg: StoredMessage) -> tuple[object, ...]:
+    """The message's stored columns, in _COLUMNS order."""
+    return (
+        msg.mid,
+        msg.conv,
+        msg.seq,
+        msg.ts,
+        msg.sender,
+        msg.kind,
+        msg.body,
+        msg.cid,
+        msg.room,
+        msg.to,
+    )
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+class SqliteStore(Store):
+    """The message store in the SQLite file at ``path`` (its directory is created).
+
+    ``synchronous`` is "FULL" (default: every commit synced) or "NORMAL" (see the module
+    docstring for what NORMAL risks). A write waits up to ``busy_timeout_ms`` for another
+    connection's lock, then fails with StoreError.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
+        if busy_timeout_ms < 0:
+            raise ValueError(f"busy_timeout_ms must not be negative, got {busy_timeout_ms}")
+        self._path = os.fspath(path)
+        self._seq_cache: dict[str, int] = {}
+        self._closed = False
+        try:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self._path,
+                timeout=busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=_STATEMENT_CACHE,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the message store {self._path}: {exc}") from exc
+        try:
+            self._configure(mode, busy_timeout_ms)
+            self._epoch = self._migrate()
+        except BaseException as exc:
+            self._closed = True
+            self._conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the message store {self._path}: {exc}") from exc
+            raise
+
+    def _configure(self, mode: str, busy_timeout_ms: int) -> None:
+        conn = self._conn
+        (journal,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if journal.lower() != "wal":
+            raise StoreError(
+                f"the message store {self._path} cannot use write-ahead logging (got"
+                f" journal_mode={journal}); put it on a local file system"
+            )
+        conn.execute(f"PRAGMA synchronous = {mode}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA cache_size = -{_CACHE_SIZE_KIB}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+
+    def _migrate(self) -> str:
+        """Bring the schema to SCHEMA_VERSION (creating it and the epoch in a new file)."""
+        conn = self._conn
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the message store {self._path} was written by a newer actorim (schema"
+                f" {version}, this one knows {SCHEMA_VERSION}); upgrade actorim or use a"
+                " different file"
+            )
+        if version < SCHEMA_VERSION:
+            with self._write("create the store schema") as conn:
+                # Another process may have migrated while this one waited for the lock.
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+                for step in _MIGRATIONS[version:]:
+                    for statement in step:
+                        conn.execute(statement)
+                if version == 0:
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('epoch', ?)",
+                        (secrets.token_hex(8),),
+                    )
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        if row is None:
+            raise StoreError(f"the message store {self._path} has no epoch; it is damaged")
+        return str(row[0])
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def _live(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"the message store {self._path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises.
+
+        Any failure also forgets the cached seqs, which are re-read from the database: the
+        cache then never runs ahead of what was committed.
+        """
+        conn = self._live()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._seq_cache.clear()
+            if conn.in_transaction:
+                # SQLite may have rolled back already (e.g. after a disk-full error).
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(
+                    f"could not {what} in {self._path}: {exc}; nothing was stored"
+                ) from exc
+            raise
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sqlite3.Connection]:
+        conn = self._live()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not {what} from {self._path}: {exc}") from exc
+
+    def _cached_last_seq(self, conn: sqlite3.Connection, conv: str) -> int:
+        seq = self._seq_cache.get(conv)
+        if seq is None:
+            row = conn.execute(_LAST_SEQ, (conv,)).fetchone()
+            seq = 0 if row is None else int(row[0])
+            self._remember_seq(conv, seq)
+        return seq
+
+    def _remember_seq(self, conv: str, seq: int) -> None:
+        cache = self._seq_cache
+        if conv not in cache and len(cache) >= _SEQ_CACHE_MAX:
+            del cache[next(iter(cache))]
+        cache[conv] = seq
+
+    # -- the Store interface ----------------------------------------------------------------
+
+    def epoch(self) -> str:
+        self._live()
+        return self._epoch
+
+    def append_batch(self, msgs: Sequence[NewMessage]) -> list[StoredMessage]:
+        for msg in msgs:
+            check_new_message(msg)
+        if not msgs:
+            return []
+        with self._write(f"store {len(msgs)} messages") as conn:
+            # Resends of messages stored by an earlier batch are rare: number the batch as if
+            # there were none, and look the cids up only when the insert finds one.
+            results, rows, assigned = self._number(conn, msgs, look_up_cids=False)
+            conn.execute("SAVEPOINT append")
+            if conn.executemany(_INSERT_NEW, rows).rowcount != len(rows):
+                conn.execute("ROLLBACK TO append")
+                results, rows, assigned = self._number(conn, msgs, look_up_cids=True)
+                conn.executemany(_INSERT_NEW, rows)
+            conn.execute("RELEASE append")
+            conn.executemany(_UPSERT_CONV, assigned.items())
+        for conv, seq in assigned.items():
+            self._remember_seq(conv, seq)
+        return results
+
+    def _number(
+        self, conn: sqlite3.Connection, msgs: Sequence[NewMessage], *, look_up_cids: bool
+    ) -> tuple[list[StoredMessage], list[tuple[object, ...]], dict[str, int]]:
+        """Give each new message its mid and seq; resolve resends to their originals.
+
+        Returns the per-message results, the rows to insert and the last seq given per
+        conversation. Resends within the batch are always resolved; resends of earlier
+        batches only with ``look_up_cids``.
+        """
+        results: list[StoredMessage] = []
+        rows: list[tuple[object, ...]] = []
+        assigned: dict[str, int] = {}
+        originals: dict[tuple[str, str], StoredMessage] = {}
+        for msg in msgs:
+            if msg.cid is not None:
+                key = (msg.sender, msg.cid)
+                original = originals.get(key)
+                if original is None and look_up_cids:
+                    row = conn.execute(_BY_CID, key).fetchone()
+                    if row is not None:
+                        original = originals[key] = StoredMessage(*row)
+                if original is not None:
+                    results.append(replace(original, duplicate=True))
+                    continue
+            seq = assigned.get(msg.conv)
+            if seq is None:
+                seq = self._cached_last_seq(conn, msg.conv)
+            seq += 1
+            assigned[msg.conv] = seq
+            mid = new_mid(msg.ts)
+            stored = StoredMessage(
+                mid,
+                msg.conv,
+                seq,
+                msg.ts,
+                msg.sender,
+                msg.kind,
+                msg.body,
+                msg.cid,
+                msg.room,
+                msg.to,
+            )
+            if msg.cid is not None:
+                originals[(msg.sender, msg.cid)] = stored
+            results.append(stored)
+            receipt = None if msg.to is None else _PENDING
+            rows.append((*_fields(stored), receipt))
+        return results, rows, assigned
+
+    def last_seq(self, conv: str) -> int:
+        with self._read("read the last seq") as conn:
+            return self._cached_last_seq(conn, conv)
+
+    def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
+        _check_limit(limit)
+        with self._read("read missed messages") as conn:
+            page = [StoredMessage(*row) for row in conn.execute(_SINCE, (conv, seq, limit + 1))]
+            last = self._cached_last_seq(conn, conv)
+        if len(page) > limit:
+            return page[:limit], False
+        # Seqs are unique and were given without gaps, so the page is everything after `seq`
+        # exactly when it holds as many messages as were ever given after it.
+        return page, len(page) == max(0, last - seq)
+
+    def history(
+        self,
+        conv: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int,
+    ) -> tuple[list[StoredMessage], bool]:
+        _check_limit(limit)
+        if after is not None and before is not None:
+            sql, args, newest_first = _BETWEEN, (conv, after, before, limit + 1), False
+        elif after is not None:
+            sql, args, newest_first = _SINCE, (conv, after, limit + 1), False
+        elif before is not None:
+            sql, args, newest_first = _BEFORE, (conv, before, limit + 1), True
+        else:
+            sql, args, newest_first = _LATEST, (conv, limit + 1), True
+        with self._read("read history") as conn:
+            page = [StoredMessage(*row) for row in conn.execute(sql, args)]
+        more = len(page) > limit
+        del page[limit:]
+        if newest_first:
+            page.reverse()
+        return page, more
+
+    def get(self, mid: str) -> StoredMessage | None:
+        with self._read("read a message") as conn:
+            row = conn.execute(_BY_MID, (mid,)).fetchone()
+        return None if row is None else StoredMessage(*row)
+
+    def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
+        _check_limit(limit)
+        with self._read("read pending messages") as conn:
+            return [StoredMessage(*row) for row in conn.execute(_PENDING_FOR, (user, limit))]
+
+    def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:
+        return self.mark_batch([(mid, user, status)])[0]
+
+    def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
+        for _, _, status in marks:
+            if status not in _RECEIPT_LEVELS:
+                raise ValueError(f"status must be 'delivered' or 'read', got {status!r}")
+        if not marks:
+            return []
+        receipts: list[Receipt | None] = []
+        with self._write(f"record {len(marks)} receipts") as conn:
+            for mid, user, status in marks:
+                level = _RECEIPT_LEVELS[status]
+                row = conn.execute(_RECEIPT_OF, (mid,)).fetchone()
+                if row is None or row[1] != user or row[2] is None or row[2] >= level:
+                    receipts.append(None)
+                    continue
+                conn.execute(_SET_RECEIPT, (level, mid))
+                receipts.append(Receipt(mid, row[0], user, status))
+        return receipts
+
+    def prune(
+        self,
+        *,
+        now_ms: int,
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_age_ms: int = DEFAULT_MAX_AGE_MS,
+        budget: int = DEFAULT_PRUNE_BUDGET,
+    ) -> int:
+        if budget < 1 or max_count < 1 or max_age_ms < 0:
+            raise ValueError(
+                f"prune needs budget >= 1, max_count >= 1, max_age_ms >= 0; got {budget},"
+                f" {max_count}, {max_age_ms}"
+            )
+        with self._write("prune old messages") as conn:
+            deleted = conn.execute(_PRUNE_AGE, (now_ms - max_age_ms, budget)).rowcount
+            left = budget - deleted
+            if left > 0:
+                for conv, last in conn.execute(_OVER_COUNT, (max_count, left)).fetchall():
+                    if left == 0:
+                        break
+                    cutoff = last - max_count  # the newest seq beyond the count
+                    seqs = [s for (s,) in conn.execute(_OLDEST_SEQS, (conv, cutoff, left))]
+                    if seqs:
+                        conn.execute(_DELETE_UP_TO, (conv, seqs[-1]))
+                    first = seqs[-1] + 1 if len(seqs) == left else cutoff + 1
+                    conn.execute(_SET_FIRST_SEQ, (first, conv))
+                    left -= len(seqs)
+        return budget - left
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._seq_cache.clear()
+        try:
+            self._conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not close the message store {self._path}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""HTTP and WebSocket serving on gevent's WSGI server."""

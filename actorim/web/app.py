@@ -1,0 +1,110 @@
+"""The node's WSGI application: ``/ws`` for WebSockets, plus plain HTTP on the same port.
+
+``/healthz`` says the process is alive; ``/readyz`` says the node takes traffic (its store is
+up and it is not draining); ``/dev/token?user=NAME`` mints a token in development mode only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from actorim.auth import valid_user_id
+from actorim.web.endpoint import run_connection
+
+if TYPE_CHECKING:
+    from actorim.node import Node
+
+__all__ = ["App"]
+
+StartResponse = Callable[..., Any]
+
+
+class App:
+    """WSGI application of one node; mount it in another WSGI server or run it with ``Node``."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.websocket_max_message_size = node.config.max_frame_size
+
+    def websocket_origin_allowed(self, origin: str | None, host: str) -> bool:
+        """Non-browser clients send no Origin; browsers must come from this host or the list."""
+        if origin is None:
+            return True
+        allowed = self.node.config.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        return urlsplit(origin).netloc.lower() == host.lower()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        websocket = environ.get("actorim.websocket")
+        if path == "/ws":
+            if websocket is None:
+                return _text(
+                    start_response,
+                    "426 Upgrade Required",
+                    "use a WebSocket\n",
+                    [("Upgrade", "websocket")],
+                )
+            run_connection(self.node.ctx, websocket, _remote(environ))
+            return []
+        if path == "/healthz":
+            return _json(start_response, "200 OK", {"status": "alive"})
+        if path == "/readyz":
+            ready, why = self.node.readiness()
+            status = "200 OK" if ready else "503 Service Unavailable"
+            return _json(start_response, status, {"ready": ready, "reason": why})
+        if path == "/dev/token":
+            return self._dev_token(environ, start_response)
+        return _text(start_response, "404 Not Found", "not found\n")
+
+    def _dev_token(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not self.node.config.dev:
+            return _text(start_response, "404 Not Found", "not found\n")
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        user = (query.get("user") or [""])[0]
+        if not valid_user_id(user):
+            return _json(
+                start_response,
+                "400 Bad Request",
+                {"error": "user must be 1-128 characters of A-Z a-z 0-9 _ . : @ -"},
+            )
+        return _json(start_response, "200 OK", {"user": user, "token": self.node.token(user)})
+
+
+def _remote(environ: dict[str, Any]) -> str:
+    return f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
+
+
+def _text(
+    start_response: StartResponse,
+    status: str,
+    body: str,
+    headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    data = body.encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            *(headers or []),
+        ],
+    )
+    return [data]
+
+
+def _json(start_response: StartResponse, status: str, obj: Any) -> list[bytes]:
+    data = json.dumps(obj).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [data]

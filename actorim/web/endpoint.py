@@ -1,0 +1,149 @@
+"""The reading side of a WebSocket connection: socket → frames → commands → its actor.
+
+Runs in the WSGI handler's greenlet for as long as the connection lives. It decodes and
+validates every frame, answers what needs no session (undecodable frames, bad commands, the
+rate limit) and tells well-formed commands to the connection's actor. It never writes to the
+socket: replies go through the link's outbox, so the actor stays the only writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pykka import ActorDeadError
+from pykka.messages import ProxyCall
+
+from actorim.actors.connection import ConnectionActor
+from actorim.context import NodeContext
+from actorim.link import Link, Phase
+from actorim.protocol.codec import Encoding, FrameDecodeError, decode_frame
+from actorim.protocol.commands import NotACommand, decode_command, error_event, reply_error
+from actorim.protocol.errors import CommandError, ErrorCode
+from actorim.protocol.frames import CloseCode, Closed, Message
+from actorim.ratelimit import RateLimiter, Verdict
+from actorim.web.websocket import ServerWebSocket
+from supervisors import ChildSpec, MailboxFull
+
+__all__ = ["run_connection"]
+
+logger = logging.getLogger("actorim.connection")
+
+# How long a new connection waits for its actor to start before it is refused with 1013.
+ACTOR_START_TIMEOUT_S = 10.0
+
+
+def run_connection(ctx: NodeContext, ws: ServerWebSocket, remote: str) -> None:
+    """Serve one WebSocket until it is closed; returns when the connection is over."""
+    config = ctx.config
+    now = time.monotonic()
+    link = Link(
+        ws,
+        limiter=RateLimiter(now, rate=config.rate, burst=config.burst),
+        max_frames=config.outbox_max_frames,
+        max_bytes=config.outbox_max_bytes,
+        remote=remote,
+    )
+    if ctx.draining or not _start_actor(ctx, link):
+        ws.close(CloseCode.TRY_AGAIN_LATER, "server is not accepting connections")
+        return
+    ctx.directory.links[link.conn_id] = link
+    try:
+        _read(ctx, link)
+    finally:
+        if link.phase is not Phase.CLOSED:
+            link.request_close(CloseCode.GOING_AWAY, "")
+        link.done.wait(timeout=ws_close_budget(ctx))
+        ctx.directory.links.pop(link.conn_id, None)
+
+
+def ws_close_budget(ctx: NodeContext) -> float:
+    """How long the handler waits for the actor to finish closing before giving up on it."""
+    return ctx.config.drain_seconds + 10.0
+
+
+def _start_actor(ctx: NodeContext, link: Link) -> bool:
+    supervisor = ctx.refs.connections
+    if supervisor is None:
+        return False
+    spec = ChildSpec(
+        id=link.conn_id,
+        start=ConnectionActor.start,
+        args=(link, ctx),
+        restart="transient",
+        shutdown=5.0,
+    )
+    try:
+        supervisor.ask(
+            ProxyCall(attr_path=("start_child",), args=(spec,), kwargs={}),
+            timeout=ACTOR_START_TIMEOUT_S,
+        )
+    except Exception:
+        logger.exception("could not start the actor of connection %s", link.conn_id)
+        return False
+    return True
+
+
+def _read(ctx: NodeContext, link: Link) -> None:
+    ws = link.ws
+    max_limit = ctx.config.history_max_limit
+    while link.phase is not Phase.CLOSED and link.close_request is None:
+        events = ws.receive()
+        closed = next((e for e in events if isinstance(e, Closed)), None)
+        if closed is None:
+            control = ws.take_control_output()
+            if control:
+                link.outbox.offer_control(control)
+        for event in events:
+            if isinstance(event, Message):
+                if not _on_message(link, event, max_limit):
+                    return
+            elif isinstance(event, Closed):
+                link.request_close(event.code, event.reason)
+                return
+
+
+def _on_message(link: Link, message: Message, max_limit: int) -> bool:
+    """Decode one message and hand it on; False when the connection must close."""
+    if not link.encoding_fixed:
+        link.encoding = Encoding.of_frame(message.binary)
+        link.encoding_fixed = True
+    try:
+        obj = decode_frame(message.payload, message.binary)
+    except FrameDecodeError as exc:
+        link.request_close(CloseCode.INVALID_DATA, exc.reason)
+        return False
+    try:
+        command = decode_command(obj, max_limit=max_limit)
+    except NotACommand as exc:
+        link.send(error_event(exc.code, exc.message))
+        return True
+    except CommandError as exc:
+        link.send(reply_error(obj["id"], exc.code, exc.message))
+        return True
+    verdict = link.limiter.check(time.monotonic())
+    if verdict is Verdict.REJECT:
+        link.send(reply_error(command.id, ErrorCode.RATE_LIMITED, "too many commands; slow down"))
+        return True
+    if verdict is Verdict.ABUSE:
+        link.request_close(CloseCode.POLICY_VIOLATION, "rate limit exceeded persistently")
+        return False
+    _tell(link, command)
+    return True
+
+
+def _tell(link: Link, command: Any) -> None:
+    actor = link.actor
+    try:
+        if actor is None:
+            raise ActorDeadError("restarting")
+        actor.tell(command)
+    except MailboxFull:
+        link.send(reply_error(command.id, ErrorCode.OVERLOADED, "too many commands queued; retry"))
+    except ActorDeadError:
+        link.send(
+            reply_error(
+                command.id, ErrorCode.INTERNAL, "the connection is recovering from a failure; retry"
+            )
+        )

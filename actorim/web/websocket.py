@@ -1,0 +1,458 @@
+"""WebSocket connections on gevent's WSGI server, framed by `actorim.protocol.frames`.
+
+`WebSocketHandler` is the `handler_class` for `gevent.pywsgi.WSGIServer`. It keeps
+gevent-websocket's place in the server but does the upgrade itself: it refuses a bad handshake
+with a 4xx and a short text body (never a 500), asks the application about the Origin, writes
+the 101, and hands the WSGI application a `ServerWebSocket` in
+`environ["actorim.websocket"]`. The application owns the connection until it returns.
+
+The application object may carry two optional attributes:
+
+- `websocket_origin_allowed(origin: str | None, host: str) -> bool`: a refusal answers 403.
+  Without it every origin is accepted, so a browser-facing server should provide it
+  (RFC 6455 §10.2: cross-site WebSocket hijacking).
+- `websocket_max_message_size: int`: the message size limit, by default
+  `DEFAULT_MAX_MESSAGE_SIZE`.
+
+`ServerWebSocket` has one reader greenlet (`receive`) and any number of writers (`write`,
+serialized by a lock). Control frames the reader must answer come back through
+`take_control_output()` so the owner writes them in order with its own frames.
+
+>>> from gevent.pywsgi import WSGIServer
+>>> from actorim.protocol.frames import Message, encode_frame
+>>> def app(environ, start_response):
+...     ws = environ["actorim.websocket"]
+...     while not ws.closed:
+...         for event in ws.receive():
+...             if isinstance(event, Message):
+...                 ws.write(encode_frame(event.payload, binary=event.binary))
+...         ws.write(ws.take_control_output())
+...     return []
+>>> server = WSGIServer(("127.0.0.1", 0), app, handler_class=WebSocketHandler)
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import logging
+import socket
+import time
+from base64 import b64decode
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from gevent.event import Event as GeventEvent
+from gevent.lock import Semaphore
+from gevent.pywsgi import WSGIHandler
+from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
+from websockets.utils import accept_key
+
+from actorim.protocol.frames import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    CloseCode,
+    Closed,
+    Event,
+    FrameReader,
+    Pong,
+    ReaderState,
+    encode_ping,
+)
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "RECV_SIZE",
+    "ConnectionClosed",
+    "HandshakeRefusal",
+    "ServerWebSocket",
+    "WebSocketHandler",
+    "check_handshake",
+    "is_upgrade_request",
+]
+
+logger = logging.getLogger(__name__)
+
+RECV_SIZE = 64 * 1024
+"""Most bytes taken from the socket per `receive` call. Each call reads into a fresh bytes
+object, so an idle connection holds no read buffer, only the bytes of an incomplete frame."""
+
+CLOSE_TIMEOUT = 2.0
+"""Seconds `ServerWebSocket.close` waits for the client's close frame before shutting the TCP
+connection anyway; bounds the time a silent or vanished client keeps a greenlet."""
+
+WEBSOCKET_VERSION = "13"
+"""RFC 6455 §4.1: the only protocol version spoken; others get 426 naming it (§4.4)."""
+
+_KEY_LENGTH = 16
+"""RFC 6455 §4.1: Sec-WebSocket-Key is the base64 of 16 random bytes."""
+
+_ENVIRON_KEY = "actorim.websocket"
+
+
+class ConnectionClosed(Exception):
+    """The WebSocket is closing or its socket is gone: nothing more can be written to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRefusal:
+    """An HTTP answer to an upgrade request that cannot be accepted."""
+
+    status: str
+    body: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+_FORBIDDEN_ORIGIN = HandshakeRefusal("403 Forbidden", "WebSocket origin not allowed\n")
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def is_upgrade_request(environ: dict[str, Any]) -> bool:
+    """Whether the request asks for a WebSocket (`Upgrade: websocket`); others are plain HTTP."""
+    return "websocket" in _tokens(environ.get("HTTP_UPGRADE", ""))
+
+
+def check_handshake(environ: dict[str, Any]) -> HandshakeRefusal | str:
+    """Check a client's opening handshake (RFC 6455 §4.2.1); returns the Sec-WebSocket-Accept.
+
+    Pure: reads only the WSGI environ of a request that `is_upgrade_request`.
+    """
+    if environ.get("REQUEST_METHOD") != "GET":
+        return _bad_request("a WebSocket upgrade must be a GET request")
+    if environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        return _bad_request("a WebSocket upgrade needs HTTP/1.1")
+    if "upgrade" not in _tokens(environ.get("HTTP_CONNECTION", "")):
+        return _bad_request("a WebSocket upgrade needs 'Connection: Upgrade'")
+    if environ.get("CONTENT_LENGTH", "") not in ("", "0") or environ.get("HTTP_TRANSFER_ENCODING"):
+        return _bad_request("a WebSocket upgrade request has no body")
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != WEBSOCKET_VERSION:
+        return HandshakeRefusal(
+            "426 Upgrade Required",
+            f"WebSocket version {WEBSOCKET_VERSION} required\n",
+            (("Sec-WebSocket-Version", WEBSOCKET_VERSION),),
+        )
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        decoded = b64decode(key.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        decoded = b""
+    if len(decoded) != _KEY_LENGTH:
+        return _bad_request("Sec-WebSocket-Key must be the base64 of 16 bytes")
+    return accept_key(key)
+
+
+def _bad_request(body: str) -> HandshakeRefusal:
+    return HandshakeRefusal("400 Bad Request", body + "\n")
+
+
+class ServerWebSocket:
+    """One accepted WebSocket: a gevent socket, a `FrameReader`, and a write lock.
+
+    One greenlet at a time reads (`receive`); any greenlet may `write`, `ping` or `close`:
+    writes wait their turn instead of failing. `close` works from any greenlet, including
+    while another is blocked in `receive`.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        reader: FrameReader,
+        *,
+        remote_address: Any = None,
+        pending: bytes = b"",
+        close_timeout: float = CLOSE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sock = sock
+        self._reader = reader
+        self._remote_address = remote_address
+        self._pending = pending
+        self._close_timeout = close_timeout
+        self._clock = clock
+        self._read_lock = Semaphore()
+        self._write_lock = Semaphore()
+        self._final: Closed | None = None
+        self._final_seen = GeventEvent()
+        self._closing = False
+        self._shut = False
+        self.last_received: float = clock()
+        """`clock()` when the last bytes arrived (any bytes, not only whole frames)."""
+        self.pongs_received = 0
+        """How many pong frames the client sent."""
+
+    @property
+    def remote_address(self) -> Any:
+        return self._remote_address
+
+    @property
+    def closed(self) -> bool:
+        """True once the close began (either side) or the connection dropped."""
+        return self._closing or self._shut or self._final is not None
+
+    @property
+    def socket(self) -> socket.socket:
+        """The TCP socket, for socket options; reading or writing on it breaks the framing."""
+        return self._sock
+
+    def receive(self) -> list[Event]:
+        """Block until at least one event; the end of the stream is `Closed(1006, "")`.
+
+        After a `Closed` event every call returns that same event at once.
+        """
+        with self._read_lock:
+            return self._receive()
+
+    def take_control_output(self) -> bytes:
+        """Pongs and close replies the reader owes the client, to be written by the owner."""
+        return self._reader.data_to_send()
+
+    def write(self, data: bytes | list[bytes]) -> None:
+        """Write encoded frames in one `sendall`; waits for any other writer to finish first.
+
+        Raises `ConnectionClosed` once the close began or the socket failed.
+        """
+        if isinstance(data, list):
+            data = b"".join(data)
+        with self._write_lock:
+            if self._closing or self._shut:
+                raise ConnectionClosed(
+                    f"WebSocket to {self._remote_address} is closed; frames can no longer be sent"
+                )
+            self._sendall(data)
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (RFC 6455 §5.5.2); the client's answer shows in `pongs_received`."""
+        self.write(encode_ping(payload))
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the WebSocket: send the close frame once, await the client's, shut the socket.
+
+        Pending control frames are written first, so a close the reader already decided on
+        (a reply to the client's close, or a protocol failure) is the one sent. Waits at most
+        `close_timeout` for the client's close frame (RFC 6455 §7.1.2); the server then ends
+        the TCP connection first (§7.1.1). Safe to call more than once and from any greenlet.
+        """
+        if self._shut:
+            return
+        closing = self._reader.start_close(code, reason)
+        # A writer stuck on a client that stopped reading must not hold the close up forever:
+        # past the timeout the close frame is given up and the socket shut down.
+        if self._write_lock.acquire(timeout=self._close_timeout):
+            try:
+                self._closing = True
+                self._send_close(self._reader.data_to_send() + closing)
+            finally:
+                self._write_lock.release()
+        else:
+            self._closing = True
+            self._shutdown()
+        if self._reader.state is ReaderState.CLOSING and not self._shut:
+            self._await_client_close()
+        self._shutdown()
+
+    def _send_close(self, output: bytes) -> None:
+        if not output or self._shut:
+            return
+        with gevent.Timeout(self._close_timeout, False):
+            with contextlib.suppress(ConnectionClosed):
+                self._sendall(output)
+            return
+        self._shutdown()
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            self._shutdown()
+            raise ConnectionClosed(
+                f"WebSocket to {self._remote_address} dropped while writing: {exc}"
+            ) from exc
+
+    def _receive(self) -> list[Event]:
+        while self._final is None:
+            data = self._pending
+            if data:
+                self._pending = b""
+            else:
+                data = self._recv()
+            if data:
+                self.last_received = self._clock()
+                events = self._reader.feed(data)
+            else:
+                events = self._reader.feed_eof() or [Closed(CloseCode.ABNORMAL_CLOSURE, "")]
+            if events:
+                for event in events:
+                    if type(event) is Pong:
+                        self.pongs_received += 1
+                    elif type(event) is Closed:
+                        self._final = event
+                        self._final_seen.set()
+                return events
+        return [self._final]
+
+    def _recv(self) -> bytes:
+        if self._shut:
+            return b""
+        try:
+            return self._sock.recv(RECV_SIZE)
+        except OSError:
+            # Reset by the client, or the socket closed under us: the stream is over.
+            return b""
+
+    def _await_client_close(self) -> None:
+        if self._read_lock.acquire(blocking=False):
+            # Nobody is reading: read until the client's close frame, dropping data.
+            try:
+                with gevent.Timeout(self._close_timeout, False):
+                    self._receive()
+            finally:
+                self._read_lock.release()
+        else:
+            # The reader greenlet sees the client's close frame and returns it as Closed.
+            self._final_seen.wait(self._close_timeout)
+
+    def _shutdown(self) -> None:
+        if self._shut:
+            return
+        self._shut = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+
+def _set_nodelay(sock: socket.socket) -> None:
+    """Send small frames at once instead of waiting ~40 ms for Nagle's algorithm."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            logger.debug("TCP_NODELAY could not be set", exc_info=True)
+
+
+def _no_http_response(
+    status: str, headers: list[tuple[str, str]], exc_info: Any = None
+) -> Callable[[bytes], None]:
+    """start_response for an upgraded connection: the 101 is sent, no other response can be."""
+    return _ignore_body
+
+
+def _ignore_body(data: bytes) -> None:
+    return None
+
+
+class WebSocketHandler(_GeventWebSocketHandler):
+    """gevent.pywsgi handler: TCP_NODELAY on every connection, RFC 6455 upgrades on our framing.
+
+    Requests without `Upgrade: websocket` go to the WSGI application as plain HTTP.
+    """
+
+    close_timeout: float = CLOSE_TIMEOUT
+    """Seconds the closing handshake may take; see `CLOSE_TIMEOUT`."""
+
+    # gevent-websocket's start_response prepares its own WebSocket response; ours writes the
+    # 101 itself, so plain HTTP and refusals use pywsgi's unchanged.
+    start_response = WSGIHandler.start_response
+
+    def handle(self) -> None:
+        _set_nodelay(self.socket)
+        super().handle()
+
+    def run_application(self) -> None:
+        if not is_upgrade_request(self.environ):
+            WSGIHandler.run_application(self)
+            return
+        verdict = check_handshake(self.environ)
+        if isinstance(verdict, HandshakeRefusal):
+            self._refuse(verdict)
+        elif not self._origin_allowed():
+            self._refuse(_FORBIDDEN_ORIGIN)
+        else:
+            self._run_websocket(verdict)
+
+    def log_request(self) -> None:
+        WSGIHandler.log_request(self)
+
+    def _origin_allowed(self) -> bool:
+        check = getattr(self.application, "websocket_origin_allowed", None)
+        if check is None:
+            return True
+        origin = self.environ.get("HTTP_ORIGIN")
+        host = self.environ.get("HTTP_HOST", "")
+        try:
+            return bool(check(origin, host))
+        except Exception:
+            logger.exception("websocket_origin_allowed failed; refusing origin %r", origin)
+            return False
+
+    def _refuse(self, refusal: HandshakeRefusal) -> None:
+        body = refusal.body.encode()
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *refusal.headers,
+        ]
+        self.close_connection = True
+        self.start_response(refusal.status, headers)
+        self.write(body)
+
+    def _run_websocket(self, accept: str) -> None:
+        status = "101 Switching Protocols"
+        self.close_connection = True
+        self.status = status.encode("latin-1")
+        self._orig_status = status
+        self.code = 101
+        self.headers_sent = True
+        self._sendall(
+            f"HTTP/1.1 {status}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode("latin-1")
+        )
+        max_size = getattr(self.application, "websocket_max_message_size", None)
+        websocket = ServerWebSocket(
+            self.socket,
+            FrameReader(max_size=DEFAULT_MAX_MESSAGE_SIZE if max_size is None else max_size),
+            remote_address=self.client_address,
+            pending=self._take_buffered_input(),
+            close_timeout=self.close_timeout,
+        )
+        self.environ[_ENVIRON_KEY] = websocket
+        self.environ["wsgi.websocket"] = websocket
+        self.environ["wsgi.websocket_version"] = WEBSOCKET_VERSION
+        try:
+            _consume(self.application(self.environ, _no_http_response))
+        except gevent.GreenletExit:
+            websocket.close(CloseCode.GOING_AWAY)
+            raise
+        except BaseException:
+            websocket.close(CloseCode.INTERNAL_ERROR)
+            raise
+        else:
+            websocket.close(CloseCode.NORMAL_CLOSURE)
+
+    def _take_buffered_input(self) -> bytes:
+        """Frames the client sent right behind its handshake sit in pywsgi's read buffer."""
+        rfile = self.rfile
+        timeout = self.socket.gettimeout()
+        self.socket.settimeout(0.0)
+        try:
+            data = rfile.read(len(rfile.peek()))
+        except OSError:
+            data = b""
+        finally:
+            self.socket.settimeout(timeout)
+        # Closing frees the 8 KiB read buffer; the socket stays open.
+        rfile.close()
+        return data or b""
+
+
+def _consume(result: Iterable[bytes]) -> None:
+    try:
+        for _ in result:
+            pass
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
