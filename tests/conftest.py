@@ -4,3 +4,35 @@ from gevent import monkey
 
 if not monkey.is_module_patched("socket"):
     monkey.patch_all()
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+from actorim.config import Config  # noqa: E402
+from tests.support import RunningNode  # noqa: E402
+
+
+@pytest.fixture
+def start_node(tmp_path: Any) -> Iterator[Callable[..., RunningNode]]:
+    """Start nodes on free ports (memory store unless ``store="sqlite"``); stopped after."""
+    nodes: list[RunningNode] = []
+
+    def start(**settings: Any) -> RunningNode:
+        settings.setdefault("dev", True)
+        settings.setdefault("store", "memory")
+        settings.setdefault("data_dir", str(tmp_path / f"node{len(nodes)}"))
+        node = RunningNode(Config(**settings))
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def server(start_node: Callable[..., RunningNode]) -> RunningNode:
+    """One node with fault injection on, the memory store and short timeouts."""
+    return start_node(fault_injection=True, presence_grace=0.3)
