@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml | $(VENV)
 
 run: $(STAMP)
 	mkdir -p var
-	ACTORIM_DEV=1 ACTORIM_DATA_DIR=$${ACTORIM_DATA_DIR:-var} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+	ACTORIM_DEV=1 ACTORIM_DATA_DIR=$${ACTORIM_DATA_DIR:-var} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -p $${PORT:-8080}
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

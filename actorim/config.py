@@ -88,6 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
         "sends waiting for the store before send answers overloaded",
         int,
     ),
+    Setting("prune_interval", 60.0, "seconds between retention sweeps of the store", float),
     Setting("history_max_limit", 100, "largest page a history command may ask for", int),
     # -- cluster
     Setting(
@@ -138,6 +139,7 @@ class Config:
     retention_count: int = _BY_NAME["retention_count"].default
     retention_days: float = _BY_NAME["retention_days"].default
     store_max_pending: int = _BY_NAME["store_max_pending"].default
+    prune_interval: float = _BY_NAME["prune_interval"].default
     history_max_limit: int = _BY_NAME["history_max_limit"].default
     redis_url: str = _BY_NAME["redis_url"].default
     max_frame_size: int = _BY_NAME["max_frame_size"].default

@@ -32,8 +32,6 @@ __all__ = ["StoreActor", "StoreFailed", "query", "query_wait"]
 
 logger = logging.getLogger("actorim.store")
 
-PRUNE_INTERVAL_S = 60.0
-
 
 class StoreFailed(Exception):
     """A commit failed: the store actor fails so that its supervisor reopens the backend."""
@@ -219,7 +217,7 @@ class StoreActor(GeventActor):
     # -- retention ------------------------------------------------------------------------------
 
     def _schedule_prune(self) -> None:
-        self._prune_timer = spawn_later(PRUNE_INTERVAL_S, self._prune_tick)
+        self._prune_timer = spawn_later(self.ctx.config.prune_interval, self._prune_tick)
 
     def _cancel_prune(self) -> None:
         if self._prune_timer is not None:
