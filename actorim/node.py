@@ -27,6 +27,7 @@ from gevent.event import AsyncResult
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from pykka import ActorRef
+from pykka.messages import ProxyGetAttr
 
 from actorim.actors.heartbeat import HeartbeatActor
 from actorim.actors.messages import Append
@@ -54,6 +55,8 @@ logger = logging.getLogger("actorim")
 CONNECTIONS_MAX_RESTARTS, CONNECTIONS_WINDOW_S = 1000, 1.0
 ROOMS_MAX_RESTARTS, ROOMS_WINDOW_S = 100, 1.0
 NODE_MAX_RESTARTS, NODE_WINDOW_S = 5, 10.0
+# How long the whole tree may take to start (opening the store dominates).
+START_TIMEOUT_S = 60.0
 
 
 class Node:
@@ -95,6 +98,9 @@ class Node:
             name="node",
             exit_code_on_failure=self._exit_code_on_failure,
         )
+        # Answered once the supervisor's on_start has started every child, in order; raises
+        # (ActorDeadError) if a child could not start.
+        self.supervisor.ask(ProxyGetAttr(attr_path=("actor_urn",)), timeout=START_TIMEOUT_S)
         logger.info("node %s started (store: %s)", ctx.node_id, self.config.store)
         return self
 

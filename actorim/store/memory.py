@@ -1,0 +1,409 @@
+"""The message store held in memory: every promise of the Store contract but durability.
+
+Use it when nothing needs to outlive the process: to measure the server with persistence off, to
+embed a store in tests, and as the reference model the durable backends are checked against.
+Everything is lost when the process ends; each instance makes a new epoch, so clients of a
+restarted server learn that ``seq`` restarted.
+
+Costs, for a store holding n messages: ``append_batch`` is O(1) per message (O(log n) for one
+stamped earlier than the newest), ``since`` and ``history`` are O(log n + limit) (a bisection of
+the conversation's list), ``get`` and ``mark`` are O(1), and ``pending_for`` is O(limit) while a
+recipient's direct messages arrive in time order (one that arrives out of order costs a re-sort
+of that recipient's pending set at the next read). ``prune`` is O(log n) per message removed,
+plus a look at each conversation appended to since the previous prune (at every conversation
+when ``max_count`` differs from the previous call's).
+
+>>> store = MemoryStore()
+>>> send = NewMessage("r:lobby", "alice", "text", b"hi", ts=1_000, cid="c1", room="lobby")
+>>> [first] = store.append_batch([send])
+>>> [again] = store.append_batch([send])
+>>> first.seq, again.duplicate, again.mid == first.mid
+(1, True, True)
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from operator import attrgetter
+
+from actorim.store.base import (
+    DEFAULT_MAX_AGE_MS,
+    DEFAULT_MAX_COUNT,
+    DEFAULT_PRUNE_BUDGET,
+    NewMessage,
+    Receipt,
+    ReceiptStatus,
+    Store,
+    StoredMessage,
+    StoreError,
+    check_new_message,
+    new_mid,
+)
+
+__all__ = ["MemoryStore"]
+
+_PENDING, _DELIVERED, _READ = 0, 1, 2
+_RECEIPT_LEVELS: dict[str, int] = {"delivered": _DELIVERED, "read": _READ}
+
+_seq_of = attrgetter("msg.seq")
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+@dataclass(slots=True, eq=False)
+class _Record:
+    """A stored message with its delivery state, shared by every index that finds it.
+
+    ``order`` counts appends across the whole store: the tie-break, after ``ts`` (and ``seq``
+    for pending messages), that makes "oldest first" a total order. ``receipt`` is None for
+    room messages. ``retained`` turns False when the message is pruned, so the age heap can
+    skip the entries it still holds for it.
+    """
+
+    msg: StoredMessage
+    order: int
+    receipt: int | None
+    retained: bool = True
+
+
+def _pending_key(record: _Record) -> tuple[int, int, int]:
+    return (record.msg.ts, record.msg.seq, record.order)
+
+
+class _Conversation:
+    """A conversation's retained messages in ``seq`` order, and the last ``seq`` it gave.
+
+    ``records[head:]`` are retained. Pruning takes the oldest messages, so it only moves
+    ``head``; the dead prefix is cut once it is at least half the list, which keeps each
+    removal O(1) amortised. ``seq`` increases along the list, with gaps only where retention
+    removed a message.
+    """
+
+    __slots__ = ("head", "last_seq", "records")
+
+    def __init__(self) -> None:
+        self.records: list[_Record] = []
+        self.head = 0
+        self.last_seq = 0
+
+    def index_after(self, seq: int) -> int:
+        """The index of the first retained message with a seq above ``seq``."""
+        return bisect_right(self.records, seq, lo=self.head, key=_seq_of)
+
+    def index_from(self, seq: int) -> int:
+        """The index of the first retained message with a seq of ``seq`` or above."""
+        return bisect_left(self.records, seq, lo=self.head, key=_seq_of)
+
+    def drop_oldest(self, count: int) -> None:
+        self.head += count
+        if self.head * 2 >= len(self.records):
+            del self.records[: self.head]
+            self.head = 0
+
+    def drop(self, record: _Record) -> None:
+        """Remove ``record``: the oldest, unless the clock went back within the conversation."""
+        if self.records[self.head] is record:
+            self.drop_oldest(1)
+            return
+        index = self.index_from(record.msg.seq)
+        assert self.records[index] is record
+        del self.records[index]
+
+
+class _Pending:
+    """A recipient's pending direct messages, by mid, oldest first once ``ordered``.
+
+    Direct messages almost always arrive in time order, so appending keeps the dict ordered by
+    (ts, seq, order) and a page is read straight off its front. One that arrives out of order
+    clears ``ordered``, and the next read sorts the dict once.
+    """
+
+    __slots__ = ("newest", "ordered", "records")
+
+    def __init__(self) -> None:
+        self.records: dict[str, _Record] = {}
+        self.newest = (-1, -1, -1)
+        self.ordered = True
+
+    def add(self, record: _Record) -> None:
+        key = _pending_key(record)
+        if key < self.newest:
+            self.ordered = False
+        else:
+            self.newest = key
+        self.records[record.msg.mid] = record
+
+    def oldest(self, limit: int) -> list[StoredMessage]:
+        if not self.ordered:
+            ordered = sorted(self.records.values(), key=_pending_key)
+            self.records = {record.msg.mid: record for record in ordered}
+            self.ordered = True
+        return [record.msg for record in itertools.islice(self.records.values(), limit)]
+
+
+class MemoryStore(Store):
+    """The message store in this process's memory; see the module docstring for when to use it.
+
+    Like every store it is used by one thread at a time.
+    """
+
+    def __init__(self) -> None:
+        self._epoch = secrets.token_hex(8)
+        self._closed = False
+        self._orders = itertools.count()
+        self._conversations: dict[str, _Conversation] = {}
+        self._by_mid: dict[str, _Record] = {}
+        self._by_cid: dict[tuple[str, str], _Record] = {}
+        self._pending: dict[str, _Pending] = {}
+        # A heap of (ts, order, record): the next message age pruning removes is on top. Server
+        # timestamps rarely go backwards, so a push usually stops after one comparison.
+        self._by_age: list[tuple[int, int, _Record]] = []
+        # Entries of _by_age whose message was pruned by count; cut once they are half the heap.
+        self._stale_in_age = 0
+        # Conversations that may hold more than `_count_checked_for` messages: those the last
+        # prune could not finish, and those appended to since. Dicts, for a stable order.
+        self._count_checked_for: int | None = None
+        self._over_count: dict[str, None] = {}
+        self._appended: dict[str, None] = {}
+
+    def _live(self) -> None:
+        if self._closed:
+            raise StoreError("the in-memory message store is closed; create a new MemoryStore")
+
+    # -- the Store interface ----------------------------------------------------------------
+
+    def epoch(self) -> str:
+        self._live()
+        return self._epoch
+
+    def append_batch(self, msgs: Sequence[NewMessage]) -> list[StoredMessage]:
+        for msg in msgs:
+            check_new_message(msg)
+        self._live()
+        results: list[StoredMessage] = []
+        for msg in msgs:
+            if msg.cid is not None:
+                original = self._by_cid.get((msg.sender, msg.cid))
+                if original is not None:
+                    results.append(replace(original.msg, duplicate=True))
+                    continue
+            results.append(self._append(msg))
+        return results
+
+    def _append(self, msg: NewMessage) -> StoredMessage:
+        conversation = self._conversations.get(msg.conv)
+        if conversation is None:
+            conversation = self._conversations[msg.conv] = _Conversation()
+        conversation.last_seq += 1
+        mid = new_mid(msg.ts)
+        while mid in self._by_mid:
+            mid = new_mid(msg.ts)
+        stored = StoredMessage(
+            mid,
+            msg.conv,
+            conversation.last_seq,
+            msg.ts,
+            msg.sender,
+            msg.kind,
+            msg.body,
+            msg.cid,
+            msg.room,
+            msg.to,
+        )
+        record = _Record(stored, next(self._orders), None if msg.to is None else _PENDING)
+        conversation.records.append(record)
+        self._by_mid[mid] = record
+        if msg.cid is not None:
+            self._by_cid[(msg.sender, msg.cid)] = record
+        if msg.to is not None:
+            pending = self._pending.get(msg.to)
+            if pending is None:
+                pending = self._pending[msg.to] = _Pending()
+            pending.add(record)
+        heapq.heappush(self._by_age, (msg.ts, record.order, record))
+        self._appended[msg.conv] = None
+        return stored
+
+    def last_seq(self, conv: str) -> int:
+        self._live()
+        conversation = self._conversations.get(conv)
+        return 0 if conversation is None else conversation.last_seq
+
+    def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
+        _check_limit(limit)
+        self._live()
+        conversation = self._conversations.get(conv)
+        if conversation is None:
+            page: list[StoredMessage] = []
+            last = 0
+        else:
+            start = conversation.index_after(seq)
+            page = [r.msg for r in conversation.records[start : start + limit + 1]]
+            last = conversation.last_seq
+        if len(page) > limit:
+            return page[:limit], False
+        # Seqs were given without gaps, so the page is everything after `seq` exactly when it
+        # holds as many messages as were ever given after it.
+        return page, len(page) == max(0, last - seq)
+
+    def history(
+        self,
+        conv: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int,
+    ) -> tuple[list[StoredMessage], bool]:
+        _check_limit(limit)
+        self._live()
+        conversation = self._conversations.get(conv)
+        if conversation is None:
+            return [], False
+        records = conversation.records
+        low = conversation.head if after is None else conversation.index_after(after)
+        high = len(records) if before is None else conversation.index_from(before)
+        if high <= low:
+            return [], False
+        if after is None:
+            page = records[max(low, high - limit) : high]
+        else:
+            page = records[low : min(high, low + limit)]
+        return [r.msg for r in page], high - low > limit
+
+    def get(self, mid: str) -> StoredMessage | None:
+        self._live()
+        record = self._by_mid.get(mid)
+        return None if record is None else record.msg
+
+    def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
+        _check_limit(limit)
+        self._live()
+        pending = self._pending.get(user)
+        return [] if pending is None else pending.oldest(limit)
+
+    def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:
+        return self.mark_batch([(mid, user, status)])[0]
+
+    def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
+        for _, _, status in marks:
+            if status not in _RECEIPT_LEVELS:
+                raise ValueError(f"status must be 'delivered' or 'read', got {status!r}")
+        self._live()
+        receipts: list[Receipt | None] = []
+        for mid, user, status in marks:
+            level = _RECEIPT_LEVELS[status]
+            record = self._by_mid.get(mid)
+            if (
+                record is None
+                or record.msg.to != user
+                or record.receipt is None
+                or record.receipt >= level
+            ):
+                receipts.append(None)
+                continue
+            if record.receipt == _PENDING:
+                self._unpend(record)
+            record.receipt = level
+            receipts.append(Receipt(mid, record.msg.sender, user, status))
+        return receipts
+
+    def prune(
+        self,
+        *,
+        now_ms: int,
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_age_ms: int = DEFAULT_MAX_AGE_MS,
+        budget: int = DEFAULT_PRUNE_BUDGET,
+    ) -> int:
+        if budget < 1 or max_count < 1 or max_age_ms < 0:
+            raise ValueError(
+                f"prune needs budget >= 1, max_count >= 1, max_age_ms >= 0; got {budget},"
+                f" {max_count}, {max_age_ms}"
+            )
+        self._live()
+        cutoff = now_ms - max_age_ms
+        by_age = self._by_age
+        deleted = 0
+        while deleted < budget and by_age and by_age[0][0] < cutoff:
+            _, _, record = heapq.heappop(by_age)
+            if not record.retained:
+                self._stale_in_age -= 1
+                continue
+            self._conversations[record.msg.conv].drop(record)
+            self._forget(record)
+            deleted += 1
+        if deleted < budget:
+            deleted += self._prune_by_count(max_count, budget - deleted)
+        if self._stale_in_age * 2 > len(by_age):
+            self._by_age = [entry for entry in by_age if entry[2].retained]
+            heapq.heapify(self._by_age)
+            self._stale_in_age = 0
+        return deleted
+
+    def _prune_by_count(self, max_count: int, budget: int) -> int:
+        """Remove, within ``budget``, messages more than ``max_count`` seqs behind their newest."""
+        if max_count == self._count_checked_for:
+            candidates = list(self._over_count)
+            candidates.extend(conv for conv in self._appended if conv not in self._over_count)
+        else:
+            candidates = list(self._conversations)
+        self._count_checked_for = max_count
+        self._appended = {}
+        still_over: dict[str, None] = {}
+        deleted = 0
+        for conv in candidates:
+            if deleted == budget:
+                still_over[conv] = None
+                continue
+            conversation = self._conversations[conv]
+            head = conversation.head
+            excess = conversation.index_after(conversation.last_seq - max_count) - head
+            taken = min(excess, budget - deleted)
+            for record in conversation.records[head : head + taken]:
+                self._forget(record)
+            self._stale_in_age += taken
+            conversation.drop_oldest(taken)
+            deleted += taken
+            if taken < excess:
+                still_over[conv] = None
+        self._over_count = still_over
+        return deleted
+
+    def _forget(self, record: _Record) -> None:
+        """Drop a pruned message from every index but its conversation's list."""
+        record.retained = False
+        msg = record.msg
+        del self._by_mid[msg.mid]
+        if msg.cid is not None:
+            del self._by_cid[(msg.sender, msg.cid)]
+        if record.receipt == _PENDING:
+            self._unpend(record)
+
+    def _unpend(self, record: _Record) -> None:
+        recipient = record.msg.to
+        assert recipient is not None
+        pending = self._pending[recipient]
+        del pending.records[record.msg.mid]
+        if not pending.records:
+            del self._pending[recipient]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._conversations.clear()
+        self._by_mid.clear()
+        self._by_cid.clear()
+        self._pending.clear()
+        self._by_age.clear()
+        self._over_count.clear()
+        self._appended.clear()

@@ -1,0 +1,646 @@
+"""Every message store keeps the promises the server makes to clients: one message per client
+send, gap-free sequence numbers, paging, retention, and direct messages that wait.
+
+The suite runs once per backend in BACKENDS; a new backend joins it by adding its factory.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from actorim.store import (
+    DEFAULT_MAX_AGE_MS,
+    DEFAULT_MAX_COUNT,
+    MemoryStore,
+    NewMessage,
+    Receipt,
+    ReceiptStatus,
+    SqliteStore,
+    Store,
+    StoredMessage,
+    StoreError,
+    dm_conv,
+    mid_ms,
+    new_mid,
+    room_conv,
+)
+
+FAR_FUTURE_AGE_MS = 10**12  # a max_age_ms under which nothing in these tests is old
+
+
+def open_sqlite(data_dir: Path) -> Store:
+    return SqliteStore(data_dir / "messages.db")
+
+
+def open_memory(data_dir: Path) -> Store:
+    return MemoryStore()
+
+
+# Each factory opens a new, empty store keeping its files (if any) in the empty directory given.
+BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "sqlite": open_sqlite,
+    "memory": open_memory,
+}
+
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=list(BACKENDS))
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    opened: list[Store] = []
+
+    def open_store() -> Store:
+        data_dir = tmp_path / f"store-{len(opened)}"
+        data_dir.mkdir()
+        store = BACKENDS[request.param](data_dir)
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory) -> Store:
+    return store_factory()
+
+
+def room_msg(
+    text: str = "hi",
+    *,
+    room: str = "lobby",
+    sender: str = "alice",
+    ts: int = 1_000,
+    cid: str | None = None,
+) -> NewMessage:
+    return NewMessage(room_conv(room), sender, "text", text.encode(), ts, cid=cid, room=room)
+
+
+def direct(sender: str, to: str, *, ts: int = 1_000, cid: str | None = None) -> NewMessage:
+    return NewMessage(dm_conv(sender, to), sender, "text", b"psst", ts, cid=cid, to=to)
+
+
+def seqs(messages: list[StoredMessage]) -> list[int]:
+    return [m.seq for m in messages]
+
+
+def retained(store: Store, room: str = "lobby") -> list[int]:
+    return seqs(store.history(room_conv(room), before=None, after=None, limit=100_000)[0])
+
+
+def fill(store: Store, count: int, *, room: str = "lobby", ts: int = 1_000) -> None:
+    store.append_batch([room_msg(f"m{i}", room=room, ts=ts + i) for i in range(count)])
+
+
+# -- conversation keys and mids -------------------------------------------------------------
+
+
+def test_direct_conversation_is_the_same_whichever_user_sends() -> None:
+    assert dm_conv("bob", "alice") == dm_conv("alice", "bob") == "d:alice|bob"
+    assert room_conv("lobby") == "r:lobby"
+
+
+def test_direct_conversation_refuses_the_separator_in_a_user_id() -> None:
+    with pytest.raises(ValueError):
+        dm_conv("a|b", "c")
+
+
+def test_mids_are_short_unique_and_sort_by_time() -> None:
+    mids = [new_mid(ts) for ts in range(1_700_000_000_000, 1_700_000_000_000 + 500) for _ in "ab"]
+    assert len(set(mids)) == len(mids)
+    assert all(len(mid) == 18 for mid in mids)
+    assert [mid_ms(mid) for mid in sorted(mids)] == sorted(mid_ms(mid) for mid in mids)
+    assert mid_ms(mids[0]) == 1_700_000_000_000
+
+
+# -- sequence numbers and conversations -----------------------------------------------------
+
+
+def test_each_conversation_numbers_its_messages_from_one_without_gaps(store: Store) -> None:
+    first = store.append_batch(
+        [room_msg(room="a"), room_msg(room="b"), room_msg(room="a"), direct("alice", "bob")]
+    )
+    second = store.append_batch([direct("bob", "alice"), room_msg(room="a"), room_msg(room="b")])
+
+    assert [(m.conv, m.seq) for m in first + second] == [
+        ("r:a", 1),
+        ("r:b", 1),
+        ("r:a", 2),
+        ("d:alice|bob", 1),
+        ("d:alice|bob", 2),
+        ("r:a", 3),
+        ("r:b", 2),
+    ]
+    assert store.last_seq("r:a") == 3
+    assert store.last_seq("r:nobody-spoke") == 0
+
+
+def test_message_whose_conversation_contradicts_its_recipient_is_refused(store: Store) -> None:
+    wrong = NewMessage(dm_conv("alice", "carol"), "alice", "text", b"", 1, to="bob")
+    with pytest.raises(ValueError, match="conv"):
+        store.append_batch([room_msg(), wrong])
+    assert store.last_seq(room_conv("lobby")) == 0
+
+
+def test_stored_message_is_found_by_its_mid(store: Store) -> None:
+    stored = store.append_batch([room_msg("one"), direct("alice", "bob")])
+    assert [store.get(m.mid) for m in stored] == stored
+    assert store.since(room_conv("lobby"), 0, limit=10) == ([stored[0]], True)
+
+
+# -- de-duplication -------------------------------------------------------------------------
+
+
+def test_resend_with_same_cid_returns_the_original_flagged_duplicate(store: Store) -> None:
+    [original] = store.append_batch([room_msg("hello", cid="c1", ts=1_000)])
+    [again] = store.append_batch([room_msg("hello again", cid="c1", ts=2_000)])
+
+    assert again.duplicate and not original.duplicate
+    assert (again.mid, again.seq, again.ts, again.body) == (
+        original.mid,
+        original.seq,
+        original.ts,
+        original.body,
+    )
+    assert store.last_seq(room_conv("lobby")) == 1
+
+
+def test_same_cid_twice_in_one_batch_stores_one_message(store: Store) -> None:
+    first, other, second = store.append_batch(
+        [room_msg(cid="c1"), room_msg(cid="c2"), room_msg(cid="c1")]
+    )
+    assert second.duplicate and second.mid == first.mid and second.seq == first.seq == 1
+    assert other.seq == 2 and not other.duplicate
+    assert store.last_seq(room_conv("lobby")) == 2
+
+
+def test_batch_mixing_resends_and_new_messages_keeps_seq_gap_free(store: Store) -> None:
+    [old] = store.append_batch([room_msg(cid="c1")])
+    results = store.append_batch([room_msg(cid="c2"), room_msg(cid="c1"), room_msg(cid="c3")])
+
+    assert [(m.seq, m.duplicate) for m in results] == [(2, False), (1, True), (3, False)]
+    assert results[1].mid == old.mid
+    page, complete = store.since(room_conv("lobby"), 0, limit=10)
+    assert complete and seqs(page) == [1, 2, 3]
+
+
+def test_same_cid_from_different_senders_are_different_messages(store: Store) -> None:
+    a, b = store.append_batch(
+        [room_msg(sender="alice", cid="c1"), room_msg(sender="bob", cid="c1")]
+    )
+    assert not b.duplicate and a.mid != b.mid and (a.seq, b.seq) == (1, 2)
+
+
+def test_resend_after_retention_removed_the_original_is_a_new_message(store: Store) -> None:
+    [original] = store.append_batch([room_msg(cid="c1", ts=1_000)])
+    assert store.prune(now_ms=10_000, max_age_ms=1_000) == 1
+
+    [again] = store.append_batch([room_msg(cid="c1", ts=10_000)])
+    assert not again.duplicate and again.mid != original.mid and again.seq == 2
+
+
+# -- epoch ----------------------------------------------------------------------------------
+
+
+def test_each_new_store_has_its_own_epoch_that_stays_put(store_factory: StoreFactory) -> None:
+    first, second = store_factory(), store_factory()
+    epoch = first.epoch()
+    first.append_batch([room_msg()])
+    assert first.epoch() == epoch
+    assert second.epoch() != epoch
+
+
+# -- catching up: since ---------------------------------------------------------------------
+
+
+def test_since_returns_the_missed_messages_in_order(store: Store) -> None:
+    fill(store, 10)
+    conv = room_conv("lobby")
+    page, complete = store.since(conv, 7, limit=100)
+    assert seqs(page) == [8, 9, 10] and complete
+    assert store.since(conv, 10, limit=100) == ([], True)
+    assert store.since(room_conv("empty"), 0, limit=100) == ([], True)
+
+
+def test_since_is_incomplete_when_more_than_limit_were_missed(store: Store) -> None:
+    fill(store, 10)
+    page, complete = store.since(room_conv("lobby"), 5, limit=2)
+    assert seqs(page) == [6, 7] and not complete
+    page, complete = store.since(room_conv("lobby"), 5, limit=5)
+    assert seqs(page) == [6, 7, 8, 9, 10] and complete
+
+
+def test_since_is_incomplete_when_retention_removed_missed_messages(store: Store) -> None:
+    fill(store, 10)
+    store.prune(now_ms=2_000, max_count=5, max_age_ms=FAR_FUTURE_AGE_MS)
+    conv = room_conv("lobby")
+
+    page, complete = store.since(conv, 3, limit=100)
+    assert seqs(page) == [6, 7, 8, 9, 10] and not complete
+    page, complete = store.since(conv, 5, limit=100)
+    assert seqs(page) == [6, 7, 8, 9, 10] and complete
+
+
+def test_since_is_incomplete_when_retention_removed_a_message_between_others(
+    store: Store,
+) -> None:
+    # The server's clock stepped back: seq 2 is older than seq 1 and ages out first.
+    store.append_batch([room_msg(ts=5_000), room_msg(ts=1_000), room_msg(ts=5_000)])
+    assert store.prune(now_ms=5_000, max_age_ms=1_000) == 1
+    conv = room_conv("lobby")
+
+    page, complete = store.since(conv, 0, limit=100)
+    assert seqs(page) == [1, 3] and not complete
+    assert seqs(store.since(conv, 2, limit=100)[0]) == [3]
+    assert store.since(conv, 2, limit=100)[1]
+    assert store.history(conv, before=3, limit=1) == ([page[0]], False)
+    assert store.history(conv, after=1, limit=1) == ([page[1]], False)
+
+
+def test_seq_does_not_restart_when_a_conversation_is_pruned_empty(store: Store) -> None:
+    fill(store, 4, ts=1_000)
+    assert store.prune(now_ms=10_000, max_age_ms=1_000) == 4
+    conv = room_conv("lobby")
+
+    assert store.last_seq(conv) == 4
+    assert store.since(conv, 2, limit=10) == ([], False)
+    assert store.append_batch([room_msg(ts=10_000)])[0].seq == 5
+
+
+# -- history --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "limit", "page"),
+    [
+        (None, None, 3, ([8, 9, 10], True)),
+        (None, None, 10, (list(range(1, 11)), False)),
+        (4, None, 2, ([2, 3], True)),
+        (3, None, 2, ([1, 2], False)),
+        (None, 7, 2, ([8, 9], True)),
+        (None, 8, 2, ([9, 10], False)),
+        (8, 2, 3, ([3, 4, 5], True)),
+        (8, 2, 5, ([3, 4, 5, 6, 7], False)),
+    ],
+)
+def test_history_pages_in_every_cursor_mode(
+    store: Store,
+    before: int | None,
+    after: int | None,
+    limit: int,
+    page: tuple[list[int], bool],
+) -> None:
+    fill(store, 10)
+    fill(store, 3, room="elsewhere")
+    messages, more = store.history(room_conv("lobby"), before=before, after=after, limit=limit)
+    assert (seqs(messages), more) == page
+
+
+def test_history_of_an_empty_conversation_is_empty(store: Store) -> None:
+    assert store.history(room_conv("lobby"), before=None, after=None, limit=5) == ([], False)
+
+
+def test_history_between_cursors_that_leave_no_room_is_empty(store: Store) -> None:
+    fill(store, 10)
+    assert store.history(room_conv("lobby"), before=5, after=4, limit=5) == ([], False)
+    assert store.history(room_conv("lobby"), before=3, after=7, limit=5) == ([], False)
+
+
+def test_limit_below_one_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        store.history(room_conv("lobby"), before=None, after=None, limit=0)
+
+
+# -- direct messages: pending and receipts --------------------------------------------------
+
+
+def test_pending_direct_messages_come_oldest_first(store: Store) -> None:
+    late, early, same_ts_1, same_ts_2, _room, _other = store.append_batch(
+        [
+            direct("alice", "bob", ts=3_000),
+            direct("carol", "bob", ts=1_000),
+            direct("alice", "bob", ts=2_000),
+            direct("alice", "bob", ts=2_000),
+            room_msg(sender="alice"),
+            direct("bob", "alice", ts=500),
+        ]
+    )
+    pending = store.pending_for("bob", limit=10)
+    assert [m.mid for m in pending] == [early.mid, same_ts_1.mid, same_ts_2.mid, late.mid]
+    assert [m.mid for m in store.pending_for("bob", limit=2)] == [early.mid, same_ts_1.mid]
+    assert store.pending_for("carol", limit=10) == []
+
+
+def test_pending_stays_oldest_first_as_older_messages_keep_arriving(store: Store) -> None:
+    [at_2000] = store.append_batch([direct("alice", "bob", ts=2_000)])
+    [at_1000] = store.append_batch([direct("carol", "bob", ts=1_000)])
+    assert store.pending_for("bob", limit=10) == [at_1000, at_2000]
+
+    [at_3000, at_1500] = store.append_batch(
+        [direct("alice", "bob", ts=3_000), direct("carol", "bob", ts=1_500)]
+    )
+    store.mark(at_1000.mid, "bob", "delivered")
+    assert store.pending_for("bob", limit=10) == [at_1500, at_2000, at_3000]
+
+
+@pytest.mark.parametrize("status", ["delivered", "read"])
+def test_ack_or_read_ends_pending(store: Store, status: ReceiptStatus) -> None:
+    first, second = store.append_batch([direct("alice", "bob"), direct("alice", "bob")])
+    store.mark(first.mid, "bob", status)
+    assert store.pending_for("bob", limit=10) == [second]
+
+
+def test_receipt_is_returned_on_first_delivered_and_first_read_only(store: Store) -> None:
+    [msg] = store.append_batch([direct("alice", "bob")])
+    assert store.mark(msg.mid, "bob", "delivered") == Receipt(msg.mid, "alice", "bob", "delivered")
+    assert store.mark(msg.mid, "bob", "delivered") is None
+    assert store.mark(msg.mid, "bob", "read") == Receipt(msg.mid, "alice", "bob", "read")
+    assert store.mark(msg.mid, "bob", "read") is None
+    assert store.mark(msg.mid, "bob", "delivered") is None
+
+
+def test_read_without_delivered_gives_one_read_receipt(store: Store) -> None:
+    [msg] = store.append_batch([direct("alice", "bob")])
+    assert store.mark(msg.mid, "bob", "read") == Receipt(msg.mid, "alice", "bob", "read")
+    assert store.mark(msg.mid, "bob", "delivered") is None
+
+
+@pytest.mark.parametrize("user", ["alice", "carol"])
+def test_only_the_recipient_can_mark_a_direct_message(store: Store, user: str) -> None:
+    [msg] = store.append_batch([direct("alice", "bob")])
+    assert store.mark(msg.mid, user, "read") is None
+    assert store.pending_for("bob", limit=10) == [msg]
+
+
+def test_unknown_messages_and_room_messages_give_no_receipt(store: Store) -> None:
+    [msg] = store.append_batch([room_msg()])
+    assert store.mark(msg.mid, "bob", "read") is None
+    assert store.mark("00000000000000000x", "bob", "read") is None
+
+
+def test_mark_batch_records_receipts_in_order(store: Store) -> None:
+    a, b = store.append_batch([direct("alice", "bob"), direct("carol", "bob")])
+    receipts = store.mark_batch(
+        [(a.mid, "bob", "delivered"), (b.mid, "alice", "read"), (a.mid, "bob", "read")]
+    )
+    assert receipts == [
+        Receipt(a.mid, "alice", "bob", "delivered"),
+        None,
+        Receipt(a.mid, "alice", "bob", "read"),
+    ]
+    assert store.pending_for("bob", limit=10) == [b]
+
+
+def test_unknown_receipt_status_is_refused(store: Store) -> None:
+    [msg] = store.append_batch([direct("alice", "bob")])
+    unknown = cast(ReceiptStatus, "seen")
+    with pytest.raises(ValueError, match="status"):
+        store.mark_batch([(msg.mid, "bob", "read"), (msg.mid, "bob", unknown)])
+    assert store.mark(msg.mid, "bob", "read") is not None
+
+
+def test_get_unknown_message_is_none(store: Store) -> None:
+    assert store.get("nope") is None
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+def test_retention_defaults_are_ten_thousand_messages_and_thirty_days() -> None:
+    assert DEFAULT_MAX_COUNT == 10_000
+    assert DEFAULT_MAX_AGE_MS == 30 * 24 * 3600 * 1000
+
+
+def test_prune_by_count_keeps_the_newest_and_stays_within_budget(store: Store) -> None:
+    fill(store, 10, room="busy")
+    fill(store, 3, room="quiet")
+
+    def prune() -> int:
+        return store.prune(now_ms=2_000, max_count=4, max_age_ms=FAR_FUTURE_AGE_MS, budget=4)
+
+    assert [prune(), prune(), prune()] == [4, 2, 0]
+    assert retained(store, "busy") == [7, 8, 9, 10]
+    assert retained(store, "quiet") == [1, 2, 3]
+
+
+def test_prune_by_age_removes_the_oldest_within_budget(store: Store) -> None:
+    fill(store, 10, ts=1_000)  # ts 1000 .. 1009
+
+    def prune() -> int:
+        return store.prune(now_ms=2_005, max_age_ms=1_000, budget=3)
+
+    assert [prune(), prune(), prune()] == [3, 2, 0]
+    assert retained(store) == [6, 7, 8, 9, 10]
+
+
+def test_prune_by_count_after_prune_by_age_counts_what_is_left(store: Store) -> None:
+    fill(store, 10, ts=1_000)
+    assert store.prune(now_ms=2_003, max_count=100, max_age_ms=1_000) == 3
+    assert store.prune(now_ms=2_003, max_count=5, max_age_ms=FAR_FUTURE_AGE_MS) == 2
+    assert retained(store) == [6, 7, 8, 9, 10]
+
+
+def test_prune_by_count_applies_to_messages_sent_after_an_earlier_prune(store: Store) -> None:
+    fill(store, 3)
+    assert store.prune(now_ms=2_000, max_count=4, max_age_ms=FAR_FUTURE_AGE_MS) == 0
+    fill(store, 3, ts=1_003)
+    assert store.prune(now_ms=2_000, max_count=4, max_age_ms=FAR_FUTURE_AGE_MS) == 2
+    assert retained(store) == [3, 4, 5, 6]
+    assert store.prune(now_ms=2_000, max_count=2, max_age_ms=FAR_FUTURE_AGE_MS) == 2
+    assert retained(store) == [5, 6]
+
+
+def test_prune_by_count_keeps_the_newest_seqs_even_where_age_left_a_gap(store: Store) -> None:
+    # The clock stepped back for seq 5, so it ages out before its neighbours.
+    store.append_batch([room_msg(ts=ts) for ts in (1_000, 1_000, 1_000, 1_000, 500, 1_000)])
+    assert store.prune(now_ms=1_000, max_age_ms=400) == 1
+    assert store.prune(now_ms=1_000, max_count=3, max_age_ms=FAR_FUTURE_AGE_MS) == 3
+    assert retained(store) == [4, 6]
+
+
+def test_repeated_pruning_of_a_busy_conversation_keeps_exactly_the_newest(store: Store) -> None:
+    fill(store, 3_000, ts=1_000)
+    conv = room_conv("lobby")
+
+    def prune(now_ms: int, max_count: int) -> int:
+        return store.prune(now_ms=now_ms, max_count=max_count, max_age_ms=10_000, budget=1_000)
+
+    assert [prune(2_000, 100) for _ in range(4)] == [1_000, 1_000, 900, 0]
+    assert retained(store) == list(range(2_901, 3_001))
+    assert store.history(conv, before=2_950, limit=3) == (
+        store.since(conv, 2_946, limit=3)[0],
+        True,
+    )
+    assert prune(13_950, 100) == 50  # ts below 3950: seqs up to 2950
+    assert retained(store) == list(range(2_951, 3_001))
+    assert store.last_seq(conv) == 3_000
+
+
+def test_pruned_message_is_gone_and_gives_no_receipt(store: Store) -> None:
+    old, new = store.append_batch(
+        [direct("alice", "bob", ts=1_000), direct("alice", "bob", ts=5_000)]
+    )
+    store.prune(now_ms=5_000, max_age_ms=1_000)
+    assert store.get(old.mid) is None and store.get(new.mid) == new
+    assert store.mark(old.mid, "bob", "read") is None
+
+
+def test_pruned_direct_message_is_no_longer_pending(store: Store) -> None:
+    store.append_batch([direct("alice", "bob", ts=1_000), direct("alice", "bob", ts=5_000)])
+    store.prune(now_ms=5_000, max_age_ms=1_000)
+    assert [m.ts for m in store.pending_for("bob", limit=10)] == [5_000]
+
+
+@pytest.mark.parametrize(
+    ("budget", "max_count", "max_age_ms"), [(0, 10, 10), (10, 0, 10), (10, 10, -1)]
+)
+def test_prune_refuses_limits_that_could_not_work(
+    store: Store, budget: int, max_count: int, max_age_ms: int
+) -> None:
+    with pytest.raises(ValueError, match="prune"):
+        store.prune(now_ms=0, max_count=max_count, max_age_ms=max_age_ms, budget=budget)
+
+
+# -- failures -------------------------------------------------------------------------------
+
+CALLS_ON_A_STORE: dict[str, Callable[[Store], object]] = {
+    "epoch": lambda s: s.epoch(),
+    "append_batch": lambda s: s.append_batch([room_msg()]),
+    "last_seq": lambda s: s.last_seq(room_conv("lobby")),
+    "since": lambda s: s.since(room_conv("lobby"), 0, limit=1),
+    "history": lambda s: s.history(room_conv("lobby"), limit=1),
+    "get": lambda s: s.get("nope"),
+    "pending_for": lambda s: s.pending_for("bob", limit=1),
+    "mark": lambda s: s.mark("nope", "bob", "read"),
+    "mark_batch": lambda s: s.mark_batch([("nope", "bob", "read")]),
+    "prune": lambda s: s.prune(now_ms=0),
+}
+
+
+def test_closed_store_raises_store_error(store: Store) -> None:
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.append_batch([room_msg()])
+    with pytest.raises(StoreError, match="closed"):
+        store.since(room_conv("lobby"), 0, limit=1)
+    store.close()
+
+
+@pytest.mark.parametrize("call", list(CALLS_ON_A_STORE))
+def test_every_call_on_a_closed_store_raises_store_error(store: Store, call: str) -> None:
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        CALLS_ON_A_STORE[call](store)
+
+
+# -- every backend answers as the in-memory reference model does ----------------------------
+
+USERS = ("alice", "bob", "carol")
+ROOMS = ("a", "b")
+CONVERSATIONS = [room_conv("a"), room_conv("b"), dm_conv("alice", "bob"), dm_conv("bob", "carol")]
+STATUSES: tuple[ReceiptStatus, ...] = ("delivered", "read")
+
+
+def random_batch(rng: random.Random, clock: int) -> list[NewMessage]:
+    """One to four sends: rooms and direct messages, some resends, clock sometimes stepping back."""
+    batch = []
+    for _ in range(rng.randint(1, 4)):
+        sender = rng.choice(USERS)
+        cid = rng.choice([None, *(f"c{i}" for i in range(40))])
+        ts = clock - rng.choice([0, 0, 0, 300, 1_500])
+        if rng.random() < 0.5:
+            batch.append(room_msg(room=rng.choice(ROOMS), sender=sender, ts=ts, cid=cid))
+        else:
+            to = rng.choice([u for u in USERS if u != sender])
+            batch.append(direct(sender, to, ts=ts, cid=cid))
+    return batch
+
+
+class Observer:
+    """Makes calls on one store and writes each answer down, naming mids by (conv, seq)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.sent: list[str] = []  # every mid seen, in the order first seen
+        self.names: dict[str, tuple[str, int]] = {}
+        self.recipients: dict[str, str | None] = {}
+
+    def message(self, msg: StoredMessage) -> tuple[object, ...]:
+        if msg.mid not in self.names:
+            self.names[msg.mid] = (msg.conv, msg.seq)
+            self.recipients[msg.mid] = msg.to
+            self.sent.append(msg.mid)
+        return (msg.conv, msg.seq, msg.ts, msg.sender, msg.body, msg.cid, msg.to, msg.duplicate)
+
+    def page(self, answer: tuple[list[StoredMessage], bool]) -> tuple[object, ...]:
+        return ([self.message(m) for m in answer[0]], answer[1])
+
+    def receipt(self, receipt: Receipt | None) -> tuple[object, ...] | None:
+        if receipt is None:
+            return None
+        return (self.names[receipt.mid], receipt.sender, receipt.by, receipt.status)
+
+    def any_mid(self, rng: random.Random) -> str:
+        """A recent mid, now and then an older one or one the store never gave."""
+        index = len(self.sent) - 1 - min(int(rng.expovariate(0.2)), len(self.sent))
+        return self.sent[index] if index >= 0 else "00000000000000000x"
+
+    def any_mark(self, rng: random.Random) -> tuple[str, str, ReceiptStatus]:
+        """Mostly the recipient marking a message, now and then someone else."""
+        mid = self.any_mid(rng)
+        user = self.recipients.get(mid) if rng.random() < 0.8 else None
+        return (mid, user or rng.choice(USERS), rng.choice(STATUSES))
+
+    def step(self, rng: random.Random, clock: int) -> list[object]:
+        """One random write, then every kind of read; both stores get an rng in the same state."""
+        store = self.store
+        seen: list[object] = []
+        action = rng.random()
+        if action < 0.5:
+            seen.append([self.message(m) for m in store.append_batch(random_batch(rng, clock))])
+        elif action < 0.8:
+            marks = [self.any_mark(rng) for _ in range(rng.randint(1, 3))]
+            seen.append([self.receipt(r) for r in store.mark_batch(marks)])
+        elif action < 0.9:
+            # Small budgets for age pruning only: which conversation count pruning visits first
+            # when the budget runs out is left to each backend.
+            age = rng.choice([500, 2_000])
+            seen.append(store.prune(now_ms=clock, max_age_ms=age, budget=rng.randint(1, 5)))
+        else:
+            count, age = rng.randint(3, 12), rng.choice([2_000, FAR_FUTURE_AGE_MS])
+            seen.append(store.prune(now_ms=clock, max_count=count, max_age_ms=age, budget=1_000))
+        for conv in CONVERSATIONS:
+            last = store.last_seq(conv)
+            seen.append(last)
+            since = rng.randint(-1, last + 1)
+            seen.append(self.page(store.since(conv, since, limit=rng.randint(1, 6))))
+            before = rng.choice([None, rng.randint(0, last + 2)])
+            after = rng.choice([None, rng.randint(-1, last + 1)])
+            page = store.history(conv, before=before, after=after, limit=rng.randint(1, 6))
+            seen.append(self.page(page))
+        for user in USERS:
+            seen.append([self.message(m) for m in store.pending_for(user, limit=rng.randint(1, 6))])
+        found = store.get(self.any_mid(rng))
+        seen.append(None if found is None else self.message(found))
+        return seen
+
+
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "memory"])
+def test_backend_answers_every_call_as_the_memory_store_does(backend: str, tmp_path: Path) -> None:
+    model = Observer(MemoryStore())
+    checked = Observer(BACKENDS[backend](tmp_path))
+    try:
+        clock = 1_000
+        for step in range(400):
+            clock += random.Random(step).choice([0, 10, 50, 200])
+            expected = model.step(random.Random(step), clock)
+            assert checked.step(random.Random(step), clock) == expected, f"step {step}"
+    finally:
+        model.store.close()
+        checked.store.close()
