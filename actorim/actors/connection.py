@@ -93,6 +93,8 @@ class ConnectionActor(GeventActor):
             link.request_close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def on_stop(self) -> None:
+        # Stopped by its supervisor (the node shutting down): the client is told to go elsewhere.
+        self._close(CloseCode.GOING_AWAY, "server shutting down", stopping=True)
         if self.link.actor is self.actor_ref:
             self.link.actor = None
 
@@ -125,7 +127,7 @@ class ConnectionActor(GeventActor):
         if link.close_request is not None:
             self._close(*link.close_request)
 
-    def _close(self, code: int, reason: str) -> None:
+    def _close(self, code: int, reason: str, *, stopping: bool = False) -> None:
         link = self.link
         if link.phase is Phase.CLOSED:
             return
@@ -141,7 +143,8 @@ class ConnectionActor(GeventActor):
         except Exception:
             logger.debug("closing %s failed", link, exc_info=True)
         link.done.set()
-        self.stop()
+        if not stopping:
+            self.stop()
 
     def _leave_everything(self, was_connected: bool) -> None:
         link = self.link
