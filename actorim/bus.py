@@ -16,7 +16,7 @@ from pykka import ActorDeadError
 from actorim.actors.messages import Publish
 
 if TYPE_CHECKING:
-    from actorim.context import Directory
+    from actorim.context import Directory, NodeContext
     from actorim.link import Link
     from actorim.wire import WireFrame
 
@@ -42,23 +42,28 @@ def deliver_to_user(
     *,
     mid: str | None = None,
     origin: Link | None = None,
-) -> None:
+) -> int:
     """Offer ``frame`` to each local link of ``user``; a link catching up on offline messages
-    keeps direct messages aside so that they follow the backlog instead of overtaking it."""
+    keeps direct messages aside so that they follow the backlog instead of overtaking it.
+    Returns how many links got it."""
+    count = 0
     for link in directory.links_of(user):
         if link is origin:
             continue
+        count += 1
         if mid is not None and link.dm_backlog is not None:
             link.dm_backlog.append((mid, frame))
         else:
             link.send_frame(frame)
+    return count
 
 
 class LocalBus:
     """The single-node bus: straight to the room actors and the links in this process."""
 
-    def __init__(self, directory: Directory) -> None:
-        self._directory = directory
+    def __init__(self, ctx: NodeContext) -> None:
+        self._directory = ctx.directory
+        self._ctx = ctx
 
     def to_room(self, room: str, seq: int, frame: WireFrame, origin: Link | None) -> None:
         state = self._directory.rooms.get(room)
@@ -72,4 +77,6 @@ class LocalBus:
     def to_user(
         self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Link | None = None
     ) -> None:
-        deliver_to_user(self._directory, user, frame, mid=mid, origin=origin)
+        count = deliver_to_user(self._directory, user, frame, mid=mid, origin=origin)
+        if mid is not None and count:
+            self._ctx.metrics.delivered.inc(count)

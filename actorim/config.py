@@ -103,6 +103,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("idle_timeout", 60.0, "seconds without any frame (pongs included) before close", float),
     Setting("rate", 100.0, "commands per second per connection (token bucket rate)", float),
     Setting("burst", 200.0, "commands a connection may send in a burst", float),
+    Setting(
+        "rate_abuse_rejections",
+        200,
+        "rate_limited replies within rate_abuse_window before the connection is closed 1008",
+        int,
+    ),
+    Setting(
+        "rate_abuse_window", 10.0, "seconds over which rate_limited replies are counted", float
+    ),
     Setting("max_rooms_per_connection", 100, "rooms one connection may be in", int),
     Setting("max_connections_per_user", 20, "connections one user may hold at once", int),
     Setting("max_members_per_room", 10_000, "connections one room may hold", int),
@@ -148,6 +157,8 @@ class Config:
     idle_timeout: float = _BY_NAME["idle_timeout"].default
     rate: float = _BY_NAME["rate"].default
     burst: float = _BY_NAME["burst"].default
+    rate_abuse_rejections: int = _BY_NAME["rate_abuse_rejections"].default
+    rate_abuse_window: float = _BY_NAME["rate_abuse_window"].default
     max_rooms_per_connection: int = _BY_NAME["max_rooms_per_connection"].default
     max_connections_per_user: int = _BY_NAME["max_connections_per_user"].default
     max_members_per_room: int = _BY_NAME["max_members_per_room"].default
@@ -178,7 +189,16 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 _bad(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("connect_timeout", "heartbeat", "idle_timeout", "rate", "burst"):
+        if self.rate_abuse_rejections < 0:
+            _bad("rate_abuse_rejections", f"must be 0 or more, got {self.rate_abuse_rejections}")
+        for name in (
+            "connect_timeout",
+            "heartbeat",
+            "idle_timeout",
+            "rate",
+            "burst",
+            "rate_abuse_window",
+        ):
             if getattr(self, name) <= 0:
                 _bad(name, f"must be greater than 0, got {getattr(self, name)}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from actorim.bus import Bus
     from actorim.config import Config
     from actorim.link import Link
+    from actorim.metrics import Metrics
 
 __all__ = ["Directory", "NodeContext", "Refs", "Unavailable"]
 
@@ -87,6 +89,20 @@ class NodeContext:
     started_at: float = field(default_factory=time.time)
     epoch: str = ""
     draining: bool = False
+    metrics: Metrics = field(init=False)
+    breakers: dict[str, Callable[[], int]] = field(default_factory=dict)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the node should get traffic, and why not."""
+        if self.draining:
+            return False, "draining"
+        if self.refs.store is None:
+            return False, "store unavailable"
+        return True, "ok"
+
+    def breaker_states(self) -> dict[str, int]:
+        """Each circuit breaker's state for metrics: 0 closed, 1 half-open, 2 open."""
+        return {name: state() for name, state in self.breakers.items()}
 
 
 def default_node_id() -> str:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pykka import ActorRef
 
     from actorim.auth import Identity
+    from actorim.metrics import Metrics
     from actorim.protocol.errors import ErrorCode
     from actorim.ratelimit import RateLimiter
     from actorim.web.websocket import ServerWebSocket
@@ -69,6 +70,7 @@ class Link:
     __slots__ = (
         "__weakref__",
         "actor",
+        "carry_over",
         "close_request",
         "conn_id",
         "crashes",
@@ -78,8 +80,10 @@ class Link:
         "encoding",
         "encoding_fixed",
         "identity",
+        "inflight",
         "last_ping",
         "limiter",
+        "metrics",
         "opened_at",
         "outbox",
         "phase",
@@ -99,6 +103,7 @@ class Link:
         max_frames: int,
         max_bytes: int,
         remote: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
         self.conn_id = next(_ids)
         self.ws = ws
@@ -120,6 +125,9 @@ class Link:
         self.close_request: tuple[int, str] | None = None
         self.dm_backlog: list[tuple[str, WireFrame]] | None = None
         self.limiter = limiter
+        self.metrics = metrics
+        self.inflight: dict[int, str] = {}
+        self.carry_over: list[Any] = []
         self.done = Event()
 
     def __repr__(self) -> str:
@@ -140,10 +148,17 @@ class Link:
         return self.outbox.offer(frame.bytes_for(self.encoding))
 
     def reply(self, command_id: int, data: dict[str, Any] | None = None) -> None:
+        self._answered(command_id, "ok")
         self.send(reply_ok(command_id, data))
 
     def fail(self, command_id: int, code: ErrorCode, message: str) -> None:
+        self._answered(command_id, code.value)
         self.send(reply_error(command_id, code, message))
+
+    def _answered(self, command_id: int, result: str) -> None:
+        command = self.inflight.pop(command_id, None)
+        if command is not None and self.metrics is not None:
+            self.metrics.count_command(command, result)
 
     def request_close(self, code: int, reason: str) -> None:
         """Ask the connection's actor to close the socket; the first request wins."""
@@ -153,6 +168,11 @@ class Link:
 
     def wake(self) -> None:
         """Tell the current actor there is something to write (or a close to do)."""
+        if self.outbox.overflowed and self.ws.writing:
+            # The actor is stuck writing to a client that stopped reading, so it cannot close
+            # the connection, and no close frame would get through: end the TCP connection,
+            # which fails the stuck write and lets the actor clean up.
+            self.ws.abort()
         actor = self.actor
         if actor is None:
             return  # between incarnations: the next one services the link in on_start

@@ -40,6 +40,7 @@ from actorim.config import Config
 from actorim.context import NodeContext, default_node_id
 from actorim.events import encode_body
 from actorim.link import Phase
+from actorim.metrics import Metrics
 from actorim.protocol.frames import CloseCode
 from actorim.store.base import NewMessage, Store, StoredMessage, dm_conv, room_conv
 from actorim.web.app import App
@@ -79,7 +80,9 @@ class Node:
             node_id=self.config.node_id or default_node_id(),
             bus=None,  # type: ignore[arg-type]
         )
-        self.ctx.bus = LocalBus(self.ctx.directory)
+        self.ctx.bus = LocalBus(self.ctx)
+        self.ctx.metrics = Metrics(self.ctx)
+        self.ctx.metrics.watch_supervisors({"node", "rooms", "connections"})
         self._exit_code_on_failure = exit_code_on_failure
         self.supervisor: ActorRef[Any] | None = None
         self.server: WSGIServer | None = None
@@ -168,11 +171,7 @@ class Node:
 
     def readiness(self) -> tuple[bool, str]:
         """Whether the node should get traffic, and why not."""
-        if self.ctx.draining:
-            return False, "draining"
-        if self.ctx.refs.store is None:
-            return False, "store unavailable"
-        return True, "ok"
+        return self.ctx.readiness()
 
     def drain(self, seconds: float | None = None) -> None:
         """Stop accepting, then close every connection with 1001, spread over ``seconds``.
@@ -210,6 +209,7 @@ class Node:
         if self.server is not None:
             self.server.stop(timeout=1)
         self.supervisor = None
+        self.ctx.metrics.close()
 
     # -- embedding -------------------------------------------------------------------------------
 

@@ -75,7 +75,13 @@ class ConnectionActor(GeventActor):
         return f"ConnectionActor {self.link.conn_id} ({self.link.user or 'anonymous'})"
 
     def on_start(self) -> None:
-        self.link.actor = self.actor_ref
+        link = self.link
+        link.actor = self.actor_ref
+        # Commands that were queued for the incarnation that crashed are handled, not lost.
+        carried, link.carry_over = link.carry_over, []
+        if link.close_request is None:
+            for command in carried:
+                self._command(command)
         self._service()
 
     def on_failure(self, *_exc: object) -> None:
@@ -91,6 +97,9 @@ class ConnectionActor(GeventActor):
             link.current_id = None
         if not link.crashes.record(time.monotonic()):
             link.request_close(CloseCode.INTERNAL_ERROR, "internal error")
+        queue = self.actor_inbox.queue
+        link.carry_over.extend(e.message for e in queue if e.message is not WAKE)
+        queue.clear()
 
     def on_stop(self) -> None:
         # Stopped by its supervisor (the node shutting down): the client is told to go elsewhere.
@@ -116,6 +125,7 @@ class ConnectionActor(GeventActor):
             return
         outbox = link.outbox
         if outbox.overflowed:
+            self.ctx.metrics.slow_consumer_closes.inc()
             self._close(CloseCode.TRY_AGAIN_LATER, "slow consumer: too many frames waiting")
             return
         if outbox.frames:

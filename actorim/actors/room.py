@@ -121,6 +121,9 @@ class RoomActor(GeventActor):
         origin = publish.origin
         frame = publish.frame
         recovering = state.recovering
+        self.ctx.metrics.observe_delivery(
+            frame.obj["ts"], len(state.members) - (origin in state.members)
+        )
         if recovering:
             for link in state.members:
                 if link is origin:

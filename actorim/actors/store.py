@@ -51,6 +51,7 @@ class StoreActor(GeventActor):
         self.backend: Store | None = None
         self._pending: list[Append] = []
         self._committing: list[Append] | None = None
+        self._commit_started = 0.0
         self._prune_timer: Any = None
 
     def on_start(self) -> None:
@@ -109,6 +110,7 @@ class StoreActor(GeventActor):
     def _commit(self) -> None:
         batch, self._pending = self._pending, []
         self._committing = batch
+        self._commit_started = time.perf_counter()
         assert self.backend is not None
         messages = [a.message for a in batch]
         self._in_background(self.backend.append_batch, (messages,), self._committed)
@@ -117,6 +119,9 @@ class StoreActor(GeventActor):
         batch, self._committing = self._committing, None
         if batch is None:
             return
+        metrics = self.ctx.metrics
+        metrics.commit_latency.observe(time.perf_counter() - self._commit_started)
+        metrics.commit_batch.observe(len(batch))
         if error is not None:
             for append in batch:
                 _answer_error(append, ErrorCode.INTERNAL, _STORE_FAILED)

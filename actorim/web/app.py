@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from actorim.auth import valid_user_id
 from actorim.web.endpoint import run_connection
 
@@ -57,6 +59,13 @@ class App:
             ready, why = self.node.readiness()
             status = "200 OK" if ready else "503 Service Unavailable"
             return _json(start_response, status, {"ready": ready, "reason": why})
+        if path == "/metrics":
+            body = self.node.ctx.metrics.render()
+            start_response(
+                "200 OK",
+                [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))],
+            )
+            return [body]
         if path == "/dev/token":
             return self._dev_token(environ, start_response)
         return _text(start_response, "404 Not Found", "not found\n")

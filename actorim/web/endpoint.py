@@ -19,7 +19,12 @@ from actorim.actors.connection import ConnectionActor
 from actorim.context import NodeContext
 from actorim.link import Link, Phase
 from actorim.protocol.codec import Encoding, FrameDecodeError, decode_frame
-from actorim.protocol.commands import NotACommand, decode_command, error_event, reply_error
+from actorim.protocol.commands import (
+    COMMAND_NAMES,
+    NotACommand,
+    decode_command,
+    error_event,
+)
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.frames import CloseCode, Closed, Message
 from actorim.ratelimit import RateLimiter, Verdict
@@ -40,7 +45,14 @@ def run_connection(ctx: NodeContext, ws: ServerWebSocket, remote: str) -> None:
     now = time.monotonic()
     link = Link(
         ws,
-        limiter=RateLimiter(now, rate=config.rate, burst=config.burst),
+        limiter=RateLimiter(
+            now,
+            rate=config.rate,
+            burst=config.burst,
+            abuse_rejections=config.rate_abuse_rejections,
+            abuse_window_s=config.rate_abuse_window,
+        ),
+        metrics=ctx.metrics,
         max_frames=config.outbox_max_frames,
         max_bytes=config.outbox_max_bytes,
         remote=remote,
@@ -120,17 +132,28 @@ def _on_message(link: Link, message: Message, max_limit: int) -> bool:
         link.send(error_event(exc.code, exc.message))
         return True
     except CommandError as exc:
-        link.send(reply_error(obj["id"], exc.code, exc.message))
+        link.inflight[obj["id"]] = _command_name(obj)
+        link.fail(obj["id"], exc.code, exc.message)
         return True
+    link.inflight[command.id] = command.t
     verdict = link.limiter.check(time.monotonic())
     if verdict is Verdict.REJECT:
-        link.send(reply_error(command.id, ErrorCode.RATE_LIMITED, "too many commands; slow down"))
+        if link.metrics is not None:
+            link.metrics.rate_limited.inc()
+        link.fail(command.id, ErrorCode.RATE_LIMITED, "too many commands; slow down")
         return True
     if verdict is Verdict.ABUSE:
+        link.inflight.pop(command.id, None)
         link.request_close(CloseCode.POLICY_VIOLATION, "rate limit exceeded persistently")
         return False
     _tell(link, command)
     return True
+
+
+def _command_name(frame: dict[str, Any]) -> str:
+    """A bounded label for a refused command: its name if known, else "unknown"."""
+    name = frame.get("t")
+    return name if isinstance(name, str) and name in COMMAND_NAMES else "unknown"
 
 
 def _tell(link: Link, command: Any) -> None:
@@ -140,10 +163,7 @@ def _tell(link: Link, command: Any) -> None:
             raise ActorDeadError("restarting")
         actor.tell(command)
     except MailboxFull:
-        link.send(reply_error(command.id, ErrorCode.OVERLOADED, "too many commands queued; retry"))
+        link.fail(command.id, ErrorCode.OVERLOADED, "too many commands queued; retry")
     except ActorDeadError:
-        link.send(
-            reply_error(
-                command.id, ErrorCode.INTERNAL, "the connection is recovering from a failure; retry"
-            )
-        )
+        # Between a crash and the restart: keep the command for the next incarnation.
+        link.carry_over.append(command)

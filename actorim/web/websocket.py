@@ -206,6 +206,20 @@ class ServerWebSocket:
         with self._read_lock:
             return self._receive()
 
+    @property
+    def writing(self) -> bool:
+        """Whether a write is under way, possibly blocked on a client that stopped reading."""
+        return self._write_lock.locked()
+
+    def abort(self) -> None:
+        """End the TCP connection now, with no closing handshake; safe from any greenlet.
+
+        For a client that stopped reading: no close frame could reach it, and a writer blocked
+        on it fails with `ConnectionClosed` instead of waiting for it forever.
+        """
+        self._closing = True
+        self._shutdown()
+
     def take_control_output(self) -> bytes:
         """Pongs and close replies the reader owes the client, to be written by the owner."""
         return self._reader.data_to_send()
