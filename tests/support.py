@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import http.client
 import itertools
 import json
+import os
 import socket
 import struct
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 import msgpack
 import websocket  # websocket-client
+from websockets.utils import apply_mask
 
 from actorim.config import Config
 from actorim.node import Node
@@ -138,10 +144,8 @@ class Client:
         return data
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.ws.close()
-        except Exception:
-            pass
 
 
 class RunningNode:
@@ -175,3 +179,207 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# -- robustness helpers: polling state, a bare-socket WebSocket client ---------------------------
+
+
+def wait_until(
+    predicate: Any, *, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.01, what: str = ""
+) -> None:
+    """Poll ``predicate`` (a check of server state) until it holds; fail after ``timeout``."""
+    with gevent.Timeout(timeout, AssertionError(f"timed out waiting for {what or predicate}")):
+        while not predicate():
+            gevent.sleep(interval)
+
+
+OPCODE_TEXT, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def masked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One client frame, masked as RFC 6455 §5.3 requires of every client frame."""
+    mask = os.urandom(4)
+    length = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        head = struct.pack("!BB", first, 0x80 | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", first, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, length)
+    return head + mask + apply_mask(payload, mask)
+
+
+class RawWebSocket:
+    """A WebSocket client on a bare socket: its own handshake and masked frames.
+
+    Nothing is read unless the test asks, pings are not answered unless the test answers them,
+    and ``rcvbuf`` shrinks the socket's receive buffer (set before connecting, so the TCP
+    window stays small): the client a misbehaving or slow peer looks like to the server.
+    """
+
+    def __init__(self, host: str, port: int, *, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(DEFAULT_TIMEOUT)
+        self.sock.connect((host, port))
+        self.buffer = b""
+        self.ids = itertools.count(1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("the server closed during the handshake")
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status:
+            raise ConnectionError(f"handshake refused: {status!r}")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
+        self.sock.sendall(masked_frame(opcode, payload, fin=fin))
+
+    def send_obj(self, obj: Any) -> None:
+        self.send_frame(OPCODE_BINARY, msgpack.packb(obj, use_bin_type=True))
+
+    def send_command(self, t: str, **args: Any) -> int:
+        command_id = next(self.ids)
+        self.send_obj({"t": t, "id": command_id, **args})
+        return command_id
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _fill(self, size: int) -> bool:
+        while len(self.buffer) < size:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return False
+            self.buffer += chunk
+        return True
+
+    def read_frame(self, *, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, bytes] | None:
+        """The next frame as ``(opcode, payload)``; None once the TCP connection ended."""
+        with gevent.Timeout(timeout, AssertionError("no frame from the server")):
+            if not self._fill(2):
+                return None
+            first, second = self.buffer[0], self.buffer[1]
+            length, offset = second & 0x7F, 2
+            if length == 126:
+                if not self._fill(4):
+                    return None
+                length, offset = struct.unpack("!H", self.buffer[2:4])[0], 4
+            elif length == 127:
+                if not self._fill(10):
+                    return None
+                length, offset = struct.unpack("!Q", self.buffer[2:10])[0], 10
+            if not self._fill(offset + length):
+                return None
+            payload = self.buffer[offset : offset + length]
+            self.buffer = self.buffer[offset + length :]
+            return first & 0x0F, payload
+
+    def reply_to(self, command_id: int, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """Read (dropping events and control frames) until the reply to ``command_id``."""
+        with gevent.Timeout(timeout, AssertionError(f"no reply to command {command_id}")):
+            while True:
+                frame = self.read_frame(timeout=timeout)
+                if frame is None:
+                    raise Closed(None, "")
+                opcode, payload = frame
+                if opcode == OPCODE_CLOSE:
+                    raise Closed(struct.unpack("!H", payload[:2])[0], payload[2:].decode())
+                if opcode != OPCODE_BINARY:
+                    continue
+                obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+                if obj.get("t") == "reply" and obj.get("id") == command_id:
+                    return obj
+
+    def ok(self, t: str, **args: Any) -> dict[str, Any]:
+        reply = self.reply_to(self.send_command(t, **args))
+        assert reply["ok"], f"{t} failed: {reply}"
+        return reply["data"]
+
+    def wait_closed(self, *, timeout: float = DEFAULT_TIMEOUT) -> int | None:
+        """Read until the server closes: its close code, or None if the TCP stream just ended."""
+        with gevent.Timeout(timeout, AssertionError("the server did not close")):
+            while True:
+                frame = self.read_frame(timeout=timeout)
+                if frame is None:
+                    return None
+                opcode, payload = frame
+                if opcode == OPCODE_CLOSE:
+                    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- protocol-level checks: queued events, raw frames, plain HTTP, handshakes -----------------
+
+
+def queued(client: Client, t: str, **match: Any) -> list[dict[str, Any]]:
+    """Events of type ``t`` (matching ``match``) the client has read but nobody has taken.
+
+    Paired with a later event that the server must send after the one in question, this proves
+    an event was *not* sent without waiting for a timeout.
+    """
+    return [
+        event
+        for event in client.events
+        if event.get("t") == t and all(event.get(k) == v for k, v in match.items())
+    ]
+
+
+def read_frame(client: Client, *, timeout: float = DEFAULT_TIMEOUT) -> tuple[bool, bytes]:
+    """The next data frame as it came off the wire: whether it was binary, and its payload.
+
+    Reads past the client's queues, so use it only when nothing else is expected.
+    """
+    client.ws.settimeout(timeout)
+    opcode, data = client.ws.recv_data(control_frame=False)
+    assert opcode in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_TEXT), opcode
+    return opcode == websocket.ABNF.OPCODE_BINARY, data
+
+
+def http_get(
+    url: str, *, headers: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP GET on a new connection: status, headers (lower-case names) and body."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", target, headers=headers or {})
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def handshake_status(url: str, *, origin: str | None = None) -> int:
+    """The HTTP status the server answers a WebSocket opening handshake with (101: accepted)."""
+    options: dict[str, Any] = {"timeout": DEFAULT_TIMEOUT}
+    if origin is not None:
+        options["origin"] = origin
+    else:
+        options["suppress_origin"] = True
+    try:
+        ws = websocket.create_connection(url, **options)
+    except websocket.WebSocketBadStatusException as exc:
+        return exc.status_code
+    ws.close()
+    return 101

@@ -170,7 +170,7 @@ def test_resending_a_cid_returns_the_original_and_delivers_nothing_new(
     assert dm1 == dm2
 
 
-# -- 3. seq order and recovery with since/epoch ------------------------------------------------------
+# -- 3. seq order and recovery with since/epoch ------------------------------------------------
 
 
 def test_a_member_back_from_away_gets_exactly_what_it_missed_in_order_then_live(
@@ -226,7 +226,7 @@ def test_the_epoch_changes_when_the_store_is_replaced(
     assert first and second and first != second
 
 
-# -- 4. offline delivery, receipts -------------------------------------------------------------------
+# -- 4. offline delivery, receipts --------------------------------------------------------------
 
 
 def test_direct_messages_wait_for_an_offline_user_across_a_restart(

@@ -146,8 +146,11 @@ class StoreActor(GeventActor):
             bus.to_room(stored.room, stored.seq, frame, append.link)
         else:
             assert stored.to is not None
-            bus.to_user(stored.to, frame, mid=stored.mid)
-            if stored.sender != stored.to:
+            if stored.sender == stored.to:
+                # A note to oneself: the sending connection has the reply, like any sender.
+                bus.to_user(stored.to, frame, mid=stored.mid, origin=append.link)
+            else:
+                bus.to_user(stored.to, frame, mid=stored.mid)
                 bus.to_user(stored.sender, frame, mid=stored.mid, origin=append.link)
 
     def _query(self, query: Query) -> None:

@@ -2,12 +2,15 @@
 
 ``/healthz`` says the process is alive; ``/readyz`` says the node takes traffic (its store is
 up and it is not draining); ``/dev/token?user=NAME`` mints a token in development mode only.
+``/`` is the chat page and ``/static/<file>`` its files, from ``actorim/web/static/``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -68,6 +71,10 @@ class App:
             return [body]
         if path == "/dev/token":
             return self._dev_token(environ, start_response)
+        if path == "/":
+            return _static(environ, start_response, "index.html")
+        if path.startswith("/static/"):
+            return _static(environ, start_response, path[len("/static/") :])
         return _text(start_response, "404 Not Found", "not found\n")
 
     def _dev_token(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -117,3 +124,57 @@ def _json(start_response: StartResponse, status: str, obj: Any) -> list[bytes]:
         ],
     )
     return [data]
+
+
+STATIC_DIR = Path(__file__).with_name("static")
+"""The chat page's files: a flat directory, served as they are (no build step)."""
+
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+"""Content types of the files served from ``STATIC_DIR``; other names are not served."""
+
+STATIC_CACHE_CONTROL = "no-cache"
+"""File names carry no version, so browsers revalidate each time (a 304 thanks to the ETag)."""
+
+# The page loads only its own files and talks only to this origin (the WebSocket included).
+PAGE_CSP = (
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+# One path segment that cannot be "." or "..": no directory traversal, no hidden files.
+_STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+def _static(environ: dict[str, Any], start_response: StartResponse, name: str) -> list[bytes]:
+    method = environ.get("REQUEST_METHOD", "GET")
+    if method not in ("GET", "HEAD"):
+        return _text(
+            start_response, "405 Method Not Allowed", "use GET\n", [("Allow", "GET, HEAD")]
+        )
+    content_type = STATIC_TYPES.get(Path(name).suffix)
+    path = STATIC_DIR / name
+    if content_type is None or _STATIC_NAME.fullmatch(name) is None or not path.is_file():
+        return _text(start_response, "404 Not Found", "not found\n")
+    stat = path.stat()
+    etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+    headers = [
+        ("Content-Type", content_type),
+        ("Cache-Control", STATIC_CACHE_CONTROL),
+        ("ETag", etag),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
+    if content_type.startswith("text/html"):
+        headers += [("Content-Security-Policy", PAGE_CSP), ("Referrer-Policy", "no-referrer")]
+    if etag in environ.get("HTTP_IF_NONE_MATCH", ""):
+        start_response("304 Not Modified", headers)
+        return []
+    data = path.read_bytes()
+    start_response("200 OK", [*headers, ("Content-Length", str(len(data)))])
+    return [] if method == "HEAD" else [data]

@@ -1,0 +1,785 @@
+// actorim browser client: one WebSocket at /ws speaking the JSON form of the actorim protocol.
+//
+// The decisions (back-off, circuit breaker, heartbeat, duplicate detection) live in small pure
+// classes with no timers and no clock of their own, exported so that they can be tested by
+// feeding them events. `ActorimClient` is the shell that owns the socket and the timers.
+//
+//   import { ActorimClient } from "/static/actorim.js";
+//   const client = new ActorimClient("wss://chat.example/ws", {
+//     token: async () => (await (await fetch("/token")).json()).token,
+//   });
+//   client.on("msg", (m) => console.log(m.from, m.body));
+//   client.on("state", ({ state }) => console.log(state));
+//   await client.connect();
+//   await client.join("lobby");
+//   await client.send({ room: "lobby", body: "hello" });
+//
+// Times are milliseconds throughout.
+
+/** Link states, in `client.state` and in `state` events. */
+export const State = Object.freeze({
+  CONNECTING: "CONNECTING",
+  CONNECTED: "CONNECTED",
+  DISCONNECTED: "DISCONNECTED",
+  CIRCUIT_OPEN: "CIRCUIT_OPEN",
+});
+
+/** Close codes the server uses (docs/protocol.md). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  ABNORMAL: 1006,
+  POLICY: 1008,
+  INTERNAL: 1011,
+  TRY_AGAIN_LATER: 1013,
+});
+
+/** Defaults of the client's options; each can be given to the constructor. */
+export const DEFAULTS = Object.freeze({
+  // A dead server (or a dead network path) is noticed within this time: the client sends the
+  // `ping` command when the link has been quiet for a quarter of it.
+  heartbeat: 30_000,
+  // Reconnect delays: floor + random(0, min(cap, floor * 2 ** attempt)).
+  backoff: Object.freeze({ floor: 500, cap: 30_000 }),
+  // Consecutive failed attempts before the circuit opens, and how long it stays open.
+  maxFailures: 10,
+  cooldown: 60_000,
+  // A connection that drops sooner than this after `connect` succeeded counts as a failure, so
+  // a server that accepts and at once closes is retried with growing delays, not in a loop.
+  stableAfter: 5_000,
+  // How long a command waits for its reply before it fails with `timeout`.
+  requestTimeout: 15_000,
+  // Message ids remembered to drop duplicates (replays after a reconnect, redelivered direct
+  // messages): enough for the messages of a long session, a few hundred KiB at most.
+  dedupCapacity: 10_000,
+  // Sends and receipts waiting for the link before `send` fails with `queue_full`.
+  maxQueued: 1_000,
+  // Acknowledge every direct message addressed to this user as it arrives.
+  autoAck: true,
+});
+
+// Retries of a send the server answered `overloaded`, `internal` or `rate_limited`.
+const MAX_SEND_RETRIES = 5;
+// Error codes after which a send or receipt is worth sending again, with the same `cid`.
+const RETRYABLE = new Set(["overloaded", "internal", "rate_limited", "timeout"]);
+
+/** A failed command: `code` is the server's error code, or one of the client's own
+ * (`disconnected`, `timeout`, `closed`, `queue_full`). */
+export class ActorimError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "ActorimError";
+    this.code = code;
+  }
+}
+
+// -- pure decisions -------------------------------------------------------------------------------
+
+/** The delay before reconnect attempt `attempt` (0 for the first): full jitter above a floor. */
+export function backoffDelay(attempt, { floor, cap }, random = Math.random) {
+  const spread = Math.min(cap, floor * 2 ** Math.max(0, attempt));
+  return floor + random() * spread;
+}
+
+/**
+ * When to try again after a link ended, and whether the circuit is open.
+ *
+ * Fed with what happened (`connected`, `lost`, `failed`) and the time it happened; answers
+ * `{state, delay}`: the state to show and how long to wait before the next attempt. After
+ * `maxFailures` consecutive failures the circuit opens for `cooldown`; the attempt after the
+ * cool-down is a trial, and if it fails too the circuit opens again at once.
+ */
+export class ReconnectPolicy {
+  constructor(options = {}, random = Math.random) {
+    this.floor = options.backoff?.floor ?? DEFAULTS.backoff.floor;
+    this.cap = options.backoff?.cap ?? DEFAULTS.backoff.cap;
+    this.maxFailures = options.maxFailures ?? DEFAULTS.maxFailures;
+    this.cooldown = options.cooldown ?? DEFAULTS.cooldown;
+    this.stableAfter = options.stableAfter ?? DEFAULTS.stableAfter;
+    this.random = random;
+    this.failures = 0;
+    this.connectedAt = null;
+  }
+
+  /** The server accepted `connect` at `now`. */
+  connected(now) {
+    this.connectedAt = now;
+  }
+
+  /** An established link ended at `now` (a restart, a network change). */
+  lost(now) {
+    const stable = this.connectedAt !== null && now - this.connectedAt >= this.stableAfter;
+    this.connectedAt = null;
+    if (stable) {
+      this.failures = 0;
+      return { state: State.DISCONNECTED, delay: this._delay(0) };
+    }
+    return this.failed(now);
+  }
+
+  /** An attempt failed at `now` (no socket, no token, connect refused or closed by policy). */
+  failed(_now) {
+    this.connectedAt = null;
+    this.failures += 1;
+    if (this.failures >= this.maxFailures) {
+      return { state: State.CIRCUIT_OPEN, delay: this.cooldown };
+    }
+    return { state: State.DISCONNECTED, delay: this._delay(this.failures) };
+  }
+
+  _delay(attempt) {
+    return backoffDelay(attempt, { floor: this.floor, cap: this.cap }, this.random);
+  }
+}
+
+/**
+ * Notices a dead link within `window`: fed the time of every frame received and of every
+ * timer tick, it answers what to do now: `"ping"` (the link is quiet; ask the server),
+ * `"dead"` (nothing arrived for three quarters of the window) or `null`.
+ *
+ * Tick it every `tickEvery` ms: a dead link is then declared at most `window` after its last
+ * frame.
+ */
+export class HeartbeatMonitor {
+  constructor(window) {
+    this.window = window;
+    this.lastFrame = 0;
+    this.pinged = false;
+  }
+
+  get tickEvery() {
+    return this.window / 4;
+  }
+
+  /** A frame arrived (or the link was opened) at `now`. */
+  heard(now) {
+    this.lastFrame = now;
+    this.pinged = false;
+  }
+
+  tick(now) {
+    const quiet = now - this.lastFrame;
+    if (quiet >= (this.window * 3) / 4) return "dead";
+    if (quiet >= this.window / 4 && !this.pinged) {
+      this.pinged = true;
+      return "ping";
+    }
+    return null;
+  }
+}
+
+/** The last `capacity` ids seen: `add` says whether an id is new, forgetting the oldest. */
+export class RecentIds {
+  constructor(capacity = DEFAULTS.dedupCapacity) {
+    this.capacity = capacity;
+    this._ids = new Set();
+  }
+
+  get size() {
+    return this._ids.size;
+  }
+
+  has(id) {
+    return this._ids.has(id);
+  }
+
+  /** Remember `id`; false if it was seen already. */
+  add(id) {
+    if (this._ids.has(id)) return false;
+    this._ids.add(id);
+    if (this._ids.size > this.capacity) {
+      // A Set iterates in insertion order: the first id is the oldest.
+      this._ids.delete(this._ids.values().next().value);
+    }
+    return true;
+  }
+}
+
+// -- frames ---------------------------------------------------------------------------------------
+
+function bytesToBase64(bytes) {
+  let binary = "";
+  const chunk = 0x8000;
+  for (let i = 0; i < bytes.length; i += chunk) {
+    binary += String.fromCharCode.apply(null, bytes.subarray(i, i + chunk));
+  }
+  return btoa(binary);
+}
+
+function base64ToBytes(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+/** One outgoing frame as JSON text; bytes (Uint8Array, ArrayBuffer) go as {"$bytes": base64}. */
+export function encodeFrame(obj) {
+  return JSON.stringify(obj, (_key, value) => {
+    if (value instanceof ArrayBuffer) return { $bytes: bytesToBase64(new Uint8Array(value)) };
+    if (ArrayBuffer.isView(value)) {
+      return {
+        $bytes: bytesToBase64(new Uint8Array(value.buffer, value.byteOffset, value.byteLength)),
+      };
+    }
+    return value;
+  });
+}
+
+/** One incoming JSON frame; {"$bytes": base64} becomes a Uint8Array. */
+export function decodeFrame(text) {
+  return JSON.parse(text, (_key, value) => {
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+      const keys = Object.keys(value);
+      if (keys.length === 1 && keys[0] === "$bytes" && typeof value.$bytes === "string") {
+        return base64ToBytes(value.$bytes);
+      }
+    }
+    return value;
+  });
+}
+
+/** A fresh client message id: a UUID, also where `crypto.randomUUID` is missing (plain http). */
+export function newCid() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+function withTimeout(promise, ms) {
+  let timer;
+  const late = new Promise((_resolve, reject) => {
+    timer = setTimeout(() => reject(new ActorimError("timeout", `no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+// -- the client -----------------------------------------------------------------------------------
+
+/**
+ * A connection to an actorim server that survives server restarts and network loss.
+ *
+ * Events (`on(type, callback)` passes the event's detail; `addEventListener` gets a
+ * CustomEvent): `msg`, `member`, `presence`, `receipt` (server events as documented in
+ * docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
+ * reply {room, seq, epoch, members} with `resumed`: a re-join after a reconnect, `recovered`:
+ * false when the missed messages could not all be replayed, so page back with `history`, and
+ * `epochChanged`: the room's numbering restarted), `error` ({code, message}).
+ *
+ * Every message reaches the application once as a `msg` event, the user's own sends included
+ * (built from the send's reply): duplicates by `mid` are dropped.
+ */
+export class ActorimClient extends EventTarget {
+  constructor(url, options = {}) {
+    super();
+    this.url = url;
+    this.options = { ...DEFAULTS, ...options };
+    this._token = options.token;
+    this._policy = new ReconnectPolicy(this.options, options.random ?? Math.random);
+    this._heartbeat = new HeartbeatMonitor(this.options.heartbeat);
+    this._seen = new RecentIds(this.options.dedupCapacity);
+
+    this.state = State.DISCONNECTED;
+    this.user = null;
+    this.session = null;
+
+    this._ws = null;
+    this._gen = 0; // bumped for every attempt: callbacks of an older socket are ignored
+    this._live = false; // the server accepted connect on the current socket
+    this._ready = false; // ... and rooms, watches and queued sends are restored
+    this._stopped = true;
+    this._retryTimer = null;
+    this._heartbeatTimer = null;
+    this._nextId = 1;
+    this._inflight = new Map(); // command id -> {resolve, reject, timer, entry?}
+    this._queue = []; // sends and receipts not yet answered, in order
+    this._rooms = new Map(); // room -> {seq, epoch, joinedGen, waiters}
+    this._watching = new Set();
+    this._readyWaiters = [];
+    this._onOnline = () => {
+      if (this.state === State.DISCONNECTED && this._retryTimer !== null) this._attemptNow();
+    };
+  }
+
+  // -- events -------------------------------------------------------------------------------------
+
+  /** Call `callback(detail)` for every event of `type`; returns a function that unsubscribes. */
+  on(type, callback) {
+    const listener = (event) => callback(event.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _setState(state, extra = {}) {
+    const previous = this.state;
+    this.state = state;
+    this._emit("state", { state, previous, ...extra });
+  }
+
+  // -- life cycle ---------------------------------------------------------------------------------
+
+  /** Start connecting (and keep reconnecting); resolves once connected, rejects on `close()`
+   * or when a fixed token is refused. */
+  connect() {
+    const ready = new Promise((resolve, reject) => {
+      if (this._ready) resolve(this._connectInfo);
+      else this._readyWaiters.push({ resolve, reject });
+    });
+    if (this._stopped) {
+      this._stopped = false;
+      globalThis.addEventListener?.("online", this._onOnline);
+      this._attemptNow();
+    } else if (this.state === State.DISCONNECTED || this.state === State.CIRCUIT_OPEN) {
+      this._attemptNow();
+    }
+    return ready;
+  }
+
+  /** Close for good: pending sends and commands fail with `closed`. */
+  close() {
+    this._stopped = true;
+    this._gen += 1;
+    globalThis.removeEventListener?.("online", this._onOnline);
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    const ws = this._ws;
+    this._dropSocket();
+    if (ws) ws.close(CloseCode.NORMAL);
+    const closed = new ActorimError("closed", "the client was closed");
+    for (const entry of this._queue.splice(0)) entry.reject(closed);
+    for (const room of this._rooms.values()) for (const w of room.waiters.splice(0)) w.reject(closed);
+    for (const w of this._readyWaiters.splice(0)) w.reject(closed);
+    if (this.state !== State.DISCONNECTED) this._setState(State.DISCONNECTED, { final: true });
+  }
+
+  _attemptNow() {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._attempt();
+  }
+
+  async _attempt() {
+    const gen = ++this._gen;
+    this._setState(State.CONNECTING);
+    let token;
+    try {
+      token = typeof this._token === "function" ? await withTimeout(this._token(), this.options.requestTimeout) : this._token;
+    } catch (err) {
+      if (gen === this._gen && !this._stopped) this._ended(gen, 0, `no token: ${err.message || err}`);
+      return;
+    }
+    if (gen !== this._gen || this._stopped) return;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (err) {
+      this._ended(gen, 0, `${err.message || err}`);
+      return;
+    }
+    this._ws = ws;
+    this._heartbeat.heard(Date.now());
+    this._heartbeatTimer = setInterval(() => this._tick(gen), this._heartbeat.tickEvery);
+    ws.onopen = () => this._opened(gen, token);
+    ws.onmessage = (event) => this._received(gen, event.data);
+    ws.onclose = (event) => this._ended(gen, event.code, event.reason);
+    ws.onerror = () => {}; // a close event follows, with the code
+  }
+
+  async _opened(gen, token) {
+    let info;
+    try {
+      info = await this._call("connect", { token }, { internal: true });
+    } catch (err) {
+      if (gen === this._gen && err.code !== "disconnected") {
+        this._emit("error", { code: err.code, message: err.message });
+        const refused = err.code === "unauthenticated" || err.code === "forbidden";
+        this._abandon(gen, refused ? CloseCode.POLICY : CloseCode.ABNORMAL, err.message);
+      }
+      return;
+    }
+    if (gen !== this._gen) return;
+    this._live = true;
+    this.user = info.user;
+    this.session = info.session;
+    this._connectInfo = info;
+    this._policy.connected(Date.now());
+    try {
+      await this._restore(gen);
+    } catch (err) {
+      if (gen === this._gen && err.code !== "disconnected") {
+        this._abandon(gen, CloseCode.ABNORMAL, `restoring the session failed: ${err.message}`);
+      }
+      return;
+    }
+    if (gen !== this._gen) return;
+    if (this._watching.size) this._call("watch", { users: [...this._watching] }, { internal: true }).catch(() => {});
+    this._ready = true;
+    this._setState(State.CONNECTED, { user: info.user, session: info.session });
+    for (const w of this._readyWaiters.splice(0)) w.resolve(info);
+    this._joinRooms(gen);
+    this._flush();
+  }
+
+  /** Re-join every room (with `since` and `epoch` when messages were seen) before anything else. */
+  async _restore(gen) {
+    const joins = [];
+    for (const room of this._rooms.keys()) joins.push(this._joinOne(room, gen));
+    await Promise.all(joins);
+  }
+
+  _joinRooms(gen) {
+    for (const [room, entry] of this._rooms) {
+      if (entry.joinedGen !== gen) this._joinOne(room, gen).catch(() => {});
+    }
+  }
+
+  async _joinOne(room, gen) {
+    const entry = this._rooms.get(room);
+    // Resume from the last message seen only on a new link; joining again on the same link
+    // replays nothing (the server keeps the membership).
+    const resuming = entry.seq !== null && entry.joinedGen !== gen;
+    entry.joinedGen = gen;
+    const args = { room };
+    if (resuming) {
+      args.since = entry.seq;
+      if (entry.epoch !== null) args.epoch = entry.epoch;
+    }
+    let reply;
+    try {
+      reply = await this._call("join", args, { internal: true });
+    } catch (err) {
+      if (err.code === "disconnected" || err.code === "timeout") throw err;
+      if (this._rooms.get(room) === entry) this._rooms.delete(room);
+      for (const w of entry.waiters.splice(0)) w.reject(err);
+      this._emit("error", { code: err.code, message: `joining ${room}: ${err.message}`, room });
+      return null;
+    }
+    if (this._rooms.get(room) !== entry) return reply; // left meanwhile
+    const epochChanged = entry.epoch !== null && entry.epoch !== reply.epoch;
+    entry.epoch = reply.epoch;
+    if (entry.seq === null || reply.recovered === false) entry.seq = reply.seq;
+    this._emit("joined", { ...reply, resumed: resuming, recovered: reply.recovered !== false, epochChanged });
+    for (const w of entry.waiters.splice(0)) w.resolve(reply);
+    return reply;
+  }
+
+  _tick(gen) {
+    if (gen !== this._gen) return;
+    const action = this._heartbeat.tick(Date.now());
+    if (action === "dead") {
+      this._abandon(gen, CloseCode.ABNORMAL, "no answer from the server");
+    } else if (action === "ping" && this._live) {
+      this._call("ping", {}, { internal: true }).catch(() => {});
+    }
+  }
+
+  /** Give up on the current socket now, without waiting for the browser's close event. */
+  _abandon(gen, code, reason) {
+    const ws = this._ws;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      try {
+        ws.close();
+      } catch {
+        // already closing
+      }
+    }
+    this._ended(gen, code, reason);
+  }
+
+  _dropSocket() {
+    clearInterval(this._heartbeatTimer);
+    this._heartbeatTimer = null;
+    if (this._ws) this._ws.onopen = this._ws.onmessage = this._ws.onclose = null;
+    this._ws = null;
+    this._live = false;
+    this._ready = false;
+    const gone = new ActorimError("disconnected", "the connection to the server was lost");
+    for (const [id, pending] of this._inflight) {
+      clearTimeout(pending.timer);
+      this._inflight.delete(id);
+      if (pending.entry) pending.entry.sentGen = null;
+      else pending.reject(gone);
+    }
+  }
+
+  _ended(gen, code, reason) {
+    if (gen !== this._gen || this._stopped) return;
+    const wasLive = this._live;
+    this._dropSocket();
+    this._gen += 1;
+    if (code === CloseCode.POLICY && typeof this._token !== "function") {
+      // The same token would be refused again: only the application can get a new one.
+      this._stopped = true;
+      const err = new ActorimError("unauthenticated", reason || "the server refused the token");
+      for (const w of this._readyWaiters.splice(0)) w.reject(err);
+      this._setState(State.DISCONNECTED, { code, reason, final: true });
+      return;
+    }
+    const now = Date.now();
+    const orderly = code === CloseCode.GOING_AWAY || code === CloseCode.ABNORMAL;
+    const next = wasLive && orderly ? this._policy.lost(now) : this._policy.failed(now);
+    this._setState(next.state, { delay: next.delay, code, reason });
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      this._attempt();
+    }, next.delay);
+  }
+
+  // -- frames -------------------------------------------------------------------------------------
+
+  _received(gen, data) {
+    if (gen !== this._gen) return;
+    this._heartbeat.heard(Date.now());
+    if (typeof data !== "string") return; // a JSON connection gets text frames only
+    let frame;
+    try {
+      frame = decodeFrame(data);
+    } catch {
+      return;
+    }
+    switch (frame.t) {
+      case "reply":
+        return this._reply(frame);
+      case "msg":
+        return this._message(frame);
+      case "member":
+      case "presence":
+      case "receipt":
+        return this._emit(frame.t, frame);
+      case "error":
+        return this._emit("error", frame.error);
+      default:
+        return undefined;
+    }
+  }
+
+  _reply(frame) {
+    const pending = this._inflight.get(frame.id);
+    if (!pending) return;
+    this._inflight.delete(frame.id);
+    clearTimeout(pending.timer);
+    if (pending.entry) {
+      this._answered(pending.entry, frame);
+    } else if (frame.ok) {
+      pending.resolve(frame.data);
+    } else {
+      pending.reject(new ActorimError(frame.error.code, frame.error.message));
+    }
+  }
+
+  _message(msg) {
+    if (msg.room !== undefined) {
+      const room = this._rooms.get(msg.room);
+      if (room && (room.seq === null || msg.seq > room.seq)) room.seq = msg.seq;
+    }
+    if (msg.from === this.user && msg.cid !== undefined) {
+      // Another delivery of one of our own sends (a replay): it answers the send too.
+      const entry = this._queue.find((e) => e.cmd.t === "send" && e.cmd.cid === msg.cid);
+      if (entry) this._settle(entry, { mid: msg.mid, seq: msg.seq, ts: msg.ts });
+    }
+    if (this.options.autoAck && msg.to === this.user && msg.from !== this.user) {
+      this.ack(msg.mid).catch(() => {});
+    }
+    if (this._seen.add(msg.mid)) this._emit("msg", msg);
+  }
+
+  _send(frame) {
+    this._ws.send(encodeFrame(frame));
+  }
+
+  /** Send command `t` now; rejects with `disconnected` unless the link is up. */
+  _call(t, args, { internal = false } = {}) {
+    return new Promise((resolve, reject) => {
+      if (!this._ws || this._ws.readyState !== WebSocket.OPEN || (!internal && !this._ready)) {
+        reject(new ActorimError("disconnected", "not connected to the server; try again once connected"));
+        return;
+      }
+      const id = this._nextId++;
+      const timer = setTimeout(() => {
+        this._inflight.delete(id);
+        reject(new ActorimError("timeout", `no reply to ${t} within ${this.options.requestTimeout} ms`));
+      }, this.options.requestTimeout);
+      this._inflight.set(id, { resolve, reject, timer });
+      this._send({ t, id, ...args });
+    });
+  }
+
+  // -- sends and receipts: kept until the server answers, resent after a reconnect -----------------
+
+  _enqueue(cmd) {
+    if (this._queue.length >= this.options.maxQueued) {
+      return Promise.reject(new ActorimError("queue_full", "too many messages waiting for the server; try later"));
+    }
+    return new Promise((resolve, reject) => {
+      this._queue.push({ cmd, resolve, reject, sentGen: null, tries: 0, retryTimer: null });
+      if (this._ready) this._flush();
+    });
+  }
+
+  _flush() {
+    if (!this._ready) return;
+    for (const entry of this._queue) {
+      if (entry.sentGen === this._gen || entry.retryTimer !== null) continue;
+      const id = this._nextId++;
+      entry.sentGen = this._gen;
+      const timer = setTimeout(() => {
+        this._inflight.delete(id);
+        this._answered(entry, { ok: false, error: { code: "timeout", message: "no reply" } });
+      }, this.options.requestTimeout);
+      this._inflight.set(id, { entry, timer });
+      this._send({ ...entry.cmd, id });
+    }
+  }
+
+  _answered(entry, frame) {
+    if (!this._queue.includes(entry)) return;
+    if (frame.ok) {
+      this._settle(entry, frame.data);
+      return;
+    }
+    const { code, message } = frame.error;
+    entry.tries += 1;
+    if (RETRYABLE.has(code) && entry.tries <= MAX_SEND_RETRIES) {
+      entry.sentGen = null;
+      entry.retryTimer = setTimeout(() => {
+        entry.retryTimer = null;
+        this._flush();
+      }, backoffDelay(entry.tries, this.options.backoff));
+      return;
+    }
+    this._queue.splice(this._queue.indexOf(entry), 1);
+    entry.reject(new ActorimError(code, message));
+  }
+
+  _settle(entry, data) {
+    const index = this._queue.indexOf(entry);
+    if (index < 0) return;
+    this._queue.splice(index, 1);
+    clearTimeout(entry.retryTimer);
+    const cmd = entry.cmd;
+    if (cmd.t === "send") {
+      const msg = { t: "msg", mid: data.mid, seq: data.seq };
+      if (cmd.room !== undefined) msg.room = cmd.room;
+      else msg.to = cmd.to;
+      Object.assign(msg, { from: this.user, kind: cmd.kind, body: cmd.body, ts: data.ts, cid: cmd.cid });
+      if (this._seen.add(msg.mid)) this._emit("msg", msg);
+    }
+    entry.resolve(data);
+  }
+
+  // -- commands -----------------------------------------------------------------------------------
+
+  /**
+   * Send `body` to a room (joined first) or to a user. Resolves with `{mid, seq, ts}` once the
+   * server stored it; while the link is down the message waits and is resent with the same
+   * `cid`, so it is stored once however often it is sent.
+   */
+  send({ room, to, body, kind = "text", cid = newCid() }) {
+    if ((room === undefined) === (to === undefined)) {
+      return Promise.reject(new ActorimError("bad_request", "give exactly one of room and to"));
+    }
+    const cmd = { t: "send", body, kind, cid };
+    if (room !== undefined) cmd.room = room;
+    else cmd.to = to;
+    return this._enqueue(cmd);
+  }
+
+  /** Tell the sender that direct message `mid` arrived (sent once connected). */
+  ack(mid) {
+    return this._receipt("ack", mid);
+  }
+
+  /** Tell the sender that direct message `mid` was read (sent once connected). */
+  read(mid) {
+    return this._receipt("read", mid);
+  }
+
+  _receipt(t, mid) {
+    const queued = this._queue.find((e) => e.cmd.t === t && e.cmd.mid === mid);
+    if (queued) return queued.promise;
+    const promise = this._enqueue({ t, mid });
+    const entry = this._queue.find((e) => e.cmd.t === t && e.cmd.mid === mid);
+    if (entry) entry.promise = promise;
+    return promise;
+  }
+
+  /**
+   * Join `room`, now or as soon as the link is up; resolves with `{room, seq, epoch, members}`.
+   * The client stays in the room across reconnects, catching up on what it missed.
+   */
+  join(room) {
+    let entry = this._rooms.get(room);
+    if (!entry) {
+      entry = { seq: null, epoch: null, joinedGen: null, waiters: [] };
+      this._rooms.set(room, entry);
+    }
+    const joined = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    if (this._ready) this._joinOne(room, this._gen).catch(() => {});
+    return joined;
+  }
+
+  /** Leave `room`; it is no longer re-joined after a reconnect. */
+  async leave(room) {
+    const entry = this._rooms.get(room);
+    this._rooms.delete(room);
+    if (entry) {
+      const err = new ActorimError("not_found", `left room ${room}`);
+      for (const w of entry.waiters.splice(0)) w.reject(err);
+    }
+    if (!this._ready) return {};
+    try {
+      return await this._call("leave", { room });
+    } catch (err) {
+      if (err.code === "not_found" || err.code === "disconnected") return {};
+      throw err;
+    }
+  }
+
+  /** Rooms this client is in (or will re-join). */
+  get rooms() {
+    return [...this._rooms.keys()];
+  }
+
+  /** Get `presence` events for `users`, across reconnects. */
+  async watch(users) {
+    for (const user of users) this._watching.add(user);
+    if (!this._ready) return {};
+    return this._call("watch", { users });
+  }
+
+  /** Stop the `presence` events of `users`. */
+  async unwatch(users) {
+    for (const user of users) this._watching.delete(user);
+    if (!this._ready) return {};
+    return this._call("unwatch", { users });
+  }
+
+  /** `{statuses: {user: "online" | "offline"}}`; needs the link up. */
+  presence(users) {
+    return this._call("presence", { users });
+  }
+
+  /** A page of stored messages in ascending `seq`: `{messages, more}`; needs the link up. */
+  history({ room, with: peer, before, after, limit } = {}) {
+    const args = {};
+    if (room !== undefined) args.room = room;
+    if (peer !== undefined) args.with = peer;
+    if (before !== undefined) args.before = before;
+    if (after !== undefined) args.after = after;
+    if (limit !== undefined) args.limit = limit;
+    return this._call("history", args);
+  }
+
+  /** One round trip to the server. */
+  ping() {
+    return this._call("ping", {});
+  }
+}

@@ -1,0 +1,701 @@
+// The actorim chat page: rooms, direct messages, presence and receipts over ActorimClient.
+
+import { ActorimClient, State, newCid } from "./actorim.js";
+
+// Messages fetched per history page, on opening a conversation and on scrolling back.
+const HISTORY_PAGE = 30;
+// Scrolling within this many pixels of the top loads older messages.
+const NEAR_TOP_PX = 80;
+// A view within this many pixels of the bottom follows new messages.
+const NEAR_BOTTOM_PX = 60;
+// How long an error notice stays up.
+const NOTICE_MS = 6000;
+// Reconnect quickly after a server restart, never hammer a server that stays down.
+const CLIENT_OPTIONS = { heartbeat: 20_000, backoff: { floor: 300, cap: 5_000 }, maxFailures: 12, cooldown: 30_000 };
+// Width below which one pane shows at a time (matches style.css).
+const NARROW = window.matchMedia("(max-width: 720px)");
+
+const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
+
+const ui = {
+  back: $("back"),
+  conn: $("conn-state"),
+  me: $("me"),
+  signout: $("signout"),
+  banner: $("conn-banner"),
+  bannerText: $("conn-banner-text"),
+  retry: $("retry-now"),
+  notice: $("notice"),
+  signin: $("signin"),
+  signinForm: $("signin-form"),
+  signinName: $("signin-name"),
+  signinError: $("signin-error"),
+  chat: $("chat"),
+  joinForm: $("join-form"),
+  joinRoom: $("join-room"),
+  roomList: $("room-list"),
+  dmForm: $("dm-form"),
+  dmUser: $("dm-user"),
+  dmList: $("dm-list"),
+  peopleList: $("people-list"),
+  empty: $("empty-conversation"),
+  open: $("open-conversation"),
+  title: $("conv-title"),
+  sub: $("conv-sub"),
+  leave: $("leave-room"),
+  members: $("member-list"),
+  messages: $("messages"),
+  historyStatus: $("history-status"),
+  messageList: $("message-list"),
+  composer: $("composer"),
+  input: $("composer-input"),
+};
+
+const app = {
+  client: null,
+  me: null,
+  everConnected: false,
+  link: { state: State.DISCONNECTED, retryAt: null },
+  convs: new Map(), // key -> conversation
+  openKey: null,
+  presence: new Map(), // user -> "online" | "offline"
+  watched: new Set(),
+  receipts: new Map(), // mid of my direct message -> "delivered" | "read"
+  readSent: new Set(),
+  visibleUnread: new Set(),
+  rendered: new Map(), // item key -> {sig, el} for the open conversation
+  bannerTimer: null,
+  noticeTimer: null,
+};
+
+const roomKey = (name) => `room:${name}`;
+const dmKey = (user) => `dm:${user}`;
+
+function newConv(kind, name) {
+  return {
+    key: kind === "room" ? roomKey(name) : dmKey(name),
+    kind,
+    name,
+    messages: new Map(), // mid -> msg
+    pending: new Map(), // cid -> {cid, body, ts, failed}
+    members: new Set(),
+    more: true,
+    loading: false,
+    loaded: false,
+    unread: 0,
+  };
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function showNotice(text) {
+  ui.notice.textContent = text;
+  ui.notice.hidden = false;
+  clearTimeout(app.noticeTimer);
+  app.noticeTimer = setTimeout(() => (ui.notice.hidden = true), NOTICE_MS);
+}
+
+// -- signing in -----------------------------------------------------------------------------------
+
+async function fetchToken(user) {
+  const response = await fetch(`/dev/token?user=${encodeURIComponent(user)}`, { cache: "no-store" });
+  if (response.status === 404) {
+    throw new Error("This server does not hand out development tokens (it runs without --dev).");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error || `The server answered ${response.status}.`);
+  return data.token;
+}
+
+async function signIn(user) {
+  ui.signinError.textContent = "";
+  try {
+    await fetchToken(user); // fail here, on the form, rather than in a reconnect loop
+  } catch (err) {
+    ui.signinError.textContent = err.message === "Failed to fetch" ? "The server cannot be reached." : err.message;
+    return;
+  }
+  app.me = user;
+  localStorage.setItem("actorim.user", user);
+  ui.me.textContent = user;
+  ui.signout.hidden = false;
+  ui.signin.hidden = true;
+  ui.chat.hidden = false;
+
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const client = new ActorimClient(`${scheme}://${location.host}/ws`, {
+    ...CLIENT_OPTIONS,
+    token: () => fetchToken(user),
+  });
+  app.client = client;
+  client.on("state", onState);
+  client.on("msg", onMessage);
+  client.on("joined", onJoined);
+  client.on("member", onMember);
+  client.on("presence", ({ user: who, status }) => setPresence(who, status));
+  client.on("receipt", onReceipt);
+  client.on("error", ({ message }) => showNotice(message));
+  client.connect().catch((err) => showNotice(err.message));
+
+  const saved = loadLists();
+  for (const room of saved.rooms) joinRoom(room, { open: false });
+  for (const peer of saved.dms) addDm(peer);
+  renderSidebar();
+}
+
+function signOut() {
+  app.client?.close();
+  app.client = null;
+  localStorage.removeItem("actorim.user");
+  location.reload();
+}
+
+function loadLists() {
+  try {
+    const data = JSON.parse(localStorage.getItem(`actorim.lists.${app.me}`) || "{}");
+    return { rooms: data.rooms || [], dms: data.dms || [] };
+  } catch {
+    return { rooms: [], dms: [] };
+  }
+}
+
+function saveLists() {
+  const rooms = [];
+  const dms = [];
+  for (const conv of app.convs.values()) (conv.kind === "room" ? rooms : dms).push(conv.name);
+  localStorage.setItem(`actorim.lists.${app.me}`, JSON.stringify({ rooms, dms }));
+}
+
+// -- the link's state -----------------------------------------------------------------------------
+
+function onState({ state, delay }) {
+  app.link = { state, retryAt: delay !== undefined ? Date.now() + delay : null };
+  if (state === State.CONNECTED) {
+    app.everConnected = true;
+    refreshPresence();
+    const conv = openConv();
+    if (conv && !conv.loaded) loadOlder(conv);
+  }
+  renderLink();
+}
+
+function renderLink() {
+  const { state, retryAt } = app.link;
+  const seconds = retryAt ? Math.max(0, Math.ceil((retryAt - Date.now()) / 1000)) : 0;
+  const waiting = retryAt && seconds > 0 ? ` in ${seconds} s` : "";
+  let pill;
+  let banner = null;
+  if (state === State.CONNECTED) {
+    pill = "Online";
+  } else if (state === State.CIRCUIT_OPEN) {
+    pill = "Offline";
+    banner = `The server is unreachable. Trying again${waiting}.`;
+  } else if (app.everConnected) {
+    pill = "Reconnecting…";
+    banner = state === State.CONNECTING ? "Connection lost. Reconnecting…" : `Connection lost. Reconnecting${waiting}…`;
+  } else {
+    pill = "Connecting…";
+    banner = state === State.CONNECTING ? "Connecting to the server…" : `Cannot reach the server. Trying again${waiting}…`;
+  }
+  ui.conn.textContent = pill;
+  ui.conn.dataset.state = state;
+  ui.conn.classList.toggle("active", app.client !== null);
+  ui.banner.dataset.state = state;
+  ui.banner.hidden = banner === null;
+  ui.bannerText.textContent = banner || "";
+  ui.retry.hidden = state === State.CONNECTING;
+  clearInterval(app.bannerTimer);
+  app.bannerTimer = banner && retryAt ? setInterval(renderLink, 500) : null;
+}
+
+// -- events from the server -----------------------------------------------------------------------
+
+function convOf(msg) {
+  if (msg.room !== undefined) return app.convs.get(roomKey(msg.room)) || null;
+  const peer = msg.from === app.me ? msg.to : msg.from;
+  return addDm(peer);
+}
+
+function onMessage(msg) {
+  const conv = convOf(msg);
+  if (!conv) return;
+  if (msg.from === app.me && msg.cid !== undefined) conv.pending.delete(msg.cid);
+  conv.messages.set(msg.mid, msg);
+  if (msg.from !== app.me && !isVisible(conv)) conv.unread += 1;
+  renderSidebar();
+  if (conv.key === app.openKey) renderMessages();
+}
+
+function onJoined(reply) {
+  const conv = app.convs.get(roomKey(reply.room));
+  if (!conv) return;
+  conv.members = new Set(reply.members);
+  watchUsers(reply.members);
+  if (reply.resumed && !reply.recovered) {
+    // Some missed messages could not be replayed: start again from the latest page.
+    conv.messages.clear();
+    conv.more = true;
+    conv.loaded = false;
+    if (conv.key === app.openKey) loadOlder(conv);
+  }
+  renderSidebar();
+  if (conv.key === app.openKey) renderHeader();
+}
+
+function onMember({ room, user, state }) {
+  const conv = app.convs.get(roomKey(room));
+  if (!conv) return;
+  if (state === "joined") {
+    conv.members.add(user);
+    watchUsers([user]);
+  } else {
+    conv.members.delete(user);
+  }
+  renderSidebar();
+  if (conv.key === app.openKey) renderHeader();
+}
+
+function onReceipt({ mid, status }) {
+  if (app.receipts.get(mid) === "read") return;
+  app.receipts.set(mid, status);
+  const conv = openConv();
+  if (conv && conv.kind === "dm") renderMessages();
+}
+
+function setPresence(user, status) {
+  app.presence.set(user, status);
+  renderSidebar();
+  if (app.openKey) renderHeader();
+}
+
+function watchUsers(users) {
+  const fresh = users.filter((u) => u !== app.me && !app.watched.has(u));
+  if (!fresh.length) return;
+  for (const u of fresh) app.watched.add(u);
+  app.client.watch(fresh).catch(() => {});
+  if (app.link.state === State.CONNECTED) {
+    app.client
+      .presence(fresh)
+      .then(({ statuses }) => Object.entries(statuses).forEach(([u, s]) => setPresence(u, s)))
+      .catch(() => {});
+  }
+}
+
+function refreshPresence() {
+  if (!app.watched.size) return;
+  app.client
+    .presence([...app.watched])
+    .then(({ statuses }) => Object.entries(statuses).forEach(([u, s]) => setPresence(u, s)))
+    .catch(() => {});
+}
+
+// -- conversations --------------------------------------------------------------------------------
+
+async function joinRoom(name, { open = true } = {}) {
+  const key = roomKey(name);
+  let conv = app.convs.get(key);
+  if (!conv) {
+    conv = newConv("room", name);
+    app.convs.set(key, conv);
+    saveLists();
+  }
+  renderSidebar();
+  if (open) openConversation(key);
+  try {
+    await app.client.join(name);
+  } catch (err) {
+    if (err.code === "closed") return;
+    showNotice(`Could not join ${name}: ${err.message}`);
+    app.convs.delete(key);
+    saveLists();
+    if (app.openKey === key) closeConversation();
+    renderSidebar();
+  }
+}
+
+async function leaveRoom(conv) {
+  app.convs.delete(conv.key);
+  saveLists();
+  closeConversation();
+  renderSidebar();
+  try {
+    await app.client.leave(conv.name);
+  } catch (err) {
+    showNotice(`Could not leave ${conv.name}: ${err.message}`);
+  }
+}
+
+function addDm(peer) {
+  const key = dmKey(peer);
+  let conv = app.convs.get(key);
+  if (!conv) {
+    conv = newConv("dm", peer);
+    app.convs.set(key, conv);
+    saveLists();
+    watchUsers([peer]);
+    renderSidebar();
+  }
+  return conv;
+}
+
+function openConv() {
+  return app.openKey ? app.convs.get(app.openKey) || null : null;
+}
+
+function isVisible(conv) {
+  return conv.key === app.openKey && document.visibilityState === "visible";
+}
+
+function openConversation(key) {
+  const conv = app.convs.get(key);
+  if (!conv) return;
+  if (app.openKey !== key) {
+    app.rendered.clear();
+    app.visibleUnread.clear();
+    readObserver.disconnect();
+    ui.messageList.replaceChildren();
+  }
+  app.openKey = key;
+  conv.unread = 0;
+  ui.empty.hidden = true;
+  ui.open.hidden = false;
+  ui.chat.classList.add("show-conv");
+  ui.back.hidden = !NARROW.matches;
+  renderSidebar();
+  renderHeader();
+  renderMessages({ bottom: true });
+  if (!conv.loaded) loadOlder(conv);
+  if (!NARROW.matches) ui.input.focus();
+}
+
+function closeConversation() {
+  app.openKey = null;
+  app.rendered.clear();
+  app.visibleUnread.clear();
+  readObserver.disconnect();
+  ui.messageList.replaceChildren();
+  ui.open.hidden = true;
+  ui.empty.hidden = false;
+  ui.chat.classList.remove("show-conv");
+  ui.back.hidden = true;
+  renderSidebar();
+}
+
+async function loadOlder(conv) {
+  if (conv.loading || !conv.more || app.link.state !== State.CONNECTED) return;
+  conv.loading = true;
+  renderHistoryStatus(conv);
+  let oldest = null;
+  for (const msg of conv.messages.values()) if (oldest === null || msg.seq < oldest) oldest = msg.seq;
+  const query = conv.kind === "room" ? { room: conv.name } : { with: conv.name };
+  query.limit = HISTORY_PAGE;
+  if (oldest !== null) query.before = oldest;
+  try {
+    const page = await app.client.history(query);
+    if (app.convs.get(conv.key) !== conv) return;
+    for (const msg of page.messages) conv.messages.set(msg.mid, msg);
+    conv.more = page.more;
+    conv.loaded = true;
+  } catch (err) {
+    if (err.code !== "disconnected") showNotice(`Could not load earlier messages: ${err.message}`);
+  } finally {
+    conv.loading = false;
+  }
+  if (conv.key !== app.openKey) return;
+  renderMessages({ prepend: true });
+  // Keep loading while the page does not fill the view, so that scrolling back is possible.
+  const box = ui.messages;
+  if (conv.more && conv.loaded && box.scrollHeight <= box.clientHeight) loadOlder(conv);
+}
+
+function sendMessage(text) {
+  const conv = openConv();
+  if (!conv) return;
+  const cid = newCid();
+  const item = { cid, body: text, ts: Date.now(), failed: null };
+  conv.pending.set(cid, item);
+  renderMessages({ bottom: true });
+  const target = conv.kind === "room" ? { room: conv.name } : { to: conv.name };
+  app.client.send({ ...target, body: text, cid }).catch((err) => {
+    if (!conv.pending.has(cid)) return;
+    item.failed = err.message;
+    if (conv.key === app.openKey) renderMessages();
+  });
+}
+
+// -- read receipts: a direct message counts as read once it is on screen --------------------------
+
+const readObserver = new IntersectionObserver(
+  (entries) => {
+    for (const entry of entries) {
+      const mid = entry.target.dataset.mid;
+      if (entry.isIntersecting) app.visibleUnread.add(mid);
+      else app.visibleUnread.delete(mid);
+    }
+    flushReads();
+  },
+  { root: ui.messages, threshold: 0.5 },
+);
+
+function flushReads() {
+  const conv = openConv();
+  if (!conv || conv.kind !== "dm" || document.visibilityState !== "visible") return;
+  for (const mid of app.visibleUnread) {
+    if (app.readSent.has(mid)) continue;
+    app.readSent.add(mid);
+    app.client.read(mid).catch(() => app.readSent.delete(mid));
+  }
+  app.visibleUnread.clear();
+}
+
+// -- rendering ------------------------------------------------------------------------------------
+
+function dot(user) {
+  return el("span", { class: "dot", "data-status": app.presence.get(user) || "offline", "aria-hidden": "true" });
+}
+
+function badge(count) {
+  return count ? el("span", { class: "unread", "data-testid": "unread", text: String(count), "aria-label": `${count} unread` }) : null;
+}
+
+function renderSidebar() {
+  const rooms = [];
+  const dms = [];
+  const people = new Set();
+  const sorted = [...app.convs.values()].sort((a, b) => a.name.localeCompare(b.name));
+  for (const conv of sorted) {
+    const active = conv.key === app.openKey;
+    const open = () => openConversation(conv.key);
+    if (conv.kind === "room") {
+      for (const m of conv.members) people.add(m);
+      rooms.push(
+        el("li", { class: active ? "active" : "", "data-testid": "room-item", "data-room": conv.name },
+          el("button", { type: "button", onclick: open, "aria-current": active ? "true" : null },
+            el("span", { class: "hash", text: "#", "aria-hidden": "true" }),
+            el("span", { class: "name", text: conv.name }),
+            badge(conv.unread))),
+      );
+    } else {
+      people.add(conv.name);
+      dms.push(
+        el("li", { class: active ? "active" : "", "data-testid": "dm-item", "data-user": conv.name },
+          el("button", { type: "button", onclick: open, "aria-current": active ? "true" : null },
+            dot(conv.name),
+            el("span", { class: "name", text: conv.name }),
+            badge(conv.unread))),
+      );
+    }
+  }
+  people.delete(app.me);
+  const byPresence = [...people].sort((a, b) => {
+    const online = (u) => (app.presence.get(u) === "online" ? 0 : 1);
+    return online(a) - online(b) || a.localeCompare(b);
+  });
+  const persons = byPresence.map((user) =>
+    el("li", { "data-testid": "person", "data-user": user, "data-status": app.presence.get(user) || "offline" },
+      el("button", { type: "button", title: `Message ${user}`, onclick: () => { addDm(user); openConversation(dmKey(user)); } },
+        dot(user),
+        el("span", { class: "name", text: user }),
+        el("span", { class: "conv-sub", text: app.presence.get(user) === "online" ? "online" : "" }))),
+  );
+  ui.roomList.replaceChildren(...(rooms.length ? rooms : [el("li", { class: "placeholder", text: "No rooms yet" })]));
+  ui.dmList.replaceChildren(...(dms.length ? dms : [el("li", { class: "placeholder", text: "No conversations yet" })]));
+  ui.peopleList.replaceChildren(...(persons.length ? persons : [el("li", { class: "placeholder", text: "Nobody around yet" })]));
+}
+
+function renderHeader() {
+  const conv = openConv();
+  if (!conv) return;
+  ui.title.textContent = conv.kind === "room" ? `# ${conv.name}` : conv.name;
+  ui.leave.hidden = conv.kind !== "room";
+  ui.members.hidden = conv.kind !== "room";
+  if (conv.kind === "room") {
+    const count = conv.members.size;
+    ui.sub.textContent = count ? `${count} member${count === 1 ? "" : "s"}` : "";
+    const members = [...conv.members].sort((a, b) => a.localeCompare(b));
+    ui.members.replaceChildren(
+      ...members.map((user) =>
+        el("li", { "data-testid": "member", "data-user": user, "data-status": user === app.me ? "online" : app.presence.get(user) || "offline" },
+          user === app.me ? el("span", { class: "dot", "data-status": "online", "aria-hidden": "true" }) : dot(user),
+          el("span", { text: user === app.me ? `${user} (you)` : user })),
+      ),
+    );
+  } else {
+    const status = app.presence.get(conv.name) || "offline";
+    ui.sub.textContent = status;
+    ui.sub.dataset.status = status;
+  }
+}
+
+function renderHistoryStatus(conv) {
+  let text = "";
+  if (conv.loading) text = "Loading earlier messages…";
+  else if (conv.loaded && !conv.more) text = conv.messages.size ? "Start of the conversation" : "No messages yet";
+  else if (conv.loaded) text = "Scroll up for earlier messages";
+  ui.historyStatus.textContent = text;
+}
+
+function timeOf(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function bodyText(body) {
+  if (typeof body === "string") return body;
+  if (body instanceof Uint8Array) return `[${body.length} bytes]`;
+  return JSON.stringify(body);
+}
+
+function statusOf(conv, item) {
+  if (item.cid && !item.mid) return item.failed ? ["failed", "Not sent", `Not sent: ${item.failed}`] : ["sending", "Sending…", "Sending"];
+  if (conv.kind !== "dm") return null;
+  const receipt = app.receipts.get(item.mid);
+  if (receipt === "read") return ["read", "✓✓ Read", "Read"];
+  if (receipt === "delivered") return ["delivered", "✓✓", "Delivered"];
+  return ["sent", "✓", "Sent"];
+}
+
+function messageElement(conv, item) {
+  const mine = item.mid ? item.from === app.me : true;
+  const key = item.mid ? `m:${item.mid}` : `p:${item.cid}`;
+  const status = mine ? statusOf(conv, item) : null;
+  const sig = status ? status[0] : "";
+  const cached = app.rendered.get(key);
+  if (cached && cached.sig === sig) return cached.el;
+  const node = el("li", {
+      class: `message${mine ? " mine" : ""}${item.mid ? "" : " pending"}`,
+      "data-testid": "message",
+      "data-mid": item.mid,
+      "data-seq": item.seq,
+      "data-cid": item.cid,
+      "data-from": item.mid ? item.from : app.me,
+    },
+    el("div", { class: "meta" },
+      mine ? null : el("span", { class: "author", text: item.from }),
+      el("time", { text: timeOf(item.ts), datetime: new Date(item.ts).toISOString() })),
+    el("div", { class: "bubble", "data-testid": "message-body", text: bodyText(item.body) }),
+    status ? el("span", { class: "status", "data-testid": "msg-status", "data-status": status[0], text: status[1], "aria-label": status[2] }) : null,
+  );
+  if (cached) readObserver.unobserve(cached.el);
+  app.rendered.set(key, { sig, el: node });
+  if (conv.kind === "dm" && item.mid && !mine && !app.readSent.has(item.mid)) readObserver.observe(node);
+  return node;
+}
+
+function renderMessages({ bottom = false, prepend = false } = {}) {
+  const conv = openConv();
+  if (!conv) return;
+  const box = ui.messages;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_BOTTOM_PX;
+  const stored = [...conv.messages.values()].sort((a, b) => a.seq - b.seq);
+  const pending = [...conv.pending.values()].sort((a, b) => a.ts - b.ts);
+  const items = [...stored, ...pending];
+  const nodes = items.map((item) => messageElement(conv, item));
+  const keep = new Set(items.map((item) => (item.mid ? `m:${item.mid}` : `p:${item.cid}`)));
+  for (const key of [...app.rendered.keys()]) {
+    if (!keep.has(key)) {
+      readObserver.unobserve(app.rendered.get(key).el);
+      app.rendered.delete(key);
+    }
+  }
+  ui.messageList.replaceChildren(...nodes);
+  renderHistoryStatus(conv);
+  if (bottom || (atBottom && !prepend)) box.scrollTop = box.scrollHeight;
+  else if (prepend) box.scrollTop = box.scrollHeight - fromBottom;
+}
+
+// -- wiring ---------------------------------------------------------------------------------------
+
+ui.signinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = ui.signinName.value.trim();
+  if (name) signIn(name);
+});
+
+ui.signout.addEventListener("click", signOut);
+ui.retry.addEventListener("click", () => app.client?.connect().catch(() => {}));
+
+ui.joinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = ui.joinRoom.value.trim();
+  if (!name) return;
+  ui.joinRoom.value = "";
+  joinRoom(name);
+});
+
+ui.dmForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const user = ui.dmUser.value.trim();
+  if (!user) return;
+  if (user === app.me) {
+    showNotice("That is you: pick someone else to message.");
+    return;
+  }
+  ui.dmUser.value = "";
+  addDm(user);
+  openConversation(dmKey(user));
+});
+
+ui.leave.addEventListener("click", () => {
+  const conv = openConv();
+  if (conv && conv.kind === "room") leaveRoom(conv);
+});
+
+ui.back.addEventListener("click", closeConversation);
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.input.value.trim();
+  if (!text) return;
+  ui.input.value = "";
+  ui.input.rows = 1;
+  sendMessage(text);
+});
+
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+
+ui.input.addEventListener("input", () => {
+  ui.input.rows = Math.min(5, ui.input.value.split("\n").length);
+});
+
+ui.messages.addEventListener("scroll", () => {
+  const conv = openConv();
+  if (conv && ui.messages.scrollTop < NEAR_TOP_PX) loadOlder(conv);
+});
+
+document.addEventListener("visibilitychange", () => {
+  const conv = openConv();
+  if (document.visibilityState !== "visible" || !conv) return;
+  conv.unread = 0;
+  renderSidebar();
+  flushReads();
+});
+
+NARROW.addEventListener("change", () => {
+  ui.back.hidden = !(NARROW.matches && app.openKey);
+});
+
+const remembered = localStorage.getItem("actorim.user");
+if (remembered) {
+  ui.signinName.value = remembered;
+  signIn(remembered);
+} else {
+  ui.signinName.focus();
+}
+renderLink();

@@ -1,0 +1,102 @@
+"""Draining against a real node: every client is told to go away (1001), then the node stops.
+
+One test runs the real command line and sends it SIGTERM, as a process manager would.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gevent
+import pytest
+import websocket
+
+from tests.support import Client, RunningNode, free_port, wait_until
+
+StartNode = Callable[..., RunningNode]
+
+
+def _get_json(url: str) -> dict[str, str]:
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return json.loads(response.read())
+
+
+def _answers(url: str) -> bool:
+    try:
+        return _get_json(url) == {"status": "alive"}
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def cli_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``actorim serve`` in a child process, once its /healthz answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "actorim", "serve", "--port", str(port), "--dev"]
+    command += ["--store", "memory", "--drain-seconds", "0.5"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_until(
+            lambda: process.poll() is not None or _answers(f"http://127.0.0.1:{port}/healthz"),
+            timeout=15,
+            interval=0.05,
+            what="actorim serve to answer /healthz",
+        )
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
+    cli_server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    process, port = cli_server
+    url = f"ws://127.0.0.1:{port}/ws"
+    clients = []
+    for user in ("alice", "bob"):
+        token = _get_json(f"http://127.0.0.1:{port}/dev/token?user={user}")["token"]
+        client = Client(url)
+        client.connect(token)
+        client.ok("join", room="lobby")
+        clients.append(client)
+    sent = clients[1].ok("send", room="lobby", body="before the drain")
+    assert clients[0].event("msg", room="lobby")["mid"] == sent["mid"]
+
+    process.send_signal(signal.SIGTERM)
+    closes = [gevent.spawn(client.wait_closed, timeout=5) for client in clients]
+    gevent.wait(closes, count=1, timeout=5)
+    # The closes are spread over the drain: the node is still draining, and accepts no one.
+    with pytest.raises((OSError, websocket.WebSocketException)):
+        Client(url).close()
+    assert [closed.get().code for closed in closes] == [1001, 1001]
+    status = process.wait(timeout=5)
+    assert status == 0, process.stderr.read().decode() if process.stderr else ""
+
+
+def test_drain_closes_every_client_with_1001(start_node: StartNode) -> None:
+    node = start_node()
+    alice = node.client("alice")
+    bob = node.client("bob", json_frames=True)
+    anonymous = node.client()
+    alice.ok("join", room="lobby")
+    drain = gevent.spawn(node.node.drain, 0.2)
+    for client in (alice, bob, anonymous):
+        closed = client.wait_closed(timeout=5)
+        assert closed.code == 1001
+        assert closed.reason
+    drain.get(timeout=5)
+    assert node.node.readiness() == (False, "draining")
+    assert not node.node.ctx.directory.links

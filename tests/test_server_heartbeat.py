@@ -1,0 +1,95 @@
+"""Heartbeats against a real node: pings go out, silent peers are dropped, live ones stay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import gevent
+import pytest
+
+from tests.support import (
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_PONG,
+    RawWebSocket,
+    RunningNode,
+)
+
+StartNode = Callable[..., RunningNode]
+OpenRaw = Callable[[RunningNode], RawWebSocket]
+
+HEARTBEAT = 0.1
+IDLE_TIMEOUT = 0.4
+
+
+@pytest.fixture
+def open_raw() -> Iterator[OpenRaw]:
+    """Bare-socket clients connected as fresh users, closed after the test."""
+    opened: list[RawWebSocket] = []
+
+    def open_client(node: RunningNode) -> RawWebSocket:
+        raw = RawWebSocket(node.host, node.port)
+        opened.append(raw)
+        raw.ok("connect", token=node.token(f"user{len(opened)}"))
+        return raw
+
+    yield open_client
+    for raw in opened:
+        raw.close()
+
+
+def test_server_sends_websocket_pings_every_heartbeat(
+    start_node: StartNode, open_raw: OpenRaw
+) -> None:
+    node = start_node(heartbeat=HEARTBEAT, idle_timeout=5)
+    raw = open_raw(node)
+    started = time.monotonic()
+    pings = 0
+    with gevent.Timeout(2, AssertionError("fewer than 3 pings in 2 s")):
+        while pings < 3:
+            frame = raw.read_frame()
+            assert frame is not None and frame[0] != OPCODE_CLOSE
+            pings += frame[0] == OPCODE_PING
+    assert time.monotonic() - started >= 2 * HEARTBEAT
+
+
+def test_client_that_sends_nothing_is_closed_1001_after_idle_timeout(
+    start_node: StartNode, open_raw: OpenRaw
+) -> None:
+    node = start_node(heartbeat=HEARTBEAT, idle_timeout=IDLE_TIMEOUT)
+    started = time.monotonic()  # before the connect frame, the last one the server gets
+    raw = open_raw(node)
+    assert raw.wait_closed(timeout=3) == 1001
+    assert time.monotonic() - started >= IDLE_TIMEOUT
+
+
+def test_client_that_answers_pings_stays_past_the_idle_timeout(
+    start_node: StartNode, open_raw: OpenRaw
+) -> None:
+    node = start_node(heartbeat=HEARTBEAT, idle_timeout=IDLE_TIMEOUT)
+    silent = open_raw(node)
+    silent_closed = gevent.spawn(silent.wait_closed, timeout=3)
+    lively = open_raw(node)
+    pongs = 0
+    while not silent_closed.ready() or pongs * HEARTBEAT < 3 * IDLE_TIMEOUT:
+        frame = lively.read_frame(timeout=1)
+        assert frame is not None and frame[0] != OPCODE_CLOSE, "the ponging client was closed"
+        if frame[0] == OPCODE_PING:
+            lively.send_frame(OPCODE_PONG, frame[1])
+            pongs += 1
+    assert silent_closed.get() == 1001
+    assert lively.ok("ping") == {}
+
+
+def test_connection_that_never_sends_connect_is_closed_1008_after_connect_timeout(
+    start_node: StartNode,
+) -> None:
+    node = start_node(connect_timeout=0.3)
+    alice = node.client("alice")
+    started = time.monotonic()
+    anonymous = node.client()
+    closed = anonymous.wait_closed(timeout=3)
+    assert closed.code == 1008
+    assert time.monotonic() - started >= 0.3
+    assert alice.ok("ping") == {}
