@@ -101,6 +101,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("connect_timeout", 10.0, "seconds a new connection has to send connect", float),
     Setting("heartbeat", 25.0, "seconds between server pings", float),
     Setting("idle_timeout", 60.0, "seconds without any frame (pongs included) before close", float),
+    Setting(
+        "close_timeout",
+        5.0,
+        "seconds a requested close may take before the socket is cut (a peer that stopped "
+        "reading)",
+        float,
+    ),
     Setting("rate", 100.0, "commands per second per connection (token bucket rate)", float),
     Setting("burst", 200.0, "commands a connection may send in a burst", float),
     Setting(
@@ -155,6 +162,7 @@ class Config:
     connect_timeout: float = _BY_NAME["connect_timeout"].default
     heartbeat: float = _BY_NAME["heartbeat"].default
     idle_timeout: float = _BY_NAME["idle_timeout"].default
+    close_timeout: float = _BY_NAME["close_timeout"].default
     rate: float = _BY_NAME["rate"].default
     burst: float = _BY_NAME["burst"].default
     rate_abuse_rejections: int = _BY_NAME["rate_abuse_rejections"].default

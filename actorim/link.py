@@ -72,6 +72,7 @@ class Link:
         "actor",
         "carry_over",
         "close_request",
+        "close_requested_at",
         "conn_id",
         "crashes",
         "current_id",
@@ -123,6 +124,7 @@ class Link:
         self.crashes = RestartIntensity(CONNECTION_MAX_RESTARTS, CONNECTION_RESTART_WINDOW_S)
         self.current_id: int | None = None
         self.close_request: tuple[int, str] | None = None
+        self.close_requested_at = 0.0
         self.dm_backlog: list[tuple[str, WireFrame]] | None = None
         self.limiter = limiter
         self.metrics = metrics
@@ -164,6 +166,7 @@ class Link:
         """Ask the connection's actor to close the socket; the first request wins."""
         if self.close_request is None and self.phase is not Phase.CLOSED:
             self.close_request = (code, reason)
+            self.close_requested_at = time.monotonic()
             self.wake()
 
     def wake(self) -> None:

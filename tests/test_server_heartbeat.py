@@ -93,3 +93,30 @@ def test_connection_that_never_sends_connect_is_closed_1008_after_connect_timeou
     assert closed.code == 1008
     assert time.monotonic() - started >= 0.3
     assert alice.ok("ping") == {}
+
+
+def test_a_peer_that_stopped_reading_is_cut_off_when_its_close_cannot_complete(
+    start_node: StartNode,
+) -> None:
+    node = start_node(
+        heartbeat=HEARTBEAT,
+        idle_timeout=IDLE_TIMEOUT,
+        close_timeout=0.3,
+        outbox_max_frames=100_000,
+        outbox_max_bytes=64 * 1024 * 1024,
+    )
+    stuck = RawWebSocket(node.host, node.port, rcvbuf=4096)
+    stuck.ok("connect", token=node.token("stuck"))
+    stuck.ok("join", room="flood")
+    sender = node.client("sender")
+    sender.ok("join", room="flood")
+    body = "x" * 30_000
+    links = node.node.ctx.directory.links
+    with gevent.Timeout(5, AssertionError("the stuck peer's actor never blocked writing")):
+        while not any(link.user == "stuck" and link.ws.writing for link in links.values()):
+            sender.ok("send", room="flood", body=body)
+    with gevent.Timeout(5, AssertionError("the stuck connection was never cut off")):
+        while any(link.user == "stuck" for link in links.values()):
+            assert sender.ok("ping") == {}, "the sender keeps being served meanwhile"
+            gevent.sleep(0.02)
+    stuck.close()

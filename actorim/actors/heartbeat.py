@@ -26,6 +26,7 @@ __all__ = ["SWEEP_INTERVAL_S", "HeartbeatActor"]
 # How often the links are swept; bounds how late a timeout or a ping can be.
 SWEEP_INTERVAL_S = 1.0
 
+
 _PING = encode_ping(b"")
 
 
@@ -63,6 +64,14 @@ class HeartbeatActor(GeventActor):
         config = self.ctx.config
         now = time.monotonic() if now is None else now
         for link in list(self.ctx.directory.links.values()):
+            if link.close_request is not None:
+                # A close still pending after close_timeout means the connection's actor is
+                # stuck writing to a peer that stopped reading (a half-open TCP connection):
+                # cutting the socket fails the write, and the actor cleans up.
+                overdue = now - link.close_requested_at > config.close_timeout
+                if overdue and link.phase is not Phase.CLOSED:
+                    link.ws.abort()
+                continue
             if link.phase is Phase.AWAITING_CONNECT:
                 if now - link.opened_at > config.connect_timeout:
                     link.request_close(CloseCode.POLICY_VIOLATION, "no connect within the timeout")

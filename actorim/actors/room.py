@@ -54,7 +54,6 @@ class RoomState:
     joins_forwarded: int = 0
     joins_handled: int = 0
     recovering: dict[Link, list[tuple[int, WireFrame]]] = field(default_factory=dict)
-    missed_publish: bool = False
 
     @property
     def conv(self) -> str:
