@@ -57,19 +57,6 @@ class ConnectionActor(GeventActor):
         super().__init__()
         self.link = link
         self.ctx = ctx
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            cmd.Join: self._join,
-            cmd.Leave: self._leave,
-            cmd.Send: self._send,
-            cmd.Presence: self._presence,
-            cmd.Watch: self._watch,
-            cmd.Unwatch: self._watch,
-            cmd.Ping: self._ping,
-            cmd.Ack: self._receipt,
-            cmd.Read: self._receipt,
-            cmd.History: self._history,
-            cmd.DebugCrash: self._debug_crash,
-        }
 
     def __str__(self) -> str:
         return f"ConnectionActor {self.link.conn_id} ({self.link.user or 'anonymous'})"
@@ -187,7 +174,7 @@ class ConnectionActor(GeventActor):
             elif isinstance(command, cmd.Connect):
                 link.fail(command.id, ErrorCode.BAD_REQUEST, "this connection is connected already")
             else:
-                self._handlers[type(command)](command)
+                _HANDLERS[type(command)](self, command)
         except CommandError as exc:
             link.fail(command.id, exc.code, exc.message)
         except Unavailable as exc:
@@ -397,3 +384,20 @@ def _new_message(conv: str, user: str, command: cmd.Send, body: bytes, now_ms: i
         room=command.room,
         to=command.to,
     )
+
+
+# Command type -> handler, shared by every connection (a per-actor table would cost each idle
+# connection a dict of bound methods).
+_HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
+    cmd.Join: ConnectionActor._join,
+    cmd.Leave: ConnectionActor._leave,
+    cmd.Send: ConnectionActor._send,
+    cmd.Presence: ConnectionActor._presence,
+    cmd.Watch: ConnectionActor._watch,
+    cmd.Unwatch: ConnectionActor._watch,
+    cmd.Ping: ConnectionActor._ping,
+    cmd.Ack: ConnectionActor._receipt,
+    cmd.Read: ConnectionActor._receipt,
+    cmd.History: ConnectionActor._history,
+    cmd.DebugCrash: ConnectionActor._debug_crash,
+}
