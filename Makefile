@@ -26,7 +26,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.runtime
+	$(BIN)/python tests/benchmarks/runtime.py
+	$(BIN)/python tests/benchmarks/sends.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
