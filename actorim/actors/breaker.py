@@ -42,6 +42,7 @@ from actorim.breaker import BreakerPolicy, BreakerState, CircuitBreaker, Transit
 from supervisors import GeventActor, MailboxFull
 
 __all__ = [
+    "STOP_GRACE_S",
     "BreakerActor",
     "CallAllowed",
     "GetState",
@@ -150,9 +151,9 @@ class BreakerActor(GeventActor):
         self._is_link_failure = is_link_failure
         self._breaker = CircuitBreaker(policy, now=clock(), rand=rand)
         self._subscribers: dict[Subscriber, None] = {}
-        self._timer: gevent.Greenlet[Any, Any] | None = None
+        self._timer: gevent.Greenlet[..., Any] | None = None
         self._timer_at: float | None = None
-        self._probe: gevent.Greenlet[Any, Any] | None = None
+        self._probe: gevent.Greenlet[..., Any] | None = None
         self._probe_kind = _Kind.HEARTBEAT
         # Bumped whenever a probe is started or abandoned: answers carrying an older token are
         # from a probe whose answer the breaker no longer awaits.
@@ -172,7 +173,7 @@ class BreakerActor(GeventActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         gevent.killall(self._release(), block=False)
 
-    def _release(self) -> list[gevent.Greenlet[Any, Any]]:
+    def _release(self) -> list[gevent.Greenlet[..., Any]]:
         greenlets = [g for g in (self._timer, self._probe) if g is not None]
         self._timer = self._probe = None
         self._token += 1
