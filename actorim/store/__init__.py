@@ -1,4 +1,5 @@
-"""Message storage: the Store interface, its value types, and the SQLite and in-memory backends."""
+"""Message storage: the Store interface, its value types, and the SQLite, Redis and in-memory
+backends."""
 
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
@@ -16,6 +17,7 @@ from actorim.store.base import (
     room_conv,
 )
 from actorim.store.memory import MemoryStore
+from actorim.store.redis import RedisStore
 from actorim.store.sqlite import DEFAULT_BUSY_TIMEOUT_MS, SqliteStore
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "NewMessage",
     "Receipt",
     "ReceiptStatus",
+    "RedisStore",
     "SqliteStore",
     "Store",
     "StoreError",

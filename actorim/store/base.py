@@ -135,6 +135,9 @@ class NewMessage:
     cid: str | None = None
     room: str | None = None
     to: str | None = None
+    origin: str | None = None
+    """Which connection sent it (``node/conn``): published with the message by backends that
+    publish (Redis), so the sending connection is left out of the fan-out. Never stored."""
 
 
 @dataclass(frozen=True, slots=True)

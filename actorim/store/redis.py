@@ -1,0 +1,990 @@
+"""The message store in Redis: shared by every node of a cluster, ready for Redis Cluster.
+
+Layout. Everything one conversation owns sits under its hash tag, so one Lua script can append a
+message atomically on one shard (``ns`` is the namespace, ``conv`` the conversation key)::
+
+    ns:{conv}:seq       string  the last seq given; survives the conversation being pruned empty
+    ns:{conv}:log       stream  the messages, entry id "<seq>-0", one field "m" (msgpack)
+    ns:{conv}:cids      hash    "<sender>\\x1f<cid>" -> mid, for resend de-duplication
+    ns:{conv}:mids      hash    mid -> seq
+    ns:{conv}:age       zset    score ts, member seq (zero-padded): what age retention removes
+    ns:{conv}:receipts  hash    mid -> 0 pending, 1 delivered, 2 read (direct messages only)
+    ns:{conv}           channel every new message, as msgpack (``decode_published``)
+
+A direct message's recipient has an index under their own tag (another shard), written by a
+second, idempotent step before ``append_batch`` returns; the same goes for the lookup of a mid
+(``get``) and the retention index that lets ``prune`` find conversations without SCAN::
+
+    ns:{u:user}:inbox    hash    mid -> pending-index member, for every retained message to user
+    ns:{u:user}:pending  zset    score ts, member "<seq><order><mid>\\x1f<conv>": oldest first
+    ns:{u:user}:order    string  tie-break counter of the pending index
+    ns:{u:user}          channel direct messages to or from user
+    ns:{m:xx}:mids       hash    mid -> conv, 1,024 buckets by the mid's last two characters
+    ns:{i:k}:oldest      zset    conv -> ts of its oldest message (+inf: none), 16 shards
+    ns:{i:k}:span        zset    conv -> last seq - first retained seq + 1, same shards
+    ns:epoch             string  made once (SET NX); a wiped Redis gets a new one
+
+Why a stream: XRANGE/XREVRANGE by seq is exactly ``since`` and ``history`` in one command, and
+entries live in compact listpacks. Receipts change, so they live beside it in a hash.
+
+Guarantees, and what they assume of Redis:
+
+- Each message is stored, numbered, indexed for de-duplication and published by one script,
+  atomically, so subscribers see a conversation's messages in seq order, and never one the
+  store does not hold. A batch is not atomic: it is one script per message in one pipeline, so
+  a failed ``append_batch`` may have stored part of the batch, each message whole and in order
+  within its conversation. The StoreError says so; resending with the same cids is safe.
+- Durability needs ``appendonly yes`` and ``appendfsync always`` on every shard: Redis writes
+  and syncs the AOF before it answers any client, so an acknowledged append, and every
+  published message, survives Redis being killed and restarted on the same files. With
+  ``everysec`` up to a second of acknowledged messages can be lost. RDB snapshots
+  (``save``) add nothing to this and are best off. A replica that takes over after a failover
+  may miss the last writes (replication is asynchronous); the store does not WAIT for replicas.
+- De-duplication is per conversation: the same (sender, cid) sent to two conversations is two
+  messages, since a global index would span shards.
+- Pending is never missing for an acknowledged direct message, and indexes on other shards are
+  hints checked against the conversation's own data, so a lost second step costs memory until
+  the next prune, never a wrong answer.
+- ``prune`` walks conversations oldest first; within a conversation, messages go oldest first.
+  Which of two conversations' messages of the same millisecond goes first is unspecified.
+- Needs Redis 7.0 or later (script flags, ZADD GT/LT) and a client made with
+  ``decode_responses=False``.
+
+>>> import redis  # doctest: +SKIP
+>>> store = RedisStore(redis.Redis(port=6380), namespace="im")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgpack
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from actorim.store.base import (
+    DEFAULT_MAX_AGE_MS,
+    DEFAULT_MAX_COUNT,
+    DEFAULT_PRUNE_BUDGET,
+    NewMessage,
+    Receipt,
+    ReceiptStatus,
+    Store,
+    StoredMessage,
+    StoreError,
+    check_new_message,
+    new_mid,
+)
+
+__all__ = [
+    "INDEX_SHARDS",
+    "MID_BUCKET_CHARS",
+    "RedisKeys",
+    "RedisStore",
+    "allot",
+    "decode_published",
+    "encode_published",
+]
+
+logger = logging.getLogger("actorim.store")
+
+# The retention index is split in 16 keys (16 shards' worth of slots) so that the index write
+# every append makes does not land on one hot shard; a prune round reads all 16 in one trip.
+INDEX_SHARDS = 16
+
+# The mid -> conversation lookup is split by the mid's last two base32hex characters (its random
+# part): 1,024 hashes, spread over the cluster, each small enough to stay compact.
+MID_BUCKET_CHARS = 2
+
+# Messages an append may remove from its own conversation when it is over the store's retention.
+# Twice the rate a conversation grows, so a busy conversation shrinks back to its limit on its
+# own; quiet ones wait for ``prune``.
+_TRIM_PER_APPEND = 2
+
+# Conversations one prune round looks at (one pipeline per step), and rounds per prune call per
+# kind of retention: bounds how long a call holds the store even when index hints are stale.
+_PRUNE_BATCH = 64
+_PRUNE_ROUNDS = 8
+
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_RECEIPT_LEVELS: dict[str, int] = {"delivered": 1, "read": 2}
+_PENDING = 0
+_NOT_DIRECT = -1
+# Width of the seq and the order counter in a pending-index member, so members of the same ts
+# sort by seq, then by the order they were added in.
+_MEMBER_NUMBER = 15
+_SEP = "\x1f"
+
+_TEXT_FIELDS = ("mid", "conv", "sender", "kind")
+_OPTIONAL_FIELDS = ("cid", "room", "to")
+
+
+# -- the published form ---------------------------------------------------------------------
+
+
+def encode_published(stored: StoredMessage) -> bytes:
+    """The bytes a stored message is published (and kept in its stream) as.
+
+    A msgpack map of the StoredMessage fields; ``duplicate`` is not part of it and absent
+    optional fields are left out. The append script builds the same map in Lua.
+    """
+    fields: dict[str, object] = {
+        "mid": stored.mid,
+        "conv": stored.conv,
+        "seq": stored.seq,
+        "ts": stored.ts,
+        "sender": stored.sender,
+        "kind": stored.kind,
+        "body": stored.body,
+    }
+    for name in _OPTIONAL_FIELDS:
+        value = getattr(stored, name)
+        if value is not None:
+            fields[name] = value
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def decode_published(data: bytes) -> StoredMessage:
+    """The message in ``data`` as published on a conversation or user channel.
+
+    Raises ValueError when ``data`` is not such a message.
+    """
+    return decode_published_fields(msgpack_map(data))[0]
+
+
+def _with_origin(data: bytes, origin: str | None) -> bytes:
+    """The published form of ``data`` naming its sending connection, so that one is left out."""
+    if origin is None:
+        return data
+    fields = msgpack.unpackb(data, raw=False)
+    fields["origin"] = origin
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def msgpack_map(data: bytes) -> dict[bytes, Any]:
+    """``data`` unpacked as a map with bytes keys; ValueError otherwise."""
+    try:
+        fields = msgpack.unpackb(data, raw=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ValueError(f"not a published message: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise ValueError(
+            f"not a published message: a map was expected, got {type(fields).__name__}"
+        )
+    return fields
+
+
+def decode_published_fields(fields: dict[bytes, Any]) -> tuple[StoredMessage, str | None]:
+    """A published message and its ``origin`` (the sending connection, when published with one).
+
+    Raises ValueError when ``fields`` is not such a message.
+    """
+    try:
+        text = {name: fields[name.encode()].decode() for name in _TEXT_FIELDS}
+        optional = {
+            name: None if (value := fields.get(name.encode())) is None else value.decode()
+            for name in _OPTIONAL_FIELDS
+        }
+        seq, ts, body = fields[b"seq"], fields[b"ts"], fields[b"body"]
+        if not (isinstance(seq, int) and isinstance(ts, int) and isinstance(body, bytes)):
+            raise TypeError("seq and ts must be integers and body bytes")
+        origin = fields.get(b"origin")
+        origin = None if origin is None else origin.decode()
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not a published message: {exc}") from exc
+    message = StoredMessage(
+        text["mid"],
+        text["conv"],
+        seq,
+        ts,
+        text["sender"],
+        text["kind"],
+        body,
+        optional["cid"],
+        optional["room"],
+        optional["to"],
+    )
+    return message, origin
+
+
+# -- names ----------------------------------------------------------------------------------
+
+
+class RedisKeys:
+    """Every key and channel name of one namespace; see the module docstring for the layout.
+
+    >>> keys = RedisKeys("im")
+    >>> keys.conversation_channel("r:lobby"), keys.user_channel("bob")
+    ('im:{r:lobby}', 'im:{u:bob}')
+    """
+
+    def __init__(self, namespace: str) -> None:
+        if not _NAMESPACE_RE.fullmatch(namespace):
+            raise ValueError(
+                f"namespace must be 1-64 characters of [A-Za-z0-9_.:-], got {namespace!r}"
+            )
+        self.namespace = namespace
+        self.epoch = f"{namespace}:epoch"
+
+    def conversation(self, conv: str) -> tuple[str, str, str, str, str, str]:
+        """seq, log, cids, mids, age, receipts: the KEYS of every conversation script."""
+        tag = f"{self.namespace}:{{{conv}}}"
+        return (
+            f"{tag}:seq",
+            f"{tag}:log",
+            f"{tag}:cids",
+            f"{tag}:mids",
+            f"{tag}:age",
+            f"{tag}:receipts",
+        )
+
+    def conversation_channel(self, conv: str) -> str:
+        return f"{self.namespace}:{{{conv}}}"
+
+    def user(self, user: str) -> tuple[str, str, str]:
+        """inbox, pending, order: the KEYS of the recipient scripts."""
+        tag = f"{self.namespace}:{{u:{user}}}"
+        return f"{tag}:inbox", f"{tag}:pending", f"{tag}:order"
+
+    def user_channel(self, user: str) -> str:
+        return f"{self.namespace}:{{u:{user}}}"
+
+    def mid_index(self, mid: str) -> str:
+        return f"{self.namespace}:{{m:{mid[-MID_BUCKET_CHARS:]}}}:mids"
+
+    def retention_index(self, conv: str) -> tuple[str, str]:
+        """oldest, span: the two index keys that hold ``conv``."""
+        return self.retention_shard(zlib.crc32(conv.encode()) % INDEX_SHARDS)
+
+    def retention_shard(self, shard: int) -> tuple[str, str]:
+        tag = f"{self.namespace}:{{i:{shard}}}"
+        return f"{tag}:oldest", f"{tag}:span"
+
+
+def allot(wanted: Sequence[int], budget: int) -> list[int]:
+    """Share ``budget`` out in order: each gets what it wants while the budget lasts.
+
+    >>> allot([3, 0, 5, 2], 6)
+    [3, 0, 3, 0]
+    """
+    shares = []
+    for want in wanted:
+        share = max(0, min(want, budget))
+        shares.append(share)
+        budget -= share
+    return shares
+
+
+def _pending_parts(member: bytes) -> tuple[str, str]:
+    """The (mid, conv) a pending-index member names."""
+    mid, conv = member[2 * _MEMBER_NUMBER :].decode().split(_SEP, 1)
+    return mid, conv
+
+
+# -- scripts --------------------------------------------------------------------------------
+
+# Helpers shared by the conversation scripts; KEYS are RedisKeys.conversation's six keys.
+_CONVERSATION_PRELUDE = r"""
+local SEQ, LOG, CIDS, MIDS, AGE, RECEIPTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+
+local function id(seq) return string.format('%d-0', seq) end
+local function rank(seq) return string.format('%015d', seq) end
+local function seq_of(entry_id) return tonumber(string.match(entry_id, '^%d+')) end
+
+local function entry(seq)
+  local found = redis.call('XRANGE', LOG, id(seq), id(seq))
+  if #found == 0 then return nil end
+  return found[1][2][2]
+end
+
+-- Remove one message and its entries in this conversation's indexes; note (mid, to) in dropped
+-- for the indexes on other shards.
+local function drop(seq, packed, dropped)
+  local m = cmsgpack.unpack(packed)
+  redis.call('XDEL', LOG, id(seq))
+  redis.call('HDEL', MIDS, m.mid)
+  redis.call('ZREM', AGE, rank(seq))
+  if m.cid then
+    local field = m.sender .. '\31' .. m.cid
+    if redis.call('HGET', CIDS, field) == m.mid then redis.call('HDEL', CIDS, field) end
+  end
+  if m.to then redis.call('HDEL', RECEIPTS, m.mid) end
+  dropped[#dropped + 1] = m.mid
+  dropped[#dropped + 1] = m.to or ''
+end
+
+-- Remove, up to budget, messages beyond the newest max_count (0: no count limit), then
+-- messages with ts below cutoff ('': no age limit), oldest first.
+local function retain(max_count, cutoff, budget, dropped)
+  local n = 0
+  if max_count > 0 and budget > 0 then
+    local upto = tonumber(redis.call('GET', SEQ) or '0') - max_count
+    if upto >= 1 then
+      for _, e in ipairs(redis.call('XRANGE', LOG, '-', id(upto), 'COUNT', budget)) do
+        drop(seq_of(e[1]), e[2][2], dropped)
+        n = n + 1
+      end
+    end
+  end
+  if cutoff ~= '' and n < budget then
+    local old = redis.call('ZRANGEBYSCORE', AGE, '-inf', '(' .. cutoff, 'LIMIT', 0, budget - n)
+    for _, member in ipairs(old) do
+      local seq = tonumber(member)
+      local packed = entry(seq)
+      if packed then
+        drop(seq, packed, dropped)
+        n = n + 1
+      else
+        redis.call('ZREM', AGE, member)
+      end
+    end
+  end
+  return n
+end
+
+-- What the retention index holds for this conversation: its span and oldest ts.
+local function state(last)
+  last = last or tonumber(redis.call('GET', SEQ) or '0')
+  local first = redis.call('XRANGE', LOG, '-', '+', 'COUNT', 1)
+  local span = 0
+  if #first > 0 then span = last - seq_of(first[1][1]) + 1 end
+  local oldest = redis.call('ZRANGE', AGE, 0, 0, 'WITHSCORES')
+  return span, oldest[2] or '+inf'
+end
+"""
+
+# ARGV: mid, conv, ts, sender, kind, body, cid, room, to, which of cid/room/to are set ("101"),
+# channel, retention count, age cutoff, trim budget, origin ('' for none: published, not stored).
+# Returns {duplicate, packed, receipt level (-1: not direct), span, oldest ts, dropped}.
+_APPEND = (
+    "#!lua\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local mid, sender, given = ARGV[1], ARGV[4], ARGV[10]
+local has_cid, has_room = given:sub(1, 1) == '1', given:sub(2, 2) == '1'
+local has_to = given:sub(3, 3) == '1'
+local field
+if has_cid then
+  field = sender .. '\31' .. ARGV[7]
+  local original = redis.call('HGET', CIDS, field)
+  local seq = original and redis.call('HGET', MIDS, original)
+  local packed = seq and entry(seq)
+  if packed then
+    local level = tonumber(redis.call('HGET', RECEIPTS, original) or '-1')
+    local span, oldest = state()
+    return {1, packed, level, span, oldest, {}}
+  end
+end
+local seq = redis.call('INCR', SEQ)
+local msg = {mid = mid, conv = ARGV[2], seq = seq, ts = tonumber(ARGV[3]), sender = sender,
+             kind = ARGV[5], body = ARGV[6]}
+if has_cid then msg.cid = ARGV[7] end
+if has_room then msg.room = ARGV[8] end
+if has_to then msg.to = ARGV[9] end
+local packed = cmsgpack.pack(msg)
+redis.call('XADD', LOG, id(seq), 'm', packed)
+redis.call('HSET', MIDS, mid, seq)
+redis.call('ZADD', AGE, ARGV[3], rank(seq))
+if has_cid then redis.call('HSET', CIDS, field, mid) end
+if has_to then redis.call('HSET', RECEIPTS, mid, 0) end
+if ARGV[15] ~= '' then
+  msg.origin = ARGV[15]
+  redis.call('PUBLISH', ARGV[11], cmsgpack.pack(msg))
+else
+  redis.call('PUBLISH', ARGV[11], packed)
+end
+local dropped = {}
+local span, oldest = state(seq)
+local max_count, cutoff = tonumber(ARGV[12]), ARGV[13]
+if span > max_count or tonumber(oldest) < tonumber(cutoff) then
+  retain(max_count, cutoff, tonumber(ARGV[14]), dropped)
+  span, oldest = state(seq)
+end
+return {0, packed, has_to and 0 or -1, span, oldest, dropped}
+"""
+)
+
+# ARGV: max_count (0: none), cutoff ('': none), budget. Returns {removed, span, oldest, dropped}.
+_RETAIN = (
+    "#!lua\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local dropped = {}
+local n = retain(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), dropped)
+local span, oldest = state()
+return {n, span, oldest, dropped}
+"""
+)
+
+# ARGV: mid, user, level. Returns {sender, previous level} when the receipt advanced, else nil.
+_MARK = (
+    "#!lua\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local current = redis.call('HGET', RECEIPTS, ARGV[1])
+local seq = current and redis.call('HGET', MIDS, ARGV[1])
+local packed = seq and entry(seq)
+if not packed then return false end
+local m = cmsgpack.unpack(packed)
+if m.to ~= ARGV[2] or tonumber(current) >= tonumber(ARGV[3]) then return false end
+redis.call('HSET', RECEIPTS, ARGV[1], ARGV[3])
+return {m.sender, tonumber(current)}
+"""
+)
+
+# ARGV: mids. Returns, per mid, the packed message (nil when not retained) and its receipt level.
+_LOOKUP = (
+    "#!lua flags=no-writes\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local found = {}
+for i, mid in ipairs(ARGV) do
+  local seq = redis.call('HGET', MIDS, mid)
+  found[2 * i - 1] = (seq and entry(seq)) or false
+  found[2 * i] = tonumber(redis.call('HGET', RECEIPTS, mid) or '-1')
+end
+return found
+"""
+)
+
+# KEYS: inbox, pending, order. ARGV: mid, ts, seq, conv, channel, packed.
+# Idempotent by mid: adds the message to the recipient's pending index (and publishes it on the
+# recipient's channel) only the first time. Returns 1 when added.
+_PENDING_ADD = r"""#!lua
+local mid = ARGV[1]
+if redis.call('HEXISTS', KEYS[1], mid) == 1 then return 0 end
+local order = redis.call('INCR', KEYS[3])
+local member = string.format('%015d%015d', tonumber(ARGV[3]), order) .. mid .. '\31' .. ARGV[4]
+redis.call('HSET', KEYS[1], mid, member)
+redis.call('ZADD', KEYS[2], ARGV[2], member)
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+
+# KEYS: inbox, pending. ARGV: mid, forget ("1": the message is gone, drop it from the inbox too).
+_PENDING_REMOVE = r"""#!lua
+local member = redis.call('HGET', KEYS[1], ARGV[1])
+if not member then return 0 end
+redis.call('ZREM', KEYS[2], member)
+if ARGV[2] == '1' then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Touched:
+    """What a conversation script reports for the indexes on other shards."""
+
+    span: int
+    oldest: float
+    dropped: list[tuple[str, str | None]]
+
+    @classmethod
+    def from_reply(cls, span: Any, oldest: Any, dropped: Any) -> _Touched:
+        pairs = [
+            (dropped[i].decode(), dropped[i + 1].decode() or None)
+            for i in range(0, len(dropped), 2)
+        ]
+        return cls(int(span), float(oldest), pairs)
+
+
+class RedisStore(Store):
+    """The message store in the Redis behind ``client``; see the module docstring.
+
+    ``namespace`` prefixes every key, so several stores can share one Redis. Appends keep their
+    own conversation within ``retention_count`` messages and ``max_age_ms`` of the message being
+    appended (removing at most two messages each); ``prune`` sweeps the rest. The caller owns
+    ``client`` unless the store was made by ``from_url``.
+
+    Warning: a client that retries on timeouts (redis-py's default) may run an append pipeline
+    twice when Redis answered late; messages with a cid come back as duplicates, but a message
+    without one is then stored twice. ``from_url`` makes a client that never retries: the
+    store's caller retries failed batches itself, with their cids.
+
+    Under gevent, call the store on the hub, not from a thread pool: its I/O already yields to
+    other greenlets, and a client's connections belong to the hub of the thread that opened
+    them.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str = "actorim",
+        retention_count: int = DEFAULT_MAX_COUNT,
+        max_age_ms: int = DEFAULT_MAX_AGE_MS,
+    ) -> None:
+        if retention_count < 1 or max_age_ms < 0:
+            raise ValueError(
+                f"retention_count must be at least 1 and max_age_ms not negative, got"
+                f" {retention_count} and {max_age_ms}"
+            )
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("the Redis client must be made with decode_responses=False")
+        self._client = client
+        self._keys = RedisKeys(namespace)
+        self._retention_count = retention_count
+        self._max_age_ms = max_age_ms
+        self._owns_client = False
+        self._closed = False
+        kwargs = client.connection_pool.connection_kwargs
+        self._where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        self._append_script = client.register_script(_APPEND)
+        self._retain_script = client.register_script(_RETAIN)
+        self._mark_script = client.register_script(_MARK)
+        self._lookup_script = client.register_script(_LOOKUP)
+        self._pending_add = client.register_script(_PENDING_ADD)
+        self._pending_remove = client.register_script(_PENDING_REMOVE)
+        self.epoch()
+        self._warn_unless_durable()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """A store on a client of its own for ``url`` (no retries), closed with the store."""
+        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        try:
+            store = cls(client, **options)
+        except BaseException:
+            client.close()
+            raise
+        store._owns_client = True
+        return store
+
+    @property
+    def keys(self) -> RedisKeys:
+        """The names of this store's keys and channels (what a subscriber listens to)."""
+        return self._keys
+
+    def _warn_unless_durable(self) -> None:
+        try:
+            reply = self._client.config_get("append*")
+        except redis.RedisError:
+            return  # CONFIG is often disabled on managed Redis; the operator's docs say what to set
+        config = {_text(k): _text(v) for k, v in reply.items()}
+        if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
+            logger.warning(
+                "Redis at %s runs with appendonly=%s appendfsync=%s: acknowledged messages can"
+                " be lost if it stops; set appendonly yes and appendfsync always",
+                self._where,
+                config.get("appendonly", "?"),
+                config.get("appendfsync", "?"),
+            )
+
+    # -- calling Redis ----------------------------------------------------------------------
+
+    def _live(self) -> None:
+        if self._closed:
+            raise StoreError(f"the Redis message store at {self._where} is closed")
+
+    @contextmanager
+    def _calling(self, what: str, *, partial: str = "") -> Iterator[None]:
+        self._live()
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreError(
+                f"could not {what}: Redis at {self._where} did not answer ({exc}){partial};"
+                " check that Redis is running and reachable"
+            ) from exc
+        except redis.RedisError as exc:
+            raise StoreError(
+                f"could not {what}: Redis at {self._where} refused: {exc}{partial}"
+            ) from exc
+
+    def _pipeline(self) -> Any:
+        return self._client.pipeline(transaction=False)
+
+    # -- the Store interface ----------------------------------------------------------------
+
+    def epoch(self) -> str:
+        with self._calling("read the store's epoch"):
+            pipe = self._pipeline()
+            pipe.set(self._keys.epoch, secrets.token_hex(8), nx=True)
+            pipe.get(self._keys.epoch)
+            _, epoch = pipe.execute()
+        return bytes(epoch).decode()
+
+    def append_batch(self, msgs: Sequence[NewMessage]) -> list[StoredMessage]:
+        for msg in msgs:
+            check_new_message(msg)
+        self._live()
+        if not msgs:
+            return []
+        partial = "; some of the batch may be stored: send it again with the same cids"
+        with self._calling(f"store {len(msgs)} messages", partial=partial):
+            pipe = self._pipeline()
+            for msg in msgs:
+                self._append_script(
+                    keys=self._keys.conversation(msg.conv), args=self._append_args(msg), client=pipe
+                )
+            replies = pipe.execute()
+            stored = []
+            touched: list[tuple[str, _Touched]] = []
+            levels = []
+            for reply in replies:
+                duplicate, packed, level, span, oldest, dropped = reply
+                message = decode_published(packed)
+                stored.append(replace(message, duplicate=bool(duplicate)))
+                touched.append((message.conv, _Touched.from_reply(span, oldest, dropped)))
+                levels.append(int(level))
+            packed = [bytes(r[1]) for r in replies]
+            origins = [m.origin for m in msgs]
+            self._index_appended(stored, packed, levels, touched, origins)
+        return stored
+
+    def _append_args(self, msg: NewMessage) -> list[object]:
+        given = "".join("0" if v is None else "1" for v in (msg.cid, msg.room, msg.to))
+        return [
+            new_mid(msg.ts),
+            msg.conv,
+            msg.ts,
+            msg.sender,
+            msg.kind,
+            msg.body,
+            msg.cid or "",
+            msg.room or "",
+            msg.to or "",
+            given,
+            self._keys.conversation_channel(msg.conv),
+            self._retention_count,
+            msg.ts - self._max_age_ms,
+            _TRIM_PER_APPEND,
+            msg.origin or "",
+        ]
+
+    def _index_appended(
+        self,
+        stored: list[StoredMessage],
+        packed: list[bytes],
+        levels: list[int],
+        touched: list[tuple[str, _Touched]],
+        origins: list[str | None],
+    ) -> None:
+        """The second step: the indexes on other shards, and the recipients' channels.
+
+        Every write here is idempotent, and runs for resends too, so resending a batch whose
+        second step failed completes it.
+        """
+        keys = self._keys
+        pipe = self._pipeline()
+        by_bucket: dict[str, dict[str, str]] = {}
+        for msg in stored:
+            by_bucket.setdefault(keys.mid_index(msg.mid), {})[msg.mid] = msg.conv
+        for bucket, mapping in by_bucket.items():
+            pipe.hset(bucket, mapping=mapping)
+        for msg, data, level, origin in zip(stored, packed, levels, origins, strict=True):
+            if msg.to is None:
+                continue
+            if level == _PENDING:
+                self._pending_add(
+                    keys=keys.user(msg.to),
+                    args=[msg.mid, msg.ts, msg.seq, msg.conv, keys.user_channel(msg.to), data],
+                    client=pipe,
+                )
+            if not msg.duplicate and msg.sender != msg.to:
+                pipe.publish(keys.user_channel(msg.sender), _with_origin(data, origin))
+        # Last: a later message of the batch may have trimmed an earlier one, whose entries
+        # just queued must then go again.
+        self._reindex(pipe, touched, exact=False)
+        pipe.execute()
+
+    def _reindex(self, pipe: Any, touched: list[tuple[str, _Touched]], *, exact: bool) -> None:
+        """Queue the retention-index updates and other-shard clean-ups a script reported.
+
+        After an append (``exact`` False) the index only moves towards "needs pruning" (oldest
+        down, span up), so concurrent appends and prunes cannot hide a conversation from
+        prune. After a prune it is set to the values the prune left.
+        """
+        oldest: dict[str, float] = {}
+        span: dict[str, int] = {}
+        for conv, t in touched:
+            oldest[conv] = t.oldest if exact else min(t.oldest, oldest.get(conv, t.oldest))
+            span[conv] = t.span if exact else max(t.span, span.get(conv, t.span))
+            self._forget(pipe, t.dropped)
+        for conv, ts in oldest.items():
+            oldest_key, span_key = self._keys.retention_index(conv)
+            pipe.zadd(oldest_key, {conv: ts}, lt=not exact)
+            pipe.zadd(span_key, {conv: span[conv]}, gt=not exact)
+
+    def _forget(self, pipe: Any, dropped: list[tuple[str, str | None]]) -> None:
+        """Queue the removal of dropped messages from the indexes on other shards."""
+        for mid, to in dropped:
+            pipe.hdel(self._keys.mid_index(mid), mid)
+            if to is not None:
+                self._pending_remove(keys=self._keys.user(to)[:2], args=[mid, "1"], client=pipe)
+
+    def last_seq(self, conv: str) -> int:
+        with self._calling("read the last seq"):
+            return int(self._client.get(self._keys.conversation(conv)[0]) or 0)
+
+    def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
+        _check_limit(limit)
+        seq_key, log = self._keys.conversation(conv)[:2]
+        with self._calling("read missed messages"):
+            pipe = self._client.pipeline(transaction=True)  # one slot: a consistent snapshot
+            pipe.xrange(log, "-" if seq < 0 else f"{seq + 1}-0", "+", count=limit + 1)
+            pipe.get(seq_key)
+            entries, last = pipe.execute()
+        page = [_decode_entry(e) for e in entries]
+        if len(page) > limit:
+            return page[:limit], False
+        # Seqs were given without gaps, so the page is everything after `seq` exactly when it
+        # holds as many messages as were ever given after it.
+        return page, len(page) == max(0, int(last or 0) - seq)
+
+    def history(
+        self,
+        conv: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int,
+    ) -> tuple[list[StoredMessage], bool]:
+        _check_limit(limit)
+        self._live()
+        if (before is not None and before <= 1) or (
+            before is not None and after is not None and before - after <= 1
+        ):
+            return [], False
+        low = "-" if after is None or after < 0 else f"{after + 1}-0"
+        high = "+" if before is None else f"{before - 1}-0"
+        log = self._keys.conversation(conv)[1]
+        with self._calling("read history"):
+            if after is None:
+                entries = self._client.xrevrange(log, high, low, count=limit + 1)
+            else:
+                entries = self._client.xrange(log, low, high, count=limit + 1)
+        page = [_decode_entry(e) for e in entries[:limit]]
+        if after is None:
+            page.reverse()
+        return page, len(entries) > limit
+
+    def get(self, mid: str) -> StoredMessage | None:
+        with self._calling("read a message"):
+            conv = self._client.hget(self._keys.mid_index(mid), mid)
+            if conv is None:
+                return None
+            keys = self._keys.conversation(conv.decode())
+            packed, _ = self._lookup_script(keys=keys, args=[mid])
+        return None if packed is None else decode_published(packed)
+
+    def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
+        _check_limit(limit)
+        inbox, pending, _ = self._keys.user(user)
+        found: list[StoredMessage] = []
+        stale: list[tuple[str, bool]] = []
+        start = 0
+        with self._calling("read pending messages"):
+            while len(found) < limit:
+                members = self._client.zrange(pending, start, start + limit - len(found) - 1)
+                if not members:
+                    break
+                start += len(members)
+                entries = [_pending_parts(m) for m in members]
+                by_conv: dict[str, list[str]] = {}
+                for mid, conv in entries:
+                    by_conv.setdefault(conv, []).append(mid)
+                pipe = self._pipeline()
+                for conv, mids in by_conv.items():
+                    self._lookup_script(keys=self._keys.conversation(conv), args=mids, client=pipe)
+                looked_up: dict[str, tuple[bytes | None, int]] = {}
+                for mids, reply in zip(by_conv.values(), pipe.execute(), strict=True):
+                    for i, mid in enumerate(mids):
+                        looked_up[mid] = (reply[2 * i], int(reply[2 * i + 1]))
+                for mid, _ in entries:
+                    packed, level = looked_up[mid]
+                    if packed is not None and level == _PENDING:
+                        found.append(decode_published(packed))
+                    else:
+                        stale.append((mid, packed is None))
+            if stale:
+                pipe = self._pipeline()
+                for mid, gone in stale:
+                    self._pending_remove(
+                        keys=(inbox, pending), args=[mid, "1" if gone else "0"], client=pipe
+                    )
+                pipe.execute()
+        return found
+
+    def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:
+        return self.mark_batch([(mid, user, status)])[0]
+
+    def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
+        for _, _, status in marks:
+            if status not in _RECEIPT_LEVELS:
+                raise ValueError(f"status must be 'delivered' or 'read', got {status!r}")
+        self._live()
+        if not marks:
+            return []
+        keys = self._keys
+        results: list[Receipt | None] = [None] * len(marks)
+        with self._calling(f"record {len(marks)} receipts"):
+            pipe = self._pipeline()
+            for mid, user, _ in marks:
+                pipe.hget(keys.user(user)[0], mid)
+            # Only the recipient's inbox holds the message; the rest stay None.
+            found = [(i, m) for i, m in enumerate(pipe.execute()) if m is not None]
+            pipe = self._pipeline()
+            for i, member in found:
+                mid, user, status = marks[i]
+                conv = _pending_parts(member)[1]
+                self._mark_script(
+                    keys=keys.conversation(conv),
+                    args=[mid, user, _RECEIPT_LEVELS[status]],
+                    client=pipe,
+                )
+            advanced = pipe.execute()
+            pipe = self._pipeline()
+            for (i, _), reply in zip(found, advanced, strict=True):
+                if reply is None:
+                    continue
+                mid, user, status = marks[i]
+                sender, previous = reply
+                results[i] = Receipt(mid, sender.decode(), user, status)
+                if int(previous) == _PENDING:
+                    self._pending_remove(keys=keys.user(user)[:2], args=[mid, "0"], client=pipe)
+            pipe.execute()
+        return results
+
+    def prune(
+        self,
+        *,
+        now_ms: int,
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_age_ms: int = DEFAULT_MAX_AGE_MS,
+        budget: int = DEFAULT_PRUNE_BUDGET,
+    ) -> int:
+        if budget < 1 or max_count < 1 or max_age_ms < 0:
+            raise ValueError(
+                f"prune needs budget >= 1, max_count >= 1, max_age_ms >= 0; got {budget},"
+                f" {max_count}, {max_age_ms}"
+            )
+        with self._calling("prune old messages"):
+            cutoff = now_ms - max_age_ms
+            deleted = self._prune_by_age(cutoff, budget)
+            if deleted < budget:
+                deleted += self._prune_by_count(max_count, budget - deleted)
+        return deleted
+
+    def _prune_by_age(self, cutoff: int, budget: int) -> int:
+        """Remove messages older than ``cutoff``, conversations with the oldest first."""
+        left = budget
+        for _ in range(_PRUNE_ROUNDS):
+            if left == 0:
+                break
+            pipe = self._pipeline()
+            for shard in range(INDEX_SHARDS):
+                oldest_key = self._keys.retention_shard(shard)[0]
+                pipe.zrangebyscore(
+                    oldest_key, "-inf", f"({cutoff}", start=0, num=_PRUNE_BATCH, withscores=True
+                )
+            candidates = sorted(
+                (score, conv.decode()) for shard in pipe.execute() for conv, score in shard
+            )[:_PRUNE_BATCH]
+            if not candidates:
+                break
+            pipe = self._pipeline()
+            for _, conv in candidates:
+                pipe.zcount(self._keys.conversation(conv)[4], "-inf", f"({cutoff}")
+            counts = pipe.execute()
+            shares = allot(counts, left)
+            # A conversation with nothing old was indexed too low: visit it to fix the index.
+            left -= self._retain(
+                [
+                    (conv, 0, str(cutoff), share)
+                    for (_, conv), count, share in zip(candidates, counts, shares, strict=True)
+                    if share > 0 or count == 0
+                ]
+            )
+        return budget - left
+
+    def _prune_by_count(self, max_count: int, budget: int) -> int:
+        """Remove messages beyond the newest ``max_count`` of each conversation."""
+        left = budget
+        for _ in range(_PRUNE_ROUNDS):
+            if left == 0:
+                break
+            pipe = self._pipeline()
+            for shard in range(INDEX_SHARDS):
+                span_key = self._keys.retention_shard(shard)[1]
+                pipe.zrangebyscore(
+                    span_key, f"({max_count}", "+inf", start=0, num=_PRUNE_BATCH, withscores=True
+                )
+            candidates = sorted(
+                (conv.decode(), int(span)) for shard in pipe.execute() for conv, span in shard
+            )[:_PRUNE_BATCH]
+            if not candidates:
+                break
+            shares = allot([span - max_count for _, span in candidates], left)
+            left -= self._retain(
+                [
+                    (conv, max_count, "", share)
+                    for (conv, _), share in zip(candidates, shares, strict=True)
+                ]
+            )
+        return budget - left
+
+    def _retain(self, plan: list[tuple[str, int, str, int]]) -> int:
+        """Run the retention script for each (conv, max_count, cutoff, budget); fix the index.
+
+        A conversation with a budget of 0 is only re-indexed: its index entry was stale.
+        Returns how many messages were removed.
+        """
+        if not plan:
+            return 0
+        pipe = self._pipeline()
+        for conv, max_count, cutoff, share in plan:
+            self._retain_script(
+                keys=self._keys.conversation(conv), args=[max_count, cutoff, share], client=pipe
+            )
+        touched = []
+        removed = 0
+        for (conv, *_), (count, span, oldest, dropped) in zip(plan, pipe.execute(), strict=True):
+            removed += int(count)
+            touched.append((conv, _Touched.from_reply(span, oldest, dropped)))
+        pipe = self._pipeline()
+        self._reindex(pipe, touched, exact=True)
+        # An append that ran after the script but indexed itself before the line above would
+        # have its older timestamp overwritten: read each conversation's oldest again.
+        for conv, _ in touched:
+            pipe.zrange(self._keys.conversation(conv)[4], 0, 0, withscores=True)
+        rereads = pipe.execute()[-len(touched) :]
+        pipe = self._pipeline()
+        for (conv, t), reread in zip(touched, rereads, strict=True):
+            if reread and reread[0][1] < t.oldest:
+                pipe.zadd(self._keys.retention_index(conv)[0], {conv: reread[0][1]}, lt=True)
+        pipe.execute()
+        return removed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            try:
+                self._client.close()
+            except redis.RedisError as exc:
+                raise StoreError(
+                    f"could not close the Redis client for {self._where}: {exc}"
+                ) from exc
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def _decode_entry(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredMessage:
+    return decode_published(entry[1][b"m"])

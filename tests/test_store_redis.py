@@ -1,0 +1,394 @@
+"""What the Redis message store adds to the promises every store keeps (those are proved in
+test_store_conformance.py): acknowledged messages survive Redis being killed and restarted on its
+append-only file, every new message is published once where the cluster bus listens, a
+conversation's keys stay on one hash slot, and prune needs no SCAN."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from actorim.store import NewMessage, RedisStore, StoredMessage, StoreError, dm_conv, room_conv
+from actorim.store.redis import RedisKeys, decode_published, encode_published
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
+
+pytest_plugins = ["tests.redis_server"]
+
+StartRedis = Callable[..., "RedisServer"]
+
+# How long a subscriber waits for a message that must come.
+PUBLISH_TIMEOUT = 5.0
+
+
+def room_msg(
+    text: str = "hi",
+    *,
+    room: str = "lobby",
+    sender: str = "alice",
+    ts: int = 1_000,
+    cid: str | None = None,
+) -> NewMessage:
+    return NewMessage(room_conv(room), sender, "text", text.encode(), ts, cid=cid, room=room)
+
+
+def direct(sender: str, to: str, *, ts: int = 1_000, cid: str | None = None) -> NewMessage:
+    return NewMessage(dm_conv(sender, to), sender, "text", b"psst", ts, cid=cid, to=to)
+
+
+def seqs(messages: list[StoredMessage]) -> list[int]:
+    return [m.seq for m in messages]
+
+
+def published(stored: StoredMessage) -> StoredMessage:
+    """``stored`` as a subscriber sees it: the published form has no duplicate flag."""
+    return decode_published(encode_published(stored))
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> Iterator[RedisStore]:
+    store = RedisStore(redis_client, namespace="im")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def subscriber(redis_client: redis.Redis) -> Iterator[redis.client.PubSub]:
+    pubsub = redis_client.pubsub()
+    yield pubsub
+    pubsub.close()
+
+
+def subscribe(pubsub: redis.client.PubSub, *channels: str) -> None:
+    """Subscribe and wait until Redis confirmed every channel."""
+    pubsub.subscribe(*channels)
+    for _ in channels:
+        confirmation = pubsub.get_message(timeout=PUBLISH_TIMEOUT)
+        assert confirmation is not None and confirmation["type"] == "subscribe"
+
+
+def next_published(pubsub: redis.client.PubSub) -> tuple[str, StoredMessage]:
+    """The next message on a subscribed channel."""
+    message = pubsub.get_message(timeout=PUBLISH_TIMEOUT)
+    assert message is not None, "nothing was published"
+    assert message["type"] == "message"
+    return message["channel"].decode(), decode_published(message["data"])
+
+
+# -- durability -----------------------------------------------------------------------------
+
+
+def test_acknowledged_messages_survive_redis_being_killed_and_restarted(
+    redis_server: StartRedis,
+) -> None:
+    server = redis_server()
+    client = server.client()
+    store = RedisStore(client, namespace="im")
+    epoch = store.epoch()
+    stored = store.append_batch([room_msg("one", cid="c1"), direct("alice", "bob", cid="c2")])
+    stored += store.append_batch([room_msg("two")])
+    store.mark(stored[1].mid, "bob", "delivered")
+    [pending] = store.append_batch([direct("carol", "bob")])
+
+    server.kill()  # SIGKILL right after the appends returned: nothing more reaches the disk
+    server.start()  # the same port and directory: Redis replays its append-only file
+
+    try:
+        assert [store.get(m.mid) for m in stored] == stored
+        page, complete = store.since(room_conv("lobby"), 0, limit=10)
+        assert complete and page == [stored[0], stored[2]]
+        assert store.epoch() == epoch
+        assert store.pending_for("bob", limit=10) == [pending]
+        assert store.mark(stored[1].mid, "bob", "delivered") is None
+        [again] = store.append_batch([room_msg("one", cid="c1")])
+        assert again.duplicate and again.mid == stored[0].mid
+        assert store.append_batch([room_msg("three")])[0].seq == 3
+    finally:
+        store.close()
+        client.close()
+
+
+def test_calls_while_redis_is_down_raise_store_error_and_work_once_it_is_back(
+    redis_server: StartRedis,
+) -> None:
+    server = redis_server()
+    client = server.client(retries=False)
+    store = RedisStore(client, namespace="im")
+    store.append_batch([room_msg()])
+    server.stop()
+
+    with pytest.raises(StoreError, match=f"Redis at 127.0.0.1:{server.port} did not answer"):
+        store.append_batch([room_msg(cid="c1")])
+    with pytest.raises(StoreError, match="check that Redis is running"):
+        store.since(room_conv("lobby"), 0, limit=10)
+    with pytest.raises(StoreError):
+        store.pending_for("bob", limit=10)
+
+    server.start()
+    try:
+        assert store.append_batch([room_msg(cid="c1")])[0].seq == 2
+    finally:
+        store.close()
+        client.close()
+
+
+def test_redis_that_refuses_writes_stores_nothing_and_leaves_no_gap(
+    redis_server: StartRedis,
+) -> None:
+    server = redis_server()
+    client = server.client()
+    store = RedisStore(client, namespace="im")
+    store.append_batch([room_msg()])
+    client.config_set("maxmemory", 1)  # with noeviction: every write is refused (OOM)
+    try:
+        with pytest.raises(StoreError, match="maxmemory"):
+            store.append_batch([room_msg()])
+        client.config_set("maxmemory", 0)
+        assert store.last_seq(room_conv("lobby")) == 1
+        assert store.append_batch([room_msg()])[0].seq == 2
+    finally:
+        store.close()
+        client.close()
+
+
+def test_store_on_redis_without_a_synced_append_only_file_warns(
+    redis_server: StartRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_server()
+    client = server.client()
+    try:
+        with caplog.at_level(logging.WARNING, logger="actorim.store"):
+            RedisStore(client).close()
+            assert not caplog.records
+            client.config_set("appendfsync", "everysec")
+            RedisStore(client).close()
+        assert "appendfsync=everysec" in caplog.text
+        assert "set appendonly yes and appendfsync always" in caplog.text
+    finally:
+        client.close()
+
+
+def test_wiping_redis_gives_the_store_a_new_epoch(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    epoch = store.epoch()
+    store.append_batch([room_msg()])
+    assert store.epoch() == epoch
+    redis_client.flushall()
+    assert store.epoch() != epoch
+    assert store.append_batch([room_msg()])[0].seq == 1
+
+
+# -- publishing -----------------------------------------------------------------------------
+
+
+def test_new_message_is_published_on_its_conversation_channel_once(
+    store: RedisStore, subscriber: redis.client.PubSub
+) -> None:
+    channel = store.keys.conversation_channel(room_conv("lobby"))
+    assert channel == "im:{r:lobby}"
+    subscribe(subscriber, channel)
+
+    [first] = store.append_batch([room_msg("one", cid="c1")])
+    [resent, second] = store.append_batch([room_msg("one", cid="c1"), room_msg("two")])
+
+    assert resent.duplicate
+    assert next_published(subscriber) == (channel, first)
+    assert next_published(subscriber) == (channel, second)  # the resend was not published
+
+
+def test_direct_message_is_published_to_the_conversation_and_both_users(
+    store: RedisStore, subscriber: redis.client.PubSub
+) -> None:
+    keys = store.keys
+    channels = {
+        keys.conversation_channel(dm_conv("alice", "bob")),
+        keys.user_channel("alice"),
+        keys.user_channel("bob"),
+    }
+    subscribe(subscriber, *channels)
+
+    [msg] = store.append_batch([direct("alice", "bob", cid="c1")])
+    store.append_batch([direct("alice", "bob", cid="c1")])
+    [later] = store.append_batch([direct("bob", "alice")])
+
+    seen = [next_published(subscriber) for _ in range(6)]
+    # Each channel's messages come in order: the resend was published on none of them.
+    assert sorted(seen[:3]) == sorted((channel, published(msg)) for channel in channels)
+    assert sorted(seen[3:]) == sorted((channel, published(later)) for channel in channels)
+
+
+def test_published_form_carries_every_field_and_refuses_anything_else() -> None:
+    msg = StoredMessage("065svpb80000000000", "d:a|b", 7, 1_000, "a", "text", b"\xff\x00", None,
+                        None, "b")  # fmt: skip
+    assert decode_published(encode_published(msg)) == msg
+    for garbage in (b"", b"\x93\x01\x02\x03", encode_published(msg)[:-3], b"\x81\xa3mid\x01"):
+        with pytest.raises(ValueError, match="not a published message"):
+            decode_published(garbage)
+
+
+# -- layout ---------------------------------------------------------------------------------
+
+
+def test_a_conversations_keys_share_its_slot_and_a_recipients_keys_theirs(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    store.append_batch([room_msg(cid="c1"), direct("alice", "bob", cid="c2")])
+    keys = {k.decode() for k in redis_client.keys("im:*")}
+
+    def slots(tag: str) -> set[int]:
+        return {key_slot(k.encode()) for k in keys if f"{{{tag}}}" in k}
+
+    assert {k for k in keys if "{r:lobby}" in k} == {
+        f"im:{{r:lobby}}:{name}" for name in ("seq", "log", "cids", "mids", "age")
+    }
+    assert {k for k in keys if "{u:bob}" in k} == {
+        f"im:{{u:bob}}:{name}" for name in ("inbox", "pending", "order")
+    }
+    for tag, channel in [
+        ("r:lobby", store.keys.conversation_channel("r:lobby")),
+        ("d:alice|bob", store.keys.conversation_channel("d:alice|bob")),
+        ("u:bob", store.keys.user_channel("bob")),
+    ]:
+        assert slots(tag) == {key_slot(channel.encode())}, tag
+    assert "im:{d:alice|bob}:receipts" in keys
+    assert not any("{u:alice}" in k for k in keys), "a sender gets no index of their own"
+
+
+def test_stores_in_different_namespaces_share_nothing(redis_client: redis.Redis) -> None:
+    one, two = RedisStore(redis_client, namespace="one"), RedisStore(redis_client, namespace="two")
+    [msg] = one.append_batch([direct("alice", "bob", cid="c1")])
+    assert one.epoch() != two.epoch()
+    assert two.last_seq(dm_conv("alice", "bob")) == 0
+    assert two.get(msg.mid) is None and two.pending_for("bob", limit=10) == []
+    assert not two.append_batch([direct("alice", "bob", cid="c1")])[0].duplicate
+
+
+@pytest.mark.parametrize("namespace", ["", "a{b}", "with space", "x" * 65])
+def test_namespace_that_could_break_the_key_layout_is_refused(namespace: str) -> None:
+    with pytest.raises(ValueError, match="namespace"):
+        RedisKeys(namespace)
+
+
+def test_client_that_decodes_responses_is_refused(redis_session: RedisServer) -> None:
+    client = redis_session.client(decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisStore(client)
+    client.close()
+
+
+# -- de-duplication, pending and retention --------------------------------------------------
+
+
+def test_cid_is_recognised_within_its_conversation_only(store: RedisStore) -> None:
+    lobby, other, dm = store.append_batch(
+        [room_msg(cid="c1"), room_msg(room="other", cid="c1"), direct("alice", "bob", cid="c1")]
+    )
+    assert not (other.duplicate or dm.duplicate)
+    assert len({lobby.mid, other.mid, dm.mid}) == 3
+    assert store.append_batch([room_msg(room="other", cid="c1")])[0].mid == other.mid
+
+
+def test_resend_restores_a_pending_entry_the_first_append_could_not_write(
+    store: RedisStore, redis_client: redis.Redis, subscriber: redis.client.PubSub
+) -> None:
+    [msg] = store.append_batch([direct("alice", "bob", cid="c1")])
+    # As if the connection broke between the message's script and its recipient's index.
+    redis_client.delete(*store.keys.user("bob"))
+    subscribe(subscriber, store.keys.user_channel("bob"))
+
+    [again] = store.append_batch([direct("alice", "bob", cid="c1")])
+
+    assert again.duplicate and again.mid == msg.mid
+    assert store.pending_for("bob", limit=10) == [msg]
+    assert next_published(subscriber) == (store.keys.user_channel("bob"), msg)
+
+
+def test_pending_skips_and_forgets_messages_whose_conversation_lost_them(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    gone, kept = store.append_batch([direct("alice", "bob"), direct("carol", "bob")])
+    # As if a prune removed the conversation's messages but not the recipient's index entry.
+    redis_client.delete(*store.keys.conversation(dm_conv("alice", "bob")))
+
+    assert store.pending_for("bob", limit=1) == [kept]
+    inbox = store.keys.user("bob")[0]
+    assert redis_client.hkeys(inbox) == [kept.mid.encode()]
+    assert store.mark(gone.mid, "bob", "read") is None
+
+
+def test_appends_keep_a_busy_conversation_within_the_stores_retention(
+    redis_client: redis.Redis,
+) -> None:
+    store = RedisStore(redis_client, namespace="im", retention_count=3, max_age_ms=10_000)
+    first = store.append_batch([direct("alice", "bob", cid=f"c{i}", ts=1_000) for i in range(4)])
+    assert seqs(store.since(dm_conv("alice", "bob"), 0, limit=10)[0]) == [2, 3, 4]
+    assert store.pending_for("bob", limit=10) == first[1:]
+    inbox = store.keys.user("bob")[0]
+    assert sorted(redis_client.hkeys(inbox)) == sorted(m.mid.encode() for m in first[1:])
+    assert not store.append_batch([direct("alice", "bob", cid="c0", ts=1_000)])[0].duplicate
+
+    store.append_batch([direct("alice", "bob", ts=11_500)])  # c1..c3 (ts 1000) are too old now
+    page, complete = store.since(dm_conv("alice", "bob"), 0, limit=10)
+    assert seqs(page) == [5, 6] and not complete
+    assert store.get(first[1].mid) is None
+
+
+def test_small_prune_budget_takes_the_conversation_with_the_oldest_messages_first(
+    store: RedisStore,
+) -> None:
+    store.append_batch(
+        [room_msg(room="b", ts=ts) for ts in (1_000, 1_001, 1_002)]
+        + [room_msg(room="a", ts=ts) for ts in (1_500, 1_501)]
+    )
+
+    def prune() -> int:
+        return store.prune(now_ms=12_000, max_age_ms=10_000, budget=2)
+
+    assert prune() == 2  # b's two oldest
+    assert seqs(store.history(room_conv("b"), limit=10)[0]) == [3]
+    assert prune() == 2  # b's last, then a's oldest
+    assert seqs(store.history(room_conv("b"), limit=10)[0]) == []
+    assert seqs(store.history(room_conv("a"), limit=10)[0]) == [2]
+    assert [prune(), prune()] == [1, 0]
+
+
+def test_prune_finds_conversations_without_scanning_the_keyspace(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    for room in ("a", "b", "c"):
+        store.append_batch([room_msg(room=room, ts=1_000 + i) for i in range(5)])
+    redis_client.config_resetstat()
+
+    assert store.prune(now_ms=1_000, max_count=2, max_age_ms=10_000) == 9
+    assert store.prune(now_ms=20_000, max_age_ms=10_000) == 6
+
+    used = {name.removeprefix("cmdstat_") for name in redis_client.info("commandstats")}
+    assert used & {"scan", "keys", "sscan", "hscan", "zscan"} == set()
+
+
+def test_missing_redis_server_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.redis_server as helper
+
+    monkeypatch.setattr(helper.shutil, "which", lambda name: None)
+    monkeypatch.setattr(helper.os, "access", lambda path, mode: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="redis-server is not installed"):
+        helper.find_redis_server()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
+        helper.find_redis_server()
+
+
+def test_store_made_from_a_url_closes_its_own_client(redis_session: RedisServer) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_session.port}/0", namespace="url")
+    assert store.append_batch([room_msg()])[0].seq == 1
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.last_seq(room_conv("lobby"))
