@@ -5,13 +5,14 @@ from gevent import monkey
 if not monkey.is_module_patched("socket"):
     monkey.patch_all()
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import pytest  # noqa: E402
+import pytest
 
-from actorim.config import Config  # noqa: E402
-from tests.support import RunningNode  # noqa: E402
+from actorim.config import Config
+from tests.redis_server import redis_client, redis_server, redis_session  # noqa: F401
+from tests.support import RunningNode
 
 
 @pytest.fixture
