@@ -134,34 +134,35 @@ export class ReconnectPolicy {
 
 /**
  * Notices a dead link within `window`: fed the time of every frame received and of every
- * timer tick, it answers what to do now: `"ping"` (the link is quiet; ask the server),
- * `"dead"` (nothing arrived for three quarters of the window) or `null`.
+ * timer tick, it answers what to do now: `"ping"` (the link has been quiet for a quarter of the
+ * window; ask the server), `"dead"` (that ping has gone unanswered for half the window) or
+ * `null`.
  *
  * Tick it every `tickEvery` ms: a dead link is then declared at most `window` after its last
- * frame.
+ * frame. Only an unanswered ping declares a link dead, so a tick that comes late (browsers
+ * throttle the timers of background tabs) pings first instead of dropping a healthy link.
  */
 export class HeartbeatMonitor {
   constructor(window) {
     this.window = window;
     this.lastFrame = 0;
-    this.pinged = false;
+    this.pingedAt = null;
   }
 
   get tickEvery() {
-    return this.window / 4;
+    return this.window / 8;
   }
 
   /** A frame arrived (or the link was opened) at `now`. */
   heard(now) {
     this.lastFrame = now;
-    this.pinged = false;
+    this.pingedAt = null;
   }
 
   tick(now) {
-    const quiet = now - this.lastFrame;
-    if (quiet >= (this.window * 3) / 4) return "dead";
-    if (quiet >= this.window / 4 && !this.pinged) {
-      this.pinged = true;
+    if (this.pingedAt !== null) return now - this.pingedAt >= this.window / 2 ? "dead" : null;
+    if (now - this.lastFrame >= this.window / 4) {
+      this.pingedAt = now;
       return "ping";
     }
     return null;
@@ -246,7 +247,8 @@ export function newCid() {
   b[6] = (b[6] & 0x0f) | 0x40;
   b[8] = (b[8] & 0x3f) | 0x80;
   const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  const part = (from, to) => hex.slice(from, to);
+  return `${part(0, 8)}-${part(8, 12)}-${part(12, 16)}-${part(16, 20)}-${part(20)}`;
 }
 
 function withTimeout(promise, ms) {
@@ -366,13 +368,22 @@ export class ActorimClient extends EventTarget {
   }
 
   async _attempt() {
+    const stale = this._ws;
+    if (stale) {
+      this._dropSocket();
+      stale.close();
+    }
     const gen = ++this._gen;
     this._setState(State.CONNECTING);
-    let token;
+    let token = this._token;
     try {
-      token = typeof this._token === "function" ? await withTimeout(this._token(), this.options.requestTimeout) : this._token;
+      if (typeof token === "function") {
+        token = await withTimeout(token(), this.options.requestTimeout);
+      }
     } catch (err) {
-      if (gen === this._gen && !this._stopped) this._ended(gen, 0, `no token: ${err.message || err}`);
+      if (gen === this._gen && !this._stopped) {
+        this._ended(gen, 0, `no token: ${err.message || err}`);
+      }
       return;
     }
     if (gen !== this._gen || this._stopped) return;
@@ -419,7 +430,9 @@ export class ActorimClient extends EventTarget {
       return;
     }
     if (gen !== this._gen) return;
-    if (this._watching.size) this._call("watch", { users: [...this._watching] }, { internal: true }).catch(() => {});
+    if (this._watching.size) {
+      this._call("watch", { users: [...this._watching] }, { internal: true }).catch(() => {});
+    }
     this._ready = true;
     this._setState(State.CONNECTED, { user: info.user, session: info.session });
     for (const w of this._readyWaiters.splice(0)) w.resolve(info);
@@ -461,11 +474,16 @@ export class ActorimClient extends EventTarget {
       this._emit("error", { code: err.code, message: `joining ${room}: ${err.message}`, room });
       return null;
     }
-    if (this._rooms.get(room) !== entry) return reply; // left meanwhile
+    if (this._rooms.get(room) !== entry) {
+      // Left while the join was on its way: leave on the server too.
+      this._call("leave", { room }, { internal: true }).catch(() => {});
+      return reply;
+    }
     const epochChanged = entry.epoch !== null && entry.epoch !== reply.epoch;
     entry.epoch = reply.epoch;
     if (entry.seq === null || reply.recovered === false) entry.seq = reply.seq;
-    this._emit("joined", { ...reply, resumed: resuming, recovered: reply.recovered !== false, epochChanged });
+    const recovered = reply.recovered !== false;
+    this._emit("joined", { ...reply, resumed: resuming, recovered, epochChanged });
     for (const w of entry.waiters.splice(0)) w.resolve(reply);
     return reply;
   }
@@ -599,13 +617,15 @@ export class ActorimClient extends EventTarget {
   _call(t, args, { internal = false } = {}) {
     return new Promise((resolve, reject) => {
       if (!this._ws || this._ws.readyState !== WebSocket.OPEN || (!internal && !this._ready)) {
-        reject(new ActorimError("disconnected", "not connected to the server; try again once connected"));
+        const why = "not connected to the server; try again once connected";
+        reject(new ActorimError("disconnected", why));
         return;
       }
       const id = this._nextId++;
       const timer = setTimeout(() => {
         this._inflight.delete(id);
-        reject(new ActorimError("timeout", `no reply to ${t} within ${this.options.requestTimeout} ms`));
+        const why = `no reply to ${t} within ${this.options.requestTimeout} ms`;
+        reject(new ActorimError("timeout", why));
       }, this.options.requestTimeout);
       this._inflight.set(id, { resolve, reject, timer });
       this._send({ t, id, ...args });
@@ -616,7 +636,8 @@ export class ActorimClient extends EventTarget {
 
   _enqueue(cmd) {
     if (this._queue.length >= this.options.maxQueued) {
-      return Promise.reject(new ActorimError("queue_full", "too many messages waiting for the server; try later"));
+      const why = "too many messages waiting for the server; try later";
+      return Promise.reject(new ActorimError("queue_full", why));
     }
     return new Promise((resolve, reject) => {
       this._queue.push({ cmd, resolve, reject, sentGen: null, tries: 0, retryTimer: null });
@@ -669,7 +690,8 @@ export class ActorimClient extends EventTarget {
       const msg = { t: "msg", mid: data.mid, seq: data.seq };
       if (cmd.room !== undefined) msg.room = cmd.room;
       else msg.to = cmd.to;
-      Object.assign(msg, { from: this.user, kind: cmd.kind, body: cmd.body, ts: data.ts, cid: cmd.cid });
+      msg.from = this.user;
+      Object.assign(msg, { kind: cmd.kind, body: cmd.body, ts: data.ts, cid: cmd.cid });
       if (this._seen.add(msg.mid)) this._emit("msg", msg);
     }
     entry.resolve(data);

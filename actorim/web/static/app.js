@@ -11,7 +11,12 @@ const NEAR_BOTTOM_PX = 60;
 // How long an error notice stays up.
 const NOTICE_MS = 6000;
 // Reconnect quickly after a server restart, never hammer a server that stays down.
-const CLIENT_OPTIONS = { heartbeat: 20_000, backoff: { floor: 300, cap: 5_000 }, maxFailures: 12, cooldown: 30_000 };
+const CLIENT_OPTIONS = {
+  heartbeat: 20_000,
+  backoff: { floor: 300, cap: 5_000 },
+  maxFailures: 12,
+  cooldown: 30_000,
+};
 // Width below which one pane shows at a time (matches style.css).
 const NARROW = window.matchMedia("(max-width: 720px)");
 
@@ -123,7 +128,8 @@ async function signIn(user) {
   try {
     await fetchToken(user); // fail here, on the form, rather than in a reconnect loop
   } catch (err) {
-    ui.signinError.textContent = err.message === "Failed to fetch" ? "The server cannot be reached." : err.message;
+    const unreachable = err.message === "Failed to fetch";
+    ui.signinError.textContent = unreachable ? "The server cannot be reached." : err.message;
     return;
   }
   app.me = user;
@@ -193,20 +199,25 @@ function onState({ state, delay }) {
 function renderLink() {
   const { state, retryAt } = app.link;
   const seconds = retryAt ? Math.max(0, Math.ceil((retryAt - Date.now()) / 1000)) : 0;
-  const waiting = retryAt && seconds > 0 ? ` in ${seconds} s` : "";
+  const waiting = retryAt && seconds > 0 ? ` in ${seconds}\u00a0s` : "";
   let pill;
   let banner = null;
-  if (state === State.CONNECTED) {
+  if (app.client === null) {
+    pill = "Signed out";
+  } else if (state === State.CONNECTED) {
     pill = "Online";
   } else if (state === State.CIRCUIT_OPEN) {
     pill = "Offline";
     banner = `The server is unreachable. Trying again${waiting}.`;
   } else if (app.everConnected) {
     pill = "Reconnecting…";
-    banner = state === State.CONNECTING ? "Connection lost. Reconnecting…" : `Connection lost. Reconnecting${waiting}…`;
+    banner = `Connection lost. Reconnecting${state === State.CONNECTING ? "" : waiting}…`;
   } else {
     pill = "Connecting…";
-    banner = state === State.CONNECTING ? "Connecting to the server…" : `Cannot reach the server. Trying again${waiting}…`;
+    banner =
+      state === State.CONNECTING
+        ? "Connecting to the server…"
+        : `Cannot reach the server. Trying again${waiting}…`;
   }
   ui.conn.textContent = pill;
   ui.conn.dataset.state = state;
@@ -349,6 +360,15 @@ function addDm(peer) {
   return conv;
 }
 
+function openDm(user) {
+  if (user === app.me) {
+    showNotice("That is you: pick someone else to message.");
+    return;
+  }
+  addDm(user);
+  openConversation(dmKey(user));
+}
+
 function openConv() {
   return app.openKey ? app.convs.get(app.openKey) || null : null;
 }
@@ -462,11 +482,14 @@ function flushReads() {
 // -- rendering ------------------------------------------------------------------------------------
 
 function dot(user) {
-  return el("span", { class: "dot", "data-status": app.presence.get(user) || "offline", "aria-hidden": "true" });
+  const status = user === app.me ? "online" : app.presence.get(user) || "offline";
+  return el("span", { class: "dot", "data-status": status, "aria-hidden": "true" });
 }
 
 function badge(count) {
-  return count ? el("span", { class: "unread", "data-testid": "unread", text: String(count), "aria-label": `${count} unread` }) : null;
+  if (!count) return null;
+  const label = `${count} unread`;
+  return el("span", { class: "unread", "data-testid": "unread", text: String(count), "aria-label": label });
 }
 
 function renderSidebar() {
@@ -504,14 +527,15 @@ function renderSidebar() {
   });
   const persons = byPresence.map((user) =>
     el("li", { "data-testid": "person", "data-user": user, "data-status": app.presence.get(user) || "offline" },
-      el("button", { type: "button", title: `Message ${user}`, onclick: () => { addDm(user); openConversation(dmKey(user)); } },
+      el("button", { type: "button", title: `Message ${user}`, onclick: () => openDm(user) },
         dot(user),
         el("span", { class: "name", text: user }),
         el("span", { class: "conv-sub", text: app.presence.get(user) === "online" ? "online" : "" }))),
   );
-  ui.roomList.replaceChildren(...(rooms.length ? rooms : [el("li", { class: "placeholder", text: "No rooms yet" })]));
-  ui.dmList.replaceChildren(...(dms.length ? dms : [el("li", { class: "placeholder", text: "No conversations yet" })]));
-  ui.peopleList.replaceChildren(...(persons.length ? persons : [el("li", { class: "placeholder", text: "Nobody around yet" })]));
+  const orElse = (items, text) => (items.length ? items : [el("li", { class: "placeholder", text })]);
+  ui.roomList.replaceChildren(...orElse(rooms, "No rooms yet"));
+  ui.dmList.replaceChildren(...orElse(dms, "No conversations yet"));
+  ui.peopleList.replaceChildren(...orElse(persons, "Nobody around yet"));
 }
 
 function renderHeader() {
@@ -526,8 +550,8 @@ function renderHeader() {
     const members = [...conv.members].sort((a, b) => a.localeCompare(b));
     ui.members.replaceChildren(
       ...members.map((user) =>
-        el("li", { "data-testid": "member", "data-user": user, "data-status": user === app.me ? "online" : app.presence.get(user) || "offline" },
-          user === app.me ? el("span", { class: "dot", "data-status": "online", "aria-hidden": "true" }) : dot(user),
+        el("li", { "data-testid": "member", "data-user": user, "data-status": dot(user).dataset.status },
+          dot(user),
           el("span", { text: user === app.me ? `${user} (you)` : user })),
       ),
     );
@@ -541,7 +565,8 @@ function renderHeader() {
 function renderHistoryStatus(conv) {
   let text = "";
   if (conv.loading) text = "Loading earlier messages…";
-  else if (conv.loaded && !conv.more) text = conv.messages.size ? "Start of the conversation" : "No messages yet";
+  else if (conv.loaded && !conv.more && conv.messages.size) text = "Start of the conversation";
+  else if (conv.loaded && !conv.more) text = "No messages yet";
   else if (conv.loaded) text = "Scroll up for earlier messages";
   ui.historyStatus.textContent = text;
 }
@@ -557,7 +582,9 @@ function bodyText(body) {
 }
 
 function statusOf(conv, item) {
-  if (item.cid && !item.mid) return item.failed ? ["failed", "Not sent", `Not sent: ${item.failed}`] : ["sending", "Sending…", "Sending"];
+  if (item.cid && !item.mid) {
+    return item.failed ? ["failed", "Not sent", `Not sent: ${item.failed}`] : ["sending", "Sending…", "Sending"];
+  }
   if (conv.kind !== "dm") return null;
   const receipt = app.receipts.get(item.mid);
   if (receipt === "read") return ["read", "✓✓ Read", "Read"];
@@ -584,11 +611,21 @@ function messageElement(conv, item) {
       mine ? null : el("span", { class: "author", text: item.from }),
       el("time", { text: timeOf(item.ts), datetime: new Date(item.ts).toISOString() })),
     el("div", { class: "bubble", "data-testid": "message-body", text: bodyText(item.body) }),
-    status ? el("span", { class: "status", "data-testid": "msg-status", "data-status": status[0], text: status[1], "aria-label": status[2] }) : null,
+    status
+      ? el("span", {
+          class: "status",
+          "data-testid": "msg-status",
+          "data-status": status[0],
+          text: status[1],
+          "aria-label": status[2],
+        })
+      : null,
   );
   if (cached) readObserver.unobserve(cached.el);
   app.rendered.set(key, { sig, el: node });
-  if (conv.kind === "dm" && item.mid && !mine && !app.readSent.has(item.mid)) readObserver.observe(node);
+  if (conv.kind === "dm" && item.mid && !mine && !app.readSent.has(item.mid)) {
+    readObserver.observe(node);
+  }
   return node;
 }
 
@@ -638,13 +675,8 @@ ui.dmForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const user = ui.dmUser.value.trim();
   if (!user) return;
-  if (user === app.me) {
-    showNotice("That is you: pick someone else to message.");
-    return;
-  }
   ui.dmUser.value = "";
-  addDm(user);
-  openConversation(dmKey(user));
+  openDm(user);
 });
 
 ui.leave.addEventListener("click", () => {

@@ -1,0 +1,508 @@
+"""The chat page and its client in a real headless Chromium, against a real server process.
+
+The server runs as a subprocess (``actorim serve``) so that it can be stopped with SIGTERM and
+started again on the same port and data directory, the way a deploy restarts it; Chromium is
+driven by Playwright's sync API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import Client, free_port, http_get
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1200, "height": 760}
+
+# Page-side waits: a restart (drain, exit, start) plus the client's back-off fits well within.
+EXPECT_TIMEOUT_MS = 15_000
+# How long the server process may take to start or to drain and exit.
+PROCESS_TIMEOUT_S = 15.0
+# The server closes its connections over this many seconds on SIGTERM (default 5).
+DRAIN_SECONDS = "0.2"
+
+# Lateness of browser timers and of Playwright's polling, over a heartbeat window.
+TIMER_SLACK_S = 0.5
+# The chat page's history page size (app.js), and messages seeded to page back through.
+HISTORY_PAGE = 30
+SEEDED = 75
+
+NOT_CONNECTED = re.compile(r"^(CONNECTING|DISCONNECTED|CIRCUIT_OPEN)$")
+
+
+class ServerProcess:
+    """``actorim serve`` in a subprocess, on a fixed port and data directory."""
+
+    def __init__(self, port: int, data_dir: Path, log_path: Path) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "actorim",
+            "serve",
+            "--port",
+            str(self.port),
+            "--dev",
+            "--store",
+            "sqlite",
+            "--data-dir",
+            str(self.data_dir),
+            "--drain-seconds",
+            DRAIN_SECONDS,
+        ]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while not self._ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited at start:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not become ready:\n{self.log()}")
+            time.sleep(0.05)  # polling the readiness endpoint: a process start has no event
+
+    def _ready(self) -> bool:
+        try:
+            status, _, _ = http_get(f"{self.base}/readyz", timeout=1.0)
+        except OSError:
+            return False
+        return status == 200
+
+    def stop(self) -> int:
+        """SIGTERM, as a process manager sends it; returns the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=PROCESS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the server did not exit on SIGTERM:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        reason = f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(free_port(), tmp_path / "data", tmp_path / "server.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+# -- static files, over plain HTTP ----------------------------------------------------------------
+
+
+def test_the_chat_page_and_its_files_are_served_with_their_types_and_nothing_else(
+    start_node: Any,
+) -> None:
+    node = start_node()
+    status, headers, body = http_get(f"{node.http}/")
+    assert status == 200
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert b'src="/static/app.js"' in body
+    assert "default-src 'self'" in headers["content-security-policy"]
+    for name, content_type in [
+        ("actorim.js", "text/javascript; charset=utf-8"),
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+        ("index.html", "text/html; charset=utf-8"),
+    ]:
+        status, headers, body = http_get(f"{node.http}/static/{name}")
+        assert (status, headers["content-type"]) == (200, content_type), name
+        assert headers["cache-control"] == "no-cache"
+        assert int(headers["content-length"]) == len(body) > 0
+    for path in [
+        "/static/",
+        "/static/missing.js",
+        "/static/../app.py",
+        "/static/..%2fapp.py",
+        "/static/%2e%2e/app.py",
+        "/static/.hidden.js",
+        "/static/sub/actorim.js",
+        "/static/__init__.py",
+        "/index.html",
+    ]:
+        assert http_get(f"{node.http}{path}")[0] == 404, path
+
+
+def test_an_unchanged_file_is_answered_not_modified(start_node: Any) -> None:
+    node = start_node()
+    _, headers, _ = http_get(f"{node.http}/static/actorim.js")
+    status, again, body = http_get(
+        f"{node.http}/static/actorim.js", headers={"If-None-Match": headers["etag"]}
+    )
+    assert (status, body, again["etag"]) == (304, b"", headers["etag"])
+
+
+# -- the client's decisions, run in the browser ---------------------------------------------------
+
+STATIC = Path(__file__).resolve().parent.parent / "actorim" / "web" / "static"
+
+DECISIONS_JS = """
+async () => {
+  const m = await import("/static/actorim.js");
+  const out = {};
+  const b = { floor: 100, cap: 1000 };
+  out.backoff = [
+    m.backoffDelay(0, b, () => 0), m.backoffDelay(0, b, () => 1), m.backoffDelay(3, b, () => 1),
+    m.backoffDelay(10, b, () => 1), m.backoffDelay(2, b, () => 0.5),
+  ];
+  const policy = new m.ReconnectPolicy(
+    { backoff: b, maxFailures: 3, cooldown: 5000, stableAfter: 1000 }, () => 0.5);
+  out.failing = [policy.failed(0), policy.failed(1), policy.failed(2), policy.failed(3)];
+  policy.connected(10);
+  out.stableLoss = policy.lost(2000);
+  policy.connected(3000);
+  out.quickLoss = policy.lost(3100);
+  const hb = new m.HeartbeatMonitor(1000);
+  hb.heard(0);
+  out.heartbeat = [hb.tickEvery, hb.tick(100), hb.tick(250), hb.tick(500), hb.tick(750)];
+  hb.heard(800);
+  out.heartbeatAfterFrame = [hb.tick(1000), hb.tick(1050)];
+  hb.heard(2000);
+  out.heartbeatLateTick = [hb.tick(9000), hb.tick(9400), hb.tick(9500)];
+  const ids = new m.RecentIds(3);
+  out.ids = [ids.add("a"), ids.add("b"), ids.add("c"), ids.add("a"), ids.add("d"),
+             ids.add("a"), ids.size];
+  const frame = m.decodeFrame('{"body":{"$bytes":"AAEC/w=="},"map":{"$bytes":"AA==","x":1}}');
+  out.bytes = [frame.body instanceof Uint8Array, Array.from(frame.body), frame.map.x];
+  out.encoded = m.encodeFrame({ t: "send", body: new Uint8Array([0, 1, 2, 255]) });
+  out.cid = m.newCid();
+  return out;
+}
+"""
+
+
+def test_client_backs_off_with_jitter_opens_the_circuit_notices_silence_and_drops_duplicates(
+    browser: Any,
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+
+        def serve(route: Any) -> None:
+            name = route.request.url.rsplit("/", 1)[-1]
+            if name.endswith(".js"):
+                route.fulfill(path=str(STATIC / name), content_type="text/javascript")
+            else:
+                route.fulfill(body="<!doctype html><title>client</title>", content_type="text/html")
+
+        page.route("http://actorim.test/**", serve)
+        page.goto("http://actorim.test/")
+        out = page.evaluate(DECISIONS_JS)
+    finally:
+        context.close()
+    # floor + random(0, min(cap, floor * 2**attempt))
+    assert out["backoff"] == [100, 200, 900, 1100, 300]
+    assert out["failing"] == [
+        {"state": "DISCONNECTED", "delay": 200},
+        {"state": "DISCONNECTED", "delay": 300},
+        {"state": "CIRCUIT_OPEN", "delay": 5000},
+        {"state": "CIRCUIT_OPEN", "delay": 5000},
+    ]
+    assert out["stableLoss"] == {"state": "DISCONNECTED", "delay": 150}
+    assert out["quickLoss"] == {"state": "DISCONNECTED", "delay": 200}
+    assert out["heartbeat"] == [125, None, "ping", None, "dead"]
+    assert out["heartbeatAfterFrame"] == [None, "ping"]
+    assert out["heartbeatLateTick"] == ["ping", None, "dead"]
+    assert out["ids"] == [True, True, True, False, True, True, 3]
+    assert out["bytes"] == [True, [0, 1, 2, 255], 1]
+    assert out["encoded"] == '{"t":"send","body":{"$bytes":"AAEC/w=="}}'
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", out["cid"]
+    )
+
+
+# -- two people chatting through a server restart -------------------------------------------------
+
+
+def _sign_in(
+    browser: Any, base: str, user: str, viewport: dict[str, int], errors: list[str]
+) -> Any:
+    page = browser.new_context(viewport=viewport).new_page()
+    page.on("pageerror", lambda error: errors.append(f"{user}: {error}"))
+    page.goto(f"{base}/")
+    page.get_by_test_id("signin-name").fill(user)
+    page.get_by_test_id("signin-submit").click()
+    return page
+
+
+def _bodies(page: Any, text: str) -> Any:
+    """The message bodies on screen whose whole text is ``text``."""
+    return page.get_by_test_id("message-body").filter(has_text=re.compile(f"^{re.escape(text)}$"))
+
+
+def _status_of(page: Any, text: str) -> Any:
+    return (
+        page.get_by_test_id("message").filter(has=_bodies(page, text)).get_by_test_id("msg-status")
+    )
+
+
+def _say(page: Any, text: str) -> None:
+    page.get_by_test_id("composer-input").fill(text)
+    page.get_by_test_id("composer-input").press("Enter")
+
+
+def _open(page: Any, kind: str, name: str) -> None:
+    """Open a room or direct conversation from the sidebar (back to it first on a phone)."""
+    back = page.get_by_test_id("back")
+    if back.is_visible():
+        back.click()
+    attr = "room" if kind == "room-item" else "user"
+    page.locator(f'[data-testid="{kind}"][data-{attr}="{name}"] button').click()
+
+
+def test_two_people_chat_and_their_pages_ride_out_a_server_restart(
+    browser: Any, server: ServerProcess, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    alice = _sign_in(browser, server.base, "alice", PHONE, errors)
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    for page in (alice, bob):
+        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        page.get_by_test_id("join-room").fill("lobby")
+        page.get_by_test_id("join-submit").click()
+    expect(alice.get_by_test_id("member")).to_have_count(2)
+    expect(bob.locator('[data-testid="member"][data-user="alice"]')).to_have_attribute(
+        "data-status", "online"
+    )
+
+    # A direct message: delivered as soon as bob's page has it, read once he looks at it.
+    alice.get_by_test_id("back").click()
+    alice.get_by_test_id("dm-user").fill("bob")
+    alice.get_by_test_id("dm-submit").click()
+    _say(alice, "psst, bob")
+    expect(_status_of(alice, "psst, bob")).to_have_attribute("data-status", "delivered")
+    unread = bob.locator('[data-testid="dm-item"][data-user="alice"] [data-testid="unread"]')
+    expect(unread).to_have_text("1")
+    _open(bob, "dm-item", "alice")
+    expect(_bodies(bob, "psst, bob")).to_have_count(1)
+    expect(_status_of(alice, "psst, bob")).to_have_attribute("data-status", "read")
+
+    # A room conversation, both ways; alice has the last word, so her page re-joins the room
+    # after the restart from before her own message, which comes back and must not double.
+    _open(alice, "room-item", "lobby")
+    _open(bob, "room-item", "lobby")
+    _say(alice, "hello from alice")
+    expect(_bodies(bob, "hello from alice")).to_have_count(1)
+    _say(bob, "hi alice, bob here")
+    expect(_bodies(alice, "hi alice, bob here")).to_have_count(1)
+    _say(alice, "one more before the restart")
+    expect(_bodies(bob, "one more before the restart")).to_have_count(1)
+
+    # The server restarts (SIGTERM, drain, exit, start on the same port and data).
+    assert server.stop() == 0
+    for page in (alice, bob):
+        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", NOT_CONNECTED)
+        expect(page.get_by_test_id("conn-banner")).to_be_visible()
+        expect(page.get_by_test_id("conn-banner-text")).to_contain_text("Reconnecting")
+    alice.screenshot(path=str(tmp_path / "alice-phone-reconnecting.png"))
+    # Written while the server is down: kept, shown as sending, sent once it is back.
+    _say(alice, "alice, during the restart")
+    expect(_status_of(alice, "alice, during the restart")).to_have_attribute(
+        "data-status", "sending"
+    )
+    _open(bob, "dm-item", "alice")
+    _say(bob, "bob's DM, during the restart")
+    expect(_status_of(bob, "bob's DM, during the restart")).to_have_attribute(
+        "data-status", "sending"
+    )
+    server.start()
+    for page in (alice, bob):
+        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        expect(page.get_by_test_id("conn-banner")).to_be_hidden()
+
+    expect(_status_of(bob, "bob's DM, during the restart")).to_have_attribute(
+        "data-status", "delivered"
+    )
+    _open(alice, "dm-item", "bob")
+    expect(_bodies(alice, "bob's DM, during the restart")).to_have_count(1)
+    expect(_status_of(bob, "bob's DM, during the restart")).to_have_attribute("data-status", "read")
+    alice.screenshot(path=str(tmp_path / "alice-phone-dm.png"))
+    _open(bob, "room-item", "lobby")
+    expect(_bodies(bob, "alice, during the restart")).to_have_count(1)
+    _say(bob, "after the restart")
+    _open(alice, "room-item", "lobby")
+    expect(_bodies(alice, "after the restart")).to_have_count(1)
+    _say(alice, "alice is back")
+    expect(_bodies(bob, "alice is back")).to_have_count(1)
+
+    # Nothing lost, nothing doubled, nothing left pending.
+    room = [
+        "hello from alice",
+        "hi alice, bob here",
+        "one more before the restart",
+        "alice, during the restart",
+        "after the restart",
+        "alice is back",
+    ]
+    for page in (alice, bob):
+        for text in room:
+            expect(_bodies(page, text)).to_have_count(1)
+        expect(page.get_by_test_id("message")).to_have_count(len(room))
+        expect(page.locator('[data-testid="msg-status"][data-status="sending"]')).to_have_count(0)
+    for page, peer in ((alice, "bob"), (bob, "alice")):
+        _open(page, "dm-item", peer)
+        expect(page.get_by_test_id("message")).to_have_count(2)
+    _open(alice, "room-item", "lobby")
+
+    # Readable on a phone: nothing wider than the screen, in the conversation or the sidebar.
+    width = "document.documentElement.scrollWidth"
+    assert alice.evaluate(width) <= PHONE["width"]
+    alice.screenshot(path=str(tmp_path / "alice-phone-room.png"))
+    alice.get_by_test_id("back").click()
+    assert alice.evaluate(width) <= PHONE["width"]
+    alice.screenshot(path=str(tmp_path / "alice-phone-sidebar.png"))
+    bob.screenshot(path=str(tmp_path / "bob-desktop-dm.png"))
+    assert errors == []
+    for page in (alice, bob):
+        page.context.close()
+
+
+def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
+    browser: Any, server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    _, _, body = http_get(f"{server.base}/dev/token?user=dave")
+    dave = Client(f"ws://127.0.0.1:{server.port}/ws", json_frames=True)
+    try:
+        dave.connect(json.loads(body)["token"])
+        dave.ok("join", room="archive")
+        for n in range(SEEDED):
+            dave.ok("send", room="archive", body=f"note {n:02d}")
+    finally:
+        dave.close()
+
+    errors: list[str] = []
+    erin = _sign_in(browser, server.base, "erin", {"width": 1000, "height": 600}, errors)
+    erin.get_by_test_id("join-room").fill("archive")
+    erin.get_by_test_id("join-submit").click()
+    messages = erin.get_by_test_id("message")
+    box = erin.get_by_test_id("messages")
+    expect(messages).to_have_count(HISTORY_PAGE)
+    expect(messages.last).to_contain_text(f"note {SEEDED - 1:02d}")
+    box.evaluate("el => { el.scrollTop = 0; }")
+    expect(messages).to_have_count(2 * HISTORY_PAGE)
+    # The view stays on the message that was at the top, not at the start of the new page.
+    assert box.evaluate("el => el.scrollTop") > 0
+    box.evaluate("el => { el.scrollTop = 0; }")
+    expect(messages).to_have_count(SEEDED)
+    expect(erin.get_by_test_id("history-status")).to_have_text("Start of the conversation")
+    bodies = erin.get_by_test_id("message-body").all_inner_texts()
+    assert bodies == [f"note {n:02d}" for n in range(SEEDED)]
+    assert errors == []
+    erin.context.close()
+
+
+CLIENT_JS = """
+async (heartbeat) => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const token = async () => (await (await fetch("/dev/token?user=carol")).json()).token;
+  const client = new ActorimClient(`ws://${location.host}/ws`, {
+    token, heartbeat, requestTimeout: 1000, backoff: { floor: 100, cap: 500 },
+  });
+  window.client = client;
+  window.bodies = [];
+  window.joins = [];
+  client.on("msg", (msg) => window.bodies.push(msg.body));
+  client.on("joined", (reply) => window.joins.push(reply));
+  await client.connect();
+  await client.join("ice");
+  await client.send({ room: "ice", body: "before the freeze" });
+  return client.state;
+}
+"""
+
+AFTER_THAW_JS = """
+async () => {
+  await client.ping();  // the replay follows the join reply; the ping's reply comes after it
+  await client.send({ room: "ice", body: "after the thaw" });
+  const rejoin = joins[joins.length - 1];
+  return { bodies, resumed: rejoin.resumed, recovered: rejoin.recovered };
+}
+"""
+
+
+def test_the_client_notices_a_frozen_server_within_its_heartbeat_and_resumes_without_duplicates(
+    browser: Any, server: ServerProcess
+) -> None:
+    heartbeat_ms = 2000
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.base}/")
+    assert page.evaluate(CLIENT_JS, heartbeat_ms) == "CONNECTED"
+    assert server.proc is not None
+    frozen = time.monotonic()
+    server.proc.send_signal(signal.SIGSTOP)  # the TCP connection stays open; only silence tells
+    try:
+        page.wait_for_function("() => client.state !== 'CONNECTED'", polling=20, timeout=10_000)
+        noticed_after = time.monotonic() - frozen
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert noticed_after <= heartbeat_ms / 1000 + TIMER_SLACK_S
+    page.wait_for_function("() => joins.length === 2", polling=20, timeout=10_000)
+    after = page.evaluate(AFTER_THAW_JS)
+    context.close()
+    # The re-join asked for everything after the last message seen: the client's own message
+    # came back, and reached the application once.
+    assert after == {
+        "bodies": ["before the freeze", "after the thaw"],
+        "resumed": True,
+        "recovered": True,
+    }
