@@ -1,4 +1,5 @@
-"""The ``actorim`` command: ``serve`` runs a node, ``token`` prints a signed token.
+"""The ``actorim`` command: ``serve`` runs a node, ``token`` prints a signed token, ``bench``
+load-tests a server, ``chat`` is a terminal chat.
 
 gevent's monkey-patching must come before anything imports ``socket`` or ``threading``, so it
 happens here, first; embedders patch in their own entry point.
@@ -63,6 +64,27 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid")
     token.add_argument("--secret", help="signing secret [env ACTORIM_SECRET]")
     token.set_defaults(run=_token)
+    chat = commands.add_parser(
+        "chat",
+        help="chat in the terminal",
+        description="A line-based chat client: /join ROOM, /leave [ROOM], /dm USER TEXT, "
+        "/who [ROOM|USER], /quit; other lines go to the current room.",
+    )
+    chat.add_argument("url", help="the server: http://host:port or ws://host:port/ws")
+    chat.add_argument("--user", help="user name; the token comes from /dev/token (development)")
+    chat.add_argument("--token", help="a token for the server (instead of --user)")
+    chat.add_argument("--json", action="store_true", help="speak JSON instead of MessagePack")
+    chat.set_defaults(run=_chat)
+    from actorim.loadtest.options import add_flags as add_bench_flags
+
+    bench = commands.add_parser(
+        "bench",
+        help="load-test a server",
+        description="Load-test an actorim server: clients in several processes join rooms and "
+        "send; reports deliveries/s, latency, errors and lost messages (docs/loadtest.md).",
+    )
+    add_bench_flags(bench)
+    bench.set_defaults(run=_bench)
     return parser
 
 
@@ -75,6 +97,18 @@ def _token(args: argparse.Namespace) -> int:
     rooms = [r.strip() for r in args.rooms.split(",") if r.strip()] if args.rooms else None
     print(TokenAuthority(secret).mint(args.user, rooms=rooms, ttl_s=args.ttl))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from actorim.loadtest import run_command
+
+    return run_command(args, os.environ, stdout=sys.stdout, stderr=sys.stderr)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from actorim.chat import run
+
+    return run(args.url, user=args.user, token=args.token, json_frames=args.json)
 
 
 def _serve(args: argparse.Namespace) -> int:

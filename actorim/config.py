@@ -94,6 +94,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "redis_url", "", "Redis URL: set it to run several nodes as one cluster", env="REDIS_URL"
     ),
+    Setting("redis_namespace", "actorim", "prefix of every Redis key and channel of the cluster"),
+    Setting(
+        "node_timeout",
+        15.0,
+        "seconds after which a node that stopped refreshing its liveness is declared dead and "
+        "its users offline",
+        float,
+    ),
+    Setting(
+        "redis_heartbeat",
+        1.0,
+        "seconds between pings of Redis; two missed pings open the link's circuit breaker",
+        float,
+    ),
     # -- connections and limits
     Setting(
         "max_frame_size", 64 * KIB, "largest WebSocket message in bytes (then close 1009)", int
@@ -104,8 +118,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "close_timeout",
         5.0,
-        "seconds a requested close may take before the socket is cut (a peer that stopped "
-        "reading)",
+        "seconds a requested close may take before the socket is cut (a peer that stopped reading)",
         float,
     ),
     Setting("rate", 100.0, "commands per second per connection (token bucket rate)", float),
@@ -158,6 +171,9 @@ class Config:
     prune_interval: float = _BY_NAME["prune_interval"].default
     history_max_limit: int = _BY_NAME["history_max_limit"].default
     redis_url: str = _BY_NAME["redis_url"].default
+    redis_namespace: str = _BY_NAME["redis_namespace"].default
+    node_timeout: float = _BY_NAME["node_timeout"].default
+    redis_heartbeat: float = _BY_NAME["redis_heartbeat"].default
     max_frame_size: int = _BY_NAME["max_frame_size"].default
     connect_timeout: float = _BY_NAME["connect_timeout"].default
     heartbeat: float = _BY_NAME["heartbeat"].default

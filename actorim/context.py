@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from actorim.actors.room import RoomState
     from actorim.auth import TokenAuthority
     from actorim.bus import Bus
+    from actorim.cluster.link import ClusterLink
     from actorim.config import Config
     from actorim.link import Link
     from actorim.metrics import Metrics
@@ -47,6 +48,7 @@ class Refs:
     rooms: ActorRef[Any] | None = None
     connections: ActorRef[Any] | None = None
     heartbeat: ActorRef[Any] | None = None
+    listener: ActorRef[Any] | None = None
 
     def tell(self, name: str, message: Any) -> None:
         """Tell a singleton; raises :class:`Unavailable` while it is down or swamped."""
@@ -90,6 +92,7 @@ class NodeContext:
     epoch: str = ""
     draining: bool = False
     metrics: Metrics = field(init=False)
+    cluster: ClusterLink | None = None
     breakers: dict[str, Callable[[], int]] = field(default_factory=dict)
 
     def readiness(self) -> tuple[bool, str]:
@@ -98,6 +101,8 @@ class NodeContext:
             return False, "draining"
         if self.refs.store is None:
             return False, "store unavailable"
+        if self.cluster is not None and not self.cluster.healthy:
+            return False, "Redis link not healthy"
         return True, "ok"
 
     def breaker_states(self) -> dict[str, int]:

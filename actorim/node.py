@@ -15,6 +15,7 @@ into rooms and to users from Python; ``drain()`` and ``stop()`` shut it down in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,15 +30,21 @@ from gevent.pywsgi import WSGIServer
 from pykka import ActorRef
 from pykka.messages import ProxyGetAttr
 
+from actorim.actors.breaker import BreakerActor, Subscribe
 from actorim.actors.heartbeat import HeartbeatActor
 from actorim.actors.messages import Append
-from actorim.actors.presence import PresenceActor
-from actorim.actors.router import RouterActor
+from actorim.actors.presence import PresenceActor, Resync
+from actorim.actors.router import RepairRooms, RouterActor
 from actorim.actors.store import StoreActor
 from actorim.auth import TokenAuthority, generate_secret, weak_secret
+from actorim.breaker import BreakerPolicy
 from actorim.bus import LocalBus
+from actorim.cluster.bus import ClusterBus
+from actorim.cluster.link import ClusterLink, make_client
+from actorim.cluster.listener import ListenerActor
+from actorim.cluster.nodes import NodeRegistryActor
 from actorim.config import Config
-from actorim.context import NodeContext, default_node_id
+from actorim.context import NodeContext, Unavailable, default_node_id
 from actorim.events import encode_body
 from actorim.link import Phase
 from actorim.metrics import Metrics
@@ -45,7 +52,7 @@ from actorim.protocol.frames import CloseCode
 from actorim.store.base import NewMessage, Store, StoredMessage, dm_conv, room_conv
 from actorim.web.app import App
 from actorim.web.websocket import WebSocketHandler
-from supervisors import ChildSpec, Supervisor
+from supervisors import Backoff, ChildSpec, Supervisor
 
 __all__ = ["Node"]
 
@@ -80,8 +87,17 @@ class Node:
             node_id=self.config.node_id or default_node_id(),
             bus=None,  # type: ignore[arg-type]
         )
-        self.ctx.bus = LocalBus(self.ctx)
         self.ctx.metrics = Metrics(self.ctx)
+        if self.config.redis_url:
+            link = ClusterLink(
+                self.config.redis_url, self.ctx.node_id, namespace=self.config.redis_namespace
+            )
+            self.ctx.cluster = link
+            self.ctx.bus = ClusterBus(link)
+            self.ctx.breakers["redis"] = link.state_number
+            link.on_recovered.append(self._recover)
+        else:
+            self.ctx.bus = LocalBus(self.ctx)
         self.ctx.metrics.watch_supervisors({"node", "rooms", "connections"})
         self._exit_code_on_failure = exit_code_on_failure
         self.supervisor: ActorRef[Any] | None = None
@@ -104,20 +120,58 @@ class Node:
         # Answered once the supervisor's on_start has started every child, in order; raises
         # (ActorDeadError) if a child could not start.
         self.supervisor.ask(ProxyGetAttr(attr_path=("actor_urn",)), timeout=START_TIMEOUT_S)
-        logger.info("node %s started (store: %s)", ctx.node_id, self.config.store)
+        store = "redis (cluster)" if ctx.cluster is not None else self.config.store
+        logger.info("node %s started (store: %s)", ctx.node_id, store)
         return self
 
     def _children(self) -> list[ChildSpec]:
         ctx = self.ctx
-        offload = self.config.store == "sqlite"
+        # SQLite runs on its own thread; Redis (cooperative sockets) and memory on the hub.
+        offload = self.config.store == "sqlite" and ctx.cluster is None
+        store = ChildSpec(
+            id="store",
+            start=StoreActor.start,
+            args=(ctx, self._open_store),
+            kwargs={"offload": offload},
+            shutdown=30.0,
+        )
+        return [store, *self._cluster_children(), *self._node_children()]
+
+    def _cluster_children(self) -> list[ChildSpec]:
+        link = self.ctx.cluster
+        if link is None:
+            return []
+        beat = self.config.redis_heartbeat
+        policy = BreakerPolicy(
+            failure_threshold=3,
+            cooldown=2 * beat,
+            cooldown_cap=30.0,
+            backoff=Backoff(floor=0.1, cap=2.0),
+            heartbeat_interval=beat,
+            heartbeat_timeout=beat,
+            missed_heartbeats=2,
+        )
         return [
-            ChildSpec(
-                id="store",
-                start=StoreActor.start,
-                args=(ctx, self._open_store),
-                kwargs={"offload": offload},
-                shutdown=30.0,
-            ),
+            ChildSpec(id="redis-breaker", start=self._start_breaker, args=(link, policy)),
+            ChildSpec(id="listener", start=ListenerActor.start, args=(self.ctx, link)),
+            ChildSpec(id="nodes", start=NodeRegistryActor.start, args=(self.ctx, link)),
+        ]
+
+    def _start_breaker(self, link: ClusterLink, policy: BreakerPolicy) -> ActorRef[Any]:
+        ref = BreakerActor.start(policy, probe=link.ping, name="redis")
+        link.breaker = ref
+        ref.tell(Subscribe(link.on_transition))
+        return ref
+
+    def _recover(self) -> None:
+        """The Redis link is healthy again: re-register presence, repair the rooms."""
+        for name, message in (("presence", Resync()), ("router", RepairRooms())):
+            with contextlib.suppress(Unavailable):
+                self.ctx.refs.tell(name, message)
+
+    def _node_children(self) -> list[ChildSpec]:
+        ctx = self.ctx
+        return [
             ChildSpec(id="router", start=RouterActor.start, args=(ctx,)),
             ChildSpec(id="presence", start=PresenceActor.start, args=(ctx,)),
             ChildSpec(id="rooms", start=self._start_rooms, kind="supervisor"),
@@ -142,6 +196,15 @@ class Node:
         return ref
 
     def _open_store(self) -> Store:
+        if self.ctx.cluster is not None:
+            from actorim.store.redis import RedisStore
+
+            return RedisStore(
+                make_client(self.config.redis_url),
+                namespace=self.config.redis_namespace,
+                retention_count=self.config.retention_count,
+                max_age_ms=self.config.retention_ms,
+            )
         if self.config.store == "memory":
             from actorim.store.memory import MemoryStore
 

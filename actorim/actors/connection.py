@@ -282,6 +282,13 @@ class ConnectionActor(GeventActor):
         link = self.link
         user = link.user
         assert user is not None
+        cluster = self.ctx.cluster
+        if cluster is not None and not cluster.healthy:
+            raise CommandError(
+                ErrorCode.OVERLOADED,
+                "the cluster's link to Redis is down, so the message cannot be made durable; "
+                "resend it with the same cid in a few seconds",
+            )
         now_ms = int(time.time() * 1000)
         body = encode_body(command.body)
         if command.room is not None:
@@ -293,7 +300,8 @@ class ConnectionActor(GeventActor):
         else:
             assert command.to is not None
             conv = dm_conv(user, command.to)
-        message = _new_message(conv, user, command, body, now_ms)
+        origin = f"{self.ctx.node_id}/{link.conn_id}"
+        message = _new_message(conv, user, command, body=body, now_ms=now_ms, origin=origin)
         self.ctx.refs.tell("store", Append(message, command.body, link, command.id))
 
     def _presence(self, command: cmd.Presence) -> None:
@@ -373,7 +381,9 @@ class ConnectionActor(GeventActor):
         self.link.current_id = None  # the failing actor answers for this command
 
 
-def _new_message(conv: str, user: str, command: cmd.Send, body: bytes, now_ms: int) -> NewMessage:
+def _new_message(
+    conv: str, user: str, command: cmd.Send, *, body: bytes, now_ms: int, origin: str
+) -> NewMessage:
     return NewMessage(
         conv=conv,
         sender=user,
@@ -383,6 +393,7 @@ def _new_message(conv: str, user: str, command: cmd.Send, body: bytes, now_ms: i
         cid=command.cid,
         room=command.room,
         to=command.to,
+        origin=origin,
     )
 
 

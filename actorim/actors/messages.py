@@ -23,6 +23,19 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteEvent:
+    """From the cluster: a member or presence event about ``user``, for the local links."""
+
+    frame: WireFrame
+    user: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """To a room: replay from the store what came after the last seq it fanned out."""
+
+
+@dataclass(frozen=True, slots=True)
 class JoinRoom:
     """To a room: add ``link``; with ``since``, first replay what it missed."""
 

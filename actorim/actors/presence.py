@@ -17,7 +17,8 @@ from typing import Any
 from gevent import spawn_later
 from pykka import ActorDeadError
 
-from actorim.actors.messages import Call, Crash
+from actorim.actors.messages import Call, Crash, RemoteEvent
+from actorim.cluster.nodes import close_session, open_session
 from actorim.context import NodeContext
 from actorim.link import Link, Phase
 from actorim.presence_state import Announcement, PresenceBook, WatchLimitError
@@ -38,6 +39,11 @@ class Online:
 @dataclass(frozen=True, slots=True)
 class Offline:
     link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """After Redis was away: make this node's presence counts in Redis match its links."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,12 @@ class PresenceActor(GeventActor):
     def on_stop(self) -> None:
         self._disarm()
         self.ctx.refs.presence = None
+        cluster = self.ctx.cluster
+        if cluster is not None:
+            # Stopping: users whose grace is running are announced now, not never.
+            for user in self.book.online_users():
+                if not self.book.connections_of(user):
+                    cluster.presence_settle(user)
 
     def on_failure(self, *_exc: object) -> None:
         self.on_stop()
@@ -92,16 +104,35 @@ class PresenceActor(GeventActor):
     def on_receive(self, message: Any) -> Any:
         now = time.time()
         book = self.book
+        cluster = self.ctx.cluster
         if isinstance(message, Online):
-            assert message.link.user is not None
-            self._announce(book.connected(message.link.user, message.link, now))
+            link = message.link
+            assert link.user is not None
+            self._announce(book.connected(link.user, link, now))
+            if cluster is not None:
+                cluster.presence_adjust(link.user, +1)
+                open_session(cluster, link)
         elif isinstance(message, Offline):
             link = message.link
             if link.user is not None:
                 self._announce(book.disconnected(link.user, link, now))
+                if cluster is not None:
+                    cluster.presence_adjust(link.user, -1)
+                    close_session(cluster, link)
             book.drop_watcher(link)
         elif isinstance(message, PresenceQuery):
-            message.link.reply(message.command_id, {"statuses": book.statuses(message.users)})
+            statuses = None
+            if cluster is not None and cluster.healthy:
+                statuses = cluster.statuses(message.users)
+            if statuses is None:  # one node, or Redis away: what this node knows
+                statuses = book.statuses(message.users)
+            message.link.reply(message.command_id, {"statuses": statuses})
+        elif isinstance(message, RemoteEvent):
+            assert message.user is not None
+            for link in self.book.watchers_of(message.user):
+                link.send_frame(message.frame)
+        elif isinstance(message, Resync):
+            self._resync()
         elif isinstance(message, WatchChange):
             self._watch(message)
         elif isinstance(message, Call):
@@ -129,6 +160,14 @@ class PresenceActor(GeventActor):
         link.reply(change.command_id, {})
 
     def _announce(self, announcements: list[Announcement]) -> None:
+        cluster = self.ctx.cluster
+        if cluster is not None:
+            # Redis announces once for the whole cluster (online when the count becomes
+            # positive); here only a grace that ended is reported, and Redis decides.
+            for a in announcements:
+                if a.status == "offline":
+                    cluster.presence_settle(a.user, a.ts_ms)
+            return
         for a in announcements:
             watchers = self.book.watchers_of(a.user)
             if not watchers:
@@ -156,6 +195,25 @@ class PresenceActor(GeventActor):
         self._timer = self._timer_due = None
         with contextlib.suppress(ActorDeadError):
             self.actor_ref.tell(Call(self._expire))
+
+    def _resync(self) -> None:
+        cluster = self.ctx.cluster
+        if cluster is None:
+            return
+        recorded = cluster.node_user_counts()
+        if recorded is None:
+            return
+        local: dict[str, int] = {}
+        for link in self.ctx.directory.links.values():
+            if link.phase is Phase.CONNECTED and link.user is not None:
+                local[link.user] = local.get(link.user, 0) + 1
+                open_session(cluster, link)
+        for user in set(recorded) | set(local):
+            delta = local.get(user, 0) - recorded.get(user, 0)
+            if delta:
+                cluster.presence_adjust(user, delta)
+            if not local.get(user) and not self.book.connections_of(user):
+                cluster.presence_settle(user)
 
     def _expire(self) -> None:
         self._announce(self.book.expire(time.time()))

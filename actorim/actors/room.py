@@ -17,8 +17,19 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from actorim.actors.messages import Call, Crash, JoinRoom, LeaveRoom, Publish
+from pykka import ActorDeadError
+
+from actorim.actors.messages import (
+    Call,
+    Crash,
+    JoinRoom,
+    LeaveRoom,
+    Publish,
+    RemoteEvent,
+    Repair,
+)
 from actorim.actors.store import query, query_wait
+from actorim.cluster.subscriptions import unwant_channel, want_channel
 from actorim.context import NodeContext, Unavailable
 from actorim.events import message_frame
 from actorim.protocol.errors import ErrorCode
@@ -29,6 +40,7 @@ from supervisors import GeventActor
 if TYPE_CHECKING:
     from pykka import ActorRef
 
+    from actorim.cluster.link import ClusterLink
     from actorim.link import Link
 
 __all__ = ["RECOVERY_LIMIT", "RoomActor", "RoomIdle", "RoomState"]
@@ -54,6 +66,7 @@ class RoomState:
     joins_forwarded: int = 0
     joins_handled: int = 0
     recovering: dict[Link, list[tuple[int, WireFrame]]] = field(default_factory=dict)
+    repairing: list[Publish] | None = None
 
     @property
     def conv(self) -> str:
@@ -76,20 +89,33 @@ class RoomActor(GeventActor):
         super().__init__()
         self.state = state
         self.ctx = ctx
+        self._subscribed = False
 
     def __str__(self) -> str:
         return f"RoomActor {self.state.name!r}"
 
     def on_start(self) -> None:
         state = self.state
+        cluster = self.ctx.cluster
+        if cluster is not None and not self._subscribed:
+            # Subscribed before the last seq is read: every later message arrives by Redis.
+            self._subscribed = True
+            want_channel(self.ctx, cluster.keys.room_channel(state.name))
         if not state.loaded:
             state.seq = max(state.seq, query_wait(self.ctx, "last_seq", state.conv))
             state.loaded = True
         state.actor = self.actor_ref
+        if state.repairing is not None:  # a repair was under way when the last actor failed
+            held, state.repairing = state.repairing, None
+            for publish in held:
+                self._publish(publish)
 
     def on_stop(self) -> None:
         if self.state.actor is self.actor_ref:
             self.state.actor = None
+        cluster = self.ctx.cluster
+        if cluster is not None and self._subscribed:
+            unwant_channel(self.ctx, cluster.keys.room_channel(self.state.name))
 
     def on_failure(self, *_exc: object) -> None:
         crash = getattr(self, "_crash_request", None)
@@ -103,6 +129,12 @@ class RoomActor(GeventActor):
             self._join(message)
         elif isinstance(message, LeaveRoom):
             self._leave(message)
+        elif isinstance(message, RemoteEvent):
+            for link in self.state.members:
+                if link.user != message.user:
+                    link.send_frame(message.frame)
+        elif isinstance(message, Repair):
+            self._repair()
         elif isinstance(message, Call):
             return message.func(*message.args)
         elif isinstance(message, Crash):
@@ -116,7 +148,65 @@ class RoomActor(GeventActor):
 
     def _publish(self, publish: Publish) -> None:
         state = self.state
-        state.seq = max(state.seq, publish.seq)
+        if publish.seq <= state.seq:
+            return  # fanned out already (a replay and the live copy of one message)
+        if state.repairing is not None:
+            state.repairing.append(publish)
+            return
+        if publish.seq > state.seq + 1:
+            # Messages were missed (Redis was away, or this actor was restarting): replay them
+            # from the store first, holding this one and what follows until the gap is closed.
+            state.repairing = [publish]
+            self._replay_gap()
+            return
+        self._fan_out(publish)
+
+    def _repair(self) -> None:
+        """Replay what the store has beyond the last seq fanned out (after the link is back)."""
+        cluster = self.ctx.cluster
+        if cluster is not None:
+            self._resync_membership(cluster)
+        if self.state.repairing is None:
+            self.state.repairing = []
+            self._replay_gap()
+
+    def _replay_gap(self) -> None:
+        state = self.state
+        me = self.actor_ref
+
+        def done(result: Any, error: BaseException | None) -> None:
+            with contextlib.suppress(ActorDeadError):
+                me.tell(Call(self._gap_replayed, (result, error)))
+
+        try:
+            query(self.ctx, "since", state.conv, state.seq, limit=RECOVERY_LIMIT, done=done)
+        except Unavailable as exc:
+            self._gap_replayed(None, exc)
+
+    def _gap_replayed(self, result: Any, error: BaseException | None) -> None:
+        state = self.state
+        held, state.repairing = state.repairing or [], None
+        if error is not None:
+            logger.warning("room %r could not replay a gap: %s", state.name, error)
+        else:
+            messages, _complete = result
+            for stored in messages:
+                if stored.seq > state.seq:
+                    self._fan_out(Publish(stored.seq, message_frame(stored), None))
+        for publish in sorted(held, key=lambda p: p.seq):
+            if publish.seq > state.seq:
+                if state.seq and publish.seq > state.seq + 1 and error is None:
+                    logger.warning(
+                        "room %r: seq %d..%d are beyond what could be replayed",
+                        state.name,
+                        state.seq + 1,
+                        publish.seq - 1,
+                    )
+                self._fan_out(publish)
+
+    def _fan_out(self, publish: Publish) -> None:
+        state = self.state
+        state.seq = publish.seq
         origin = publish.origin
         frame = publish.frame
         recovering = state.recovering
@@ -159,13 +249,14 @@ class RoomActor(GeventActor):
             state.members[link] = None
             count = state.users.get(user, 0)
             state.users[user] = count + 1
-            if count == 0:
-                self._announce(user, "joined")
+            members = self._membership_changed(user, +1, first_or_last=count == 0)
+        else:
+            members = None
         reply: dict[str, Any] = {
             "room": state.name,
             "seq": state.seq,
             "epoch": self.ctx.epoch,
-            "members": list(state.users),
+            "members": members if members is not None else self._members(),
         }
         since = join.since
         if since is None:
@@ -232,12 +323,48 @@ class RoomActor(GeventActor):
             count = state.users.get(user, 0) - 1
             if count <= 0:
                 state.users.pop(user, None)
-                self._announce(user, "left")
             else:
                 state.users[user] = count
+            self._membership_changed(user, -1, first_or_last=count <= 0)
         if leave.command_id is not None:
             link.reply(leave.command_id, {})
         self._maybe_idle()
+
+    def _membership_changed(
+        self, user: str, delta: int, *, first_or_last: bool
+    ) -> list[str] | None:
+        """Count a connection of ``user`` in or out; announce a user's arrival or departure.
+
+        On one node the room announces to its members itself, once per user. In a cluster the
+        count is cluster-wide in Redis, which announces on the room's channel once per user for
+        the whole cluster (the listener brings the event back here too); returns the cluster's
+        members then, or None to use the local ones.
+        """
+        cluster = self.ctx.cluster
+        if cluster is None:
+            if first_or_last:
+                self._announce(user, "joined" if delta > 0 else "left")
+            return None
+        return cluster.member_adjust(self.state.name, user, delta)
+
+    def _members(self) -> list[str]:
+        cluster = self.ctx.cluster
+        if cluster is not None:
+            members = cluster.members(self.state.name)
+            if members is not None:
+                return members
+        return list(self.state.users)
+
+    def _resync_membership(self, cluster: ClusterLink) -> None:
+        """After Redis was away: make this node's counts in Redis match its connections."""
+        state = self.state
+        recorded = cluster.node_member_counts(state.name, list(state.users))
+        if recorded is None:
+            return
+        for user in set(recorded) | set(state.users):
+            delta = state.users.get(user, 0) - recorded.get(user, 0)
+            if delta:
+                cluster.member_adjust(state.name, user, delta)
 
     def _announce(self, user: str, what: str) -> None:
         frame = WireFrame({"t": "member", "room": self.state.name, "user": user, "state": what})

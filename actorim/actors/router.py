@@ -7,20 +7,24 @@ a room's actor exactly once, and stopping an empty room's actor without racing a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
+from actorim.actors.messages import Repair
 from actorim.actors.room import RoomActor, RoomIdle, RoomState
+from actorim.cluster.subscriptions import unwant_channel, want_channel
 from actorim.context import NodeContext, Unavailable
 from actorim.link import Link
 from actorim.protocol.errors import CommandError, ErrorCode
 from supervisors import ChildSpec, GeventActor
 
-__all__ = ["Register", "RoomFor", "RouterActor", "Unregister"]
+__all__ = ["Register", "RepairRooms", "RoomFor", "RouterActor", "Unregister"]
 
 logger = logging.getLogger("actorim.router")
 
@@ -42,6 +46,11 @@ class Unregister:
     """Tell: the link is closing."""
 
     link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class RepairRooms:
+    """Tell: the Redis link is back; every room replays what it missed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,11 @@ class RouterActor(GeventActor):
             self._unregister(message.link)
         elif isinstance(message, RoomIdle):
             self._room_idle(message)
+        elif isinstance(message, RepairRooms):
+            for state in list(self.ctx.directory.rooms.values()):
+                if state.actor is not None:
+                    with contextlib.suppress(ActorDeadError):
+                        state.actor.tell(Repair())
         else:
             return super().on_receive(message)
         return None
@@ -101,6 +115,10 @@ class RouterActor(GeventActor):
                 f"user {user!r} already has {limit} connections; close one and try again",
             )
         links[link] = None
+        cluster = self.ctx.cluster
+        if cluster is not None and len(links) == 1:
+            # Before connect answers: the user's direct messages reach this node from now on.
+            want_channel(self.ctx, cluster.keys.user_channel(user))
 
     def _unregister(self, link: Link) -> None:
         by_user = self.ctx.directory.by_user
@@ -112,6 +130,9 @@ class RouterActor(GeventActor):
             links.pop(link, None)
             if not links:
                 del by_user[user]
+                cluster = self.ctx.cluster
+                if cluster is not None:
+                    unwant_channel(self.ctx, cluster.keys.user_channel(user))
 
     def _room_for(self, name: str) -> RoomState:
         rooms = self.ctx.directory.rooms

@@ -125,6 +125,12 @@ class StoreActor(GeventActor):
         if error is not None:
             for append in batch:
                 _answer_error(append, ErrorCode.INTERNAL, _STORE_FAILED)
+            if self.ctx.cluster is not None:
+                # Redis away: the breaker handles the link; the actor has nothing to reopen.
+                self.ctx.cluster.report_failure("store", error)
+                if self._pending:
+                    self._commit()
+                return
             raise StoreFailed(f"commit of {len(batch)} messages failed: {error}") from error
         for append, stored in zip(batch, result, strict=True):
             self._accepted(append, stored)

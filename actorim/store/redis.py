@@ -164,9 +164,10 @@ def _with_origin(data: bytes, origin: str | None) -> bytes:
     """The published form of ``data`` naming its sending connection, so that one is left out."""
     if origin is None:
         return data
-    fields = msgpack.unpackb(data, raw=False)
-    fields["origin"] = origin
-    return msgpack.packb(fields, use_bin_type=True)
+    # Lua's cmsgpack writes every string, the body too, as a msgpack str: keep them raw.
+    fields = msgpack.unpackb(data, raw=True)
+    fields[b"origin"] = origin.encode()
+    return msgpack.packb(fields, use_bin_type=False)
 
 
 def msgpack_map(data: bytes) -> dict[bytes, Any]:

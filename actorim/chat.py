@@ -1,0 +1,281 @@
+"""``actorim chat``: a line-based terminal chat on :class:`actorim.client.Client`.
+
+Lines typed are commands (``/join``, ``/leave``, ``/dm``, ``/who``, ``/quit``, ``/help``) or
+text for the current room; messages print as they arrive, one per line
+(``[lobby] alice: hi``). Lines starting with ``*`` are news (joins, presence, the link's
+state), lines starting with ``!`` are errors.
+
+The token is given (``--token``) or, against a server in development mode, fetched from
+``/dev/token?user=NAME`` each time the client needs a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import gevent
+
+from actorim.client import (
+    AuthError,
+    Client,
+    ClientError,
+    LinkState,
+    RequestTimeout,
+    StateChange,
+)
+
+__all__ = ["HELP", "Chat", "dev_token", "endpoints", "run"]
+
+HELP = """\
+commands:
+  /join ROOM        join ROOM and make it the current room
+  /leave [ROOM]     leave ROOM (default: the current room)
+  /dm USER TEXT     send TEXT to USER alone
+  /who [ROOM|USER]  who is in ROOM (default: the current room), or whether USER is online
+  /quit             leave the chat
+any other line is sent to the current room"""
+
+DEV_TOKEN_TIMEOUT_S = 5.0
+"""Longest a request for a development token may take."""
+
+
+def endpoints(url: str) -> tuple[str, str]:
+    """The WebSocket URL and the HTTP base of a server given as ``http(s)://host[:port]``,
+    ``ws(s)://host[:port][/ws]`` or ``host:port``.
+
+    >>> endpoints("http://localhost:8080")
+    ('ws://localhost:8080/ws', 'http://localhost:8080')
+    >>> endpoints("wss://chat.example/ws")
+    ('wss://chat.example/ws', 'https://chat.example')
+    """
+    if "://" not in url:
+        url = f"http://{url}"
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme in ("https", "wss")
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
+        raise ValueError(f"not a server URL: {url!r} (use http://host:port or ws://host:port/ws)")
+    path = parts.path if parts.scheme in ("ws", "wss") and parts.path not in ("", "/") else "/ws"
+    ws_url = f"{'wss' if secure else 'ws'}://{parts.netloc}{path}"
+    return ws_url, f"{'https' if secure else 'http'}://{parts.netloc}"
+
+
+def dev_token(http_base: str, user: str) -> Callable[[], str]:
+    """A token source for a server in development mode: asks ``/dev/token`` every time."""
+    query = urllib.parse.urlencode({"user": user})
+    url = f"{http_base}/dev/token?{query}"
+
+    def fetch() -> str:
+        with urllib.request.urlopen(url, timeout=DEV_TOKEN_TIMEOUT_S) as response:
+            return str(json.load(response)["token"])
+
+    return fetch
+
+
+def _text(body: Any) -> str:
+    if isinstance(body, str):
+        return body
+    return json.dumps(body, default=repr, ensure_ascii=False)
+
+
+class Chat:
+    """The terminal's state and rendering; :meth:`handle` runs one typed line."""
+
+    def __init__(self, client: Client, out: TextIO) -> None:
+        self.client = client
+        self.out = out
+        self.current: str | None = None
+        self.members: dict[str, set[str]] = {}
+        self._was_connected = False
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    # -- what arrives --------------------------------------------------------------------------
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        t = event.get("t")
+        if t == "msg":
+            self.say(self._render(event))
+        elif t == "member":
+            room, user = event.get("room", ""), event.get("user", "")
+            members = self.members.setdefault(room, set())
+            if event.get("state") == "joined":
+                members.add(user)
+            else:
+                members.discard(user)
+            self.say(f"* {user} {event.get('state')} {room}")
+        elif t == "presence":
+            self.say(f"* {event.get('user')} is {event.get('status')}")
+        elif t == "rejoined":
+            room = event.get("room", "")
+            self.members[room] = set(event.get("members") or ())
+            if not event.get("recovered", True):
+                self.say(f"* some messages in {room} were missed while away")
+        elif t == "error":
+            error = event.get("error") or {}
+            self.say(f"! {error.get('code')}: {error.get('message')}")
+
+    def _render(self, msg: dict[str, Any]) -> str:
+        sender = msg.get("from")
+        text = _text(msg.get("body"))
+        if "room" in msg:
+            return f"[{msg['room']}] {sender}: {text}"
+        if msg.get("to") == self.client.user:
+            return f"[dm] {sender}: {text}"
+        return f"[dm to {msg.get('to')}] {sender}: {text}"
+
+    def on_state(self, change: StateChange) -> None:
+        state = change.state
+        if state is LinkState.CONNECTED:
+            self._was_connected = True
+            self.say(f"* connected as {self.client.user}")
+        elif state is LinkState.CONNECTING:
+            if self._was_connected and change.previous is LinkState.CONNECTED:
+                self.say(f"* reconnecting ({change.reason})")
+        elif state is LinkState.CIRCUIT_OPEN:
+            self.say(f"* the server is unreachable ({change.reason}); trying again later")
+        else:
+            self.say(f"* disconnected ({change.reason})")
+
+    # -- what is typed -------------------------------------------------------------------------
+
+    def handle(self, line: str) -> bool:
+        """Run one line; False when the chat should end."""
+        line = line.strip()
+        if not line:
+            return True
+        if not line.startswith("/"):
+            self._say_in_room(line)
+            return True
+        name, _, rest = line[1:].partition(" ")
+        rest = rest.strip()
+        if name in ("quit", "exit"):
+            return False
+        command = _COMMANDS.get(name)
+        if command is None:
+            self.say(f"! unknown command /{name}; /help lists them")
+            return True
+        try:
+            command(self, rest)
+        except ClientError as exc:
+            self.say(f"! {exc}")
+        return True
+
+    def _say_in_room(self, text: str) -> None:
+        if self.current is None:
+            self.say("! join a room first: /join ROOM")
+            return
+        try:
+            self.client.send(room=self.current, body=text)
+        except ClientError as exc:
+            self.say(f"! {exc}")
+
+    def _join(self, rest: str) -> None:
+        if not rest:
+            self.say("! usage: /join ROOM")
+            return
+        data = self.client.join(rest)
+        members = set(data.get("members") or ())
+        self.members[rest] = members
+        self.current = rest
+        self.say(f"* joined {rest} ({len(members)} here: {', '.join(sorted(members))})")
+
+    def _leave(self, rest: str) -> None:
+        room = rest or self.current
+        if room is None:
+            self.say("! usage: /leave ROOM")
+            return
+        self.client.leave(room)
+        self.members.pop(room, None)
+        if self.current == room:
+            self.current = next(iter(self.client.rooms), None)
+        self.say(f"* left {room}" + (f"; now in {self.current}" if self.current else ""))
+
+    def _dm(self, rest: str) -> None:
+        user, _, text = rest.partition(" ")
+        if not user or not text.strip():
+            self.say("! usage: /dm USER TEXT")
+            return
+        self.client.send(to=user, body=text.strip())
+
+    def _who(self, rest: str) -> None:
+        target = rest or self.current
+        if target is None:
+            self.say("! usage: /who ROOM or /who USER")
+            return
+        if target in self.members:
+            users = sorted(self.members[target])
+            statuses = self.client.presence(users) if users else {}
+            listing = ", ".join(f"{u} ({statuses.get(u, 'unknown')})" for u in users)
+            self.say(f"* {target}: {listing or 'nobody'}")
+            return
+        users = target.split()
+        statuses = self.client.presence(users)
+        for user in users:
+            self.say(f"* {user} is {statuses.get(user, 'unknown')}")
+
+    def _help(self, rest: str) -> None:
+        self.say(HELP)
+
+
+_COMMANDS: dict[str, Callable[[Chat, str], None]] = {
+    "join": Chat._join,
+    "leave": Chat._leave,
+    "dm": Chat._dm,
+    "who": Chat._who,
+    "help": Chat._help,
+}
+
+
+def _read_line(stream: TextIO) -> str:
+    """One line of ``stream``, read in a thread so that the other greenlets keep running."""
+    return str(gevent.get_hub().threadpool.apply(stream.readline))
+
+
+def run(
+    url: str,
+    *,
+    user: str | None = None,
+    token: str | None = None,
+    json_frames: bool = False,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """Chat until ``/quit`` or the end of input; returns the exit status."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    ws_url, http_base = endpoints(url)
+    source: str | Callable[[], str]
+    if token is not None:
+        source = token
+    elif user is not None:
+        source = dev_token(http_base, user)
+    else:
+        raise ValueError("give --user NAME (a server in development mode) or --token TOKEN")
+    client = Client(ws_url, source, json_frames=json_frames, buffer_events=False)
+    chat = Chat(client, stdout)
+    client.on("*", chat.on_event)
+    client.on_state(chat.on_state)
+    chat.say(f"* connecting to {ws_url}; /help lists the commands")
+    try:
+        client.connect()
+    except AuthError as exc:
+        chat.say(f"! {exc}")
+        client.close()
+        return 1
+    except RequestTimeout as exc:
+        chat.say(f"! {exc}")
+    try:
+        while True:
+            line = _read_line(stdin)
+            if not line or not chat.handle(line):
+                break
+    finally:
+        client.close()
+    return 0

@@ -1,0 +1,56 @@
+"""The Python client of actorim: a session that survives server restarts, on gevent.
+
+Example::
+
+    from actorim.client import Client
+
+    with Client("ws://localhost:8080/ws", token) as client:
+        client.join("lobby")
+        client.send(room="lobby", body="hello")
+        for event in client.events(timeout=10):
+            print(event)
+
+See docs/clients.md for the whole API.
+"""
+
+from actorim.client._client import (
+    DEFAULT_POLICY,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    Client,
+    SendResult,
+    Token,
+)
+from actorim.client._errors import (
+    AuthError,
+    ClientClosed,
+    ClientError,
+    LinkLost,
+    NotConnected,
+    QueueFull,
+    RequestTimeout,
+    ServerError,
+)
+from actorim.client._events import MAX_BUFFERED_EVENTS
+from actorim.client._state import MAX_PENDING, MAX_RECENT_MIDS
+from actorim.client._status import LinkState, StateChange
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "DEFAULT_REQUEST_TIMEOUT_S",
+    "MAX_BUFFERED_EVENTS",
+    "MAX_PENDING",
+    "MAX_RECENT_MIDS",
+    "AuthError",
+    "Client",
+    "ClientClosed",
+    "ClientError",
+    "LinkLost",
+    "LinkState",
+    "NotConnected",
+    "QueueFull",
+    "RequestTimeout",
+    "SendResult",
+    "ServerError",
+    "StateChange",
+    "Token",
+]

@@ -1,0 +1,177 @@
+"""``NodeRegistryActor``: this node's liveness and sessions in Redis, and the reaper of dead nodes.
+
+Every ``node_timeout / 5`` the node refreshes a liveness key whose TTL is ``0.6 * node_timeout``
+and the TTLs of its session records, and looks for nodes whose liveness key is gone. The first
+survivor to claim a dead node (``SREM`` answers 1 only once) takes its connections out of the
+cluster's presence and room membership and announces them offline and gone: a node that crashed
+has its users announced offline within ``node_timeout``, and no ghost stays online.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import msgpack
+import redis
+from pykka import ActorDeadError
+
+from actorim.actors.messages import Call
+from actorim.cluster.keys import ClusterKeys
+from actorim.cluster.link import ClusterLink, make_client
+from actorim.context import NodeContext
+from supervisors import GeventActor
+
+if TYPE_CHECKING:
+    from actorim.link import Link
+
+__all__ = ["NodeRegistryActor", "list_sessions"]
+
+logger = logging.getLogger("actorim.cluster")
+
+
+class NodeRegistryActor(GeventActor):
+    """See the module docstring."""
+
+    def __init__(self, ctx: NodeContext, link: ClusterLink) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.link = link
+        timeout = ctx.config.node_timeout
+        self.interval = timeout / 5
+        self.alive_ttl_ms = int(timeout * 600)
+        # Session and per-node records outlive the liveness key, so that a reaper finds them.
+        self.records_ttl_ms = int(timeout * 3000)
+        self._timer: Any = None
+
+    def on_start(self) -> None:
+        self._refresh()
+        self._arm()
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.kill(block=False)
+        self._leave()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Call):
+            return message.func(*message.args)
+        return super().on_receive(message)
+
+    def _arm(self) -> None:
+        self._timer = gevent.spawn_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        with contextlib.suppress(ActorDeadError):
+            self.actor_ref.tell(Call(self._sweep))
+
+    def _sweep(self) -> None:
+        self._refresh()
+        self.link.guarded("reaper", self._reap, None)
+        self._arm()
+
+    def _refresh(self) -> None:
+        keys, me = self.link.keys, self.link.node_id
+
+        def call() -> None:
+            pipe = self.link.client.pipeline(transaction=False)
+            pipe.set(keys.node_alive(me), str(time.time()), px=self.alive_ttl_ms)
+            pipe.sadd(keys.nodes, me)
+            for key in (keys.node_users(me), keys.node_members(me), keys.node_sessions(me)):
+                pipe.pexpire(key, self.records_ttl_ms)
+            pipe.execute()
+
+        self.link.guarded("liveness", call, None)
+
+    def _reap(self) -> None:
+        keys, client = self.link.keys, self.link.client
+        others = [
+            n.decode() for n in client.smembers(keys.nodes) if n.decode() != self.link.node_id
+        ]
+        if not others:
+            return
+        pipe = client.pipeline(transaction=False)
+        for node in others:
+            pipe.exists(keys.node_alive(node))
+        for node, alive in zip(others, pipe.execute(), strict=True):
+            if not alive and client.srem(keys.nodes, node) == 1:
+                logger.warning("node %s stopped refreshing its liveness: reaping it", node)
+                reap_node(self.link, node)
+
+    def _leave(self) -> None:
+        """A node that stops cleanly takes what is left of its own records out at once."""
+        keys, me = self.link.keys, self.link.node_id
+
+        def call() -> None:
+            self.link.client.srem(keys.nodes, me)
+            reap_node(self.link, me)
+
+        self.link.guarded("leave", call, None)
+
+
+def reap_node(link: ClusterLink, node: str) -> None:
+    """Take ``node``'s connections out of presence and membership, announcing the changes."""
+    keys, client = link.keys, link.client
+    users = client.hgetall(keys.node_users(node))
+    members = client.hgetall(keys.node_members(node))
+    client.delete(
+        keys.node_users(node),
+        keys.node_members(node),
+        keys.node_sessions(node),
+        keys.node_alive(node),
+    )
+    for field, count in members.items():
+        room, _, user = field.decode().partition("\x1f")
+        if int(count) > 0:
+            link.member_adjust(room, user, -int(count), node=None)
+    for user_bytes, count in users.items():
+        user = user_bytes.decode()
+        if int(count) > 0:
+            link.presence_adjust(user, -int(count), node=None)
+        link.presence_settle(user)
+
+
+def open_session(link: ClusterLink, session: Link) -> None:
+    """Record a connection in the cluster: user, node, connected since, address."""
+    record = msgpack.packb(
+        {
+            "user": session.user,
+            "node": link.node_id,
+            "since": int(time.time() * 1000),
+            "address": session.remote,
+        }
+    )
+    link.guarded(
+        "sessions",
+        lambda: link.client.hset(link.keys.node_sessions(link.node_id), session.session, record),
+        None,
+    )
+
+
+def close_session(link: ClusterLink, session: Link) -> None:
+    link.guarded(
+        "sessions",
+        lambda: link.client.hdel(link.keys.node_sessions(link.node_id), session.session),
+        None,
+    )
+
+
+def list_sessions(redis_url: str, *, namespace: str = "actorim") -> list[dict[str, Any]]:
+    """Every connection of the cluster (``session``, ``user``, ``node``, ``since``, ``address``),
+    for operators: who is connected where."""
+    keys = ClusterKeys(namespace)
+    client = make_client(redis_url)
+    try:
+        sessions = []
+        for node in sorted(n.decode() for n in client.smembers(keys.nodes)):
+            for sid, record in client.hgetall(keys.node_sessions(node)).items():
+                sessions.append({"session": sid.decode(), **msgpack.unpackb(record, raw=False)})
+        return sessions
+    except redis.RedisError as exc:
+        msg = f"could not read the sessions from Redis at {redis_url}: {exc}"
+        raise RuntimeError(msg) from exc
+    finally:
+        client.close()
