@@ -113,18 +113,20 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = config_from(args, os.environ)
-    if config.workers > 1:
-        if not config.redis_url:
-            raise ValueError(
-                f"--workers {config.workers} runs {config.workers} nodes, which must share "
-                "state through Redis: set REDIS_URL, or run one worker"
-            )
-        raise ValueError("several workers need cluster mode, which this build does not include")
+    if config.workers > 1 and not config.redis_url:
+        raise ValueError(
+            f"--workers {config.workers} runs {config.workers} nodes, which must share "
+            "state through Redis: set REDIS_URL, or run one worker"
+        )
     from actorim.hubwatch import watch_hub
     from actorim.logs import setup_logging
     from actorim.node import Node
 
     setup_logging(config.log_level, json_lines=config.log_json)
+    if config.workers > 1:
+        from actorim.workers import run_workers
+
+        return run_workers(config)
     if config.dev:
         logger.warning(
             "DEVELOPMENT MODE: tokens are signed with a generated secret and anyone can get "

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_from"]
+__all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_environment", "config_from"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,12 @@ SETTINGS: tuple[Setting, ...] = (
         "worker processes sharing the port; more than 1 needs REDIS_URL",
         int,
         env="WEB_CONCURRENCY",
+    ),
+    Setting(
+        "reuse_port",
+        False,
+        "bind with SO_REUSEPORT, so that several processes share the port (set for --workers)",
+        _bool,
     ),
     Setting("node_id", "", "this node's name in replies and logs (default: host name and pid)"),
     # -- security
@@ -157,6 +163,7 @@ class Config:
     host: str = _BY_NAME["host"].default
     port: int = _BY_NAME["port"].default
     workers: int = _BY_NAME["workers"].default
+    reuse_port: bool = _BY_NAME["reuse_port"].default
     node_id: str = _BY_NAME["node_id"].default
     secret: str = _BY_NAME["secret"].default
     dev: bool = _BY_NAME["dev"].default
@@ -244,6 +251,21 @@ def _bad(name: str, problem: str) -> None:
     setting = _BY_NAME[name]
     msg = f"setting {name} ({setting.flag} / {setting.env_var}) {problem}"
     raise ValueError(msg)
+
+
+def config_environment(config: Config) -> dict[str, str]:
+    """The environment variables that give another process exactly these settings."""
+    env = {}
+    for s in SETTINGS:
+        value = getattr(config, s.name)
+        if isinstance(value, bool):
+            text = "1" if value else "0"
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        else:
+            text = str(value)
+        env[s.env_var] = text
+    return env
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,10 @@ class Node:
         """Serve the node on ``host:port`` (port 0 picks a free one); returns the address."""
         if self.supervisor is None:
             self.start()
-        listener = (host or self.config.host, self.config.port if port is None else port)
+        address = (host or self.config.host, self.config.port if port is None else port)
+        listener: Any = address
+        if self.config.reuse_port:
+            listener = _reuse_port_socket(address)
         self.server = WSGIServer(
             listener,
             self.wsgi_app,
@@ -323,3 +327,17 @@ class Node:
     @property
     def pid(self) -> int:
         return os.getpid()
+
+
+# The listen backlog: bursts of reconnecting clients (a deploy) queue here, not in SYN drops.
+LISTEN_BACKLOG = 4096
+
+
+def _reuse_port_socket(address: tuple[str, int]) -> socket.socket:
+    """A listening socket that other processes may bind too: the kernel spreads connections."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(LISTEN_BACKLOG)
+    return sock

@@ -251,7 +251,10 @@ def _tokens(
     if len(chosen) > 1:
         raise ValueError(f"choose one way to get tokens, not {' and '.join(chosen)}")
     if args.token_file:
-        lines = Path(args.token_file).read_text().splitlines()
+        try:
+            lines = Path(args.token_file).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--token-file {args.token_file}: cannot read it ({exc})") from None
         tokens = tuple(line.strip() for line in lines if line.strip())
         if len(tokens) < clients:
             raise ValueError(
