@@ -141,6 +141,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_rooms_per_connection", 100, "rooms one connection may be in", int),
     Setting("max_connections_per_user", 20, "connections one user may hold at once", int),
     Setting("max_members_per_room", 10_000, "connections one room may hold", int),
+    Setting(
+        "member_events_limit",
+        200,
+        "rooms with more members than this do not announce joins and leaves (each would go to "
+        "every member)",
+        int,
+    ),
+    Setting(
+        "member_list_limit",
+        200,
+        "most member ids a join reply lists (members_total gives the full count)",
+        int,
+    ),
     Setting("outbox_max_frames", 2_000, "frames queued to a slow client before close 1013", int),
     Setting("outbox_max_bytes", 4 * MIB, "bytes queued to a slow client before close 1013", int),
     Setting(
@@ -193,6 +206,8 @@ class Config:
     max_rooms_per_connection: int = _BY_NAME["max_rooms_per_connection"].default
     max_connections_per_user: int = _BY_NAME["max_connections_per_user"].default
     max_members_per_room: int = _BY_NAME["max_members_per_room"].default
+    member_events_limit: int = _BY_NAME["member_events_limit"].default
+    member_list_limit: int = _BY_NAME["member_list_limit"].default
     outbox_max_frames: int = _BY_NAME["outbox_max_frames"].default
     outbox_max_bytes: int = _BY_NAME["outbox_max_bytes"].default
     presence_grace: float = _BY_NAME["presence_grace"].default

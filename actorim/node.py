@@ -230,6 +230,7 @@ class Node:
             spawn=Pool(),
             log=None,
             error_log=logger,
+            backlog=LISTEN_BACKLOG,
         )
         self.server.start()
         address = self.server.address

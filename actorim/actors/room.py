@@ -130,9 +130,10 @@ class RoomActor(GeventActor):
         elif isinstance(message, LeaveRoom):
             self._leave(message)
         elif isinstance(message, RemoteEvent):
-            for link in self.state.members:
-                if link.user != message.user:
-                    link.send_frame(message.frame)
+            if len(self.state.members) <= self.ctx.config.member_events_limit:
+                for link in self.state.members:
+                    if link.user != message.user:
+                        link.send_frame(message.frame)
         elif isinstance(message, Repair):
             self._repair()
         elif isinstance(message, Call):
@@ -252,11 +253,14 @@ class RoomActor(GeventActor):
             members = self._membership_changed(user, +1, first_or_last=count == 0)
         else:
             members = None
+        if members is None:
+            members = self._members()
         reply: dict[str, Any] = {
             "room": state.name,
             "seq": state.seq,
             "epoch": self.ctx.epoch,
-            "members": members if members is not None else self._members(),
+            "members": members[: self.ctx.config.member_list_limit],
+            "members_total": len(members),
         }
         since = join.since
         if since is None:
@@ -342,7 +346,7 @@ class RoomActor(GeventActor):
         """
         cluster = self.ctx.cluster
         if cluster is None:
-            if first_or_last:
+            if first_or_last and len(self.state.users) <= self.ctx.config.member_events_limit:
                 self._announce(user, "joined" if delta > 0 else "left")
             return None
         return cluster.member_adjust(self.state.name, user, delta)

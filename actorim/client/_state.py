@@ -162,9 +162,9 @@ class Session:
     rooms: dict[str, RoomState] = field(default_factory=dict)
     watched: dict[str, None] = field(default_factory=dict)
     seen: RecentIds = field(default_factory=RecentIds)
-    _commands: dict[int, Command] = field(default_factory=dict)
-    _sends: dict[str, int] = field(default_factory=dict)
-    _next_id: int = 1
+    _commands: dict[int, Command] = field(default_factory=dict, init=False, repr=False)
+    _sends: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _next_id: int = field(default=1, init=False, repr=False)
 
     # -- commands ----------------------------------------------------------------------------
 

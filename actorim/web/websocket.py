@@ -60,6 +60,7 @@ from actorim.protocol.frames import (
     ReaderState,
     encode_ping,
 )
+from actorim.web.headers import RequestHeaders, read_headers
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -365,6 +366,9 @@ class WebSocketHandler(_GeventWebSocketHandler):
 
     close_timeout: float = CLOSE_TIMEOUT
     """Seconds the closing handshake may take; see `CLOSE_TIMEOUT`."""
+
+    def MessageClass(self, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
+        return read_headers(*args)
 
     # gevent-websocket's start_response prepares its own WebSocket response; ours writes the
     # 101 itself, so plain HTTP and refusals use pywsgi's unchanged.

@@ -1,0 +1,478 @@
+"""``LinkKeeper``: keeps a client's link to the server up, under a circuit breaker.
+
+The link is governed by a :class:`~actorim.actors.breaker.BreakerActor` whose probe is
+:meth:`LinkKeeper._probe`: on a live link it is the heartbeat (the ``ping`` command); on a dead
+one it is a reconnect attempt, which opens a WebSocket, sends ``connect``, re-joins every room
+with ``since`` (the last seq seen) and resends every unanswered command in its original order,
+``cid`` included. The breaker schedules those attempts (back-off with full jitter while the
+link fails, a cool-down once ``failure_threshold`` attempts failed in a row) and notices a
+server that stopped answering; the keeper turns its transitions into a :class:`LinkState`.
+
+One rule keeps the breaker's count honest: the end of a link that was up is reported once, by
+whoever sees it first (the socket's reader, or a failed write); a failed attempt is the
+probe's own outcome.
+
+The decisions about commands, rooms and duplicates are the :class:`Session`'s; this shell owns
+the socket, the greenlets that wait for replies, and the breaker actor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+from pykka import ActorDeadError, ActorRef
+
+from actorim.actors.breaker import BreakerActor, ReportFailure, Subscribe
+from actorim.breaker import BreakerPolicy, BreakerState, Transition
+from actorim.client._errors import (
+    AuthError,
+    ClientClosed,
+    ClientError,
+    LinkLost,
+    QueueFull,
+    ServerError,
+)
+from actorim.client._events import Dispatcher
+from actorim.client._link import LinkClosed, WebSocketLink
+from actorim.client._state import Command, OnLoss, Session
+from actorim.client._status import LinkState, LinkStatus, StateChange
+
+__all__ = ["LinkKeeper", "Token", "Tokens"]
+
+logger = logging.getLogger("actorim.client")
+
+Token = str | Callable[[], str]
+"""A token, or a callable that returns a fresh one (asked again when the server refuses the
+one it has)."""
+
+# The server accepts at most this many users in one watch command (docs/protocol.md).
+_WATCH_CHUNK = 1000
+
+
+class Tokens:
+    """The token to connect with: fixed, or fetched from a callable (once, then on refusal)."""
+
+    def __init__(self, source: Token) -> None:
+        if not isinstance(source, str) and not callable(source):
+            raise TypeError("token must be a string or a callable that returns one")
+        self._source = source
+        self._token = source if isinstance(source, str) else None
+
+    @property
+    def renewable(self) -> bool:
+        return callable(self._source)
+
+    def get(self) -> str:
+        if self._token is None:
+            self._token = self._fetch()
+        return self._token
+
+    def refresh(self) -> str:
+        self._token = self._fetch()
+        return self._token
+
+    def _fetch(self) -> str:
+        assert callable(self._source)
+        token = self._source()
+        if not isinstance(token, str) or not token:
+            raise ClientError(f"the token callable returned {type(token).__name__}, not a token")
+        return token
+
+
+class _Refused(Exception):
+    """The server refused the token (``unauthenticated``, then close 1008)."""
+
+
+class _Conn:
+    """One WebSocket and what the keeper knows of it."""
+
+    __slots__ = ("dead", "flushing", "ready", "silent", "ws")
+
+    def __init__(self, ws: WebSocketLink) -> None:
+        self.ws = ws
+        self.ready = False  # connected, rooms re-joined, waiting commands resent
+        self.dead = False
+        self.silent = False  # given up by the keeper: its end is not reported to the breaker
+        self.flushing = False
+
+
+class LinkKeeper:
+    """See the module docstring. ``Client`` makes one and calls :meth:`submit` for every
+    command; everything else here runs in the keeper's greenlets."""
+
+    def __init__(
+        self,
+        url: str,
+        tokens: Tokens,
+        session: Session,
+        dispatch: Dispatcher,
+        *,
+        policy: BreakerPolicy,
+        open_link: Callable[[str, float], WebSocketLink],
+        clock: Callable[[], float],
+        rand: Callable[[float, float], float],
+    ) -> None:
+        self.url = url
+        self._tokens = tokens
+        self._session = session
+        self._dispatch = dispatch
+        self._policy = policy
+        self._open_link = open_link
+        self._clock = clock
+        self._rand = rand
+        self._status = LinkStatus()
+        self._results: dict[int, gevent.event.AsyncResult | None] = {}
+        self._conn: _Conn | None = None
+        self._breaker: ActorRef[Any] | None = None
+        self.info: dict[str, Any] = {}
+        """The server's last ``connect`` reply."""
+        self.closed: ClientClosed | None = None
+        """Why the keeper stopped for good (None while it runs)."""
+        self.reason = "not started"
+        """Why the state last changed."""
+        self._state_event = gevent.event.Event()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        return self._status.state
+
+    @property
+    def started(self) -> bool:
+        return self._breaker is not None or self.closed is not None
+
+    @property
+    def ready(self) -> bool:
+        """A link is up and restored: commands go out at once."""
+        conn = self._conn
+        return conn is not None and conn.ready and not conn.dead
+
+    def wait_for(self, state: LinkState, deadline: float | None) -> bool:
+        """Wait until the link is in ``state``; False at ``deadline`` (``time.monotonic``), or
+        at once once stopped in another state."""
+        while True:
+            event = self._state_event
+            if self.state is state:
+                return True
+            if self._status.stopped:
+                return False
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            event.wait(remaining)
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the breaker actor; its first probe connects at once."""
+        if self.started:
+            return
+        self._publish(self._status.start(f"connecting to {self.url}"))
+        self._breaker = BreakerActor.start(
+            self._policy,
+            probe=self._probe,
+            name=f"client {self.url}",
+            clock=self._clock,
+            rand=self._rand,
+        )
+        self._breaker.ask(Subscribe(self._on_transition))
+
+    def shutdown(self, error: ClientClosed) -> None:
+        """Stop for good: every waiting command fails with ``error``, and the dispatcher ends
+        after the last state change."""
+        if self.closed is not None:
+            return
+        self.closed = error
+        change = self._status.stop(str(error))
+        breaker, self._breaker = self._breaker, None
+        if breaker is not None:
+            # Stopped first, so that no attempt starts while the link closes.
+            with contextlib.suppress(ActorDeadError):
+                breaker.stop()
+        conn = self._conn
+        if conn is not None:
+            conn.silent = True
+            conn.ws.close(1000, "client closed")
+            self._lost(conn, str(error))
+        for command in self._session.clear():
+            result = self._results.pop(command.id, None)
+            if result is not None:
+                result.set_exception(error)
+        self._results.clear()
+        self._publish(change)
+        self._dispatch.close()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def submit(
+        self, t: str, args: dict[str, Any], on_loss: OnLoss
+    ) -> tuple[Command, gevent.event.AsyncResult]:
+        """Queue a command of the application; it goes out now if the link is ready, else when
+        it is restored. The result gets the reply's ``data`` or a :class:`ClientError`."""
+        command = self._session.submit(t, args, on_loss)
+        result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._results[command.id] = result
+        self._flush()
+        return command, result
+
+    def cancel(self, command: Command) -> None:
+        """Nobody waits for ``command`` any more: it is never written again."""
+        self._session.cancel(command.id)
+        self._results.pop(command.id, None)
+
+    def background(self, t: str, args: dict[str, Any], on_loss: OnLoss = OnLoss.RESEND) -> None:
+        """A command nobody waits for (an automatic receipt, a leave while reconnecting)."""
+        try:
+            command = self._session.submit(t, args, on_loss)
+        except QueueFull as exc:
+            logger.warning("dropping an automatic %s: %s", t, exc)
+            return
+        self._results[command.id] = None
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write every waiting command on the link, if it is ready."""
+        conn = self._conn
+        if conn is None or not conn.ready or conn.flushing:
+            return
+        conn.flushing = True
+        try:
+            self._write_unsent(conn)
+        except LinkLost:
+            pass  # the commands wait for the next link
+        finally:
+            conn.flushing = False
+
+    def _write_unsent(self, conn: _Conn) -> None:
+        while batch := self._session.take_unsent():
+            for command in batch:
+                self._write(conn, command)
+
+    def _write(self, conn: _Conn, command: Command) -> None:
+        if conn.dead:
+            raise LinkLost("the link ended")
+        try:
+            conn.ws.send(command.frame())
+        except (TypeError, ValueError) as exc:
+            self._session.cancel(command.id)
+            result = self._results.pop(command.id, None)
+            error = ClientError(f"{command.t} cannot be encoded: {exc}", code="bad_request")
+            if result is not None:
+                result.set_exception(error)
+        except (LinkClosed, OSError) as exc:
+            self._lost(conn, f"writing to the server failed: {exc}")
+            raise LinkLost(str(exc)) from None
+
+    def _call_on(
+        self, conn: _Conn, t: str, args: dict[str, Any], *, resume: bool = False
+    ) -> gevent.event.AsyncResult:
+        """Send a command that belongs to ``conn`` (connect, re-join, heartbeat) at once."""
+        command = self._session.submit(t, args, OnLoss.FAIL, resume=resume, sent=True)
+        result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._results[command.id] = result
+        try:
+            self._write(conn, command)
+        except LinkLost:
+            self.cancel(command)
+            raise
+        return result
+
+    # -- the probe: heartbeats on a live link, attempts on a dead one ---------------------------
+
+    def _probe(self) -> None:
+        """Called by the breaker actor in a greenlet of its own, under its ``heartbeat_timeout``:
+        returns when the server answered, raises when the attempt failed."""
+        conn = self._conn
+        if conn is not None and conn.ready and not conn.dead:
+            self._heartbeat(conn)
+        else:
+            self._establish()
+
+    def _heartbeat(self, conn: _Conn) -> None:
+        try:
+            self._call_on(conn, "ping", {}).get()
+        except LinkLost:
+            # The link's end was reported to the breaker by whoever saw it, which abandons this
+            # heartbeat; waiting here keeps the one failure from being counted twice.
+            gevent.sleep(self._policy.heartbeat_timeout)
+            raise
+
+    def _establish(self) -> None:
+        stale = self._conn
+        if stale is not None:
+            self._discard(stale, "replaced by a new connection")
+        try:
+            conn = self._open(self._tokens.get())
+        except _Refused as refused:
+            if not self._tokens.renewable:
+                error = AuthError(
+                    f"the server refused the token ({refused}); make a new client with a valid "
+                    "token, or give a callable that returns fresh ones"
+                )
+                gevent.spawn(self.shutdown, error)
+                raise error from None
+            logger.info("the server refused the token (%s); fetching a fresh one", refused)
+            # A fresh token that is refused too counts as one failed attempt.
+            conn = self._open(self._tokens.refresh())
+        try:
+            self._restore(conn)
+        except BaseException:
+            self._discard(conn, "the session could not be restored")
+            raise
+
+    def _open(self, token: str) -> _Conn:
+        conn = _Conn(self._open_link(self.url, self._policy.heartbeat_timeout))
+        self._conn = conn
+        gevent.spawn(self._read, conn)
+        try:
+            info = self._call_on(conn, "connect", {"token": token}).get()
+        except ServerError as exc:
+            self._discard(conn, str(exc))
+            if exc.code == "unauthenticated":
+                raise _Refused(exc.server_message) from None
+            raise
+        except BaseException:
+            self._discard(conn, "connect failed")
+            raise
+        self.info = dict(info)
+        self._session.user = info.get("user")
+        return conn
+
+    def _restore(self, conn: _Conn) -> None:
+        """Re-join the rooms (resuming after the last seq seen), watch again, resend every
+        unanswered command in order; then the link is ready."""
+        session = self._session
+        waits = [self._call_on(conn, "join", a, resume=True) for a in session.rejoin_args()]
+        watched = list(session.watched)
+        for start in range(0, len(watched), _WATCH_CHUNK):
+            users = watched[start : start + _WATCH_CHUNK]
+            waits.append(self._call_on(conn, "watch", {"users": users}))
+        for result in waits:
+            try:
+                result.get()
+            except ServerError as exc:
+                # A room the token no longer allows: the session dropped it and the
+                # application gets an error event for it.
+                logger.warning("restoring the session: %s", exc)
+        self._write_unsent(conn)
+        conn.ready = True
+        self._publish(self._status.link_up(f"connected as {session.user}"))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            while True:
+                frame = conn.ws.recv()
+                if conn.dead:
+                    return
+                self._received(conn, frame)
+        except LinkClosed as closed:
+            why = f": {closed.reason}" if closed.reason else ""
+            self._lost(conn, f"the link ended ({closed.code}{why})")
+        except Exception as exc:
+            logger.exception("reading from %s failed", self.url)
+            self._lost(conn, f"reading failed: {exc}")
+
+    def _received(self, conn: _Conn, frame: dict[str, Any]) -> None:
+        if conn is not self._conn:
+            return
+        t = frame.get("t")
+        if t == "reply":
+            self._reply(frame)
+        elif t == "msg":
+            self._message(frame)
+        else:
+            self._dispatch.event(frame)
+
+    def _reply(self, frame: dict[str, Any]) -> None:
+        answer = self._session.answered(frame)
+        if answer is None:
+            return
+        if answer.event is not None:
+            self._dispatch.event(answer.event)
+        result = self._results.pop(answer.command.id, None)
+        if result is None:
+            if frame.get("ok") is not True:
+                logger.debug("%s failed: %s", answer.command.t, frame.get("error"))
+            return
+        if frame.get("ok") is True:
+            data = frame.get("data")
+            result.set(data if isinstance(data, dict) else {})
+            return
+        error = frame.get("error")
+        error = error if isinstance(error, dict) else {}
+        result.set_exception(
+            ServerError(str(error.get("code", "internal")), str(error.get("message", "")))
+        )
+
+    def _message(self, msg: dict[str, Any]) -> None:
+        incoming = self._session.message(msg)
+        if incoming.settles is not None:
+            # The reply to this send was lost with a link; the replay answers it instead.
+            result = self._results.pop(incoming.settles.id, None)
+            if result is not None:
+                result.set({"mid": msg.get("mid"), "seq": msg.get("seq"), "ts": msg.get("ts")})
+        if incoming.ack:
+            self.background("ack", {"mid": msg["mid"]})
+        if incoming.deliver:
+            self._dispatch.event(msg)
+
+    # -- the link's end ----------------------------------------------------------------------
+
+    def _lost(self, conn: _Conn, reason: str) -> None:
+        """``conn`` ended: report it once, and put its commands back in line for the next link."""
+        if conn.dead:
+            return
+        conn.dead = True
+        conn.ws.abort()
+        if conn is not self._conn:
+            return
+        self._conn = None
+        done, failed = self._session.link_lost()
+        for command in done:
+            result = self._results.pop(command.id, None)
+            if result is not None:
+                result.set({})
+        for command in failed:
+            result = self._results.pop(command.id, None)
+            if result is not None:
+                result.set_exception(LinkLost(reason))
+        self._publish(self._status.link_down(reason))
+        breaker = self._breaker
+        if conn.ready and not conn.silent and breaker is not None:
+            logger.info("lost the link to %s: %s", self.url, reason)
+            with contextlib.suppress(ActorDeadError):
+                breaker.tell(ReportFailure(reason))
+
+    def _discard(self, conn: _Conn, reason: str) -> None:
+        """Give ``conn`` up without reporting it: its failure is counted some other way."""
+        conn.silent = True
+        self._lost(conn, reason)
+
+    def _on_transition(self, transition: Transition) -> None:
+        """A breaker transition; runs inside the breaker actor, so it only updates state."""
+        if self._status.stopped:
+            return
+        change = self._status.breaker_moved(transition)
+        conn = self._conn
+        if transition.new is BreakerState.OPEN and conn is not None:
+            # Heartbeats went unanswered: the connection is dead even if TCP says otherwise.
+            self._discard(conn, transition.reason)
+        self._publish(change)
+
+    def _publish(self, change: StateChange | None) -> None:
+        if change is None:
+            return
+        self.reason = change.reason
+        logger.info("%s: %s (%s)", self.url, change.state.value, change.reason)
+        event, self._state_event = self._state_event, gevent.event.Event()
+        event.set()
+        self._dispatch.state(change)
