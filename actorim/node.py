@@ -221,8 +221,10 @@ class Node:
             self.start()
         address = (host or self.config.host, self.config.port if port is None else port)
         listener: Any = address
+        # gevent refuses a backlog with a socket it did not make; ours listens with it already.
+        backlog: int | None = LISTEN_BACKLOG
         if self.config.reuse_port:
-            listener = _reuse_port_socket(address)
+            listener, backlog = _reuse_port_socket(address), None
         self.server = WSGIServer(
             listener,
             self.wsgi_app,
@@ -230,7 +232,7 @@ class Node:
             spawn=Pool(),
             log=None,
             error_log=logger,
-            backlog=LISTEN_BACKLOG,
+            backlog=backlog,
         )
         self.server.start()
         address = self.server.address

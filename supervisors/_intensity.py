@@ -26,11 +26,15 @@ class RestartIntensity:
             raise ValueError(msg)
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
-        self._times: deque[float] = deque()
+        # Made at the first restart: most supervised things never restart, and an empty deque
+        # costs 600 bytes (one per connection adds up).
+        self._times: deque[float] | None = None
 
     def record(self, now: float) -> bool:
         """Record a restart at ``now``; False when that restart exceeds the intensity."""
         times = self._times
+        if times is None:
+            times = self._times = deque()
         times.append(now)
         horizon = now - self.max_seconds
         while times and times[0] <= horizon:
@@ -38,4 +42,4 @@ class RestartIntensity:
         return len(times) <= self.max_restarts
 
     def __len__(self) -> int:
-        return len(self._times)
+        return len(self._times) if self._times is not None else 0

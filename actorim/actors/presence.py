@@ -12,12 +12,13 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gevent import spawn_later
 from pykka import ActorDeadError
 
 from actorim.actors.messages import Call, Crash, RemoteEvent
+from actorim.cluster.heard import Heard
 from actorim.cluster.nodes import close_session, open_session
 from actorim.context import NodeContext
 from actorim.link import Link, Phase
@@ -25,6 +26,9 @@ from actorim.presence_state import Announcement, PresenceBook, WatchLimitError
 from actorim.protocol.errors import ErrorCode
 from actorim.wire import WireFrame
 from supervisors import GeventActor
+
+if TYPE_CHECKING:
+    from actorim.cluster.link import ClusterLink
 
 __all__ = ["Offline", "Online", "PresenceActor", "PresenceQuery", "WatchChange"]
 
@@ -68,6 +72,8 @@ class PresenceActor(GeventActor):
         super().__init__()
         self.ctx = ctx
         self.book = PresenceBook(grace_s=ctx.config.presence_grace)
+        # In a cluster: the status this node's watchers were last told, per watched user.
+        self.heard: Heard[str, str] = Heard()
         self._timer: Any = None
         self._timer_due: float | None = None
 
@@ -120,6 +126,7 @@ class PresenceActor(GeventActor):
                     cluster.presence_adjust(link.user, -1)
                     close_session(cluster, link)
             book.drop_watcher(link)
+            self.heard.forget(u for u in link.watching if not book.watchers_of(u))
         elif isinstance(message, PresenceQuery):
             statuses = None
             if cluster is not None and cluster.healthy:
@@ -129,8 +136,10 @@ class PresenceActor(GeventActor):
             message.link.reply(message.command_id, {"statuses": statuses})
         elif isinstance(message, RemoteEvent):
             assert message.user is not None
-            for link in self.book.watchers_of(message.user):
-                link.send_frame(message.frame)
+            watchers = self.book.watchers_of(message.user)
+            if watchers and self.heard.hear(message.user, message.frame.obj.get("status")):
+                for link in watchers:
+                    link.send_frame(message.frame)
         elif isinstance(message, Resync):
             self._resync()
         elif isinstance(message, WatchChange):
@@ -154,10 +163,23 @@ class PresenceActor(GeventActor):
                 link.fail(change.command_id, ErrorCode.FORBIDDEN, str(exc))
                 return
             link.watching.update(change.users)
+            self._hear_statuses(change.users)
         else:
             self.book.unwatch(link, change.users)
             link.watching.difference_update(change.users)
+            self.heard.forget(u for u in change.users if not self.book.watchers_of(u))
         link.reply(change.command_id, {})
+
+    def _hear_statuses(self, users: tuple[str, ...]) -> None:
+        """Newly watched users' statuses as the cluster has them: what a watcher would be
+        told if it asked, and what an outage's repair compares with."""
+        cluster = self.ctx.cluster
+        new = [u for u in users if u not in self.heard]
+        if cluster is None or not new or not cluster.healthy:
+            return
+        statuses = cluster.statuses(new)
+        if statuses is not None:
+            self.heard.seed(statuses)
 
     def _announce(self, announcements: list[Announcement]) -> None:
         cluster = self.ctx.cluster
@@ -214,6 +236,20 @@ class PresenceActor(GeventActor):
                 cluster.presence_adjust(user, delta)
             if not local.get(user) and not self.book.connections_of(user):
                 cluster.presence_settle(user)
+        self._announce_missed(cluster)
+
+    def _announce_missed(self, cluster: ClusterLink) -> None:
+        """After an outage: tell watchers the changes published while this node was deaf."""
+        links = self.ctx.directory.links.values()
+        watched = sorted(set().union(*(link.watching for link in links)))
+        statuses = cluster.statuses(watched)
+        if statuses is None:
+            return
+        now_ms = int(time.time() * 1000)
+        for user, status in self.heard.reconcile(statuses):
+            frame = WireFrame({"t": "presence", "user": user, "status": status, "ts": now_ms})
+            for link in self.book.watchers_of(user):
+                link.send_frame(frame)
 
     def _expire(self) -> None:
         self._announce(self.book.expire(time.time()))

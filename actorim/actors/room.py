@@ -29,6 +29,7 @@ from actorim.actors.messages import (
     Repair,
 )
 from actorim.actors.store import query, query_wait
+from actorim.cluster.heard import Heard
 from actorim.cluster.subscriptions import unwant_channel, want_channel
 from actorim.context import NodeContext, Unavailable
 from actorim.events import message_frame
@@ -67,6 +68,8 @@ class RoomState:
     joins_handled: int = 0
     recovering: dict[Link, list[tuple[int, WireFrame]]] = field(default_factory=dict)
     repairing: list[Publish] | None = None
+    # In a cluster: who this node's members were told is in the room ("joined" / "left").
+    heard: Heard[str, str] = field(default_factory=Heard)
 
     @property
     def conv(self) -> str:
@@ -130,10 +133,7 @@ class RoomActor(GeventActor):
         elif isinstance(message, LeaveRoom):
             self._leave(message)
         elif isinstance(message, RemoteEvent):
-            if len(self.state.members) <= self.ctx.config.member_events_limit:
-                for link in self.state.members:
-                    if link.user != message.user:
-                        link.send_frame(message.frame)
+            self._remote_member_event(message)
         elif isinstance(message, Repair):
             self._repair()
         elif isinstance(message, Call):
@@ -163,10 +163,19 @@ class RoomActor(GeventActor):
         self._fan_out(publish)
 
     def _repair(self) -> None:
-        """Replay what the store has beyond the last seq fanned out (after the link is back)."""
+        """Replay what the store has beyond the last seq fanned out (after the link is back),
+        and announce the arrivals and departures the node missed meanwhile."""
         cluster = self.ctx.cluster
         if cluster is not None:
             self._resync_membership(cluster)
+            members = cluster.members(self.state.name)
+            if members is not None:
+                changes = self.state.heard.reconcile(
+                    dict.fromkeys(members, "joined"), absent="left"
+                )
+                if len(self.state.members) <= self.ctx.config.member_events_limit:
+                    for user, what in changes:
+                        self._announce(user, what)
         if self.state.repairing is None:
             self.state.repairing = []
             self._replay_gap()
@@ -255,6 +264,8 @@ class RoomActor(GeventActor):
             members = None
         if members is None:
             members = self._members()
+        if self.ctx.cluster is not None and not state.heard.seeded:
+            state.heard.reset(dict.fromkeys(members, "joined"))
         reply: dict[str, Any] = {
             "room": state.name,
             "seq": state.seq,
@@ -370,8 +381,20 @@ class RoomActor(GeventActor):
             if delta:
                 cluster.member_adjust(state.name, user, delta)
 
+    def _remote_member_event(self, event: RemoteEvent) -> None:
+        """A member event from Redis (this node's own changes come back this way too): told to
+        the members once, however often it arrives."""
+        user = event.user
+        if user is None or not self.state.heard.hear(user, event.frame.obj.get("state")):
+            return
+        if len(self.state.members) <= self.ctx.config.member_events_limit:
+            self._tell_members(user, event.frame)
+
     def _announce(self, user: str, what: str) -> None:
         frame = WireFrame({"t": "member", "room": self.state.name, "user": user, "state": what})
+        self._tell_members(user, frame)
+
+    def _tell_members(self, user: str, frame: WireFrame) -> None:
         for member in self.state.members:
             if member.user != user:
                 member.send_frame(frame)

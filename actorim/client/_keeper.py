@@ -156,7 +156,7 @@ class LinkKeeper:
 
     def wait_for(self, state: LinkState, deadline: float | None) -> bool:
         """Wait until the link is in ``state``; False at ``deadline`` (``time.monotonic``), or
-        at once once stopped in another state."""
+        as soon as the keeper has stopped in another state."""
         while True:
             event = self._state_event
             if self.state is state:

@@ -120,7 +120,7 @@ class WebSocketLink:
     @staticmethod
     def _handshake(sock: Any, protocol: ClientProtocol) -> list[Frame]:
         """Read the handshake response; returns the frames that came in the same read."""
-        while protocol.state is State.CONNECTING:
+        while protocol.state is State.CONNECTING and protocol.handshake_exc is None:
             data = sock.recv(_READ_CHUNK)
             if not data:
                 protocol.receive_eof()

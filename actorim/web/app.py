@@ -54,7 +54,11 @@ class App:
                     "use a WebSocket\n",
                     [("Upgrade", "websocket")],
                 )
-            run_connection(self.node.ctx, websocket, _remote(environ))
+            remote = _remote(environ)
+            # The connection may live for days: the request's environ (headers and all) is not
+            # needed again, so it does not stay in memory that long.
+            environ.clear()
+            run_connection(self.node.ctx, websocket, remote)
             return []
         if path == "/healthz":
             return _json(start_response, "200 OK", {"status": "alive"})

@@ -101,19 +101,27 @@ def _read(ctx: NodeContext, link: Link) -> None:
     ws = link.ws
     max_limit = ctx.config.history_max_limit
     while link.phase is not Phase.CLOSED and link.close_request is None:
-        events = ws.receive()
-        closed = next((e for e in events if isinstance(e, Closed)), None)
-        if closed is None:
-            control = ws.take_control_output()
-            if control:
-                link.outbox.offer_control(control)
-        for event in events:
-            if isinstance(event, Message):
-                if not _on_message(link, event, max_limit):
-                    return
-            elif isinstance(event, Closed):
-                link.request_close(event.code, event.reason)
-                return
+        if not _on_events(link, ws.receive(), max_limit):
+            return
+
+
+def _on_events(link: Link, events: list[Any], max_limit: int) -> bool:
+    """Handle what one read brought; False when the connection must stop reading.
+
+    Its own function so that nothing of this read stays referenced while the next one blocks.
+    """
+    if not any(isinstance(e, Closed) for e in events):
+        control = link.ws.take_control_output()
+        if control:
+            link.outbox.offer_control(control)
+    for event in events:
+        if isinstance(event, Message):
+            if not _on_message(link, event, max_limit):
+                return False
+        elif isinstance(event, Closed):
+            link.request_close(event.code, event.reason)
+            return False
+    return True
 
 
 def _on_message(link: Link, message: Message, max_limit: int) -> bool:

@@ -289,16 +289,7 @@ class ServerWebSocket:
 
     def _receive(self) -> list[Event]:
         while self._final is None:
-            data = self._pending
-            if data:
-                self._pending = b""
-            else:
-                data = self._recv()
-            if data:
-                self.last_received = self._clock()
-                events = self._reader.feed(data)
-            else:
-                events = self._reader.feed_eof() or [Closed(CloseCode.ABNORMAL_CLOSURE, "")]
+            events = self._read_some()
             if events:
                 for event in events:
                     if type(event) is Pong:
@@ -308,6 +299,19 @@ class ServerWebSocket:
                         self._final_seen.set()
                 return events
         return [self._final]
+
+    def _read_some(self) -> list[Event]:
+        """Read once and parse. A function of its own so that no chunk stays referenced while
+        the next read blocks: an idle connection holds no read buffer."""
+        data = self._pending
+        if data:
+            self._pending = b""
+        else:
+            data = self._recv()
+        if data:
+            self.last_received = self._clock()
+            return self._reader.feed(data)
+        return self._reader.feed_eof() or [Closed(CloseCode.ABNORMAL_CLOSURE, "")]
 
     def _recv(self) -> bytes:
         if self._shut:
@@ -436,6 +440,9 @@ class WebSocketHandler(_GeventWebSocketHandler):
             pending=self._take_buffered_input(),
             close_timeout=self.close_timeout,
         )
+        # The request's headers are not needed once the upgrade is done, and the connection may
+        # live for days: let them go.
+        self.headers = RequestHeaders()
         self.environ[_ENVIRON_KEY] = websocket
         self.environ["wsgi.websocket"] = websocket
         self.environ["wsgi.websocket_version"] = WEBSOCKET_VERSION
