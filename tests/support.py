@@ -8,9 +8,15 @@ import http.client
 import itertools
 import json
 import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import time
+import urllib.request
 from collections import deque
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -383,3 +389,73 @@ def handshake_status(url: str, *, origin: str | None = None) -> int:
         return exc.status_code
     ws.close()
     return 101
+
+
+# -- a server in a child process: killed with SIGKILL, paused with SIGSTOP, restarted ----------
+
+
+class ServerProcess:
+    """``actorim serve`` as a child process on a free port, with a fixed secret and data dir.
+
+    :meth:`start` again after :meth:`kill` restarts it on the same port and data dir.
+    """
+
+    def __init__(self, data_dir: Path, *, secret: str, args: tuple[str, ...] = ()) -> None:
+        self.data_dir = data_dir
+        self.secret = secret
+        self.args = args
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "ACTORIM_SECRET": self.secret, "ACTORIM_DATA_DIR": str(self.data_dir)}
+        env.pop("PORT", None)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "actorim",
+                "serve",
+                "--port",
+                str(self.port),
+                "--store",
+                "sqlite",
+                "--log-level",
+                "WARNING",
+                *self.args,
+            ],
+            env=env,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise AssertionError("the server did not come up") from None
+                gevent.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs with its TCP connections open, as a wedged server does."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Kill it if it still runs (a paused process is woken so that it can die)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+            self.kill()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"

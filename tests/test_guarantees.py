@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +11,7 @@ import gevent
 import pytest
 
 from actorim.auth import TokenAuthority
-from tests.support import Client, RunningNode, free_port
+from tests.support import Client, RunningNode, ServerProcess
 
 SECRET = "guarantees-test-secret-0123456789abcdef"
 
@@ -29,58 +23,11 @@ def durable(start_node: Callable[..., RunningNode], data_dir: Path, **settings: 
 # -- 1. acknowledged means durable, across kill -9 ------------------------------------------------
 
 
-class ServerProcess:
-    """``actorim serve`` as a child process on a free port, with a fixed secret and data dir."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "ACTORIM_SECRET": SECRET, "ACTORIM_DATA_DIR": str(self.data_dir)}
-        env.pop("PORT", None)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "actorim",
-                "serve",
-                "--port",
-                str(self.port),
-                "--store",
-                "sqlite",
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-        )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1):
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise AssertionError("the server did not come up") from None
-                gevent.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data")
+    process = ServerProcess(tmp_path / "data", secret=SECRET)
     yield process
-    if process.proc is not None and process.proc.poll() is None:
-        process.kill()
+    process.stop()
 
 
 def test_every_acknowledged_message_survives_kill_9_exactly_once_and_in_order(

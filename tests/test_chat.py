@@ -1,0 +1,168 @@
+"""``actorim chat`` run as a user runs it: a child process reading typed lines on its stdin,
+against a real server in development mode, talking with a Python client."""
+
+from __future__ import annotations
+
+import doctest
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import gevent.event
+import pytest
+
+import actorim.chat
+from actorim.chat import endpoints
+from actorim.cli import main
+from actorim.client import Client
+from tests.support import RunningNode
+
+WAIT = 10.0  # seconds; the child starts in about half a second
+
+
+class ChatProcess:
+    """``python -m actorim chat ...``; :meth:`type` a line, :meth:`expect` a printed line."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "actorim", "chat", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, text: str) -> str:
+        """The next printed line containing ``text`` (lines before it are kept in ``lines``)."""
+        assert self.proc.stdout is not None
+        with gevent.Timeout(WAIT, AssertionError(f"no line with {text!r}; got {self.lines}")):
+            while True:
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise AssertionError(f"the chat ended before {text!r}; got {self.lines}")
+                self.lines.append(line.rstrip("\n"))
+                if text in line:
+                    return self.lines[-1]
+
+    def exit_code(self) -> int:
+        return self.proc.wait(timeout=WAIT)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def chats() -> Iterator[list[ChatProcess]]:
+    started: list[ChatProcess] = []
+    yield started
+    for chat in started:
+        chat.kill()
+
+
+class Inbox:
+    def __init__(self, client: Client) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._changed = gevent.event.Event()
+        client.on("*", self._add)
+
+    def _add(self, event: dict[str, Any]) -> None:
+        self.items.append(event)
+        self._changed.set()
+
+    def next(self, t: str, **match: Any) -> dict[str, Any]:
+        with gevent.Timeout(WAIT, AssertionError(f"no {t} {match}; got {self.items}")):
+            while True:
+                for event in self.items:
+                    if event["t"] == t and all(event.get(k) == v for k, v in match.items()):
+                        self.items.remove(event)
+                        return event
+                self._changed.clear()
+                self._changed.wait()
+
+
+def test_the_terminal_chat_joins_talks_lists_members_and_quits(
+    server: RunningNode, chats: list[ChatProcess]
+) -> None:
+    alice = ChatProcess(server.http, "--user", "alice")
+    chats.append(alice)
+    alice.expect("* connected as alice")
+    alice.type("/join lobby")
+    assert alice.expect("* joined lobby") == "* joined lobby (1 here: alice)"
+    with Client(server.url, server.token("bob")) as bob:
+        inbox = Inbox(bob)
+        bob.join("lobby")
+        alice.expect("* bob joined lobby")
+        bob.send(room="lobby", body="hi alice")
+        assert alice.expect("bob:") == "[lobby] bob: hi alice"
+        alice.type("hello bob")
+        assert inbox.next("msg", room="lobby")["body"] == "hello bob"
+        alice.type("/dm bob just you and me")
+        dm = inbox.next("msg", to="bob")
+        assert (dm["from"], dm["body"]) == ("alice", "just you and me")
+        bob.send(to="alice", body="likewise")
+        assert alice.expect("likewise") == "[dm] bob: likewise"
+        alice.type("/who")
+        assert alice.expect("* lobby:") == "* lobby: alice (online), bob (online)"
+        alice.type("/who carol")
+        assert alice.expect("carol") == "* carol is offline"
+        alice.type("/leave")
+        assert alice.expect("* left") == "* left lobby"
+        assert inbox.next("member", user="alice")["state"] == "left"
+        alice.type("anyone?")
+        alice.expect("! join a room first")
+        alice.type("/nonsense")
+        alice.expect("! unknown command /nonsense")
+        alice.type("/quit")
+        assert alice.exit_code() == 0
+
+
+def test_the_chat_speaks_json_and_takes_a_token(
+    server: RunningNode, chats: list[ChatProcess]
+) -> None:
+    carol = ChatProcess(server.url, "--token", server.token("carol"), "--json")
+    chats.append(carol)
+    carol.expect("* connected as carol")
+    carol.type("/join r")
+    carol.expect("* joined r")
+    carol.type("in json")
+    assert carol.proc.stdin is not None
+    carol.proc.stdin.close()  # the end of input ends the chat too
+    assert carol.exit_code() == 0
+    with Client(server.url, server.token("dave")) as dave:
+        dave.join("r")
+        assert [m["body"] for m in dave.history("r")["messages"]] == ["in json"]
+
+
+def test_a_refused_token_ends_the_chat_with_the_reason(
+    server: RunningNode, chats: list[ChatProcess]
+) -> None:
+    chat = ChatProcess(server.http, "--token", "not-a-token")
+    chats.append(chat)
+    chat.expect("! the server refused the token")
+    assert chat.exit_code() == 1
+
+
+def test_the_chat_needs_a_user_or_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["chat", "http://127.0.0.1:1"])
+    assert exited.value.code == 2
+    assert "--user NAME" in capsys.readouterr().err
+
+
+def test_server_addresses_are_understood_in_every_usual_form() -> None:
+    assert doctest.testmod(actorim.chat).failed == 0
+    assert endpoints("127.0.0.1:8080") == ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080")
+    assert endpoints("ws://h:1/ws") == ("ws://h:1/ws", "http://h:1")
+    assert endpoints("https://chat.example/") == ("wss://chat.example/ws", "https://chat.example")
+    with pytest.raises(ValueError, match="not a server URL"):
+        endpoints("ftp://h")

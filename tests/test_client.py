@@ -1,0 +1,468 @@
+"""The Python client against real servers: in this process (fast, with fault injection to cut a
+link) and in a child process (killed with SIGKILL and restarted, or frozen with SIGSTOP).
+
+Waits are for events (a state change, a message arriving), never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.server
+import pytest
+
+from actorim.auth import TokenAuthority
+from actorim.breaker import BreakerPolicy
+from actorim.client import (
+    AuthError,
+    Client,
+    ClientClosed,
+    LinkLost,
+    LinkState,
+    NotConnected,
+    RequestTimeout,
+    ServerError,
+    StateChange,
+)
+from supervisors import Backoff
+from tests.support import RunningNode, ServerProcess, free_port
+
+CONNECTING, CONNECTED = LinkState.CONNECTING, LinkState.CONNECTED
+DISCONNECTED, CIRCUIT_OPEN = LinkState.DISCONNECTED, LinkState.CIRCUIT_OPEN
+WAIT = 10.0  # seconds; a generous bound for what takes a fraction of one
+SECRET = "client-test-secret-0123456789abcdef0123"
+
+# Reconnects start 0.3 s after a link is lost (so that a test can act while a client is away)
+# and come every 0.3-0.35 s after that.
+FAST = BreakerPolicy(
+    failure_threshold=5,
+    cooldown=0.3,
+    cooldown_cap=0.3,
+    backoff=Backoff(floor=0.3, cap=0.05),
+    heartbeat_interval=2.0,
+    heartbeat_timeout=1.0,
+)
+
+
+class Seen:
+    """A callback that records what it is given and can be waited on."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = gevent.event.Event()
+
+    def __call__(self, item: Any) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    def wait_for(self, predicate: Callable[[list[Any]], bool], what: str = "") -> list[Any]:
+        with gevent.Timeout(WAIT, AssertionError(f"still waiting for {what}; got {self.items}")):
+            while not predicate(self.items):
+                self._changed.clear()
+                self._changed.wait()
+        return self.items
+
+    def wait_count(self, n: int) -> list[Any]:
+        return self.wait_for(lambda items: len(items) >= n, f"{n} items")
+
+    def wait_state(self, state: LinkState, *, count: int = 1) -> list[StateChange]:
+        return self.wait_for(
+            lambda items: sum(c.state is state for c in items) >= count, f"{count} x {state}"
+        )
+
+    @property
+    def states(self) -> list[LinkState]:
+        return [change.state for change in self.items]
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def connected(server: RunningNode, clients: list[Client]) -> Callable[..., Client]:
+    def make(user: str, **options: Any) -> Client:
+        options.setdefault("policy", FAST)
+        client = Client(server.url, server.token(user), **options)
+        clients.append(client)
+        client.connect(timeout=WAIT)
+        return client
+
+    return make
+
+
+def drop_link(client: Client) -> None:
+    """Make the server close this client's connection (1011): its connection actor crashes
+    more than 3 times in 10 s."""
+    for _ in range(4):
+        with contextlib.suppress(ServerError, LinkLost):
+            client.request("debug.crash", {"what": "connection"})
+
+
+# -- the API on a steady link ----------------------------------------------------------------
+
+
+def test_messages_reach_callbacks_and_the_event_iterator_in_order(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    joined = alice.join("lobby")
+    assert joined["members"] == ["alice"] and joined["seq"] == 0
+    assert sorted(bob.join("lobby")["members"]) == ["alice", "bob"]
+    got = Seen()
+    bob.on("msg", got)
+    sent = [alice.send(room="lobby", body=f"hi {i}") for i in range(3)]
+    assert [s.seq for s in sent] == [1, 2, 3]
+    assert len({s.mid for s in sent}) == 3 and all(len(s.cid) == 32 for s in sent)
+    got.wait_count(3)
+    assert [(m["from"], m["body"], m["seq"]) for m in got.items] == [
+        ("alice", f"hi {i}", i + 1) for i in range(3)
+    ]
+    events = list(bob.events(timeout=0.2))
+    assert [e["t"] for e in events] == ["msg", "msg", "msg"]
+    assert [e["mid"] for e in events] == [s.mid for s in sent]
+    member = next(alice.events(timeout=WAIT))
+    assert member == {"t": "member", "room": "lobby", "user": "bob", "state": "joined"}
+
+
+def test_a_send_with_a_known_cid_returns_the_original_message(
+    connected: Callable[..., Client],
+) -> None:
+    alice = connected("alice")
+    alice.join("r")
+    first = alice.send(room="r", body="once", cid="my-id-1")
+    again = alice.send(room="r", body="once", cid="my-id-1")
+    assert again == first
+    assert [m["body"] for m in alice.history("r")["messages"]] == ["once"]
+
+
+def test_direct_messages_are_acknowledged_automatically_and_read_on_request(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    receipts = Seen()
+    alice.on("receipt", receipts)
+    got = Seen()
+    bob.on("msg", got)
+    sent = alice.send(to="bob", body="psst")
+    assert got.wait_count(1)[0]["body"] == "psst"
+    receipts.wait_count(1)
+    delivered = {"t": "receipt", "mid": sent.mid, "by": "bob", "status": "delivered"}
+    assert receipts.items[0] == delivered
+    bob.read(sent.mid)
+    assert receipts.wait_count(2)[1]["status"] == "read"
+
+
+def test_history_presence_and_watch(connected: Callable[..., Client]) -> None:
+    alice = connected("alice")
+    alice.join("h")
+    for i in range(5):
+        alice.send(room="h", body=i)
+    page = alice.history("h", limit=2)
+    assert [m["body"] for m in page["messages"]] == [3, 4] and page["more"] is True
+    assert [m["seq"] for m in alice.history("h", after=1, before=4)["messages"]] == [2, 3]
+    assert alice.presence(["alice", "carol"]) == {"alice": "online", "carol": "offline"}
+    presence = Seen()
+    alice.on("presence", presence)
+    alice.watch(["carol"])
+    connected("carol")
+    assert presence.wait_count(1)[0]["user"] == "carol"
+    assert presence.items[0]["status"] == "online"
+    alice.send(to="carol", body="hello")
+    assert [m["body"] for m in alice.history(with_user="carol")["messages"]] == ["hello"]
+    assert alice.ping() >= 0
+    with pytest.raises(ServerError, match="forbidden") as refused:
+        alice.send(room="not-joined", body="x")
+    assert refused.value.code == "forbidden"
+    with pytest.raises(ValueError, match="exactly one"):
+        alice.send(room="h", to="bob", body="x")
+
+
+def test_close_ends_the_iterator_and_refuses_further_commands(
+    connected: Callable[..., Client],
+) -> None:
+    alice = connected("alice")
+    states = Seen()
+    alice.on_state(states)
+    alice.close()
+    assert alice.state is DISCONNECTED
+    assert states.wait_state(DISCONNECTED)[-1].previous is CONNECTED
+    assert list(alice.events(timeout=WAIT)) == []
+    with pytest.raises(ClientClosed, match="closed"):
+        alice.send(room="r", body="x")
+    with pytest.raises(ClientClosed):
+        alice.connect()
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def test_a_refused_fixed_token_disconnects_for_good_with_a_clear_error(
+    server: RunningNode, clients: list[Client]
+) -> None:
+    client = Client(server.url, "not-a-token", policy=FAST)
+    clients.append(client)
+    with pytest.raises(AuthError, match="refused the token") as refused:
+        client.connect(timeout=WAIT)
+    assert refused.value.code == "unauthenticated"
+    assert client.state is DISCONNECTED
+    with pytest.raises(AuthError):
+        client.ping()
+
+
+def test_a_refused_token_is_renewed_from_the_callable_without_counting_a_failure(
+    server: RunningNode, clients: list[Client]
+) -> None:
+    handed = iter(["expired-token", server.token("alice")])
+    asked: list[int] = []
+
+    def token() -> str:
+        asked.append(1)
+        return next(handed)
+
+    client = Client(server.url, token, policy=FAST)
+    clients.append(client)
+    states = Seen()
+    client.on_state(states)
+    assert client.connect(timeout=WAIT)["user"] == "alice"
+    states.wait_state(CONNECTED)
+    assert states.states == [CONNECTING, CONNECTED]
+    assert len(asked) == 2
+
+
+# -- waiting for the link --------------------------------------------------------------------
+
+
+def test_commands_wait_for_the_link_up_to_their_timeout_or_fail_at_once_if_told(
+    clients: list[Client],
+) -> None:
+    url = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
+    patient = Client(url, "token", policy=FAST)
+    impatient = Client(url, "token", policy=FAST, wait_for_reconnect=False)
+    clients.extend([patient, impatient])
+    with pytest.raises(NotConnected, match="connect"):
+        patient.ping()
+    with pytest.raises(RequestTimeout, match="keeps trying"):
+        patient.connect(timeout=0.1)
+    with pytest.raises(RequestTimeout, match="resend with cid='c-1'") as late:
+        patient.send(room="r", body="x", cid="c-1", timeout=0.2)
+    assert late.value.cid == "c-1"
+    with pytest.raises(RequestTimeout):
+        impatient.connect(timeout=0.05)
+    with pytest.raises(NotConnected, match="wait_for_reconnect"):
+        impatient.send(room="r", body="x")
+
+
+def test_the_circuit_opens_after_the_configured_failures_and_tries_once_after_the_cool_down(
+    clients: list[Client],
+) -> None:
+    attempts: list[float] = []
+
+    def hang_up(sock: Any, address: Any) -> None:
+        attempts.append(time.monotonic())
+        sock.close()
+
+    listener = gevent.server.StreamServer(("127.0.0.1", 0), hang_up)
+    listener.start()
+    try:
+        policy = BreakerPolicy(
+            failure_threshold=3,
+            cooldown=0.3,
+            cooldown_cap=0.3,
+            backoff=Backoff(floor=0.02, cap=0.02),
+            heartbeat_interval=1.0,
+            heartbeat_timeout=0.5,
+        )
+        client = Client(f"ws://127.0.0.1:{listener.server_port}/ws", "token", policy=policy)
+        clients.append(client)
+        states = Seen()
+        at_change: list[int] = []
+        client.on_state(lambda change: (at_change.append(len(attempts)), states(change)))
+        with pytest.raises(RequestTimeout):
+            client.connect(timeout=0.01)
+        states.wait_state(CIRCUIT_OPEN, count=2)
+        assert states.states[:4] == [CONNECTING, CIRCUIT_OPEN, CONNECTING, CIRCUIT_OPEN]
+        # Three attempts open it; after the cool-down one trial goes out, and fails.
+        assert (at_change[1], at_change[3]) == (3, 4)
+        assert attempts[3] - attempts[2] >= policy.cooldown
+    finally:
+        listener.stop()
+
+
+# -- a link lost and restored ---------------------------------------------------------------
+
+
+def test_a_client_whose_link_drops_rejoins_and_gets_what_it_missed_once_in_order(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("r")
+    bob.join("r")
+    got, states, rejoined = Seen(), Seen(), Seen()
+    bob.on("msg", got)
+    bob.on("rejoined", rejoined)
+    bob.on_state(states)
+    alice.send(room="r", body="before 1")
+    alice.send(room="r", body="before 2")
+    got.wait_count(2)
+    drop_link(bob)
+    states.wait_state(CONNECTING)
+    alice.send(room="r", body="while away 1")  # bob's first attempt is 0.3 s away
+    alice.send(room="r", body="while away 2")
+    states.wait_state(CONNECTED)
+    assert rejoined.wait_count(1)[0]["recovered"] is True
+    alice.send(room="r", body="after")
+    got.wait_count(5)
+    assert [m["body"] for m in got.items] == [
+        "before 1",
+        "before 2",
+        "while away 1",
+        "while away 2",
+        "after",
+    ]
+    assert [m["seq"] for m in got.items] == [1, 2, 3, 4, 5]
+    assert bob.last_seq("r") == 5
+    assert bob.rooms == ("r",)
+
+
+def test_sends_made_while_the_link_is_down_go_out_once_when_it_is_back(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("r")
+    bob.join("r")
+    got, states = Seen(), Seen()
+    bob.on("msg", got)
+    alice.on_state(states)
+    drop_link(alice)
+    states.wait_state(CONNECTING)
+    assert alice.state is CONNECTING
+    sent = [alice.send(room="r", body=i) for i in range(3)]  # each waits for the link
+    assert alice.state is CONNECTED
+    assert [s.seq for s in sent] == [1, 2, 3]
+    got.wait_count(3)
+    alice.send(room="r", body="last")
+    assert [m["body"] for m in got.wait_count(4)] == [0, 1, 2, "last"]
+
+
+def test_a_room_left_while_the_link_is_down_is_not_joined_again(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("r")
+    bob.join("r")
+    bob.join("s")
+    states = Seen()
+    bob.on_state(states)
+    drop_link(bob)
+    states.wait_state(CONNECTING)
+    bob.leave("r")  # returns at once
+    assert bob.rooms == ("s",)
+    states.wait_state(CONNECTED)
+    assert alice.join("r")["members"] == ["alice"]
+    assert sorted(alice.join("s")["members"]) == ["alice", "bob"]
+
+
+# -- a real server process: kill -9 and restart, SIGSTOP and SIGCONT --------------------------
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "data", secret=SECRET)
+    yield process
+    process.stop()
+
+
+def test_a_stream_survives_kill_9_of_the_server_every_message_once_in_order(
+    server_process: ServerProcess, clients: list[Client]
+) -> None:
+    tokens = TokenAuthority(SECRET)
+    server_process.start()
+    restart = BreakerPolicy(
+        failure_threshold=50,
+        cooldown=0.2,
+        cooldown_cap=0.2,
+        backoff=Backoff(floor=0.05, cap=0.1),
+        heartbeat_interval=2.0,
+        heartbeat_timeout=1.0,
+    )
+    receiver = Client(server_process.url, lambda: tokens.mint("reader"), policy=restart)
+    sender = Client(server_process.url, lambda: tokens.mint("writer"), policy=restart)
+    clients.extend([receiver, sender])
+    receiver.connect(timeout=WAIT)
+    receiver.join("stream")
+    sender.connect(timeout=WAIT)
+    sender.join("stream")
+    got, sender_states = Seen(), Seen()
+    receiver.on("msg", got)
+    sender.on_state(sender_states)
+    replies = Seen()
+
+    def stream() -> None:
+        for i in range(200):
+            replies(sender.send(room="stream", body=i, timeout=WAIT))
+
+    writer = gevent.spawn(stream)
+    replies.wait_count(50)
+    server_process.kill()
+    killed_after = len(replies.items)
+    server_process.start()
+    writer.join(timeout=2 * WAIT)
+    assert writer.successful(), writer.exception
+    assert killed_after < 200, "the stream ended before the kill; it proves nothing"
+    assert CONNECTING in sender_states.states, "the sender never noticed the kill"
+    sender.send(room="stream", body="end")
+    got.wait_for(lambda items: bool(items) and items[-1]["body"] == "end", "the end marker")
+    bodies = [m["body"] for m in got.items]
+    assert bodies == [*range(200), "end"]
+    seqs = [m["seq"] for m in got.items]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert [r.mid for r in replies.items] == [m["mid"] for m in got.items[:200]]
+    stored: list[dict[str, Any]] = []
+    more = True
+    while more:
+        page = receiver.history("stream", after=len(stored), limit=100)
+        stored.extend(page["messages"])
+        more = page["more"]
+    assert [m["body"] for m in stored] == bodies, "every message was stored once"
+    assert [m["seq"] for m in stored] == list(range(1, 202))
+
+
+def test_a_frozen_server_is_noticed_by_heartbeats_and_the_link_comes_back_after_it_thaws(
+    server_process: ServerProcess, clients: list[Client]
+) -> None:
+    tokens = TokenAuthority(SECRET)
+    server_process.start()
+    policy = BreakerPolicy(
+        failure_threshold=2,
+        cooldown=0.3,
+        cooldown_cap=0.3,
+        backoff=Backoff(floor=0.05, cap=0.05),
+        heartbeat_interval=0.3,
+        heartbeat_timeout=0.2,
+        missed_heartbeats=2,
+    )
+    client = Client(server_process.url, lambda: tokens.mint("alice"), policy=policy)
+    clients.append(client)
+    states = Seen()
+    client.on_state(states)
+    client.connect(timeout=WAIT)
+    client.join("r")
+    server_process.pause()  # its TCP connections stay open; nothing answers
+    frozen_at = time.monotonic()
+    states.wait_state(CIRCUIT_OPEN)
+    noticed = time.monotonic() - frozen_at
+    assert noticed <= policy.detection_time + 1.0, f"noticed after {noticed:.2f}s"
+    server_process.resume()
+    states.wait_state(CONNECTED, count=2)
+    assert client.send(room="r", body="back").seq == 1
