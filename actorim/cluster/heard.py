@@ -55,9 +55,11 @@ class Heard(Generic[K, V]):
     def reconcile(self, state: Mapping[K, V], *, absent: V | None = None) -> list[tuple[K, V]]:
         """The changes to announce so that the clients' view matches ``state``, the cluster's.
 
-        Keys known here but missing from ``state`` take ``absent`` (a member no longer listed
-        has left); with ``absent`` None they are left as they are. A key never heard of is
-        taken as it is, with nothing to announce: nobody was told anything about it.
+        With ``absent`` (a room's members: whoever is not listed has left) the view is complete:
+        a key missing from ``state`` takes ``absent``, and a key never heard of counts as
+        ``absent`` so far. Without it (statuses) a key missing from ``state`` is left as it is,
+        and a key never heard of is taken as it is, with nothing to announce: nobody here was
+        told anything about it.
         """
         changes = []
         if absent is not None:
@@ -66,7 +68,8 @@ class Heard(Generic[K, V]):
                     changes.append((key, absent))
                 self._values[key] = absent
         for key, value in state.items():
-            if key in self._values and self._values[key] != value:
+            before = self._values.get(key, absent)
+            if before is not None and before != value:
                 changes.append((key, value))
             self._values[key] = value
         return sorted(changes, key=lambda change: str(change[0]))

@@ -40,7 +40,11 @@ ACTOR_START_TIMEOUT_S = 10.0
 
 
 def run_connection(ctx: NodeContext, ws: ServerWebSocket, remote: str) -> None:
-    """Serve one WebSocket until it is closed; returns when the connection is over."""
+    """Take over one WebSocket: start its actor and read it in the background.
+
+    Returns at once: the connection is read by a watcher on the hub, not by this (the WSGI
+    handler's) greenlet, so an idle connection holds no greenlet. Its actor closes it.
+    """
     config = ctx.config
     now = time.monotonic()
     link = Link(
@@ -61,18 +65,13 @@ def run_connection(ctx: NodeContext, ws: ServerWebSocket, remote: str) -> None:
         ws.close(CloseCode.TRY_AGAIN_LATER, "server is not accepting connections")
         return
     ctx.directory.links[link.conn_id] = link
-    try:
-        _read(ctx, link)
-    finally:
-        if link.phase is not Phase.CLOSED:
-            link.request_close(CloseCode.GOING_AWAY, "")
-        link.done.wait(timeout=ws_close_budget(ctx))
-        ctx.directory.links.pop(link.conn_id, None)
+    max_limit = config.history_max_limit
 
+    def on_events(events: list[Any]) -> bool:
+        go_on = _on_events(link, events, max_limit)
+        return go_on and link.phase is not Phase.CLOSED and link.close_request is None
 
-def ws_close_budget(ctx: NodeContext) -> float:
-    """How long the handler waits for the actor to finish closing before giving up on it."""
-    return ctx.config.drain_seconds + 10.0
+    ws.read_in_background(on_events)
 
 
 def _start_actor(ctx: NodeContext, link: Link) -> bool:
@@ -97,19 +96,8 @@ def _start_actor(ctx: NodeContext, link: Link) -> bool:
     return True
 
 
-def _read(ctx: NodeContext, link: Link) -> None:
-    ws = link.ws
-    max_limit = ctx.config.history_max_limit
-    while link.phase is not Phase.CLOSED and link.close_request is None:
-        if not _on_events(link, ws.receive(), max_limit):
-            return
-
-
 def _on_events(link: Link, events: list[Any], max_limit: int) -> bool:
-    """Handle what one read brought; False when the connection must stop reading.
-
-    Its own function so that nothing of this read stays referenced while the next one blocks.
-    """
+    """Handle what one read brought; False when the connection must stop reading."""
     if not any(isinstance(e, Closed) for e in events):
         control = link.ws.take_control_output()
         if control:

@@ -180,6 +180,9 @@ class ServerWebSocket:
         self._final_seen = GeventEvent()
         self._closing = False
         self._shut = False
+        self._detached = False
+        self._watcher: Any = None
+        self._on_events: Callable[[list[Event]], bool] | None = None
         self.last_received: float = clock()
         """`clock()` when the last bytes arrived (any bytes, not only whole frames)."""
         self.pongs_received = 0
@@ -188,6 +191,11 @@ class ServerWebSocket:
     @property
     def remote_address(self) -> Any:
         return self._remote_address
+
+    @property
+    def detached(self) -> bool:
+        """True once the connection reads in the background, apart from its WSGI handler."""
+        return self._detached
 
     @property
     def closed(self) -> bool:
@@ -207,6 +215,74 @@ class ServerWebSocket:
         with self._read_lock:
             return self._receive()
 
+    def read_in_background(self, on_events: Callable[[list[Event]], bool]) -> None:
+        """Read without a greenlet: a libev watcher calls ``on_events`` on the hub whenever a
+        read brings events, until it returns False or the stream ends.
+
+        The connection is detached from the WSGI handler (its socket duplicated), so the
+        handler's greenlet can finish and nothing waits, parked, on an idle connection: no
+        greenlet, no stack, no buffer. ``on_events`` runs on the hub itself and must never
+        block. ``close`` (or ``abort``) stops the watcher and releases the socket.
+        """
+        self._detached = True
+        self._sock = self._sock.dup()
+        self._on_events = on_events
+        self._watcher = gevent.get_hub().loop.io(self._sock.fileno(), 1)
+        self._watcher.start(self._readable)
+        if self._pending:
+            gevent.get_hub().loop.run_callback(self._readable)
+
+    def _stop_reading(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        self._on_events = None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+
+    def _readable(self) -> None:
+        """The watcher's callback: one non-blocking read, parsed, handed on."""
+        on_events = self._on_events
+        if on_events is None:
+            return
+        data = self._pending
+        if data:
+            self._pending = b""
+        elif self._shut:
+            data = b""
+        else:
+            try:
+                # The socket's own non-blocking read: gevent's would wait, and a callback on the
+                # hub must never wait.
+                data = self._sock._sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+        if data:
+            self.last_received = self._clock()
+            events = self._reader.feed(data)
+        else:
+            events = self._reader.feed_eof() or [Closed(CloseCode.ABNORMAL_CLOSURE, "")]
+        del data
+        if not events:
+            return
+        self._note(events)
+        try:
+            go_on = on_events(events)
+        except Exception:
+            logger.exception("handling frames from %s failed", self._remote_address)
+            go_on = False
+        if not go_on or self._final is not None:
+            self._stop_reading()
+
+    def _note(self, events: list[Event]) -> None:
+        for event in events:
+            if type(event) is Pong:
+                self.pongs_received += 1
+            elif type(event) is Closed:
+                self._final = event
+                self._final_seen.set()
+
     @property
     def writing(self) -> bool:
         """Whether a write is under way, possibly blocked on a client that stopped reading."""
@@ -219,6 +295,7 @@ class ServerWebSocket:
         on it fails with `ConnectionClosed` instead of waiting for it forever.
         """
         self._closing = True
+        self._stop_reading()
         self._shutdown()
 
     def take_control_output(self) -> bytes:
@@ -253,6 +330,7 @@ class ServerWebSocket:
         """
         if self._shut:
             return
+        self._stop_reading()
         closing = self._reader.start_close(code, reason)
         # A writer stuck on a client that stopped reading must not hold the close up forever:
         # past the timeout the close frame is given up and the socket shut down.
@@ -291,12 +369,7 @@ class ServerWebSocket:
         while self._final is None:
             events = self._read_some()
             if events:
-                for event in events:
-                    if type(event) is Pong:
-                        self.pongs_received += 1
-                    elif type(event) is Closed:
-                        self._final = event
-                        self._final_seen.set()
+                self._note(events)
                 return events
         return [self._final]
 
@@ -340,6 +413,9 @@ class ServerWebSocket:
         self._shut = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
+        if self._detached:  # nobody else will close this duplicate of the handler's socket
+            self._stop_reading()
+            self._sock.close()
 
 
 def _set_nodelay(sock: socket.socket) -> None:
@@ -455,7 +531,12 @@ class WebSocketHandler(_GeventWebSocketHandler):
             websocket.close(CloseCode.INTERNAL_ERROR)
             raise
         else:
-            websocket.close(CloseCode.NORMAL_CLOSURE)
+            if not websocket.detached:
+                websocket.close(CloseCode.NORMAL_CLOSURE)
+            else:
+                # pywsgi's clean-up would read ("drain") the socket before closing it, taking
+                # frames that belong to the detached connection: it gets no socket to drain.
+                self.socket = None
 
     def _take_buffered_input(self) -> bytes:
         """Frames the client sent right behind its handshake sit in pywsgi's read buffer."""
