@@ -54,11 +54,9 @@ class GeventFuture(Future[T]):
         return self._exc_info is not None or self._value is not _UNSET
 
     def get(self, *, timeout: float | None = None) -> Any:
-        try:
+        if self._get_hook is not None:
             return super().get(timeout=timeout)
-        except NotImplementedError:
-            pass
-        if not self._is_set() and not self._wait(timeout):
+        if self._exc_info is None and self._value is _UNSET and not self._wait(timeout):
             msg = f"{timeout} seconds"
             raise Timeout(msg)
         if self._get_hook is not None:

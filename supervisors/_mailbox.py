@@ -6,6 +6,7 @@ from collections import deque
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from gevent import monkey
 from pykka import ActorDeadError
 from pykka.messages import _ActorStop
 
@@ -16,7 +17,10 @@ if TYPE_CHECKING:
 
     from supervisors._actor import GeventActor
 
-__all__ = ["MailboxFull", "Overflow"]
+__all__ = ["MailboxFull", "MailboxOverflow", "Overflow"]
+
+# Guards the count of envelopes on their way from other OS threads; never held while waiting.
+_in_flight_lock = monkey.get_original("_thread", "allocate_lock")()
 
 
 class Overflow(StrEnum):
@@ -47,9 +51,13 @@ class Mailbox:
     ``put`` may be called from any thread: on the home hub it queues and schedules the actor
     directly; from another OS thread it hands the envelope to the hub thread-safely, which also
     wakes the hub at once. Only the actor's own loop takes messages out.
+
+    The capacity counts envelopes still on their way from other threads, so a burst from a
+    thread cannot overfill the mailbox. A stop request is never refused: it is how a supervisor
+    ends an actor that has fallen behind.
     """
 
-    __slots__ = ("_actor", "capacity", "dropped", "overflow", "queue")
+    __slots__ = ("_actor", "_in_flight", "capacity", "dropped", "overflow", "queue")
 
     def __init__(self) -> None:
         self.queue: deque[Envelope[Any]] = deque()
@@ -57,6 +65,7 @@ class Mailbox:
         self.capacity: int | None = None
         self.overflow = Overflow.REJECT
         self.dropped = 0
+        self._in_flight = 0
 
     def bind(self, actor: GeventActor, capacity: int | None, overflow: Overflow) -> None:
         if capacity is not None and capacity < 1:
@@ -69,13 +78,32 @@ class Mailbox:
     def put(self, envelope: Envelope[Any], /) -> None:
         actor = self._actor
         assert actor is not None, "Mailbox used before its actor was created"
-        if self.capacity is not None and len(self.queue) >= self.capacity:
-            self._overflowed(actor, envelope)
-            return
         if on_home_thread():
+            if self.capacity is not None and self._full(envelope):
+                self._overflowed(actor, envelope)
+                return
             actor._deliver(envelope)
-        else:
-            call_on_home(actor._deliver, envelope)
+            return
+        with _in_flight_lock:
+            if self.capacity is not None and self._full(envelope):
+                self._overflowed(actor, envelope)
+                return
+            self._in_flight += 1
+        call_on_home(self._arrived, envelope)
+
+    def _full(self, envelope: Envelope[Any]) -> bool:
+        assert self.capacity is not None
+        if envelope.message.__class__ is _ActorStop:
+            return False
+        return len(self.queue) + self._in_flight >= self.capacity
+
+    def _arrived(self, envelope: Envelope[Any]) -> None:
+        """An envelope put from another thread reaches the hub."""
+        actor = self._actor
+        assert actor is not None
+        with _in_flight_lock:
+            self._in_flight -= 1
+            actor._deliver(envelope)
 
     def _overflowed(self, actor: GeventActor, envelope: Envelope[Any]) -> None:
         message = f"mailbox of {actor} is full ({self.capacity} messages)"

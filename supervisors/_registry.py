@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, overload
 
-from pykka import ActorRef, ActorRegistry
+from pykka import ActorDeadError, ActorRef, ActorRegistry
 
 __all__ = ["NameTaken", "install", "register_name", "unregister_name", "whereis"]
 
@@ -88,7 +88,14 @@ _names_of: dict[ActorRef[Any], set[str]] = {}
 
 
 def register_name(name: str, ref: ActorRef[Any]) -> None:
-    """Give a live actor a name; :func:`whereis` finds it until the actor ends."""
+    """Give a live actor a name; :func:`whereis` finds it until the actor ends.
+
+    Raises :class:`NameTaken` if another live actor holds the name, and ``ActorDeadError`` if
+    ``ref`` has already ended (its name could never be released).
+    """
+    if not ref.is_alive():
+        msg = f"{ref} has ended: it cannot take the name {name!r}"
+        raise ActorDeadError(msg)
     current = _names.get(name)
     if current is not None and current is not ref and current.is_alive():
         msg = f"name {name!r} is taken by {current}"

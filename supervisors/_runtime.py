@@ -1,10 +1,15 @@
 """Where actors run: the gevent hub that owns them, and how other threads reach it.
 
-Every GeventActor runs on one hub, the *home hub*: the hub of the thread that created the first
-actor (normally the main thread). Code on that thread schedules work directly; code on any other
-OS thread (gevent's threadpool, a C library's callback thread) must go through
+Every GeventActor runs on one hub, the *home hub*: the hub of the thread that imported this
+package (normally the main thread). Code on that thread schedules work directly; code on any
+other OS thread (gevent's threadpool, a C library's callback thread) must go through
 ``loop.run_callback_threadsafe``, which also wakes the hub at once instead of leaving the work for
 the next loop iteration.
+
+In a monkey-patched program the home hub is fixed at import, so that even the very first actor
+may be started from another thread. Otherwise it is created by the first use on the importing
+thread, and a first use from any other thread is an error: that thread's hub is not running the
+actors' loop, so work scheduled there would never run.
 """
 
 from __future__ import annotations
@@ -23,14 +28,22 @@ _thread_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
 
 _home: Hub | None = None
 _home_thread: int | None = None
+_import_thread = _thread_ident()
 
 
 def home_hub() -> Hub:
-    """The hub actors run on; fixed by the first call, made on the thread that starts actors."""
+    """The hub actors run on: the importing thread's."""
     global _home, _home_thread
     if _home is None:
+        if _thread_ident() != _import_thread:
+            msg = (
+                "supervisors: the first actor must be started on the thread that imported "
+                "supervisors and runs the gevent hub (normally the main thread), or the program "
+                "must be monkey-patched before importing supervisors"
+            )
+            raise RuntimeError(msg)
         _home = gevent.get_hub()
-        _home_thread = _thread_ident()
+        _home_thread = _import_thread
     return _home
 
 
@@ -48,3 +61,7 @@ def call_on_home(func: Callable[..., Any], *args: Any) -> None:
         hub.loop.run_callback(func, *args)
     else:
         hub.loop.run_callback_threadsafe(func, *args)
+
+
+if monkey.is_module_patched("threading"):
+    home_hub()

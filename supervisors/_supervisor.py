@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import gevent
 import gevent.event
-from pykka import ActorDeadError, ActorRef, Timeout
+from pykka import ActorDeadError, ActorRef
 from pykka.messages import ProxyGetAttr, _ActorStop
 
 from supervisors._actor import GeventActor, Monitor, demonitor, kill, monitor
@@ -94,6 +94,9 @@ class _Child:
     attempt: int = 0
     restart_timer: Any = None
     restarts: int = 0
+    # Siblings to restart once this child is running again (it waits for a back-off delay or
+    # for a retry of a failed start): a restart group always comes back in start order.
+    then: list[_Child] = field(default_factory=list)
 
 
 class _ChildDown(NamedTuple):
@@ -123,7 +126,12 @@ class Supervisor(GeventActor):
     ``name`` appears in logs and events. ``exit_code_on_failure``: for a top-level supervisor,
     end the program with this status if the supervisor fails (``None``, the default, leaves the
     program running). ``clock`` is injectable for tests.
+
+    Errors of its API (``ChildExists``, ``ChildNotFound``, a child that fails to start from
+    ``start_child``) go to the caller; the supervisor itself carries on.
     """
+
+    crash_on_ask_error: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -185,8 +193,10 @@ class Supervisor(GeventActor):
         return None
 
     def _on_own_end(self, _ref: ActorRef[Any], reason: Exit) -> None:
-        """A killed supervisor takes its children with it, as a linked process would."""
-        if reason.kind is ExitKind.KILLED:
+        """A supervisor that is killed or fails takes its children with it, as linked processes
+        would: none is left running unsupervised (after an escalation they are already stopped).
+        """
+        if reason.abnormal:
             for child in reversed(list(self._children.values())):
                 self._forget_timer(child)
                 if child.ref is not None:
@@ -227,8 +237,9 @@ class Supervisor(GeventActor):
     def terminate_child(self, child_id: Hashable) -> None:
         """Stop a child (within its ``shutdown`` time); its spec stays until ``delete_child``."""
         child = self._get(child_id)
-        self._forget_timer(child)
+        waiting = self._forget_timer(child)
         self._terminate(child)
+        self._restart_in_order(waiting)
 
     def restart_child(self, child_id: Hashable) -> ActorRef[Any]:
         """Start a terminated child again."""
@@ -236,8 +247,13 @@ class Supervisor(GeventActor):
         if child.ref is not None:
             msg = f"child {child_id!r} of {self} is running"
             raise ChildRunning(msg)
-        self._forget_timer(child)
-        self._start(child)
+        waiting = self._forget_timer(child)
+        try:
+            self._start(child)
+        except Exception:
+            child.then = waiting
+            raise
+        self._restart_in_order(waiting)
         assert child.ref is not None
         return child.ref
 
@@ -247,8 +263,9 @@ class Supervisor(GeventActor):
         if child.ref is not None:
             msg = f"child {child_id!r} of {self} is running: terminate it first"
             raise ChildRunning(msg)
-        self._forget_timer(child)
+        waiting = self._forget_timer(child)
         del self._children[child_id]
+        self._restart_in_order(waiting)
 
     def which_children(self) -> list[ChildInfo]:
         """Every child in start order, running or not."""
@@ -284,10 +301,6 @@ class Supervisor(GeventActor):
     def _start(self, child: _Child) -> None:
         """Start one child and wait for its ``on_start``; raises if it cannot start."""
         spec = child.spec
-        ref = spec.start(*spec.args, **dict(spec.kwargs))
-        if not isinstance(ref, ActorRef):
-            msg = f"start of child {spec.id!r} returned {ref!r}, not an ActorRef"
-            raise TypeError(msg)
         child_id = spec.id
         me = self.actor_ref
 
@@ -295,37 +308,61 @@ class Supervisor(GeventActor):
             if me.is_alive():
                 me.tell(_ChildDown(child_id, dead, reason))
 
-        child.ref = ref
-        child.watch = monitor(ref, down, reports_crashes=True)
+        try:
+            ref = spec.start(*spec.args, **dict(spec.kwargs))
+            if not isinstance(ref, ActorRef):
+                msg = f"start of child {child_id!r} returned {ref!r}, not an ActorRef"
+                raise TypeError(msg)
+            try:
+                watch = monitor(ref, down, reports_crashes=True)
+            except TypeError:
+                ref.stop(block=False)  # not a GeventActor: it cannot be supervised
+                raise
+        except Exception as exc:
+            self._start_failed(child_id, exc)
+            raise
+        child.ref, child.watch = ref, watch
         try:
             # Answered only after on_start returned; ActorDeadError if on_start failed.
             ref.ask(ProxyGetAttr(attr_path=("actor_urn",)), timeout=spec.start_timeout)
         except BaseException as exc:
-            demonitor(child.watch)
+            demonitor(watch)
             child.ref = child.watch = None
-            if isinstance(exc, Timeout):
-                kill(ref)
-            emit(SupervisorEvent(EventKind.START_FAILED, self.name, child_id))
+            # Past start_timeout, or the supervisor itself is being killed: the child must not
+            # outlive the start that nobody is waiting for any more.
+            kill(ref)
+            if not isinstance(exc, Exception):
+                raise
             failure = getattr(ref._actor_weakref(), "exit_reason", None)
             cause = failure.exception if failure is not None and failure.exception else exc
-            logger.error(
-                "%s: child %r failed to start",
-                self,
-                child_id,
-                exc_info=(type(cause), cause, cause.__traceback__),
-            )
+            self._start_failed(child_id, cause)
             raise cause from None
         child.started_at = self._clock()
         emit(SupervisorEvent(EventKind.STARTED, self.name, child_id))
 
+    def _start_failed(self, child_id: Hashable, cause: BaseException) -> None:
+        emit(SupervisorEvent(EventKind.START_FAILED, self.name, child_id))
+        logger.error(
+            "%s: child %r failed to start",
+            self,
+            child_id,
+            exc_info=(type(cause), cause, cause.__traceback__),
+        )
+
     def _terminate(self, child: _Child) -> None:
         """Stop one child within its shutdown time, killing it past that; waits for its end."""
-        ref, child.ref = child.ref, None
+        ref = child.ref
         if ref is None:
             return
         if child.watch is not None:
             demonitor(child.watch)
             child.watch = None
+        self._stop_child(child, ref)
+        # Cleared only once the child has ended: a supervisor killed while waiting here still
+        # holds the ref, so its end takes this child along.
+        child.ref = None
+
+    def _stop_child(self, child: _Child, ref: ActorRef[Any]) -> None:
         ended = gevent.event.Event()
         monitor(ref, lambda _r, _why: ended.set())
         shutdown = child.spec.shutdown
@@ -350,10 +387,13 @@ class Supervisor(GeventActor):
             self._forget_timer(child)
             self._terminate(child)
 
-    def _forget_timer(self, child: _Child) -> None:
+    def _forget_timer(self, child: _Child) -> list[_Child]:
+        """Cancel a pending restart; returns the siblings that were waiting for it."""
         if child.restart_timer is not None:
             child.restart_timer.kill(block=False)
             child.restart_timer = None
+        waiting, child.then = child.then, []
+        return waiting
 
     # -- failures and restarts ------------------------------------------------------------------
 
@@ -409,14 +449,23 @@ class Supervisor(GeventActor):
                 if sibling is not failed and sibling.spec.restart is Restart.TEMPORARY:
                     del self._children[sibling.spec.id]
             group = [c for c in group if c.spec.id in self._children]
-        for child in group:
-            self._schedule_restart(child)
+        self._restart_in_order(group)
 
-    def _schedule_restart(self, child: _Child) -> None:
-        backoff = child.spec.backoff
-        if backoff is None:
-            self._restart_now(child)
+    def _restart_in_order(self, group: list[_Child]) -> None:
+        """Restart ``group`` in start order; a child that must wait holds back those after it."""
+        for at, child in enumerate(group):
+            if self._children.get(child.spec.id) is not child or child.ref is not None:
+                continue  # deleted, or started by hand, while it waited
+            if child.spec.backoff is not None:
+                self._schedule_backoff(child)
+            elif self._try_restart(child):
+                continue
+            child.then = group[at + 1 :]
             return
+
+    def _schedule_backoff(self, child: _Child) -> None:
+        backoff = child.spec.backoff
+        assert backoff is not None
         delay = backoff.delay(child.attempt)
         child.attempt += 1
         logger.info("%s: restarting child %r in %.2fs", self, child.spec.id, delay)
@@ -429,9 +478,12 @@ class Supervisor(GeventActor):
         if child is None or child.ref is not None or child.restart_timer is None:
             return
         child.restart_timer = None
-        self._restart_now(child)
+        if self._try_restart(child):
+            waiting, child.then = child.then, []
+            self._restart_in_order(waiting)
 
-    def _restart_now(self, child: _Child) -> None:
+    def _try_restart(self, child: _Child) -> bool:
+        """Start ``child`` again; on failure count it and schedule a retry, and return False."""
         try:
             self._start(child)
         except Exception:
@@ -442,11 +494,12 @@ class Supervisor(GeventActor):
                 self.actor_ref.tell(_RestartDue(child.spec.id))
                 child.restart_timer = _PENDING
             else:
-                self._schedule_restart(child)
-            return
+                self._schedule_backoff(child)
+            return False
         child.restarts += 1
         self.restarts_total += 1
         emit(SupervisorEvent(EventKind.RESTARTED, self.name, child.spec.id))
+        return True
 
     def _escalate(self, child: _Child) -> None:
         intensity = self._intensity
