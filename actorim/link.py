@@ -15,6 +15,7 @@ import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+import gevent
 from gevent.event import Event
 from pykka import ActorDeadError
 
@@ -41,6 +42,10 @@ CONNECTION_MAX_RESTARTS = 3
 CONNECTION_RESTART_WINDOW_S = 10.0
 
 _ids = itertools.count(1)
+
+
+def _schedule(callback: Any) -> None:
+    gevent.get_hub().loop.run_callback(callback)
 
 
 class Phase(Enum):
@@ -80,6 +85,7 @@ class Link:
         "done",
         "encoding",
         "encoding_fixed",
+        "flush_scheduled",
         "identity",
         "inflight",
         "last_ping",
@@ -126,6 +132,7 @@ class Link:
         self.close_request: tuple[int, str] | None = None
         self.close_requested_at = 0.0
         self.dm_backlog: list[tuple[str, WireFrame]] | None = None
+        self.flush_scheduled = False
         self.limiter = limiter
         self.metrics = metrics
         self.inflight: dict[int, str] = {}
@@ -170,12 +177,36 @@ class Link:
             self.wake()
 
     def wake(self) -> None:
-        """Tell the current actor there is something to write (or a close to do)."""
+        """There is something to write (or a close to do): flush soon.
+
+        The flush runs once per hub loop iteration for however many frames arrived, as a hub
+        callback that never blocks; whatever it cannot finish without blocking (a client that
+        reads slowly, a close) it hands to the connection's actor. So a message fanned out to a
+        thousand members costs a thousand non-blocking writes, not a thousand greenlet switches.
+        """
         if self.outbox.overflowed and self.ws.writing:
             # The actor is stuck writing to a client that stopped reading, so it cannot close
             # the connection, and no close frame would get through: end the TCP connection,
             # which fails the stuck write and lets the actor clean up.
             self.ws.abort()
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            _schedule(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        outbox = self.outbox
+        if self.close_request is None and not outbox.overflowed and outbox.frames:
+            data = b"".join(outbox.take())
+            sent = self.ws.try_write(data)
+            if sent == len(data):
+                return
+            if sent >= 0:
+                outbox.put_back(data[sent:])
+        self.tell_actor()
+
+    def tell_actor(self) -> None:
+        """Hand the rest to the actor: a blocking write, a close, an overflow."""
         actor = self.actor
         if actor is None:
             return  # between incarnations: the next one services the link in on_start

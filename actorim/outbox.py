@@ -54,6 +54,11 @@ class Outbox:
         if len(self.frames) == 1:
             self._wake()
 
+    def put_back(self, data: bytes) -> None:
+        """Return the unwritten tail of a write to the front of the queue."""
+        self.frames.insert(0, data)
+        self.queued_bytes += len(data)
+
     def take(self) -> list[bytes]:
         """Everything waiting, in order, for one write."""
         frames, self.frames = self.frames, []

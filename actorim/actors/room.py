@@ -69,7 +69,7 @@ class RoomState:
     recovering: dict[Link, list[tuple[int, WireFrame]]] = field(default_factory=dict)
     repairing: list[Publish] | None = None
     # In a cluster: who this node's members were told is in the room ("joined" / "left").
-    heard: Heard[str, str] = field(default_factory=Heard)
+    heard: Heard[str, str] = field(default_factory=lambda: Heard(absent="left"))
 
     @property
     def conv(self) -> str:
@@ -170,9 +170,7 @@ class RoomActor(GeventActor):
             self._resync_membership(cluster)
             members = cluster.members(self.state.name)
             if members is not None:
-                changes = self.state.heard.reconcile(
-                    dict.fromkeys(members, "joined"), absent="left"
-                )
+                changes = self.state.heard.reconcile(dict.fromkeys(members, "joined"))
                 if len(self.state.members) <= self.ctx.config.member_events_limit:
                     for user, what in changes:
                         self._announce(user, what)

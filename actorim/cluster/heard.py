@@ -9,11 +9,11 @@ the cluster's state read from Redis is compared with it, each difference announc
 
 Pure: no I/O, no clock; the room and presence actors feed it.
 
->>> members = Heard[str, str]()
+>>> members = Heard[str, str](absent="left")
 >>> members.reset({"alice": "joined"})
->>> members.hear("bob", "joined"), members.hear("bob", "joined")
-(True, False)
->>> members.reconcile({"bob": "joined", "carol": "joined"}, absent="left")
+>>> members.hear("bob", "joined"), members.hear("bob", "joined"), members.hear("dan", "left")
+(True, False, False)
+>>> members.reconcile({"bob": "joined", "carol": "joined"})
 [('alice', 'left'), ('carol', 'joined')]
 """
 
@@ -29,10 +29,15 @@ V = TypeVar("V")
 
 
 class Heard(Generic[K, V]):
-    """The last value announced per key; see the module docstring."""
+    """The last value announced per key; see the module docstring.
 
-    def __init__(self) -> None:
+    ``absent`` is the value of a key nobody mentioned: for a room's members, "left" (whoever
+    is not listed is not in the room); None (statuses) when a key never heard of is unknown.
+    """
+
+    def __init__(self, *, absent: V | None = None) -> None:
         self._values: dict[K, V] = {}
+        self._absent = absent
         self.seeded = False
 
     def reset(self, values: Mapping[K, V]) -> None:
@@ -47,26 +52,24 @@ class Heard(Generic[K, V]):
 
     def hear(self, key: K, value: V) -> bool:
         """Record an event; True when it changes what was announced (announce it)."""
-        if key in self._values and self._values[key] == value:
+        if self._values.get(key, self._absent) == value:
             return False
         self._values[key] = value
         return True
 
-    def reconcile(self, state: Mapping[K, V], *, absent: V | None = None) -> list[tuple[K, V]]:
+    def reconcile(self, state: Mapping[K, V]) -> list[tuple[K, V]]:
         """The changes to announce so that the clients' view matches ``state``, the cluster's.
 
-        With ``absent`` (a room's members: whoever is not listed has left) the view is complete:
-        a key missing from ``state`` takes ``absent``, and a key never heard of counts as
-        ``absent`` so far. Without it (statuses) a key missing from ``state`` is left as it is,
-        and a key never heard of is taken as it is, with nothing to announce: nobody here was
-        told anything about it.
+        With ``absent`` set, ``state`` is complete: a key it does not list takes ``absent``.
+        Without, a key it does not list is left as it is, and a key never heard of is taken as
+        it is with nothing to announce: nobody here was told anything about it.
         """
+        absent = self._absent
         changes = []
         if absent is not None:
             for key in [k for k in self._values if k not in state]:
-                if self._values[key] != absent:
+                if self._values.pop(key) != absent:
                     changes.append((key, absent))
-                self._values[key] = absent
         for key, value in state.items():
             before = self._values.get(key, absent)
             if before is not None and before != value:

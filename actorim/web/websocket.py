@@ -316,6 +316,24 @@ class ServerWebSocket:
                 )
             self._sendall(data)
 
+    def try_write(self, data: bytes) -> int:
+        """Write what the socket takes now, without waiting; returns the bytes written, or -1
+        when the socket is closed. For callbacks on the hub, which must never block: the rest
+        is for a ``write`` from a greenlet. Skips (returns 0) while another write is under way.
+        """
+        if self._closing or self._shut:
+            return -1
+        if not self._write_lock.acquire(blocking=False):
+            return 0
+        try:
+            return self._sock._sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return -1
+        finally:
+            self._write_lock.release()
+
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (RFC 6455 §5.5.2); the client's answer shows in `pongs_received`."""
         self.write(encode_ping(payload))
