@@ -111,6 +111,24 @@ def _chat(args: argparse.Namespace) -> int:
     return run(args.url, user=args.user, token=args.token, json_frames=args.json)
 
 
+# Collections of the youngest generation every 100,000 net allocations instead of 700: a node
+# allocates a few objects per frame, and each collection of the older generations walks every
+# live object (tens per connection), which showed as 20-40 ms stalls in the p99 latency of a
+# busy room. The older generations are collected 50 and 1,000 times less often accordingly.
+GC_THRESHOLDS = (100_000, 50, 1_000)
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper cycle collections for a long-running node: the thresholds above, and the
+    objects made at start-up (modules, classes, the tree) moved out of every future collection.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = config_from(args, os.environ)
     if config.workers > 1 and not config.redis_url:
@@ -135,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.makedirs(config.data_dir, exist_ok=True)
     watch_hub(config.block_threshold)
     node = Node(config, exit_code_on_failure=EXIT_SUPERVISOR_FAILED).start()
+    tune_garbage_collector()
     host, port = node.listen()
     if config.dev:
         logger.warning("try it: http://%s:%s/dev/token?user=alice", host, port)
