@@ -78,3 +78,25 @@ def test_readyz_follows_the_store_and_draining(start_node: StartNode) -> None:
     status, _, body = http_get(node.http + "/readyz")
     assert status == 503 and b"draining" in body
     assert value(scrape(node), "actorim_ready") == 0
+
+
+def test_log_lines_carry_connection_user_and_room_fields_and_no_bodies() -> None:
+    import json
+    import logging
+
+    from actorim.logs import HumanFormatter, JsonFormatter, context
+
+    record = logging.LogRecord(
+        "actorim.connection", logging.INFO, __file__, 1, "closing (%d)", (1001,), None
+    )
+    for key, val in context(conn=7, user="alice", room="lobby").items():
+        setattr(record, key, val)
+    assert HumanFormatter().format(record).endswith("closing (1001) conn=7 user=alice room=lobby")
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["msg"] == "closing (1001)"
+    assert (entry["conn"], entry["user"], entry["room"], entry["level"]) == (
+        7,
+        "alice",
+        "lobby",
+        "info",
+    )

@@ -27,6 +27,7 @@ from actorim.auth import AuthError
 from actorim.context import NodeContext, Unavailable
 from actorim.events import encode_body, message_event, message_frame
 from actorim.link import WAKE, Link, Phase
+from actorim.logs import context as log_context
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.frames import CloseCode
@@ -83,6 +84,12 @@ class ConnectionActor(GeventActor):
             )
             link.current_id = None
         if not link.crashes.record(time.monotonic()):
+            logger.error(
+                "connection failed %d times in %ss: closing it",
+                len(link.crashes),
+                link.crashes.max_seconds,
+                extra=log_context(conn=link.conn_id, user=link.user),
+            )
             link.request_close(CloseCode.INTERNAL_ERROR, "internal error")
         queue = self.actor_inbox.queue
         link.carry_over.extend(e.message for e in queue if e.message is not WAKE)
@@ -128,6 +135,9 @@ class ConnectionActor(GeventActor):
         link = self.link
         if link.phase is Phase.CLOSED:
             return
+        logger.debug(
+            "closing (%d %s)", code, reason, extra=log_context(conn=link.conn_id, user=link.user)
+        )
         was_connected = link.phase is Phase.CONNECTED
         link.phase = Phase.CLOSING
         self._leave_everything(was_connected)
@@ -198,6 +208,9 @@ class ConnectionActor(GeventActor):
         try:
             identity = self.ctx.authority.verify(command.token)
         except AuthError as exc:
+            logger.info(
+                "authentication refused: %s", exc.message, extra=log_context(conn=link.conn_id)
+            )
             link.fail(command.id, ErrorCode.UNAUTHENTICATED, exc.message)
             link.request_close(CloseCode.POLICY_VIOLATION, "authentication failed")
             return

@@ -33,6 +33,7 @@ from actorim.cluster.heard import Heard
 from actorim.cluster.subscriptions import unwant_channel, want_channel
 from actorim.context import NodeContext, Unavailable
 from actorim.events import message_frame
+from actorim.logs import context as log_context
 from actorim.protocol.errors import ErrorCode
 from actorim.store.base import room_conv
 from actorim.wire import WireFrame
@@ -195,7 +196,7 @@ class RoomActor(GeventActor):
         state = self.state
         held, state.repairing = state.repairing or [], None
         if error is not None:
-            logger.warning("room %r could not replay a gap: %s", state.name, error)
+            logger.warning("could not replay a gap: %s", error, extra=log_context(room=state.name))
         else:
             messages, _complete = result
             for stored in messages:
@@ -311,7 +312,7 @@ class RoomActor(GeventActor):
             return
         last = reply["seq"]
         if error is not None:
-            logger.warning("replay for room %r failed: %s", self.state.name, error)
+            logger.warning("replay failed: %s", error, extra=log_context(room=self.state.name))
             reply["recovered"] = False
             messages: list[Any] = []
         else:
