@@ -1,0 +1,32 @@
+#!/bin/sh
+# actorim beside the peer servers of ../shared/bench, in one run of its `compare` driver.
+#   tests/benchmarks/peers.sh [table|curve] [extra run.py flags]
+# table: the issue's three columns (idle:10000 with -idle-join, fanout:1000 at 20 msg/s, and
+#        fanout:1000 saturated). curve: p99 latency against load (fanout:1000 at rising rates),
+#        for the plot (tests/benchmarks/plot.py RESULTS.jsonl > docs/latency.svg).
+# Needs the harness built once: ../shared/bench/peers/setup_peers.sh && ../shared/bench/build.sh
+set -e
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+BENCH="${BENCH_DIR:-$REPO/../shared/bench}"
+WORK="${TMPDIR:-/tmp}/actorim-peers"
+mkdir -p "$WORK"
+export ACTORIM_SECRET="peers-benchmark-secret-0123456789abcdef"
+# Tokens for users u0..u10999, minted once (a command per user would be far too slow).
+[ -s "$WORK/tokens" ] || "$REPO/.venv/bin/python" -c "
+import jwt, sys, time
+e = int(time.time()) + 86400
+print('\n'.join(jwt.encode({'sub': f'u{i}', 'exp': e}, sys.argv[1], algorithm='HS256') for i in range(11000)))
+" "$ACTORIM_SECRET" > "$WORK/tokens"
+mode="${1:-table}"; [ $# -gt 0 ] && shift
+case "$mode" in
+  table) plan="idle:10000 fanout:1000:rate=20 fanout:1000:sat" ;;
+  curve) plan="fanout:1000:rate=20 fanout:1000:rate=100 fanout:1000:rate=200 fanout:1000:rate=400" ;;
+  *) echo "usage: $0 [table|curve]" >&2; exit 2 ;;
+esac
+rm -rf "$WORK/data"
+# shellcheck disable=SC2086
+exec "$BENCH/run.sh" compare py-gevent-ws seed-go node-ws py-socketio actorim \
+  --server "actorim=env ACTORIM_SECRET=$ACTORIM_SECRET ACTORIM_DATA_DIR=$WORK/data $REPO/.venv/bin/python -m actorim --port {port} --log-level WARNING" \
+  --lg-args "actorim=-dialect actorim -token-file $WORK/tokens -idle-join" \
+  --plan $plan "$@"
