@@ -4,6 +4,7 @@ monitor thread: a CPU-heavy handler or a blocking call stalls every connection a
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import gevent
@@ -38,8 +39,12 @@ def watch_hub(threshold_s: float) -> None:
     """Start gevent's monitor thread, reporting blocks longer than ``threshold_s``."""
     global _installed
     gevent.config.max_blocking_time = threshold_s
+    gevent.config.monitor_thread = True  # off by default in gevent: nothing is watched without it
     if _installed:
         return
     _installed = True
     events.subscribers.append(_on_event)
-    gevent.get_hub().start_periodic_monitoring_thread()
+    with warnings.catch_warnings():
+        # gevent also offers to watch memory, which needs psutil; only blocking is watched here.
+        warnings.filterwarnings("ignore", message="Unable to monitor memory usage")
+        gevent.get_hub().start_periodic_monitoring_thread()
