@@ -19,7 +19,7 @@ from pykka import ActorDeadError
 
 from actorim.actors.messages import Call, Crash, RemoteEvent
 from actorim.cluster.heard import Heard
-from actorim.cluster.nodes import close_session, open_session
+from actorim.cluster.nodes import close_session, open_session, prune_sessions
 from actorim.context import NodeContext
 from actorim.link import Link, Phase
 from actorim.presence_state import Announcement, PresenceBook, WatchLimitError
@@ -225,11 +225,18 @@ class PresenceActor(GeventActor):
         recorded = cluster.node_user_counts()
         if recorded is None:
             return
+        # What this actor registered (its book follows Online and Offline in order), not the
+        # directory: a link that closed but whose Offline is still queued here counts until then.
+        links: list[Any] = []
         local: dict[str, int] = {}
-        for link in self.ctx.directory.links.values():
-            if link.phase is Phase.CONNECTED and link.user is not None:
-                local[link.user] = local.get(link.user, 0) + 1
-                open_session(cluster, link)
+        for user in self.book.online_users():
+            conns = self.book.connections_of(user)
+            if conns:
+                local[user] = len(conns)
+                links.extend(conns)
+        for link in links:
+            open_session(cluster, link)
+        prune_sessions(cluster, [link.session for link in links])
         for user in set(recorded) | set(local):
             delta = local.get(user, 0) - recorded.get(user, 0)
             if delta:
@@ -240,7 +247,7 @@ class PresenceActor(GeventActor):
 
     def _announce_missed(self, cluster: ClusterLink) -> None:
         """After an outage: tell watchers the changes published while this node was deaf."""
-        links = self.ctx.directory.links.values()
+        links = list(self.ctx.directory.links.values())
         watched = sorted(set().union(*(link.watching for link in links)))
         statuses = cluster.statuses(watched)
         if statuses is None:

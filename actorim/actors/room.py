@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import gevent
 from pykka import ActorDeadError
 
 from actorim.actors.messages import (
@@ -52,6 +53,10 @@ logger = logging.getLogger("actorim.room")
 # The most messages a join with ``since`` replays; a longer gap answers recovered: false and
 # the client pages back with ``history``. A thousand messages is a few hundred KiB at most.
 RECOVERY_LIMIT = 1000
+# How long a room waits before asking the store again for a gap it could not replay (the store,
+# or the cluster's Redis, was away); the messages after the gap wait with it, up to
+# RECOVERY_LIMIT of them, then go out with the gap left for clients to repair.
+GAP_RETRY_S = 1.0
 
 
 @dataclass(eq=False)
@@ -69,6 +74,7 @@ class RoomState:
     joins_handled: int = 0
     recovering: dict[Link, list[tuple[int, WireFrame]]] = field(default_factory=dict)
     repairing: list[Publish] | None = None
+    replaying: bool = False
     # In a cluster: who this node's members were told is in the room ("joined" / "left").
     heard: Heard[str, str] = field(default_factory=lambda: Heard(absent="left"))
 
@@ -111,6 +117,7 @@ class RoomActor(GeventActor):
         state.actor = self.actor_ref
         if state.repairing is not None:  # a repair was under way when the last actor failed
             held, state.repairing = state.repairing, None
+            state.replaying = False
             for publish in held:
                 self._publish(publish)
 
@@ -178,9 +185,12 @@ class RoomActor(GeventActor):
         if self.state.repairing is None:
             self.state.repairing = []
             self._replay_gap()
+        elif not self.state.replaying:  # an earlier replay failed: try again now
+            self._replay_gap()
 
     def _replay_gap(self) -> None:
         state = self.state
+        state.replaying = True
         me = self.actor_ref
 
         def done(result: Any, error: BaseException | None) -> None:
@@ -192,8 +202,28 @@ class RoomActor(GeventActor):
         except Unavailable as exc:
             self._gap_replayed(None, exc)
 
+    def _retry_gap(self) -> None:
+        if self.state.repairing is not None and not self.state.replaying:
+            self._replay_gap()
+
     def _gap_replayed(self, result: Any, error: BaseException | None) -> None:
         state = self.state
+        state.replaying = False
+        if error is not None and len(state.repairing or ()) < RECOVERY_LIMIT:
+            logger.warning(
+                "could not replay a gap, retrying in %.1fs: %s",
+                GAP_RETRY_S,
+                error,
+                extra=log_context(room=state.name),
+            )
+            me = self.actor_ref
+
+            def retry() -> None:
+                with contextlib.suppress(ActorDeadError):
+                    me.tell(Call(self._retry_gap))
+
+            gevent.spawn_later(GAP_RETRY_S, retry)
+            return
         held, state.repairing = state.repairing or [], None
         if error is not None:
             logger.warning("could not replay a gap: %s", error, extra=log_context(room=state.name))

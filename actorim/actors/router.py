@@ -94,13 +94,24 @@ class RouterActor(GeventActor):
         elif isinstance(message, RoomIdle):
             self._room_idle(message)
         elif isinstance(message, RepairRooms):
-            for state in list(self.ctx.directory.rooms.values()):
-                if state.actor is not None:
-                    with contextlib.suppress(ActorDeadError):
-                        state.actor.tell(Repair())
+            self._repair_rooms()
         else:
             return super().on_receive(message)
         return None
+
+    def _repair_rooms(self) -> None:
+        """The Redis link is back: every room replays what it missed and re-counts its members
+        in Redis; the members of rooms this node left meanwhile are counted out."""
+        rooms = self.ctx.directory.rooms
+        cluster = self.ctx.cluster
+        records = cluster.node_member_records() if cluster is not None else None
+        for (room, user), count in (records or {}).items():
+            if count > 0 and room not in rooms:
+                cluster.member_adjust(room, user, -count)  # type: ignore[union-attr]
+        for state in list(rooms.values()):
+            if state.actor is not None:
+                with contextlib.suppress(ActorDeadError):
+                    state.actor.tell(Repair())
 
     def _register(self, link: Link) -> None:
         user = link.user

@@ -99,7 +99,16 @@ class StoreActor(GeventActor):
             return super().on_receive(message)
         return None
 
+    def _link_refusing(self) -> bool:
+        """In a cluster: the Redis link's breaker is open, so no store call is made (each would
+        wait out the socket timeout if Redis hangs, holding up every other)."""
+        cluster = self.ctx.cluster
+        return cluster is not None and cluster.refusing
+
     def _append(self, append: Append) -> None:
+        if self._link_refusing():
+            _answer_error(append, ErrorCode.OVERLOADED, _LINK_DOWN)
+            return
         if len(self._pending) >= self.ctx.config.store_max_pending:
             _answer_error(append, ErrorCode.OVERLOADED, _STORE_BEHIND)
             return
@@ -160,6 +169,9 @@ class StoreActor(GeventActor):
                 bus.to_user(stored.sender, frame, mid=stored.mid, origin=append.link)
 
     def _query(self, query: Query) -> None:
+        if self._link_refusing():
+            query.done(None, Unavailable(_LINK_DOWN))
+            return
         assert self.backend is not None
         method = getattr(self.backend, query.method)
         self._in_background(method, query.args, query.done, query.kwargs)
@@ -245,6 +257,9 @@ class StoreActor(GeventActor):
     def _prune(self) -> None:
         config = self.ctx.config
         assert self.backend is not None
+        if self._link_refusing():
+            self._schedule_prune()
+            return
 
         def pruned(deleted: Any, error: BaseException | None) -> None:
             if error is not None:
@@ -268,6 +283,7 @@ class StoreActor(GeventActor):
 
 _STORE_FAILED = "the message store failed; the message was not stored, send it again"
 _STORE_BEHIND = "the message store is behind; retry in a moment"
+_LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"
 
 
 def _answer_error(append: Append, code: ErrorCode, message: str) -> None:

@@ -3,8 +3,10 @@
 Every cluster call goes through ``guarded``: a Redis error never escapes into an actor (which
 would crash it and, repeated, take its supervisor down while Redis is away); it is reported to
 the link's circuit breaker and the caller gets a default and carries on with what it knows
-locally. The breaker's transitions and the listener's subscription state make up ``healthy``:
-a node whose link is not healthy refuses sends (``overloaded``) and is not ready.
+locally. While the breaker is open no call is made at all: a Redis that hangs instead of
+refusing would hold every actor that calls it for the socket timeout. The breaker's transitions
+and the listener's subscription state make up ``healthy``: a node whose link is not healthy
+refuses sends (``overloaded``) and is not ready.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class ClusterLink:
         # restarted listener subscribes to the same set. Presence is always wanted.
         self.wanted: dict[str, int] = {self.keys.presence_channel: 1}
         self.on_recovered: list[Callable[[], None]] = []
+        # When the link last became healthy (monotonic), None while it is not.
+        self.healthy_since: float | None = None
 
     # -- health ----------------------------------------------------------------------------
 
@@ -81,6 +85,11 @@ class ClusterLink:
             and self.subscribed
         )
 
+    @property
+    def refusing(self) -> bool:
+        """The breaker is open: calls are answered with their default at once, unmade."""
+        return self.breaker_state is BreakerState.OPEN
+
     def state_number(self) -> int:
         return _STATE_NUMBERS[self.breaker_state]
 
@@ -89,6 +98,8 @@ class ClusterLink:
         was_healthy = self.healthy
         self.breaker_state = transition.new
         self.link_failures = transition.failures
+        if not self.healthy:
+            self.healthy_since = None
         logger.log(
             logging.INFO if transition.new is BreakerState.CLOSED else logging.WARNING,
             "Redis link %s -> %s (%s)",
@@ -102,10 +113,16 @@ class ClusterLink:
     def set_subscribed(self, subscribed: bool) -> None:
         was_healthy = self.healthy
         self.subscribed = subscribed
+        if not self.healthy:
+            self.healthy_since = None
         if not was_healthy and self.healthy:
             self.recovered()
 
     def recovered(self) -> None:
+        """Re-register this node's connections and repair its rooms (the link is healthy
+        again, or the node found it had been reaped)."""
+        if self.healthy_since is None:
+            self.healthy_since = time.monotonic()
         logger.info("Redis link healthy: re-registering and repairing")
         for callback in list(self.on_recovered):
             try:
@@ -125,7 +142,11 @@ class ClusterLink:
                 self.breaker.tell(ReportSuccess())
 
     def guarded(self, what: str, call: Callable[[], T], default: T) -> T:
-        """``call()``, or ``default`` (reported to the breaker) when Redis fails."""
+        """``call()``, or ``default`` when Redis fails (reported to the breaker) or while the
+        breaker is open (not even tried: what it would have changed is re-registered when the
+        link recovers)."""
+        if self.refusing:
+            return default
         try:
             return call()
         except (redis.RedisError, OSError) as exc:
@@ -218,6 +239,18 @@ class ClusterLink:
             ):
                 counts[field.decode()[len(prefix) :]] = int(count)
             return counts
+
+        return self.guarded("membership", call, None)
+
+    def node_member_records(self) -> dict[tuple[str, str], int] | None:
+        """This node's recorded connections per (room, user), every room."""
+
+        def call() -> dict[tuple[str, str], int]:
+            records = {}
+            for field, count in self.client.hgetall(self.keys.node_members(self.node_id)).items():
+                room, _, user = field.decode().partition("\x1f")
+                records[(room, user)] = int(count)
+            return records
 
         return self.guarded("membership", call, None)
 

@@ -136,6 +136,8 @@ class ListenerActor(GeventActor):
         except (redis.RedisError, OSError) as exc:
             self.link.report_failure("subscribe", exc)
             return False
+        if self.link.refusing:
+            return False  # sent, in case the connection lives; not worth waiting for
         with gevent.Timeout(SUBSCRIBE_TIMEOUT_S, False):
             for event in events:
                 event.wait()

@@ -1,10 +1,17 @@
 """``NodeRegistryActor``: this node's liveness and sessions in Redis, and the reaper of dead nodes.
 
 Every ``node_timeout / 5`` the node refreshes a liveness key whose TTL is ``0.6 * node_timeout``
-and the TTLs of its session records, and looks for nodes whose liveness key is gone. The first
-survivor to claim a dead node (``SREM`` answers 1 only once) takes its connections out of the
-cluster's presence and room membership and announces them offline and gone: a node that crashed
-has its users announced offline within ``node_timeout``, and no ghost stays online.
+and looks for nodes whose liveness key is gone. The first survivor to claim a dead node (``SREM``
+answers 1 only once) takes its connections out of the cluster's presence and room membership
+and announces them offline and gone: a node that crashed has its users announced offline within
+``node_timeout``, and no ghost stays online.
+
+A node's records (its connections per user and per room, its sessions) carry no TTL: the
+cluster-wide counts are sums of them, so they must last exactly as long as those counts hold
+their share, until the node leaves or is reaped, however long Redis was away. A node that finds
+itself no longer listed (reaped while it was cut off, or stalled) registers everything again.
+A node whose link has just recovered reaps nobody for ``node_timeout``: after an outage every
+liveness key has lapsed, and the others need a moment to renew theirs.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -28,7 +36,7 @@ from supervisors import GeventActor
 if TYPE_CHECKING:
     from actorim.link import Link
 
-__all__ = ["NodeRegistryActor", "list_sessions"]
+__all__ = ["NodeRegistryActor", "list_sessions", "prune_sessions"]
 
 logger = logging.getLogger("actorim.cluster")
 
@@ -43,8 +51,8 @@ class NodeRegistryActor(GeventActor):
         timeout = ctx.config.node_timeout
         self.interval = timeout / 5
         self.alive_ttl_ms = int(timeout * 600)
-        # Session and per-node records outlive the liveness key, so that a reaper finds them.
-        self.records_ttl_ms = int(timeout * 3000)
+        self.timeout = timeout
+        self._listed = False
         self._timer: Any = None
 
     def on_start(self) -> None:
@@ -76,17 +84,24 @@ class NodeRegistryActor(GeventActor):
     def _refresh(self) -> None:
         keys, me = self.link.keys, self.link.node_id
 
-        def call() -> None:
+        def call() -> int:
             pipe = self.link.client.pipeline(transaction=False)
             pipe.set(keys.node_alive(me), str(time.time()), px=self.alive_ttl_ms)
             pipe.sadd(keys.nodes, me)
-            for key in (keys.node_users(me), keys.node_members(me), keys.node_sessions(me)):
-                pipe.pexpire(key, self.records_ttl_ms)
-            pipe.execute()
+            return int(pipe.execute()[1])
 
-        self.link.guarded("liveness", call, None)
+        added = self.link.guarded("liveness", call, None)
+        if added is None:
+            return
+        if added and self._listed:
+            logger.warning("node %s was reaped by another node: registering again", me)
+            self.link.recovered()
+        self._listed = True
 
     def _reap(self) -> None:
+        since = self.link.healthy_since
+        if since is None or time.monotonic() - since < self.timeout:
+            return  # every liveness key lapsed during the outage: let the others renew theirs
         keys, client = self.link.keys, self.link.client
         others = [
             n.decode() for n in client.smembers(keys.nodes) if n.decode() != self.link.node_id
@@ -114,15 +129,19 @@ class NodeRegistryActor(GeventActor):
 
 def reap_node(link: ClusterLink, node: str) -> None:
     """Take ``node``'s connections out of presence and membership, announcing the changes."""
-    keys, client = link.keys, link.client
-    users = client.hgetall(keys.node_users(node))
-    members = client.hgetall(keys.node_members(node))
-    client.delete(
+    keys = link.keys
+    # Read and removed at once (one hash slot): a node that registers again meanwhile adds
+    # records that this reaping leaves alone.
+    pipe = link.client.pipeline(transaction=True)
+    pipe.hgetall(keys.node_users(node))
+    pipe.hgetall(keys.node_members(node))
+    pipe.delete(
         keys.node_users(node),
         keys.node_members(node),
         keys.node_sessions(node),
         keys.node_alive(node),
     )
+    users, members, _ = pipe.execute()
     for field, count in members.items():
         room, _, user = field.decode().partition("\x1f")
         if int(count) > 0:
@@ -157,6 +176,20 @@ def close_session(link: ClusterLink, session: Link) -> None:
         lambda: link.client.hdel(link.keys.node_sessions(link.node_id), session.session),
         None,
     )
+
+
+def prune_sessions(link: ClusterLink, live: Iterable[str]) -> None:
+    """Forget this node's recorded sessions that are not ``live``: those that closed while
+    Redis was away."""
+    keep = set(live)
+    key = link.keys.node_sessions(link.node_id)
+
+    def call() -> None:
+        stale = [sid for sid in link.client.hkeys(key) if sid.decode() not in keep]
+        if stale:
+            link.client.hdel(key, *stale)
+
+    link.guarded("sessions", call, None)
 
 
 def list_sessions(redis_url: str, *, namespace: str = "actorim") -> list[dict[str, Any]]:
