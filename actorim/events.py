@@ -3,19 +3,47 @@ deliveries of a message are the same map."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgpack
 
-from actorim.store.base import StoredMessage
+from actorim.store.base import NewMessage, StoredMessage, dm_conv, room_conv
 from actorim.wire import WireFrame
 
-__all__ = ["encode_body", "message_event", "message_frame"]
+__all__ = ["encode_body", "message_event", "message_frame", "published_message"]
 
 
 def encode_body(body: Any) -> bytes:
     """The stored form of a message body: MessagePack, whatever encoding the sender spoke."""
     return msgpack.packb(body, use_bin_type=True)
+
+
+def published_message(
+    body: Any,
+    *,
+    room: str | None,
+    to: str | None,
+    sender: str,
+    kind: str = "text",
+    cid: str | None = None,
+) -> NewMessage:
+    """A message sent from Python rather than by a connection (``Node.publish``, the
+    ``Publisher``): exactly one of ``room`` and ``to``, stamped now."""
+    if (room is None) == (to is None):
+        msg = "publish needs exactly one of room= and to="
+        raise ValueError(msg)
+    conv = room_conv(room) if room is not None else dm_conv(sender, to)  # type: ignore[arg-type]
+    return NewMessage(
+        conv=conv,
+        sender=sender,
+        kind=kind,
+        body=encode_body(body),
+        ts=int(time.time() * 1000),
+        cid=cid,
+        room=room,
+        to=to,
+    )
 
 
 def message_event(stored: StoredMessage, body: Any = None, *, decoded: bool = False) -> dict:

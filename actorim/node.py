@@ -46,11 +46,11 @@ from actorim.cluster.listener import ListenerActor
 from actorim.cluster.nodes import NodeRegistryActor
 from actorim.config import Config
 from actorim.context import NodeContext, Unavailable, default_node_id
-from actorim.events import encode_body
+from actorim.events import published_message
 from actorim.link import Phase
 from actorim.metrics import Metrics
 from actorim.protocol.frames import CloseCode
-from actorim.store.base import NewMessage, Store, StoredMessage, dm_conv, room_conv
+from actorim.store.base import Store, StoredMessage
 from actorim.web.app import App
 from actorim.web.websocket import WebSocketHandler
 from supervisors import Backoff, ChildSpec, Supervisor
@@ -302,20 +302,7 @@ class Node:
 
         Exactly one of ``room`` and ``to``. Blocks only the calling greenlet.
         """
-        if (room is None) == (to is None):
-            msg = "publish needs exactly one of room= and to="
-            raise ValueError(msg)
-        conv = room_conv(room) if room is not None else dm_conv(sender, to)  # type: ignore[arg-type]
-        message = NewMessage(
-            conv=conv,
-            sender=sender,
-            kind=kind,
-            body=encode_body(body),
-            ts=int(time.time() * 1000),
-            cid=cid,
-            room=room,
-            to=to,
-        )
+        message = published_message(body, room=room, to=to, sender=sender, kind=kind, cid=cid)
         result: AsyncResult = AsyncResult()
 
         def done(stored: Any, error: BaseException | None) -> None:

@@ -14,11 +14,10 @@ It needs only ``redis`` and ``msgpack``, and blocks like any Redis client (no ge
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from actorim.events import encode_body
-from actorim.store.base import NewMessage, StoredMessage, dm_conv, room_conv
+from actorim.events import published_message
+from actorim.store.base import StoredMessage
 from actorim.store.redis import RedisStore
 
 __all__ = ["Publisher"]
@@ -46,20 +45,7 @@ class Publisher:
         Resending with the same ``cid`` returns the original and delivers nothing again.
         Raises ``actorim.store.StoreError`` when Redis cannot be reached.
         """
-        if (room is None) == (to is None):
-            msg = "publish needs exactly one of room= and to="
-            raise ValueError(msg)
-        conv = room_conv(room) if room is not None else dm_conv(sender, to)  # type: ignore[arg-type]
-        message = NewMessage(
-            conv=conv,
-            sender=sender,
-            kind=kind,
-            body=encode_body(body),
-            ts=int(time.time() * 1000),
-            cid=cid,
-            room=room,
-            to=to,
-        )
+        message = published_message(body, room=room, to=to, sender=sender, kind=kind, cid=cid)
         return self._store.append_batch([message])[0]
 
     def close(self) -> None:
