@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -34,16 +35,23 @@ def load(path: str) -> dict[str, list[tuple[float, float]]]:
 
 
 def svg(series: dict[str, list[tuple[float, float]]]) -> str:
+    # Latency spans milliseconds to seconds once a server saturates: a logarithmic y axis.
     max_x = max(x for points in series.values() for x, _ in points) * 1.05
-    max_y = max(y for points in series.values() for _, y in points) * 1.1
-    sx = lambda x: MARGIN + x / max_x * (WIDTH - 2 * MARGIN)  # noqa: E731
-    sy = lambda y: HEIGHT - MARGIN - y / max_y * (HEIGHT - 2 * MARGIN)  # noqa: E731
+    low = math.floor(math.log10(min(y for points in series.values() for _, y in points)))
+    high = math.ceil(math.log10(max(y for points in series.values() for _, y in points)))
+
+    def sx(x: float) -> float:
+        return MARGIN + x / max_x * (WIDTH - 2 * MARGIN)
+
+    def sy(y: float) -> float:
+        return HEIGHT - MARGIN - (math.log10(y) - low) / (high - low) * (HEIGHT - 2 * MARGIN)
+
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
         'font-family="sans-serif" font-size="12">',
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-        f'<text x="{WIDTH / 2}" y="20" text-anchor="middle" font-size="14">'
-        "p99 delivery latency against load (fanout to 1000 clients, one server core)</text>",
+        f'<text x="{WIDTH / 2}" y="20" text-anchor="middle" font-size="14">p99 delivery '
+        "latency against load (fanout to 1000 clients, one server core, log scale)</text>",
         f'<line x1="{MARGIN}" y1="{HEIGHT - MARGIN}" x2="{WIDTH - MARGIN}" '
         f'y2="{HEIGHT - MARGIN}" stroke="black"/>',
         f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{HEIGHT - MARGIN}" stroke="black"/>',
@@ -53,12 +61,17 @@ def svg(series: dict[str, list[tuple[float, float]]]) -> str:
         'text-anchor="middle">p99 latency (ms)</text>',
     ]
     for i in range(6):
-        x, y = max_x * i / 5, max_y * i / 5
+        x = max_x * i / 5
         out.append(
             f'<text x="{sx(x)}" y="{HEIGHT - MARGIN + 16}" text-anchor="middle">'
             f"{x / 1000:.0f}k</text>"
         )
-        out.append(f'<text x="{MARGIN - 6}" y="{sy(y) + 4}" text-anchor="end">{y:.0f}</text>')
+    for exponent in range(low, high + 1):
+        y = 10.0**exponent
+        out.append(f'<text x="{MARGIN - 6}" y="{sy(y) + 4}" text-anchor="end">{y:g}</text>')
+        out.append(
+            f'<line x1="{MARGIN}" y1="{sy(y)}" x2="{WIDTH - MARGIN}" y2="{sy(y)}" stroke="#ddd"/>'
+        )
     for index, (server, points) in enumerate(sorted(series.items())):
         colour = COLOURS[index % len(COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
@@ -67,8 +80,7 @@ def svg(series: dict[str, list[tuple[float, float]]]) -> str:
             f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>' for x, y in points
         )
         out.append(
-            f'<text x="{WIDTH - MARGIN - 110}" y="{MARGIN + 16 * index}" '
-            f'fill="{colour}">{server}</text>'
+            f'<text x="{MARGIN + 10}" y="{MARGIN + 16 * index}" fill="{colour}">{server}</text>'
         )
     out.append("</svg>")
     return "\n".join(out)
