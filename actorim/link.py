@@ -44,8 +44,15 @@ CONNECTION_RESTART_WINDOW_S = 10.0
 _ids = itertools.count(1)
 
 
+_loop: Any = None
+
+
 def _schedule(callback: Any) -> None:
-    gevent.get_hub().loop.run_callback(callback)
+    """Run ``callback`` on the home hub's next loop iteration (the loop looked up once)."""
+    global _loop
+    if _loop is None:
+        _loop = gevent.get_hub().loop
+    _loop.run_callback(callback)
 
 
 class Phase(Enum):
@@ -197,7 +204,8 @@ class Link:
         self.flush_scheduled = False
         outbox = self.outbox
         if self.close_request is None and not outbox.overflowed and outbox.frames:
-            data = b"".join(outbox.take())
+            frames = outbox.take()
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
             sent = self.ws.try_write(data)
             if sent == len(data):
                 return

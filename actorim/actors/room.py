@@ -34,7 +34,9 @@ from actorim.cluster.heard import Heard
 from actorim.cluster.subscriptions import unwant_channel, want_channel
 from actorim.context import NodeContext, Unavailable
 from actorim.events import message_frame
+from actorim.link import Phase
 from actorim.logs import context as log_context
+from actorim.protocol.codec import Encoding
 from actorim.protocol.errors import ErrorCode
 from actorim.store.base import room_conv
 from actorim.wire import WireFrame
@@ -262,8 +264,16 @@ class RoomActor(GeventActor):
                 else:
                     link.send_frame(frame)
         else:
+            # The hot loop of a fan-out: one offer per member, the bytes looked up once for the
+            # encoding nearly every member speaks.
+            binary = frame.bytes_for(Encoding.MSGPACK)
+            closed = Phase.CLOSED
             for link in state.members:
-                if link is not origin:
+                if link is origin or link.phase is closed:
+                    continue
+                if link.encoding is Encoding.MSGPACK:
+                    link.outbox.offer(binary)
+                else:
                     link.send_frame(frame)
 
     # -- membership ------------------------------------------------------------------------------
