@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_PRUNE_BUDGET",
     "DM_PREFIX",
     "DM_SEPARATOR",
+    "RECEIPT_LEVELS",
     "ROOM_PREFIX",
     "NewMessage",
     "Receipt",
@@ -42,7 +43,10 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredMessage",
+    "check_limit",
     "check_new_message",
+    "check_prune",
+    "check_statuses",
     "dm_conv",
     "encode_mid",
     "mid_ms",
@@ -165,6 +169,32 @@ class Receipt:
     sender: str
     by: str
     status: ReceiptStatus
+
+
+# A receipt's level: read implies delivered, so levels only ever go up.
+RECEIPT_LEVELS: dict[str, int] = {"delivered": 1, "read": 2}
+
+
+def check_limit(limit: int) -> None:
+    """Refuse a page size below 1 (every backend's ``since``, ``history``, ``pending_for``)."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def check_statuses(marks: Sequence[tuple[str, str, ReceiptStatus]]) -> None:
+    """Refuse a receipt status other than delivered and read, before any mark is made."""
+    for _, _, status in marks:
+        if status not in RECEIPT_LEVELS:
+            raise ValueError(f"status must be 'delivered' or 'read', got {status!r}")
+
+
+def check_prune(*, max_count: int, max_age_ms: int, budget: int) -> None:
+    """Refuse retention arguments that would prune everything or nothing."""
+    if budget < 1 or max_count < 1 or max_age_ms < 0:
+        raise ValueError(
+            f"prune needs budget >= 1, max_count >= 1, max_age_ms >= 0; got {budget},"
+            f" {max_count}, {max_age_ms}"
+        )
 
 
 def check_new_message(msg: NewMessage) -> None:

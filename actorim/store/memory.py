@@ -36,27 +36,25 @@ from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
     DEFAULT_PRUNE_BUDGET,
+    RECEIPT_LEVELS,
     NewMessage,
     Receipt,
     ReceiptStatus,
     Store,
     StoredMessage,
     StoreError,
+    check_limit,
     check_new_message,
+    check_prune,
+    check_statuses,
     new_mid,
 )
 
 __all__ = ["MemoryStore"]
 
 _PENDING, _DELIVERED, _READ = 0, 1, 2
-_RECEIPT_LEVELS: dict[str, int] = {"delivered": _DELIVERED, "read": _READ}
 
 _seq_of = attrgetter("msg.seq")
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
 
 
 @dataclass(slots=True, eq=False)
@@ -239,7 +237,7 @@ class MemoryStore(Store):
         return 0 if conversation is None else conversation.last_seq
 
     def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
-        _check_limit(limit)
+        check_limit(limit)
         self._live()
         conversation = self._conversations.get(conv)
         if conversation is None:
@@ -263,7 +261,7 @@ class MemoryStore(Store):
         after: int | None = None,
         limit: int,
     ) -> tuple[list[StoredMessage], bool]:
-        _check_limit(limit)
+        check_limit(limit)
         self._live()
         conversation = self._conversations.get(conv)
         if conversation is None:
@@ -285,7 +283,7 @@ class MemoryStore(Store):
         return None if record is None else record.msg
 
     def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
-        _check_limit(limit)
+        check_limit(limit)
         self._live()
         pending = self._pending.get(user)
         return [] if pending is None else pending.oldest(limit)
@@ -294,13 +292,11 @@ class MemoryStore(Store):
         return self.mark_batch([(mid, user, status)])[0]
 
     def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
-        for _, _, status in marks:
-            if status not in _RECEIPT_LEVELS:
-                raise ValueError(f"status must be 'delivered' or 'read', got {status!r}")
+        check_statuses(marks)
         self._live()
         receipts: list[Receipt | None] = []
         for mid, user, status in marks:
-            level = _RECEIPT_LEVELS[status]
+            level = RECEIPT_LEVELS[status]
             record = self._by_mid.get(mid)
             if (
                 record is None
@@ -324,11 +320,7 @@ class MemoryStore(Store):
         max_age_ms: int = DEFAULT_MAX_AGE_MS,
         budget: int = DEFAULT_PRUNE_BUDGET,
     ) -> int:
-        if budget < 1 or max_count < 1 or max_age_ms < 0:
-            raise ValueError(
-                f"prune needs budget >= 1, max_count >= 1, max_age_ms >= 0; got {budget},"
-                f" {max_count}, {max_age_ms}"
-            )
+        check_prune(max_count=max_count, max_age_ms=max_age_ms, budget=budget)
         self._live()
         cutoff = now_ms - max_age_ms
         by_age = self._by_age

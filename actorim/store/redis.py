@@ -74,13 +74,17 @@ from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
     DEFAULT_PRUNE_BUDGET,
+    RECEIPT_LEVELS,
     NewMessage,
     Receipt,
     ReceiptStatus,
     Store,
     StoredMessage,
     StoreError,
+    check_limit,
     check_new_message,
+    check_prune,
+    check_statuses,
     new_mid,
 )
 
@@ -115,7 +119,6 @@ _PRUNE_BATCH = 64
 _PRUNE_ROUNDS = 8
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-_RECEIPT_LEVELS: dict[str, int] = {"delivered": 1, "read": 2}
 _PENDING = 0
 _NOT_DIRECT = -1
 # Width of the seq and the order counter in a pending-index member, so members of the same ts
@@ -727,7 +730,7 @@ class RedisStore(Store):
             return int(self._client.get(self._keys.conversation(conv)[0]) or 0)
 
     def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
-        _check_limit(limit)
+        check_limit(limit)
         seq_key, log = self._keys.conversation(conv)[:2]
         with self._calling("read missed messages"):
             pipe = self._client.pipeline(transaction=True)  # one slot: a consistent snapshot
@@ -749,7 +752,7 @@ class RedisStore(Store):
         after: int | None = None,
         limit: int,
     ) -> tuple[list[StoredMessage], bool]:
-        _check_limit(limit)
+        check_limit(limit)
         self._live()
         if (before is not None and before <= 1) or (
             before is not None and after is not None and before - after <= 1
@@ -778,7 +781,7 @@ class RedisStore(Store):
         return None if packed is None else decode_published(packed)
 
     def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
-        _check_limit(limit)
+        check_limit(limit)
         inbox, pending, _ = self._keys.user(user)
         found: list[StoredMessage] = []
         stale: list[tuple[str, bool]] = []
@@ -819,9 +822,7 @@ class RedisStore(Store):
         return self.mark_batch([(mid, user, status)])[0]
 
     def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
-        for _, _, status in marks:
-            if status not in _RECEIPT_LEVELS:
-                raise ValueError(f"status must be 'delivered' or 'read', got {status!r}")
+        check_statuses(marks)
         self._live()
         if not marks:
             return []
@@ -839,7 +840,7 @@ class RedisStore(Store):
                 conv = _pending_parts(member)[1]
                 self._mark_script(
                     keys=keys.conversation(conv),
-                    args=[mid, user, _RECEIPT_LEVELS[status]],
+                    args=[mid, user, RECEIPT_LEVELS[status]],
                     client=pipe,
                 )
             advanced = pipe.execute()
@@ -863,11 +864,7 @@ class RedisStore(Store):
         max_age_ms: int = DEFAULT_MAX_AGE_MS,
         budget: int = DEFAULT_PRUNE_BUDGET,
     ) -> int:
-        if budget < 1 or max_count < 1 or max_age_ms < 0:
-            raise ValueError(
-                f"prune needs budget >= 1, max_count >= 1, max_age_ms >= 0; got {budget},"
-                f" {max_count}, {max_age_ms}"
-            )
+        check_prune(max_count=max_count, max_age_ms=max_age_ms, budget=budget)
         with self._calling("prune old messages"):
             cutoff = now_ms - max_age_ms
             deleted = self._prune_by_age(cutoff, budget)
@@ -980,11 +977,6 @@ class RedisStore(Store):
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
 
 
 def _decode_entry(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredMessage:

@@ -34,13 +34,17 @@ from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
     DEFAULT_PRUNE_BUDGET,
+    RECEIPT_LEVELS,
     NewMessage,
     Receipt,
     ReceiptStatus,
     Store,
     StoredMessage,
     StoreError,
+    check_limit,
     check_new_message,
+    check_prune,
+    check_statuses,
     new_mid,
 )
 
@@ -109,7 +113,6 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _PENDING, _DELIVERED, _READ = 0, 1, 2
-_RECEIPT_LEVELS: dict[str, int] = {"delivered": _DELIVERED, "read": _READ}
 
 # Selected in StoredMessage's field order, so a row unpacks straight into one.
 _COLUMNS = "mid, conv, seq, ts, sender, kind, body, cid, room, recipient"
@@ -163,11 +166,6 @@ def _fields(msg: StoredMessage) -> tuple[object, ...]:
         msg.room,
         msg.to,
     )
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
 
 
 class SqliteStore(Store):
@@ -389,7 +387,7 @@ class SqliteStore(Store):
             return self._cached_last_seq(conn, conv)
 
     def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
-        _check_limit(limit)
+        check_limit(limit)
         with self._read("read missed messages") as conn:
             page = [StoredMessage(*row) for row in conn.execute(_SINCE, (conv, seq, limit + 1))]
             last = self._cached_last_seq(conn, conv)
@@ -407,7 +405,7 @@ class SqliteStore(Store):
         after: int | None = None,
         limit: int,
     ) -> tuple[list[StoredMessage], bool]:
-        _check_limit(limit)
+        check_limit(limit)
         if after is not None and before is not None:
             sql, args, newest_first = _BETWEEN, (conv, after, before, limit + 1), False
         elif after is not None:
@@ -430,7 +428,7 @@ class SqliteStore(Store):
         return None if row is None else StoredMessage(*row)
 
     def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
-        _check_limit(limit)
+        check_limit(limit)
         with self._read("read pending messages") as conn:
             return [StoredMessage(*row) for row in conn.execute(_PENDING_FOR, (user, limit))]
 
@@ -438,15 +436,13 @@ class SqliteStore(Store):
         return self.mark_batch([(mid, user, status)])[0]
 
     def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
-        for _, _, status in marks:
-            if status not in _RECEIPT_LEVELS:
-                raise ValueError(f"status must be 'delivered' or 'read', got {status!r}")
+        check_statuses(marks)
         if not marks:
             return []
         receipts: list[Receipt | None] = []
         with self._write(f"record {len(marks)} receipts") as conn:
             for mid, user, status in marks:
-                level = _RECEIPT_LEVELS[status]
+                level = RECEIPT_LEVELS[status]
                 row = conn.execute(_RECEIPT_OF, (mid,)).fetchone()
                 if row is None or row[1] != user or row[2] is None or row[2] >= level:
                     receipts.append(None)
@@ -463,11 +459,7 @@ class SqliteStore(Store):
         max_age_ms: int = DEFAULT_MAX_AGE_MS,
         budget: int = DEFAULT_PRUNE_BUDGET,
     ) -> int:
-        if budget < 1 or max_count < 1 or max_age_ms < 0:
-            raise ValueError(
-                f"prune needs budget >= 1, max_count >= 1, max_age_ms >= 0; got {budget},"
-                f" {max_count}, {max_age_ms}"
-            )
+        check_prune(max_count=max_count, max_age_ms=max_age_ms, budget=budget)
         with self._write("prune old messages") as conn:
             deleted = conn.execute(_PRUNE_AGE, (now_ms - max_age_ms, budget)).rowcount
             left = budget - deleted
