@@ -8,14 +8,10 @@ seconds, closes a connection from which no frame at all (pongs included) came wi
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
-import gevent
-from pykka import ActorDeadError
-
-from actorim.actors.messages import Call
+from actorim.actors.messages import Call, call_later
 from actorim.context import NodeContext
 from actorim.link import Phase
 from actorim.protocol.frames import CloseCode, encode_ping
@@ -54,11 +50,7 @@ class HeartbeatActor(GeventActor):
         return super().on_receive(message)
 
     def _arm(self) -> None:
-        self._timer = gevent.spawn_later(self.interval, self._tick)
-
-    def _tick(self) -> None:
-        with contextlib.suppress(ActorDeadError):
-            self.actor_ref.tell(Call(self.sweep))
+        self._timer = call_later(self.actor_ref, self.interval, self.sweep)
 
     def sweep(self, now: float | None = None) -> None:
         config = self.ctx.config

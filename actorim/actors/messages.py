@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import gevent
+from pykka import ActorDeadError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from pykka import ActorRef
 
     from actorim.link import Link
     from actorim.store.base import NewMessage
@@ -89,3 +95,14 @@ class Call:
 
     func: Callable[..., Any]
     args: tuple[Any, ...] = ()
+
+
+def call_later(ref: ActorRef[Any], delay: float, func: Callable[..., Any]) -> gevent.Greenlet:
+    """Run ``func`` inside the actor behind ``ref`` after ``delay`` seconds (a timer of the
+    actor's: kill the returned greenlet to cancel it; an actor gone by then is skipped)."""
+
+    def fire() -> None:
+        with contextlib.suppress(ActorDeadError):
+            ref.tell(Call(func))
+
+    return gevent.spawn_later(delay, fire)

@@ -8,16 +8,12 @@ from the node's live links and their watch lists.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gevent import spawn_later
-from pykka import ActorDeadError
-
-from actorim.actors.messages import Call, Crash, RemoteEvent
+from actorim.actors.messages import Call, Crash, RemoteEvent, call_later
 from actorim.cluster.heard import Heard
 from actorim.cluster.nodes import close_session, open_session, prune_sessions
 from actorim.context import NodeContext
@@ -206,17 +202,12 @@ class PresenceActor(GeventActor):
             return
         self._disarm()
         self._timer_due = due
-        self._timer = spawn_later(max(0.0, due - time.time()), self._tick)
+        self._timer = call_later(self.actor_ref, max(0.0, due - time.time()), self._expire)
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.kill(block=False)
         self._timer = self._timer_due = None
-
-    def _tick(self) -> None:
-        self._timer = self._timer_due = None
-        with contextlib.suppress(ActorDeadError):
-            self.actor_ref.tell(Call(self._expire))
 
     def _resync(self) -> None:
         cluster = self.ctx.cluster
@@ -259,4 +250,5 @@ class PresenceActor(GeventActor):
                 link.send_frame(frame)
 
     def _expire(self) -> None:
+        self._timer = self._timer_due = None
         self._announce(self.book.expire(time.time()))

@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import gevent
 from pykka import ActorDeadError
 
 from actorim.actors.messages import (
@@ -28,6 +27,7 @@ from actorim.actors.messages import (
     Publish,
     RemoteEvent,
     Repair,
+    call_later,
 )
 from actorim.actors.store import query, query_wait
 from actorim.cluster.heard import Heard
@@ -218,13 +218,7 @@ class RoomActor(GeventActor):
                 error,
                 extra=log_context(room=state.name),
             )
-            me = self.actor_ref
-
-            def retry() -> None:
-                with contextlib.suppress(ActorDeadError):
-                    me.tell(Call(self._retry_gap))
-
-            gevent.spawn_later(GAP_RETRY_S, retry)
+            call_later(self.actor_ref, GAP_RETRY_S, self._retry_gap)
             return
         held, state.repairing = state.repairing or [], None
         if error is not None:

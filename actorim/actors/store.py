@@ -10,18 +10,16 @@ recipient, so nobody sees a message the store could still lose.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from gevent import spawn_later
 from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from pykka import ActorDeadError
 
-from actorim.actors.messages import Append, Call, Crash, Query
+from actorim.actors.messages import Append, Call, Crash, Query, call_later
 from actorim.context import NodeContext, Unavailable
 from actorim.events import message_frame
 from actorim.protocol.errors import ErrorCode
@@ -243,16 +241,12 @@ class StoreActor(GeventActor):
     # -- retention ------------------------------------------------------------------------------
 
     def _schedule_prune(self) -> None:
-        self._prune_timer = spawn_later(self.ctx.config.prune_interval, self._prune_tick)
+        self._prune_timer = call_later(self.actor_ref, self.ctx.config.prune_interval, self._prune)
 
     def _cancel_prune(self) -> None:
         if self._prune_timer is not None:
             self._prune_timer.kill(block=False)
             self._prune_timer = None
-
-    def _prune_tick(self) -> None:
-        with contextlib.suppress(ActorDeadError):
-            self.actor_ref.tell(Call(self._prune))
 
     def _prune(self) -> None:
         config = self.ctx.config

@@ -16,18 +16,15 @@ liveness key has lapsed, and the others need a moment to renew theirs.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import gevent
 import msgpack
 import redis
-from pykka import ActorDeadError
 
-from actorim.actors.messages import Call
+from actorim.actors.messages import Call, call_later
 from actorim.cluster.keys import ClusterKeys
 from actorim.cluster.link import ClusterLink, make_client
 from actorim.context import NodeContext
@@ -70,11 +67,7 @@ class NodeRegistryActor(GeventActor):
         return super().on_receive(message)
 
     def _arm(self) -> None:
-        self._timer = gevent.spawn_later(self.interval, self._tick)
-
-    def _tick(self) -> None:
-        with contextlib.suppress(ActorDeadError):
-            self.actor_ref.tell(Call(self._sweep))
+        self._timer = call_later(self.actor_ref, self.interval, self._sweep)
 
     def _sweep(self) -> None:
         self._refresh()
