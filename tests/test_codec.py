@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
 
 from actorim.protocol.codec import (
     MAX_NESTING,
+    AmbiguousMapError,
     Encoding,
     FrameDecodeError,
     SharedFrame,
@@ -100,6 +102,60 @@ def test_msgpack_integer_map_keys_are_kept_and_reach_json_as_strings() -> None:
     frame = decode_frame(b"\x81\xa4body\x81\x01\xa3one", binary=True)
     assert frame == {"body": {1: "one"}}
     assert encode(frame, Encoding.JSON) == b'{"body":{"1":"one"}}'
+
+
+def _msgpack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({1: "one", "1": "uno"}, id="int and str keys"),
+        pytest.param({"a": [{"-5": 0, -5: 1}]}, id="negative, nested in a list"),
+        pytest.param({2**64 - 1: 0, str(2**64 - 1): 1}, id="at the 64-bit bound"),
+        pytest.param({"$bytes": "AAH/"}, id="bytes form"),
+        pytest.param({"$bytes": "not base64"}, id="bytes form, bad base64"),
+        pytest.param([[{"k": {"$bytes": ""}}]], id="bytes form, nested"),
+    ],
+)
+def test_a_msgpack_map_json_peers_would_see_differently_is_ambiguous(body: Any) -> None:
+    frame = {"t": "send", "id": 3, "room": "lobby", "body": body}
+    with pytest.raises(AmbiguousMapError) as raised:
+        decode_frame(_msgpack(frame), binary=True)
+    assert raised.value.frame == frame
+    assert raised.value.reason.isascii()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({1: "one", "01": "x", "1.0": "y", " 1": "z"}, id="near-miss keys"),
+        pytest.param({"$bytes": "AAH/", "other": 1}, id="bytes key among others"),
+        pytest.param({"$bytes": 5}, id="bytes key, not text"),
+        pytest.param({"$bytes": b"\x00"}, id="bytes key, bytes value"),
+        pytest.param({"$byte": "AAH/"}, id="another key"),
+    ],
+)
+def test_a_msgpack_map_json_peers_see_as_it_is_is_accepted(body: Any) -> None:
+    frame = decode_frame(_msgpack({"body": body}), binary=True)
+    assert frame == {"body": body}
+    again = decode_frame(encode(frame, Encoding.JSON), binary=False)
+    assert len(again["body"]) == len(body)
+
+
+def test_an_invalid_value_wins_over_an_ambiguous_map() -> None:
+    payload = _msgpack([{"$bytes": "AAH/"}, {"x": 1}]).replace(b"\x01", b"\xcb\x7f\xf8" + bytes(6))
+    with pytest.raises(FrameDecodeError, match="finite"):
+        decode_frame(payload, binary=True)
+
+
+def test_a_wide_map_with_many_integer_keys_is_checked_key_by_key() -> None:
+    wide = {i: i for i in range(20_000)}
+    assert decode_frame(_msgpack({"body": wide}), binary=True) == {"body": wide}
+    wide["19999"] = 0
+    with pytest.raises(AmbiguousMapError, match='"19999"'):
+        decode_frame(_msgpack({"body": wide}), binary=True)
 
 
 def test_json_surrogate_pair_escape_decodes_to_one_character() -> None:

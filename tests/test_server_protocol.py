@@ -217,6 +217,27 @@ def test_bytes_sent_by_a_json_client_reach_a_msgpack_client_as_binary(
     assert bob.event("msg")["body"] == b"\x01\x02"
 
 
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        pytest.param({"n": {1: "one", "1": "uno"}}, 'the key 1 and the key "1"', id="1 and '1'"),
+        pytest.param({"$bytes": "AAH/"}, "as bytes", id="bytes form"),
+    ],
+)
+def test_a_msgpack_map_that_json_members_would_misread_is_a_bad_request_and_never_relayed(
+    server: RunningNode, body: Any, problem: str
+) -> None:
+    (alice, bob) = _in_room(server, "lobby", "alice", "bob")
+    (carol,) = _in_room(server, "lobby", "carol", json_frames=True)
+    error = alice.error("send", room="lobby", body=body)
+    assert error["code"] == "bad_request"
+    assert problem in error["message"]
+    # The next message is the first either member gets: the refused one went nowhere.
+    alice.ok("send", room="lobby", body="after")
+    assert bob.event("msg")["body"] == "after"
+    assert carol.event("msg")["body"] == "after"
+
+
 def test_json_and_msgpack_members_get_the_same_event(server: RunningNode) -> None:
     (alice,) = _in_room(server, "lobby", "alice")
     (bob,) = _in_room(server, "lobby", "bob", json_frames=True)

@@ -26,7 +26,13 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from actorim.protocol.codec import Encoding, FrameDecodeError, decode_frame, encode
+from actorim.protocol.codec import (
+    AmbiguousMapError,
+    Encoding,
+    FrameDecodeError,
+    decode_frame,
+    encode,
+)
 
 __all__ = ["CLOSE_WRITE_TIMEOUT_S", "DEFAULT_MAX_SIZE", "LinkClosed", "LinkError", "WebSocketLink"]
 
@@ -173,6 +179,9 @@ class WebSocketLink:
                 payload, binary = self._messages.pop(0)
                 try:
                     value = decode_frame(payload, binary)
+                except AmbiguousMapError as exc:
+                    # The server relays no such map; one stored before it refused them is kept.
+                    value = exc.frame
                 except FrameDecodeError as exc:
                     logger.warning("skipping a frame from the server that does not decode: %s", exc)
                     continue

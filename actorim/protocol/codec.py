@@ -11,6 +11,12 @@ valid Unicode text, and at most `MAX_NESTING` levels of maps and lists. Anything
 `FrameDecodeError`, which the server answers by closing the connection with
 `FrameDecodeError.close_code` (1007) and the error's reason.
 
+Two kinds of map decode in MessagePack but would reach a JSON peer as something else: a map with
+both an integer key and the string of its digits (`1` and `"1"`: one JSON key, one value lost),
+and a map whose only key is `$bytes` with a text value (JSON peers would read it as bytes). Such
+a frame raises `AmbiguousMapError`, which the server answers with `bad_request` to the command,
+keeping the connection: the frame is well formed, only its value cannot be relayed.
+
 >>> frame = decode_frame(b'{"t":"ping","id":1}', binary=False)
 >>> frame
 {'t': 'ping', 'id': 1}
@@ -32,6 +38,7 @@ import msgpack
 
 __all__ = [
     "MAX_NESTING",
+    "AmbiguousMapError",
     "Encoding",
     "FrameDecodeError",
     "SharedFrame",
@@ -96,11 +103,34 @@ class FrameDecodeError(Exception):
         self.reason = reason
 
 
+class AmbiguousMapError(Exception):
+    """A frame decoded, but holds a map that JSON peers would see differently (see above).
+
+    `frame` is the decoded value, so that the refusal can name the command's `id`; `reason` is
+    short and ASCII, like `FrameDecodeError.reason`. Nothing in `frame` may be relayed.
+
+    >>> try:
+    ...     decode_frame(b"\\x82\\x01\\xa1a\\xa11\\xa1b", binary=True)
+    ... except AmbiguousMapError as error:
+    ...     print(error.reason)
+    a map has both the key 1 and the key "1"
+    """
+
+    frame: Any
+    reason: str
+
+    def __init__(self, frame: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.frame = frame
+        self.reason = reason
+
+
 def decode_frame(payload: bytes | bytearray | memoryview | str, binary: bool) -> Any:
     """Decode one frame's payload: MessagePack if `binary`, else JSON text in UTF-8.
 
-    Raises `FrameDecodeError` for anything that is not exactly one value of the schema; never
-    any other exception, whatever the bytes.
+    Raises `FrameDecodeError` for anything that is not exactly one value of the schema, else
+    `AmbiguousMapError` for a value JSON peers would not see as it is; never any other
+    exception, whatever the bytes.
     """
     if binary:
         value = _decode_msgpack(payload)
@@ -243,17 +273,23 @@ _TOO_DEEP = f"maps and lists nest deeper than {MAX_NESTING} levels"
 
 
 def _check_tree(root: Any, *, check_text: bool) -> None:
-    """Refuse values that cannot be re-encoded in both encodings; iterative, so never deep."""
+    """Refuse values that cannot be re-encoded in both encodings; iterative, so never deep.
+
+    A `FrameDecodeError` anywhere in the tree wins over an ambiguous map, which is raised
+    (`AmbiguousMapError`) only once the whole tree is known to be otherwise valid.
+    """
     root_type = type(root)
     if root_type is not dict and root_type is not list:
         _check_scalar(root, check_text)
         return
+    ambiguity: str | None = None
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_NESTING:
             raise FrameDecodeError(_TOO_DEEP)
         if type(node) is dict:
+            int_keys = False
             for key, item in node.items():
                 key_type = type(key)
                 if key_type is str:
@@ -261,6 +297,7 @@ def _check_tree(root: Any, *, check_text: bool) -> None:
                         _check_text(key)
                 elif key_type is int:
                     _check_int(key)
+                    int_keys = True
                 else:
                     raise FrameDecodeError("map keys must be strings or integers")
                 item_type = type(item)
@@ -268,6 +305,8 @@ def _check_tree(root: Any, *, check_text: bool) -> None:
                     stack.append((item, depth + 1))
                 else:
                     _check_scalar(item, check_text)
+            if ambiguity is None:
+                ambiguity = _map_ambiguity(node, int_keys)
         else:
             for item in node:
                 item_type = type(item)
@@ -275,6 +314,21 @@ def _check_tree(root: Any, *, check_text: bool) -> None:
                     stack.append((item, depth + 1))
                 else:
                     _check_scalar(item, check_text)
+    if ambiguity is not None:
+        raise AmbiguousMapError(root, ambiguity)
+
+
+def _map_ambiguity(node: dict[Any, Any], int_keys: bool) -> str | None:
+    """Why a JSON peer would not see `node` as it is, or None; linear in its keys."""
+    if int_keys:
+        for key in node:
+            # A JSON peer sees the integer key as its decimal string: the two would collide.
+            if type(key) is int and str(key) in node:
+                return f'a map has both the key {key} and the key "{key}"'
+    # From JSON text, this form has already become bytes (or been refused): only MessagePack.
+    if len(node) == 1 and type(node.get(_BYTES_KEY)) is str:
+        return f'a map whose only key is "{_BYTES_KEY}" would reach JSON peers as bytes'
+    return None
 
 
 def _check_scalar(value: Any, check_text: bool) -> None:

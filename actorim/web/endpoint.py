@@ -18,7 +18,7 @@ from pykka.messages import ProxyCall
 from actorim.actors.connection import ConnectionActor
 from actorim.context import NodeContext
 from actorim.link import Link, Phase
-from actorim.protocol.codec import Encoding, FrameDecodeError, decode_frame
+from actorim.protocol.codec import AmbiguousMapError, Encoding, FrameDecodeError, decode_frame
 from actorim.protocol.commands import (
     COMMAND_NAMES,
     NotACommand,
@@ -117,13 +117,19 @@ def _on_message(link: Link, message: Message, max_limit: int) -> bool:
     if not link.encoding_fixed:
         link.encoding = Encoding.of_frame(message.binary)
         link.encoding_fixed = True
+    ambiguous: str | None = None
     try:
         obj = decode_frame(message.payload, message.binary)
+    except AmbiguousMapError as exc:
+        # Well formed, but JSON peers would not see it as sent: refused as a bad command.
+        obj, ambiguous = exc.frame, exc.reason
     except FrameDecodeError as exc:
         link.request_close(CloseCode.INVALID_DATA, exc.reason)
         return False
     try:
         command = decode_command(obj, max_limit=max_limit)
+        if ambiguous is not None:
+            raise CommandError(ErrorCode.BAD_REQUEST, ambiguous)
     except NotACommand as exc:
         link.send(error_event(exc.code, exc.message))
         return True
