@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from actorim.web.origins import origin_of
+
 __all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_environment", "config_from"]
 
 
@@ -76,8 +78,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "allowed_origins",
         (),
-        "browser origins allowed besides the server's own (comma-separated, '*' allows any)",
+        "browser origins allowed besides public_url's (comma-separated, '*' allows any)",
         _list,
+    ),
+    Setting(
+        "public_url",
+        "",
+        "the URL browsers load this server's page from (https://chat.example.com); its origin "
+        "may open WebSockets. Outside --dev no other origin may, unless in allowed_origins",
     ),
     Setting(
         "fault_injection", False, "accept the debug.crash command (chaos drills, tests)", _bool
@@ -181,6 +189,7 @@ class Config:
     secret: str = _BY_NAME["secret"].default
     dev: bool = _BY_NAME["dev"].default
     allowed_origins: tuple[str, ...] = _BY_NAME["allowed_origins"].default
+    public_url: str = _BY_NAME["public_url"].default
     fault_injection: bool = _BY_NAME["fault_injection"].default
     data_dir: str = _BY_NAME["data_dir"].default
     store: str = _BY_NAME["store"].default
@@ -220,6 +229,11 @@ class Config:
     def __post_init__(self) -> None:
         if self.store not in ("sqlite", "memory"):
             _bad("store", f"must be sqlite or memory, got {self.store!r}")
+        if self.public_url:
+            try:
+                origin_of(self.public_url)
+            except ValueError as exc:
+                _bad("public_url", str(exc))
         if self.store_sync.upper() not in ("FULL", "NORMAL"):
             _bad("store_sync", f"must be FULL or NORMAL, got {self.store_sync!r}")
         for name in (

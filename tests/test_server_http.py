@@ -5,11 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import gevent
 import pytest
 
-from tests.support import RunningNode, handshake_status, http_get
+from tests.support import RunningNode, ServerProcess, handshake_status, http_get
+
+SECRET = "http-test-secret-0123456789abcdef0123456789"
 
 
 def test_healthz_says_the_process_is_alive(server: RunningNode) -> None:
@@ -95,6 +98,42 @@ def test_a_browser_origin_of_the_same_host_is_accepted(server: RunningNode) -> N
     assert handshake_status(server.url, origin=f"http://127.0.0.1:{server.port}") == 101
     same_host = server.client(origin=f"http://127.0.0.1:{server.port}")
     assert same_host.connect(server.token("alice"))["user"] == "alice"
+
+
+def test_outside_development_mode_an_origin_equal_to_host_is_refused(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    # DNS rebinding: the attacker's page reaches the node under the attacker's name, so the
+    # browser's Origin and Host agree. Only configured origins count outside development mode.
+    node = start_node(dev=False, secret=SECRET)
+    assert handshake_status(node.url, origin=f"http://127.0.0.1:{node.port}") == 403
+    assert handshake_status(node.url) == 101
+
+
+def test_outside_development_mode_the_public_url_origin_is_accepted_and_no_other(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = start_node(dev=False, secret=SECRET, public_url="https://Chat.Example.com/app/")
+    assert handshake_status(node.url, origin="https://chat.example.com") == 101
+    assert handshake_status(node.url, origin="http://chat.example.com") == 403
+    assert handshake_status(node.url, origin="https://chat.example.com:8443") == 403
+    assert handshake_status(node.url, origin=f"http://127.0.0.1:{node.port}") == 403
+    assert node.client("alice", origin="https://chat.example.com").ok("ping") == {}
+
+
+def test_a_production_server_serves_its_page_and_accepts_its_websocket_at_the_public_url(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(tmp_path / "data", secret=SECRET)
+    base = f"http://127.0.0.1:{server.port}"
+    server.args = ("--public-url", base)
+    server.start()
+    try:
+        assert http_get(base + "/")[0] == 200
+        assert handshake_status(server.url, origin=base) == 101
+        assert handshake_status(server.url, origin=f"http://localhost:{server.port}") == 403
+    finally:
+        server.stop()
 
 
 def test_a_client_without_an_origin_is_accepted(server: RunningNode) -> None:

@@ -8,21 +8,25 @@ up and it is not draining); ``/dev/token?user=NAME`` mints a token in developmen
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from actorim.auth import valid_user_id
 from actorim.web.endpoint import run_connection
+from actorim.web.origins import OriginPolicy
 
 if TYPE_CHECKING:
     from actorim.node import Node
 
 __all__ = ["App"]
+
+logger = logging.getLogger("actorim")
 
 StartResponse = Callable[..., Any]
 
@@ -33,15 +37,20 @@ class App:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.websocket_max_message_size = node.config.max_frame_size
+        config = node.config
+        self.origins = OriginPolicy.build(
+            public_url=config.public_url, allowed=config.allowed_origins, dev=config.dev
+        )
+        if self.origins.refuses_every_browser:
+            logger.info(
+                "browser pages cannot open WebSockets: set ACTORIM_PUBLIC_URL (--public-url) "
+                "to the URL the chat page is loaded from, or ACTORIM_ALLOWED_ORIGINS"
+            )
 
     def websocket_origin_allowed(self, origin: str | None, host: str) -> bool:
-        """Non-browser clients send no Origin; browsers must come from this host or the list."""
-        if origin is None:
-            return True
-        allowed = self.node.config.allowed_origins
-        if "*" in allowed or origin in allowed:
-            return True
-        return urlsplit(origin).netloc.lower() == host.lower()
+        """Non-browser clients send no Origin; browsers need an origin the node was told about
+        (or, in development mode only, this host): see ``actorim.web.origins``."""
+        return self.origins.allows(origin, host=host)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
