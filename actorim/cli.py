@@ -139,16 +139,26 @@ def _serve(args: argparse.Namespace) -> int:
     from actorim.hubwatch import watch_hub
     from actorim.logs import setup_logging
     from actorim.node import Node
+    from actorim.secret import dev_secret_path, token_secret
 
+    # Refused (or, in development mode, generated and kept) before any worker starts, so that
+    # every worker signs with the same secret and a missing one is one line, not N restarts.
+    token_secret(config)
     setup_logging(config.log_level, json_lines=config.log_json)
     if config.workers > 1:
         from actorim.workers import run_workers
 
         return run_workers(config)
     if config.dev:
+        signed = (
+            "tokens are signed with ACTORIM_SECRET"
+            if config.secret
+            else f"tokens are signed with the generated secret kept in {dev_secret_path(config)}"
+        )
         logger.warning(
-            "DEVELOPMENT MODE: tokens are signed with a generated secret and anyone can get "
-            "one at /dev/token?user=NAME. Never expose this server."
+            "DEVELOPMENT MODE: %s and anyone can get one at /dev/token?user=NAME. "
+            "Never expose this server.",
+            signed,
         )
     os.makedirs(config.data_dir, exist_ok=True)
     watch_hub(config.block_threshold)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from actorim.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.web.origins import origin_of
 
 __all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_environment", "config_from"]
@@ -73,8 +74,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("node_id", "", "this node's name in replies and logs (default: host name and pid)"),
     # -- security
-    Setting("secret", "", "HS256 secret that signs tokens (required unless --dev)"),
-    Setting("dev", False, "development mode: generated secret, /dev/token endpoint", _bool),
+    Setting(
+        "secret",
+        "",
+        f"HS256 secret that signs tokens, {MIN_SECRET_BYTES} bytes or more (required unless --dev)",
+    ),
+    Setting(
+        "dev",
+        False,
+        "development mode: /dev/token endpoint; without a secret, one generated and kept in "
+        "data_dir",
+        _bool,
+    ),
     Setting(
         "allowed_origins",
         (),
@@ -91,7 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
         "fault_injection", False, "accept the debug.crash command (chaos drills, tests)", _bool
     ),
     # -- storage
-    Setting("data_dir", "var", "directory of the SQLite message store"),
+    Setting(
+        "data_dir", "var", "directory of the SQLite message store (and of --dev's generated secret)"
+    ),
     Setting("store", "sqlite", "message store: sqlite (durable), memory (lost on exit)"),
     Setting("store_sync", "FULL", "SQLite synchronous mode: FULL (survives power loss) or NORMAL"),
     Setting("retention_count", 10_000, "messages kept per room and conversation", int),
@@ -227,6 +240,13 @@ class Config:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        if self.secret and not self.dev and weak_secret(self.secret):
+            _bad(
+                "secret",
+                f"is {len(self.secret.encode('utf-8'))} bytes: outside development mode it must "
+                f"be {MIN_SECRET_BYTES} bytes or more (make one with: python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))')",
+            )
         if self.store not in ("sqlite", "memory"):
             _bad("store", f"must be sqlite or memory, got {self.store!r}")
         if self.public_url:

@@ -37,7 +37,7 @@ from actorim.actors.messages import Append
 from actorim.actors.presence import PresenceActor, Resync
 from actorim.actors.router import RepairRooms, RouterActor
 from actorim.actors.store import StoreActor
-from actorim.auth import TokenAuthority, generate_secret, weak_secret
+from actorim.auth import TokenAuthority
 from actorim.breaker import BreakerPolicy
 from actorim.bus import LocalBus
 from actorim.cluster.bus import ClusterBus
@@ -50,6 +50,7 @@ from actorim.events import published_message
 from actorim.link import Phase
 from actorim.metrics import Metrics
 from actorim.protocol.frames import CloseCode
+from actorim.secret import token_secret
 from actorim.store.base import Store, StoredMessage
 from actorim.web.app import App
 from actorim.web.websocket import WebSocketHandler
@@ -73,15 +74,7 @@ class Node:
 
     def __init__(self, config: Config | None = None, *, exit_code_on_failure: int | None = None):
         self.config = config or Config()
-        secret = self.config.secret
-        if not secret:
-            if not self.config.dev:
-                msg = "ACTORIM_SECRET (--secret) is required outside development mode (--dev)"
-                raise ValueError(msg)
-            secret = generate_secret()
-        elif weak_secret(secret) and not self.config.dev:
-            logger.warning("ACTORIM_SECRET is shorter than 32 bytes: tokens are easier to forge")
-        self.authority = TokenAuthority(secret)
+        self.authority = TokenAuthority(token_secret(self.config))
         self.ctx = NodeContext(
             config=self.config,
             authority=self.authority,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from gevent.pywsgi import WSGIServer
@@ -17,12 +18,15 @@ from tests.support import Client, http_get
 class Embedder:
     """Nodes and clients a test made; everything is closed after the test."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.nodes: list[Node] = []
         self.servers: list[WSGIServer] = []
         self.clients: list[Client] = []
 
     def node(self, **settings: object) -> Node:
+        # Development mode keeps its generated secret in the data directory.
+        settings.setdefault("data_dir", str(self.data_dir))
         node = Node(Config(dev=True, store="memory", **settings)).start()  # type: ignore[arg-type]
         self.nodes.append(node)
         return node
@@ -43,8 +47,8 @@ class Embedder:
 
 
 @pytest.fixture
-def embed() -> Iterator[Embedder]:
-    embedder = Embedder()
+def embed(tmp_path: Path) -> Iterator[Embedder]:
+    embedder = Embedder(tmp_path)
     yield embedder
     embedder.close()
 
