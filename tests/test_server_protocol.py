@@ -238,6 +238,16 @@ def test_a_msgpack_map_that_json_members_would_misread_is_a_bad_request_and_neve
     assert carol.event("msg")["body"] == "after"
 
 
+def test_refused_ambiguous_maps_count_against_the_rate_limit(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = start_node(rate=0.001, burst=3)
+    alice = node.client("alice")  # connect takes the first token of the burst
+    body = {1: "one", "1": "uno"}
+    codes = [alice.error("send", to="bob", body=body)["code"] for _ in range(3)]
+    assert codes == ["bad_request", "bad_request", "rate_limited"]
+
+
 def test_json_and_msgpack_members_get_the_same_event(server: RunningNode) -> None:
     (alice,) = _in_room(server, "lobby", "alice")
     (bob,) = _in_room(server, "lobby", "bob", json_frames=True)

@@ -121,15 +121,14 @@ def _on_message(link: Link, message: Message, max_limit: int) -> bool:
     try:
         obj = decode_frame(message.payload, message.binary)
     except AmbiguousMapError as exc:
-        # Well formed, but JSON peers would not see it as sent: refused as a bad command.
+        # Well formed, but JSON peers would not see it as sent: refused below as a bad
+        # command, once it has counted against the rate limit like any other.
         obj, ambiguous = exc.frame, exc.reason
     except FrameDecodeError as exc:
         link.request_close(CloseCode.INVALID_DATA, exc.reason)
         return False
     try:
         command = decode_command(obj, max_limit=max_limit)
-        if ambiguous is not None:
-            raise CommandError(ErrorCode.BAD_REQUEST, ambiguous)
     except NotACommand as exc:
         link.send(error_event(exc.code, exc.message))
         return True
@@ -148,6 +147,9 @@ def _on_message(link: Link, message: Message, max_limit: int) -> bool:
         link.inflight.pop(command.id, None)
         link.request_close(CloseCode.POLICY_VIOLATION, "rate limit exceeded persistently")
         return False
+    if ambiguous is not None:
+        link.fail(command.id, ErrorCode.BAD_REQUEST, ambiguous)
+        return True
     _tell(link, command)
     return True
 
