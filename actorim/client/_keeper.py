@@ -34,6 +34,7 @@ from actorim.client._errors import (
     AuthError,
     ClientClosed,
     ClientError,
+    ConnectRefused,
     LinkLost,
     QueueFull,
     ServerError,
@@ -53,6 +54,11 @@ one it has)."""
 
 # The server accepts at most this many users in one watch command (docs/protocol.md).
 _WATCH_CHUNK = 1000
+
+# Refusals of ``connect`` that no retry can fix (docs/protocol.md, connect): the user holds
+# ``max_connections_per_user`` connections. They end the client at once, as a refused fixed
+# token does, instead of counting attempts until the circuit opens.
+_FINAL_CONNECT_CODES = frozenset({"forbidden"})
 
 
 class Tokens:
@@ -137,6 +143,7 @@ class LinkKeeper:
         self.reason = "not started"
         """Why the state last changed."""
         self._state_event = gevent.event.Event()
+        self._giving_up = False
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -309,18 +316,20 @@ class LinkKeeper:
         if stale is not None:
             self._discard(stale, "replaced by a new connection")
         try:
-            conn = self._open(self._tokens.get())
-        except _Refused as refused:
-            if not self._tokens.renewable:
-                error = AuthError(
-                    f"the server refused the token ({refused}); make a new client with a valid "
-                    "token, or give a callable that returns fresh ones"
-                )
-                gevent.spawn(self.shutdown, error)
-                raise error from None
-            logger.info("the server refused the token (%s); fetching a fresh one", refused)
-            # A fresh token that is refused too counts as one failed attempt.
-            conn = self._open(self._tokens.refresh())
+            try:
+                conn = self._open(self._tokens.get())
+            except _Refused as refused:
+                if not self._tokens.renewable:
+                    raise AuthError(
+                        f"the server refused the token ({refused}); make a new client with a "
+                        "valid token, or give a callable that returns fresh ones"
+                    ) from None
+                logger.info("the server refused the token (%s); fetching a fresh one", refused)
+                # A fresh token that is refused too counts as one failed attempt.
+                conn = self._open(self._tokens.refresh())
+        except ClientClosed as final:
+            self._give_up(final)
+            raise
         try:
             self._restore(conn)
         except BaseException:
@@ -337,6 +346,8 @@ class LinkKeeper:
             self._discard(conn, str(exc))
             if exc.code == "unauthenticated":
                 raise _Refused(exc.server_message) from None
+            if exc.code in _FINAL_CONNECT_CODES:
+                raise ConnectRefused(exc.code, exc.server_message) from None
             raise
         except BaseException:
             self._discard(conn, "connect failed")
@@ -344,6 +355,13 @@ class LinkKeeper:
         self.info = dict(info)
         self._session.user = info.get("user")
         return conn
+
+    def _give_up(self, error: ClientClosed) -> None:
+        """From inside the probe: the server refused for good. The breaker is stopped from a
+        greenlet of its own (stopping it from its probe would kill this very greenlet); what it
+        says meanwhile about the failed attempt no longer moves the state."""
+        self._giving_up = True
+        gevent.spawn(self.shutdown, error)
 
     def _restore(self, conn: _Conn) -> None:
         """Re-join the rooms (resuming after the last seq seen), watch again, resend every
@@ -459,7 +477,7 @@ class LinkKeeper:
 
     def _on_transition(self, transition: Transition) -> None:
         """A breaker transition; runs inside the breaker actor, so it only updates state."""
-        if self._status.stopped:
+        if self._status.stopped or self._giving_up:
             return
         change = self._status.breaker_moved(transition)
         conn = self._conn
