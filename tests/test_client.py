@@ -7,6 +7,7 @@ Waits are for events (a state change, a message arriving), never fixed sleeps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from actorim.actors.store import StoreActor
 from actorim.auth import TokenAuthority
 from actorim.breaker import BreakerPolicy
 from actorim.client import (
+    DEFAULT_POLICY,
     AuthError,
     Client,
     ClientClosed,
@@ -531,3 +533,38 @@ def test_a_frozen_server_is_noticed_by_heartbeats_and_the_link_comes_back_after_
     server_process.resume()
     states.wait_state(CONNECTED, count=2)
     assert client.send(room="r", body="back").seq == 1
+
+
+def test_a_restart_with_a_drain_is_ridden_out_without_opening_the_circuit(
+    server_process: ServerProcess, clients: list[Client]
+) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    tokens = TokenAuthority(SECRET)
+    server_process.start()
+    # Two failures in a row would open the circuit: the close 1001 and one refused attempt,
+    # which a restart always costs. Only the restart grace keeps it closed.
+    policy = dataclasses.replace(DEFAULT_POLICY, failure_threshold=2)
+    client = Client(
+        server_process.url,
+        lambda: tokens.mint("alice"),
+        policy=policy,
+        rand=random.Random(seed).uniform,
+    )
+    clients.append(client)
+    states, rejoined = Seen(), Seen()
+    client.on_state(states)
+    client.on("rejoined", rejoined)
+    client.connect(timeout=WAIT)
+    client.join("r")
+    assert client.send(room="r", body="before").seq == 1
+    server_process.terminate()  # SIGTERM: the server drains (close 1001) and exits
+    [lost] = states.wait_state(CONNECTING, count=2)[-1:]
+    assert "1001" in lost.reason
+    assert lost.retry_in is not None and 0 < lost.retry_in <= policy.backoff.floor * 2
+    server_process.start()
+    states.wait_state(CONNECTED, count=2)
+    assert CIRCUIT_OPEN not in states.states, states.items
+    [event] = rejoined.wait_count(1)
+    assert (event["room"], event["recovered"]) == ("r", True)
+    assert client.send(room="r", body="after").seq == 2

@@ -27,6 +27,7 @@ from typing import Any
 import gevent
 import gevent.event
 from pykka import ActorDeadError, ActorRef
+from pykka import Timeout as PykkaTimeout
 
 from actorim.actors.breaker import BreakerActor, ReportFailure, Subscribe
 from actorim.breaker import BreakerPolicy, BreakerState, Transition
@@ -51,6 +52,15 @@ logger = logging.getLogger("actorim.client")
 Token = str | Callable[[], str]
 """A token, or a callable that returns a fresh one (asked again when the server refuses the
 one it has)."""
+
+# Close codes that announce a restart: 1001 going away (the server drains, docs/protocol.md),
+# 1012 service restart (RFC 6455 registry). The failed attempts that follow are retried within
+# the policy's restart grace without opening the circuit.
+_GOING_AWAY_CODES = frozenset({1001, 1012})
+
+# How long the socket's reader waits for the breaker to take in a lost link (it answers in
+# microseconds); past it the state change goes out without the time of the next attempt.
+_REPORT_TIMEOUT_S = 1.0
 
 # The server accepts at most this many users in one watch command (docs/protocol.md).
 _WATCH_CHUNK = 1000
@@ -394,7 +404,8 @@ class LinkKeeper:
                 self._received(conn, frame)
         except LinkClosed as closed:
             why = f": {closed.reason}" if closed.reason else ""
-            self._lost(conn, f"the link ended ({closed.code}{why})")
+            going_away = closed.code in _GOING_AWAY_CODES
+            self._lost(conn, f"the link ended ({closed.code}{why})", going_away=going_away)
         except Exception as exc:
             logger.exception("reading from %s failed", self.url)
             self._lost(conn, f"reading failed: {exc}")
@@ -445,8 +456,12 @@ class LinkKeeper:
 
     # -- the link's end ----------------------------------------------------------------------
 
-    def _lost(self, conn: _Conn, reason: str) -> None:
-        """``conn`` ended: report it once, and put its commands back in line for the next link."""
+    def _lost(self, conn: _Conn, reason: str, *, going_away: bool = False) -> None:
+        """``conn`` ended: report it once, and put its commands back in line for the next link.
+
+        The breaker hears of it before the application does, so that the state change says when
+        the next attempt is. ``going_away``: the server announced a restart (see
+        ``BreakerPolicy.restart_grace``)."""
         if conn.dead:
             return
         conn.dead = True
@@ -463,12 +478,12 @@ class LinkKeeper:
             result = self._results.pop(command.id, None)
             if result is not None:
                 result.set_exception(LinkLost(reason))
-        self._publish(self._status.link_down(reason))
         breaker = self._breaker
         if conn.ready and not conn.silent and breaker is not None:
             logger.info("lost the link to %s: %s", self.url, reason)
-            with contextlib.suppress(ActorDeadError):
-                breaker.tell(ReportFailure(reason))
+            with contextlib.suppress(ActorDeadError, PykkaTimeout):
+                breaker.ask(ReportFailure(reason, going_away), timeout=_REPORT_TIMEOUT_S)
+        self._publish(self._status.link_down(reason))
 
     def _discard(self, conn: _Conn, reason: str) -> None:
         """Give ``conn`` up without reporting it: its failure is counted some other way."""
