@@ -104,7 +104,8 @@ class Client:
     * ``buffer_events`` (default True): keep events for :meth:`events` (up to 10,000). Turn it
       off when only callbacks are used.
     * ``json_frames`` (default False): speak JSON instead of MessagePack.
-    * ``clock``, ``rand``: the breaker's time source and jitter, for tests.
+    * ``clock``, ``rand``: the breaker's time source, and the jitter of its back-off and of the
+      retries of busy commands (:data:`SERVER_RETRY_BACKOFF`), for tests.
 
     Example::
 
