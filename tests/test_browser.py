@@ -54,10 +54,13 @@ NOT_CONNECTED = re.compile(r"^(CONNECTING|DISCONNECTED|CIRCUIT_OPEN)$")
 class ServerProcess:
     """``actorim serve`` in a subprocess, on a fixed port and data directory."""
 
-    def __init__(self, port: int, data_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self, port: int, data_dir: Path, log_path: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = port
         self.data_dir = data_dir
         self.log_path = log_path
+        self.args = args
         self.base = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -76,6 +79,7 @@ class ServerProcess:
             str(self.data_dir),
             "--drain-seconds",
             DRAIN_SECONDS,
+            *self.args,
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -600,3 +604,48 @@ def test_a_restart_with_a_drain_does_not_open_the_browser_clients_circuit(
     assert "CIRCUIT_OPEN" not in [state for state, _, _ in states], states
     lost = [s for s in states if s[1] == 1001]
     assert lost and lost[0][2] is not None, "the state change says when the next try is"
+
+
+# -- a connection refused for good ---------------------------------------------------------------
+
+TOO_MANY_JS = """
+async () => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const token = async () => (await (await fetch("/dev/token?user=erin")).json()).token;
+  const url = `ws://${location.host}/ws`;
+  const first = new ActorimClient(url, { token });
+  await first.connect();
+  const second = new ActorimClient(url, { token, backoff: { floor: 50, cap: 100 } });
+  const states = [];
+  second.on("state", (change) => states.push(change.state));
+  // A bound on the wait: without an answer the page reports it instead of hanging the test.
+  const late = new Promise((resolve) => setTimeout(() => resolve("no answer in 10 s"), 10000));
+  const outcome = await Promise.race([
+    second.connect().then(() => "connected", (err) => err.code), late]);
+  await first.ping();
+  return { outcome, states, first: first.state, second: second.state };
+}
+"""
+
+
+def test_a_connection_refused_as_forbidden_rejects_connect_at_once_without_retrying(
+    browser: Any, tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        free_port(), tmp_path / "data", tmp_path / "server.log", ("--max-connections-per-user", "1")
+    )
+    server.start()
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.base}/")
+        out = page.evaluate(TOO_MANY_JS)
+        context.close()
+    finally:
+        server.kill()
+    assert out == {
+        "outcome": "forbidden",
+        "states": ["CONNECTING", "DISCONNECTED"],
+        "first": "CONNECTED",
+        "second": "DISCONNECTED",
+    }

@@ -342,8 +342,9 @@ export class ActorimClient extends EventTarget {
 
   // -- life cycle ---------------------------------------------------------------------------------
 
-  /** Start connecting (and keep reconnecting); resolves once connected, rejects on `close()`
-   * or when a fixed token is refused. */
+  /** Start connecting (and keep reconnecting); resolves once connected, rejects on `close()`,
+   * when a fixed token is refused (`unauthenticated`), or when the user already holds too many
+   * connections (`forbidden`). */
   connect() {
     const ready = new Promise((resolve, reject) => {
       if (this._ready) resolve(this._connectInfo);
@@ -426,7 +427,7 @@ export class ActorimClient extends EventTarget {
       if (gen === this._gen && err.code !== "disconnected") {
         this._emit("error", { code: err.code, message: err.message });
         const refused = err.code === "unauthenticated" || err.code === "forbidden";
-        this._abandon(gen, refused ? CloseCode.POLICY : CloseCode.ABNORMAL, err.message);
+        this._abandon(gen, refused ? CloseCode.POLICY : CloseCode.ABNORMAL, err.message, err.code);
       }
       return;
     }
@@ -513,8 +514,9 @@ export class ActorimClient extends EventTarget {
     }
   }
 
-  /** Give up on the current socket now, without waiting for the browser's close event. */
-  _abandon(gen, code, reason) {
+  /** Give up on the current socket now, without waiting for the browser's close event;
+   * `refusal`: the error code of a refused `connect`. */
+  _abandon(gen, code, reason, refusal = null) {
     const ws = this._ws;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
@@ -524,7 +526,7 @@ export class ActorimClient extends EventTarget {
         // already closing
       }
     }
-    this._ended(gen, code, reason);
+    this._ended(gen, code, reason, refusal);
   }
 
   _dropSocket() {
@@ -543,15 +545,20 @@ export class ActorimClient extends EventTarget {
     }
   }
 
-  _ended(gen, code, reason) {
+  _ended(gen, code, reason, refusal = null) {
     if (gen !== this._gen || this._stopped) return;
     const wasLive = this._live;
     this._dropSocket();
     this._gen += 1;
-    if (code === CloseCode.POLICY && typeof this._token !== "function") {
+    // `forbidden`: the user already holds the server's max_connections_per_user connections;
+    // trying again cannot help until the application closes one.
+    const tooMany = refusal === "forbidden";
+    if (tooMany || (code === CloseCode.POLICY && typeof this._token !== "function")) {
       // The same token would be refused again: only the application can get a new one.
       this._stopped = true;
-      const err = new ActorimError("unauthenticated", reason || "the server refused the token");
+      const err = tooMany
+        ? new ActorimError("forbidden", reason)
+        : new ActorimError("unauthenticated", reason || "the server refused the token");
       for (const w of this._readyWaiters.splice(0)) w.reject(err);
       this._setState(State.DISCONNECTED, { code, reason, final: true });
       return;
