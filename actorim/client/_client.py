@@ -232,9 +232,11 @@ class Client:
         """Start the link (once) and wait until it is CONNECTED; returns the server's
         ``connect`` reply (``user``, ``session``, ``node``, ``heartbeat``).
 
-        Raises :class:`AuthError` if the server refuses the token for good, and
-        :class:`RequestTimeout` if the link is not up within ``timeout`` (default
-        ``request_timeout``); the client keeps trying in the background.
+        Raises :class:`AuthError` if the server refuses the token for good,
+        :class:`ConnectRefused` at once if it refuses the connection for good (``forbidden``:
+        the user holds too many connections), and :class:`RequestTimeout` if the link is not up
+        within ``timeout`` (default ``request_timeout``); the client keeps trying in the
+        background.
         """
         keeper = self._keeper
         if keeper.closed is not None:
