@@ -15,6 +15,10 @@ States:
   closes the circuit; anything else (a failure, or no answer within ``heartbeat_timeout``)
   re-opens it.
 
+A peer that announces it is going away (a server draining for a restart) may be given
+``restart_grace``: failed attempts within that time after the announcement are retried on the
+back-off schedule without counting toward ``failure_threshold``; past it they count again.
+
 Only failures the caller classifies as link failures are recorded: an exception of the caller
 itself (a ``GreenletExit``, its own ``Timeout``) is not a sign that the peer is gone, and a caller
 that records nothing for a trial lets it time out, which re-opens the circuit.
@@ -46,6 +50,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL_S",
     "DEFAULT_HEARTBEAT_TIMEOUT_S",
     "DEFAULT_MISSED_HEARTBEATS",
+    "DEFAULT_RESTART_GRACE_S",
     "BreakerEvent",
     "BreakerPolicy",
     "BreakerState",
@@ -76,6 +81,10 @@ working network, short enough to notice a hung TCP connection."""
 
 DEFAULT_MISSED_HEARTBEATS = 2
 """Misses in a row that open the circuit: one late answer is not a dead peer."""
+
+DEFAULT_RESTART_GRACE_S = 0.0
+"""No grace after a going-away announcement unless a policy asks for it: a peer that never
+announces (Redis) is unaffected."""
 
 
 class BreakerState(StrEnum):
@@ -152,6 +161,9 @@ class Transition:
     at: float
     reason: str
     failures: int = 0
+    retry_at: float | None = None
+    """When the next attempt goes out (the back-off schedule, or the end of the cool-down);
+    None while healthy or while the trial is out."""
 
 
 def _require(name: str, value: object, ok: bool, requirement: str) -> None:
@@ -174,6 +186,11 @@ class BreakerPolicy:
     ``heartbeat_timeout`` (default 2 s, at most ``heartbeat_interval``): a heartbeat, reconnect
     attempt or trial not answered within it is missed.
     ``missed_heartbeats`` (default 2): misses in a row that open the circuit.
+    ``restart_grace`` (default 0: none): after the peer announced it is going away
+    (``record_failure(..., going_away=True)``), failed attempts within this many seconds do not
+    count toward ``failure_threshold``: a restart is ridden out on the back-off schedule instead
+    of opening the circuit. Warning: it is a bound, not a promise; a peer that stays down longer
+    opens the circuit ``failure_threshold`` attempts later.
     """
 
     failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
@@ -183,13 +200,14 @@ class BreakerPolicy:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL_S
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S
     missed_heartbeats: int = DEFAULT_MISSED_HEARTBEATS
+    restart_grace: float = DEFAULT_RESTART_GRACE_S
 
     def __post_init__(self) -> None:
         for name in ("failure_threshold", "missed_heartbeats"):
             value = getattr(self, name)
             is_int = isinstance(value, int) and not isinstance(value, bool)
             _require(name, value, is_int and value >= 1, "an integer >= 1")
-        for name in ("cooldown", "cooldown_cap"):
+        for name in ("cooldown", "cooldown_cap", "restart_grace"):
             value = getattr(self, name)
             _require(name, value, _finite(value) and value >= 0, "a finite number >= 0")
         for name in ("heartbeat_interval", "heartbeat_timeout"):
@@ -229,12 +247,14 @@ class CircuitBreaker:
 
     __slots__ = (
         "_attempt",
+        "_excused",
         "_failures",
         "_heartbeat_sent_at",
         "_last_heartbeat",
         "_missed",
         "_open_until",
         "_opened_at",
+        "_patient_until",
         "_policy",
         "_rand",
         "_reopenings",
@@ -249,6 +269,10 @@ class CircuitBreaker:
         self._rand = rand
         self._state = BreakerState.CLOSED
         self._failures = 0
+        # Failures within the restart grace: counted in ``failures`` (the link is failing) but
+        # not toward the threshold.
+        self._excused = 0
+        self._patient_until: float | None = None
         self._attempt = 0
         self._retry_at: float | None = None
         self._opened_at: float | None = None
@@ -359,14 +383,28 @@ class CircuitBreaker:
             return self._fire(_E.SUCCESS, now, "link is back", always=True)
         return self._fire(_E.SUCCESS, now)
 
-    def record_failure(self, now: float, reason: str) -> Transition | None:
+    def record_failure(
+        self, now: float, reason: str, *, going_away: bool = False
+    ) -> Transition | None:
         """A call (or trial, or reconnect attempt) failed in a way the caller classifies as a
-        failure of the link. It ends any outstanding heartbeat."""
+        failure of the link. It ends any outstanding heartbeat.
+
+        ``going_away``: the peer said it is going away (a restart). While closed, this failure
+        and those within ``policy.restart_grace`` seconds after it do not count toward the
+        threshold.
+        """
         if self._state is BreakerState.OPEN:
             self._fire(_E.FAILURE, now)
             return None
+        if going_away and self._state is BreakerState.CLOSED and self._policy.restart_grace > 0:
+            self._patient_until = now + self._policy.restart_grace
         self._heartbeat_sent_at = None
         return self._failed(now, reason)
+
+    def patient(self, now: float) -> bool:
+        """Within the restart grace: failures at ``now`` do not count toward the threshold."""
+        until = self._patient_until
+        return until is not None and now < until and self._state is BreakerState.CLOSED
 
     # -- heartbeats --------------------------------------------------------------------------
 
@@ -459,7 +497,9 @@ class CircuitBreaker:
         self._state = new
         if old is new and not always:
             return None
-        transition = Transition(old, new, now, reason or event.value, self._failures)
+        transition = Transition(
+            old, new, now, reason or event.value, self._failures, self.retry_at(now)
+        )
         self._transitions.append(transition)
         return transition
 
@@ -468,7 +508,9 @@ class CircuitBreaker:
         self._failures += 1
         if self._state is BreakerState.HALF_OPEN:
             return self._reopen(_E.FAILURE, now, f"trial failed: {reason}")
-        if self._failures >= self._policy.failure_threshold:
+        if self.patient(now):
+            self._excused += 1
+        if self._failures - self._excused >= self._policy.failure_threshold:
             why = f"{self._failures} failures in a row, the last: {reason}"
             return self._open(_E.THRESHOLD_REACHED, now, why)
         self._retry_at = now + self.next_retry_delay()
@@ -485,11 +527,14 @@ class CircuitBreaker:
         self._trial_at = None
         self._heartbeat_sent_at = None
         self._missed = 0
+        self._patient_until = None
         return self._fire(event, now, reason)
 
     def _recover(self, now: float) -> None:
         """The link works: start counting afresh, heartbeats every interval from now."""
         self._failures = 0
+        self._excused = 0
+        self._patient_until = None
         self._attempt = 0
         self._reopenings = 0
         self._retry_at = None

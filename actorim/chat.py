@@ -21,8 +21,8 @@ from typing import Any, TextIO
 import gevent
 
 from actorim.client import (
-    AuthError,
     Client,
+    ClientClosed,
     ClientError,
     LinkState,
     RequestTimeout,
@@ -137,9 +137,10 @@ class Chat:
             self.say(f"* connected as {self.client.user}")
         elif state is LinkState.CONNECTING:
             if self._was_connected and change.previous is LinkState.CONNECTED:
-                self.say(f"* reconnecting ({change.reason})")
+                self.say(f"* reconnecting{_when(change.retry_in)} ({change.reason})")
         elif state is LinkState.CIRCUIT_OPEN:
-            self.say(f"* the server is unreachable ({change.reason}); trying again later")
+            when = _when(change.retry_in) or " later"
+            self.say(f"* the server is unreachable ({change.reason}); trying again{when}")
         else:
             self.say(f"* disconnected ({change.reason})")
 
@@ -233,6 +234,13 @@ _COMMANDS: dict[str, Callable[[Chat, str], None]] = {
 }
 
 
+def _when(seconds: float | None) -> str:
+    """`` in 3 s`` (tenths below ten seconds), or nothing when the time is not known."""
+    if seconds is None:
+        return ""
+    return f" in {seconds:.1f} s" if seconds < 10 else f" in {seconds:.0f} s"
+
+
 def _read_line(stream: TextIO) -> str:
     """One line of ``stream``, read in a thread so that the other greenlets keep running."""
     return str(gevent.get_hub().threadpool.apply(stream.readline))
@@ -265,7 +273,7 @@ def run(
     chat.say(f"* connecting to {ws_url}; /help lists the commands")
     try:
         client.connect()
-    except AuthError as exc:
+    except ClientClosed as exc:  # a refused token, or a connection refused for good
         chat.say(f"! {exc}")
         client.close()
         return 1

@@ -441,6 +441,13 @@ class ServerProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """SIGTERM, as a restart does: the server drains (closes its connections with 1001 over
+        ``drain_seconds``) and exits; waits for the exit."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
     def pause(self) -> None:
         """SIGSTOP: the process hangs with its TCP connections open, as a wedged server does."""
         assert self.proc is not None

@@ -7,6 +7,7 @@ and ``due`` is a bool; the result of any other event is the transition it caused
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import math
 from typing import Any
@@ -351,6 +352,52 @@ def test_transitions_are_drained_in_order_with_time_reason_and_failures() -> Non
     assert breaker.drain_transitions() == []
 
 
+def test_transitions_say_when_the_next_attempt_goes_out() -> None:
+    breaker = make()
+    lost = breaker.record_failure(0.0, "connection refused")
+    assert lost is not None and lost.retry_at == 2.0  # 1 + min(8, 1 * 2**0)
+    breaker.record_failure(2.0, "connection refused")
+    opened = breaker.record_failure(5.0, "connection refused")
+    assert opened is not None and (opened.new, opened.retry_at) == (OPEN, 25.0)
+    trial = breaker.allow(25.0) and breaker.drain_transitions()[-1]
+    assert trial and (trial.new, trial.retry_at) == (HALF_OPEN, None)
+
+
+# -- a peer that announces its restart ---------------------------------------------------------
+
+
+def test_failures_within_the_restart_grace_after_going_away_do_not_open_the_circuit() -> None:
+    breaker = make(dataclasses.replace(POLICY, restart_grace=30.0))
+    breaker.record_failure(100.0, "closed 1001: server restarting", going_away=True)
+    for now in (101.0, 105.0, 110.0, 120.0, 129.9):
+        breaker.record_failure(now, "connection refused")
+        assert breaker.state is CLOSED, now
+    assert breaker.failures == 6 and not breaker.healthy
+    # Past the grace, failures count again: three more open the circuit.
+    for now in (130.0, 140.0):
+        breaker.record_failure(now, "connection refused")
+        assert breaker.state is CLOSED
+    breaker.record_failure(150.0, "connection refused")
+    assert breaker.state is OPEN
+
+
+def test_a_success_ends_the_grace_and_the_next_loss_without_warning_counts() -> None:
+    breaker = make(dataclasses.replace(POLICY, restart_grace=30.0))
+    breaker.record_failure(0.0, "closed 1001", going_away=True)
+    breaker.record_failure(1.0, "connection refused")
+    breaker.record_success(2.0)
+    for now in (3.0, 4.0, 5.0):
+        breaker.record_failure(now, "connection reset")
+    assert breaker.state is OPEN
+
+
+def test_without_a_restart_grace_going_away_changes_nothing() -> None:
+    breaker = make()
+    for now in (0.0, 1.0, 2.0):
+        breaker.record_failure(now, "closed 1001", going_away=True)
+    assert breaker.state is OPEN
+
+
 def test_each_call_returns_the_transition_it_recorded() -> None:
     breaker = make(BreakerPolicy(failure_threshold=1))
     returned = breaker.record_failure(0.0, "refused")
@@ -430,6 +477,7 @@ BAD_POLICIES = {
     "heartbeat_interval": {"heartbeat_interval": 0},
     "heartbeat_timeout": {"heartbeat_timeout": 6.0, "heartbeat_interval": 5.0},
     "backoff": {"backoff": 0.1},
+    "restart_grace": {"restart_grace": -1.0},
 }
 
 

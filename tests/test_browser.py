@@ -54,10 +54,13 @@ NOT_CONNECTED = re.compile(r"^(CONNECTING|DISCONNECTED|CIRCUIT_OPEN)$")
 class ServerProcess:
     """``actorim serve`` in a subprocess, on a fixed port and data directory."""
 
-    def __init__(self, port: int, data_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self, port: int, data_dir: Path, log_path: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = port
         self.data_dir = data_dir
         self.log_path = log_path
+        self.args = args
         self.base = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -76,6 +79,7 @@ class ServerProcess:
             str(self.data_dir),
             "--drain-seconds",
             DRAIN_SECONDS,
+            *self.args,
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -206,6 +210,12 @@ async () => {
   out.stableLoss = policy.lost(2000);
   policy.connected(3000);
   out.quickLoss = policy.lost(3100);
+  const restart = new m.ReconnectPolicy(
+    { backoff: b, maxFailures: 2, cooldown: 5000, stableAfter: 1000, restartGrace: 3000 },
+    () => 0.5);
+  restart.connected(0);
+  out.restart = [restart.lost(10000, true), restart.failed(10500), restart.failed(12900),
+                 restart.failed(13000), restart.failed(13500)];
   const hb = new m.HeartbeatMonitor(1000);
   hb.heard(0);
   out.heartbeat = [hb.tickEvery, hb.tick(100), hb.tick(250), hb.tick(500), hb.tick(750)];
@@ -254,6 +264,15 @@ def test_client_backs_off_with_jitter_opens_the_circuit_notices_silence_and_drop
     ]
     assert out["stableLoss"] == {"state": "DISCONNECTED", "delay": 150}
     assert out["quickLoss"] == {"state": "DISCONNECTED", "delay": 200}
+    # After a going-away close, failures within the restart grace (3 s) do not count; past it
+    # two do, and the circuit opens.
+    assert out["restart"] == [
+        {"state": "DISCONNECTED", "delay": 150},
+        {"state": "DISCONNECTED", "delay": 200},
+        {"state": "DISCONNECTED", "delay": 300},
+        {"state": "DISCONNECTED", "delay": 500},
+        {"state": "CIRCUIT_OPEN", "delay": 5000},
+    ]
     assert out["heartbeat"] == [125, None, "ping", None, "dead"]
     assert out["heartbeatAfterFrame"] == [None, "ping"]
     assert out["heartbeatLateTick"] == ["ping", None, "dead"]
@@ -505,4 +524,128 @@ def test_the_client_notices_a_frozen_server_within_its_heartbeat_and_resumes_wit
         "bodies": ["before the freeze", "after the thaw"],
         "resumed": True,
         "recovered": True,
+    }
+
+
+# -- docs/clients.md's browser sample, as written -------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "clients.md"
+
+
+def _docs_browser_sample() -> str:
+    blocks = re.findall(r"```js\n(.*?)```", DOCS.read_text(), re.S)
+    [sample] = [block for block in blocks if "new ActorimClient" in block]
+    return sample
+
+
+def test_the_browser_sample_of_the_docs_runs_as_written(
+    browser: Any, server: ServerProcess
+) -> None:
+    # The page's CSP forbids inline scripts; an application would serve the sample as a file.
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    logs: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: logs.append(message.text))
+    page.goto(f"{server.base}/")
+    # The sample is a module (static import, top-level await); the line after it marks its end.
+    sample = _docs_browser_sample() + "\nwindow.sampleDone = { mid, seq };\n"
+    page.add_script_tag(content=sample, type="module")
+    page.wait_for_function("() => window.sampleDone", polling=20, timeout=EXPECT_TIMEOUT_MS)
+    done = page.evaluate("() => window.sampleDone")
+    context.close()
+    assert errors == []
+    assert "link CONNECTED" in logs, logs
+    # The browser client hands the application its own stored sends as msg events too.
+    assert "alice hello" in logs, logs
+    assert done["seq"] == 1 and isinstance(done["mid"], str)
+
+
+# -- a restart with a drain does not open the circuit ---------------------------------------------
+
+RESTART_CLIENT_JS = """
+async () => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const token = async () => (await (await fetch("/dev/token?user=dave")).json()).token;
+  // Two failures in a row would open the circuit for a minute: the close 1001 and one refused
+  // attempt, which a restart always costs. Only the restart grace keeps it closed.
+  const client = new ActorimClient(`ws://${location.host}/ws`, {
+    token, maxFailures: 2, backoff: { floor: 100, cap: 200 },
+  });
+  window.client = client;
+  window.states = [];
+  window.joins = [];
+  client.on("state", (change) => window.states.push(change));
+  client.on("joined", (reply) => window.joins.push(reply));
+  await client.connect();
+  await client.join("r");
+  await client.send({ room: "r", body: "before" });
+  return client.state;
+}
+"""
+
+
+def test_a_restart_with_a_drain_does_not_open_the_browser_clients_circuit(
+    browser: Any, server: ServerProcess
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.base}/")
+    assert page.evaluate(RESTART_CLIENT_JS) == "CONNECTED"
+    assert server.stop() == 0  # SIGTERM: drains (close 1001) and exits
+    page.wait_for_function("() => client.state !== 'CONNECTED'", polling=20, timeout=10_000)
+    server.start()
+    page.wait_for_function("() => joins.length === 2", polling=20, timeout=EXPECT_TIMEOUT_MS)
+    sent = page.evaluate("async () => client.send({ room: 'r', body: 'after' })")
+    states = page.evaluate("() => states.map((s) => [s.state, s.code ?? null, s.delay ?? null])")
+    context.close()
+    assert sent["seq"] == 2
+    assert "CIRCUIT_OPEN" not in [state for state, _, _ in states], states
+    lost = [s for s in states if s[1] == 1001]
+    assert lost and lost[0][2] is not None, "the state change says when the next try is"
+
+
+# -- a connection refused for good ---------------------------------------------------------------
+
+TOO_MANY_JS = """
+async () => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const token = async () => (await (await fetch("/dev/token?user=erin")).json()).token;
+  const url = `ws://${location.host}/ws`;
+  const first = new ActorimClient(url, { token });
+  await first.connect();
+  const second = new ActorimClient(url, { token, backoff: { floor: 50, cap: 100 } });
+  const states = [];
+  second.on("state", (change) => states.push(change.state));
+  // A bound on the wait: without an answer the page reports it instead of hanging the test.
+  const late = new Promise((resolve) => setTimeout(() => resolve("no answer in 10 s"), 10000));
+  const outcome = await Promise.race([
+    second.connect().then(() => "connected", (err) => err.code), late]);
+  await first.ping();
+  return { outcome, states, first: first.state, second: second.state };
+}
+"""
+
+
+def test_a_connection_refused_as_forbidden_rejects_connect_at_once_without_retrying(
+    browser: Any, tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        free_port(), tmp_path / "data", tmp_path / "server.log", ("--max-connections-per-user", "1")
+    )
+    server.start()
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.base}/")
+        out = page.evaluate(TOO_MANY_JS)
+        context.close()
+    finally:
+        server.kill()
+    assert out == {
+        "outcome": "forbidden",
+        "states": ["CONNECTING", "DISCONNECTED"],
+        "first": "CONNECTED",
+        "second": "DISCONNECTED",
     }

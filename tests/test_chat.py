@@ -4,9 +4,12 @@ against a real server in development mode, talking with a Python client."""
 from __future__ import annotations
 
 import doctest
+import io
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -14,10 +17,11 @@ import gevent.event
 import pytest
 
 import actorim.chat
-from actorim.chat import endpoints
+from actorim.auth import TokenAuthority
+from actorim.chat import Chat, endpoints
 from actorim.cli import main
-from actorim.client import Client
-from tests.support import RunningNode
+from actorim.client import Client, LinkState, StateChange
+from tests.support import RunningNode, ServerProcess
 
 WAIT = 10.0  # seconds; the child starts in about half a second
 
@@ -166,3 +170,48 @@ def test_server_addresses_are_understood_in_every_usual_form() -> None:
     assert endpoints("https://chat.example/") == ("wss://chat.example/ws", "https://chat.example")
     with pytest.raises(ValueError, match="not a server URL"):
         endpoints("ftp://h")
+
+
+def test_after_a_restart_the_chat_says_when_it_reconnects_and_comes_back(
+    tmp_path: Path, chats: list[ChatProcess]
+) -> None:
+    secret = "chat-test-secret-0123456789abcdef01234"
+    server = ServerProcess(tmp_path / "data", secret=secret)
+    server.start()
+    try:
+        token = TokenAuthority(secret).mint("alice")
+        alice = ChatProcess(server.url, "--token", token)
+        chats.append(alice)
+        alice.expect("* connected as alice")
+        alice.type("/join lobby")
+        alice.expect("* joined lobby")
+        server.terminate()  # SIGTERM: drains with close 1001, exits
+        line = alice.expect("* reconnecting")
+        assert re.match(r"\* reconnecting in \d+\.\d s \(the link ended \(1001", line), line
+        server.start()
+        alice.expect("* connected as alice")
+        assert not any("unreachable" in seen for seen in alice.lines), alice.lines
+        alice.type("back again")
+        alice.type("/quit")
+        assert alice.exit_code() == 0
+        with Client(server.url, TokenAuthority(secret).mint("bob")) as bob:
+            bob.join("lobby")
+            assert [m["body"] for m in bob.history("lobby")["messages"]] == ["back again"]
+    finally:
+        server.stop()
+
+
+def test_an_open_circuit_is_announced_with_the_time_of_the_next_try() -> None:
+    out = io.StringIO()
+    client = Client("ws://127.0.0.1:1/ws", "token")
+    chat = Chat(client, out)
+    connecting, circuit_open = LinkState.CONNECTING, LinkState.CIRCUIT_OPEN
+    chat.on_state(StateChange(connecting, circuit_open, "6 failures in a row", retry_in=12.4))
+    chat.on_state(StateChange(connecting, circuit_open, "trial failed", retry_in=2.34))
+    chat.on_state(StateChange(connecting, circuit_open, "trial failed"))
+    assert out.getvalue().splitlines() == [
+        "* the server is unreachable (6 failures in a row); trying again in 12 s",
+        "* the server is unreachable (trial failed); trying again in 2.3 s",
+        "* the server is unreachable (trial failed); trying again later",
+    ]
+    client.close()

@@ -7,6 +7,8 @@ Waits are for events (a state change, a message arriving), never fixed sleeps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,12 +19,15 @@ import gevent.event
 import gevent.server
 import pytest
 
+from actorim.actors.store import StoreActor
 from actorim.auth import TokenAuthority
 from actorim.breaker import BreakerPolicy
 from actorim.client import (
+    DEFAULT_POLICY,
     AuthError,
     Client,
     ClientClosed,
+    ConnectRefused,
     LinkLost,
     LinkState,
     NotConnected,
@@ -202,6 +207,68 @@ def test_close_ends_the_iterator_and_refuses_further_commands(
         alice.send(room="r", body="x")
     with pytest.raises(ClientClosed):
         alice.connect()
+
+
+# -- refusals: a busy server is waited for, a final refusal is raised at once ----------------
+
+
+def test_a_send_refused_as_overloaded_is_retried_until_the_callers_timeout(
+    connected: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    alice = connected("alice", rand=random.Random(seed).uniform)
+    alice.join("r")
+    refusals = 6  # more than the three retries the client used to give up after
+    refused: list[int] = []
+
+    def refusing(self: StoreActor) -> bool:
+        # The store's way of saying its Redis link is down: every append answers overloaded.
+        if len(refused) < refusals:
+            refused.append(1)
+            return True
+        return False
+
+    monkeypatch.setattr(StoreActor, "_link_refusing", refusing)
+    sent = alice.send(room="r", body="after the pause", timeout=40)
+    assert len(refused) == refusals
+    assert sent.seq == 1
+    assert [m["body"] for m in alice.history("r")["messages"]] == ["after the pause"]
+
+
+def test_an_overloaded_server_is_given_no_more_than_the_callers_timeout(
+    connected: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = connected("alice")
+    alice.join("r")
+    monkeypatch.setattr(StoreActor, "_link_refusing", lambda self: True)
+    started = time.monotonic()
+    with pytest.raises(ServerError, match="overloaded") as refused:
+        alice.send(room="r", body="x", timeout=1.0)
+    assert refused.value.code == "overloaded"
+    assert time.monotonic() - started <= 1.0 + WAIT / 2, "the timeout bounds the retries"
+
+
+def test_a_connection_refused_as_forbidden_raises_at_once_without_opening_the_circuit(
+    start_node: Callable[..., RunningNode], clients: list[Client]
+) -> None:
+    server = start_node(max_connections_per_user=1)
+    first = Client(server.url, server.token("alice"), policy=FAST)
+    second = Client(server.url, server.token("alice"), policy=FAST)
+    clients.extend([first, second])
+    first.connect(timeout=WAIT)
+    states = Seen()
+    second.on_state(states)
+    with pytest.raises(ConnectRefused, match="forbidden") as refused:
+        second.connect(timeout=WAIT)
+    assert refused.value.code == "forbidden"
+    assert "max_connections_per_user" in str(refused.value)
+    states.wait_state(DISCONNECTED)
+    assert CIRCUIT_OPEN not in states.states
+    assert second.state is DISCONNECTED
+    with pytest.raises(ConnectRefused):
+        second.ping()
+    assert first.ping() >= 0, "the connection that holds the slot is untouched"
 
 
 # -- tokens ----------------------------------------------------------------------------------
@@ -466,3 +533,38 @@ def test_a_frozen_server_is_noticed_by_heartbeats_and_the_link_comes_back_after_
     server_process.resume()
     states.wait_state(CONNECTED, count=2)
     assert client.send(room="r", body="back").seq == 1
+
+
+def test_a_restart_with_a_drain_is_ridden_out_without_opening_the_circuit(
+    server_process: ServerProcess, clients: list[Client]
+) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    tokens = TokenAuthority(SECRET)
+    server_process.start()
+    # Two failures in a row would open the circuit: the close 1001 and one refused attempt,
+    # which a restart always costs. Only the restart grace keeps it closed.
+    policy = dataclasses.replace(DEFAULT_POLICY, failure_threshold=2)
+    client = Client(
+        server_process.url,
+        lambda: tokens.mint("alice"),
+        policy=policy,
+        rand=random.Random(seed).uniform,
+    )
+    clients.append(client)
+    states, rejoined = Seen(), Seen()
+    client.on_state(states)
+    client.on("rejoined", rejoined)
+    client.connect(timeout=WAIT)
+    client.join("r")
+    assert client.send(room="r", body="before").seq == 1
+    server_process.terminate()  # SIGTERM: the server drains (close 1001) and exits
+    [lost] = states.wait_state(CONNECTING, count=2)[-1:]
+    assert "1001" in lost.reason
+    assert lost.retry_in is not None and 0 < lost.retry_in <= policy.backoff.floor * 2
+    server_process.start()
+    states.wait_state(CONNECTED, count=2)
+    assert CIRCUIT_OPEN not in states.states, states.items
+    [event] = rejoined.wait_count(1)
+    assert (event["room"], event["recovered"]) == ("r", True)
+    assert client.send(room="r", body="after").seq == 2

@@ -313,12 +313,15 @@ class Scenario:
         for transition in self.breaker.drain_transitions():
             self._record(self.status.breaker_moved(transition))
 
-    def lose(self, at: float) -> None:
-        """The connected link ends at ``at`` (the client reports it to the breaker)."""
+    def lose(self, at: float, *, going_away: bool = False) -> StateChange | None:
+        """The connected link ends at ``at``: the client reports it to the breaker, then shows
+        the change (``going_away``: the server closed with 1001, a restart)."""
         self.now = at
-        self._record(self.status.link_down("lost"))
-        self.breaker.record_failure(at, "connection reset")
+        self.breaker.record_failure(at, "connection reset", going_away=going_away)
         self._publish()
+        change = self.status.link_down("lost")
+        self._record(change)
+        return change
 
     def step(self, answer: str) -> None:
         """Move the clock to the next deadline; an attempt due then is answered ``answer``
@@ -389,3 +392,41 @@ def test_a_server_that_stops_answering_is_noticed_within_the_detection_time() ->
         run.step("silent")
     opened = [t for t, state in run.states if state is CIRCUIT_OPEN]
     assert opened == [DEFAULT_POLICY.detection_time] == [25.0]
+
+
+def test_a_restart_announced_with_going_away_is_retried_without_opening_the_circuit() -> None:
+    run = Scenario()
+    run.step("ok")
+    lost = run.lose(at=100.0, going_away=True)
+    assert lost is not None and lost.state is CONNECTING
+    assert lost.retry_in == 0.5, "the change says when the first attempt goes out"
+    while run.now < 100.0 + DEFAULT_POLICY.restart_grace:
+        run.step("refused")
+    # Every attempt within the grace was refused, more than failure_threshold of them.
+    within = [t for t in run.attempts if 100.0 < t < 130.0]
+    assert len(within) > DEFAULT_POLICY.failure_threshold
+    assert CIRCUIT_OPEN not in [state for _, state in run.states]
+    run.step("ok")
+    assert run.states[-1][1] is CONNECTED
+
+
+def test_the_restart_grace_is_a_bound_a_server_that_stays_down_opens_the_circuit() -> None:
+    run = Scenario()
+    run.step("ok")
+    run.lose(at=100.0, going_away=True)
+    while run.states[-1][1] is not CIRCUIT_OPEN:
+        run.step("refused")
+    opened_at, _ = run.states[-1]
+    after_grace = [t for t in run.attempts if t >= 100.0 + DEFAULT_POLICY.restart_grace]
+    assert len(after_grace) == DEFAULT_POLICY.failure_threshold
+    assert opened_at == after_grace[-1]
+
+
+def test_a_lost_link_without_warning_still_opens_the_circuit_after_the_threshold() -> None:
+    run = Scenario()
+    run.step("ok")
+    run.lose(at=100.0)
+    while run.states[-1][1] is not CIRCUIT_OPEN:
+        run.step("refused")
+    # The loss itself is the first failure; five refused attempts make six.
+    assert len([t for t in run.attempts if t > 100.0]) == DEFAULT_POLICY.failure_threshold - 1

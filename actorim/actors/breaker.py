@@ -83,9 +83,11 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class ReportFailure:
-    """The owner of the link saw it fail (a failure it classifies as one of the link)."""
+    """The owner of the link saw it fail (a failure it classifies as one of the link);
+    ``going_away``: the peer said it is going away (see ``BreakerPolicy.restart_grace``)."""
 
     reason: str
+    going_away: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +192,8 @@ class BreakerActor(GeventActor):
                 return self.subscribe(target)
             case Unsubscribe(target):
                 self.unsubscribe(target)
-            case ReportFailure(reason):
-                self.report_failure(reason)
+            case ReportFailure(reason, going_away):
+                self.report_failure(reason, going_away=going_away)
             case ReportSuccess():
                 self.report_success()
             case GetState():
@@ -214,9 +216,9 @@ class BreakerActor(GeventActor):
     def unsubscribe(self, target: Subscriber) -> None:
         self._subscribers.pop(target, None)
 
-    def report_failure(self, reason: str) -> None:
+    def report_failure(self, reason: str, *, going_away: bool = False) -> None:
         now = self._clock()
-        self._breaker.record_failure(now, reason)
+        self._breaker.record_failure(now, reason, going_away=going_away)
         self._advance(now)
 
     def report_success(self) -> None:

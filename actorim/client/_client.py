@@ -36,8 +36,7 @@ from supervisors import Backoff
 __all__ = [
     "DEFAULT_POLICY",
     "DEFAULT_REQUEST_TIMEOUT_S",
-    "MAX_SERVER_RETRIES",
-    "SERVER_RETRY_DELAY_S",
+    "SERVER_RETRY_BACKOFF",
     "Client",
     "SendResult",
     "Token",
@@ -53,23 +52,28 @@ DEFAULT_POLICY = BreakerPolicy(
     heartbeat_interval=10.0,
     heartbeat_timeout=5.0,
     missed_heartbeats=2,
+    restart_grace=30.0,
 )
-"""The client's link policy. A server restart is ridden out by five reconnect attempts spread
-over up to ~9 s (0.25 s + jitter, doubling); then the circuit opens for 10 s plus jitter that
-grows to a minute, so a server that stays down sees about one attempt a minute per client.
+"""The client's link policy. A link that fails without warning is retried five times over up
+to ~9 s (0.25 s + jitter, doubling); then the circuit opens for 10 s plus jitter that grows to
+a minute, so a server that stays down sees about one attempt a minute per client. A server that
+says it is restarting (close 1001 while it drains) gets 30 s of attempts on the same back-off
+(at most 8 s apart) that do not count toward opening the circuit: a drain of 5 s
+(``drain_seconds``) and a restart of the process fit with room to spare.
 A server that stops answering (even over a TCP connection that stays up) is noticed within
 ``2 * 10 + 5 = 25`` s; each attempt, token fetch and session restore included, has 5 s."""
 
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 """How long a command waits for its answer, reconnects included, before ``RequestTimeout``."""
 
-MAX_SERVER_RETRIES = 3
-"""Times a command is sent again when the server answers that it is busy or failed
-(``overloaded``, ``internal``, ``rate_limited``): safe, since every command the client retries
-is idempotent (a send keeps its ``cid``)."""
-
-SERVER_RETRY_DELAY_S = 0.2
-"""Pause before the first such retry; it doubles for each next one."""
+SERVER_RETRY_BACKOFF = Backoff(floor=0.2, cap=2.0)
+"""Pauses before a command is sent again when the server answers that it is busy or failed
+(``overloaded``, ``internal``, ``rate_limited``): ``0.2 + random(0, min(2, 0.2 * 2**n))`` s
+before the n-th retry, for as long as the command's timeout allows. Safe, since every command
+the client retries is idempotent (a send keeps its ``cid``). A store that pauses for seconds (a
+Redis failover, the server's ``store_max_pending`` reached) is ridden out by a caller that gave
+the time; the 2 s cap keeps the first try after it ends within about 2 s, and the jitter keeps
+the clients that were refused together from coming back together."""
 
 _RETRYABLE_CODES = frozenset({"overloaded", "internal", "rate_limited"})
 
@@ -100,7 +104,8 @@ class Client:
     * ``buffer_events`` (default True): keep events for :meth:`events` (up to 10,000). Turn it
       off when only callbacks are used.
     * ``json_frames`` (default False): speak JSON instead of MessagePack.
-    * ``clock``, ``rand``: the breaker's time source and jitter, for tests.
+    * ``clock``, ``rand``: the breaker's time source, and the jitter of its back-off and of the
+      retries of busy commands (:data:`SERVER_RETRY_BACKOFF`), for tests.
 
     Example::
 
@@ -133,6 +138,7 @@ class Client:
         self.url = url
         self._request_timeout = request_timeout
         self._wait_for_reconnect = wait_for_reconnect
+        self._rand = rand
         self._session = Session(auto_ack=auto_ack)
         self._buffer = EventBuffer() if buffer_events else None
         self._dispatch = Dispatcher(self._buffer)
@@ -226,9 +232,11 @@ class Client:
         """Start the link (once) and wait until it is CONNECTED; returns the server's
         ``connect`` reply (``user``, ``session``, ``node``, ``heartbeat``).
 
-        Raises :class:`AuthError` if the server refuses the token for good, and
-        :class:`RequestTimeout` if the link is not up within ``timeout`` (default
-        ``request_timeout``); the client keeps trying in the background.
+        Raises :class:`AuthError` if the server refuses the token for good,
+        :class:`ConnectRefused` at once if it refuses the connection for good (``forbidden``:
+        the user holds too many connections), and :class:`RequestTimeout` if the link is not up
+        within ``timeout`` (default ``request_timeout``); the client keeps trying in the
+        background.
         """
         keeper = self._keeper
         if keeper.closed is not None:
@@ -272,7 +280,7 @@ class Client:
         if was_joined and not keeper.ready and keeper.closed is None and keeper.started:
             keeper.background("leave", {"room": room}, OnLoss.DONE)
             return
-        self._request("leave", {"room": room}, on_loss=OnLoss.DONE, retries=0, timeout=timeout)
+        self._request("leave", {"room": room}, on_loss=OnLoss.DONE, retry=False, timeout=timeout)
 
     def send(
         self,
@@ -358,7 +366,7 @@ class Client:
         not retried when the server is busy, not resent on a new link (it fails with
         :class:`LinkLost` if the link ends before the answer)."""
         args = dict(args or {})
-        return self._request(t, args, on_loss=OnLoss.FAIL, retries=0, timeout=timeout)
+        return self._request(t, args, on_loss=OnLoss.FAIL, retry=False, timeout=timeout)
 
     # -- waiting for answers -------------------------------------------------------------------
 
@@ -369,14 +377,18 @@ class Client:
         *,
         on_loss: OnLoss = OnLoss.RESEND,
         timeout: float | None = None,
-        retries: int = MAX_SERVER_RETRIES,
+        retry: bool = True,
         cid: str | None = None,
     ) -> Any:
-        """Send a command of the application and wait for its answer (see ``request_timeout``)."""
+        """Send a command of the application and wait for its answer (see ``request_timeout``).
+
+        With ``retry``, an answer ``overloaded``, ``internal`` or ``rate_limited`` sends it again
+        after a pause (:data:`SERVER_RETRY_BACKOFF`) until the time is up; the last refusal is
+        raised when no pause fits before the deadline."""
         limit = self._request_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        delay = SERVER_RETRY_DELAY_S
-        for attempt in range(retries + 1):
+        attempt = 0
+        while True:
             self._check_usable()
             command, result = self._keeper.submit(t, args, on_loss)
             result.wait(max(0.0, deadline - time.monotonic()))
@@ -390,13 +402,14 @@ class Client:
             try:
                 return result.get(block=False)
             except ServerError as exc:
-                late = deadline - time.monotonic() < delay
-                if exc.code not in _RETRYABLE_CODES or attempt == retries or late:
+                if not retry or exc.code not in _RETRYABLE_CODES:
+                    raise
+                delay = SERVER_RETRY_BACKOFF.delay(attempt, self._rand)
+                if deadline - time.monotonic() < delay:
                     raise
                 logger.info("%s answered %s; trying again in %.2fs", t, exc.code, delay)
                 gevent.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+                attempt += 1
 
     def _check_usable(self) -> None:
         keeper = self._keeper

@@ -1,6 +1,7 @@
 """What the client raises. Every error has a ``code``: the server's error code for a refused
 command (docs/protocol.md), or one of the client's own: ``timeout``, ``not_connected``,
-``closed``, ``unauthenticated``, ``queue_full``, ``link_lost``."""
+``closed``, ``unauthenticated``, ``queue_full``, ``link_lost``; :class:`ConnectRefused` carries
+the server's code (``forbidden``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ __all__ = [
     "AuthError",
     "ClientClosed",
     "ClientError",
+    "ConnectRefused",
     "LinkLost",
     "NotConnected",
     "QueueFull",
@@ -65,6 +67,21 @@ class AuthError(ClientClosed):
     get a new token and make a new client."""
 
     code = "unauthenticated"
+
+
+class ConnectRefused(ClientClosed):
+    """The server refused the connection for a reason that trying again cannot fix: ``code`` is
+    its error code (``forbidden``: this user already holds ``max_connections_per_user``
+    connections). Close another connection of the user, then make a new client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(
+            f"the server refused the connection ({code}: {message}); close another connection "
+            "of this user (or raise the server's max_connections_per_user), then make a new "
+            "client",
+            code=code,
+        )
+        self.server_message = message
 
 
 class QueueFull(ClientError):

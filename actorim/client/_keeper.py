@@ -27,6 +27,7 @@ from typing import Any
 import gevent
 import gevent.event
 from pykka import ActorDeadError, ActorRef
+from pykka import Timeout as PykkaTimeout
 
 from actorim.actors.breaker import BreakerActor, ReportFailure, Subscribe
 from actorim.breaker import BreakerPolicy, BreakerState, Transition
@@ -34,6 +35,7 @@ from actorim.client._errors import (
     AuthError,
     ClientClosed,
     ClientError,
+    ConnectRefused,
     LinkLost,
     QueueFull,
     ServerError,
@@ -51,8 +53,22 @@ Token = str | Callable[[], str]
 """A token, or a callable that returns a fresh one (asked again when the server refuses the
 one it has)."""
 
+# Close codes that announce a restart: 1001 going away (the server drains, docs/protocol.md),
+# 1012 service restart (RFC 6455 registry). The failed attempts that follow are retried within
+# the policy's restart grace without opening the circuit.
+_GOING_AWAY_CODES = frozenset({1001, 1012})
+
+# How long the socket's reader waits for the breaker to take in a lost link (it answers in
+# microseconds); past it the state change goes out without the time of the next attempt.
+_REPORT_TIMEOUT_S = 1.0
+
 # The server accepts at most this many users in one watch command (docs/protocol.md).
 _WATCH_CHUNK = 1000
+
+# Refusals of ``connect`` that no retry can fix (docs/protocol.md, connect): the user holds
+# ``max_connections_per_user`` connections. They end the client at once, as a refused fixed
+# token does, instead of counting attempts until the circuit opens.
+_FINAL_CONNECT_CODES = frozenset({"forbidden"})
 
 
 class Tokens:
@@ -137,6 +153,7 @@ class LinkKeeper:
         self.reason = "not started"
         """Why the state last changed."""
         self._state_event = gevent.event.Event()
+        self._giving_up = False
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -309,18 +326,20 @@ class LinkKeeper:
         if stale is not None:
             self._discard(stale, "replaced by a new connection")
         try:
-            conn = self._open(self._tokens.get())
-        except _Refused as refused:
-            if not self._tokens.renewable:
-                error = AuthError(
-                    f"the server refused the token ({refused}); make a new client with a valid "
-                    "token, or give a callable that returns fresh ones"
-                )
-                gevent.spawn(self.shutdown, error)
-                raise error from None
-            logger.info("the server refused the token (%s); fetching a fresh one", refused)
-            # A fresh token that is refused too counts as one failed attempt.
-            conn = self._open(self._tokens.refresh())
+            try:
+                conn = self._open(self._tokens.get())
+            except _Refused as refused:
+                if not self._tokens.renewable:
+                    raise AuthError(
+                        f"the server refused the token ({refused}); make a new client with a "
+                        "valid token, or give a callable that returns fresh ones"
+                    ) from None
+                logger.info("the server refused the token (%s); fetching a fresh one", refused)
+                # A fresh token that is refused too counts as one failed attempt.
+                conn = self._open(self._tokens.refresh())
+        except ClientClosed as final:
+            self._give_up(final)
+            raise
         try:
             self._restore(conn)
         except BaseException:
@@ -337,6 +356,8 @@ class LinkKeeper:
             self._discard(conn, str(exc))
             if exc.code == "unauthenticated":
                 raise _Refused(exc.server_message) from None
+            if exc.code in _FINAL_CONNECT_CODES:
+                raise ConnectRefused(exc.code, exc.server_message) from None
             raise
         except BaseException:
             self._discard(conn, "connect failed")
@@ -344,6 +365,13 @@ class LinkKeeper:
         self.info = dict(info)
         self._session.user = info.get("user")
         return conn
+
+    def _give_up(self, error: ClientClosed) -> None:
+        """From inside the probe: the server refused for good. The breaker is stopped from a
+        greenlet of its own (stopping it from its probe would kill this very greenlet); what it
+        says meanwhile about the failed attempt no longer moves the state."""
+        self._giving_up = True
+        gevent.spawn(self.shutdown, error)
 
     def _restore(self, conn: _Conn) -> None:
         """Re-join the rooms (resuming after the last seq seen), watch again, resend every
@@ -376,7 +404,8 @@ class LinkKeeper:
                 self._received(conn, frame)
         except LinkClosed as closed:
             why = f": {closed.reason}" if closed.reason else ""
-            self._lost(conn, f"the link ended ({closed.code}{why})")
+            going_away = closed.code in _GOING_AWAY_CODES
+            self._lost(conn, f"the link ended ({closed.code}{why})", going_away=going_away)
         except Exception as exc:
             logger.exception("reading from %s failed", self.url)
             self._lost(conn, f"reading failed: {exc}")
@@ -427,8 +456,12 @@ class LinkKeeper:
 
     # -- the link's end ----------------------------------------------------------------------
 
-    def _lost(self, conn: _Conn, reason: str) -> None:
-        """``conn`` ended: report it once, and put its commands back in line for the next link."""
+    def _lost(self, conn: _Conn, reason: str, *, going_away: bool = False) -> None:
+        """``conn`` ended: report it once, and put its commands back in line for the next link.
+
+        The breaker hears of it before the application does, so that the state change says when
+        the next attempt is. ``going_away``: the server announced a restart (see
+        ``BreakerPolicy.restart_grace``)."""
         if conn.dead:
             return
         conn.dead = True
@@ -445,12 +478,12 @@ class LinkKeeper:
             result = self._results.pop(command.id, None)
             if result is not None:
                 result.set_exception(LinkLost(reason))
-        self._publish(self._status.link_down(reason))
         breaker = self._breaker
         if conn.ready and not conn.silent and breaker is not None:
             logger.info("lost the link to %s: %s", self.url, reason)
-            with contextlib.suppress(ActorDeadError):
-                breaker.tell(ReportFailure(reason))
+            with contextlib.suppress(ActorDeadError, PykkaTimeout):
+                breaker.ask(ReportFailure(reason, going_away), timeout=_REPORT_TIMEOUT_S)
+        self._publish(self._status.link_down(reason))
 
     def _discard(self, conn: _Conn, reason: str) -> None:
         """Give ``conn`` up without reporting it: its failure is counted some other way."""
@@ -459,7 +492,7 @@ class LinkKeeper:
 
     def _on_transition(self, transition: Transition) -> None:
         """A breaker transition; runs inside the breaker actor, so it only updates state."""
-        if self._status.stopped:
+        if self._status.stopped or self._giving_up:
             return
         change = self._status.breaker_moved(transition)
         conn = self._conn

@@ -4,6 +4,8 @@ The breaker (:class:`~actorim.breaker.CircuitBreaker`, run by
 :class:`~actorim.actors.breaker.BreakerActor`) decides when to try again; the client knows
 whether a WebSocket is up and restored. :class:`LinkStatus` combines the two, with no I/O and
 no clock: feed it what happened, it answers the :class:`StateChange` if the state moved.
+A change to CONNECTING or CIRCUIT_OPEN says, when the breaker has scheduled it, how long until
+the next attempt (``retry_in``): the breaker's last transition carries the time.
 
 ====================================  ==========================  ================
 started / stopped                      breaker                     link state
@@ -50,6 +52,9 @@ class StateChange:
     previous: LinkState
     state: LinkState
     reason: str
+    retry_in: float | None = None
+    """CONNECTING after a lost link, or CIRCUIT_OPEN: seconds from the change to the next
+    attempt, as the breaker scheduled it; None when unknown (the first connect, the trial)."""
 
 
 class LinkStatus:
@@ -60,9 +65,14 @@ class LinkStatus:
     <LinkState.CONNECTING: 'CONNECTING'>
     >>> status.link_up("connected as alice").state
     <LinkState.CONNECTED: 'CONNECTED'>
+    >>> lost = Transition(BreakerState.CLOSED, BreakerState.CLOSED, 7.0, "lost", 1, retry_at=10.0)
+    >>> status.breaker_moved(lost) is None  # the link itself has not been seen to end yet
+    True
+    >>> status.link_down("the link ended (1001)").retry_in
+    3.0
     """
 
-    __slots__ = ("_breaker", "_failures", "_started", "_state", "_stopped", "_up")
+    __slots__ = ("_breaker", "_failures", "_retry_in", "_started", "_state", "_stopped", "_up")
 
     def __init__(self) -> None:
         self._started = False
@@ -71,6 +81,7 @@ class LinkStatus:
         self._failures = 0
         self._up = False
         self._state = LinkState.DISCONNECTED
+        self._retry_in: float | None = None
 
     @property
     def state(self) -> LinkState:
@@ -101,6 +112,8 @@ class LinkStatus:
         """The breaker published ``transition``."""
         self._breaker = transition.new
         self._failures = transition.failures
+        retry_at = transition.retry_at
+        self._retry_in = None if retry_at is None else max(0.0, retry_at - transition.at)
         if transition.new is BreakerState.OPEN:
             self._up = False
         return self._settle(transition.reason)
@@ -108,6 +121,7 @@ class LinkStatus:
     def link_up(self, reason: str) -> StateChange | None:
         """A WebSocket is connected and the session restored on it."""
         self._up = True
+        self._retry_in = None
         return self._settle(reason)
 
     def link_down(self, reason: str) -> StateChange | None:
@@ -135,4 +149,5 @@ class LinkStatus:
         if state is previous:
             return None
         self._state = state
-        return StateChange(previous, state, reason)
+        waiting = state is LinkState.CONNECTING or state is LinkState.CIRCUIT_OPEN
+        return StateChange(previous, state, reason, self._retry_in if waiting else None)

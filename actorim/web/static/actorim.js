@@ -31,6 +31,7 @@ export const CloseCode = Object.freeze({
   ABNORMAL: 1006,
   POLICY: 1008,
   INTERNAL: 1011,
+  SERVICE_RESTART: 1012,
   TRY_AGAIN_LATER: 1013,
 });
 
@@ -44,6 +45,10 @@ export const DEFAULTS = Object.freeze({
   // Consecutive failed attempts before the circuit opens, and how long it stays open.
   maxFailures: 10,
   cooldown: 60_000,
+  // After the server closes with 1001 (going away: it drains for a restart) or 1012, failed
+  // attempts within this time do not count toward `maxFailures`: a drain (5 s by default) and a
+  // restart fit, and the client is back as soon as the server is.
+  restartGrace: 30_000,
   // A connection that drops sooner than this after `connect` succeeded counts as a failure, so
   // a server that accepts and at once closes is retried with growing delays, not in a loop.
   stableAfter: 5_000,
@@ -87,7 +92,9 @@ export function backoffDelay(attempt, { floor, cap }, random = Math.random) {
  * Fed with what happened (`connected`, `lost`, `failed`) and the time it happened; answers
  * `{state, delay}`: the state to show and how long to wait before the next attempt. After
  * `maxFailures` consecutive failures the circuit opens for `cooldown`; the attempt after the
- * cool-down is a trial, and if it fails too the circuit opens again at once.
+ * cool-down is a trial, and if it fails too the circuit opens again at once. A link lost with
+ * `goingAway` (the server announced a restart) starts `restartGrace`: failures within it are
+ * retried on the back-off schedule without counting toward `maxFailures`.
  */
 export class ReconnectPolicy {
   constructor(options = {}, random = Math.random) {
@@ -96,8 +103,11 @@ export class ReconnectPolicy {
     this.maxFailures = options.maxFailures ?? DEFAULTS.maxFailures;
     this.cooldown = options.cooldown ?? DEFAULTS.cooldown;
     this.stableAfter = options.stableAfter ?? DEFAULTS.stableAfter;
+    this.restartGrace = options.restartGrace ?? DEFAULTS.restartGrace;
     this.random = random;
     this.failures = 0;
+    this.excused = 0; // failures within the restart grace: they do not open the circuit
+    this.patientUntil = null;
     this.connectedAt = null;
   }
 
@@ -106,22 +116,27 @@ export class ReconnectPolicy {
     this.connectedAt = now;
   }
 
-  /** An established link ended at `now` (a restart, a network change). */
-  lost(now) {
+  /** An established link ended at `now` (a restart, a network change); `goingAway`: the
+   * server said it is going away (close 1001 or 1012). */
+  lost(now, goingAway = false) {
     const stable = this.connectedAt !== null && now - this.connectedAt >= this.stableAfter;
     this.connectedAt = null;
+    if (goingAway && this.restartGrace > 0) this.patientUntil = now + this.restartGrace;
     if (stable) {
       this.failures = 0;
+      this.excused = 0;
       return { state: State.DISCONNECTED, delay: this._delay(0) };
     }
     return this.failed(now);
   }
 
   /** An attempt failed at `now` (no socket, no token, connect refused or closed by policy). */
-  failed(_now) {
+  failed(now) {
     this.connectedAt = null;
     this.failures += 1;
-    if (this.failures >= this.maxFailures) {
+    if (this.patientUntil !== null && now < this.patientUntil) this.excused += 1;
+    if (this.failures - this.excused >= this.maxFailures) {
+      this.patientUntil = null;
       return { state: State.CIRCUIT_OPEN, delay: this.cooldown };
     }
     return { state: State.DISCONNECTED, delay: this._delay(this.failures) };
@@ -327,8 +342,9 @@ export class ActorimClient extends EventTarget {
 
   // -- life cycle ---------------------------------------------------------------------------------
 
-  /** Start connecting (and keep reconnecting); resolves once connected, rejects on `close()`
-   * or when a fixed token is refused. */
+  /** Start connecting (and keep reconnecting); resolves once connected, rejects on `close()`,
+   * when a fixed token is refused (`unauthenticated`), or when the user already holds too many
+   * connections (`forbidden`). */
   connect() {
     const ready = new Promise((resolve, reject) => {
       if (this._ready) resolve(this._connectInfo);
@@ -411,7 +427,7 @@ export class ActorimClient extends EventTarget {
       if (gen === this._gen && err.code !== "disconnected") {
         this._emit("error", { code: err.code, message: err.message });
         const refused = err.code === "unauthenticated" || err.code === "forbidden";
-        this._abandon(gen, refused ? CloseCode.POLICY : CloseCode.ABNORMAL, err.message);
+        this._abandon(gen, refused ? CloseCode.POLICY : CloseCode.ABNORMAL, err.message, err.code);
       }
       return;
     }
@@ -498,8 +514,9 @@ export class ActorimClient extends EventTarget {
     }
   }
 
-  /** Give up on the current socket now, without waiting for the browser's close event. */
-  _abandon(gen, code, reason) {
+  /** Give up on the current socket now, without waiting for the browser's close event;
+   * `refusal`: the error code of a refused `connect`. */
+  _abandon(gen, code, reason, refusal = null) {
     const ws = this._ws;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
@@ -509,7 +526,7 @@ export class ActorimClient extends EventTarget {
         // already closing
       }
     }
-    this._ended(gen, code, reason);
+    this._ended(gen, code, reason, refusal);
   }
 
   _dropSocket() {
@@ -528,22 +545,28 @@ export class ActorimClient extends EventTarget {
     }
   }
 
-  _ended(gen, code, reason) {
+  _ended(gen, code, reason, refusal = null) {
     if (gen !== this._gen || this._stopped) return;
     const wasLive = this._live;
     this._dropSocket();
     this._gen += 1;
-    if (code === CloseCode.POLICY && typeof this._token !== "function") {
+    // `forbidden`: the user already holds the server's max_connections_per_user connections;
+    // trying again cannot help until the application closes one.
+    const tooMany = refusal === "forbidden";
+    if (tooMany || (code === CloseCode.POLICY && typeof this._token !== "function")) {
       // The same token would be refused again: only the application can get a new one.
       this._stopped = true;
-      const err = new ActorimError("unauthenticated", reason || "the server refused the token");
+      const err = tooMany
+        ? new ActorimError("forbidden", reason)
+        : new ActorimError("unauthenticated", reason || "the server refused the token");
       for (const w of this._readyWaiters.splice(0)) w.reject(err);
       this._setState(State.DISCONNECTED, { code, reason, final: true });
       return;
     }
     const now = Date.now();
-    const orderly = code === CloseCode.GOING_AWAY || code === CloseCode.ABNORMAL;
-    const next = wasLive && orderly ? this._policy.lost(now) : this._policy.failed(now);
+    const goingAway = code === CloseCode.GOING_AWAY || code === CloseCode.SERVICE_RESTART;
+    const orderly = goingAway || code === CloseCode.ABNORMAL;
+    const next = wasLive && orderly ? this._policy.lost(now, goingAway) : this._policy.failed(now);
     this._setState(next.state, { delay: next.delay, code, reason });
     this._retryTimer = setTimeout(() => {
       this._retryTimer = null;
