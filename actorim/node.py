@@ -234,7 +234,11 @@ class Node:
             error_log=logger,
             backlog=backlog,
         )
-        self.server.start()
+        try:
+            self.server.start()
+        except OSError:
+            self.server = None  # nothing to stop: the port was never bound
+            raise
         address = self.server.address
         logger.info("listening on http://%s:%s (WebSocket at /ws)", address[0], address[1])
         return address[0], address[1]
