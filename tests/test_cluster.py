@@ -18,6 +18,7 @@ import signal
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -503,6 +504,7 @@ class NginxProcess:
             ACTORIM_UPSTREAMS="\n        ".join(f"server 127.0.0.1:{n.port};" for n in upstreams),
             NGINX_STATE_DIR=str(directory / "state"),
             NGINX_LOG_DIR=str(directory / "logs"),
+            NGINX_PID_FILE=str(directory / "nginx.pid"),
         )
         self.conf = directory / "nginx.conf"
         self.conf.write_text(rendered)
@@ -518,7 +520,7 @@ class NginxProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        main = f"daemon off; pid {self.directory}/nginx.pid; error_log stderr;"
+        main = "daemon off;"  # the template names the pid file and the error log
         if os.geteuid() == 0:
             main += " user root;"  # workers may then read the test's private directories
         with self.log.open("ab") as log:
@@ -1040,6 +1042,50 @@ def test_a_node_that_cannot_subscribe_is_not_ready_and_misses_nothing_once_it_ca
         published = publisher.publish("right after ready", room="t5-room", sender="bot")
     assert member.event("msg", timeout=2.0)["mid"] == published.mid
     admin.close()
+
+
+def _documented_block(doc: Path, marker: str) -> str:
+    """The fenced block that follows ``<!-- marker -->`` in a Markdown file."""
+    text = doc.read_text()
+    after = text[text.index(f"<!-- {marker} -->") :]
+    return after.split("```\n", 2)[1]
+
+
+def test_the_documented_nginx_check_works_as_written_for_a_user_without_root() -> None:
+    nginx = find_nginx()
+    envsubst = shutil.which("envsubst")
+    if envsubst is None:
+        reason = "envsubst is missing (apt-get install gettext-base): the nginx docs are untested"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    root = NGINX_TEMPLATE.parent.parent
+    script = _documented_block(root / "docs" / "deploy.md", "try-nginx")
+    # A directory of its own that any user may write, as /tmp is.
+    tmp = Path(tempfile.mkdtemp(prefix="actorim-nginx-doc-"))
+    try:
+        tmp.chmod(0o777)
+        command = ["bash", "-euc", script]
+        if os.geteuid() == 0:  # root writes anywhere: run it as nobody to prove it needs no root
+            command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+        path = os.pathsep.join(
+            dict.fromkeys([str(Path(nginx).parent), str(Path(envsubst).parent), os.defpath])
+        )
+        done = subprocess.run(
+            command,
+            cwd=root,
+            env={"PATH": path, "TMPDIR": str(tmp)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "test is successful" in done.stderr
+        conf = (tmp / "actorim-nginx" / "nginx.conf").read_text()
+        assert f"pid {tmp}/actorim-nginx/nginx.pid;" in conf
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- --workers N ----------------------------------------------------------------------------------
