@@ -19,6 +19,7 @@ import time
 import gevent
 from gevent.event import Event
 
+from actorim.auth import generate_secret
 from actorim.config import Config, config_environment
 from supervisors import Backoff
 
@@ -33,6 +34,10 @@ RESTART_BACKOFF = Backoff(floor=0.5, cap=15.0)
 
 def run_workers(config: Config) -> int:
     """Run ``config.workers`` node processes until SIGTERM/SIGINT; returns the exit status."""
+    if config.dev and not config.secret:
+        # A development node makes up its own secret; workers behind one port must share one,
+        # or a token from one worker's /dev/token is refused by the worker the socket lands on.
+        config = config.with_(secret=generate_secret())
     stopping = Event()
     workers: dict[int, subprocess.Popen[bytes]] = {}
 

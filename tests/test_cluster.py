@@ -11,6 +11,7 @@ that user's ACL.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -72,14 +73,17 @@ NGINX_TEMPLATE = Path(__file__).resolve().parent.parent / "docs" / "nginx.conf"
 # -- nodes as processes -------------------------------------------------------------------------
 
 
-def node_environment(redis_url: str | None, namespace: str) -> dict[str, str]:
+def node_environment(
+    redis_url: str | None, namespace: str, *, secret: str | None = SECRET
+) -> dict[str, str]:
     """This test's settings only: nothing of the caller's ACTORIM_* environment leaks in."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("ACTORIM_") and k not in ("REDIS_URL", "PORT", "WEB_CONCURRENCY")
     }
-    env["ACTORIM_SECRET"] = SECRET
+    if secret is not None:
+        env["ACTORIM_SECRET"] = secret
     env["ACTORIM_REDIS_NAMESPACE"] = namespace
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
@@ -97,8 +101,10 @@ class NodeProcess:
         *,
         namespace: str = "actorim",
         args: tuple[str, ...] = (),
+        secret: str | None = SECRET,
     ) -> None:
         self.name = name
+        self.secret = secret
         self.redis_url = redis_url
         self.namespace = namespace
         self.args = args
@@ -140,7 +146,7 @@ class NodeProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
-                env=node_environment(self.redis_url, self.namespace),
+                env=node_environment(self.redis_url, self.namespace, secret=self.secret),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -1127,6 +1133,28 @@ def test_workers_share_one_port_as_a_cluster_and_drain_on_sigterm(
         assert client.wait_closed().code == 1001
     assert server.proc.wait(timeout=15) == 0
     assert list_sessions(cluster.redis_url, namespace="t7") == []
+
+
+def test_development_workers_share_one_secret_so_any_dev_token_connects_to_any_worker(
+    cluster: Cluster, spawn: Spawner, clients: list[Client]
+) -> None:
+    (server,) = spawn(
+        cluster.redis_url, "D", namespace="t8", args=("--workers", "2", "--dev"), secret=None
+    )
+    seen: set[str] = set()
+    deadline = time.monotonic() + FIND_WORKERS_TIMEOUT
+    n = 0
+    # Each request and each connection lands on either worker: a token minted by one and
+    # presented to the other turns up within a few tries.
+    while (len(seen) < 2 or n < 8) and time.monotonic() < deadline:
+        status, _headers, body = http_get(f"{server.http}/dev/token?user=t8-user{n}")
+        assert status == 200
+        client = Client(server.url)
+        clients.append(client)
+        seen.add(client.connect(json.loads(body)["token"])["node"])
+        client.close()
+        n += 1
+    assert seen == {"D-0", "D-1"}
 
 
 def test_workers_without_redis_exit_at_once_saying_redis_url_is_needed(tmp_path: Path) -> None:
