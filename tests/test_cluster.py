@@ -1067,10 +1067,18 @@ def test_the_documented_nginx_check_works_as_written_for_a_user_without_root() -
         pytest.skip(reason)
     root = NGINX_TEMPLATE.parent.parent
     script = _documented_block(root / "docs" / "deploy.md", "try-nginx")
-    # A directory of its own that any user may write, as /tmp is.
-    tmp = Path(tempfile.mkdtemp(prefix="actorim-nginx-doc-"))
+    # A directory of its own that any user may write, under /tmp (a private TMPDIR of the
+    # test's own would not let another user in).
+    tmp = Path(tempfile.mkdtemp(prefix="actorim-nginx-doc-", dir="/tmp"))
     try:
         tmp.chmod(0o777)
+        # The template, where any user may read it (the checkout itself may be private).
+        checkout = tmp / "checkout"
+        (checkout / "docs").mkdir(parents=True)
+        shutil.copy(NGINX_TEMPLATE, checkout / "docs" / "nginx.conf")
+        for directory in (checkout, checkout / "docs"):
+            directory.chmod(0o755)
+        (checkout / "docs" / "nginx.conf").chmod(0o644)
         command = ["bash", "-euc", script]
         if os.geteuid() == 0:  # root writes anywhere: run it as nobody to prove it needs no root
             command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
@@ -1079,7 +1087,7 @@ def test_the_documented_nginx_check_works_as_written_for_a_user_without_root() -
         )
         done = subprocess.run(
             command,
-            cwd=root,
+            cwd=checkout,
             env={"PATH": path, "TMPDIR": str(tmp)},
             capture_output=True,
             text=True,
