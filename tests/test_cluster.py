@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import string
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import gevent
 import pytest
 
 from actorim.auth import TokenAuthority
+from actorim.cli import EXIT_CANNOT_LISTEN
 from actorim.cluster.keys import ClusterKeys
 from actorim.cluster.nodes import list_sessions
 from actorim.publisher import Publisher
@@ -1163,6 +1165,28 @@ def test_development_workers_share_one_secret_so_any_dev_token_connects_to_any_w
         client.close()
         n += 1
     assert seen == {"D-0", "D-1"}
+
+
+def test_workers_on_a_busy_port_stop_at_once_saying_so_without_a_traceback(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    node = NodeProcess("Busy", cluster.redis_url, tmp_path, args=("--workers", "2"))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        node.port = other.getsockname()[1]
+        result = subprocess.run(
+            node.command(),
+            env=node_environment(cluster.redis_url, "t9"),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == EXIT_CANNOT_LISTEN, stderr
+    assert "Traceback" not in stderr, stderr
+    assert f"cannot listen on 127.0.0.1:{node.port}: Address already in use" in stderr
+    assert "restarting" not in stderr
 
 
 def test_workers_without_redis_exit_at_once_saying_redis_url_is_needed(tmp_path: Path) -> None:
