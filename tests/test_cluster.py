@@ -594,6 +594,33 @@ def test_through_nginx_clients_spread_over_two_nodes_and_chat_across_them(
     assert http_get(f"{nginx.http}/metrics")[0] == 404
 
 
+def test_through_nginx_a_draining_node_passes_new_websockets_to_the_other_node(
+    cluster: Cluster, spawn: Spawner, clients: list[Client], tmp_path: Path
+) -> None:
+    # P drains over 4 s with two clients of its own: 2 s pass between their closes.
+    drain = ("--drain-seconds", "4")
+    (draining,) = spawn(cluster.redis_url, "P", namespace="t10", args=drain)
+    (other,) = spawn(cluster.redis_url, "Q", namespace="t10")
+    proxy = NginxProcess(tmp_path / "nginx", [draining, other], binary=find_nginx())
+    proxy.start()
+    try:
+        held = [draining.client(f"t10-held{n}")[0] for n in range(2)]
+        clients.extend(held)
+        assert draining.proc is not None
+        draining.proc.send_signal(signal.SIGTERM)
+        closes = [gevent.spawn(client.wait_closed, timeout=10) for client in held]
+        (closed,) = gevent.wait(closes, count=1, timeout=10)
+        assert closed.get().code == 1001
+        # P answers upgrades with 503 now; nginx tries Q instead, and nobody sees the refusal.
+        for n in range(6):
+            client = Client(proxy.url)
+            clients.append(client)
+            assert client.connect(TOKENS.mint(f"t10-user{n}"))["node"] == "Q"
+        assert draining.proc.wait(timeout=15) == 0
+    finally:
+        proxy.stop()
+
+
 # -- dead nodes -----------------------------------------------------------------------------------
 
 
