@@ -254,6 +254,7 @@ class Node:
         (``/readyz`` 503 "draining", ``/healthz`` 200: a closed port would fail the liveness check
         too, and get the node killed mid-drain) and a WebSocket upgrade gets a 503, which a proxy
         may pass on to another node.
+
         Spreading the closes keeps thousands of clients from reconnecting elsewhere in the same
         instant. Returns when every connection is closed (or the budget is spent).
         """

@@ -107,7 +107,8 @@ class HandshakeRefusal:
 
 _FORBIDDEN_ORIGIN = HandshakeRefusal("403 Forbidden", "WebSocket origin not allowed\n")
 # A node that drains answers HTTP but takes no new WebSocket: a 503 (not a refused connection)
-# lets a proxy try another node, and a client reconnect with back-off.
+# lets a proxy try another node, and a client reconnect with back-off. Retry-After is one second,
+# the order of a client's first reconnect delay: the retry goes to whichever node is next.
 _NOT_ACCEPTING = HandshakeRefusal(
     "503 Service Unavailable",
     "not accepting WebSockets (draining): connect to another node\n",
