@@ -11,7 +11,7 @@ $(VENV):
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): setup.cfg pyproject.toml | $(VENV)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[run,test]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -13,6 +13,7 @@ if not monkey.is_module_patched("socket"):
     monkey.patch_all()
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -31,6 +32,8 @@ logger = logging.getLogger("actorim")
 # Exit status when the node's top supervisor gives up (EX_SOFTWARE): the process manager
 # restarts the process, as an OTP release's heart would.
 EXIT_SUPERVISOR_FAILED = 70
+# Exit status when the port cannot be bound (EX_UNAVAILABLE): a setting to fix, not a crash.
+EXIT_CANNOT_LISTEN = 69
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,6 +132,39 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def page_url(host: str, port: int) -> str:
+    """The chat page's address for a browser on this machine (a wildcard host is not one).
+
+    >>> page_url("0.0.0.0", 8080)
+    'http://127.0.0.1:8080/'
+    >>> page_url("::1", 8081)
+    'http://[::1]:8081/'
+    """
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _cannot_listen(host: str, port: int, error: OSError) -> str:
+    """One line saying why the port could not be bound, and what to do.
+
+    >>> busy = OSError(errno.EADDRINUSE, "Address already in use")
+    >>> _cannot_listen("127.0.0.1", 8080, busy).partition(" (")[0]
+    'cannot listen on 127.0.0.1:8080: Address already in use'
+    """
+    # gevent's strerror carries the address again: the C library's text for the number is enough.
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    if error.errno == errno.EADDRINUSE:
+        hint = "another server has the port: stop it, or pick another with --port or PORT="
+    elif error.errno == errno.EACCES:
+        hint = "ports below 1024 need privileges: pick another with --port or PORT="
+    else:
+        hint = "check --host and --port"
+    return f"cannot listen on {host}:{port}: {reason} ({hint})"
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = config_from(args, os.environ)
     if config.workers > 1 and not config.redis_url:
@@ -164,9 +200,14 @@ def _serve(args: argparse.Namespace) -> int:
     watch_hub(config.block_threshold)
     node = Node(config, exit_code_on_failure=EXIT_SUPERVISOR_FAILED).start()
     tune_garbage_collector()
-    host, port = node.listen()
+    try:
+        host, port = node.listen()
+    except OSError as exc:
+        node.stop(drain=False)
+        print(f"actorim: {_cannot_listen(config.host, config.port, exc)}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
     if config.dev:
-        logger.warning("try it: http://%s:%s/dev/token?user=alice", host, port)
+        logger.warning("chat page: %s (development mode: any name signs in)", page_url(host, port))
     stopped = Event()
 
     def shut_down(signum: int) -> None:

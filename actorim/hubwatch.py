@@ -10,7 +10,7 @@ from typing import Any
 import gevent
 from gevent import events
 
-__all__ = ["blocked_count", "watch_hub"]
+__all__ = ["blocked_count", "unwatch_hub", "watch_hub"]
 
 logger = logging.getLogger("actorim.hub")
 
@@ -40,11 +40,26 @@ def watch_hub(threshold_s: float) -> None:
     global _installed
     gevent.config.max_blocking_time = threshold_s
     gevent.config.monitor_thread = True  # off by default in gevent: nothing is watched without it
-    if _installed:
-        return
-    _installed = True
-    events.subscribers.append(_on_event)
+    # gevent would also print each report, every thread's stack, straight to standard error:
+    # _on_event logs the same report once, in the log's format.
+    gevent.config.print_blocking_reports = False
+    if not _installed:
+        _installed = True
+        events.subscribers.append(_on_event)
     with warnings.catch_warnings():
         # gevent also offers to watch memory, which needs psutil; only blocking is watched here.
         warnings.filterwarnings("ignore", message="Unable to monitor memory usage")
         gevent.get_hub().start_periodic_monitoring_thread()
+
+
+def unwatch_hub() -> None:
+    """Stop the monitor thread of this thread's hub, if it runs (``watch_hub`` starts it again).
+
+    For code that watches for a while inside a longer-lived process, such as a test.
+    """
+    gevent.config.monitor_thread = False
+    hub = gevent.get_hub()
+    monitor = hub.periodic_monitoring_thread
+    if monitor is not None:
+        monitor.kill()
+        hub.periodic_monitoring_thread = None

@@ -227,7 +227,11 @@ class Node:
             error_log=logger,
             backlog=backlog,
         )
-        self.server.start()
+        try:
+            self.server.start()
+        except OSError:
+            self.server = None  # nothing to stop: the port was never bound
+            raise
         address = self.server.address
         logger.info("listening on http://%s:%s (WebSocket at /ws)", address[0], address[1])
         return address[0], address[1]
@@ -237,15 +241,18 @@ class Node:
         return self.ctx.readiness()
 
     def drain(self, seconds: float | None = None) -> None:
-        """Stop accepting, then close every connection with 1001, spread over ``seconds``.
+        """Refuse new WebSockets, then close every connection with 1001, spread over ``seconds``.
+
+        The port stays open until ``stop``: load balancers' health checks keep getting answers
+        (``/readyz`` 503 "draining", ``/healthz`` 200: a closed port would fail the liveness check
+        too, and get the node killed mid-drain) and a WebSocket upgrade gets a 503, which a proxy
+        may pass on to another node.
 
         Spreading the closes keeps thousands of clients from reconnecting elsewhere in the same
         instant. Returns when every connection is closed (or the budget is spent).
         """
         seconds = self.config.drain_seconds if seconds is None else seconds
         self.ctx.draining = True
-        if self.server is not None:
-            self.server.close()
         links = [
             link for link in self.ctx.directory.links.values() if link.phase is not Phase.CLOSED
         ]
@@ -264,7 +271,7 @@ class Node:
         logger.info("drained %d connections", len(links))
 
     def stop(self, *, drain: bool = True) -> None:
-        """Drain (unless told not to), stop the supervision tree in order, close the port."""
+        """Drain (unless told not to), stop the supervision tree in order, then close the port."""
         if drain:
             self.drain()
         if self.supervisor is not None and self.supervisor.is_alive():

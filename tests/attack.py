@@ -158,7 +158,9 @@ class Bystander:
     def _exchange(self, n: int) -> float | None:
         start = time.monotonic()
         cid = f"b{n}"
-        self.alice.send_obj({"t": "send", "id": 10_000 + n, "room": self.room, "body": n, "cid": cid})
+        self.alice.send_obj(
+            {"t": "send", "id": 10_000 + n, "room": self.room, "body": n, "cid": cid}
+        )
         try:
             self.bob.event("msg", room=self.room, cid=cid, timeout=STALL_S)
         except AssertionError:

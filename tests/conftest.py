@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 
-from actorim.config import Config
-from tests.redis_server import redis_client, redis_server, redis_session  # noqa: F401
-from tests.support import RunningNode
+# Rewritten like a test module, before its first import below: the modules that also load it
+# with ``pytest_plugins`` would otherwise get a warning that it was imported unrewritten.
+pytest.register_assert_rewrite("tests.redis_server")
+
+from actorim.config import Config  # noqa: E402
+from tests.redis_server import redis_client, redis_server, redis_session  # noqa: E402, F401
+from tests.support import RunningNode  # noqa: E402
 
 
 @pytest.fixture

@@ -55,8 +55,15 @@ class ServerProcess:
     """``actorim serve`` in a subprocess, on a fixed port and data directory."""
 
     def __init__(
-        self, port: int, data_dir: Path, log_path: Path, args: tuple[str, ...] = ()
+        self,
+        port: int,
+        data_dir: Path,
+        log_path: Path,
+        args: tuple[str, ...] = (),
+        *,
+        dev: bool = True,
     ) -> None:
+        self.dev = dev
         self.port = port
         self.data_dir = data_dir
         self.log_path = log_path
@@ -72,7 +79,7 @@ class ServerProcess:
             "serve",
             "--port",
             str(self.port),
-            "--dev",
+            *(["--dev"] if self.dev else []),
             "--store",
             "sqlite",
             "--data-dir",
@@ -81,8 +88,10 @@ class ServerProcess:
             DRAIN_SECONDS,
             *self.args,
         ]
+        # Outside development mode the node needs a secret; the page never sees it.
+        env = {**os.environ, "ACTORIM_SECRET": "browser-test-secret-0123456789abcdef"}
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + PROCESS_TIMEOUT_S
         while not self._ready():
             if self.proc.poll() is not None:
@@ -188,6 +197,38 @@ def test_an_unchanged_file_is_answered_not_modified(start_node: Any) -> None:
         f"{node.http}/static/actorim.js", headers={"If-None-Match": headers["etag"]}
     )
     assert (status, body, again["etag"]) == (304, b"", headers["etag"])
+
+
+# -- the sign-in form ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dev", [True, False], ids=["development", "tokens"])
+def test_the_sign_in_hint_says_what_a_name_does_on_this_server(
+    browser: Any, tmp_path: Path, dev: bool
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    server = ServerProcess(free_port(), tmp_path / "data", tmp_path / "server.log", dev=dev)
+    server.start()
+    page = browser.new_page()
+    try:
+        page.goto(f"{server.base}/")
+        hint = page.get_by_test_id("signin-hint")
+        expect(hint).to_be_visible()
+        if dev:
+            expect(hint).to_have_text("Development mode: any name signs you in.")
+            return
+        expect(hint).to_contain_text("tokens from its operator")
+        expect(hint).not_to_contain_text("any name signs you in")
+        # Trying anyway gives an error that agrees with the hint.
+        page.get_by_test_id("signin-name").fill("alice")
+        page.get_by_test_id("signin-submit").click()
+        expect(page.get_by_test_id("signin-error")).to_contain_text("without --dev")
+        expect(hint).to_contain_text("only in development mode")
+    finally:
+        page.close()
+        server.kill()
 
 
 # -- the client's decisions, run in the browser ---------------------------------------------------

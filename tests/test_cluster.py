@@ -11,13 +11,16 @@ that user's ACL.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ import gevent
 import pytest
 
 from actorim.auth import TokenAuthority
+from actorim.cli import EXIT_CANNOT_LISTEN
 from actorim.cluster.keys import ClusterKeys
 from actorim.cluster.nodes import list_sessions
 from actorim.publisher import Publisher
@@ -72,14 +76,17 @@ NGINX_TEMPLATE = Path(__file__).resolve().parent.parent / "docs" / "nginx.conf"
 # -- nodes as processes -------------------------------------------------------------------------
 
 
-def node_environment(redis_url: str | None, namespace: str) -> dict[str, str]:
+def node_environment(
+    redis_url: str | None, namespace: str, *, secret: str | None = SECRET
+) -> dict[str, str]:
     """This test's settings only: nothing of the caller's ACTORIM_* environment leaks in."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("ACTORIM_") and k not in ("REDIS_URL", "PORT", "WEB_CONCURRENCY")
     }
-    env["ACTORIM_SECRET"] = SECRET
+    if secret is not None:
+        env["ACTORIM_SECRET"] = secret
     env["ACTORIM_REDIS_NAMESPACE"] = namespace
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
@@ -97,8 +104,10 @@ class NodeProcess:
         *,
         namespace: str = "actorim",
         args: tuple[str, ...] = (),
+        secret: str | None = SECRET,
     ) -> None:
         self.name = name
+        self.secret = secret
         self.redis_url = redis_url
         self.namespace = namespace
         self.args = args
@@ -140,7 +149,7 @@ class NodeProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
-                env=node_environment(self.redis_url, self.namespace),
+                env=node_environment(self.redis_url, self.namespace, secret=self.secret),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -504,6 +513,7 @@ class NginxProcess:
             ACTORIM_UPSTREAMS="\n        ".join(f"server 127.0.0.1:{n.port};" for n in upstreams),
             NGINX_STATE_DIR=str(directory / "state"),
             NGINX_LOG_DIR=str(directory / "logs"),
+            NGINX_PID_FILE=str(directory / "nginx.pid"),
         )
         self.conf = directory / "nginx.conf"
         self.conf.write_text(rendered)
@@ -519,7 +529,7 @@ class NginxProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        main = f"daemon off; pid {self.directory}/nginx.pid; error_log stderr;"
+        main = "daemon off;"  # the template names the pid file and the error log
         if os.geteuid() == 0:
             main += " user root;"  # workers may then read the test's private directories
         with self.log.open("ab") as log:
@@ -582,6 +592,33 @@ def test_through_nginx_clients_spread_over_two_nodes_and_chat_across_them(
     assert handshake_status(nginx.url, origin=nginx.http) == 403
     assert http_get(f"{nginx.http}/readyz")[0] == 200
     assert http_get(f"{nginx.http}/metrics")[0] == 404
+
+
+def test_through_nginx_a_draining_node_passes_new_websockets_to_the_other_node(
+    cluster: Cluster, spawn: Spawner, clients: list[Client], tmp_path: Path
+) -> None:
+    # P drains over 4 s with two clients of its own: 2 s pass between their closes.
+    drain = ("--drain-seconds", "4")
+    (draining,) = spawn(cluster.redis_url, "P", namespace="t10", args=drain)
+    (other,) = spawn(cluster.redis_url, "Q", namespace="t10")
+    proxy = NginxProcess(tmp_path / "nginx", [draining, other], binary=find_nginx())
+    proxy.start()
+    try:
+        held = [draining.client(f"t10-held{n}")[0] for n in range(2)]
+        clients.extend(held)
+        assert draining.proc is not None
+        draining.proc.send_signal(signal.SIGTERM)
+        closes = [gevent.spawn(client.wait_closed, timeout=10) for client in held]
+        (closed,) = gevent.wait(closes, count=1, timeout=10)
+        assert closed.get().code == 1001
+        # P answers upgrades with 503 now; nginx tries Q instead, and nobody sees the refusal.
+        for n in range(6):
+            client = Client(proxy.url)
+            clients.append(client)
+            assert client.connect(TOKENS.mint(f"t10-user{n}"))["node"] == "Q"
+        assert draining.proc.wait(timeout=15) == 0
+    finally:
+        proxy.stop()
 
 
 # -- dead nodes -----------------------------------------------------------------------------------
@@ -1042,6 +1079,58 @@ def test_a_node_that_cannot_subscribe_is_not_ready_and_misses_nothing_once_it_ca
     admin.close()
 
 
+def _documented_block(doc: Path, marker: str) -> str:
+    """The fenced block that follows ``<!-- marker -->`` in a Markdown file."""
+    text = doc.read_text()
+    after = text[text.index(f"<!-- {marker} -->") :]
+    return after.split("```\n", 2)[1]
+
+
+def test_the_documented_nginx_check_works_as_written_for_a_user_without_root() -> None:
+    nginx = find_nginx()
+    envsubst = shutil.which("envsubst")
+    if envsubst is None:
+        reason = "envsubst is missing (apt-get install gettext-base): the nginx docs are untested"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    root = NGINX_TEMPLATE.parent.parent
+    script = _documented_block(root / "docs" / "deploy.md", "try-nginx")
+    # A directory of its own that any user may write, under /tmp (a private TMPDIR of the
+    # test's own would not let another user in).
+    tmp = Path(tempfile.mkdtemp(prefix="actorim-nginx-doc-", dir="/tmp"))
+    try:
+        tmp.chmod(0o777)
+        # The template, where any user may read it (the checkout itself may be private).
+        checkout = tmp / "checkout"
+        (checkout / "docs").mkdir(parents=True)
+        shutil.copy(NGINX_TEMPLATE, checkout / "docs" / "nginx.conf")
+        for directory in (checkout, checkout / "docs"):
+            directory.chmod(0o755)
+        (checkout / "docs" / "nginx.conf").chmod(0o644)
+        command = ["bash", "-euc", script]
+        if os.geteuid() == 0:  # root writes anywhere: run it as nobody to prove it needs no root
+            command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+        path = os.pathsep.join(
+            dict.fromkeys([str(Path(nginx).parent), str(Path(envsubst).parent), os.defpath])
+        )
+        done = subprocess.run(
+            command,
+            cwd=checkout,
+            env={"PATH": path, "TMPDIR": str(tmp)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "test is successful" in done.stderr
+        conf = (tmp / "actorim-nginx" / "nginx.conf").read_text()
+        assert f"pid {tmp}/actorim-nginx/nginx.pid;" in conf
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # -- --workers N ----------------------------------------------------------------------------------
 
 
@@ -1081,6 +1170,50 @@ def test_workers_share_one_port_as_a_cluster_and_drain_on_sigterm(
         assert client.wait_closed().code == 1001
     assert server.proc.wait(timeout=15) == 0
     assert list_sessions(cluster.redis_url, namespace="t7") == []
+
+
+def test_development_workers_share_one_secret_so_any_dev_token_connects_to_any_worker(
+    cluster: Cluster, spawn: Spawner, clients: list[Client]
+) -> None:
+    (server,) = spawn(
+        cluster.redis_url, "D", namespace="t8", args=("--workers", "2", "--dev"), secret=None
+    )
+    seen: set[str] = set()
+    deadline = time.monotonic() + FIND_WORKERS_TIMEOUT
+    n = 0
+    # Each request and each connection lands on either worker: a token minted by one and
+    # presented to the other turns up within a few tries.
+    while (len(seen) < 2 or n < 8) and time.monotonic() < deadline:
+        status, _headers, body = http_get(f"{server.http}/dev/token?user=t8-user{n}")
+        assert status == 200
+        client = Client(server.url)
+        clients.append(client)
+        seen.add(client.connect(json.loads(body)["token"])["node"])
+        client.close()
+        n += 1
+    assert seen == {"D-0", "D-1"}
+
+
+def test_workers_on_a_busy_port_stop_at_once_saying_so_without_a_traceback(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    node = NodeProcess("Busy", cluster.redis_url, tmp_path, args=("--workers", "2"))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        node.port = other.getsockname()[1]
+        result = subprocess.run(
+            node.command(),
+            env=node_environment(cluster.redis_url, "t9"),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == EXIT_CANNOT_LISTEN, stderr
+    assert "Traceback" not in stderr, stderr
+    assert f"cannot listen on 127.0.0.1:{node.port}: Address already in use" in stderr
+    assert "restarting" not in stderr
 
 
 def test_workers_without_redis_exit_at_once_saying_redis_url_is_needed(tmp_path: Path) -> None:

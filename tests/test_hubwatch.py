@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import gevent
 import pytest
@@ -15,10 +16,17 @@ def block_the_hub_for(seconds: float) -> None:
     monkey.get_original("time", "sleep")(seconds)  # a blocking call no greenlet can interrupt
 
 
-def test_a_greenlet_that_blocks_the_hub_is_logged_with_its_stack_and_counted(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+def watched() -> Iterator[None]:
+    """The hub watched with a short threshold for one test, and not for the tests after it."""
     hubwatch.watch_hub(0.05)
+    yield
+    hubwatch.unwatch_hub()
+
+
+def test_a_greenlet_that_blocks_the_hub_is_logged_with_its_stack_and_counted(
+    watched: None, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     before = hubwatch.blocked_count()
     caplog.set_level(logging.WARNING, logger="actorim.hub")
     gevent.spawn(block_the_hub_for, 0.4).join()
@@ -28,3 +36,17 @@ def test_a_greenlet_that_blocks_the_hub_is_logged_with_its_stack_and_counted(
     report = next(r for r in caplog.records if r.name == "actorim.hub")
     assert "blocked" in report.getMessage()
     assert "block_the_hub_for" in report.getMessage()
+    # Reported once, in the log: gevent does not print its own copy of every stack on stderr.
+    assert "appears to be blocked" not in capfd.readouterr().err
+
+
+def test_unwatching_stops_the_monitor_thread_until_the_hub_is_watched_again() -> None:
+    hubwatch.watch_hub(0.05)
+    assert gevent.get_hub().periodic_monitoring_thread is not None
+    hubwatch.unwatch_hub()
+    assert gevent.get_hub().periodic_monitoring_thread is None
+    hubwatch.watch_hub(0.05)
+    try:
+        assert gevent.get_hub().periodic_monitoring_thread is not None
+    finally:
+        hubwatch.unwatch_hub()

@@ -5,6 +5,7 @@ One test runs the real command line and sends it SIGTERM, as a process manager w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -17,7 +18,14 @@ import gevent
 import pytest
 import websocket
 
-from tests.support import Client, RunningNode, free_port, wait_until
+from tests.support import (
+    Client,
+    RunningNode,
+    free_port,
+    handshake_status,
+    http_get,
+    wait_until,
+)
 
 StartNode = Callable[..., RunningNode]
 
@@ -34,12 +42,12 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def cli_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+@contextlib.contextmanager
+def serving(tmp_path: Path, drain_seconds: float) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``actorim serve`` in a child process, once its /healthz answers."""
     port = free_port()
     command = [sys.executable, "-m", "actorim", "serve", "--port", str(port), "--dev"]
-    command += ["--store", "memory", "--drain-seconds", "0.5"]
+    command += ["--store", "memory", "--drain-seconds", str(drain_seconds)]
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -58,6 +66,19 @@ def cli_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         process.wait(timeout=5)
         if process.stderr is not None:
             process.stderr.close()
+
+
+@pytest.fixture
+def cli_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    with serving(tmp_path, 0.5) as server:
+        yield server
+
+
+def _connected(port: int, user: str) -> Client:
+    token = _get_json(f"http://127.0.0.1:{port}/dev/token?user={user}")["token"]
+    client = Client(f"ws://127.0.0.1:{port}/ws")
+    client.connect(token)
+    return client
 
 
 def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
@@ -84,6 +105,24 @@ def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
     assert [closed.get().code for closed in closes] == [1001, 1001]
     status = process.wait(timeout=5)
     assert status == 0, process.stderr.read().decode() if process.stderr else ""
+
+
+def test_during_the_drain_health_checks_answer_and_websockets_get_503(tmp_path: Path) -> None:
+    # Two clients over a 4 s drain: the first is closed at once, the second 2 s later. Between
+    # the two closes the node is draining, which is when a load balancer probes it.
+    with serving(tmp_path, 4.0) as (process, port):
+        first, second = _connected(port, "alice"), _connected(port, "bob")
+        process.send_signal(signal.SIGTERM)
+        closes = [gevent.spawn(client.wait_closed, timeout=10) for client in (first, second)]
+        (closed,) = gevent.wait(closes, count=1, timeout=10)
+        assert closed.get().code == 1001
+        http = f"http://127.0.0.1:{port}"
+        status, _headers, body = http_get(f"{http}/readyz")
+        assert (status, json.loads(body)) == (503, {"ready": False, "reason": "draining"})
+        assert http_get(f"{http}/healthz")[0] == 200
+        assert handshake_status(f"ws://127.0.0.1:{port}/ws") == 503
+        assert [c.get().code for c in gevent.wait(closes, timeout=10)] == [1001, 1001]
+        assert process.wait(timeout=15) == 0
 
 
 def test_drain_closes_every_client_with_1001(start_node: StartNode) -> None:

@@ -29,7 +29,7 @@ def test_readyz_says_ready_while_serving(server: RunningNode) -> None:
 
 
 def test_readyz_answers_503_once_the_node_drains(server: RunningNode) -> None:
-    # A keep-alive connection opened before the drain is still served after the listener closes.
+    # A keep-alive connection opened before the drain is served on, like a new one.
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     try:
         conn.request("GET", "/readyz")
@@ -44,13 +44,17 @@ def test_readyz_answers_503_once_the_node_drains(server: RunningNode) -> None:
         conn.close()
 
 
-def test_draining_closes_connections_with_1001_and_stops_accepting(server: RunningNode) -> None:
+def test_a_drained_node_answers_health_checks_and_refuses_websockets_with_503(
+    server: RunningNode,
+) -> None:
     alice = server.client("alice")
     draining = gevent.spawn(server.node.drain, 0)
     assert alice.wait_closed().code == 1001
     draining.get(timeout=5)
-    with pytest.raises(ConnectionRefusedError):
-        http_get(server.http + "/healthz")
+    assert http_get(server.http + "/healthz")[0] == 200
+    status, _headers, body = http_get(server.http + "/readyz")
+    assert (status, json.loads(body)) == (503, {"ready": False, "reason": "draining"})
+    assert handshake_status(server.url) == 503
 
 
 def test_dev_token_mints_a_token_that_connects(server: RunningNode) -> None:

@@ -1,8 +1,9 @@
 """The node's WSGI application: ``/ws`` for WebSockets, plus plain HTTP on the same port.
 
 ``/healthz`` says the process is alive; ``/readyz`` says the node takes traffic (its store is
-up and it is not draining); ``/dev/token?user=NAME`` mints a token in development mode only.
-``/`` is the chat page and ``/static/<file>`` its files, from ``actorim/web/static/``.
+up and it is not draining). Both keep answering while the node drains, when WebSocket upgrades
+get a 503. ``/dev/token?user=NAME`` mints a token in development mode only. ``/`` is the chat
+page and ``/static/<file>`` its files, from ``actorim/web/static/``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class App:
                 "browser pages cannot open WebSockets: set ACTORIM_PUBLIC_URL (--public-url) "
                 "to the URL the chat page is loaded from, or ACTORIM_ALLOWED_ORIGINS"
             )
+
+    def websocket_accepting(self) -> bool:
+        """Whether a WebSocket upgrade may start; refused (503) while the node drains, when
+        plain HTTP (``/healthz``, ``/readyz``) is still answered."""
+        return not self.node.ctx.draining
 
     def websocket_origin_allowed(self, origin: str | None, host: str) -> bool:
         """Non-browser clients send no Origin; browsers need an origin the node was told about

@@ -106,6 +106,14 @@ class HandshakeRefusal:
 
 
 _FORBIDDEN_ORIGIN = HandshakeRefusal("403 Forbidden", "WebSocket origin not allowed\n")
+# A node that drains answers HTTP but takes no new WebSocket: a 503 (not a refused connection)
+# lets a proxy try another node, and a client reconnect with back-off. Retry-After is one second,
+# the order of a client's first reconnect delay: the retry goes to whichever node is next.
+_NOT_ACCEPTING = HandshakeRefusal(
+    "503 Service Unavailable",
+    "not accepting WebSockets (draining): connect to another node\n",
+    (("Retry-After", "1"),),
+)
 
 
 def _tokens(value: str) -> set[str]:
@@ -483,6 +491,8 @@ class WebSocketHandler(_GeventWebSocketHandler):
         verdict = check_handshake(self.environ)
         if isinstance(verdict, HandshakeRefusal):
             self._refuse(verdict)
+        elif not self._accepting():
+            self._refuse(_NOT_ACCEPTING)
         elif not self._origin_allowed():
             self._refuse(_FORBIDDEN_ORIGIN)
         else:
@@ -490,6 +500,12 @@ class WebSocketHandler(_GeventWebSocketHandler):
 
     def log_request(self) -> None:
         WSGIHandler.log_request(self)
+
+    def _accepting(self) -> bool:
+        """The application's ``websocket_accepting()``, if it has one (the node's says no while
+        it drains)."""
+        check = getattr(self.application, "websocket_accepting", None)
+        return True if check is None else bool(check())
 
     def _origin_allowed(self) -> bool:
         check = getattr(self.application, "websocket_origin_allowed", None)

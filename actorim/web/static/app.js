@@ -35,6 +35,7 @@ const ui = {
   signinForm: $("signin-form"),
   signinName: $("signin-name"),
   signinError: $("signin-error"),
+  signinHint: $("signin-hint"),
   chat: $("chat"),
   joinForm: $("join-form"),
   joinRoom: $("join-room"),
@@ -113,6 +114,13 @@ function showNotice(text) {
 
 // -- signing in -----------------------------------------------------------------------------------
 
+const HINTS = {
+  dev: "Development mode: any name signs you in.",
+  tokens:
+    "This server signs people in with tokens from its operator: signing in by name works " +
+    "only in development mode (actorim serve --dev).",
+};
+
 async function fetchToken(user) {
   const response = await fetch(`/dev/token?user=${encodeURIComponent(user)}`, { cache: "no-store" });
   if (response.status === 404) {
@@ -121,6 +129,19 @@ async function fetchToken(user) {
   const data = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(data.error || `The server answered ${response.status}.`);
   return data.token;
+}
+
+// The hint under the form says what a name does on this server, so it never contradicts the
+// error: /dev/token answers 404 outside development mode, and 400 (no user) in it.
+async function showSignInHint() {
+  let dev;
+  try {
+    dev = (await fetch("/dev/token", { cache: "no-store" })).status !== 404;
+  } catch {
+    return; // unreachable: signing in will say so
+  }
+  ui.signinHint.textContent = dev ? HINTS.dev : HINTS.tokens;
+  ui.signinHint.hidden = false;
 }
 
 async function signIn(user) {
@@ -723,6 +744,7 @@ NARROW.addEventListener("change", () => {
   ui.back.hidden = !(NARROW.matches && app.openKey);
 });
 
+showSignInHint();
 const remembered = localStorage.getItem("actorim.user");
 if (remembered) {
   ui.signinName.value = remembered;
