@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from actorim.auth import valid_user_id
 from actorim.web.endpoint import run_connection
+from actorim.web.limits import WireLimits
 
 if TYPE_CHECKING:
     from actorim.node import Node
@@ -33,6 +34,18 @@ class App:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.websocket_max_message_size = node.config.max_frame_size
+        config = node.config
+        self.websocket_limits = WireLimits(
+            max_message_size=config.max_frame_size,
+            max_fragments=config.max_fragments,
+            frame_rate=config.frame_rate,
+            frame_burst=config.frame_burst,
+            frames_per_read=config.frames_per_read,
+            closing_read_limit=config.closing_read_limit,
+            handshake_timeout=config.handshake_timeout,
+            max_header_bytes=config.max_header_bytes,
+            max_handshakes=config.max_handshakes,
+        )
 
     def websocket_origin_allowed(self, origin: str | None, host: str) -> bool:
         """Non-browser clients send no Origin; browsers must come from this host or the list."""
