@@ -26,6 +26,7 @@ from pathlib import Path
 
 import gevent
 import msgpack
+import pytest
 
 from tests.attack import Attack, AttackServer, Bystander, Latencies, attack_server, spawn_attack
 from tests.support import (
@@ -263,8 +264,9 @@ def fragment_flood(port: int, tokens: list[str], seconds: float) -> None:
     sys.exit(0 if code == 1009 else 1)
 
 
-def ping_flood(port: int, token: str, megabytes: int, seconds: float) -> None:
-    """Pings with 125-byte payloads, never reading a pong, until ``megabytes`` are sent."""
+def ping_flood(port: int, token: str, megabytes: int, seconds: float, reads: bool) -> None:
+    """Pings with 125-byte payloads until ``megabytes`` are sent; the pongs are read only if
+    ``reads`` (so that the server's writes never hold it back)."""
     sock = _upgrade(port)
     sock.sendall(_command({"t": "connect", "id": 1, "token": token}))
     batch = b"".join(masked_frame(OPCODE_PING, b"p" * 125) for _ in range(1000))
@@ -279,6 +281,8 @@ def ping_flood(port: int, token: str, megabytes: int, seconds: float) -> None:
         except OSError:
             break
         sent += len(batch)
+        if reads and _read_available(sock) is None:
+            break
     print(f"ping_flood: sent {sent / 1024 / 1024:.1f} MiB of pings", flush=True)
     sys.exit(0)
 
@@ -462,7 +466,8 @@ def test_fragment_floods_are_closed_and_stall_nobody(tmp_path: Path) -> None:
         latencies.assert_flowing()
 
 
-def test_a_ping_flood_costs_bounded_memory_and_stalls_nobody(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reads", [False, True], ids=["never-reads", "reads-pongs"])
+def test_a_ping_flood_costs_bounded_memory_and_stalls_nobody(tmp_path: Path, reads: bool) -> None:
     with attack_server(tmp_path) as server:
         bystander = Bystander(server).start()
         assert server.proc is not None
@@ -473,6 +478,7 @@ def test_a_ping_flood_costs_bounded_memory_and_stalls_nobody(tmp_path: Path) -> 
             token=server.token("pinger"),
             megabytes=30,
             seconds=6,
+            reads=reads,
         ) as attack:
             code, latencies = _outcome(bystander, attack, timeout=20)
         # The attacker is gone once the server has read all it sent: only the bystanders remain.

@@ -288,3 +288,16 @@ def test_malformed_commands_before_connect_are_rate_limited_then_closed(start_no
     raw.send_obj({"no": "id"})
     assert raw.wait_closed() == CloseCode.POLICY_VIOLATION
     raw.close()
+
+
+def test_a_kept_alive_connection_idle_past_the_deadline_is_closed_without_a_408(
+    start_node,
+) -> None:
+    node = start_node(handshake_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", node.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b'"alive"' not in answer:
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert sock.recv(4096) == b""  # closed at the deadline, with no 408 for a next request

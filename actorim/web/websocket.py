@@ -577,6 +577,7 @@ class WebSocketHandler(_GeventWebSocketHandler):
     _gate: HandshakeGate | None = None
     _head_timer: Any = None
     _dropped = False
+    _served = 0
 
     def MessageClass(self, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
         return read_headers(*args, max_bytes=self._wire_limits.max_header_bytes)
@@ -601,24 +602,37 @@ class WebSocketHandler(_GeventWebSocketHandler):
             gate.done(self)
 
     def _drop(self) -> None:
-        """Give way to a newer connection: end this one, still in its request head."""
+        """Give way to a newer connection: end this one, still in its request head.
+
+        The descriptor is closed at once, not when this connection's greenlet next runs (nor,
+        as ``close`` would, once pywsgi's read buffer lets go of it): a burst of accepts must
+        find the descriptors of the connections it evicted free again. gevent wakes the greenlet
+        blocked on the socket with an error, which ends it.
+        """
         self._dropped = True
         sock = getattr(self, "socket", None)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+            getattr(sock, "_real_close", sock.close)()
 
     def handle_one_request(self) -> Any:
-        """One request, its head read within `handshake_timeout` (else 408 and close)."""
+        """One request, its head read within `handshake_timeout` (else 408 and close).
+
+        A kept-alive connection idle past the deadline is closed without a 408: a client that
+        reuses it at that moment would take the 408 for the answer to its next request.
+        """
         timer = self._head_timer = gevent.Timeout(self._wire_limits.handshake_timeout, _HeadTimeout)
         timer.start()
         try:
-            return super().handle_one_request()
+            result = super().handle_one_request()
         except _HeadTimeout:
             self.close_connection = True
-            return None if self._dropped else ("408", _REQUEST_TIMEOUT)
+            return None if self._dropped or self._served else ("408", _REQUEST_TIMEOUT)
         finally:
             timer.close()
+        self._served += 1
+        return result
 
     def read_request(self, raw_requestline: str) -> Any:
         """The head is in (or refused): its deadline and its place in the gate end here."""
