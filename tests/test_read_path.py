@@ -60,6 +60,7 @@ def test_a_turn_that_ends_on_a_frame_boundary_is_not_paused() -> None:
     reader = FrameReader()
     reader.feed(client_frame(Opcode.BINARY, b"a"), max_frames=1)
     # The frame limit was reached, but no bytes are left: nothing to resume.
+    assert not reader.paused
     assert reader.resume() == []
     assert reader.feed(client_frame(Opcode.BINARY, b"b")) == [Message(b"b", True)]
 
@@ -115,6 +116,16 @@ def test_the_clients_close_within_the_closing_read_limit_completes_the_handshake
     reader.start_close(CloseCode.GOING_AWAY, "bye")
     data = client_frame(Opcode.BINARY, b"late") + client_frame(Opcode.CLOSE, b"\x03\xe9")
     assert reader.feed(data) == [Closed(CloseCode.GOING_AWAY, "bye")]
+
+
+def test_frames_dropped_while_closing_are_parsed_in_bounded_turns_too() -> None:
+    reader = FrameReader()
+    reader.start_close(CloseCode.GOING_AWAY, "bye")
+    data = client_frame(Opcode.BINARY, b"x") * 10 + client_frame(Opcode.CLOSE, b"\x03\xe9")
+    assert reader.feed(data, max_frames=4) == [] and reader.paused
+    assert reader.resume(max_frames=4) == [] and reader.paused
+    assert reader.resume(max_frames=4) == [Closed(CloseCode.GOING_AWAY, "bye")]
+    assert not reader.paused
 
 
 def test_frames_after_the_clients_own_close_are_ignored() -> None:

@@ -340,7 +340,11 @@ class FrameReader:
                 self.frames += 1
                 self._on_frame(frame)
                 self._step_left -= 1
-                if self._step_left <= 0 and self._state is not ReaderState.CLOSED:
+                if (
+                    self._step_left <= 0
+                    and self._stream.buffer
+                    and self._state is not ReaderState.CLOSED
+                ):
                     self._paused = True
                     yield
         except ProtocolError as exc:
