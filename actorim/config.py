@@ -139,6 +139,47 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "max_frame_size", 64 * KIB, "largest WebSocket message in bytes (then close 1009)", int
     ),
+    # -- the WebSocket read path: what one client may cost before and after its upgrade
+    Setting(
+        "handshake_timeout",
+        10.0,
+        "seconds a client has to send its whole HTTP request head (then 408 and close)",
+        float,
+    ),
+    Setting(
+        "max_header_bytes",
+        16 * KIB,
+        "bytes all request header lines may take together (then 431)",
+        int,
+    ),
+    Setting(
+        "max_handshakes",
+        512,
+        "connections in their request head at once; past it the oldest is dropped for the new one",
+        int,
+    ),
+    Setting(
+        "max_fragments", 64, "most frames one WebSocket message may be split into (then 1009)", int
+    ),
+    Setting(
+        "frame_rate",
+        500.0,
+        "WebSocket frames (data and control) per second parsed per connection; more wait in TCP",
+        float,
+    ),
+    Setting("frame_burst", 1000.0, "frames a connection may send at once before frame_rate", float),
+    Setting(
+        "frames_per_read",
+        64,
+        "most frames parsed for one connection before the server turns to other sockets",
+        int,
+    ),
+    Setting(
+        "closing_read_limit",
+        64 * KIB,
+        "bytes read from a client after the server's close frame before the socket is shut",
+        int,
+    ),
     Setting("connect_timeout", 10.0, "seconds a new connection has to send connect", float),
     Setting("heartbeat", 25.0, "seconds between server pings", float),
     Setting("idle_timeout", 60.0, "seconds without any frame (pongs included) before close", float),
@@ -217,6 +258,14 @@ class Config:
     node_timeout: float = _BY_NAME["node_timeout"].default
     redis_heartbeat: float = _BY_NAME["redis_heartbeat"].default
     max_frame_size: int = _BY_NAME["max_frame_size"].default
+    handshake_timeout: float = _BY_NAME["handshake_timeout"].default
+    max_header_bytes: int = _BY_NAME["max_header_bytes"].default
+    max_handshakes: int = _BY_NAME["max_handshakes"].default
+    max_fragments: int = _BY_NAME["max_fragments"].default
+    frame_rate: float = _BY_NAME["frame_rate"].default
+    frame_burst: float = _BY_NAME["frame_burst"].default
+    frames_per_read: int = _BY_NAME["frames_per_read"].default
+    closing_read_limit: int = _BY_NAME["closing_read_limit"].default
     connect_timeout: float = _BY_NAME["connect_timeout"].default
     heartbeat: float = _BY_NAME["heartbeat"].default
     idle_timeout: float = _BY_NAME["idle_timeout"].default
@@ -266,9 +315,16 @@ class Config:
             "max_members_per_room",
             "history_max_limit",
             "retention_count",
+            "max_header_bytes",
+            "max_handshakes",
+            "max_fragments",
+            "frame_burst",
+            "frames_per_read",
         ):
             if getattr(self, name) < 1:
                 _bad(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.closing_read_limit < 0:
+            _bad("closing_read_limit", f"must be 0 or more, got {self.closing_read_limit}")
         if self.rate_abuse_rejections < 0:
             _bad("rate_abuse_rejections", f"must be 0 or more, got {self.rate_abuse_rejections}")
         for name in (
@@ -278,6 +334,8 @@ class Config:
             "rate",
             "burst",
             "rate_abuse_window",
+            "handshake_timeout",
+            "frame_rate",
         ):
             if getattr(self, name) <= 0:
                 _bad(name, f"must be greater than 0, got {getattr(self, name)}")

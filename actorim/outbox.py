@@ -17,7 +17,15 @@ __all__ = ["Outbox"]
 class Outbox:
     """Pending frames for one client; ``wake`` tells the writer that there is work."""
 
-    __slots__ = ("_wake", "frames", "max_bytes", "max_frames", "overflowed", "queued_bytes")
+    __slots__ = (
+        "_pong_at",
+        "_wake",
+        "frames",
+        "max_bytes",
+        "max_frames",
+        "overflowed",
+        "queued_bytes",
+    )
 
     def __init__(self, *, max_frames: int, max_bytes: int, wake: Callable[[], None]) -> None:
         # A list, swapped out whole by take(): a deque's first block alone is 600 bytes, and an
@@ -28,6 +36,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.overflowed = False
         self._wake = wake
+        self._pong_at: int | None = None
 
     def offer(self, frame: bytes) -> bool:
         """Queue a frame; False (and the outbox overflowed) when the client is too far behind."""
@@ -39,6 +48,7 @@ class Outbox:
             self.overflowed = True
             self.frames = []
             self.queued_bytes = 0
+            self._pong_at = None
             self._wake()
             return False
         frames.append(frame)
@@ -54,15 +64,32 @@ class Outbox:
         if len(self.frames) == 1:
             self._wake()
 
+    def offer_pong(self, frame: bytes) -> None:
+        """Queue the pong for the client's latest ping, in place of one not yet written.
+
+        RFC 6455 §5.5.3 lets a pong answer only the most recent ping: a client that pings and
+        never reads is owed one frame, not one per ping.
+        """
+        at = self._pong_at
+        if at is not None:
+            self.queued_bytes += len(frame) - len(self.frames[at])
+            self.frames[at] = frame
+            return
+        self._pong_at = len(self.frames)
+        self.offer_control(frame)
+
     def put_back(self, data: bytes) -> None:
         """Return the unwritten tail of a write to the front of the queue."""
         self.frames.insert(0, data)
         self.queued_bytes += len(data)
+        if self._pong_at is not None:
+            self._pong_at += 1
 
     def take(self) -> list[bytes]:
         """Everything waiting, in order, for one write."""
         frames, self.frames = self.frames, []
         self.queued_bytes = 0
+        self._pong_at = None
         return frames
 
     def __len__(self) -> int:

@@ -23,6 +23,7 @@ import codecs
 import enum
 import logging
 import struct
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.streams import StreamReader
 
 __all__ = [
+    "DEFAULT_CLOSING_READ_LIMIT",
+    "DEFAULT_MAX_FRAGMENTS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MAX_CONTROL_PAYLOAD",
     "CloseCode",
@@ -55,6 +58,19 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 Chat commands are a few KiB at most; 64 KiB leaves room for long messages while bounding
 what one connection can make the server hold (10,000 connections x 64 KiB = 640 MiB in the
 worst case, against 64 GiB at websockets' own 1 MiB default)."""
+
+DEFAULT_MAX_FRAGMENTS = 64
+"""Most frames one message may be split into.
+
+Browsers and the usual client libraries send every message in one frame; a message in many
+tiny fragments costs a frame's parsing per byte (about 15 µs of the hub each) for one command.
+64 leaves room for a client that streams a large message in pieces."""
+
+DEFAULT_CLOSING_READ_LIMIT = 64 * 1024
+"""Bytes read from a client after the server's close frame before the socket is shut anyway.
+
+Enough for the frames a client may have in flight when the close reaches it (one message of
+`DEFAULT_MAX_MESSAGE_SIZE`), not for a client that keeps sending instead of closing."""
 
 MAX_CONTROL_PAYLOAD = 125
 """RFC 6455 §5.5: a control frame (close, ping, pong) carries at most 125 bytes."""
@@ -141,6 +157,10 @@ class _MessageTooBig(Exception):
     """The message outgrew the limit after its frame was read (short frames, tiny limits)."""
 
 
+class _TooManyFragments(Exception):
+    """The message came in more frames than `max_fragments`."""
+
+
 _decode_utf8 = codecs.getincrementaldecoder("utf-8")
 
 
@@ -152,39 +172,76 @@ class FrameReader:
     (pongs, the close reply, the close frame of a failure) before anything else.
 
     It never raises for bad input: a protocol error closes with 1002 (RFC 6455 §7.1.7), invalid
-    UTF-8 text with 1007 (§8.1), a message over `max_size` with 1009 (§10.4). The size check
-    runs on the length a frame header announces, before any of its payload is buffered, and on
-    the running total of a fragmented message.
+    UTF-8 text with 1007 (§8.1), a message over `max_size` or in more than `max_fragments`
+    frames with 1009 (§10.4). The size check runs on the length a frame header announces,
+    before any of its payload is buffered, and on the running total of a fragmented message.
+
+    Its work is bounded too, so that a caller on a shared event loop can take turns: `feed`
+    parses at most `max_frames` frames and keeps the rest of the bytes (`paused` is then true;
+    call `resume` later, and read nothing more from the socket meanwhile). Pongs owed to the
+    client collapse into one for the latest ping (RFC 6455 §5.5.3 allows it), so pings from a
+    client that never reads cost one pending frame. After the server's close frame, at most
+    `closing_read_limit` bytes are read before the reader gives up on the client's close frame.
 
     >>> reader = FrameReader()
     >>> reader.feed(bytes.fromhex("898537fa213d7f9f4d5158"))  # masked ping "Hello"
     [Ping(payload=b'Hello')]
     >>> reader.data_to_send()
     b'\\x8a\\x05Hello'
+    >>> pings = bytes.fromhex("8980aabbccdd") * 3  # three masked empty pings
+    >>> len(reader.feed(pings, max_frames=2)), reader.paused, len(reader.resume()), reader.paused
+    (2, True, 1, False)
+    >>> reader.data_to_send()  # one pong for the three pings
+    b'\\x8a\\x00'
     """
 
     __slots__ = (
         "_close_sent",
+        "_closing_read",
+        "_closing_read_limit",
         "_events",
         "_fragment_binary",
         "_fragments",
         "_fragments_size",
+        "_max_fragments",
         "_max_size",
         "_output",
         "_parser",
+        "_paused",
+        "_pong",
         "_state",
+        "_step_left",
         "_stream",
         "_utf8",
+        "frames",
     )
 
-    def __init__(self, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+        closing_read_limit: int = DEFAULT_CLOSING_READ_LIMIT,
+    ) -> None:
         if max_size < 0:
             raise ValueError(f"max_size must be 0 or more, got {max_size}")
+        if max_fragments < 1:
+            raise ValueError(f"max_fragments must be 1 or more, got {max_fragments}")
+        if closing_read_limit < 0:
+            raise ValueError(f"closing_read_limit must be 0 or more, got {closing_read_limit}")
         self._max_size = max_size
+        self._max_fragments = max_fragments
+        self._closing_read_limit = closing_read_limit
+        self._closing_read = 0
         self._state = ReaderState.OPEN
         self._close_sent: Closed | None = None
         self._events: list[Event] = []
         self._output: list[bytes] = []
+        self._pong: int | None = None
+        self._paused = False
+        self._step_left = 0
+        self.frames = 0
+        """Frames parsed so far (data and control): what a per-connection frame budget counts."""
         self._fragments: list[bytes] = []
         self._fragments_size = 0
         self._fragment_binary: bool | None = None
@@ -201,11 +258,43 @@ class FrameReader:
     def max_size(self) -> int:
         return self._max_size
 
-    def feed(self, data: bytes) -> list[Event]:
-        """Parse `data` and return the events it completes (possibly none)."""
-        if self._state is ReaderState.CLOSED or not data:
+    @property
+    def paused(self) -> bool:
+        """True when `feed` or `resume` stopped at `max_frames` with bytes left to parse."""
+        return self._paused
+
+    def feed(self, data: bytes, *, max_frames: int = sys.maxsize) -> list[Event]:
+        """Parse `data` and return the events it completes (possibly none).
+
+        Parses at most `max_frames` frames; the rest waits for `resume`. Feeding more bytes
+        while `paused` is allowed, but only `resume` keeps the buffer bounded.
+        """
+        if self._state is ReaderState.CLOSED:
             return []
-        self._stream.feed_data(data)
+        if self._state is ReaderState.CLOSING:
+            self._closing_read += len(data)
+            if self._closing_read > self._closing_read_limit:
+                # A client that keeps sending instead of closing: stop looking for its close.
+                assert self._close_sent is not None
+                self._finish()
+                return [self._close_sent]
+        if not data and not self._paused:
+            return []
+        if data:
+            self._stream.feed_data(data)
+        return self._step(max_frames)
+
+    def resume(self, *, max_frames: int = sys.maxsize) -> list[Event]:
+        """Go on parsing the bytes a paused `feed` left, at most `max_frames` frames."""
+        if self._state is ReaderState.CLOSED or not self._paused:
+            return []
+        return self._step(max_frames)
+
+    def _step(self, max_frames: int) -> list[Event]:
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be 1 or more, got {max_frames}")
+        self._step_left = max_frames
+        self._paused = False
         next(self._parser)
         events, self._events = self._events, []
         return events
@@ -223,6 +312,7 @@ class FrameReader:
             return b""
         output = b"".join(self._output)
         self._output.clear()
+        self._pong = None
         return output
 
     def start_close(self, code: int, reason: str = "") -> bytes:
@@ -247,11 +337,24 @@ class FrameReader:
                 frame = yield from Frame.parse(
                     self._stream.read_exact, mask=True, max_size=allowance
                 )
+                self.frames += 1
                 self._on_frame(frame)
+                self._step_left -= 1
+                if (
+                    self._step_left <= 0
+                    and self._stream.buffer
+                    and self._state is not ReaderState.CLOSED
+                ):
+                    self._paused = True
+                    yield
         except ProtocolError as exc:
             self._fail(CloseCode.PROTOCOL_ERROR, str(exc))
         except (PayloadTooBig, _MessageTooBig):
             self._fail(CloseCode.MESSAGE_TOO_BIG, f"message over {self._max_size} bytes")
+        except _TooManyFragments:
+            self._fail(
+                CloseCode.MESSAGE_TOO_BIG, f"message in over {self._max_fragments} fragments"
+            )
         except UnicodeDecodeError:
             self._fail(CloseCode.INVALID_DATA, "invalid UTF-8")
         except Exception:
@@ -291,7 +394,12 @@ class FrameReader:
                 self._reset_fragments()
                 self._events.append(message)
         elif opcode is Opcode.PING:
-            self._output.append(encode_pong(data))
+            # RFC 6455 §5.5.3: a pong for the latest ping only, in place of one still unsent.
+            if self._pong is None:
+                self._pong = len(self._output)
+                self._output.append(encode_pong(data))
+            else:
+                self._output[self._pong] = encode_pong(data)
             self._events.append(Ping(data))
         elif opcode is Opcode.PONG:
             self._events.append(Pong(data))
@@ -307,6 +415,8 @@ class FrameReader:
         self._fragments_size += len(data)
         if self._fragments_size > self._max_size:
             raise _MessageTooBig
+        if len(self._fragments) >= self._max_fragments:
+            raise _TooManyFragments
         self._fragments.append(data)
         if not self._fragment_binary:
             if self._utf8 is None:
@@ -331,6 +441,7 @@ class FrameReader:
 
     def _finish(self) -> None:
         self._state = ReaderState.CLOSED
+        self._paused = False
         self._reset_fragments()
         self._stream.discard()
 

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from actorim.auth import valid_user_id
 from actorim.web.endpoint import run_connection
+from actorim.web.limits import WireLimits
 from actorim.web.origins import OriginPolicy
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ class App:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.websocket_max_message_size = node.config.max_frame_size
         config = node.config
         self.origins = OriginPolicy.build(
             public_url=config.public_url, allowed=config.allowed_origins, dev=config.dev
@@ -47,6 +47,17 @@ class App:
                 "browser pages cannot open WebSockets: set ACTORIM_PUBLIC_URL (--public-url) "
                 "to the URL the chat page is loaded from, or ACTORIM_ALLOWED_ORIGINS"
             )
+        self.websocket_limits = WireLimits(
+            max_message_size=config.max_frame_size,
+            max_fragments=config.max_fragments,
+            frame_rate=config.frame_rate,
+            frame_burst=config.frame_burst,
+            frames_per_read=config.frames_per_read,
+            closing_read_limit=config.closing_read_limit,
+            handshake_timeout=config.handshake_timeout,
+            max_header_bytes=config.max_header_bytes,
+            max_handshakes=config.max_handshakes,
+        )
 
     def websocket_accepting(self) -> bool:
         """Whether a WebSocket upgrade may start; refused (503) while the node drains, when

@@ -1,8 +1,10 @@
 """The reading side of a WebSocket connection: socket → frames → commands → its actor.
 
-Runs in the WSGI handler's greenlet for as long as the connection lives. It decodes and
-validates every frame, answers what needs no session (undecodable frames, bad commands, the
-rate limit) and tells well-formed commands to the connection's actor. It never writes to the
+Runs on the hub, called by the connection's read watcher with the events of one bounded read.
+It checks the rate limit first, then decodes and validates the frame, answers what needs no
+session (undecodable frames, bad commands, the rate limit) and tells well-formed commands to the
+connection's actor. Limiting before decoding makes every message count, malformed ones too: a
+flood of them is refused, then closed (1008) like any other flood. It never writes to the
 socket: replies go through the link's outbox, so the actor stays the only writer.
 """
 
@@ -99,9 +101,10 @@ def _start_actor(ctx: NodeContext, link: Link) -> bool:
 def _on_events(link: Link, events: list[Any], max_limit: int) -> bool:
     """Handle what one read brought; False when the connection must stop reading."""
     if not any(isinstance(e, Closed) for e in events):
+        # While the connection is open the reader owes only pongs, one for the latest ping.
         control = link.ws.take_control_output()
         if control:
-            link.outbox.offer_control(control)
+            link.outbox.offer_pong(control)
     for event in events:
         if isinstance(event, Message):
             if not _on_message(link, event, max_limit):
@@ -117,12 +120,16 @@ def _on_message(link: Link, message: Message, max_limit: int) -> bool:
     if not link.encoding_fixed:
         link.encoding = Encoding.of_frame(message.binary)
         link.encoding_fixed = True
+    verdict = link.limiter.check(time.monotonic())
+    if verdict is Verdict.ABUSE:
+        link.request_close(CloseCode.POLICY_VIOLATION, "rate limit exceeded persistently")
+        return False
     ambiguous: str | None = None
     try:
         obj = decode_frame(message.payload, message.binary)
     except AmbiguousMapError as exc:
         # Well formed, but JSON peers would not see it as sent: refused below as a bad
-        # command, once it has counted against the rate limit like any other.
+        # command, once it has been counted against the rate limit like any other.
         obj, ambiguous = exc.frame, exc.reason
     except FrameDecodeError as exc:
         link.request_close(CloseCode.INVALID_DATA, exc.reason)
@@ -130,28 +137,38 @@ def _on_message(link: Link, message: Message, max_limit: int) -> bool:
     try:
         command = decode_command(obj, max_limit=max_limit)
     except NotACommand as exc:
-        link.send(error_event(exc.code, exc.message))
+        code, text = exc.code, exc.message
+        if verdict is Verdict.REJECT:
+            code, text = ErrorCode.RATE_LIMITED, _RATE_LIMITED
+            _count_rate_limited(link)
+        link.send(error_event(code, text))
         return True
     except CommandError as exc:
         link.inflight[obj["id"]] = _command_name(obj)
-        link.fail(obj["id"], exc.code, exc.message)
+        if verdict is Verdict.REJECT:
+            _count_rate_limited(link)
+            link.fail(obj["id"], ErrorCode.RATE_LIMITED, _RATE_LIMITED)
+        else:
+            link.fail(obj["id"], exc.code, exc.message)
         return True
     link.inflight[command.id] = command.t
-    verdict = link.limiter.check(time.monotonic())
     if verdict is Verdict.REJECT:
-        if link.metrics is not None:
-            link.metrics.rate_limited.inc()
-        link.fail(command.id, ErrorCode.RATE_LIMITED, "too many commands; slow down")
+        _count_rate_limited(link)
+        link.fail(command.id, ErrorCode.RATE_LIMITED, _RATE_LIMITED)
         return True
-    if verdict is Verdict.ABUSE:
-        link.inflight.pop(command.id, None)
-        link.request_close(CloseCode.POLICY_VIOLATION, "rate limit exceeded persistently")
-        return False
     if ambiguous is not None:
         link.fail(command.id, ErrorCode.BAD_REQUEST, ambiguous)
         return True
     _tell(link, command)
     return True
+
+
+_RATE_LIMITED = "too many commands; slow down"
+
+
+def _count_rate_limited(link: Link) -> None:
+    if link.metrics is not None:
+        link.metrics.rate_limited.inc()
 
 
 def _command_name(frame: dict[str, Any]) -> str:

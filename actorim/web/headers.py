@@ -5,6 +5,10 @@ package's feed parser: about a sixth of the CPU a new WebSocket connection costs
 need none of email's generality, so this reads them line by line with the same limits as
 ``http.client`` (lines of at most 64 KiB, at most 100 headers) and offers pywsgi the small
 interface it uses.
+
+Those two limits alone let one request hold 100 x 64 KiB; ``max_bytes`` bounds the whole block
+(``DEFAULT_MAX_HEADER_BYTES``), and a block over it sets ``status`` to ``TOO_LARGE``, which the
+handler answers with 431 (RFC 6585 §5).
 """
 
 from __future__ import annotations
@@ -12,11 +16,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO
 
-__all__ = ["MAX_HEADERS", "MAX_HEADER_LINE", "RequestHeaders", "read_headers"]
+__all__ = [
+    "DEFAULT_MAX_HEADER_BYTES",
+    "MAX_HEADERS",
+    "MAX_HEADER_LINE",
+    "TOO_LARGE",
+    "RequestHeaders",
+    "read_headers",
+]
 
 # The limits http.client applies (its _MAXLINE and _MAXHEADERS).
 MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
+
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+"""Bytes all header lines of one request may take together: Node.js's default
+(``--max-http-header-size``); a WebSocket upgrade from a browser, cookies included, sends a
+few hundred."""
+
+TOO_LARGE = "Request header fields too large"
+"""``RequestHeaders.status`` of a block over its byte limit (the reason phrase of 431)."""
 
 
 class RequestHeaders:
@@ -64,12 +83,28 @@ class RequestHeaders:
         return self.get("content-type")
 
 
-def read_headers(rfile: IO[bytes], *_args: object) -> RequestHeaders:
-    """Read header lines up to the blank line; a bad header block sets ``status``."""
+def read_headers(
+    rfile: IO[bytes], *_args: object, max_bytes: int = DEFAULT_MAX_HEADER_BYTES
+) -> RequestHeaders:
+    """Read header lines up to the blank line; a bad header block sets ``status``.
+
+    The block, its blank line included, may take ``max_bytes``; reading stops one byte past:
+
+    >>> import io
+    >>> read_headers(io.BytesIO(b"A: 1\\r\\nB: 2\\r\\n\\r\\n"), max_bytes=16).items()
+    [('A', '1'), ('B', '2')]
+    >>> read_headers(io.BytesIO(b"A: 1\\r\\nB: 2\\r\\n\\r\\n"), max_bytes=8).status
+    'Request header fields too large'
+    """
     headers = RequestHeaders()
     items = headers._items
+    left = max_bytes
     for _ in range(MAX_HEADERS + 1):
-        line = rfile.readline(MAX_HEADER_LINE + 1)
+        line = rfile.readline(min(MAX_HEADER_LINE, left) + 1)
+        left -= len(line)
+        if left < 0:
+            headers.status = TOO_LARGE
+            return headers
         if len(line) > MAX_HEADER_LINE:
             headers.status = "Line too long"
             return headers

@@ -11,8 +11,18 @@ The application object may carry two optional attributes:
 - `websocket_origin_allowed(origin: str | None, host: str) -> bool`: a refusal answers 403.
   Without it every origin is accepted, so a browser-facing server should provide it
   (RFC 6455 §10.2: cross-site WebSocket hijacking).
-- `websocket_max_message_size: int`: the message size limit, by default
-  `DEFAULT_MAX_MESSAGE_SIZE`.
+- `websocket_limits: WireLimits`: what one client may cost (handshake deadline, header bytes,
+  handshakes at once, message size, fragments, frame budget); by default `WireLimits()`.
+- `websocket_max_message_size: int`: the message size limit alone, when there are no
+  `websocket_limits`.
+
+No client can hold the hub: a request head must arrive within `handshake_timeout` (else 408)
+and within `max_header_bytes` (else 431), and at most `max_handshakes` connections may be in
+their request head at once (the oldest gives way to a new one). After the upgrade, one turn of
+the event loop parses at most `frames_per_read` frames of a connection, and a `FrameBudget`
+throttles a connection that sends more frames than `frame_rate`: its reader rests and TCP slows
+the client down. A closing connection is read for at most `close_timeout` seconds and
+`closing_read_limit` bytes, yielding between reads.
 
 `ServerWebSocket` has one reader greenlet (`receive`) and any number of writers (`write`,
 serialized by a lock). Control frames the reader must answer come back through
@@ -51,7 +61,6 @@ from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
 from websockets.utils import accept_key
 
 from actorim.protocol.frames import (
-    DEFAULT_MAX_MESSAGE_SIZE,
     CloseCode,
     Closed,
     Event,
@@ -60,7 +69,10 @@ from actorim.protocol.frames import (
     ReaderState,
     encode_ping,
 )
-from actorim.web.headers import RequestHeaders, read_headers
+from actorim.ratelimit import FrameBudget
+from actorim.web.handshakes import HandshakeGate
+from actorim.web.headers import TOO_LARGE, RequestHeaders, read_headers
+from actorim.web.limits import WireLimits
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -174,10 +186,12 @@ class ServerWebSocket:
         remote_address: Any = None,
         pending: bytes = b"",
         close_timeout: float = CLOSE_TIMEOUT,
+        budget: FrameBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sock = sock
         self._reader = reader
+        self._resting: Any = None
         self._remote_address = remote_address
         self._pending = pending
         self._close_timeout = close_timeout
@@ -193,6 +207,7 @@ class ServerWebSocket:
         self._on_events: Callable[[list[Event]], bool] | None = None
         self.last_received: float = clock()
         """`clock()` when the last bytes arrived (any bytes, not only whole frames)."""
+        self._budget = budget if budget is not None else FrameBudget(self.last_received)
         self.pongs_received = 0
         """How many pong frames the client sent."""
 
@@ -242,36 +257,59 @@ class ServerWebSocket:
 
     def _stop_reading(self) -> None:
         watcher, self._watcher = self._watcher, None
+        resting, self._resting = self._resting, None
         self._on_events = None
         if watcher is not None:
             watcher.stop()
             watcher.close()
+        if resting is not None:
+            resting.stop()
+            resting.close()
 
     def _readable(self) -> None:
-        """The watcher's callback: one non-blocking read, parsed, handed on."""
+        """The watcher's callback: one bounded turn of reading and parsing, handed on.
+
+        A turn parses at most the budget's allowance of frames. Bytes left over stay in the
+        reader, and no more are read from the socket until they are parsed: in a later turn
+        (`run_callback`, after the hub's other callbacks), or once the budget refilled.
+        """
         on_events = self._on_events
-        if on_events is None:
+        if on_events is None or self._resting is not None:
             return
-        data = self._pending
-        if data:
-            self._pending = b""
-        elif self._shut:
-            data = b""
+        reader = self._reader
+        budget = self._budget
+        now = self._clock()
+        allowance = budget.allowance(now)
+        if allowance == 0:
+            self._rest(budget.wait(now))
+            return
+        before = reader.frames
+        if reader.paused:
+            events = reader.resume(max_frames=allowance)
         else:
-            try:
-                # The socket's own non-blocking read: gevent's would wait, and a callback on the
-                # hub must never wait.
-                data = self._sock._sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
+            data = self._pending
+            if data:
+                self._pending = b""
+            elif self._shut:
                 data = b""
-        if data:
-            self.last_received = self._clock()
-            events = self._reader.feed(data)
-        else:
-            events = self._reader.feed_eof() or [Closed(CloseCode.ABNORMAL_CLOSURE, "")]
-        del data
+            else:
+                try:
+                    # The socket's own non-blocking read: gevent's would wait, and a callback on
+                    # the hub must never wait.
+                    data = self._sock._sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    data = b""
+            if data:
+                self.last_received = now
+                events = reader.feed(data, max_frames=allowance)
+            else:
+                events = reader.feed_eof() or [Closed(CloseCode.ABNORMAL_CLOSURE, "")]
+            del data
+        budget.spend(now, reader.frames - before)
+        if reader.paused:
+            gevent.get_hub().loop.run_callback(self._readable)
         if not events:
             return
         self._note(events)
@@ -282,6 +320,22 @@ class ServerWebSocket:
             go_on = False
         if not go_on or self._final is not None:
             self._stop_reading()
+
+    def _rest(self, seconds: float) -> None:
+        """The frame budget is spent: stop reading (TCP holds the client back) for ``seconds``."""
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._resting = gevent.get_hub().loop.timer(seconds)
+        self._resting.start(self._rested)
+
+    def _rested(self) -> None:
+        resting, self._resting = self._resting, None
+        if resting is not None:
+            resting.close()
+        if self._watcher is None:
+            return
+        self._watcher.start(self._readable)
+        self._readable()
 
     def _note(self, events: list[Event]) -> None:
         for event in events:
@@ -397,20 +451,39 @@ class ServerWebSocket:
             if events:
                 self._note(events)
                 return events
+            # A read that completed no event (a partial frame, frames dropped while closing)
+            # must not loop without yielding: a client that keeps sending would hold the hub,
+            # and no timeout could fire.
+            gevent.sleep(0)
         return [self._final]
 
     def _read_some(self) -> list[Event]:
-        """Read once and parse. A function of its own so that no chunk stays referenced while
-        the next read blocks: an idle connection holds no read buffer."""
-        data = self._pending
-        if data:
-            self._pending = b""
-        else:
-            data = self._recv()
-        if data:
-            self.last_received = self._clock()
-            return self._reader.feed(data)
-        return self._reader.feed_eof() or [Closed(CloseCode.ABNORMAL_CLOSURE, "")]
+        """Read once and parse, within the frame budget. A function of its own so that no chunk
+        stays referenced while the next read blocks: an idle connection holds no read buffer."""
+        reader = self._reader
+        budget = self._budget
+        # The time of the last read stands in for now: a stale clock only refills less.
+        now = self.last_received
+        allowance = budget.allowance(now)
+        while allowance == 0:
+            gevent.sleep(budget.wait(now))
+            now = self._clock()
+            allowance = budget.allowance(now)
+        before = reader.frames
+        try:
+            if reader.paused:
+                return reader.resume(max_frames=allowance)
+            data = self._pending
+            if data:
+                self._pending = b""
+            else:
+                data = self._recv()
+            if data:
+                now = self.last_received = self._clock()
+                return reader.feed(data, max_frames=allowance)
+            return reader.feed_eof() or [Closed(CloseCode.ABNORMAL_CLOSURE, "")]
+        finally:
+            budget.spend(now, reader.frames - before)
 
     def _recv(self) -> bytes:
         if self._shut:
@@ -422,6 +495,8 @@ class ServerWebSocket:
             return b""
 
     def _await_client_close(self) -> None:
+        """Wait for the client's close frame: at most `close_timeout` seconds and the reader's
+        `closing_read_limit` bytes, yielding between reads; the caller then shuts the socket."""
         if self._read_lock.acquire(blocking=False):
             # Nobody is reading: read until the client's close frame, dropping data.
             try:
@@ -464,6 +539,39 @@ def _ignore_body(data: bytes) -> None:
     return None
 
 
+class _HeadTimeout(BaseException):
+    """The request head missed its deadline. A BaseException, so that pywsgi's handling of bad
+    requests (which catches Exception) lets it through to `handle_one_request`."""
+
+
+_REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+_DEFAULT_LIMITS = WireLimits()
+
+
+def _limits_of(application: Any) -> WireLimits:
+    limits = getattr(application, "websocket_limits", None)
+    if isinstance(limits, WireLimits):
+        return limits
+    max_size = getattr(application, "websocket_max_message_size", None)
+    if max_size is None:
+        return _DEFAULT_LIMITS
+    return WireLimits(max_message_size=max_size)
+
+
+def _gate_of(server: Any, limit: int) -> HandshakeGate:
+    """The server's one `HandshakeGate`, made by its first connection."""
+    gate = getattr(server, "_actorim_handshakes", None)
+    if gate is None:
+        gate = HandshakeGate(limit)
+        server._actorim_handshakes = gate
+    return gate
+
+
 class WebSocketHandler(_GeventWebSocketHandler):
     """gevent.pywsgi handler: TCP_NODELAY on every connection, RFC 6455 upgrades on our framing.
 
@@ -473,8 +581,14 @@ class WebSocketHandler(_GeventWebSocketHandler):
     close_timeout: float = CLOSE_TIMEOUT
     """Seconds the closing handshake may take; see `CLOSE_TIMEOUT`."""
 
+    _wire_limits: WireLimits = _DEFAULT_LIMITS
+    _gate: HandshakeGate | None = None
+    _head_timer: Any = None
+    _dropped = False
+    _served = 0
+
     def MessageClass(self, *args: Any) -> RequestHeaders:  # noqa: N802 - pywsgi's name
-        return read_headers(*args)
+        return read_headers(*args, max_bytes=self._wire_limits.max_header_bytes)
 
     # gevent-websocket's start_response prepares its own WebSocket response; ours writes the
     # 101 itself, so plain HTTP and refusals use pywsgi's unchanged.
@@ -482,7 +596,73 @@ class WebSocketHandler(_GeventWebSocketHandler):
 
     def handle(self) -> None:
         _set_nodelay(self.socket)
-        super().handle()
+        limits = self._wire_limits = _limits_of(self.server.application)
+        gate = self._gate = _gate_of(self.server, limits.max_handshakes)
+        evicted = gate.admit(self)
+        if isinstance(evicted, WebSocketHandler):
+            evicted._drop()
+        try:
+            super().handle()
+        except OSError:
+            # The client left before its 408 or 431 could be written: nothing more to do.
+            logger.debug("connection from %s ended", self.client_address, exc_info=True)
+        finally:
+            gate.done(self)
+
+    def _drop(self) -> None:
+        """Give way to a newer connection: end this one, still in its request head.
+
+        The descriptor is closed at once, not when this connection's greenlet next runs (nor,
+        as ``close`` would, once pywsgi's read buffer lets go of it): a burst of accepts must
+        find the descriptors of the connections it evicted free again. gevent wakes the greenlet
+        blocked on the socket with an error, which ends it.
+        """
+        self._dropped = True
+        sock = getattr(self, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            getattr(sock, "_real_close", sock.close)()
+
+    def handle_one_request(self) -> Any:
+        """One request, its head read within `handshake_timeout` (else 408 and close).
+
+        A kept-alive connection idle past the deadline is closed without a 408: a client that
+        reuses it at that moment would take the 408 for the answer to its next request.
+        """
+        timer = self._head_timer = gevent.Timeout(self._wire_limits.handshake_timeout, _HeadTimeout)
+        timer.start()
+        try:
+            result = super().handle_one_request()
+        except _HeadTimeout:
+            self.close_connection = True
+            return None if self._dropped or self._served else ("408", _REQUEST_TIMEOUT)
+        finally:
+            timer.close()
+        self._served += 1
+        return result
+
+    def read_request(self, raw_requestline: str) -> Any:
+        """The head is in (or refused): its deadline and its place in the gate end here."""
+        try:
+            ok = super().read_request(raw_requestline)
+        finally:
+            if self._head_timer is not None:
+                self._head_timer.close()
+            if self._gate is not None:
+                self._gate.done(self)
+        if self._dropped:  # what was read is a head cut short by the drop
+            raise _HeadTimeout
+        return ok
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        if self._dropped:
+            return None
+        headers = getattr(self, "headers", None)
+        if isinstance(headers, RequestHeaders) and headers.status == TOO_LARGE:
+            self.close_connection = True
+            return ("431", _HEADERS_TOO_LARGE)
+        return super()._handle_client_error(ex)
 
     def run_application(self) -> None:
         if not is_upgrade_request(self.environ):
@@ -542,13 +722,23 @@ class WebSocketHandler(_GeventWebSocketHandler):
             f"HTTP/1.1 {status}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode("latin-1")
         )
-        max_size = getattr(self.application, "websocket_max_message_size", None)
+        limits = self._wire_limits
         websocket = ServerWebSocket(
             self.socket,
-            FrameReader(max_size=DEFAULT_MAX_MESSAGE_SIZE if max_size is None else max_size),
+            FrameReader(
+                max_size=limits.max_message_size,
+                max_fragments=limits.max_fragments,
+                closing_read_limit=limits.closing_read_limit,
+            ),
             remote_address=self.client_address,
             pending=self._take_buffered_input(),
             close_timeout=self.close_timeout,
+            budget=FrameBudget(
+                time.monotonic(),
+                rate=limits.frame_rate,
+                burst=limits.frame_burst,
+                per_read=limits.frames_per_read,
+            ),
         )
         # The request's headers are not needed once the upgrade is done, and the connection may
         # live for days: let them go.
