@@ -19,7 +19,7 @@ from typing import Any
 
 from pykka import ActorDeadError
 
-from actorim.actors.messages import Append, Call, Crash, JoinRoom, LeaveRoom
+from actorim.actors.messages import Append, Call, Crash, JoinRoom, LeaveRoom, Mark
 from actorim.actors.presence import Offline, Online, PresenceQuery, WatchChange
 from actorim.actors.router import Register, RoomFor, Unregister
 from actorim.actors.store import query
@@ -31,7 +31,7 @@ from actorim.logs import context as log_context
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.frames import CloseCode
-from actorim.store.base import NewMessage, dm_conv, room_conv
+from actorim.store.base import NewMessage, ReceiptStatus, dm_conv, room_conv
 from actorim.web.websocket import ConnectionClosed
 from actorim.wire import WireFrame
 from supervisors import GeventActor
@@ -329,10 +329,13 @@ class ConnectionActor(GeventActor):
 
     def _receipt(self, command: cmd.Ack | cmd.Read) -> None:
         link = self.link
-        status = "read" if isinstance(command, cmd.Read) else "delivered"
+        status: ReceiptStatus = "read" if isinstance(command, cmd.Read) else "delivered"
         bus = self.ctx.bus
 
         def done(receipt: Any, error: BaseException | None) -> None:
+            if isinstance(error, Unavailable):
+                link.fail(command.id, ErrorCode.OVERLOADED, f"{error}")
+                return
             if error is not None:
                 link.fail(command.id, ErrorCode.INTERNAL, "the receipt could not be recorded")
                 return
@@ -343,7 +346,9 @@ class ConnectionActor(GeventActor):
                 )
                 bus.to_user(receipt.sender, frame)
 
-        query(self.ctx, "mark", command.mid, link.user, status, done=done)
+        assert link.user is not None
+        # Into the store's group commit, beside the sends: one sync for many receipts.
+        self.ctx.refs.tell("store", Mark(command.mid, link.user, status, done))
 
     def _history(self, command: cmd.History) -> None:
         link = self.link
