@@ -105,6 +105,23 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("prune_interval", 60.0, "seconds between retention sweeps of the store", float),
     Setting("history_max_limit", 100, "largest page a history command may ask for", int),
+    # A quarter of outbox_max_bytes: a page always fits a client's outbox beside live traffic,
+    # and 100 chat messages of a few hundred bytes (the largest limit) fit it many times over.
+    Setting(
+        "history_max_bytes",
+        1 * MIB,
+        "largest encoded history page in bytes: a page is cut there and answers more: true",
+        int,
+    ),
+    # 8 KiB a token: at the default rate of 100 tokens a second a connection pulls history at
+    # up to 800 KiB/s (a burst of 1.6 MiB), while a page of 100 chat messages (~20 KiB) costs
+    # two or three commands' worth.
+    Setting(
+        "history_bytes_per_token",
+        8 * KIB,
+        "a history reply costs its connection one rate-limit token per this many bytes",
+        int,
+    ),
     # -- cluster
     Setting(
         "redis_url", "", "Redis URL: set it to run several nodes as one cluster", env="REDIS_URL"
@@ -200,6 +217,8 @@ class Config:
     receipts_per_commit: int = _BY_NAME["receipts_per_commit"].default
     prune_interval: float = _BY_NAME["prune_interval"].default
     history_max_limit: int = _BY_NAME["history_max_limit"].default
+    history_max_bytes: int = _BY_NAME["history_max_bytes"].default
+    history_bytes_per_token: int = _BY_NAME["history_bytes_per_token"].default
     redis_url: str = _BY_NAME["redis_url"].default
     redis_namespace: str = _BY_NAME["redis_namespace"].default
     node_timeout: float = _BY_NAME["node_timeout"].default
@@ -241,11 +260,19 @@ class Config:
             "max_connections_per_user",
             "max_members_per_room",
             "history_max_limit",
+            "history_max_bytes",
+            "history_bytes_per_token",
             "retention_count",
             "receipts_per_commit",
         ):
             if getattr(self, name) < 1:
                 _bad(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.history_max_bytes > self.outbox_max_bytes:
+            _bad(
+                "history_max_bytes",
+                f"must not exceed outbox_max_bytes ({self.outbox_max_bytes}), or a page could"
+                f" overflow the outbox it is queued to; got {self.history_max_bytes}",
+            )
         if self.rate_abuse_rejections < 0:
             _bad("rate_abuse_rejections", f"must be 0 or more, got {self.rate_abuse_rejections}")
         for name in (

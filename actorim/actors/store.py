@@ -8,7 +8,9 @@ flood of receipts then never stands between a send and its commit for more than 
 Sends and receipts are bounded separately (``store_max_pending`` each), so receipts waiting
 never make a send answer ``overloaded``. All backend calls run
 on one dedicated OS thread (gevent's ``ThreadPool(1)``): a slow disk stalls the store's thread,
-never the hub and its sockets. A send is answered only
+never the hub and its sockets. History pages are read there and turned into finished reply
+frames (bodies decoded, the page encoded) on a second thread, so neither the hub nor the
+commits wait for that work. A send is answered only
 after its transaction committed, and only then is the message published to its room or
 recipient, so nobody sees a message the store could still lose.
 """
@@ -25,7 +27,7 @@ from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from pykka import ActorDeadError
 
-from actorim.actors.messages import Append, Call, Crash, Mark, Query, call_later
+from actorim.actors.messages import Append, Call, Crash, Mark, Query, ReadPage, call_later
 from actorim.context import NodeContext, Unavailable
 from actorim.events import message_frame
 from actorim.protocol.errors import ErrorCode
@@ -52,6 +54,7 @@ class StoreActor(GeventActor):
         self._open_backend = open_backend
         self._offload = offload
         self._pool: ThreadPool | None = None
+        self._pages: ThreadPool | None = None
         self.backend: Store | None = None
         self._pending: list[Append] = []
         self._marks: deque[Mark] = deque()
@@ -62,6 +65,7 @@ class StoreActor(GeventActor):
     def on_start(self) -> None:
         if self._offload:
             self._pool = ThreadPool(1)
+        self._pages = ThreadPool(1)
         self.backend = self._run_now(self._open_backend)
         self.ctx.epoch = self._run_now(self.backend.epoch)
         self.ctx.refs.store = self.actor_ref
@@ -96,6 +100,8 @@ class StoreActor(GeventActor):
             self._append(message)
         elif isinstance(message, Query):
             self._query(message)
+        elif isinstance(message, ReadPage):
+            self._read_page(message)
         elif isinstance(message, Call):
             return message.func(*message.args)
         elif isinstance(message, Crash):
@@ -204,6 +210,26 @@ class StoreActor(GeventActor):
         method = getattr(self.backend, query.method)
         self._in_background(method, query.args, query.done, query.kwargs)
 
+    def _read_page(self, request: ReadPage) -> None:
+        """Read the page on the store thread, then build its reply on the page thread."""
+        if self._link_refusing():
+            request.done(None, Unavailable(_LINK_DOWN))
+            return
+        assert self.backend is not None
+
+        def read(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                request.done(None, error)
+                return
+            self._in_background(request.build, result, request.done, pages=True)
+
+        self._in_background(
+            self.backend.history,
+            (request.conv,),
+            read,
+            {"before": request.before, "after": request.after, "limit": request.limit},
+        )
+
     # -- running backend calls off the hub ------------------------------------------------------
 
     def _in_background(
@@ -212,16 +238,20 @@ class StoreActor(GeventActor):
         args: tuple[Any, ...],
         done: Callable[[Any, BaseException | None], None],
         kwargs: dict[str, Any] | None = None,
+        *,
+        pages: bool = False,
     ) -> None:
-        """Run ``func`` on the store thread; ``done(result, error)`` runs in this actor after."""
-        if self._pool is None:
+        """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
+        error)`` runs in this actor after."""
+        pool = self._pages if pages else self._pool
+        if pool is None:
             result = AsyncResult()
             try:
                 result.set(func(*args, **(kwargs or {})))
             except Exception as exc:
                 result.set_exception(exc)
         else:
-            result = self._pool.spawn(func, *args, **(kwargs or {}))
+            result = pool.spawn(func, *args, **(kwargs or {}))
         me = self.actor_ref
 
         def back(finished: AsyncResult) -> None:
@@ -263,9 +293,10 @@ class StoreActor(GeventActor):
                 self._run_now(backend.close)
             except Exception:
                 logger.exception("closing the store failed")
-        if self._pool is not None:
-            self._pool.kill()
-            self._pool = None
+        for pool in (self._pool, self._pages):
+            if pool is not None:
+                pool.kill()
+        self._pool = self._pages = None
 
     # -- retention ------------------------------------------------------------------------------
 
