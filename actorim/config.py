@@ -107,10 +107,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("history_max_limit", 100, "largest page a history command may ask for", int),
     # A quarter of outbox_max_bytes: a page always fits a client's outbox beside live traffic,
     # and 100 chat messages of a few hundred bytes (the largest limit) fit it many times over.
+    # A smaller outbox lowers it to match (see ``Config.history_page_bytes``).
     Setting(
         "history_max_bytes",
         1 * MIB,
-        "largest encoded history page in bytes: a page is cut there and answers more: true",
+        "largest encoded history page in bytes (at most a quarter of outbox_max_bytes): a page "
+        "is cut there and answers more: true",
         int,
     ),
     # 8 KiB a token: at the default rate of 100 tokens a second a connection pulls history at
@@ -267,12 +269,6 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 _bad(name, f"must be at least 1, got {getattr(self, name)}")
-        if self.history_max_bytes > self.outbox_max_bytes:
-            _bad(
-                "history_max_bytes",
-                f"must not exceed outbox_max_bytes ({self.outbox_max_bytes}), or a page could"
-                f" overflow the outbox it is queued to; got {self.history_max_bytes}",
-            )
         if self.rate_abuse_rejections < 0:
             _bad("rate_abuse_rejections", f"must be 0 or more, got {self.rate_abuse_rejections}")
         for name in (
@@ -294,6 +290,12 @@ class Config:
     def with_(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
         return replace(self, **changes)
+
+    @property
+    def history_page_bytes(self) -> int:
+        """The byte cap of a history page: ``history_max_bytes``, but never more than a
+        quarter of ``outbox_max_bytes``, so a page fits the outbox beside live traffic."""
+        return min(self.history_max_bytes, self.outbox_max_bytes // 4)
 
     @property
     def retention_ms(self) -> int:

@@ -336,7 +336,7 @@ class ConnectionActor(GeventActor):
 
         def done(receipt: Any, error: BaseException | None) -> None:
             if isinstance(error, Unavailable):
-                link.fail(command.id, ErrorCode.OVERLOADED, f"{error}")
+                link.fail(command.id, ErrorCode.OVERLOADED, str(error))
                 return
             if error is not None:
                 link.fail(command.id, ErrorCode.INTERNAL, "the receipt could not be recorded")
@@ -411,13 +411,13 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
         build_page,
         command.id,
         encoding=link.encoding,
-        max_bytes=config.history_max_bytes,
+        max_bytes=config.history_page_bytes,
         newest=command.after is None,
     )
 
     def done(page: Page | None, error: BaseException | None) -> None:
         if isinstance(error, Unavailable):
-            link.fail(command.id, ErrorCode.OVERLOADED, f"{error}; retry in a moment")
+            link.fail(command.id, ErrorCode.OVERLOADED, f"history cannot be read now: {error}")
         elif error is not None or page is None:
             link.fail(command.id, ErrorCode.INTERNAL, "history could not be read; retry")
         else:

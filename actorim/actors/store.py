@@ -1,18 +1,19 @@
 """``StoreActor``: owns the message store, group-commits sends off the hub, then publishes.
 
 Every send and every receipt (``ack``, ``read``) goes through here. Appends and marks that
-arrive while a commit is in flight wait in ``pending`` and go into the next transaction together
-(group commit), so under load many sends and receipts share one fsync. A commit takes every
-waiting send but at most ``receipts_per_commit`` receipts, the rest waiting for the next: a
-flood of receipts then never stands between a send and its commit for more than one commit.
-Sends and receipts are bounded separately (``store_max_pending`` each), so receipts waiting
-never make a send answer ``overloaded``. All backend calls run
-on one dedicated OS thread (gevent's ``ThreadPool(1)``): a slow disk stalls the store's thread,
-never the hub and its sockets. History pages are read there and turned into finished reply
-frames (bodies decoded, the page encoded) on a second thread, so neither the hub nor the
-commits wait for that work. A send is answered only
-after its transaction committed, and only then is the message published to its room or
-recipient, so nobody sees a message the store could still lose.
+arrive while a commit is in flight wait and go into the next transaction together (group
+commit), so under load many sends and receipts share one fsync. A commit takes every waiting
+send but at most ``receipts_per_commit`` receipts, the rest waiting for the next: a flood of
+receipts never stands between a send and its commit for more than one commit. Sends and
+receipts are bounded apart (``store_max_pending`` each), so waiting receipts never make a send
+answer ``overloaded``.
+
+All backend calls run on one dedicated OS thread (gevent's ``ThreadPool(1)``): a slow disk
+stalls the store's thread, never the hub and its sockets. History pages are read there and
+turned into finished reply frames (bodies decoded, the page encoded) on a second thread, so
+neither the hub nor the commits wait for that work. A send is answered only after its
+transaction committed, and only then is the message published to its room or recipient, so
+nobody sees a message the store could still lose.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class StoreActor(GeventActor):
         self._offload = offload
         self._pool: ThreadPool | None = None
         self._pages: ThreadPool | None = None
+        # History pages being read or built, answered Unavailable if this actor stops first.
+        self._reading: dict[int, ReadPage] = {}
         self.backend: Store | None = None
         self._pending: list[Append] = []
         self._marks: deque[Mark] = deque()
@@ -78,6 +81,7 @@ class StoreActor(GeventActor):
             if self._committing is None:
                 self._commit()
             self._finish_commit_now()
+        self._abandon_pages()
         self._close_backend()
 
     def on_failure(self, *_exc: object) -> None:
@@ -91,6 +95,7 @@ class StoreActor(GeventActor):
         self._committing = None
         self._pending = []
         self._marks.clear()
+        self._abandon_pages()
         self._close_backend()
 
     # -- messages -------------------------------------------------------------------------------
@@ -211,17 +216,27 @@ class StoreActor(GeventActor):
         self._in_background(method, query.args, query.done, query.kwargs)
 
     def _read_page(self, request: ReadPage) -> None:
-        """Read the page on the store thread, then build its reply on the page thread."""
+        """Read the page on the store thread, then build its reply on the page thread.
+
+        Every request is answered exactly once, even when this actor stops or fails while
+        the page is in the making: its connection waits for the answer before its next page.
+        """
         if self._link_refusing():
             request.done(None, Unavailable(_LINK_DOWN))
             return
         assert self.backend is not None
+        key = id(request)
+        self._reading[key] = request
+
+        def built(page: Any, error: BaseException | None) -> None:
+            if self._reading.pop(key, None) is not None:
+                request.done(page, error)
 
         def read(result: Any, error: BaseException | None) -> None:
             if error is not None:
-                request.done(None, error)
-                return
-            self._in_background(request.build, result, request.done, pages=True)
+                built(None, error)
+            elif key in self._reading:
+                self._in_background(request.build, result, built, pages=True)
 
         self._in_background(
             self.backend.history,
@@ -229,6 +244,11 @@ class StoreActor(GeventActor):
             read,
             {"before": request.before, "after": request.after, "limit": request.limit},
         )
+
+    def _abandon_pages(self) -> None:
+        reading, self._reading = self._reading, {}
+        for request in reading.values():
+            request.done(None, Unavailable("the store restarted; retry in a moment"))
 
     # -- running backend calls off the hub ------------------------------------------------------
 
