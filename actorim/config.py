@@ -112,11 +112,39 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "store_max_pending",
         10_000,
-        "sends waiting for the store before send answers overloaded",
+        "sends (and, counted apart, receipts) waiting for the store before they answer overloaded",
+        int,
+    ),
+    # 500 receipts are about 3 ms of SQL in one transaction (measured with SQLite, FULL), while
+    # a commit per receipt costs about 0.25 ms each (its fsync): a send waits at most ~3 ms.
+    Setting(
+        "receipts_per_commit",
+        500,
+        "most ack/read receipts one store commit takes; the rest wait for the next, so sends "
+        "never queue behind a flood of receipts",
         int,
     ),
     Setting("prune_interval", 60.0, "seconds between retention sweeps of the store", float),
     Setting("history_max_limit", 100, "largest page a history command may ask for", int),
+    # A quarter of outbox_max_bytes: a page always fits a client's outbox beside live traffic,
+    # and 100 chat messages of a few hundred bytes (the largest limit) fit it many times over.
+    # A smaller outbox lowers it to match (see ``Config.history_page_bytes``).
+    Setting(
+        "history_max_bytes",
+        1 * MIB,
+        "largest encoded history page in bytes (at most a quarter of outbox_max_bytes): a page "
+        "is cut there and answers more: true",
+        int,
+    ),
+    # 8 KiB a token: at the default rate of 100 tokens a second a connection pulls history at
+    # up to 800 KiB/s (a burst of 1.6 MiB), while a page of 100 chat messages (~20 KiB) costs
+    # two or three commands' worth.
+    Setting(
+        "history_bytes_per_token",
+        8 * KIB,
+        "a history reply costs its connection one rate-limit token per this many bytes",
+        int,
+    ),
     # -- cluster
     Setting(
         "redis_url", "", "Redis URL: set it to run several nodes as one cluster", env="REDIS_URL"
@@ -251,8 +279,11 @@ class Config:
     retention_count: int = _BY_NAME["retention_count"].default
     retention_days: float = _BY_NAME["retention_days"].default
     store_max_pending: int = _BY_NAME["store_max_pending"].default
+    receipts_per_commit: int = _BY_NAME["receipts_per_commit"].default
     prune_interval: float = _BY_NAME["prune_interval"].default
     history_max_limit: int = _BY_NAME["history_max_limit"].default
+    history_max_bytes: int = _BY_NAME["history_max_bytes"].default
+    history_bytes_per_token: int = _BY_NAME["history_bytes_per_token"].default
     redis_url: str = _BY_NAME["redis_url"].default
     redis_namespace: str = _BY_NAME["redis_namespace"].default
     node_timeout: float = _BY_NAME["node_timeout"].default
@@ -314,12 +345,15 @@ class Config:
             "max_connections_per_user",
             "max_members_per_room",
             "history_max_limit",
+            "history_max_bytes",
+            "history_bytes_per_token",
             "retention_count",
             "max_header_bytes",
             "max_handshakes",
             "max_fragments",
             "frame_burst",
             "frames_per_read",
+            "receipts_per_commit",
         ):
             if getattr(self, name) < 1:
                 _bad(name, f"must be at least 1, got {getattr(self, name)}")
@@ -348,6 +382,12 @@ class Config:
     def with_(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
         return replace(self, **changes)
+
+    @property
+    def history_page_bytes(self) -> int:
+        """The byte cap of a history page: ``history_max_bytes``, but never more than a
+        quarter of ``outbox_max_bytes``, so a page fits the outbox beside live traffic."""
+        return min(self.history_max_bytes, self.outbox_max_bytes // 4)
 
     @property
     def retention_ms(self) -> int:

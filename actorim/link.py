@@ -20,6 +20,7 @@ from gevent.event import Event
 from pykka import ActorDeadError
 
 from actorim.outbox import Outbox
+from actorim.pages import PageTurns
 from actorim.protocol.codec import Encoding
 from actorim.protocol.commands import reply_error, reply_ok
 from actorim.wire import WireFrame, wire
@@ -100,6 +101,7 @@ class Link:
         "metrics",
         "opened_at",
         "outbox",
+        "pages",
         "phase",
         "remote",
         "rooms",
@@ -144,6 +146,8 @@ class Link:
         self.metrics = metrics
         self.inflight: dict[int, str] = {}
         self.carry_over: list[Any] = []
+        # History requests: one page in the making at a time; kept here, across crashes.
+        self.pages: PageTurns[Any] = PageTurns()
         self.done = Event()
 
     def __repr__(self) -> str:
@@ -166,6 +170,13 @@ class Link:
     def reply(self, command_id: int, data: dict[str, Any] | None = None) -> None:
         self._answered(command_id, "ok")
         self.send(reply_ok(command_id, data))
+
+    def reply_frame(self, command_id: int, frame: bytes) -> bool:
+        """Queue a reply already encoded and framed for this client (a history page)."""
+        self._answered(command_id, "ok")
+        if self.phase is Phase.CLOSED:
+            return False
+        return self.outbox.offer(frame)
 
     def fail(self, command_id: int, code: ErrorCode, message: str) -> None:
         self._answered(command_id, code.value)

@@ -164,13 +164,36 @@ class TokenBucket:
 
     def take(self, now: float, cost: float = 1.0) -> bool:
         """Take ``cost`` tokens if there are enough; a cost over ``burst`` never fits."""
-        if now > self._stamp:
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-            self._stamp = now
+        self._refill(now)
         if self._tokens + _EPSILON >= cost:
             self._tokens = max(0.0, self._tokens - cost)
             return True
         return False
+
+    def debit(self, now: float, cost: float) -> None:
+        """Take ``cost`` tokens for work already done, going into debt of at most ``burst``.
+
+        Nothing fits until the bucket has refilled past zero, so a debt of a whole burst costs
+        its owner ``2 * burst / rate`` seconds of refusals at most.
+
+        >>> bucket = TokenBucket(rate=10, burst=20, now=0.0)
+        >>> bucket.debit(0.0, 25); bucket.tokens
+        -5.0
+        >>> bucket.take(0.5), bucket.take(0.6)
+        (False, True)
+        """
+        self._refill(now)
+        self._tokens = max(-self._burst, self._tokens - cost)
+
+    def available(self, now: float) -> float:
+        """The tokens there are at ``now`` (negative in debt); takes nothing."""
+        self._refill(now)
+        return self._tokens
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
 
 
 class RateLimiter:
@@ -217,6 +240,16 @@ class RateLimiter:
     def abusive(self) -> bool:
         """Whether ABUSE has been decided; it is final for the connection."""
         return self._abusive
+
+    def charge(self, now: float, cost: float) -> None:
+        """Charge ``cost`` tokens for a command's reply after the fact (a large ``history``
+        page): the commands that follow are refused until the bucket has refilled."""
+        self._bucket.debit(now, cost)
+
+    def in_debt(self, now: float) -> bool:
+        """Whether charges leave the bucket below empty at ``now``; takes nothing. Heavy work
+        already admitted asks before it starts: what was charged meanwhile may owe its turn."""
+        return self._bucket.available(now) < -_EPSILON
 
     def check(self, now: float, cost: float = 1.0) -> Verdict:
         """The verdict for one command arriving at ``now``."""

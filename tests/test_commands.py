@@ -11,6 +11,8 @@ import pytest
 from actorim.protocol.codec import Encoding, decode_frame, encode
 from actorim.protocol.commands import (
     COMMAND_NAMES,
+    DEFAULT_LIMIT,
+    MAX_SEQ,
     MAX_USERS,
     Ack,
     Command,
@@ -74,11 +76,11 @@ DEFAULTS: list[tuple[str, Command]] = [
     ('{"t":"read","id":11,"mid":"m-1"}', Read(11, "m-1")),
     (
         '{"t":"history","id":12,"room":"lobby"}',
-        History(12, room="lobby", with_=None, before=None, after=None, limit=100),
+        History(12, room="lobby", with_=None, before=None, after=None, limit=50),
     ),
     (
         '{"t":"history","id":13,"with":"bob"}',
-        History(13, room=None, with_="bob", before=None, after=None, limit=100),
+        History(13, room=None, with_="bob", before=None, after=None, limit=50),
     ),
     ('{"t":"debug.crash","id":14,"what":"store"}', DebugCrash(14, "store", room=None)),
 ]
@@ -141,10 +143,22 @@ def test_all_optional_arguments_are_read() -> None:
     )
 
 
-def test_history_limit_defaults_to_the_decoders_max_limit() -> None:
+def test_history_limit_defaults_to_50() -> None:
+    command = _from_json('{"t":"history","id":1,"room":"r"}')
+    assert isinstance(command, History)
+    assert command.limit == DEFAULT_LIMIT == 50
+
+
+def test_history_limit_defaults_to_a_lower_max_limit() -> None:
     command = _from_json('{"t":"history","id":1,"room":"r"}', max_limit=25)
     assert isinstance(command, History)
     assert command.limit == 25
+
+
+def test_history_cursors_may_be_as_large_as_a_stored_seq() -> None:
+    command = _from_json(f'{{"t":"history","id":1,"room":"r","before":{MAX_SEQ}}}')
+    assert isinstance(command, History)
+    assert command.before == MAX_SEQ == 2**63 - 1
 
 
 def test_history_limit_may_equal_max_limit() -> None:
@@ -236,6 +250,9 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"t": "history", "room": "r", "limit": "10"}, "limit"),
     ({"t": "history", "room": "r", "before": -1}, "before"),
     ({"t": "history", "room": "r", "after": "x"}, "after"),
+    ({"t": "history", "room": "r", "before": 2**63}, "before"),
+    ({"t": "history", "room": "r", "after": 2**64 + 5}, "after"),
+    ({"t": "join", "room": "r", "since": 2**63}, "since"),
     ({"t": "history", "with": "no way"}, "with"),
     ({"t": "debug.crash"}, "what"),
     ({"t": "debug.crash", "what": "everything"}, "what"),

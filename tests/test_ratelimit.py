@@ -169,3 +169,20 @@ def test_limiter_keeps_a_fixed_small_footprint() -> None:
         limiter.check(i / 1000)
     assert not hasattr(limiter, "__dict__")
     assert not hasattr(limiter._bucket, "__dict__")
+
+
+def test_a_charge_after_the_fact_puts_the_limiter_in_debt_until_it_refills() -> None:
+    limiter = RateLimiter(0.0, rate=10, burst=20)
+    assert limiter.check(0.0) is ALLOW
+    limiter.charge(0.0, 29)  # a large reply: 19 tokens were left, 10 are owed
+    assert limiter.in_debt(0.0)
+    assert limiter.check(0.5) is REJECT  # 5 owed
+    assert limiter.in_debt(0.99) and not limiter.in_debt(1.0)
+    assert limiter.check(1.1) is ALLOW
+
+
+def test_a_debt_is_at_most_one_burst() -> None:
+    bucket = TokenBucket(rate=10, burst=20, now=0.0)
+    bucket.debit(0.0, 1_000_000)
+    assert bucket.available(0.0) == -20
+    assert bucket.available(4.0) == 20  # two bursts' time repays it and refills it

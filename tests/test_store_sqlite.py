@@ -209,6 +209,41 @@ def test_database_from_a_newer_version_is_refused(path: Path) -> None:
         SqliteStore(path)
 
 
+def _version_1_database(path: Path) -> None:
+    """A database as the first schema wrote it: (sender, cid) unique across conversations."""
+    from actorim.store.sqlite import _MIGRATIONS
+
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', 'old-epoch')")
+    conn.execute(
+        "INSERT INTO messages (mid, conv, seq, ts, sender, kind, body, cid, room)"
+        " VALUES ('065svpb80000000000', 'r:a', 1, 1000, 'alice', 'text', x'00', 'c1', 'a')"
+    )
+    conn.execute("INSERT INTO convs (conv, last_seq, first_seq) VALUES ('r:a', 1, 1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def test_database_of_schema_1_is_migrated_to_cids_per_conversation(path: Path) -> None:
+    _version_1_database(path)
+    store = SqliteStore(path)
+    try:
+        assert store.epoch() == "old-epoch"
+        again, other = store.append_batch(
+            [room_msg(room="a", cid="c1"), room_msg(room="b", cid="c1")]
+        )
+        assert again.duplicate and again.mid == "065svpb80000000000"
+        assert not other.duplicate and (other.conv, other.seq) == (room_conv("b"), 1)
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    conn.close()
+
+
 def test_pending_survives_reopening(path: Path) -> None:
     store = SqliteStore(path)
     [msg] = store.append_batch([direct("alice", "bob")])

@@ -15,23 +15,25 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pykka import ActorDeadError
 
-from actorim.actors.messages import Append, Call, Crash, JoinRoom, LeaveRoom
+from actorim.actors.messages import Append, Call, Crash, JoinRoom, LeaveRoom, Mark, ReadPage
 from actorim.actors.presence import Offline, Online, PresenceQuery, WatchChange
 from actorim.actors.router import Register, RoomFor, Unregister
 from actorim.actors.store import query
 from actorim.auth import AuthError
 from actorim.context import NodeContext, Unavailable
-from actorim.events import encode_body, message_event, message_frame
+from actorim.events import encode_body, message_frame
 from actorim.link import WAKE, Link, Phase
 from actorim.logs import context as log_context
+from actorim.pages import Page, build_page
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.frames import CloseCode
-from actorim.store.base import NewMessage, dm_conv, room_conv
+from actorim.store.base import NewMessage, ReceiptStatus, dm_conv, room_conv
 from actorim.web.websocket import ConnectionClosed
 from actorim.wire import WireFrame
 from supervisors import GeventActor
@@ -329,10 +331,13 @@ class ConnectionActor(GeventActor):
 
     def _receipt(self, command: cmd.Ack | cmd.Read) -> None:
         link = self.link
-        status = "read" if isinstance(command, cmd.Read) else "delivered"
+        status: ReceiptStatus = "read" if isinstance(command, cmd.Read) else "delivered"
         bus = self.ctx.bus
 
         def done(receipt: Any, error: BaseException | None) -> None:
+            if isinstance(error, Unavailable):
+                link.fail(command.id, ErrorCode.OVERLOADED, str(error))
+                return
             if error is not None:
                 link.fail(command.id, ErrorCode.INTERNAL, "the receipt could not be recorded")
                 return
@@ -343,7 +348,9 @@ class ConnectionActor(GeventActor):
                 )
                 bus.to_user(receipt.sender, frame)
 
-        query(self.ctx, "mark", command.mid, link.user, status, done=done)
+        assert link.user is not None
+        # Into the store's group commit, beside the sends: one sync for many receipts.
+        self.ctx.refs.tell("store", Mark(command.mid, link.user, status, done))
 
     def _history(self, command: cmd.History) -> None:
         link = self.link
@@ -358,22 +365,8 @@ class ConnectionActor(GeventActor):
             assert command.with_ is not None
             conv = dm_conv(link.user, command.with_)
 
-        def done(result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                link.fail(command.id, ErrorCode.INTERNAL, "history could not be read; retry")
-                return
-            messages, more = result
-            link.reply(command.id, {"messages": [message_event(m) for m in messages], "more": more})
-
-        query(
-            self.ctx,
-            "history",
-            conv,
-            before=command.before,
-            after=command.after,
-            limit=command.limit,
-            done=done,
-        )
+        if link.pages.arrive((command, conv)):
+            _page_turn(self.ctx, link, (command, conv))
 
     def _debug_crash(self, command: cmd.DebugCrash) -> None:
         if not self.ctx.config.fault_injection:
@@ -392,6 +385,59 @@ class ConnectionActor(GeventActor):
         else:
             self.ctx.refs.tell(command.what, crash)
         self.link.current_id = None  # the failing actor answers for this command
+
+
+def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | None) -> None:
+    """Start the history request whose turn it is (one per connection at a time).
+
+    The page is read on the store thread and built into its reply frame on the page thread;
+    the reply's bytes are then charged to the connection's rate limit. A request whose turn
+    comes while those charges leave the connection in debt is answered ``rate_limited``, and
+    the next one is looked at: a client pulling large pages slows down, nobody else does.
+    """
+    while turn is not None:
+        command, conv = turn
+        if link.limiter.in_debt(time.monotonic()):
+            link.fail(command.id, ErrorCode.RATE_LIMITED, _PAGES_TOO_FAST)
+        elif _start_page(ctx, link, command, conv):
+            return
+        turn = link.pages.finish()
+
+
+def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -> bool:
+    """Ask the store for the page; False when it could not be asked (answered already)."""
+    config = ctx.config
+    build = partial(
+        build_page,
+        command.id,
+        encoding=link.encoding,
+        max_bytes=config.history_page_bytes,
+        newest=command.after is None,
+    )
+
+    def done(page: Page | None, error: BaseException | None) -> None:
+        if isinstance(error, Unavailable):
+            link.fail(command.id, ErrorCode.OVERLOADED, f"history cannot be read now: {error}")
+        elif error is not None or page is None:
+            link.fail(command.id, ErrorCode.INTERNAL, "history could not be read; retry")
+        else:
+            link.limiter.charge(time.monotonic(), len(page.frame) / config.history_bytes_per_token)
+            link.reply_frame(command.id, page.frame)
+        _page_turn(ctx, link, link.pages.finish())
+
+    read = ReadPage(conv, command.before, command.after, command.limit, build, done)
+    try:
+        ctx.refs.tell("store", read)
+    except Unavailable as exc:
+        link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+        return False
+    return True
+
+
+_PAGES_TOO_FAST = (
+    "history pages are charged by their size and this connection used its allowance;"
+    " wait a moment before asking for more"
+)
 
 
 def _new_message(

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pykka import ActorRef
 
     from actorim.link import Link
-    from actorim.store.base import NewMessage
+    from actorim.store.base import NewMessage, ReceiptStatus, StoredMessage
     from actorim.wire import WireFrame
 
 
@@ -76,6 +76,31 @@ class Append:
     link: Link | None
     command_id: int | None
     done: Callable[[Any, BaseException | None], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """To the store: record that ``user`` got (``delivered``) or read direct message ``mid``,
+    in the next group commit; then ``done(receipt, error)`` on the hub (in the store actor)."""
+
+    mid: str
+    user: str
+    status: ReceiptStatus
+    done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPage:
+    """To the store: read a ``history`` page on the store thread, then turn it into a reply with
+    ``build(messages, more)`` on the page thread (decoding and encoding stay off the hub);
+    ``done(reply, error)`` runs on the hub (in the store actor)."""
+
+    conv: str
+    before: int | None
+    after: int | None
+    limit: int
+    build: Callable[[list[StoredMessage], bool], Any]
+    done: Callable[[Any, BaseException | None], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,26 @@
 """``StoreActor``: owns the message store, group-commits sends off the hub, then publishes.
 
-Every send goes through here. Appends that arrive while a commit is in flight wait in
-``pending`` and go into the next transaction together (group commit), so under load many sends
-share one fsync. All backend calls run on one dedicated OS thread (gevent's ``ThreadPool(1)``):
-a slow disk stalls the store's thread, never the hub and its sockets. A send is answered only
-after its transaction committed, and only then is the message published to its room or
-recipient, so nobody sees a message the store could still lose.
+Every send and every receipt (``ack``, ``read``) goes through here. Appends and marks that
+arrive while a commit is in flight wait and go into the next transaction together (group
+commit), so under load many sends and receipts share one fsync. A commit takes every waiting
+send but at most ``receipts_per_commit`` receipts, the rest waiting for the next: a flood of
+receipts never stands between a send and its commit for more than one commit. Sends and
+receipts are bounded apart (``store_max_pending`` each), so waiting receipts never make a send
+answer ``overloaded``.
+
+All backend calls run on one dedicated OS thread (gevent's ``ThreadPool(1)``): a slow disk
+stalls the store's thread, never the hub and its sockets. History pages are read there and
+turned into finished reply frames (bodies decoded, the page encoded) on a second thread, so
+neither the hub nor the commits wait for that work. A send is answered only after its
+transaction committed, and only then is the message published to its room or recipient, so
+nobody sees a message the store could still lose.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,11 +28,11 @@ from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from pykka import ActorDeadError
 
-from actorim.actors.messages import Append, Call, Crash, Query, call_later
+from actorim.actors.messages import Append, Call, Crash, Mark, Query, ReadPage, call_later
 from actorim.context import NodeContext, Unavailable
 from actorim.events import message_frame
 from actorim.protocol.errors import ErrorCode
-from actorim.store.base import Store, StoredMessage
+from actorim.store.base import Receipt, Store, StoredMessage
 from supervisors import GeventActor
 
 __all__ = ["StoreActor", "StoreFailed", "query", "query_wait"]
@@ -46,15 +55,20 @@ class StoreActor(GeventActor):
         self._open_backend = open_backend
         self._offload = offload
         self._pool: ThreadPool | None = None
+        self._pages: ThreadPool | None = None
+        # History pages being read or built, answered Unavailable if this actor stops first.
+        self._reading: dict[int, ReadPage] = {}
         self.backend: Store | None = None
         self._pending: list[Append] = []
-        self._committing: list[Append] | None = None
+        self._marks: deque[Mark] = deque()
+        self._committing: list[Append | Mark] | None = None
         self._commit_started = 0.0
         self._prune_timer: Any = None
 
     def on_start(self) -> None:
         if self._offload:
             self._pool = ThreadPool(1)
+        self._pages = ThreadPool(1)
         self.backend = self._run_now(self._open_backend)
         self.ctx.epoch = self._run_now(self.backend.epoch)
         self.ctx.refs.store = self.actor_ref
@@ -63,10 +77,11 @@ class StoreActor(GeventActor):
     def on_stop(self) -> None:
         self.ctx.refs.store = None
         self._cancel_prune()
-        while self._committing is not None or self._pending:
+        while self._committing is not None or self._pending or self._marks:
             if self._committing is None:
                 self._commit()
             self._finish_commit_now()
+        self._abandon_pages()
         self._close_backend()
 
     def on_failure(self, *_exc: object) -> None:
@@ -75,19 +90,23 @@ class StoreActor(GeventActor):
         if crash is not None and crash.link is not None and crash.command_id is not None:
             crash.link.fail(crash.command_id, ErrorCode.INTERNAL, "the store failed (injected)")
         self._cancel_prune()
-        for append in (self._committing or []) + self._pending:
-            _answer_error(append, ErrorCode.INTERNAL, _STORE_FAILED)
+        for entry in [*(self._committing or []), *self._pending, *self._marks]:
+            _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
         self._committing = None
         self._pending = []
+        self._marks.clear()
+        self._abandon_pages()
         self._close_backend()
 
     # -- messages -------------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Append):
+        if isinstance(message, Append | Mark):
             self._append(message)
         elif isinstance(message, Query):
             self._query(message)
+        elif isinstance(message, ReadPage):
+            self._read_page(message)
         elif isinstance(message, Call):
             return message.func(*message.args)
         elif isinstance(message, Crash):
@@ -103,24 +122,32 @@ class StoreActor(GeventActor):
         cluster = self.ctx.cluster
         return cluster is not None and cluster.refusing
 
-    def _append(self, append: Append) -> None:
+    def _append(self, append: Append | Mark) -> None:
+        """Queue a send or a receipt for the next group commit (starting one if none runs)."""
         if self._link_refusing():
             _answer_error(append, ErrorCode.OVERLOADED, _LINK_DOWN)
             return
-        if len(self._pending) >= self.ctx.config.store_max_pending:
+        waiting = len(self._marks if isinstance(append, Mark) else self._pending)
+        if waiting >= self.ctx.config.store_max_pending:
             _answer_error(append, ErrorCode.OVERLOADED, _STORE_BEHIND)
             return
-        self._pending.append(append)
+        if isinstance(append, Mark):
+            self._marks.append(append)
+        else:
+            self._pending.append(append)
         if self._committing is None:
             self._commit()
 
     def _commit(self) -> None:
-        batch, self._pending = self._pending, []
+        batch: list[Append | Mark] = [*self._pending]
+        self._pending = []
+        marks = self._marks
+        for _ in range(min(len(marks), self.ctx.config.receipts_per_commit)):
+            batch.append(marks.popleft())
         self._committing = batch
         self._commit_started = time.perf_counter()
         assert self.backend is not None
-        messages = [a.message for a in batch]
-        self._in_background(self.backend.append_batch, (messages,), self._committed)
+        self._in_background(self.backend.write_batch, _split(batch), self._committed)
 
     def _committed(self, result: Any, error: BaseException | None) -> None:
         batch, self._committing = self._committing, None
@@ -130,19 +157,33 @@ class StoreActor(GeventActor):
         metrics.commit_latency.observe(time.perf_counter() - self._commit_started)
         metrics.commit_batch.observe(len(batch))
         if error is not None:
-            for append in batch:
-                _answer_error(append, ErrorCode.INTERNAL, _STORE_FAILED)
+            for entry in batch:
+                _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
             if self.ctx.cluster is not None:
                 # Redis away: the breaker handles the link; the actor has nothing to reopen.
                 self.ctx.cluster.report_failure("store", error)
-                if self._pending:
+                if self._pending or self._marks:
                     self._commit()
                 return
-            raise StoreFailed(f"commit of {len(batch)} messages failed: {error}") from error
-        for append, stored in zip(batch, result, strict=True):
-            self._accepted(append, stored)
-        if self._pending:
+            what = f"commit of {len(batch)} sends and receipts"
+            raise StoreFailed(f"{what} failed: {error}") from error
+        self._answer(batch, result)
+        if self._pending or self._marks:
             self._commit()
+
+    def _answer(
+        self,
+        batch: list[Append | Mark],
+        result: tuple[list[StoredMessage], list[Receipt | None]],
+    ) -> None:
+        """Answer each send and receipt of a committed batch, in the batch's order."""
+        stored = iter(result[0])
+        receipts = iter(result[1])
+        for entry in batch:
+            if isinstance(entry, Append):
+                self._accepted(entry, next(stored))
+            else:
+                entry.done(next(receipts), None)
 
     def _accepted(self, append: Append, stored: StoredMessage) -> None:
         if append.link is not None and append.command_id is not None:
@@ -174,6 +215,41 @@ class StoreActor(GeventActor):
         method = getattr(self.backend, query.method)
         self._in_background(method, query.args, query.done, query.kwargs)
 
+    def _read_page(self, request: ReadPage) -> None:
+        """Read the page on the store thread, then build its reply on the page thread.
+
+        Every request is answered exactly once, even when this actor stops or fails while
+        the page is in the making: its connection waits for the answer before its next page.
+        """
+        if self._link_refusing():
+            request.done(None, Unavailable(_LINK_DOWN))
+            return
+        assert self.backend is not None
+        key = id(request)
+        self._reading[key] = request
+
+        def built(page: Any, error: BaseException | None) -> None:
+            if self._reading.pop(key, None) is not None:
+                request.done(page, error)
+
+        def read(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                built(None, error)
+            elif key in self._reading:
+                self._in_background(request.build, result, built, pages=True)
+
+        self._in_background(
+            self.backend.history,
+            (request.conv,),
+            read,
+            {"before": request.before, "after": request.after, "limit": request.limit},
+        )
+
+    def _abandon_pages(self) -> None:
+        reading, self._reading = self._reading, {}
+        for request in reading.values():
+            request.done(None, Unavailable("the store restarted; retry in a moment"))
+
     # -- running backend calls off the hub ------------------------------------------------------
 
     def _in_background(
@@ -182,16 +258,20 @@ class StoreActor(GeventActor):
         args: tuple[Any, ...],
         done: Callable[[Any, BaseException | None], None],
         kwargs: dict[str, Any] | None = None,
+        *,
+        pages: bool = False,
     ) -> None:
-        """Run ``func`` on the store thread; ``done(result, error)`` runs in this actor after."""
-        if self._pool is None:
+        """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
+        error)`` runs in this actor after."""
+        pool = self._pages if pages else self._pool
+        if pool is None:
             result = AsyncResult()
             try:
                 result.set(func(*args, **(kwargs or {})))
             except Exception as exc:
                 result.set_exception(exc)
         else:
-            result = self._pool.spawn(func, *args, **(kwargs or {}))
+            result = pool.spawn(func, *args, **(kwargs or {}))
         me = self.actor_ref
 
         def back(finished: AsyncResult) -> None:
@@ -218,14 +298,13 @@ class StoreActor(GeventActor):
         self._committing = None
         assert self.backend is not None
         try:
-            result = self._run_now(self.backend.append_batch, [a.message for a in batch])
+            result = self._run_now(self.backend.write_batch, *_split(batch))
         except Exception:
-            for append in batch:
-                _answer_error(append, ErrorCode.INTERNAL, _STORE_FAILED)
-            logger.exception("final commit of %d messages failed", len(batch))
+            for entry in batch:
+                _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
+            logger.exception("final commit of %d sends and receipts failed", len(batch))
             return
-        for append, stored in zip(batch, result, strict=True):
-            self._accepted(append, stored)
+        self._answer(batch, result)
 
     def _close_backend(self) -> None:
         backend, self.backend = self.backend, None
@@ -234,9 +313,10 @@ class StoreActor(GeventActor):
                 self._run_now(backend.close)
             except Exception:
                 logger.exception("closing the store failed")
-        if self._pool is not None:
-            self._pool.kill()
-            self._pool = None
+        for pool in (self._pool, self._pages):
+            if pool is not None:
+                pool.kill()
+        self._pool = self._pages = None
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -280,11 +360,22 @@ _STORE_BEHIND = "the message store is behind; retry in a moment"
 _LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"
 
 
-def _answer_error(append: Append, code: ErrorCode, message: str) -> None:
-    if append.link is not None and append.command_id is not None:
-        append.link.fail(append.command_id, code, message)
-    if append.done is not None:
-        append.done(None, Unavailable(message))
+def _split(batch: list[Append | Mark]) -> tuple[list[Any], list[tuple[str, str, Any]]]:
+    """A batch as ``write_batch`` takes it: the new messages, then the marks, each in order."""
+    messages = [entry.message for entry in batch if isinstance(entry, Append)]
+    marks = [(e.mid, e.user, e.status) for e in batch if isinstance(e, Mark)]
+    return messages, marks
+
+
+def _answer_error(entry: Append | Mark, code: ErrorCode, message: str) -> None:
+    if isinstance(entry, Mark):
+        failed = Unavailable if code is ErrorCode.OVERLOADED else StoreFailed
+        entry.done(None, failed(message))
+        return
+    if entry.link is not None and entry.command_id is not None:
+        entry.link.fail(entry.command_id, code, message)
+    if entry.done is not None:
+        entry.done(None, Unavailable(message))
 
 
 def query(

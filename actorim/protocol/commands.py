@@ -28,12 +28,14 @@ __all__ = [
     "COMMAND_NAMES",
     "CRASH_TARGETS",
     "DEFAULT_KIND",
+    "DEFAULT_LIMIT",
     "DEFAULT_MAX_LIMIT",
     "MAX_CID_LENGTH",
     "MAX_EPOCH_LENGTH",
     "MAX_KIND_LENGTH",
     "MAX_MID_LENGTH",
     "MAX_NAME_LENGTH",
+    "MAX_SEQ",
     "MAX_TOKEN_LENGTH",
     "MAX_USERS",
     "Ack",
@@ -84,7 +86,14 @@ MAX_USERS: Final = 1000
 """Most user ids in one `presence`, `watch` or `unwatch`: bounds the work one frame asks for."""
 
 DEFAULT_MAX_LIMIT: Final = 100
-"""Default bound of `history.limit`, and the limit when the client gives none."""
+"""Default bound of `history.limit` (the `history_max_limit` setting)."""
+
+DEFAULT_LIMIT: Final = 50
+"""`history.limit` when the client gives none (or `max_limit`, if that is lower)."""
+
+MAX_SEQ: Final = 2**63 - 1
+"""Largest `seq` cursor (`since`, `before`, `after`): stores keep seqs as signed 64-bit
+integers (SQLite INTEGER, Redis stream ids), so no message can lie beyond it."""
 
 DEFAULT_KIND: Final = "text"
 """The `kind` of a `send` that names none."""
@@ -204,8 +213,8 @@ class Read:
 class History:
     """Page through stored messages of a room or of the direct conversation `with_` a user.
 
-    Exactly one of `room` and `with_` (`with` on the wire) is set. `limit` is the decoder's
-    `max_limit` when the client gives none.
+    Exactly one of `room` and `with_` (`with` on the wire) is set. `limit` is `DEFAULT_LIMIT`
+    (or the decoder's `max_limit`, if lower) when the client gives none.
     """
 
     t: ClassVar[str] = "history"
@@ -214,7 +223,7 @@ class History:
     with_: str | None = None
     before: int | None = None
     after: int | None = None
-    limit: int = DEFAULT_MAX_LIMIT
+    limit: int = DEFAULT_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,8 +369,8 @@ def _optional_count(frame: dict[Any, Any], key: str) -> int | None:
     value = _optional(frame, key)
     if value is _MISSING:
         return None
-    if type(value) is not int or value < 0:
-        raise _bad(f"field '{key}' must be an integer of at least 0")
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
+        raise _bad(f"field '{key}' must be an integer from 0 to {MAX_SEQ} (2^63 - 1)")
     return value
 
 
@@ -448,7 +457,7 @@ def _history(frame: dict[Any, Any], id: int, max_limit: int) -> History:
     room, with_ = _one_target(frame, "room", "with")
     limit = _optional(frame, "limit")
     if limit is _MISSING:
-        limit = max_limit
+        limit = min(DEFAULT_LIMIT, max_limit)
     elif type(limit) is not int or not 1 <= limit <= max_limit:
         raise _bad(f"field 'limit' must be an integer from 1 to {max_limit}")
     return History(

@@ -3,8 +3,9 @@
 The server builds its delivery promises on four guarantees, and every backend keeps them:
 
 1. A message is durable once ``append_batch`` returns: it survives the process being killed.
-2. Resending with the same ``cid`` from the same sender never creates a second message: the
-   original comes back flagged ``duplicate=True``, for as long as retention keeps the original.
+2. Resending with the same ``cid`` from the same sender to the same conversation never creates
+   a second message: the original comes back flagged ``duplicate=True``, for as long as
+   retention keeps the original. The same ``cid`` in another conversation is another message.
 3. Each conversation numbers its messages ``seq`` 1, 2, 3, ... with no gaps at append. Each
    store has an ``epoch``, made when its data is created; a new epoch tells clients that ``seq``
    restarted (the store was wiped or replaced).
@@ -232,10 +233,24 @@ class Store(Protocol):
         """Store ``msgs`` in one transaction; one result per message, in the same order.
 
         Group commit: the caller gathers the sends of one instant into one batch. A message
-        whose (sender, cid) is already stored, or appeared earlier in the batch, is not stored
-        again: its result is the original, flagged ``duplicate=True``.
+        whose (sender, conv, cid) is already stored, or appeared earlier in the batch, is not
+        stored again: its result is the original, flagged ``duplicate=True``.
         """
         ...
+
+    def write_batch(
+        self,
+        msgs: Sequence[NewMessage],
+        marks: Sequence[tuple[str, str, ReceiptStatus]],
+    ) -> tuple[list[StoredMessage], list[Receipt | None]]:
+        """``append_batch(msgs)`` then ``mark_batch(marks)``: the store actor's group commit.
+
+        Receipts ride in the same commit as the sends around them, so a flood of acks costs
+        one sync per batch instead of one each. A backend with transactions (SQLite) makes it
+        one transaction; this default makes the two calls, and when the second raises the
+        messages may be stored: resending them with their cids is safe.
+        """
+        return self.append_batch(msgs), self.mark_batch(marks)
 
     def last_seq(self, conv: str) -> int:
         """The highest ``seq`` given in ``conv``, 0 before its first message."""

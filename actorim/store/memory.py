@@ -160,7 +160,7 @@ class MemoryStore(Store):
         self._orders = itertools.count()
         self._conversations: dict[str, _Conversation] = {}
         self._by_mid: dict[str, _Record] = {}
-        self._by_cid: dict[tuple[str, str], _Record] = {}
+        self._by_cid: dict[tuple[str, str, str], _Record] = {}
         self._pending: dict[str, _Pending] = {}
         # A heap of (ts, order, record): the next message age pruning removes is on top. Server
         # timestamps rarely go backwards, so a push usually stops after one comparison.
@@ -190,7 +190,7 @@ class MemoryStore(Store):
         results: list[StoredMessage] = []
         for msg in msgs:
             if msg.cid is not None:
-                original = self._by_cid.get((msg.sender, msg.cid))
+                original = self._by_cid.get((msg.sender, msg.conv, msg.cid))
                 if original is not None:
                     results.append(replace(original.msg, duplicate=True))
                     continue
@@ -221,7 +221,7 @@ class MemoryStore(Store):
         conversation.records.append(record)
         self._by_mid[mid] = record
         if msg.cid is not None:
-            self._by_cid[(msg.sender, msg.cid)] = record
+            self._by_cid[(msg.sender, msg.conv, msg.cid)] = record
         if msg.to is not None:
             pending = self._pending.get(msg.to)
             if pending is None:
@@ -376,7 +376,7 @@ class MemoryStore(Store):
         msg = record.msg
         del self._by_mid[msg.mid]
         if msg.cid is not None:
-            del self._by_cid[(msg.sender, msg.cid)]
+            del self._by_cid[(msg.sender, msg.conv, msg.cid)]
         if record.receipt == _PENDING:
             self._unpend(record)
 

@@ -40,8 +40,8 @@ Guarantees, and what they assume of Redis:
   ``everysec`` up to a second of acknowledged messages can be lost. RDB snapshots
   (``save``) add nothing to this and are best off. A replica that takes over after a failover
   may miss the last writes (replication is asynchronous); the store does not WAIT for replicas.
-- De-duplication is per conversation: the same (sender, cid) sent to two conversations is two
-  messages, since a global index would span shards.
+- De-duplication is per conversation, as in every store: the same (sender, cid) sent to two
+  conversations is two messages (a global index would also span shards).
 - Pending is never missing for an acknowledged direct message, and indexes on other shards are
   hints checked against the conversation's own data, so a lost second step costs memory until
   the next prune, never a wrong answer.

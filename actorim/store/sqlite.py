@@ -74,7 +74,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -109,6 +109,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX messages_pending ON messages (recipient, ts, seq) WHERE receipt = 0",
         "CREATE INDEX messages_ts ON messages (ts)",
     ),
+    # Version 2: a cid is unique per sender and conversation, as in every store (the same cid
+    # sent to two conversations is two messages). The old index was stricter, so every
+    # existing database satisfies the new one.
+    (
+        "DROP INDEX messages_cid",
+        "CREATE UNIQUE INDEX messages_cid ON messages (sender, conv, cid) WHERE cid IS NOT NULL",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -117,17 +124,17 @@ _PENDING, _DELIVERED, _READ = 0, 1, 2
 # Selected in StoredMessage's field order, so a row unpacks straight into one.
 _COLUMNS = "mid, conv, seq, ts, sender, kind, body, cid, room, recipient"
 
-# A row whose (sender, cid) is already stored is skipped, and the short row count tells
+# A row whose (sender, conv, cid) is already stored is skipped, and the short row count tells
 # append_batch to look the originals up.
 _INSERT_NEW = (
     f"INSERT INTO messages ({_COLUMNS}, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (sender, cid) WHERE cid IS NOT NULL DO NOTHING"
+    " ON CONFLICT (sender, conv, cid) WHERE cid IS NOT NULL DO NOTHING"
 )
 _UPSERT_CONV = (
     "INSERT INTO convs (conv, last_seq, first_seq) VALUES (?, ?, 1)"
     " ON CONFLICT (conv) DO UPDATE SET last_seq = excluded.last_seq"
 )
-_BY_CID = f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND cid = ?"
+_BY_CID = f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND conv = ? AND cid = ?"
 _BY_MID = f"SELECT {_COLUMNS} FROM messages WHERE mid = ?"
 _LAST_SEQ = "SELECT last_seq FROM convs WHERE conv = ?"
 _SINCE = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq > ? ORDER BY seq LIMIT ?"
@@ -314,24 +321,41 @@ class SqliteStore(Store):
         return self._epoch
 
     def append_batch(self, msgs: Sequence[NewMessage]) -> list[StoredMessage]:
+        return self.write_batch(msgs, ())[0]
+
+    def write_batch(
+        self,
+        msgs: Sequence[NewMessage],
+        marks: Sequence[tuple[str, str, ReceiptStatus]],
+    ) -> tuple[list[StoredMessage], list[Receipt | None]]:
         for msg in msgs:
             check_new_message(msg)
-        if not msgs:
-            return []
-        with self._write(f"store {len(msgs)} messages") as conn:
-            # Resends of messages stored by an earlier batch are rare: number the batch as if
-            # there were none, and look the cids up only when the insert finds one.
-            results, rows, assigned = self._number(conn, msgs, look_up_cids=False)
-            conn.execute("SAVEPOINT append")
-            if conn.executemany(_INSERT_NEW, rows).rowcount != len(rows):
-                conn.execute("ROLLBACK TO append")
-                results, rows, assigned = self._number(conn, msgs, look_up_cids=True)
-                conn.executemany(_INSERT_NEW, rows)
-            conn.execute("RELEASE append")
-            conn.executemany(_UPSERT_CONV, assigned.items())
+        check_statuses(marks)
+        if not msgs and not marks:
+            return [], []
+        what = f"store {len(msgs)} messages and {len(marks)} receipts"
+        with self._write(what) as conn:
+            results, assigned = self._append_in(conn, msgs) if msgs else ([], {})
+            receipts = self._mark_in(conn, marks)
         for conv, seq in assigned.items():
             self._remember_seq(conv, seq)
-        return results
+        return results, receipts
+
+    def _append_in(
+        self, conn: sqlite3.Connection, msgs: Sequence[NewMessage]
+    ) -> tuple[list[StoredMessage], dict[str, int]]:
+        """Insert ``msgs`` within the open transaction; the results and the seqs given."""
+        # Resends of messages stored by an earlier batch are rare: number the batch as if
+        # there were none, and look the cids up only when the insert finds one.
+        results, rows, assigned = self._number(conn, msgs, look_up_cids=False)
+        conn.execute("SAVEPOINT append")
+        if conn.executemany(_INSERT_NEW, rows).rowcount != len(rows):
+            conn.execute("ROLLBACK TO append")
+            results, rows, assigned = self._number(conn, msgs, look_up_cids=True)
+            conn.executemany(_INSERT_NEW, rows)
+        conn.execute("RELEASE append")
+        conn.executemany(_UPSERT_CONV, assigned.items())
+        return results, assigned
 
     def _number(
         self, conn: sqlite3.Connection, msgs: Sequence[NewMessage], *, look_up_cids: bool
@@ -345,10 +369,10 @@ class SqliteStore(Store):
         results: list[StoredMessage] = []
         rows: list[tuple[object, ...]] = []
         assigned: dict[str, int] = {}
-        originals: dict[tuple[str, str], StoredMessage] = {}
+        originals: dict[tuple[str, str, str], StoredMessage] = {}
         for msg in msgs:
             if msg.cid is not None:
-                key = (msg.sender, msg.cid)
+                key = (msg.sender, msg.conv, msg.cid)
                 original = originals.get(key)
                 if original is None and look_up_cids:
                     row = conn.execute(_BY_CID, key).fetchone()
@@ -376,7 +400,7 @@ class SqliteStore(Store):
                 msg.to,
             )
             if msg.cid is not None:
-                originals[(msg.sender, msg.cid)] = stored
+                originals[(msg.sender, msg.conv, msg.cid)] = stored
             results.append(stored)
             receipt = None if msg.to is None else _PENDING
             rows.append((*_fields(stored), receipt))
@@ -436,19 +460,21 @@ class SqliteStore(Store):
         return self.mark_batch([(mid, user, status)])[0]
 
     def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
-        check_statuses(marks)
-        if not marks:
-            return []
+        return self.write_batch((), marks)[1]
+
+    def _mark_in(
+        self, conn: sqlite3.Connection, marks: Sequence[tuple[str, str, ReceiptStatus]]
+    ) -> list[Receipt | None]:
+        """Record ``marks`` within the open transaction; the receipts to send, in order."""
         receipts: list[Receipt | None] = []
-        with self._write(f"record {len(marks)} receipts") as conn:
-            for mid, user, status in marks:
-                level = RECEIPT_LEVELS[status]
-                row = conn.execute(_RECEIPT_OF, (mid,)).fetchone()
-                if row is None or row[1] != user or row[2] is None or row[2] >= level:
-                    receipts.append(None)
-                    continue
-                conn.execute(_SET_RECEIPT, (level, mid))
-                receipts.append(Receipt(mid, row[0], user, status))
+        for mid, user, status in marks:
+            level = RECEIPT_LEVELS[status]
+            row = conn.execute(_RECEIPT_OF, (mid,)).fetchone()
+            if row is None or row[1] != user or row[2] is None or row[2] >= level:
+                receipts.append(None)
+                continue
+            conn.execute(_SET_RECEIPT, (level, mid))
+            receipts.append(Receipt(mid, row[0], user, status))
         return receipts
 
     def prune(
