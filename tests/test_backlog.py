@@ -1,0 +1,161 @@
+"""Large backlogs and gaps are recoverable: an offline backlog far larger than a connection's
+outbox arrives whole, in order and once, a page at a time; a gap too large to replay at
+``join`` answers ``recovered: false`` and the client fills it from ``history``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.attack import Bystander, attack_server, spawn_attack
+from tests.support import Client, RunningNode
+
+# Above the outbox's default bound of 2,000 frames: queued at once, this backlog overflowed it.
+OVER_THE_OUTBOX = 2_145
+
+# Commands sent before their replies are read: well within the store's pending bound.
+PIPELINE = 500
+
+
+def fill_direct(
+    sender: Client, to: str, count: int, *, body: Any = "x", cids: str = "c"
+) -> list[str]:
+    """Send ``count`` direct messages to ``to``, pipelined; their mids, in order."""
+    mids: list[str] = []
+    for start in range(0, count, PIPELINE):
+        ids = []
+        for i in range(start, min(count, start + PIPELINE)):
+            command_id = next(sender.ids)
+            ids.append(command_id)
+            sender.send_obj(
+                {"t": "send", "id": command_id, "to": to, "body": body, "cid": f"{cids}{i}"}
+            )
+        for command_id in ids:
+            reply = sender.reply_to(command_id, timeout=30)
+            assert reply["ok"], reply
+            mids.append(reply["data"]["mid"])
+    return mids
+
+
+def receive_direct(client: Client, count: int) -> list[dict[str, Any]]:
+    return [client.event("msg", timeout=30) for _ in range(count)]
+
+
+def assert_nothing_more(client: Client, t: str = "msg") -> None:
+    """Barrier: a ping's reply comes after anything the server had queued before it."""
+    client.ok("ping")
+    assert not [e for e in client.events if e.get("t") == t], "delivered twice"
+
+
+def busy(start_node: Callable[..., RunningNode], **settings: Any) -> RunningNode:
+    # The sender pipelines thousands of sends: the per-connection rate limit is not under test.
+    return start_node(rate=100_000.0, burst=100_000.0, **settings)
+
+
+# -- the offline backlog -----------------------------------------------------------------------
+
+
+def test_a_backlog_larger_than_the_outbox_arrives_whole_in_order_and_once(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node)
+    sent = fill_direct(node.client("alice"), "bob", OVER_THE_OUTBOX)
+    bob = node.client("bob")
+    got = receive_direct(bob, OVER_THE_OUTBOX)
+    assert [m["mid"] for m in got] == sent
+    assert_nothing_more(bob)
+
+
+def test_live_direct_messages_follow_the_paged_backlog_once(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node, backlog_page_messages=25)
+    alice = node.client("alice")
+    backlog = fill_direct(alice, "bob", 300)
+    bob = node.client("bob")
+    # Sent while the backlog is being paged out: each must come after it, once.
+    live = fill_direct(alice, "bob", 50, body="live", cids="live")
+    got = receive_direct(bob, 350)
+    assert [m["mid"] for m in got] == backlog + live
+    assert_nothing_more(bob)
+
+
+def test_acknowledging_while_the_backlog_pages_skips_nothing(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node, backlog_page_messages=10)
+    sent = fill_direct(node.client("alice"), "bob", 200)
+    bob = node.client("bob")
+    got = []
+    for _ in range(200):
+        message = bob.event("msg")
+        got.append(message["mid"])
+        bob.send_obj({"t": "ack", "id": next(bob.ids), "mid": message["mid"]})
+    assert got == sent
+    assert_nothing_more(bob)
+    assert_nothing_more(node.client("bob"))  # every one was acknowledged: none is pending
+
+
+def test_a_reconnect_in_the_middle_of_the_backlog_gets_the_rest(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    node = busy(start_node, backlog_page_messages=20)
+    sent = fill_direct(node.client("alice"), "bob", 500)
+    read = random.Random(seed).randrange(1, 499)
+    bob = node.client("bob")
+    for message in receive_direct(bob, read):
+        bob.ok("ack", mid=message["mid"])
+    bob.close()  # mid-backlog, without a word
+    again = node.client("bob")
+    got = receive_direct(again, len(sent) - read)
+    assert [m["mid"] for m in got] == sent[read:]
+    assert_nothing_more(again)
+
+
+def take_backlog(port: int, token: str, count: int, seconds: float) -> None:
+    """In a child process: connect, read ``count`` direct messages over this one connection,
+    check each came once and in order, then exit 0 (any failure exits non-zero)."""
+    client = Client(f"ws://127.0.0.1:{port}/ws")
+    client.connect(token)
+    deadline = time.monotonic() + seconds
+    bodies = []
+    while len(bodies) < count:
+        assert time.monotonic() < deadline, f"only {len(bodies)} of {count} arrived"
+        bodies.append(client.event("msg", timeout=10)["body"])
+    assert bodies == list(range(count)), "out of order or twice"
+    assert_nothing_more(client)
+    client.close()
+
+
+def test_ten_thousand_waiting_messages_arrive_over_one_connection_beside_a_bystander(
+    tmp_path: Path,
+) -> None:
+    count = 10_000
+    with attack_server(tmp_path, "--rate", "100000", "--burst", "100000") as server:
+        alice = server.client("alice")
+        for start in range(0, count, PIPELINE):
+            ids = []
+            for i in range(start, start + PIPELINE):
+                ids.append(next(alice.ids))
+                alice.send_obj({"t": "send", "id": ids[-1], "to": "bob", "body": i, "cid": str(i)})
+            for command_id in ids:
+                assert alice.reply_to(command_id, timeout=30)["ok"]
+        bystander = Bystander(server).start()
+        with spawn_attack(
+            "tests.test_backlog:take_backlog",
+            port=server.port,
+            token=server.token("bob"),
+            count=count,
+            seconds=60,
+        ) as taker:
+            code = taker.wait(timeout=90)
+        latencies = bystander.stop()
+        print(latencies.summary())
+        assert code == 0, "bob did not get his backlog whole, once, over one connection"
+        latencies.assert_flowing()
