@@ -11,8 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from actorim.breaker import BreakerPolicy
+from actorim.client import Client as AppClient
+from actorim.client import LinkState
+from supervisors import Backoff
 from tests.attack import Bystander, attack_server, spawn_attack
 from tests.support import Client, RunningNode
+from tests.test_client import WAIT, Seen, drop_link
 
 # Above the outbox's default bound of 2,000 frames: queued at once, this backlog overflowed it.
 OVER_THE_OUTBOX = 2_145
@@ -159,3 +164,107 @@ def test_ten_thousand_waiting_messages_arrive_over_one_connection_beside_a_bysta
         print(latencies.summary())
         assert code == 0, "bob did not get his backlog whole, once, over one connection"
         latencies.assert_flowing()
+
+
+# -- a gap at join -----------------------------------------------------------------------------
+
+# 80 messages of 60 KB: 4.8 MB, more than the outbox's default 4 MiB, under 1,000 messages.
+GAP_MESSAGES = 80
+GAP_BODY = "x" * 60_000
+
+
+def send_to_room(sender: Client, room: str, count: int, body: Any) -> list[int]:
+    ids = [next(sender.ids) for _ in range(count)]
+    for command_id in ids:
+        sender.send_obj({"t": "send", "id": command_id, "room": room, "body": body})
+    return [sender.reply_to(command_id, timeout=30)["data"]["seq"] for command_id in ids]
+
+
+def test_a_gap_too_large_to_replay_answers_not_recovered_with_the_latest_seq(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node)
+    alice = node.client("alice")
+    alice.ok("join", room="r")
+    bob = node.client("bob")
+    joined = bob.ok("join", room="r")
+    bob.close()
+    missed = send_to_room(alice, "r", GAP_MESSAGES, GAP_BODY)
+    bob = node.client("bob")
+    reply = bob.ok("join", room="r", since=joined["seq"], epoch=joined["epoch"])
+    assert reply["recovered"] is False and reply["seq"] == missed[-1]
+    assert_nothing_more(bob)  # nothing replayed, and the connection stays open
+    [live] = send_to_room(alice, "r", 1, "after the gap")
+    assert bob.event("msg")["seq"] == live == reply["seq"] + 1
+    # What a client does with recovered: false: page history over the gap.
+    got: list[int] = []
+    after = joined["seq"]
+    while True:
+        page = bob.ok("history", room="r", after=after, before=reply["seq"] + 1, limit=10)
+        got.extend(m["seq"] for m in page["messages"])
+        if not page["more"]:
+            break
+        after = got[-1]
+    assert got == missed
+
+
+def test_a_replay_within_its_bounds_still_recovers_and_one_beyond_them_does_not(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node, replay_max_messages=5, replay_max_bytes=4_000)
+    alice = node.client("alice")
+    alice.ok("join", room="r")
+    epoch = alice.ok("join", room="r")["epoch"]
+    send_to_room(alice, "r", 5, "small")
+    bob = node.client("bob")
+    assert bob.ok("join", room="r", since=0, epoch=epoch)["recovered"] is True
+    assert [bob.event("msg")["seq"] for _ in range(5)] == [1, 2, 3, 4, 5]
+    send_to_room(alice, "r", 1, "small")  # six missed: more than replay_max_messages
+    carol = node.client("carol")
+    assert carol.ok("join", room="r", since=0, epoch=epoch)["recovered"] is False
+    assert_nothing_more(carol)
+    send_to_room(alice, "r", 2, "y" * 3_000)  # two missed, 6 KB: more than replay_max_bytes
+    dave = node.client("dave")
+    reply = dave.ok("join", room="r", since=6, epoch=epoch)
+    assert reply["recovered"] is False and reply["seq"] == 8
+    assert_nothing_more(dave)
+
+
+# The client reconnects 2 s after losing its link: time for the gap to be made meanwhile.
+AWAY = BreakerPolicy(
+    failure_threshold=5,
+    cooldown=2.0,
+    cooldown_cap=2.0,
+    backoff=Backoff(floor=2.0, cap=0.05),
+    heartbeat_interval=5.0,
+    heartbeat_timeout=2.0,
+)
+
+
+def test_the_python_client_fills_a_gap_not_recovered_from_history(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node, fault_injection=True)
+    alice = node.client("alice")
+    alice.ok("join", room="r")
+    bob = AppClient(node.url, node.token("bob"), policy=AWAY)
+    try:
+        bob.connect(timeout=WAIT)
+        got, states, rejoined = Seen(), Seen(), Seen()
+        bob.on("msg", got)
+        bob.on("rejoined", rejoined)
+        bob.on_state(states)
+        bob.join("r")
+        [first] = send_to_room(alice, "r", 1, "before")
+        got.wait_count(1)
+        drop_link(bob)
+        states.wait_state(LinkState.CONNECTING)
+        missed = send_to_room(alice, "r", GAP_MESSAGES, GAP_BODY)
+        states.wait_state(LinkState.CONNECTED)
+        [event] = rejoined.wait_count(1)
+        assert event["recovered"] is False and event["seq"] == missed[-1]
+        got.wait_count(1 + GAP_MESSAGES)
+        assert sorted(m["seq"] for m in got.items) == [first, *missed]
+        assert len({m["mid"] for m in got.items}) == len(got.items), "a message came twice"
+    finally:
+        bob.close()
