@@ -16,8 +16,8 @@ the live messages and the drains, and says what to send and when to read on. The
 shell (``actorim.offline``) reads the store and writes the outbox.
 
 >>> pager = BacklogPager(page_messages=2, page_bytes=100, max_held=10, max_held_bytes=1000)
->>> pager.state, pager.cursor
-(<PagerState.READING: 'reading'>, None)
+>>> pager.state, pager.next_read()  # pending_for(after=None, limit=2)
+(<PagerState.READING: 'reading'>, (None, 2))
 >>> pager.hold("m9", "live m9", size=10)  # arrives live while the first page is read
 True
 >>> pager.page_read([("m1", 10), ("m2", 10)])
@@ -26,7 +26,9 @@ True
 (<PagerState.SENDING: 'sending'>, 'm2')
 >>> pager.drained()  # the client took the page: read the next one
 True
->>> pager.page_read([("m9", 10)])  # the last page: shorter than a full one
+>>> pager.next_read()
+('m2', 2)
+>>> pager.page_read([("m9", 10)])  # the last page: shorter than asked for
 ['m9']
 >>> pager.state, pager.release()  # m9 went out from the page, not again from the held ones
 (<PagerState.DONE: 'done'>, [])
@@ -57,14 +59,20 @@ class BacklogPager(Generic[T]):
     """Decides the pages of one connection's offline backlog; see the module docstring.
 
     ``page_messages`` and ``page_bytes`` bound one page (a page holds at least one message,
-    however large). ``max_held`` and ``max_held_bytes`` bound the live direct messages held
-    back behind the backlog; past them ``overflowed`` turns True and the connection must be
-    closed as a slow consumer, exactly as if those messages had overflowed its outbox.
+    however large). A page cut short by its bytes makes the next read ask for as many messages
+    as fitted, so large messages are not read from the store again and again only to be left
+    for the next page; pages that fit let the reads grow back to ``page_messages``.
+
+    ``max_held`` and ``max_held_bytes`` bound the live direct messages held back behind the
+    backlog; past them ``overflowed`` turns True and the connection must be closed as a slow
+    consumer, exactly as if those messages had overflowed its outbox.
     """
 
     __slots__ = (
+        "_asked",
         "_held",
         "_held_bytes",
+        "_limit",
         "_sent",
         "cursor",
         "max_held",
@@ -94,10 +102,17 @@ class BacklogPager(Generic[T]):
         self._sent: set[str] = set()
         self._held: dict[str, tuple[T, int]] = {}
         self._held_bytes = 0
+        self._limit = page_messages
+        self._asked = page_messages
+
+    def next_read(self) -> tuple[str | None, int]:
+        """What to read next: ``pending_for``'s ``after`` and ``limit``."""
+        self._asked = self._limit
+        return self.cursor, self._limit
 
     def page_read(self, page: Sequence[tuple[str, int]]) -> list[str]:
-        """The store returned ``page`` ((mid, size in bytes), oldest first, at most
-        ``page_messages``): the mids to send now, in order.
+        """The store returned ``page`` ((mid, size in bytes), oldest first) for the last
+        ``next_read``: the mids to send now, in order.
 
         Afterwards the state is SENDING (wait for ``drained``) or DONE (the page was the last:
         send what ``release`` returns after it).
@@ -121,7 +136,11 @@ class BacklogPager(Generic[T]):
                 self._held_bytes -= held[1]
         if taken:
             self.cursor = page[taken - 1][0]
-        last = taken == len(page) and len(page) < self.page_messages
+        if taken < len(page):
+            self._limit = taken
+        else:
+            self._limit = min(self.page_messages, 2 * self._limit)
+        last = taken == len(page) and len(page) < self._asked
         self.state = PagerState.DONE if last else PagerState.SENDING
         return taking
 

@@ -75,14 +75,14 @@ class OfflineDelivery:
             self._read()
 
     def _read(self) -> None:
-        pager = self.pager
+        after, limit = self.pager.next_read()
         try:
             query(
                 self._ctx,
                 "pending_for",
                 self._link.user,
-                limit=pager.page_messages,
-                after=pager.cursor,
+                limit=limit,
+                after=after,
                 done=self._page,
             )
         except (Unavailable, MailboxFull) as exc:
