@@ -268,3 +268,19 @@ def test_the_python_client_fills_a_gap_not_recovered_from_history(
         assert len({m["mid"] for m in got.items}) == len(got.items), "a message came twice"
     finally:
         bob.close()
+
+
+def test_in_a_cluster_a_large_backlog_and_live_messages_arrive_once_in_order(
+    start_node: Callable[..., RunningNode], redis_session: Any
+) -> None:
+    url = f"redis://127.0.0.1:{redis_session.port}/0"
+    namespace = f"backlog{random.randrange(10**9)}"
+    here = busy(start_node, redis_url=url, redis_namespace=namespace, backlog_page_messages=100)
+    there = busy(start_node, redis_url=url, redis_namespace=namespace)
+    alice = there.client("alice")
+    backlog = fill_direct(alice, "bob", OVER_THE_OUTBOX)
+    bob = here.client("bob")
+    live = fill_direct(alice, "bob", 100, body="live", cids="live")
+    got = receive_direct(bob, OVER_THE_OUTBOX + 100)
+    assert [m["mid"] for m in got] == backlog + live
+    assert_nothing_more(bob)
