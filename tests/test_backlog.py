@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from actorim.breaker import BreakerPolicy
 from actorim.client import Client as AppClient
 from actorim.client import LinkState
 from supervisors import Backoff
 from tests.attack import Bystander, attack_server, spawn_attack
-from tests.support import Client, RunningNode
+from tests.support import OPCODE_BINARY, Client, RawWebSocket, RunningNode, wait_until
 from tests.test_client import WAIT, Seen, drop_link
 
 # Above the outbox's default bound of 2,000 frames: queued at once, this backlog overflowed it.
@@ -121,6 +123,36 @@ def test_a_reconnect_in_the_middle_of_the_backlog_gets_the_rest(
     got = receive_direct(again, len(sent) - read)
     assert [m["mid"] for m in got] == sent[read:]
     assert_nothing_more(again)
+
+
+def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_closed(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node)
+    # 3,000 messages of 2 KB: 6 MB, more than the outbox (4 MiB) and the kernel's buffers hold.
+    sent = fill_direct(node.client("alice"), "bob", 3_000, body="y" * 2_000)
+    bob = RawWebSocket("127.0.0.1", node.port, rcvbuf=4096)
+    bob.ok("connect", token=node.token("bob"))
+    [link] = [link for link in node.node.ctx.directory.links.values() if link.user == "bob"]
+
+    def stalled() -> bool:
+        offline = link.offline
+        return offline is not None and offline.pager.state.value == "sending" and link.ws.writing
+
+    wait_until(stalled, what="the server to wait for bob to read")
+    assert not link.outbox.overflowed
+    assert sent.index(link.offline.pager.cursor) < len(sent) - 1, "the rest waits in the store"
+    got = []
+    while len(got) < len(sent):
+        frame = bob.read_frame(timeout=10)
+        assert frame is not None, "the server closed the connection"
+        if frame[0] != OPCODE_BINARY:
+            continue  # a ping
+        event = msgpack.unpackb(frame[1], raw=False)
+        if event.get("t") == "msg":
+            got.append(event["mid"])
+    assert got == sent
+    bob.close()
 
 
 def take_backlog(port: int, token: str, count: int, seconds: float) -> None:
