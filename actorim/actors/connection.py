@@ -219,15 +219,21 @@ class ConnectionActor(GeventActor):
             return
         link.identity = identity
         link.user = identity.user
+        # Before the link is registered: a direct message that reaches it from then on waits
+        # behind the offline backlog instead of overtaking it.
+        offline = link.offline = OfflineDelivery(self.ctx, link)
         try:
             self._ask_router(Register(link))
         except CommandError as exc:
+            link.offline = None
             link.fail(command.id, exc.code, exc.message)
             link.request_close(CloseCode.POLICY_VIOLATION, "too many connections")
             return
+        except Unavailable:
+            link.offline = None
+            raise
         link.session = secrets.token_hex(8)
         link.phase = Phase.CONNECTED
-        offline = link.offline = OfflineDelivery(self.ctx, link)
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
             self.ctx.refs.tell("presence", Online(link))
         link.reply(
