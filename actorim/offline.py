@@ -30,8 +30,8 @@ __all__ = ["OfflineDelivery"]
 
 logger = logging.getLogger("actorim.connection")
 
-# A page takes at most this share of the outbox's bounds, so that room messages, replies and
-# live direct messages arriving while the client reads a page still fit beside it.
+# A page takes at most half of each outbox bound (frames, bytes), so that room messages,
+# replies and live direct messages arriving while the client reads a page still fit beside it.
 _OUTBOX_SHARE = 2
 
 
