@@ -314,7 +314,12 @@ class RoomActor(GeventActor):
         if since is None:
             link.reply(join.command_id, reply)
             return
-        if (join.epoch is not None and join.epoch != self.ctx.epoch) or since > state.seq:
+        if (
+            (join.epoch is not None and join.epoch != self.ctx.epoch)
+            or since > state.seq
+            # More missed than a replay may hold, by the numbers alone: not worth reading.
+            or state.seq - since > self.ctx.config.replay_max_messages
+        ):
             reply["recovered"] = False
             link.reply(join.command_id, reply)
             return
