@@ -125,33 +125,69 @@ def test_a_reconnect_in_the_middle_of_the_backlog_gets_the_rest(
     assert_nothing_more(again)
 
 
-def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_closed(
-    start_node: Callable[..., RunningNode],
-) -> None:
-    node = busy(start_node)
-    # 3,000 messages of 2 KB: 6 MB, more than the outbox (4 MiB) and the kernel's buffers hold.
-    sent = fill_direct(node.client("alice"), "bob", 3_000, body="y" * 2_000)
-    bob = RawWebSocket("127.0.0.1", node.port, rcvbuf=4096)
-    bob.ok("connect", token=node.token("bob"))
-    [link] = [link for link in node.node.ctx.directory.links.values() if link.user == "bob"]
+def stalled_reader(node: RunningNode, user: str) -> tuple[RawWebSocket, Any]:
+    """``user`` connected on a socket with a tiny receive buffer that reads nothing: returns
+    once the server waits for it to read (a page sent, the write blocked), and its link."""
+    raw = RawWebSocket("127.0.0.1", node.port, rcvbuf=4096)
+    raw.ok("connect", token=node.token(user))
+    [link] = [link for link in node.node.ctx.directory.links.values() if link.user == user]
 
     def stalled() -> bool:
         offline = link.offline
         return offline is not None and offline.pager.state.value == "sending" and link.ws.writing
 
-    wait_until(stalled, what="the server to wait for bob to read")
-    assert not link.outbox.overflowed
-    assert sent.index(link.offline.pager.cursor) < len(sent) - 1, "the rest waits in the store"
-    got = []
-    while len(got) < len(sent):
-        frame = bob.read_frame(timeout=10)
+    wait_until(stalled, what=f"the server to wait for {user} to read")
+    return raw, link
+
+
+def read_events(raw: RawWebSocket, messages: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Read until ``messages`` msg events came: their mids, and the replies read meanwhile
+    (each with ``after_messages``: how many msg events came before it)."""
+    mids: list[str] = []
+    replies: list[dict[str, Any]] = []
+    while len(mids) < messages:
+        frame = raw.read_frame(timeout=10)
         assert frame is not None, "the server closed the connection"
         if frame[0] != OPCODE_BINARY:
             continue  # a ping
         event = msgpack.unpackb(frame[1], raw=False)
         if event.get("t") == "msg":
-            got.append(event["mid"])
+            mids.append(event["mid"])
+        elif event.get("t") == "reply":
+            replies.append({**event, "after_messages": len(mids)})
+    return mids, replies
+
+
+# 3,000 messages of 2 KB: 6 MB, more than the outbox (4 MiB) and the kernel's buffers hold.
+LARGE = 3_000
+LARGE_BODY = "y" * 2_000
+
+
+def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_closed(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node)
+    sent = fill_direct(node.client("alice"), "bob", LARGE, body=LARGE_BODY)
+    bob, link = stalled_reader(node, "bob")
+    assert not link.outbox.overflowed
+    assert sent.index(link.offline.pager.cursor) < len(sent) - 1, "the rest waits in the store"
+    assert read_events(bob, len(sent))[0] == sent
+    bob.close()
+
+
+def test_a_connection_actor_that_crashes_mid_backlog_carries_on_where_it_was(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    node = busy(start_node, fault_injection=True)
+    sent = fill_direct(node.client("alice"), "bob", LARGE, body=LARGE_BODY)
+    bob, link = stalled_reader(node, "bob")
+    crash = bob.send_command("debug.crash", what="connection")
+    got, replies = read_events(bob, len(sent))
     assert got == sent
+    [reply] = replies
+    assert (reply["id"], reply["error"]["code"]) == (crash, "internal")
+    assert 0 < reply["after_messages"] < len(sent), "the crash came in the middle of the backlog"
+    assert link.offline is None and link.actor is not None
     bob.close()
 
 
