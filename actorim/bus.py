@@ -44,17 +44,16 @@ def deliver_to_user(
     mid: str | None = None,
     origin: Link | None = None,
 ) -> int:
-    """Offer ``frame`` to each local link of ``user``; a link catching up on offline messages
-    keeps direct messages aside so that they follow the backlog instead of overtaking it.
-    Returns how many links got it."""
+    """Offer ``frame`` to each local link of ``user``; a link still paging out its offline
+    backlog holds direct messages back so that they follow the backlog instead of overtaking
+    it. Returns how many links got it."""
     count = 0
     for link in directory.links_of(user):
         if link is origin:
             continue
         count += 1
-        if mid is not None and link.dm_backlog is not None:
-            link.dm_backlog.append((mid, frame))
-        else:
+        offline = link.offline
+        if mid is None or offline is None or not offline.hold(mid, frame):
             link.send_frame(frame)
     return count
 

@@ -247,6 +247,33 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outbox_max_frames", 2_000, "frames queued to a slow client before close 1013", int),
     Setting("outbox_max_bytes", 4 * MIB, "bytes queued to a slow client before close 1013", int),
     Setting(
+        "backlog_page_messages",
+        200,
+        "offline direct messages sent per page at connect; the next page follows once the client "
+        "has taken this one (at most half of outbox_max_frames)",
+        int,
+    ),
+    Setting(
+        "backlog_page_bytes",
+        256 * KIB,
+        "bytes of offline direct messages per page at connect (at least one message; at most "
+        "half of outbox_max_bytes)",
+        int,
+    ),
+    Setting(
+        "replay_max_messages",
+        1_000,
+        "most missed messages a join with since replays; a longer gap answers recovered: false "
+        "and the client pages history",
+        int,
+    ),
+    Setting(
+        "replay_max_bytes",
+        1 * MIB,
+        "most bytes of missed messages a join with since replays (then recovered: false)",
+        int,
+    ),
+    Setting(
         "presence_grace", 5.0, "seconds before a disconnected user is announced offline", float
     ),
     # -- operations
@@ -312,6 +339,10 @@ class Config:
     member_list_limit: int = _BY_NAME["member_list_limit"].default
     outbox_max_frames: int = _BY_NAME["outbox_max_frames"].default
     outbox_max_bytes: int = _BY_NAME["outbox_max_bytes"].default
+    backlog_page_messages: int = _BY_NAME["backlog_page_messages"].default
+    backlog_page_bytes: int = _BY_NAME["backlog_page_bytes"].default
+    replay_max_messages: int = _BY_NAME["replay_max_messages"].default
+    replay_max_bytes: int = _BY_NAME["replay_max_bytes"].default
     presence_grace: float = _BY_NAME["presence_grace"].default
     drain_seconds: float = _BY_NAME["drain_seconds"].default
     log_json: bool = _BY_NAME["log_json"].default
@@ -354,6 +385,10 @@ class Config:
             "frame_burst",
             "frames_per_read",
             "receipts_per_commit",
+            "backlog_page_messages",
+            "backlog_page_bytes",
+            "replay_max_messages",
+            "replay_max_bytes",
         ):
             if getattr(self, name) < 1:
                 _bad(name, f"must be at least 1, got {getattr(self, name)}")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from actorim.auth import Identity
     from actorim.metrics import Metrics
+    from actorim.offline import OfflineDelivery
     from actorim.protocol.errors import ErrorCode
     from actorim.ratelimit import RateLimiter
     from actorim.web.websocket import ServerWebSocket
@@ -89,7 +90,6 @@ class Link:
         "conn_id",
         "crashes",
         "current_id",
-        "dm_backlog",
         "done",
         "encoding",
         "encoding_fixed",
@@ -99,6 +99,7 @@ class Link:
         "last_ping",
         "limiter",
         "metrics",
+        "offline",
         "opened_at",
         "outbox",
         "pages",
@@ -140,7 +141,8 @@ class Link:
         self.current_id: int | None = None
         self.close_request: tuple[int, str] | None = None
         self.close_requested_at = 0.0
-        self.dm_backlog: list[tuple[str, WireFrame]] | None = None
+        # The offline backlog being paged out since connect; None once it is all sent.
+        self.offline: OfflineDelivery | None = None
         self.flush_scheduled = False
         self.limiter = limiter
         self.metrics = metrics
@@ -219,10 +221,17 @@ class Link:
             data = frames[0] if len(frames) == 1 else b"".join(frames)
             sent = self.ws.try_write(data)
             if sent == len(data):
+                self.written()
                 return
             if sent >= 0:
                 outbox.put_back(data[sent:])
         self.tell_actor()
+
+    def written(self) -> None:
+        """A write finished: when it emptied the outbox, the offline backlog may send on."""
+        offline = self.offline
+        if offline is not None and not self.outbox.frames:
+            offline.drained()
 
     def tell_actor(self) -> None:
         """Hand the rest to the actor: a blocking write, a close, an overflow."""

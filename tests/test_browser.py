@@ -690,3 +690,55 @@ def test_a_connection_refused_as_forbidden_rejects_connect_at_once_without_retry
         "first": "CONNECTED",
         "second": "DISCONNECTED",
     }
+
+
+GAP_CLIENT_JS = """
+async () => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const token = async () => (await (await fetch("/dev/token?user=gwen")).json()).token;
+  // Reconnects come 2 s after a lost link: time for the test to make a gap meanwhile.
+  const client = new ActorimClient(`ws://${location.host}/ws`, {
+    token, requestTimeout: 5000, backoff: { floor: 2000, cap: 100 },
+  });
+  window.client = client;
+  window.seqs = [];
+  window.joins = [];
+  client.on("msg", (msg) => window.seqs.push(msg.seq));
+  client.on("joined", (reply) => window.joins.push(reply));
+  await client.connect();
+  await client.join("gap");
+  return client.state;
+}
+"""
+
+# 80 messages of 60 KB: 4.8 MB, more than the server's outbox holds (4 MiB), so a re-join
+# cannot replay them and answers recovered: false.
+GAP_MESSAGES = 80
+
+
+def test_the_browser_client_fetches_a_gap_the_server_could_not_replay_from_history(
+    browser: Any, server: ServerProcess
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.base}/")
+    assert page.evaluate(GAP_CLIENT_JS) == "CONNECTED"
+    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    try:
+        hank.connect(json.loads(body)["token"])
+        hank.ok("join", room="gap")
+        hank.ok("send", room="gap", body="before")
+        page.wait_for_function("() => seqs.length === 1", polling=20, timeout=10_000)
+        page.evaluate("() => client._ws.close()")
+        page.wait_for_function("() => client.state !== 'CONNECTED'", polling=20, timeout=10_000)
+        for _ in range(GAP_MESSAGES):
+            hank.ok("send", room="gap", body="x" * 60_000)
+    finally:
+        hank.close()
+    page.wait_for_function("() => joins.length === 2", polling=20, timeout=10_000)
+    rejoin = page.evaluate("() => joins[1]")
+    assert (rejoin["resumed"], rejoin["recovered"], rejoin["seq"]) == (True, False, 81)
+    page.wait_for_function(f"() => seqs.length >= {GAP_MESSAGES + 1}", polling=20, timeout=10_000)
+    assert page.evaluate("() => seqs") == list(range(1, GAP_MESSAGES + 2))
+    context.close()

@@ -14,7 +14,7 @@ import actorim.client._state
 import actorim.client._status
 from actorim.breaker import BreakerState, CircuitBreaker, Transition
 from actorim.client import DEFAULT_POLICY, LinkState, QueueFull, StateChange
-from actorim.client._state import OnLoss, RecentIds, Session
+from actorim.client._state import GAP_PAGE, GapFill, OnLoss, RecentIds, Session
 from actorim.client._status import LinkStatus
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
@@ -217,6 +217,22 @@ def test_a_gap_that_cannot_be_replayed_is_skipped_and_reported() -> None:
     assert answer is not None and answer.event is not None
     assert answer.event["recovered"] is False
     assert session.rejoin_args() == [{"room": "r", "since": 5000, "epoch": "e2"}]
+
+
+def test_a_gap_not_replayed_in_the_same_epoch_is_filled_from_history() -> None:
+    session = Session(user="alice")
+    joined(session, seq=3, epoch="e1")
+    rejoin = session.submit("join", session.rejoin_args()[0], OnLoss.FAIL, resume=True, sent=True)
+    answer = session.answered(
+        reply(rejoin.id, room="r", seq=83, epoch="e1", members=["alice"], recovered=False)
+    )
+    assert answer is not None and answer.gap == GapFill("r", after=3, through=83)
+    assert answer.gap.next_args() == {"room": "r", "after": 3, "before": 84, "limit": GAP_PAGE}
+    assert session.rejoin_args() == [{"room": "r", "since": 83, "epoch": "e1"}]
+    # A new epoch numbers the room afresh: the old seqs name nothing to fetch.
+    rejoin = session.submit("join", session.rejoin_args()[0], OnLoss.FAIL, resume=True, sent=True)
+    answer = session.answered(reply(rejoin.id, room="r", seq=90, epoch="e2", recovered=False))
+    assert answer is not None and answer.gap is None
 
 
 def test_a_refused_join_forgets_the_room_and_a_refused_rejoin_is_reported() -> None:

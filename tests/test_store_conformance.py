@@ -402,6 +402,37 @@ def test_pending_stays_oldest_first_as_older_messages_keep_arriving(store: Store
     assert store.pending_for("bob", limit=10) == [at_1500, at_2000, at_3000]
 
 
+def test_pending_pages_after_a_cursor_reach_every_message_once_while_acks_remove_some(
+    store: Store,
+) -> None:
+    # Several messages share a millisecond (and a seq, across conversations): the cursor must
+    # order ties exactly as the first page does.
+    sent = store.append_batch(
+        [direct(sender, "bob", ts=1_000 + 10 * (i // 3)) for i in range(7) for sender in "acd"]
+    )
+    expected = store.pending_for("bob", limit=100)
+    assert sorted(m.mid for m in expected) == sorted(m.mid for m in sent)
+    got: list[StoredMessage] = []
+    after = None
+    while page := store.pending_for("bob", limit=4, after=after):
+        got.extend(page)
+        after = page[-1].mid
+        # The reader acknowledges what it took: the cursor no longer names a pending message.
+        store.mark_batch([(m.mid, "bob", "delivered") for m in page[:-1]])
+        store.mark(page[-1].mid, "bob", "read")
+    assert got == expected
+    assert store.pending_for("bob", limit=100) == []
+
+
+def test_pending_after_a_cursor_sees_messages_that_arrive_behind_it(store: Store) -> None:
+    first, second = store.append_batch([direct("alice", "bob", ts=1_000)] * 2)
+    [page_end] = store.pending_for("bob", limit=1)
+    assert page_end == first
+    [later] = store.append_batch([direct("carol", "bob", ts=2_000)])
+    assert store.pending_for("bob", limit=10, after=first.mid) == [second, later]
+    assert store.pending_for("bob", limit=10, after=later.mid) == []
+
+
 @pytest.mark.parametrize("status", ["delivered", "read"])
 def test_ack_or_read_ends_pending(store: Store, status: ReceiptStatus) -> None:
     first, second = store.append_batch([direct("alice", "bob"), direct("alice", "bob")])
@@ -692,6 +723,12 @@ class Observer:
             seen.append(self.page(page))
         for user in USERS:
             seen.append([self.message(m) for m in store.pending_for(user, limit=rng.randint(1, 6))])
+            theirs = [mid for mid in self.sent if self.recipients.get(mid) == user]
+            if theirs:
+                # A cursor is a message to the reader, recent or older, pending or not.
+                after = theirs[max(0, len(theirs) - 1 - int(rng.expovariate(0.2)))]
+                page = store.pending_for(user, limit=rng.randint(1, 6), after=after)
+                seen.append([self.message(m) for m in page])
         found = store.get(self.any_mid(rng))
         seen.append(None if found is None else self.message(found))
         return seen

@@ -23,12 +23,12 @@ from pykka import ActorDeadError
 from actorim.actors.messages import Append, Call, Crash, JoinRoom, LeaveRoom, Mark, ReadPage
 from actorim.actors.presence import Offline, Online, PresenceQuery, WatchChange
 from actorim.actors.router import Register, RoomFor, Unregister
-from actorim.actors.store import query
 from actorim.auth import AuthError
 from actorim.context import NodeContext, Unavailable
-from actorim.events import encode_body, message_frame
+from actorim.events import encode_body
 from actorim.link import WAKE, Link, Phase
 from actorim.logs import context as log_context
+from actorim.offline import OfflineDelivery
 from actorim.pages import Page, build_page
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
@@ -130,6 +130,7 @@ class ConnectionActor(GeventActor):
             except ConnectionClosed:
                 self._close(CloseCode.ABNORMAL_CLOSURE, "")
                 return
+            link.written()
         if link.close_request is not None:
             self._close(*link.close_request)
 
@@ -142,6 +143,7 @@ class ConnectionActor(GeventActor):
         )
         was_connected = link.phase is Phase.CONNECTED
         link.phase = Phase.CLOSING
+        link.offline = None  # a page still being read is dropped; the rest stays pending
         self._leave_everything(was_connected)
         if not link.outbox.overflowed and link.outbox.frames:
             with contextlib.suppress(ConnectionClosed):
@@ -218,15 +220,21 @@ class ConnectionActor(GeventActor):
             return
         link.identity = identity
         link.user = identity.user
+        # Before the link is registered: a direct message that reaches it from then on waits
+        # behind the offline backlog instead of overtaking it.
+        offline = link.offline = OfflineDelivery(self.ctx, link)
         try:
             self._ask_router(Register(link))
         except CommandError as exc:
+            link.offline = None
             link.fail(command.id, exc.code, exc.message)
             link.request_close(CloseCode.POLICY_VIOLATION, "too many connections")
             return
+        except Unavailable:
+            link.offline = None
+            raise
         link.session = secrets.token_hex(8)
         link.phase = Phase.CONNECTED
-        link.dm_backlog = []
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
             self.ctx.refs.tell("presence", Online(link))
         link.reply(
@@ -238,30 +246,9 @@ class ConnectionActor(GeventActor):
                 "heartbeat": self.ctx.config.heartbeat,
             },
         )
-        self._deliver_offline()
-
-    def _deliver_offline(self) -> None:
-        """Every direct message this user has not acknowledged, oldest first, then live ones."""
-        link = self.link
-        user = link.user
-
-        def done(result: Any, error: BaseException | None) -> None:
-            backlog, link.dm_backlog = link.dm_backlog or [], None
-            sent: set[str] = set()
-            if error is not None:
-                logger.warning("offline delivery for %r failed: %s", user, error)
-            else:
-                for stored in result:
-                    link.send_frame(message_frame(stored))
-                    sent.add(stored.mid)
-            for mid, frame in backlog:
-                if mid not in sent:
-                    link.send_frame(frame)
-
-        try:
-            query(self.ctx, "pending_for", user, limit=self.ctx.config.retention_count, done=done)
-        except Unavailable as exc:
-            done(None, exc)
+        # Every direct message this user has not acknowledged, oldest first, a page at a time;
+        # live ones follow.
+        offline.start()
 
     def _join(self, command: cmd.Join) -> None:
         link = self.link

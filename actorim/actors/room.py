@@ -7,7 +7,10 @@ encoding and no per-member message to another actor.
 
 A member that joins with ``since`` first gets what it missed, read from the store, then the
 live messages that arrived meanwhile (held back until the replay is done), so it sees the room
-in ``seq`` order with no gap.
+in ``seq`` order with no gap. A gap larger than the replay bounds (``replay_max_messages``,
+``replay_max_bytes``) is not replayed at all: queued at once it would overflow the member's
+outbox and close it with 1013, at every retry. The reply says ``recovered: false`` with the
+latest ``seq`` instead, and the client fills the gap from ``history`` a page at a time.
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ __all__ = ["RECOVERY_LIMIT", "RoomActor", "RoomIdle", "RoomState"]
 
 logger = logging.getLogger("actorim.room")
 
-# The most messages a join with ``since`` replays; a longer gap answers recovered: false and
-# the client pages back with ``history``. A thousand messages is a few hundred KiB at most.
+# The most messages a room replays from the store to close a gap in its own fan-out (after
+# Redis was away, or the actor restarted). A join with ``since`` has settings of its own
+# (replay_max_messages, replay_max_bytes).
 RECOVERY_LIMIT = 1000
 # How long a room waits before asking the store again for a gap it could not replay (the store,
 # or the cluster's Redis, was away); the messages after the gap wait with it, up to
@@ -310,7 +314,12 @@ class RoomActor(GeventActor):
         if since is None:
             link.reply(join.command_id, reply)
             return
-        if (join.epoch is not None and join.epoch != self.ctx.epoch) or since > state.seq:
+        if (
+            (join.epoch is not None and join.epoch != self.ctx.epoch)
+            or since > state.seq
+            # More missed than a replay may hold, by the numbers alone: not worth reading.
+            or state.seq - since > self.ctx.config.replay_max_messages
+        ):
             reply["recovered"] = False
             link.reply(join.command_id, reply)
             return
@@ -328,8 +337,9 @@ class RoomActor(GeventActor):
         def done(result: Any, error: BaseException | None) -> None:
             me.tell(Call(self._replayed, (link, command_id, reply, result, error)))
 
+        limit = self.ctx.config.replay_max_messages
         try:
-            query(self.ctx, "since", state.conv, since, limit=RECOVERY_LIMIT, done=done)
+            query(self.ctx, "since", state.conv, since, limit=limit, done=done)
         except Unavailable as exc:
             self._replayed(link, command_id, reply, None, exc)
 
@@ -345,17 +355,27 @@ class RoomActor(GeventActor):
         if link not in self.state.members:
             return
         last = reply["seq"]
+        frames: list[WireFrame] = []
+        recovered = False
         if error is not None:
             logger.warning("replay failed: %s", error, extra=log_context(room=self.state.name))
-            reply["recovered"] = False
-            messages: list[Any] = []
         else:
             messages, complete = result
-            reply["recovered"] = complete
+            if complete:
+                frames = [message_frame(stored) for stored in messages]
+                size = sum(len(frame.bytes_for(link.encoding)) for frame in frames)
+                # Too large to queue at once: the client pages history instead.
+                recovered = size <= self.ctx.config.replay_max_bytes
+            if recovered:
+                last = max([last, *(stored.seq for stored in messages)])
+            else:
+                frames = []
+        # Not recovered: nothing is replayed, and the reply's seq is the latest, so the client
+        # knows the gap to fill with history: after its since, up to and including seq.
+        reply["recovered"] = recovered
         link.reply(command_id, reply)
-        for stored in messages:
-            link.send_frame(message_frame(stored))
-            last = max(last, stored.seq)
+        for frame in frames:
+            link.send_frame(frame)
         for seq, frame in held:
             if seq > last:
                 link.send_frame(frame)

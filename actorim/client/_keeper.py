@@ -42,7 +42,7 @@ from actorim.client._errors import (
 )
 from actorim.client._events import Dispatcher
 from actorim.client._link import LinkClosed, WebSocketLink
-from actorim.client._state import Command, OnLoss, Session
+from actorim.client._state import Command, GapFill, OnLoss, Session
 from actorim.client._status import LinkState, LinkStatus, StateChange
 
 __all__ = ["LinkKeeper", "Token", "Tokens"]
@@ -427,6 +427,8 @@ class LinkKeeper:
             return
         if answer.event is not None:
             self._dispatch.event(answer.event)
+        if answer.gap is not None:
+            gevent.spawn(self._fill_gap, answer.gap)
         result = self._results.pop(answer.command.id, None)
         if result is None:
             if frame.get("ok") is not True:
@@ -453,6 +455,22 @@ class LinkKeeper:
             self.background("ack", {"mid": msg["mid"]})
         if incoming.deliver:
             self._dispatch.event(msg)
+
+    def _fill_gap(self, gap: GapFill) -> None:
+        """Page the messages a re-join could not replay from ``history``; each reaches the
+        application as a ``msg`` event (once: duplicates are dropped as for any message). The
+        pages are ordinary commands, so a link lost meanwhile only delays them."""
+        while (args := gap.next_args()) is not None:
+            try:
+                _, result = self.submit("history", args, OnLoss.RESEND)
+                data = result.get()
+            except ClientError as exc:
+                logger.warning("filling the gap in room %r stopped: %s", gap.room, exc)
+                return
+            messages = [m for m in data.get("messages", []) if isinstance(m, dict)]
+            for msg in messages:
+                self._message(msg)
+            gap.page(messages, more=data.get("more") is True)
 
     # -- the link's end ----------------------------------------------------------------------
 

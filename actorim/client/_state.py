@@ -34,10 +34,12 @@ from typing import Any
 from actorim.client._errors import QueueFull
 
 __all__ = [
+    "GAP_PAGE",
     "MAX_PENDING",
     "MAX_RECENT_MIDS",
     "Answer",
     "Command",
+    "GapFill",
     "Incoming",
     "OnLoss",
     "RecentIds",
@@ -53,6 +55,12 @@ MAX_RECENT_MIDS = 10_000
 MAX_PENDING = 10_000
 """Commands that may wait for an answer at once. Past it a new command fails with
 ``queue_full`` instead of growing without bound while the server is away."""
+
+
+GAP_PAGE = 12
+"""Messages per ``history`` page when filling a gap. Twelve messages of the largest size (a 64
+KiB body each, plus their fields) make a reply of about 800 KiB: under the 1 MiB the client's
+link accepts (``DEFAULT_MAX_SIZE``) and far under the server's 4 MiB outbox."""
 
 
 class OnLoss(Enum):
@@ -118,6 +126,47 @@ class Answer:
 
     command: Command
     event: dict[str, Any] | None = None
+    gap: GapFill | None = None
+    """A re-join that was not recovered: the gap to fill from ``history``."""
+
+
+@dataclass(slots=True)
+class GapFill:
+    """The ``history`` pages that fill a gap a re-join could not replay: the room's messages
+    after ``after`` up to and including ``through`` (the re-join reply's latest ``seq``).
+
+    The server answers ``recovered: false`` without replaying anything when the gap is too
+    large to send at once; these pages bring the missed messages a page at a time instead.
+
+    >>> fill = GapFill("r", after=10, through=50)
+    >>> fill.next_args()
+    {'room': 'r', 'after': 10, 'before': 51, 'limit': 12}
+    >>> fill.page([{"seq": s} for s in range(11, 23)], more=True)
+    >>> fill.next_args()["after"]
+    22
+    >>> fill.page([{"seq": s} for s in range(23, 51)], more=False)
+    >>> fill.next_args() is None
+    True
+    """
+
+    room: str
+    after: int
+    through: int
+
+    def next_args(self) -> dict[str, Any] | None:
+        """The next ``history`` command's arguments; None when the gap is filled."""
+        if self.after >= self.through:
+            return None
+        before = self.through + 1
+        return {"room": self.room, "after": self.after, "before": before, "limit": GAP_PAGE}
+
+    def page(self, messages: list[dict[str, Any]], *, more: bool) -> None:
+        """A page arrived: the next one starts after its last message."""
+        seqs = [m["seq"] for m in messages if isinstance(m.get("seq"), int)]
+        if not more or not seqs:
+            self.after = self.through
+        else:
+            self.after = max(self.after, *seqs)
 
 
 class RecentIds:
@@ -241,6 +290,7 @@ class Session:
         ok = frame.get("ok") is True
         data = frame.get("data")
         event = None
+        gap = None
         if command.t == "send":
             self._forget_send(command)
             if ok and isinstance(data, dict) and isinstance(data.get("mid"), str):
@@ -249,10 +299,11 @@ class Session:
         elif command.t == "join":
             room = command.args["room"]
             if ok and isinstance(data, dict):
+                gap = self._gap(room, data) if command.resume else None
                 event = self._joined(room, data, resumed=command.resume)
             else:
                 event = self._join_refused(room, frame.get("error"), resumed=command.resume)
-        return Answer(command, event)
+        return Answer(command, event, gap)
 
     def _forget_send(self, command: Command) -> None:
         cid = command.args.get("cid") if command.t == "send" else None
@@ -293,6 +344,22 @@ class Session:
         for user in users:
             self.watched.pop(user, None)
 
+    def _gap(self, room: str, data: dict[str, Any]) -> GapFill | None:
+        """A re-join reply that did not recover: the missed messages to page from history, when
+        the room's numbering did not restart (same epoch) and messages were missed."""
+        state = self.rooms.get(room)
+        seq = data.get("seq")
+        if (
+            state is None
+            or data.get("recovered") is not False
+            or state.seq is None
+            or not isinstance(seq, int)
+            or seq <= state.seq
+            or data.get("epoch") != state.epoch
+        ):
+            return None
+        return GapFill(room, state.seq, seq)
+
     def _joined(self, room: str, data: dict[str, Any], *, resumed: bool) -> dict[str, Any] | None:
         state = self.rooms.get(room)
         if state is None:
@@ -302,7 +369,7 @@ class Session:
         recovered = data.get("recovered") is not False
         if isinstance(seq, int) and (state.seq is None or not recovered):
             # First join: messages after the room's latest seq arrive live. Not recovered: the
-            # gap is given up on here, and the application is told to page back with history.
+            # gap is filled from history (see GapFill), not by the next re-join.
             state.seq = seq
         if isinstance(epoch, str):
             state.epoch = epoch

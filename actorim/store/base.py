@@ -284,8 +284,18 @@ class Store(Protocol):
         """The message ``mid``, or None when unknown or no longer retained."""
         ...
 
-    def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
-        """Direct messages to ``user`` they have neither acknowledged nor read, oldest first."""
+    def pending_for(
+        self, user: str, *, limit: int, after: str | None = None
+    ) -> list[StoredMessage]:
+        """Direct messages to ``user`` they have neither acknowledged nor read, oldest first.
+
+        ``after`` pages through them: the mid of the last message of the previous page (a
+        message to ``user``), which need not be pending any more (the reader may have
+        acknowledged it meanwhile), so that acknowledgements never make a reader skip a
+        message. Oldest first is an order on (``ts``, ``seq``, then the order of appending).
+        When retention has removed ``after`` itself, the page starts at the first pending
+        message of its millisecond.
+        """
         ...
 
     def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:

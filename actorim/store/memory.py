@@ -9,9 +9,10 @@ Costs, for a store holding n messages: ``append_batch`` is O(1) per message (O(l
 stamped earlier than the newest), ``since`` and ``history`` are O(log n + limit) (a bisection of
 the conversation's list), ``get`` and ``mark`` are O(1), and ``pending_for`` is O(limit) while a
 recipient's direct messages arrive in time order (one that arrives out of order costs a re-sort
-of that recipient's pending set at the next read). ``prune`` is O(log n) per message removed,
-plus a look at each conversation appended to since the previous prune (at every conversation
-when ``max_count`` differs from the previous call's).
+of that recipient's pending set at the next read); with ``after`` it is O(log n + limit) while
+the pending set is unchanged between pages, and O(n) for the page after a change to it.
+``prune`` is O(log n) per message removed, plus a look at each conversation appended to since
+the previous prune (at every conversation when ``max_count`` differs from the previous call's).
 
 >>> store = MemoryStore()
 >>> send = NewMessage("r:lobby", "alice", "text", b"hi", ts=1_000, cid="c1", room="lobby")
@@ -47,6 +48,7 @@ from actorim.store.base import (
     check_new_message,
     check_prune,
     check_statuses,
+    mid_ms,
     new_mid,
 )
 
@@ -125,12 +127,14 @@ class _Pending:
     clears ``ordered``, and the next read sorts the dict once.
     """
 
-    __slots__ = ("newest", "ordered", "records")
+    __slots__ = ("_index", "newest", "ordered", "records")
 
     def __init__(self) -> None:
         self.records: dict[str, _Record] = {}
         self.newest = (-1, -1, -1)
         self.ordered = True
+        # The records as a list, for bisecting to a page's start; rebuilt after any change.
+        self._index: list[_Record] | None = None
 
     def add(self, record: _Record) -> None:
         key = _pending_key(record)
@@ -139,13 +143,25 @@ class _Pending:
         else:
             self.newest = key
         self.records[record.msg.mid] = record
+        self._index = None
 
-    def oldest(self, limit: int) -> list[StoredMessage]:
+    def remove(self, mid: str) -> None:
+        del self.records[mid]
+        self._index = None
+
+    def oldest(self, limit: int, after: tuple[int, int, int] | None = None) -> list[StoredMessage]:
+        """The first ``limit`` records, or the first ``limit`` whose key is above ``after``."""
         if not self.ordered:
             ordered = sorted(self.records.values(), key=_pending_key)
             self.records = {record.msg.mid: record for record in ordered}
             self.ordered = True
-        return [record.msg for record in itertools.islice(self.records.values(), limit)]
+            self._index = None
+        if after is None:
+            return [record.msg for record in itertools.islice(self.records.values(), limit)]
+        if self._index is None:
+            self._index = list(self.records.values())
+        start = bisect_right(self._index, after, key=_pending_key)
+        return [record.msg for record in self._index[start : start + limit]]
 
 
 class MemoryStore(Store):
@@ -282,11 +298,20 @@ class MemoryStore(Store):
         record = self._by_mid.get(mid)
         return None if record is None else record.msg
 
-    def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
+    def pending_for(
+        self, user: str, *, limit: int, after: str | None = None
+    ) -> list[StoredMessage]:
         check_limit(limit)
         self._live()
         pending = self._pending.get(user)
-        return [] if pending is None else pending.oldest(limit)
+        if pending is None:
+            return []
+        if after is None:
+            return pending.oldest(limit)
+        record = self._by_mid.get(after)
+        # A cursor message that retention removed: resume at its millisecond (see the contract).
+        key = _pending_key(record) if record is not None else (mid_ms(after), -1, -1)
+        return pending.oldest(limit, key)
 
     def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:
         return self.mark_batch([(mid, user, status)])[0]
@@ -384,7 +409,7 @@ class MemoryStore(Store):
         recipient = record.msg.to
         assert recipient is not None
         pending = self._pending[recipient]
-        del pending.records[record.msg.mid]
+        pending.remove(record.msg.mid)
         if not pending.records:
             del self._pending[recipient]
 

@@ -85,6 +85,7 @@ from actorim.store.base import (
     check_new_message,
     check_prune,
     check_statuses,
+    mid_ms,
     new_mid,
 )
 
@@ -780,18 +781,26 @@ class RedisStore(Store):
             packed, _ = self._lookup_script(keys=keys, args=[mid])
         return None if packed is None else decode_published(packed)
 
-    def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
+    def pending_for(
+        self, user: str, *, limit: int, after: str | None = None
+    ) -> list[StoredMessage]:
         check_limit(limit)
         inbox, pending, _ = self._keys.user(user)
         found: list[StoredMessage] = []
         stale: list[tuple[str, bool]] = []
-        start = 0
         with self._calling("read pending messages"):
+            cursor: tuple[float, bytes] | None = None
+            if after is not None:
+                # The score is the message's ts, which its mid is made from; the inbox keeps
+                # the member of an acknowledged message (a pruned one resumes at its ms).
+                member = self._client.hget(inbox, after)
+                cursor = (mid_ms(after), member or b"")
             while len(found) < limit:
-                members = self._client.zrange(pending, start, start + limit - len(found) - 1)
-                if not members:
+                page = self._pending_after(pending, cursor, limit - len(found))
+                if not page:
                     break
-                start += len(members)
+                cursor = page[-1]
+                members = [member for _, member in page]
                 entries = [_pending_parts(m) for m in members]
                 by_conv: dict[str, list[str]] = {}
                 for mid, conv in entries:
@@ -817,6 +826,30 @@ class RedisStore(Store):
                     )
                 pipe.execute()
         return found
+
+    def _pending_after(
+        self, pending: str, cursor: tuple[float, bytes] | None, count: int
+    ) -> list[tuple[float, bytes]]:
+        """Up to ``count`` (score, member) of the pending index after ``cursor``, in zset order
+        (score, then member bytes): by score bounds, never ranks, so members removed behind the
+        cursor meanwhile (acknowledged) cannot make the reader skip one."""
+        client = self._client
+        if cursor is None:
+            pairs = client.zrange(pending, 0, count - 1, withscores=True)
+            return [(score, member) for member, score in pairs]
+        score, last = cursor
+        # Members of the cursor's own score (messages of one millisecond: a handful).
+        ties = [
+            (score, member)
+            for member, _ in client.zrangebyscore(pending, score, score, withscores=True)
+            if member > last
+        ]
+        if len(ties) >= count:
+            return ties[:count]
+        later = client.zrangebyscore(
+            pending, f"({score}", "+inf", start=0, num=count - len(ties), withscores=True
+        )
+        return ties + [(s, member) for member, s in later]
 
     def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:
         return self.mark_batch([(mid, user, status)])[0]

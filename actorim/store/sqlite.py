@@ -45,6 +45,7 @@ from actorim.store.base import (
     check_new_message,
     check_prune,
     check_statuses,
+    mid_ms,
     new_mid,
 )
 
@@ -147,6 +148,11 @@ _PENDING_FOR = (
     f"SELECT {_COLUMNS} FROM messages WHERE recipient = ? AND receipt = {_PENDING}"
     " ORDER BY ts, seq, id LIMIT ?"
 )
+_PENDING_AFTER = (
+    f"SELECT {_COLUMNS} FROM messages WHERE recipient = ? AND receipt = {_PENDING}"
+    " AND (ts, seq, id) > (?, ?, ?) ORDER BY ts, seq, id LIMIT ?"
+)
+_PLACE_OF = "SELECT ts, seq, id FROM messages WHERE mid = ?"
 _RECEIPT_OF = "SELECT sender, recipient, receipt FROM messages WHERE mid = ?"
 _SET_RECEIPT = "UPDATE messages SET receipt = ? WHERE mid = ?"
 _PRUNE_AGE = (
@@ -451,10 +457,19 @@ class SqliteStore(Store):
             row = conn.execute(_BY_MID, (mid,)).fetchone()
         return None if row is None else StoredMessage(*row)
 
-    def pending_for(self, user: str, *, limit: int) -> list[StoredMessage]:
+    def pending_for(
+        self, user: str, *, limit: int, after: str | None = None
+    ) -> list[StoredMessage]:
         check_limit(limit)
         with self._read("read pending messages") as conn:
-            return [StoredMessage(*row) for row in conn.execute(_PENDING_FOR, (user, limit))]
+            if after is None:
+                rows = conn.execute(_PENDING_FOR, (user, limit))
+            else:
+                place = conn.execute(_PLACE_OF, (after,)).fetchone()
+                # A cursor message that retention removed: resume at its millisecond.
+                ts, seq, row_id = place if place is not None else (mid_ms(after), -1, -1)
+                rows = conn.execute(_PENDING_AFTER, (user, ts, seq, row_id, limit))
+            return [StoredMessage(*row) for row in rows]
 
     def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:
         return self.mark_batch([(mid, user, status)])[0]

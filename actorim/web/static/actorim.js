@@ -63,6 +63,10 @@ export const DEFAULTS = Object.freeze({
   autoAck: true,
 });
 
+// Messages per `history` page when filling a gap the server could not replay: twelve of the
+// largest (a 64 KiB body each) make a reply of about 800 KiB, far under the server's 4 MiB outbox.
+const GAP_PAGE = 12;
+
 // Retries of a send the server answered `overloaded`, `internal` or `rate_limited`.
 const MAX_SEND_RETRIES = 5;
 // Error codes after which a send or receipt is worth sending again, with the same `cid`.
@@ -283,8 +287,10 @@ function withTimeout(promise, ms) {
  * CustomEvent): `msg`, `member`, `presence`, `receipt` (server events as documented in
  * docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
  * reply {room, seq, epoch, members} with `resumed`: a re-join after a reconnect, `recovered`:
- * false when the missed messages could not all be replayed, so page back with `history`, and
- * `epochChanged`: the room's numbering restarted), `error` ({code, message}).
+ * false when the missed messages could not be replayed (the client then fetches them with
+ * `history` itself and they arrive as `msg` events; only a gap older than the server's
+ * retention stays missing), and `epochChanged`: the room's numbering restarted, nothing can be
+ * fetched), `error` ({code, message}).
  *
  * Every message reaches the application once as a `msg` event, the user's own sends included
  * (built from the send's reply): duplicates by `mid` are dropped.
@@ -501,7 +507,43 @@ export class ActorimClient extends EventTarget {
     const recovered = reply.recovered !== false;
     this._emit("joined", { ...reply, resumed: resuming, recovered, epochChanged });
     for (const w of entry.waiters.splice(0)) w.resolve(reply);
+    if (resuming && !recovered && !epochChanged && reply.seq > args.since) {
+      // Too much was missed to replay at once: the server sent nothing and said where the
+      // room is now. Fetch the gap a page at a time instead.
+      this._fillGap(room, args.since, reply.seq);
+    }
     return reply;
+  }
+
+  /** Page `history` over a gap a re-join could not replay (`since` < seq <= `through`): each
+   * missed message reaches the application as a `msg` event, once. A lost link pauses the
+   * paging until the client is connected again; `close()` ends it. */
+  async _fillGap(room, since, through) {
+    let after = since;
+    while (after < through && this._rooms.has(room)) {
+      let page;
+      try {
+        page = await this.history({ room, after, before: through + 1, limit: GAP_PAGE });
+      } catch (err) {
+        if (err.code !== "disconnected" && err.code !== "timeout") {
+          const message = `filling the gap in ${room}: ${err.message}`;
+          this._emit("error", { code: err.code, message, room });
+          return;
+        }
+        try {
+          await new Promise((resolve, reject) => {
+            if (this._ready) resolve();
+            else this._readyWaiters.push({ resolve, reject });
+          });
+        } catch {
+          return; // closed
+        }
+        continue;
+      }
+      for (const msg of page.messages) this._message(msg);
+      if (!page.more || page.messages.length === 0) return;
+      after = page.messages[page.messages.length - 1].seq;
+    }
   }
 
   _tick(gen) {
