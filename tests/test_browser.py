@@ -739,6 +739,7 @@ def test_the_browser_client_fetches_a_gap_the_server_could_not_replay_from_histo
     page.wait_for_function("() => joins.length === 2", polling=20, timeout=10_000)
     rejoin = page.evaluate("() => joins[1]")
     assert (rejoin["resumed"], rejoin["recovered"], rejoin["seq"]) == (True, False, 81)
-    page.wait_for_function(f"() => seqs.length >= {GAP_MESSAGES + 1}", polling=20, timeout=10_000)
+    # Pages are charged to the rate limit by their size: 4.8 MB take several seconds.
+    page.wait_for_function(f"() => seqs.length >= {GAP_MESSAGES + 1}", polling=20, timeout=30_000)
     assert page.evaluate("() => seqs") == list(range(1, GAP_MESSAGES + 2))
     context.close()

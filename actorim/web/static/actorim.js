@@ -66,6 +66,9 @@ export const DEFAULTS = Object.freeze({
 // Messages per `history` page when filling a gap the server could not replay: twelve of the
 // largest (a 64 KiB body each) make a reply of about 800 KiB, far under the server's 4 MiB outbox.
 const GAP_PAGE = 12;
+// Pauses before asking again for a gap's page the server refused for now (rate_limited,
+// overloaded): the rate limit refills a page's worth in about a second.
+const GAP_RETRY = { floor: 250, cap: 2_000 };
 
 // Retries of a send the server answered `overloaded`, `internal` or `rate_limited`.
 const MAX_SEND_RETRIES = 5;
@@ -520,11 +523,19 @@ export class ActorimClient extends EventTarget {
    * paging until the client is connected again; `close()` ends it. */
   async _fillGap(room, since, through) {
     let after = since;
+    let refusals = 0;
     while (after < through && this._rooms.has(room)) {
       let page;
       try {
         page = await this.history({ room, after, before: through + 1, limit: GAP_PAGE });
       } catch (err) {
+        if (RETRYABLE.has(err.code) && err.code !== "timeout") {
+          // Pages are charged by their size: a large gap runs into the rate limit, and a busy
+          // store answers overloaded. Both pass; ask again after a pause.
+          refusals += 1;
+          await new Promise((resolve) => setTimeout(resolve, backoffDelay(refusals, GAP_RETRY)));
+          continue;
+        }
         if (err.code !== "disconnected" && err.code !== "timeout") {
           const message = `filling the gap in ${room}: ${err.message}`;
           this._emit("error", { code: err.code, message, room });
@@ -540,6 +551,7 @@ export class ActorimClient extends EventTarget {
         }
         continue;
       }
+      refusals = 0;
       for (const msg of page.messages) this._message(msg);
       if (!page.more || page.messages.length === 0) return;
       after = page.messages[page.messages.length - 1].seq;
