@@ -39,11 +39,11 @@ import gevent
 from gevent import GreenletExit
 from greenlet import getcurrent
 from pykka import Actor, ActorRef, ActorRegistry
-from pykka.messages import _ActorStop
 
 from supervisors._exit import KILLED, NOPROC, NORMAL, Exit, ExitKind
 from supervisors._future import GeventFuture
 from supervisors._mailbox import Mailbox, Overflow, dead_letter
+from supervisors._pykka_compat import ActorStop, actor_of, dispatcher
 from supervisors._registry import install as _install_registry
 from supervisors._runtime import call_on_home, home_hub, on_home_thread
 
@@ -169,6 +169,7 @@ class GeventActor(Actor):
         if self._greenlet is not me or self._state is _ENDED:
             return  # killed before this greenlet got to run
         queue = self.actor_inbox.queue
+        handle = dispatcher(self)
         envelope = None
         self._in_run = True
         try:
@@ -181,11 +182,11 @@ class GeventActor(Actor):
                     raise self._doom
                 envelope = queue.popleft()
                 message = envelope.message
-                if message.__class__ is _ActorStop:
+                if message.__class__ is ActorStop:
                     self._stop_normally(envelope)
                     return
                 try:
-                    result = self._handle_receive(message)
+                    result = handle(message)
                 except Exception:
                     if envelope.reply_to is None:
                         raise
@@ -348,7 +349,7 @@ def _run_actors(actor: GeventActor) -> None:
 
 
 def _actor_of(ref: ActorRef[Any]) -> GeventActor | None:
-    actor = ref._actor_weakref()
+    actor = actor_of(ref)
     if actor is None:
         return None
     if not isinstance(actor, GeventActor):
