@@ -43,7 +43,7 @@ from pykka import Actor, ActorRef, ActorRegistry
 from supervisors._exit import KILLED, NOPROC, NORMAL, Exit, ExitKind
 from supervisors._future import GeventFuture
 from supervisors._mailbox import Mailbox, Overflow, dead_letter
-from supervisors._pykka_compat import ActorStop, actor_of, dispatcher
+from supervisors._pykka_compat import ActorStop, actor_of, dispatcher, is_stop
 from supervisors._registry import install as _install_registry
 from supervisors._runtime import call_on_home, home_hub, on_home_thread
 
@@ -272,6 +272,37 @@ class GeventActor(Actor):
     def exit_reason(self) -> Exit | None:
         """Why the actor ended, or None while it runs."""
         return self._exit
+
+    def drain_mailbox(self) -> list[Any]:
+        """Take the messages still waiting in the mailbox, oldest first: this actor will not
+        handle them.
+
+        For an actor that hands its unfinished work on, typically from ``on_failure`` to the
+        actor its supervisor starts next (messages that would otherwise be dead letters). Only
+        told messages are returned. An asked message is answered with ``ActorDeadError`` at
+        once, so its sender learns it was not handled, and a stop request stays in the mailbox:
+        the actor still stops. Call it on the actor's own greenlet (in ``on_start``, a handler,
+        ``on_stop`` or ``on_failure``).
+
+        Example::
+
+            class Worker(GeventActor):
+                def on_failure(self, *exc_info):
+                    self.successor_work.extend(self.drain_mailbox())
+        """
+        queue = self.actor_inbox.queue
+        told: list[Any] = []
+        kept = []
+        while queue:
+            envelope = queue.popleft()
+            if is_stop(envelope.message):
+                kept.append(envelope)
+            elif envelope.reply_to is not None:
+                dead_letter(envelope, self)
+            else:
+                told.append(envelope.message)
+        queue.extend(kept)
+        return told
 
     def kill(self) -> None:
         """End the actor now, without ``on_stop``: OTP's ``brutal_kill``.

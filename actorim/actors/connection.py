@@ -93,9 +93,7 @@ class ConnectionActor(GeventActor):
                 extra=log_context(conn=link.conn_id, user=link.user),
             )
             link.request_close(CloseCode.INTERNAL_ERROR, "internal error")
-        queue = self.actor_inbox.queue
-        link.carry_over.extend(e.message for e in queue if e.message is not WAKE)
-        queue.clear()
+        link.carry_over.extend(m for m in self.drain_mailbox() if m is not WAKE)
 
     def on_stop(self) -> None:
         # Stopped by its supervisor (the node shutting down): the client is told to go elsewhere.
