@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.actors.faults import FaultInjectable
 from actorim.actors.messages import (
     Call,
-    Crash,
     JoinRoom,
     LeaveRoom,
     Publish,
@@ -98,8 +98,11 @@ class RoomIdle:
     state: RoomState
 
 
-class RoomActor(GeventActor):
+class RoomActor(FaultInjectable, GeventActor):
     """See the module docstring."""
+
+    fault_kind = "room"
+    fault_subject = "the room"
 
     def __init__(self, state: RoomState, ctx: NodeContext) -> None:
         super().__init__()
@@ -134,11 +137,6 @@ class RoomActor(GeventActor):
         if cluster is not None and self._subscribed:
             unwant_channel(self.ctx, cluster.keys.room_channel(self.state.name))
 
-    def on_failure(self, *_exc: object) -> None:
-        crash = getattr(self, "_crash_request", None)
-        if crash is not None and crash.link is not None and crash.command_id is not None:
-            crash.link.fail(crash.command_id, ErrorCode.INTERNAL, "the room failed (injected)")
-
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Publish):
             self._publish(message)
@@ -152,9 +150,6 @@ class RoomActor(GeventActor):
             self._repair()
         elif isinstance(message, Call):
             return message.func(*message.args)
-        elif isinstance(message, Crash):
-            self._crash_request = message
-            raise RuntimeError("debug.crash: room failure injected")
         else:
             return super().on_receive(message)
         return None
