@@ -21,6 +21,7 @@ from supervisors import (
     kill,
     monitor,
 )
+from supervisors._pykka_compat import actor_of
 
 WAIT = 5.0  # seconds
 CAPACITY = 3
@@ -247,8 +248,8 @@ class HandsOn(GeventActor):
 
 def hands_on_blocked(first: str) -> tuple[ActorRef[Any], HandsOn, gevent.event.AsyncResult]:
     ref = HandsOn.start()
-    actor = ref._actor_weakref()
-    assert actor is not None
+    actor = actor_of(ref)
+    assert isinstance(actor, HandsOn)
     ended = gevent.event.AsyncResult()
     monitor(ref, lambda _ref, why: ended.set(why))
     ref.tell(first)
