@@ -17,6 +17,7 @@ they are checked here too, as is the envelope ``ActorRef.tell`` puts in an inbox
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -203,17 +204,32 @@ def _actor_weakref() -> str | None:
     return None
 
 
+# The methods of its refs container that Pykka's ActorRegistry calls; with ``in``, iteration and
+# slicing, what the index of supervisors/_registry.py implements.
+_REGISTRY_METHODS_USED = frozenset({"append", "remove"})
+_REGISTRY_METHOD_CALL = re.compile(r"_actor_refs\.(\w+)")
+
+
 def _registry_refs() -> str | None:
     lock = getattr(ActorRegistry, "_actor_refs_lock", None)
     if lock is None or not hasattr(lock, "__enter__"):
         return "ActorRegistry._actor_refs_lock is gone or no longer a lock"
-    refs = getattr(ActorRegistry, "_actor_refs", None)
-    if refs is None:
+    if not hasattr(ActorRegistry, "_actor_refs"):
         return "ActorRegistry._actor_refs is gone"
-    needed = ("append", "remove", "__contains__", "__iter__", "__getitem__")
-    missing = [name for name in needed if not hasattr(refs, name)]
-    if missing:
-        return f"ActorRegistry._actor_refs no longer supports {missing}"
+    called = set(_REGISTRY_METHOD_CALL.findall(inspect.getsource(ActorRegistry)))
+    if not called <= _REGISTRY_METHODS_USED:
+        return f"ActorRegistry now calls _actor_refs.{sorted(called - _REGISTRY_METHODS_USED)}"
+    # The container is replaced at import, so its presence proves nothing: Pykka must still
+    # keep its refs in it.
+    ref = _ProbeActor().actor_ref
+    ActorRegistry.register(ref)
+    try:
+        if ref not in ActorRegistry._actor_refs or ref not in ActorRegistry.get_all():
+            return "ActorRegistry.register no longer keeps the ref in _actor_refs"
+    finally:
+        ActorRegistry.unregister(ref)
+    if ref in ActorRegistry._actor_refs:
+        return "ActorRegistry.unregister no longer removes the ref from _actor_refs"
     if not isinstance(inspect.getattr_static(ActorRegistry, "get_by_urn"), classmethod):
         return "ActorRegistry.get_by_urn is no longer a classmethod"
     return None

@@ -48,7 +48,7 @@ def test_shape_problems_name_the_version_and_what_changed(monkeypatch: pytest.Mo
         del ref._actor_weakref
 
     monkeypatch.setattr(ActorRef, "__init__", ref_without_weakref)
-    monkeypatch.setattr(ActorRegistry, "_actor_refs", None)
+    monkeypatch.delattr(ActorRegistry, "_actor_refs")
 
     problems = _pykka_compat.shape_problems()
 
@@ -72,3 +72,18 @@ def test_a_changed_stop_message_is_noticed(monkeypatch: pytest.MonkeyPatch) -> N
     assert "changed messages._ActorStop" in problem
     assert "not an _ActorStop() each" in problem
     assert _ActorStop is _pykka_compat.ActorStop
+
+
+def test_a_changed_gevent_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gevent.pywsgi import WSGIHandler
+    from geventwebsocket.handler import WebSocketHandler
+
+    monkeypatch.delattr(WSGIHandler, "_sendall")
+    monkeypatch.setattr(WebSocketHandler, "handle", lambda self: None, raising=False)
+
+    problems = _gevent_compat.shape_problems()
+
+    assert len(problems) == 2
+    assert all(p.startswith(f"{_gevent_compat.versions()} (internals read from ") for p in problems)
+    assert "WSGIHandler._sendall is gone" in problems[0]
+    assert "now also defines ['handle']" in problems[1]
