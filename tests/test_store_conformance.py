@@ -8,8 +8,10 @@ The Redis backend runs against a private redis-server (tests/redis_server.py).
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, closing, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -621,6 +623,114 @@ def test_every_call_on_a_closed_store_raises_store_error(store: Store, call: str
     store.close()
     with pytest.raises(StoreError, match="closed"):
         CALLS_ON_A_STORE[call](store)
+
+
+# -- a failed write: each message whole or absent, and a resend completes the batch ---------
+
+
+@contextmanager
+def failing_sqlite(
+    store: Store, data_dir: Path, conv: str, request: pytest.FixtureRequest
+) -> Iterator[None]:
+    """A trigger aborts every insert into ``conv``, as a full disk would abort the commit."""
+    with closing(sqlite3.connect(data_dir / "messages.db")) as db:
+        db.execute(
+            f"CREATE TRIGGER fail_conv BEFORE INSERT ON messages WHEN NEW.conv = '{conv}'"
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        db.commit()
+        yield
+        db.execute("DROP TRIGGER fail_conv")
+        db.commit()
+
+
+@contextmanager
+def failing_redis(
+    store: Store, data_dir: Path, conv: str, request: pytest.FixtureRequest
+) -> Iterator[None]:
+    """``conv``'s cid index holds a string: Redis refuses that message's script (WRONGTYPE) at
+    its first command, before it writes anything, as it refuses a script when out of memory."""
+    cids = cast(RedisStore, store).keys.conversation(conv)[2]
+    client = request.getfixturevalue("redis_client")  # the client the store was opened on
+    client.set(cids, b"not a hash")
+    yield
+    client.delete(cids)
+
+
+@contextmanager
+def failing_memory(
+    store: Store, data_dir: Path, conv: str, request: pytest.FixtureRequest
+) -> Iterator[None]:
+    """The memory store cannot fail once a batch is checked; this stands in for a failure at
+    ``conv``'s first message, to show what the store keeps of the messages before it."""
+    memory = cast(MemoryStore, store)
+    append = memory._append
+
+    def failing_append(msg: NewMessage) -> StoredMessage:
+        if msg.conv == conv:
+            raise StoreError("injected failure")
+        return append(msg)
+
+    memory._append = failing_append  # type: ignore[method-assign]
+    yield
+    memory._append = append  # type: ignore[method-assign]
+
+
+# Makes every append to one conversation of a backend fail with StoreError while it is active.
+FailureFactory = Callable[[Store, Path, str, pytest.FixtureRequest], AbstractContextManager[None]]
+FAILURES: dict[str, FailureFactory] = {
+    "sqlite": failing_sqlite,
+    "memory": failing_memory,
+    "redis": failing_redis,
+}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_failed_batch_leaves_each_message_whole_or_absent_and_a_resend_completes_it(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # The Store contract: a write that raises may have stored some of its messages, each
+    # whole; resending the batch with the same cids stores every message exactly once.
+    batch = [
+        room_msg("a1", room="a", cid="a1"),
+        room_msg("b1", room="b", cid="b1"),
+        direct("alice", "bob", cid="d1"),
+        room_msg("a2", room="a", cid="a2"),
+        room_msg("c1", room="c", cid="c1"),
+    ]
+    convs = list(dict.fromkeys(m.conv for m in batch))
+    store = BACKENDS[backend](tmp_path, request)
+    try:
+        with FAILURES[backend](store, tmp_path, room_conv("b"), request):
+            with pytest.raises(StoreError):
+                store.append_batch(batch)
+            kept: dict[str | None, StoredMessage] = {}
+            for conv in convs:
+                page, _ = store.history(conv, limit=100)
+                sent = [m for m in batch if m.conv == conv]
+                # Numbered from 1 without gaps, whole, in the batch's order, each once.
+                assert seqs(page) == list(range(1, len(page) + 1))
+                assert [(m.sender, m.cid, m.body, m.room, m.to) for m in page] == [
+                    (m.sender, m.cid, m.body, m.room, m.to) for m in sent[: len(page)]
+                ]
+                kept.update((m.cid, m) for m in page)
+            assert "b1" not in kept
+            print(f"{backend}: a failed batch kept {sorted(map(str, kept))}")
+
+        results = store.append_batch(batch)
+        assert [r.cid for r in results] == [m.cid for m in batch]
+        for result in results:
+            assert result.duplicate == (result.cid in kept)
+            if result.duplicate:
+                assert (result.mid, result.seq) == (kept[result.cid].mid, kept[result.cid].seq)
+            assert store.get(result.mid) == replace(result, duplicate=False)
+        for conv in convs:
+            page, _ = store.history(conv, limit=100)
+            assert [m.cid for m in page] == [m.cid for m in batch if m.conv == conv]
+            assert seqs(page) == list(range(1, len(page) + 1))
+        assert [m.cid for m in store.pending_for("bob", limit=10)] == ["d1"]
+    finally:
+        store.close()
 
 
 # -- every backend answers as the in-memory reference model does ----------------------------

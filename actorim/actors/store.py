@@ -354,7 +354,10 @@ class StoreActor(FaultInjectable, GeventActor):
         )
 
 
-_STORE_FAILED = "the message store failed; the message was not stored, send it again"
+_STORE_FAILED = (
+    "the message store failed; the message may not have been stored: send it again with the"
+    " same cid"
+)
 _STORE_BEHIND = "the message store is behind; retry in a moment"
 _LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"
 

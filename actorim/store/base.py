@@ -11,6 +11,10 @@ The server builds its delivery promises on four guarantees, and every backend ke
    restarted (the store was wiped or replaced).
 4. A direct message stays pending for its recipient until they acknowledge or read it.
 
+A write that fails may have stored part of its batch, each message whole: the batch contract is
+per message (see ``Store``), because a batch spans conversations and the Redis store keeps each
+conversation on its own shard. Resending the batch with the same cids completes it.
+
 Stores are synchronous and single-threaded: one caller (the store actor's worker thread) uses a
 store at a time. Message bodies are opaque bytes, already encoded by the protocol layer.
 
@@ -84,11 +88,12 @@ _MID_CHARS = 18
 
 
 class StoreError(Exception):
-    """The store could not do what was asked; for writes, nothing of the request was stored.
+    """The store could not do what was asked; a write may have done part of it.
 
     Raised for I/O and database failures (disk full, database locked, store closed, data
-    written by a newer version). A caller can retry the same batch: ``cid`` de-duplication makes
-    a retry safe.
+    written by a newer version). Of a failed write, each message is stored whole or not at all
+    (see ``Store``). A caller retries the same batch: ``cid`` de-duplication makes a retry safe
+    and completes what the failure left undone.
     """
 
 
@@ -221,8 +226,16 @@ def check_new_message(msg: NewMessage) -> None:
 class Store(Protocol):
     """The durable message store. Every method may raise StoreError.
 
-    Writes are all-or-nothing: when a write raises, none of it was stored. Pages are always in
-    ascending ``seq`` order. ``limit`` arguments must be at least 1.
+    Writes are atomic per message, not per batch: when a write raises, any of its messages may
+    have been stored (and, by a publishing backend, delivered), each whole: numbered, in its
+    conversation's pages, and recognised by its cid, never half-written and never numbered
+    twice. Resending the batch with the same cids stores each message exactly once and
+    completes what the failure left undone (a recipient's pending index, the lookup by mid).
+    SQLite stores a batch in one transaction and so does better (a failed batch stores
+    nothing), but callers may rely on no more than the per-message promise;
+    ``tests/test_store_conformance.py`` proves it for every backend. Receipts are likewise
+    recorded one by one. Pages are always in ascending ``seq`` order. ``limit`` arguments must
+    be at least 1.
     """
 
     def epoch(self) -> str:
@@ -230,7 +243,7 @@ class Store(Protocol):
         ...
 
     def append_batch(self, msgs: Sequence[NewMessage]) -> list[StoredMessage]:
-        """Store ``msgs`` in one transaction; one result per message, in the same order.
+        """Store ``msgs``, each atomically; one result per message, in the same order.
 
         Group commit: the caller gathers the sends of one instant into one batch. A message
         whose (sender, conv, cid) is already stored, or appeared earlier in the batch, is not
@@ -309,7 +322,7 @@ class Store(Protocol):
         ...
 
     def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
-        """``mark`` for each (mid, user, status), in one transaction; results in order."""
+        """``mark`` for each (mid, user, status), each atomically; results in order."""
         ...
 
     def prune(

@@ -31,9 +31,12 @@ Guarantees, and what they assume of Redis:
 
 - Each message is stored, numbered, indexed for de-duplication and published by one script,
   atomically, so subscribers see a conversation's messages in seq order, and never one the
-  store does not hold. A batch is not atomic: it is one script per message in one pipeline, so
-  a failed ``append_batch`` may have stored part of the batch, each message whole and in order
-  within its conversation. The StoreError says so; resending with the same cids is safe.
+  store does not hold. A batch is not atomic (its conversations live on different shards): it
+  is one script per message in one pipeline, so a failed ``append_batch`` may have stored, and
+  published, part of the batch, each message whole and in order within its conversation; the
+  second step (indexes on other shards) may not have run for them. This is the per-message
+  contract of ``Store``; the StoreError says so, and resending with the same cids completes
+  the batch.
 - Durability needs ``appendonly yes`` and ``appendfsync always`` on every shard: Redis writes
   and syncs the AOF before it answers any client, so an acknowledged append, and every
   published message, survives Redis being killed and restarted on the same files. With
