@@ -240,7 +240,3 @@ class Link:
             return  # between incarnations: the next one services the link in on_start
         with contextlib.suppress(ActorDeadError, MailboxFull):
             actor.tell(WAKE)
-
-    @property
-    def authenticated(self) -> bool:
-        return self.phase is Phase.CONNECTED

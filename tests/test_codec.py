@@ -12,7 +12,6 @@ from actorim.protocol.codec import (
     AmbiguousMapError,
     Encoding,
     FrameDecodeError,
-    SharedFrame,
     decode_frame,
     encode,
 )
@@ -343,16 +342,6 @@ def test_encoding_follows_the_kind_of_the_first_frame() -> None:
     assert Encoding.of_frame(binary=False) is Encoding.JSON
     assert Encoding.MSGPACK.binary
     assert not Encoding.JSON.binary
-
-
-def test_shared_frame_encodes_once_per_encoding() -> None:
-    frame = SharedFrame({"t": "message", "body": b"\x01"})
-    first_json = frame.encoded(Encoding.JSON)
-    first_msgpack = frame.encoded(Encoding.MSGPACK)
-    assert first_json == b'{"t":"message","body":{"$bytes":"AQ=="}}'
-    assert first_msgpack == b"\x82\xa1t\xa7message\xa4body\xc4\x01\x01"
-    assert frame.encoded(Encoding.JSON) is first_json
-    assert frame.encoded(Encoding.MSGPACK) is first_msgpack
 
 
 def test_close_reasons_fit_in_a_close_frame() -> None:

@@ -41,7 +41,6 @@ __all__ = [
     "AmbiguousMapError",
     "Encoding",
     "FrameDecodeError",
-    "SharedFrame",
     "decode_frame",
     "encode",
 ]
@@ -146,7 +145,7 @@ def encode(obj: Any, encoding: Encoding) -> bytes:
     """Encode one outgoing frame.
 
     On the hot path: a room message is encoded once per encoding and shared by all
-    recipients (see `SharedFrame`). Raises `TypeError` or `ValueError` for values outside
+    recipients (see `actorim.wire.WireFrame`). Raises `TypeError` or `ValueError` for values outside
     the schema, which only server code can build.
     """
     if encoding is Encoding.MSGPACK:
@@ -155,39 +154,6 @@ def encode(obj: Any, encoding: Encoding) -> bytes:
         # autoreset it keeps no state between calls, even after raising.
         return _PACKER.pack(obj)
     return _JSON_ENCODER.encode(obj).encode("utf-8")
-
-
-class SharedFrame:
-    """One outgoing frame sent to many connections, encoded at most once per encoding.
-
-    A room builds one per message and hands it to every member's connection; each asks for
-    its own encoding.
-
-    >>> frame = SharedFrame({"t": "pong"})
-    >>> frame.encoded(Encoding.JSON) is frame.encoded(Encoding.JSON)
-    True
-    """
-
-    __slots__ = ("_json", "_msgpack", "obj")
-
-    obj: Any
-    _msgpack: bytes | None
-    _json: bytes | None
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-        self._msgpack = None
-        self._json = None
-
-    def encoded(self, encoding: Encoding) -> bytes:
-        """The frame's bytes in `encoding`, encoded on first request."""
-        if encoding is Encoding.MSGPACK:
-            if self._msgpack is None:
-                self._msgpack = encode(self.obj, encoding)
-            return self._msgpack
-        if self._json is None:
-            self._json = encode(self.obj, encoding)
-        return self._json
 
 
 def _to_json(obj: Any) -> Any:

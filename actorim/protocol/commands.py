@@ -55,7 +55,6 @@ __all__ = [
     "Watch",
     "decode_command",
     "error_event",
-    "event",
     "reply_error",
     "reply_ok",
 ]
@@ -283,11 +282,6 @@ def reply_ok(id: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
 def reply_error(id: int, code: ErrorCode, message: str) -> dict[str, Any]:
     """The reply to command `id` that failed with `code`."""
     return {"t": "reply", "id": id, "ok": False, "error": error_payload(code, message)}
-
-
-def event(name: str, **fields: Any) -> dict[str, Any]:
-    """A frame the server sends on its own: `{"t": name, **fields}`."""
-    return {"t": name, **fields}
 
 
 def error_event(code: ErrorCode, message: str) -> dict[str, Any]:

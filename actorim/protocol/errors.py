@@ -16,8 +16,6 @@ __all__ = ["CommandError", "ErrorCode", "error_payload"]
 class ErrorCode(StrEnum):
     """The closed vocabulary of error codes, as written on the wire."""
 
-    BAD_FRAME = "bad_frame"
-    """The frame could not be read as a frame at all (size, framing)."""
     BAD_REQUEST = "bad_request"
     """The command is malformed: unknown `t`, a missing field or a field of the wrong shape."""
     UNAUTHENTICATED = "unauthenticated"
@@ -26,8 +24,6 @@ class ErrorCode(StrEnum):
     """The user is authenticated but may not do this."""
     NOT_FOUND = "not_found"
     """The room, user or message named does not exist."""
-    TOO_LARGE = "too_large"
-    """The frame or the message body exceeds a configured limit."""
     RATE_LIMITED = "rate_limited"
     """The client sends faster than its allowance; it should slow down and retry."""
     OVERLOADED = "overloaded"
