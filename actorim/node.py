@@ -5,12 +5,20 @@
 into rooms and to users from Python; ``drain()`` and ``stop()`` shut it down in order::
 
     node
-    ├── store        StoreActor        (durable store, group commit off the hub)
-    ├── router       RouterActor       (users → links, rooms → room actors)
-    ├── presence     PresenceActor     (online/offline with grace, watchers)
-    ├── rooms        Supervisor        (one RoomActor per room, dynamic)
-    ├── connections  Supervisor        (one ConnectionActor per WebSocket, dynamic)
-    └── heartbeat    HeartbeatActor    (pings, idle and connect time-outs)
+    ├── store          StoreActor         (durable store, group commit; SQLite on its thread)
+    ├── redis-breaker  BreakerActor       (cluster mode only: the Redis link's circuit breaker)
+    ├── listener       ListenerActor      (cluster mode only: the node's Redis subscriber)
+    ├── nodes          NodeRegistryActor  (cluster mode only: liveness, reaping dead nodes)
+    ├── router         RouterActor        (users → links, rooms → room actors)
+    ├── presence       PresenceActor      (online/offline with grace, watchers)
+    ├── rooms          Supervisor         (one RoomActor per room, dynamic)
+    ├── connections    Supervisor         (one ConnectionActor per WebSocket, dynamic)
+    └── heartbeat      HeartbeatActor     (pings, idle and connect time-outs)
+
+Children start in this order and stop in the reverse one. Cluster mode (``redis_url`` set)
+stores in Redis and carries events between nodes over a ``ClusterBus``; otherwise a
+``LocalBus`` carries them within the process. ``drain()`` refuses new WebSockets and closes the
+open ones with 1001, spread over ``drain_seconds``, keeping the port open for health checks.
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """A connection's queue of outgoing frames, bounded so a slow client hurts nobody else.
 
 Every actor that has something for a client (its room, the router, the presence tracker, the
-store) *offers* a finished frame to the client's outbox; only the connection's own actor takes
-frames out and writes them, all waiting frames in one ``sendall``. Offering never blocks: when the
-client does not read fast enough and the queue passes its bound in frames or bytes, the outbox
-marks itself overflowed and refuses further frames, and the connection is closed with 1013.
+store) *offers* a finished frame to the client's outbox. The first frame into an empty outbox
+calls ``wake``: the link then takes all waiting frames in a hub callback and writes them in one
+non-blocking write, putting back the tail the socket did not take (``put_back``) for the
+connection's actor to write, blocking, from its greenlet (see ``Link.wake``). Offering never
+blocks: when the client does not read fast enough and the queue passes its bound in frames or
+bytes, the outbox marks itself overflowed and refuses further frames, and the connection is
+closed with 1013. Pongs and close replies the protocol owes go past the bounds
+(``offer_control``), one pong for the latest ping only (``offer_pong``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ __all__ = ["Outbox"]
 
 
 class Outbox:
-    """Pending frames for one client; ``wake`` tells the writer that there is work."""
+    """Pending frames for one client; ``wake`` tells the link that there is work to flush."""
 
     __slots__ = (
         "_pong_at",

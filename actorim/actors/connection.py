@@ -1,11 +1,21 @@
-"""``ConnectionActor``: one per WebSocket; the only writer of its socket.
+"""``ConnectionActor``: one per WebSocket; it runs the connection's commands, does the writes
+that would block, and closes the connection.
 
-Its reader (the WSGI handler's greenlet) decodes frames into commands and tells them to this
-actor; everything else that has something for the client offers frames to the link's outbox
-and wakes this actor, which writes all waiting frames in one call. Session state lives in the
-``Link``, so when this actor crashes on a command the client gets ``internal`` for that command
-and a fresh actor carries on with the same session; a connection that keeps crashing is closed
-with 1011, alone.
+No greenlet reads the socket: a watcher on the hub reads and decodes frames
+(``actorim.web.endpoint``) and tells well-formed commands to this actor. Whatever has something
+for the client (this actor, its rooms, the router, the presence tracker, the store's callbacks,
+the endpoint's error replies) offers frames to the link's outbox. The link flushes the outbox in
+a hub callback once per loop iteration, writing what the socket takes without blocking
+(``Link.wake``), and wakes this actor only for what is left: the rest of a write to a client
+that reads slowly (a blocking write from this actor's greenlet), an overflow (closed 1013) or a
+requested close. History pages are read on the store's thread and built on a page thread, one
+request at a time per connection (``_page_turn``); the offline backlog of direct messages is
+paged out after ``connect`` as the outbox drains (``OfflineDelivery``).
+
+Session state lives in the ``Link``, so when this actor crashes on a command the client gets
+``internal`` for that command and a fresh actor carries on with the same session (commands
+queued for the crashed one are handled, not lost); a connection that keeps crashing is closed
+with 1011, alone. Stopped by its supervisor (the node shutting down), it closes with 1001.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ It checks the rate limit first, then decodes and validates the frame, answers wh
 session (undecodable frames, bad commands, the rate limit) and tells well-formed commands to the
 connection's actor. Limiting before decoding makes every message count, malformed ones too: a
 flood of them is refused, then closed (1008) like any other flood. It never writes to the
-socket: replies go through the link's outbox, so the actor stays the only writer.
+socket itself: replies and the pong owed for the latest ping go into the link's outbox, which
+the link flushes without blocking and the actor finishes (see ``Link.wake``), in order. A
+command that arrives while the actor restarts waits for the next incarnation; a full mailbox
+answers ``overloaded``. A draining node refuses new connections with 1013.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@
 gevent-websocket's place in the server but does the upgrade itself: it refuses a bad handshake
 with a 4xx and a short text body (never a 500), asks the application about the Origin, writes
 the 101, and hands the WSGI application a `ServerWebSocket` in
-`environ["actorim.websocket"]`. The application owns the connection until it returns.
+`environ["actorim.websocket"]`. The application owns the connection until it returns, unless
+it called `read_in_background`: the connection then outlives the request (the handler lets go
+of the socket) and is closed by its owner.
 
 The application object may carry two optional attributes:
 
@@ -24,8 +26,12 @@ throttles a connection that sends more frames than `frame_rate`: its reader rest
 the client down. A closing connection is read for at most `close_timeout` seconds and
 `closing_read_limit` bytes, yielding between reads.
 
-`ServerWebSocket` has one reader greenlet (`receive`) and any number of writers (`write`,
-serialized by a lock). Control frames the reader must answer come back through
+`ServerWebSocket` is read in one of two ways: by one greenlet blocking in `receive` (the
+example below), or, as the chat server does, by `read_in_background`, a libev watcher that
+hands each read's events to a callback on the hub, so an idle connection holds no greenlet.
+Writes are serialized by a lock: `write` waits its turn and may block on a slow client;
+`try_write`, for hub callbacks, writes only what the socket takes now and skips while another
+write is under way. Control frames the reader must answer come back through
 `take_control_output()` so the owner writes them in order with its own frames.
 
 >>> from gevent.pywsgi import WSGIServer
@@ -182,9 +188,10 @@ def _bad_request(body: str) -> HandshakeRefusal:
 class ServerWebSocket:
     """One accepted WebSocket: a gevent socket, a `FrameReader`, and a write lock.
 
-    One greenlet at a time reads (`receive`); any greenlet may `write`, `ping` or `close`:
-    writes wait their turn instead of failing. `close` works from any greenlet, including
-    while another is blocked in `receive`.
+    One reader at a time: a greenlet in `receive`, or the hub watcher of
+    `read_in_background`. Any greenlet may `write`, `ping` or `close`: writes wait their turn
+    instead of failing; a hub callback uses `try_write`, which never waits. `close` works from
+    any greenlet, including while another is blocked in `receive`.
     """
 
     def __init__(
