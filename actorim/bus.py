@@ -2,9 +2,10 @@
 
 The store actor hands every committed message to the node's ``Bus``. On one node the bus
 delivers in-process: room messages to the room's actor (which fans out in ``seq`` order), direct
-messages and receipts to the recipient's links. In cluster mode a Redis-backed bus publishes
-instead and each node's listener calls the same local delivery below, so the path from the bus
-to a socket is the same in both modes.
+messages and receipts to the recipient's links. In cluster mode the Redis store's script has
+published each message as it stored it, so the ``ClusterBus`` publishes only receipts; each
+node's listener then calls the same local delivery below, so the path from Redis to a socket is
+the same as on one node.
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@ the outbox, the authenticated user, the joined rooms and the watch list are here
 actor, so the client keeps its session and notices nothing but an ``internal`` error reply for
 the command that failed. Rooms, the router and the presence tracker hold links, never actor
 refs, so they keep reaching the client across restarts.
+
+The link is also where frames leave: anyone on the hub offers frames (``send``,
+``send_frame``, ``reply``), and ``wake`` schedules one flush per hub loop iteration, a hub
+callback that writes what the socket takes without blocking and hands the rest (a slow reader,
+an overflow, a close) to the connection's actor. The offline backlog being paged out
+(``offline``) and the history requests in turn (``pages``) live here too, so a restarted actor
+carries on with them.
 """
 
 from __future__ import annotations

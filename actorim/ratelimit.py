@@ -1,8 +1,11 @@
-"""How many commands one connection may send, and when sending too many is abuse.
+"""How much one connection may send, and when sending too many is abuse.
 
 Each connection owns a :class:`RateLimiter`. A command within the budget is allowed; one over
 it is answered ``rate_limited`` and dropped; a client that keeps sending while refused is
-abusive and its connection is closed with policy violation (WebSocket close code 1008).
+abusive and its connection is closed with policy violation (WebSocket close code 1008). A
+history page is charged by its bytes after it was built (``charge``), and a connection in debt
+gets no page until the debt is paid off (``in_debt``). Below the commands, a
+:class:`FrameBudget` bounds the WebSocket frames the read path parses per turn and per second.
 Time is an argument (seconds from any monotonic clock), so the decisions are replayable.
 
 >>> limiter = RateLimiter(now=0.0, rate=1, burst=2)

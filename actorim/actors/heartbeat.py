@@ -3,7 +3,9 @@
 Once a second it walks the live links: it pings each connected client every ``heartbeat``
 seconds, closes a connection from which no frame at all (pongs included) came within
 ``idle_timeout`` (1001), and closes one that has not authenticated within ``connect_timeout``
-(1008). Ten thousand links cost a few milliseconds per sweep.
+(1008). A close still pending after ``close_timeout`` means the connection's actor is stuck
+writing to a client that stopped reading: the TCP connection is cut, which fails the write.
+Ten thousand links cost a few milliseconds per sweep.
 """
 
 from __future__ import annotations

@@ -8,10 +8,13 @@ receipts never stands between a send and its commit for more than one commit. Se
 receipts are bounded apart (``store_max_pending`` each), so waiting receipts never make a send
 answer ``overloaded``.
 
-All backend calls run on one dedicated OS thread (gevent's ``ThreadPool(1)``): a slow disk
-stalls the store's thread, never the hub and its sockets. History pages are read there and
-turned into finished reply frames (bodies decoded, the page encoded) on a second thread, so
-neither the hub nor the commits wait for that work. A send is answered only after its
+With ``offload`` (the SQLite store) every backend call runs on one dedicated OS thread
+(gevent's ``ThreadPool(1)``): a slow disk stalls the store's thread, never the hub and its
+sockets. The Redis store runs on the hub, where its sockets yield to other greenlets (its
+connections belong to the hub's thread), and the memory store never waits. History pages are
+read by the backend and turned into finished reply frames (bodies decoded, the page encoded)
+on a page thread of their own, whatever the backend, so neither the hub nor the commits wait
+for that work. A send is answered only after its
 transaction committed, and only then is the message published to its room or recipient, so
 nobody sees a message the store could still lose.
 """

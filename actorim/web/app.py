@@ -1,9 +1,12 @@
 """The node's WSGI application: ``/ws`` for WebSockets, plus plain HTTP on the same port.
 
 ``/healthz`` says the process is alive; ``/readyz`` says the node takes traffic (its store is
-up and it is not draining). Both keep answering while the node drains, when WebSocket upgrades
-get a 503. ``/dev/token?user=NAME`` mints a token in development mode only. ``/`` is the chat
-page and ``/static/<file>`` its files, from ``actorim/web/static/``.
+up, it is not draining and, in cluster mode, its Redis link is healthy). Both keep answering
+while the node drains, when WebSocket upgrades get a 503. ``/metrics`` serves the node's
+Prometheus metrics. ``/dev/token?user=NAME`` mints a token in development mode only. ``/`` is
+the chat page and ``/static/<file>`` its files, from ``actorim/web/static/``. A WebSocket on
+``/ws`` is handed to ``run_connection``, which returns at once: the connection is read by a
+watcher on the hub from then on, so the request's greenlet ends.
 """
 
 from __future__ import annotations
