@@ -30,9 +30,9 @@ __all__ = [
     "MAX_ROOMS_CLAIM",
     "MAX_TOKEN_CHARS",
     "MIN_SECRET_BYTES",
-    "AuthError",
     "Identity",
     "TokenAuthority",
+    "TokenError",
     "generate_secret",
     "valid_user_id",
     "weak_secret",
@@ -64,7 +64,7 @@ _USER_ID_RULE = "1 to 128 characters of A-Z a-z 0-9 _ . : @ -"
 _ROOMS_RULE = "a list of room names, 'prefix:*' patterns or '*'"
 
 
-class AuthError(Exception):
+class TokenError(Exception):
     """A token was refused; the message says why and is safe to show the client."""
 
     def __init__(self, message: str) -> None:
@@ -209,26 +209,26 @@ class TokenAuthority:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str, *, now: float | None = None) -> Identity:
-        """The identity a token proves, or :class:`AuthError` saying why it proves nothing."""
+        """The identity a token proves, or :class:`TokenError` saying why it proves nothing."""
         if not isinstance(token, str) or not token:
-            raise AuthError("missing token: connect with a token from the server")
+            raise TokenError("missing token: connect with a token from the server")
         if len(token) > MAX_TOKEN_CHARS:
-            raise AuthError(f"malformed token: longer than {MAX_TOKEN_CHARS} characters")
+            raise TokenError(f"malformed token: longer than {MAX_TOKEN_CHARS} characters")
         claims = self._decode(token)
         at = time.time() if now is None else now
         expires_at = self._check_times(claims, at)
 
         user = claims.get("sub")
         if user is None:
-            raise AuthError("token has no 'sub' claim: it must name the user")
+            raise TokenError("token has no 'sub' claim: it must name the user")
         if not valid_user_id(user):
-            raise AuthError(f"token 'sub' is not a valid user id: use {_USER_ID_RULE}")
+            raise TokenError(f"token 'sub' is not a valid user id: use {_USER_ID_RULE}")
 
         rooms = claims.get("rooms")
         if rooms is not None:
             problem = _rooms_problem(rooms)
             if problem is not None:
-                raise AuthError(f"token 'rooms' claim {problem}")
+                raise TokenError(f"token 'rooms' claim {problem}")
             rooms = tuple(rooms)
         return Identity(user=user, rooms=rooms, expires_at=expires_at)
 
@@ -248,15 +248,15 @@ class TokenAuthority:
                 },
             )
         except jwt.InvalidSignatureError:
-            raise AuthError("bad signature: the token was not signed by this server") from None
+            raise TokenError("bad signature: the token was not signed by this server") from None
         except jwt.InvalidAlgorithmError:
-            raise AuthError(f"token algorithm not allowed: only {ALGORITHM} is accepted") from None
+            raise TokenError(f"token algorithm not allowed: only {ALGORITHM} is accepted") from None
         except jwt.DecodeError as exc:
-            raise AuthError(f"malformed token: {exc}") from None
+            raise TokenError(f"malformed token: {exc}") from None
         except jwt.InvalidTokenError as exc:
-            raise AuthError(f"invalid token: {exc}") from None
+            raise TokenError(f"invalid token: {exc}") from None
         if not isinstance(claims, dict):
-            raise AuthError("malformed token: the payload is not a JSON object")
+            raise TokenError("malformed token: the payload is not a JSON object")
         return claims
 
     def _check_times(self, claims: dict[str, Any], now: float) -> int | None:
@@ -264,16 +264,16 @@ class TokenAuthority:
         exp = claims.get("exp")
         if exp is not None:
             if not _is_number(exp):
-                raise AuthError("malformed token: 'exp' must be a number of seconds")
+                raise TokenError("malformed token: 'exp' must be a number of seconds")
             # Same rule as PyJWT: a token is expired from the second 'exp' names.
             if exp <= now - self._leeway_s:
-                raise AuthError("token expired: get a new token and reconnect")
+                raise TokenError("token expired: get a new token and reconnect")
         nbf = claims.get("nbf")
         if nbf is not None:
             if not _is_number(nbf):
-                raise AuthError("malformed token: 'nbf' must be a number of seconds")
+                raise TokenError("malformed token: 'nbf' must be a number of seconds")
             if nbf > now + self._leeway_s:
-                raise AuthError("token not valid yet: check the clocks of this server and issuer")
+                raise TokenError("token not valid yet: check the clocks of this server and issuer")
         return None if exp is None else int(exp)
 
 

@@ -30,7 +30,7 @@ from actorim.outbox import Outbox
 from actorim.pages import PageTurns
 from actorim.protocol.codec import Encoding
 from actorim.protocol.commands import reply_error, reply_ok
-from actorim.wire import WireFrame, wire
+from actorim.wire import WireFrame, frame_for
 from supervisors import MailboxFull, RestartIntensity
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class Link:
         """Encode ``obj`` for this client and queue it; False if the client is too far behind."""
         if self.phase is Phase.CLOSED:
             return False
-        return self.outbox.offer(wire(obj, self.encoding))
+        return self.outbox.offer(frame_for(obj, self.encoding))
 
     def send_frame(self, frame: WireFrame) -> bool:
         """Queue a frame shared with other recipients (encoded once for all of them)."""

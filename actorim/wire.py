@@ -12,7 +12,7 @@ from typing import Any
 from actorim.protocol.codec import Encoding, encode
 from actorim.protocol.frames import encode_frame
 
-__all__ = ["WireFrame", "wire"]
+__all__ = ["WireFrame", "frame_for"]
 
 
 class WireFrame:
@@ -36,6 +36,6 @@ class WireFrame:
         return self._json
 
 
-def wire(obj: dict[str, Any], encoding: Encoding) -> bytes:
+def frame_for(obj: dict[str, Any], encoding: Encoding) -> bytes:
     """One WebSocket frame for one recipient."""
     return encode_frame(encode(obj, encoding), binary=encoding.binary)

@@ -10,9 +10,9 @@ import pytest
 
 from actorim.auth import (
     MAX_TOKEN_CHARS,
-    AuthError,
     Identity,
     TokenAuthority,
+    TokenError,
     generate_secret,
     valid_user_id,
     weak_secret,
@@ -60,7 +60,7 @@ def test_expiry_is_judged_against_the_injected_clock(
     if accepted:
         assert authority.verify(token, now=verify_at).user == "alice"
     else:
-        with pytest.raises(AuthError, match="expired"):
+        with pytest.raises(TokenError, match="expired"):
             authority.verify(token, now=verify_at)
 
 
@@ -74,20 +74,20 @@ def test_token_minted_in_the_future_of_the_real_clock_verifies_at_that_time(
 
 def test_token_not_valid_yet_is_refused(authority: TokenAuthority) -> None:
     token = forge({"sub": "alice", "nbf": NOW + 100})
-    with pytest.raises(AuthError, match="not valid yet"):
+    with pytest.raises(TokenError, match="not valid yet"):
         authority.verify(token, now=NOW)
     assert authority.verify(token, now=NOW + 100).user == "alice"
 
 
 def test_token_signed_with_another_secret_is_refused() -> None:
     token = TokenAuthority("o" * 40).mint("alice", now=NOW)
-    with pytest.raises(AuthError, match="bad signature"):
+    with pytest.raises(TokenError, match="bad signature"):
         TokenAuthority(SECRET).verify(token, now=NOW)
 
 
 def test_unsigned_token_is_refused(authority: TokenAuthority) -> None:
     token = jwt.encode({"sub": "alice"}, None, algorithm="none")
-    with pytest.raises(AuthError, match="only HS256"):
+    with pytest.raises(TokenError, match="only HS256"):
         authority.verify(token, now=NOW)
 
 
@@ -108,7 +108,7 @@ def _b64(data: dict[str, object]) -> str:
     ids=["empty", "no-dots", "garbage-segments", "two-segments", "bad-payload", "too-long"],
 )
 def test_malformed_token_is_refused_with_a_message(authority: TokenAuthority, token: str) -> None:
-    with pytest.raises(AuthError) as refused:
+    with pytest.raises(TokenError) as refused:
         authority.verify(token, now=NOW)
     assert refused.value.message
     assert "malformed" in refused.value.message or "missing token" in refused.value.message
@@ -135,13 +135,13 @@ def test_malformed_token_is_refused_with_a_message(authority: TokenAuthority, to
 def test_token_with_invalid_claims_is_refused_naming_the_claim(
     authority: TokenAuthority, claims: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(AuthError, match=message):
+    with pytest.raises(TokenError, match=message):
         authority.verify(forge(claims), now=NOW)
 
 
 def test_token_with_nan_expiry_is_refused(authority: TokenAuthority) -> None:
     token = jwt.PyJWS().encode(b'{"sub": "alice", "exp": NaN}', SECRET, algorithm="HS256")
-    with pytest.raises(AuthError, match="'exp' must be a number"):
+    with pytest.raises(TokenError, match="'exp' must be a number"):
         authority.verify(token, now=NOW)
 
 

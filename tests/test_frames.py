@@ -15,8 +15,8 @@ from actorim.protocol.frames import (
     Closed,
     FrameReader,
     Message,
-    Ping,
-    Pong,
+    PingReceived,
+    PongReceived,
     ReaderState,
     encode_close,
     encode_frame,
@@ -110,7 +110,7 @@ def test_several_frames_in_one_chunk_give_events_in_order() -> None:
     )
     assert FrameReader().feed(data) == [
         Message(b"one", binary=False),
-        Ping(b"p"),
+        PingReceived(b"p"),
         Message(b"\x00two", binary=True),
     ]
 
@@ -119,7 +119,7 @@ def test_fragmented_message_is_reassembled_around_an_interleaved_ping() -> None:
     # RFC 6455 §5.4: control frames may be injected in the middle of a fragmented message.
     reader = FrameReader()
     assert reader.feed(client_frame(Opcode.TEXT, b"Hel", fin=False)) == []
-    assert reader.feed(client_frame(Opcode.PING, b"x")) == [Ping(b"x")]
+    assert reader.feed(client_frame(Opcode.PING, b"x")) == [PingReceived(b"x")]
     assert reader.feed(client_frame(Opcode.CONT, b"lo", fin=True)) == [
         Message(b"Hello", binary=False)
     ]
@@ -196,7 +196,7 @@ def test_ping_inside_a_nearly_full_fragmented_message_is_not_refused_on_size() -
     # RFC 6455 §5.5: control frames carry up to 125 bytes whatever the message allowance.
     reader = FrameReader(max_size=100)
     reader.feed(client_frame(Opcode.BINARY, b"a" * 95, fin=False))
-    assert reader.feed(client_frame(Opcode.PING, b"p" * 100)) == [Ping(b"p" * 100)]
+    assert reader.feed(client_frame(Opcode.PING, b"p" * 100)) == [PingReceived(b"p" * 100)]
 
 
 def test_default_limit_is_64_kib() -> None:
@@ -258,7 +258,9 @@ def test_random_input_never_raises() -> None:
         for _ in range(rng.randrange(1, 6)):
             chunk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
             events = reader.feed(chunk)
-            assert all(isinstance(e, Message | Ping | Pong | Closed) for e in events)
+            assert all(
+                isinstance(e, Message | PingReceived | PongReceived | Closed) for e in events
+            )
         reader.data_to_send()
 
 
@@ -268,14 +270,14 @@ def test_random_input_never_raises() -> None:
 def test_ping_from_the_rfc_is_answered_with_the_same_payload() -> None:
     # RFC 6455 §5.5.2 / §5.7: masked ping "Hello" -> unmasked pong "Hello".
     reader = FrameReader()
-    assert reader.feed(bytes.fromhex("898537fa213d7f9f4d5158")) == [Ping(b"Hello")]
+    assert reader.feed(bytes.fromhex("898537fa213d7f9f4d5158")) == [PingReceived(b"Hello")]
     assert reader.data_to_send() == bytes.fromhex("8a0548656c6c6f")
     assert reader.data_to_send() == b""
 
 
 def test_pong_is_reported() -> None:
     # RFC 6455 §5.5.3.
-    assert FrameReader().feed(client_frame(Opcode.PONG, b"t")) == [Pong(b"t")]
+    assert FrameReader().feed(client_frame(Opcode.PONG, b"t")) == [PongReceived(b"t")]
 
 
 def test_client_close_is_answered_with_the_same_code_and_reason() -> None:

@@ -11,7 +11,7 @@ from actorim.pages import PageTurns, build_page
 from actorim.protocol.codec import Encoding, decode_frame, encode
 from actorim.protocol.commands import reply_ok
 from actorim.store.base import StoredMessage, room_conv
-from actorim.wire import wire
+from actorim.wire import frame_for
 
 
 def stored(seq: int, body: object) -> StoredMessage:
@@ -37,7 +37,7 @@ BODIES = ["hi", {"k": [1, 2.5, None, True]}, b"\x00\xff", ["é", "🙂", '"quote
 def test_spliced_page_is_the_reply_a_whole_encoding_gives(encoding: Encoding, more: bool) -> None:
     messages = [stored(n + 1, body) for n, body in enumerate(BODIES)]
     page = build_page(9, messages, more, encoding=encoding, max_bytes=1 << 20, newest=True)
-    whole = wire(
+    whole = frame_for(
         reply_ok(9, {"messages": [message_event(m) for m in messages], "more": more}), encoding
     )
     assert page.frame == whole

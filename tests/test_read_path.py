@@ -25,7 +25,7 @@ from actorim.protocol.frames import (
     Closed,
     FrameReader,
     Message,
-    Ping,
+    PingReceived,
     ReaderState,
     encode_pong,
 )
@@ -86,7 +86,7 @@ def test_control_frames_inside_a_message_do_not_count_as_its_fragments() -> None
         + client_frame(Opcode.PING, b"2")
         + client_frame(Opcode.CONT, b"b")
     )
-    assert reader.feed(data) == [Ping(b"1"), Ping(b"2"), Message(b"ab", False)]
+    assert reader.feed(data) == [PingReceived(b"1"), PingReceived(b"2"), Message(b"ab", False)]
 
 
 def test_pings_not_yet_answered_get_one_pong_for_the_latest() -> None:
@@ -95,7 +95,7 @@ def test_pings_not_yet_answered_get_one_pong_for_the_latest() -> None:
     pings = b"".join(client_frame(Opcode.PING, b"p%d" % n + b"." * 120) for n in range(1000))
     assert len(reader.feed(pings)) == 1000
     assert reader.data_to_send() == encode_pong(b"p999" + b"." * 120)
-    assert reader.feed(client_frame(Opcode.PING, b"next")) == [Ping(b"next")]
+    assert reader.feed(client_frame(Opcode.PING, b"next")) == [PingReceived(b"next")]
     assert reader.data_to_send() == encode_pong(b"next")
 
 

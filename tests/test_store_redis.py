@@ -14,7 +14,7 @@ import redis
 from redis.crc import key_slot
 
 from actorim.store import NewMessage, RedisStore, StoredMessage, StoreError, dm_conv, room_conv
-from actorim.store.redis import RedisKeys, decode_published, encode_published
+from actorim.store.redis import StoreKeys, decode_published, encode_published
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer
@@ -273,7 +273,7 @@ def test_stores_in_different_namespaces_share_nothing(redis_client: redis.Redis)
 @pytest.mark.parametrize("namespace", ["", "a{b}", "with space", "x" * 65])
 def test_namespace_that_could_break_the_key_layout_is_refused(namespace: str) -> None:
     with pytest.raises(ValueError, match="namespace"):
-        RedisKeys(namespace)
+        StoreKeys(namespace)
 
 
 def test_client_that_decodes_responses_is_refused(redis_session: RedisServer) -> None:

@@ -31,8 +31,8 @@ from actorim.protocol.frames import (
     Event,
     FrameReader,
     Message,
-    Ping,
-    Pong,
+    PingReceived,
+    PongReceived,
     encode_close,
     encode_frame,
 )
@@ -530,7 +530,7 @@ def test_client_ping_is_answered_through_take_control_output(serve, connect) -> 
     client.send_frame(Opcode.PING, b"are you there")
     pong = client.read_frame()
     assert (pong.opcode, pong.data) == (Opcode.PONG, b"are you there")
-    assert app.events == [Ping(b"are you there")]
+    assert app.events == [PingReceived(b"are you there")]
 
 
 # --- writers ------------------------------------------------------------------------------
@@ -614,7 +614,7 @@ def test_last_received_moves_on_any_bytes_even_half_a_frame(socket_pair) -> None
     assert ws.last_received == 101.0
     assert not receiver.ready()
     client_side.sendall(frame[3:])
-    assert receiver.get(timeout=TIMEOUT) == [Pong(b"beat")]
+    assert receiver.get(timeout=TIMEOUT) == [PongReceived(b"beat")]
     assert ws.last_received == 102.0
     assert ws.pongs_received == 1
 

@@ -34,7 +34,7 @@ from actorim.actors.faults import inject as inject_fault
 from actorim.actors.messages import Append, Call, JoinRoom, LeaveRoom, Mark, ReadPage
 from actorim.actors.presence import Offline, Online, PresenceQuery, WatchChange
 from actorim.actors.router import Register, RoomFor, Unregister
-from actorim.auth import AuthError
+from actorim.auth import TokenError
 from actorim.context import NodeContext, Unavailable
 from actorim.events import encode_body
 from actorim.link import WAKE, Link, Phase
@@ -220,7 +220,7 @@ class ConnectionActor(GeventActor):
         link = self.link
         try:
             identity = self.ctx.authority.verify(command.token)
-        except AuthError as exc:
+        except TokenError as exc:
             logger.info(
                 "authentication refused: %s", exc.message, extra=log_context(conn=link.conn_id)
             )

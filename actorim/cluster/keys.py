@@ -8,7 +8,7 @@ one user the tag ``{u:<user>}``, everything of one node ``{node:<id>}``, and pre
 from __future__ import annotations
 
 from actorim.store.base import room_conv
-from actorim.store.redis import RedisKeys
+from actorim.store.redis import StoreKeys
 
 __all__ = ["ClusterKeys"]
 
@@ -18,7 +18,7 @@ class ClusterKeys:
 
     def __init__(self, namespace: str = "actorim") -> None:
         self.namespace = namespace
-        self.store = RedisKeys(namespace)
+        self.store = StoreKeys(namespace)
         ns = namespace
         self.presence_counts = f"{ns}:{{presence}}:counts"
         self.presence_state = f"{ns}:{{presence}}:state"

@@ -41,8 +41,8 @@ __all__ = [
     "Event",
     "FrameReader",
     "Message",
-    "Ping",
-    "Pong",
+    "PingReceived",
+    "PongReceived",
     "ReaderState",
     "encode_close",
     "encode_frame",
@@ -112,14 +112,14 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class Ping:
+class PingReceived:
     """The client pinged; the pong is already queued in `FrameReader.data_to_send()`."""
 
     payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class Pong:
+class PongReceived:
     """The client answered a ping (or sent an unsolicited pong, RFC 6455 §5.5.3)."""
 
     payload: bytes
@@ -138,7 +138,7 @@ class Closed:
     reason: str
 
 
-Event = Message | Ping | Pong | Closed
+Event = Message | PingReceived | PongReceived | Closed
 """What `FrameReader.feed` returns, in the order the frames arrived."""
 
 
@@ -185,7 +185,7 @@ class FrameReader:
 
     >>> reader = FrameReader()
     >>> reader.feed(bytes.fromhex("898537fa213d7f9f4d5158"))  # masked ping "Hello"
-    [Ping(payload=b'Hello')]
+    [PingReceived(payload=b'Hello')]
     >>> reader.data_to_send()
     b'\\x8a\\x05Hello'
     >>> pings = bytes.fromhex("8980aabbccdd") * 3  # three masked empty pings
@@ -400,9 +400,9 @@ class FrameReader:
                 self._output.append(encode_pong(data))
             else:
                 self._output[self._pong] = encode_pong(data)
-            self._events.append(Ping(data))
+            self._events.append(PingReceived(data))
         elif opcode is Opcode.PONG:
-            self._events.append(Pong(data))
+            self._events.append(PongReceived(data))
         else:
             close = Close.parse(data)
             # RFC 6455 §5.5.1: echo the client's code; a close without one is answered 1000.

@@ -95,8 +95,8 @@ from actorim.store.base import (
 __all__ = [
     "INDEX_SHARDS",
     "MID_BUCKET_CHARS",
-    "RedisKeys",
     "RedisStore",
+    "StoreKeys",
     "allot",
     "decode_published",
     "encode_published",
@@ -226,10 +226,10 @@ def decode_published_fields(fields: dict[bytes, Any]) -> tuple[StoredMessage, st
 # -- names ----------------------------------------------------------------------------------
 
 
-class RedisKeys:
+class StoreKeys:
     """Every key and channel name of one namespace; see the module docstring for the layout.
 
-    >>> keys = RedisKeys("im")
+    >>> keys = StoreKeys("im")
     >>> keys.conversation_channel("r:lobby"), keys.user_channel("bob")
     ('im:{r:lobby}', 'im:{u:bob}')
     """
@@ -299,7 +299,7 @@ def _pending_parts(member: bytes) -> tuple[str, str]:
 
 # -- scripts --------------------------------------------------------------------------------
 
-# Helpers shared by the conversation scripts; KEYS are RedisKeys.conversation's six keys.
+# Helpers shared by the conversation scripts; KEYS are StoreKeys.conversation's six keys.
 _CONVERSATION_PRELUDE = r"""
 local SEQ, LOG, CIDS, MIDS, AGE, RECEIPTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
@@ -538,7 +538,7 @@ class RedisStore(Store):
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("the Redis client must be made with decode_responses=False")
         self._client = client
-        self._keys = RedisKeys(namespace)
+        self._keys = StoreKeys(namespace)
         self._retention_count = retention_count
         self._max_age_ms = max_age_ms
         self._owns_client = False
@@ -567,7 +567,7 @@ class RedisStore(Store):
         return store
 
     @property
-    def keys(self) -> RedisKeys:
+    def keys(self) -> StoreKeys:
         """The names of this store's keys and channels (what a subscriber listens to)."""
         return self._keys
 

@@ -71,7 +71,7 @@ from actorim.protocol.frames import (
     Closed,
     Event,
     FrameReader,
-    Pong,
+    PongReceived,
     ReaderState,
     encode_ping,
 )
@@ -355,7 +355,7 @@ class ServerWebSocket:
 
     def _note(self, events: list[Event]) -> None:
         for event in events:
-            if type(event) is Pong:
+            if type(event) is PongReceived:
                 self.pongs_received += 1
             elif type(event) is Closed:
                 self._final = event
