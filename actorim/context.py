@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,7 +87,6 @@ class NodeContext:
     bus: Bus
     directory: Directory = field(default_factory=Directory)
     refs: Refs = field(default_factory=Refs)
-    started_at: float = field(default_factory=time.time)
     epoch: str = ""
     draining: bool = False
     metrics: Metrics = field(init=False)
