@@ -59,8 +59,9 @@ MAX_PENDING = 10_000
 
 GAP_PAGE = 12
 """Messages per ``history`` page when filling a gap. Twelve messages of the largest size (a 64
-KiB body each, plus their fields) make a reply of about 800 KiB: under the 1 MiB the client's
-link accepts (``DEFAULT_MAX_SIZE``) and far under the server's 4 MiB outbox."""
+KiB body each, plus their fields) make a reply of about 800 KiB: under the server's 1 MiB page
+cap (so a page is never cut short), under what the client's link accepts (``DEFAULT_MAX_SIZE``)
+and far under the server's 4 MiB outbox."""
 
 
 class OnLoss(Enum):
