@@ -337,9 +337,12 @@ class RoomActor(GeventActor):
         def done(result: Any, error: BaseException | None) -> None:
             me.tell(Call(self._replayed, (link, command_id, reply, result, error)))
 
-        limit = self.ctx.config.replay_max_messages
+        config = self.ctx.config
+        # The store stops reading at the byte bound: a gap of a thousand large messages, which
+        # is refused anyway, is never held in memory whole.
+        bounds = {"limit": config.replay_max_messages, "max_bytes": config.replay_max_bytes}
         try:
-            query(self.ctx, "since", state.conv, since, limit=limit, done=done)
+            query(self.ctx, "since", state.conv, since, done=done, **bounds)
         except Unavailable as exc:
             self._replayed(link, command_id, reply, None, exc)
 
