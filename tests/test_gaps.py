@@ -8,21 +8,52 @@ its byte bound. The Python client accepts the largest ``history`` page the serve
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
 
+import gevent
+import gevent.event
 import pytest
 
 from actorim.client import Client as AppClient
+from actorim.client import LinkState
 from actorim.config import Config
 from actorim.protocol.codec import Encoding, encode
-from tests.support import Client, RunningNode
+from tests.attack import AttackServer, Bystander
+from tests.redis_server import RedisServer
+from tests.support import Client, RunningNode, queued, wait_until
+from tests.test_cluster import (
+    RECOVERY_TIMEOUT,
+    TOKENS,
+    NodeProcess,
+    Spawner,
+    connect,
+    redis_url_of,
+)
 
 WAIT = 10.0  # seconds; a generous bound for what takes a fraction of one
 
 # Under the 64 KiB frame limit with the send command's fields, and long enough that a 1 MiB page
 # holds only a handful.
 LARGE_BODY = 60_000
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawner]:
+    """Cluster nodes as processes (tests/test_cluster.py), killed after the test."""
+    spawner = Spawner(tmp_path)
+    yield spawner
+    spawner.kill_all()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """Clients the test opened, closed after it (append them)."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        client.close()
 
 
 def busy(start_node: Callable[..., RunningNode], **settings: Any) -> RunningNode:
@@ -70,3 +101,103 @@ def test_the_python_client_reads_a_history_page_of_the_largest_size(
     assert [m["seq"] for m in page["messages"]] == [probe, *seqs]
     assert sum(len(encode(m, encoding)) for m in page["messages"]) == cap
     assert page["more"] is False
+
+
+# -- a room's own gap repair ---------------------------------------------------------------------
+
+# 80 messages of 60 KB: 4.8 MB, more than a member's outbox holds (4 MiB) and than a repair may
+# queue at once (replay_max_bytes, 1 MiB), under replay_max_messages (1000).
+GAP_MESSAGES = 80
+
+# Long enough for a client to page 4.8 MB of history through the rate limit, which charges a
+# page by its size (at the default rate, about five seconds).
+FILL_TIMEOUT = 30.0
+
+
+class Collected:
+    """A callback that records what it is given and can be waited on."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._changed = gevent.event.Event()
+
+    def __call__(self, item: dict[str, Any]) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    def wait_count(self, count: int, *, timeout: float = WAIT) -> list[dict[str, Any]]:
+        failure = AssertionError(f"waited for {count}, got {len(self.items)}")
+        with gevent.Timeout(timeout, failure):
+            while len(self.items) < count:
+                self._changed.clear()
+                self._changed.wait()
+        return self.items
+
+
+class SplitBystander:
+    """The bystander pair across two nodes: alice on ``sender``'s node, bob on ``receiver``'s,
+    so that bob's latency measures the node under test."""
+
+    def __init__(self, sender: NodeProcess, receiver: NodeProcess) -> None:
+        self._nodes = {"bystander-alice": sender, "bystander-bob": receiver}
+
+    def client(self, user: str) -> Client:
+        return self._nodes[user].client(user)[0]
+
+
+def test_a_room_skips_a_gap_too_large_to_repair_at_once_and_its_members_page_it(
+    redis_server: Callable[..., RedisServer], spawn: Spawner, clients: list[Client]
+) -> None:
+    redis = redis_server()
+    admin = redis.client()
+    admin.execute_command("ACL", "SETUSER", "node-b", "on", ">node-b-pw", "~*", "&*", "+@all")
+    node_a = spawn.node("A", redis_url_of(redis))
+    node_b = spawn.node("B", f"redis://node-b:node-b-pw@127.0.0.1:{redis.port}/0")
+    spawn.start(node_a, node_b)
+    room = "gap-room"
+    sender = connect(clients, node_a, "gap-sender")
+    member = connect(clients, node_b, "gap-member")
+    sender.ok("join", room=room)
+    member.ok("join", room=room)
+    app = AppClient(node_b.url, TOKENS.mint("gap-app"), request_timeout=WAIT)
+    got, gaps = Collected(), Collected()
+    app.on("msg", got)
+    app.on("gap", gaps)
+    try:
+        app.connect(timeout=WAIT)
+        app.join(room)
+        [first] = send_to_room(sender, room, ["before"])
+        assert member.event("msg", room=room)["seq"] == first
+        got.wait_count(1)
+
+        # B stops hearing while large messages go by.
+        admin.execute_command("ACL", "SETUSER", "node-b", "-subscribe", "-psubscribe")
+        admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub", "USER", "node-b")
+        wait_until(lambda: node_b.ready_status() == 503, what="B deaf")
+        missed = send_to_room(sender, room, ["x" * LARGE_BODY] * GAP_MESSAGES)
+        # B hears again but cannot read the room's log yet: the room's repair waits, retrying.
+        admin.execute_command("ACL", "SETUSER", "node-b", "+@all", "-xrange", "-xrevrange")
+        wait_until(lambda: node_b.ready_status() == 200, timeout=RECOVERY_TIMEOUT, what="B hears")
+        bystander = Bystander(cast(AttackServer, SplitBystander(node_a, node_b))).start()
+        admin.execute_command("ACL", "SETUSER", "node-b", "+@all")
+
+        # The repair is beyond the bounds: the members are told what was skipped, not flooded.
+        gap = member.event("gap", room=room, timeout=WAIT)
+        assert (gap["after"], gap["seq"]) == (first, missed[-1])
+        member.ok("ping")  # barrier: nothing of the gap was queued before it
+        assert queued(member, "msg") == []
+        [live] = send_to_room(sender, room, ["after the gap"])
+        assert member.event("msg", room=room)["seq"] == live
+        latencies = bystander.stop()
+        assert member.closed is None
+
+        # The Python client pages the gap from history on its own, through the rate limit.
+        got.wait_count(GAP_MESSAGES + 2, timeout=FILL_TIMEOUT)
+        assert sorted(m["seq"] for m in got.items) == [first, *missed, live]
+        assert len({m["mid"] for m in got.items}) == len(got.items), "a message came twice"
+        assert [(g["after"], g["seq"]) for g in gaps.items] == [(first, missed[-1])]
+        assert app.state is LinkState.CONNECTED
+    finally:
+        app.close()
+        admin.close()
+    latencies.assert_flowing()
