@@ -267,14 +267,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "replay_max_messages",
         1_000,
-        "most missed messages a join with since replays; a longer gap answers recovered: false "
-        "and the client pages history",
+        "most missed messages a join with since replays (a longer gap answers recovered: false "
+        "and the client pages history), and a room's repair of its own fan-out sends at once "
+        "(beyond it: a gap event)",
         int,
     ),
     Setting(
         "replay_max_bytes",
         1 * MIB,
-        "most bytes of missed messages a join with since replays (then recovered: false)",
+        "most bytes of missed messages a join with since replays (then recovered: false) and a "
+        "room's repair sends at once (then a gap event)",
         int,
     ),
     Setting(

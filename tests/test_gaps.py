@@ -145,21 +145,47 @@ class SplitBystander:
         return self._nodes[user].client(user)[0]
 
 
+class CutOff:
+    """Node B of a two-node cluster, with a Redis user of its own whose ACL the test changes."""
+
+    def __init__(self, redis: RedisServer, spawn: Spawner) -> None:
+        self.admin = redis.client()
+        self._acl("on", ">node-b-pw", "~*", "&*", "+@all")
+        self.a = spawn.node("A", redis_url_of(redis))
+        self.b = spawn.node("B", f"redis://node-b:node-b-pw@127.0.0.1:{redis.port}/0")
+        spawn.start(self.a, self.b)
+
+    def _acl(self, *rules: str) -> None:
+        self.admin.execute_command("ACL", "SETUSER", "node-b", *rules)
+
+    def deaf(self) -> None:
+        """B stops hearing Redis (its pub/sub is cut off and cannot come back)."""
+        self._acl("-subscribe", "-psubscribe")
+        self.admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub", "USER", "node-b")
+        wait_until(lambda: self.b.ready_status() == 503, what="B deaf")
+
+    def hearing_but_not_reading(self) -> None:
+        """B hears again but cannot read a room's log: its rooms' repairs wait, retrying."""
+        self._acl("+@all", "-xrange", "-xrevrange")
+        wait_until(lambda: self.b.ready_status() == 200, timeout=RECOVERY_TIMEOUT, what="B hears")
+
+    def whole(self) -> None:
+        self._acl("+@all")
+
+    def close(self) -> None:
+        self.admin.close()
+
+
 def test_a_room_skips_a_gap_too_large_to_repair_at_once_and_its_members_page_it(
     redis_server: Callable[..., RedisServer], spawn: Spawner, clients: list[Client]
 ) -> None:
-    redis = redis_server()
-    admin = redis.client()
-    admin.execute_command("ACL", "SETUSER", "node-b", "on", ">node-b-pw", "~*", "&*", "+@all")
-    node_a = spawn.node("A", redis_url_of(redis))
-    node_b = spawn.node("B", f"redis://node-b:node-b-pw@127.0.0.1:{redis.port}/0")
-    spawn.start(node_a, node_b)
+    cluster = CutOff(redis_server(), spawn)
     room = "gap-room"
-    sender = connect(clients, node_a, "gap-sender")
-    member = connect(clients, node_b, "gap-member")
+    sender = connect(clients, cluster.a, "gap-sender")
+    member = connect(clients, cluster.b, "gap-member")
     sender.ok("join", room=room)
     member.ok("join", room=room)
-    app = AppClient(node_b.url, TOKENS.mint("gap-app"), request_timeout=WAIT)
+    app = AppClient(cluster.b.url, TOKENS.mint("gap-app"), request_timeout=WAIT)
     got, gaps = Collected(), Collected()
     app.on("msg", got)
     app.on("gap", gaps)
@@ -170,16 +196,12 @@ def test_a_room_skips_a_gap_too_large_to_repair_at_once_and_its_members_page_it(
         assert member.event("msg", room=room)["seq"] == first
         got.wait_count(1)
 
-        # B stops hearing while large messages go by.
-        admin.execute_command("ACL", "SETUSER", "node-b", "-subscribe", "-psubscribe")
-        admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub", "USER", "node-b")
-        wait_until(lambda: node_b.ready_status() == 503, what="B deaf")
+        # B misses large messages, then hears again; the room's repair waits for the store.
+        cluster.deaf()
         missed = send_to_room(sender, room, ["x" * LARGE_BODY] * GAP_MESSAGES)
-        # B hears again but cannot read the room's log yet: the room's repair waits, retrying.
-        admin.execute_command("ACL", "SETUSER", "node-b", "+@all", "-xrange", "-xrevrange")
-        wait_until(lambda: node_b.ready_status() == 200, timeout=RECOVERY_TIMEOUT, what="B hears")
-        bystander = Bystander(cast(AttackServer, SplitBystander(node_a, node_b))).start()
-        admin.execute_command("ACL", "SETUSER", "node-b", "+@all")
+        cluster.hearing_but_not_reading()
+        bystander = Bystander(cast(AttackServer, SplitBystander(cluster.a, cluster.b))).start()
+        cluster.whole()
 
         # The repair is beyond the bounds: the members are told what was skipped, not flooded.
         gap = member.event("gap", room=room, timeout=WAIT)
@@ -199,5 +221,51 @@ def test_a_room_skips_a_gap_too_large_to_repair_at_once_and_its_members_page_it(
         assert app.state is LinkState.CONNECTED
     finally:
         app.close()
-        admin.close()
+        cluster.close()
     latencies.assert_flowing()
+
+
+def test_a_room_repairs_a_gap_within_the_bounds_in_order(
+    redis_server: Callable[..., RedisServer], spawn: Spawner, clients: list[Client]
+) -> None:
+    cluster = CutOff(redis_server(), spawn)
+    sender = connect(clients, cluster.a, "small-sender")
+    member = connect(clients, cluster.b, "small-member")
+    for client in (sender, member):
+        client.ok("join", room="small")
+    cluster.deaf()
+    missed = send_to_room(sender, "small", [f"missed {n}" for n in range(5)])
+    cluster.hearing_but_not_reading()
+    waited = send_to_room(sender, "small", ["waited 1", "waited 2"])
+    cluster.whole()
+    got = [member.event("msg", room="small", timeout=WAIT)["seq"] for _ in missed + waited]
+    assert got == missed + waited
+    member.ok("ping")  # barrier
+    assert queued(member, "gap") == [] and queued(member, "msg") == []
+    cluster.close()
+
+
+def test_a_gap_the_store_cannot_read_is_skipped_once_what_waits_behind_it_is_too_much(
+    redis_server: Callable[..., RedisServer], spawn: Spawner, clients: list[Client]
+) -> None:
+    cluster = CutOff(redis_server(), spawn)
+    sender = connect(clients, cluster.a, "held-sender")
+    member = connect(clients, cluster.b, "held-member")
+    for client in (sender, member):
+        client.ok("join", room="held")
+    [first] = send_to_room(sender, "held", ["before"])
+    assert member.event("msg", room="held")["seq"] == first
+    cluster.deaf()
+    [missed] = send_to_room(sender, "held", ["missed"])
+    cluster.hearing_but_not_reading()
+    # Live messages wait behind the gap; past the replay bounds they could not go out at once.
+    waited = send_to_room(sender, "held", ["x" * LARGE_BODY] * (GAP_MESSAGES // 4))
+    gap = member.event("gap", room="held", timeout=WAIT)  # while the store is still unreadable
+    assert (gap["after"], gap["seq"]) == (first, waited[-1]) and missed < waited[0]
+    member.ok("ping")  # barrier
+    assert queued(member, "msg") == []
+    cluster.whole()
+    [live] = send_to_room(sender, "held", ["after the gap"])
+    assert member.event("msg", room="held", timeout=WAIT)["seq"] == live
+    assert member.closed is None
+    cluster.close()
