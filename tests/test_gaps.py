@@ -4,6 +4,9 @@ A room actor that missed messages (Redis was away, or the actor restarted) repla
 replay bounds to its members; beyond them it tells them the room skipped from one seq to
 another, and the clients page ``history`` over it. A ``join since`` reads the store only up to
 its byte bound. The Python client accepts the largest ``history`` page the server may send.
+
+The cluster tests cut one node off from Redis with an ACL of its own (as tests/test_cluster.py
+does): its rooms miss what goes by and repair it once they hear again.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 
 from actorim.client import Client as AppClient
 from actorim.client import LinkState
+from actorim.client._state import GAP_PAGE, Session
 from actorim.config import Config
 from actorim.protocol.codec import Encoding, encode
 from tests.attack import AttackServer, Bystander
@@ -148,11 +152,12 @@ class SplitBystander:
 class CutOff:
     """Node B of a two-node cluster, with a Redis user of its own whose ACL the test changes."""
 
-    def __init__(self, redis: RedisServer, spawn: Spawner) -> None:
+    def __init__(self, redis: RedisServer, spawn: Spawner, *, b_args: tuple[str, ...] = ()) -> None:
         self.admin = redis.client()
         self._acl("on", ">node-b-pw", "~*", "&*", "+@all")
         self.a = spawn.node("A", redis_url_of(redis))
-        self.b = spawn.node("B", f"redis://node-b:node-b-pw@127.0.0.1:{redis.port}/0")
+        b_url = f"redis://node-b:node-b-pw@127.0.0.1:{redis.port}/0"
+        self.b = spawn.node("B", b_url, args=b_args)
         spawn.start(self.a, self.b)
 
     def _acl(self, *rules: str) -> None:
@@ -269,3 +274,43 @@ def test_a_gap_the_store_cannot_read_is_skipped_once_what_waits_behind_it_is_too
     assert member.event("msg", room="held", timeout=WAIT)["seq"] == live
     assert member.closed is None
     cluster.close()
+
+
+# -- the Python client's session, fed events -----------------------------------------------------
+
+
+def test_a_gap_event_gives_the_session_a_gap_to_fill_and_moves_its_seq_past_it() -> None:
+    session = Session(user="alice")
+    session.joining("r")
+    answer = session.answered(
+        {
+            "t": "reply",
+            "id": session.submit("join", {"room": "r"}).id,
+            "ok": True,
+            "data": {"room": "r", "seq": 3, "epoch": "e1", "members": ["alice"]},
+        }
+    )
+    assert answer is not None
+    fill = session.skipped({"t": "gap", "room": "r", "after": 3, "seq": 40})
+    assert fill is not None
+    assert fill.next_args() == {"room": "r", "after": 3, "before": 41, "limit": GAP_PAGE}
+    # The next link resumes after the gap: the gap is filled from history, not by a replay.
+    assert session.rejoin_args() == [{"room": "r", "since": 40, "epoch": "e1"}]
+    # A gap older than the last seq seen still gets filled, and moves nothing back.
+    assert session.skipped({"t": "gap", "room": "r", "after": 1, "seq": 2}) is not None
+    assert session.rejoin_args()[0]["since"] == 40
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"t": "gap", "room": "elsewhere", "after": 3, "seq": 40},  # a room not joined here
+        {"t": "gap", "room": "r", "after": 40, "seq": 40},  # nothing skipped
+        {"t": "gap", "room": "r", "after": "3", "seq": 40},
+        {"t": "gap", "room": "r", "after": 3},
+    ],
+)
+def test_a_gap_event_that_names_nothing_to_fill_is_ignored(event: dict[str, Any]) -> None:
+    session = Session(user="alice")
+    session.joining("r")
+    assert session.skipped(event) is None
