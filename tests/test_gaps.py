@@ -2,8 +2,9 @@
 
 A room actor that missed messages (Redis was away, or the actor restarted) replays at most the
 replay bounds to its members; beyond them it tells them the room skipped from one seq to
-another, and the clients page ``history`` over it. A ``join since`` reads the store only up to
-its byte bound. The Python client accepts the largest ``history`` page the server may send.
+another, and the clients page ``history`` over it. (That a ``join since`` reads the store only up
+to its byte bound is in tests/test_store_conformance.py.) The Python client accepts the largest
+``history`` page the server may send.
 
 The cluster tests cut one node off from Redis with an ACL of its own (as tests/test_cluster.py
 does): its rooms miss what goes by and repair it once they hear again.
