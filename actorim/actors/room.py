@@ -217,7 +217,8 @@ class RoomActor(GeventActor):
         if self.state.repairing is not None and not self.state.replaying:
             self._replay_gap()
 
-    def _held_fit(self, publishes: list[Publish]) -> bool:
+    def _fits(self, publishes: list[Publish]) -> bool:
+        """Whether ``publishes`` may go to every member at once (the replay bounds)."""
         config = self.ctx.config
         return fits(
             publishes, max_messages=config.replay_max_messages, max_bytes=config.replay_max_bytes
@@ -228,7 +229,7 @@ class RoomActor(GeventActor):
         state.replaying = False
         held = state.repairing or []
         if error is not None:
-            if self._held_fit(held):
+            if self._fits(held):
                 logger.warning(
                     "could not replay a gap, retrying in %.1fs: %s",
                     GAP_RETRY_S,
@@ -245,7 +246,7 @@ class RoomActor(GeventActor):
         messages, complete = result
         replayed = [Publish(m.seq, message_frame(m), None) for m in messages if m.seq > state.seq]
         repair = union(replayed, held)
-        if complete and self._held_fit(repair):
+        if complete and self._fits(repair):
             state.repairing = None
             self._fan_out_in_order(repair)
         else:
@@ -295,7 +296,8 @@ class RoomActor(GeventActor):
             return
         gap = Gap(state.seq, seq)
         logger.warning(
-            "room %r: skipped seq %d..%d, beyond what may be replayed at once",
+            "room %r: skipped seq %d..%d (beyond the replay bounds, or lost); members page them "
+            "from history",
             state.name,
             gap.after + 1,
             gap.seq,
