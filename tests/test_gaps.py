@@ -12,6 +12,7 @@ does): its rooms miss what goes by and repair it once they hear again.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +21,7 @@ import gevent
 import gevent.event
 import pytest
 
+from actorim.chat import Chat
 from actorim.client import Client as AppClient
 from actorim.client import LinkState
 from actorim.client._state import GAP_PAGE, Session
@@ -315,3 +317,15 @@ def test_a_gap_event_that_names_nothing_to_fill_is_ignored(event: dict[str, Any]
     session = Session(user="alice")
     session.joining("r")
     assert session.skipped(event) is None
+
+
+def test_the_terminal_chat_says_a_skipped_gap_is_being_fetched() -> None:
+    out = io.StringIO()
+    client = AppClient("ws://127.0.0.1:1/ws", "token")
+    chat = Chat(client, out)
+    chat.on_event({"t": "gap", "room": "lobby", "after": 3, "seq": 40})
+    chat.on_event({"t": "gap", "room": "lobby", "after": "3"})  # nothing to say
+    assert out.getvalue().splitlines() == [
+        "* 37 messages in lobby were missed; fetching them from history"
+    ]
+    client.close()
