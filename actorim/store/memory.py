@@ -264,8 +264,10 @@ class MemoryStore(Store):
             cut = False
             last = 0
         else:
-            records = itertools.islice(conversation.records, conversation.index_after(seq), None)
-            page, cut = bounded_page((r.msg for r in records), limit=limit, max_bytes=max_bytes)
+            records = conversation.records
+            # By index, not islice: islice would step through every record before the first.
+            missed = (records[i].msg for i in range(conversation.index_after(seq), len(records)))
+            page, cut = bounded_page(missed, limit=limit, max_bytes=max_bytes)
             last = conversation.last_seq
         # Seqs were given without gaps, so the page is everything after `seq` exactly when it
         # holds as many messages as were ever given after it.
