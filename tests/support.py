@@ -127,13 +127,18 @@ class Client:
                         return event
                 self._pump(timeout)
 
-    def no_event(self, t: str, *, within: float = 0.3, **match: Any) -> None:
-        """Assert no such event arrives while the client waits ``within`` seconds."""
-        try:
-            event = self.event(t, timeout=within, **match)
-        except AssertionError:
-            return
-        raise AssertionError(f"unexpected event {event}")
+    def nothing_before_pong(self, t: str, **match: Any) -> None:
+        """Assert that no event of type ``t`` (matching ``match``) came before a ``ping``'s reply.
+
+        A barrier instead of a time window: the ping is sent now, and the server answers it after
+        everything it queued to this connection before, so an event the action under test would
+        have caused (for this connection, by the time the action's own reply was sent) is read
+        before the pong. Events that travel another path (a room's fan-out, another node) need a
+        barrier on that path instead: a later message through it, then :func:`queued`.
+        """
+        self.ok("ping")
+        unexpected = queued(self, t, **match)
+        assert not unexpected, f"unexpected {t} event before the ping's reply: {unexpected}"
 
     def wait_closed(self, *, timeout: float = DEFAULT_TIMEOUT) -> Closed:
         """Read until the server closes; return its close code and reason."""

@@ -177,6 +177,12 @@ class NodeProcess:
         assert found is not None, "no Redis breaker in /metrics"
         return int(float(found.group(1)))
 
+    def open_connections(self) -> int:
+        """The node's WebSocket connections in any phase, as /metrics reports them."""
+        _status, _headers, body = http_get(f"{self.http}/metrics")
+        found = re.findall(rb"^actorim_connections\{phase=\"[^\"]*\"\} (\S+)$", body, re.M)
+        return sum(int(float(count)) for count in found)
+
     def client(self, user: str) -> tuple[Client, dict[str, Any]]:
         """A client of this node connected as ``user``, and connect's reply."""
         client = Client(self.url)
@@ -428,9 +434,19 @@ def test_presence_follows_a_user_across_nodes_until_their_last_connection_is_gon
     assert statuses == {"t2-frank": "online", "t2-nobody": "offline"}
 
     frank_c = connect(clients, cluster["C"], "t2-frank")
+    # A user who leaves node B just after Frank's connection there: B ends the two grace
+    # periods in the order they began and announces through the same channel, so the control's
+    # offline event is the barrier before which a wrong one for Frank would have arrived.
+    watcher.ok("watch", users=["t2-control"])
+    control = connect(clients, cluster["B"], "t2-control")
+    assert watcher.event("presence", user="t2-control")["status"] == "online"
+    open_on_b = cluster["B"].open_connections()
     frank_b.close()
+    wait_until(lambda: cluster["B"].open_connections() < open_on_b, what="B saw Frank leave")
+    control.close()
     # Past the grace, with a connection left on C, Frank stays online.
-    watcher.no_event("presence", within=PRESENCE_GRACE + 0.5, user="t2-frank")
+    assert watcher.event("presence", user="t2-control")["status"] == "offline"
+    assert queued(watcher, "presence", user="t2-frank") == []
     assert asker.ok("presence", users=["t2-frank"])["statuses"] == {"t2-frank": "online"}
 
     closed_at = time.monotonic()
