@@ -339,10 +339,10 @@ def test_the_python_client_fills_a_gap_not_recovered_from_history(
 
 
 def test_in_a_cluster_a_large_backlog_and_live_messages_arrive_once_in_order(
-    start_node: Callable[..., RunningNode], redis_session: Any
+    start_node: Callable[..., RunningNode], redis_session: Any, tmp_path: Path
 ) -> None:
     url = f"redis://127.0.0.1:{redis_session.port}/0"
-    namespace = f"backlog{random.randrange(10**9)}"
+    namespace = f"backlog-{tmp_path.name}"  # the session's Redis is shared: a name of its own
     here = busy(start_node, redis_url=url, redis_namespace=namespace, backlog_page_messages=100)
     there = busy(start_node, redis_url=url, redis_namespace=namespace)
     alice = there.client("alice")

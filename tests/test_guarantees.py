@@ -61,7 +61,10 @@ def test_every_acknowledged_message_survives_kill_9_exactly_once_and_in_order(
     with gevent.Timeout(10):
         while len(acked) < 50:
             gevent.sleep(0.01)
-    gevent.sleep(random.uniform(0.0, 0.3))
+    seed = random.randrange(2**32)
+    delay = random.Random(seed).uniform(0.0, 0.3)
+    print(f"seed {seed}: the kill comes {delay:.3f} s after the 50th acknowledgement")
+    gevent.sleep(delay)
     server_process.kill()
     writer.join(timeout=5)
     assert len(acked) >= 50
