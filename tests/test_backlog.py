@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 
 from actorim.breaker import BreakerPolicy
 from actorim.client import Client as AppClient
@@ -66,6 +67,7 @@ def busy(start_node: Callable[..., RunningNode], **settings: Any) -> RunningNode
 # -- the offline backlog -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_backlog_larger_than_the_outbox_arrives_whole_in_order_and_once(
     start_node: Callable[..., RunningNode],
 ) -> None:
@@ -163,6 +165,7 @@ LARGE = 3_000
 LARGE_BODY = "y" * 2_000
 
 
+@pytest.mark.slow
 def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_closed(
     start_node: Callable[..., RunningNode],
 ) -> None:
@@ -175,6 +178,7 @@ def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_clo
     bob.close()
 
 
+@pytest.mark.slow
 def test_a_connection_actor_that_crashes_mid_backlog_carries_on_where_it_was(
     start_node: Callable[..., RunningNode],
 ) -> None:
@@ -206,6 +210,7 @@ def take_backlog(port: int, token: str, count: int, seconds: float) -> None:
     client.close()
 
 
+@pytest.mark.process
 def test_ten_thousand_waiting_messages_arrive_over_one_connection_beside_a_bystander(
     tmp_path: Path,
 ) -> None:
@@ -309,6 +314,7 @@ AWAY = BreakerPolicy(
 )
 
 
+@pytest.mark.slow
 def test_the_python_client_fills_a_gap_not_recovered_from_history(
     start_node: Callable[..., RunningNode],
 ) -> None:

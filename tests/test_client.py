@@ -213,6 +213,7 @@ def test_close_ends_the_iterator_and_refuses_further_commands(
 # -- refusals: a busy server is waited for, a final refusal is raised at once ----------------
 
 
+@pytest.mark.slow
 def test_a_send_refused_as_overloaded_is_retried_until_the_callers_timeout(
     connected: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -452,6 +453,7 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
+@pytest.mark.process
 def test_a_stream_survives_kill_9_of_the_server_every_message_once_in_order(
     server_process: ServerProcess, clients: list[Client]
 ) -> None:
@@ -507,6 +509,7 @@ def test_a_stream_survives_kill_9_of_the_server_every_message_once_in_order(
     assert [m["seq"] for m in stored] == list(range(1, 202))
 
 
+@pytest.mark.process
 def test_a_frozen_server_is_noticed_by_heartbeats_and_the_link_comes_back_after_it_thaws(
     server_process: ServerProcess, clients: list[Client]
 ) -> None:
@@ -537,6 +540,7 @@ def test_a_frozen_server_is_noticed_by_heartbeats_and_the_link_comes_back_after_
     assert client.send(room="r", body="back").seq == 1
 
 
+@pytest.mark.process
 def test_a_restart_with_a_drain_is_ridden_out_without_opening_the_circuit(
     server_process: ServerProcess, clients: list[Client]
 ) -> None:

@@ -47,6 +47,8 @@ from tests.support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.process  # nodes, redis-server and nginx run as processes
+
 SECRET = "cluster-test-secret-0123456789abcdef0123"
 TOKENS = TokenAuthority(SECRET)
 

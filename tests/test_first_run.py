@@ -42,6 +42,7 @@ def busy_port() -> Iterator[int]:
         yield other.getsockname()[1]
 
 
+@pytest.mark.process
 def test_a_busy_port_is_one_line_without_a_traceback_and_a_failed_exit(
     tmp_path: Path, busy_port: int
 ) -> None:
@@ -56,6 +57,7 @@ def test_a_busy_port_is_one_line_without_a_traceback_and_a_failed_exit(
     assert "PORT=" in last
 
 
+@pytest.mark.process
 def test_the_last_start_up_line_is_the_chat_page_address(tmp_path: Path) -> None:
     port = free_port()
     process = _serve(tmp_path, port)

@@ -30,6 +30,7 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
+@pytest.mark.process
 def test_every_acknowledged_message_survives_kill_9_exactly_once_and_in_order(
     server_process: ServerProcess,
 ) -> None:

@@ -35,6 +35,7 @@ def _serve(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("args", "settings"),
     [
@@ -60,6 +61,7 @@ def test_serve_refuses_a_short_secret_outside_development_mode_in_one_line(
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.process
 def test_serve_refuses_to_start_without_a_secret_outside_development_mode(tmp_path: Path) -> None:
     result = _serve(tmp_path)
     assert result.returncode != 0
@@ -100,6 +102,7 @@ def test_a_configured_secret_is_used_and_nothing_is_generated(tmp_path: Path) ->
     assert not (tmp_path / DEV_SECRET_FILE).exists()
 
 
+@pytest.mark.process
 def test_a_development_token_minted_before_a_restart_still_works_after_it(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data", secret="", args=("--dev",))
     try:
@@ -120,6 +123,7 @@ def test_a_development_token_minted_before_a_restart_still_works_after_it(tmp_pa
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("secret", "says"),
     [

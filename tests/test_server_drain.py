@@ -81,6 +81,7 @@ def _connected(port: int, user: str) -> Client:
     return client
 
 
+@pytest.mark.process
 def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
     cli_server: tuple[subprocess.Popen[bytes], int],
 ) -> None:
@@ -107,6 +108,7 @@ def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
     assert status == 0, process.stderr.read().decode() if process.stderr else ""
 
 
+@pytest.mark.process
 def test_during_the_drain_health_checks_answer_and_websockets_get_503(tmp_path: Path) -> None:
     # Two clients over a 4 s drain: the first is closed at once, the second 2 s later. Between
     # the two closes the node is draining, which is when a load balancer probes it.

@@ -125,6 +125,7 @@ def test_outside_development_mode_the_public_url_origin_is_accepted_and_no_other
     assert node.client("alice", origin="https://chat.example.com").ok("ping") == {}
 
 
+@pytest.mark.process
 def test_a_production_server_serves_its_page_and_accepts_its_websocket_at_the_public_url(
     tmp_path: Path,
 ) -> None:
