@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -187,10 +188,48 @@ class RunningNode:
         self.node.stop(drain=False)
 
 
+SERVER_START_S = 15.0
+"""How long a server process may take to listen and be ready: an import and a node start take
+well under a second; the rest is room for a machine busy with other tests."""
+
+
+def read_port_file(path: Path, proc: subprocess.Popen[Any]) -> int:
+    """The port a server started with ``--port-file path`` wrote once it listened (polled: the
+    file appearing is the only sign); fails if the process exits first or takes too long."""
+    deadline = time.monotonic() + SERVER_START_S
+    while True:
+        try:
+            return int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited with {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server wrote no {path}") from None
+            gevent.sleep(0.02)
+
+
 def free_port() -> int:
+    """A loopback port free a moment ago, for a program that cannot listen on port 0 and say
+    which port it got (redis-server, nginx, ``--workers`` sharing one port). Another process
+    may take it before the program binds it: the caller retries with a new one on a bind
+    failure. Anything that can report its port listens on port 0 instead."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+BIND_TRIES = 5
+"""Ports tried before a program that must be given one is declared unable to start: a port
+taken between the pick and the bind is rare, five in a row means something else is wrong."""
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port nothing listens on for as long as the block runs: bound (so that nobody
+    else gets it) but not listening, so a connection to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 # -- robustness helpers: polling state, a bare-socket WebSocket client ---------------------------
@@ -401,8 +440,10 @@ def handshake_status(url: str, *, origin: str | None = None) -> int:
 
 
 class ServerProcess:
-    """``actorim serve`` as a child process on a free port, with a fixed secret and data dir.
+    """``actorim serve`` as a child process, with a fixed secret and data dir.
 
+    The first :meth:`start` listens on port 0 and reads the port the kernel picked from the
+    server's ``--port-file``: no other process can take it between a pick and the bind.
     :meth:`start` again after :meth:`kill` restarts it on the same port and data dir.
     """
 
@@ -410,12 +451,15 @@ class ServerProcess:
         self.data_dir = data_dir
         self.secret = secret
         self.args = args
-        self.port = free_port()
+        self.port = 0  # until the first start has read it back
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "ACTORIM_SECRET": self.secret, "ACTORIM_DATA_DIR": str(self.data_dir)}
         env.pop("PORT", None)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port_file = self.data_dir / "actorim.port"
+        port_file.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -424,6 +468,8 @@ class ServerProcess:
                 "serve",
                 "--port",
                 str(self.port),
+                "--port-file",
+                str(port_file),
                 "--store",
                 "sqlite",
                 "--log-level",
@@ -432,7 +478,8 @@ class ServerProcess:
             ],
             env=env,
         )
-        deadline = time.monotonic() + 15
+        self.port = read_port_file(port_file, self.proc)
+        deadline = time.monotonic() + SERVER_START_S
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1):

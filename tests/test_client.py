@@ -36,7 +36,7 @@ from actorim.client import (
     StateChange,
 )
 from supervisors import Backoff
-from tests.support import RunningNode, ServerProcess, free_port
+from tests.support import RunningNode, ServerProcess, closed_port
 
 CONNECTING, CONNECTED = LinkState.CONNECTING, LinkState.CONNECTED
 DISCONNECTED, CIRCUIT_OPEN = LinkState.DISCONNECTED, LinkState.CIRCUIT_OPEN
@@ -316,21 +316,22 @@ def test_a_refused_token_is_renewed_from_the_callable_without_counting_a_failure
 def test_commands_wait_for_the_link_up_to_their_timeout_or_fail_at_once_if_told(
     clients: list[Client],
 ) -> None:
-    url = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
-    patient = Client(url, "token", policy=FAST)
-    impatient = Client(url, "token", policy=FAST, wait_for_reconnect=False)
-    clients.extend([patient, impatient])
-    with pytest.raises(NotConnected, match="connect"):
-        patient.ping()
-    with pytest.raises(RequestTimeout, match="keeps trying"):
-        patient.connect(timeout=0.1)
-    with pytest.raises(RequestTimeout, match="resend with cid='c-1'") as late:
-        patient.send(room="r", body="x", cid="c-1", timeout=0.2)
-    assert late.value.cid == "c-1"
-    with pytest.raises(RequestTimeout):
-        impatient.connect(timeout=0.05)
-    with pytest.raises(NotConnected, match="wait_for_reconnect"):
-        impatient.send(room="r", body="x")
+    with closed_port() as port:  # bound by the test, so nothing listens there
+        url = f"ws://127.0.0.1:{port}/ws"
+        patient = Client(url, "token", policy=FAST)
+        impatient = Client(url, "token", policy=FAST, wait_for_reconnect=False)
+        clients.extend([patient, impatient])
+        with pytest.raises(NotConnected, match="connect"):
+            patient.ping()
+        with pytest.raises(RequestTimeout, match="keeps trying"):
+            patient.connect(timeout=0.1)
+        with pytest.raises(RequestTimeout, match="resend with cid='c-1'") as late:
+            patient.send(room="r", body="x", cid="c-1", timeout=0.2)
+        assert late.value.cid == "c-1"
+        with pytest.raises(RequestTimeout):
+            impatient.connect(timeout=0.05)
+        with pytest.raises(NotConnected, match="wait_for_reconnect"):
+            impatient.send(room="r", body="x")
 
 
 def test_the_circuit_opens_after_the_configured_failures_and_tries_once_after_the_cool_down(

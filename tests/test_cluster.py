@@ -37,6 +37,7 @@ from actorim.cluster.nodes import list_sessions
 from actorim.publisher import Publisher
 from tests.redis_server import RedisServer, find_redis_server
 from tests.support import (
+    BIND_TRIES,
     OPCODE_PING,
     Client,
     RawWebSocket,
@@ -44,6 +45,7 @@ from tests.support import (
     handshake_status,
     http_get,
     queued,
+    read_port_file,
     wait_until,
 )
 
@@ -113,8 +115,12 @@ class NodeProcess:
         self.redis_url = redis_url
         self.namespace = namespace
         self.args = args
-        self.port = free_port()
+        # One node listens on port 0 and writes the port it got to port_file. Workers share one
+        # port, which must be chosen beforehand: taken meanwhile, another is tried (wait_ready).
+        self.picks_port = "--workers" in args
+        self.port = free_port() if self.picks_port else 0
         self.log = log_dir / f"{name}.log"
+        self.port_file = log_dir / f"{name}.port"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -133,6 +139,8 @@ class NodeProcess:
             "serve",
             "--port",
             str(self.port),
+            "--port-file",
+            str(self.port_file),
             "--node-id",
             self.name,
             "--node-timeout",
@@ -148,6 +156,7 @@ class NodeProcess:
 
     def spawn(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.port_file.unlink(missing_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -159,10 +168,22 @@ class NodeProcess:
             )
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        assert self.proc is not None
+        if self.port == 0:
+            try:
+                self.port = read_port_file(self.port_file, self.proc)
+            except AssertionError as exc:
+                raise AssertionError(f"node {self.name}: {exc}\n{self.log_tail()}") from None
         deadline = time.monotonic() + timeout
+        tries = 1
         while self.ready_status() != 200:
-            assert self.proc is not None
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            exited = self.proc.poll()
+            if exited == EXIT_CANNOT_LISTEN and self.picks_port and tries < BIND_TRIES:
+                tries += 1  # another process took the port between the pick and the bind
+                self.port = free_port()
+                self.spawn()
+                continue
+            if exited is not None or time.monotonic() > deadline:
                 raise AssertionError(f"node {self.name} did not become ready:\n{self.log_tail()}")
             gevent.sleep(0.02)
 
@@ -523,20 +544,28 @@ class NginxProcess:
     def __init__(self, directory: Path, upstreams: list[NodeProcess], *, binary: str) -> None:
         self.directory = directory
         self.binary = binary
-        self.port = free_port()
+        self.upstreams = upstreams
         for sub in ("state", "logs"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
-        rendered = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(
-            ACTORIM_LISTEN=f"127.0.0.1:{self.port}",
-            ACTORIM_UPSTREAMS="\n        ".join(f"server 127.0.0.1:{n.port};" for n in upstreams),
-            NGINX_STATE_DIR=str(directory / "state"),
-            NGINX_LOG_DIR=str(directory / "logs"),
-            NGINX_PID_FILE=str(directory / "nginx.pid"),
-        )
         self.conf = directory / "nginx.conf"
-        self.conf.write_text(rendered)
         self.log = directory / "logs" / "error.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._listen_on(free_port())
+
+    def _listen_on(self, port: int) -> None:
+        """Render the configuration for ``port`` (nginx cannot listen on 0 and say which port
+        it got: a port is picked, and another tried if it was taken meanwhile)."""
+        self.port = port
+        rendered = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(
+            ACTORIM_LISTEN=f"127.0.0.1:{port}",
+            ACTORIM_UPSTREAMS="\n        ".join(
+                f"server 127.0.0.1:{n.port};" for n in self.upstreams
+            ),
+            NGINX_STATE_DIR=str(self.directory / "state"),
+            NGINX_LOG_DIR=str(self.directory / "logs"),
+            NGINX_PID_FILE=str(self.directory / "nginx.pid"),
+        )
+        self.conf.write_text(rendered)
 
     @property
     def url(self) -> str:
@@ -550,22 +579,36 @@ class NginxProcess:
         main = "daemon off;"  # the template names the pid file and the error log
         if os.geteuid() == 0:
             main += " user root;"  # workers may then read the test's private directories
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-p", str(self.directory), "-c", str(self.conf), "-g", main],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+        for tries in range(1, BIND_TRIES + 1):
+            logged = self.log.stat().st_size if self.log.exists() else 0
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [self.binary, "-p", str(self.directory), "-c", str(self.conf), "-g", main],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+            if self._wait_healthy():
+                return
+            said = self.log.read_bytes()[logged:]
+            if b"Address already in use" not in said or tries == BIND_TRIES:
+                break
+            self._listen_on(free_port())  # taken between the pick and the bind
+        self.stop()
+        raise AssertionError(f"nginx did not start:\n{self.log.read_text()}")
+
+    def _wait_healthy(self) -> bool:
+        """Whether nginx answers /healthz before it exits or START_TIMEOUT passes."""
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
                 if http_get(f"{self.http}/healthz", timeout=1.0)[0] == 200:
-                    return
+                    return True
             except OSError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"nginx did not start:\n{self.log.read_text()}")
+                return False
             gevent.sleep(0.02)
 
     def stop(self) -> None:

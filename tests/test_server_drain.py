@@ -21,9 +21,9 @@ import websocket
 from tests.support import (
     Client,
     RunningNode,
-    free_port,
     handshake_status,
     http_get,
+    read_port_file,
     wait_until,
 )
 
@@ -45,13 +45,15 @@ def _answers(url: str) -> bool:
 @contextlib.contextmanager
 def serving(tmp_path: Path, drain_seconds: float) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``actorim serve`` in a child process, once its /healthz answers."""
-    port = free_port()
-    command = [sys.executable, "-m", "actorim", "serve", "--port", str(port), "--dev"]
+    port_file = tmp_path / "port"
+    command = [sys.executable, "-m", "actorim", "serve", "--port", "0", "--dev"]
+    command += ["--port-file", str(port_file)]
     command += ["--store", "memory", "--drain-seconds", str(drain_seconds)]
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
+        port = read_port_file(port_file, process)
         wait_until(
             lambda: process.poll() is not None or _answers(f"http://127.0.0.1:{port}/healthz"),
             timeout=15,
