@@ -133,7 +133,8 @@ def test_messages_reach_callbacks_and_the_event_iterator_in_order(
     assert [(m["from"], m["body"], m["seq"]) for m in got.items] == [
         ("alice", f"hi {i}", i + 1) for i in range(3)
     ]
-    events = list(bob.events(timeout=0.2))
+    bob.ping(timeout=WAIT)  # a barrier: whatever came before its reply is buffered by now
+    events = list(bob.events(timeout=0))
     assert [e["t"] for e in events] == ["msg", "msg", "msg"]
     assert [e["mid"] for e in events] == [s.mid for s in sent]
     member = next(alice.events(timeout=WAIT))
