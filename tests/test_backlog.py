@@ -62,6 +62,29 @@ def assert_nothing_more(client: Client, t: str = "msg") -> None:
     assert not [e for e in client.events if e.get("t") == t], "delivered twice"
 
 
+def stored_backlog(
+    start_node: Callable[..., RunningNode],
+    data_dir: Path,
+    count: int,
+    *,
+    body: Any = "x",
+    **settings: Any,
+) -> tuple[RunningNode, list[str]]:
+    """A node on a SQLite store that held ``count`` direct messages from alice to bob, not yet
+    delivered, before it started (as alice's sends would have left them, without the seconds
+    that sending them takes); the node, and the messages' mids in order."""
+    ts = int(time.time() * 1000)
+    packed = msgpack.packb(body)
+    sent = seed(
+        data_dir,
+        [
+            NewMessage(dm_conv("alice", "bob"), "alice", "text", packed, ts, f"c{i}", to="bob")
+            for i in range(count)
+        ],
+    )
+    return busy(start_node, store="sqlite", data_dir=str(data_dir), **settings), sent
+
+
 def busy(start_node: Callable[..., RunningNode], **settings: Any) -> RunningNode:
     # The sender pipelines thousands of sends: the per-connection rate limit is not under test.
     return start_node(rate=100_000.0, burst=100_000.0, **settings)
@@ -70,12 +93,10 @@ def busy(start_node: Callable[..., RunningNode], **settings: Any) -> RunningNode
 # -- the offline backlog -----------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_a_backlog_larger_than_the_outbox_arrives_whole_in_order_and_once(
-    start_node: Callable[..., RunningNode],
+    start_node: Callable[..., RunningNode], tmp_path: Path
 ) -> None:
-    node = busy(start_node)
-    sent = fill_direct(node.client("alice"), "bob", OVER_THE_OUTBOX)
+    node, sent = stored_backlog(start_node, tmp_path / "node", OVER_THE_OUTBOX)
     bob = node.client("bob")
     got = receive_direct(bob, OVER_THE_OUTBOX)
     assert [m["mid"] for m in got] == sent
@@ -168,12 +189,10 @@ LARGE = 3_000
 LARGE_BODY = "y" * 2_000
 
 
-@pytest.mark.slow
 def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_closed(
-    start_node: Callable[..., RunningNode],
+    start_node: Callable[..., RunningNode], tmp_path: Path
 ) -> None:
-    node = busy(start_node)
-    sent = fill_direct(node.client("alice"), "bob", LARGE, body=LARGE_BODY)
+    node, sent = stored_backlog(start_node, tmp_path / "node", LARGE, body=LARGE_BODY)
     bob, link = stalled_reader(node, "bob")
     assert not link.outbox.overflowed
     assert sent.index(link.offline.pager.cursor) < len(sent) - 1, "the rest waits in the store"
@@ -181,12 +200,12 @@ def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_clo
     bob.close()
 
 
-@pytest.mark.slow
 def test_a_connection_actor_that_crashes_mid_backlog_carries_on_where_it_was(
-    start_node: Callable[..., RunningNode],
+    start_node: Callable[..., RunningNode], tmp_path: Path
 ) -> None:
-    node = busy(start_node, fault_injection=True)
-    sent = fill_direct(node.client("alice"), "bob", LARGE, body=LARGE_BODY)
+    node, sent = stored_backlog(
+        start_node, tmp_path / "node", LARGE, body=LARGE_BODY, fault_injection=True
+    )
     bob, link = stalled_reader(node, "bob")
     crash = bob.send_command("debug.crash", what="connection")
     got, replies = read_events(bob, len(sent))
