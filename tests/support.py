@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -221,6 +221,21 @@ def free_port() -> int:
 BIND_TRIES = 5
 """Ports tried before a program that must be given one is declared unable to start: a port
 taken between the pick and the bind is rare, five in a row means something else is wrong."""
+
+
+def start_on_a_picked_port(make: Callable[[int], ServerProcess]) -> ServerProcess:
+    """Start the server ``make(port)`` returns, for a test whose flags name the port (a public
+    URL): on a port picked beforehand, and on another if that one was taken meanwhile."""
+    for _ in range(BIND_TRIES - 1):
+        server = make(free_port())
+        try:
+            server.start()
+        except PortTaken:
+            continue
+        return server
+    server = make(free_port())
+    server.start()
+    return server
 
 
 @contextlib.contextmanager
@@ -439,6 +454,10 @@ def handshake_status(url: str, *, origin: str | None = None) -> int:
 # -- a server in a child process: killed with SIGKILL, paused with SIGSTOP, restarted ----------
 
 
+class PortTaken(AssertionError):
+    """A server given a port beforehand could not bind it: another process had taken it."""
+
+
 class ServerProcess:
     """``actorim serve`` as a child process, with a fixed secret and data dir.
 
@@ -447,11 +466,13 @@ class ServerProcess:
     :meth:`start` again after :meth:`kill` restarts it on the same port and data dir.
     """
 
-    def __init__(self, data_dir: Path, *, secret: str, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, *, secret: str, args: tuple[str, ...] = (), port: int = 0
+    ) -> None:
         self.data_dir = data_dir
         self.secret = secret
         self.args = args
-        self.port = 0  # until the first start has read it back
+        self.port = port  # 0 until the first start has read it back
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -478,7 +499,16 @@ class ServerProcess:
             ],
             env=env,
         )
-        self.port = read_port_file(port_file, self.proc)
+        try:
+            self.port = read_port_file(port_file, self.proc)
+        except AssertionError:
+            # Imported here: importing actorim.cli monkey-patches, and attacker processes import
+            # this module to stay on plain blocking sockets.
+            from actorim.cli import EXIT_CANNOT_LISTEN
+
+            if self.proc.poll() == EXIT_CANNOT_LISTEN:
+                raise PortTaken(f"port {self.port} was taken before the server bound it") from None
+            raise
         deadline = time.monotonic() + SERVER_START_S
         while True:
             try:
