@@ -39,11 +39,11 @@ import gevent
 from gevent import GreenletExit
 from greenlet import getcurrent
 from pykka import Actor, ActorRef, ActorRegistry
-from pykka.messages import _ActorStop
 
 from supervisors._exit import KILLED, NOPROC, NORMAL, Exit, ExitKind
 from supervisors._future import GeventFuture
 from supervisors._mailbox import Mailbox, Overflow, dead_letter
+from supervisors._pykka_compat import ActorStop, actor_of, dispatcher, is_stop
 from supervisors._registry import install as _install_registry
 from supervisors._runtime import call_on_home, home_hub, on_home_thread
 
@@ -169,6 +169,7 @@ class GeventActor(Actor):
         if self._greenlet is not me or self._state is _ENDED:
             return  # killed before this greenlet got to run
         queue = self.actor_inbox.queue
+        handle = dispatcher(self)
         envelope = None
         self._in_run = True
         try:
@@ -181,11 +182,11 @@ class GeventActor(Actor):
                     raise self._doom
                 envelope = queue.popleft()
                 message = envelope.message
-                if message.__class__ is _ActorStop:
+                if message.__class__ is ActorStop:
                     self._stop_normally(envelope)
                     return
                 try:
-                    result = self._handle_receive(message)
+                    result = handle(message)
                 except Exception:
                     if envelope.reply_to is None:
                         raise
@@ -272,6 +273,37 @@ class GeventActor(Actor):
         """Why the actor ended, or None while it runs."""
         return self._exit
 
+    def drain_mailbox(self) -> list[Any]:
+        """Take the messages still waiting in the mailbox, oldest first: this actor will not
+        handle them.
+
+        For an actor that hands its unfinished work on, typically from ``on_failure`` to the
+        actor its supervisor starts next (messages that would otherwise be dead letters). Only
+        told messages are returned. An asked message is answered with ``ActorDeadError`` at
+        once, so its sender learns it was not handled, and a stop request stays in the mailbox:
+        the actor still stops. Call it on the actor's own greenlet (in ``on_start``, a handler,
+        ``on_stop`` or ``on_failure``).
+
+        Example::
+
+            class Worker(GeventActor):
+                def on_failure(self, *exc_info):
+                    self.successor_work.extend(self.drain_mailbox())
+        """
+        queue = self.actor_inbox.queue
+        told: list[Any] = []
+        kept = []
+        while queue:
+            envelope = queue.popleft()
+            if is_stop(envelope.message):
+                kept.append(envelope)
+            elif envelope.reply_to is not None:
+                dead_letter(envelope, self)
+            else:
+                told.append(envelope.message)
+        queue.extend(kept)
+        return told
+
     def kill(self) -> None:
         """End the actor now, without ``on_stop``: OTP's ``brutal_kill``.
 
@@ -348,7 +380,7 @@ def _run_actors(actor: GeventActor) -> None:
 
 
 def _actor_of(ref: ActorRef[Any]) -> GeventActor | None:
-    actor = ref._actor_weakref()
+    actor = actor_of(ref)
     if actor is None:
         return None
     if not isinstance(actor, GeventActor):

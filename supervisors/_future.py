@@ -20,8 +20,7 @@ from pykka import Future, Timeout
 from supervisors._runtime import on_home_thread
 
 if TYPE_CHECKING:
-    from pykka._future import GetHookFunc
-    from pykka._types import OptExcInfo
+    from supervisors._pykka_compat import GetHookFunc, OptExcInfo
 
 __all__ = ["GeventFuture"]
 
@@ -49,17 +48,20 @@ class GeventFuture(Future[T]):
         self._exc_info: OptExcInfo | None = None
         self._event: gevent.event.Event | None = None
         self._thread_waiters: list[Any] | None = None
+        # Set by set_get_hook, which Pykka calls for the futures of filter, join, map, reduce and
+        # ActorRef.stop: get() then returns what Pykka's Future.get computes with the hook.
+        self._hooked = False
 
     def _is_set(self) -> bool:
         return self._exc_info is not None or self._value is not _UNSET
 
     def get(self, *, timeout: float | None = None) -> Any:
-        if self._get_hook is not None:
+        if self._hooked:
             return super().get(timeout=timeout)
         if self._exc_info is None and self._value is _UNSET and not self._wait(timeout):
             msg = f"{timeout} seconds"
             raise Timeout(msg)
-        if self._get_hook is not None:
+        if self._hooked:
             return super().get(timeout=timeout)
         if self._exc_info is not None:
             exc_type, exc_value, exc_traceback = self._exc_info
@@ -75,7 +77,7 @@ class GeventFuture(Future[T]):
         """Block the caller until set (or a get hook arrives); False on time-out."""
         if on_home_thread():
             with _state_lock:
-                if self._is_set() or self._get_hook is not None:
+                if self._is_set() or self._hooked:
                     return True
                 if self._event is None:
                     self._event = gevent.event.Event()
@@ -84,7 +86,7 @@ class GeventFuture(Future[T]):
         lock = _allocate_lock()
         lock.acquire()
         with _state_lock:
-            if self._is_set() or self._get_hook is not None:
+            if self._is_set() or self._hooked:
                 return True
             if self._thread_waiters is None:
                 self._thread_waiters = []
@@ -103,7 +105,7 @@ class GeventFuture(Future[T]):
 
     def set(self, value: Any | None = None) -> None:
         with _state_lock:
-            if self._is_set() or self._get_hook is not None:
+            if self._is_set() or self._hooked:
                 raise queue.Full
             self._value = value
         self._wake()
@@ -113,7 +115,7 @@ class GeventFuture(Future[T]):
         if exc_info is None:
             exc_info = sys.exc_info()
         with _state_lock:
-            if self._is_set() or self._get_hook is not None:
+            if self._is_set() or self._hooked:
                 raise queue.Full
             self._exc_info = exc_info
         self._wake()
@@ -123,4 +125,5 @@ class GeventFuture(Future[T]):
             if self._is_set():
                 raise queue.Full
             Future.set_get_hook(self, func)
+            self._hooked = True
         self._wake()

@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from gevent import monkey
 from pykka import ActorDeadError
-from pykka.messages import _ActorStop
 
+from supervisors._pykka_compat import ActorStop, is_stop
 from supervisors._runtime import call_on_home, on_home_thread
 
 if TYPE_CHECKING:
-    from pykka._envelope import Envelope
-
     from supervisors._actor import GeventActor
+    from supervisors._pykka_compat import Envelope
 
 __all__ = ["MailboxFull", "MailboxOverflow", "Overflow"]
 
@@ -93,7 +92,7 @@ class Mailbox:
 
     def _full(self, envelope: Envelope[Any]) -> bool:
         assert self.capacity is not None
-        if envelope.message.__class__ is _ActorStop:
+        if envelope.message.__class__ is ActorStop:
             return False
         return len(self.queue) + self._in_flight >= self.capacity
 
@@ -133,7 +132,7 @@ def dead_letter(envelope: Envelope[Any], actor: object) -> None:
     """Answer a message that reached an actor after it ended, as Pykka's own teardown does."""
     if envelope.reply_to is None:
         return
-    if isinstance(envelope.message, _ActorStop):
+    if is_stop(envelope.message):
         envelope.reply_to.set(None)
         return
     error = ActorDeadError(f"{actor} stopped before handling the message")

@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, overload
 
-from pykka import ActorDeadError, ActorRef, ActorRegistry
+from pykka import ActorDeadError, ActorRef
+
+from supervisors._pykka_compat import replace_registry_refs, set_get_by_urn
 
 __all__ = ["NameTaken", "install", "register_name", "unregister_name", "whereis"]
 
@@ -62,21 +64,13 @@ class _RefIndex:
 _index: _RefIndex | None = None
 
 
-def _get_by_urn(cls: type[ActorRegistry], actor_urn: str) -> ActorRef[Any] | None:
-    assert _index is not None
-    with cls._actor_refs_lock:
-        return _index.by_urn(actor_urn)
-
-
 def install() -> None:
     """Give ``ActorRegistry`` O(1) registration, removal and URN lookup (idempotent)."""
     global _index
     if _index is not None:
         return
-    with ActorRegistry._actor_refs_lock:
-        _index = _RefIndex(list(ActorRegistry._actor_refs))
-        ActorRegistry._actor_refs = _index  # type: ignore[assignment]
-    ActorRegistry.get_by_urn = classmethod(_get_by_urn)  # type: ignore[method-assign,assignment]
+    _index = replace_registry_refs(_RefIndex)
+    set_get_by_urn(_index.by_urn)
 
 
 class NameTaken(Exception):

@@ -20,12 +20,13 @@ from typing import Any, ClassVar, NamedTuple
 import gevent
 import gevent.event
 from pykka import ActorDeadError, ActorRef
-from pykka.messages import ProxyGetAttr, _ActorStop
+from pykka.messages import ProxyGetAttr
 
 from supervisors._actor import GeventActor, Monitor, demonitor, kill, monitor
 from supervisors._events import EventKind, SupervisorEvent, emit
 from supervisors._exit import Exit, ExitKind
 from supervisors._intensity import RestartIntensity
+from supervisors._pykka_compat import actor_of, stop_message
 from supervisors._runtime import home_hub
 from supervisors._spec import ChildKind, ChildSpec, Restart
 
@@ -333,7 +334,7 @@ class Supervisor(GeventActor):
             kill(ref)
             if not isinstance(exc, Exception):
                 raise
-            failure = getattr(ref._actor_weakref(), "exit_reason", None)
+            failure = getattr(actor_of(ref), "exit_reason", None)
             cause = failure.exception if failure is not None and failure.exception else exc
             self._start_failed(child_id, cause)
             raise cause from None
@@ -370,7 +371,7 @@ class Supervisor(GeventActor):
             kill(ref)
         else:
             try:
-                ref.tell(_ActorStop())
+                ref.tell(stop_message())
             except ActorDeadError:
                 return
             if ended.wait(shutdown):

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from tests.support import Client, http_get, read_port_file
+from tests.test_cluster import TOKENS, Spawner
+from tests.test_gaps import LARGE_BODY, CutOff, send_to_room
 
 pytestmark = pytest.mark.process  # Chromium and the server run as processes
 
@@ -756,3 +758,59 @@ def test_the_browser_client_fetches_a_gap_the_server_could_not_replay_from_histo
     page.wait_for_function(f"() => seqs.length >= {GAP_MESSAGES + 1}", polling=20, timeout=30_000)
     assert page.evaluate("() => seqs") == list(range(1, GAP_MESSAGES + 2))
     context.close()
+
+
+SKIPPED_GAP_JS = """
+async ([token, room]) => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const client = new ActorimClient(`ws://${location.host}/ws`, { token, requestTimeout: 5000 });
+  window.client = client;
+  window.seqs = [];
+  window.gaps = [];
+  client.on("msg", (msg) => window.seqs.push(msg.seq));
+  client.on("gap", (gap) => window.gaps.push(gap));
+  await client.connect();
+  await client.join(room);
+  return client.state;
+}
+"""
+
+
+def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
+    browser: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    spawn = Spawner(tmp_path)
+    try:
+        # Node B serves the page; its members miss messages while it is cut off from Redis.
+        cluster = CutOff(redis_server(), spawn, b_args=("--allowed-origins", "*"))
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{cluster.b.http}/")
+        token = TOKENS.mint("gwen")
+        assert page.evaluate(SKIPPED_GAP_JS, [token, "skipped"]) == "CONNECTED"
+        sender, _ = cluster.a.client("hank")
+        try:
+            sender.ok("join", room="skipped")
+            [first] = send_to_room(sender, "skipped", ["before"])
+            page.wait_for_function("() => seqs.length === 1", polling=20, timeout=10_000)
+            cluster.deaf()
+            missed = send_to_room(sender, "skipped", ["x" * LARGE_BODY] * GAP_MESSAGES)
+            cluster.hearing_but_not_reading()
+            cluster.whole()
+            page.wait_for_function("() => gaps.length === 1", polling=20, timeout=10_000)
+            [live] = send_to_room(sender, "skipped", ["after the gap"])
+        finally:
+            sender.close()
+        assert page.evaluate("() => gaps") == [
+            {"t": "gap", "room": "skipped", "after": first, "seq": missed[-1]}
+        ]
+        # Pages are charged to the rate limit by their size: 4.8 MB take several seconds.
+        page.wait_for_function(
+            f"() => seqs.length >= {GAP_MESSAGES + 2}", polling=20, timeout=30_000
+        )
+        assert sorted(page.evaluate("() => seqs")) == [first, *missed, live]
+        assert page.evaluate("() => client.state") == "CONNECTED"
+        context.close()
+        cluster.close()
+    finally:
+        spawn.kill_all()

@@ -21,6 +21,7 @@ from supervisors import (
     kill,
     monitor,
 )
+from supervisors._pykka_compat import actor_of
 
 WAIT = 5.0  # seconds
 CAPACITY = 3
@@ -216,3 +217,67 @@ def test_capacity_below_one_is_refused_at_start() -> None:
 
     with pytest.raises(ValueError, match="capacity must be at least 1"):
         Impossible.start()
+
+
+class HandsOn(GeventActor):
+    """Blocks in its first message; then fails, or drains its mailbox, as that message says.
+    Whatever ``drain_mailbox`` returns is kept in ``taken``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = gevent.event.Event()
+        self.release = gevent.event.Event()
+        self.taken: list[Any] = []
+        self.stopped = False
+
+    def on_receive(self, message: Any) -> Any:
+        self.inside.set()
+        self.release.wait()
+        if message == "fail":
+            raise RuntimeError("fails with messages queued")
+        if message == "drain":
+            self.taken = self.drain_mailbox()
+        return message
+
+    def on_failure(self, *_exc: object) -> None:
+        self.taken = self.drain_mailbox()
+
+    def on_stop(self) -> None:
+        self.stopped = True
+
+
+def hands_on_blocked(first: str) -> tuple[ActorRef[Any], HandsOn, gevent.event.AsyncResult]:
+    ref = HandsOn.start()
+    actor = actor_of(ref)
+    assert isinstance(actor, HandsOn)
+    ended = gevent.event.AsyncResult()
+    monitor(ref, lambda _ref, why: ended.set(why))
+    ref.tell(first)
+    assert actor.inside.wait(WAIT)
+    return ref, actor, ended
+
+
+def test_drain_mailbox_hands_told_messages_on_and_answers_asks_actor_dead() -> None:
+    ref, actor, ended = hands_on_blocked("fail")
+    ref.tell("a")
+    asked = ref.ask("b", block=False)
+    ref.tell("c")
+    actor.release.set()
+
+    assert ended.get(timeout=WAIT).kind is ExitKind.FAILURE
+    assert actor.taken == ["a", "c"]
+    with pytest.raises(ActorDeadError):
+        asked.get(timeout=WAIT)
+
+
+def test_drain_mailbox_leaves_a_stop_request_so_the_actor_still_stops() -> None:
+    ref, actor, ended = hands_on_blocked("drain")
+    ref.tell("x")
+    stopping = ref.stop(block=False)
+    ref.tell("y")
+    actor.release.set()
+
+    assert ended.get(timeout=WAIT) == Exit(ExitKind.NORMAL)
+    assert stopping.get(timeout=WAIT) is True
+    assert actor.taken == ["x", "y"]
+    assert actor.stopped

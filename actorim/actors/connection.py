@@ -20,7 +20,8 @@ from typing import Any
 
 from pykka import ActorDeadError
 
-from actorim.actors.messages import Append, Call, Crash, JoinRoom, LeaveRoom, Mark, ReadPage
+from actorim.actors.faults import inject as inject_fault
+from actorim.actors.messages import Append, Call, JoinRoom, LeaveRoom, Mark, ReadPage
 from actorim.actors.presence import Offline, Online, PresenceQuery, WatchChange
 from actorim.actors.router import Register, RoomFor, Unregister
 from actorim.auth import AuthError
@@ -93,9 +94,7 @@ class ConnectionActor(GeventActor):
                 extra=log_context(conn=link.conn_id, user=link.user),
             )
             link.request_close(CloseCode.INTERNAL_ERROR, "internal error")
-        queue = self.actor_inbox.queue
-        link.carry_over.extend(e.message for e in queue if e.message is not WAKE)
-        queue.clear()
+        link.carry_over.extend(m for m in self.drain_mailbox() if m is not WAKE)
 
     def on_stop(self) -> None:
         # Stopped by its supervisor (the node shutting down): the client is told to go elsewhere.
@@ -356,22 +355,7 @@ class ConnectionActor(GeventActor):
             _page_turn(self.ctx, link, (command, conv))
 
     def _debug_crash(self, command: cmd.DebugCrash) -> None:
-        if not self.ctx.config.fault_injection:
-            raise CommandError(
-                ErrorCode.BAD_REQUEST,
-                "debug.crash is disabled: the server runs without ACTORIM_FAULT_INJECTION=1",
-            )
-        crash = Crash(self.link, command.id)
-        if command.what == "connection":
-            raise RuntimeError("debug.crash: connection failure injected")
-        if command.what == "room":
-            state = self.link.rooms.get(command.room or "")
-            if state is None or state.actor is None:
-                raise CommandError(ErrorCode.NOT_FOUND, "field 'room' must name a joined room")
-            state.actor.tell(crash)
-        else:
-            self.ctx.refs.tell(command.what, crash)
-        self.link.current_id = None  # the failing actor answers for this command
+        inject_fault(self.ctx, self.link, command)
 
 
 def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | None) -> None:

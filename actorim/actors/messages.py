@@ -60,14 +60,6 @@ class LeaveRoom:
 
 
 @dataclass(frozen=True, slots=True)
-class Crash:
-    """Fault injection: raise while handling this (answers ``internal`` to the link)."""
-
-    link: Link | None
-    command_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
 class Append:
     """To the store: persist ``message``; answer ``command_id`` on ``link`` once durable."""
 

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from actorim.actors.messages import Call, Crash, RemoteEvent, call_later
+from actorim.actors.faults import FaultInjectable
+from actorim.actors.messages import Call, RemoteEvent, call_later
 from actorim.cluster.heard import Heard
 from actorim.cluster.nodes import close_session, open_session, prune_sessions
 from actorim.context import NodeContext
@@ -61,8 +62,10 @@ class WatchChange:
     watch: bool
 
 
-class PresenceActor(GeventActor):
+class PresenceActor(FaultInjectable, GeventActor):
     """See the module docstring."""
+
+    fault_kind = fault_subject = "presence"
 
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__()
@@ -97,11 +100,9 @@ class PresenceActor(GeventActor):
                 if not self.book.connections_of(user):
                     cluster.presence_settle(user)
 
-    def on_failure(self, *_exc: object) -> None:
+    def on_failure(self, *exc_info: object) -> None:
         self.on_stop()
-        crash = getattr(self, "_crash_request", None)
-        if crash is not None and crash.link is not None and crash.command_id is not None:
-            crash.link.fail(crash.command_id, ErrorCode.INTERNAL, "presence failed (injected)")
+        super().on_failure(*exc_info)
 
     def on_receive(self, message: Any) -> Any:
         now = time.time()
@@ -142,9 +143,6 @@ class PresenceActor(GeventActor):
             self._watch(message)
         elif isinstance(message, Call):
             message.func(*message.args)
-        elif isinstance(message, Crash):
-            self._crash_request = message
-            raise RuntimeError("debug.crash: presence failure injected")
         else:
             return super().on_receive(message)
         self._arm()

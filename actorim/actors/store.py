@@ -28,7 +28,8 @@ from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from pykka import ActorDeadError
 
-from actorim.actors.messages import Append, Call, Crash, Mark, Query, ReadPage, call_later
+from actorim.actors.faults import FaultInjectable
+from actorim.actors.messages import Append, Call, Mark, Query, ReadPage, call_later
 from actorim.context import NodeContext, Unavailable
 from actorim.events import message_frame
 from actorim.protocol.errors import ErrorCode
@@ -44,8 +45,11 @@ class StoreFailed(Exception):
     """A commit failed: the store actor fails so that its supervisor reopens the backend."""
 
 
-class StoreActor(GeventActor):
+class StoreActor(FaultInjectable, GeventActor):
     """The single owner of the message store; see the module docstring."""
+
+    fault_kind = "store"
+    fault_subject = "the store"
 
     def __init__(
         self, ctx: NodeContext, open_backend: Callable[[], Store], *, offload: bool = True
@@ -84,11 +88,9 @@ class StoreActor(GeventActor):
         self._abandon_pages()
         self._close_backend()
 
-    def on_failure(self, *_exc: object) -> None:
+    def on_failure(self, *exc_info: object) -> None:
         self.ctx.refs.store = None
-        crash = getattr(self, "_crash_request", None)
-        if crash is not None and crash.link is not None and crash.command_id is not None:
-            crash.link.fail(crash.command_id, ErrorCode.INTERNAL, "the store failed (injected)")
+        super().on_failure(*exc_info)
         self._cancel_prune()
         for entry in [*(self._committing or []), *self._pending, *self._marks]:
             _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
@@ -109,9 +111,6 @@ class StoreActor(GeventActor):
             self._read_page(message)
         elif isinstance(message, Call):
             return message.func(*message.args)
-        elif isinstance(message, Crash):
-            self._crash_request = message
-            raise RuntimeError("debug.crash: store failure injected")
         else:
             return super().on_receive(message)
         return None

@@ -70,6 +70,15 @@ from actorim.protocol.frames import (
     encode_ping,
 )
 from actorim.ratelimit import FrameBudget
+from actorim.web._gevent_compat import (
+    ClientErrorAnswer,
+    ClientErrorHook,
+    close_now,
+    recv_now,
+    release_socket,
+    send_now,
+    send_response_head,
+)
 from actorim.web.handshakes import HandshakeGate
 from actorim.web.headers import TOO_LARGE, RequestHeaders, read_headers
 from actorim.web.limits import WireLimits
@@ -296,7 +305,7 @@ class ServerWebSocket:
                 try:
                     # The socket's own non-blocking read: gevent's would wait, and a callback on
                     # the hub must never wait.
-                    data = self._sock._sock.recv(RECV_SIZE)
+                    data = recv_now(self._sock, RECV_SIZE)
                 except BlockingIOError:
                     return
                 except OSError:
@@ -388,7 +397,7 @@ class ServerWebSocket:
         if not self._write_lock.acquire(blocking=False):
             return 0
         try:
-            return self._sock._sock.send(data)
+            return send_now(self._sock, data)
         except BlockingIOError:
             return 0
         except OSError:
@@ -572,7 +581,7 @@ def _gate_of(server: Any, limit: int) -> HandshakeGate:
     return gate
 
 
-class WebSocketHandler(_GeventWebSocketHandler):
+class WebSocketHandler(ClientErrorHook, _GeventWebSocketHandler):
     """gevent.pywsgi handler: TCP_NODELAY on every connection, RFC 6455 upgrades on our framing.
 
     Requests without `Upgrade: websocket` go to the WSGI application as plain HTTP.
@@ -622,7 +631,7 @@ class WebSocketHandler(_GeventWebSocketHandler):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            getattr(sock, "_real_close", sock.close)()
+            close_now(sock)
 
     def handle_one_request(self) -> Any:
         """One request, its head read within `handshake_timeout` (else 408 and close).
@@ -655,14 +664,14 @@ class WebSocketHandler(_GeventWebSocketHandler):
             raise _HeadTimeout
         return ok
 
-    def _handle_client_error(self, ex: BaseException) -> Any:
+    def answer_client_error(self, ex: BaseException) -> ClientErrorAnswer:
         if self._dropped:
             return None
         headers = getattr(self, "headers", None)
         if isinstance(headers, RequestHeaders) and headers.status == TOO_LARGE:
             self.close_connection = True
             return ("431", _HEADERS_TOO_LARGE)
-        return super()._handle_client_error(ex)
+        return super().answer_client_error(ex)
 
     def run_application(self) -> None:
         if not is_upgrade_request(self.environ):
@@ -713,14 +722,11 @@ class WebSocketHandler(_GeventWebSocketHandler):
 
     def _run_websocket(self, accept: str) -> None:
         status = "101 Switching Protocols"
-        self.close_connection = True
-        self.status = status.encode("latin-1")
-        self._orig_status = status
-        self.code = 101
-        self.headers_sent = True
-        self._sendall(
+        send_response_head(
+            self,
+            status,
             f"HTTP/1.1 {status}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode("latin-1")
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode("latin-1"),
         )
         limits = self._wire_limits
         websocket = ServerWebSocket(
@@ -760,7 +766,7 @@ class WebSocketHandler(_GeventWebSocketHandler):
             else:
                 # pywsgi's clean-up would read ("drain") the socket before closing it, taking
                 # frames that belong to the detached connection: it gets no socket to drain.
-                self.socket = None
+                release_socket(self)
 
     def _take_buffered_input(self) -> bytes:
         """Frames the client sent right behind its handshake sit in pywsgi's read buffer."""
