@@ -73,6 +73,12 @@ SETTINGS: tuple[Setting, ...] = (
         "bind with SO_REUSEPORT, so that several processes share the port (set for --workers)",
         _bool,
     ),
+    Setting(
+        "port_file",
+        "",
+        "once listening, write the bound port to this file (with --port 0: how whoever started "
+        "the server learns the port the kernel picked)",
+    ),
     Setting("node_id", "", "this node's name in replies and logs (default: host name and pid)"),
     # -- security
     Setting(
@@ -300,6 +306,7 @@ class Config:
     port: int = _BY_NAME["port"].default
     workers: int = _BY_NAME["workers"].default
     reuse_port: bool = _BY_NAME["reuse_port"].default
+    port_file: str = _BY_NAME["port_file"].default
     node_id: str = _BY_NAME["node_id"].default
     secret: str = _BY_NAME["secret"].default
     dev: bool = _BY_NAME["dev"].default

@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
-from tests.support import Client, free_port, http_get
+from tests.support import Client, http_get, read_port_file
 from tests.test_cluster import TOKENS, Spawner
 from tests.test_gaps import LARGE_BODY, CutOff, send_to_room
+
+pytestmark = pytest.mark.process  # Chromium and the server run as processes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -54,11 +56,11 @@ NOT_CONNECTED = re.compile(r"^(CONNECTING|DISCONNECTED|CIRCUIT_OPEN)$")
 
 
 class ServerProcess:
-    """``actorim serve`` in a subprocess, on a fixed port and data directory."""
+    """``actorim serve`` in a subprocess with a data directory of its own; the first start
+    listens on port 0 and reads the port back, a restart keeps it."""
 
     def __init__(
         self,
-        port: int,
         data_dir: Path,
         log_path: Path,
         args: tuple[str, ...] = (),
@@ -66,14 +68,19 @@ class ServerProcess:
         dev: bool = True,
     ) -> None:
         self.dev = dev
-        self.port = port
+        self.port = 0  # until the first start has read it back
         self.data_dir = data_dir
         self.log_path = log_path
         self.args = args
-        self.base = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> None:
+        port_file = self.log_path.with_suffix(".port")
+        port_file.unlink(missing_ok=True)
         command = [
             sys.executable,
             "-m",
@@ -81,6 +88,8 @@ class ServerProcess:
             "serve",
             "--port",
             str(self.port),
+            "--port-file",
+            str(port_file),
             *(["--dev"] if self.dev else []),
             "--store",
             "sqlite",
@@ -94,6 +103,10 @@ class ServerProcess:
         env = {**os.environ, "ACTORIM_SECRET": "browser-test-secret-0123456789abcdef"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            self.port = read_port_file(port_file, self.proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.log()}") from None
         deadline = time.monotonic() + PROCESS_TIMEOUT_S
         while not self._ready():
             if self.proc.poll() is not None:
@@ -148,7 +161,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(free_port(), tmp_path / "data", tmp_path / "server.log")
+    process = ServerProcess(tmp_path / "data", tmp_path / "server.log")
     process.start()
     try:
         yield process
@@ -211,7 +224,7 @@ def test_the_sign_in_hint_says_what_a_name_does_on_this_server(
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    server = ServerProcess(free_port(), tmp_path / "data", tmp_path / "server.log", dev=dev)
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log", dev=dev)
     server.start()
     page = browser.new_page()
     try:
@@ -675,7 +688,7 @@ def test_a_connection_refused_as_forbidden_rejects_connect_at_once_without_retry
     browser: Any, tmp_path: Path
 ) -> None:
     server = ServerProcess(
-        free_port(), tmp_path / "data", tmp_path / "server.log", ("--max-connections-per-user", "1")
+        tmp_path / "data", tmp_path / "server.log", ("--max-connections-per-user", "1")
     )
     server.start()
     try:

@@ -12,7 +12,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -60,6 +60,17 @@ BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
     "redis": open_redis,
 }
 
+# Backends that start a process (the session's redis-server) leave the fast tier.
+PROCESS_BACKENDS = frozenset({"redis"})
+
+
+def backend_params(names: list[str]) -> list[Any]:
+    """``names`` as parameters, the ones in PROCESS_BACKENDS marked ``process``."""
+    return [
+        pytest.param(name, marks=pytest.mark.process if name in PROCESS_BACKENDS else ())
+        for name in names
+    ]
+
 
 @dataclass(frozen=True)
 class Leeway:
@@ -81,7 +92,7 @@ LEEWAY: dict[str, Leeway] = {"redis": Leeway(age_order_across_convs=True)}
 StoreFactory = Callable[[], Store]
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(params=backend_params(list(BACKENDS)))
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     opened: list[Store] = []
 
@@ -778,7 +789,7 @@ class Observer:
         return seen
 
 
-@pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "memory"])
+@pytest.mark.parametrize("backend", backend_params([name for name in BACKENDS if name != "memory"]))
 def test_backend_answers_every_call_as_the_memory_store_does(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
