@@ -1,4 +1,4 @@
-"""The message store's contract: what every backend (SQLite, Redis) promises the server.
+"""The message store's contract: what every backend (SQLite, Redis, memory) promises the server.
 
 The server builds its delivery promises on four guarantees, and every backend keeps them:
 
@@ -15,8 +15,9 @@ A write that fails may have stored part of its batch, each message whole: the ba
 per message (see ``Store``), because a batch spans conversations and the Redis store keeps each
 conversation on its own shard. Resending the batch with the same cids completes it.
 
-Stores are synchronous and single-threaded: one caller (the store actor's worker thread) uses a
-store at a time. Message bodies are opaque bytes, already encoded by the protocol layer.
+Stores are synchronous and single-threaded: one caller uses a store at a time (the store actor,
+on its own thread for SQLite, on the hub for Redis and memory). Message bodies are opaque
+bytes, already encoded by the protocol layer.
 
 >>> conv = dm_conv("bob", "alice")
 >>> conv, conv == dm_conv("alice", "bob"), room_conv("lobby")
