@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from actorim.breaker import BreakerPolicy
+from actorim.breaker.machine import BreakerPolicy
 from actorim.client import Client as AppClient
 from actorim.client import LinkState
 from supervisors import Backoff

@@ -15,6 +15,7 @@ from typing import cast
 
 import pytest
 
+from actorim.redis.store import RedisStore
 from actorim.store import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -22,7 +23,6 @@ from actorim.store import (
     NewMessage,
     Receipt,
     ReceiptStatus,
-    RedisStore,
     SqliteStore,
     Store,
     StoredMessage,
@@ -74,7 +74,7 @@ class Leeway:
 
 
 # Redis keeps each conversation on one shard: a global age order would span shards (see
-# actorim/store/redis.py).
+# actorim/redis/store.py).
 LEEWAY: dict[str, Leeway] = {"redis": Leeway(age_order_across_convs=True)}
 
 StoreFactory = Callable[[], Store]
