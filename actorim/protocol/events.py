@@ -16,7 +16,8 @@ __all__ = ["encode_body", "message_event", "message_frame", "published_message"]
 
 def encode_body(body: Any) -> bytes:
     """The stored form of a message body: MessagePack, whatever encoding the sender spoke."""
-    return msgpack.packb(body, use_bin_type=True)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)  # msgpack ships no type hints
+    return packed
 
 
 def published_message(
@@ -46,7 +47,9 @@ def published_message(
     )
 
 
-def message_event(stored: StoredMessage, body: Any = None, *, decoded: bool = False) -> dict:
+def message_event(
+    stored: StoredMessage, body: Any = None, *, decoded: bool = False
+) -> dict[str, Any]:
     """The ``msg`` event of a stored message; pass the body when it is at hand (live sends)."""
     if not decoded:
         body = msgpack.unpackb(stored.body, raw=False, strict_map_key=False)
