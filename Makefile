@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(VENV):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Pure logic, actors and in-process nodes: no server process, Redis, nginx or Chromium, and none
+# of the few bulk tests; under 30 s. Markers: setup.cfg and tests/conftest.py.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not process and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

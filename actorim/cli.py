@@ -164,6 +164,22 @@ def _cannot_listen(host: str, port: int, error: OSError) -> str:
     return f"cannot listen on {host}:{port}: {reason} ({hint})"
 
 
+def write_port_file(path: str, port: int) -> None:
+    """Write ``port`` and a newline to ``path`` in one step (a temporary file renamed over it),
+    so that a reader polling for the file never sees it half written.
+
+    >>> import tempfile
+    >>> target = os.path.join(tempfile.mkdtemp(), "port")
+    >>> write_port_file(target, 8081)
+    >>> open(target).read()
+    '8081\\n'
+    """
+    partial = f"{path}.{os.getpid()}.tmp"
+    with open(partial, "w") as file:
+        file.write(f"{port}\n")
+    os.replace(partial, path)
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = config_from(args, os.environ)
     if config.workers > 1 and not config.redis_url:
@@ -205,6 +221,8 @@ def _serve(args: argparse.Namespace) -> int:
         node.stop(drain=False)
         print(f"actorim: {_cannot_listen(config.host, config.port, exc)}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
+    if config.port_file:
+        write_port_file(config.port_file, port)
     if config.dev:
         logger.warning("chat page: %s (development mode: any name signs in)", page_url(host, port))
     stopped = Event()

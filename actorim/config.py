@@ -15,6 +15,7 @@ from typing import Any
 
 from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.domain.origins import origin_of
+from actorim.protocol.limits import HISTORY_PAGE_MAX_BYTES, MESSAGE_MAX_BYTES
 
 __all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_environment", "config_from"]
 
@@ -71,6 +72,12 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "bind with SO_REUSEPORT, so that several processes share the port (set for --workers)",
         _bool,
+    ),
+    Setting(
+        "port_file",
+        "",
+        "once listening, write the bound port to this file (with --port 0: how whoever started "
+        "the server learns the port the kernel picked)",
     ),
     Setting("node_id", "", "this node's name in replies and logs (default: host name and pid)"),
     # -- security
@@ -131,7 +138,7 @@ SETTINGS: tuple[Setting, ...] = (
     # A smaller outbox lowers it to match (see ``Config.history_page_bytes``).
     Setting(
         "history_max_bytes",
-        1 * MIB,
+        HISTORY_PAGE_MAX_BYTES,
         "largest encoded history page in bytes (at most a quarter of outbox_max_bytes): a page "
         "is cut there and answers more: true",
         int,
@@ -165,7 +172,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # -- connections and limits
     Setting(
-        "max_frame_size", 64 * KIB, "largest WebSocket message in bytes (then close 1009)", int
+        "max_frame_size",
+        MESSAGE_MAX_BYTES,
+        "largest WebSocket message in bytes (then close 1009)",
+        int,
     ),
     # -- the WebSocket read path: what one client may cost before and after its upgrade
     Setting(
@@ -263,14 +273,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "replay_max_messages",
         1_000,
-        "most missed messages a join with since replays; a longer gap answers recovered: false "
-        "and the client pages history",
+        "most missed messages a join with since replays (a longer gap answers recovered: false "
+        "and the client pages history), and a room's repair of its own fan-out sends at once "
+        "(beyond it: a gap event)",
         int,
     ),
     Setting(
         "replay_max_bytes",
         1 * MIB,
-        "most bytes of missed messages a join with since replays (then recovered: false)",
+        "most bytes of missed messages a join with since replays (then recovered: false) and a "
+        "room's repair sends at once (then a gap event)",
         int,
     ),
     Setting(
@@ -294,6 +306,7 @@ class Config:
     port: int = _BY_NAME["port"].default
     workers: int = _BY_NAME["workers"].default
     reuse_port: bool = _BY_NAME["reuse_port"].default
+    port_file: str = _BY_NAME["port_file"].default
     node_id: str = _BY_NAME["node_id"].default
     secret: str = _BY_NAME["secret"].default
     dev: bool = _BY_NAME["dev"].default

@@ -5,6 +5,10 @@ from gevent import monkey
 if not monkey.is_module_patched("socket"):
     monkey.patch_all()
 
+import contextlib
+import os
+import random
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +21,79 @@ pytest.register_assert_rewrite("tests.redis_server")
 from actorim.config import Config  # noqa: E402
 from tests.redis_server import redis_client, redis_server, redis_session  # noqa: E402, F401
 from tests.support import RunningNode  # noqa: E402
+
+# -- tiers: tests that start processes are marked, the rest is `make test-fast` ---------------
+
+PROCESS_MARK = "process"
+"""Marks a test that starts a child process: ``actorim serve``, an attacker, redis-server,
+nginx, Chromium, pip. ``make test-fast`` runs the others but the few marked ``slow`` (in
+process, but bulk or seconds of real back-off): ``-m "not process and not slow"``."""
+
+# Fixtures that start a process (or share one started for the session): a test using one of
+# them, directly or through another fixture, is marked without saying so.
+PROCESS_FIXTURES = frozenset({"redis_session", "redis_client", "redis_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(PROCESS_MARK)
+
+
+class UnmarkedProcessError(AssertionError):
+    """An unmarked test started a process: it would slow the fast tier down unseen."""
+
+
+@contextlib.contextmanager
+def refusing_processes(nodeid: str) -> Iterator[None]:
+    """While inside, starting a child process raises :class:`UnmarkedProcessError`."""
+
+    def refuse(self: Any, args: Any, *_rest: Any, **_kw: Any) -> None:
+        raise UnmarkedProcessError(
+            f"{nodeid} starts a process ({args!r}): mark it @pytest.mark.{PROCESS_MARK}"
+            f" (or its module: pytestmark = pytest.mark.{PROCESS_MARK})"
+        )
+
+    # The patched Popen and the original: asyncio and others may hold either.
+    classes = {subprocess.Popen, monkey.get_original("subprocess", "Popen")}
+    saved = {popen: popen.__dict__["_execute_child"] for popen in classes}
+    for popen in classes:
+        popen._execute_child = refuse
+    try:
+        yield
+    finally:
+        for popen, original in saved.items():
+            popen._execute_child = original
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Fail a test not marked ``process`` the moment it (or a fixture it sets up, of any
+    scope) starts a child process, so that the fast tier stays free of them by construction."""
+    if item.get_closest_marker(PROCESS_MARK) is not None:
+        return (yield)
+    with refusing_processes(item.nodeid):
+        return (yield)
+
+
+# -- randomness ----------------------------------------------------------------------------------
+
+SEED_VARIABLE = "ACTORIM_TEST_SEED"
+"""Set it to a seed a failed test printed to make the same random choices again."""
+
+
+@pytest.fixture(autouse=True)
+def seeded_random() -> int:
+    """Seed the ``random`` module for each test (fresh, or ``$ACTORIM_TEST_SEED``) and print the
+    seed, which a failed test's output then shows: with it set again, the draws the test makes
+    come out the same (those of greenlets racing each other may still interleave otherwise)."""
+    seed = int(os.environ.get(SEED_VARIABLE) or random.SystemRandom().randrange(2**32))
+    random.seed(seed)
+    print(f"random seed {seed} (to repeat: {SEED_VARIABLE}={seed})")
+    return seed
+
+
+# -- nodes ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import http.client
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -127,13 +129,18 @@ class Client:
                         return event
                 self._pump(timeout)
 
-    def no_event(self, t: str, *, within: float = 0.3, **match: Any) -> None:
-        """Assert no such event arrives while the client waits ``within`` seconds."""
-        try:
-            event = self.event(t, timeout=within, **match)
-        except AssertionError:
-            return
-        raise AssertionError(f"unexpected event {event}")
+    def nothing_before_pong(self, t: str, **match: Any) -> None:
+        """Assert that no event of type ``t`` (matching ``match``) came before a ``ping``'s reply.
+
+        A barrier instead of a time window: the ping is sent now, and the server answers it after
+        everything it queued to this connection before, so an event the action under test would
+        have caused (for this connection, by the time the action's own reply was sent) is read
+        before the pong. Events that travel another path (a room's fan-out, another node) need a
+        barrier on that path instead: a later message through it, then :func:`queued`.
+        """
+        self.ok("ping")
+        unexpected = queued(self, t, **match)
+        assert not unexpected, f"unexpected {t} event before the ping's reply: {unexpected}"
 
     def wait_closed(self, *, timeout: float = DEFAULT_TIMEOUT) -> Closed:
         """Read until the server closes; return its close code and reason."""
@@ -181,10 +188,63 @@ class RunningNode:
         self.node.stop(drain=False)
 
 
+SERVER_START_S = 15.0
+"""How long a server process may take to listen and be ready: an import and a node start take
+well under a second; the rest is room for a machine busy with other tests."""
+
+
+def read_port_file(path: Path, proc: subprocess.Popen[Any]) -> int:
+    """The port a server started with ``--port-file path`` wrote once it listened (polled: the
+    file appearing is the only sign); fails if the process exits first or takes too long."""
+    deadline = time.monotonic() + SERVER_START_S
+    while True:
+        try:
+            return int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited with {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server wrote no {path}") from None
+            gevent.sleep(0.02)
+
+
 def free_port() -> int:
+    """A loopback port free a moment ago, for a program that cannot listen on port 0 and say
+    which port it got (redis-server, nginx, ``--workers`` sharing one port). Another process
+    may take it before the program binds it: the caller retries with a new one on a bind
+    failure. Anything that can report its port listens on port 0 instead."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+BIND_TRIES = 5
+"""Ports tried before a program that must be given one is declared unable to start: a port
+taken between the pick and the bind is rare, five in a row means something else is wrong."""
+
+
+def start_on_a_picked_port(make: Callable[[int], ServerProcess]) -> ServerProcess:
+    """Start the server ``make(port)`` returns, for a test whose flags name the port (a public
+    URL): on a port picked beforehand, and on another if that one was taken meanwhile."""
+    for _ in range(BIND_TRIES - 1):
+        server = make(free_port())
+        try:
+            server.start()
+        except PortTaken:
+            continue
+        return server
+    server = make(free_port())
+    server.start()
+    return server
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port nothing listens on for as long as the block runs: bound (so that nobody
+    else gets it) but not listening, so a connection to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 # -- robustness helpers: polling state, a bare-socket WebSocket client ---------------------------
@@ -204,7 +264,7 @@ OPCODE_TEXT, OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x2, 0
 
 def masked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     """One client frame, masked as RFC 6455 §5.3 requires of every client frame."""
-    mask = os.urandom(4)
+    mask = random.randbytes(4)  # from the seed conftest prints, so a failure can be replayed
     length = len(payload)
     first = (0x80 if fin else 0) | opcode
     if length < 126:
@@ -394,22 +454,33 @@ def handshake_status(url: str, *, origin: str | None = None) -> int:
 # -- a server in a child process: killed with SIGKILL, paused with SIGSTOP, restarted ----------
 
 
-class ServerProcess:
-    """``actorim serve`` as a child process on a free port, with a fixed secret and data dir.
+class PortTaken(AssertionError):
+    """A server given a port beforehand could not bind it: another process had taken it."""
 
+
+class ServerProcess:
+    """``actorim serve`` as a child process, with a fixed secret and data dir.
+
+    The first :meth:`start` listens on port 0 and reads the port the kernel picked from the
+    server's ``--port-file``: no other process can take it between a pick and the bind.
     :meth:`start` again after :meth:`kill` restarts it on the same port and data dir.
     """
 
-    def __init__(self, data_dir: Path, *, secret: str, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, *, secret: str, args: tuple[str, ...] = (), port: int = 0
+    ) -> None:
         self.data_dir = data_dir
         self.secret = secret
         self.args = args
-        self.port = free_port()
+        self.port = port  # 0 until the first start has read it back
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "ACTORIM_SECRET": self.secret, "ACTORIM_DATA_DIR": str(self.data_dir)}
         env.pop("PORT", None)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port_file = self.data_dir / "actorim.port"
+        port_file.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -418,6 +489,8 @@ class ServerProcess:
                 "serve",
                 "--port",
                 str(self.port),
+                "--port-file",
+                str(port_file),
                 "--store",
                 "sqlite",
                 "--log-level",
@@ -426,7 +499,17 @@ class ServerProcess:
             ],
             env=env,
         )
-        deadline = time.monotonic() + 15
+        try:
+            self.port = read_port_file(port_file, self.proc)
+        except AssertionError:
+            # Imported here: importing actorim.cli monkey-patches, and attacker processes import
+            # this module to stay on plain blocking sockets.
+            from actorim.cli import EXIT_CANNOT_LISTEN
+
+            if self.proc.poll() == EXIT_CANNOT_LISTEN:
+                raise PortTaken(f"port {self.port} was taken before the server bound it") from None
+            raise
+        deadline = time.monotonic() + SERVER_START_S
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1):

@@ -511,6 +511,7 @@ def test_actor_started_from_an_os_thread_runs_on_the_hub() -> None:
     assert ref.ask("hello", timeout=WAIT) == "hello"
 
 
+@pytest.mark.process
 def test_unpatched_program_refuses_a_first_actor_started_off_the_hubs_thread() -> None:
     script = textwrap.dedent(
         """

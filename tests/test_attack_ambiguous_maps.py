@@ -7,8 +7,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.attack import Bystander, attack_server, spawn_attack
 from tests.support import OPCODE_BINARY, OPCODE_CLOSE, RawWebSocket
+
+pytestmark = pytest.mark.process  # the server and the attacker run in processes of their own
 
 # Integer keys of a body map: about 4 bytes each packed, so the frame stays under the default
 # max_frame_size (64 KiB) while every key must be looked at to find the collision at the end.

@@ -36,6 +36,10 @@ from tests.support import (
     masked_frame,
 )
 
+pytestmark = (
+    pytest.mark.process
+)  # each test runs the server, and most an attacker, in processes of their own
+
 OPCODE_CONT = 0x0
 
 SEED = int(os.environ.get("ACTORIM_TEST_SEED", "20261202"))

@@ -20,7 +20,11 @@ from typing import Any
 
 import pytest
 
-from tests.support import Client, free_port, http_get
+from tests.support import Client, http_get, read_port_file
+from tests.test_cluster import TOKENS, Spawner
+from tests.test_gaps import LARGE_BODY, CutOff, send_to_room
+
+pytestmark = pytest.mark.process  # Chromium and the server run as processes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -52,11 +56,11 @@ NOT_CONNECTED = re.compile(r"^(CONNECTING|DISCONNECTED|CIRCUIT_OPEN)$")
 
 
 class ServerProcess:
-    """``actorim serve`` in a subprocess, on a fixed port and data directory."""
+    """``actorim serve`` in a subprocess with a data directory of its own; the first start
+    listens on port 0 and reads the port back, a restart keeps it."""
 
     def __init__(
         self,
-        port: int,
         data_dir: Path,
         log_path: Path,
         args: tuple[str, ...] = (),
@@ -64,14 +68,19 @@ class ServerProcess:
         dev: bool = True,
     ) -> None:
         self.dev = dev
-        self.port = port
+        self.port = 0  # until the first start has read it back
         self.data_dir = data_dir
         self.log_path = log_path
         self.args = args
-        self.base = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> None:
+        port_file = self.log_path.with_suffix(".port")
+        port_file.unlink(missing_ok=True)
         command = [
             sys.executable,
             "-m",
@@ -79,6 +88,8 @@ class ServerProcess:
             "serve",
             "--port",
             str(self.port),
+            "--port-file",
+            str(port_file),
             *(["--dev"] if self.dev else []),
             "--store",
             "sqlite",
@@ -92,6 +103,10 @@ class ServerProcess:
         env = {**os.environ, "ACTORIM_SECRET": "browser-test-secret-0123456789abcdef"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            self.port = read_port_file(port_file, self.proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.log()}") from None
         deadline = time.monotonic() + PROCESS_TIMEOUT_S
         while not self._ready():
             if self.proc.poll() is not None:
@@ -146,7 +161,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(free_port(), tmp_path / "data", tmp_path / "server.log")
+    process = ServerProcess(tmp_path / "data", tmp_path / "server.log")
     process.start()
     try:
         yield process
@@ -209,7 +224,7 @@ def test_the_sign_in_hint_says_what_a_name_does_on_this_server(
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-    server = ServerProcess(free_port(), tmp_path / "data", tmp_path / "server.log", dev=dev)
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log", dev=dev)
     server.start()
     page = browser.new_page()
     try:
@@ -673,7 +688,7 @@ def test_a_connection_refused_as_forbidden_rejects_connect_at_once_without_retry
     browser: Any, tmp_path: Path
 ) -> None:
     server = ServerProcess(
-        free_port(), tmp_path / "data", tmp_path / "server.log", ("--max-connections-per-user", "1")
+        tmp_path / "data", tmp_path / "server.log", ("--max-connections-per-user", "1")
     )
     server.start()
     try:
@@ -743,3 +758,59 @@ def test_the_browser_client_fetches_a_gap_the_server_could_not_replay_from_histo
     page.wait_for_function(f"() => seqs.length >= {GAP_MESSAGES + 1}", polling=20, timeout=30_000)
     assert page.evaluate("() => seqs") == list(range(1, GAP_MESSAGES + 2))
     context.close()
+
+
+SKIPPED_GAP_JS = """
+async ([token, room]) => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const client = new ActorimClient(`ws://${location.host}/ws`, { token, requestTimeout: 5000 });
+  window.client = client;
+  window.seqs = [];
+  window.gaps = [];
+  client.on("msg", (msg) => window.seqs.push(msg.seq));
+  client.on("gap", (gap) => window.gaps.push(gap));
+  await client.connect();
+  await client.join(room);
+  return client.state;
+}
+"""
+
+
+def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
+    browser: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    spawn = Spawner(tmp_path)
+    try:
+        # Node B serves the page; its members miss messages while it is cut off from Redis.
+        cluster = CutOff(redis_server(), spawn, b_args=("--allowed-origins", "*"))
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{cluster.b.http}/")
+        token = TOKENS.mint("gwen")
+        assert page.evaluate(SKIPPED_GAP_JS, [token, "skipped"]) == "CONNECTED"
+        sender, _ = cluster.a.client("hank")
+        try:
+            sender.ok("join", room="skipped")
+            [first] = send_to_room(sender, "skipped", ["before"])
+            page.wait_for_function("() => seqs.length === 1", polling=20, timeout=10_000)
+            cluster.deaf()
+            missed = send_to_room(sender, "skipped", ["x" * LARGE_BODY] * GAP_MESSAGES)
+            cluster.hearing_but_not_reading()
+            cluster.whole()
+            page.wait_for_function("() => gaps.length === 1", polling=20, timeout=10_000)
+            [live] = send_to_room(sender, "skipped", ["after the gap"])
+        finally:
+            sender.close()
+        assert page.evaluate("() => gaps") == [
+            {"t": "gap", "room": "skipped", "after": first, "seq": missed[-1]}
+        ]
+        # Pages are charged to the rate limit by their size: 4.8 MB take several seconds.
+        page.wait_for_function(
+            f"() => seqs.length >= {GAP_MESSAGES + 2}", polling=20, timeout=30_000
+        )
+        assert sorted(page.evaluate("() => seqs")) == [first, *missed, live]
+        assert page.evaluate("() => client.state") == "CONNECTED"
+        context.close()
+        cluster.close()
+    finally:
+        spawn.kill_all()

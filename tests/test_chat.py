@@ -94,6 +94,7 @@ class Inbox:
                 self._changed.wait()
 
 
+@pytest.mark.process
 def test_the_terminal_chat_joins_talks_lists_members_and_quits(
     server: RunningNode, chats: list[ChatProcess]
 ) -> None:
@@ -130,6 +131,7 @@ def test_the_terminal_chat_joins_talks_lists_members_and_quits(
         assert alice.exit_code() == 0
 
 
+@pytest.mark.process
 def test_the_chat_speaks_json_and_takes_a_token(
     server: RunningNode, chats: list[ChatProcess]
 ) -> None:
@@ -147,6 +149,7 @@ def test_the_chat_speaks_json_and_takes_a_token(
         assert [m["body"] for m in dave.history("r")["messages"]] == ["in json"]
 
 
+@pytest.mark.process
 def test_a_refused_token_ends_the_chat_with_the_reason(
     server: RunningNode, chats: list[ChatProcess]
 ) -> None:
@@ -172,6 +175,7 @@ def test_server_addresses_are_understood_in_every_usual_form() -> None:
         endpoints("ftp://h")
 
 
+@pytest.mark.process
 def test_after_a_restart_the_chat_says_when_it_reconnects_and_comes_back(
     tmp_path: Path, chats: list[ChatProcess]
 ) -> None:

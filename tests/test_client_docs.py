@@ -66,6 +66,7 @@ def test_every_python_sample_is_found() -> None:
     assert len(SAMPLES) == 6, "a sample was added or removed: check what it needs below"
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("seeded", SEEDED)
 @pytest.mark.parametrize("index", range(len(SAMPLES)))
 def test_the_python_sample_runs_as_written(

@@ -15,16 +15,16 @@ import gevent
 import pytest
 
 import actorim.cli
-from tests.support import free_port, http_get
+from tests.support import http_get, read_port_file
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 
 
-def _serve(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+def _serve(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "actorim", "serve", "--dev", "--store", "memory"]
     return subprocess.Popen(
-        [*command, "--port", str(port)],
+        [*command, "--port", str(port), *args],
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -42,6 +42,7 @@ def busy_port() -> Iterator[int]:
         yield other.getsockname()[1]
 
 
+@pytest.mark.process
 def test_a_busy_port_is_one_line_without_a_traceback_and_a_failed_exit(
     tmp_path: Path, busy_port: int
 ) -> None:
@@ -56,9 +57,9 @@ def test_a_busy_port_is_one_line_without_a_traceback_and_a_failed_exit(
     assert "PORT=" in last
 
 
+@pytest.mark.process
 def test_the_last_start_up_line_is_the_chat_page_address(tmp_path: Path) -> None:
-    port = free_port()
-    process = _serve(tmp_path, port)
+    process = _serve(tmp_path, 0, "--port-file", str(tmp_path / "port"))
     try:
         assert process.stderr is not None
         lines: list[str] = []
@@ -67,6 +68,7 @@ def test_the_last_start_up_line_is_the_chat_page_address(tmp_path: Path) -> None
                 line = process.stderr.readline()
                 assert line, f"actorim serve ended: {lines}"
                 lines.append(line)
+        port = read_port_file(tmp_path / "port", process)
         url = f"http://127.0.0.1:{port}/"
         assert f"chat page: {url} " in lines[-1]
         assert "/dev/token" not in lines[-1]

@@ -584,6 +584,7 @@ def _bench(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, st
     return status, captured.out, captured.err
 
 
+@pytest.mark.process
 def test_a_run_delivers_every_message_to_every_other_member_and_reports_json(
     start_node: StartNode, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -607,6 +608,7 @@ def test_a_run_delivers_every_message_to_every_other_member_and_reports_json(
     assert "running" in err  # progress went to stderr, the result alone to stdout
 
 
+@pytest.mark.process
 def test_a_failed_threshold_exits_1_and_says_which(
     start_node: StartNode, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -623,6 +625,7 @@ def test_a_failed_threshold_exits_1_and_says_which(
     assert "1 threshold(s) failed: deliveries_per_s>1e+09" in err
 
 
+@pytest.mark.process
 def test_max_senders_slow_down_to_the_servers_allowance_instead_of_being_cut_off(
     start_node: StartNode, capsys: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:
@@ -642,6 +645,7 @@ def test_max_senders_slow_down_to_the_servers_allowance_instead_of_being_cut_off
     assert metrics["lost"] == 0 and metrics["deliveries"] == metrics["acked"] * 3
 
 
+@pytest.mark.process
 def test_a_server_that_refuses_every_client_aborts_the_run_with_status_3(
     start_node: StartNode, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,6 +7,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.process  # pip builds the wheel in a process of its own
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

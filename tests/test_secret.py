@@ -14,7 +14,7 @@ import pytest
 
 from actorim.config import Config
 from actorim.secret import DEV_SECRET_FILE, token_secret
-from tests.support import Client, ServerProcess, free_port, http_get
+from tests.support import Client, ServerProcess, http_get, read_port_file
 
 SECRET = "secret-test-secret-0123456789abcdef0123456789"
 # How long `actorim serve` may take to refuse its settings or to come up (a process start).
@@ -35,6 +35,7 @@ def _serve(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("args", "settings"),
     [
@@ -60,6 +61,7 @@ def test_serve_refuses_a_short_secret_outside_development_mode_in_one_line(
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.process
 def test_serve_refuses_to_start_without_a_secret_outside_development_mode(tmp_path: Path) -> None:
     result = _serve(tmp_path)
     assert result.returncode != 0
@@ -100,6 +102,7 @@ def test_a_configured_secret_is_used_and_nothing_is_generated(tmp_path: Path) ->
     assert not (tmp_path / DEV_SECRET_FILE).exists()
 
 
+@pytest.mark.process
 def test_a_development_token_minted_before_a_restart_still_works_after_it(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data", secret="", args=("--dev",))
     try:
@@ -120,6 +123,7 @@ def test_a_development_token_minted_before_a_restart_still_works_after_it(tmp_pa
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("secret", "says"),
     [
@@ -130,10 +134,11 @@ def test_a_development_token_minted_before_a_restart_still_works_after_it(tmp_pa
 def test_the_development_mode_warning_says_where_the_secret_comes_from(
     tmp_path: Path, secret: str, says: str
 ) -> None:
-    port = free_port()
     data = tmp_path / "data"
+    port_file = tmp_path / "port"
+    serve = [sys.executable, "-m", "actorim", "serve", "--dev"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actorim", "serve", "--dev", "--port", str(port)],
+        [*serve, "--port", "0", "--port-file", str(port_file)],
         env=_environment(
             ACTORIM_SECRET=secret, ACTORIM_DATA_DIR=str(data), ACTORIM_DRAIN_SECONDS="0.1"
         ),
@@ -141,6 +146,7 @@ def test_the_development_mode_warning_says_where_the_secret_comes_from(
         text=True,
     )
     try:
+        port = read_port_file(port_file, proc)
         deadline = time.monotonic() + PROCESS_TIMEOUT_S
         while True:
             try:

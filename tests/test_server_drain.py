@@ -21,9 +21,9 @@ import websocket
 from tests.support import (
     Client,
     RunningNode,
-    free_port,
     handshake_status,
     http_get,
+    read_port_file,
     wait_until,
 )
 
@@ -45,13 +45,15 @@ def _answers(url: str) -> bool:
 @contextlib.contextmanager
 def serving(tmp_path: Path, drain_seconds: float) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``actorim serve`` in a child process, once its /healthz answers."""
-    port = free_port()
-    command = [sys.executable, "-m", "actorim", "serve", "--port", str(port), "--dev"]
+    port_file = tmp_path / "port"
+    command = [sys.executable, "-m", "actorim", "serve", "--port", "0", "--dev"]
+    command += ["--port-file", str(port_file)]
     command += ["--store", "memory", "--drain-seconds", str(drain_seconds)]
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
+        port = read_port_file(port_file, process)
         wait_until(
             lambda: process.poll() is not None or _answers(f"http://127.0.0.1:{port}/healthz"),
             timeout=15,
@@ -81,6 +83,7 @@ def _connected(port: int, user: str) -> Client:
     return client
 
 
+@pytest.mark.process
 def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
     cli_server: tuple[subprocess.Popen[bytes], int],
 ) -> None:
@@ -107,6 +110,7 @@ def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
     assert status == 0, process.stderr.read().decode() if process.stderr else ""
 
 
+@pytest.mark.process
 def test_during_the_drain_health_checks_answer_and_websockets_get_503(tmp_path: Path) -> None:
     # Two clients over a 4 s drain: the first is closed at once, the second 2 s later. Between
     # the two closes the node is draining, which is when a load balancer probes it.

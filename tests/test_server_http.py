@@ -10,7 +10,13 @@ from pathlib import Path
 import gevent
 import pytest
 
-from tests.support import RunningNode, ServerProcess, handshake_status, http_get
+from tests.support import (
+    RunningNode,
+    ServerProcess,
+    handshake_status,
+    http_get,
+    start_on_a_picked_port,
+)
 
 SECRET = "http-test-secret-0123456789abcdef0123456789"
 
@@ -125,13 +131,19 @@ def test_outside_development_mode_the_public_url_origin_is_accepted_and_no_other
     assert node.client("alice", origin="https://chat.example.com").ok("ping") == {}
 
 
+@pytest.mark.process
 def test_a_production_server_serves_its_page_and_accepts_its_websocket_at_the_public_url(
     tmp_path: Path,
 ) -> None:
-    server = ServerProcess(tmp_path / "data", secret=SECRET)
+    server = start_on_a_picked_port(
+        lambda port: ServerProcess(
+            tmp_path / "data",
+            secret=SECRET,
+            port=port,
+            args=("--public-url", f"http://127.0.0.1:{port}"),
+        )
+    )
     base = f"http://127.0.0.1:{server.port}"
-    server.args = ("--public-url", base)
-    server.start()
     try:
         assert http_get(base + "/")[0] == 200
         assert handshake_status(server.url, origin=base) == 101

@@ -22,6 +22,8 @@ from actorim.store.base import NewMessage
 from tests.attack import Bystander, attack_server, spawn_attack
 from tests.support import OPCODE_TEXT, Client, RawWebSocket
 
+pytestmark = pytest.mark.process  # the server and the attackers run as processes
+
 # The file the server's SQLite store uses inside its data directory (actorim/node.py).
 DB_NAME = "actorim.sqlite3"
 

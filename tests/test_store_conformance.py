@@ -8,10 +8,11 @@ The Redis backend runs against a private redis-server (tests/redis_server.py).
 from __future__ import annotations
 
 import random
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -59,6 +60,17 @@ BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
     "redis": open_redis,
 }
 
+# Backends that start a process (the session's redis-server) leave the fast tier.
+PROCESS_BACKENDS = frozenset({"redis"})
+
+
+def backend_params(names: list[str]) -> list[Any]:
+    """``names`` as parameters, the ones in PROCESS_BACKENDS marked ``process``."""
+    return [
+        pytest.param(name, marks=pytest.mark.process if name in PROCESS_BACKENDS else ())
+        for name in names
+    ]
+
 
 @dataclass(frozen=True)
 class Leeway:
@@ -80,7 +92,7 @@ LEEWAY: dict[str, Leeway] = {"redis": Leeway(age_order_across_convs=True)}
 StoreFactory = Callable[[], Store]
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(params=backend_params(list(BACKENDS)))
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     opened: list[Store] = []
 
@@ -314,6 +326,48 @@ def test_since_is_incomplete_when_retention_removed_a_message_between_others(
     assert store.since(conv, 2, limit=100)[1]
     assert store.history(conv, before=3, limit=1) == ([page[0]], False)
     assert store.history(conv, after=1, limit=1) == ([page[1]], False)
+
+
+def test_since_stops_at_max_bytes_of_bodies_and_is_then_incomplete(store: Store) -> None:
+    # Bodies "m0".."m9" and "m10".."m39": two bytes each, then three; more than one read of a
+    # paging backend.
+    fill(store, 40)
+    conv = room_conv("lobby")
+    page, complete = store.since(conv, 0, limit=100, max_bytes=20)
+    assert seqs(page) == list(range(1, 11)) and not complete
+    page, complete = store.since(conv, 0, limit=100, max_bytes=21)
+    assert seqs(page) == list(range(1, 11)) and not complete  # the next body is 3 bytes
+    page, complete = store.since(conv, 5, limit=100, max_bytes=10 + 30 * 3)
+    assert seqs(page) == list(range(6, 41)) and complete
+    page, complete = store.since(conv, 5, limit=20, max_bytes=10 + 30 * 3)
+    assert seqs(page) == list(range(6, 26)) and not complete
+    assert store.since(conv, 0, limit=100, max_bytes=1) == ([], False)
+    assert store.since(conv, 40, limit=100, max_bytes=1) == ([], True)
+    with pytest.raises(ValueError):
+        store.since(conv, 0, limit=100, max_bytes=0)
+
+
+# Large enough that reading all of them at once is unmistakable next to the byte bound.
+LARGE_BODIES = 200
+LARGE_BODY = 60_000
+SINCE_MAX_BYTES = 256 * 1024
+
+
+def test_since_with_max_bytes_reads_little_more_than_the_bound(store: Store) -> None:
+    conv = room_conv("lobby")
+    for _ in range(LARGE_BODIES // 20):
+        store.append_batch([room_msg("x" * LARGE_BODY) for _ in range(20)])
+    tracemalloc.start()
+    try:
+        page, complete = store.since(conv, 0, limit=1_000, max_bytes=SINCE_MAX_BYTES)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(page) == SINCE_MAX_BYTES // LARGE_BODY and not complete
+    # Everything would be 12 MB; the bound, one paging read past it and the decoding's copies
+    # stay well under a third of that.
+    print(f"peak {peak} bytes while reading a page of {SINCE_MAX_BYTES} bytes of bodies")
+    assert peak < LARGE_BODIES * LARGE_BODY // 3, peak
 
 
 def test_seq_does_not_restart_when_a_conversation_is_pruned_empty(store: Store) -> None:
@@ -716,7 +770,8 @@ class Observer:
             last = store.last_seq(conv)
             seen.append(last)
             since = rng.randint(-1, last + 1)
-            seen.append(self.page(store.since(conv, since, limit=rng.randint(1, 6))))
+            limit, max_bytes = rng.randint(1, 6), rng.choice([None, rng.randint(1, 12)])
+            seen.append(self.page(store.since(conv, since, limit=limit, max_bytes=max_bytes)))
             before = rng.choice([None, rng.randint(0, last + 2)])
             after = rng.choice([None, rng.randint(-1, last + 1)])
             page = store.history(conv, before=before, after=after, limit=rng.randint(1, 6))
@@ -734,7 +789,7 @@ class Observer:
         return seen
 
 
-@pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "memory"])
+@pytest.mark.parametrize("backend", backend_params([name for name in BACKENDS if name != "memory"]))
 def test_backend_answers_every_call_as_the_memory_store_does(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -116,6 +116,7 @@ for i in range(1, 100_000):
 """
 
 
+@pytest.mark.process
 def test_messages_committed_before_sigkill_survive(path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(

@@ -1098,6 +1098,7 @@ def test_stopping_the_supervisor_cancels_a_pending_back_off_restart(
 # -- a top-level supervisor ends the program ---------------------------------------------------
 
 
+@pytest.mark.process
 def test_top_level_supervisor_failure_ends_the_program_with_its_exit_code() -> None:
     script = textwrap.dedent(
         """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import socket
 import struct
 from collections.abc import Callable, Iterator
@@ -425,7 +426,7 @@ def test_one_mib_masked_frame_is_unmasked_by_the_c_speedups(serve, connect) -> N
     assert websockets.frames.apply_mask is websockets.speedups.apply_mask
     client = connect(serve(EchoApp(max_size=2 * MIB)))
     client.handshake()
-    payload = os.urandom(MIB)
+    payload = random.randbytes(MIB)  # from the seed conftest prints
     client.send_frame(Opcode.BINARY, payload)
     frame = client.read_frame()
     assert frame.opcode is Opcode.BINARY

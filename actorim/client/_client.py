@@ -205,9 +205,9 @@ class Client:
 
     def on(self, event_type: str, callback: EventCallback) -> Callable[[], None]:
         """Call ``callback(event)`` for every event of ``event_type`` (``msg``, ``member``,
-        ``presence``, ``receipt``, ``rejoined``, ``error``; ``"*"`` for all). Returns a function
-        that unsubscribes. Callbacks run one at a time in the client's dispatch greenlet and may
-        call the client."""
+        ``presence``, ``receipt``, ``rejoined``, ``gap``, ``error``; ``"*"`` for all). Returns a
+        function that unsubscribes. Callbacks run one at a time in the client's dispatch
+        greenlet and may call the client."""
         return self._dispatch.on(event_type, callback)
 
     def on_state(self, callback: StateCallback) -> Callable[[], None]:

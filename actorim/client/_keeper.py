@@ -70,6 +70,13 @@ _WATCH_CHUNK = 1000
 # token does, instead of counting attempts until the circuit opens.
 _FINAL_CONNECT_CODES = frozenset({"forbidden"})
 
+# A gap's history page refused with one of these is asked again after a pause, from 0.25 s
+# doubling up to 2 s: the rate limit refills a page's worth (about 800 KiB, 100 tokens) in
+# about a second at its default rate.
+_GAP_RETRY_CODES = frozenset({"rate_limited", "overloaded"})
+_GAP_RETRY_FLOOR_S = 0.25
+_GAP_RETRY_CAP_S = 2.0
+
 
 class Tokens:
     """The token to connect with: fixed, or fetched from a callable (once, then on refusal)."""
@@ -419,7 +426,10 @@ class LinkKeeper:
         elif t == "msg":
             self._message(frame)
         else:
+            gap = self._session.skipped(frame) if t == "gap" else None
             self._dispatch.event(frame)
+            if gap is not None:
+                gevent.spawn(self._fill_gap, gap)
 
     def _reply(self, frame: dict[str, Any]) -> None:
         answer = self._session.answered(frame)
@@ -457,16 +467,27 @@ class LinkKeeper:
             self._dispatch.event(msg)
 
     def _fill_gap(self, gap: GapFill) -> None:
-        """Page the messages a re-join could not replay from ``history``; each reaches the
-        application as a ``msg`` event (once: duplicates are dropped as for any message). The
-        pages are ordinary commands, so a link lost meanwhile only delays them."""
+        """Page the messages of a gap (a re-join not recovered, a room's ``gap`` event) from
+        ``history``; each reaches the application as a ``msg`` event (once: duplicates are
+        dropped as for any message). The pages are ordinary commands, so a link lost meanwhile
+        only delays them; a page refused for now (the rate limit, which charges pages by their
+        size, or a busy store) is asked again after a pause."""
+        refusals = 0
         while (args := gap.next_args()) is not None:
             try:
                 _, result = self.submit("history", args, OnLoss.RESEND)
                 data = result.get()
+            except ServerError as exc:
+                if exc.code not in _GAP_RETRY_CODES or self.closed is not None:
+                    logger.warning("filling the gap in room %r stopped: %s", gap.room, exc)
+                    return
+                refusals += 1
+                gevent.sleep(min(_GAP_RETRY_CAP_S, _GAP_RETRY_FLOOR_S * 2 ** (refusals - 1)))
+                continue
             except ClientError as exc:
                 logger.warning("filling the gap in room %r stopped: %s", gap.room, exc)
                 return
+            refusals = 0
             messages = [m for m in data.get("messages", []) if isinstance(m, dict)]
             for msg in messages:
                 self._message(msg)

@@ -33,15 +33,18 @@ from actorim.protocol.codec import (
     decode_frame,
     encode,
 )
+from actorim.protocol.limits import SERVER_FRAME_MAX_BYTES
 
 __all__ = ["CLOSE_WRITE_TIMEOUT_S", "DEFAULT_MAX_SIZE", "LinkClosed", "LinkError", "WebSocketLink"]
 
 logger = logging.getLogger("actorim.client")
 
-DEFAULT_MAX_SIZE = 1024 * 1024
-"""Largest message accepted from the server. The server's own frames are far smaller (a
-history page of 100 messages of 64 KiB at most is the largest); the bound stops a wrong
-endpoint from making the client buffer without limit."""
+DEFAULT_MAX_SIZE = SERVER_FRAME_MAX_BYTES
+"""Largest message accepted from the server: the largest a server with the documented default
+limits sends (a full ``history`` page of 1 MiB of messages and its envelope; see
+:mod:`actorim.protocol.limits`), so no reply the server may send drops the link. Against a
+server whose ``history_max_bytes`` was raised, raise ``max_size`` to match. The bound stops a
+wrong endpoint from making the client buffer without limit."""
 
 _READ_CHUNK = 65536
 

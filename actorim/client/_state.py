@@ -59,8 +59,9 @@ MAX_PENDING = 10_000
 
 GAP_PAGE = 12
 """Messages per ``history`` page when filling a gap. Twelve messages of the largest size (a 64
-KiB body each, plus their fields) make a reply of about 800 KiB: under the 1 MiB the client's
-link accepts (``DEFAULT_MAX_SIZE``) and far under the server's 4 MiB outbox."""
+KiB body each, plus their fields) make a reply of about 800 KiB: under the server's 1 MiB page
+cap (so a page is never cut short), under what the client's link accepts (``DEFAULT_MAX_SIZE``)
+and far under the server's 4 MiB outbox."""
 
 
 class OnLoss(Enum):
@@ -132,11 +133,13 @@ class Answer:
 
 @dataclass(slots=True)
 class GapFill:
-    """The ``history`` pages that fill a gap a re-join could not replay: the room's messages
-    after ``after`` up to and including ``through`` (the re-join reply's latest ``seq``).
+    """The ``history`` pages that fill a gap: the room's messages after ``after`` up to and
+    including ``through``.
 
-    The server answers ``recovered: false`` without replaying anything when the gap is too
-    large to send at once; these pages bring the missed messages a page at a time instead.
+    The server sends nothing of a gap too large to send at once: a re-join answers
+    ``recovered: false`` with the latest ``seq``, and a room that skipped messages in its own
+    fan-out sends a ``gap`` event. These pages bring the missed messages a page at a time
+    instead.
 
     >>> fill = GapFill("r", after=10, through=50)
     >>> fill.next_args()
@@ -359,6 +362,20 @@ class Session:
         ):
             return None
         return GapFill(room, state.seq, seq)
+
+    def skipped(self, event: dict[str, Any]) -> GapFill | None:
+        """A ``gap`` event: the room skipped its messages after ``after`` through ``seq`` (too
+        many to send at once). Returns the gap to fill from history, for a room joined here."""
+        room, after, seq = event.get("room"), event.get("after"), event.get("seq")
+        if not isinstance(room, str) or not isinstance(after, int) or not isinstance(seq, int):
+            return None
+        state = self.rooms.get(room)
+        if state is None or seq <= after:
+            return None
+        if state.seq is None or seq > state.seq:
+            # Filled from history, not by the next re-join (as after recovered: false).
+            state.seq = seq
+        return GapFill(room, after, seq)
 
     def _joined(self, room: str, data: dict[str, Any], *, resumed: bool) -> dict[str, Any] | None:
         state = self.rooms.get(room)

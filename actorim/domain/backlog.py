@@ -34,11 +34,33 @@ True
 (<PagerState.DONE: 'done'>, [])
 >>> pager.hold("m10", "live m10", size=10)  # paging is over: live messages go straight out
 False
+
+In a cluster a live copy travels apart from the store (Redis pub/sub to this node's listener),
+so the last page can deliver a message whose live copy is still on its way. ``late_copies``
+says which mids sent by the pages may still arrive live (those sent since the connection
+began, by their time); after the paging, such a copy is dropped once, when it arrives:
+
+>>> pager = BacklogPager(page_messages=2, page_bytes=100, max_held=10, max_held_bytes=1000,
+...                      late_copies=lambda mid: mid >= "m5")
+>>> pager.page_read([("m1", 10), ("m6", 10)][:1])  # a short page: the backlog is all out
+['m1']
+>>> pager.release(), pager.awaiting_copies
+([], False)
+>>> pager = BacklogPager(page_messages=2, page_bytes=100, max_held=10, max_held_bytes=1000,
+...                      late_copies=lambda mid: mid >= "m5")
+>>> pager.page_read([("m6", 10)])  # m6 was sent after the connection began
+['m6']
+>>> pager.release(), pager.awaiting_copies
+([], True)
+>>> pager.hold("m6", "live m6", size=10), pager.awaiting_copies  # its copy: dropped, once
+(True, False)
+>>> pager.hold("m6", "live m6", size=10)
+False
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Generic, TypeVar
 
@@ -66,12 +88,19 @@ class BacklogPager(Generic[T]):
     ``max_held`` and ``max_held_bytes`` bound the live direct messages held back behind the
     backlog; past them ``overflowed`` turns True and the connection must be closed as a slow
     consumer, exactly as if those messages had overflowed its outbox.
+
+    ``late_copies`` tells, by its mid, whether a message the pages sent may still arrive live
+    (it was sent after the connection began); the newest ``max_held`` of those are remembered
+    after the paging so that their live copies are dropped instead of sent twice. Mids sort by
+    time, so "newest" is the largest mids.
     """
 
     __slots__ = (
         "_asked",
         "_held",
         "_held_bytes",
+        "_late",
+        "_late_copies",
         "_limit",
         "_sent",
         "cursor",
@@ -84,7 +113,13 @@ class BacklogPager(Generic[T]):
     )
 
     def __init__(
-        self, *, page_messages: int, page_bytes: int, max_held: int, max_held_bytes: int
+        self,
+        *,
+        page_messages: int,
+        page_bytes: int,
+        max_held: int,
+        max_held_bytes: int,
+        late_copies: Callable[[str], bool] | None = None,
     ) -> None:
         if page_messages < 1 or page_bytes < 1:
             raise ValueError(f"a page needs room: got {page_messages} messages, {page_bytes} B")
@@ -104,6 +139,9 @@ class BacklogPager(Generic[T]):
         self._held_bytes = 0
         self._limit = page_messages
         self._asked = page_messages
+        self._late_copies = late_copies
+        # After the paging: mids the pages sent whose live copies may still arrive.
+        self._late: set[str] = set()
 
     def next_read(self) -> tuple[str | None, int]:
         """What to read next: ``pending_for``'s ``after`` and ``limit``."""
@@ -160,6 +198,9 @@ class BacklogPager(Generic[T]):
         """A live direct message ``mid`` for this connection: True when the pager took it (held
         back, or dropped as a copy of one sent already), False when it goes out now."""
         if self.state is PagerState.DONE:
+            if mid in self._late:
+                self._late.discard(mid)
+                return True
             return False
         if mid in self._sent or mid in self._held:
             return True
@@ -177,5 +218,13 @@ class BacklogPager(Generic[T]):
         items = [item for item, _ in self._held.values()]
         self._held.clear()
         self._held_bytes = 0
+        late_copies = self._late_copies
+        if late_copies is not None:
+            self._late = set(sorted(m for m in self._sent if late_copies(m))[-self.max_held :])
         self._sent.clear()
         return items
+
+    @property
+    def awaiting_copies(self) -> bool:
+        """Whether, after the paging, live copies of messages the pages sent may still come."""
+        return bool(self._late)

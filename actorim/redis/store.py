@@ -81,6 +81,7 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    bounded_page,
     check_limit,
     check_new_message,
     check_prune,
@@ -118,6 +119,11 @@ _TRIM_PER_APPEND = 2
 # kind of retention: bounds how long a call holds the store even when index hints are stale.
 _PRUNE_BATCH = 64
 _PRUNE_ROUNDS = 8
+
+# Messages per read of a byte-bounded ``since``: 16 messages of at most a 64 KiB frame each read
+# at most 1 MiB past the byte bound, where one read of the whole page (a thousand messages) could
+# hold 64 MiB; a thousand small messages still take only 63 round trips.
+_SINCE_PAGE = 16
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _PENDING = 0
@@ -730,20 +736,38 @@ class RedisStore(Store):
         with self._calling("read the last seq"):
             return int(self._client.get(self._keys.conversation(conv)[0]) or 0)
 
-    def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
+    def since(
+        self, conv: str, seq: int, *, limit: int, max_bytes: int | None = None
+    ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
         seq_key, log = self._keys.conversation(conv)[:2]
+        # Without a byte bound one read takes the page; with one, small pages until it is met.
+        count = limit + 1 if max_bytes is None else min(limit + 1, _SINCE_PAGE)
         with self._calling("read missed messages"):
             pipe = self._client.pipeline(transaction=True)  # one slot: a consistent snapshot
-            pipe.xrange(log, "-" if seq < 0 else f"{seq + 1}-0", "+", count=limit + 1)
+            pipe.xrange(log, "-" if seq < 0 else f"{seq + 1}-0", "+", count=count)
             pipe.get(seq_key)
-            entries, last = pipe.execute()
-        page = [_decode_entry(e) for e in entries]
-        if len(page) > limit:
-            return page[:limit], False
+            entries, last_value = pipe.execute()
+        last = int(last_value or 0)
+
+        def read() -> Iterator[StoredMessage]:
+            batch = entries
+            while True:
+                yield from (_decode_entry(e) for e in batch)
+                if len(batch) < count:
+                    return
+                after = _entry_seq(batch[-1])
+                if after >= last:
+                    return
+                # Up to the snapshot's last seq: what was appended since is not part of it.
+                with self._calling("read missed messages"):
+                    batch = self._client.xrange(log, f"{after + 1}-0", f"{last}-0", count=count)
+
+        page, cut = bounded_page(read(), limit=limit, max_bytes=max_bytes)
         # Seqs were given without gaps, so the page is everything after `seq` exactly when it
-        # holds as many messages as were ever given after it.
-        return page, len(page) == max(0, int(last or 0) - seq)
+        # holds as many messages as were ever given after it (retention between two reads
+        # leaves the page short: incomplete, as it should be).
+        return page, not cut and len(page) == max(0, last - seq)
 
     def history(
         self,
@@ -1014,3 +1038,8 @@ def _text(value: str | bytes) -> str:
 
 def _decode_entry(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredMessage:
     return decode_published(entry[1][b"m"])
+
+
+def _entry_seq(entry: tuple[bytes, dict[bytes, bytes]]) -> int:
+    """The seq of a stream entry: its id is ``<seq>-0``."""
+    return int(entry[0].split(b"-", 1)[0])

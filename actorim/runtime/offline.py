@@ -11,9 +11,12 @@ store answers arrive in the store actor, drains in the link's flush or the conne
 from __future__ import annotations
 
 import logging
+import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from actorim.domain.backlog import BacklogPager, PagerState
+from actorim.domain.messages import mid_ms
 from actorim.logs import context as log_context
 from actorim.protocol.events import message_frame
 from actorim.protocol.frames import CloseCode
@@ -29,6 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["OfflineDelivery"]
 
 logger = logging.getLogger("actorim.connection")
+
+# Clocks of the nodes of a cluster may differ by this much: a message whose mid (the sending
+# node's clock) is younger than the connection less this skew may have a live copy on its way.
+LATE_COPY_SKEW_MS = 10_000
 
 # A page takes at most half of each outbox bound (frames, bytes), so that room messages,
 # replies and live direct messages arriving while the client reads a page still fit beside it.
@@ -51,6 +58,7 @@ class OfflineDelivery:
             page_bytes=max(1, min(config.backlog_page_bytes, outbox.max_bytes // share)),
             max_held=outbox.max_frames,
             max_held_bytes=outbox.max_bytes,
+            late_copies=partial(_sent_since, int(time.time() * 1000) - LATE_COPY_SKEW_MS),
         )
 
     def start(self) -> None:
@@ -67,6 +75,8 @@ class OfflineDelivery:
                 CloseCode.TRY_AGAIN_LATER,
                 "slow consumer: too many direct messages waiting behind the offline backlog",
             )
+        elif self.pager.state is PagerState.DONE and not self.pager.awaiting_copies:
+            link.offline = None
         return taken
 
     def drained(self) -> None:
@@ -111,6 +121,12 @@ class OfflineDelivery:
                 self.drained()  # the page only repeated messages sent already: nothing to wait for
                 return
         if pager.state is PagerState.DONE:
-            link.offline = None
             for frame in pager.release():
                 link.send_frame(frame)
+            if not pager.awaiting_copies:
+                link.offline = None
+
+
+def _sent_since(since_ms: int, mid: str) -> bool:
+    """Whether the message ``mid`` was sent at or after ``since_ms`` (by its sender's clock)."""
+    return mid_ms(mid) >= since_ms

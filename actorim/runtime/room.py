@@ -11,6 +11,11 @@ in ``seq`` order with no gap. A gap larger than the replay bounds (``replay_max_
 ``replay_max_bytes``) is not replayed at all: queued at once it would overflow the member's
 outbox and close it with 1013, at every retry. The reply says ``recovered: false`` with the
 latest ``seq`` instead, and the client fills the gap from ``history`` a page at a time.
+
+A gap in the room's own fan-out (Redis was away, or this actor restarted and missed publishes)
+is repaired for every member at once, within the same bounds; a larger one is skipped with a
+``gap`` event that names the missed seqs, and the clients fill it from ``history`` in the same
+way (see :mod:`actorim.runtime.gaps`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from actorim.protocol.wire import WireFrame
 from actorim.redis.subscriptions import unwant_channel, want_channel
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import FaultInjectable
+from actorim.runtime.gaps import Gap, fits, in_order, union
 from actorim.runtime.link import Phase
 from actorim.runtime.messages import (
     Call,
@@ -51,17 +57,13 @@ if TYPE_CHECKING:
     from actorim.redis.link import ClusterLink
     from actorim.runtime.link import Link
 
-__all__ = ["RECOVERY_LIMIT", "RoomActor", "RoomIdle", "RoomState"]
+__all__ = ["RoomActor", "RoomIdle", "RoomState"]
 
 logger = logging.getLogger("actorim.room")
 
-# The most messages a room replays from the store to close a gap in its own fan-out (after
-# Redis was away, or the actor restarted). A join with ``since`` has settings of its own
-# (replay_max_messages, replay_max_bytes).
-RECOVERY_LIMIT = 1000
-# How long a room waits before asking the store again for a gap it could not replay (the store,
-# or the cluster's Redis, was away); the messages after the gap wait with it, up to
-# RECOVERY_LIMIT of them, then go out with the gap left for clients to repair.
+# How long a room waits before asking the store again for a gap it could not read (the store,
+# or the cluster's Redis, was away). The messages after the gap wait with it while they fit
+# the replay bounds; beyond them the room skips the gap and what waited (see actorim.runtime.gaps).
 GAP_RETRY_S = 1.0
 
 
@@ -190,16 +192,19 @@ class RoomActor(FaultInjectable, GeventActor):
             self._replay_gap()
 
     def _replay_gap(self) -> None:
+        """Read what was missed after the last seq fanned out, within the replay bounds."""
         state = self.state
         state.replaying = True
         me = self.actor_ref
+        config = self.ctx.config
 
         def done(result: Any, error: BaseException | None) -> None:
             with contextlib.suppress(ActorDeadError):
                 me.tell(Call(self._gap_replayed, (result, error)))
 
+        bounds = {"limit": config.replay_max_messages, "max_bytes": config.replay_max_bytes}
         try:
-            query(self.ctx, "since", state.conv, state.seq, limit=RECOVERY_LIMIT, done=done)
+            query(self.ctx, "since", state.conv, state.seq, done=done, **bounds)
         except Unavailable as exc:
             self._gap_replayed(None, exc)
 
@@ -207,36 +212,100 @@ class RoomActor(FaultInjectable, GeventActor):
         if self.state.repairing is not None and not self.state.replaying:
             self._replay_gap()
 
+    def _fits(self, publishes: list[Publish]) -> bool:
+        """Whether ``publishes`` may go to every member at once (the replay bounds)."""
+        config = self.ctx.config
+        return fits(
+            publishes, max_messages=config.replay_max_messages, max_bytes=config.replay_max_bytes
+        )
+
     def _gap_replayed(self, result: Any, error: BaseException | None) -> None:
         state = self.state
         state.replaying = False
-        if error is not None and len(state.repairing or ()) < RECOVERY_LIMIT:
-            logger.warning(
-                "could not replay a gap, retrying in %.1fs: %s",
-                GAP_RETRY_S,
-                error,
-                extra=log_context(room=state.name),
-            )
-            call_later(self.actor_ref, GAP_RETRY_S, self._retry_gap)
-            return
-        held, state.repairing = state.repairing or [], None
+        held = state.repairing or []
         if error is not None:
+            if self._fits(held):
+                logger.warning(
+                    "could not replay a gap, retrying in %.1fs: %s",
+                    GAP_RETRY_S,
+                    error,
+                    extra=log_context(room=state.name),
+                )
+                call_later(self.actor_ref, GAP_RETRY_S, self._retry_gap)
+                return
+            # Too much has waited behind the gap to go out at once: skip all of it.
             logger.warning("could not replay a gap: %s", error, extra=log_context(room=state.name))
+            state.repairing = None
+            self._skip_to(max(publish.seq for publish in held))
+            return
+        messages, complete = result
+        replayed = [Publish(m.seq, message_frame(m), None) for m in messages if m.seq > state.seq]
+        repair = union(replayed, held)
+        if complete and self._fits(repair):
+            state.repairing = None
+            self._fan_out_in_order(repair)
         else:
-            messages, _complete = result
-            for stored in messages:
-                if stored.seq > state.seq:
-                    self._fan_out(Publish(stored.seq, message_frame(stored), None))
-        for publish in sorted(held, key=lambda p: p.seq):
-            if publish.seq > state.seq:
-                if state.seq and publish.seq > state.seq + 1 and error is None:
-                    logger.warning(
-                        "room %r: seq %d..%d are beyond what could be replayed",
-                        state.name,
-                        state.seq + 1,
-                        publish.seq - 1,
-                    )
-                self._fan_out(publish)
+            self._skip_gap()
+
+    def _skip_gap(self) -> None:
+        """The gap is beyond the replay bounds: find the latest seq, to skip up to it."""
+        state = self.state
+        state.replaying = True
+        me = self.actor_ref
+
+        def done(result: Any, error: BaseException | None) -> None:
+            with contextlib.suppress(ActorDeadError):
+                me.tell(Call(self._gap_skipped, (result, error)))
+
+        try:
+            query(self.ctx, "last_seq", state.conv, done=done)
+        except Unavailable as exc:
+            self._gap_skipped(None, exc)
+
+    def _gap_skipped(self, last: Any, error: BaseException | None) -> None:
+        state = self.state
+        state.replaying = False
+        held = state.repairing or []
+        if error is not None:
+            if not held:
+                call_later(self.actor_ref, GAP_RETRY_S, self._retry_gap)
+                return
+            last = 0
+        state.repairing = None
+        # Everything that waited is at or below the store's latest: members page it too. What
+        # is published later has a higher seq and goes out live.
+        self._skip_to(max([last, *(publish.seq for publish in held)]))
+
+    def _fan_out_in_order(self, publishes: list[Publish]) -> None:
+        for step in in_order(self.state.seq, publishes):
+            if isinstance(step, Gap):
+                self._skip_to(step.seq)
+            else:
+                self._fan_out(step)
+
+    def _skip_to(self, seq: int) -> None:
+        """Tell the members that the messages after the last seq fanned out, up to and
+        including ``seq``, are not coming: they fetch them with ``history``."""
+        state = self.state
+        if seq <= state.seq:
+            return
+        gap = Gap(state.seq, seq)
+        logger.warning(
+            "room %r: skipped seq %d..%d (beyond the replay bounds, or lost); members page them "
+            "from history",
+            state.name,
+            gap.after + 1,
+            gap.seq,
+            extra=log_context(room=state.name),
+        )
+        state.seq = seq
+        frame = gap.frame(state.name)
+        for link in state.members:
+            held = state.recovering.get(link)
+            if held is not None:
+                held.append((seq, frame))
+            else:
+                link.send_frame(frame)
 
     def _fan_out(self, publish: Publish) -> None:
         state = self.state
@@ -332,9 +401,12 @@ class RoomActor(FaultInjectable, GeventActor):
         def done(result: Any, error: BaseException | None) -> None:
             me.tell(Call(self._replayed, (link, command_id, reply, result, error)))
 
-        limit = self.ctx.config.replay_max_messages
+        config = self.ctx.config
+        # The store stops reading at the byte bound: a gap of a thousand large messages, which
+        # is refused anyway, is never held in memory whole.
+        bounds = {"limit": config.replay_max_messages, "max_bytes": config.replay_max_bytes}
         try:
-            query(self.ctx, "since", state.conv, since, limit=limit, done=done)
+            query(self.ctx, "since", state.conv, since, done=done, **bounds)
         except Unavailable as exc:
             self._replayed(link, command_id, reply, None, exc)
 

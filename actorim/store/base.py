@@ -20,7 +20,7 @@ The messages themselves and their conversation keys are pure values of the domai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from actorim.domain.messages import (
@@ -54,6 +54,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredMessage",
+    "bounded_page",
     "check_limit",
     "check_new_message",
     "check_prune",
@@ -89,6 +90,35 @@ def check_limit(limit: int) -> None:
     """Refuse a page size below 1 (every backend's ``since``, ``history``, ``pending_for``)."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def bounded_page(
+    messages: Iterable[StoredMessage], *, limit: int, max_bytes: int | None
+) -> tuple[list[StoredMessage], bool]:
+    """The first of ``messages`` while they number at most ``limit`` and their bodies add up to
+    at most ``max_bytes``, and whether any were left out (every backend's ``since``).
+
+    Reading stops at the first message left out, so a lazy ``messages`` (a database cursor, a
+    pager) is read no further than one message past the bound.
+
+    >>> msgs = [StoredMessage(str(n), "r:r", n, 0, "al", "text", b"x" * 10, None, "r", None)
+    ...         for n in (1, 2, 3)]
+    >>> [[m.seq for m in page] for page, _ in (bounded_page(msgs, limit=2, max_bytes=None),
+    ...                                       bounded_page(msgs, limit=5, max_bytes=25))]
+    [[1, 2], [1, 2]]
+    >>> bounded_page(msgs, limit=3, max_bytes=30)[1], bounded_page(msgs, limit=3, max_bytes=9)
+    (False, ([], True))
+    """
+    if max_bytes is not None and max_bytes < 1:
+        raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+    page: list[StoredMessage] = []
+    size = 0
+    for message in messages:
+        size += len(message.body)
+        if len(page) == limit or (max_bytes is not None and size > max_bytes):
+            return page, True
+        page.append(message)
+    return page, False
 
 
 def check_statuses(marks: Sequence[tuple[str, str, ReceiptStatus]]) -> None:
@@ -165,11 +195,18 @@ class Store(Protocol):
         """The highest ``seq`` given in ``conv``, 0 before its first message."""
         ...
 
-    def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
+    def since(
+        self, conv: str, seq: int, *, limit: int, max_bytes: int | None = None
+    ) -> tuple[list[StoredMessage], bool]:
         """The first ``limit`` messages after ``seq``, and whether they are all that was missed.
 
-        ``complete`` is False when retention removed messages after ``seq`` or more than
-        ``limit`` follow it: the client cannot catch up from this page alone.
+        With ``max_bytes`` the page also stops before the message whose body would take the
+        page's bodies beyond it (the page may then be empty), and the store reads no more than
+        that (plus at most a small page of messages; see :func:`bounded_page`): a replay that
+        will be refused for its size never holds a thousand large messages at once.
+
+        ``complete`` is False when retention removed messages after ``seq``, or more than
+        ``limit`` (or ``max_bytes``) follow it: the client cannot catch up from this page alone.
         """
         ...
 

@@ -44,6 +44,7 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    bounded_page,
     check_limit,
     check_new_message,
     check_prune,
@@ -252,22 +253,25 @@ class MemoryStore(Store):
         conversation = self._conversations.get(conv)
         return 0 if conversation is None else conversation.last_seq
 
-    def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
+    def since(
+        self, conv: str, seq: int, *, limit: int, max_bytes: int | None = None
+    ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
         self._live()
         conversation = self._conversations.get(conv)
         if conversation is None:
             page: list[StoredMessage] = []
+            cut = False
             last = 0
         else:
-            start = conversation.index_after(seq)
-            page = [r.msg for r in conversation.records[start : start + limit + 1]]
+            records = conversation.records
+            # By index, not islice: islice would step through every record before the first.
+            missed = (records[i].msg for i in range(conversation.index_after(seq), len(records)))
+            page, cut = bounded_page(missed, limit=limit, max_bytes=max_bytes)
             last = conversation.last_seq
-        if len(page) > limit:
-            return page[:limit], False
         # Seqs were given without gaps, so the page is everything after `seq` exactly when it
         # holds as many messages as were ever given after it.
-        return page, len(page) == max(0, last - seq)
+        return page, not cut and len(page) == max(0, last - seq)
 
     def history(
         self,

@@ -41,6 +41,7 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    bounded_page,
     check_limit,
     check_new_message,
     check_prune,
@@ -416,16 +417,21 @@ class SqliteStore(Store):
         with self._read("read the last seq") as conn:
             return self._cached_last_seq(conn, conv)
 
-    def since(self, conv: str, seq: int, *, limit: int) -> tuple[list[StoredMessage], bool]:
+    def since(
+        self, conv: str, seq: int, *, limit: int, max_bytes: int | None = None
+    ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
         with self._read("read missed messages") as conn:
-            page = [StoredMessage(*row) for row in conn.execute(_SINCE, (conv, seq, limit + 1))]
+            # The cursor steps a row at a time: reading stops at the bounds, not at LIMIT.
+            rows = conn.execute(_SINCE, (conv, seq, limit + 1))
+            page, cut = bounded_page(
+                (StoredMessage(*row) for row in rows), limit=limit, max_bytes=max_bytes
+            )
+            rows.close()
             last = self._cached_last_seq(conn, conv)
-        if len(page) > limit:
-            return page[:limit], False
         # Seqs are unique and were given without gaps, so the page is everything after `seq`
         # exactly when it holds as many messages as were ever given after it.
-        return page, len(page) == max(0, last - seq)
+        return page, not cut and len(page) == max(0, last - seq)
 
     def history(
         self,

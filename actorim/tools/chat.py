@@ -117,6 +117,12 @@ class Chat:
             self.members[room] = set(event.get("members") or ())
             if not event.get("recovered", True):
                 self.say(f"* some messages in {room} were missed while away")
+        elif t == "gap":
+            # The client pages the skipped messages from history: they are printed as they come.
+            room, after, seq = event.get("room", ""), event.get("after"), event.get("seq")
+            if isinstance(after, int) and isinstance(seq, int):
+                count = seq - after
+                self.say(f"* {count} messages in {room} were missed; fetching them from history")
         elif t == "error":
             error = event.get("error") or {}
             self.say(f"! {error.get('code')}: {error.get('message')}")

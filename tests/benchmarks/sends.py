@@ -17,7 +17,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -33,21 +32,17 @@ from actorim.domain.auth import TokenAuthority  # noqa: E402
 SECRET = "benchmark-secret-0123456789abcdefghijkl"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(store: str, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+    port_file = os.path.join(data_dir, "actorim.port")
     argv = [
         sys.executable,
         "-m",
         "actorim",
         "serve",
         "--port",
-        str(port),
+        "0",
+        "--port-file",
+        port_file,
         "--store",
         store,
         "--data-dir",
@@ -66,10 +61,12 @@ def start_server(store: str, data_dir: str) -> tuple[subprocess.Popen[bytes], in
     deadline = time.monotonic() + 20
     while True:
         try:
+            with open(port_file) as file:
+                port = int(file.read())
             urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).close()
             return proc, port
-        except OSError:
-            if time.monotonic() > deadline:
+        except (OSError, ValueError):
+            if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 raise SystemExit("server did not start") from None
             time.sleep(0.05)

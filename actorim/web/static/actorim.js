@@ -293,7 +293,9 @@ function withTimeout(promise, ms) {
  * false when the missed messages could not be replayed (the client then fetches them with
  * `history` itself and they arrive as `msg` events; only a gap older than the server's
  * retention stays missing), and `epochChanged`: the room's numbering restarted, nothing can be
- * fetched), `error` ({code, message}).
+ * fetched), `gap` ({room, after, seq}: the room skipped messages it could not send at once; the
+ * client fetches them with `history` itself and they arrive as `msg` events), `error`
+ * ({code, message}).
  *
  * Every message reaches the application once as a `msg` event, the user's own sends included
  * (built from the send's reply): duplicates by `mid` are dropped.
@@ -518,9 +520,10 @@ export class ActorimClient extends EventTarget {
     return reply;
   }
 
-  /** Page `history` over a gap a re-join could not replay (`since` < seq <= `through`): each
-   * missed message reaches the application as a `msg` event, once. A lost link pauses the
-   * paging until the client is connected again; `close()` ends it. */
+  /** Page `history` over a gap a re-join could not replay, or one the room skipped
+   * (`since` < seq <= `through`): each missed message reaches the application as a `msg`
+   * event, once. A lost link pauses the paging until the client is connected again; `close()`
+   * ends it. */
   async _fillGap(room, since, through) {
     let after = since;
     let refusals = 0;
@@ -645,6 +648,8 @@ export class ActorimClient extends EventTarget {
         return this._reply(frame);
       case "msg":
         return this._message(frame);
+      case "gap":
+        return this._gap(frame);
       case "member":
       case "presence":
       case "receipt":
@@ -668,6 +673,16 @@ export class ActorimClient extends EventTarget {
     } else {
       pending.reject(new ActorimError(frame.error.code, frame.error.message));
     }
+  }
+
+  /** The room skipped messages it could not send at once (after `after`, through `seq`): fetch
+   * them from `history` as after a re-join that was not recovered. */
+  _gap(frame) {
+    const entry = this._rooms.get(frame.room);
+    if (!entry || !Number.isInteger(frame.after) || !Number.isInteger(frame.seq)) return;
+    if (entry.seq === null || frame.seq > entry.seq) entry.seq = frame.seq;
+    this._emit("gap", frame);
+    if (frame.seq > frame.after) this._fillGap(frame.room, frame.after, frame.seq);
   }
 
   _message(msg) {
