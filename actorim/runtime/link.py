@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import time
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 from gevent.event import Event
@@ -34,9 +34,8 @@ if TYPE_CHECKING:
     from actorim.domain.ratelimit import RateLimiter
     from actorim.protocol.errors import ErrorCode
     from actorim.runtime.metrics import Metrics
-    from actorim.runtime.offline import OfflineDelivery
 
-__all__ = ["WAKE", "Link", "Phase"]
+__all__ = ["WAKE", "Backlog", "Link", "Phase"]
 
 # A connection whose actor crashes more than this often is closed with 1011: a command that
 # crashes it every time must not keep a restart loop spinning.
@@ -55,6 +54,21 @@ def _schedule(callback: Any) -> None:
     if _loop is None:
         _loop = gevent.get_hub().loop
     _loop.run_callback(callback)
+
+
+class Backlog(Protocol):
+    """What a link needs of the delivery paging out its offline backlog
+    (``actorim.runtime.offline.OfflineDelivery``, which holds the link: named here so that the
+    two modules do not import each other)."""
+
+    def hold(self, mid: str, frame: WireFrame) -> bool:
+        """A live direct message for this link: True when it waits behind the backlog (or was
+        sent by a page already); False when it goes out now."""
+        ...
+
+    def drained(self) -> None:
+        """The link wrote out everything its outbox held: read the next page if one is due."""
+        ...
 
 
 class Phase(Enum):
@@ -142,7 +156,7 @@ class Link:
         self.close_request: tuple[int, str] | None = None
         self.close_requested_at = 0.0
         # The offline backlog being paged out since connect; None once it is all sent.
-        self.offline: OfflineDelivery | None = None
+        self.offline: Backlog | None = None
         self.flush_scheduled = False
         self.limiter = limiter
         self.metrics = metrics
