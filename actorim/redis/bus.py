@@ -22,6 +22,10 @@ __all__ = ["ClusterBus"]
 class ClusterBus:
     """The cluster's bus; see the module docstring."""
 
+    live_copies_lag = True
+    """A message's copy comes through Redis pub/sub and this node's listener, apart from the
+    store's reads: a read can return a message before its copy arrives."""
+
     def __init__(self, link: ClusterLink) -> None:
         self._link = link
 

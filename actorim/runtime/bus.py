@@ -27,6 +27,11 @@ __all__ = ["Bus", "LocalBus", "deliver_to_user"]
 class Bus(Protocol):
     """How committed messages and per-user events reach the links that want them."""
 
+    live_copies_lag: bool
+    """Whether a message's live copy can reach a link after a store read returned the message
+    already (it travels apart from the store): a reader of stored messages must then drop such
+    late copies itself."""
+
     def to_room(self, room: str, seq: int, frame: WireFrame, origin: Link | None) -> None:
         """A room message with its ``seq``; ``origin`` (the sending link) does not get it."""
 
@@ -60,6 +65,10 @@ def deliver_to_user(
 
 class LocalBus:
     """The single-node bus: straight to the room actors and the links in this process."""
+
+    live_copies_lag = False
+    """The store actor hands each message on as it commits it, before it answers any later
+    read: no copy arrives after a read that returned its message."""
 
     def __init__(self, ctx: NodeContext) -> None:
         self._directory = ctx.directory

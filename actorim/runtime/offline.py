@@ -58,7 +58,11 @@ class OfflineDelivery:
             page_bytes=max(1, min(config.backlog_page_bytes, outbox.max_bytes // share)),
             max_held=outbox.max_frames,
             max_held_bytes=outbox.max_bytes,
-            late_copies=partial(_sent_since, int(time.time() * 1000) - LATE_COPY_SKEW_MS),
+            late_copies=(
+                partial(_sent_since, int(time.time() * 1000) - LATE_COPY_SKEW_MS)
+                if ctx.bus.live_copies_lag
+                else None
+            ),
         )
 
     def start(self) -> None:
