@@ -81,7 +81,7 @@ class Node:
             node_id=self.config.node_id or default_node_id(),
             bus=None,  # type: ignore[arg-type]
         )
-        self.ctx.metrics = Metrics(self.ctx)
+        self.ctx.metrics = Metrics(self.ctx.snapshot)
         if self.config.redis_url:
             link = ClusterLink(
                 self.config.redis_url, self.ctx.node_id, namespace=self.config.redis_namespace

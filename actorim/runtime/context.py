@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.runtime.metrics import Metrics, NodeSnapshot
 from supervisors import MailboxFull
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from actorim.redis.link import ClusterLink
     from actorim.runtime.bus import Bus
     from actorim.runtime.link import Link
-    from actorim.runtime.metrics import Metrics
     from actorim.runtime.room import RoomState
 
 __all__ = ["Directory", "NodeContext", "Refs", "Unavailable"]
@@ -108,6 +108,27 @@ class NodeContext:
     def breaker_states(self) -> dict[str, int]:
         """Each circuit breaker's state for metrics: 0 closed, 1 half-open, 2 open."""
         return {name: state() for name, state in self.breakers.items()}
+
+    def snapshot(self) -> NodeSnapshot:
+        """The whole-node gauges for ``/metrics``, read from the directory now."""
+        phases: dict[str, int] = {}
+        frames = queued_bytes = deepest = 0
+        for link in list(self.directory.links.values()):
+            phases[link.phase.value] = phases.get(link.phase.value, 0) + 1
+            depth = len(link.outbox)
+            frames += depth
+            queued_bytes += link.outbox.queued_bytes
+            deepest = max(deepest, depth)
+        return NodeSnapshot(
+            phases=phases,
+            queued_frames=frames,
+            queued_bytes=queued_bytes,
+            deepest_queue=deepest,
+            users=len(self.directory.by_user),
+            rooms=len(self.directory.rooms),
+            breakers=self.breaker_states(),
+            ready=self.readiness()[0],
+        )
 
 
 def default_node_id() -> str:

@@ -3,15 +3,16 @@
 Each node has its own registry (several nodes can live in one process, as in tests), exposed by
 its WSGI app. Counters on hot paths are bound once (``labels()`` resolved ahead), so a count
 costs an attribute lookup and an ``inc``. Gauges that describe the whole node (connections,
-queued frames, breaker state) are computed when Prometheus scrapes, from the node's directory,
-instead of being maintained on every change.
+queued frames, breaker state) are computed when Prometheus scrapes, from a ``NodeSnapshot`` the
+node's context takes of its directory, instead of being maintained on every change.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -21,10 +22,7 @@ from prometheus_client.registry import Collector
 from actorim import hubwatch
 from supervisors import EventKind, SupervisorEvent, subscribe
 
-if TYPE_CHECKING:
-    from actorim.runtime.context import NodeContext
-
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "NodeSnapshot"]
 
 # Latency buckets in seconds, from the sub-millisecond fan-out of an idle node to the seconds of
 # a node under overload; the same for delivery and store commits so they can be compared.
@@ -34,10 +32,27 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 SUPERVISOR_KINDS = {"rooms": "room", "connections": "connection"}
 
 
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """The whole-node gauges at one instant (``NodeContext.snapshot``), read at scrape time."""
+
+    phases: dict[str, int]
+    """Open connections by phase."""
+    queued_frames: int
+    queued_bytes: int
+    deepest_queue: int
+    """Frames in the deepest outgoing queue of one connection."""
+    users: int
+    rooms: int
+    breakers: dict[str, int]
+    """Each circuit breaker's state: 0 closed, 1 half-open, 2 open."""
+    ready: bool
+
+
 class Metrics:
     """The node's metrics; ``render()`` is the body of ``/metrics``."""
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, snapshot: Callable[[], NodeSnapshot]) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.commands = Counter(
             "actorim_commands",
@@ -86,7 +101,7 @@ class Metrics:
             registry=registry,
         )
         self._command_children: dict[tuple[str, str], Any] = {}
-        registry.register(_NodeCollector(ctx))
+        registry.register(_NodeCollector(snapshot))
         self._unsubscribe = subscribe(self._on_supervision)
         self._supervisors: set[str] = set()
 
@@ -127,47 +142,35 @@ class Metrics:
 class _NodeCollector(Collector):
     """Gauges read from the node's state at scrape time."""
 
-    def __init__(self, ctx: NodeContext) -> None:
-        self._ctx = ctx
+    def __init__(self, snapshot: Callable[[], NodeSnapshot]) -> None:
+        self._snapshot = snapshot
 
     def collect(self) -> Iterator[Any]:
-        links = list(self._ctx.directory.links.values())
+        now = self._snapshot()
         connections = GaugeMetricFamily(
             "actorim_connections", "Open WebSocket connections", labels=["phase"]
         )
-        phases: dict[str, int] = {}
-        frames = queued_bytes = deepest = 0
-        for link in links:
-            phases[link.phase.value] = phases.get(link.phase.value, 0) + 1
-            depth = len(link.outbox)
-            frames += depth
-            queued_bytes += link.outbox.queued_bytes
-            deepest = max(deepest, depth)
-        for phase, count in sorted(phases.items()):
+        for phase, count in sorted(now.phases.items()):
             connections.add_metric([phase], count)
         yield connections
         yield GaugeMetricFamily(
-            "actorim_users_online",
-            "Users with a connection to this node",
-            value=len(self._ctx.directory.by_user),
+            "actorim_users_online", "Users with a connection to this node", value=now.users
         )
-        yield GaugeMetricFamily(
-            "actorim_rooms", "Rooms with members on this node", value=len(self._ctx.directory.rooms)
-        )
+        yield GaugeMetricFamily("actorim_rooms", "Rooms with members on this node", value=now.rooms)
         yield GaugeMetricFamily(
             "actorim_outgoing_queue_frames",
             "Frames waiting to be written, all connections",
-            value=frames,
+            value=now.queued_frames,
         )
         yield GaugeMetricFamily(
             "actorim_outgoing_queue_bytes",
             "Bytes waiting to be written, all connections",
-            value=queued_bytes,
+            value=now.queued_bytes,
         )
         yield GaugeMetricFamily(
             "actorim_outgoing_queue_max_frames",
             "Deepest outgoing queue of one connection",
-            value=deepest,
+            value=now.deepest_queue,
         )
         yield GaugeMetricFamily(
             "actorim_hub_blocked",
@@ -179,8 +182,9 @@ class _NodeCollector(Collector):
             "Circuit-breaker state per link: 0 closed, 1 half-open, 2 open",
             labels=["link"],
         )
-        for name, state in self._ctx.breaker_states().items():
+        for name, state in now.breakers.items():
             breakers.add_metric([name], state)
         yield breakers
-        ready, _why = self._ctx.readiness()
-        yield GaugeMetricFamily("actorim_ready", "1 when the node takes traffic", value=int(ready))
+        yield GaugeMetricFamily(
+            "actorim_ready", "1 when the node takes traffic", value=int(now.ready)
+        )
