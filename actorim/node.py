@@ -54,7 +54,7 @@ from actorim.secret import token_secret
 from actorim.store.base import Store, StoredMessage
 from actorim.web.app import App
 from actorim.web.websocket import WebSocketHandler
-from supervisors import Backoff, ChildSpec, Supervisor
+from supervisors import Backoff, ChildKind, ChildSpec, Supervisor
 
 __all__ = ["Node"]
 
@@ -168,8 +168,8 @@ class Node:
         return [
             ChildSpec(id="router", start=RouterActor.start, args=(ctx,)),
             ChildSpec(id="presence", start=PresenceActor.start, args=(ctx,)),
-            ChildSpec(id="rooms", start=self._start_rooms, kind="supervisor"),
-            ChildSpec(id="connections", start=self._start_connections, kind="supervisor"),
+            ChildSpec(id="rooms", start=self._start_rooms, kind=ChildKind.SUPERVISOR),
+            ChildSpec(id="connections", start=self._start_connections, kind=ChildKind.SUPERVISOR),
             ChildSpec(id="heartbeat", start=HeartbeatActor.start, args=(ctx,)),
         ]
 

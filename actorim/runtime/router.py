@@ -22,7 +22,7 @@ from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.link import Link
 from actorim.runtime.messages import Repair
 from actorim.runtime.room import RoomActor, RoomIdle, RoomState
-from supervisors import ChildSpec, GeventActor
+from supervisors import ChildSpec, GeventActor, Restart
 
 __all__ = ["Register", "RepairRooms", "RoomFor", "RouterActor", "Unregister"]
 
@@ -165,7 +165,7 @@ class RouterActor(GeventActor):
             id=(state.name, state.generation),
             start=RoomActor.start,
             args=(state, self.ctx),
-            restart="transient",
+            restart=Restart.TRANSIENT,
         )
         try:
             supervisor.ask(

@@ -31,7 +31,7 @@ from actorim.runtime.connection import ConnectionActor
 from actorim.runtime.context import NodeContext
 from actorim.runtime.link import Link, Phase
 from actorim.web.websocket import ServerWebSocket
-from supervisors import ChildSpec, MailboxFull
+from supervisors import ChildSpec, MailboxFull, Restart
 
 __all__ = ["run_connection"]
 
@@ -84,7 +84,7 @@ def _start_actor(ctx: NodeContext, link: Link) -> bool:
         id=link.conn_id,
         start=ConnectionActor.start,
         args=(link, ctx),
-        restart="transient",
+        restart=Restart.TRANSIENT,
         shutdown=5.0,
     )
     try:
