@@ -24,16 +24,15 @@ import gevent
 from gevent.event import Event
 
 from actorim.config import add_flags, config_from
+from actorim.workers import EXIT_CANNOT_LISTEN
 
-__all__ = ["main"]
+__all__ = ["EXIT_CANNOT_LISTEN", "main"]
 
 logger = logging.getLogger("actorim")
 
 # Exit status when the node's top supervisor gives up (EX_SOFTWARE): the process manager
 # restarts the process, as an OTP release's heart would.
 EXIT_SUPERVISOR_FAILED = 70
-# Exit status when the port cannot be bound (EX_UNAVAILABLE): a setting to fix, not a crash.
-EXIT_CANNOT_LISTEN = 69
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--token", help="a token for the server (instead of --user)")
     chat.add_argument("--json", action="store_true", help="speak JSON instead of MessagePack")
     chat.set_defaults(run=_chat)
-    from actorim.loadtest.options import add_flags as add_bench_flags
+    from actorim.tools.loadtest.options import add_flags as add_bench_flags
 
     bench = commands.add_parser(
         "bench",
@@ -92,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from actorim.auth import TokenAuthority
+    from actorim.domain.auth import TokenAuthority
 
     secret = args.secret or os.environ.get("ACTORIM_SECRET", "")
     if not secret:
@@ -103,13 +102,13 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from actorim.loadtest import run_command
+    from actorim.tools.loadtest import run_command
 
     return run_command(args, os.environ, stdout=sys.stdout, stderr=sys.stderr)
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from actorim.chat import run
+    from actorim.tools.chat import run
 
     return run(args.url, user=args.user, token=args.token, json_frames=args.json)
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from actorim.auth import MIN_SECRET_BYTES, weak_secret
+from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
+from actorim.domain.origins import origin_of
 from actorim.protocol.limits import HISTORY_PAGE_MAX_BYTES, MESSAGE_MAX_BYTES
-from actorim.web.origins import origin_of
 
 __all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_environment", "config_from"]
 

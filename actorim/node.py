@@ -39,30 +39,30 @@ from gevent.pywsgi import WSGIServer
 from pykka import ActorRef
 from pykka.messages import ProxyGetAttr
 
-from actorim.actors.breaker import BreakerActor, Subscribe
-from actorim.actors.heartbeat import HeartbeatActor
-from actorim.actors.messages import Append
-from actorim.actors.presence import PresenceActor, Resync
-from actorim.actors.router import RepairRooms, RouterActor
-from actorim.actors.store import StoreActor
-from actorim.auth import TokenAuthority
-from actorim.breaker import BreakerPolicy
-from actorim.bus import LocalBus
-from actorim.cluster.bus import ClusterBus
-from actorim.cluster.link import ClusterLink, make_client
-from actorim.cluster.listener import ListenerActor
-from actorim.cluster.nodes import NodeRegistryActor
+from actorim.breaker.actor import BreakerActor, Subscribe
+from actorim.breaker.machine import BreakerPolicy
 from actorim.config import Config
-from actorim.context import NodeContext, Unavailable, default_node_id
-from actorim.events import published_message
-from actorim.link import Phase
-from actorim.metrics import Metrics
+from actorim.domain.auth import TokenAuthority
+from actorim.protocol.events import published_message
 from actorim.protocol.frames import CloseCode
+from actorim.redis.bus import ClusterBus
+from actorim.redis.link import ClusterLink, make_client
+from actorim.redis.listener import ListenerActor
+from actorim.redis.nodes import NodeRegistryActor
+from actorim.runtime.bus import LocalBus
+from actorim.runtime.context import NodeContext, Unavailable, default_node_id
+from actorim.runtime.heartbeat import HeartbeatActor
+from actorim.runtime.link import Phase
+from actorim.runtime.messages import Append
+from actorim.runtime.metrics import Metrics
+from actorim.runtime.presence import PresenceActor, Resync
+from actorim.runtime.router import RepairRooms, RouterActor
+from actorim.runtime.store import StoreActor
 from actorim.secret import token_secret
 from actorim.store.base import Store, StoredMessage
 from actorim.web.app import App
 from actorim.web.websocket import WebSocketHandler
-from supervisors import Backoff, ChildSpec, Supervisor
+from supervisors import Backoff, ChildKind, ChildSpec, Supervisor
 
 __all__ = ["Node"]
 
@@ -89,7 +89,7 @@ class Node:
             node_id=self.config.node_id or default_node_id(),
             bus=None,  # type: ignore[arg-type]
         )
-        self.ctx.metrics = Metrics(self.ctx)
+        self.ctx.metrics = Metrics(self.ctx.snapshot)
         if self.config.redis_url:
             link = ClusterLink(
                 self.config.redis_url, self.ctx.node_id, namespace=self.config.redis_namespace
@@ -176,8 +176,8 @@ class Node:
         return [
             ChildSpec(id="router", start=RouterActor.start, args=(ctx,)),
             ChildSpec(id="presence", start=PresenceActor.start, args=(ctx,)),
-            ChildSpec(id="rooms", start=self._start_rooms, kind="supervisor"),
-            ChildSpec(id="connections", start=self._start_connections, kind="supervisor"),
+            ChildSpec(id="rooms", start=self._start_rooms, kind=ChildKind.SUPERVISOR),
+            ChildSpec(id="connections", start=self._start_connections, kind=ChildKind.SUPERVISOR),
             ChildSpec(id="heartbeat", start=HeartbeatActor.start, args=(ctx,)),
         ]
 
@@ -199,7 +199,7 @@ class Node:
 
     def _open_store(self) -> Store:
         if self.ctx.cluster is not None:
-            from actorim.store.redis import RedisStore
+            from actorim.redis.store import RedisStore
 
             return RedisStore(
                 make_client(self.config.redis_url),

@@ -23,8 +23,8 @@ import logging
 import os
 from pathlib import Path
 
-from actorim.auth import generate_secret
 from actorim.config import Config
+from actorim.domain.auth import generate_secret
 
 __all__ = ["DEV_SECRET_FILE", "dev_secret_path", "token_secret"]
 

@@ -23,9 +23,13 @@ from gevent.event import Event
 from actorim.config import Config, config_environment
 from supervisors import Backoff
 
-__all__ = ["run_workers"]
+__all__ = ["EXIT_CANNOT_LISTEN", "run_workers"]
 
 logger = logging.getLogger("actorim.workers")
+
+# Exit status when the port cannot be bound (EX_UNAVAILABLE): a setting to fix, not a crash.
+# Here rather than in the cli, which runs the workers: a worker's status ends the run.
+EXIT_CANNOT_LISTEN = 69
 
 # A worker that lived this long before dying was healthy: its restart back-off starts again.
 HEALTHY_AFTER_S = 30.0
@@ -34,8 +38,6 @@ RESTART_BACKOFF = Backoff(floor=0.5, cap=15.0)
 
 def run_workers(config: Config) -> int:
     """Run ``config.workers`` node processes until SIGTERM/SIGINT; returns the exit status."""
-    from actorim.cli import EXIT_CANNOT_LISTEN
-
     stopping = Event()
     workers: dict[int, subprocess.Popen[bytes]] = {}
     failed: list[int] = []  # a status that ends the run: a restart would fail the same way

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gevent import monkey
 from pykka import ActorDeadError
@@ -13,13 +13,25 @@ from supervisors._pykka_compat import ActorStop, is_stop
 from supervisors._runtime import call_on_home, on_home_thread
 
 if TYPE_CHECKING:
-    from supervisors._actor import GeventActor
     from supervisors._pykka_compat import Envelope
 
 __all__ = ["MailboxFull", "MailboxOverflow", "Overflow"]
 
 # Guards the count of envelopes on their way from other OS threads; never held while waiting.
 _in_flight_lock = monkey.get_original("_thread", "allocate_lock")()
+
+
+class MailboxOwner(Protocol):
+    """What a mailbox needs of the actor it belongs to (:class:`~supervisors.GeventActor`):
+    named here so that the mailbox does not import the actor module that imports it."""
+
+    def _deliver(self, envelope: Any) -> None:
+        """Queue a message on the home hub and make sure a greenlet will handle it."""
+        ...
+
+    def _fail_soon(self, exc: BaseException) -> None:
+        """Fail the actor at its next message boundary."""
+        ...
 
 
 class Overflow(StrEnum):
@@ -60,13 +72,13 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.queue: deque[Envelope[Any]] = deque()
-        self._actor: GeventActor | None = None
+        self._actor: MailboxOwner | None = None
         self.capacity: int | None = None
         self.overflow = Overflow.REJECT
         self.dropped = 0
         self._in_flight = 0
 
-    def bind(self, actor: GeventActor, capacity: int | None, overflow: Overflow) -> None:
+    def bind(self, actor: MailboxOwner, capacity: int | None, overflow: Overflow) -> None:
         if capacity is not None and capacity < 1:
             msg = f"mailbox capacity must be at least 1, got {capacity}"
             raise ValueError(msg)
@@ -104,7 +116,7 @@ class Mailbox:
             self._in_flight -= 1
             actor._deliver(envelope)
 
-    def _overflowed(self, actor: GeventActor, envelope: Envelope[Any]) -> None:
+    def _overflowed(self, actor: MailboxOwner, envelope: Envelope[Any]) -> None:
         message = f"mailbox of {actor} is full ({self.capacity} messages)"
         if self.overflow is Overflow.REJECT:
             raise MailboxFull(message)

@@ -34,7 +34,7 @@ from typing import Any
 
 import gevent
 
-from actorim.auth import TokenAuthority
+from actorim.domain.auth import TokenAuthority
 from tests.support import Client, ServerProcess
 
 __all__ = [

@@ -8,7 +8,7 @@ import json
 import jwt
 import pytest
 
-from actorim.auth import (
+from actorim.domain.auth import (
     MAX_TOKEN_CHARS,
     Identity,
     TokenAuthority,

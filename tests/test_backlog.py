@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from actorim.breaker import BreakerPolicy
+from actorim.breaker.machine import BreakerPolicy
 from actorim.client import Client as AppClient
 from actorim.client import LinkState
 from actorim.store import dm_conv

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-import actorim.backlog
-from actorim.backlog import BacklogPager, PagerState
+import actorim.domain.backlog
+from actorim.domain.backlog import BacklogPager, PagerState
 
 READING, SENDING, DONE = PagerState.READING, PagerState.SENDING, PagerState.DONE
 
@@ -20,7 +20,7 @@ def pager(**bounds: int) -> BacklogPager[str]:
 
 
 def test_the_example_in_the_docstring_holds() -> None:
-    assert doctest.testmod(actorim.backlog).failed == 0
+    assert doctest.testmod(actorim.domain.backlog).failed == 0
 
 
 def test_a_full_page_waits_for_the_drain_and_a_short_one_ends_the_paging() -> None:

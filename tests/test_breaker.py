@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-import actorim.breaker
-from actorim.breaker import (
+import actorim.breaker.machine
+from actorim.breaker.machine import (
     BreakerEvent,
     BreakerPolicy,
     BreakerState,
@@ -494,4 +494,4 @@ def test_policy_defaults_notice_a_dead_peer_within_twelve_seconds() -> None:
 
 
 def test_the_module_example_runs() -> None:
-    assert doctest.testmod(actorim.breaker).failed == 0
+    assert doctest.testmod(actorim.breaker.machine).failed == 0

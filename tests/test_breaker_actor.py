@@ -13,7 +13,7 @@ import gevent.event
 import pytest
 from pykka import ActorRegistry
 
-from actorim.actors.breaker import (
+from actorim.breaker.actor import (
     BreakerActor,
     CallAllowed,
     GetState,
@@ -21,7 +21,7 @@ from actorim.actors.breaker import (
     ReportSuccess,
     Subscribe,
 )
-from actorim.breaker import BreakerPolicy, BreakerState, Transition
+from actorim.breaker.machine import BreakerPolicy, BreakerState, Transition
 from supervisors import Backoff, GeventActor
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN

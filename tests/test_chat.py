@@ -16,11 +16,11 @@ import gevent
 import gevent.event
 import pytest
 
-import actorim.chat
-from actorim.auth import TokenAuthority
-from actorim.chat import Chat, endpoints
+import actorim.tools.chat
 from actorim.cli import main
 from actorim.client import Client, LinkState, StateChange
+from actorim.domain.auth import TokenAuthority
+from actorim.tools.chat import Chat, endpoints
 from tests.support import RunningNode, ServerProcess
 
 WAIT = 10.0  # seconds; the child starts in about half a second
@@ -167,7 +167,7 @@ def test_the_chat_needs_a_user_or_a_token(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_server_addresses_are_understood_in_every_usual_form() -> None:
-    assert doctest.testmod(actorim.chat).failed == 0
+    assert doctest.testmod(actorim.tools.chat).failed == 0
     assert endpoints("127.0.0.1:8080") == ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080")
     assert endpoints("ws://h:1/ws") == ("ws://h:1/ws", "http://h:1")
     assert endpoints("https://chat.example/") == ("wss://chat.example/ws", "https://chat.example")

@@ -19,9 +19,7 @@ import gevent.event
 import gevent.server
 import pytest
 
-from actorim.actors.store import StoreActor
-from actorim.auth import TokenAuthority
-from actorim.breaker import BreakerPolicy
+from actorim.breaker.machine import BreakerPolicy
 from actorim.client import (
     DEFAULT_POLICY,
     AuthError,
@@ -35,6 +33,8 @@ from actorim.client import (
     ServerError,
     StateChange,
 )
+from actorim.domain.auth import TokenAuthority
+from actorim.runtime.store import StoreActor
 from supervisors import Backoff
 from tests.support import RunningNode, ServerProcess, closed_port
 

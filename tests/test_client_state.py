@@ -12,7 +12,7 @@ import pytest
 
 import actorim.client._state
 import actorim.client._status
-from actorim.breaker import BreakerState, CircuitBreaker, Transition
+from actorim.breaker.machine import BreakerState, CircuitBreaker, Transition
 from actorim.client import DEFAULT_POLICY, LinkState, QueueFull, StateChange
 from actorim.client._state import GAP_PAGE, GapFill, OnLoss, RecentIds, Session
 from actorim.client._status import LinkStatus

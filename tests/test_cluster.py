@@ -30,11 +30,11 @@ from typing import Any
 import gevent
 import pytest
 
-from actorim.auth import TokenAuthority
 from actorim.cli import EXIT_CANNOT_LISTEN
-from actorim.cluster.keys import ClusterKeys
-from actorim.cluster.nodes import list_sessions
-from actorim.publisher import Publisher
+from actorim.domain.auth import TokenAuthority
+from actorim.redis.keys import ClusterKeys
+from actorim.redis.nodes import list_sessions
+from actorim.tools.publisher import Publisher
 from tests.redis_server import RedisServer, find_redis_server
 from tests.support import (
     BIND_TRIES,

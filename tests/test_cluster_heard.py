@@ -3,7 +3,7 @@ outage are found by comparing with the cluster's state."""
 
 from __future__ import annotations
 
-from actorim.cluster.heard import Heard
+from actorim.domain.heard import Heard
 
 
 def members(*users: str) -> dict[str, str]:

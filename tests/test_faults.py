@@ -13,12 +13,12 @@ import gevent.event
 import pytest
 from pykka import ActorRegistry
 
-from actorim.actors.connection import ConnectionActor
-from actorim.actors.faults import Crash, FaultInjectable, InjectedFault
-from actorim.actors.presence import PresenceActor
-from actorim.actors.room import RoomActor
-from actorim.actors.store import StoreActor
 from actorim.protocol.errors import ErrorCode
+from actorim.runtime.connection import ConnectionActor
+from actorim.runtime.faults import Crash, FaultInjectable, InjectedFault
+from actorim.runtime.presence import PresenceActor
+from actorim.runtime.room import RoomActor
+from actorim.runtime.store import StoreActor
 from supervisors import Exit, ExitKind, GeventActor, kill, monitor
 
 WAIT = 5.0  # seconds

@@ -21,12 +21,12 @@ import gevent
 import gevent.event
 import pytest
 
-from actorim.chat import Chat
 from actorim.client import Client as AppClient
 from actorim.client import LinkState
 from actorim.client._state import GAP_PAGE, Session
 from actorim.config import Config
 from actorim.protocol.codec import Encoding, encode
+from actorim.tools.chat import Chat
 from tests.attack import AttackServer, Bystander
 from tests.redis_server import RedisServer
 from tests.support import Client, RunningNode, queued, wait_until

@@ -10,7 +10,7 @@ from typing import Any
 import gevent
 import pytest
 
-from actorim.auth import TokenAuthority
+from actorim.domain.auth import TokenAuthority
 from tests.support import Client, RunningNode, ServerProcess, queued
 
 SECRET = "guarantees-test-secret-0123456789abcdef"

@@ -14,15 +14,23 @@ from typing import Any
 import pytest
 
 from actorim import cli
-from actorim.loadtest import BenchOptions, Outcome, Tally, Threshold, is_loopback, options_from
-from actorim.loadtest.options import add_flags
-from actorim.loadtest.plan import NS, Layout, Schedule, Window, ramp_start_ns
-from actorim.loadtest.progress import Counters, Progress
-from actorim.loadtest.report import render_table, to_json
-from actorim.loadtest.stats import Histogram, expected_deliveries, lost_deliveries, summarize
-from actorim.loadtest.throttle import FIRST_GAP_S, MAX_GAP_S, Throttle
-from actorim.loadtest.wire import BODY_HEADER_BYTES, WorkerSpec, make_body, read_body
-from actorim.loadtest.wsclient import (
+from actorim.protocol.frames import FrameReader, Message
+from actorim.tools.loadtest import (
+    BenchOptions,
+    Outcome,
+    Tally,
+    Threshold,
+    is_loopback,
+    options_from,
+)
+from actorim.tools.loadtest.options import add_flags
+from actorim.tools.loadtest.plan import NS, Layout, Schedule, Window, ramp_start_ns
+from actorim.tools.loadtest.progress import Counters, Progress
+from actorim.tools.loadtest.report import render_table, to_json
+from actorim.tools.loadtest.stats import Histogram, expected_deliveries, lost_deliveries, summarize
+from actorim.tools.loadtest.throttle import FIRST_GAP_S, MAX_GAP_S, Throttle
+from actorim.tools.loadtest.wire import BODY_HEADER_BYTES, WorkerSpec, make_body, read_body
+from actorim.tools.loadtest.wsclient import (
     HandshakeError,
     ServerFrames,
     WebSocketProtocolError,
@@ -30,7 +38,6 @@ from actorim.loadtest.wsclient import (
     check_handshake_response,
     masked_frame,
 )
-from actorim.protocol.frames import FrameReader, Message
 from tests.support import RunningNode
 
 SECRET = "load-test-secret-0123456789abcdef0123456789"
@@ -662,4 +669,4 @@ def test_a_remote_url_is_refused_before_anything_starts(capsys: pytest.CaptureFi
     "module", ["plan", "stats", "thresholds", "throttle", "wsclient", "wire", "progress"]
 )
 def test_the_examples_in_the_docstrings_hold(module: str) -> None:
-    assert doctest.testmod(importlib.import_module(f"actorim.loadtest.{module}")).failed == 0
+    assert doctest.testmod(importlib.import_module(f"actorim.tools.loadtest.{module}")).failed == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actorim.config import Config
-from actorim.web.origins import OriginPolicy, origin_of
+from actorim.domain.origins import OriginPolicy, origin_of
 
 HOST = "chat.example.com"
 SITE = "https://chat.example.com"

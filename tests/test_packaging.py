@@ -38,6 +38,8 @@ def test_the_wheel_builds_without_warnings_with_the_static_files_and_without_hon
         ]
     static = ROOT / "actorim" / "web" / "static"
     assert {f"actorim/web/static/{p.name}" for p in static.iterdir()} <= set(names)
+    lua = ROOT / "actorim" / "redis" / "lua"
+    assert {f"actorim/redis/lua/{p.name}" for p in lua.glob("*.lua")} <= set(names)
     assert not [n for n in names if "__pycache__" in n]
     # honcho runs the Procfile for `make run`; the library does not need it.
     assert [r for r in requires if "honcho" in r] == [

@@ -6,12 +6,12 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from actorim.events import message_event
-from actorim.pages import PageTurns, build_page
 from actorim.protocol.codec import Encoding, decode_frame, encode
 from actorim.protocol.commands import reply_ok
+from actorim.protocol.events import message_event
+from actorim.protocol.wire import frame_for
+from actorim.runtime.pages import PageTurns, build_page
 from actorim.store.base import StoredMessage, room_conv
-from actorim.wire import frame_for
 
 
 def stored(seq: int, body: object) -> StoredMessage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actorim.presence_state import (
+from actorim.domain.presence import (
     OFFLINE,
     ONLINE,
     Announcement,

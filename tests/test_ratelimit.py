@@ -7,7 +7,7 @@ from collections import deque
 
 import pytest
 
-from actorim.ratelimit import (
+from actorim.domain.ratelimit import (
     DEFAULT_ABUSE_REJECTIONS,
     DEFAULT_ABUSE_WINDOW_S,
     DEFAULT_BURST,

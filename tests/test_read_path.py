@@ -19,7 +19,8 @@ import gevent
 import pytest
 from websockets.frames import Frame, Opcode
 
-from actorim.outbox import Outbox
+from actorim.domain.outbox import Outbox
+from actorim.domain.ratelimit import FrameBudget
 from actorim.protocol.frames import (
     CloseCode,
     Closed,
@@ -29,7 +30,6 @@ from actorim.protocol.frames import (
     ReaderState,
     encode_pong,
 )
-from actorim.ratelimit import FrameBudget
 from actorim.web.handshakes import HandshakeGate
 from actorim.web.headers import TOO_LARGE, read_headers
 from actorim.web.websocket import ServerWebSocket

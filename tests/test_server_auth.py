@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from actorim.auth import TokenAuthority
+from actorim.domain.auth import TokenAuthority
 from tests.support import RunningNode
 
 POLICY_VIOLATION = 1008

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 
+from actorim.redis.store import RedisStore
 from actorim.store import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -25,7 +26,6 @@ from actorim.store import (
     NewMessage,
     Receipt,
     ReceiptStatus,
-    RedisStore,
     SqliteStore,
     Store,
     StoredMessage,
@@ -88,7 +88,7 @@ class Leeway:
 
 
 # Redis keeps each conversation on one shard: a global age order would span shards (see
-# actorim/store/redis.py).
+# actorim/redis/store.py).
 LEEWAY: dict[str, Leeway] = {"redis": Leeway(age_order_across_convs=True)}
 
 StoreFactory = Callable[[], Store]

@@ -13,8 +13,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from actorim.store import NewMessage, RedisStore, StoredMessage, StoreError, dm_conv, room_conv
-from actorim.store.redis import StoreKeys, decode_published, encode_published
+from actorim.redis.store import RedisStore, StoreKeys, decode_published, encode_published
+from actorim.store import NewMessage, StoredMessage, StoreError, dm_conv, room_conv
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer

@@ -18,7 +18,7 @@ from typing import Any
 
 import gevent
 
-from actorim.breaker import BreakerPolicy
+from actorim.breaker.machine import BreakerPolicy
 from actorim.client._errors import (
     ClientClosed,
     ClientError,

@@ -1,6 +1,6 @@
 """``LinkKeeper``: keeps a client's link to the server up, under a circuit breaker.
 
-The link is governed by a :class:`~actorim.actors.breaker.BreakerActor` whose probe is
+The link is governed by a :class:`~actorim.breaker.actor.BreakerActor` whose probe is
 :meth:`LinkKeeper._probe`: on a live link it is the heartbeat (the ``ping`` command); on a dead
 one it is a reconnect attempt, which opens a WebSocket, sends ``connect``, re-joins every room
 with ``since`` (the last seq seen) and resends every unanswered command in its original order,
@@ -29,8 +29,8 @@ import gevent.event
 from pykka import ActorDeadError, ActorRef
 from pykka import Timeout as PykkaTimeout
 
-from actorim.actors.breaker import BreakerActor, ReportFailure, Subscribe
-from actorim.breaker import BreakerPolicy, BreakerState, Transition
+from actorim.breaker.actor import BreakerActor, ReportFailure, Subscribe
+from actorim.breaker.machine import BreakerPolicy, BreakerState, Transition
 from actorim.client._errors import (
     AuthError,
     ClientClosed,

@@ -1,7 +1,7 @@
 """The link state an application sees, derived from the circuit breaker and the link itself.
 
-The breaker (:class:`~actorim.breaker.CircuitBreaker`, run by
-:class:`~actorim.actors.breaker.BreakerActor`) decides when to try again; the client knows
+The breaker (:class:`~actorim.breaker.machine.CircuitBreaker`, run by
+:class:`~actorim.breaker.actor.BreakerActor`) decides when to try again; the client knows
 whether a WebSocket is up and restored. :class:`LinkStatus` combines the two, with no I/O and
 no clock: feed it what happened, it answers the :class:`StateChange` if the state moved.
 A change to CONNECTING or CIRCUIT_OPEN says, when the breaker has scheduled it, how long until
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from actorim.breaker import BreakerState, Transition
+from actorim.breaker.machine import BreakerState, Transition
 
 __all__ = ["LinkState", "LinkStatus", "StateChange"]
 

@@ -152,7 +152,8 @@ def encode(obj: Any, encoding: Encoding) -> bytes:
         # One packer for the process: `pack` runs to completion in C with no Python callback,
         # so no greenlet switch (nor thread switch) can interleave two calls, and with
         # autoreset it keeps no state between calls, even after raising.
-        return _PACKER.pack(obj)
+        packed: bytes = _PACKER.pack(obj)  # msgpack ships no type hints
+        return packed
     return _JSON_ENCODER.encode(obj).encode("utf-8")
 
 

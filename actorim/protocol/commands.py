@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias, cast
 
 from actorim.protocol.errors import CommandError, ErrorCode, error_payload
 
@@ -469,7 +469,8 @@ def _debug_crash(frame: dict[Any, Any], id: int, max_limit: int) -> DebugCrash:
     if type(what) is not str or what not in CRASH_TARGETS:
         choices = ", ".join(f'"{target}"' for target in sorted(CRASH_TARGETS))
         raise _bad(f"field 'what' must be one of {choices}")
-    return DebugCrash(id, what, room=_optional_name(frame, "room"))
+    # Checked against CRASH_TARGETS, the members of CrashTarget, just above.
+    return DebugCrash(id, cast(CrashTarget, what), room=_optional_name(frame, "room"))
 
 
 _DECODERS: Final[dict[str, _Decoder]] = {

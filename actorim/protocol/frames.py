@@ -343,7 +343,9 @@ class FrameReader:
                 if (
                     self._step_left <= 0
                     and self._stream.buffer
-                    and self._state is not ReaderState.CLOSED
+                    # `_on_frame` may have closed the reader: mypy keeps the state it
+                    # narrowed in the loop's test, hence the ignore.
+                    and self._state is not ReaderState.CLOSED  # type: ignore[comparison-overlap]
                 ):
                     self._paused = True
                     yield

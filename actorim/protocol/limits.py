@@ -3,7 +3,7 @@
 A client cannot read a server's settings, so it sizes its own read limit from the maximums
 docs/protocol.md documents for a server with default limits: the largest frame the server
 sends is a ``history`` page, cut at ``HISTORY_PAGE_MAX_BYTES`` of encoded messages (see
-``actorim.pages``), inside a reply envelope of a few dozen bytes. Every other server frame
+``actorim.runtime.pages``), inside a reply envelope of a few dozen bytes. Every other server frame
 (a ``msg`` event, a join reply listing at most 200 members) is far smaller.
 
 >>> SERVER_FRAME_MAX_BYTES - HISTORY_PAGE_MAX_BYTES == MESSAGE_MAX_BYTES

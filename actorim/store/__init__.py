@@ -1,5 +1,6 @@
-"""Message storage: the Store interface, its value types, and the SQLite, Redis and in-memory
-backends."""
+"""Message storage: the Store interface, its value types, and the SQLite and in-memory backends.
+
+The Redis backend is ``actorim.redis.store.RedisStore``, with the rest of what talks to Redis."""
 
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
@@ -17,7 +18,6 @@ from actorim.store.base import (
     room_conv,
 )
 from actorim.store.memory import MemoryStore
-from actorim.store.redis import RedisStore
 from actorim.store.sqlite import DEFAULT_BUSY_TIMEOUT_MS, SqliteStore
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "NewMessage",
     "Receipt",
     "ReceiptStatus",
-    "RedisStore",
     "SqliteStore",
     "Store",
     "StoreError",

@@ -16,18 +16,19 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from actorim.auth import valid_user_id
+from actorim.domain.auth import valid_user_id
+from actorim.domain.origins import OriginPolicy
 from actorim.web.endpoint import run_connection
 from actorim.web.limits import WireLimits
-from actorim.web.origins import OriginPolicy
 
 if TYPE_CHECKING:
-    from actorim.node import Node
+    from actorim.config import Config
+    from actorim.runtime.context import NodeContext
 
 __all__ = ["App"]
 
@@ -36,10 +37,22 @@ logger = logging.getLogger("actorim")
 StartResponse = Callable[..., Any]
 
 
+class Served(Protocol):
+    """What the app needs of the node it serves (``actorim.node.Node``): named here, so that
+    the web layer does not import the composition root that imports it."""
+
+    config: Config
+    ctx: NodeContext
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+    def token(self, user: str) -> str: ...
+
+
 class App:
     """WSGI application of one node; mount it in another WSGI server or run it with ``Node``."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Served) -> None:
         self.node = node
         config = node.config
         self.origins = OriginPolicy.build(
@@ -69,7 +82,7 @@ class App:
 
     def websocket_origin_allowed(self, origin: str | None, host: str) -> bool:
         """Non-browser clients send no Origin; browsers need an origin the node was told about
-        (or, in development mode only, this host): see ``actorim.web.origins``."""
+        (or, in development mode only, this host): see ``actorim.domain.origins``."""
         return self.origins.allows(origin, host=host)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

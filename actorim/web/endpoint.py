@@ -20,9 +20,7 @@ from typing import Any
 from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
-from actorim.actors.connection import ConnectionActor
-from actorim.context import NodeContext
-from actorim.link import Link, Phase
+from actorim.domain.ratelimit import RateLimiter, Verdict
 from actorim.protocol.codec import AmbiguousMapError, Encoding, FrameDecodeError, decode_frame
 from actorim.protocol.commands import (
     COMMAND_NAMES,
@@ -32,9 +30,11 @@ from actorim.protocol.commands import (
 )
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.frames import CloseCode, Closed, Message
-from actorim.ratelimit import RateLimiter, Verdict
+from actorim.runtime.connection import ConnectionActor
+from actorim.runtime.context import NodeContext
+from actorim.runtime.link import Link, Phase
 from actorim.web.websocket import ServerWebSocket
-from supervisors import ChildSpec, MailboxFull
+from supervisors import ChildSpec, MailboxFull, Restart
 
 __all__ = ["run_connection"]
 
@@ -87,7 +87,7 @@ def _start_actor(ctx: NodeContext, link: Link) -> bool:
         id=link.conn_id,
         start=ConnectionActor.start,
         args=(link, ctx),
-        restart="transient",
+        restart=Restart.TRANSIENT,
         shutdown=5.0,
     )
     try:

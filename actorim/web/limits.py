@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from actorim.domain.ratelimit import (
+    DEFAULT_FRAME_BURST,
+    DEFAULT_FRAME_RATE_PER_S,
+    DEFAULT_FRAMES_PER_READ,
+)
 from actorim.protocol.frames import (
     DEFAULT_CLOSING_READ_LIMIT,
     DEFAULT_MAX_FRAGMENTS,
     DEFAULT_MAX_MESSAGE_SIZE,
 )
-from actorim.ratelimit import DEFAULT_FRAME_BURST, DEFAULT_FRAME_RATE_PER_S, DEFAULT_FRAMES_PER_READ
 from actorim.web.handshakes import DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_MAX_HANDSHAKES
 from actorim.web.headers import DEFAULT_MAX_HEADER_BYTES
 

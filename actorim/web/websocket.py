@@ -66,6 +66,8 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
 from websockets.utils import accept_key
 
+from actorim.domain.ratelimit import FrameBudget
+from actorim.ports import ConnectionClosed
 from actorim.protocol.frames import (
     CloseCode,
     Closed,
@@ -75,7 +77,6 @@ from actorim.protocol.frames import (
     ReaderState,
     encode_ping,
 )
-from actorim.ratelimit import FrameBudget
 from actorim.web._gevent_compat import (
     ClientErrorAnswer,
     ClientErrorHook,
@@ -117,10 +118,6 @@ _KEY_LENGTH = 16
 """RFC 6455 §4.1: Sec-WebSocket-Key is the base64 of 16 random bytes."""
 
 _ENVIRON_KEY = "actorim.websocket"
-
-
-class ConnectionClosed(Exception):
-    """The WebSocket is closing or its socket is gone: nothing more can be written to it."""
 
 
 @dataclass(frozen=True, slots=True)

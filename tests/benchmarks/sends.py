@@ -27,7 +27,7 @@ import gevent  # noqa: E402
 import msgpack  # noqa: E402
 import websocket  # noqa: E402
 
-from actorim.auth import TokenAuthority  # noqa: E402
+from actorim.domain.auth import TokenAuthority  # noqa: E402
 
 SECRET = "benchmark-secret-0123456789abcdefghijkl"
 

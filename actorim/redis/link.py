@@ -1,0 +1,290 @@
+"""``ClusterLink``: the node's Redis link: the client, the cluster's scripts, and its health.
+
+Every cluster call goes through ``guarded``: a Redis error never escapes into an actor (which
+would crash it and, repeated, take its supervisor down while Redis is away); it is reported to
+the link's circuit breaker and the caller gets a default and carries on with what it knows
+locally. While the breaker is open no call is made at all: a Redis that hangs instead of
+refusing would hold every actor that calls it for the socket timeout. The breaker's transitions
+and the listener's subscription state make up ``healthy``: a node whose link is not healthy
+refuses sends (``overloaded``) and is not ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import msgpack
+import redis
+from pykka import ActorRef
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from actorim.breaker.actor import ReportFailure, ReportSuccess
+from actorim.breaker.machine import BreakerState, Transition
+from actorim.redis import scripts
+from actorim.redis.keys import ClusterKeys
+
+__all__ = ["ClusterLink"]
+
+logger = logging.getLogger("actorim.cluster")
+
+T = TypeVar("T")
+
+# How long one Redis call may take before it counts as a failure of the link: a Redis that does
+# not answer within it is as bad as one that is down.
+REDIS_SOCKET_TIMEOUT_S = 2.0
+
+_STATE_NUMBERS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+def make_client(url: str) -> redis.Redis:
+    """A client that fails fast: no silent retries (a retried append could store twice)."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+    )
+
+
+class ClusterLink:
+    """The node's link to Redis; see the module docstring."""
+
+    def __init__(self, url: str, node_id: str, *, namespace: str = "actorim") -> None:
+        self.url = url
+        self.node_id = node_id
+        self.keys = ClusterKeys(namespace)
+        self.client = make_client(url)
+        self._presence_adjust = self.client.register_script(scripts.PRESENCE_ADJUST)
+        self._presence_settle = self.client.register_script(scripts.PRESENCE_SETTLE)
+        self._member_adjust = self.client.register_script(scripts.MEMBER_ADJUST)
+        self.breaker: ActorRef[Any] | None = None
+        self.breaker_state = BreakerState.CLOSED
+        self.link_failures = 0
+        self.subscribed = False
+        # Channels the listener subscribes to, with how many wanters; kept here so that a
+        # restarted listener subscribes to the same set. Presence is always wanted.
+        self.wanted: dict[str, int] = {self.keys.presence_channel: 1}
+        self.on_recovered: list[Callable[[], None]] = []
+        # When the link last became healthy (monotonic), None while it is not.
+        self.healthy_since: float | None = None
+
+    # -- health ----------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """The breaker is closed with no failures and every subscription is in place."""
+        return (
+            self.breaker_state is BreakerState.CLOSED
+            and self.link_failures == 0
+            and self.subscribed
+        )
+
+    @property
+    def refusing(self) -> bool:
+        """The breaker is open: calls are answered with their default at once, unmade."""
+        return self.breaker_state is BreakerState.OPEN
+
+    def state_number(self) -> int:
+        return _STATE_NUMBERS[self.breaker_state]
+
+    def on_transition(self, transition: Transition) -> None:
+        """The breaker's subscriber: track its state; when the link is back, recover."""
+        was_healthy = self.healthy
+        self.breaker_state = transition.new
+        self.link_failures = transition.failures
+        if not self.healthy:
+            self.healthy_since = None
+        logger.log(
+            logging.INFO if transition.new is BreakerState.CLOSED else logging.WARNING,
+            "Redis link %s -> %s (%s)",
+            transition.old,
+            transition.new,
+            transition.reason,
+        )
+        if not was_healthy and self.healthy:
+            self.recovered()
+
+    def set_subscribed(self, subscribed: bool) -> None:
+        was_healthy = self.healthy
+        self.subscribed = subscribed
+        if not self.healthy:
+            self.healthy_since = None
+        if not was_healthy and self.healthy:
+            self.recovered()
+
+    def recovered(self) -> None:
+        """Re-register this node's connections and repair its rooms (the link is healthy
+        again, or the node found it had been reaped)."""
+        if self.healthy_since is None:
+            self.healthy_since = time.monotonic()
+        logger.info("Redis link healthy: re-registering and repairing")
+        for callback in list(self.on_recovered):
+            try:
+                callback()
+            except Exception:
+                logger.exception("recovery step %r failed", callback)
+
+    def report_failure(self, what: str, exc: BaseException) -> None:
+        logger.warning("Redis call failed (%s): %s", what, exc)
+        if self.breaker is not None:
+            with contextlib.suppress(Exception):
+                self.breaker.tell(ReportFailure(f"{what}: {exc}"))
+
+    def report_success(self) -> None:
+        if self.breaker is not None and self.link_failures:
+            with contextlib.suppress(Exception):
+                self.breaker.tell(ReportSuccess())
+
+    def guarded(self, what: str, call: Callable[[], T], default: T) -> T:
+        """``call()``, or ``default`` when Redis fails (reported to the breaker) or while the
+        breaker is open (not even tried: what it would have changed is re-registered when the
+        link recovers)."""
+        if self.refusing:
+            return default
+        try:
+            return call()
+        except (redis.RedisError, OSError) as exc:
+            self.report_failure(what, exc)
+            return default
+
+    def ping(self) -> None:
+        """The breaker's probe: raises when Redis does not answer."""
+        self.client.ping()
+
+    # -- presence --------------------------------------------------------------------------
+
+    def presence_adjust(self, user: str, delta: int, *, node: str | None = "") -> int | None:
+        """Add ``delta`` connections of ``user`` to the cluster's count and to ``node``'s
+        (this node's by default; None when reaping a dead node)."""
+        keys = self.keys
+        node = self.node_id if node == "" else node
+
+        def call() -> int:
+            pipe = self.client.pipeline(transaction=False)
+            if node is not None:
+                pipe.hincrby(keys.node_users(node), user, delta)
+            self._presence_adjust(
+                keys=[keys.presence_counts, keys.presence_state],
+                args=[user, delta, _now_ms(), keys.presence_channel],
+                client=pipe,
+            )
+            return int(pipe.execute()[-1])
+
+        return self.guarded("presence", call, None)
+
+    def presence_settle(self, user: str, ts_ms: int | None = None) -> None:
+        """Announce ``user`` offline if no node has a connection of theirs any more."""
+        keys = self.keys
+        self.guarded(
+            "presence",
+            lambda: self._presence_settle(
+                keys=[keys.presence_counts, keys.presence_state],
+                args=[user, ts_ms or _now_ms(), keys.presence_channel],
+            ),
+            None,
+        )
+
+    def statuses(self, users: Iterable[str]) -> dict[str, str] | None:
+        """Cluster-wide statuses (online during a grace too), or None when Redis fails."""
+        users = list(users)
+        if not users:
+            return {}
+
+        def call() -> dict[str, str]:
+            states = self.client.hmget(self.keys.presence_state, users)
+            return {
+                u: "online" if s == b"online" else "offline"
+                for u, s in zip(users, states, strict=True)
+            }
+
+        return self.guarded("presence", call, None)
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    def member_adjust(
+        self, room: str, user: str, delta: int, *, node: str | None = ""
+    ) -> list[str] | None:
+        """Add ``delta`` connections of ``user`` to ``room`` (and to ``node``'s record, this
+        node's by default); the room's members after it."""
+        keys = self.keys
+        node = self.node_id if node == "" else node
+
+        def call() -> list[str]:
+            pipe = self.client.pipeline(transaction=False)
+            if node is not None:
+                pipe.hincrby(keys.node_members(node), f"{room}\x1f{user}", delta)
+            self._member_adjust(
+                keys=[keys.room_members(room)],
+                args=[user, delta, room, keys.room_channel(room)],
+                client=pipe,
+            )
+            return [m.decode() for m in pipe.execute()[-1]]
+
+        return self.guarded("membership", call, None)
+
+    def node_member_counts(self, room: str, users: list[str]) -> dict[str, int] | None:
+        """This node's recorded connections in ``room``: of ``users`` and any other user."""
+
+        def call() -> dict[str, int]:
+            prefix = f"{room}\x1f"
+            counts = {}
+            for field, count in self.client.hscan_iter(
+                self.keys.node_members(self.node_id), match=_glob_escape(prefix) + "*"
+            ):
+                counts[field.decode()[len(prefix) :]] = int(count)
+            return counts
+
+        return self.guarded("membership", call, None)
+
+    def node_member_records(self) -> dict[tuple[str, str], int] | None:
+        """This node's recorded connections per (room, user), every room."""
+
+        def call() -> dict[tuple[str, str], int]:
+            records = {}
+            for field, count in self.client.hgetall(self.keys.node_members(self.node_id)).items():
+                room, _, user = field.decode().partition("\x1f")
+                records[(room, user)] = int(count)
+            return records
+
+        return self.guarded("membership", call, None)
+
+    def node_user_counts(self) -> dict[str, int] | None:
+        """This node's recorded connections per user."""
+        return self.guarded(
+            "presence",
+            lambda: {
+                u.decode(): int(c)
+                for u, c in self.client.hgetall(self.keys.node_users(self.node_id)).items()
+            },
+            None,
+        )
+
+    def members(self, room: str) -> list[str] | None:
+        return self.guarded(
+            "membership",
+            lambda: [m.decode() for m in self.client.hkeys(self.keys.room_members(room))],
+            None,
+        )
+
+    # -- events ----------------------------------------------------------------------------
+
+    def publish_to_user(self, user: str, event: dict[str, Any]) -> None:
+        """Publish an event (a receipt) to every node with a connection of ``user``."""
+        payload = msgpack.packb(event, use_bin_type=True)
+        self.guarded(
+            "publish", lambda: self.client.publish(self.keys.user_channel(user), payload), None
+        )
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,273 @@
+"""``ListenerActor``: the node's Redis subscriber.
+
+It subscribes to exactly the channels the node's own connections need (a room's channel while the
+room has a member here, a user's channel while the user has a connection here, and presence),
+so a message reaches only the nodes that have a recipient; and it hands what Redis publishes to
+the local actors: room messages to the room actor (which fans out in ``seq`` order), direct
+messages and receipts to the user's links, member and presence events to the rooms and the
+presence tracker.
+
+A reader greenlet owned by the actor blocks on the subscription. When the connection to Redis
+breaks it tells the breaker, and subscribes again to every wanted channel; only when every
+subscription is confirmed does the link count as healthy again. A reader that fails for any
+other reason fails the actor, so its supervisor restarts it: the listener never dies silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import msgpack
+import redis
+from gevent.event import Event
+from pykka import ActorDeadError
+
+from actorim.protocol.events import message_frame
+from actorim.protocol.wire import WireFrame
+from actorim.redis.link import ClusterLink
+from actorim.redis.store import decode_published_fields, msgpack_map
+from actorim.runtime.bus import deliver_to_user
+from actorim.runtime.context import NodeContext
+from actorim.runtime.messages import Call, Publish, RemoteEvent
+from supervisors import Backoff, GeventActor
+
+__all__ = ["ListenerActor", "Unwant", "Want"]
+
+logger = logging.getLogger("actorim.cluster")
+
+# How long a subscription may take to be confirmed before the caller carries on without it
+# (it is confirmed later, or repaired: rooms replay their gaps when the link recovers).
+SUBSCRIBE_TIMEOUT_S = 2.0
+# How long the reader waits for a message before it looks at its state again.
+READ_TIMEOUT_S = 1.0
+RECONNECT = Backoff(floor=0.05, cap=2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """Ask: subscribe to ``channel`` (counted); answered once Redis confirmed it."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unwant:
+    """Tell: one wanter less; unsubscribe when none is left."""
+
+    channel: str
+
+
+class ListenerActor(GeventActor):
+    """See the module docstring."""
+
+    def __init__(self, ctx: NodeContext, link: ClusterLink) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.link = link
+        self.wanted: dict[str, int] = link.wanted
+        self._pubsub: Any = None
+        self._reader: Any = None
+        self._confirmed: dict[str, Event] = {}
+        self._stopping = False
+
+    def on_start(self) -> None:
+        self.ctx.refs.listener = self.actor_ref
+        self.link.set_subscribed(False)
+        self._reader = gevent.spawn(self._read_forever)
+
+    def on_stop(self) -> None:
+        self._shutdown()
+
+    def on_failure(self, *_exc: object) -> None:
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        self.ctx.refs.listener = None
+        self.link.set_subscribed(False)
+        if self._reader is not None and self._reader is not gevent.getcurrent():
+            self._reader.kill(block=False)
+        self._close_pubsub()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Want):
+            return self._want(message.channel)
+        if isinstance(message, Unwant):
+            self._unwant(message.channel)
+        elif isinstance(message, Call):
+            return message.func(*message.args)
+        else:
+            return super().on_receive(message)
+        return None
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def _want(self, channel: str) -> bool:
+        count = self.wanted.get(channel, 0)
+        self.wanted[channel] = count + 1
+        if count:
+            return True
+        return self._subscribe_and_wait([channel])
+
+    def _unwant(self, channel: str) -> None:
+        count = self.wanted.get(channel, 0) - 1
+        if count > 0:
+            self.wanted[channel] = count
+            return
+        self.wanted.pop(channel, None)
+        if self._pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._pubsub.unsubscribe(channel)
+
+    def _subscribe_and_wait(self, channels: list[str]) -> bool:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return False  # not connected: subscribed with everything else on reconnect
+        events = []
+        for channel in channels:
+            event = self._confirmed.setdefault(channel, Event())
+            events.append(event)
+        try:
+            pubsub.subscribe(*channels)
+        except (redis.RedisError, OSError) as exc:
+            self.link.report_failure("subscribe", exc)
+            return False
+        if self.link.refusing:
+            return False  # sent, in case the connection lives; not worth waiting for
+        with gevent.Timeout(SUBSCRIBE_TIMEOUT_S, False):
+            for event in events:
+                event.wait()
+            return True
+        return False
+
+    # -- the reader ------------------------------------------------------------------------
+
+    def _read_forever(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                self._connect()
+                attempt = 0
+                self._read()
+            except (redis.RedisError, OSError) as exc:
+                self.link.set_subscribed(False)
+                self.link.report_failure("subscriptions", exc)
+                self._close_pubsub()
+                gevent.sleep(RECONNECT.delay(attempt))
+                attempt += 1
+            except gevent.GreenletExit:
+                raise
+            except Exception as exc:
+                if self._stopping:  # killed mid-read: redis-py's clean-up may raise instead
+                    return
+                logger.exception("the Redis listener failed")
+                with contextlib.suppress(ActorDeadError):
+                    self.actor_ref.tell(Call(_reraise, (exc,)))
+                return
+
+    def _connect(self) -> None:
+        self._confirmed = {channel: Event() for channel in self.wanted}
+        pubsub = self.link.client.pubsub(ignore_subscribe_messages=False)
+        channels = list(self.wanted)
+        pubsub.subscribe(*channels)  # connects; raises while Redis is down
+        self._pubsub = pubsub
+        late = [channel for channel in self.wanted if channel not in self._confirmed]
+        if late:  # wanted while the connection was being made
+            for channel in late:
+                self._confirmed[channel] = Event()
+            pubsub.subscribe(*late)
+        while not all(event.is_set() for event in self._confirmed.values()):
+            self._handle(pubsub.get_message(timeout=READ_TIMEOUT_S))
+        self.link.set_subscribed(True)
+        self.link.report_success()
+
+    def _read(self) -> None:
+        pubsub = self._pubsub
+        while True:
+            self._handle(pubsub.get_message(timeout=READ_TIMEOUT_S))
+
+    def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                pubsub.close()
+
+    def _handle(self, message: dict[str, Any] | None) -> None:
+        if message is None:
+            return
+        kind = message["type"]
+        channel = message["channel"].decode()
+        if kind == "subscribe":
+            event = self._confirmed.get(channel)
+            if event is not None:
+                event.set()
+        elif kind == "message":
+            try:
+                self._dispatch(channel, message["data"])
+            except Exception:
+                logger.exception("could not deliver a message from %s", channel)
+
+    # -- delivery --------------------------------------------------------------------------
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        fields = msgpack_map(data)
+        if b"t" in fields:
+            self._event(channel, msgpack.unpackb(data, raw=False, strict_map_key=False))
+            return
+        stored, origin = decode_published_fields(fields)
+        link = self._local_origin(origin)
+        frame = message_frame(stored)
+        directory = self.ctx.directory
+        if stored.room is not None:
+            state = directory.rooms.get(stored.room)
+            if state is not None and state.actor is not None:
+                with contextlib.suppress(ActorDeadError):
+                    state.actor.tell(Publish(stored.seq, frame, link))
+            return
+        user = _user_of(channel)
+        if user is not None:
+            count = deliver_to_user(directory, user, frame, mid=stored.mid, origin=link)
+            if count:
+                self.ctx.metrics.delivered.inc(count)
+
+    def _event(self, channel: str, event: dict[str, Any]) -> None:
+        kind = event.get("t")
+        directory = self.ctx.directory
+        if kind == "member":
+            state = directory.rooms.get(event.get("room", ""))
+            if state is not None and state.actor is not None:
+                with contextlib.suppress(ActorDeadError):
+                    state.actor.tell(RemoteEvent(WireFrame(event), event.get("user")))
+        elif kind == "presence":
+            presence = self.ctx.refs.presence
+            if presence is not None:
+                with contextlib.suppress(ActorDeadError):
+                    presence.tell(RemoteEvent(WireFrame(event), event.get("user")))
+        else:
+            user = _user_of(channel)
+            if user is not None:
+                deliver_to_user(directory, user, WireFrame(event))
+
+    def _local_origin(self, origin: str | None) -> Any:
+        if origin is None:
+            return None
+        node, _, conn = origin.rpartition("/")
+        if node != self.ctx.node_id or not conn.isdigit():
+            return None
+        return self.ctx.directory.links.get(int(conn))
+
+
+def _user_of(channel: str) -> str | None:
+    """The user of a user channel (``ns:{u:<user>}``)."""
+    start = channel.find("{u:")
+    if start < 0 or not channel.endswith("}"):
+        return None
+    return channel[start + 3 : -1]
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc

@@ -1,0 +1,203 @@
+"""``NodeRegistryActor``: this node's liveness and sessions in Redis, and the reaper of dead nodes.
+
+Every ``node_timeout / 5`` the node refreshes a liveness key whose TTL is ``0.6 * node_timeout``
+and looks for nodes whose liveness key is gone. The first survivor to claim a dead node (``SREM``
+answers 1 only once) takes its connections out of the cluster's presence and room membership
+and announces them offline and gone: a node that crashed has its users announced offline within
+``node_timeout``, and no ghost stays online.
+
+A node's records (its connections per user and per room, its sessions) carry no TTL: the
+cluster-wide counts are sums of them, so they must last exactly as long as those counts hold
+their share, until the node leaves or is reaped, however long Redis was away. A node that finds
+itself no longer listed (reaped while it was cut off, or stalled) registers everything again.
+A node whose link has just recovered reaps nobody for ``node_timeout``: after an outage every
+liveness key has lapsed, and the others need a moment to renew theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import redis
+
+from actorim.redis.keys import ClusterKeys
+from actorim.redis.link import ClusterLink, make_client
+from actorim.runtime.context import NodeContext
+from actorim.runtime.messages import Call, call_later
+from supervisors import GeventActor
+
+if TYPE_CHECKING:
+    from actorim.runtime.link import Link
+
+__all__ = ["NodeRegistryActor", "list_sessions", "prune_sessions"]
+
+logger = logging.getLogger("actorim.cluster")
+
+
+class NodeRegistryActor(GeventActor):
+    """See the module docstring."""
+
+    def __init__(self, ctx: NodeContext, link: ClusterLink) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.link = link
+        timeout = ctx.config.node_timeout
+        self.interval = timeout / 5
+        self.alive_ttl_ms = int(timeout * 600)
+        self.timeout = timeout
+        self._listed = False
+        self._timer: Any = None
+
+    def on_start(self) -> None:
+        self._refresh()
+        self._arm()
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.kill(block=False)
+        self._leave()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Call):
+            return message.func(*message.args)
+        return super().on_receive(message)
+
+    def _arm(self) -> None:
+        self._timer = call_later(self.actor_ref, self.interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self._refresh()
+        self.link.guarded("reaper", self._reap, None)
+        self._arm()
+
+    def _refresh(self) -> None:
+        keys, me = self.link.keys, self.link.node_id
+
+        def call() -> int:
+            pipe = self.link.client.pipeline(transaction=False)
+            pipe.set(keys.node_alive(me), str(time.time()), px=self.alive_ttl_ms)
+            pipe.sadd(keys.nodes, me)
+            return int(pipe.execute()[1])
+
+        added = self.link.guarded("liveness", call, None)
+        if added is None:
+            return
+        if added and self._listed:
+            logger.warning("node %s was reaped by another node: registering again", me)
+            self.link.recovered()
+        self._listed = True
+
+    def _reap(self) -> None:
+        since = self.link.healthy_since
+        if since is None or time.monotonic() - since < self.timeout:
+            return  # every liveness key lapsed during the outage: let the others renew theirs
+        keys, client = self.link.keys, self.link.client
+        others = [
+            n.decode() for n in client.smembers(keys.nodes) if n.decode() != self.link.node_id
+        ]
+        if not others:
+            return
+        pipe = client.pipeline(transaction=False)
+        for node in others:
+            pipe.exists(keys.node_alive(node))
+        for node, alive in zip(others, pipe.execute(), strict=True):
+            if not alive and client.srem(keys.nodes, node) == 1:
+                logger.warning("node %s stopped refreshing its liveness: reaping it", node)
+                reap_node(self.link, node)
+
+    def _leave(self) -> None:
+        """A node that stops cleanly takes what is left of its own records out at once."""
+        keys, me = self.link.keys, self.link.node_id
+
+        def call() -> None:
+            self.link.client.srem(keys.nodes, me)
+            reap_node(self.link, me)
+
+        self.link.guarded("leave", call, None)
+
+
+def reap_node(link: ClusterLink, node: str) -> None:
+    """Take ``node``'s connections out of presence and membership, announcing the changes."""
+    keys = link.keys
+    # Read and removed at once (one hash slot): a node that registers again meanwhile adds
+    # records that this reaping leaves alone.
+    pipe = link.client.pipeline(transaction=True)
+    pipe.hgetall(keys.node_users(node))
+    pipe.hgetall(keys.node_members(node))
+    pipe.delete(
+        keys.node_users(node),
+        keys.node_members(node),
+        keys.node_sessions(node),
+        keys.node_alive(node),
+    )
+    users, members, _ = pipe.execute()
+    for field, count in members.items():
+        room, _, user = field.decode().partition("\x1f")
+        if int(count) > 0:
+            link.member_adjust(room, user, -int(count), node=None)
+    for user_bytes, count in users.items():
+        user = user_bytes.decode()
+        if int(count) > 0:
+            link.presence_adjust(user, -int(count), node=None)
+        link.presence_settle(user)
+
+
+def open_session(link: ClusterLink, session: Link) -> None:
+    """Record a connection in the cluster: user, node, connected since, address."""
+    record = msgpack.packb(
+        {
+            "user": session.user,
+            "node": link.node_id,
+            "since": int(time.time() * 1000),
+            "address": session.remote,
+        }
+    )
+    link.guarded(
+        "sessions",
+        lambda: link.client.hset(link.keys.node_sessions(link.node_id), session.session, record),
+        None,
+    )
+
+
+def close_session(link: ClusterLink, session: Link) -> None:
+    link.guarded(
+        "sessions",
+        lambda: link.client.hdel(link.keys.node_sessions(link.node_id), session.session),
+        None,
+    )
+
+
+def prune_sessions(link: ClusterLink, live: Iterable[str]) -> None:
+    """Forget this node's recorded sessions that are not ``live``: those that closed while
+    Redis was away."""
+    keep = set(live)
+    key = link.keys.node_sessions(link.node_id)
+
+    def call() -> None:
+        stale = [sid for sid in link.client.hkeys(key) if sid.decode() not in keep]
+        if stale:
+            link.client.hdel(key, *stale)
+
+    link.guarded("sessions", call, None)
+
+
+def list_sessions(redis_url: str, *, namespace: str = "actorim") -> list[dict[str, Any]]:
+    """Every connection of the cluster (``session``, ``user``, ``node``, ``since``, ``address``),
+    for operators: who is connected where."""
+    keys = ClusterKeys(namespace)
+    client = make_client(redis_url)
+    try:
+        sessions = []
+        for node in sorted(n.decode() for n in client.smembers(keys.nodes)):
+            for sid, record in client.hgetall(keys.node_sessions(node)).items():
+                sessions.append({"session": sid.decode(), **msgpack.unpackb(record, raw=False)})
+        return sessions
+    except redis.RedisError as exc:
+        msg = f"could not read the sessions from Redis at {redis_url}: {exc}"
+        raise RuntimeError(msg) from exc
+    finally:
+        client.close()

@@ -1,0 +1,454 @@
+"""``ConnectionActor``: one per WebSocket; it runs the connection's commands, does the writes
+that would block, and closes the connection.
+
+No greenlet reads the socket: a watcher on the hub reads and decodes frames
+(``actorim.web.endpoint``) and tells well-formed commands to this actor. Whatever has something
+for the client (this actor, its rooms, the router, the presence tracker, the store's callbacks,
+the endpoint's error replies) offers frames to the link's outbox. The link flushes the outbox in
+a hub callback once per loop iteration, writing what the socket takes without blocking
+(``Link.wake``), and wakes this actor only for what is left: the rest of a write to a client
+that reads slowly (a blocking write from this actor's greenlet), an overflow (closed 1013) or a
+requested close. History pages are read on the store's thread and built on a page thread, one
+request at a time per connection (``_page_turn``); the offline backlog of direct messages is
+paged out after ``connect`` as the outbox drains (``OfflineDelivery``).
+
+Session state lives in the ``Link``, so when this actor crashes on a command the client gets
+``internal`` for that command and a fresh actor carries on with the same session (commands
+queued for the crashed one are handled, not lost); a connection that keeps crashing is closed
+with 1011, alone. Stopped by its supervisor (the node shutting down), it closes with 1001.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from pykka import ActorDeadError
+
+from actorim.domain.auth import TokenError
+from actorim.domain.messages import NewMessage, ReceiptStatus, dm_conv, room_conv
+from actorim.logs import context as log_context
+from actorim.ports import ConnectionClosed
+from actorim.protocol import commands as cmd
+from actorim.protocol.errors import CommandError, ErrorCode
+from actorim.protocol.events import encode_body
+from actorim.protocol.frames import CloseCode
+from actorim.protocol.wire import WireFrame
+from actorim.runtime.context import NodeContext, Unavailable
+from actorim.runtime.faults import inject as inject_fault
+from actorim.runtime.link import WAKE, Link, Phase
+from actorim.runtime.messages import Append, Call, JoinRoom, LeaveRoom, Mark, ReadPage
+from actorim.runtime.offline import OfflineDelivery
+from actorim.runtime.pages import Page, build_page
+from actorim.runtime.presence import Offline, Online, PresenceQuery, WatchChange
+from actorim.runtime.router import Register, RoomFor, Unregister
+from supervisors import GeventActor
+
+__all__ = ["ConnectionActor"]
+
+logger = logging.getLogger("actorim.connection")
+
+# How long a connection waits for the router (registering, finding a room) before answering
+# overloaded. The router answers in microseconds unless it is restarting.
+ROUTER_TIMEOUT_S = 5.0
+
+# Commands a connection may have queued before its reader answers overloaded. The rate limit
+# keeps well-behaved clients far below it; it bounds memory if the actor is stuck writing.
+CONNECTION_MAILBOX = 1000
+
+
+class ConnectionActor(GeventActor):
+    """See the module docstring."""
+
+    mailbox_capacity = CONNECTION_MAILBOX
+
+    def __init__(self, link: Link, ctx: NodeContext) -> None:
+        super().__init__()
+        self.link = link
+        self.ctx = ctx
+
+    def __str__(self) -> str:
+        return f"ConnectionActor {self.link.conn_id} ({self.link.user or 'anonymous'})"
+
+    def on_start(self) -> None:
+        link = self.link
+        link.actor = self.actor_ref
+        # Commands that were queued for the incarnation that crashed are handled, not lost.
+        carried, link.carry_over = link.carry_over, []
+        if link.close_request is None:
+            for command in carried:
+                self._command(command)
+        self._service()
+
+    def on_failure(self, *_exc: object) -> None:
+        link = self.link
+        if link.actor is self.actor_ref:
+            link.actor = None
+        if link.current_id is not None:
+            link.fail(
+                link.current_id,
+                ErrorCode.INTERNAL,
+                "the server failed while handling this command; it may not have taken effect",
+            )
+            link.current_id = None
+        if not link.crashes.record(time.monotonic()):
+            logger.error(
+                "connection failed %d times in %ss: closing it",
+                len(link.crashes),
+                link.crashes.max_seconds,
+                extra=log_context(conn=link.conn_id, user=link.user),
+            )
+            link.request_close(CloseCode.INTERNAL_ERROR, "internal error")
+        link.carry_over.extend(m for m in self.drain_mailbox() if m is not WAKE)
+
+    def on_stop(self) -> None:
+        # Stopped by its supervisor (the node shutting down): the client is told to go elsewhere.
+        self._close(CloseCode.GOING_AWAY, "server shutting down", stopping=True)
+        if self.link.actor is self.actor_ref:
+            self.link.actor = None
+
+    def on_receive(self, message: Any) -> Any:
+        if message is not WAKE:
+            if isinstance(message, Call):
+                message.func(*message.args)
+            else:
+                self._command(message)
+        self._service()
+        return None
+
+    # -- writing and closing ---------------------------------------------------------------------
+
+    def _service(self) -> None:
+        """Write what the outbox holds; carry out an overflow or a requested close."""
+        link = self.link
+        if link.phase is Phase.CLOSED:
+            return
+        outbox = link.outbox
+        if outbox.overflowed:
+            self.ctx.metrics.slow_consumer_closes.inc()
+            self._close(CloseCode.TRY_AGAIN_LATER, "slow consumer: too many frames waiting")
+            return
+        if outbox.frames:
+            try:
+                link.ws.write(outbox.take())
+            except ConnectionClosed:
+                self._close(CloseCode.ABNORMAL_CLOSURE, "")
+                return
+            link.written()
+        if link.close_request is not None:
+            self._close(*link.close_request)
+
+    def _close(self, code: int, reason: str, *, stopping: bool = False) -> None:
+        link = self.link
+        if link.phase is Phase.CLOSED:
+            return
+        logger.debug(
+            "closing (%d %s)", code, reason, extra=log_context(conn=link.conn_id, user=link.user)
+        )
+        was_connected = link.phase is Phase.CONNECTED
+        link.phase = Phase.CLOSING
+        link.offline = None  # a page still being read is dropped; the rest stays pending
+        self._leave_everything(was_connected)
+        if not link.outbox.overflowed and link.outbox.frames:
+            with contextlib.suppress(ConnectionClosed):
+                link.ws.write(link.outbox.take())
+        link.phase = Phase.CLOSED
+        try:
+            link.ws.close(code, reason)
+        except Exception:
+            logger.debug("closing %s failed", link, exc_info=True)
+        link.done.set()
+        if not stopping:
+            self.stop()
+
+    def _leave_everything(self, was_connected: bool) -> None:
+        link = self.link
+        for state in link.rooms.values():
+            if state.actor is not None:
+                with contextlib.suppress(ActorDeadError):
+                    state.actor.tell(LeaveRoom(link))
+        link.rooms.clear()
+        if was_connected:
+            for name, message in (("router", Unregister(link)), ("presence", Offline(link))):
+                # A restarting router or tracker rebuilds from the live links.
+                with contextlib.suppress(Unavailable):
+                    self.ctx.refs.tell(name, message)
+        self.ctx.directory.links.pop(link.conn_id, None)
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def _command(self, command: Any) -> None:
+        link = self.link
+        if link.phase is not Phase.AWAITING_CONNECT and link.phase is not Phase.CONNECTED:
+            return
+        link.current_id = command.id
+        try:
+            if link.phase is Phase.AWAITING_CONNECT:
+                if isinstance(command, cmd.Connect):
+                    self._connect(command)
+                else:
+                    link.fail(command.id, ErrorCode.UNAUTHENTICATED, "send connect first")
+                    link.request_close(CloseCode.POLICY_VIOLATION, "connect must come first")
+            elif isinstance(command, cmd.Connect):
+                link.fail(command.id, ErrorCode.BAD_REQUEST, "this connection is connected already")
+            else:
+                _HANDLERS[type(command)](self, command)
+        except CommandError as exc:
+            link.fail(command.id, exc.code, exc.message)
+        except Unavailable as exc:
+            link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+        link.current_id = None
+
+    def _ask_router(self, message: Any) -> Any:
+        router = self.ctx.refs.router
+        if router is None:
+            raise Unavailable("the router is restarting")
+        try:
+            answer = router.ask(message, timeout=ROUTER_TIMEOUT_S)
+        except ActorDeadError:
+            raise Unavailable("the router is restarting") from None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _connect(self, command: cmd.Connect) -> None:
+        link = self.link
+        try:
+            identity = self.ctx.authority.verify(command.token)
+        except TokenError as exc:
+            logger.info(
+                "authentication refused: %s", exc.message, extra=log_context(conn=link.conn_id)
+            )
+            link.fail(command.id, ErrorCode.UNAUTHENTICATED, exc.message)
+            link.request_close(CloseCode.POLICY_VIOLATION, "authentication failed")
+            return
+        link.identity = identity
+        link.user = identity.user
+        # Before the link is registered: a direct message that reaches it from then on waits
+        # behind the offline backlog instead of overtaking it.
+        offline = link.offline = OfflineDelivery(self.ctx, link)
+        try:
+            self._ask_router(Register(link))
+        except CommandError as exc:
+            link.offline = None
+            link.fail(command.id, exc.code, exc.message)
+            link.request_close(CloseCode.POLICY_VIOLATION, "too many connections")
+            return
+        except Unavailable:
+            link.offline = None
+            raise
+        link.session = secrets.token_hex(8)
+        link.phase = Phase.CONNECTED
+        with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
+            self.ctx.refs.tell("presence", Online(link))
+        link.reply(
+            command.id,
+            {
+                "user": identity.user,
+                "session": link.session,
+                "node": self.ctx.node_id,
+                "heartbeat": self.ctx.config.heartbeat,
+            },
+        )
+        # Every direct message this user has not acknowledged, oldest first, a page at a time;
+        # live ones follow.
+        offline.start()
+
+    def _join(self, command: cmd.Join) -> None:
+        link = self.link
+        name = command.room
+        assert link.identity is not None
+        if not link.identity.may_join(name):
+            raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {name!r}")
+        limit = self.ctx.config.max_rooms_per_connection
+        if name not in link.rooms and len(link.rooms) >= limit:
+            raise CommandError(
+                ErrorCode.FORBIDDEN, f"a connection may be in at most {limit} rooms; leave one"
+            )
+        state = self._ask_router(RoomFor(name))
+        link.rooms[name] = state
+        try:
+            assert state.actor is not None
+            state.actor.tell(JoinRoom(link, command.id, command.since, command.epoch))
+        except (ActorDeadError, AssertionError):
+            link.rooms.pop(name, None)
+            raise Unavailable(f"room {name!r} is restarting") from None
+
+    def _leave(self, command: cmd.Leave) -> None:
+        state = self.link.rooms.pop(command.room, None)
+        if state is None:
+            raise CommandError(ErrorCode.NOT_FOUND, f"you are not in room {command.room!r}")
+        try:
+            assert state.actor is not None
+            state.actor.tell(LeaveRoom(self.link, command.id))
+        except (ActorDeadError, AssertionError):
+            self.link.reply(command.id, {})
+
+    def _send(self, command: cmd.Send) -> None:
+        link = self.link
+        user = link.user
+        assert user is not None
+        cluster = self.ctx.cluster
+        if cluster is not None and not cluster.healthy:
+            raise CommandError(
+                ErrorCode.OVERLOADED,
+                "the cluster's link to Redis is down, so the message cannot be made durable; "
+                "resend it with the same cid in a few seconds",
+            )
+        now_ms = int(time.time() * 1000)
+        body = encode_body(command.body)
+        if command.room is not None:
+            if command.room not in link.rooms:
+                raise CommandError(
+                    ErrorCode.FORBIDDEN, f"join room {command.room!r} before sending to it"
+                )
+            conv = room_conv(command.room)
+        else:
+            assert command.to is not None
+            conv = dm_conv(user, command.to)
+        origin = f"{self.ctx.node_id}/{link.conn_id}"
+        message = _new_message(conv, user, command, body=body, now_ms=now_ms, origin=origin)
+        self.ctx.refs.tell("store", Append(message, command.body, link, command.id))
+
+    def _presence(self, command: cmd.Presence) -> None:
+        self.ctx.refs.tell("presence", PresenceQuery(self.link, command.id, command.users))
+
+    def _watch(self, command: cmd.Watch | cmd.Unwatch) -> None:
+        watch = isinstance(command, cmd.Watch)
+        self.ctx.refs.tell("presence", WatchChange(self.link, command.id, command.users, watch))
+
+    def _ping(self, command: cmd.Ping) -> None:
+        self.link.reply(command.id, {})
+
+    def _receipt(self, command: cmd.Ack | cmd.Read) -> None:
+        link = self.link
+        status: ReceiptStatus = "read" if isinstance(command, cmd.Read) else "delivered"
+        bus = self.ctx.bus
+
+        def done(receipt: Any, error: BaseException | None) -> None:
+            if isinstance(error, Unavailable):
+                link.fail(command.id, ErrorCode.OVERLOADED, str(error))
+                return
+            if error is not None:
+                link.fail(command.id, ErrorCode.INTERNAL, "the receipt could not be recorded")
+                return
+            link.reply(command.id, {})
+            if receipt is not None:
+                frame = WireFrame(
+                    {"t": "receipt", "mid": receipt.mid, "by": receipt.by, "status": receipt.status}
+                )
+                bus.to_user(receipt.sender, frame)
+
+        assert link.user is not None
+        # Into the store's group commit, beside the sends: one sync for many receipts.
+        self.ctx.refs.tell("store", Mark(command.mid, link.user, status, done))
+
+    def _history(self, command: cmd.History) -> None:
+        link = self.link
+        assert link.identity is not None and link.user is not None
+        if command.room is not None:
+            if not link.identity.may_join(command.room):
+                raise CommandError(
+                    ErrorCode.FORBIDDEN, f"your token does not allow room {command.room!r}"
+                )
+            conv = room_conv(command.room)
+        else:
+            assert command.with_ is not None
+            conv = dm_conv(link.user, command.with_)
+
+        if link.pages.arrive((command, conv)):
+            _page_turn(self.ctx, link, (command, conv))
+
+    def _debug_crash(self, command: cmd.DebugCrash) -> None:
+        inject_fault(self.ctx, self.link, command)
+
+
+def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | None) -> None:
+    """Start the history request whose turn it is (one per connection at a time).
+
+    The page is read on the store thread and built into its reply frame on the page thread;
+    the reply's bytes are then charged to the connection's rate limit. A request whose turn
+    comes while those charges leave the connection in debt is answered ``rate_limited``, and
+    the next one is looked at: a client pulling large pages slows down, nobody else does.
+    """
+    while turn is not None:
+        command, conv = turn
+        if link.limiter.in_debt(time.monotonic()):
+            link.fail(command.id, ErrorCode.RATE_LIMITED, _PAGES_TOO_FAST)
+        elif _start_page(ctx, link, command, conv):
+            return
+        turn = link.pages.finish()
+
+
+def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -> bool:
+    """Ask the store for the page; False when it could not be asked (answered already)."""
+    config = ctx.config
+    build = partial(
+        build_page,
+        command.id,
+        encoding=link.encoding,
+        max_bytes=config.history_page_bytes,
+        newest=command.after is None,
+    )
+
+    def done(page: Page | None, error: BaseException | None) -> None:
+        if isinstance(error, Unavailable):
+            link.fail(command.id, ErrorCode.OVERLOADED, f"history cannot be read now: {error}")
+        elif error is not None or page is None:
+            link.fail(command.id, ErrorCode.INTERNAL, "history could not be read; retry")
+        else:
+            link.limiter.charge(time.monotonic(), len(page.frame) / config.history_bytes_per_token)
+            link.reply_frame(command.id, page.frame)
+        _page_turn(ctx, link, link.pages.finish())
+
+    read = ReadPage(conv, command.before, command.after, command.limit, build, done)
+    try:
+        ctx.refs.tell("store", read)
+    except Unavailable as exc:
+        link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+        return False
+    return True
+
+
+_PAGES_TOO_FAST = (
+    "history pages are charged by their size and this connection used its allowance;"
+    " wait a moment before asking for more"
+)
+
+
+def _new_message(
+    conv: str, user: str, command: cmd.Send, *, body: bytes, now_ms: int, origin: str
+) -> NewMessage:
+    return NewMessage(
+        conv=conv,
+        sender=user,
+        kind=command.kind,
+        body=body,
+        ts=now_ms,
+        cid=command.cid,
+        room=command.room,
+        to=command.to,
+        origin=origin,
+    )
+
+
+# Command type -> handler, shared by every connection (a per-actor table would cost each idle
+# connection a dict of bound methods).
+_HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
+    cmd.Join: ConnectionActor._join,
+    cmd.Leave: ConnectionActor._leave,
+    cmd.Send: ConnectionActor._send,
+    cmd.Presence: ConnectionActor._presence,
+    cmd.Watch: ConnectionActor._watch,
+    cmd.Unwatch: ConnectionActor._watch,
+    cmd.Ping: ConnectionActor._ping,
+    cmd.Ack: ConnectionActor._receipt,
+    cmd.Read: ConnectionActor._receipt,
+    cmd.History: ConnectionActor._history,
+    cmd.DebugCrash: ConnectionActor._debug_crash,
+}

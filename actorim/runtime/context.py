@@ -1,0 +1,134 @@
+"""What the actors of one node share: settings, the directory of links and rooms, well-known refs.
+
+The directory is the routing state that must survive an actor's restart (which users have which
+links, which rooms exist and who is in them), so it lives here rather than inside the router or
+a room actor. Only actors on the node's hub touch it, one handler at a time, so it needs no
+locks. ``refs`` holds the current ref of each singleton actor; an actor writes its own ref there
+in ``on_start``, so a restarted store or router is found again without asking a supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pykka import ActorDeadError
+
+from actorim.runtime.metrics import Metrics, NodeSnapshot
+from supervisors import MailboxFull
+
+if TYPE_CHECKING:
+    from pykka import ActorRef
+
+    from actorim.config import Config
+    from actorim.domain.auth import TokenAuthority
+    from actorim.redis.link import ClusterLink
+    from actorim.runtime.bus import Bus
+    from actorim.runtime.link import Link
+    from actorim.runtime.room import RoomState
+
+__all__ = ["Directory", "NodeContext", "Refs", "Unavailable"]
+
+
+class Unavailable(Exception):
+    """A singleton actor is down (restarting); the caller answers ``overloaded`` or retries."""
+
+
+@dataclass
+class Refs:
+    """Current refs of the node's singleton actors (None while one restarts)."""
+
+    store: ActorRef[Any] | None = None
+    router: ActorRef[Any] | None = None
+    presence: ActorRef[Any] | None = None
+    rooms: ActorRef[Any] | None = None
+    connections: ActorRef[Any] | None = None
+    heartbeat: ActorRef[Any] | None = None
+    listener: ActorRef[Any] | None = None
+
+    def tell(self, name: str, message: Any) -> None:
+        """Tell a singleton; raises :class:`Unavailable` while it is down or swamped."""
+        ref = getattr(self, name)
+        if ref is None:
+            msg = f"the {name} is restarting"
+            raise Unavailable(msg)
+        try:
+            ref.tell(message)
+        except ActorDeadError:
+            msg = f"the {name} is restarting"
+            raise Unavailable(msg) from None
+        except MailboxFull:
+            msg = f"the {name} is overloaded"
+            raise Unavailable(msg) from None
+
+
+@dataclass
+class Directory:
+    """Routing state: live links, links per user, rooms by name."""
+
+    links: dict[int, Link] = field(default_factory=dict)
+    by_user: dict[str, dict[Link, None]] = field(default_factory=dict)
+    rooms: dict[str, RoomState] = field(default_factory=dict)
+
+    def links_of(self, user: str) -> tuple[Link, ...]:
+        return tuple(self.by_user.get(user, ()))
+
+
+@dataclass
+class NodeContext:
+    """Everything a node's actors share."""
+
+    config: Config
+    authority: TokenAuthority
+    node_id: str
+    bus: Bus
+    directory: Directory = field(default_factory=Directory)
+    refs: Refs = field(default_factory=Refs)
+    epoch: str = ""
+    draining: bool = False
+    metrics: Metrics = field(init=False)
+    cluster: ClusterLink | None = None
+    breakers: dict[str, Callable[[], int]] = field(default_factory=dict)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the node should get traffic, and why not."""
+        if self.draining:
+            return False, "draining"
+        if self.refs.store is None:
+            return False, "store unavailable"
+        if self.cluster is not None and not self.cluster.healthy:
+            return False, "Redis link not healthy"
+        return True, "ok"
+
+    def breaker_states(self) -> dict[str, int]:
+        """Each circuit breaker's state for metrics: 0 closed, 1 half-open, 2 open."""
+        return {name: state() for name, state in self.breakers.items()}
+
+    def snapshot(self) -> NodeSnapshot:
+        """The whole-node gauges for ``/metrics``, read from the directory now."""
+        phases: dict[str, int] = {}
+        frames = queued_bytes = deepest = 0
+        for link in list(self.directory.links.values()):
+            phases[link.phase.value] = phases.get(link.phase.value, 0) + 1
+            depth = len(link.outbox)
+            frames += depth
+            queued_bytes += link.outbox.queued_bytes
+            deepest = max(deepest, depth)
+        return NodeSnapshot(
+            phases=phases,
+            queued_frames=frames,
+            queued_bytes=queued_bytes,
+            deepest_queue=deepest,
+            users=len(self.directory.by_user),
+            rooms=len(self.directory.rooms),
+            breakers=self.breaker_states(),
+            ready=self.readiness()[0],
+        )
+
+
+def default_node_id() -> str:
+    """A readable id that tells nodes on one machine apart: host name and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,263 @@
+"""The part of a WebSocket connection that outlives any one ``ConnectionActor``.
+
+When a connection actor crashes, its supervisor starts a new one *on the same link*: the socket,
+the outbox, the authenticated user, the joined rooms and the watch list are here, not in the
+actor, so the client keeps its session and notices nothing but an ``internal`` error reply for
+the command that failed. Rooms, the router and the presence tracker hold links, never actor
+refs, so they keep reaching the client across restarts.
+
+The link is also where frames leave: anyone on the hub offers frames (``send``,
+``send_frame``, ``reply``), and ``wake`` schedules one flush per hub loop iteration, a hub
+callback that writes what the socket takes without blocking and hands the rest (a slow reader,
+an overflow, a close) to the connection's actor. The offline backlog being paged out
+(``offline``) and the history requests in turn (``pages``) live here too, so a restarted actor
+carries on with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+import gevent
+from gevent.event import Event
+from pykka import ActorDeadError
+
+from actorim.domain.outbox import Outbox
+from actorim.ports import Transport
+from actorim.protocol.codec import Encoding
+from actorim.protocol.commands import reply_error, reply_ok
+from actorim.protocol.wire import WireFrame, frame_for
+from actorim.runtime.pages import PageTurns
+from supervisors import MailboxFull, RestartIntensity
+
+if TYPE_CHECKING:
+    from pykka import ActorRef
+
+    from actorim.domain.auth import Identity
+    from actorim.domain.ratelimit import RateLimiter
+    from actorim.protocol.errors import ErrorCode
+    from actorim.runtime.metrics import Metrics
+
+__all__ = ["WAKE", "Backlog", "Link", "Phase"]
+
+# A connection whose actor crashes more than this often is closed with 1011: a command that
+# crashes it every time must not keep a restart loop spinning.
+CONNECTION_MAX_RESTARTS = 3
+CONNECTION_RESTART_WINDOW_S = 10.0
+
+_ids = itertools.count(1)
+
+
+_loop: Any = None
+
+
+def _schedule(callback: Any) -> None:
+    """Run ``callback`` on the home hub's next loop iteration (the loop looked up once)."""
+    global _loop
+    if _loop is None:
+        _loop = gevent.get_hub().loop
+    _loop.run_callback(callback)
+
+
+class Backlog(Protocol):
+    """What a link needs of the delivery paging out its offline backlog
+    (``actorim.runtime.offline.OfflineDelivery``, which holds the link: named here so that the
+    two modules do not import each other)."""
+
+    def hold(self, mid: str, frame: WireFrame) -> bool:
+        """A live direct message for this link: True when it waits behind the backlog (or was
+        sent by a page already); False when it goes out now."""
+        ...
+
+    def drained(self) -> None:
+        """The link wrote out everything its outbox held: read the next page if one is due."""
+        ...
+
+
+class Phase(Enum):
+    """Where a connection is in its life."""
+
+    AWAITING_CONNECT = "awaiting_connect"
+    CONNECTED = "connected"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _Wake:
+    """The message that tells a connection actor to write its outbox and check for a close."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "WAKE"
+
+
+WAKE = _Wake()
+
+
+class Link:
+    """One client connection's lasting state; see the module docstring."""
+
+    __slots__ = (
+        "__weakref__",
+        "actor",
+        "carry_over",
+        "close_request",
+        "close_requested_at",
+        "conn_id",
+        "crashes",
+        "current_id",
+        "done",
+        "encoding",
+        "encoding_fixed",
+        "flush_scheduled",
+        "identity",
+        "inflight",
+        "last_ping",
+        "limiter",
+        "metrics",
+        "offline",
+        "opened_at",
+        "outbox",
+        "pages",
+        "phase",
+        "remote",
+        "rooms",
+        "session",
+        "user",
+        "watching",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: Transport,
+        *,
+        limiter: RateLimiter,
+        max_frames: int,
+        max_bytes: int,
+        remote: str = "",
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.conn_id = next(_ids)
+        self.ws = ws
+        self.remote = remote
+        self.encoding = Encoding.MSGPACK
+        self.encoding_fixed = False
+        self.outbox = Outbox(max_frames=max_frames, max_bytes=max_bytes, wake=self.wake)
+        self.actor: ActorRef[Any] | None = None
+        self.phase = Phase.AWAITING_CONNECT
+        self.identity: Identity | None = None
+        self.user: str | None = None
+        self.session = ""
+        self.opened_at = time.monotonic()
+        self.last_ping = self.opened_at
+        self.rooms: dict[str, Any] = {}
+        self.watching: set[str] = set()
+        self.crashes = RestartIntensity(CONNECTION_MAX_RESTARTS, CONNECTION_RESTART_WINDOW_S)
+        self.current_id: int | None = None
+        self.close_request: tuple[int, str] | None = None
+        self.close_requested_at = 0.0
+        # The offline backlog being paged out since connect; None once it is all sent.
+        self.offline: Backlog | None = None
+        self.flush_scheduled = False
+        self.limiter = limiter
+        self.metrics = metrics
+        self.inflight: dict[int, str] = {}
+        self.carry_over: list[Any] = []
+        # History requests: one page in the making at a time; kept here, across crashes.
+        self.pages: PageTurns[Any] = PageTurns()
+        self.done = Event()
+
+    def __repr__(self) -> str:
+        return f"<Link {self.conn_id} user={self.user!r} {self.phase.value}>"
+
+    # -- offering frames (called by any actor on the hub) -----------------------------------
+
+    def send(self, obj: dict[str, Any]) -> bool:
+        """Encode ``obj`` for this client and queue it; False if the client is too far behind."""
+        if self.phase is Phase.CLOSED:
+            return False
+        return self.outbox.offer(frame_for(obj, self.encoding))
+
+    def send_frame(self, frame: WireFrame) -> bool:
+        """Queue a frame shared with other recipients (encoded once for all of them)."""
+        if self.phase is Phase.CLOSED:
+            return False
+        return self.outbox.offer(frame.bytes_for(self.encoding))
+
+    def reply(self, command_id: int, data: dict[str, Any] | None = None) -> None:
+        self._answered(command_id, "ok")
+        self.send(reply_ok(command_id, data))
+
+    def reply_frame(self, command_id: int, frame: bytes) -> bool:
+        """Queue a reply already encoded and framed for this client (a history page)."""
+        self._answered(command_id, "ok")
+        if self.phase is Phase.CLOSED:
+            return False
+        return self.outbox.offer(frame)
+
+    def fail(self, command_id: int, code: ErrorCode, message: str) -> None:
+        self._answered(command_id, code.value)
+        self.send(reply_error(command_id, code, message))
+
+    def _answered(self, command_id: int, result: str) -> None:
+        command = self.inflight.pop(command_id, None)
+        if command is not None and self.metrics is not None:
+            self.metrics.count_command(command, result)
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the connection's actor to close the socket; the first request wins."""
+        if self.close_request is None and self.phase is not Phase.CLOSED:
+            self.close_request = (code, reason)
+            self.close_requested_at = time.monotonic()
+            self.wake()
+
+    def wake(self) -> None:
+        """There is something to write (or a close to do): flush soon.
+
+        The flush runs once per hub loop iteration for however many frames arrived, as a hub
+        callback that never blocks; whatever it cannot finish without blocking (a client that
+        reads slowly, a close) it hands to the connection's actor. So a message fanned out to a
+        thousand members costs a thousand non-blocking writes, not a thousand greenlet switches.
+        """
+        if self.outbox.overflowed and self.ws.writing:
+            # The actor is stuck writing to a client that stopped reading, so it cannot close
+            # the connection, and no close frame would get through: end the TCP connection,
+            # which fails the stuck write and lets the actor clean up.
+            self.ws.abort()
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            _schedule(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        outbox = self.outbox
+        if self.close_request is None and not outbox.overflowed and outbox.frames:
+            frames = outbox.take()
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            sent = self.ws.try_write(data)
+            if sent == len(data):
+                self.written()
+                return
+            if sent >= 0:
+                outbox.put_back(data[sent:])
+        self.tell_actor()
+
+    def written(self) -> None:
+        """A write finished: when it emptied the outbox, the offline backlog may send on."""
+        offline = self.offline
+        if offline is not None and not self.outbox.frames:
+            offline.drained()
+
+    def tell_actor(self) -> None:
+        """Hand the rest to the actor: a blocking write, a close, an overflow."""
+        actor = self.actor
+        if actor is None:
+            return  # between incarnations: the next one services the link in on_start
+        with contextlib.suppress(ActorDeadError, MailboxFull):
+            actor.tell(WAKE)

@@ -1,0 +1,125 @@
+"""Messages exchanged between a node's actors: small immutable values, one class per intent."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from pykka import ActorDeadError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pykka import ActorRef
+
+    from actorim.domain.messages import NewMessage, ReceiptStatus, StoredMessage
+    from actorim.protocol.wire import WireFrame
+    from actorim.runtime.link import Link
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """To a room: a committed message to fan out to members (but ``origin``)."""
+
+    seq: int
+    frame: WireFrame
+    origin: Link | None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEvent:
+    """From the cluster: a member or presence event about ``user``, for the local links."""
+
+    frame: WireFrame
+    user: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """To a room: replay from the store what came after the last seq it fanned out."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRoom:
+    """To a room: add ``link``; with ``since``, first replay what it missed."""
+
+    link: Link
+    command_id: int
+    since: int | None = None
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRoom:
+    """To a room: remove ``link``; ``command_id`` None when the connection is closing."""
+
+    link: Link
+    command_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """To the store: persist ``message``; answer ``command_id`` on ``link`` once durable."""
+
+    message: NewMessage
+    body: Any
+    link: Link | None
+    command_id: int | None
+    done: Callable[[Any, BaseException | None], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """To the store: record that ``user`` got (``delivered``) or read direct message ``mid``,
+    in the next group commit; then ``done(receipt, error)`` on the hub (in the store actor)."""
+
+    mid: str
+    user: str
+    status: ReceiptStatus
+    done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPage:
+    """To the store: read a ``history`` page on the store thread, then turn it into a reply with
+    ``build(messages, more)`` on the page thread (decoding and encoding stay off the hub);
+    ``done(reply, error)`` runs on the hub (in the store actor)."""
+
+    conv: str
+    before: int | None
+    after: int | None
+    limit: int
+    build: Callable[[list[StoredMessage], bool], Any]
+    done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """To the store: run ``method(*args, **kwargs)`` on the backend off the hub, then call
+    ``done(result, error)`` on the hub (in the store actor)."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Run ``func(*args)`` inside the receiving actor (a result coming back to it)."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+def call_later(ref: ActorRef[Any], delay: float, func: Callable[..., Any]) -> gevent.Greenlet:
+    """Run ``func`` inside the actor behind ``ref`` after ``delay`` seconds (a timer of the
+    actor's: kill the returned greenlet to cancel it; an actor gone by then is skipped)."""
+
+    def fire() -> None:
+        with contextlib.suppress(ActorDeadError):
+            ref.tell(Call(func))
+
+    return gevent.spawn_later(delay, fire)

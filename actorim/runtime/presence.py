@@ -1,0 +1,252 @@
+"""``PresenceActor``: who is online, announced to watchers once per change, with a grace period.
+
+The decisions are in ``PresenceBook`` (pure); this actor feeds it connection events with the
+time, sends the announcements to watching links, and keeps one timer for the next grace
+deadline. It keeps no state that matters across a crash: a restarted tracker rebuilds the book
+from the node's live links and their watch lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from actorim.domain.heard import Heard
+from actorim.domain.presence import Announcement, PresenceBook, WatchLimitError
+from actorim.protocol.errors import ErrorCode
+from actorim.protocol.wire import WireFrame
+from actorim.redis.nodes import close_session, open_session, prune_sessions
+from actorim.runtime.context import NodeContext
+from actorim.runtime.faults import FaultInjectable
+from actorim.runtime.link import Link, Phase
+from actorim.runtime.messages import Call, RemoteEvent, call_later
+from supervisors import GeventActor
+
+if TYPE_CHECKING:
+    from actorim.redis.link import ClusterLink
+
+__all__ = ["Offline", "Online", "PresenceActor", "PresenceQuery", "WatchChange"]
+
+logger = logging.getLogger("actorim.presence")
+
+
+@dataclass(frozen=True, slots=True)
+class Online:
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Offline:
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """After Redis was away: make this node's presence counts in Redis match its links."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    link: Link
+    command_id: int
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchChange:
+    link: Link
+    command_id: int
+    users: tuple[str, ...]
+    watch: bool
+
+
+class PresenceActor(FaultInjectable, GeventActor):
+    """See the module docstring."""
+
+    fault_kind = fault_subject = "presence"
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.book = PresenceBook(grace_s=ctx.config.presence_grace)
+        # In a cluster: the status this node's watchers were last told, per watched user.
+        self.heard: Heard[str, str] = Heard()
+        self._timer: Any = None
+        self._timer_due: float | None = None
+
+    def on_start(self) -> None:
+        now = time.time()
+        live = [
+            (link, link.user)
+            for link in self.ctx.directory.links.values()
+            if link.phase is Phase.CONNECTED and link.user is not None
+        ]
+        self._announce(self.book.rebuild(((user, link) for link, user in live), now))
+        for link, _user in live:
+            if link.watching:
+                self.book.watch(link, link.watching)
+        self.ctx.refs.presence = self.actor_ref
+        self._arm()
+
+    def on_stop(self) -> None:
+        self._disarm()
+        self.ctx.refs.presence = None
+        cluster = self.ctx.cluster
+        if cluster is not None:
+            # Stopping: users whose grace is running are announced now, not never.
+            for user in self.book.online_users():
+                if not self.book.connections_of(user):
+                    cluster.presence_settle(user)
+
+    def on_failure(self, *exc_info: object) -> None:
+        self.on_stop()
+        super().on_failure(*exc_info)
+
+    def on_receive(self, message: Any) -> Any:
+        now = time.time()
+        book = self.book
+        cluster = self.ctx.cluster
+        if isinstance(message, Online):
+            link = message.link
+            assert link.user is not None
+            self._announce(book.connected(link.user, link, now))
+            if cluster is not None:
+                cluster.presence_adjust(link.user, +1)
+                open_session(cluster, link)
+        elif isinstance(message, Offline):
+            link = message.link
+            if link.user is not None:
+                self._announce(book.disconnected(link.user, link, now))
+                if cluster is not None:
+                    cluster.presence_adjust(link.user, -1)
+                    close_session(cluster, link)
+            book.drop_watcher(link)
+            self.heard.forget(u for u in link.watching if not book.watchers_of(u))
+        elif isinstance(message, PresenceQuery):
+            statuses = None
+            if cluster is not None and cluster.healthy:
+                statuses = cluster.statuses(message.users)
+            if statuses is None:  # one node, or Redis away: what this node knows
+                statuses = book.statuses(message.users)
+            message.link.reply(message.command_id, {"statuses": statuses})
+        elif isinstance(message, RemoteEvent):
+            assert message.user is not None
+            watchers = self.book.watchers_of(message.user)
+            if watchers and self.heard.hear(message.user, message.frame.obj.get("status")):
+                for link in watchers:
+                    link.send_frame(message.frame)
+        elif isinstance(message, Resync):
+            self._resync()
+        elif isinstance(message, WatchChange):
+            self._watch(message)
+        elif isinstance(message, Call):
+            message.func(*message.args)
+        else:
+            return super().on_receive(message)
+        self._arm()
+        return None
+
+    def _watch(self, change: WatchChange) -> None:
+        link = change.link
+        if change.watch:
+            try:
+                self.book.watch(link, change.users)
+            except WatchLimitError as exc:
+                link.fail(change.command_id, ErrorCode.FORBIDDEN, str(exc))
+                return
+            link.watching.update(change.users)
+            self._hear_statuses(change.users)
+        else:
+            self.book.unwatch(link, change.users)
+            link.watching.difference_update(change.users)
+            self.heard.forget(u for u in change.users if not self.book.watchers_of(u))
+        link.reply(change.command_id, {})
+
+    def _hear_statuses(self, users: tuple[str, ...]) -> None:
+        """Newly watched users' statuses as the cluster has them: what a watcher would be
+        told if it asked, and what an outage's repair compares with."""
+        cluster = self.ctx.cluster
+        new = [u for u in users if u not in self.heard]
+        if cluster is None or not new or not cluster.healthy:
+            return
+        statuses = cluster.statuses(new)
+        if statuses is not None:
+            self.heard.seed(statuses)
+
+    def _announce(self, announcements: list[Announcement]) -> None:
+        cluster = self.ctx.cluster
+        if cluster is not None:
+            # Redis announces once for the whole cluster (online when the count becomes
+            # positive); here only a grace that ended is reported, and Redis decides.
+            for a in announcements:
+                if a.status == "offline":
+                    cluster.presence_settle(a.user, a.ts_ms)
+            return
+        for a in announcements:
+            watchers = self.book.watchers_of(a.user)
+            if not watchers:
+                continue
+            frame = WireFrame({"t": "presence", "user": a.user, "status": a.status, "ts": a.ts_ms})
+            for link in watchers:
+                link.send_frame(frame)
+
+    # -- the grace timer -------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        due = self.book.next_deadline()
+        if due is None or due == self._timer_due:
+            return
+        self._disarm()
+        self._timer_due = due
+        self._timer = call_later(self.actor_ref, max(0.0, due - time.time()), self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.kill(block=False)
+        self._timer = self._timer_due = None
+
+    def _resync(self) -> None:
+        cluster = self.ctx.cluster
+        if cluster is None:
+            return
+        recorded = cluster.node_user_counts()
+        if recorded is None:
+            return
+        # What this actor registered (its book follows Online and Offline in order), not the
+        # directory: a link that closed but whose Offline is still queued here counts until then.
+        links: list[Any] = []
+        local: dict[str, int] = {}
+        for user in self.book.online_users():
+            conns = self.book.connections_of(user)
+            if conns:
+                local[user] = len(conns)
+                links.extend(conns)
+        for link in links:
+            open_session(cluster, link)
+        prune_sessions(cluster, [link.session for link in links])
+        for user in set(recorded) | set(local):
+            delta = local.get(user, 0) - recorded.get(user, 0)
+            if delta:
+                cluster.presence_adjust(user, delta)
+            if not local.get(user) and not self.book.connections_of(user):
+                cluster.presence_settle(user)
+        self._announce_missed(cluster)
+
+    def _announce_missed(self, cluster: ClusterLink) -> None:
+        """After an outage: tell watchers the changes published while this node was deaf."""
+        links = list(self.ctx.directory.links.values())
+        watched = sorted(set().union(*(link.watching for link in links)))
+        statuses = cluster.statuses(watched)
+        if statuses is None:
+            return
+        now_ms = int(time.time() * 1000)
+        for user, status in self.heard.reconcile(statuses):
+            frame = WireFrame({"t": "presence", "user": user, "status": status, "ts": now_ms})
+            for link in self.book.watchers_of(user):
+                link.send_frame(frame)
+
+    def _expire(self) -> None:
+        self._timer = self._timer_due = None
+        self._announce(self.book.expire(time.time()))

@@ -1,0 +1,187 @@
+"""``RouterActor``: registers authenticated links by user and finds (or starts) room actors.
+
+Lookups for delivery read the node's directory directly; what goes through this actor is every
+*change* to it that needs a decision made in one place: the per-user connection limit, starting
+a room's actor exactly once, and stopping an empty room's actor without racing a join.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pykka import ActorDeadError
+from pykka.messages import ProxyCall
+
+from actorim.protocol.errors import CommandError, ErrorCode
+from actorim.redis.subscriptions import unwant_channel, want_channel
+from actorim.runtime.context import NodeContext, Unavailable
+from actorim.runtime.link import Link
+from actorim.runtime.messages import Repair
+from actorim.runtime.room import RoomActor, RoomIdle, RoomState
+from supervisors import ChildSpec, GeventActor, Restart
+
+__all__ = ["Register", "RepairRooms", "RoomFor", "RouterActor", "Unregister"]
+
+logger = logging.getLogger("actorim.router")
+
+# How long the router waits for the rooms supervisor to start a room actor.
+ROOM_START_TIMEOUT_S = 10.0
+
+_generations = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Ask: add an authenticated link under its user (refused past the per-user limit)."""
+
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Unregister:
+    """Tell: the link is closing."""
+
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class RepairRooms:
+    """Tell: the Redis link is back; every room replays what it missed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomFor:
+    """Ask: the ``RoomState`` of ``name``, its actor running; counts as a join in flight."""
+
+    name: str
+
+
+class RouterActor(GeventActor):
+    """See the module docstring."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def on_start(self) -> None:
+        self.ctx.refs.router = self.actor_ref
+
+    def on_stop(self) -> None:
+        self.ctx.refs.router = None
+
+    def on_failure(self, *_exc: object) -> None:
+        self.ctx.refs.router = None
+
+    def on_receive(self, message: Any) -> Any:
+        # Refusals are answers, not failures: they are returned, never raised, so that an ask
+        # that is refused does not crash the router.
+        if isinstance(message, RoomFor):
+            try:
+                return self._room_for(message.name)
+            except Unavailable as exc:
+                return exc
+        if isinstance(message, Register):
+            try:
+                return self._register(message.link)
+            except CommandError as exc:
+                return exc
+        if isinstance(message, Unregister):
+            self._unregister(message.link)
+        elif isinstance(message, RoomIdle):
+            self._room_idle(message)
+        elif isinstance(message, RepairRooms):
+            self._repair_rooms()
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _repair_rooms(self) -> None:
+        """The Redis link is back: every room replays what it missed and re-counts its members
+        in Redis; the members of rooms this node left meanwhile are counted out."""
+        rooms = self.ctx.directory.rooms
+        cluster = self.ctx.cluster
+        records = cluster.node_member_records() if cluster is not None else None
+        for (room, user), count in (records or {}).items():
+            if count > 0 and room not in rooms:
+                cluster.member_adjust(room, user, -count)  # type: ignore[union-attr]
+        for state in list(rooms.values()):
+            if state.actor is not None:
+                with contextlib.suppress(ActorDeadError):
+                    state.actor.tell(Repair())
+
+    def _register(self, link: Link) -> None:
+        user = link.user
+        assert user is not None
+        links = self.ctx.directory.by_user.setdefault(user, {})
+        limit = self.ctx.config.max_connections_per_user
+        if len(links) >= limit:
+            if not links:
+                del self.ctx.directory.by_user[user]
+            raise CommandError(
+                ErrorCode.FORBIDDEN,
+                f"user {user!r} already has {limit} connections; close one and try again",
+            )
+        links[link] = None
+        cluster = self.ctx.cluster
+        if cluster is not None and len(links) == 1:
+            # Before connect answers: the user's direct messages reach this node from now on.
+            want_channel(self.ctx, cluster.keys.user_channel(user))
+
+    def _unregister(self, link: Link) -> None:
+        by_user = self.ctx.directory.by_user
+        user = link.user
+        if user is None:
+            return
+        links = by_user.get(user)
+        if links is not None:
+            links.pop(link, None)
+            if not links:
+                del by_user[user]
+                cluster = self.ctx.cluster
+                if cluster is not None:
+                    unwant_channel(self.ctx, cluster.keys.user_channel(user))
+
+    def _room_for(self, name: str) -> RoomState:
+        rooms = self.ctx.directory.rooms
+        state = rooms.get(name)
+        if state is None:
+            state = rooms[name] = RoomState(name)
+        state.joins_forwarded += 1
+        if state.actor is None or not state.actor.is_alive():
+            self._start_room(state)
+        return state
+
+    def _start_room(self, state: RoomState) -> None:
+        supervisor = self.ctx.refs.rooms
+        if supervisor is None:
+            state.joins_forwarded -= 1
+            raise Unavailable("the rooms supervisor is restarting")
+        state.generation = next(_generations)
+        spec = ChildSpec(
+            id=(state.name, state.generation),
+            start=RoomActor.start,
+            args=(state, self.ctx),
+            restart=Restart.TRANSIENT,
+        )
+        try:
+            supervisor.ask(
+                ProxyCall(attr_path=("start_child",), args=(spec,), kwargs={}),
+                timeout=ROOM_START_TIMEOUT_S,
+            )
+        except Exception as exc:
+            state.joins_forwarded -= 1
+            logger.error("room %r could not start: %s", state.name, exc)
+            raise Unavailable(f"room {state.name!r} could not start") from exc
+
+    def _room_idle(self, idle: RoomIdle) -> None:
+        rooms = self.ctx.directory.rooms
+        state = rooms.get(idle.name)
+        if state is not idle.state or state.members or state.joins_forwarded != idle.joins_handled:
+            return  # a join is on its way to the room: keep it
+        del rooms[idle.name]
+        if state.actor is not None:
+            state.actor.stop(block=False)

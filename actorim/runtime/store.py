@@ -1,0 +1,413 @@
+"""``StoreActor``: owns the message store, group-commits sends off the hub, then publishes.
+
+Every send and every receipt (``ack``, ``read``) goes through here. Appends and marks that
+arrive while a commit is in flight wait and go into the next transaction together (group
+commit), so under load many sends and receipts share one fsync. A commit takes every waiting
+send but at most ``receipts_per_commit`` receipts, the rest waiting for the next: a flood of
+receipts never stands between a send and its commit for more than one commit. Sends and
+receipts are bounded apart (``store_max_pending`` each), so waiting receipts never make a send
+answer ``overloaded``.
+
+With ``offload`` (the SQLite store) every backend call runs on one dedicated OS thread
+(gevent's ``ThreadPool(1)``): a slow disk stalls the store's thread, never the hub and its
+sockets. The Redis store runs on the hub, where its sockets yield to other greenlets (its
+connections belong to the hub's thread), and the memory store never waits. History pages are
+read by the backend and turned into finished reply frames (bodies decoded, the page encoded)
+on a page thread of their own, whatever the backend, so neither the hub nor the commits wait
+for that work. A send is answered only after its
+transaction committed, and only then is the message published to its room or recipient, so
+nobody sees a message the store could still lose.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gevent.event import AsyncResult
+from gevent.threadpool import ThreadPool
+from pykka import ActorDeadError
+
+from actorim.protocol.errors import ErrorCode
+from actorim.protocol.events import message_frame
+from actorim.runtime.context import NodeContext, Unavailable
+from actorim.runtime.faults import FaultInjectable
+from actorim.runtime.messages import Append, Call, Mark, Query, ReadPage, call_later
+from actorim.store.base import Receipt, Store, StoredMessage
+from supervisors import GeventActor
+
+__all__ = ["StoreActor", "StoreFailed", "query", "query_wait"]
+
+logger = logging.getLogger("actorim.store")
+
+
+class StoreFailed(Exception):
+    """A commit failed: the store actor fails so that its supervisor reopens the backend."""
+
+
+class StoreActor(FaultInjectable, GeventActor):
+    """The single owner of the message store; see the module docstring."""
+
+    fault_kind = "store"
+    fault_subject = "the store"
+
+    def __init__(
+        self, ctx: NodeContext, open_backend: Callable[[], Store], *, offload: bool = True
+    ) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self._open_backend = open_backend
+        self._offload = offload
+        self._pool: ThreadPool | None = None
+        self._pages: ThreadPool | None = None
+        # History pages being read or built, answered Unavailable if this actor stops first.
+        self._reading: dict[int, ReadPage] = {}
+        self.backend: Store | None = None
+        self._pending: list[Append] = []
+        self._marks: deque[Mark] = deque()
+        self._committing: list[Append | Mark] | None = None
+        self._commit_started = 0.0
+        self._prune_timer: Any = None
+
+    def on_start(self) -> None:
+        if self._offload:
+            self._pool = ThreadPool(1)
+        self._pages = ThreadPool(1)
+        self.backend = self._run_now(self._open_backend)
+        self.ctx.epoch = self._run_now(self.backend.epoch)
+        self.ctx.refs.store = self.actor_ref
+        self._schedule_prune()
+
+    def on_stop(self) -> None:
+        self.ctx.refs.store = None
+        self._cancel_prune()
+        while self._committing is not None or self._pending or self._marks:
+            if self._committing is None:
+                self._commit()
+            self._finish_commit_now()
+        self._abandon_pages()
+        self._close_backend()
+
+    def on_failure(self, *exc_info: object) -> None:
+        self.ctx.refs.store = None
+        super().on_failure(*exc_info)
+        self._cancel_prune()
+        for entry in [*(self._committing or []), *self._pending, *self._marks]:
+            _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
+        self._committing = None
+        self._pending = []
+        self._marks.clear()
+        self._abandon_pages()
+        self._close_backend()
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Append | Mark):
+            self._append(message)
+        elif isinstance(message, Query):
+            self._query(message)
+        elif isinstance(message, ReadPage):
+            self._read_page(message)
+        elif isinstance(message, Call):
+            return message.func(*message.args)
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _link_refusing(self) -> bool:
+        """In a cluster: the Redis link's breaker is open, so no store call is made (each would
+        wait out the socket timeout if Redis hangs, holding up every other)."""
+        cluster = self.ctx.cluster
+        return cluster is not None and cluster.refusing
+
+    def _append(self, append: Append | Mark) -> None:
+        """Queue a send or a receipt for the next group commit (starting one if none runs)."""
+        if self._link_refusing():
+            _answer_error(append, ErrorCode.OVERLOADED, _LINK_DOWN)
+            return
+        waiting = len(self._marks if isinstance(append, Mark) else self._pending)
+        if waiting >= self.ctx.config.store_max_pending:
+            _answer_error(append, ErrorCode.OVERLOADED, _STORE_BEHIND)
+            return
+        if isinstance(append, Mark):
+            self._marks.append(append)
+        else:
+            self._pending.append(append)
+        if self._committing is None:
+            self._commit()
+
+    def _commit(self) -> None:
+        batch: list[Append | Mark] = [*self._pending]
+        self._pending = []
+        marks = self._marks
+        for _ in range(min(len(marks), self.ctx.config.receipts_per_commit)):
+            batch.append(marks.popleft())
+        self._committing = batch
+        self._commit_started = time.perf_counter()
+        assert self.backend is not None
+        self._in_background(self.backend.write_batch, _split(batch), self._committed)
+
+    def _committed(self, result: Any, error: BaseException | None) -> None:
+        batch, self._committing = self._committing, None
+        if batch is None:
+            return
+        metrics = self.ctx.metrics
+        metrics.commit_latency.observe(time.perf_counter() - self._commit_started)
+        metrics.commit_batch.observe(len(batch))
+        if error is not None:
+            for entry in batch:
+                _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
+            if self.ctx.cluster is not None:
+                # Redis away: the breaker handles the link; the actor has nothing to reopen.
+                self.ctx.cluster.report_failure("store", error)
+                if self._pending or self._marks:
+                    self._commit()
+                return
+            what = f"commit of {len(batch)} sends and receipts"
+            raise StoreFailed(f"{what} failed: {error}") from error
+        self._answer(batch, result)
+        if self._pending or self._marks:
+            self._commit()
+
+    def _answer(
+        self,
+        batch: list[Append | Mark],
+        result: tuple[list[StoredMessage], list[Receipt | None]],
+    ) -> None:
+        """Answer each send and receipt of a committed batch, in the batch's order."""
+        stored = iter(result[0])
+        receipts = iter(result[1])
+        for entry in batch:
+            if isinstance(entry, Append):
+                self._accepted(entry, next(stored))
+            else:
+                entry.done(next(receipts), None)
+
+    def _accepted(self, append: Append, stored: StoredMessage) -> None:
+        if append.link is not None and append.command_id is not None:
+            append.link.reply(
+                append.command_id, {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts}
+            )
+        if append.done is not None:
+            append.done(stored, None)
+        if stored.duplicate:
+            return
+        frame = message_frame(stored, append.body, decoded=True)
+        bus = self.ctx.bus
+        if stored.room is not None:
+            bus.to_room(stored.room, stored.seq, frame, append.link)
+        else:
+            assert stored.to is not None
+            if stored.sender == stored.to:
+                # A note to oneself: the sending connection has the reply, like any sender.
+                bus.to_user(stored.to, frame, mid=stored.mid, origin=append.link)
+            else:
+                bus.to_user(stored.to, frame, mid=stored.mid)
+                bus.to_user(stored.sender, frame, mid=stored.mid, origin=append.link)
+
+    def _query(self, query: Query) -> None:
+        if self._link_refusing():
+            query.done(None, Unavailable(_LINK_DOWN))
+            return
+        assert self.backend is not None
+        method = getattr(self.backend, query.method)
+        self._in_background(method, query.args, query.done, query.kwargs)
+
+    def _read_page(self, request: ReadPage) -> None:
+        """Read the page on the store thread, then build its reply on the page thread.
+
+        Every request is answered exactly once, even when this actor stops or fails while
+        the page is in the making: its connection waits for the answer before its next page.
+        """
+        if self._link_refusing():
+            request.done(None, Unavailable(_LINK_DOWN))
+            return
+        assert self.backend is not None
+        key = id(request)
+        self._reading[key] = request
+
+        def built(page: Any, error: BaseException | None) -> None:
+            if self._reading.pop(key, None) is not None:
+                request.done(page, error)
+
+        def read(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                built(None, error)
+            elif key in self._reading:
+                self._in_background(request.build, result, built, pages=True)
+
+        self._in_background(
+            self.backend.history,
+            (request.conv,),
+            read,
+            {"before": request.before, "after": request.after, "limit": request.limit},
+        )
+
+    def _abandon_pages(self) -> None:
+        reading, self._reading = self._reading, {}
+        for request in reading.values():
+            request.done(None, Unavailable("the store restarted; retry in a moment"))
+
+    # -- running backend calls off the hub ------------------------------------------------------
+
+    def _in_background(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        done: Callable[[Any, BaseException | None], None],
+        kwargs: dict[str, Any] | None = None,
+        *,
+        pages: bool = False,
+    ) -> None:
+        """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
+        error)`` runs in this actor after."""
+        pool = self._pages if pages else self._pool
+        if pool is None:
+            result = AsyncResult()
+            try:
+                result.set(func(*args, **(kwargs or {})))
+            except Exception as exc:
+                result.set_exception(exc)
+        else:
+            result = pool.spawn(func, *args, **(kwargs or {}))
+        me = self.actor_ref
+
+        def back(finished: AsyncResult) -> None:
+            error = finished.exception
+            value = None if error is not None else finished.value
+            try:
+                me.tell(Call(done, (value, error)))
+            except ActorDeadError:
+                if done is not self._committed:
+                    done(None, Unavailable("the store restarted"))
+
+        result.rawlink(back)
+
+    def _run_now(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func`` on the store thread and wait for it (start-up and shutdown only)."""
+        if self._pool is None:
+            return func(*args)
+        return self._pool.apply(func, args)
+
+    def _finish_commit_now(self) -> None:
+        batch = self._committing
+        if batch is None:
+            return
+        self._committing = None
+        assert self.backend is not None
+        try:
+            result = self._run_now(self.backend.write_batch, *_split(batch))
+        except Exception:
+            for entry in batch:
+                _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
+            logger.exception("final commit of %d sends and receipts failed", len(batch))
+            return
+        self._answer(batch, result)
+
+    def _close_backend(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            try:
+                self._run_now(backend.close)
+            except Exception:
+                logger.exception("closing the store failed")
+        for pool in (self._pool, self._pages):
+            if pool is not None:
+                pool.kill()
+        self._pool = self._pages = None
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def _schedule_prune(self) -> None:
+        self._prune_timer = call_later(self.actor_ref, self.ctx.config.prune_interval, self._prune)
+
+    def _cancel_prune(self) -> None:
+        if self._prune_timer is not None:
+            self._prune_timer.kill(block=False)
+            self._prune_timer = None
+
+    def _prune(self) -> None:
+        config = self.ctx.config
+        assert self.backend is not None
+        if self._link_refusing():
+            self._schedule_prune()
+            return
+
+        def pruned(deleted: Any, error: BaseException | None) -> None:
+            if error is not None:
+                logger.warning("pruning failed: %s", error)
+            elif deleted and self.backend is not None:
+                self._prune()  # a full budget: more may be due; sends interleave between calls
+                return
+            self._schedule_prune()
+
+        self._in_background(
+            self.backend.prune,
+            (),
+            pruned,
+            {
+                "now_ms": int(time.time() * 1000),
+                "max_count": config.retention_count,
+                "max_age_ms": config.retention_ms,
+            },
+        )
+
+
+_STORE_FAILED = (
+    "the message store failed; the message may not have been stored: send it again with the"
+    " same cid"
+)
+_STORE_BEHIND = "the message store is behind; retry in a moment"
+_LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"
+
+
+def _split(batch: list[Append | Mark]) -> tuple[list[Any], list[tuple[str, str, Any]]]:
+    """A batch as ``write_batch`` takes it: the new messages, then the marks, each in order."""
+    messages = [entry.message for entry in batch if isinstance(entry, Append)]
+    marks = [(e.mid, e.user, e.status) for e in batch if isinstance(e, Mark)]
+    return messages, marks
+
+
+def _answer_error(entry: Append | Mark, code: ErrorCode, message: str) -> None:
+    if isinstance(entry, Mark):
+        failed = Unavailable if code is ErrorCode.OVERLOADED else StoreFailed
+        entry.done(None, failed(message))
+        return
+    if entry.link is not None and entry.command_id is not None:
+        entry.link.fail(entry.command_id, code, message)
+    if entry.done is not None:
+        entry.done(None, Unavailable(message))
+
+
+def query(
+    ctx: NodeContext,
+    method: str,
+    *args: Any,
+    done: Callable[[Any, BaseException | None], None],
+    **kwargs: Any,
+) -> None:
+    """Ask the store to run ``method``; ``done(result, error)`` runs in the store actor.
+
+    Raises :class:`Unavailable` when the store is restarting.
+    """
+    ctx.refs.tell("store", Query(method, args, kwargs, done))
+
+
+def query_wait(
+    ctx: NodeContext, method: str, *args: Any, timeout: float = 10.0, **kwargs: Any
+) -> Any:
+    """Run a store query and wait for it, blocking only the calling greenlet."""
+    result: AsyncResult = AsyncResult()
+
+    def done(value: Any, error: BaseException | None) -> None:
+        if error is not None:
+            result.set_exception(error)
+        else:
+            result.set(value)
+
+    query(ctx, method, *args, done=done, **kwargs)
+    return result.get(timeout=timeout)
