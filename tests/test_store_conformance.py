@@ -739,7 +739,7 @@ FAILURES: dict[str, FailureFactory] = {
 }
 
 
-@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("backend", backend_params(list(BACKENDS)))
 def test_failed_batch_leaves_each_message_whole_or_absent_and_a_resend_completes_it(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
