@@ -145,8 +145,8 @@ def encode(obj: Any, encoding: Encoding) -> bytes:
     """Encode one outgoing frame.
 
     On the hot path: a room message is encoded once per encoding and shared by all
-    recipients (see `actorim.protocol.wire.WireFrame`). Raises `TypeError` or `ValueError`
-    for values outside the schema, which only server code can build.
+    recipients (see `actorim.protocol.wire.WireFrame`). Raises `TypeError` or `ValueError` for
+    values outside the schema, which only server code can build.
     """
     if encoding is Encoding.MSGPACK:
         # One packer for the process: `pack` runs to completion in C with no Python callback,
