@@ -30,8 +30,8 @@ from actorim.protocol.events import message_frame
 from actorim.protocol.wire import WireFrame
 from actorim.redis.link import ClusterLink
 from actorim.redis.store import decode_published_fields, msgpack_map
-from actorim.runtime.bus import deliver_to_user
 from actorim.runtime.context import NodeContext
+from actorim.runtime.delivery import deliver_to_user
 from actorim.runtime.messages import Call, Publish, RemoteEvent
 from supervisors import Backoff, GeventActor
 
