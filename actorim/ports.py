@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from actorim.domain.presence import Announcement
     from actorim.protocol.wire import WireFrame
 
-__all__ = ["Broker", "ConnectionClosed", "Delivery", "Membership", "Transport"]
+__all__ = ["Broker", "ConnectionClosed", "Delivery", "Membership", "Origin", "Transport"]
 
 
 class ConnectionClosed(Exception):
@@ -60,12 +60,24 @@ class Transport(Protocol):
         ...
 
 
+class Origin(Protocol):
+    """The connection an event comes from, which does not get it back."""
+
+    conn_id: int
+    """Unique on its node: with the node's id it names the connection across a cluster."""
+
+
 class Delivery(Protocol):
     """The runtime's fan-out on this node, which a broker hands what it carries to."""
 
     def room_message(self, room: str, seq: int, frame: WireFrame, origin: Any) -> None:
         """A stored room message to the room's actor here, if the room has members here;
         ``origin`` (the sending link, or None) does not get it."""
+        ...
+
+    def room_event(self, room: str, frame: WireFrame, origin: Any) -> None:
+        """An ephemeral room event (no seq) to the room's actor here, for every member but
+        ``origin``."""
         ...
 
     def user_event(
@@ -123,6 +135,11 @@ class Broker(Protocol):
 
     def publish_stored(self, room: str, seq: int, frame: WireFrame, origin: Any) -> None:
         """A room message the store committed with ``seq``, for every member but ``origin``."""
+        ...
+
+    def publish_ephemeral(self, room: str, frame: WireFrame, origin: Origin | None) -> None:
+        """An event for every member of ``room`` but ``origin``, with no seq: not stored, not
+        replayed to a member that was away (typing indicators and the like)."""
         ...
 
     def publish_to_user(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from actorim.ports import Delivery, Membership
+from actorim.ports import Delivery, Membership, Origin
 
 if TYPE_CHECKING:
     from actorim.domain.presence import Announcement
@@ -41,6 +41,9 @@ class LocalBroker:
 
     def publish_stored(self, room: str, seq: int, frame: WireFrame, origin: Any) -> None:
         self._delivery.room_message(room, seq, frame, origin)
+
+    def publish_ephemeral(self, room: str, frame: WireFrame, origin: Origin | None) -> None:
+        self._delivery.room_event(room, frame, origin)
 
     def publish_to_user(
         self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Any = None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError, ActorRef, Timeout
 
-from actorim.ports import Membership
+from actorim.ports import Membership, Origin
 from actorim.redis.link import ClusterLink
 from actorim.redis.listener import Unwant, Want
 from actorim.redis.sessions import close_session, open_session, prune_sessions
@@ -70,6 +70,11 @@ class RedisBroker:
 
     def publish_stored(self, room: str, seq: int, frame: WireFrame, origin: Any) -> None:
         """Published by the store's append script as it stored the message."""
+
+    def publish_ephemeral(self, room: str, frame: WireFrame, origin: Origin | None) -> None:
+        """Published on the room's channel for every node's listener (this one's too)."""
+        node_origin = None if origin is None else f"{self._link.node_id}/{origin.conn_id}"
+        self._link.publish_to_room(room, frame.obj, node_origin)
 
     def publish_to_user(
         self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Any = None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pykka import ActorDeadError
 
-from actorim.runtime.messages import Publish
+from actorim.runtime.messages import Publish, RoomEvent
 
 if TYPE_CHECKING:
     from actorim.protocol.wire import WireFrame
@@ -60,6 +60,13 @@ class NodeDelivery:
         # and repair it with join ... since.
         with contextlib.suppress(ActorDeadError):
             state.actor.tell(Publish(seq, frame, origin))
+
+    def room_event(self, room: str, frame: WireFrame, origin: Link | None) -> None:
+        state = self._directory.rooms.get(room)
+        if state is None or state.actor is None:
+            return  # nobody is in the room on this node
+        with contextlib.suppress(ActorDeadError):
+            state.actor.tell(RoomEvent(frame, origin))
 
     def user_event(
         self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Link | None = None

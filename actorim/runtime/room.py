@@ -45,6 +45,7 @@ from actorim.runtime.messages import (
     Publish,
     RemoteEvent,
     Repair,
+    RoomEvent,
     call_later,
 )
 from actorim.runtime.store import query, query_wait
@@ -142,6 +143,10 @@ class RoomActor(FaultInjectable, GeventActor):
             self._join(message)
         elif isinstance(message, LeaveRoom):
             self._leave(message)
+        elif isinstance(message, RoomEvent):
+            for member in self.state.members:  # ephemeral: no seq, nothing to order or repair
+                if member is not message.origin:
+                    member.send_frame(message.frame)
         elif isinstance(message, RemoteEvent):
             self._remote_member_event(message)
         elif isinstance(message, Repair):
