@@ -104,8 +104,9 @@ class Broker(Protocol):
     """How events reach the connections that want them, wherever they are, and how presence
     and room membership are counted across the nodes that share them.
 
-    Every method answers at once and never raises: a broker whose link is down answers a
-    default (None: "this node knows no more") and repairs what it missed when the link is back.
+    No method raises: a broker whose link is down answers a default (None: "this node knows
+    no more") and repairs what it missed when the link is back. Only subscribing waits, for the
+    subscription to be confirmed (bounded: the Redis broker's ``WANT_TIMEOUT_S``).
     """
 
     live_copies_lag: bool
