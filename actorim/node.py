@@ -16,9 +16,11 @@ into rooms and to users from Python; ``drain()`` and ``stop()`` shut it down in 
     └── heartbeat      HeartbeatActor     (pings, idle and connect time-outs)
 
 Children start in this order and stop in the reverse one. Cluster mode (``redis_url`` set)
-stores in Redis and carries events between nodes over a ``ClusterBus``; otherwise a
-``LocalBus`` carries them within the process. ``drain()`` refuses new WebSockets and closes the
-open ones with 1001, spread over ``drain_seconds``, keeping the port open for health checks.
+stores in Redis and carries events between nodes over a ``RedisBroker``; otherwise a
+``LocalBroker`` carries them within the process: this is the one place that picks the broker,
+and the actors hold ``ctx.broker`` and never ask which one it is. ``drain()`` refuses new
+WebSockets and closes the open ones with 1001, spread over ``drain_seconds``, keeping the port
+open for health checks.
 """
 
 from __future__ import annotations
@@ -43,14 +45,15 @@ from actorim.breaker.actor import BreakerActor, Subscribe
 from actorim.breaker.machine import BreakerPolicy
 from actorim.config import Config
 from actorim.domain.auth import TokenAuthority
+from actorim.local.broker import LocalBroker
 from actorim.protocol.events import published_message
 from actorim.protocol.frames import CloseCode
-from actorim.redis.bus import ClusterBus
+from actorim.redis.broker import RedisBroker
 from actorim.redis.link import ClusterLink, make_client
 from actorim.redis.listener import ListenerActor
 from actorim.redis.nodes import NodeRegistryActor
-from actorim.runtime.bus import LocalBus
 from actorim.runtime.context import NodeContext, Unavailable, default_node_id
+from actorim.runtime.delivery import NodeDelivery
 from actorim.runtime.heartbeat import HeartbeatActor
 from actorim.runtime.link import Phase
 from actorim.runtime.messages import Append
@@ -87,19 +90,22 @@ class Node:
             config=self.config,
             authority=self.authority,
             node_id=self.config.node_id or default_node_id(),
-            bus=None,  # type: ignore[arg-type]
+            broker=None,  # type: ignore[arg-type]
         )
         self.ctx.metrics = Metrics(self.ctx.snapshot)
+        # The Redis link in cluster mode (None on a single node).
+        self.cluster: ClusterLink | None = None
         if self.config.redis_url:
             link = ClusterLink(
                 self.config.redis_url, self.ctx.node_id, namespace=self.config.redis_namespace
             )
-            self.ctx.cluster = link
-            self.ctx.bus = ClusterBus(link)
+            self.cluster = link
+            refs = self.ctx.refs
+            self.ctx.broker = RedisBroker(link, lambda: refs.listener)
             self.ctx.breakers["redis"] = link.state_number
             link.on_recovered.append(self._recover)
         else:
-            self.ctx.bus = LocalBus(self.ctx)
+            self.ctx.broker = LocalBroker(NodeDelivery(self.ctx))
         self.ctx.metrics.watch_supervisors({"node", "rooms", "connections"})
         self._exit_code_on_failure = exit_code_on_failure
         self.supervisor: ActorRef[Any] | None = None
@@ -122,14 +128,14 @@ class Node:
         # Answered once the supervisor's on_start has started every child, in order; raises
         # (ActorDeadError) if a child could not start.
         self.supervisor.ask(ProxyGetAttr(attr_path=("actor_urn",)), timeout=START_TIMEOUT_S)
-        store = "redis (cluster)" if ctx.cluster is not None else self.config.store
+        store = "redis (cluster)" if self.cluster is not None else self.config.store
         logger.info("node %s started (store: %s)", ctx.node_id, store)
         return self
 
     def _children(self) -> list[ChildSpec]:
         ctx = self.ctx
         # SQLite runs on its own thread; Redis (cooperative sockets) and memory on the hub.
-        offload = self.config.store == "sqlite" and ctx.cluster is None
+        offload = self.config.store == "sqlite" and self.cluster is None
         store = ChildSpec(
             id="store",
             start=StoreActor.start,
@@ -140,7 +146,7 @@ class Node:
         return [store, *self._cluster_children(), *self._node_children()]
 
     def _cluster_children(self) -> list[ChildSpec]:
-        link = self.ctx.cluster
+        link = self.cluster
         if link is None:
             return []
         beat = self.config.redis_heartbeat
@@ -198,7 +204,7 @@ class Node:
         return ref
 
     def _open_store(self) -> Store:
-        if self.ctx.cluster is not None:
+        if self.cluster is not None:
             from actorim.redis.store import RedisStore
 
             return RedisStore(

@@ -28,7 +28,7 @@ from actorim.breaker.machine import BreakerState, Transition
 from actorim.redis import scripts
 from actorim.redis.keys import ClusterKeys
 
-__all__ = ["ClusterLink"]
+__all__ = ["ROOM_EVENT", "ClusterLink"]
 
 logger = logging.getLogger("actorim.cluster")
 
@@ -37,6 +37,9 @@ T = TypeVar("T")
 # How long one Redis call may take before it counts as a failure of the link: a Redis that does
 # not answer within it is as bad as one that is down.
 REDIS_SOCKET_TIMEOUT_S = 2.0
+
+# The kind of an ephemeral room event on a room's channel: the event, its room and origin.
+ROOM_EVENT = "room_event"
 
 _STATE_NUMBERS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -273,6 +276,15 @@ class ClusterLink:
         )
 
     # -- events ----------------------------------------------------------------------------
+
+    def publish_to_room(self, room: str, event: dict[str, Any], origin: str | None) -> None:
+        """Publish an ephemeral event to every node with members in ``room``, wrapped as a
+        ``room_event`` that names the connection it came from (``node/conn``)."""
+        wrapped = {"t": ROOM_EVENT, "room": room, "event": event, "origin": origin}
+        payload = msgpack.packb(wrapped, use_bin_type=True)
+        self.guarded(
+            "publish", lambda: self.client.publish(self.keys.room_channel(room), payload), None
+        )
 
     def publish_to_user(self, user: str, event: dict[str, Any]) -> None:
         """Publish an event (a receipt) to every node with a connection of ``user``."""

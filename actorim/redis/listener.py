@@ -4,8 +4,8 @@ It subscribes to exactly the channels the node's own connections need (a room's 
 room has a member here, a user's channel while the user has a connection here, and presence),
 so a message reaches only the nodes that have a recipient; and it hands what Redis publishes to
 the local actors: room messages to the room actor (which fans out in ``seq`` order), direct
-messages and receipts to the user's links, member and presence events to the rooms and the
-presence tracker.
+messages and receipts to the user's links, member events and ephemeral room events (not
+stored, no seq) to the rooms, and presence events to the presence tracker.
 
 A reader greenlet owned by the actor blocks on the subscription. When the connection to Redis
 breaks it tells the breaker, and subscribes again to every wanted channel; only when every
@@ -28,11 +28,11 @@ from pykka import ActorDeadError
 
 from actorim.protocol.events import message_frame
 from actorim.protocol.wire import WireFrame
-from actorim.redis.link import ClusterLink
+from actorim.redis.link import ROOM_EVENT, ClusterLink
 from actorim.redis.store import decode_published_fields, msgpack_map
-from actorim.runtime.bus import deliver_to_user
 from actorim.runtime.context import NodeContext
-from actorim.runtime.messages import Call, Publish, RemoteEvent
+from actorim.runtime.delivery import deliver_to_user
+from actorim.runtime.messages import Call, Publish, RemoteEvent, RoomEvent
 from supervisors import Backoff, GeventActor
 
 __all__ = ["ListenerActor", "Unwant", "Want"]
@@ -242,6 +242,16 @@ class ListenerActor(GeventActor):
             if state is not None and state.actor is not None:
                 with contextlib.suppress(ActorDeadError):
                     state.actor.tell(RemoteEvent(WireFrame(event), event.get("user")))
+        elif kind == ROOM_EVENT:
+            state = directory.rooms.get(event.get("room", ""))
+            if (
+                state is not None
+                and state.actor is not None
+                and isinstance(event.get("event"), dict)
+            ):
+                origin = self._local_origin(event.get("origin"))
+                with contextlib.suppress(ActorDeadError):
+                    state.actor.tell(RoomEvent(WireFrame(event["event"]), origin))
         elif kind == "presence":
             presence = self.ctx.refs.presence
             if presence is not None:

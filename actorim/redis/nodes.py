@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 import redis
@@ -30,10 +29,7 @@ from actorim.runtime.context import NodeContext
 from actorim.runtime.messages import Call, call_later
 from supervisors import GeventActor
 
-if TYPE_CHECKING:
-    from actorim.runtime.link import Link
-
-__all__ = ["NodeRegistryActor", "list_sessions", "prune_sessions"]
+__all__ = ["NodeRegistryActor", "list_sessions"]
 
 logger = logging.getLogger("actorim.cluster")
 
@@ -144,45 +140,6 @@ def reap_node(link: ClusterLink, node: str) -> None:
         if int(count) > 0:
             link.presence_adjust(user, -int(count), node=None)
         link.presence_settle(user)
-
-
-def open_session(link: ClusterLink, session: Link) -> None:
-    """Record a connection in the cluster: user, node, connected since, address."""
-    record = msgpack.packb(
-        {
-            "user": session.user,
-            "node": link.node_id,
-            "since": int(time.time() * 1000),
-            "address": session.remote,
-        }
-    )
-    link.guarded(
-        "sessions",
-        lambda: link.client.hset(link.keys.node_sessions(link.node_id), session.session, record),
-        None,
-    )
-
-
-def close_session(link: ClusterLink, session: Link) -> None:
-    link.guarded(
-        "sessions",
-        lambda: link.client.hdel(link.keys.node_sessions(link.node_id), session.session),
-        None,
-    )
-
-
-def prune_sessions(link: ClusterLink, live: Iterable[str]) -> None:
-    """Forget this node's recorded sessions that are not ``live``: those that closed while
-    Redis was away."""
-    keep = set(live)
-    key = link.keys.node_sessions(link.node_id)
-
-    def call() -> None:
-        stale = [sid for sid in link.client.hkeys(key) if sid.decode() not in keep]
-        if stale:
-            link.client.hdel(key, *stale)
-
-    link.guarded("sessions", call, None)
 
 
 def list_sessions(redis_url: str, *, namespace: str = "actorim") -> list[dict[str, Any]]:

@@ -293,8 +293,7 @@ class ConnectionActor(GeventActor):
         link = self.link
         user = link.user
         assert user is not None
-        cluster = self.ctx.cluster
-        if cluster is not None and not cluster.healthy:
+        if not self.ctx.broker.healthy:
             raise CommandError(
                 ErrorCode.OVERLOADED,
                 "the cluster's link to Redis is down, so the message cannot be made durable; "
@@ -328,7 +327,7 @@ class ConnectionActor(GeventActor):
     def _receipt(self, command: cmd.Ack | cmd.Read) -> None:
         link = self.link
         status: ReceiptStatus = "read" if isinstance(command, cmd.Read) else "delivered"
-        bus = self.ctx.bus
+        broker = self.ctx.broker
 
         def done(receipt: Any, error: BaseException | None) -> None:
             if isinstance(error, Unavailable):
@@ -342,7 +341,7 @@ class ConnectionActor(GeventActor):
                 frame = WireFrame(
                     {"t": "receipt", "mid": receipt.mid, "by": receipt.by, "status": receipt.status}
                 )
-                bus.to_user(receipt.sender, frame)
+                broker.publish_to_user(receipt.sender, frame)
 
         assert link.user is not None
         # Into the store's group commit, beside the sends: one sync for many receipts.

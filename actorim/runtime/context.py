@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 
     from actorim.config import Config
     from actorim.domain.auth import TokenAuthority
-    from actorim.redis.link import ClusterLink
-    from actorim.runtime.bus import Bus
+    from actorim.ports import Broker
     from actorim.runtime.link import Link
     from actorim.runtime.room import RoomState
 
@@ -84,13 +83,12 @@ class NodeContext:
     config: Config
     authority: TokenAuthority
     node_id: str
-    bus: Bus
+    broker: Broker
     directory: Directory = field(default_factory=Directory)
     refs: Refs = field(default_factory=Refs)
     epoch: str = ""
     draining: bool = False
     metrics: Metrics = field(init=False)
-    cluster: ClusterLink | None = None
     breakers: dict[str, Callable[[], int]] = field(default_factory=dict)
 
     def readiness(self) -> tuple[bool, str]:
@@ -99,7 +97,7 @@ class NodeContext:
             return False, "draining"
         if self.refs.store is None:
             return False, "store unavailable"
-        if self.cluster is not None and not self.cluster.healthy:
+        if not self.broker.healthy:
             return False, "Redis link not healthy"
         return True, "ok"
 

@@ -37,6 +37,14 @@ class RemoteEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """To a room: an ephemeral event (no seq, not stored) for every member but ``origin``."""
+
+    frame: WireFrame
+    origin: Link | None
+
+
+@dataclass(frozen=True, slots=True)
 class Repair:
     """To a room: replay from the store what came after the last seq it fanned out."""
 

@@ -60,7 +60,7 @@ class OfflineDelivery:
             max_held_bytes=outbox.max_bytes,
             late_copies=(
                 partial(_sent_since, int(time.time() * 1000) - LATE_COPY_SKEW_MS)
-                if ctx.bus.live_copies_lag
+                if ctx.broker.live_copies_lag
                 else None
             ),
         )

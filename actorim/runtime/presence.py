@@ -11,21 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from actorim.domain.heard import Heard
 from actorim.domain.presence import Announcement, PresenceBook, WatchLimitError
 from actorim.protocol.errors import ErrorCode
 from actorim.protocol.wire import WireFrame
-from actorim.redis.nodes import close_session, open_session, prune_sessions
 from actorim.runtime.context import NodeContext
 from actorim.runtime.faults import FaultInjectable
 from actorim.runtime.link import Link, Phase
 from actorim.runtime.messages import Call, RemoteEvent, call_later
 from supervisors import GeventActor
-
-if TYPE_CHECKING:
-    from actorim.redis.link import ClusterLink
 
 __all__ = ["Offline", "Online", "PresenceActor", "PresenceQuery", "WatchChange"]
 
@@ -93,12 +89,11 @@ class PresenceActor(FaultInjectable, GeventActor):
     def on_stop(self) -> None:
         self._disarm()
         self.ctx.refs.presence = None
-        cluster = self.ctx.cluster
-        if cluster is not None:
-            # Stopping: users whose grace is running are announced now, not never.
-            for user in self.book.online_users():
-                if not self.book.connections_of(user):
-                    cluster.presence_settle(user)
+        # Stopping: users whose grace is running are announced now (by a broker that
+        # announces for the nodes it connects), not never.
+        for user in self.book.online_users():
+            if not self.book.connections_of(user):
+                self.ctx.broker.settle(user)
 
     def on_failure(self, *exc_info: object) -> None:
         self.on_stop()
@@ -107,28 +102,24 @@ class PresenceActor(FaultInjectable, GeventActor):
     def on_receive(self, message: Any) -> Any:
         now = time.time()
         book = self.book
-        cluster = self.ctx.cluster
+        broker = self.ctx.broker
         if isinstance(message, Online):
             link = message.link
             assert link.user is not None
             self._announce(book.connected(link.user, link, now))
-            if cluster is not None:
-                cluster.presence_adjust(link.user, +1)
-                open_session(cluster, link)
+            broker.connected(link.user, link.session, link.remote)
         elif isinstance(message, Offline):
             link = message.link
             if link.user is not None:
                 self._announce(book.disconnected(link.user, link, now))
-                if cluster is not None:
-                    cluster.presence_adjust(link.user, -1)
-                    close_session(cluster, link)
+                broker.disconnected(link.user, link.session)
             book.drop_watcher(link)
             self.heard.forget(u for u in link.watching if not book.watchers_of(u))
         elif isinstance(message, PresenceQuery):
             statuses = None
-            if cluster is not None and cluster.healthy:
-                statuses = cluster.statuses(message.users)
-            if statuses is None:  # one node, or Redis away: what this node knows
+            if broker.healthy:
+                statuses = broker.statuses(message.users)
+            if statuses is None:  # one node, or the broker's link away: what this node knows
                 statuses = book.statuses(message.users)
             message.link.reply(message.command_id, {"statuses": statuses})
         elif isinstance(message, RemoteEvent):
@@ -167,24 +158,20 @@ class PresenceActor(FaultInjectable, GeventActor):
     def _hear_statuses(self, users: tuple[str, ...]) -> None:
         """Newly watched users' statuses as the cluster has them: what a watcher would be
         told if it asked, and what an outage's repair compares with."""
-        cluster = self.ctx.cluster
+        broker = self.ctx.broker
         new = [u for u in users if u not in self.heard]
-        if cluster is None or not new or not cluster.healthy:
+        if not new or not broker.healthy:
             return
-        statuses = cluster.statuses(new)
+        statuses = broker.statuses(new)
         if statuses is not None:
             self.heard.seed(statuses)
 
     def _announce(self, announcements: list[Announcement]) -> None:
-        cluster = self.ctx.cluster
-        if cluster is not None:
-            # Redis announces once for the whole cluster (online when the count becomes
-            # positive); here only a grace that ended is reported, and Redis decides.
-            for a in announcements:
-                if a.status == "offline":
-                    cluster.presence_settle(a.user, a.ts_ms)
+        if not announcements:
             return
-        for a in announcements:
+        # The broker publishes them; what it leaves to this node, the tracker tells its
+        # watchers (on a cluster, the broker announces once for every node instead).
+        for a in self.ctx.broker.announce(announcements):
             watchers = self.book.watchers_of(a.user)
             if not watchers:
                 continue
@@ -208,37 +195,21 @@ class PresenceActor(FaultInjectable, GeventActor):
         self._timer = self._timer_due = None
 
     def _resync(self) -> None:
-        cluster = self.ctx.cluster
-        if cluster is None:
-            return
-        recorded = cluster.node_user_counts()
-        if recorded is None:
-            return
         # What this actor registered (its book follows Online and Offline in order), not the
         # directory: a link that closed but whose Offline is still queued here counts until then.
-        links: list[Any] = []
-        local: dict[str, int] = {}
+        connections: dict[str, list[tuple[str, str | None]]] = {}
         for user in self.book.online_users():
             conns = self.book.connections_of(user)
             if conns:
-                local[user] = len(conns)
-                links.extend(conns)
-        for link in links:
-            open_session(cluster, link)
-        prune_sessions(cluster, [link.session for link in links])
-        for user in set(recorded) | set(local):
-            delta = local.get(user, 0) - recorded.get(user, 0)
-            if delta:
-                cluster.presence_adjust(user, delta)
-            if not local.get(user) and not self.book.connections_of(user):
-                cluster.presence_settle(user)
-        self._announce_missed(cluster)
+                connections[user] = [(link.session, link.remote) for link in conns]
+        if self.ctx.broker.resync_presence(connections):
+            self._announce_missed()
 
-    def _announce_missed(self, cluster: ClusterLink) -> None:
+    def _announce_missed(self) -> None:
         """After an outage: tell watchers the changes published while this node was deaf."""
         links = list(self.ctx.directory.links.values())
         watched = sorted(set().union(*(link.watching for link in links)))
-        statuses = cluster.statuses(watched)
+        statuses = self.ctx.broker.statuses(watched)
         if statuses is None:
             return
         now_ms = int(time.time() * 1000)

@@ -34,7 +34,6 @@ from actorim.protocol.codec import Encoding
 from actorim.protocol.errors import ErrorCode
 from actorim.protocol.events import message_frame
 from actorim.protocol.wire import WireFrame
-from actorim.redis.subscriptions import unwant_channel, want_channel
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import FaultInjectable
 from actorim.runtime.gaps import Gap, fits, in_order, union
@@ -46,6 +45,7 @@ from actorim.runtime.messages import (
     Publish,
     RemoteEvent,
     Repair,
+    RoomEvent,
     call_later,
 )
 from actorim.runtime.store import query, query_wait
@@ -54,7 +54,6 @@ from supervisors import GeventActor
 if TYPE_CHECKING:
     from pykka import ActorRef
 
-    from actorim.redis.link import ClusterLink
     from actorim.runtime.link import Link
 
 __all__ = ["RoomActor", "RoomIdle", "RoomState"]
@@ -117,11 +116,10 @@ class RoomActor(FaultInjectable, GeventActor):
 
     def on_start(self) -> None:
         state = self.state
-        cluster = self.ctx.cluster
-        if cluster is not None and not self._subscribed:
-            # Subscribed before the last seq is read: every later message arrives by Redis.
+        if not self._subscribed:
+            # Subscribed before the last seq is read: every later message reaches this node.
             self._subscribed = True
-            want_channel(self.ctx, cluster.keys.room_channel(state.name))
+            self.ctx.broker.subscribe_room(state.name)
         if not state.loaded:
             state.seq = max(state.seq, query_wait(self.ctx, "last_seq", state.conv))
             state.loaded = True
@@ -135,9 +133,8 @@ class RoomActor(FaultInjectable, GeventActor):
     def on_stop(self) -> None:
         if self.state.actor is self.actor_ref:
             self.state.actor = None
-        cluster = self.ctx.cluster
-        if cluster is not None and self._subscribed:
-            unwant_channel(self.ctx, cluster.keys.room_channel(self.state.name))
+        if self._subscribed:
+            self.ctx.broker.unsubscribe_room(self.state.name)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Publish):
@@ -146,6 +143,10 @@ class RoomActor(FaultInjectable, GeventActor):
             self._join(message)
         elif isinstance(message, LeaveRoom):
             self._leave(message)
+        elif isinstance(message, RoomEvent):
+            for member in self.state.members:  # ephemeral: no seq, nothing to order or repair
+                if member is not message.origin:
+                    member.send_frame(message.frame)
         elif isinstance(message, RemoteEvent):
             self._remote_member_event(message)
         elif isinstance(message, Repair):
@@ -176,15 +177,14 @@ class RoomActor(FaultInjectable, GeventActor):
     def _repair(self) -> None:
         """Replay what the store has beyond the last seq fanned out (after the link is back),
         and announce the arrivals and departures the node missed meanwhile."""
-        cluster = self.ctx.cluster
-        if cluster is not None:
-            self._resync_membership(cluster)
-            members = cluster.members(self.state.name)
-            if members is not None:
-                changes = self.state.heard.reconcile(dict.fromkeys(members, "joined"))
-                if len(self.state.members) <= self.ctx.config.member_events_limit:
-                    for user, what in changes:
-                        self._announce(user, what)
+        broker = self.ctx.broker
+        broker.resync_members(self.state.name, self.state.users)
+        members = broker.members(self.state.name)
+        if members is not None:  # the broker counts members beyond this node's: who changed?
+            changes = self.state.heard.reconcile(dict.fromkeys(members, "joined"))
+            if len(self.state.members) <= self.ctx.config.member_events_limit:
+                for user, what in changes:
+                    self._announce(user, what)
         if self.state.repairing is None:
             self.state.repairing = []
             self._replay_gap()
@@ -365,7 +365,7 @@ class RoomActor(FaultInjectable, GeventActor):
             members = None
         if members is None:
             members = self._members()
-        if self.ctx.cluster is not None and not state.heard.seeded:
+        if not state.heard.seeded:
             state.heard.reset(dict.fromkeys(members, "joined"))
         reply: dict[str, Any] = {
             "room": state.name,
@@ -470,36 +470,22 @@ class RoomActor(FaultInjectable, GeventActor):
     ) -> list[str] | None:
         """Count a connection of ``user`` in or out; announce a user's arrival or departure.
 
-        On one node the room announces to its members itself, once per user. In a cluster the
-        count is cluster-wide in Redis, which announces on the room's channel once per user for
-        the whole cluster (the listener brings the event back here too); returns the cluster's
-        members then, or None to use the local ones.
+        The broker counts it; a broker that counts across nodes (a cluster's, in Redis)
+        announces once per user for all of them (its event comes back here too) and answers
+        the members everywhere; otherwise the room announces to its members itself, once per
+        user, and returns None to use its own members.
         """
-        cluster = self.ctx.cluster
-        if cluster is None:
-            if first_or_last and len(self.state.users) <= self.ctx.config.member_events_limit:
-                self._announce(user, "joined" if delta > 0 else "left")
-            return None
-        return cluster.member_adjust(self.state.name, user, delta)
+        membership = self.ctx.broker.member_adjust(self.state.name, user, delta)
+        limit = self.ctx.config.member_events_limit
+        if not membership.announced and first_or_last and len(self.state.users) <= limit:
+            self._announce(user, "joined" if delta > 0 else "left")
+        return membership.members
 
     def _members(self) -> list[str]:
-        cluster = self.ctx.cluster
-        if cluster is not None:
-            members = cluster.members(self.state.name)
-            if members is not None:
-                return members
+        members = self.ctx.broker.members(self.state.name)
+        if members is not None:
+            return members
         return list(self.state.users)
-
-    def _resync_membership(self, cluster: ClusterLink) -> None:
-        """After Redis was away: make this node's counts in Redis match its connections."""
-        state = self.state
-        recorded = cluster.node_member_counts(state.name, list(state.users))
-        if recorded is None:
-            return
-        for user in set(recorded) | set(state.users):
-            delta = state.users.get(user, 0) - recorded.get(user, 0)
-            if delta:
-                cluster.member_adjust(state.name, user, delta)
 
     def _remote_member_event(self, event: RemoteEvent) -> None:
         """A member event from Redis (this node's own changes come back this way too): told to

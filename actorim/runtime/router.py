@@ -17,7 +17,6 @@ from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
 from actorim.protocol.errors import CommandError, ErrorCode
-from actorim.redis.subscriptions import unwant_channel, want_channel
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.link import Link
 from actorim.runtime.messages import Repair
@@ -103,11 +102,7 @@ class RouterActor(GeventActor):
         """The Redis link is back: every room replays what it missed and re-counts its members
         in Redis; the members of rooms this node left meanwhile are counted out."""
         rooms = self.ctx.directory.rooms
-        cluster = self.ctx.cluster
-        records = cluster.node_member_records() if cluster is not None else None
-        for (room, user), count in (records or {}).items():
-            if count > 0 and room not in rooms:
-                cluster.member_adjust(room, user, -count)  # type: ignore[union-attr]
+        self.ctx.broker.resync_rooms(list(rooms))
         for state in list(rooms.values()):
             if state.actor is not None:
                 with contextlib.suppress(ActorDeadError):
@@ -126,10 +121,9 @@ class RouterActor(GeventActor):
                 f"user {user!r} already has {limit} connections; close one and try again",
             )
         links[link] = None
-        cluster = self.ctx.cluster
-        if cluster is not None and len(links) == 1:
+        if len(links) == 1:
             # Before connect answers: the user's direct messages reach this node from now on.
-            want_channel(self.ctx, cluster.keys.user_channel(user))
+            self.ctx.broker.subscribe_user(user)
 
     def _unregister(self, link: Link) -> None:
         by_user = self.ctx.directory.by_user
@@ -141,9 +135,7 @@ class RouterActor(GeventActor):
             links.pop(link, None)
             if not links:
                 del by_user[user]
-                cluster = self.ctx.cluster
-                if cluster is not None:
-                    unwant_channel(self.ctx, cluster.keys.user_channel(user))
+                self.ctx.broker.unsubscribe_user(user)
 
     def _room_for(self, name: str) -> RoomState:
         rooms = self.ctx.directory.rooms

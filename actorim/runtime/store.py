@@ -120,9 +120,9 @@ class StoreActor(FaultInjectable, GeventActor):
 
     def _link_refusing(self) -> bool:
         """In a cluster: the Redis link's breaker is open, so no store call is made (each would
-        wait out the socket timeout if Redis hangs, holding up every other)."""
-        cluster = self.ctx.cluster
-        return cluster is not None and cluster.refusing
+        wait out the socket timeout if Redis hangs, holding up every other). The cluster's
+        store shares the broker's link."""
+        return self.ctx.broker.refusing
 
     def _append(self, append: Append | Mark) -> None:
         """Queue a send or a receipt for the next group commit (starting one if none runs)."""
@@ -161,9 +161,8 @@ class StoreActor(FaultInjectable, GeventActor):
         if error is not None:
             for entry in batch:
                 _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
-            if self.ctx.cluster is not None:
+            if self.ctx.broker.link_failed("store", error):
                 # Redis away: the breaker handles the link; the actor has nothing to reopen.
-                self.ctx.cluster.report_failure("store", error)
                 if self._pending or self._marks:
                     self._commit()
                 return
@@ -197,17 +196,17 @@ class StoreActor(FaultInjectable, GeventActor):
         if stored.duplicate:
             return
         frame = message_frame(stored, append.body, decoded=True)
-        bus = self.ctx.bus
+        broker = self.ctx.broker
         if stored.room is not None:
-            bus.to_room(stored.room, stored.seq, frame, append.link)
+            broker.publish_stored(stored.room, stored.seq, frame, append.link)
         else:
             assert stored.to is not None
             if stored.sender == stored.to:
                 # A note to oneself: the sending connection has the reply, like any sender.
-                bus.to_user(stored.to, frame, mid=stored.mid, origin=append.link)
+                broker.publish_to_user(stored.to, frame, mid=stored.mid, origin=append.link)
             else:
-                bus.to_user(stored.to, frame, mid=stored.mid)
-                bus.to_user(stored.sender, frame, mid=stored.mid, origin=append.link)
+                broker.publish_to_user(stored.to, frame, mid=stored.mid)
+                broker.publish_to_user(stored.sender, frame, mid=stored.mid, origin=append.link)
 
     def _query(self, query: Query) -> None:
         if self._link_refusing():

@@ -1,0 +1,76 @@
+"""``NodeDelivery``: the fan-out on this node that a broker hands what it carries to.
+
+Room messages go to the room's actor (which fans out in ``seq`` order), direct messages and
+per-user events to the user's links. The single-node broker calls it as it publishes; in a
+cluster the node's Redis listener calls the same ``deliver_to_user``, so the path from the
+broker to a socket is the same either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from pykka import ActorDeadError
+
+from actorim.runtime.messages import Publish, RoomEvent
+
+if TYPE_CHECKING:
+    from actorim.protocol.wire import WireFrame
+    from actorim.runtime.context import Directory, NodeContext
+    from actorim.runtime.link import Link
+
+__all__ = ["NodeDelivery", "deliver_to_user"]
+
+
+def deliver_to_user(
+    directory: Directory,
+    user: str,
+    frame: WireFrame,
+    *,
+    mid: str | None = None,
+    origin: Link | None = None,
+) -> int:
+    """Offer ``frame`` to each local link of ``user``; a link still paging out its offline
+    backlog holds direct messages back so that they follow the backlog instead of overtaking
+    it. Returns how many links got it."""
+    count = 0
+    for link in directory.links_of(user):
+        if link is origin:
+            continue
+        count += 1
+        offline = link.offline
+        if mid is None or offline is None or not offline.hold(mid, frame):
+            link.send_frame(frame)
+    return count
+
+
+class NodeDelivery:
+    """``ports.Delivery`` for this node's room actors and links."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self._directory = ctx.directory
+        self._ctx = ctx
+
+    def room_message(self, room: str, seq: int, frame: WireFrame, origin: Link | None) -> None:
+        state = self._directory.rooms.get(room)
+        if state is None or state.actor is None:
+            return  # nobody is in the room on this node; the message waits in the store
+        # A room actor that is restarting misses this one; its members see the jump in seq
+        # and repair it with join ... since.
+        with contextlib.suppress(ActorDeadError):
+            state.actor.tell(Publish(seq, frame, origin))
+
+    def room_event(self, room: str, frame: WireFrame, origin: Link | None) -> None:
+        state = self._directory.rooms.get(room)
+        if state is None or state.actor is None:
+            return  # nobody is in the room on this node
+        with contextlib.suppress(ActorDeadError):
+            state.actor.tell(RoomEvent(frame, origin))
+
+    def user_event(
+        self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Link | None = None
+    ) -> None:
+        count = deliver_to_user(self._directory, user, frame, mid=mid, origin=origin)
+        if mid is not None and count:
+            self._ctx.metrics.delivered.inc(count)
