@@ -100,8 +100,7 @@ class Node:
                 self.config.redis_url, self.ctx.node_id, namespace=self.config.redis_namespace
             )
             self.cluster = link
-            refs = self.ctx.refs
-            self.ctx.broker = RedisBroker(link, lambda: refs.listener)
+            self.ctx.broker = RedisBroker(link, lambda: link.listener)
             self.ctx.breakers["redis"] = link.state_number
             link.on_recovered.append(self._recover)
         else:
@@ -161,8 +160,12 @@ class Node:
         )
         return [
             ChildSpec(id="redis-breaker", start=self._start_breaker, args=(link, policy)),
-            ChildSpec(id="listener", start=ListenerActor.start, args=(self.ctx, link)),
-            ChildSpec(id="nodes", start=NodeRegistryActor.start, args=(self.ctx, link)),
+            ChildSpec(
+                id="listener", start=ListenerActor.start, args=(NodeDelivery(self.ctx), link)
+            ),
+            ChildSpec(
+                id="nodes", start=NodeRegistryActor.start, args=(link, self.config.node_timeout)
+            ),
         ]
 
     def _start_breaker(self, link: ClusterLink, policy: BreakerPolicy) -> ActorRef[Any]:

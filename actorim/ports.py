@@ -7,7 +7,9 @@ the socket is gone. ``Broker`` is how events reach other connections, on this no
 node of a cluster, and how presence and membership are counted: ``actorim.local.broker`` (one
 node) and ``actorim.redis.broker`` (a cluster) implement it, and ``node.py`` picks one; the
 actors never ask which they have. ``Delivery`` is what a broker hands events to: the runtime's
-local fan-out. The Store protocol is ``actorim.store.base.Store``.
+local fan-out, which the local broker calls as it publishes and the Redis listener as it hears
+the cluster (so no adapter names a runtime actor or link). The Store protocol is
+``actorim.store.base.Store``.
 """
 
 from __future__ import annotations
@@ -85,6 +87,21 @@ class Delivery(Protocol):
     ) -> None:
         """An event for every local link of ``user`` but ``origin``; ``mid`` marks a direct
         message (held behind a backlog being paged out, and counted as delivered)."""
+        ...
+
+    def member_event(self, room: str, frame: WireFrame, user: str | None) -> None:
+        """A membership change of ``user`` that the broker counted and announced once for the
+        cluster, to the room's actor here, which tells its members."""
+        ...
+
+    def presence_event(self, frame: WireFrame, user: str | None) -> None:
+        """A presence change of ``user`` that the broker announced once for the cluster, to
+        this node's presence tracker, which tells the user's watchers here."""
+        ...
+
+    def local_origin(self, conn_id: int) -> Origin | None:
+        """This node's open connection ``conn_id``, or None: an event that came back through
+        the broker names its origin so, and the origin must not get it again."""
         ...
 
 

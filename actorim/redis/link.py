@@ -73,6 +73,9 @@ class ClusterLink:
         # Channels the listener subscribes to, with how many wanters; kept here so that a
         # restarted listener subscribes to the same set. Presence is always wanted.
         self.wanted: dict[str, int] = {self.keys.presence_channel: 1}
+        # The node's listener (an actor) while it runs, None while it restarts: the broker
+        # asks it to subscribe.
+        self.listener: ActorRef[Any] | None = None
         self.on_recovered: list[Callable[[], None]] = []
         # When the link last became healthy (monotonic), None while it is not.
         self.healthy_since: float | None = None

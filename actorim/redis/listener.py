@@ -3,9 +3,10 @@
 It subscribes to exactly the channels the node's own connections need (a room's channel while the
 room has a member here, a user's channel while the user has a connection here, and presence),
 so a message reaches only the nodes that have a recipient; and it hands what Redis publishes to
-the local actors: room messages to the room actor (which fans out in ``seq`` order), direct
-messages and receipts to the user's links, member events and ephemeral room events (not
-stored, no seq) to the rooms, and presence events to the presence tracker.
+the runtime's fan-out, ``ports.Delivery``: room messages (which the room's actor fans out in
+``seq`` order), direct messages and receipts for a user's links, member events and ephemeral
+room events (not stored, no seq) for the rooms, and presence events for the presence tracker.
+It names no runtime actor or link: the events' origins too are resolved by the delivery.
 
 A reader greenlet owned by the actor blocks on the subscription. When the connection to Redis
 breaks it tells the breaker, and subscribes again to every wanted channel; only when every
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import msgpack
@@ -30,10 +31,10 @@ from actorim.protocol.events import message_frame
 from actorim.protocol.wire import WireFrame
 from actorim.redis.link import ROOM_EVENT, ClusterLink
 from actorim.redis.store import decode_published_fields, msgpack_map
-from actorim.runtime.context import NodeContext
-from actorim.runtime.delivery import deliver_to_user
-from actorim.runtime.messages import Call, Publish, RemoteEvent, RoomEvent
 from supervisors import Backoff, GeventActor
+
+if TYPE_CHECKING:
+    from actorim.ports import Delivery, Origin
 
 __all__ = ["ListenerActor", "Unwant", "Want"]
 
@@ -61,12 +62,19 @@ class Unwant:
     channel: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """Tell, from the reader greenlet: it failed with ``error``, so the actor fails with it."""
+
+    error: BaseException
+
+
 class ListenerActor(GeventActor):
     """See the module docstring."""
 
-    def __init__(self, ctx: NodeContext, link: ClusterLink) -> None:
+    def __init__(self, delivery: Delivery, link: ClusterLink) -> None:
         super().__init__()
-        self.ctx = ctx
+        self.delivery = delivery
         self.link = link
         self.wanted: dict[str, int] = link.wanted
         self._pubsub: Any = None
@@ -75,7 +83,7 @@ class ListenerActor(GeventActor):
         self._stopping = False
 
     def on_start(self) -> None:
-        self.ctx.refs.listener = self.actor_ref
+        self.link.listener = self.actor_ref
         self.link.set_subscribed(False)
         self._reader = gevent.spawn(self._read_forever)
 
@@ -87,7 +95,7 @@ class ListenerActor(GeventActor):
 
     def _shutdown(self) -> None:
         self._stopping = True
-        self.ctx.refs.listener = None
+        self.link.listener = None
         self.link.set_subscribed(False)
         if self._reader is not None and self._reader is not gevent.getcurrent():
             self._reader.kill(block=False)
@@ -98,8 +106,8 @@ class ListenerActor(GeventActor):
             return self._want(message.channel)
         if isinstance(message, Unwant):
             self._unwant(message.channel)
-        elif isinstance(message, Call):
-            return message.func(*message.args)
+        elif isinstance(message, _Failed):
+            raise message.error
         else:
             return super().on_receive(message)
         return None
@@ -166,7 +174,7 @@ class ListenerActor(GeventActor):
                     return
                 logger.exception("the Redis listener failed")
                 with contextlib.suppress(ActorDeadError):
-                    self.actor_ref.tell(Call(_reraise, (exc,)))
+                    self.actor_ref.tell(_Failed(exc))
                 return
 
     def _connect(self) -> None:
@@ -221,54 +229,37 @@ class ListenerActor(GeventActor):
         stored, origin = decode_published_fields(fields)
         link = self._local_origin(origin)
         frame = message_frame(stored)
-        directory = self.ctx.directory
         if stored.room is not None:
-            state = directory.rooms.get(stored.room)
-            if state is not None and state.actor is not None:
-                with contextlib.suppress(ActorDeadError):
-                    state.actor.tell(Publish(stored.seq, frame, link))
+            self.delivery.room_message(stored.room, stored.seq, frame, link)
             return
         user = _user_of(channel)
         if user is not None:
-            count = deliver_to_user(directory, user, frame, mid=stored.mid, origin=link)
-            if count:
-                self.ctx.metrics.delivered.inc(count)
+            self.delivery.user_event(user, frame, mid=stored.mid, origin=link)
 
     def _event(self, channel: str, event: dict[str, Any]) -> None:
         kind = event.get("t")
-        directory = self.ctx.directory
         if kind == "member":
-            state = directory.rooms.get(event.get("room", ""))
-            if state is not None and state.actor is not None:
-                with contextlib.suppress(ActorDeadError):
-                    state.actor.tell(RemoteEvent(WireFrame(event), event.get("user")))
+            self.delivery.member_event(event.get("room", ""), WireFrame(event), event.get("user"))
         elif kind == ROOM_EVENT:
-            state = directory.rooms.get(event.get("room", ""))
-            if (
-                state is not None
-                and state.actor is not None
-                and isinstance(event.get("event"), dict)
-            ):
+            if isinstance(event.get("event"), dict):
                 origin = self._local_origin(event.get("origin"))
-                with contextlib.suppress(ActorDeadError):
-                    state.actor.tell(RoomEvent(WireFrame(event["event"]), origin))
+                self.delivery.room_event(event.get("room", ""), WireFrame(event["event"]), origin)
         elif kind == "presence":
-            presence = self.ctx.refs.presence
-            if presence is not None:
-                with contextlib.suppress(ActorDeadError):
-                    presence.tell(RemoteEvent(WireFrame(event), event.get("user")))
+            self.delivery.presence_event(WireFrame(event), event.get("user"))
         else:
             user = _user_of(channel)
             if user is not None:
-                deliver_to_user(directory, user, WireFrame(event))
+                self.delivery.user_event(user, WireFrame(event))
 
-    def _local_origin(self, origin: str | None) -> Any:
+    def _local_origin(self, origin: str | None) -> Origin | None:
+        """The connection of this node that published an event (``<node>/<conn_id>``), which
+        does not get it back; None for another node's."""
         if origin is None:
             return None
         node, _, conn = origin.rpartition("/")
-        if node != self.ctx.node_id or not conn.isdigit():
+        if node != self.link.node_id or not conn.isdigit():
             return None
-        return self.ctx.directory.links.get(int(conn))
+        return self.delivery.local_origin(int(conn))
 
 
 def _user_of(channel: str) -> str | None:
@@ -277,7 +268,3 @@ def _user_of(channel: str) -> str | None:
     if start < 0 or not channel.endswith("}"):
         return None
     return channel[start + 3 : -1]
-
-
-def _reraise(exc: BaseException) -> None:
-    raise exc

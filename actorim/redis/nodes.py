@@ -16,17 +16,19 @@ liveness key has lapsed, and the others need a moment to renew theirs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import gevent
 import msgpack
 import redis
+from pykka import ActorDeadError
 
 from actorim.redis.keys import ClusterKeys
 from actorim.redis.link import ClusterLink, make_client
-from actorim.runtime.context import NodeContext
-from actorim.runtime.messages import Call, call_later
 from supervisors import GeventActor
 
 __all__ = ["NodeRegistryActor", "list_sessions"]
@@ -34,14 +36,18 @@ __all__ = ["NodeRegistryActor", "list_sessions"]
 logger = logging.getLogger("actorim.cluster")
 
 
+@dataclass(frozen=True, slots=True)
+class _Sweep:
+    """Tell, from the actor's timer: refresh this node's liveness and reap the dead."""
+
+
 class NodeRegistryActor(GeventActor):
     """See the module docstring."""
 
-    def __init__(self, ctx: NodeContext, link: ClusterLink) -> None:
+    def __init__(self, link: ClusterLink, node_timeout: float) -> None:
         super().__init__()
-        self.ctx = ctx
         self.link = link
-        timeout = ctx.config.node_timeout
+        timeout = node_timeout
         self.interval = timeout / 5
         self.alive_ttl_ms = int(timeout * 600)
         self.timeout = timeout
@@ -58,12 +64,19 @@ class NodeRegistryActor(GeventActor):
         self._leave()
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Call):
-            return message.func(*message.args)
+        if isinstance(message, _Sweep):
+            self._sweep()
+            return None
         return super().on_receive(message)
 
     def _arm(self) -> None:
-        self._timer = call_later(self.actor_ref, self.interval, self._sweep)
+        ref = self.actor_ref
+
+        def fire() -> None:
+            with contextlib.suppress(ActorDeadError):  # stopped meanwhile
+                ref.tell(_Sweep())
+
+        self._timer = gevent.spawn_later(self.interval, fire)
 
     def _sweep(self) -> None:
         self._refresh()

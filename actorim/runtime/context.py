@@ -46,7 +46,6 @@ class Refs:
     rooms: ActorRef[Any] | None = None
     connections: ActorRef[Any] | None = None
     heartbeat: ActorRef[Any] | None = None
-    listener: ActorRef[Any] | None = None
 
     def tell(self, name: str, message: Any) -> None:
         """Tell a singleton; raises :class:`Unavailable` while it is down or swamped."""

@@ -1,9 +1,10 @@
 """``NodeDelivery``: the fan-out on this node that a broker hands what it carries to.
 
 Room messages go to the room's actor (which fans out in ``seq`` order), direct messages and
-per-user events to the user's links. The single-node broker calls it as it publishes; in a
-cluster the node's Redis listener calls the same ``deliver_to_user``, so the path from the
-broker to a socket is the same either way.
+per-user events to the user's links, member events announced by the cluster to the room's actor
+and presence events to the presence tracker. The single-node broker calls it as it publishes;
+in a cluster the node's Redis listener calls it with what it hears, so the path from the broker
+to a socket is the same either way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pykka import ActorDeadError
 
-from actorim.runtime.messages import Publish, RoomEvent
+from actorim.runtime.messages import Publish, RemoteEvent, RoomEvent
 
 if TYPE_CHECKING:
     from actorim.protocol.wire import WireFrame
@@ -74,3 +75,20 @@ class NodeDelivery:
         count = deliver_to_user(self._directory, user, frame, mid=mid, origin=origin)
         if mid is not None and count:
             self._ctx.metrics.delivered.inc(count)
+
+    def member_event(self, room: str, frame: WireFrame, user: str | None) -> None:
+        state = self._directory.rooms.get(room)
+        if state is None or state.actor is None:
+            return  # nobody is in the room on this node
+        with contextlib.suppress(ActorDeadError):
+            state.actor.tell(RemoteEvent(frame, user))
+
+    def presence_event(self, frame: WireFrame, user: str | None) -> None:
+        presence = self._ctx.refs.presence
+        if presence is None:
+            return  # the tracker is restarting: its watchers here miss this change
+        with contextlib.suppress(ActorDeadError):
+            presence.tell(RemoteEvent(frame, user))
+
+    def local_origin(self, conn_id: int) -> Link | None:
+        return self._directory.links.get(conn_id)
