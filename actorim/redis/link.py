@@ -27,6 +27,7 @@ from actorim.breaker.actor import ReportFailure, ReportSuccess
 from actorim.breaker.machine import BreakerState, Transition
 from actorim.redis import scripts
 from actorim.redis.keys import ClusterKeys
+from actorim.redis.replies import answer
 
 __all__ = ["ROOM_EVENT", "ClusterLink"]
 
@@ -203,7 +204,7 @@ class ClusterLink:
             return {}
 
         def call() -> dict[str, str]:
-            states = self.client.hmget(self.keys.presence_state, users)
+            states: list[bytes | None] = answer(self.client.hmget(self.keys.presence_state, users))
             return {
                 u: "online" if s == b"online" else "offline"
                 for u, s in zip(users, states, strict=True)
@@ -253,7 +254,10 @@ class ClusterLink:
 
         def call() -> dict[tuple[str, str], int]:
             records = {}
-            for field, count in self.client.hgetall(self.keys.node_members(self.node_id)).items():
+            own: dict[bytes, bytes] = answer(
+                self.client.hgetall(self.keys.node_members(self.node_id))
+            )
+            for field, count in own.items():
                 room, _, user = field.decode().partition("\x1f")
                 records[(room, user)] = int(count)
             return records
@@ -266,7 +270,7 @@ class ClusterLink:
             "presence",
             lambda: {
                 u.decode(): int(c)
-                for u, c in self.client.hgetall(self.keys.node_users(self.node_id)).items()
+                for u, c in answer(self.client.hgetall(self.keys.node_users(self.node_id))).items()
             },
             None,
         )
@@ -274,7 +278,7 @@ class ClusterLink:
     def members(self, room: str) -> list[str] | None:
         return self.guarded(
             "membership",
-            lambda: [m.decode() for m in self.client.hkeys(self.keys.room_members(room))],
+            lambda: [m.decode() for m in answer(self.client.hkeys(self.keys.room_members(room)))],
             None,
         )
 

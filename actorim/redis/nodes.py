@@ -29,6 +29,7 @@ from pykka import ActorDeadError
 
 from actorim.redis.keys import ClusterKeys
 from actorim.redis.link import ClusterLink, make_client
+from actorim.redis.replies import answer
 from supervisors import GeventActor
 
 __all__ = ["NodeRegistryActor", "list_sessions"]
@@ -106,7 +107,9 @@ class NodeRegistryActor(GeventActor):
             return  # every liveness key lapsed during the outage: let the others renew theirs
         keys, client = self.link.keys, self.link.client
         others = [
-            n.decode() for n in client.smembers(keys.nodes) if n.decode() != self.link.node_id
+            n.decode()
+            for n in answer(client.smembers(keys.nodes))
+            if n.decode() != self.link.node_id
         ]
         if not others:
             return
@@ -162,8 +165,9 @@ def list_sessions(redis_url: str, *, namespace: str = "actorim") -> list[dict[st
     client = make_client(redis_url)
     try:
         sessions = []
-        for node in sorted(n.decode() for n in client.smembers(keys.nodes)):
-            for sid, record in client.hgetall(keys.node_sessions(node)).items():
+        for node in sorted(n.decode() for n in answer(client.smembers(keys.nodes))):
+            records: dict[bytes, bytes] = answer(client.hgetall(keys.node_sessions(node)))
+            for sid, record in records.items():
                 sessions.append({"session": sid.decode(), **msgpack.unpackb(record, raw=False)})
         return sessions
     except redis.RedisError as exc:

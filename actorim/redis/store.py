@@ -73,6 +73,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from actorim.redis.replies import answer
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -579,7 +580,7 @@ class RedisStore(Store):
 
     def _warn_unless_durable(self) -> None:
         try:
-            reply = self._client.config_get("append*")
+            reply: dict[Any, Any] = answer(self._client.config_get("append*"))
         except redis.RedisError:
             return  # CONFIG is often disabled on managed Redis; the operator's docs say what to set
         config = {_text(k): _text(v) for k, v in reply.items()}
@@ -654,7 +655,7 @@ class RedisStore(Store):
             self._index_appended(stored, packed, levels, touched, origins)
         return stored
 
-    def _append_args(self, msg: NewMessage) -> list[object]:
+    def _append_args(self, msg: NewMessage) -> list[str | int | bytes]:
         given = "".join("0" if v is None else "1" for v in (msg.cid, msg.room, msg.to))
         return [
             new_mid(msg.ts),
@@ -737,7 +738,7 @@ class RedisStore(Store):
 
     def last_seq(self, conv: str) -> int:
         with self._calling("read the last seq"):
-            return int(self._client.get(self._keys.conversation(conv)[0]) or 0)
+            return int(answer(self._client.get(self._keys.conversation(conv)[0])) or 0)
 
     def since(
         self, conv: str, seq: int, *, limit: int, max_bytes: int | None = None
@@ -791,9 +792,9 @@ class RedisStore(Store):
         log = self._keys.conversation(conv)[1]
         with self._calling("read history"):
             if after is None:
-                entries = self._client.xrevrange(log, high, low, count=limit + 1)
+                entries: list[Any] = answer(self._client.xrevrange(log, high, low, count=limit + 1))
             else:
-                entries = self._client.xrange(log, low, high, count=limit + 1)
+                entries = answer(self._client.xrange(log, low, high, count=limit + 1))
         page = [_decode_entry(e) for e in entries[:limit]]
         if after is None:
             page.reverse()
@@ -801,7 +802,7 @@ class RedisStore(Store):
 
     def get(self, mid: str) -> StoredMessage | None:
         with self._calling("read a message"):
-            conv = self._client.hget(self._keys.mid_index(mid), mid)
+            conv: bytes | None = answer(self._client.hget(self._keys.mid_index(mid), mid))
             if conv is None:
                 return None
             keys = self._keys.conversation(conv.decode())
@@ -820,7 +821,7 @@ class RedisStore(Store):
             if after is not None:
                 # The score is the message's ts, which its mid is made from; the inbox keeps
                 # the member of an acknowledged message (a pruned one resumes at its ms).
-                member = self._client.hget(inbox, after)
+                member: bytes | None = answer(self._client.hget(inbox, after))
                 cursor = (mid_ms(after), member or b"")
             while len(found) < limit:
                 page = self._pending_after(pending, cursor, limit - len(found))
@@ -862,19 +863,23 @@ class RedisStore(Store):
         cursor meanwhile (acknowledged) cannot make the reader skip one."""
         client = self._client
         if cursor is None:
-            pairs = client.zrange(pending, 0, count - 1, withscores=True)
+            pairs: list[tuple[bytes, float]] = answer(
+                client.zrange(pending, 0, count - 1, withscores=True)
+            )
             return [(score, member) for member, score in pairs]
         score, last = cursor
         # Members of the cursor's own score (messages of one millisecond: a handful).
         ties = [
             (score, member)
-            for member, _ in client.zrangebyscore(pending, score, score, withscores=True)
+            for member, _ in answer(client.zrangebyscore(pending, score, score, withscores=True))
             if member > last
         ]
         if len(ties) >= count:
             return ties[:count]
-        later = client.zrangebyscore(
-            pending, f"({score}", "+inf", start=0, num=count - len(ties), withscores=True
+        later: list[tuple[bytes, float]] = answer(
+            client.zrangebyscore(
+                pending, f"({score}", "+inf", start=0, num=count - len(ties), withscores=True
+            )
         )
         return ties + [(s, member) for member, s in later]
 
