@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+from gevent.event import Event
+from gevent.queue import Queue
 
 from actorim.local.broker import LocalBroker
 from actorim.protocol.wire import WireFrame
 from actorim.redis.broker import RedisBroker
+from actorim.redis.link import ClusterLink
+from actorim.redis.listener import ListenerActor
 from tests.support import Client, RunningNode, queued
 
 
@@ -63,3 +69,70 @@ def test_in_a_cluster_an_ephemeral_room_event_reaches_members_on_every_node_but_
     for client in (alice, bob, carol):
         client.ok("join", room="r")
     assert_ephemeral_reaches_all_but_origin(here, alice, [carol, bob])
+
+
+class RecordingDelivery:
+    """A ``ports.Delivery`` that records each call: what the Redis listener hands the runtime,
+    seen with no runtime behind it."""
+
+    def __init__(self, links: dict[int, Any]) -> None:
+        self.calls: Queue[tuple[Any, ...]] = Queue()
+        self._links = links
+
+    def room_message(self, room: str, seq: int, frame: WireFrame, origin: Any) -> None:
+        self.calls.put(("room_message", room, seq, frame.obj, origin))
+
+    def room_event(self, room: str, frame: WireFrame, origin: Any) -> None:
+        self.calls.put(("room_event", room, frame.obj, origin))
+
+    def user_event(
+        self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Any = None
+    ) -> None:
+        self.calls.put(("user_event", user, frame.obj, mid, origin))
+
+    def member_event(self, room: str, frame: WireFrame, user: str | None) -> None:
+        self.calls.put(("member_event", room, frame.obj["t"], user))
+
+    def presence_event(self, frame: WireFrame, user: str | None) -> None:
+        self.calls.put(("presence_event", frame.obj["status"], user))
+
+    def local_origin(self, conn_id: int) -> Any:
+        return self._links.get(conn_id)
+
+
+def test_the_redis_listener_hands_what_it_hears_to_the_delivery_port(
+    redis_session: Any, tmp_path: Path
+) -> None:
+    """The adapter names no runtime actor or link: an ephemeral room event (its origin resolved
+    by the port when it is this node's connection), a user's event, and the member and presence
+    announcements of the Lua scripts all reach the runtime as ``Delivery`` calls."""
+    url = f"redis://127.0.0.1:{redis_session.port}/0"
+    link = ClusterLink(url, "here", namespace=f"listener-{tmp_path.name}")
+    origin = SimpleNamespace(conn_id=7)
+    delivery = RecordingDelivery({7: origin})
+    # Wanted before it starts: the listener subscribes to them as it connects, and the link is
+    # healthy (it calls its recovery steps) once every subscription is confirmed.
+    link.wanted[link.keys.room_channel("r")] = 1
+    link.wanted[link.keys.user_channel("bob")] = 1
+    subscribed = Event()
+    link.on_recovered.append(subscribed.set)
+    ref = ListenerActor.start(delivery, link)
+    try:
+        assert subscribed.wait(timeout=5), "the listener did not subscribe"
+        typing = {"t": "typing", "room": "r", "user": "alice"}
+        link.publish_to_room("r", typing, "here/7")
+        link.publish_to_room("r", typing, "there/7")  # conn 7 of another node: not ours
+        link.publish_to_user("bob", {"t": "read", "room": "r", "seq": 3})
+        link.member_adjust("r", "bob", 1)
+        link.presence_adjust("bob", 1)
+        got = [delivery.calls.get(timeout=5) for _ in range(5)]
+        assert got == [
+            ("room_event", "r", typing, origin),
+            ("room_event", "r", typing, None),
+            ("user_event", "bob", {"t": "read", "room": "r", "seq": 3}, None, None),
+            ("member_event", "r", "member", "bob"),
+            ("presence_event", "online", "bob"),
+        ]
+    finally:
+        ref.stop()
+        link.client.close()
