@@ -48,10 +48,9 @@ class NodeRegistryActor(GeventActor):
     def __init__(self, link: ClusterLink, node_timeout: float) -> None:
         super().__init__()
         self.link = link
-        timeout = node_timeout
-        self.interval = timeout / 5
-        self.alive_ttl_ms = int(timeout * 600)
-        self.timeout = timeout
+        self.interval = node_timeout / 5
+        self.alive_ttl_ms = int(node_timeout * 600)
+        self.timeout = node_timeout
         self._listed = False
         self._timer: Any = None
 
