@@ -141,7 +141,7 @@ class RouterActor(GeventActor):
         rooms = self.ctx.directory.rooms
         state = rooms.get(name)
         if state is None:
-            state = rooms[name] = RoomState(name)
+            state = rooms[name] = RoomState.new(name, self.ctx.config)
         state.joins_forwarded += 1
         if state.actor is None or not state.actor.is_alive():
             self._start_room(state)
