@@ -63,7 +63,7 @@ from actorim.runtime.messages import (
     RoomEvent,
     call_later,
 )
-from actorim.runtime.store import query, query_wait
+from actorim.runtime.store import query
 from supervisors import GeventActor
 
 if TYPE_CHECKING:
@@ -97,6 +97,9 @@ class RoomState:
     loaded: bool = False
     actor: ActorRef[Any] | None = None
     generation: int = 0
+    # The router is starting the room's actor: joins told meanwhile wait here for its start.
+    starting: bool = False
+    waiting: list[JoinRoom] = field(default_factory=list)
     joins_forwarded: int = 0
     joins_handled: int = 0
     # In a cluster: who this node's members were told is in the room ("joined" / "left").
@@ -137,6 +140,10 @@ class RoomIdle:
     state: RoomState
 
 
+# The room's messages that wait while its last seq is read (timers and store answers do not).
+_WAITS_FOR_LOAD = (Publish, JoinRoom, LeaveRoom, RoomEvent, RemoteEvent, Repair)
+
+
 class RoomActor(FaultInjectable, GeventActor):
     """See the module docstring."""
 
@@ -148,6 +155,9 @@ class RoomActor(FaultInjectable, GeventActor):
         self.state = state
         self.ctx = ctx
         self._subscribed = False
+        # Reading the room's last seq from the store: the room's messages wait here meanwhile.
+        self._loading = False
+        self._queued: list[Any] = []
 
     def __str__(self) -> str:
         return f"RoomActor {self.state.name!r}"
@@ -158,12 +168,16 @@ class RoomActor(FaultInjectable, GeventActor):
             # Subscribed before the last seq is read: every later message reaches this node.
             self._subscribed = True
             self.ctx.broker.subscribe_room(state.name)
-        if not state.loaded:
-            state.log.seq = max(state.log.seq, query_wait(self.ctx, "last_seq", state.conv))
-            state.loaded = True
         state.actor = self.actor_ref
-        # A repair under way when the last actor failed: its read is lost, start again.
-        self._carry_out(state.log.restarted())
+        if state.loaded:
+            # A repair under way when the last actor failed: its read is lost, start again.
+            self._carry_out(state.log.restarted())
+        else:
+            # Never waited for here: the supervisor and the router would wait with it.
+            self._load()
+        waiting, state.waiting = state.waiting, []
+        for join in waiting:
+            self.on_receive(join)
 
     def on_stop(self) -> None:
         if self.state.actor is self.actor_ref:
@@ -172,6 +186,11 @@ class RoomActor(FaultInjectable, GeventActor):
             self.ctx.broker.unsubscribe_room(self.state.name)
 
     def on_receive(self, message: Any) -> Any:
+        if not self.state.loaded and isinstance(message, _WAITS_FOR_LOAD):
+            self._queued.append(message)
+            if not self._loading:
+                self._load()
+            return None
         if isinstance(message, Publish):
             self._carry_out(self.state.log.publish(message))
         elif isinstance(message, JoinRoom):
@@ -191,6 +210,49 @@ class RoomActor(FaultInjectable, GeventActor):
         else:
             return super().on_receive(message)
         return None
+
+    # -- loading the last seq --------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Read the room's last seq from the store; its messages wait until the answer."""
+        self._loading = True
+        me = self.actor_ref
+
+        def done(result: Any, error: BaseException | None) -> None:
+            with contextlib.suppress(ActorDeadError):
+                me.tell(Call(self._loaded, (result, error)))
+
+        try:
+            query(self.ctx, "last_seq", self.state.conv, done=done)
+        except Unavailable as exc:
+            self._loaded(None, exc)
+
+    def _loaded(self, last: Any, error: BaseException | None) -> None:
+        state = self.state
+        self._loading = False
+        queued, self._queued = self._queued, []
+        if error is None:
+            state.log.seq = max(state.log.seq, int(last))
+            state.loaded = True
+            for message in queued:
+                self.on_receive(message)
+            return
+        # Nobody is in the room yet (joins wait for the load): refuse the joins that waited,
+        # drop the messages (the next load's last seq covers them), and let the room go.
+        logger.warning("could not read the last seq: %s", error, extra=log_context(room=state.name))
+        for message in queued:
+            if isinstance(message, JoinRoom):
+                state.joins_handled += 1
+                if message.link.rooms.get(state.name) is state:
+                    del message.link.rooms[state.name]
+                message.link.fail(
+                    message.command_id,
+                    ErrorCode.OVERLOADED,
+                    f"room {state.name!r} could not read its history; retry in a moment",
+                )
+            elif isinstance(message, LeaveRoom) and message.command_id is not None:
+                message.link.reply(message.command_id, {})
+        self._maybe_idle()
 
     # -- carrying out the log's effects ----------------------------------------------------------
 
