@@ -9,9 +9,10 @@ from typing import Any
 import msgpack
 
 from actorim.domain.messages import NewMessage, StoredMessage, dm_conv, room_conv
+from actorim.domain.roomlog import Gap
 from actorim.protocol.wire import WireFrame
 
-__all__ = ["encode_body", "message_event", "message_frame", "published_message"]
+__all__ = ["encode_body", "gap_frame", "message_event", "message_frame", "published_message"]
 
 
 def encode_body(body: Any) -> bytes:
@@ -69,3 +70,9 @@ def message_event(
 
 def message_frame(stored: StoredMessage, body: Any = None, *, decoded: bool = False) -> WireFrame:
     return WireFrame(message_event(stored, body, decoded=decoded))
+
+
+def gap_frame(room: str, gap: Gap) -> WireFrame:
+    """The ``gap`` event: ``room`` skipped the seqs of ``gap``; its members page them from
+    ``history {room, after, before: seq + 1}``."""
+    return WireFrame({"t": "gap", "room": room, "after": gap.after, "seq": gap.seq})

@@ -272,9 +272,13 @@ class ConnectionActor(GeventActor):
             )
         state = self._ask_router(RoomFor(name))
         link.rooms[name] = state
+        join = JoinRoom(link, command.id, command.since, command.epoch)
+        if state.starting and state.actor is None:
+            state.waiting.append(join)  # the room's actor takes it when it starts
+            return
         try:
             assert state.actor is not None
-            state.actor.tell(JoinRoom(link, command.id, command.since, command.epoch))
+            state.actor.tell(join)
         except (ActorDeadError, AssertionError):
             link.rooms.pop(name, None)
             raise Unavailable(f"room {name!r} is restarting") from None

@@ -1,7 +1,10 @@
-"""``RoomActor``: one per room with members on this node; fans messages out in ``seq`` order.
+"""``RoomActor``: one per room with members on this node; a thin shell around its ``RoomLog``.
 
-The room's lasting state (members, users, the latest ``seq``) is a ``RoomState`` kept in the
-node's directory, so a room actor that crashes is restarted with its members and sequence
+The room's rules (ordering, gap hold and repair, a joining member's replay merge, membership
+counting) are decided by the pure :class:`actorim.domain.roomlog.RoomLog`; this actor feeds it
+what happens and carries out the effects it returns: fan a message out, tell the members of a
+skipped gap, read the store, retry later. The log is part of the room's ``RoomState``, kept in
+the node's directory, so a room actor that crashes is restarted with its members and sequence
 intact. Fan-out offers one shared, once-encoded frame to every member's outbox: no per-member
 encoding and no per-member message to another actor.
 
@@ -15,7 +18,7 @@ latest ``seq`` instead, and the client fills the gap from ``history`` a page at 
 A gap in the room's own fan-out (Redis was away, or this actor restarted and missed publishes)
 is repaired for every member at once, within the same bounds; a larger one is skipped with a
 ``gap`` event that names the missed seqs, and the clients fill it from ``history`` in the same
-way (see :mod:`actorim.runtime.gaps`).
+way.
 """
 
 from __future__ import annotations
@@ -27,16 +30,28 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.config import Config
 from actorim.domain.heard import Heard
 from actorim.domain.messages import room_conv
+from actorim.domain.roomlog import (
+    Deliver,
+    Effect,
+    Gap,
+    JoinReplay,
+    ReadLast,
+    ReadSince,
+    RetryLater,
+    RoomLog,
+    Skip,
+    join_replay,
+)
 from actorim.logs import context as log_context
 from actorim.protocol.codec import Encoding
 from actorim.protocol.errors import ErrorCode
-from actorim.protocol.events import message_frame
+from actorim.protocol.events import gap_frame, message_frame
 from actorim.protocol.wire import WireFrame
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import FaultInjectable
-from actorim.runtime.gaps import Gap, fits, in_order, union
 from actorim.runtime.link import Phase
 from actorim.runtime.messages import (
     Call,
@@ -48,7 +63,7 @@ from actorim.runtime.messages import (
     RoomEvent,
     call_later,
 )
-from actorim.runtime.store import query, query_wait
+from actorim.runtime.store import query
 from supervisors import GeventActor
 
 if TYPE_CHECKING:
@@ -62,8 +77,15 @@ logger = logging.getLogger("actorim.room")
 
 # How long a room waits before asking the store again for a gap it could not read (the store,
 # or the cluster's Redis, was away). The messages after the gap wait with it while they fit
-# the replay bounds; beyond them the room skips the gap and what waited (see actorim.runtime.gaps).
+# the replay bounds; beyond them the room skips the gap and what waited (see
+# actorim.domain.roomlog).
 GAP_RETRY_S = 1.0
+
+
+def _publish_size(publish: Publish) -> int:
+    """What a message takes queued to a member, for the replay bounds: its MessagePack frame
+    (the encoding nearly every member speaks, and the one the fan-out encodes anyway)."""
+    return len(publish.frame.bytes_for(Encoding.MSGPACK))
 
 
 @dataclass(eq=False)
@@ -71,23 +93,42 @@ class RoomState:
     """What a room knows that must survive its actor's restart."""
 
     name: str
-    members: dict[Link, None] = field(default_factory=dict)
-    users: dict[str, int] = field(default_factory=dict)
-    seq: int = 0
+    log: RoomLog[Publish, Link]
     loaded: bool = False
     actor: ActorRef[Any] | None = None
     generation: int = 0
+    # The router is starting the room's actor: joins told meanwhile wait here for its start.
+    starting: bool = False
+    waiting: list[JoinRoom] = field(default_factory=list)
     joins_forwarded: int = 0
     joins_handled: int = 0
-    recovering: dict[Link, list[tuple[int, WireFrame]]] = field(default_factory=dict)
-    repairing: list[Publish] | None = None
-    replaying: bool = False
     # In a cluster: who this node's members were told is in the room ("joined" / "left").
     heard: Heard[str, str] = field(default_factory=lambda: Heard(absent="left"))
+
+    @classmethod
+    def new(cls, name: str, config: Config) -> RoomState:
+        log: RoomLog[Publish, Link] = RoomLog(
+            size=_publish_size,
+            max_messages=config.replay_max_messages,
+            max_bytes=config.replay_max_bytes,
+        )
+        return cls(name, log)
 
     @property
     def conv(self) -> str:
         return room_conv(self.name)
+
+    @property
+    def members(self) -> dict[Link, None]:
+        return self.log.members
+
+    @property
+    def users(self) -> dict[str, int]:
+        return self.log.users
+
+    @property
+    def seq(self) -> int:
+        return self.log.seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +138,10 @@ class RoomIdle:
     name: str
     joins_handled: int
     state: RoomState
+
+
+# The room's messages that wait while its last seq is read (timers and store answers do not).
+_WAITS_FOR_LOAD = (Publish, JoinRoom, LeaveRoom, RoomEvent, RemoteEvent, Repair)
 
 
 class RoomActor(FaultInjectable, GeventActor):
@@ -110,6 +155,9 @@ class RoomActor(FaultInjectable, GeventActor):
         self.state = state
         self.ctx = ctx
         self._subscribed = False
+        # Reading the room's last seq from the store: the room's messages wait here meanwhile.
+        self._loading = False
+        self._queued: list[Any] = []
 
     def __str__(self) -> str:
         return f"RoomActor {self.state.name!r}"
@@ -120,15 +168,16 @@ class RoomActor(FaultInjectable, GeventActor):
             # Subscribed before the last seq is read: every later message reaches this node.
             self._subscribed = True
             self.ctx.broker.subscribe_room(state.name)
-        if not state.loaded:
-            state.seq = max(state.seq, query_wait(self.ctx, "last_seq", state.conv))
-            state.loaded = True
         state.actor = self.actor_ref
-        if state.repairing is not None:  # a repair was under way when the last actor failed
-            held, state.repairing = state.repairing, None
-            state.replaying = False
-            for publish in held:
-                self._publish(publish)
+        if state.loaded:
+            # A repair under way when the last actor failed: its read is lost, start again.
+            self._carry_out(state.log.restarted())
+        else:
+            # Never waited for here: the supervisor and the router would wait with it.
+            self._load()
+        waiting, state.waiting = state.waiting, []
+        for join in waiting:
+            self.on_receive(join)
 
     def on_stop(self) -> None:
         if self.state.actor is self.actor_ref:
@@ -137,8 +186,13 @@ class RoomActor(FaultInjectable, GeventActor):
             self.ctx.broker.unsubscribe_room(self.state.name)
 
     def on_receive(self, message: Any) -> Any:
+        if not self.state.loaded and isinstance(message, _WAITS_FOR_LOAD):
+            self._queued.append(message)
+            if not self._loading:
+                self._load()
+            return None
         if isinstance(message, Publish):
-            self._publish(message)
+            self._carry_out(self.state.log.publish(message))
         elif isinstance(message, JoinRoom):
             self._join(message)
         elif isinstance(message, LeaveRoom):
@@ -157,22 +211,63 @@ class RoomActor(FaultInjectable, GeventActor):
             return super().on_receive(message)
         return None
 
-    # -- fan-out ---------------------------------------------------------------------------------
+    # -- loading the last seq --------------------------------------------------------------------
 
-    def _publish(self, publish: Publish) -> None:
+    def _load(self) -> None:
+        """Read the room's last seq from the store; its messages wait until the answer."""
+        self._loading = True
+        me = self.actor_ref
+
+        def done(result: Any, error: BaseException | None) -> None:
+            with contextlib.suppress(ActorDeadError):
+                me.tell(Call(self._loaded, (result, error)))
+
+        try:
+            query(self.ctx, "last_seq", self.state.conv, done=done)
+        except Unavailable as exc:
+            self._loaded(None, exc)
+
+    def _loaded(self, last: Any, error: BaseException | None) -> None:
         state = self.state
-        if publish.seq <= state.seq:
-            return  # fanned out already (a replay and the live copy of one message)
-        if state.repairing is not None:
-            state.repairing.append(publish)
+        self._loading = False
+        queued, self._queued = self._queued, []
+        if error is None:
+            state.log.seq = max(state.log.seq, int(last))
+            state.loaded = True
+            for message in queued:
+                self.on_receive(message)
             return
-        if publish.seq > state.seq + 1:
-            # Messages were missed (Redis was away, or this actor was restarting): replay them
-            # from the store first, holding this one and what follows until the gap is closed.
-            state.repairing = [publish]
-            self._replay_gap()
-            return
-        self._fan_out(publish)
+        # Nobody is in the room yet (joins wait for the load): refuse the joins that waited,
+        # drop the messages (the next load's last seq covers them), and let the room go.
+        logger.warning("could not read the last seq: %s", error, extra=log_context(room=state.name))
+        for message in queued:
+            if isinstance(message, JoinRoom):
+                state.joins_handled += 1
+                if message.link.rooms.get(state.name) is state:
+                    del message.link.rooms[state.name]
+                message.link.fail(
+                    message.command_id,
+                    ErrorCode.OVERLOADED,
+                    f"room {state.name!r} could not read its history; retry in a moment",
+                )
+            elif isinstance(message, LeaveRoom) and message.command_id is not None:
+                message.link.reply(message.command_id, {})
+        self._maybe_idle()
+
+    # -- carrying out the log's effects ----------------------------------------------------------
+
+    def _carry_out(self, effects: list[Effect[Publish]]) -> None:
+        for effect in effects:
+            if isinstance(effect, Deliver):
+                self._fan_out(effect.item)
+            elif isinstance(effect, Skip):
+                self._skip(effect.gap)
+            elif isinstance(effect, ReadSince):
+                self._read_since(effect.after)
+            elif isinstance(effect, ReadLast):
+                self._read_last()
+            elif isinstance(effect, RetryLater):
+                call_later(self.actor_ref, GAP_RETRY_S, self._retry_gap)
 
     def _repair(self) -> None:
         """Replay what the store has beyond the last seq fanned out (after the link is back),
@@ -185,16 +280,13 @@ class RoomActor(FaultInjectable, GeventActor):
             if len(self.state.members) <= self.ctx.config.member_events_limit:
                 for user, what in changes:
                     self._announce(user, what)
-        if self.state.repairing is None:
-            self.state.repairing = []
-            self._replay_gap()
-        elif not self.state.replaying:  # an earlier replay failed: try again now
-            self._replay_gap()
+        self._carry_out(self.state.log.repair())
 
-    def _replay_gap(self) -> None:
-        """Read what was missed after the last seq fanned out, within the replay bounds."""
-        state = self.state
-        state.replaying = True
+    def _retry_gap(self) -> None:
+        self._carry_out(self.state.log.retry())
+
+    def _read_since(self, after: int) -> None:
+        """Read what was missed after ``after``, within the replay bounds."""
         me = self.actor_ref
         config = self.ctx.config
 
@@ -204,53 +296,29 @@ class RoomActor(FaultInjectable, GeventActor):
 
         bounds = {"limit": config.replay_max_messages, "max_bytes": config.replay_max_bytes}
         try:
-            query(self.ctx, "since", state.conv, state.seq, done=done, **bounds)
+            query(self.ctx, "since", self.state.conv, after, done=done, **bounds)
         except Unavailable as exc:
             self._gap_replayed(None, exc)
 
-    def _retry_gap(self) -> None:
-        if self.state.repairing is not None and not self.state.replaying:
-            self._replay_gap()
-
-    def _fits(self, publishes: list[Publish]) -> bool:
-        """Whether ``publishes`` may go to every member at once (the replay bounds)."""
-        config = self.ctx.config
-        return fits(
-            publishes, max_messages=config.replay_max_messages, max_bytes=config.replay_max_bytes
-        )
-
     def _gap_replayed(self, result: Any, error: BaseException | None) -> None:
-        state = self.state
-        state.replaying = False
-        held = state.repairing or []
+        log = self.state.log
         if error is not None:
-            if self._fits(held):
-                logger.warning(
-                    "could not replay a gap, retrying in %.1fs: %s",
-                    GAP_RETRY_S,
-                    error,
-                    extra=log_context(room=state.name),
-                )
-                call_later(self.actor_ref, GAP_RETRY_S, self._retry_gap)
-                return
-            # Too much has waited behind the gap to go out at once: skip all of it.
-            logger.warning("could not replay a gap: %s", error, extra=log_context(room=state.name))
-            state.repairing = None
-            self._skip_to(max(publish.seq for publish in held))
-            return
-        messages, complete = result
-        replayed = [Publish(m.seq, message_frame(m), None) for m in messages if m.seq > state.seq]
-        repair = union(replayed, held)
-        if complete and self._fits(repair):
-            state.repairing = None
-            self._fan_out_in_order(repair)
+            effects = log.gap_read_failed()
+            retrying = any(isinstance(effect, RetryLater) for effect in effects)
+            logger.warning(
+                "could not replay a gap%s: %s",
+                f", retrying in {GAP_RETRY_S:.1f}s" if retrying else "",
+                error,
+                extra=log_context(room=self.state.name),
+            )
         else:
-            self._skip_gap()
+            messages, complete = result
+            replayed = [Publish(m.seq, message_frame(m), None) for m in messages if m.seq > log.seq]
+            effects = log.gap_read(replayed, complete=complete)
+        self._carry_out(effects)
 
-    def _skip_gap(self) -> None:
+    def _read_last(self) -> None:
         """The gap is beyond the replay bounds: find the latest seq, to skip up to it."""
-        state = self.state
-        state.replaying = True
         me = self.actor_ref
 
         def done(result: Any, error: BaseException | None) -> None:
@@ -258,38 +326,17 @@ class RoomActor(FaultInjectable, GeventActor):
                 me.tell(Call(self._gap_skipped, (result, error)))
 
         try:
-            query(self.ctx, "last_seq", state.conv, done=done)
+            query(self.ctx, "last_seq", self.state.conv, done=done)
         except Unavailable as exc:
             self._gap_skipped(None, exc)
 
     def _gap_skipped(self, last: Any, error: BaseException | None) -> None:
-        state = self.state
-        state.replaying = False
-        held = state.repairing or []
-        if error is not None:
-            if not held:
-                call_later(self.actor_ref, GAP_RETRY_S, self._retry_gap)
-                return
-            last = 0
-        state.repairing = None
-        # Everything that waited is at or below the store's latest: members page it too. What
-        # is published later has a higher seq and goes out live.
-        self._skip_to(max([last, *(publish.seq for publish in held)]))
+        self._carry_out(self.state.log.last_read(None if error is not None else int(last)))
 
-    def _fan_out_in_order(self, publishes: list[Publish]) -> None:
-        for step in in_order(self.state.seq, publishes):
-            if isinstance(step, Gap):
-                self._skip_to(step.seq)
-            else:
-                self._fan_out(step)
-
-    def _skip_to(self, seq: int) -> None:
-        """Tell the members that the messages after the last seq fanned out, up to and
-        including ``seq``, are not coming: they fetch them with ``history``."""
+    def _skip(self, gap: Gap) -> None:
+        """Tell the members that the messages of ``gap`` are not coming: they fetch them with
+        ``history``."""
         state = self.state
-        if seq <= state.seq:
-            return
-        gap = Gap(state.seq, seq)
         logger.warning(
             "room %r: skipped seq %d..%d (beyond the replay bounds, or lost); members page them "
             "from history",
@@ -298,21 +345,20 @@ class RoomActor(FaultInjectable, GeventActor):
             gap.seq,
             extra=log_context(room=state.name),
         )
-        state.seq = seq
-        frame = gap.frame(state.name)
+        frame = gap_frame(state.name, gap)
+        log = state.log
         for link in state.members:
-            held = state.recovering.get(link)
+            held = log.holding(link)
             if held is not None:
-                held.append((seq, frame))
+                held.append((gap.seq, gap))
             else:
                 link.send_frame(frame)
 
     def _fan_out(self, publish: Publish) -> None:
         state = self.state
-        state.seq = publish.seq
         origin = publish.origin
         frame = publish.frame
-        recovering = state.recovering
+        recovering = state.log.recovering
         self.ctx.metrics.observe_delivery(
             frame.obj["ts"], len(state.members) - (origin in state.members)
         )
@@ -322,7 +368,7 @@ class RoomActor(FaultInjectable, GeventActor):
                     continue
                 held = recovering.get(link)
                 if held is not None:
-                    held.append((publish.seq, frame))
+                    held.append((publish.seq, publish))
                 else:
                     link.send_frame(frame)
         else:
@@ -346,6 +392,7 @@ class RoomActor(FaultInjectable, GeventActor):
         state.joins_handled += 1
         user = link.user
         assert user is not None
+        members: list[str] | None = None
         if link not in state.members:
             if len(state.members) >= self.ctx.config.max_members_per_room:
                 link.rooms.pop(state.name, None)
@@ -357,12 +404,8 @@ class RoomActor(FaultInjectable, GeventActor):
                 )
                 self._maybe_idle()
                 return
-            state.members[link] = None
-            count = state.users.get(user, 0)
-            state.users[user] = count + 1
-            members = self._membership_changed(user, +1, first_or_last=count == 0)
-        else:
-            members = None
+            first = state.log.join(link, user)
+            members = self._membership_changed(user, +1, first_or_last=bool(first))
         if members is None:
             members = self._members()
         if not state.heard.seeded:
@@ -374,28 +417,24 @@ class RoomActor(FaultInjectable, GeventActor):
             "members": members[: self.ctx.config.member_list_limit],
             "members_total": len(members),
         }
-        since = join.since
-        if since is None:
-            link.reply(join.command_id, reply)
-            return
-        if (
-            (join.epoch is not None and join.epoch != self.ctx.epoch)
-            or since > state.seq
+        decision = join_replay(
+            join.since,
+            seq=state.seq,
+            same_epoch=join.epoch is None or join.epoch == self.ctx.epoch,
             # More missed than a replay may hold, by the numbers alone: not worth reading.
-            or state.seq - since > self.ctx.config.replay_max_messages
-        ):
-            reply["recovered"] = False
-            link.reply(join.command_id, reply)
+            max_messages=self.ctx.config.replay_max_messages,
+        )
+        if decision is JoinReplay.REPLAY:
+            assert join.since is not None
+            self._replay(link, join.command_id, join.since, reply)
             return
-        if since == state.seq:
-            reply["recovered"] = True
-            link.reply(join.command_id, reply)
-            return
-        self._replay(link, join.command_id, since, reply)
+        if decision is not JoinReplay.NONE:
+            reply["recovered"] = decision is JoinReplay.RECOVERED
+        link.reply(join.command_id, reply)
 
     def _replay(self, link: Link, command_id: int, since: int, reply: dict[str, Any]) -> None:
         state = self.state
-        state.recovering[link] = []
+        state.log.hold_for(link)
         me = self.actor_ref
 
         def done(result: Any, error: BaseException | None) -> None:
@@ -418,9 +457,6 @@ class RoomActor(FaultInjectable, GeventActor):
         result: Any,
         error: BaseException | None,
     ) -> None:
-        held = self.state.recovering.pop(link, [])
-        if link not in self.state.members:
-            return
         last = reply["seq"]
         frames: list[WireFrame] = []
         recovered = False
@@ -437,30 +473,28 @@ class RoomActor(FaultInjectable, GeventActor):
                 last = max([last, *(stored.seq for stored in messages)])
             else:
                 frames = []
+        held = self.state.log.replayed(link, last)
+        if held is None:
+            return  # it left meanwhile
         # Not recovered: nothing is replayed, and the reply's seq is the latest, so the client
         # knows the gap to fill with history: after its since, up to and including seq.
         reply["recovered"] = recovered
         link.reply(command_id, reply)
         for frame in frames:
             link.send_frame(frame)
-        for seq, frame in held:
-            if seq > last:
-                link.send_frame(frame)
+        for item in held:
+            link.send_frame(
+                gap_frame(self.state.name, item) if isinstance(item, Gap) else item.frame
+            )
 
     def _leave(self, leave: LeaveRoom) -> None:
         state = self.state
         link = leave.link
-        if link in state.members:
-            del state.members[link]
-            state.recovering.pop(link, None)
-            user = link.user
-            assert user is not None
-            count = state.users.get(user, 0) - 1
-            if count <= 0:
-                state.users.pop(user, None)
-            else:
-                state.users[user] = count
-            self._membership_changed(user, -1, first_or_last=count <= 0)
+        user = link.user
+        assert user is not None
+        last = state.log.leave(link, user)
+        if last is not None:
+            self._membership_changed(user, -1, first_or_last=last)
         if leave.command_id is not None:
             link.reply(leave.command_id, {})
         self._maybe_idle()

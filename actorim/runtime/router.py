@@ -13,13 +13,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import gevent
 from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.link import Link
-from actorim.runtime.messages import Repair
+from actorim.runtime.messages import Call, Repair
 from actorim.runtime.room import RoomActor, RoomIdle, RoomState
 from supervisors import ChildSpec, GeventActor, Restart
 
@@ -27,7 +28,9 @@ __all__ = ["Register", "RepairRooms", "RoomFor", "RouterActor", "Unregister"]
 
 logger = logging.getLogger("actorim.router")
 
-# How long the router waits for the rooms supervisor to start a room actor.
+# How long a room actor's start may take before the joins waiting for it are refused. The
+# router never waits for it (a greenlet of its own does); a room's on_start does no I/O, and
+# the supervisor's own wait for it (ChildSpec.start_timeout, 5 s) ends first.
 ROOM_START_TIMEOUT_S = 10.0
 
 _generations = itertools.count(1)
@@ -54,7 +57,8 @@ class RepairRooms:
 
 @dataclass(frozen=True, slots=True)
 class RoomFor:
-    """Ask: the ``RoomState`` of ``name``, its actor running; counts as a join in flight."""
+    """Ask: the ``RoomState`` of ``name``, its actor running or starting (``starting``: a
+    join goes to ``waiting``); counts as a join in flight. Answered at once."""
 
     name: str
 
@@ -94,6 +98,8 @@ class RouterActor(GeventActor):
             self._room_idle(message)
         elif isinstance(message, RepairRooms):
             self._repair_rooms()
+        elif isinstance(message, Call):
+            message.func(*message.args)
         else:
             return super().on_receive(message)
         return None
@@ -141,9 +147,9 @@ class RouterActor(GeventActor):
         rooms = self.ctx.directory.rooms
         state = rooms.get(name)
         if state is None:
-            state = rooms[name] = RoomState(name)
+            state = rooms[name] = RoomState.new(name, self.ctx.config)
         state.joins_forwarded += 1
-        if state.actor is None or not state.actor.is_alive():
+        if not state.starting and (state.actor is None or not state.actor.is_alive()):
             self._start_room(state)
         return state
 
@@ -152,22 +158,32 @@ class RouterActor(GeventActor):
         if supervisor is None:
             state.joins_forwarded -= 1
             raise Unavailable("the rooms supervisor is restarting")
-        state.generation = next(_generations)
+        generation = state.generation = next(_generations)
+        state.actor = None
+        state.starting = True
         spec = ChildSpec(
-            id=(state.name, state.generation),
+            id=(state.name, generation),
             start=RoomActor.start,
             args=(state, self.ctx),
             restart=Restart.TRANSIENT,
         )
-        try:
-            supervisor.ask(
-                ProxyCall(attr_path=("start_child",), args=(spec,), kwargs={}),
-                timeout=ROOM_START_TIMEOUT_S,
-            )
-        except Exception as exc:
-            state.joins_forwarded -= 1
-            logger.error("room %r could not start: %s", state.name, exc)
-            raise Unavailable(f"room {state.name!r} could not start") from exc
+        refs = self.ctx.refs
+
+        def start() -> None:
+            # Waits in a greenlet of its own: the router answers the next ask meanwhile. The
+            # outcome goes to the router running then (a restarted one too).
+            error: Exception | None = None
+            try:
+                supervisor.ask(
+                    ProxyCall(attr_path=("start_child",), args=(spec,), kwargs={}),
+                    timeout=ROOM_START_TIMEOUT_S,
+                )
+            except Exception as exc:
+                error = exc
+            with contextlib.suppress(Unavailable, ActorDeadError):
+                refs.tell("router", Call(_room_started, (state, generation, error)))
+
+        gevent.spawn(start)
 
     def _room_idle(self, idle: RoomIdle) -> None:
         rooms = self.ctx.directory.rooms
@@ -177,3 +193,24 @@ class RouterActor(GeventActor):
         del rooms[idle.name]
         if state.actor is not None:
             state.actor.stop(block=False)
+
+
+def _room_started(state: RoomState, generation: int, error: Exception | None) -> None:
+    """In the router: the start of ``state``'s actor ended; if it failed, refuse the joins
+    waiting for it."""
+    if state.generation != generation:
+        return
+    state.starting = False
+    if error is None:
+        return
+    logger.error("room %r could not start: %s", state.name, error)
+    waiting, state.waiting = state.waiting, []
+    for join in waiting:
+        state.joins_forwarded -= 1
+        if join.link.rooms.get(state.name) is state:
+            del join.link.rooms[state.name]
+        join.link.fail(
+            join.command_id,
+            ErrorCode.OVERLOADED,
+            f"room {state.name!r} could not start; retry in a moment",
+        )
