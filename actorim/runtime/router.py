@@ -28,6 +28,10 @@ __all__ = ["Register", "RepairRooms", "RoomFor", "RouterActor", "Unregister"]
 
 logger = logging.getLogger("actorim.router")
 
+# How often a room start's outcome asks again for a router while the router is restarting (a
+# supervisor restart takes microseconds to milliseconds).
+_ROUTER_BACK_POLL_S = 0.05
+
 # How long a room actor's start may take before the joins waiting for it are refused. The
 # router never waits for it (a greenlet of its own does); a room's on_start does no I/O, and
 # the supervisor's own wait for it (ChildSpec.start_timeout, 5 s) ends first.
@@ -180,8 +184,15 @@ class RouterActor(GeventActor):
                 )
             except Exception as exc:
                 error = exc
-            with contextlib.suppress(Unavailable, ActorDeadError):
-                refs.tell("router", Call(_room_started, (state, generation, error)))
+            # The outcome must reach a router: while none runs (a restart in progress) the
+            # room would stay "starting" and a failed start's joins would wait forever.
+            while True:
+                try:
+                    refs.tell("router", Call(_room_started, (state, generation, error)))
+                except (Unavailable, ActorDeadError):
+                    gevent.sleep(_ROUTER_BACK_POLL_S)
+                else:
+                    return
 
         gevent.spawn(start)
 
