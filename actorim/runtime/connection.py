@@ -12,10 +12,13 @@ requested close. History pages are read on the store's thread and built on a pag
 request at a time per connection (``_page_turn``); the offline backlog of direct messages is
 paged out after ``connect`` as the outbox drains (``OfflineDelivery``).
 
-Session state lives in the ``Link``, so when this actor crashes on a command the client gets
-``internal`` for that command and a fresh actor carries on with the same session (commands
-queued for the crashed one are handled, not lost); a connection that keeps crashing is closed
-with 1011, alone. Stopped by its supervisor (the node shutting down), it closes with 1001.
+Session state (``actorim.domain.session.Session``) lives in the ``Link``, and only this actor
+changes it: rooms and the presence tracker tell it what changed (``Link.notify``), and it applies
+those notices before anything else it handles. Because the session outlives the actor, when
+this actor crashes on a command the client gets ``internal`` for that command and a fresh actor
+carries on with the same session (commands queued for the crashed one are handled, not lost); a
+connection that keeps crashing is closed with 1011, alone. Stopped by its supervisor (the node
+shutting down), it closes with 1001.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class ConnectionActor(GeventActor):
         link.actor = self.actor_ref
         # Commands that were queued for the incarnation that crashed are handled, not lost.
         carried, link.carry_over = link.carry_over, []
+        self._apply_notices()
         if link.close_request is None:
             for command in carried:
                 self._command(command)
@@ -113,6 +117,7 @@ class ConnectionActor(GeventActor):
             self.link.actor = None
 
     def on_receive(self, message: Any) -> Any:
+        self._apply_notices()
         if message is not WAKE:
             if isinstance(message, Call):
                 message.func(*message.args)
@@ -120,6 +125,13 @@ class ConnectionActor(GeventActor):
                 self._command(message)
         self._service()
         return None
+
+    def _apply_notices(self) -> None:
+        """What rooms and the presence tracker told this connection, in the order they told it."""
+        link = self.link
+        notices, link.notices = link.notices, []
+        for notice in notices:
+            link.session.apply(notice)
 
     # -- writing and closing ---------------------------------------------------------------------
 
@@ -151,13 +163,13 @@ class ConnectionActor(GeventActor):
             "closing (%d %s)", code, reason, extra=log_context(conn=link.conn_id, user=link.user)
         )
         was_connected = link.phase is Phase.CONNECTED
-        link.phase = Phase.CLOSING
+        rooms = link.session.closing()
         link.offline = None  # a page still being read is dropped; the rest stays pending
-        self._leave_everything(was_connected)
+        self._leave_everything(rooms, was_connected)
         if not link.outbox.overflowed and link.outbox.frames:
             with contextlib.suppress(ConnectionClosed):
                 link.ws.write(link.outbox.take())
-        link.phase = Phase.CLOSED
+        link.session.closed()
         try:
             link.ws.close(code, reason)
         except Exception:
@@ -166,13 +178,12 @@ class ConnectionActor(GeventActor):
         if not stopping:
             self.stop()
 
-    def _leave_everything(self, was_connected: bool) -> None:
+    def _leave_everything(self, rooms: dict[str, Any], was_connected: bool) -> None:
         link = self.link
-        for state in link.rooms.values():
+        for state in rooms.values():
             if state.actor is not None:
                 with contextlib.suppress(ActorDeadError):
                     state.actor.tell(LeaveRoom(link))
-        link.rooms.clear()
         if was_connected:
             for name, message in (("router", Unregister(link)), ("presence", Offline(link))):
                 # A restarting router or tracker rebuilds from the live links.
@@ -227,8 +238,7 @@ class ConnectionActor(GeventActor):
             link.fail(command.id, ErrorCode.UNAUTHENTICATED, exc.message)
             link.request_close(CloseCode.POLICY_VIOLATION, "authentication failed")
             return
-        link.identity = identity
-        link.user = identity.user
+        link.session.authenticated(identity)
         # Before the link is registered: a direct message that reaches it from then on waits
         # behind the offline backlog instead of overtaking it.
         offline = link.offline = OfflineDelivery(self.ctx, link)
@@ -242,15 +252,14 @@ class ConnectionActor(GeventActor):
         except Unavailable:
             link.offline = None
             raise
-        link.session = secrets.token_hex(8)
-        link.phase = Phase.CONNECTED
+        link.session.connected(secrets.token_hex(8))
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
             self.ctx.refs.tell("presence", Online(link))
         link.reply(
             command.id,
             {
                 "user": identity.user,
-                "session": link.session,
+                "session": link.session.token,
                 "node": self.ctx.node_id,
                 "heartbeat": self.ctx.config.heartbeat,
             },
@@ -271,7 +280,7 @@ class ConnectionActor(GeventActor):
                 ErrorCode.FORBIDDEN, f"a connection may be in at most {limit} rooms; leave one"
             )
         state = self._ask_router(RoomFor(name))
-        link.rooms[name] = state
+        link.session.joining(name, state)
         join = JoinRoom(link, command.id, command.since, command.epoch)
         if state.starting and state.actor is None:
             state.waiting.append(join)  # the room's actor takes it when it starts
@@ -280,11 +289,11 @@ class ConnectionActor(GeventActor):
             assert state.actor is not None
             state.actor.tell(join)
         except (ActorDeadError, AssertionError):
-            link.rooms.pop(name, None)
+            link.session.left(name, state)
             raise Unavailable(f"room {name!r} is restarting") from None
 
     def _leave(self, command: cmd.Leave) -> None:
-        state = self.link.rooms.pop(command.room, None)
+        state = self.link.session.left(command.room)
         if state is None:
             raise CommandError(ErrorCode.NOT_FOUND, f"you are not in room {command.room!r}")
         try:

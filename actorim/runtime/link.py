@@ -1,10 +1,12 @@
 """The part of a WebSocket connection that outlives any one ``ConnectionActor``.
 
 When a connection actor crashes, its supervisor starts a new one *on the same link*: the socket,
-the outbox, the authenticated user, the joined rooms and the watch list are here, not in the
-actor, so the client keeps its session and notices nothing but an ``internal`` error reply for
-the command that failed. Rooms, the router and the presence tracker hold links, never actor
-refs, so they keep reaching the client across restarts.
+the outbox and the connection's ``Session`` (``actorim.domain.session``: phase, authenticated
+user, joined rooms, watch list, commands waiting) are here, not in the actor, so the client
+keeps its session and notices nothing but an ``internal`` error reply for the command that
+failed. Rooms, the router and the presence tracker hold links, never actor refs, so they keep
+reaching the client across restarts. They read the session but never change it: they tell the
+connection's actor what changed (``notify``), and it applies that.
 
 The link is also where frames leave: anyone on the hub offers frames (``send``,
 ``send_frame``, ``reply``), and ``wake`` schedules one flush per hub loop iteration, a hub
@@ -19,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
@@ -27,6 +28,7 @@ from gevent.event import Event
 from pykka import ActorDeadError
 
 from actorim.domain.outbox import Outbox
+from actorim.domain.session import Phase, Session
 from actorim.ports import Transport
 from actorim.protocol.codec import Encoding
 from actorim.protocol.commands import reply_error, reply_ok
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from actorim.protocol.errors import ErrorCode
     from actorim.runtime.metrics import Metrics
 
-__all__ = ["WAKE", "Backlog", "Link", "Phase"]
+__all__ = ["WAKE", "Backlog", "Link", "Phase"]  # Phase: re-exported from the domain
 
 # A connection whose actor crashes more than this often is closed with 1011: a command that
 # crashes it every time must not keep a restart loop spinning.
@@ -78,15 +80,6 @@ class Backlog(Protocol):
         ...
 
 
-class Phase(Enum):
-    """Where a connection is in its life."""
-
-    AWAITING_CONNECT = "awaiting_connect"
-    CONNECTED = "connected"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
 class _Wake:
     """The message that tells a connection actor to write its outbox and check for a close."""
 
@@ -115,21 +108,16 @@ class Link:
         "encoding",
         "encoding_fixed",
         "flush_scheduled",
-        "identity",
-        "inflight",
         "last_ping",
         "limiter",
         "metrics",
+        "notices",
         "offline",
         "opened_at",
         "outbox",
         "pages",
-        "phase",
         "remote",
-        "rooms",
         "session",
-        "user",
-        "watching",
         "ws",
     )
 
@@ -150,14 +138,11 @@ class Link:
         self.encoding_fixed = False
         self.outbox = Outbox(max_frames=max_frames, max_bytes=max_bytes, wake=self.wake)
         self.actor: ActorRef[Any] | None = None
-        self.phase = Phase.AWAITING_CONNECT
-        self.identity: Identity | None = None
-        self.user: str | None = None
-        self.session = ""
+        # Phase, identity, rooms, watch list, commands waiting: changed only by this
+        # connection's actor (others tell it, through ``notify``).
+        self.session: Session[Any] = Session()
         self.opened_at = time.monotonic()
         self.last_ping = self.opened_at
-        self.rooms: dict[str, Any] = {}
-        self.watching: set[str] = set()
         self.crashes = RestartIntensity(CONNECTION_MAX_RESTARTS, CONNECTION_RESTART_WINDOW_S)
         self.current_id: int | None = None
         self.close_request: tuple[int, str] | None = None
@@ -167,14 +152,46 @@ class Link:
         self.flush_scheduled = False
         self.limiter = limiter
         self.metrics = metrics
-        self.inflight: dict[int, str] = {}
         self.carry_over: list[Any] = []
+        # What other actors told this connection about its session, in order, for its actor to
+        # apply before its next command (kept here, so a restart or a full mailbox loses none).
+        self.notices: list[Any] = []
         # History requests: one page in the making at a time; kept here, across crashes.
         self.pages: PageTurns[Any] = PageTurns()
         self.done = Event()
 
     def __repr__(self) -> str:
         return f"<Link {self.conn_id} user={self.user!r} {self.phase.value}>"
+
+    # -- the session, read by anyone, changed only by the connection's actor --------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self.session.phase
+
+    @property
+    def identity(self) -> Identity | None:
+        return self.session.identity
+
+    @property
+    def user(self) -> str | None:
+        return self.session.user
+
+    @property
+    def rooms(self) -> dict[str, Any]:
+        return self.session.rooms
+
+    @property
+    def watching(self) -> set[str]:
+        return self.session.watching
+
+    def notify(self, notice: Any) -> None:
+        """Tell the connection's actor something that changes its session (it left a room, its
+        watch list changed). It applies the notices before anything else it handles, so a
+        reply sent after ``notify`` reaches the client after the change took effect for the
+        client's next command."""
+        self.notices.append(notice)
+        self.tell_actor()
 
     # -- offering frames (called by any actor on the hub) -----------------------------------
 
@@ -206,7 +223,7 @@ class Link:
         self.send(reply_error(command_id, code, message))
 
     def _answered(self, command_id: int, result: str) -> None:
-        command = self.inflight.pop(command_id, None)
+        command = self.session.answered(command_id)
         if command is not None and self.metrics is not None:
             self.metrics.count_command(command, result)
 

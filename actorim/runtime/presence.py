@@ -15,6 +15,7 @@ from typing import Any
 
 from actorim.domain.heard import Heard
 from actorim.domain.presence import Announcement, PresenceBook, WatchLimitError
+from actorim.domain.session import WatchChanged
 from actorim.protocol.errors import ErrorCode
 from actorim.protocol.wire import WireFrame
 from actorim.runtime.context import NodeContext
@@ -107,12 +108,12 @@ class PresenceActor(FaultInjectable, GeventActor):
             link = message.link
             assert link.user is not None
             self._announce(book.connected(link.user, link, now))
-            broker.connected(link.user, link.session, link.remote)
+            broker.connected(link.user, link.session.token, link.remote)
         elif isinstance(message, Offline):
             link = message.link
             if link.user is not None:
                 self._announce(book.disconnected(link.user, link, now))
-                broker.disconnected(link.user, link.session)
+                broker.disconnected(link.user, link.session.token)
             book.drop_watcher(link)
             self.heard.forget(u for u in link.watching if not book.watchers_of(u))
         elif isinstance(message, PresenceQuery):
@@ -147,11 +148,11 @@ class PresenceActor(FaultInjectable, GeventActor):
             except WatchLimitError as exc:
                 link.fail(change.command_id, ErrorCode.FORBIDDEN, str(exc))
                 return
-            link.watching.update(change.users)
+            link.notify(WatchChanged(change.users, watch=True))
             self._hear_statuses(change.users)
         else:
             self.book.unwatch(link, change.users)
-            link.watching.difference_update(change.users)
+            link.notify(WatchChanged(change.users, watch=False))
             self.heard.forget(u for u in change.users if not self.book.watchers_of(u))
         link.reply(change.command_id, {})
 
@@ -201,7 +202,7 @@ class PresenceActor(FaultInjectable, GeventActor):
         for user in self.book.online_users():
             conns = self.book.connections_of(user)
             if conns:
-                connections[user] = [(link.session, link.remote) for link in conns]
+                connections[user] = [(link.session.token, link.remote) for link in conns]
         if self.ctx.broker.resync_presence(connections):
             self._announce_missed()
 

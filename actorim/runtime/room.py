@@ -45,6 +45,7 @@ from actorim.domain.roomlog import (
     Skip,
     join_replay,
 )
+from actorim.domain.session import Left
 from actorim.logs import context as log_context
 from actorim.protocol.codec import Encoding
 from actorim.protocol.errors import ErrorCode
@@ -243,8 +244,7 @@ class RoomActor(FaultInjectable, GeventActor):
         for message in queued:
             if isinstance(message, JoinRoom):
                 state.joins_handled += 1
-                if message.link.rooms.get(state.name) is state:
-                    del message.link.rooms[state.name]
+                message.link.notify(Left(state.name, state))
                 message.link.fail(
                     message.command_id,
                     ErrorCode.OVERLOADED,
@@ -395,7 +395,7 @@ class RoomActor(FaultInjectable, GeventActor):
         members: list[str] | None = None
         if link not in state.members:
             if len(state.members) >= self.ctx.config.max_members_per_room:
-                link.rooms.pop(state.name, None)
+                link.notify(Left(state.name, state))
                 link.fail(
                     join.command_id,
                     ErrorCode.FORBIDDEN,

@@ -17,6 +17,7 @@ import gevent
 from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
+from actorim.domain.session import Left
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.link import Link
@@ -218,8 +219,7 @@ def _room_started(state: RoomState, generation: int, error: Exception | None) ->
     waiting, state.waiting = state.waiting, []
     for join in waiting:
         state.joins_forwarded -= 1
-        if join.link.rooms.get(state.name) is state:
-            del join.link.rooms[state.name]
+        join.link.notify(Left(state.name, state))
         join.link.fail(
             join.command_id,
             ErrorCode.OVERLOADED,

@@ -147,14 +147,14 @@ def _on_message(link: Link, message: Message, max_limit: int) -> bool:
         link.send(error_event(code, text))
         return True
     except CommandError as exc:
-        link.inflight[obj["id"]] = _command_name(obj)
+        link.session.started(obj["id"], _command_name(obj))
         if verdict is Verdict.REJECT:
             _count_rate_limited(link)
             link.fail(obj["id"], ErrorCode.RATE_LIMITED, _RATE_LIMITED)
         else:
             link.fail(obj["id"], exc.code, exc.message)
         return True
-    link.inflight[command.id] = command.t
+    link.session.started(command.id, command.t)
     if verdict is Verdict.REJECT:
         _count_rate_limited(link)
         link.fail(command.id, ErrorCode.RATE_LIMITED, _RATE_LIMITED)

@@ -1,0 +1,150 @@
+"""A connection's session: where it is in its life, who it is, and what it is part of.
+
+This is the half of a connection that needs no socket: its phase, the authenticated identity,
+the session token handed out on ``connect``, the rooms it joined, the users it watches and the
+commands it has been sent and not answered yet. The runtime keeps one per connection (inside
+its ``Link``), and only that connection's actor changes it: rooms and the presence tracker
+*tell* the connection what happened (it left a room, its watch list changed), and the
+connection applies it here. So every change to a session is a method call on this object,
+which is pure and is tested by feeding it those events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from actorim.domain.auth import Identity
+
+__all__ = ["Left", "Notice", "Phase", "Session", "WatchChanged"]
+
+R = TypeVar("R")
+
+
+class Phase(Enum):
+    """Where a connection is in its life."""
+
+    AWAITING_CONNECT = "awaiting_connect"
+    CONNECTED = "connected"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Left(Generic[R]):
+    """A room tells the connection it is not in ``name`` (the join was refused, or the room
+    removed it); ``room`` is the room it refers to, so a later join of the same name stays."""
+
+    name: str
+    room: R
+
+
+@dataclass(frozen=True, slots=True)
+class WatchChanged:
+    """The presence tracker tells the connection it now watches (or no longer watches)
+    ``users``."""
+
+    users: tuple[str, ...]
+    watch: bool
+
+
+Notice = Left[R] | WatchChanged
+
+
+class Session(Generic[R]):
+    """One connection's socket-free state; ``R`` is whatever stands for a joined room (the
+    runtime keeps the room's shared state there, so a command reaches the room's actor)."""
+
+    __slots__ = ("identity", "inflight", "phase", "rooms", "token", "watching")
+
+    def __init__(self) -> None:
+        self.phase = Phase.AWAITING_CONNECT
+        self.identity: Identity | None = None
+        # Handed to the client on connect; names this connection in cluster presence.
+        self.token = ""
+        self.rooms: dict[str, R] = {}
+        self.watching: set[str] = set()
+        # Command id -> command name, for the commands not answered yet (counted in metrics
+        # by their result when answered).
+        self.inflight: dict[int, str] = {}
+
+    def __repr__(self) -> str:
+        return f"<Session user={self.user!r} {self.phase.value}>"
+
+    @property
+    def user(self) -> str | None:
+        """The authenticated user; None before ``connect`` succeeds."""
+        return None if self.identity is None else self.identity.user
+
+    # -- life ------------------------------------------------------------------------------------
+
+    def authenticated(self, identity: Identity) -> None:
+        """The token checked out: who this connection is (it is not connected until
+        ``connected``, which comes once it is registered)."""
+        self.identity = identity
+
+    def connected(self, token: str) -> None:
+        """The connection is registered and announced: it takes every command now."""
+        self.token = token
+        self.phase = Phase.CONNECTED
+
+    def closing(self) -> dict[str, R]:
+        """The connection is closing: it is in no room any more; returns the rooms it was in
+        (to be told it left)."""
+        rooms, self.rooms = self.rooms, {}
+        self.phase = Phase.CLOSING
+        return rooms
+
+    def closed(self) -> None:
+        self.phase = Phase.CLOSED
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    def joining(self, name: str, room: R) -> None:
+        """A join was sent to ``room``; the connection counts as in it from now on (so it may
+        send to it) until the room refuses it or it leaves."""
+        self.rooms[name] = room
+
+    def left(self, name: str, room: R | None = None) -> R | None:
+        """The connection is no longer in ``name``: it left, or the room refused it. With
+        ``room``, only when that is still the room it joined (a later join of the same name
+        stays). Returns the room it was in, or None."""
+        current = self.rooms.get(name)
+        if current is None or (room is not None and current is not room):
+            return None
+        del self.rooms[name]
+        return current
+
+    # -- presence --------------------------------------------------------------------------------
+
+    def watch(self, users: Iterable[str]) -> None:
+        self.watching.update(users)
+
+    def unwatch(self, users: Iterable[str]) -> None:
+        self.watching.difference_update(users)
+
+    # -- what others tell the connection -------------------------------------------------------
+
+    def apply(self, notice: Notice[R]) -> None:
+        """Take in what a room or the presence tracker told this connection."""
+        if isinstance(notice, Left):
+            self.left(notice.name, notice.room)
+        elif notice.watch:
+            self.watch(notice.users)
+        else:
+            self.unwatch(notice.users)
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def started(self, command_id: int, command: str) -> None:
+        """A command was read and waits for its answer."""
+        self.inflight[command_id] = command
+
+    def answered(self, command_id: int) -> str | None:
+        """A command was answered: its name, or None if it was not waiting (answered twice,
+        or never counted)."""
+        return self.inflight.pop(command_id, None)
