@@ -60,6 +60,18 @@ def test_watch_notices_are_applied_in_the_order_they_were_told() -> None:
     assert session.watching == {"carol", "dave"}
 
 
+def test_the_watch_list_after_notices_not_applied_yet_leaves_the_session_unchanged() -> None:
+    session: Session[Room] = Session()
+    session.watch(["bob", "carol"])
+    told = [
+        WatchChanged(("dave",), watch=True),
+        Left("lobby", Room()),
+        WatchChanged(("bob",), False),
+    ]
+    assert session.watching_after(told) == {"carol", "dave"}
+    assert session.watching == {"bob", "carol"}
+
+
 def test_closing_leaves_every_room_and_hands_them_back() -> None:
     session: Session[Room] = Session()
     session.authenticated(identity("alice"))

@@ -138,6 +138,19 @@ class Session(Generic[R]):
         else:
             self.unwatch(notice.users)
 
+    def watching_after(self, notices: Iterable[Notice[R]]) -> set[str]:
+        """The watch list once ``notices`` (told, not applied yet) are applied: what a
+        restarted presence tracker rebuilds from, so a watch recorded just before it failed
+        is not lost."""
+        watching = set(self.watching)
+        for notice in notices:
+            if isinstance(notice, WatchChanged):
+                if notice.watch:
+                    watching.update(notice.users)
+                else:
+                    watching.difference_update(notice.users)
+        return watching
+
     # -- commands --------------------------------------------------------------------------------
 
     def started(self, command_id: int, command: str) -> None:

@@ -82,8 +82,10 @@ class PresenceActor(FaultInjectable, GeventActor):
         ]
         self._announce(self.book.rebuild(((user, link) for link, user in live), now))
         for link, _user in live:
-            if link.watching:
-                self.book.watch(link, link.watching)
+            # With the changes its connection was told and has not applied yet.
+            watching = link.session.watching_after(link.notices)
+            if watching:
+                self.book.watch(link, watching)
         self.ctx.refs.presence = self.actor_ref
         self._arm()
 
