@@ -46,6 +46,7 @@ from actorim.runtime.messages import Append, Call, JoinRoom, LeaveRoom, Mark, Re
 from actorim.runtime.offline import OfflineDelivery
 from actorim.runtime.pages import Page, build_page
 from actorim.runtime.presence import Offline, Online, PresenceQuery, WatchChange
+from actorim.runtime.replies import ConnectionReplies
 from actorim.runtime.router import Register, RoomFor, Unregister
 from supervisors import GeventActor
 
@@ -82,7 +83,10 @@ class ConnectionActor(GeventActor):
         carried, link.carry_over = link.carry_over, []
         if link.close_request is None:
             for command in carried:
-                self._command(command)
+                if isinstance(command, Call):
+                    command.func(*command.args)  # a store answer that came back meanwhile
+                else:
+                    self._command(command)
         self._service()
 
     def on_failure(self, *_exc: object) -> None:
@@ -349,7 +353,8 @@ class ConnectionActor(GeventActor):
 
         assert link.user is not None
         # Into the store's group commit, beside the sends: one sync for many receipts.
-        self.ctx.refs.tell("store", Mark(command.mid, link.user, status, done))
+        replies = ConnectionReplies(link)
+        self.ctx.refs.tell("store", Mark(command.mid, link.user, status, replies, done))
 
     def _history(self, command: cmd.History) -> None:
         link = self.link
@@ -409,7 +414,8 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
             link.reply_frame(command.id, page.frame)
         _page_turn(ctx, link, link.pages.finish())
 
-    read = ReadPage(conv, command.before, command.after, command.limit, build, done)
+    replies = ConnectionReplies(link)
+    read = ReadPage(conv, command.before, command.after, command.limit, build, replies, done)
     try:
         ctx.refs.tell("store", read)
     except Unavailable as exc:
