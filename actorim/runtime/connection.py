@@ -3,7 +3,7 @@ that would block, and closes the connection.
 
 No greenlet reads the socket: a watcher on the hub reads and decodes frames
 (``actorim.web.endpoint``) and tells well-formed commands to this actor. Whatever has something
-for the client (this actor, its rooms, the router, the presence tracker, the store's callbacks,
+for the client (this actor, its rooms, the router, the presence tracker, the store's answers,
 the endpoint's error replies) offers frames to the link's outbox. The link flushes the outbox in
 a hub callback once per loop iteration, writing what the socket takes without blocking
 (``Link.wake``), and wakes this actor only for what is left: the rest of a write to a client

@@ -2,8 +2,11 @@
 
 The directory is the routing state that must survive an actor's restart (which users have which
 links, which rooms exist and who is in them), so it lives here rather than inside the router or
-a room actor. Only actors on the node's hub touch it, one handler at a time, so it needs no
-locks. ``refs`` holds the current ref of each singleton actor; an actor writes its own ref there
+a room actor. Only actors on the node's hub touch it, and greenlets switch only where one
+waits, so no two touch it at once and it needs no locks. A handler that waits (an ``ask`` to
+the router, a blocking write) lets other actors run meanwhile, so it must not rely on what it
+read before the wait; store answers never run inside the store actor but come back to the
+asker as messages (``actorim.runtime.store.reply``). ``refs`` holds the current ref of each singleton actor; an actor writes its own ref there
 in ``on_start``, so a restarted store or router is found again without asking a supervisor.
 """
 
