@@ -328,7 +328,7 @@ class Node:
             else:
                 result.set(stored)
 
-        self.ctx.refs.tell("store", Append(message, body, None, None, _RunHere(), done))
+        self.ctx.refs.tell_store(Append(message, body, None, None, _RunHere(), done))
         return result.get(timeout=timeout)
 
     @property

@@ -42,7 +42,7 @@ def test_store_reads_are_answered_to_the_asker_not_run_in_the_store(
         Since(conv, 0, 10, None, Recorder(), done),
         PendingFor("alice", None, 10, Recorder(), done),
     ):
-        node.node.ctx.refs.tell("store", request)
+        node.node.ctx.refs.tell_store(request)
         assert request.reply_to.arrived.wait(10)
         (answer,) = request.reply_to.messages
         assert isinstance(answer, Call)

@@ -320,7 +320,7 @@ class ConnectionActor(GeventActor):
             conv = dm_conv(user, command.to)
         origin = f"{self.ctx.node_id}/{link.conn_id}"
         message = _new_message(conv, user, command, body=body, now_ms=now_ms, origin=origin)
-        self.ctx.refs.tell("store", Append(message, command.body, link, command.id))
+        self.ctx.refs.tell_store(Append(message, command.body, link, command.id))
 
     def _presence(self, command: cmd.Presence) -> None:
         self.ctx.refs.tell("presence", PresenceQuery(self.link, command.id, command.users))
@@ -354,7 +354,7 @@ class ConnectionActor(GeventActor):
         assert link.user is not None
         # Into the store's group commit, beside the sends: one sync for many receipts.
         replies = ConnectionReplies(link)
-        self.ctx.refs.tell("store", Mark(command.mid, link.user, status, replies, done))
+        self.ctx.refs.tell_store(Mark(command.mid, link.user, status, replies, done))
 
     def _history(self, command: cmd.History) -> None:
         link = self.link
@@ -417,7 +417,7 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
     replies = ConnectionReplies(link)
     read = ReadPage(conv, command.before, command.after, command.limit, build, replies, done)
     try:
-        ctx.refs.tell("store", read)
+        ctx.refs.tell_store(read)
     except Unavailable as exc:
         link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
         return False

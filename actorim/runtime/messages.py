@@ -151,6 +151,9 @@ class PendingFor:
 
 StoreRead = LastSeq | Since | PendingFor
 
+# Everything the store actor is told by the others (it also runs its own timers' ``Call``s).
+StoreRequest = Append | Mark | ReadPage | StoreRead
+
 
 @dataclass(frozen=True, slots=True)
 class Call:

@@ -96,7 +96,7 @@ class OfflineDelivery:
         user = self._link.user
         assert user is not None  # paged only after connect
         try:
-            self._ctx.refs.tell("store", PendingFor(user, after, limit, self._replies, self._page))
+            self._ctx.refs.tell_store(PendingFor(user, after, limit, self._replies, self._page))
         except (Unavailable, MailboxFull) as exc:
             self._page(None, exc)
 

@@ -217,7 +217,7 @@ class RoomActor(FaultInjectable, GeventActor):
         """Read the room's last seq from the store; its messages wait until the answer."""
         self._loading = True
         try:
-            self.ctx.refs.tell("store", LastSeq(self.state.conv, self.actor_ref, self._loaded))
+            self.ctx.refs.tell_store(LastSeq(self.state.conv, self.actor_ref, self._loaded))
         except Unavailable as exc:
             self._loaded(None, exc)
 
@@ -291,7 +291,7 @@ class RoomActor(FaultInjectable, GeventActor):
             self._gap_replayed,
         )
         try:
-            self.ctx.refs.tell("store", read)
+            self.ctx.refs.tell_store(read)
         except Unavailable as exc:
             self._gap_replayed(None, exc)
 
@@ -315,7 +315,7 @@ class RoomActor(FaultInjectable, GeventActor):
     def _read_last(self) -> None:
         """The gap is beyond the replay bounds: find the latest seq, to skip up to it."""
         try:
-            self.ctx.refs.tell("store", LastSeq(self.state.conv, self.actor_ref, self._gap_skipped))
+            self.ctx.refs.tell_store(LastSeq(self.state.conv, self.actor_ref, self._gap_skipped))
         except Unavailable as exc:
             self._gap_skipped(None, exc)
 
@@ -437,7 +437,7 @@ class RoomActor(FaultInjectable, GeventActor):
             done,
         )
         try:
-            self.ctx.refs.tell("store", read)
+            self.ctx.refs.tell_store(read)
         except Unavailable as exc:
             self._replayed(link, command_id, reply, None, exc)
 
