@@ -12,7 +12,7 @@ from pykka import ActorDeadError
 from actorim.domain.messages import room_conv
 from actorim.runtime.messages import Call, LastSeq, PendingFor, Since
 from actorim.runtime.replies import ConnectionReplies
-from tests.support import RunningNode
+from tests.support import Client, RunningNode
 
 
 class Recorder:
@@ -65,3 +65,31 @@ def test_connection_answer_waits_for_a_restarted_actor() -> None:
     link = SimpleNamespace(actor=Dead(), carry_over=[])
     ConnectionReplies(link).tell(answer)  # type: ignore[arg-type]
     assert link.carry_over == [answer]
+
+
+def test_history_answers_reach_a_connection_whose_actor_crashed_while_waiting(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    """Pages asked for just before the connection's actor crashes are answered to the fresh
+    actor, in order, and the connection carries on (a ping after them is answered last)."""
+    node = start_node(fault_injection=True)
+    alice = node.client("alice")
+    alice.ok("join", room="h")
+    for body in range(5):
+        alice.ok("send", room="h", body=body)
+    pages = [send(alice, "history", room="h", limit=2 + n) for n in range(3)]
+    crash = send(alice, "debug.crash", what="connection")
+    ping = send(alice, "ping")
+    for n, command_id in enumerate(pages):
+        page = alice.reply_to(command_id)
+        assert page["ok"], page
+        assert [m["body"] for m in page["data"]["messages"]] == list(range(3 - n, 5))
+    assert alice.reply_to(crash)["error"]["code"] == "internal"
+    assert alice.reply_to(ping)["ok"]
+
+
+def send(client: Client, t: str, **args: Any) -> int:
+    """Send a command without waiting for its reply; return its id."""
+    command_id = next(client.ids)
+    client.send_obj({"t": t, "id": command_id, **args})
+    return command_id
