@@ -56,7 +56,7 @@ from actorim.runtime.context import NodeContext, Unavailable, default_node_id
 from actorim.runtime.delivery import NodeDelivery
 from actorim.runtime.heartbeat import HeartbeatActor
 from actorim.runtime.link import Phase
-from actorim.runtime.messages import Append
+from actorim.runtime.messages import Append, Call
 from actorim.runtime.metrics import Metrics
 from actorim.runtime.presence import PresenceActor, Resync
 from actorim.runtime.router import RepairRooms, RouterActor
@@ -328,12 +328,20 @@ class Node:
             else:
                 result.set(stored)
 
-        self.ctx.refs.tell("store", Append(message, body, None, None, done))
+        self.ctx.refs.tell_store(Append(message, body, None, None, _RunHere(), done))
         return result.get(timeout=timeout)
 
     @property
     def pid(self) -> int:
         return os.getpid()
+
+
+class _RunHere:
+    """Where the store answers a Python caller of ``publish``: no actor asked, so the answer
+    (setting the waiting greenlet's result) runs where it arrives."""
+
+    def tell(self, message: Call) -> None:
+        message.func(*message.args)
 
 
 # The listen backlog: bursts of reconnecting clients (a deploy) queue here, not in SYN drops.

@@ -3,7 +3,7 @@ that would block, and closes the connection.
 
 No greenlet reads the socket: a watcher on the hub reads and decodes frames
 (``actorim.web.endpoint``) and tells well-formed commands to this actor. Whatever has something
-for the client (this actor, its rooms, the router, the presence tracker, the store's callbacks,
+for the client (this actor, its rooms, the router, the presence tracker, the store's answers,
 the endpoint's error replies) offers frames to the link's outbox. The link flushes the outbox in
 a hub callback once per loop iteration, writing what the socket takes without blocking
 (``Link.wake``), and wakes this actor only for what is left: the rest of a write to a client
@@ -49,6 +49,7 @@ from actorim.runtime.messages import Append, Call, JoinRoom, LeaveRoom, Mark, Re
 from actorim.runtime.offline import OfflineDelivery
 from actorim.runtime.pages import Page, build_page
 from actorim.runtime.presence import Offline, Online, PresenceQuery, WatchChange
+from actorim.runtime.replies import ConnectionReplies
 from actorim.runtime.router import Register, RoomFor, Unregister
 from supervisors import GeventActor
 
@@ -86,7 +87,10 @@ class ConnectionActor(GeventActor):
         self._apply_notices()
         if link.close_request is None:
             for command in carried:
-                self._command(command)
+                if isinstance(command, Call):
+                    command.func(*command.args)  # a store answer that came back meanwhile
+                else:
+                    self._command(command)
         self._service()
 
     def on_failure(self, *_exc: object) -> None:
@@ -325,7 +329,7 @@ class ConnectionActor(GeventActor):
             conv = dm_conv(user, command.to)
         origin = f"{self.ctx.node_id}/{link.conn_id}"
         message = _new_message(conv, user, command, body=body, now_ms=now_ms, origin=origin)
-        self.ctx.refs.tell("store", Append(message, command.body, link, command.id))
+        self.ctx.refs.tell_store(Append(message, command.body, link, command.id))
 
     def _presence(self, command: cmd.Presence) -> None:
         self.ctx.refs.tell("presence", PresenceQuery(self.link, command.id, command.users))
@@ -358,7 +362,8 @@ class ConnectionActor(GeventActor):
 
         assert link.user is not None
         # Into the store's group commit, beside the sends: one sync for many receipts.
-        self.ctx.refs.tell("store", Mark(command.mid, link.user, status, done))
+        replies = ConnectionReplies(link)
+        self.ctx.refs.tell_store(Mark(command.mid, link.user, status, replies, done))
 
     def _history(self, command: cmd.History) -> None:
         link = self.link
@@ -418,9 +423,10 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
             link.reply_frame(command.id, page.frame)
         _page_turn(ctx, link, link.pages.finish())
 
-    read = ReadPage(conv, command.before, command.after, command.limit, build, done)
+    replies = ConnectionReplies(link)
+    read = ReadPage(conv, command.before, command.after, command.limit, build, replies, done)
     try:
-        ctx.refs.tell("store", read)
+        ctx.refs.tell_store(read)
     except Unavailable as exc:
         link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
         return False

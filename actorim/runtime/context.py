@@ -2,9 +2,15 @@
 
 The directory is the routing state that must survive an actor's restart (which users have which
 links, which rooms exist and who is in them), so it lives here rather than inside the router or
-a room actor. Only actors on the node's hub touch it, one handler at a time, so it needs no
-locks. ``refs`` holds the current ref of each singleton actor; an actor writes its own ref there
-in ``on_start``, so a restarted store or router is found again without asking a supervisor.
+a room actor. Only actors on the node's hub touch it, and greenlets switch only where one
+waits, so no two touch it at once and it needs no locks. A handler that waits (an ``ask`` to
+the router, a blocking write) lets other actors run meanwhile, so it must not rely on what it
+read before the wait; store answers never run inside the store actor but come back to the
+asker as messages (``actorim.runtime.store.reply``).
+
+``refs`` holds the current ref of each singleton actor; an actor writes its own ref there in
+``on_start``, so a restarted store or router is found again without asking a supervisor. The
+store is told through ``tell_store``, typed by the requests it takes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from actorim.domain.auth import TokenAuthority
     from actorim.ports import Broker
     from actorim.runtime.link import Link
+    from actorim.runtime.messages import StoreRequest
     from actorim.runtime.room import RoomState
 
 __all__ = ["Directory", "NodeContext", "Refs", "Unavailable"]
@@ -46,6 +53,11 @@ class Refs:
     rooms: ActorRef[Any] | None = None
     connections: ActorRef[Any] | None = None
     heartbeat: ActorRef[Any] | None = None
+
+    def tell_store(self, message: StoreRequest) -> None:
+        """Tell the store a typed request; raises :class:`Unavailable` while it is down or
+        swamped. Its answer comes back to the request's ``reply_to``."""
+        self.tell("store", message)
 
     def tell(self, name: str, message: Any) -> None:
         """Tell a singleton; raises :class:`Unavailable` while it is down or swamped."""

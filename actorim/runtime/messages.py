@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 from pykka import ActorDeadError
@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from actorim.domain.messages import NewMessage, ReceiptStatus, StoredMessage
     from actorim.protocol.wire import WireFrame
     from actorim.runtime.link import Link
+
+
+class ReplyTo(Protocol):
+    """Where the store sends an answer: the asking actor's ref (or anything that forwards to
+    the asker's current actor). The answer is a :class:`Call` of the request's ``done``, so it
+    runs in the asker's own turn, never inside the store actor."""
+
+    def tell(self, message: Any) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,23 +77,26 @@ class LeaveRoom:
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """To the store: persist ``message``; answer ``command_id`` on ``link`` once durable."""
+    """To the store: persist ``message``; answer ``command_id`` on ``link`` once durable, and
+    tell ``done(stored, error)`` to ``reply_to`` when given."""
 
     message: NewMessage
     body: Any
     link: Link | None
     command_id: int | None
+    reply_to: ReplyTo | None = None
     done: Callable[[Any, BaseException | None], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Mark:
     """To the store: record that ``user`` got (``delivered``) or read direct message ``mid``,
-    in the next group commit; then ``done(receipt, error)`` on the hub (in the store actor)."""
+    in the next group commit; then ``done(receipt, error)`` is told to ``reply_to``."""
 
     mid: str
     user: str
     status: ReceiptStatus
+    reply_to: ReplyTo
     done: Callable[[Any, BaseException | None], None]
 
 
@@ -93,25 +104,55 @@ class Mark:
 class ReadPage:
     """To the store: read a ``history`` page on the store thread, then turn it into a reply with
     ``build(messages, more)`` on the page thread (decoding and encoding stay off the hub);
-    ``done(reply, error)`` runs on the hub (in the store actor)."""
+    ``done(reply, error)`` is told to ``reply_to``."""
 
     conv: str
     before: int | None
     after: int | None
     limit: int
     build: Callable[[list[StoredMessage], bool], Any]
+    reply_to: ReplyTo
     done: Callable[[Any, BaseException | None], None]
 
 
 @dataclass(frozen=True, slots=True)
-class Query:
-    """To the store: run ``method(*args, **kwargs)`` on the backend off the hub, then call
-    ``done(result, error)`` on the hub (in the store actor)."""
+class LastSeq:
+    """To the store: the highest seq of ``conv``; ``done(seq, error)`` is told to ``reply_to``."""
 
-    method: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    conv: str
+    reply_to: ReplyTo
     done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    """To the store: what ``conv`` holds after ``seq``, within ``limit`` messages and
+    ``max_bytes``; ``done((messages, complete), error)`` is told to ``reply_to``."""
+
+    conv: str
+    seq: int
+    limit: int
+    max_bytes: int | None
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFor:
+    """To the store: a page of ``user``'s unacknowledged direct messages after mid ``after``;
+    ``done(messages, error)`` is told to ``reply_to``."""
+
+    user: str
+    after: str | None
+    limit: int
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+
+
+StoreRead = LastSeq | Since | PendingFor
+
+# Everything the store actor is told by the others (it also runs its own timers' ``Call``s).
+StoreRequest = Append | Mark | ReadPage | StoreRead
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ The shell around :class:`~actorim.domain.backlog.BacklogPager`: it reads each pa
 asks for the next page when the link reports that the outbox was written out to the socket.
 It lives on the link, not in the connection's actor, so a connection actor that crashes and
 restarts mid-backlog carries on where it was. Everything here runs on the hub without blocking:
-store answers arrive in the store actor, drains in the link's flush or the connection's actor.
+each page's answer comes back to the connection's current actor (``ConnectionReplies``) and is
+handled in its turn; drains arrive in the link's flush or the connection's actor.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from actorim.logs import context as log_context
 from actorim.protocol.events import message_frame
 from actorim.protocol.frames import CloseCode
 from actorim.runtime.context import NodeContext, Unavailable
-from actorim.runtime.store import query
+from actorim.runtime.messages import PendingFor
+from actorim.runtime.replies import ConnectionReplies
 from supervisors import MailboxFull
 
 if TYPE_CHECKING:
@@ -45,13 +47,14 @@ _OUTBOX_SHARE = 2
 class OfflineDelivery:
     """One connection's paging of its user's offline backlog; see the module docstring."""
 
-    __slots__ = ("_ctx", "_link", "pager")
+    __slots__ = ("_ctx", "_link", "_replies", "pager")
 
     def __init__(self, ctx: NodeContext, link: Link) -> None:
         config = ctx.config
         outbox = link.outbox
         self._ctx = ctx
         self._link = link
+        self._replies = ConnectionReplies(link)
         share = _OUTBOX_SHARE
         self.pager: BacklogPager[WireFrame] = BacklogPager(
             page_messages=max(1, min(config.backlog_page_messages, outbox.max_frames // share)),
@@ -90,15 +93,10 @@ class OfflineDelivery:
 
     def _read(self) -> None:
         after, limit = self.pager.next_read()
+        user = self._link.user
+        assert user is not None  # paged only after connect
         try:
-            query(
-                self._ctx,
-                "pending_for",
-                self._link.user,
-                limit=limit,
-                after=after,
-                done=self._page,
-            )
+            self._ctx.refs.tell_store(PendingFor(user, after, limit, self._replies, self._page))
         except (Unavailable, MailboxFull) as exc:
             self._page(None, exc)
 

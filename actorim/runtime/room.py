@@ -26,9 +26,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
-
-from pykka import ActorDeadError
 
 from actorim.config import Config
 from actorim.domain.heard import Heard
@@ -57,14 +56,15 @@ from actorim.runtime.link import Phase
 from actorim.runtime.messages import (
     Call,
     JoinRoom,
+    LastSeq,
     LeaveRoom,
     Publish,
     RemoteEvent,
     Repair,
     RoomEvent,
+    Since,
     call_later,
 )
-from actorim.runtime.store import query
 from supervisors import GeventActor
 
 if TYPE_CHECKING:
@@ -217,14 +217,8 @@ class RoomActor(FaultInjectable, GeventActor):
     def _load(self) -> None:
         """Read the room's last seq from the store; its messages wait until the answer."""
         self._loading = True
-        me = self.actor_ref
-
-        def done(result: Any, error: BaseException | None) -> None:
-            with contextlib.suppress(ActorDeadError):
-                me.tell(Call(self._loaded, (result, error)))
-
         try:
-            query(self.ctx, "last_seq", self.state.conv, done=done)
+            self.ctx.refs.tell_store(LastSeq(self.state.conv, self.actor_ref, self._loaded))
         except Unavailable as exc:
             self._loaded(None, exc)
 
@@ -287,16 +281,17 @@ class RoomActor(FaultInjectable, GeventActor):
 
     def _read_since(self, after: int) -> None:
         """Read what was missed after ``after``, within the replay bounds."""
-        me = self.actor_ref
         config = self.ctx.config
-
-        def done(result: Any, error: BaseException | None) -> None:
-            with contextlib.suppress(ActorDeadError):
-                me.tell(Call(self._gap_replayed, (result, error)))
-
-        bounds = {"limit": config.replay_max_messages, "max_bytes": config.replay_max_bytes}
+        read = Since(
+            self.state.conv,
+            after,
+            config.replay_max_messages,
+            config.replay_max_bytes,
+            self.actor_ref,
+            self._gap_replayed,
+        )
         try:
-            query(self.ctx, "since", self.state.conv, after, done=done, **bounds)
+            self.ctx.refs.tell_store(read)
         except Unavailable as exc:
             self._gap_replayed(None, exc)
 
@@ -319,14 +314,8 @@ class RoomActor(FaultInjectable, GeventActor):
 
     def _read_last(self) -> None:
         """The gap is beyond the replay bounds: find the latest seq, to skip up to it."""
-        me = self.actor_ref
-
-        def done(result: Any, error: BaseException | None) -> None:
-            with contextlib.suppress(ActorDeadError):
-                me.tell(Call(self._gap_skipped, (result, error)))
-
         try:
-            query(self.ctx, "last_seq", self.state.conv, done=done)
+            self.ctx.refs.tell_store(LastSeq(self.state.conv, self.actor_ref, self._gap_skipped))
         except Unavailable as exc:
             self._gap_skipped(None, exc)
 
@@ -435,17 +424,20 @@ class RoomActor(FaultInjectable, GeventActor):
     def _replay(self, link: Link, command_id: int, since: int, reply: dict[str, Any]) -> None:
         state = self.state
         state.log.hold_for(link)
-        me = self.actor_ref
-
-        def done(result: Any, error: BaseException | None) -> None:
-            me.tell(Call(self._replayed, (link, command_id, reply, result, error)))
-
+        done = partial(self._replayed, link, command_id, reply)
         config = self.ctx.config
         # The store stops reading at the byte bound: a gap of a thousand large messages, which
         # is refused anyway, is never held in memory whole.
-        bounds = {"limit": config.replay_max_messages, "max_bytes": config.replay_max_bytes}
+        read = Since(
+            state.conv,
+            since,
+            config.replay_max_messages,
+            config.replay_max_bytes,
+            self.actor_ref,
+            done,
+        )
         try:
-            query(self.ctx, "since", state.conv, since, done=done, **bounds)
+            self.ctx.refs.tell_store(read)
         except Unavailable as exc:
             self._replayed(link, command_id, reply, None, exc)
 

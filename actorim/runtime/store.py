@@ -17,6 +17,13 @@ on a page thread of their own, whatever the backend, so neither the hub nor the 
 for that work. A send is answered only after its
 transaction committed, and only then is the message published to its room or recipient, so
 nobody sees a message the store could still lose.
+
+Every answer goes back to the actor that asked: each request carries ``reply_to`` (the
+asker's ref) and ``done``, and the store tells ``Call(done, (result, error))`` to
+``reply_to``, so the asker handles its answer in its own turn. No connection, room or
+offline-delivery code ever runs inside this actor. Reads are typed requests
+(:class:`LastSeq`, :class:`Since`, :class:`PendingFor`, :class:`ReadPage`), one per backend
+operation, never a method named by a string.
 """
 
 from __future__ import annotations
@@ -35,11 +42,22 @@ from actorim.protocol.errors import ErrorCode
 from actorim.protocol.events import message_frame
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import FaultInjectable
-from actorim.runtime.messages import Append, Call, Mark, Query, ReadPage, call_later
+from actorim.runtime.messages import (
+    Append,
+    Call,
+    LastSeq,
+    Mark,
+    PendingFor,
+    ReadPage,
+    ReplyTo,
+    Since,
+    StoreRead,
+    call_later,
+)
 from actorim.store.base import Receipt, Store, StoredMessage
-from supervisors import GeventActor
+from supervisors import GeventActor, MailboxFull
 
-__all__ = ["StoreActor", "StoreFailed", "query", "query_wait"]
+__all__ = ["StoreActor", "StoreFailed", "reply"]
 
 logger = logging.getLogger("actorim.store")
 
@@ -108,8 +126,8 @@ class StoreActor(FaultInjectable, GeventActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Append | Mark):
             self._append(message)
-        elif isinstance(message, Query):
-            self._query(message)
+        elif isinstance(message, LastSeq | Since | PendingFor):
+            self._read(message)
         elif isinstance(message, ReadPage):
             self._read_page(message)
         elif isinstance(message, Call):
@@ -184,15 +202,14 @@ class StoreActor(FaultInjectable, GeventActor):
             if isinstance(entry, Append):
                 self._accepted(entry, next(stored))
             else:
-                entry.done(next(receipts), None)
+                reply(entry.reply_to, entry.done, next(receipts), None)
 
     def _accepted(self, append: Append, stored: StoredMessage) -> None:
         if append.link is not None and append.command_id is not None:
             append.link.reply(
                 append.command_id, {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts}
             )
-        if append.done is not None:
-            append.done(stored, None)
+        reply(append.reply_to, append.done, stored, None)
         if stored.duplicate:
             return
         frame = message_frame(stored, append.body, decoded=True)
@@ -208,13 +225,25 @@ class StoreActor(FaultInjectable, GeventActor):
                 broker.publish_to_user(stored.to, frame, mid=stored.mid)
                 broker.publish_to_user(stored.sender, frame, mid=stored.mid, origin=append.link)
 
-    def _query(self, query: Query) -> None:
+    def _read(self, request: StoreRead) -> None:
+        """Run one typed read on the store thread; its answer goes back to the asker."""
         if self._link_refusing():
-            query.done(None, Unavailable(_LINK_DOWN))
+            reply(request.reply_to, request.done, None, Unavailable(_LINK_DOWN))
             return
-        assert self.backend is not None
-        method = getattr(self.backend, query.method)
-        self._in_background(method, query.args, query.done, query.kwargs)
+        backend = self.backend
+        assert backend is not None
+
+        def answered(result: Any, error: BaseException | None) -> None:
+            reply(request.reply_to, request.done, result, error)
+
+        if isinstance(request, LastSeq):
+            self._in_background(backend.last_seq, (request.conv,), answered)
+        elif isinstance(request, Since):
+            bounds = {"limit": request.limit, "max_bytes": request.max_bytes}
+            self._in_background(backend.since, (request.conv, request.seq), answered, bounds)
+        else:
+            page = {"limit": request.limit, "after": request.after}
+            self._in_background(backend.pending_for, (request.user,), answered, page)
 
     def _read_page(self, request: ReadPage) -> None:
         """Read the page on the store thread, then build its reply on the page thread.
@@ -223,7 +252,7 @@ class StoreActor(FaultInjectable, GeventActor):
         the page is in the making: its connection waits for the answer before its next page.
         """
         if self._link_refusing():
-            request.done(None, Unavailable(_LINK_DOWN))
+            reply(request.reply_to, request.done, None, Unavailable(_LINK_DOWN))
             return
         assert self.backend is not None
         key = id(request)
@@ -231,7 +260,7 @@ class StoreActor(FaultInjectable, GeventActor):
 
         def built(page: Any, error: BaseException | None) -> None:
             if self._reading.pop(key, None) is not None:
-                request.done(page, error)
+                reply(request.reply_to, request.done, page, error)
 
         def read(result: Any, error: BaseException | None) -> None:
             if error is not None:
@@ -249,7 +278,12 @@ class StoreActor(FaultInjectable, GeventActor):
     def _abandon_pages(self) -> None:
         reading, self._reading = self._reading, {}
         for request in reading.values():
-            request.done(None, Unavailable("the store restarted; retry in a moment"))
+            reply(
+                request.reply_to,
+                request.done,
+                None,
+                Unavailable("the store restarted; retry in a moment"),
+            )
 
     # -- running backend calls off the hub ------------------------------------------------------
 
@@ -374,39 +408,25 @@ def _split(batch: list[Append | Mark]) -> tuple[list[Any], list[tuple[str, str, 
 def _answer_error(entry: Append | Mark, code: ErrorCode, message: str) -> None:
     if isinstance(entry, Mark):
         failed = Unavailable if code is ErrorCode.OVERLOADED else StoreFailed
-        entry.done(None, failed(message))
+        reply(entry.reply_to, entry.done, None, failed(message))
         return
     if entry.link is not None and entry.command_id is not None:
         entry.link.fail(entry.command_id, code, message)
-    if entry.done is not None:
-        entry.done(None, Unavailable(message))
+    reply(entry.reply_to, entry.done, None, Unavailable(message))
 
 
-def query(
-    ctx: NodeContext,
-    method: str,
-    *args: Any,
-    done: Callable[[Any, BaseException | None], None],
-    **kwargs: Any,
+def reply(
+    to: ReplyTo | None,
+    done: Callable[[Any, BaseException | None], None] | None,
+    result: Any,
+    error: BaseException | None,
 ) -> None:
-    """Ask the store to run ``method``; ``done(result, error)`` runs in the store actor.
-
-    Raises :class:`Unavailable` when the store is restarting.
-    """
-    ctx.refs.tell("store", Query(method, args, kwargs, done))
-
-
-def query_wait(
-    ctx: NodeContext, method: str, *args: Any, timeout: float = 10.0, **kwargs: Any
-) -> Any:
-    """Run a store query and wait for it, blocking only the calling greenlet."""
-    result: AsyncResult = AsyncResult()
-
-    def done(value: Any, error: BaseException | None) -> None:
-        if error is not None:
-            result.set_exception(error)
-        else:
-            result.set(value)
-
-    query(ctx, method, *args, done=done, **kwargs)
-    return result.get(timeout=timeout)
+    """Send an answer back to the actor that asked, to run ``done(result, error)`` in its
+    own turn. An asker that is gone (or swamped beyond its mailbox) loses the answer: it was
+    asked for by an actor that can no longer use it."""
+    if to is None or done is None:
+        return
+    try:
+        to.tell(Call(done, (result, error)))
+    except (ActorDeadError, MailboxFull):
+        logger.debug("an answer from the store found its asker gone")
