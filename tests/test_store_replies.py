@@ -12,6 +12,7 @@ from pykka import ActorDeadError
 from actorim.domain.messages import room_conv
 from actorim.runtime.messages import Call, LastSeq, PendingFor, Since
 from actorim.runtime.replies import ConnectionReplies
+from supervisors import MailboxFull
 from tests.support import Client, RunningNode
 
 
@@ -65,6 +66,24 @@ def test_connection_answer_waits_for_a_restarted_actor() -> None:
     link = SimpleNamespace(actor=Dead(), carry_over=[])
     ConnectionReplies(link).tell(answer)  # type: ignore[arg-type]
     assert link.carry_over == [answer]
+
+
+def test_an_answer_a_swamped_connection_cannot_take_closes_it_1013() -> None:
+    """A lost answer would hold up the connection's later requests: it is closed instead."""
+    answer = Call(print, ("answer",))
+    closes: list[tuple[int, str]] = []
+
+    class Swamped:
+        def tell(self, message: Any) -> None:
+            raise MailboxFull("full")
+
+    link = SimpleNamespace(
+        actor=Swamped(),
+        carry_over=[],
+        request_close=lambda code, reason: closes.append((code, reason)),
+    )
+    ConnectionReplies(link).tell(answer)  # type: ignore[arg-type]
+    assert [code for code, _ in closes] == [1013] and link.carry_over == []
 
 
 def test_history_answers_reach_a_connection_whose_actor_crashed_while_waiting(

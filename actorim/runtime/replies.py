@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.protocol.frames import CloseCode
+from supervisors import MailboxFull
+
 if TYPE_CHECKING:
     from actorim.runtime.link import Link
 
@@ -31,7 +34,9 @@ class ConnectionReplies:
     def tell(self, message: Any) -> None:
         """Tell the link's actor; keep the message for the next actor while there is none.
 
-        Raises ``MailboxFull`` when the actor's mailbox is full (the store logs and drops it).
+        An actor whose mailbox is full (a client that queued a thousand commands) cannot take
+        the answer, and a lost answer would hold up the connection's later requests: the
+        connection is closed with 1013 instead, and the client starts afresh.
         """
         link = self._link
         actor = link.actor
@@ -40,6 +45,11 @@ class ConnectionReplies:
                 actor.tell(message)
             except ActorDeadError:
                 pass
+            except MailboxFull:
+                link.request_close(
+                    CloseCode.TRY_AGAIN_LATER, "too many commands queued; reconnect and retry"
+                )
+                return
             else:
                 return
         link.carry_over.append(message)
