@@ -27,12 +27,20 @@ def _on_event(event: Any) -> None:
     global _blocked
     if isinstance(event, events.EventLoopBlocked):
         _blocked += 1
-        logger.warning(
-            "the hub was blocked for more than %.3fs by %r:\n%s",
-            event.blocking_time,
-            event.greenlet,
-            "\n".join(event.info),
+        # The blocked greenlet's stack goes in the record's stack_info, which the log formats
+        # print on lines of their own (indented): the message itself stays one line, as every
+        # message must (actorim.logs escapes line breaks in it).
+        record = logger.makeRecord(
+            logger.name,
+            logging.WARNING,
+            __file__,
+            0,
+            "the hub was blocked for more than %.3fs by %r",
+            (event.blocking_time, event.greenlet),
+            None,
+            sinfo="\n".join(event.info),
         )
+        logger.handle(record)
 
 
 def watch_hub(threshold_s: float) -> None:

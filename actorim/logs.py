@@ -68,6 +68,8 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = record.stack_info
         # Those characters can only stand inside JSON strings, where \uXXXX means the same.
         return _UNSAFE.sub(_json_escape, json.dumps(entry, ensure_ascii=False, default=str))
 

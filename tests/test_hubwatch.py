@@ -10,6 +10,7 @@ import pytest
 from gevent import monkey
 
 from actorim import hubwatch
+from actorim.logs import HumanFormatter
 
 
 def block_the_hub_for(seconds: float) -> None:
@@ -35,7 +36,11 @@ def test_a_greenlet_that_blocks_the_hub_is_logged_with_its_stack_and_counted(
             gevent.sleep(0.02)
     report = next(r for r in caplog.records if r.name == "actorim.hub")
     assert "blocked" in report.getMessage()
-    assert "block_the_hub_for" in report.getMessage()
+    # The stack, on lines of its own: the message stays one line.
+    assert "block_the_hub_for" in (report.stack_info or "")
+    readable = HumanFormatter().format(report).splitlines()
+    assert "blocked" in readable[0]
+    assert any("block_the_hub_for" in line and line.startswith("  ") for line in readable[1:])
     # Reported once, in the log: gevent does not print its own copy of every stack on stderr.
     assert "appears to be blocked" not in capfd.readouterr().err
 
