@@ -97,13 +97,14 @@ class ConnectionActor(GeventActor):
         link = self.link
         if link.actor is self.actor_ref:
             link.actor = None
-        if link.current_id is not None:
+        if link.current is not None:
             link.fail(
-                link.current_id,
+                link.current.t,
+                link.current.id,
                 ErrorCode.INTERNAL,
                 "the server failed while handling this command; it may not have taken effect",
             )
-            link.current_id = None
+            link.current = None
         if not link.crashes.record(time.monotonic()):
             logger.error(
                 "connection failed %d times in %ss: closing it",
@@ -201,23 +202,30 @@ class ConnectionActor(GeventActor):
         link = self.link
         if link.phase is not Phase.AWAITING_CONNECT and link.phase is not Phase.CONNECTED:
             return
-        link.current_id = command.id
+        link.current = command
         try:
             if link.phase is Phase.AWAITING_CONNECT:
                 if isinstance(command, cmd.Connect):
                     self._connect(command)
                 else:
-                    link.fail(command.id, ErrorCode.UNAUTHENTICATED, "send connect first")
+                    link.fail(
+                        command.t, command.id, ErrorCode.UNAUTHENTICATED, "send connect first"
+                    )
                     link.request_close(CloseCode.POLICY_VIOLATION, "connect must come first")
             elif isinstance(command, cmd.Connect):
-                link.fail(command.id, ErrorCode.BAD_REQUEST, "this connection is connected already")
+                link.fail(
+                    command.t,
+                    command.id,
+                    ErrorCode.BAD_REQUEST,
+                    "this connection is connected already",
+                )
             else:
                 _HANDLERS[type(command)](self, command)
         except CommandError as exc:
-            link.fail(command.id, exc.code, exc.message)
+            link.fail(command.t, command.id, exc.code, exc.message)
         except Unavailable as exc:
-            link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
-        link.current_id = None
+            link.fail(command.t, command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+        link.current = None
 
     def _ask_router(self, message: Any) -> Any:
         router = self.ctx.refs.router
@@ -239,7 +247,7 @@ class ConnectionActor(GeventActor):
             logger.info(
                 "authentication refused: %s", exc.message, extra=log_context(conn=link.conn_id)
             )
-            link.fail(command.id, ErrorCode.UNAUTHENTICATED, exc.message)
+            link.fail(command.t, command.id, ErrorCode.UNAUTHENTICATED, exc.message)
             link.request_close(CloseCode.POLICY_VIOLATION, "authentication failed")
             return
         link.session.authenticated(identity)
@@ -250,7 +258,7 @@ class ConnectionActor(GeventActor):
             self._ask_router(Register(link))
         except CommandError as exc:
             link.offline = None
-            link.fail(command.id, exc.code, exc.message)
+            link.fail(command.t, command.id, exc.code, exc.message)
             link.request_close(CloseCode.POLICY_VIOLATION, "too many connections")
             return
         except Unavailable:
@@ -260,6 +268,7 @@ class ConnectionActor(GeventActor):
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
             self.ctx.refs.tell("presence", Online(link))
         link.reply(
+            command.t,
             command.id,
             {
                 "user": identity.user,
@@ -304,7 +313,7 @@ class ConnectionActor(GeventActor):
             assert state.actor is not None
             state.actor.tell(LeaveRoom(self.link, command.id))
         except (ActorDeadError, AssertionError):
-            self.link.reply(command.id, {})
+            self.link.reply(command.t, command.id, {})
 
     def _send(self, command: cmd.Send) -> None:
         link = self.link
@@ -339,7 +348,7 @@ class ConnectionActor(GeventActor):
         self.ctx.refs.tell("presence", WatchChange(self.link, command.id, command.users, watch))
 
     def _ping(self, command: cmd.Ping) -> None:
-        self.link.reply(command.id, {})
+        self.link.reply(command.t, command.id, {})
 
     def _receipt(self, command: cmd.Ack | cmd.Read) -> None:
         link = self.link
@@ -348,12 +357,14 @@ class ConnectionActor(GeventActor):
 
         def done(receipt: Any, error: BaseException | None) -> None:
             if isinstance(error, Unavailable):
-                link.fail(command.id, ErrorCode.OVERLOADED, str(error))
+                link.fail(command.t, command.id, ErrorCode.OVERLOADED, str(error))
                 return
             if error is not None:
-                link.fail(command.id, ErrorCode.INTERNAL, "the receipt could not be recorded")
+                link.fail(
+                    command.t, command.id, ErrorCode.INTERNAL, "the receipt could not be recorded"
+                )
                 return
-            link.reply(command.id, {})
+            link.reply(command.t, command.id, {})
             if receipt is not None:
                 frame = WireFrame(
                     {"t": "receipt", "mid": receipt.mid, "by": receipt.by, "status": receipt.status}
@@ -396,7 +407,7 @@ def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | Non
     while turn is not None:
         command, conv = turn
         if link.limiter.in_debt(time.monotonic()):
-            link.fail(command.id, ErrorCode.RATE_LIMITED, _PAGES_TOO_FAST)
+            link.fail(command.t, command.id, ErrorCode.RATE_LIMITED, _PAGES_TOO_FAST)
         elif _start_page(ctx, link, command, conv):
             return
         turn = link.pages.finish()
@@ -415,12 +426,14 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
 
     def done(page: Page | None, error: BaseException | None) -> None:
         if isinstance(error, Unavailable):
-            link.fail(command.id, ErrorCode.OVERLOADED, f"history cannot be read now: {error}")
+            link.fail(
+                command.t, command.id, ErrorCode.OVERLOADED, f"history cannot be read now: {error}"
+            )
         elif error is not None or page is None:
-            link.fail(command.id, ErrorCode.INTERNAL, "history could not be read; retry")
+            link.fail(command.t, command.id, ErrorCode.INTERNAL, "history could not be read; retry")
         else:
             link.limiter.charge(time.monotonic(), len(page.frame) / config.history_bytes_per_token)
-            link.reply_frame(command.id, page.frame)
+            link.reply_frame(command.t, command.id, page.frame)
         _page_turn(ctx, link, link.pages.finish())
 
     replies = ConnectionReplies(link)
@@ -428,7 +441,7 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
     try:
         ctx.refs.tell_store(read)
     except Unavailable as exc:
-        link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+        link.fail(command.t, command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
         return False
     return True
 

@@ -67,7 +67,10 @@ class FaultInjectable(GeventActor):
         crash, self._crash_request = self._crash_request, None
         if crash is not None and crash.link is not None and crash.command_id is not None:
             crash.link.fail(
-                crash.command_id, ErrorCode.INTERNAL, f"{self.fault_subject} failed (injected)"
+                cmd.DebugCrash.t,
+                crash.command_id,
+                ErrorCode.INTERNAL,
+                f"{self.fault_subject} failed (injected)",
             )
         super().on_failure(*exc_info)
 
@@ -93,4 +96,4 @@ def inject(ctx: NodeContext, link: Link, command: cmd.DebugCrash) -> None:
         state.actor.tell(crash)
     else:
         ctx.refs.tell(command.what, crash)
-    link.current_id = None  # the failing actor answers for this command
+    link.current = None  # the failing actor answers for this command

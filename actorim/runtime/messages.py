@@ -86,6 +86,7 @@ class Append:
     command_id: int | None
     reply_to: ReplyTo | None = None
     done: Callable[[Any, BaseException | None], None] | None = None
+    command: str = "send"  # the command ``command_id`` is, named in its answer's metric
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,11 @@ class WatchChange:
     users: tuple[str, ...]
     watch: bool
 
+    @property
+    def command(self) -> str:
+        """The command this answers: ``watch`` or ``unwatch``."""
+        return "watch" if self.watch else "unwatch"
+
 
 class PresenceActor(FaultInjectable, GeventActor):
     """See the module docstring."""
@@ -124,7 +129,7 @@ class PresenceActor(FaultInjectable, GeventActor):
                 statuses = broker.statuses(message.users)
             if statuses is None:  # one node, or the broker's link away: what this node knows
                 statuses = book.statuses(message.users)
-            message.link.reply(message.command_id, {"statuses": statuses})
+            message.link.reply("presence", message.command_id, {"statuses": statuses})
         elif isinstance(message, RemoteEvent):
             assert message.user is not None
             watchers = self.book.watchers_of(message.user)
@@ -148,7 +153,7 @@ class PresenceActor(FaultInjectable, GeventActor):
             try:
                 self.book.watch(link, change.users)
             except WatchLimitError as exc:
-                link.fail(change.command_id, ErrorCode.FORBIDDEN, str(exc))
+                link.fail(change.command, change.command_id, ErrorCode.FORBIDDEN, str(exc))
                 return
             link.notify(WatchChanged(change.users, watch=True))
             self._hear_statuses(change.users)
@@ -156,7 +161,7 @@ class PresenceActor(FaultInjectable, GeventActor):
             self.book.unwatch(link, change.users)
             link.notify(WatchChanged(change.users, watch=False))
             self.heard.forget(u for u in change.users if not self.book.watchers_of(u))
-        link.reply(change.command_id, {})
+        link.reply(change.command, change.command_id, {})
 
     def _hear_statuses(self, users: tuple[str, ...]) -> None:
         """Newly watched users' statuses as the cluster has them: what a watcher would be

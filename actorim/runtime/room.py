@@ -240,12 +240,13 @@ class RoomActor(FaultInjectable, GeventActor):
                 state.joins_handled += 1
                 message.link.notify(Left(state.name, state))
                 message.link.fail(
+                    "join",
                     message.command_id,
                     ErrorCode.OVERLOADED,
                     f"room {state.name!r} could not read its history; retry in a moment",
                 )
             elif isinstance(message, LeaveRoom) and message.command_id is not None:
-                message.link.reply(message.command_id, {})
+                message.link.reply("leave", message.command_id, {})
         self._maybe_idle()
 
     # -- carrying out the log's effects ----------------------------------------------------------
@@ -386,6 +387,7 @@ class RoomActor(FaultInjectable, GeventActor):
             if len(state.members) >= self.ctx.config.max_members_per_room:
                 link.notify(Left(state.name, state))
                 link.fail(
+                    "join",
                     join.command_id,
                     ErrorCode.FORBIDDEN,
                     f"room {state.name!r} is full "
@@ -419,7 +421,7 @@ class RoomActor(FaultInjectable, GeventActor):
             return
         if decision is not JoinReplay.NONE:
             reply["recovered"] = decision is JoinReplay.RECOVERED
-        link.reply(join.command_id, reply)
+        link.reply("join", join.command_id, reply)
 
     def _replay(self, link: Link, command_id: int, since: int, reply: dict[str, Any]) -> None:
         state = self.state
@@ -471,7 +473,7 @@ class RoomActor(FaultInjectable, GeventActor):
         # Not recovered: nothing is replayed, and the reply's seq is the latest, so the client
         # knows the gap to fill with history: after its since, up to and including seq.
         reply["recovered"] = recovered
-        link.reply(command_id, reply)
+        link.reply("join", command_id, reply)
         for frame in frames:
             link.send_frame(frame)
         for item in held:
@@ -488,7 +490,7 @@ class RoomActor(FaultInjectable, GeventActor):
         if last is not None:
             self._membership_changed(user, -1, first_or_last=last)
         if leave.command_id is not None:
-            link.reply(leave.command_id, {})
+            link.reply("leave", leave.command_id, {})
         self._maybe_idle()
 
     def _membership_changed(

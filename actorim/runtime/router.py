@@ -221,6 +221,7 @@ def _room_started(state: RoomState, generation: int, error: Exception | None) ->
         state.joins_forwarded -= 1
         join.link.notify(Left(state.name, state))
         join.link.fail(
+            "join",
             join.command_id,
             ErrorCode.OVERLOADED,
             f"room {state.name!r} could not start; retry in a moment",

@@ -207,7 +207,9 @@ class StoreActor(FaultInjectable, GeventActor):
     def _accepted(self, append: Append, stored: StoredMessage) -> None:
         if append.link is not None and append.command_id is not None:
             append.link.reply(
-                append.command_id, {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts}
+                append.command,
+                append.command_id,
+                {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts},
             )
         reply(append.reply_to, append.done, stored, None)
         if stored.duplicate:
@@ -411,7 +413,7 @@ def _answer_error(entry: Append | Mark, code: ErrorCode, message: str) -> None:
         reply(entry.reply_to, entry.done, None, failed(message))
         return
     if entry.link is not None and entry.command_id is not None:
-        entry.link.fail(entry.command_id, code, message)
+        entry.link.fail(entry.command, entry.command_id, code, message)
     reply(entry.reply_to, entry.done, None, Unavailable(message))
 
 
