@@ -56,10 +56,10 @@ from actorim.runtime.context import NodeContext, Unavailable, default_node_id
 from actorim.runtime.delivery import NodeDelivery
 from actorim.runtime.heartbeat import HeartbeatActor
 from actorim.runtime.link import Phase
-from actorim.runtime.messages import Append, Call
+from actorim.runtime.messages import Append, Call, RepairRooms, Resync
 from actorim.runtime.metrics import Metrics
-from actorim.runtime.presence import PresenceActor, Resync
-from actorim.runtime.router import RepairRooms, RouterActor
+from actorim.runtime.presence import PresenceActor
+from actorim.runtime.router import RouterActor
 from actorim.runtime.store import StoreActor
 from actorim.secret import token_secret
 from actorim.store.base import Store, StoredMessage
@@ -176,9 +176,10 @@ class Node:
 
     def _recover(self) -> None:
         """The Redis link is healthy again: re-register presence, repair the rooms."""
-        for name, message in (("presence", Resync()), ("router", RepairRooms())):
-            with contextlib.suppress(Unavailable):
-                self.ctx.refs.tell(name, message)
+        with contextlib.suppress(Unavailable):
+            self.ctx.refs.tell_presence(Resync())
+        with contextlib.suppress(Unavailable):
+            self.ctx.refs.tell_router(RepairRooms())
 
     def _node_children(self) -> list[ChildSpec]:
         ctx = self.ctx

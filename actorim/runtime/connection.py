@@ -45,12 +45,24 @@ from actorim.protocol.wire import WireFrame
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import inject as inject_fault
 from actorim.runtime.link import WAKE, Link, Phase
-from actorim.runtime.messages import Append, Call, JoinRoom, LeaveRoom, Mark, ReadPage
+from actorim.runtime.messages import (
+    Append,
+    Call,
+    JoinRoom,
+    LeaveRoom,
+    Mark,
+    Offline,
+    Online,
+    PresenceQuery,
+    ReadPage,
+    Register,
+    RoomFor,
+    Unregister,
+    WatchChange,
+)
 from actorim.runtime.offline import OfflineDelivery
 from actorim.runtime.pages import Page, build_page
-from actorim.runtime.presence import Offline, Online, PresenceQuery, WatchChange
 from actorim.runtime.replies import ConnectionReplies
-from actorim.runtime.router import Register, RoomFor, Unregister
 from supervisors import GeventActor
 
 __all__ = ["ConnectionActor"]
@@ -190,10 +202,11 @@ class ConnectionActor(GeventActor):
                 with contextlib.suppress(ActorDeadError):
                     state.actor.tell(LeaveRoom(link))
         if was_connected:
-            for name, message in (("router", Unregister(link)), ("presence", Offline(link))):
-                # A restarting router or tracker rebuilds from the live links.
-                with contextlib.suppress(Unavailable):
-                    self.ctx.refs.tell(name, message)
+            # A restarting router or tracker rebuilds from the live links.
+            with contextlib.suppress(Unavailable):
+                self.ctx.refs.tell_router(Unregister(link))
+            with contextlib.suppress(Unavailable):
+                self.ctx.refs.tell_presence(Offline(link))
         self.ctx.directory.links.pop(link.conn_id, None)
 
     # -- commands --------------------------------------------------------------------------------
@@ -266,7 +279,7 @@ class ConnectionActor(GeventActor):
             raise
         link.session.connected(secrets.token_hex(8))
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
-            self.ctx.refs.tell("presence", Online(link))
+            self.ctx.refs.tell_presence(Online(link))
         link.reply(
             command.t,
             command.id,
@@ -341,11 +354,11 @@ class ConnectionActor(GeventActor):
         self.ctx.refs.tell_store(Append(message, command.body, link, command.id))
 
     def _presence(self, command: cmd.Presence) -> None:
-        self.ctx.refs.tell("presence", PresenceQuery(self.link, command.id, command.users))
+        self.ctx.refs.tell_presence(PresenceQuery(self.link, command.id, command.users))
 
     def _watch(self, command: cmd.Watch | cmd.Unwatch) -> None:
         watch = isinstance(command, cmd.Watch)
-        self.ctx.refs.tell("presence", WatchChange(self.link, command.id, command.users, watch))
+        self.ctx.refs.tell_presence(WatchChange(self.link, command.id, command.users, watch))
 
     def _ping(self, command: cmd.Ping) -> None:
         self.link.reply(command.t, command.id, {})

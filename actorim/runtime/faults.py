@@ -95,5 +95,5 @@ def inject(ctx: NodeContext, link: Link, command: cmd.DebugCrash) -> None:
             raise CommandError(ErrorCode.NOT_FOUND, "field 'room' must name a joined room")
         state.actor.tell(crash)
     else:
-        ctx.refs.tell(command.what, crash)
+        ctx.refs.tell_by_name(command.what, crash)
     link.current = None  # the failing actor answers for this command

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from actorim.domain.heard import Heard
@@ -20,48 +19,22 @@ from actorim.protocol.errors import ErrorCode
 from actorim.protocol.wire import WireFrame
 from actorim.runtime.context import NodeContext
 from actorim.runtime.faults import FaultInjectable
-from actorim.runtime.link import Link, Phase
-from actorim.runtime.messages import Call, RemoteEvent, call_later
+from actorim.runtime.link import Phase
+from actorim.runtime.messages import (
+    Call,
+    Offline,
+    Online,
+    PresenceQuery,
+    RemoteEvent,
+    Resync,
+    WatchChange,
+    call_later,
+)
 from supervisors import GeventActor
 
-__all__ = ["Offline", "Online", "PresenceActor", "PresenceQuery", "WatchChange"]
+__all__ = ["PresenceActor"]
 
 logger = logging.getLogger("actorim.presence")
-
-
-@dataclass(frozen=True, slots=True)
-class Online:
-    link: Link
-
-
-@dataclass(frozen=True, slots=True)
-class Offline:
-    link: Link
-
-
-@dataclass(frozen=True, slots=True)
-class Resync:
-    """After Redis was away: make this node's presence counts in Redis match its links."""
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceQuery:
-    link: Link
-    command_id: int
-    users: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchChange:
-    link: Link
-    command_id: int
-    users: tuple[str, ...]
-    watch: bool
-
-    @property
-    def command(self) -> str:
-        """The command this answers: ``watch`` or ``unwatch``."""
-        return "watch" if self.watch else "unwatch"
 
 
 class PresenceActor(FaultInjectable, GeventActor):

@@ -25,13 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from actorim.config import Config
-from actorim.domain.heard import Heard
-from actorim.domain.messages import room_conv
 from actorim.domain.roomlog import (
     Deliver,
     Effect,
@@ -40,7 +36,6 @@ from actorim.domain.roomlog import (
     ReadLast,
     ReadSince,
     RetryLater,
-    RoomLog,
     Skip,
     join_replay,
 )
@@ -62,17 +57,17 @@ from actorim.runtime.messages import (
     RemoteEvent,
     Repair,
     RoomEvent,
+    RoomIdle,
     Since,
     call_later,
 )
 from supervisors import GeventActor
 
 if TYPE_CHECKING:
-    from pykka import ActorRef
-
     from actorim.runtime.link import Link
+    from actorim.runtime.roomstate import RoomState
 
-__all__ = ["RoomActor", "RoomIdle", "RoomState"]
+__all__ = ["RoomActor"]
 
 logger = logging.getLogger("actorim.room")
 
@@ -81,64 +76,6 @@ logger = logging.getLogger("actorim.room")
 # the replay bounds; beyond them the room skips the gap and what waited (see
 # actorim.domain.roomlog).
 GAP_RETRY_S = 1.0
-
-
-def _publish_size(publish: Publish) -> int:
-    """What a message takes queued to a member, for the replay bounds: its MessagePack frame
-    (the encoding nearly every member speaks, and the one the fan-out encodes anyway)."""
-    return len(publish.frame.bytes_for(Encoding.MSGPACK))
-
-
-@dataclass(eq=False)
-class RoomState:
-    """What a room knows that must survive its actor's restart."""
-
-    name: str
-    log: RoomLog[Publish, Link]
-    loaded: bool = False
-    actor: ActorRef[Any] | None = None
-    generation: int = 0
-    # The router is starting the room's actor: joins told meanwhile wait here for its start.
-    starting: bool = False
-    waiting: list[JoinRoom] = field(default_factory=list)
-    joins_forwarded: int = 0
-    joins_handled: int = 0
-    # In a cluster: who this node's members were told is in the room ("joined" / "left").
-    heard: Heard[str, str] = field(default_factory=lambda: Heard(absent="left"))
-
-    @classmethod
-    def new(cls, name: str, config: Config) -> RoomState:
-        log: RoomLog[Publish, Link] = RoomLog(
-            size=_publish_size,
-            max_messages=config.replay_max_messages,
-            max_bytes=config.replay_max_bytes,
-        )
-        return cls(name, log)
-
-    @property
-    def conv(self) -> str:
-        return room_conv(self.name)
-
-    @property
-    def members(self) -> dict[Link, None]:
-        return self.log.members
-
-    @property
-    def users(self) -> dict[str, int]:
-        return self.log.users
-
-    @property
-    def seq(self) -> int:
-        return self.log.seq
-
-
-@dataclass(frozen=True, slots=True)
-class RoomIdle:
-    """To the router: the room has no members left after handling ``joins_handled`` joins."""
-
-    name: str
-    joins_handled: int
-    state: RoomState
 
 
 # The room's messages that wait while its last seq is read (timers and store answers do not).
@@ -537,4 +474,4 @@ class RoomActor(FaultInjectable, GeventActor):
         state = self.state
         if not state.members:
             with contextlib.suppress(Unavailable):
-                self.ctx.refs.tell("router", RoomIdle(state.name, state.joins_handled, state))
+                self.ctx.refs.tell_router(RoomIdle(state.name, state.joins_handled, state))
