@@ -17,7 +17,15 @@ from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.domain.origins import origin_of
 from actorim.protocol.limits import HISTORY_PAGE_MAX_BYTES, MESSAGE_MAX_BYTES
 
-__all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_environment", "config_from"]
+__all__ = [
+    "SETTINGS",
+    "Config",
+    "Setting",
+    "add_flags",
+    "config_environment",
+    "config_from",
+    "invalid_setting",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,21 +373,19 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.secret and not self.dev and weak_secret(self.secret):
-            _bad(
+            invalid_setting(
                 "secret",
                 f"is {len(self.secret.encode('utf-8'))} bytes: outside development mode it must "
                 f"be {MIN_SECRET_BYTES} bytes or more (make one with: python -c "
                 "'import secrets; print(secrets.token_urlsafe(32))')",
             )
-        if self.store not in ("sqlite", "memory"):
-            _bad("store", f"must be sqlite or memory, got {self.store!r}")
         if self.public_url:
             try:
                 origin_of(self.public_url)
             except ValueError as exc:
-                _bad("public_url", str(exc))
+                invalid_setting("public_url", str(exc))
         if self.store_sync.upper() not in ("FULL", "NORMAL"):
-            _bad("store_sync", f"must be FULL or NORMAL, got {self.store_sync!r}")
+            invalid_setting("store_sync", f"must be FULL or NORMAL, got {self.store_sync!r}")
         for name in (
             "max_frame_size",
             "outbox_max_frames",
@@ -404,11 +410,15 @@ class Config:
             "replay_max_bytes",
         ):
             if getattr(self, name) < 1:
-                _bad(name, f"must be at least 1, got {getattr(self, name)}")
+                invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")
         if self.closing_read_limit < 0:
-            _bad("closing_read_limit", f"must be 0 or more, got {self.closing_read_limit}")
+            invalid_setting(
+                "closing_read_limit", f"must be 0 or more, got {self.closing_read_limit}"
+            )
         if self.rate_abuse_rejections < 0:
-            _bad("rate_abuse_rejections", f"must be 0 or more, got {self.rate_abuse_rejections}")
+            invalid_setting(
+                "rate_abuse_rejections", f"must be 0 or more, got {self.rate_abuse_rejections}"
+            )
         for name in (
             "connect_timeout",
             "heartbeat",
@@ -420,7 +430,7 @@ class Config:
             "frame_rate",
         ):
             if getattr(self, name) <= 0:
-                _bad(name, f"must be greater than 0, got {getattr(self, name)}")
+                invalid_setting(name, f"must be greater than 0, got {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -442,7 +452,10 @@ class Config:
         return int(self.retention_days * 86_400_000)
 
 
-def _bad(name: str, problem: str) -> None:
+def invalid_setting(name: str, problem: str) -> None:
+    """Refuse setting ``name``'s value: a ValueError that names its flag and environment
+    variable, so the operator knows what to fix (raised here, and by ``actorim.node`` for the
+    choices only the composition root knows, such as the store)."""
     setting = _BY_NAME[name]
     msg = f"setting {name} ({setting.flag} / {setting.env_var}) {problem}"
     raise ValueError(msg)
