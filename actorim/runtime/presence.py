@@ -13,13 +13,20 @@ import time
 from typing import Any
 
 from actorim.domain.heard import Heard
-from actorim.domain.presence import Announcement, PresenceBook, WatchLimitError
+from actorim.domain.presence import (
+    OFFLINE,
+    ONLINE,
+    Announcement,
+    PresenceBook,
+    Status,
+    WatchLimitError,
+)
 from actorim.domain.session import WatchChanged
 from actorim.protocol.errors import ErrorCode
 from actorim.protocol.wire import WireFrame
 from actorim.runtime.context import NodeContext
 from actorim.runtime.faults import FaultInjectable
-from actorim.runtime.link import Phase
+from actorim.runtime.link import Link, Phase
 from actorim.runtime.messages import (
     Call,
     Offline,
@@ -45,9 +52,9 @@ class PresenceActor(FaultInjectable, GeventActor):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__()
         self.ctx = ctx
-        self.book = PresenceBook(grace_s=ctx.config.presence_grace)
+        self.book: PresenceBook[Link] = PresenceBook(grace_s=ctx.config.presence_grace)
         # In a cluster: the status this node's watchers were last told, per watched user.
-        self.heard: Heard[str, str] = Heard()
+        self.heard: Heard[str, Status] = Heard()
         self._timer: Any = None
         self._timer_due: float | None = None
 
@@ -106,7 +113,8 @@ class PresenceActor(FaultInjectable, GeventActor):
         elif isinstance(message, RemoteEvent):
             assert message.user is not None
             watchers = self.book.watchers_of(message.user)
-            if watchers and self.heard.hear(message.user, message.frame.obj.get("status")):
+            status = message.frame.obj.get("status")
+            if watchers and status in (ONLINE, OFFLINE) and self.heard.hear(message.user, status):
                 for link in watchers:
                     link.send_frame(message.frame)
         elif isinstance(message, Resync):

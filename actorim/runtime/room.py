@@ -455,8 +455,8 @@ class RoomActor(FaultInjectable, GeventActor):
     def _remote_member_event(self, event: RemoteEvent) -> None:
         """A member event from Redis (this node's own changes come back this way too): told to
         the members once, however often it arrives."""
-        user = event.user
-        if user is None or not self.state.heard.hear(user, event.frame.obj.get("state")):
+        user, what = event.user, event.frame.obj.get("state")
+        if user is None or not isinstance(what, str) or not self.state.heard.hear(user, what):
             return
         if len(self.state.members) <= self.ctx.config.member_events_limit:
             self._tell_members(user, event.frame)

@@ -442,6 +442,7 @@ class SqliteStore(Store):
         limit: int,
     ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
+        args: tuple[str | int, ...]
         if after is not None and before is not None:
             sql, args, newest_first = _BETWEEN, (conv, after, before, limit + 1), False
         elif after is not None:
