@@ -543,6 +543,18 @@ def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
     assert time.monotonic() - shown >= 4.0, "the indicator went before its ttl"
     assert alice.evaluate("document.querySelector('[data-testid=composer-input]').value") == "still"
 
+    # In a direct conversation the same: shown to bob in his conversation with alice, gone at
+    # her message.
+    composer.fill("")
+    for page, peer in ((alice, "bob"), (bob, "alice")):
+        page.get_by_test_id("dm-user").fill(peer)
+        page.get_by_test_id("dm-submit").click()
+    composer.press_sequentially("psst")
+    expect(bob_typing).to_have_text("alice is typing…")
+    composer.press("Enter")
+    expect(_bodies(bob, "psst")).to_have_count(1)
+    expect(bob_typing).to_have_text("")
+
     assert bob.evaluate(TRACKER_JS) == [
         ["ann", "bob"],
         1000,
