@@ -15,6 +15,7 @@ from typing import Any
 
 from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.domain.origins import origin_of
+from actorim.domain.ratelimit import DEFAULT_TYPING_THROTTLE_S, DEFAULT_TYPING_TTL_S
 from actorim.protocol.limits import HISTORY_PAGE_MAX_BYTES, MESSAGE_MAX_BYTES
 
 __all__ = [
@@ -296,6 +297,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "presence_grace", 5.0, "seconds before a disconnected user is announced offline", float
     ),
+    Setting(
+        "typing_throttle",
+        DEFAULT_TYPING_THROTTLE_S,
+        "seconds between two typing indicators relayed for one user in one conversation (the "
+        "others are answered but not relayed)",
+        float,
+    ),
+    Setting(
+        "typing_ttl",
+        DEFAULT_TYPING_TTL_S,
+        "seconds a typing indicator lasts without a renewal (its ttl_ms); more than "
+        "typing_throttle",
+        float,
+    ),
     # -- operations
     Setting("drain_seconds", 5.0, "on SIGTERM, seconds over which connections are closed", float),
     Setting("log_json", False, "log one JSON object per line", _bool),
@@ -365,6 +380,8 @@ class Config:
     replay_max_messages: int = _BY_NAME["replay_max_messages"].default
     replay_max_bytes: int = _BY_NAME["replay_max_bytes"].default
     presence_grace: float = _BY_NAME["presence_grace"].default
+    typing_throttle: float = _BY_NAME["typing_throttle"].default
+    typing_ttl: float = _BY_NAME["typing_ttl"].default
     drain_seconds: float = _BY_NAME["drain_seconds"].default
     log_json: bool = _BY_NAME["log_json"].default
     log_level: str = _BY_NAME["log_level"].default
@@ -428,9 +445,16 @@ class Config:
             "rate_abuse_window",
             "handshake_timeout",
             "frame_rate",
+            "typing_throttle",
         ):
             if getattr(self, name) <= 0:
                 invalid_setting(name, f"must be greater than 0, got {getattr(self, name)}")
+        if self.typing_ttl <= self.typing_throttle:
+            invalid_setting(
+                "typing_ttl",
+                f"must be greater than typing_throttle ({self.typing_throttle}), got "
+                f"{self.typing_ttl}: an indicator would lapse between two relayed renewals",
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

@@ -349,9 +349,39 @@ class ConnectionActor(GeventActor):
         else:
             assert command.to is not None
             conv = dm_conv(user, command.to)
+        # The user's typing indicator there ends with this message: the next is relayed at once.
+        self.ctx.typing.clear((user, conv))
         origin = f"{self.ctx.node_id}/{link.conn_id}"
         message = _new_message(conv, user, command, body=body, now_ms=now_ms, origin=origin)
         self.ctx.refs.tell_store(Append(message, command.body, link, command.id))
+
+    def _typing(self, command: cmd.Typing) -> None:
+        """Relay the user's typing indicator to the conversation's other connections, unless
+        one was relayed for this user there within ``typing_throttle`` (answered all the same:
+        a client renews while its user types). Ephemeral: no store, no seq, no replay."""
+        link = self.link
+        user = link.user
+        assert user is not None
+        if command.room is not None:
+            if command.room not in link.rooms:
+                raise CommandError(
+                    ErrorCode.FORBIDDEN, f"join room {command.room!r} before typing in it"
+                )
+            conv = room_conv(command.room)
+        else:
+            assert command.to is not None
+            conv = dm_conv(user, command.to)
+        link.reply(command.t, command.id, {})
+        if command.to == user or not self.ctx.typing.admit((user, conv), time.monotonic()):
+            return
+        ttl_ms = int(self.ctx.config.typing_ttl * 1000)
+        event: dict[str, Any] = {"t": "typing", "user": user, "ttl_ms": ttl_ms}
+        if command.room is not None:
+            event["room"] = command.room
+            self.ctx.broker.publish_ephemeral(command.room, WireFrame(event), link)
+        elif command.to is not None:
+            event["to"] = command.to
+            self.ctx.broker.publish_to_user(command.to, WireFrame(event), origin=link)
 
     def _presence(self, command: cmd.Presence) -> None:
         self.ctx.refs.tell_presence(PresenceQuery(self.link, command.id, command.users))
@@ -487,6 +517,7 @@ _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.Join: ConnectionActor._join,
     cmd.Leave: ConnectionActor._leave,
     cmd.Send: ConnectionActor._send,
+    cmd.Typing: ConnectionActor._typing,
     cmd.Presence: ConnectionActor._presence,
     cmd.Watch: ConnectionActor._watch,
     cmd.Unwatch: ConnectionActor._watch,

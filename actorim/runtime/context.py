@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.domain.ratelimit import TypingThrottle
 from actorim.runtime.metrics import Metrics, NodeSnapshot
 from supervisors import MailboxFull
 
@@ -111,6 +112,11 @@ class NodeContext:
     draining: bool = False
     metrics: Metrics = field(init=False)
     breakers: dict[str, Callable[[], int]] = field(default_factory=dict)
+    typing: TypingThrottle = field(init=False)
+    """Which typing indicators of this node's users are relayed (``typing_throttle``)."""
+
+    def __post_init__(self) -> None:
+        self.typing = TypingThrottle(self.config.typing_throttle)
 
     def readiness(self) -> tuple[bool, str]:
         """Whether the node should get traffic, and why not."""
