@@ -25,6 +25,7 @@ from actorim.protocol.commands import (
     Ping,
     Presence,
     Read,
+    Refresh,
     Send,
     Unwatch,
     Watch,
@@ -82,6 +83,7 @@ DEFAULTS: list[tuple[str, Command]] = [
         History(13, room=None, with_="bob", before=None, after=None, limit=50),
     ),
     ('{"t":"debug.crash","id":14,"what":"store"}', DebugCrash(14, "store", room=None)),
+    ('{"t":"refresh","id":15,"token":"abc.def.ghi"}', Refresh(15, "abc.def.ghi")),
 ]
 
 
@@ -203,6 +205,9 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"t": "connect", "token": 5}, "token"),
     ({"t": "connect", "token": ""}, "token"),
     ({"t": "connect", "token": "x" * 5000}, "token"),
+    ({"t": "refresh"}, "token"),
+    ({"t": "refresh", "token": 5}, "token"),
+    ({"t": "refresh", "token": "x" * 5000}, "token"),
     ({"t": "join"}, "room"),
     ({"t": "join", "room": None}, "room"),
     ({"t": "join", "room": 5}, "room"),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.domain.tokens import RevocationList
 from actorim.runtime.metrics import Metrics, NodeSnapshot
 from supervisors import MailboxFull
 
@@ -111,6 +112,9 @@ class NodeContext:
     draining: bool = False
     metrics: Metrics = field(init=False)
     breakers: dict[str, Callable[[], int]] = field(default_factory=dict)
+    # Token revocations in force on this node, checked at every connect and refresh
+    # (actorim.runtime.tokens).
+    revocations: RevocationList = field(default_factory=RevocationList)
 
     def readiness(self) -> tuple[bool, str]:
         """Whether the node should get traffic, and why not."""
