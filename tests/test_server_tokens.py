@@ -8,13 +8,17 @@ and for the close, never for a time.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gevent.event import Event
 
+from actorim.client import AuthError, LinkState
+from actorim.client import Client as ActorimClient
 from actorim.tools.publisher import Publisher
 from tests.support import Client, RunningNode
 
@@ -225,3 +229,65 @@ def test_in_a_cluster_revoking_a_user_on_one_node_closes_their_connections_on_th
     # A node that starts later reads the revocations in force from Redis.
     late = cluster_node(start_node, redis_session, tmp_path.name)
     assert late.client().error("connect", token=old)["code"] == "unauthenticated"
+
+
+# -- the Python client ----------------------------------------------------------------------------
+
+
+def test_the_python_client_refreshes_through_its_token_function_and_keeps_its_connection(
+    start_node: StartNode,
+) -> None:
+    node = start_node(**FAST)
+    minted: list[str] = []
+
+    def token() -> str:
+        minted.append(node.token("alice", ttl_s=SHORT_TTL_S if not minted else 3600))
+        return minted[-1]
+
+    with ActorimClient(node.url, token) as client:
+        session = client.session
+        # Holds the first token and does not refresh: its close marks the first token's end.
+        idle = connected(node, minted[0])
+        assert idle.wait_closed().code == 4001
+        client.ping(timeout=2)
+        assert client.session == session, "the client reconnected instead of refreshing"
+        assert len(minted) == 2
+
+
+def test_the_python_client_connects_with_a_fresh_token_after_its_token_is_revoked(
+    start_node: StartNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="actorim.connection")
+    node = start_node()
+    minted: list[str] = []
+    fresh = Event()
+
+    def token() -> str:
+        minted.append(node.token("alice", token_id=f"t{len(minted)}"))
+        if len(minted) > 1:
+            fresh.set()
+        return minted[-1]
+
+    with ActorimClient(node.url, token) as client:
+        first = client.session
+        node.node.revoke_token("t0")
+        assert fresh.wait(timeout=5), "the token function was not asked for a fresh token"
+        client.ping(timeout=5)
+        assert client.session != first and client.state is LinkState.CONNECTED
+        assert len(minted) == 2
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert not refused, f"the revoked token was tried again: {refused}"
+
+
+def test_the_python_client_with_a_fixed_token_stops_when_the_token_expires(
+    start_node: StartNode,
+) -> None:
+    node = start_node(**FAST)
+    client = ActorimClient(node.url, node.token("alice", ttl_s=SHORT_TTL_S))
+    client.connect()
+    try:
+        assert client.wait_for(LinkState.DISCONNECTED, timeout=5)
+        with pytest.raises(AuthError, match="token expired"):
+            client.ping(timeout=1)
+    finally:
+        client.close()
