@@ -291,3 +291,26 @@ def test_the_python_client_with_a_fixed_token_stops_when_the_token_expires(
             client.ping(timeout=1)
     finally:
         client.close()
+
+
+def test_the_python_client_forgets_a_room_its_refreshed_token_no_longer_allows(
+    start_node: StartNode,
+) -> None:
+    node = start_node(**FAST)
+    minted: list[str] = []
+    left = Event()
+
+    def token() -> str:
+        if not minted:
+            # exp 2 to 3 s away: the refresh is asked for at least a second after the joins.
+            minted.append(node.token("alice", rooms=["lobby", "team:*"], ttl_s=3))
+        else:
+            minted.append(node.token("alice", rooms=["lobby"], ttl_s=3600))
+        return minted[-1]
+
+    with ActorimClient(node.url, token) as client:
+        client.join("lobby")
+        client.join("team:red")
+        client.on("left", lambda event: left.set())
+        assert left.wait(timeout=5), "no left event after the refresh"
+        assert client.rooms == ("lobby",)

@@ -443,6 +443,12 @@ class LinkKeeper:
             self._dispatch.event(frame)
             if self._tokens.renewable:
                 gevent.spawn(self._refresh, conn)
+        elif t == "left":
+            # A refreshed token no longer allows the room: it is not re-joined after this.
+            room = frame.get("room")
+            if isinstance(room, str):
+                self._session.leaving(room)
+            self._dispatch.event(frame)
         else:
             gap = self._session.skipped(frame) if t == "gap" else None
             self._dispatch.event(frame)
