@@ -250,7 +250,8 @@ class Node:
             self.ctx.refs.tell_presence(Resync())
         with contextlib.suppress(Unavailable):
             self.ctx.refs.tell_router(RepairRooms())
-        self._load_revocations()
+        # A Redis read: in a greenlet of its own, not in the breaker's or listener's turn.
+        gevent.spawn(self._load_revocations)
 
     def _node_children(self) -> list[ChildSpec]:
         ctx = self.ctx

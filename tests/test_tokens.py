@@ -3,7 +3,9 @@ when to close, which identities a revocation names, and how long revocations are
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,7 @@ from actorim.domain.tokens import (
     user_revocation,
 )
 from actorim.local.revocations import MemoryRevocations, SqliteRevocations
+from actorim.redis.revocations import RedisRevocations, decode_revocation
 
 POLICY = TokenPolicy(notice_s=60, grace_s=30)
 EXP = 10_000
@@ -117,15 +120,17 @@ def test_local_revocation_stores_keep_what_is_in_force_and_drop_the_expired(
 ) -> None:
     path = tmp_path / "revocations.sqlite3"
     store = MemoryRevocations() if kind == "memory" else SqliteRevocations(path)
-    store.add(Revocation.of_token("t1", until=500))
-    store.add(Revocation.of_token("t1", until=400))  # an earlier expiry keeps the later one
-    store.add(Revocation.of_user("alice", before=100, until=900))
-    assert sorted(r.subject for r in store.current(450)) == ["alice", "t1"]
-    assert [r.subject for r in store.current(600)] == ["alice"]
+    soon = time.time() + 3600  # adding drops what expired by the wall clock
+    store.add(Revocation.of_token("gone", until=time.time() - 1))
+    store.add(Revocation.of_token("t1", until=soon + 500))
+    store.add(Revocation.of_token("t1", until=soon + 400))  # an earlier expiry keeps the later
+    store.add(Revocation.of_user("alice", before=100, until=soon + 900))
+    assert sorted(r.subject for r in store.current(soon + 450)) == ["alice", "t1"]
+    assert [r.subject for r in store.current(soon + 600)] == ["alice"]
     store.close()
     if kind == "sqlite":
         reopened = SqliteRevocations(path)
-        assert [r.subject for r in reopened.current(600)] == ["alice"]
+        assert [r.subject for r in reopened.current(soon + 600)] == ["alice"]
         reopened.close()
 
 
@@ -148,3 +153,23 @@ def test_the_module_examples_hold() -> None:
     import actorim.domain.tokens
 
     assert doctest.testmod(actorim.domain.tokens).failed == 0
+
+
+def test_redis_revocations_are_kept_announced_and_dropped_once_expired(redis_client: Any) -> None:
+    store = RedisRevocations(redis_client, namespace="revoke")
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe("revoke:{revocations}")
+    confirmed = pubsub.get_message(timeout=5)  # subscribed before anything is published
+    assert confirmed is not None and confirmed["type"] == "subscribe"
+    soon = time.time() + 3600
+    store.add(Revocation.of_token("gone", until=time.time() - 1))
+    store.add(Revocation.of_user("alice", before=100, until=soon))
+    heard = []
+    while len(heard) < 2:
+        message = pubsub.get_message(timeout=5)
+        assert message is not None, "a revocation was not announced"
+        heard.append(decode_revocation(message["data"]))
+    assert [r.subject for r in heard if r is not None] == ["gone", "alice"]
+    assert [r.subject for r in store.current(time.time())] == ["alice"]
+    assert redis_client.hlen("revoke:{revocations}:kept") == 1  # the expired one is gone
+    pubsub.close()

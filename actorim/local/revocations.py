@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from actorim.domain.tokens import Revocation
@@ -66,6 +67,8 @@ class SqliteRevocations:
             " ELSE revocation END",
             (_key(revocation), revocation.until, json.dumps(revocation.to_map())),
         )
+        # Expired ones go as new ones come, so the table holds about what is in force.
+        self._db.execute("DELETE FROM revocations WHERE until <= ?", (time.time(),))
 
     def current(self, now: float) -> list[Revocation]:
         self._db.execute("DELETE FROM revocations WHERE until <= ?", (now,))

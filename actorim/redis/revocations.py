@@ -3,12 +3,14 @@
 One hash, ``ns:{revocations}:kept``, maps each revocation to its msgpack map; adding one writes
 it there and publishes it on ``ns:{revocations}`` in one transaction, so a node hears of it at
 once through its listener (``Delivery.revoked``) or, if its subscription was down, reads it
-with the rest when its link recovers. Expired revocations are deleted when the list is read.
+with the rest when its link recovers. Expired revocations are deleted when the list is read,
+which every ``add`` does too.
 The Python ``Publisher`` and every node use this same class.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 import msgpack
@@ -40,6 +42,8 @@ class RedisRevocations:
             pipe.hset(self._keys.revocations, _field(revocation), payload)
             pipe.publish(self._keys.revocations_channel, payload)
             pipe.execute()
+        # Expired ones go as new ones come, so the hash holds about what is in force.
+        self.current(time.time())
 
     def current(self, now: float) -> list[Revocation]:
         kept = cast("dict[bytes, bytes]", self._client.hgetall(self._keys.revocations))
