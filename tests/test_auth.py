@@ -56,7 +56,8 @@ def test_every_minted_token_has_an_id_of_its_own_to_revoke_it_by(
 def test_malformed_jti_or_iat_is_refused(
     authority: TokenAuthority, claim: str, value: object
 ) -> None:
-    with pytest.raises(TokenError, match=f"'{claim}'"):
+    # PyJWT refuses a jti that is not a string itself, calling it the "JWT ID".
+    with pytest.raises(TokenError, match=f"'{claim}'|JWT ID"):
         authority.verify(forge({"sub": "alice", claim: value}), now=NOW)
 
 
