@@ -236,6 +236,24 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds a requested close may take before the socket is cut (a peer that stopped reading)",
         float,
     ),
+    Setting(
+        "token_refresh_notice",
+        60.0,
+        "seconds before a connection's token expires that the server sends the refresh event",
+        float,
+    ),
+    Setting(
+        "token_expiry_grace",
+        30.0,
+        "seconds past a connection's token exp before it is closed 4001 unless refreshed",
+        float,
+    ),
+    Setting(
+        "revocation_keep",
+        7 * 86400.0,
+        "seconds a token revocation is kept when the caller does not say when its tokens expire",
+        float,
+    ),
     Setting("rate", 100.0, "commands per second per connection (token bucket rate)", float),
     Setting("burst", 200.0, "commands a connection may send in a burst", float),
     Setting(
@@ -364,6 +382,9 @@ class Config:
     heartbeat: float = _BY_NAME["heartbeat"].default
     idle_timeout: float = _BY_NAME["idle_timeout"].default
     close_timeout: float = _BY_NAME["close_timeout"].default
+    token_refresh_notice: float = _BY_NAME["token_refresh_notice"].default
+    token_expiry_grace: float = _BY_NAME["token_expiry_grace"].default
+    revocation_keep: float = _BY_NAME["revocation_keep"].default
     rate: float = _BY_NAME["rate"].default
     burst: float = _BY_NAME["burst"].default
     rate_abuse_rejections: int = _BY_NAME["rate_abuse_rejections"].default
@@ -428,6 +449,13 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("token_refresh_notice", "token_expiry_grace"):
+            if getattr(self, name) < 0:
+                invalid_setting(name, f"must be 0 or more, got {getattr(self, name)}")
+        if self.revocation_keep <= 0:
+            invalid_setting(
+                "revocation_keep", f"must be greater than 0, got {self.revocation_keep}"
+            )
         if self.closing_read_limit < 0:
             invalid_setting(
                 "closing_read_limit", f"must be 0 or more, got {self.closing_read_limit}"

@@ -47,13 +47,17 @@ from actorim.breaker.actor import BreakerActor, Subscribe
 from actorim.breaker.machine import BreakerPolicy
 from actorim.config import Config, invalid_setting
 from actorim.domain.auth import TokenAuthority
+from actorim.domain.tokens import token_revocation, user_revocation
 from actorim.local.broker import LocalBroker
+from actorim.local.revocations import MemoryRevocations, SqliteRevocations
+from actorim.ports import Revocations
 from actorim.protocol.events import published_message
 from actorim.protocol.frames import CloseCode
 from actorim.redis.broker import RedisBroker
 from actorim.redis.link import ClusterLink, make_client
 from actorim.redis.listener import ListenerActor
 from actorim.redis.nodes import NodeRegistryActor
+from actorim.redis.revocations import RedisRevocations
 from actorim.runtime.context import NodeContext, Unavailable, default_node_id
 from actorim.runtime.delivery import NodeDelivery
 from actorim.runtime.heartbeat import HeartbeatActor
@@ -63,6 +67,7 @@ from actorim.runtime.metrics import Metrics
 from actorim.runtime.presence import PresenceActor
 from actorim.runtime.router import RouterActor
 from actorim.runtime.store import StoreActor
+from actorim.runtime.tokens import apply_revocation, apply_revocations
 from actorim.secret import token_secret
 from actorim.store.base import Store, StoredMessage
 from actorim.web.app import App
@@ -144,6 +149,7 @@ class Node:
             link.on_recovered.append(self._recover)
         else:
             self.ctx.broker = LocalBroker(NodeDelivery(self.ctx))
+        self.revocations = self._open_revocations()
         self.ctx.metrics.watch_supervisors({"node", "rooms", "connections"})
         self._exit_code_on_failure = exit_code_on_failure
         self.supervisor: ActorRef[Any] | None = None
@@ -168,7 +174,30 @@ class Node:
         self.supervisor.ask(ProxyGetAttr(attr_path=("actor_urn",)), timeout=START_TIMEOUT_S)
         store = "redis (cluster)" if self.cluster is not None else self.config.store
         logger.info("node %s started (store: %s)", ctx.node_id, store)
+        self._load_revocations()
         return self
+
+    def _open_revocations(self) -> Revocations:
+        """Where token revocations are kept: Redis in a cluster (which also announces them to
+        every node), else a SQLite file beside the SQLite store, or memory."""
+        if self.config.redis_url:
+            return RedisRevocations(
+                make_client(self.config.redis_url), namespace=self.config.redis_namespace
+            )
+        if self.config.store == "sqlite":
+            return SqliteRevocations(Path(self.config.data_dir) / "revocations.sqlite3")
+        return MemoryRevocations()
+
+    def _load_revocations(self) -> None:
+        """Take in the revocations in force (at start, and when the cluster's link is back,
+        having maybe missed some) and close the connections they name."""
+        try:
+            revocations = self.revocations.current(time.time())
+        except Exception:
+            # Redis away at start: the link's recovery reads them again.
+            logger.warning("token revocations could not be read; retrying on recovery")
+            return
+        apply_revocations(self.ctx, revocations)
 
     def _children(self) -> list[ChildSpec]:
         ctx = self.ctx
@@ -215,11 +244,14 @@ class Node:
         return ref
 
     def _recover(self) -> None:
-        """The Redis link is healthy again: re-register presence, repair the rooms."""
+        """The Redis link is healthy again: re-register presence, repair the rooms, and read
+        the revocations made while its subscription was down."""
         with contextlib.suppress(Unavailable):
             self.ctx.refs.tell_presence(Resync())
         with contextlib.suppress(Unavailable):
             self.ctx.refs.tell_router(RepairRooms())
+        # A Redis read: in a greenlet of its own, not in the breaker's or listener's turn.
+        gevent.spawn(self._load_revocations)
 
     def _node_children(self) -> list[ChildSpec]:
         ctx = self.ctx
@@ -331,12 +363,49 @@ class Node:
             self.server.stop(timeout=1)
         self.supervisor = None
         self.ctx.metrics.close()
+        with contextlib.suppress(Exception):
+            self.revocations.close()
 
     # -- embedding -------------------------------------------------------------------------------
 
-    def token(self, user: str, *, rooms: list[str] | None = None, ttl_s: int = 3600) -> str:
-        """A signed token for ``user`` (what ``actorim token`` prints)."""
-        return self.authority.mint(user, rooms=rooms, ttl_s=ttl_s)
+    def token(
+        self,
+        user: str,
+        *,
+        rooms: list[str] | None = None,
+        ttl_s: int | None = 3600,
+        token_id: str | None = None,
+    ) -> str:
+        """A signed token for ``user`` (what ``actorim token`` prints); its ``jti`` is
+        ``token_id`` or a random id."""
+        return self.authority.mint(user, rooms=rooms, ttl_s=ttl_s, token_id=token_id)
+
+    def revoke_token(self, token_id: str, *, expires_at: float | None = None) -> None:
+        """Revoke the token whose ``jti`` is ``token_id``, on every node: connections holding
+        it are closed with 4003, and it is refused at ``connect`` and ``refresh``.
+
+        ``expires_at`` is the token's ``exp``, when the revocation can be forgotten; without
+        it the revocation is kept for ``revocation_keep`` seconds. Blocks the calling greenlet
+        while the revocation is stored (Redis in a cluster, else SQLite or memory).
+        """
+        now = time.time()
+        keep = self.config.revocation_keep
+        revocation = token_revocation(token_id, expires_at=expires_at, now=now, keep_s=keep)
+        self.revocations.add(revocation)
+        apply_revocation(self.ctx, revocation)  # here at once; other nodes through Redis
+
+    def revoke_user(
+        self, user: str, *, before: float | None = None, until: float | None = None
+    ) -> None:
+        """Revoke every token of ``user`` issued at or before ``before`` (seconds since the
+        epoch, default now; compared with the token's ``iat``), on every node, like
+        ``revoke_token``. ``until`` is when the last of those tokens expires (default:
+        ``revocation_keep`` seconds from now). Tokens minted after ``before`` still work."""
+        now = time.time()
+        keep = self.config.revocation_keep
+        revocation = user_revocation(user, before=before, until=until, now=now, keep_s=keep)
+        self.revocations.add(revocation)
+        apply_revocation(self.ctx, revocation)
 
     def publish(
         self,

@@ -8,7 +8,9 @@ node of a cluster, and how presence and membership are counted: ``actorim.local.
 node) and ``actorim.redis.broker`` (a cluster) implement it, and ``node.py`` picks one; the
 actors never ask which they have. ``Delivery`` is what a broker hands events to: the runtime's
 local fan-out, which the local broker calls as it publishes and the Redis listener as it hears
-the cluster (so no adapter names a runtime actor or link). The Store protocol is
+the cluster (so no adapter names a runtime actor or link). ``Revocations`` keeps the token
+revocations (``actorim.local.revocations`` on one node, ``actorim.redis.revocations`` in a
+cluster, where adding one also announces it to every node). The Store protocol is
 ``actorim.store.base.Store``.
 """
 
@@ -20,9 +22,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from actorim.domain.presence import Announcement, Status
+    from actorim.domain.tokens import Revocation
     from actorim.protocol.wire import WireFrame
 
-__all__ = ["Broker", "ConnectionClosed", "Delivery", "Membership", "Origin", "Transport"]
+__all__ = [
+    "Broker",
+    "ConnectionClosed",
+    "Delivery",
+    "Membership",
+    "Origin",
+    "Revocations",
+    "Transport",
+]
 
 
 class ConnectionClosed(Exception):
@@ -97,6 +108,11 @@ class Delivery(Protocol):
     def presence_event(self, frame: WireFrame, user: str | None) -> None:
         """A presence change of ``user`` that the broker announced once for the cluster, to
         this node's presence tracker, which tells the user's watchers here."""
+        ...
+
+    def revoked(self, revocation: Revocation) -> None:
+        """A token revocation, made on this node or announced by another: refuse the tokens it
+        names from now on and close this node's connections that hold one."""
         ...
 
     def local_origin(self, conn_id: int) -> Origin | None:
@@ -229,3 +245,20 @@ class Broker(Protocol):
         """After the link was away: count this node's connections out of rooms it has no
         members in any more (outside ``rooms``)."""
         ...
+
+
+class Revocations(Protocol):
+    """Where token revocations are kept, so that a node that starts (or comes back to Redis)
+    knows every one in force. Not part of the message ``Store``: revocations are few, small,
+    and in a cluster must reach every node at once rather than a room's members."""
+
+    def add(self, revocation: Revocation) -> None:
+        """Keep ``revocation`` until its ``until``; in a cluster, also announce it to every
+        node (each hands it to its ``Delivery.revoked``). Raises on a store that failed."""
+        ...
+
+    def current(self, now: float) -> list[Revocation]:
+        """The revocations still in force at ``now``; expired ones are dropped."""
+        ...
+
+    def close(self) -> None: ...

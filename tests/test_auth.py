@@ -32,9 +32,33 @@ def forge(claims: dict[str, object], secret: str = SECRET) -> str:
 
 
 def test_minted_token_verifies_to_the_same_user_rooms_and_expiry(authority: TokenAuthority) -> None:
-    token = authority.mint("alice", rooms=["lobby", "team:*"], ttl_s=60, now=NOW)
+    token = authority.mint("alice", rooms=["lobby", "team:*"], ttl_s=60, now=NOW, token_id="t1")
     identity = authority.verify(token, now=NOW + 30)
-    assert identity == Identity(user="alice", rooms=("lobby", "team:*"), expires_at=NOW + 60)
+    assert identity == Identity(
+        user="alice",
+        rooms=("lobby", "team:*"),
+        expires_at=NOW + 60,
+        issued_at=NOW,
+        token_id="t1",
+    )
+
+
+def test_every_minted_token_has_an_id_of_its_own_to_revoke_it_by(
+    authority: TokenAuthority,
+) -> None:
+    ids = {authority.verify(authority.mint("alice", now=NOW), now=NOW).token_id for _ in range(3)}
+    assert len(ids) == 3 and None not in ids
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"), [("jti", 7), ("jti", ""), ("jti", "x" * 129), ("iat", "yesterday")]
+)
+def test_malformed_jti_or_iat_is_refused(
+    authority: TokenAuthority, claim: str, value: object
+) -> None:
+    # PyJWT refuses a jti that is not a string itself, calling it the "JWT ID".
+    with pytest.raises(TokenError, match=f"'{claim}'|JWT ID"):
+        authority.verify(forge({"sub": "alice", claim: value}), now=NOW)
 
 
 def test_token_without_ttl_never_expires(authority: TokenAuthority) -> None:

@@ -899,3 +899,81 @@ def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
         cluster.close()
     finally:
         spawn.kill_all()
+
+
+# -- the token lifecycle --------------------------------------------------------------------------
+
+BROWSER_SECRET = "browser-test-secret-0123456789abcdef"  # what ServerProcess gives the server
+TOKEN_ARGS = ("--token-refresh-notice", "1", "--token-expiry-grace", "0.5")
+
+REFRESH_CLIENT_JS = """
+async ([short, long, fixed]) => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const tokens = [short, long];
+  window.calls = 0;
+  const token = fixed ? short : async () => tokens[Math.min(window.calls++, 1)];
+  const client = new ActorimClient(`ws://${location.host}/ws`, { token });
+  window.client = client;
+  window.refreshes = [];
+  window.states = [];
+  client.on("refresh", (event) => window.refreshes.push(event.exp));
+  client.on("state", (change) => window.states.push([change.state, change.code ?? null,
+                                                     change.final ?? false]));
+  await client.connect();
+  return client.session;
+}
+"""
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "data", tmp_path / "server.log", TOKEN_ARGS)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def short_and_long_tokens(user: str) -> list[str]:
+    from actorim.domain.auth import TokenAuthority
+
+    authority = TokenAuthority(BROWSER_SECRET)
+    return [authority.mint(user, ttl_s=2), authority.mint(user, ttl_s=3600)]
+
+
+def test_the_browser_client_refreshes_through_its_token_function_and_keeps_its_connection(
+    browser: Any, token_server: ServerProcess
+) -> None:
+    short, long = short_and_long_tokens("fay")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{token_server.base}/")
+    session = page.evaluate(REFRESH_CLIENT_JS, [short, long, False])
+    # Holds the short token and does not refresh: its close marks that token's end.
+    idle = Client(f"ws://127.0.0.1:{token_server.port}/ws")
+    idle.connect(short)
+    assert idle.wait_closed(timeout=10).code == 4001
+    idle.close()
+    page.evaluate("async () => client.ping()")
+    out = page.evaluate("() => ({ session: client.session, calls, refreshes, states })")
+    context.close()
+    assert out["session"] == session, "the client reconnected instead of refreshing"
+    assert out["calls"] == 2 and len(out["refreshes"]) == 1
+    assert [state for state, _, _ in out["states"]] == ["CONNECTING", "CONNECTED"]
+
+
+def test_the_browser_client_with_a_fixed_token_stops_when_the_token_expires(
+    browser: Any, token_server: ServerProcess
+) -> None:
+    short, _ = short_and_long_tokens("gus")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{token_server.base}/")
+    page.evaluate(REFRESH_CLIENT_JS, [short, short, True])
+    page.wait_for_function(
+        "() => client.state === 'DISCONNECTED'", polling=20, timeout=EXPECT_TIMEOUT_MS
+    )
+    states = page.evaluate("() => states")
+    context.close()
+    assert states[-1] == ["DISCONNECTED", 4001, True], states

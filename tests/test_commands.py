@@ -25,6 +25,7 @@ from actorim.protocol.commands import (
     Ping,
     Presence,
     Read,
+    Refresh,
     Send,
     Typing,
     Unwatch,
@@ -85,6 +86,7 @@ DEFAULTS: list[tuple[str, Command]] = [
     ('{"t":"debug.crash","id":14,"what":"store"}', DebugCrash(14, "store", room=None)),
     ('{"t":"typing","id":15,"room":"lobby"}', Typing(15, room="lobby", to=None)),
     ('{"t":"typing","id":16,"to":"bob"}', Typing(16, room=None, to="bob")),
+    ('{"t":"refresh","id":17,"token":"abc.def.ghi"}', Refresh(17, "abc.def.ghi")),
 ]
 
 
@@ -206,6 +208,9 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"t": "connect", "token": 5}, "token"),
     ({"t": "connect", "token": ""}, "token"),
     ({"t": "connect", "token": "x" * 5000}, "token"),
+    ({"t": "refresh"}, "token"),
+    ({"t": "refresh", "token": 5}, "token"),
+    ({"t": "refresh", "token": "x" * 5000}, "token"),
     ({"t": "join"}, "room"),
     ({"t": "join", "room": None}, "room"),
     ({"t": "join", "room": 5}, "room"),

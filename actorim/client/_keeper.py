@@ -51,7 +51,12 @@ logger = logging.getLogger("actorim.client")
 
 Token = str | Callable[[], str]
 """A token, or a callable that returns a fresh one (asked again when the server refuses the
-one it has)."""
+one it has, asks for a ``refresh`` before it expires, or closed the link because it expired or
+was revoked)."""
+
+# Close codes that say the token is spent (docs/protocol.md): 4001 it expired unrefreshed, 4003
+# it was revoked. The next attempt connects with a fresh token, or the client stops.
+_SPENT_TOKEN_CODES = frozenset({4001, 4003})
 
 # Close codes that announce a restart: 1001 going away (the server drains, docs/protocol.md),
 # 1012 service restart (RFC 6455 registry). The failed attempts that follow are retried within
@@ -99,6 +104,12 @@ class Tokens:
     def refresh(self) -> str:
         self._token = self._fetch()
         return self._token
+
+    def spend(self) -> None:
+        """The server will not take the current token again (it expired or was revoked): the
+        next ``get`` asks the callable for a fresh one."""
+        if self.renewable:
+            self._token = None
 
     def _fetch(self) -> str:
         assert callable(self._source)
@@ -412,6 +423,9 @@ class LinkKeeper:
         except LinkClosed as closed:
             why = f": {closed.reason}" if closed.reason else ""
             going_away = closed.code in _GOING_AWAY_CODES
+            if closed.code in _SPENT_TOKEN_CODES and conn is self._conn:
+                # Before the loss is reported: the attempt it schedules must not reuse it.
+                self._token_spent(closed.code, closed.reason)
             self._lost(conn, f"the link ended ({closed.code}{why})", going_away=going_away)
         except Exception as exc:
             logger.exception("reading from %s failed", self.url)
@@ -425,6 +439,16 @@ class LinkKeeper:
             self._reply(frame)
         elif t == "msg":
             self._message(frame)
+        elif t == "refresh":
+            self._dispatch.event(frame)
+            if self._tokens.renewable:
+                gevent.spawn(self._refresh, conn)
+        elif t == "left":
+            # A refreshed token no longer allows the room: it is not re-joined after this.
+            room = frame.get("room")
+            if isinstance(room, str):
+                self._session.leaving(room)
+            self._dispatch.event(frame)
         else:
             gap = self._session.skipped(frame) if t == "gap" else None
             self._dispatch.event(frame)
@@ -492,6 +516,35 @@ class LinkKeeper:
             for msg in messages:
                 self._message(msg)
             gap.page(messages, more=data.get("more") is True)
+
+    # -- the token's life --------------------------------------------------------------------
+
+    def _refresh(self, conn: _Conn) -> None:
+        """The server asked for a fresh token before the current one expires: fetch one from
+        the callable and hand it over on the same link (``refresh``). A failure is logged; the
+        server closes the link 4001 when the old token's grace runs out, and the next attempt
+        connects with a fresh token."""
+        try:
+            token = self._tokens.refresh()
+            self._call_on(conn, "refresh", {"token": token}).get()
+        except ClientError as exc:
+            logger.warning("refreshing the token failed: %s", exc)
+        except Exception:
+            logger.exception("the token callable failed")
+
+    def _token_spent(self, code: int, reason: str) -> None:
+        """The server closed the link because its token expired (4001) or was revoked (4003):
+        never connect with that token again."""
+        if self._tokens.renewable:
+            self._tokens.spend()
+            return
+        gevent.spawn(
+            self.shutdown,
+            AuthError(
+                f"the server closed the link: {reason or code}; make a new client with a "
+                "valid token, or give a callable that returns fresh ones"
+            ),
+        )
 
     # -- the link's end ----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Who a connection is and which rooms it may join, from a signed token.
 
 Clients present a JWT (HS256) when they connect. The token names the user (``sub``), may expire
-(``exp``) and may restrict rooms (``rooms``: exact names, ``prefix:*`` patterns, or ``*``).
+(``exp``), may restrict rooms (``rooms``: exact names, ``prefix:*`` patterns, or ``*``), and
+carries the time it was issued (``iat``) and an id (``jti``), by which it can be revoked.
 Without a ``rooms`` claim every room is allowed. Verification is pure: the current time is an
 argument, so tests and the server's own clock decide what "expired" means, not PyJWT's.
 
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_TTL_S",
     "MAX_ROOMS_CLAIM",
     "MAX_TOKEN_CHARS",
+    "MAX_TOKEN_ID_CHARS",
     "MIN_SECRET_BYTES",
     "Identity",
     "TokenAuthority",
@@ -49,6 +51,9 @@ MIN_SECRET_BYTES = 32
 
 MAX_TOKEN_CHARS = 8192
 """Tokens come from unauthenticated peers; anything longer is refused before it is decoded."""
+
+MAX_TOKEN_ID_CHARS = 128
+"""Length of a ``jti``: room for a UUID or any id an issuer keeps, short enough to store."""
 
 MAX_ROOMS_CLAIM = 1000
 """Entries in a ``rooms`` claim; a longer list belongs in a pattern (``team:*``), not a token."""
@@ -149,6 +154,11 @@ class Identity:
     user: str
     rooms: tuple[str, ...] | None
     expires_at: int | None
+    issued_at: int | None = None
+    """The ``iat`` claim: what a revocation of "every token of this user issued before T"
+    compares; None when the token has none."""
+    token_id: str | None = None
+    """The ``jti`` claim: what a revocation of one token names; None when the token has none."""
     _rule: _RoomRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -188,14 +198,22 @@ class TokenAuthority:
         rooms: Sequence[str] | None = None,
         ttl_s: int | None = DEFAULT_TTL_S,
         now: float | None = None,
+        token_id: str | None = None,
     ) -> str:
-        """A signed token for ``user``; ``ttl_s=None`` mints one that never expires."""
+        """A signed token for ``user``; ``ttl_s=None`` mints one that never expires.
+
+        The token's ``jti`` is ``token_id``, or a fresh random id: what revoking it names.
+        """
         if not valid_user_id(user):
             raise ValueError(f"user id {user!r} is invalid: use {_USER_ID_RULE}")
         if ttl_s is not None and ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive or None, got {ttl_s!r}")
         issued = int(time.time() if now is None else now)
-        claims: dict[str, Any] = {"sub": user, "iat": issued}
+        if token_id is None:
+            token_id = secrets.token_urlsafe(12)
+        elif not isinstance(token_id, str) or not 0 < len(token_id) <= MAX_TOKEN_ID_CHARS:
+            raise ValueError(f"token_id must be 1 to {MAX_TOKEN_ID_CHARS} characters")
+        claims: dict[str, Any] = {"sub": user, "iat": issued, "jti": token_id}
         if ttl_s is not None:
             claims["exp"] = issued + int(ttl_s)
         if rooms is not None:
@@ -230,7 +248,13 @@ class TokenAuthority:
             if problem is not None:
                 raise TokenError(f"token 'rooms' claim {problem}")
             rooms = tuple(rooms)
-        return Identity(user=user, rooms=rooms, expires_at=expires_at)
+        return Identity(
+            user=user,
+            rooms=rooms,
+            expires_at=expires_at,
+            issued_at=_issued_at(claims),
+            token_id=_token_id(claims),
+        )
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:
@@ -275,6 +299,26 @@ class TokenAuthority:
             if nbf > now + self._leeway_s:
                 raise TokenError("token not valid yet: check the clocks of this server and issuer")
         return None if exp is None else int(exp)
+
+
+def _issued_at(claims: dict[str, Any]) -> int | None:
+    iat = claims.get("iat")
+    if iat is None:
+        return None
+    if not _is_number(iat):
+        raise TokenError("malformed token: 'iat' must be a number of seconds")
+    return int(iat)
+
+
+def _token_id(claims: dict[str, Any]) -> str | None:
+    jti = claims.get("jti")
+    if jti is None:
+        return None
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_TOKEN_ID_CHARS:
+        raise TokenError(
+            f"malformed token: 'jti' must be a string of 1 to {MAX_TOKEN_ID_CHARS} characters"
+        )
+    return jti
 
 
 def _is_number(value: object) -> bool:

@@ -83,6 +83,16 @@ class Session(Generic[R]):
         ``connected``, which comes once it is registered)."""
         self.identity = identity
 
+    def refreshed(self, identity: Identity) -> list[str]:
+        """The client proved itself again with a fresh token of the same user: its claims apply
+        from now on. Returns the joined rooms the new ``rooms`` claim does not allow, which the
+        connection is no longer in (the caller tells the rooms and the client)."""
+        if self.identity is None or identity.user != self.identity.user:
+            raise ValueError("a refreshed token must name the connection's own user")
+        self.identity = identity
+        dropped = [name for name in self.rooms if not identity.may_join(name)]
+        return dropped
+
     def connected(self, token: str) -> None:
         """The connection is registered and announced: it takes every command now."""
         self.token = token

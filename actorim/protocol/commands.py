@@ -50,6 +50,7 @@ __all__ = [
     "Ping",
     "Presence",
     "Read",
+    "Refresh",
     "Send",
     "Typing",
     "Unwatch",
@@ -240,6 +241,15 @@ class History:
 
 
 @dataclass(frozen=True, slots=True)
+class Refresh:
+    """Replace the connection's token with a fresh one of the same user."""
+
+    t: ClassVar[str] = "refresh"
+    id: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class DebugCrash:
     """Crash an actor on purpose, to show a supervisor restarting it (development only)."""
 
@@ -263,6 +273,7 @@ Command: TypeAlias = (
     | Read
     | History
     | DebugCrash
+    | Refresh
 )
 
 
@@ -493,6 +504,10 @@ def _debug_crash(frame: dict[Any, Any], id: int, max_limit: int) -> DebugCrash:
     return DebugCrash(id, cast(CrashTarget, what), room=_optional_name(frame, "room"))
 
 
+def _refresh(frame: dict[Any, Any], id: int, max_limit: int) -> Refresh:
+    return Refresh(id, _text(frame, "token", MAX_TOKEN_LENGTH))
+
+
 _DECODERS: Final[dict[str, _Decoder]] = {
     Connect.t: _connect,
     Join.t: _join,
@@ -507,6 +522,7 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     Read.t: _read,
     History.t: _history,
     DebugCrash.t: _debug_crash,
+    Refresh.t: _refresh,
 }
 
 COMMAND_NAMES: Final[frozenset[str]] = frozenset(_DECODERS)

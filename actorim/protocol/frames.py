@@ -92,6 +92,10 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
+    TOKEN_EXPIRED = 4001
+    """The connection's token expired (its ``exp`` plus the grace passed) and was not refreshed."""
+    TOKEN_REVOKED = 4003
+    """The connection's token was revoked (by its ``jti``, or every token of its user)."""
 
 
 # Codes a close frame may carry (RFC 6455 §7.4.1-2): 1005, 1006 and 1015 are reserved for

@@ -24,6 +24,8 @@ class ClusterKeys:
         self.presence_state = f"{ns}:{{presence}}:state"
         self.presence_channel = f"{ns}:{{presence}}"
         self.nodes = f"{ns}:nodes"
+        self.revocations = f"{ns}:{{revocations}}:kept"
+        self.revocations_channel = f"{ns}:{{revocations}}"
 
     def room_channel(self, room: str) -> str:
         return self.store.conversation_channel(room_conv(room))

@@ -73,8 +73,12 @@ class ClusterLink:
         self.link_failures = 0
         self.subscribed = False
         # Channels the listener subscribes to, with how many wanters; kept here so that a
-        # restarted listener subscribes to the same set. Presence is always wanted.
-        self.wanted: dict[str, int] = {self.keys.presence_channel: 1}
+        # restarted listener subscribes to the same set. Presence and revocations are always
+        # wanted.
+        self.wanted: dict[str, int] = {
+            self.keys.presence_channel: 1,
+            self.keys.revocations_channel: 1,
+        }
         # The node's listener (an actor) while it runs, None while it restarts: the broker
         # asks it to subscribe.
         self.listener: ActorRef[Any] | None = None

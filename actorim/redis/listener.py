@@ -5,7 +5,8 @@ room has a member here, a user's channel while the user has a connection here, a
 so a message reaches only the nodes that have a recipient; and it hands what Redis publishes to
 the runtime's fan-out, ``ports.Delivery``: room messages (which the room's actor fans out in
 ``seq`` order), direct messages and receipts for a user's links, member events and ephemeral
-room events (not stored, no seq) for the rooms, and presence events for the presence tracker.
+room events (not stored, no seq) for the rooms, presence events for the presence tracker, and
+token revocations (always subscribed, like presence).
 It names no runtime actor or link: the events' origins too are resolved by the delivery.
 
 A reader greenlet owned by the actor blocks on the subscription. When the connection to Redis
@@ -30,6 +31,7 @@ from pykka import ActorDeadError
 from actorim.protocol.events import message_frame
 from actorim.protocol.wire import WireFrame
 from actorim.redis.link import ROOM_EVENT, ClusterLink
+from actorim.redis.revocations import REVOKED_EVENT, decode_revocation
 from actorim.redis.store import decode_published_fields, msgpack_map
 from supervisors import Backoff, GeventActor
 
@@ -246,6 +248,10 @@ class ListenerActor(GeventActor):
                 self.delivery.room_event(event.get("room", ""), WireFrame(event["event"]), origin)
         elif kind == "presence":
             self.delivery.presence_event(WireFrame(event), event.get("user"))
+        elif kind == REVOKED_EVENT:
+            revocation = decode_revocation(event)
+            if revocation is not None:
+                self.delivery.revoked(revocation)
         else:
             user = _user_of(channel)
             if user is not None:

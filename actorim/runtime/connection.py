@@ -63,6 +63,7 @@ from actorim.runtime.messages import (
 from actorim.runtime.offline import OfflineDelivery
 from actorim.runtime.pages import Page, build_page
 from actorim.runtime.replies import ConnectionReplies
+from actorim.runtime.tokens import check_expiry, policy_of, refresh, verify_fresh
 from supervisors import GeventActor
 
 __all__ = ["ConnectionActor"]
@@ -255,7 +256,7 @@ class ConnectionActor(GeventActor):
     def _connect(self, command: cmd.Connect) -> None:
         link = self.link
         try:
-            identity = self.ctx.authority.verify(command.token)
+            identity = verify_fresh(self.ctx, command.token)
         except TokenError as exc:
             logger.info(
                 "authentication refused: %s", exc.message, extra=log_context(conn=link.conn_id)
@@ -290,6 +291,8 @@ class ConnectionActor(GeventActor):
                 "heartbeat": self.ctx.config.heartbeat,
             },
         )
+        # A token with less than the notice left is asked to refresh at once.
+        check_expiry(self.ctx, link, policy_of(self.ctx), time.time())
         # Every direct message this user has not acknowledged, oldest first, a page at a time;
         # live ones follow.
         offline.start()
@@ -438,6 +441,9 @@ class ConnectionActor(GeventActor):
     def _debug_crash(self, command: cmd.DebugCrash) -> None:
         inject_fault(self.ctx, self.link, command)
 
+    def _refresh(self, command: cmd.Refresh) -> None:
+        refresh(self.ctx, self.link, command)
+
 
 def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | None) -> None:
     """Start the history request whose turn it is (one per connection at a time).
@@ -526,4 +532,5 @@ _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.Read: ConnectionActor._receipt,
     cmd.History: ConnectionActor._history,
     cmd.DebugCrash: ConnectionActor._debug_crash,
+    cmd.Refresh: ConnectionActor._refresh,
 }

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pykka import ActorDeadError
 
 from actorim.domain.ratelimit import TypingThrottle
+from actorim.domain.tokens import RevocationList
 from actorim.runtime.metrics import Metrics, NodeSnapshot
 from supervisors import MailboxFull
 
@@ -117,6 +118,10 @@ class NodeContext:
 
     def __post_init__(self) -> None:
         self.typing = TypingThrottle(self.config.typing_throttle)
+
+    # Token revocations in force on this node, checked at every connect and refresh
+    # (actorim.runtime.tokens).
+    revocations: RevocationList = field(default_factory=RevocationList)
 
     def readiness(self) -> tuple[bool, str]:
         """Whether the node should get traffic, and why not."""

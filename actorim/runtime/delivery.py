@@ -1,8 +1,9 @@
 """``NodeDelivery``: the fan-out on this node that a broker hands what it carries to.
 
 Room messages go to the room's actor (which fans out in ``seq`` order), direct messages and
-per-user events to the user's links, member events announced by the cluster to the room's actor
-and presence events to the presence tracker. The single-node broker calls it as it publishes;
+per-user events to the user's links, member events announced by the cluster to the room's actor,
+presence events to the presence tracker, and token revocations to the node's revocation list
+(closing the connections they name). The single-node broker calls it as it publishes;
 in a cluster the node's Redis listener calls it with what it hears, so the path from the broker
 to a socket is the same either way.
 """
@@ -15,8 +16,10 @@ from typing import TYPE_CHECKING
 from pykka import ActorDeadError
 
 from actorim.runtime.messages import Publish, RemoteEvent, RoomEvent
+from actorim.runtime.tokens import apply_revocation
 
 if TYPE_CHECKING:
+    from actorim.domain.tokens import Revocation
     from actorim.protocol.wire import WireFrame
     from actorim.runtime.context import Directory, NodeContext
     from actorim.runtime.link import Link
@@ -89,6 +92,9 @@ class NodeDelivery:
             return  # the tracker is restarting: its watchers here miss this change
         with contextlib.suppress(ActorDeadError):
             presence.tell(RemoteEvent(frame, user))
+
+    def revoked(self, revocation: Revocation) -> None:
+        apply_revocation(self._ctx, revocation)
 
     def local_origin(self, conn_id: int) -> Link | None:
         return self._directory.links.get(conn_id)

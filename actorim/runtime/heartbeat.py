@@ -3,8 +3,11 @@
 Once a second it walks the live links: it pings each connected client every ``heartbeat``
 seconds, closes a connection from which no frame at all (pongs included) came within
 ``idle_timeout`` (1001), and closes one that has not authenticated within ``connect_timeout``
-(1008). A close still pending after ``close_timeout`` means the connection's actor is stuck
-writing to a client that stopped reading: the TCP connection is cut, which fails the write.
+(1008). It also enforces each connection's token expiry (``actorim.runtime.tokens``): the
+``refresh`` event ``token_refresh_notice`` seconds before ``exp``, close 4001 once
+``token_expiry_grace`` seconds past it. A close still pending after ``close_timeout`` means
+the connection's actor is stuck writing to a client that stopped reading: the TCP connection
+is cut, which fails the write.
 Ten thousand links cost a few milliseconds per sweep.
 """
 
@@ -17,6 +20,7 @@ from actorim.protocol.frames import CloseCode, encode_ping
 from actorim.runtime.context import NodeContext
 from actorim.runtime.link import Phase
 from actorim.runtime.messages import Call, call_later
+from actorim.runtime.tokens import check_expiry, policy_of
 from supervisors import GeventActor
 
 __all__ = ["SWEEP_INTERVAL_S", "HeartbeatActor"]
@@ -36,6 +40,7 @@ class HeartbeatActor(GeventActor):
         self.ctx = ctx
         self.interval = min(interval, ctx.config.heartbeat, ctx.config.connect_timeout)
         self._timer: Any = None
+        self._tokens = policy_of(ctx)
 
     def on_start(self) -> None:
         self.ctx.refs.heartbeat = self.actor_ref
@@ -54,9 +59,12 @@ class HeartbeatActor(GeventActor):
     def _arm(self) -> None:
         self._timer = call_later(self.actor_ref, self.interval, self.sweep)
 
-    def sweep(self, now: float | None = None) -> None:
+    def sweep(self, now: float | None = None, wall: float | None = None) -> None:
         config = self.ctx.config
         now = time.monotonic() if now is None else now
+        wall = time.time() if wall is None else wall  # token times are wall-clock seconds
+        tokens = self._tokens
+        self.ctx.revocations.prune(wall)
         for link in list(self.ctx.directory.links.values()):
             if link.close_request is not None:
                 # A close still pending after close_timeout means the connection's actor is
@@ -71,6 +79,9 @@ class HeartbeatActor(GeventActor):
                     link.request_close(CloseCode.POLICY_VIOLATION, "no connect within the timeout")
                 continue
             if link.phase is not Phase.CONNECTED:
+                continue
+            check_expiry(self.ctx, link, tokens, wall)
+            if link.close_request is not None:
                 continue
             if now - link.ws.last_received > config.idle_timeout:
                 link.request_close(CloseCode.GOING_AWAY, "no frame within the idle timeout")

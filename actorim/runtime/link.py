@@ -117,6 +117,7 @@ class Link:
         "opened_at",
         "outbox",
         "pages",
+        "refresh_asked_for",
         "remote",
         "session",
         "ws",
@@ -159,6 +160,9 @@ class Link:
         self.notices: list[Any] = []
         # History requests: one page in the making at a time; kept here, across crashes.
         self.pages: PageTurns[Any] = PageTurns()
+        # The token expiry (``exp``) the client was last asked to refresh before: set by the
+        # sweep, so each token is asked about once (actorim.runtime.tokens).
+        self.refresh_asked_for: int | None = None
         self.done = Event()
 
     def __repr__(self) -> str:

@@ -33,6 +33,8 @@ export const CloseCode = Object.freeze({
   INTERNAL: 1011,
   SERVICE_RESTART: 1012,
   TRY_AGAIN_LATER: 1013,
+  TOKEN_EXPIRED: 4001,
+  TOKEN_REVOKED: 4003,
 });
 
 /** Defaults of the client's options; each can be given to the constructor. */
@@ -347,7 +349,10 @@ function withTimeout(promise, ms) {
  * false when the missed messages could not be replayed (the client then fetches them with
  * `history` itself and they arrive as `msg` events; only a gap older than the server's
  * retention stays missing), and `epochChanged`: the room's numbering restarted, nothing can be
- * fetched), `gap` ({room, after, seq}: the room skipped messages it could not send at once; the
+ * fetched), `refresh` ({exp, grace}: the token expires soon; with a `token` function the client
+ * fetches a fresh one and sends `refresh` itself), `left` ({room, reason}: a refreshed token no
+ * longer allows the room; the client forgot it), `gap` ({room, after, seq}: the room skipped
+ * messages it could not send at once; the
  * client fetches them with `history` itself and they arrive as `msg` events), `error`
  * ({code, message}).
  *
@@ -664,7 +669,10 @@ export class ActorimClient extends EventTarget {
     // `forbidden`: the user already holds the server's max_connections_per_user connections;
     // trying again cannot help until the application closes one.
     const tooMany = refusal === "forbidden";
-    if (tooMany || (code === CloseCode.POLICY && typeof this._token !== "function")) {
+    // 4001 and 4003: the token expired or was revoked; only a token function gives a new one.
+    const spent = code === CloseCode.TOKEN_EXPIRED || code === CloseCode.TOKEN_REVOKED;
+    const refused = code === CloseCode.POLICY || spent;
+    if (tooMany || (refused && typeof this._token !== "function")) {
       // The same token would be refused again: only the application can get a new one.
       this._stopped = true;
       const err = tooMany
@@ -676,7 +684,7 @@ export class ActorimClient extends EventTarget {
     }
     const now = Date.now();
     const goingAway = code === CloseCode.GOING_AWAY || code === CloseCode.SERVICE_RESTART;
-    const orderly = goingAway || code === CloseCode.ABNORMAL;
+    const orderly = goingAway || spent || code === CloseCode.ABNORMAL;
     const next = wasLive && orderly ? this._policy.lost(now, goingAway) : this._policy.failed(now);
     this._setState(next.state, { delay: next.delay, code, reason });
     this._retryTimer = setTimeout(() => {
@@ -711,9 +719,39 @@ export class ActorimClient extends EventTarget {
         return this._emit(frame.t, frame);
       case "error":
         return this._emit("error", frame.error);
+      case "refresh":
+        return this._refreshToken(gen, frame);
+      case "left":
+        return this._left(frame);
       default:
         return undefined;
     }
+  }
+
+  /** The server asks for a fresh token before the current one expires (`refresh` event): with a
+   * token function, fetch one and hand it over on the same socket; otherwise the server closes
+   * the connection 4001 once the token's grace runs out. */
+  async _refreshToken(gen, frame) {
+    this._emit("refresh", frame);
+    if (typeof this._token !== "function") return;
+    try {
+      const token = await withTimeout(this._token(), this.options.requestTimeout);
+      if (gen !== this._gen) return;
+      await this._call("refresh", { token }, { internal: true });
+    } catch (err) {
+      if (gen === this._gen) this._emit("error", { code: err.code, message: err.message });
+    }
+  }
+
+  /** A refreshed token does not allow a joined room: the server took the client out of it. */
+  _left(frame) {
+    const entry = this._rooms.get(frame.room);
+    this._rooms.delete(frame.room);
+    if (entry) {
+      const err = new ActorimError("forbidden", frame.reason);
+      for (const w of entry.waiters.splice(0)) w.reject(err);
+    }
+    this._emit("left", frame);
   }
 
   _reply(frame) {
