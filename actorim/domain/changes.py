@@ -2,10 +2,10 @@
 
 A change (an edit or a delete) is checked twice. Here, against the message as last read, for
 the rules that depend on who asks and when: the author edits within the edit window, and
-deletes at any time. Then again by the store, atomically with the write, for the state that
-can change under a check (the message was deleted or pruned meanwhile; see
-``NewMessage.target``). Both checks answer with a :class:`Refusal`, named so that the
-protocol layer can turn it into an error code.
+deletes at any time. Then by the store, atomically with the write and after it recognised a
+resend by its ``cid``, for the state that can change under a check: the message was deleted
+or pruned meanwhile (``actorim.store.base.change_refusal``). Both answer with a
+:class:`Refusal`, named so that the protocol layer can turn it into an error code.
 
 Moderators come later: a moderator's right to delete someone else's message is one more
 clause in :func:`check_change`, with the roles passed in.
@@ -55,14 +55,14 @@ def check_change(
     """Why ``by`` may not make a change of ``kind`` to ``target`` now, or None when they may.
 
     ``edit_window_ms`` of 0 lets an author edit for as long as the message is kept. A delete
-    has no window. ``target`` None (the message is not in the store) is UNKNOWN.
+    has no window. ``target`` None (the message is not in the store) is UNKNOWN. A deleted
+    ``target`` passes: the store refuses it as DELETED, unless the change is the resend of
+    one it made (the same ``cid``), which it answers as the first time.
     """
     if kind not in CHANGE_KINDS:
         raise ValueError(f"kind must be one of {CHANGE_KINDS}, got {kind!r}")
     if target is None or target.target is not None:
         return Refusal.UNKNOWN
-    if target.deleted:
-        return Refusal.DELETED
     if target.sender != by:
         return Refusal.NOT_AUTHOR
     if kind == EDIT and edit_window_ms > 0 and now_ms - target.ts > edit_window_ms:

@@ -45,6 +45,7 @@ from actorim.runtime.faults import FaultInjectable
 from actorim.runtime.messages import (
     Append,
     Call,
+    GetMessage,
     LastSeq,
     Mark,
     PendingFor,
@@ -126,7 +127,7 @@ class StoreActor(FaultInjectable, GeventActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Append | Mark):
             self._append(message)
-        elif isinstance(message, LastSeq | Since | PendingFor):
+        elif isinstance(message, LastSeq | Since | PendingFor | GetMessage):
             self._read(message)
         elif isinstance(message, ReadPage):
             self._read_page(message)
@@ -205,10 +206,14 @@ class StoreActor(FaultInjectable, GeventActor):
                 reply(entry.reply_to, entry.done, next(receipts), None)
 
     def _accepted(self, append: Append, stored: StoredMessage) -> None:
+        if stored.refused is not None:
+            code, text = _change_refused(stored)
+            _answer_error(append, code, text)
+            return
         if append.link is not None and append.command_id is not None:
-            append.link.reply(
-                append.command_id, {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts}
-            )
+            # A change is answered with the message it changed, and its own seq and time.
+            mid = stored.mid if stored.target is None else stored.target
+            append.link.reply(append.command_id, {"mid": mid, "seq": stored.seq, "ts": stored.ts})
         reply(append.reply_to, append.done, stored, None)
         if stored.duplicate:
             return
@@ -241,6 +246,8 @@ class StoreActor(FaultInjectable, GeventActor):
         elif isinstance(request, Since):
             bounds = {"limit": request.limit, "max_bytes": request.max_bytes}
             self._in_background(backend.since, (request.conv, request.seq), answered, bounds)
+        elif isinstance(request, GetMessage):
+            self._in_background(backend.get, (request.mid,), answered)
         else:
             page = {"limit": request.limit, "after": request.after}
             self._in_background(backend.pending_for, (request.user,), answered, page)
@@ -396,6 +403,13 @@ _STORE_FAILED = (
 )
 _STORE_BEHIND = "the message store is behind; retry in a moment"
 _LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"
+
+
+def _change_refused(stored: StoredMessage) -> tuple[ErrorCode, str]:
+    """The error a change the store did not make is answered with."""
+    if stored.refused == "deleted":
+        return ErrorCode.NOT_FOUND, f"message {stored.target!r} was deleted; it cannot be changed"
+    return ErrorCode.NOT_FOUND, f"no message {stored.target!r} in this conversation"
 
 
 def _split(batch: list[Append | Mark]) -> tuple[list[Any], list[tuple[str, str, Any]]]:
