@@ -42,7 +42,7 @@ from actorim.client._errors import (
 )
 from actorim.client._events import Dispatcher
 from actorim.client._link import LinkClosed, WebSocketLink
-from actorim.client._state import Command, GapFill, OnLoss, Session
+from actorim.client._state import CHANGE_EVENTS, Command, GapFill, OnLoss, Session
 from actorim.client._status import LinkState, LinkStatus, StateChange
 
 __all__ = ["LinkKeeper", "Token", "Tokens"]
@@ -425,6 +425,9 @@ class LinkKeeper:
             self._reply(frame)
         elif t == "msg":
             self._message(frame)
+        elif t in CHANGE_EVENTS:
+            if self._session.change(frame):
+                self._dispatch.event(frame)
         else:
             gap = self._session.skipped(frame) if t == "gap" else None
             self._dispatch.event(frame)
