@@ -36,7 +36,7 @@ def test_edit_and_delete_reach_live_members_once_in_order_and_answer_the_author(
     sent = ann.ok("send", room="lobby", body="helo", cid="s1")
     assert bob.event("msg")["body"] == "helo"
     edited = ann.ok("edit", mid=sent["mid"], body="hello", cid="e1")
-    assert (edited["mid"], edited["seq"]) == (sent["mid"], 2)
+    assert edited == {"mid": sent["mid"], "seq": 2, "ts": edited["ts"], "room": "lobby"}
     event = bob.event("edit")
     assert event == {
         "t": "edit",
@@ -174,6 +174,7 @@ def test_direct_message_edits_and_deletes_reach_both_users_devices(node: Running
     assert bob.event("msg")["body"] == "hi bob"
     ann_phone.event("msg", cid="m")
     edited = ann.ok("edit", mid=sent["mid"], body="hi Bob")
+    assert (edited["to"], edited["from"]) == ("bob", "ann")
     for device in (bob, ann_phone):
         event = device.event("edit")
         assert (event["to"], event["from"], event["by"]) == ("bob", "ann", "ann")

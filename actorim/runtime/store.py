@@ -211,9 +211,7 @@ class StoreActor(FaultInjectable, GeventActor):
             _answer_error(append, code, text)
             return
         if append.link is not None and append.command_id is not None:
-            # A change is answered with the message it changed, and its own seq and time.
-            mid = stored.mid if stored.target is None else stored.target
-            append.link.reply(append.command_id, {"mid": mid, "seq": stored.seq, "ts": stored.ts})
+            append.link.reply(append.command_id, _accepted_data(stored))
         reply(append.reply_to, append.done, stored, None)
         if stored.duplicate:
             return
@@ -403,6 +401,21 @@ _STORE_FAILED = (
 )
 _STORE_BEHIND = "the message store is behind; retry in a moment"
 _LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"
+
+
+def _accepted_data(stored: StoredMessage) -> dict[str, Any]:
+    """The reply to a stored send: ``{mid, seq, ts}``. A change is answered with the message it
+    changed, its own seq and time, and its conversation (``room``, or ``to`` and ``from``), so
+    that a client can file it as it files the change's event."""
+    if stored.target is None:
+        return {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts}
+    data: dict[str, Any] = {"mid": stored.target, "seq": stored.seq, "ts": stored.ts}
+    if stored.room is not None:
+        data["room"] = stored.room
+    else:
+        data["to"] = stored.to
+        data["from"] = stored.sender
+    return data
 
 
 def _change_refused(stored: StoredMessage) -> tuple[ErrorCode, str]:
