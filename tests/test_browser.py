@@ -913,3 +913,54 @@ def test_the_browser_client_edits_deletes_and_gets_each_change_once_across_a_rec
     )
     assert refused == "forbidden"
     context.close()
+
+
+def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows(
+    browser: Any, server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    for page in (ann, bob):
+        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        page.get_by_test_id("join-room").fill("edits")
+        page.get_by_test_id("join-submit").click()
+    expect(ann.get_by_test_id("member")).to_have_count(2)
+    _say(ann, "helo everyone")
+    _say(bob, "bob was here")
+    expect(_bodies(bob, "helo everyone")).to_have_count(1)
+    expect(_bodies(ann, "bob was here")).to_have_count(1)
+    mine = ann.get_by_test_id("message").filter(has=_bodies(ann, "helo everyone"))
+    theirs = bob.get_by_test_id("message").filter(has=_bodies(bob, "helo everyone"))
+    # Only one's own messages offer edit and delete.
+    expect(ann.get_by_test_id("edit-message")).to_have_count(1)
+    expect(theirs.get_by_test_id("edit-message")).to_have_count(0)
+
+    mine.get_by_test_id("edit-message").click()
+    expect(ann.get_by_test_id("composer-input")).to_have_value("helo everyone")
+    ann.get_by_test_id("composer-input").fill("hello everyone")
+    ann.get_by_test_id("composer-input").press("Enter")
+    for page in (ann, bob):
+        expect(_bodies(page, "hello everyone")).to_have_count(1)
+        expect(_bodies(page, "helo everyone")).to_have_count(0)
+        edited = page.get_by_test_id("message").filter(has=_bodies(page, "hello everyone"))
+        expect(edited.get_by_test_id("edited")).to_have_text("(edited)")
+    expect(ann.get_by_test_id("composer-send")).to_have_text("Send")
+
+    ann.once("dialog", lambda dialog: dialog.accept())
+    ann.get_by_test_id("message").filter(has=_bodies(ann, "hello everyone")).get_by_test_id(
+        "delete-message"
+    ).click()
+    for page in (ann, bob):
+        expect(_bodies(page, "Message deleted")).to_have_count(1)
+        expect(_bodies(page, "hello everyone")).to_have_count(0)
+    # A page opened afterwards shows the message as it is now, from history.
+    carol = _sign_in(browser, server.base, "carol", DESKTOP, errors)
+    carol.get_by_test_id("join-room").fill("edits")
+    carol.get_by_test_id("join-submit").click()
+    expect(_bodies(carol, "Message deleted")).to_have_count(1)
+    expect(_bodies(carol, "bob was here")).to_have_count(1)
+    assert errors == []
