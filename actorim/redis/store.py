@@ -24,6 +24,7 @@ second, idempotent step before ``append_batch`` returns; the same goes for the l
     ns:{m:xx}:mids       hash    mid -> conv, 1,024 buckets by the mid's last two characters
     ns:{i:k}:oldest      zset    conv -> ts of its oldest message (+inf: none), 16 shards
     ns:{i:k}:span        zset    conv -> last seq - first retained seq + 1, same shards
+    ns:{i:k}:erased      set     conversations whose log still holds a deleted body, same shards
     ns:epoch             string  made once (SET NX); a wiped Redis gets a new one
 
 Why a stream: XRANGE/XREVRANGE by seq is exactly ``since`` and ``history`` in one command, and
@@ -34,7 +35,11 @@ Edits and deletes. A change is an entry of the log like a message (its own mid, 
 change moves the message out of the log (XDEL) into ``changed``, as it is now: edited, or a
 tombstone without its body; a delete moves the message's earlier edit events there too, without
 their bodies. No read returns an erased body again. Every read merges the log and ``changed``
-by seq (one script, so the two are read at one instant).
+by seq (one script, so the two are read at one instant). Redis keeps the bytes of a deleted
+stream entry in its node (memory, and snapshots: DUMP, RDB, an AOF rewrite) until the node is
+freed, so ``prune`` also rewrites the log of each conversation with a delete since the last
+prune (``erased`` index), entry by entry: the erased bytes are gone from memory then, and from
+Redis's files at its next snapshot or AOF rewrite.
 
 Guarantees, and what they assume of Redis:
 
@@ -87,6 +92,7 @@ from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
     DEFAULT_PRUNE_BUDGET,
+    DELETE,
     RECEIPT_LEVELS,
     NewMessage,
     Receipt,
@@ -306,6 +312,13 @@ class StoreKeys:
     def retention_shard(self, shard: int) -> tuple[str, str]:
         tag = f"{self.namespace}:{{i:{shard}}}"
         return f"{tag}:oldest", f"{tag}:span"
+
+    def erased_index(self, conv: str) -> str:
+        """The set of conversations whose log still holds erased bytes, on ``conv``'s shard."""
+        return self.erased_shard(zlib.crc32(conv.encode()) % INDEX_SHARDS)
+
+    def erased_shard(self, shard: int) -> str:
+        return f"{self.namespace}:{{i:{shard}}}:erased"
 
 
 def allot(wanted: Sequence[int], budget: int) -> list[int]:
@@ -553,6 +566,29 @@ return out
 """
 )
 
+# KEYS: the conversation's, then a scratch key on its slot. Rewrites the log with the entries
+# it holds, 100 at a time (a log of large messages is never all in the script's memory), so
+# that the bytes of deleted entries are freed. Returns how many entries it holds.
+_COMPACT = (
+    "#!lua\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local OLD = KEYS[8]
+if redis.call('EXISTS', LOG) == 0 then return 0 end
+redis.call('RENAME', LOG, OLD)
+local n, after = 0, '-'
+while true do
+  local chunk = redis.call('XRANGE', OLD, after, '+', 'COUNT', 100)
+  for _, e in ipairs(chunk) do redis.call('XADD', LOG, e[1], 'm', e[2][2]) end
+  n = n + #chunk
+  if #chunk < 100 then break end
+  after = '(' .. chunk[#chunk][1]
+end
+redis.call('DEL', OLD)
+return n
+"""
+)
+
 # ARGV: max_count (0: none), cutoff ('': none), budget. Returns {removed, span, oldest, dropped}.
 _RETAIN = (
     "#!lua\n"
@@ -683,6 +719,7 @@ class RedisStore(Store):
         self._mark_script = client.register_script(_MARK)
         self._lookup_script = client.register_script(_LOOKUP)
         self._read_script = client.register_script(_READ)
+        self._compact_script = client.register_script(_COMPACT)
         self._pending_add = client.register_script(_PENDING_ADD)
         self._pending_remove = client.register_script(_PENDING_REMOVE)
         self.epoch()
@@ -822,6 +859,8 @@ class RedisStore(Store):
         for bucket, mapping in by_bucket.items():
             pipe.hset(bucket, mapping=mapping)
         for msg, data, level, origin in made:
+            if msg.kind == DELETE and not msg.duplicate:
+                pipe.sadd(keys.erased_index(msg.conv), msg.conv)
             if msg.to is None:
                 continue
             if msg.target is not None:
@@ -1067,7 +1106,25 @@ class RedisStore(Store):
             deleted = self._prune_by_age(cutoff, budget)
             if deleted < budget:
                 deleted += self._prune_by_count(max_count, budget - deleted)
+            self._compact_erased()
         return deleted
+
+    def _compact_erased(self) -> None:
+        """Rewrite the logs that hold deleted bodies (see the module docstring), up to
+        ``_PRUNE_BATCH`` per call."""
+        pipe = self._pipeline()
+        for shard in range(INDEX_SHARDS):
+            pipe.spop(self._keys.erased_shard(shard), _PRUNE_BATCH)
+        convs = sorted({conv.decode() for popped in pipe.execute() for conv in popped or ()})
+        if not convs:
+            return
+        pipe = self._pipeline()
+        for conv in convs[:_PRUNE_BATCH]:
+            keys = self._keys.conversation(conv)
+            self._compact_script(keys=[*keys, f"{keys[1]}:compacting"], args=[], client=pipe)
+        for conv in convs[_PRUNE_BATCH:]:
+            pipe.sadd(self._keys.erased_index(conv), conv)  # the next call's
+        pipe.execute()
 
     def _prune_by_age(self, cutoff: int, budget: int) -> int:
         """Remove messages older than ``cutoff``, conversations with the oldest first."""
