@@ -15,9 +15,18 @@ from typing import Any
 
 from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.domain.origins import origin_of
+from actorim.domain.ratelimit import DEFAULT_TYPING_THROTTLE_S, DEFAULT_TYPING_TTL_S
 from actorim.protocol.limits import HISTORY_PAGE_MAX_BYTES, MESSAGE_MAX_BYTES
 
-__all__ = ["SETTINGS", "Config", "Setting", "add_flags", "config_environment", "config_from"]
+__all__ = [
+    "SETTINGS",
+    "Config",
+    "Setting",
+    "add_flags",
+    "config_environment",
+    "config_from",
+    "invalid_setting",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +305,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "presence_grace", 5.0, "seconds before a disconnected user is announced offline", float
     ),
+    Setting(
+        "typing_throttle",
+        DEFAULT_TYPING_THROTTLE_S,
+        "seconds between two typing indicators relayed for one user in one conversation (the "
+        "others are answered but not relayed)",
+        float,
+    ),
+    Setting(
+        "typing_ttl",
+        DEFAULT_TYPING_TTL_S,
+        "seconds a typing indicator lasts without a renewal (its ttl_ms); more than "
+        "typing_throttle",
+        float,
+    ),
     # -- operations
     Setting("drain_seconds", 5.0, "on SIGTERM, seconds over which connections are closed", float),
     Setting("log_json", False, "log one JSON object per line", _bool),
@@ -366,6 +389,8 @@ class Config:
     replay_max_messages: int = _BY_NAME["replay_max_messages"].default
     replay_max_bytes: int = _BY_NAME["replay_max_bytes"].default
     presence_grace: float = _BY_NAME["presence_grace"].default
+    typing_throttle: float = _BY_NAME["typing_throttle"].default
+    typing_ttl: float = _BY_NAME["typing_ttl"].default
     drain_seconds: float = _BY_NAME["drain_seconds"].default
     log_json: bool = _BY_NAME["log_json"].default
     log_level: str = _BY_NAME["log_level"].default
@@ -374,21 +399,19 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.secret and not self.dev and weak_secret(self.secret):
-            _bad(
+            invalid_setting(
                 "secret",
                 f"is {len(self.secret.encode('utf-8'))} bytes: outside development mode it must "
                 f"be {MIN_SECRET_BYTES} bytes or more (make one with: python -c "
                 "'import secrets; print(secrets.token_urlsafe(32))')",
             )
-        if self.store not in ("sqlite", "memory"):
-            _bad("store", f"must be sqlite or memory, got {self.store!r}")
         if self.public_url:
             try:
                 origin_of(self.public_url)
             except ValueError as exc:
-                _bad("public_url", str(exc))
+                invalid_setting("public_url", str(exc))
         if self.store_sync.upper() not in ("FULL", "NORMAL"):
-            _bad("store_sync", f"must be FULL or NORMAL, got {self.store_sync!r}")
+            invalid_setting("store_sync", f"must be FULL or NORMAL, got {self.store_sync!r}")
         for name in (
             "max_frame_size",
             "outbox_max_frames",
@@ -413,13 +436,17 @@ class Config:
             "replay_max_bytes",
         ):
             if getattr(self, name) < 1:
-                _bad(name, f"must be at least 1, got {getattr(self, name)}")
+                invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")
         if self.edit_window < 0:
-            _bad("edit_window", f"must be 0 (always) or more, got {self.edit_window}")
+            invalid_setting("edit_window", f"must be 0 (always) or more, got {self.edit_window}")
         if self.closing_read_limit < 0:
-            _bad("closing_read_limit", f"must be 0 or more, got {self.closing_read_limit}")
+            invalid_setting(
+                "closing_read_limit", f"must be 0 or more, got {self.closing_read_limit}"
+            )
         if self.rate_abuse_rejections < 0:
-            _bad("rate_abuse_rejections", f"must be 0 or more, got {self.rate_abuse_rejections}")
+            invalid_setting(
+                "rate_abuse_rejections", f"must be 0 or more, got {self.rate_abuse_rejections}"
+            )
         for name in (
             "connect_timeout",
             "heartbeat",
@@ -429,9 +456,16 @@ class Config:
             "rate_abuse_window",
             "handshake_timeout",
             "frame_rate",
+            "typing_throttle",
         ):
             if getattr(self, name) <= 0:
-                _bad(name, f"must be greater than 0, got {getattr(self, name)}")
+                invalid_setting(name, f"must be greater than 0, got {getattr(self, name)}")
+        if self.typing_ttl <= self.typing_throttle:
+            invalid_setting(
+                "typing_ttl",
+                f"must be greater than typing_throttle ({self.typing_throttle}), got "
+                f"{self.typing_ttl}: an indicator would lapse between two relayed renewals",
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -453,7 +487,10 @@ class Config:
         return int(self.retention_days * 86_400_000)
 
 
-def _bad(name: str, problem: str) -> None:
+def invalid_setting(name: str, problem: str) -> None:
+    """Refuse setting ``name``'s value: a ValueError that names its flag and environment
+    variable, so the operator knows what to fix (raised here, and by ``actorim.node`` for the
+    choices only the composition root knows, such as the store)."""
     setting = _BY_NAME[name]
     msg = f"setting {name} ({setting.flag} / {setting.env_var}) {problem}"
     raise ValueError(msg)

@@ -31,6 +31,8 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ from pykka.messages import ProxyGetAttr
 
 from actorim.breaker.actor import BreakerActor, Subscribe
 from actorim.breaker.machine import BreakerPolicy
-from actorim.config import Config
+from actorim.config import Config, invalid_setting
 from actorim.domain.auth import TokenAuthority
 from actorim.local.broker import LocalBroker
 from actorim.protocol.events import published_message
@@ -56,10 +58,10 @@ from actorim.runtime.context import NodeContext, Unavailable, default_node_id
 from actorim.runtime.delivery import NodeDelivery
 from actorim.runtime.heartbeat import HeartbeatActor
 from actorim.runtime.link import Phase
-from actorim.runtime.messages import Append, Call
+from actorim.runtime.messages import Append, Call, RepairRooms, Resync
 from actorim.runtime.metrics import Metrics
-from actorim.runtime.presence import PresenceActor, Resync
-from actorim.runtime.router import RepairRooms, RouterActor
+from actorim.runtime.presence import PresenceActor
+from actorim.runtime.router import RouterActor
 from actorim.runtime.store import StoreActor
 from actorim.secret import token_secret
 from actorim.store.base import Store, StoredMessage
@@ -68,6 +70,39 @@ from actorim.web.websocket import WebSocketHandler
 from supervisors import Backoff, ChildKind, ChildSpec, Supervisor
 
 __all__ = ["Node"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAdapter:
+    """A message store a single node can run on, as the ``store`` setting names it."""
+
+    open: Callable[[Config], Store]
+    # Its calls block (file I/O): the store actor runs them on its thread, not on the hub.
+    blocking: bool
+
+
+def _open_sqlite(config: Config) -> Store:
+    from actorim.store.sqlite import SqliteStore
+
+    path = Path(config.data_dir) / "actorim.sqlite3"
+    return SqliteStore(path, synchronous=config.store_sync.upper())
+
+
+def _open_memory(_config: Config) -> Store:
+    from actorim.store.memory import MemoryStore
+
+    return MemoryStore()
+
+
+# The stores the ``store`` setting chooses from: adding one is its adapter module (a class
+# that implements ``actorim.store.base.Store`` and passes tests/test_store_conformance.py) and
+# a line here. In cluster mode the store is Redis's (``actorim.redis.store``), which shares the
+# broker's link.
+STORES: dict[str, StoreAdapter] = {
+    "sqlite": StoreAdapter(_open_sqlite, blocking=True),
+    "memory": StoreAdapter(_open_memory, blocking=False),
+}
+
 
 logger = logging.getLogger("actorim")
 
@@ -85,6 +120,10 @@ class Node:
 
     def __init__(self, config: Config | None = None, *, exit_code_on_failure: int | None = None):
         self.config = config or Config()
+        if self.config.store not in STORES:
+            invalid_setting(
+                "store", f"must be one of {', '.join(STORES)}, got {self.config.store!r}"
+            )
         self.authority = TokenAuthority(token_secret(self.config))
         self.ctx = NodeContext(
             config=self.config,
@@ -133,8 +172,9 @@ class Node:
 
     def _children(self) -> list[ChildSpec]:
         ctx = self.ctx
-        # SQLite runs on its own thread; Redis (cooperative sockets) and memory on the hub.
-        offload = self.config.store == "sqlite" and self.cluster is None
+        # A blocking store (SQLite) runs on its own thread; Redis (cooperative sockets) and
+        # memory on the hub.
+        offload = self.cluster is None and STORES[self.config.store].blocking
         store = ChildSpec(
             id="store",
             start=StoreActor.start,
@@ -176,9 +216,10 @@ class Node:
 
     def _recover(self) -> None:
         """The Redis link is healthy again: re-register presence, repair the rooms."""
-        for name, message in (("presence", Resync()), ("router", RepairRooms())):
-            with contextlib.suppress(Unavailable):
-                self.ctx.refs.tell(name, message)
+        with contextlib.suppress(Unavailable):
+            self.ctx.refs.tell_presence(Resync())
+        with contextlib.suppress(Unavailable):
+            self.ctx.refs.tell_router(RepairRooms())
 
     def _node_children(self) -> list[ChildSpec]:
         ctx = self.ctx
@@ -216,14 +257,7 @@ class Node:
                 retention_count=self.config.retention_count,
                 max_age_ms=self.config.retention_ms,
             )
-        if self.config.store == "memory":
-            from actorim.store.memory import MemoryStore
-
-            return MemoryStore()
-        from actorim.store.sqlite import SqliteStore
-
-        path = Path(self.config.data_dir) / "actorim.sqlite3"
-        return SqliteStore(path, synchronous=self.config.store_sync.upper())
+        return STORES[self.config.store].open(self.config)
 
     def listen(self, host: str | None = None, port: int | None = None) -> tuple[str, int]:
         """Serve the node on ``host:port`` (port 0 picks a free one); returns the address."""

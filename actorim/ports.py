@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from actorim.domain.presence import Announcement
+    from actorim.domain.presence import Announcement, Status
     from actorim.protocol.wire import WireFrame
 
 __all__ = ["Broker", "ConnectionClosed", "Delivery", "Membership", "Origin", "Transport"]
@@ -202,7 +202,7 @@ class Broker(Protocol):
         is stopping): announce them offline if no node has a connection of theirs."""
         ...
 
-    def statuses(self, users: Iterable[str]) -> dict[str, str] | None:
+    def statuses(self, users: Iterable[str]) -> dict[str, Status] | None:
         """Statuses of ``users`` across the nodes, or None: this node's tracker knows best."""
         ...
 

@@ -1,8 +1,9 @@
 """The Broker seam: what the actors publish reaches the same connections whichever broker the
 node holds, the local one (one node) or the Redis one (a cluster).
 
-An ephemeral room event (typing and the like) has no command yet; these tests publish it
-through the node's broker the way a connection handler would.
+These tests publish an ephemeral room event through the node's broker directly, as the
+``typing`` command's handler does, to prove the seam itself; the command end to end is
+tests/test_typing.py.
 """
 
 from __future__ import annotations

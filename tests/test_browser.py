@@ -489,6 +489,87 @@ def test_two_people_chat_and_their_pages_ride_out_a_server_restart(
         page.context.close()
 
 
+TRACKER_JS = """async () => {
+  const { TypingTracker } = await import("/static/actorim.js");
+  const t = new TypingTracker();
+  t.heard("room:r", "bob", 5000, 0);
+  t.heard("room:r", "ann", 5000, 1000);
+  t.heard("dm:eve", "eve", 5000, 1000);
+  t.heard("room:r", "bad", undefined, 0);  // no ttl: ignored
+  const out = [t.typing("room:r", 4000), t.nextExpiry(4000)];
+  t.stopped("room:r", "ann");  // her message arrived
+  out.push(t.typing("room:r", 4000), t.typing("room:r", 5000), t.nextExpiry(5000));
+  t.heard("room:r", "bob", 5000, 5500);  // a renewal
+  out.push(t.typing("room:r", 10_000), t.typing("room:r", 10_500), t.nextExpiry(10_500));
+  return out;
+}"""
+
+
+def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
+    browser: Any, server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    alice = _sign_in(browser, server.base, "alice", DESKTOP, errors)
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    for page in (alice, bob):
+        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        page.get_by_test_id("join-room").fill("lobby")
+        page.get_by_test_id("join-submit").click()
+    for page in (alice, bob):
+        expect(page.get_by_test_id("member")).to_have_count(2)
+    alice_typing, bob_typing = alice.get_by_test_id("typing"), bob.get_by_test_id("typing")
+    composer = alice.get_by_test_id("composer-input")
+
+    # Typing shows under bob's conversation, never under alice's own.
+    composer.press_sequentially("hello b")
+    expect(bob_typing).to_have_text("alice is typing…")
+    expect(bob_typing).to_have_attribute("data-users", "alice")
+    expect(alice_typing).to_have_text("")
+    # Her message ends it at once, long before its 5 s are up.
+    composer.press_sequentially("ob")
+    composer.press("Enter")
+    expect(_bodies(bob, "hello bob")).to_have_count(1)
+    expect(bob_typing).to_have_text("")
+
+    # Typing again shows it again at once (the message reset both throttles); with no renewal
+    # it goes after its ttl (5 s).
+    composer.press_sequentially("still")
+    expect(bob_typing).to_have_text("alice is typing…")
+    shown = time.monotonic()
+    expect(bob_typing).to_have_text("", timeout=10_000)
+    assert time.monotonic() - shown >= 4.0, "the indicator went before its ttl"
+    assert alice.evaluate("document.querySelector('[data-testid=composer-input]').value") == "still"
+
+    # In a direct conversation the same: shown to bob in his conversation with alice, gone at
+    # her message.
+    composer.fill("")
+    for page, peer in ((alice, "bob"), (bob, "alice")):
+        page.get_by_test_id("dm-user").fill(peer)
+        page.get_by_test_id("dm-submit").click()
+    composer.press_sequentially("psst")
+    expect(bob_typing).to_have_text("alice is typing…")
+    composer.press("Enter")
+    expect(_bodies(bob, "psst")).to_have_count(1)
+    expect(bob_typing).to_have_text("")
+
+    assert bob.evaluate(TRACKER_JS) == [
+        ["ann", "bob"],
+        1000,
+        ["bob"],
+        [],
+        1000,
+        ["bob"],
+        [],
+        None,
+    ]
+    assert errors == []
+    for page in (alice, bob):
+        page.context.close()
+
+
 def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
     browser: Any, server: ServerProcess
 ) -> None:
@@ -589,9 +670,13 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "clients.md"
 
 
 def _docs_browser_sample() -> str:
+    """The docs' browser samples as one module: the one that makes the client first, then
+    those that use it (a module's imports may come anywhere at its top level)."""
     blocks = re.findall(r"```js\n(.*?)```", DOCS.read_text(), re.S)
-    [sample] = [block for block in blocks if "new ActorimClient" in block]
-    return sample
+    [first] = [block for block in blocks if "new ActorimClient" in block]
+    rest = [block for block in blocks if block is not first and "/static/actorim.js" in block]
+    assert rest, "the TypingTracker sample is missing"
+    return "\n".join([first, *rest])
 
 
 def _docs_browser_changes_sample() -> str:

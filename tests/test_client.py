@@ -195,6 +195,26 @@ def test_history_presence_and_watch(connected: Callable[..., Client]) -> None:
         alice.send(room="h", to="bob", body="x")
 
 
+def test_the_python_client_surfaces_typing_and_sends_it(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("t")
+    bob.join("t")
+    typing = Seen()
+    bob.on("typing", typing)
+    alice.typing(room="t")
+    assert typing.wait_count(1)[0] == {"t": "typing", "room": "t", "user": "alice", "ttl_ms": 5000}
+    alice.typing(to="bob")
+    assert typing.wait_count(2)[1] == {"t": "typing", "to": "bob", "user": "alice", "ttl_ms": 5000}
+    bob.ping(timeout=WAIT)  # a barrier: both are in the event buffer too
+    assert [e["t"] for e in bob.events(timeout=0) if e["t"] == "typing"] == ["typing", "typing"]
+    with pytest.raises(ServerError, match="forbidden"):
+        alice.typing(room="not-joined")
+    with pytest.raises(ValueError, match="exactly one"):
+        alice.typing(room="t", to="bob")
+
+
 def test_close_ends_the_iterator_and_refuses_further_commands(
     connected: Callable[..., Client],
 ) -> None:

@@ -28,6 +28,7 @@ from actorim.protocol.commands import (
     Presence,
     Read,
     Send,
+    Typing,
     Unwatch,
     Watch,
     decode_command,
@@ -84,8 +85,10 @@ DEFAULTS: list[tuple[str, Command]] = [
         History(13, room=None, with_="bob", before=None, after=None, limit=50),
     ),
     ('{"t":"debug.crash","id":14,"what":"store"}', DebugCrash(14, "store", room=None)),
-    ('{"t":"edit","id":15,"mid":"m-1","body":"hi!"}', Edit(15, "m-1", "hi!", cid=None)),
-    ('{"t":"delete","id":16,"mid":"m-1","cid":"c"}', Delete(16, "m-1", cid="c")),
+    ('{"t":"typing","id":15,"room":"lobby"}', Typing(15, room="lobby", to=None)),
+    ('{"t":"typing","id":16,"to":"bob"}', Typing(16, room=None, to="bob")),
+    ('{"t":"edit","id":17,"mid":"m-1","body":"hi!"}', Edit(17, "m-1", "hi!", cid=None)),
+    ('{"t":"delete","id":18,"mid":"m-1","cid":"c"}', Delete(18, "m-1", cid="c")),
 ]
 
 
@@ -257,6 +260,8 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"t": "history", "room": "r", "after": 2**64 + 5}, "after"),
     ({"t": "join", "room": "r", "since": 2**63}, "since"),
     ({"t": "history", "with": "no way"}, "with"),
+    ({"t": "typing", "room": "bad room"}, "room"),
+    ({"t": "typing", "to": 5}, "to"),
     ({"t": "debug.crash"}, "what"),
     ({"t": "debug.crash", "what": "everything"}, "what"),
     ({"t": "debug.crash", "what": ["room"]}, "what"),
@@ -288,7 +293,7 @@ def test_history_limit_is_bounded_by_the_decoders_max_limit() -> None:
 
 @pytest.mark.parametrize(
     ("t", "first", "second"),
-    [("send", "room", "to"), ("history", "room", "with")],
+    [("send", "room", "to"), ("history", "room", "with"), ("typing", "room", "to")],
 )
 def test_target_fields_are_exactly_one(t: str, first: str, second: str) -> None:
     both = _bad_request({"t": t, "id": 1, first: "r", second: "bob", "body": "x"})

@@ -27,7 +27,8 @@ class Embedder:
     def node(self, **settings: object) -> Node:
         # Development mode keeps its generated secret in the data directory.
         settings.setdefault("data_dir", str(self.data_dir))
-        node = Node(Config(dev=True, store="memory", **settings)).start()  # type: ignore[arg-type]
+        settings.setdefault("store", "memory")
+        node = Node(Config(dev=True, **settings)).start()  # type: ignore[arg-type]
         self.nodes.append(node)
         return node
 
@@ -157,3 +158,17 @@ def test_the_wsgi_app_can_be_mounted_in_your_own_gevent_server(embed: Embedder) 
     node.publish("and from Python", room="lobby")
     assert alice.event("msg")["body"] == "and from Python"
     assert http_get(f"http://127.0.0.1:{server.server_port}/readyz")[0] == 200
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_each_registered_store_serves_a_node(embed: Embedder, store: str) -> None:
+    node = embed.node(store=store)
+    assert node.publish("hello", room="r").seq == 1
+    assert node.publish("again", room="r").seq == 2
+
+
+def test_a_store_no_adapter_is_registered_for_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"setting store \(--store / ACTORIM_STORE\) must be one of"
+    ):
+        Node(Config(dev=True, data_dir=str(tmp_path), store="postgres"))

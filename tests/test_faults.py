@@ -37,8 +37,8 @@ class FakeLink:
     def __init__(self, log: list[Any]) -> None:
         self.log = log
 
-    def fail(self, command_id: int, code: ErrorCode, text: str) -> None:
-        self.log.append(("fail", command_id, code, text))
+    def fail(self, command: str, command_id: int, code: ErrorCode, text: str) -> None:
+        self.log.append(("fail", command, command_id, code, text))
 
 
 class Widget(FaultInjectable, GeventActor):
@@ -80,7 +80,7 @@ def test_crash_fails_the_actor_then_answers_the_command_internal() -> None:
     assert log == [
         "worked",
         ("own on_failure", why.exception),
-        ("fail", 7, ErrorCode.INTERNAL, "the widget failed (injected)"),
+        ("fail", "debug.crash", 7, ErrorCode.INTERNAL, "the widget failed (injected)"),
     ]
 
 

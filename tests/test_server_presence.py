@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from actorim.protocol.wire import WireFrame
+from actorim.runtime.delivery import NodeDelivery
 from tests.support import RunningNode, queued, wait_until
 
 # The ``server`` fixture's presence_grace, in seconds.
@@ -114,3 +116,21 @@ def test_only_watching_connections_are_told(server: RunningNode) -> None:
     server.client("alice").ok("send", to="carol", body="sentinel")
     assert carol_other.event("msg")["body"] == "sentinel"
     assert queued(carol_other, "presence") == []
+
+
+def test_a_cluster_presence_event_without_a_known_status_is_not_passed_to_watchers(
+    server: RunningNode,
+) -> None:
+    """Events from other nodes come through the delivery port as Redis hands them over: one
+    whose status is missing or outside ``online``/``offline`` reaches no client."""
+    delivery = NodeDelivery(server.node.ctx)
+    carol = server.client("carol")
+    carol.ok("watch", users=["bob"])
+    delivery.presence_event(WireFrame({"t": "presence", "user": "bob", "status": "online"}), "bob")
+    carol.event("presence", user="bob", status="online")
+    for bad in ({}, {"status": None}, {"status": "away"}, {"status": 1}):
+        delivery.presence_event(WireFrame({"t": "presence", "user": "bob", **bad}), "bob")
+    # The tracker handles its events in order: the last one comes after the bad ones.
+    delivery.presence_event(WireFrame({"t": "presence", "user": "bob", "status": "offline"}), "bob")
+    carol.event("presence", user="bob", status="offline")
+    assert queued(carol, "presence") == []

@@ -16,6 +16,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from actorim.protocol.wire import WireFrame
+from actorim.runtime.delivery import NodeDelivery
 from tests.support import Client, RunningNode, queued, read_frame
 
 
@@ -48,6 +50,23 @@ def test_members_are_told_when_a_user_joins(server: RunningNode) -> None:
     _in_room(server, "lobby", "bob")
     event = alice.event("member")
     assert event == {"t": "member", "room": "lobby", "user": "bob", "state": "joined"}
+
+
+def test_a_cluster_member_event_without_a_state_is_not_passed_to_members(
+    server: RunningNode,
+) -> None:
+    """Member events from other nodes come through the delivery port as Redis hands them over:
+    one whose state is missing or not a string reaches no member."""
+    delivery = NodeDelivery(server.node.ctx)
+    (alice,) = _in_room(server, "lobby", "alice")
+    for bad in ({}, {"state": None}, {"state": 1}):
+        frame = WireFrame({"t": "member", "room": "lobby", "user": "bob", **bad})
+        delivery.member_event("lobby", frame, "bob")
+    # The room handles its events in order: this one comes after the bad ones.
+    frame = WireFrame({"t": "member", "room": "lobby", "user": "bob", "state": "joined"})
+    delivery.member_event("lobby", frame, "bob")
+    alice.event("member", user="bob", state="joined")
+    assert queued(alice, "member") == []
 
 
 def test_a_user_joining_with_a_second_connection_is_announced_once(server: RunningNode) -> None:

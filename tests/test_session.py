@@ -85,17 +85,6 @@ def test_closing_leaves_every_room_and_hands_them_back() -> None:
     assert session.phase is Phase.CLOSED
 
 
-def test_a_command_is_answered_once() -> None:
-    session: Session[Room] = Session()
-    session.started(7, "send")
-    assert session.answered(7) == "send"
-    assert session.answered(7) is None
-    assert session.inflight == {}
-
-
-# -- on a node: what others tell the connection is in its session before the client hears back --
-
-
 def test_the_watch_list_is_the_connections_own_once_the_watch_is_answered(
     server: RunningNode,
 ) -> None:

@@ -303,6 +303,19 @@ class Client:
         data = self._request("send", args, timeout=timeout, cid=cid)
         return SendResult(mid=data["mid"], seq=data["seq"], ts=data["ts"], cid=cid)
 
+    def typing(
+        self, *, room: str | None = None, to: str | None = None, timeout: float | None = None
+    ) -> None:
+        """Tell a joined ``room`` or the user ``to`` that this user is typing: the others get
+        a ``typing`` event ``{room | to, user, ttl_ms}`` that lasts ``ttl_ms``. Call it again
+        every 2-3 s while the user types (the server relays at most one every 2 s and answers
+        the rest); the indicator ends at the user's next message. Sent once: an indicator
+        lost with the link is not worth resending, and a refusal (``rate_limited``) is raised."""
+        if (room is None) == (to is None):
+            raise ValueError("give exactly one of room= or to=")
+        args: dict[str, Any] = {"room": room} if room is not None else {"to": to}
+        self._request("typing", args, on_loss=OnLoss.DONE, retry=False, timeout=timeout)
+
     # -- changes to stored messages: edit and delete ---------------------------------------------
 
     def edit(

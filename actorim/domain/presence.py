@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Generic, Literal, TypeVar
 
 __all__ = [
     "DEFAULT_GRACE_S",
@@ -70,11 +70,16 @@ class WatchLimitError(ValueError):
     """A connection asked to watch more users than allowed; nothing was changed."""
 
 
+C = TypeVar("C", bound=Hashable)
+"""A connection, of whatever type the actor keeps: the book only hashes and compares them, and
+gives back from ``watchers_of`` and ``connections_of`` the type it was given."""
+
+
 def _ms(now: float) -> int:
     return round(now * 1000)
 
 
-class PresenceBook:
+class PresenceBook(Generic[C]):
     """Connections per user, grace deadlines and watchers, for one presence actor.
 
     Memory is a set of connections per online user, a deadline per user in grace and a set
@@ -104,19 +109,19 @@ class PresenceBook:
         self._grace_s = float(grace_s)
         self._max_watches = max_watches_per_conn
         # user -> its live connections; a user is here only while it has at least one.
-        self._conns: dict[str, set[Hashable]] = {}
+        self._conns: dict[str, set[C]] = {}
         # user -> the end of its grace period; a user is here only while in grace.
         self._grace: dict[str, float] = {}
         # (deadline, user) for every grace period started; entries whose deadline no longer
         # matches self._grace are stale and skipped.
         self._deadlines: list[tuple[float, str]] = []
         # user -> connections watching it, and connection -> users it watches.
-        self._watched_by: dict[str, set[Hashable]] = {}
-        self._watching: dict[Hashable, set[str]] = {}
+        self._watched_by: dict[str, set[C]] = {}
+        self._watching: dict[C, set[str]] = {}
 
     # -- connections -------------------------------------------------------------------------
 
-    def connected(self, user: str, conn: Hashable, now: float) -> list[Announcement]:
+    def connected(self, user: str, conn: C, now: float) -> list[Announcement]:
         """Record a new connection; the user is announced online only if they were offline."""
         announcements = self.expire(now)
         conns = self._conns.get(user)
@@ -128,7 +133,7 @@ class PresenceBook:
             announcements.append(Announcement(user, ONLINE, _ms(now)))
         return announcements
 
-    def disconnected(self, user: str, conn: Hashable, now: float) -> list[Announcement]:
+    def disconnected(self, user: str, conn: C, now: float) -> list[Announcement]:
         """Forget a connection and its watches; the last one starts the user's grace period.
 
         With ``grace_s`` 0 the user is announced offline at once. An unknown connection is
@@ -163,7 +168,7 @@ class PresenceBook:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def rebuild(self, live: Iterable[tuple[str, Hashable]], now: float) -> list[Announcement]:
+    def rebuild(self, live: Iterable[tuple[str, C]], now: float) -> list[Announcement]:
         """Reset the connections to ``live`` (user, connection) pairs, e.g. after a restart.
 
         Users with a live connection are online and announced to nobody: as far as watchers
@@ -172,7 +177,7 @@ class PresenceBook:
         not live are dropped.
         """
         announcements = self.expire(now)
-        conns: dict[str, set[Hashable]] = {}
+        conns: dict[str, set[C]] = {}
         for user, conn in live:
             conns.setdefault(user, set()).add(conn)
         vanished = [user for user in self._conns if user not in conns]
@@ -201,13 +206,13 @@ class PresenceBook:
         """Every user whose status is ``online`` (including those in grace)."""
         return self._conns.keys() | self._grace.keys()
 
-    def connections_of(self, user: str) -> frozenset[Hashable]:
+    def connections_of(self, user: str) -> frozenset[C]:
         """The user's live connections (none while in grace)."""
         return frozenset(self._conns.get(user, ()))
 
     # -- watchers ----------------------------------------------------------------------------
 
-    def watch(self, conn: Hashable, users: Iterable[str]) -> None:
+    def watch(self, conn: C, users: Iterable[str]) -> None:
         """Let ``conn`` be told when any of ``users`` comes online or goes offline.
 
         Raises :class:`WatchLimitError`, changing nothing, if ``conn`` would then watch more
@@ -228,7 +233,7 @@ class PresenceBook:
         for user in wanted:
             self._watched_by.setdefault(user, set()).add(conn)
 
-    def unwatch(self, conn: Hashable, users: Iterable[str]) -> None:
+    def unwatch(self, conn: C, users: Iterable[str]) -> None:
         """Stop telling ``conn`` about ``users``; users it does not watch are ignored."""
         watching = self._watching.get(conn)
         if watching is None:
@@ -240,16 +245,16 @@ class PresenceBook:
         if not watching:
             del self._watching[conn]
 
-    def drop_watcher(self, conn: Hashable) -> None:
+    def drop_watcher(self, conn: C) -> None:
         """Stop telling ``conn`` about anyone, e.g. when it closes."""
         for user in self._watching.pop(conn, ()):
             self._forget_watcher(user, conn)
 
-    def watchers_of(self, user: str) -> set[Hashable]:
+    def watchers_of(self, user: str) -> set[C]:
         """The connections to send ``user``'s announcements to (a copy, safe to keep)."""
         return set(self._watched_by.get(user, ()))
 
-    def watched_by(self, conn: Hashable) -> frozenset[str]:
+    def watched_by(self, conn: C) -> frozenset[str]:
         """The users ``conn`` watches."""
         return frozenset(self._watching.get(conn, ()))
 
@@ -270,7 +275,7 @@ class PresenceBook:
         self._deadlines = [(deadline, user) for user, deadline in self._grace.items()]
         heapq.heapify(self._deadlines)
 
-    def _forget_watcher(self, user: str, conn: Hashable) -> None:
+    def _forget_watcher(self, user: str, conn: C) -> None:
         watchers = self._watched_by.get(user)
         if watchers is not None:
             watchers.discard(conn)

@@ -6,6 +6,7 @@ abusive and its connection is closed with policy violation (WebSocket close code
 history page is charged by its bytes after it was built (``charge``), and a connection in debt
 gets no page until the debt is paid off (``in_debt``). Below the commands, a
 :class:`FrameBudget` bounds the WebSocket frames the read path parses per turn and per second.
+Beside them, a node's :class:`TypingThrottle` decides which typing indicators are relayed.
 Time is an argument (seconds from any monotonic clock), so the decisions are replayable.
 
 >>> limiter = RateLimiter(now=0.0, rate=1, burst=2)
@@ -18,6 +19,8 @@ Time is an argument (seconds from any monotonic clock), so the decisions are rep
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
+from collections.abc import Hashable
 
 __all__ = [
     "DEFAULT_ABUSE_REJECTIONS",
@@ -27,9 +30,12 @@ __all__ = [
     "DEFAULT_FRAME_BURST",
     "DEFAULT_FRAME_RATE_PER_S",
     "DEFAULT_RATE_PER_S",
+    "DEFAULT_TYPING_THROTTLE_S",
+    "DEFAULT_TYPING_TTL_S",
     "FrameBudget",
     "RateLimiter",
     "TokenBucket",
+    "TypingThrottle",
     "Verdict",
 ]
 
@@ -63,6 +69,15 @@ DEFAULT_FRAME_BURST = 1000.0
 DEFAULT_FRAMES_PER_READ = 64
 """Most frames parsed in one turn of the event loop for one connection: about 1 ms of parsing,
 after which the hub serves every other socket before this one's next frames."""
+
+DEFAULT_TYPING_THROTTLE_S = 2.0
+"""Shortest time between two typing indicators relayed for one user in one conversation.
+A client renews its indicator every few seconds while its user types; a room of 1,000 members
+hears each typist at most once in this time, however fast the typist's client sends."""
+
+DEFAULT_TYPING_TTL_S = 5.0
+"""How long a relayed typing indicator lasts without a renewal (its ``ttl_ms``): longer than
+the throttle, so that a renewal relayed at the throttle's pace keeps it shown without a gap."""
 
 
 class FrameBudget:
@@ -268,3 +283,53 @@ class RateLimiter:
             self._abusive = True
             return Verdict.ABUSE
         return Verdict.REJECT
+
+
+class TypingThrottle:
+    """Which typing indicators a node relays: at most one per key (a user in a conversation)
+    every ``interval_s`` seconds; the others are answered but not relayed.
+
+    ``clear`` forgets a key (its user sent a message there), so that the user's next indicator
+    is relayed at once. Keys older than the interval are forgotten as time goes by: the throttle
+    holds only the keys relayed in the last ``interval_s`` seconds, which the connections' rate
+    limits bound. ``now`` must not go backwards (a monotonic clock).
+
+    >>> throttle = TypingThrottle(2.0)
+    >>> [throttle.admit(("ann", "r:lobby"), t) for t in (0.0, 1.0, 1.9, 2.0, 3.0)]
+    [True, False, False, True, False]
+    >>> throttle.admit(("bob", "r:lobby"), 3.0)
+    True
+    >>> throttle.clear(("ann", "r:lobby")); throttle.admit(("ann", "r:lobby"), 3.1)
+    True
+    >>> len(throttle), throttle.admit(("cid", "r:x"), 10.0), len(throttle)
+    (2, True, 1)
+    """
+
+    __slots__ = ("_interval_s", "_relayed")
+
+    def __init__(self, interval_s: float = DEFAULT_TYPING_THROTTLE_S) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        self._interval_s = float(interval_s)
+        # key -> when its last indicator was relayed, oldest first.
+        self._relayed: OrderedDict[Hashable, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._relayed)
+
+    def admit(self, key: Hashable, now: float) -> bool:
+        """Whether an indicator for ``key`` arriving at ``now`` is relayed (and is recorded)."""
+        relayed = self._relayed
+        while relayed:  # forget the keys whose interval is over: they would be admitted anyway
+            oldest, at = next(iter(relayed.items()))
+            if now - at < self._interval_s:
+                break
+            del relayed[oldest]
+        if key in relayed:
+            return False
+        relayed[key] = now
+        return True
+
+    def clear(self, key: Hashable) -> None:
+        """Forget ``key``: its next indicator is relayed at once."""
+        self._relayed.pop(key, None)

@@ -1,12 +1,11 @@
 """A connection's session: where it is in its life, who it is, and what it is part of.
 
 This is the half of a connection that needs no socket: its phase, the authenticated identity,
-the session token handed out on ``connect``, the rooms it joined, the users it watches and the
-commands it has been sent and not answered yet. The runtime keeps one per connection (inside
-its ``Link``), and only that connection's actor changes it: rooms and the presence tracker
-*tell* the connection what happened (it left a room, its watch list changed), and the
-connection applies it here. So every change to a session is a method call on this object,
-which is pure and is tested by feeding it those events.
+the session token handed out on ``connect``, the rooms it joined and the users it watches. The
+runtime keeps one per connection (inside its ``Link``), and only that connection's actor
+changes it: rooms and the presence tracker *tell* the connection what happened (it left a room,
+its watch list changed), and the connection applies it here. So every change to a session is a
+method call on this object, which is pure and is tested by feeding it those events.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ class Session(Generic[R]):
     """One connection's socket-free state; ``R`` is whatever stands for a joined room (the
     runtime keeps the room's shared state there, so a command reaches the room's actor)."""
 
-    __slots__ = ("identity", "inflight", "phase", "rooms", "token", "watching")
+    __slots__ = ("identity", "phase", "rooms", "token", "watching")
 
     def __init__(self) -> None:
         self.phase = Phase.AWAITING_CONNECT
@@ -68,9 +67,6 @@ class Session(Generic[R]):
         self.token = ""
         self.rooms: dict[str, R] = {}
         self.watching: set[str] = set()
-        # Command id -> command name, for the commands not answered yet (counted in metrics
-        # by their result when answered).
-        self.inflight: dict[int, str] = {}
 
     def __repr__(self) -> str:
         return f"<Session user={self.user!r} {self.phase.value}>"
@@ -150,14 +146,3 @@ class Session(Generic[R]):
                 else:
                     watching.difference_update(notice.users)
         return watching
-
-    # -- commands --------------------------------------------------------------------------------
-
-    def started(self, command_id: int, command: str) -> None:
-        """A command was read and waits for its answer."""
-        self.inflight[command_id] = command
-
-    def answered(self, command_id: int) -> str | None:
-        """A command was answered: its name, or None if it was not waiting (answered twice,
-        or never counted)."""
-        return self.inflight.pop(command_id, None)

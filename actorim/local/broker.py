@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from actorim.ports import Delivery, Membership, Origin
 
 if TYPE_CHECKING:
-    from actorim.domain.presence import Announcement
+    from actorim.domain.presence import Announcement, Status
     from actorim.protocol.wire import WireFrame
 
 __all__ = ["LocalBroker"]
@@ -74,7 +74,7 @@ class LocalBroker:
     def settle(self, user: str, ts_ms: int | None = None) -> None:
         pass
 
-    def statuses(self, users: Iterable[str]) -> dict[str, str] | None:
+    def statuses(self, users: Iterable[str]) -> dict[str, Status] | None:
         return None
 
     def resync_presence(self, connections: Mapping[str, list[tuple[str, str | None]]]) -> bool:

@@ -53,6 +53,7 @@ __all__ = [
     "Presence",
     "Read",
     "Send",
+    "Typing",
     "Unwatch",
     "Watch",
     "decode_command",
@@ -155,6 +156,19 @@ class Send:
     to: str | None = None
     kind: str = DEFAULT_KIND
     cid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """The user is typing in a room or to one user; exactly one of `room` and `to` is set.
+
+    Ephemeral: relayed to the conversation's other connections, never stored.
+    """
+
+    t: ClassVar[str] = "typing"
+    id: int
+    room: str | None = None
+    to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +301,7 @@ Command: TypeAlias = (
     | Join
     | Leave
     | Send
+    | Typing
     | Presence
     | Watch
     | Unwatch
@@ -472,6 +487,11 @@ def _send(frame: dict[Any, Any], id: int, max_limit: int) -> Send:
     )
 
 
+def _typing(frame: dict[Any, Any], id: int, max_limit: int) -> Typing:
+    room, to = _one_target(frame, "room", "to")
+    return Typing(id, room=room, to=to)
+
+
 def _presence(frame: dict[Any, Any], id: int, max_limit: int) -> Presence:
     return Presence(id, _users(frame))
 
@@ -527,6 +547,7 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     Join.t: _join,
     Leave.t: _leave,
     Send.t: _send,
+    Typing.t: _typing,
     Presence.t: _presence,
     Watch.t: _watch,
     Unwatch.t: _unwatch,

@@ -30,7 +30,7 @@ from actorim.redis.listener import Unwant, Want
 from actorim.redis.sessions import close_session, open_session, prune_sessions
 
 if TYPE_CHECKING:
-    from actorim.domain.presence import Announcement
+    from actorim.domain.presence import Announcement, Status
     from actorim.protocol.wire import WireFrame
 
 __all__ = ["RedisBroker"]
@@ -145,7 +145,7 @@ class RedisBroker:
     def settle(self, user: str, ts_ms: int | None = None) -> None:
         self._link.presence_settle(user, ts_ms)
 
-    def statuses(self, users: Iterable[str]) -> dict[str, str] | None:
+    def statuses(self, users: Iterable[str]) -> dict[str, Status] | None:
         return self._link.statuses(users)
 
     def resync_presence(self, connections: Mapping[str, list[tuple[str, str | None]]]) -> bool:

@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from actorim.breaker.actor import ReportFailure, ReportSuccess
 from actorim.breaker.machine import BreakerState, Transition
+from actorim.domain.presence import OFFLINE, ONLINE, Status
 from actorim.redis import scripts
 from actorim.redis.keys import ClusterKeys
 from actorim.redis.replies import answer
@@ -197,17 +198,16 @@ class ClusterLink:
             None,
         )
 
-    def statuses(self, users: Iterable[str]) -> dict[str, str] | None:
+    def statuses(self, users: Iterable[str]) -> dict[str, Status] | None:
         """Cluster-wide statuses (online during a grace too), or None when Redis fails."""
         users = list(users)
         if not users:
             return {}
 
-        def call() -> dict[str, str]:
+        def call() -> dict[str, Status]:
             states: list[bytes | None] = answer(self.client.hmget(self.keys.presence_state, users))
             return {
-                u: "online" if s == b"online" else "offline"
-                for u, s in zip(users, states, strict=True)
+                u: ONLINE if s == b"online" else OFFLINE for u, s in zip(users, states, strict=True)
             }
 
         return self.guarded("presence", call, None)

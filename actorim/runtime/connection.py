@@ -53,13 +53,18 @@ from actorim.runtime.messages import (
     JoinRoom,
     LeaveRoom,
     Mark,
+    Offline,
+    Online,
+    PresenceQuery,
     ReadPage,
+    Register,
+    RoomFor,
+    Unregister,
+    WatchChange,
 )
 from actorim.runtime.offline import OfflineDelivery
 from actorim.runtime.pages import Page, build_page
-from actorim.runtime.presence import Offline, Online, PresenceQuery, WatchChange
 from actorim.runtime.replies import ConnectionReplies
-from actorim.runtime.router import Register, RoomFor, Unregister
 from supervisors import GeventActor
 
 __all__ = ["ConnectionActor"]
@@ -106,13 +111,14 @@ class ConnectionActor(GeventActor):
         link = self.link
         if link.actor is self.actor_ref:
             link.actor = None
-        if link.current_id is not None:
+        if link.current is not None:
             link.fail(
-                link.current_id,
+                link.current.t,
+                link.current.id,
                 ErrorCode.INTERNAL,
                 "the server failed while handling this command; it may not have taken effect",
             )
-            link.current_id = None
+            link.current = None
         if not link.crashes.record(time.monotonic()):
             logger.error(
                 "connection failed %d times in %ss: closing it",
@@ -198,10 +204,11 @@ class ConnectionActor(GeventActor):
                 with contextlib.suppress(ActorDeadError):
                     state.actor.tell(LeaveRoom(link))
         if was_connected:
-            for name, message in (("router", Unregister(link)), ("presence", Offline(link))):
-                # A restarting router or tracker rebuilds from the live links.
-                with contextlib.suppress(Unavailable):
-                    self.ctx.refs.tell(name, message)
+            # A restarting router or tracker rebuilds from the live links.
+            with contextlib.suppress(Unavailable):
+                self.ctx.refs.tell_router(Unregister(link))
+            with contextlib.suppress(Unavailable):
+                self.ctx.refs.tell_presence(Offline(link))
         self.ctx.directory.links.pop(link.conn_id, None)
 
     # -- commands --------------------------------------------------------------------------------
@@ -210,23 +217,30 @@ class ConnectionActor(GeventActor):
         link = self.link
         if link.phase is not Phase.AWAITING_CONNECT and link.phase is not Phase.CONNECTED:
             return
-        link.current_id = command.id
+        link.current = command
         try:
             if link.phase is Phase.AWAITING_CONNECT:
                 if isinstance(command, cmd.Connect):
                     self._connect(command)
                 else:
-                    link.fail(command.id, ErrorCode.UNAUTHENTICATED, "send connect first")
+                    link.fail(
+                        command.t, command.id, ErrorCode.UNAUTHENTICATED, "send connect first"
+                    )
                     link.request_close(CloseCode.POLICY_VIOLATION, "connect must come first")
             elif isinstance(command, cmd.Connect):
-                link.fail(command.id, ErrorCode.BAD_REQUEST, "this connection is connected already")
+                link.fail(
+                    command.t,
+                    command.id,
+                    ErrorCode.BAD_REQUEST,
+                    "this connection is connected already",
+                )
             else:
                 _HANDLERS[type(command)](self, command)
         except CommandError as exc:
-            link.fail(command.id, exc.code, exc.message)
+            link.fail(command.t, command.id, exc.code, exc.message)
         except Unavailable as exc:
-            link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
-        link.current_id = None
+            link.fail(command.t, command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+        link.current = None
 
     def _ask_router(self, message: Any) -> Any:
         router = self.ctx.refs.router
@@ -248,7 +262,7 @@ class ConnectionActor(GeventActor):
             logger.info(
                 "authentication refused: %s", exc.message, extra=log_context(conn=link.conn_id)
             )
-            link.fail(command.id, ErrorCode.UNAUTHENTICATED, exc.message)
+            link.fail(command.t, command.id, ErrorCode.UNAUTHENTICATED, exc.message)
             link.request_close(CloseCode.POLICY_VIOLATION, "authentication failed")
             return
         link.session.authenticated(identity)
@@ -259,7 +273,7 @@ class ConnectionActor(GeventActor):
             self._ask_router(Register(link))
         except CommandError as exc:
             link.offline = None
-            link.fail(command.id, exc.code, exc.message)
+            link.fail(command.t, command.id, exc.code, exc.message)
             link.request_close(CloseCode.POLICY_VIOLATION, "too many connections")
             return
         except Unavailable:
@@ -267,8 +281,9 @@ class ConnectionActor(GeventActor):
             raise
         link.session.connected(secrets.token_hex(8))
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
-            self.ctx.refs.tell("presence", Online(link))
+            self.ctx.refs.tell_presence(Online(link))
         link.reply(
+            command.t,
             command.id,
             {
                 "user": identity.user,
@@ -313,7 +328,7 @@ class ConnectionActor(GeventActor):
             assert state.actor is not None
             state.actor.tell(LeaveRoom(self.link, command.id))
         except (ActorDeadError, AssertionError):
-            self.link.reply(command.id, {})
+            self.link.reply(command.t, command.id, {})
 
     def _send(self, command: cmd.Send) -> None:
         link = self.link
@@ -336,19 +351,49 @@ class ConnectionActor(GeventActor):
         else:
             assert command.to is not None
             conv = dm_conv(user, command.to)
+        # The user's typing indicator there ends with this message: the next is relayed at once.
+        self.ctx.typing.clear((user, conv))
         origin = f"{self.ctx.node_id}/{link.conn_id}"
         message = _new_message(conv, user, command, body=body, now_ms=now_ms, origin=origin)
         self.ctx.refs.tell_store(Append(message, command.body, link, command.id))
 
+    def _typing(self, command: cmd.Typing) -> None:
+        """Relay the user's typing indicator to the conversation's other connections, unless
+        one was relayed for this user there within ``typing_throttle`` (answered all the same:
+        a client renews while its user types). Ephemeral: no store, no seq, no replay."""
+        link = self.link
+        user = link.user
+        assert user is not None
+        if command.room is not None:
+            if command.room not in link.rooms:
+                raise CommandError(
+                    ErrorCode.FORBIDDEN, f"join room {command.room!r} before typing in it"
+                )
+            conv = room_conv(command.room)
+        else:
+            assert command.to is not None
+            conv = dm_conv(user, command.to)
+        link.reply(command.t, command.id, {})
+        if command.to == user or not self.ctx.typing.admit((user, conv), time.monotonic()):
+            return
+        ttl_ms = int(self.ctx.config.typing_ttl * 1000)
+        event: dict[str, Any] = {"t": "typing", "user": user, "ttl_ms": ttl_ms}
+        if command.room is not None:
+            event["room"] = command.room
+            self.ctx.broker.publish_ephemeral(command.room, WireFrame(event), link)
+        elif command.to is not None:
+            event["to"] = command.to
+            self.ctx.broker.publish_to_user(command.to, WireFrame(event), origin=link)
+
     def _presence(self, command: cmd.Presence) -> None:
-        self.ctx.refs.tell("presence", PresenceQuery(self.link, command.id, command.users))
+        self.ctx.refs.tell_presence(PresenceQuery(self.link, command.id, command.users))
 
     def _watch(self, command: cmd.Watch | cmd.Unwatch) -> None:
         watch = isinstance(command, cmd.Watch)
-        self.ctx.refs.tell("presence", WatchChange(self.link, command.id, command.users, watch))
+        self.ctx.refs.tell_presence(WatchChange(self.link, command.id, command.users, watch))
 
     def _ping(self, command: cmd.Ping) -> None:
-        self.link.reply(command.id, {})
+        self.link.reply(command.t, command.id, {})
 
     def _receipt(self, command: cmd.Ack | cmd.Read) -> None:
         link = self.link
@@ -357,12 +402,14 @@ class ConnectionActor(GeventActor):
 
         def done(receipt: Any, error: BaseException | None) -> None:
             if isinstance(error, Unavailable):
-                link.fail(command.id, ErrorCode.OVERLOADED, str(error))
+                link.fail(command.t, command.id, ErrorCode.OVERLOADED, str(error))
                 return
             if error is not None:
-                link.fail(command.id, ErrorCode.INTERNAL, "the receipt could not be recorded")
+                link.fail(
+                    command.t, command.id, ErrorCode.INTERNAL, "the receipt could not be recorded"
+                )
                 return
-            link.reply(command.id, {})
+            link.reply(command.t, command.id, {})
             if receipt is not None:
                 frame = WireFrame(
                     {"t": "receipt", "mid": receipt.mid, "by": receipt.by, "status": receipt.status}
@@ -408,20 +455,33 @@ class ConnectionActor(GeventActor):
 
         def found(target: Any, error: BaseException | None) -> None:
             if isinstance(error, Unavailable):
-                link.fail(command.id, ErrorCode.OVERLOADED, f"{error}; retry in a moment")
+                link.fail(
+                    command.t, command.id, ErrorCode.OVERLOADED, f"{error}; retry in a moment"
+                )
                 return
             if error is not None:
-                link.fail(command.id, ErrorCode.INTERNAL, "the message could not be read; retry")
+                link.fail(
+                    command.t,
+                    command.id,
+                    ErrorCode.INTERNAL,
+                    "the message could not be read; retry",
+                )
                 return
             try:
                 message = _change_of(ctx, link, command, target, now_ms)
                 ctx.refs.tell_store(
-                    Append(message, getattr(command, "body", None), link, command.id)
+                    Append(
+                        message,
+                        getattr(command, "body", None),
+                        link,
+                        command.id,
+                        command=command.t,
+                    )
                 )
             except CommandError as exc:
-                link.fail(command.id, exc.code, exc.message)
+                link.fail(command.t, command.id, exc.code, exc.message)
             except Unavailable as exc:
-                link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+                link.fail(command.t, command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
 
         ctx.refs.tell_store(GetMessage(command.mid, ConnectionReplies(link), found))
 
@@ -437,7 +497,7 @@ def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | Non
     while turn is not None:
         command, conv = turn
         if link.limiter.in_debt(time.monotonic()):
-            link.fail(command.id, ErrorCode.RATE_LIMITED, _PAGES_TOO_FAST)
+            link.fail(command.t, command.id, ErrorCode.RATE_LIMITED, _PAGES_TOO_FAST)
         elif _start_page(ctx, link, command, conv):
             return
         turn = link.pages.finish()
@@ -456,12 +516,14 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
 
     def done(page: Page | None, error: BaseException | None) -> None:
         if isinstance(error, Unavailable):
-            link.fail(command.id, ErrorCode.OVERLOADED, f"history cannot be read now: {error}")
+            link.fail(
+                command.t, command.id, ErrorCode.OVERLOADED, f"history cannot be read now: {error}"
+            )
         elif error is not None or page is None:
-            link.fail(command.id, ErrorCode.INTERNAL, "history could not be read; retry")
+            link.fail(command.t, command.id, ErrorCode.INTERNAL, "history could not be read; retry")
         else:
             link.limiter.charge(time.monotonic(), len(page.frame) / config.history_bytes_per_token)
-            link.reply_frame(command.id, page.frame)
+            link.reply_frame(command.t, command.id, page.frame)
         _page_turn(ctx, link, link.pages.finish())
 
     replies = ConnectionReplies(link)
@@ -469,7 +531,7 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
     try:
         ctx.refs.tell_store(read)
     except Unavailable as exc:
-        link.fail(command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+        link.fail(command.t, command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
         return False
     return True
 
@@ -554,6 +616,7 @@ _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.Join: ConnectionActor._join,
     cmd.Leave: ConnectionActor._leave,
     cmd.Send: ConnectionActor._send,
+    cmd.Typing: ConnectionActor._typing,
     cmd.Presence: ConnectionActor._presence,
     cmd.Watch: ConnectionActor._watch,
     cmd.Unwatch: ConnectionActor._watch,

@@ -10,7 +10,8 @@ asker as messages (``actorim.runtime.store.reply``).
 
 ``refs`` holds the current ref of each singleton actor; an actor writes its own ref there in
 ``on_start``, so a restarted store or router is found again without asking a supervisor. The
-store is told through ``tell_store``, typed by the requests it takes.
+store, the router and the presence tracker are told through ``tell_store``, ``tell_router`` and
+``tell_presence``, each typed by the requests that actor takes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.domain.ratelimit import TypingThrottle
 from actorim.runtime.metrics import Metrics, NodeSnapshot
 from supervisors import MailboxFull
 
@@ -33,8 +35,8 @@ if TYPE_CHECKING:
     from actorim.domain.auth import TokenAuthority
     from actorim.ports import Broker
     from actorim.runtime.link import Link
-    from actorim.runtime.messages import StoreRequest
-    from actorim.runtime.room import RoomState
+    from actorim.runtime.messages import PresenceRequest, RouterRequest, StoreRequest
+    from actorim.runtime.roomstate import RoomState
 
 __all__ = ["Directory", "NodeContext", "Refs", "Unavailable"]
 
@@ -57,10 +59,19 @@ class Refs:
     def tell_store(self, message: StoreRequest) -> None:
         """Tell the store a typed request; raises :class:`Unavailable` while it is down or
         swamped. Its answer comes back to the request's ``reply_to``."""
-        self.tell("store", message)
+        self.tell_by_name("store", message)
 
-    def tell(self, name: str, message: Any) -> None:
-        """Tell a singleton; raises :class:`Unavailable` while it is down or swamped."""
+    def tell_router(self, message: RouterRequest) -> None:
+        """Tell the router; raises :class:`Unavailable` while it is down or swamped."""
+        self.tell_by_name("router", message)
+
+    def tell_presence(self, message: PresenceRequest) -> None:
+        """Tell the presence tracker; raises :class:`Unavailable` while it is down or swamped."""
+        self.tell_by_name("presence", message)
+
+    def tell_by_name(self, name: str, message: Any) -> None:
+        """Tell the singleton called ``name`` anything: for fault injection, where a client's
+        ``debug.crash`` names its target. Everything else uses the typed tells above."""
         ref = getattr(self, name)
         if ref is None:
             msg = f"the {name} is restarting"
@@ -101,6 +112,11 @@ class NodeContext:
     draining: bool = False
     metrics: Metrics = field(init=False)
     breakers: dict[str, Callable[[], int]] = field(default_factory=dict)
+    typing: TypingThrottle = field(init=False)
+    """Which typing indicators of this node's users are relayed (``typing_throttle``)."""
+
+    def __post_init__(self) -> None:
+        self.typing = TypingThrottle(self.config.typing_throttle)
 
     def readiness(self) -> tuple[bool, str]:
         """Whether the node should get traffic, and why not."""

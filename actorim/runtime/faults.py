@@ -67,7 +67,10 @@ class FaultInjectable(GeventActor):
         crash, self._crash_request = self._crash_request, None
         if crash is not None and crash.link is not None and crash.command_id is not None:
             crash.link.fail(
-                crash.command_id, ErrorCode.INTERNAL, f"{self.fault_subject} failed (injected)"
+                cmd.DebugCrash.t,
+                crash.command_id,
+                ErrorCode.INTERNAL,
+                f"{self.fault_subject} failed (injected)",
             )
         super().on_failure(*exc_info)
 
@@ -92,5 +95,5 @@ def inject(ctx: NodeContext, link: Link, command: cmd.DebugCrash) -> None:
             raise CommandError(ErrorCode.NOT_FOUND, "field 'room' must name a joined room")
         state.actor.tell(crash)
     else:
-        ctx.refs.tell(command.what, crash)
-    link.current_id = None  # the failing actor answers for this command
+        ctx.refs.tell_by_name(command.what, crash)
+    link.current = None  # the failing actor answers for this command

@@ -2,7 +2,7 @@
 
 When a connection actor crashes, its supervisor starts a new one *on the same link*: the socket,
 the outbox and the connection's ``Session`` (``actorim.domain.session``: phase, authenticated
-user, joined rooms, watch list, commands waiting) are here, not in the actor, so the client
+user, joined rooms, watch list) are here, not in the actor, so the client
 keeps its session and notices nothing but an ``internal`` error reply for the command that
 failed. Rooms, the router and the presence tracker hold links, never actor refs, so they keep
 reaching the client across restarts. They read the session but never change it: they tell the
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from actorim.domain.auth import Identity
     from actorim.domain.ratelimit import RateLimiter
+    from actorim.protocol.commands import Command
     from actorim.protocol.errors import ErrorCode
     from actorim.runtime.metrics import Metrics
 
@@ -103,7 +104,7 @@ class Link:
         "close_requested_at",
         "conn_id",
         "crashes",
-        "current_id",
+        "current",
         "done",
         "encoding",
         "encoding_fixed",
@@ -138,13 +139,13 @@ class Link:
         self.encoding_fixed = False
         self.outbox = Outbox(max_frames=max_frames, max_bytes=max_bytes, wake=self.wake)
         self.actor: ActorRef[Any] | None = None
-        # Phase, identity, rooms, watch list, commands waiting: changed only by this
-        # connection's actor (others tell it, through ``notify``).
+        # Phase, identity, rooms, watch list: changed only by this connection's actor (others
+        # tell it, through ``notify``).
         self.session: Session[Any] = Session()
         self.opened_at = time.monotonic()
         self.last_ping = self.opened_at
         self.crashes = RestartIntensity(CONNECTION_MAX_RESTARTS, CONNECTION_RESTART_WINDOW_S)
-        self.current_id: int | None = None
+        self.current: Command | None = None
         self.close_request: tuple[int, str] | None = None
         self.close_requested_at = 0.0
         # The offline backlog being paged out since connect; None once it is all sent.
@@ -207,24 +208,29 @@ class Link:
             return False
         return self.outbox.offer(frame.bytes_for(self.encoding))
 
-    def reply(self, command_id: int, data: dict[str, Any] | None = None) -> None:
-        self._answered(command_id, "ok")
+    # A reply names the command it answers, for the ``actorim_commands_total`` metric: whoever
+    # answers (the connection's actor, a room, the presence tracker, the store) knows which
+    # command it answers, so no list of commands waiting is shared between them.
+
+    def reply(self, command: str, command_id: int, data: dict[str, Any] | None = None) -> None:
+        """Answer ``command`` (its name) number ``command_id`` with ``ok`` and ``data``."""
+        self._count(command, "ok")
         self.send(reply_ok(command_id, data))
 
-    def reply_frame(self, command_id: int, frame: bytes) -> bool:
+    def reply_frame(self, command: str, command_id: int, frame: bytes) -> bool:
         """Queue a reply already encoded and framed for this client (a history page)."""
-        self._answered(command_id, "ok")
+        self._count(command, "ok")
         if self.phase is Phase.CLOSED:
             return False
         return self.outbox.offer(frame)
 
-    def fail(self, command_id: int, code: ErrorCode, message: str) -> None:
-        self._answered(command_id, code.value)
+    def fail(self, command: str, command_id: int, code: ErrorCode, message: str) -> None:
+        """Answer ``command`` number ``command_id`` with the error ``code``."""
+        self._count(command, code.value)
         self.send(reply_error(command_id, code, message))
 
-    def _answered(self, command_id: int, result: str) -> None:
-        command = self.session.answered(command_id)
-        if command is not None and self.metrics is not None:
+    def _count(self, command: str, result: str) -> None:
+        if self.metrics is not None:
             self.metrics.count_command(command, result)
 
     def request_close(self, code: int, reason: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import gevent
 from pykka import ActorDeadError
@@ -86,6 +86,7 @@ class Append:
     command_id: int | None
     reply_to: ReplyTo | None = None
     done: Callable[[Any, BaseException | None], None] | None = None
+    command: str = "send"  # the command ``command_id`` is, named in its answer's metric
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +184,85 @@ def call_later(ref: ActorRef[Any], delay: float, func: Callable[..., Any]) -> ge
             ref.tell(Call(func))
 
     return gevent.spawn_later(delay, fire)
+
+
+# -- to the presence tracker ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Online:
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Offline:
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """After Redis was away: make this node's presence counts in Redis match its links."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    link: Link
+    command_id: int
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchChange:
+    link: Link
+    command_id: int
+    users: tuple[str, ...]
+    watch: bool
+
+    @property
+    def command(self) -> str:
+        """The command this answers: ``watch`` or ``unwatch``."""
+        return "watch" if self.watch else "unwatch"
+
+
+# -- to the router ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Ask: add an authenticated link under its user (refused past the per-user limit)."""
+
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Unregister:
+    """Tell: the link is closing."""
+
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class RepairRooms:
+    """Tell: the Redis link is back; every room replays what it missed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomFor:
+    """Ask: the ``RoomState`` of ``name``, its actor running or starting (``starting``: a
+    join goes to ``waiting``); counts as a join in flight. Answered at once."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomIdle:
+    """To the router: the room has no members left after handling ``joins_handled`` joins."""
+
+    name: str
+    joins_handled: int
+    state: object  # the room's RoomState, compared by identity only
+
+
+# What each singleton takes, for the typed tells of ``actorim.runtime.context.Refs``.
+PresenceRequest: TypeAlias = Online | Offline | Resync | PresenceQuery | WatchChange
+RouterRequest: TypeAlias = Register | Unregister | RepairRooms | RoomFor | RoomIdle | Call

@@ -10,53 +10,38 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from actorim.domain.heard import Heard
-from actorim.domain.presence import Announcement, PresenceBook, WatchLimitError
+from actorim.domain.presence import (
+    OFFLINE,
+    ONLINE,
+    Announcement,
+    PresenceBook,
+    Status,
+    WatchLimitError,
+)
 from actorim.domain.session import WatchChanged
 from actorim.protocol.errors import ErrorCode
 from actorim.protocol.wire import WireFrame
 from actorim.runtime.context import NodeContext
 from actorim.runtime.faults import FaultInjectable
 from actorim.runtime.link import Link, Phase
-from actorim.runtime.messages import Call, RemoteEvent, call_later
+from actorim.runtime.messages import (
+    Call,
+    Offline,
+    Online,
+    PresenceQuery,
+    RemoteEvent,
+    Resync,
+    WatchChange,
+    call_later,
+)
 from supervisors import GeventActor
 
-__all__ = ["Offline", "Online", "PresenceActor", "PresenceQuery", "WatchChange"]
+__all__ = ["PresenceActor"]
 
 logger = logging.getLogger("actorim.presence")
-
-
-@dataclass(frozen=True, slots=True)
-class Online:
-    link: Link
-
-
-@dataclass(frozen=True, slots=True)
-class Offline:
-    link: Link
-
-
-@dataclass(frozen=True, slots=True)
-class Resync:
-    """After Redis was away: make this node's presence counts in Redis match its links."""
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceQuery:
-    link: Link
-    command_id: int
-    users: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchChange:
-    link: Link
-    command_id: int
-    users: tuple[str, ...]
-    watch: bool
 
 
 class PresenceActor(FaultInjectable, GeventActor):
@@ -67,9 +52,9 @@ class PresenceActor(FaultInjectable, GeventActor):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__()
         self.ctx = ctx
-        self.book = PresenceBook(grace_s=ctx.config.presence_grace)
+        self.book: PresenceBook[Link] = PresenceBook(grace_s=ctx.config.presence_grace)
         # In a cluster: the status this node's watchers were last told, per watched user.
-        self.heard: Heard[str, str] = Heard()
+        self.heard: Heard[str, Status] = Heard()
         self._timer: Any = None
         self._timer_due: float | None = None
 
@@ -124,11 +109,12 @@ class PresenceActor(FaultInjectable, GeventActor):
                 statuses = broker.statuses(message.users)
             if statuses is None:  # one node, or the broker's link away: what this node knows
                 statuses = book.statuses(message.users)
-            message.link.reply(message.command_id, {"statuses": statuses})
+            message.link.reply("presence", message.command_id, {"statuses": statuses})
         elif isinstance(message, RemoteEvent):
             assert message.user is not None
             watchers = self.book.watchers_of(message.user)
-            if watchers and self.heard.hear(message.user, message.frame.obj.get("status")):
+            status = message.frame.obj.get("status")
+            if watchers and status in (ONLINE, OFFLINE) and self.heard.hear(message.user, status):
                 for link in watchers:
                     link.send_frame(message.frame)
         elif isinstance(message, Resync):
@@ -148,7 +134,7 @@ class PresenceActor(FaultInjectable, GeventActor):
             try:
                 self.book.watch(link, change.users)
             except WatchLimitError as exc:
-                link.fail(change.command_id, ErrorCode.FORBIDDEN, str(exc))
+                link.fail(change.command, change.command_id, ErrorCode.FORBIDDEN, str(exc))
                 return
             link.notify(WatchChanged(change.users, watch=True))
             self._hear_statuses(change.users)
@@ -156,7 +142,7 @@ class PresenceActor(FaultInjectable, GeventActor):
             self.book.unwatch(link, change.users)
             link.notify(WatchChanged(change.users, watch=False))
             self.heard.forget(u for u in change.users if not self.book.watchers_of(u))
-        link.reply(change.command_id, {})
+        link.reply(change.command, change.command_id, {})
 
     def _hear_statuses(self, users: tuple[str, ...]) -> None:
         """Newly watched users' statuses as the cluster has them: what a watcher would be

@@ -25,13 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from actorim.config import Config
-from actorim.domain.heard import Heard
-from actorim.domain.messages import room_conv
 from actorim.domain.roomlog import (
     Deliver,
     Effect,
@@ -40,7 +36,6 @@ from actorim.domain.roomlog import (
     ReadLast,
     ReadSince,
     RetryLater,
-    RoomLog,
     Skip,
     join_replay,
 )
@@ -62,17 +57,17 @@ from actorim.runtime.messages import (
     RemoteEvent,
     Repair,
     RoomEvent,
+    RoomIdle,
     Since,
     call_later,
 )
 from supervisors import GeventActor
 
 if TYPE_CHECKING:
-    from pykka import ActorRef
-
     from actorim.runtime.link import Link
+    from actorim.runtime.roomstate import RoomState
 
-__all__ = ["RoomActor", "RoomIdle", "RoomState"]
+__all__ = ["RoomActor"]
 
 logger = logging.getLogger("actorim.room")
 
@@ -81,64 +76,6 @@ logger = logging.getLogger("actorim.room")
 # the replay bounds; beyond them the room skips the gap and what waited (see
 # actorim.domain.roomlog).
 GAP_RETRY_S = 1.0
-
-
-def _publish_size(publish: Publish) -> int:
-    """What a message takes queued to a member, for the replay bounds: its MessagePack frame
-    (the encoding nearly every member speaks, and the one the fan-out encodes anyway)."""
-    return len(publish.frame.bytes_for(Encoding.MSGPACK))
-
-
-@dataclass(eq=False)
-class RoomState:
-    """What a room knows that must survive its actor's restart."""
-
-    name: str
-    log: RoomLog[Publish, Link]
-    loaded: bool = False
-    actor: ActorRef[Any] | None = None
-    generation: int = 0
-    # The router is starting the room's actor: joins told meanwhile wait here for its start.
-    starting: bool = False
-    waiting: list[JoinRoom] = field(default_factory=list)
-    joins_forwarded: int = 0
-    joins_handled: int = 0
-    # In a cluster: who this node's members were told is in the room ("joined" / "left").
-    heard: Heard[str, str] = field(default_factory=lambda: Heard(absent="left"))
-
-    @classmethod
-    def new(cls, name: str, config: Config) -> RoomState:
-        log: RoomLog[Publish, Link] = RoomLog(
-            size=_publish_size,
-            max_messages=config.replay_max_messages,
-            max_bytes=config.replay_max_bytes,
-        )
-        return cls(name, log)
-
-    @property
-    def conv(self) -> str:
-        return room_conv(self.name)
-
-    @property
-    def members(self) -> dict[Link, None]:
-        return self.log.members
-
-    @property
-    def users(self) -> dict[str, int]:
-        return self.log.users
-
-    @property
-    def seq(self) -> int:
-        return self.log.seq
-
-
-@dataclass(frozen=True, slots=True)
-class RoomIdle:
-    """To the router: the room has no members left after handling ``joins_handled`` joins."""
-
-    name: str
-    joins_handled: int
-    state: RoomState
 
 
 # The room's messages that wait while its last seq is read (timers and store answers do not).
@@ -240,12 +177,13 @@ class RoomActor(FaultInjectable, GeventActor):
                 state.joins_handled += 1
                 message.link.notify(Left(state.name, state))
                 message.link.fail(
+                    "join",
                     message.command_id,
                     ErrorCode.OVERLOADED,
                     f"room {state.name!r} could not read its history; retry in a moment",
                 )
             elif isinstance(message, LeaveRoom) and message.command_id is not None:
-                message.link.reply(message.command_id, {})
+                message.link.reply("leave", message.command_id, {})
         self._maybe_idle()
 
     # -- carrying out the log's effects ----------------------------------------------------------
@@ -386,6 +324,7 @@ class RoomActor(FaultInjectable, GeventActor):
             if len(state.members) >= self.ctx.config.max_members_per_room:
                 link.notify(Left(state.name, state))
                 link.fail(
+                    "join",
                     join.command_id,
                     ErrorCode.FORBIDDEN,
                     f"room {state.name!r} is full "
@@ -419,7 +358,7 @@ class RoomActor(FaultInjectable, GeventActor):
             return
         if decision is not JoinReplay.NONE:
             reply["recovered"] = decision is JoinReplay.RECOVERED
-        link.reply(join.command_id, reply)
+        link.reply("join", join.command_id, reply)
 
     def _replay(self, link: Link, command_id: int, since: int, reply: dict[str, Any]) -> None:
         state = self.state
@@ -471,7 +410,7 @@ class RoomActor(FaultInjectable, GeventActor):
         # Not recovered: nothing is replayed, and the reply's seq is the latest, so the client
         # knows the gap to fill with history: after its since, up to and including seq.
         reply["recovered"] = recovered
-        link.reply(command_id, reply)
+        link.reply("join", command_id, reply)
         for frame in frames:
             link.send_frame(frame)
         for item in held:
@@ -488,7 +427,7 @@ class RoomActor(FaultInjectable, GeventActor):
         if last is not None:
             self._membership_changed(user, -1, first_or_last=last)
         if leave.command_id is not None:
-            link.reply(leave.command_id, {})
+            link.reply("leave", leave.command_id, {})
         self._maybe_idle()
 
     def _membership_changed(
@@ -516,8 +455,8 @@ class RoomActor(FaultInjectable, GeventActor):
     def _remote_member_event(self, event: RemoteEvent) -> None:
         """A member event from Redis (this node's own changes come back this way too): told to
         the members once, however often it arrives."""
-        user = event.user
-        if user is None or not self.state.heard.hear(user, event.frame.obj.get("state")):
+        user, what = event.user, event.frame.obj.get("state")
+        if user is None or not isinstance(what, str) or not self.state.heard.hear(user, what):
             return
         if len(self.state.members) <= self.ctx.config.member_events_limit:
             self._tell_members(user, event.frame)
@@ -535,4 +474,4 @@ class RoomActor(FaultInjectable, GeventActor):
         state = self.state
         if not state.members:
             with contextlib.suppress(Unavailable):
-                self.ctx.refs.tell("router", RoomIdle(state.name, state.joins_handled, state))
+                self.ctx.refs.tell_router(RoomIdle(state.name, state.joins_handled, state))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -21,11 +20,20 @@ from actorim.domain.session import Left
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.link import Link
-from actorim.runtime.messages import Call, Repair
-from actorim.runtime.room import RoomActor, RoomIdle, RoomState
+from actorim.runtime.messages import (
+    Call,
+    Register,
+    Repair,
+    RepairRooms,
+    RoomFor,
+    RoomIdle,
+    Unregister,
+)
+from actorim.runtime.room import RoomActor
+from actorim.runtime.roomstate import RoomState
 from supervisors import ChildSpec, GeventActor, Restart
 
-__all__ = ["Register", "RepairRooms", "RoomFor", "RouterActor", "Unregister"]
+__all__ = ["RouterActor"]
 
 logger = logging.getLogger("actorim.router")
 
@@ -39,33 +47,6 @@ _ROUTER_BACK_POLL_S = 0.05
 ROOM_START_TIMEOUT_S = 10.0
 
 _generations = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Register:
-    """Ask: add an authenticated link under its user (refused past the per-user limit)."""
-
-    link: Link
-
-
-@dataclass(frozen=True, slots=True)
-class Unregister:
-    """Tell: the link is closing."""
-
-    link: Link
-
-
-@dataclass(frozen=True, slots=True)
-class RepairRooms:
-    """Tell: the Redis link is back; every room replays what it missed."""
-
-
-@dataclass(frozen=True, slots=True)
-class RoomFor:
-    """Ask: the ``RoomState`` of ``name``, its actor running or starting (``starting``: a
-    join goes to ``waiting``); counts as a join in flight. Answered at once."""
-
-    name: str
 
 
 class RouterActor(GeventActor):
@@ -189,7 +170,7 @@ class RouterActor(GeventActor):
             # room would stay "starting" and a failed start's joins would wait forever.
             while True:
                 try:
-                    refs.tell("router", Call(_room_started, (state, generation, error)))
+                    refs.tell_router(Call(_room_started, (state, generation, error)))
                 except (Unavailable, ActorDeadError):
                     gevent.sleep(_ROUTER_BACK_POLL_S)
                 else:
@@ -200,7 +181,12 @@ class RouterActor(GeventActor):
     def _room_idle(self, idle: RoomIdle) -> None:
         rooms = self.ctx.directory.rooms
         state = rooms.get(idle.name)
-        if state is not idle.state or state.members or state.joins_forwarded != idle.joins_handled:
+        if (
+            state is None
+            or state is not idle.state
+            or state.members
+            or state.joins_forwarded != idle.joins_handled
+        ):
             return  # a join is on its way to the room: keep it
         del rooms[idle.name]
         if state.actor is not None:
@@ -221,6 +207,7 @@ def _room_started(state: RoomState, generation: int, error: Exception | None) ->
         state.joins_forwarded -= 1
         join.link.notify(Left(state.name, state))
         join.link.fail(
+            "join",
             join.command_id,
             ErrorCode.OVERLOADED,
             f"room {state.name!r} could not start; retry in a moment",

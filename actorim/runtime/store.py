@@ -211,7 +211,7 @@ class StoreActor(FaultInjectable, GeventActor):
             _answer_error(append, code, text)
             return
         if append.link is not None and append.command_id is not None:
-            append.link.reply(append.command_id, _accepted_data(stored))
+            append.link.reply(append.command, append.command_id, _accepted_data(stored))
         reply(append.reply_to, append.done, stored, None)
         if stored.duplicate:
             return
@@ -438,7 +438,7 @@ def _answer_error(entry: Append | Mark, code: ErrorCode, message: str) -> None:
         reply(entry.reply_to, entry.done, None, failed(message))
         return
     if entry.link is not None and entry.command_id is not None:
-        entry.link.fail(entry.command_id, code, message)
+        entry.link.fail(entry.command, entry.command_id, code, message)
     reply(entry.reply_to, entry.done, None, Unavailable(message))
 
 

@@ -188,7 +188,10 @@ _SET_FIRST_SEQ = "UPDATE convs SET first_seq = ? WHERE conv = ?"
 
 def _message(row: Any) -> StoredMessage:
     """The message a row of _COLUMNS holds."""
-    return StoredMessage(*row[:10], target=row[10], edited=row[11], deleted=bool(row[12]))
+    mid, conv, seq, ts, sender, kind, body, cid, room, to, target, edited, deleted = row
+    return StoredMessage(
+        mid, conv, seq, ts, sender, kind, body, cid, room, to, False, target, edited, bool(deleted)
+    )
 
 
 def _fields(msg: StoredMessage) -> tuple[object, ...]:
@@ -542,6 +545,7 @@ class SqliteStore(Store):
         limit: int,
     ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
+        args: tuple[str | int, ...]
         if after is not None and before is not None:
             sql, args, newest_first = _BETWEEN, (conv, after, before, limit + 1), False
         elif after is not None:

@@ -147,20 +147,19 @@ def _on_message(link: Link, message: Message, max_limit: int) -> bool:
         link.send(error_event(code, text))
         return True
     except CommandError as exc:
-        link.session.started(obj["id"], _command_name(obj))
+        name = _command_name(obj)
         if verdict is Verdict.REJECT:
             _count_rate_limited(link)
-            link.fail(obj["id"], ErrorCode.RATE_LIMITED, _RATE_LIMITED)
+            link.fail(name, obj["id"], ErrorCode.RATE_LIMITED, _RATE_LIMITED)
         else:
-            link.fail(obj["id"], exc.code, exc.message)
+            link.fail(name, obj["id"], exc.code, exc.message)
         return True
-    link.session.started(command.id, command.t)
     if verdict is Verdict.REJECT:
         _count_rate_limited(link)
-        link.fail(command.id, ErrorCode.RATE_LIMITED, _RATE_LIMITED)
+        link.fail(command.t, command.id, ErrorCode.RATE_LIMITED, _RATE_LIMITED)
         return True
     if ambiguous is not None:
-        link.fail(command.id, ErrorCode.BAD_REQUEST, ambiguous)
+        link.fail(command.t, command.id, ErrorCode.BAD_REQUEST, ambiguous)
         return True
     _tell(link, command)
     return True
@@ -187,7 +186,7 @@ def _tell(link: Link, command: Any) -> None:
             raise ActorDeadError("restarting")
         actor.tell(command)
     except MailboxFull:
-        link.fail(command.id, ErrorCode.OVERLOADED, "too many commands queued; retry")
+        link.fail(command.t, command.id, ErrorCode.OVERLOADED, "too many commands queued; retry")
     except ActorDeadError:
         # Between a crash and the restart: keep the command for the next incarnation.
         link.carry_over.append(command)

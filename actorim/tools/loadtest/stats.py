@@ -177,7 +177,9 @@ class Tally:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Tally:
-        tally = cls(**{name: int(data[name]) for name in _COUNTERS})
+        tally = cls()
+        for name in _COUNTERS:
+            setattr(tally, name, int(data[name]))
         tally.errors = {str(k): int(v) for k, v in data["errors"].items()}
         tally.latency = Histogram.from_json(data["latency"])
         tally.ack_latency = Histogram.from_json(data["ack_latency"])

@@ -319,6 +319,8 @@ class Worker:
                 self.tally.latency.record((time.time_ns() - due_ns) // 1000)
         elif kind == "reply":
             command_id = frame.get("id")
+            if not isinstance(command_id, int):
+                return  # not an answer to a command of this client's: it sends only int ids
             sent = client.pending.pop(command_id, None)
             if sent is not None:
                 self._on_send_reply(client, sent, frame)

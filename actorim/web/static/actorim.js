@@ -218,6 +218,60 @@ export class RecentIds {
   }
 }
 
+/**
+ * Who is typing where, from `typing` events: each indicator lasts its `ttl_ms` after the last
+ * one heard, and a message from its user ends it (`stopped`). Keyed by whatever names a
+ * conversation for the application (the chat page: `room:NAME` or `dm:USER`). No clock of its
+ * own: `now` is an argument.
+ */
+export class TypingTracker {
+  constructor() {
+    this._until = new Map(); // conversation -> Map(user -> when the indicator ends)
+  }
+
+  /** `user` is typing in `conv` for `ttlMs` from `now`. */
+  heard(conv, user, ttlMs, now) {
+    if (!Number.isFinite(ttlMs) || ttlMs <= 0) return;
+    let users = this._until.get(conv);
+    if (!users) {
+      users = new Map();
+      this._until.set(conv, users);
+    }
+    users.set(user, now + ttlMs);
+  }
+
+  /** `user` stopped typing in `conv` (their message arrived). */
+  stopped(conv, user) {
+    const users = this._until.get(conv);
+    if (!users) return;
+    users.delete(user);
+    if (!users.size) this._until.delete(conv);
+  }
+
+  /** The users typing in `conv` at `now`, sorted; expired indicators are forgotten. */
+  typing(conv, now) {
+    const users = this._until.get(conv);
+    if (!users) return [];
+    for (const [user, until] of users) if (until <= now) users.delete(user);
+    if (!users.size) this._until.delete(conv);
+    return [...users.keys()].sort();
+  }
+
+  /** Milliseconds from `now` until the next indicator ends, or null if none is left (the
+   * ended ones are forgotten). */
+  nextExpiry(now) {
+    let next = null;
+    for (const [conv, users] of this._until) {
+      for (const [user, until] of users) {
+        if (until <= now) users.delete(user);
+        else if (next === null || until < next) next = until;
+      }
+      if (!users.size) this._until.delete(conv);
+    }
+    return next === null ? null : next - now;
+  }
+}
+
 // -- frames ---------------------------------------------------------------------------------------
 
 function bytesToBase64(bytes) {
@@ -287,8 +341,8 @@ function withTimeout(promise, ms) {
  * A connection to an actorim server that survives server restarts and network loss.
  *
  * Events (`on(type, callback)` passes the event's detail; `addEventListener` gets a
- * CustomEvent): `msg`, `edit`, `delete`, `member`, `presence`, `receipt` (server events as documented in
- * docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
+ * CustomEvent): `msg`, `edit`, `delete`, `member`, `presence`, `receipt`, `typing` (server
+ * events as documented in docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
  * reply {room, seq, epoch, members} with `resumed`: a re-join after a reconnect, `recovered`:
  * false when the missed messages could not be replayed (the client then fetches them with
  * `history` itself and they arrive as `msg` events; only a gap older than the server's
@@ -657,6 +711,7 @@ export class ActorimClient extends EventTarget {
       case "member":
       case "presence":
       case "receipt":
+      case "typing":
         return this._emit(frame.t, frame);
       case "error":
         return this._emit("error", frame.error);
@@ -842,6 +897,19 @@ export class ActorimClient extends EventTarget {
    * members, and this page, get a `delete` event. */
   delete(mid, { cid = newCid() } = {}) {
     return this._enqueue({ t: "delete", mid, cid });
+  }
+
+  /**
+   * Tell a joined `room` or the user `to` that this user is typing; the others get a `typing`
+   * event `{room | to, user, ttl_ms}` that lasts `ttl_ms`. Call it again every 2-3 s while the
+   * user types (the server relays at most one every 2 s); the user's next message ends it.
+   * Needs the link up (an indicator is not worth queueing): rejects with `disconnected`.
+   */
+  typing({ room, to } = {}) {
+    if ((room === undefined) === (to === undefined)) {
+      return Promise.reject(new ActorimError("bad_request", "give exactly one of room and to"));
+    }
+    return this._call("typing", room !== undefined ? { room } : { to });
   }
 
   /** Tell the sender that direct message `mid` arrived (sent once connected). */

@@ -1,6 +1,6 @@
 // The actorim chat page: rooms, direct messages, presence and receipts over ActorimClient.
 
-import { ActorimClient, State, newCid } from "./actorim.js";
+import { ActorimClient, State, TypingTracker, newCid } from "./actorim.js";
 
 // Messages fetched per history page, on opening a conversation and on scrolling back.
 const HISTORY_PAGE = 30;
@@ -8,6 +8,9 @@ const HISTORY_PAGE = 30;
 const NEAR_TOP_PX = 80;
 // A view within this many pixels of the bottom follows new messages.
 const NEAR_BOTTOM_PX = 60;
+// While the user types, the page renews their typing indicator this often (the server relays
+// at most one every 2 s, and each lasts 5 s: a renewal every 2.5 s keeps it shown).
+const TYPING_RENEW_MS = 2_500;
 // How long an error notice stays up.
 const NOTICE_MS = 6000;
 // Reconnect quickly after a server restart, never hammer a server that stays down.
@@ -53,6 +56,7 @@ const ui = {
   messages: $("messages"),
   historyStatus: $("history-status"),
   messageList: $("message-list"),
+  typing: $("typing"),
   composer: $("composer"),
   input: $("composer-input"),
   sendButton: $("composer-send"),
@@ -74,6 +78,9 @@ const app = {
   editing: null, // the mid of my message the composer edits, or null
   bannerTimer: null,
   noticeTimer: null,
+  typing: new TypingTracker(), // who is typing in which conversation (conv key)
+  typingSent: new Map(), // conv key -> when this page last sent typing there
+  typingTimer: null,
 };
 
 const roomKey = (name) => `room:${name}`;
@@ -176,6 +183,7 @@ async function signIn(user) {
   client.on("receipt", onReceipt);
   client.on("edit", onChange);
   client.on("delete", onChange);
+  client.on("typing", onTyping);
   client.on("error", ({ message }) => showNotice(message));
   client.connect().catch((err) => showNotice(err.message));
 
@@ -268,9 +276,19 @@ function onMessage(msg) {
   if (!conv) return;
   if (msg.from === app.me && msg.cid !== undefined) conv.pending.delete(msg.cid);
   conv.messages.set(msg.mid, msg);
+  app.typing.stopped(conv.key, msg.from); // their message ends their indicator
   if (msg.from !== app.me && !isVisible(conv)) conv.unread += 1;
   renderSidebar();
   if (conv.key === app.openKey) renderMessages();
+  renderTyping();
+}
+
+function onTyping({ room, user, ttl_ms: ttlMs }) {
+  if (user === app.me) return; // this user typing on another device
+  const key = room !== undefined ? roomKey(room) : dmKey(user);
+  if (room !== undefined && !app.convs.has(key)) return;
+  app.typing.heard(key, user, ttlMs, Date.now());
+  renderTyping();
 }
 
 // -- edits and deletes: a message changes in place ------------------------------------------------
@@ -465,6 +483,7 @@ function openConversation(key) {
   renderSidebar();
   renderHeader();
   renderMessages({ bottom: true });
+  renderTyping();
   if (!conv.loaded) loadOlder(conv);
   if (!NARROW.matches) ui.input.focus();
 }
@@ -513,6 +532,7 @@ function sendMessage(text) {
   const conv = openConv();
   if (!conv) return;
   const cid = newCid();
+  app.typingSent.delete(conv.key); // the message ends this user's indicator there
   const item = { cid, body: text, ts: Date.now(), failed: null };
   conv.pending.set(cid, item);
   renderMessages({ bottom: true });
@@ -522,6 +542,18 @@ function sendMessage(text) {
     item.failed = err.message;
     if (conv.key === app.openKey) renderMessages();
   });
+}
+
+// While the user types, tell the conversation, at most once per TYPING_RENEW_MS.
+function typed() {
+  const conv = openConv();
+  if (!conv || !ui.input.value.trim() || app.link.state !== State.CONNECTED) return;
+  const now = Date.now();
+  const last = app.typingSent.get(conv.key);
+  if (last !== undefined && now - last < TYPING_RENEW_MS) return;
+  app.typingSent.set(conv.key, now);
+  const target = conv.kind === "room" ? { room: conv.name } : { to: conv.name };
+  app.client.typing(target).catch(() => {}); // an indicator is not worth an error notice
 }
 
 // -- read receipts: a direct message counts as read once it is on screen --------------------------
@@ -630,6 +662,22 @@ function renderHeader() {
     ui.sub.textContent = status;
     ui.sub.dataset.status = status;
   }
+}
+
+// "ann is typing…" under the open conversation, until their message or the indicator's end.
+function renderTyping() {
+  const conv = openConv();
+  const now = Date.now();
+  const users = conv ? app.typing.typing(conv.key, now) : [];
+  let text = "";
+  if (users.length === 1) text = `${users[0]} is typing…`;
+  else if (users.length === 2) text = `${users[0]} and ${users[1]} are typing…`;
+  else if (users.length > 2) text = `${users[0]}, ${users[1]} and ${users.length - 2} more are typing…`;
+  ui.typing.textContent = text;
+  ui.typing.dataset.users = users.join(" ");
+  clearTimeout(app.typingTimer);
+  const next = app.typing.nextExpiry(now);
+  app.typingTimer = next === null ? null : setTimeout(renderTyping, next + 1);
 }
 
 function renderHistoryStatus(conv) {
@@ -797,6 +845,7 @@ ui.input.addEventListener("keydown", (event) => {
 
 ui.input.addEventListener("input", () => {
   ui.input.rows = Math.min(5, ui.input.value.split("\n").length);
+  typed();
 });
 
 ui.messages.addEventListener("scroll", () => {
