@@ -142,6 +142,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("prune_interval", 60.0, "seconds between retention sweeps of the store", float),
     Setting("history_max_limit", 100, "largest page a history command may ask for", int),
+    # A day: long enough to fix a typo noticed the next morning, short enough that an old
+    # conversation is not rewritten under its readers. Deleting has no window.
+    Setting(
+        "edit_window",
+        86_400.0,
+        "seconds after sending during which the author may edit a message (0: always)",
+        float,
+    ),
     # A quarter of outbox_max_bytes: a page always fits a client's outbox beside live traffic,
     # and 100 chat messages of a few hundred bytes (the largest limit) fit it many times over.
     # A smaller outbox lowers it to match (see ``Config.history_page_bytes``).
@@ -363,6 +371,7 @@ class Config:
     receipts_per_commit: int = _BY_NAME["receipts_per_commit"].default
     prune_interval: float = _BY_NAME["prune_interval"].default
     history_max_limit: int = _BY_NAME["history_max_limit"].default
+    edit_window: float = _BY_NAME["edit_window"].default
     history_max_bytes: int = _BY_NAME["history_max_bytes"].default
     history_bytes_per_token: int = _BY_NAME["history_bytes_per_token"].default
     redis_url: str = _BY_NAME["redis_url"].default
@@ -456,6 +465,8 @@ class Config:
             invalid_setting(
                 "revocation_keep", f"must be greater than 0, got {self.revocation_keep}"
             )
+        if self.edit_window < 0:
+            invalid_setting("edit_window", f"must be 0 (always) or more, got {self.edit_window}")
         if self.closing_read_limit < 0:
             invalid_setting(
                 "closing_read_limit", f"must be 0 or more, got {self.closing_read_limit}"

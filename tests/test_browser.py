@@ -679,6 +679,12 @@ def _docs_browser_sample() -> str:
     return "\n".join([first, *rest])
 
 
+def _docs_browser_changes_sample() -> str:
+    blocks = re.findall(r"```js\n(.*?)```", DOCS.read_text(), re.S)
+    [sample] = [block for block in blocks if "client.edit(" in block]
+    return sample
+
+
 def test_the_browser_sample_of_the_docs_runs_as_written(
     browser: Any, server: ServerProcess
 ) -> None:
@@ -701,6 +707,27 @@ def test_the_browser_sample_of_the_docs_runs_as_written(
     # The browser client hands the application its own stored sends as msg events too.
     assert "alice hello" in logs, logs
     assert done["seq"] == 1 and isinstance(done["mid"], str)
+
+
+def test_the_browser_edit_sample_of_the_docs_runs_as_written_after_the_first(
+    browser: Any, server: ServerProcess
+) -> None:
+    context = browser.new_context(bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{server.base}/")
+    sample = (
+        _docs_browser_sample()
+        + _docs_browser_changes_sample()
+        + "\nwindow.sampleDone = { mid: note.mid, shown: shown.get(note.mid) };\n"
+    )
+    page.add_script_tag(content=sample, type="module")
+    page.wait_for_function("() => window.sampleDone", polling=20, timeout=EXPECT_TIMEOUT_MS)
+    done = page.evaluate("() => window.sampleDone")
+    context.close()
+    assert errors == []
+    assert done["shown"]["body"] == "hello" and isinstance(done["shown"]["edited"], int)
 
 
 # -- a restart with a drain does not open the circuit ---------------------------------------------
@@ -977,3 +1004,126 @@ def test_the_browser_client_with_a_fixed_token_stops_when_the_token_expires(
     states = page.evaluate("() => states")
     context.close()
     assert states[-1] == ["DISCONNECTED", 4001, True], states
+
+
+# -- edits and deletes in the browser client ------------------------------------------------------
+
+CHANGES_CLIENT_JS = """
+async () => {
+  const { ActorimClient } = await import("/static/actorim.js");
+  const token = async () => (await (await fetch("/dev/token?user=ivy")).json()).token;
+  const client = new ActorimClient(`ws://${location.host}/ws`, { token, requestTimeout: 5000 });
+  window.client = client;
+  window.seen = [];
+  for (const t of ["msg", "edit", "delete"]) client.on(t, (e) => window.seen.push(e));
+  await client.connect();
+  await client.join("changes");
+  return client.state;
+}
+"""
+
+
+def test_the_browser_client_edits_deletes_and_gets_each_change_once_across_a_reconnect(
+    browser: Any, server: ServerProcess
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.base}/")
+    assert page.evaluate(CHANGES_CLIENT_JS) == "CONNECTED"
+    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    try:
+        hank.connect(json.loads(body)["token"])
+        hank.ok("join", room="changes")
+        theirs = hank.ok("send", room="changes", body="hank's")
+        # The page's own send, edit and delete: each answered, each drawn from its event.
+        mine = page.evaluate(
+            """async () => {
+              const sent = await client.send({ room: "changes", body: "ivy's" });
+              const edited = await client.edit(sent.mid, "ivy's, edited");
+              await client.delete(sent.mid);
+              return { sent, edited };
+            }"""
+        )
+        assert mine["edited"]["mid"] == mine["sent"]["mid"]
+        assert mine["edited"]["room"] == "changes"
+        page.wait_for_function("() => seen.length === 4", polling=20, timeout=10_000)
+        page.evaluate("() => client._ws.close()")
+        page.wait_for_function("() => client.state !== 'CONNECTED'", polling=20, timeout=10_000)
+        hank.ok("edit", mid=theirs["mid"], body="hank's, edited while ivy was away")
+        hank.ok("delete", mid=theirs["mid"])
+        page.wait_for_function("() => client.state === 'CONNECTED'", polling=20, timeout=15_000)
+        hank.ok("send", room="changes", body="after")
+    finally:
+        hank.close()
+    page.wait_for_function("() => seen.length === 7", polling=20, timeout=10_000)
+    seen = page.evaluate("() => seen.map((e) => [e.t, e.seq, e.body ?? null, !!e.deleted])")
+    assert seen == [
+        ["msg", 1, "hank's", False],
+        ["msg", 2, "ivy's", False],
+        ["edit", 3, "ivy's, edited", False],
+        ["delete", 4, None, False],
+        # Replayed after its message was deleted: the edit's body is erased too.
+        ["edit", 5, None, True],
+        ["delete", 6, None, False],
+        ["msg", 7, "after", False],
+    ]
+    refused = page.evaluate(
+        f"""async () => {{
+          try {{ await client.edit({json.dumps(theirs["mid"])}, "not mine"); return null; }}
+          catch (err) {{ return err.code; }}
+        }}"""
+    )
+    assert refused == "forbidden"
+    context.close()
+
+
+def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows(
+    browser: Any, server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    for page in (ann, bob):
+        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        page.get_by_test_id("join-room").fill("edits")
+        page.get_by_test_id("join-submit").click()
+    expect(ann.get_by_test_id("member")).to_have_count(2)
+    _say(ann, "helo everyone")
+    _say(bob, "bob was here")
+    expect(_bodies(bob, "helo everyone")).to_have_count(1)
+    expect(_bodies(ann, "bob was here")).to_have_count(1)
+    mine = ann.get_by_test_id("message").filter(has=_bodies(ann, "helo everyone"))
+    theirs = bob.get_by_test_id("message").filter(has=_bodies(bob, "helo everyone"))
+    # Only one's own messages offer edit and delete.
+    expect(ann.get_by_test_id("edit-message")).to_have_count(1)
+    expect(theirs.get_by_test_id("edit-message")).to_have_count(0)
+
+    mine.get_by_test_id("edit-message").click()
+    expect(ann.get_by_test_id("composer-input")).to_have_value("helo everyone")
+    ann.get_by_test_id("composer-input").fill("hello everyone")
+    ann.get_by_test_id("composer-input").press("Enter")
+    for page in (ann, bob):
+        expect(_bodies(page, "hello everyone")).to_have_count(1)
+        expect(_bodies(page, "helo everyone")).to_have_count(0)
+        edited = page.get_by_test_id("message").filter(has=_bodies(page, "hello everyone"))
+        expect(edited.get_by_test_id("edited")).to_have_text("(edited)")
+    expect(ann.get_by_test_id("composer-send")).to_have_text("Send")
+
+    ann.once("dialog", lambda dialog: dialog.accept())
+    ann.get_by_test_id("message").filter(has=_bodies(ann, "hello everyone")).get_by_test_id(
+        "delete-message"
+    ).click()
+    for page in (ann, bob):
+        expect(_bodies(page, "Message deleted")).to_have_count(1)
+        expect(_bodies(page, "hello everyone")).to_have_count(0)
+    # A page opened afterwards shows the message as it is now, from history.
+    carol = _sign_in(browser, server.base, "carol", DESKTOP, errors)
+    carol.get_by_test_id("join-room").fill("edits")
+    carol.get_by_test_id("join-submit").click()
+    expect(_bodies(carol, "Message deleted")).to_have_count(1)
+    expect(_bodies(carol, "bob was here")).to_have_count(1)
+    assert errors == []

@@ -596,3 +596,71 @@ def test_a_restart_with_a_drain_is_ridden_out_without_opening_the_circuit(
     [event] = rejoined.wait_count(1)
     assert (event["room"], event["recovered"]) == ("r", True)
     assert client.send(room="r", body="after").seq == 2
+
+
+# -- edits and deletes -------------------------------------------------------------------------
+
+
+def test_edit_and_delete_return_the_change_and_reach_other_clients_as_events(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("lobby")
+    bob.join("lobby")
+    changes = Seen()
+    bob.on("edit", changes)
+    bob.on("delete", changes)
+    sent = alice.send(room="lobby", body="helo")
+    edited = alice.edit(sent.mid, "hello")
+    assert (edited.mid, edited.seq, len(edited.cid)) == (sent.mid, 2, 32)
+    assert alice.edit(sent.mid, "hello", cid=edited.cid) == edited  # a resend: the same edit
+    deleted = alice.delete(sent.mid)
+    assert (deleted.mid, deleted.seq) == (sent.mid, 3)
+    changes.wait_count(2)
+    assert [(c["t"], c["seq"], c.get("body")) for c in changes.items] == [
+        ("edit", 2, "hello"),
+        ("delete", 3, None),
+    ]
+    assert bob.last_seq("lobby") == 3
+    with pytest.raises(ServerError) as refused:
+        bob.delete(sent.mid)
+    assert refused.value.code == "forbidden"  # not bob's
+    with pytest.raises(ServerError) as refused:
+        alice.delete(sent.mid)
+    assert refused.value.code == "not_found"  # deleted already
+    assert alice.delete(sent.mid, cid=deleted.cid) == deleted  # a resend: the same delete
+    [tomb] = bob.history("lobby")["messages"]
+    assert tomb["deleted"] is True and "body" not in tomb
+
+
+def test_a_client_whose_link_drops_gets_the_edits_and_deletes_it_missed_once_in_order(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("r")
+    bob.join("r")
+    got, states, rejoined = Seen(), Seen(), Seen()
+    for t in ("msg", "edit", "delete"):
+        bob.on(t, got)
+    bob.on("rejoined", rejoined)
+    bob.on_state(states)
+    one = alice.send(room="r", body="one")
+    got.wait_count(1)
+    drop_link(bob)
+    states.wait_state(CONNECTING)
+    alice.edit(one.mid, "ONE")  # bob's first attempt is 0.3 s away
+    two = alice.send(room="r", body="two")
+    alice.delete(two.mid)
+    states.wait_state(CONNECTED)
+    assert rejoined.wait_count(1)[0]["recovered"] is True
+    alice.send(room="r", body="after")
+    got.wait_count(5)
+    assert [(e["t"], e["seq"]) for e in got.items] == [
+        ("msg", 1),
+        ("edit", 2),
+        ("msg", 3),
+        ("delete", 4),
+        ("msg", 5),
+    ]
+    assert got.items[2]["deleted"] is True  # replayed as it is now
+    assert bob.last_seq("r") == 5

@@ -18,6 +18,8 @@ from actorim.protocol.commands import (
     Command,
     Connect,
     DebugCrash,
+    Delete,
+    Edit,
     History,
     Join,
     Leave,
@@ -87,6 +89,8 @@ DEFAULTS: list[tuple[str, Command]] = [
     ('{"t":"typing","id":15,"room":"lobby"}', Typing(15, room="lobby", to=None)),
     ('{"t":"typing","id":16,"to":"bob"}', Typing(16, room=None, to="bob")),
     ('{"t":"refresh","id":17,"token":"abc.def.ghi"}', Refresh(17, "abc.def.ghi")),
+    ('{"t":"edit","id":19,"mid":"m-1","body":"hi!"}', Edit(19, "m-1", "hi!", cid=None)),
+    ('{"t":"delete","id":20,"mid":"m-1","cid":"c"}', Delete(20, "m-1", cid="c")),
 ]
 
 
@@ -404,3 +408,17 @@ def test_command_error_carries_code_and_payload() -> None:
     assert error.code is ErrorCode.RATE_LIMITED
     assert error.message == "slow down"
     assert error.payload() == {"code": "rate_limited", "message": "slow down"}
+
+
+@pytest.mark.parametrize(
+    ("frame", "field"),
+    [
+        pytest.param({"t": "edit", "id": 1, "mid": "m"}, "body", id="edit without body"),
+        pytest.param({"t": "edit", "id": 1, "body": "x"}, "mid", id="edit without mid"),
+        pytest.param({"t": "delete", "id": 1}, "mid", id="delete without mid"),
+        pytest.param({"t": "delete", "id": 1, "mid": "m" * 65}, "mid", id="mid too long"),
+        pytest.param({"t": "edit", "id": 1, "mid": "m", "body": 1, "cid": 5}, "cid", id="cid"),
+    ],
+)
+def test_edit_and_delete_name_the_field_at_fault(frame: dict[str, Any], field: str) -> None:
+    assert f"'{field}'" in _bad_request(frame).message

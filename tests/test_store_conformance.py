@@ -549,6 +549,174 @@ def test_get_unknown_message_is_none(store: Store) -> None:
     assert store.get("nope") is None
 
 
+# -- edits and deletes ----------------------------------------------------------------------
+
+
+def change(
+    target: StoredMessage,
+    kind: str = "edit",
+    body: bytes = b"changed",
+    *,
+    ts: int = 2_000,
+    cid: str | None = None,
+    by: str | None = None,
+) -> NewMessage:
+    """An edit (or delete) of ``target`` by its author (or ``by``), in its conversation."""
+    return NewMessage(
+        target.conv,
+        by or target.sender,
+        kind,
+        body if kind == "edit" else b"",
+        ts,
+        cid=cid,
+        room=target.room,
+        to=target.to,
+        target=target.mid,
+    )
+
+
+def test_edit_takes_the_next_seq_and_changes_the_message_in_place(store: Store) -> None:
+    [first, _] = store.append_batch([room_msg("one"), room_msg("two", ts=1_001)])
+    [edit] = store.append_batch([change(first, body=b"ONE", ts=1_500)])
+    assert (edit.seq, edit.kind, edit.body, edit.target, edit.refused) == (
+        3,
+        "edit",
+        b"ONE",
+        first.mid,
+        None,
+    )
+    now = store.get(first.mid)
+    assert now is not None
+    assert (now.seq, now.ts, now.body, now.edited, now.deleted) == (1, 1_000, b"ONE", 1_500, False)
+    assert store.last_seq(first.conv) == 3
+    page, more = store.history(first.conv, limit=10)
+    assert [(m.seq, m.body, m.edited) for m in page] == [(1, b"ONE", 1_500), (2, b"two", None)]
+    assert more is False
+
+
+def test_delete_leaves_a_tombstone_and_erases_the_bodies_of_earlier_edits(store: Store) -> None:
+    [msg] = store.append_batch([room_msg("secret")])
+    store.append_batch([change(msg, body=b"secret 2"), change(msg, body=b"secret 3", ts=2_001)])
+    [gone] = store.append_batch([change(msg, "delete", ts=3_000)])
+    assert (gone.seq, gone.kind, gone.body, gone.target) == (4, "delete", b"", msg.mid)
+    tomb = store.get(msg.mid)
+    assert tomb is not None
+    assert (tomb.seq, tomb.sender, tomb.ts, tomb.body, tomb.deleted) == (
+        1,
+        "alice",
+        1_000,
+        b"",
+        True,
+    )
+    replay, complete = store.since(msg.conv, 0, limit=10)
+    assert complete
+    assert [(m.seq, m.kind, m.body, m.deleted) for m in replay] == [
+        (1, "text", b"", True),
+        (2, "edit", b"", True),
+        (3, "edit", b"", True),
+        (4, "delete", b"", False),
+    ]
+    assert [m.body for m in store.history(msg.conv, limit=10)[0]] == [b""]
+
+
+def test_history_pages_messages_while_since_replays_changes_in_seq_order(store: Store) -> None:
+    msgs = store.append_batch([room_msg(f"m{i}", ts=1_000 + i) for i in range(4)])
+    store.append_batch([change(msgs[0]), change(msgs[2], "delete"), change(msgs[0], body=b"x")])
+    store.append_batch([room_msg("m4", ts=3_000)])
+    replay, complete = store.since(msgs[0].conv, 2, limit=10)
+    assert complete
+    assert [(m.seq, m.kind, m.target) for m in replay] == [
+        (3, "text", None),
+        (4, "text", None),
+        (5, "edit", msgs[0].mid),
+        (6, "delete", msgs[2].mid),
+        (7, "edit", msgs[0].mid),
+        (8, "text", None),
+    ]
+    conv = msgs[0].conv
+    assert seqs(store.history(conv, limit=2)[0]) == [4, 8]
+    assert store.history(conv, limit=2)[1] is True
+    assert seqs(store.history(conv, before=8, limit=2)[0]) == [3, 4]
+    assert seqs(store.history(conv, after=2, limit=2)[0]) == [3, 4]
+    assert store.history(conv, after=4, limit=1) == (
+        store.history(conv, after=7, limit=1)[0],
+        False,
+    )
+    assert seqs(store.history(conv, after=1, before=8, limit=5)[0]) == [2, 3, 4]
+    assert store.since(conv, 2, limit=5)[1] is False
+
+
+def test_change_resent_with_the_same_cid_is_stored_once(store: Store) -> None:
+    [msg] = store.append_batch([room_msg()])
+    [edit] = store.append_batch([change(msg, body=b"v2", cid="e1")])
+    [again, delete, delete_again] = store.append_batch(
+        [
+            change(msg, body=b"v2", cid="e1"),
+            change(msg, "delete", cid="d1"),
+            change(msg, "delete", cid="d1"),
+        ]
+    )
+    assert (again.duplicate, again.mid, again.seq) == (True, edit.mid, edit.seq)
+    assert (delete.seq, delete_again.duplicate, delete_again.seq) == (3, True, 3)
+    assert store.last_seq(msg.conv) == 3
+
+
+def test_change_of_an_unknown_or_deleted_message_or_another_conversations_is_refused(
+    store: Store,
+) -> None:
+    [msg, other] = store.append_batch([room_msg(), room_msg(room="elsewhere")])
+    store.append_batch([change(msg, "delete")])
+    misplaced = replace(change(other), conv=msg.conv, room=msg.room)
+    unknown = replace(change(msg), target="00000000000000000x")
+    answers = store.append_batch(
+        [change(msg), change(msg, "delete"), misplaced, unknown, change(other)]
+    )
+    assert [a.refused for a in answers] == ["deleted", "deleted", "unknown", "unknown", None]
+    assert [a.seq for a in answers] == [0, 0, 0, 0, 2]
+    assert store.last_seq(msg.conv) == 2
+    [event] = store.since(msg.conv, 1, limit=5)[0]
+    assert event.kind == "delete"
+    # A change names a message, not another change.
+    [edit] = store.append_batch([change(other, body=b"v2")])
+    [refused] = store.append_batch([replace(change(other), target=edit.mid)])
+    assert refused.refused == "unknown"
+
+
+def test_a_change_within_the_batch_of_its_message_sees_it(store: Store) -> None:
+    [msg] = store.append_batch([room_msg()])
+    late = NewMessage(msg.conv, "bob", "text", b"new", 1_100, cid="n", room="lobby")
+    [sent, _] = store.append_batch([late, room_msg(ts=1_200)])
+    # Resent with its edit in one batch: the edit finds the original.
+    [again, edit] = store.append_batch([late, change(sent, body=b"newer")])
+    assert again.duplicate and edit.refused is None
+    assert store.get(sent.mid).body == b"newer"  # type: ignore[union-attr]
+
+
+def test_changes_of_a_direct_message_are_never_pending(store: Store) -> None:
+    [dm] = store.append_batch([direct("alice", "bob")])
+    store.append_batch([change(dm, body=b"psst!"), change(dm, "delete")])
+    assert [m.mid for m in store.pending_for("bob", limit=10)] == [dm.mid]
+    assert store.pending_for("bob", limit=10)[0].deleted
+    [edit] = store.since(dm.conv, 1, limit=1)[0]
+    assert store.mark(edit.mid, "bob", "read") is None
+    assert store.mark(dm.mid, "bob", "read") is not None
+
+
+def test_pruning_a_changed_message_removes_it_and_keeps_seq(store: Store) -> None:
+    msgs = store.append_batch([room_msg(f"m{i}", ts=1_000 + i) for i in range(3)])
+    store.append_batch([change(msgs[0], ts=5_000), change(msgs[1], "delete", ts=5_001)])
+    assert store.prune(now_ms=5_002, max_count=3, max_age_ms=FAR_FUTURE_AGE_MS) == 2
+    assert store.get(msgs[0].mid) is None and store.get(msgs[1].mid) is None
+    assert [(m.seq, m.kind) for m in store.since(msgs[0].conv, 0, limit=9)[0]] == [
+        (3, "text"),
+        (4, "edit"),
+        (5, "delete"),
+    ]
+    assert store.since(msgs[0].conv, 0, limit=9)[1] is False
+    [late] = store.append_batch([change(msgs[0], ts=5_003)])
+    assert late.refused == "unknown"
+
+
 # -- retention ------------------------------------------------------------------------------
 
 
@@ -821,13 +989,33 @@ class Observer:
         self.sent: list[str] = []  # every mid seen, in the order first seen
         self.names: dict[str, tuple[str, int]] = {}
         self.recipients: dict[str, str | None] = {}
+        self.first_seen: dict[str, StoredMessage] = {}
 
     def message(self, msg: StoredMessage) -> tuple[object, ...]:
+        if msg.refused is not None:
+            return (msg.conv, msg.kind, msg.cid, msg.refused, self.names.get(msg.target or ""))
         if msg.mid not in self.names:
             self.names[msg.mid] = (msg.conv, msg.seq)
-            self.recipients[msg.mid] = msg.to
+            # A change has a recipient but is never pending: no cursor nor receipt for it.
+            self.recipients[msg.mid] = msg.to if msg.target is None else None
+            self.first_seen[msg.mid] = msg
             self.sent.append(msg.mid)
-        return (msg.conv, msg.seq, msg.ts, msg.sender, msg.body, msg.cid, msg.to, msg.duplicate)
+        target = None if msg.target is None else self.names.get(msg.target, "?")
+        return (
+            *(msg.conv, msg.seq, msg.ts, msg.sender, msg.kind, msg.body, msg.cid, msg.to),
+            *(msg.duplicate, target, msg.edited, msg.deleted),
+        )
+
+    def any_change(self, rng: random.Random, clock: int) -> NewMessage:
+        """An edit or delete of a recent message (now and then of a change, or of a message
+        that was deleted or pruned), by its author, sometimes resent."""
+        mid = self.any_mid(rng)
+        kind = rng.choice(["edit", "edit", "delete"])
+        cid = rng.choice([None, *(f"x{i}" for i in range(10))])
+        known = self.first_seen.get(mid)
+        if known is None:
+            known = StoredMessage(mid, room_conv("a"), 0, 0, "alice", "text", b"", None, "a", None)
+        return change(known, kind, f"v{rng.randint(0, 99)}".encode(), ts=clock, cid=cid)
 
     def page(self, answer: tuple[list[StoredMessage], bool]) -> tuple[object, ...]:
         return ([self.message(m) for m in answer[0]], answer[1])
@@ -855,6 +1043,9 @@ class Observer:
         action = rng.random()
         if action < 0.4:
             batch = random_batch(rng, clock)
+            if self.sent:
+                batch += [self.any_change(rng, clock) for _ in range(rng.choice([0, 0, 1, 2]))]
+                rng.shuffle(batch)
             seen.append([self.message(m) for m in store.append_batch(batch)])
         elif action < 0.5:
             # The store actor's group commit: sends and receipts together.

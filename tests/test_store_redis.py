@@ -392,3 +392,78 @@ def test_store_made_from_a_url_closes_its_own_client(redis_session: RedisServer)
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.last_seq(room_conv("lobby"))
+
+
+def _every_value(client: redis.Redis) -> list[bytes]:
+    """Everything a client can read back from every key, by each key's own read commands."""
+    values: list[bytes] = []
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"stream":
+            values += [v for _, fields in client.xrange(key) for v in fields.values()]
+        elif kind == b"zset":
+            values += [member for member, _ in client.zrange(key, 0, -1, withscores=True)]
+        elif kind == b"hash":
+            values += list(client.hgetall(key).values())
+        elif kind == b"string":
+            values.append(client.get(key) or b"")
+    return values
+
+
+def test_deleted_body_cannot_be_read_back_from_any_key(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    [msg] = store.append_batch([room_msg("ORIGINAL-5c1d")])
+    edit = NewMessage(
+        msg.conv, "alice", "edit", b"EDITED-9e0b", 1_001, room="lobby", target=msg.mid
+    )
+    store.append_batch([edit, room_msg("after", ts=1_002)])
+    assert any(b"EDITED-9e0b" in value for value in _every_value(redis_client))
+    gone = NewMessage(msg.conv, "alice", "delete", b"", 1_003, room="lobby", target=msg.mid)
+    store.append_batch([gone])
+    for value in _every_value(redis_client):
+        assert b"ORIGINAL-5c1d" not in value and b"EDITED-9e0b" not in value
+
+
+def test_prune_rewrites_a_log_so_a_deleted_body_leaves_redis_memory_and_snapshots(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    # More than the rewrite's 100 entries a step.
+    msgs = store.append_batch([room_msg(f"m{i}", ts=1_000) for i in range(150)])
+    [secret] = store.append_batch([room_msg("SNAPSHOT-SECRET-71", ts=1_010)])
+    store.append_batch([room_msg("after", ts=1_011)])
+    gone = NewMessage(secret.conv, "alice", "delete", b"", 1_012, room="lobby", target=secret.mid)
+    store.append_batch([gone])
+    log = store.keys.conversation(secret.conv)[1]
+    # XDEL only flags the entry: a snapshot of the stream (DUMP, as RDB writes it) still has it.
+    assert b"SNAPSHOT-SECRET-71" in (redis_client.dump(log) or b"")
+    assert store.prune(now_ms=2_000, max_age_ms=10**12) == 0
+    assert b"SNAPSHOT-SECRET-71" not in (redis_client.dump(log) or b"")
+    # Nothing else changed: every message and change is still there, in order.
+    replay, complete = store.since(secret.conv, 0, limit=200)
+    assert complete and [m.seq for m in replay] == list(range(1, 154))
+    page = store.history(secret.conv, limit=200)[0]
+    assert [m.mid for m in page][:150] == [m.mid for m in msgs] and page[150].deleted
+    [later] = store.append_batch([room_msg("later", ts=1_013)])
+    assert later.seq == 154
+
+
+def test_a_change_is_published_once_on_its_conversation_channel(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    [msg] = store.append_batch([room_msg()])
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(store.keys.conversation_channel(msg.conv))
+    assert pubsub.get_message(timeout=PUBLISH_TIMEOUT)["type"] == "subscribe"  # type: ignore[index]
+    edit = NewMessage(
+        msg.conv, "alice", "edit", b"v2", 1_001, cid="e", room="lobby", target=msg.mid
+    )
+    [event] = store.append_batch([edit])
+    [again] = store.append_batch([edit])
+    assert again.duplicate
+    got = pubsub.get_message(timeout=PUBLISH_TIMEOUT)
+    assert got is not None and decode_published(got["data"]) == published(event)
+    store.append_batch([room_msg("barrier", ts=1_002)])
+    barrier = pubsub.get_message(timeout=PUBLISH_TIMEOUT)
+    assert barrier is not None and decode_published(barrier["data"]).body == b"barrier"
+    pubsub.close()

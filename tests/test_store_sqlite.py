@@ -241,8 +241,90 @@ def test_database_of_schema_1_is_migrated_to_cids_per_conversation(path: Path) -
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
     conn.close()
+
+
+# tests/data/messages-v2.db was written by actorim at schema 2 (before edits and deletes), with
+#   SqliteStore(path).append_batch([...]) of five messages to room lobby (bodies b"old lobby 1"
+#   to b"old lobby 5", senders alice and bob alternating, cids c1-c5, ts 1_700_000_000_001-005),
+#   a direct message alice -> bob (b"old dm 1", cid d1, marked read by bob) and one bob -> alice
+#   (b"old dm 2", no cid, pending), then closed (which checkpoints the log into the one file).
+SCHEMA_2_FIXTURE = REPO / "tests" / "data" / "messages-v2.db"
+
+
+def test_data_directory_of_schema_2_is_migrated_in_place_and_keeps_every_message(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data" / "messages.db"
+    path.parent.mkdir()
+    path.write_bytes(SCHEMA_2_FIXTURE.read_bytes())
+    store = SqliteStore(path)
+    try:
+        lobby, more = store.history(room_conv("lobby"), limit=100)
+        assert not more
+        assert [(m.seq, m.sender, m.body, m.cid) for m in lobby] == [
+            (i, "alice" if i % 2 else "bob", f"old lobby {i}".encode(), f"c{i}")
+            for i in range(1, 6)
+        ]
+        assert all(m.edited is None and not m.deleted and m.target is None for m in lobby)
+        dms, _ = store.history(dm_conv("alice", "bob"), limit=100)
+        assert [(m.sender, m.to, m.body) for m in dms] == [
+            ("alice", "bob", b"old dm 1"),
+            ("bob", "alice", b"old dm 2"),
+        ]
+        assert [m.body for m in store.pending_for("alice", limit=10)] == [b"old dm 2"]
+        assert store.pending_for("bob", limit=10) == []
+        [again] = store.append_batch([room_msg("old lobby 1", ts=1_700_000_000_001, cid="c1")])
+        assert again.duplicate and again.mid == lobby[0].mid
+        edit = NewMessage(
+            room_conv("lobby"),
+            "alice",
+            "edit",
+            b"new",
+            1_700_000_001_000,
+            room="lobby",
+            target=lobby[0].mid,
+        )
+        [event] = store.append_batch([edit])
+        assert (event.seq, store.get(lobby[0].mid).body) == (6, b"new")  # type: ignore[union-attr]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+    conn.close()
+
+
+@pytest.mark.parametrize("size", [40, 20_000], ids=["in-page", "overflow-pages"])
+def test_deleted_body_is_gone_from_every_file_of_the_data_directory(
+    tmp_path: Path, size: int
+) -> None:
+    data = tmp_path / "data"
+    store = SqliteStore(data / "messages.db")
+    original = b"ORIGINAL-7f3a9c" * (size // 15)
+    edited = b"EDITED-b81e22d0" * (size // 15)
+    try:
+        [msg] = store.append_batch([room_msg("before"), room_msg(ts=1_001)])[1:]
+        msg = store.append_batch(
+            [NewMessage(msg.conv, "alice", "text", original, 1_002, room="lobby")]
+        )[0]
+        store.append_batch(
+            [NewMessage(msg.conv, "alice", "edit", edited, 1_003, room="lobby", target=msg.mid)]
+        )
+        store.append_batch([room_msg("after", ts=1_004)])
+        assert any(original[:15] in f.read_bytes() for f in data.iterdir())  # it was there
+        store.append_batch(
+            [NewMessage(msg.conv, "alice", "delete", b"", 1_005, room="lobby", target=msg.mid)]
+        )
+        # While the store is open, as a backup taken now would copy them, and after closing.
+        for when in ("open", "closed"):
+            for file in data.iterdir():
+                content = file.read_bytes()
+                assert original[:15] not in content, (when, file.name)
+                assert edited[:15] not in content, (when, file.name)
+            store.close()
+    finally:
+        store.close()
 
 
 def test_pending_survives_reopening(path: Path) -> None:

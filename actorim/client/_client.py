@@ -316,6 +316,30 @@ class Client:
         args: dict[str, Any] = {"room": room} if room is not None else {"to": to}
         self._request("typing", args, on_loss=OnLoss.DONE, retry=False, timeout=timeout)
 
+    # -- changes to stored messages: edit and delete ---------------------------------------------
+
+    def edit(
+        self, mid: str, body: Any, *, cid: str | None = None, timeout: float | None = None
+    ) -> SendResult:
+        """Replace the body of this user's message ``mid`` (within the server's edit window);
+        returns once the edit is stored: the message's ``mid``, the edit's own ``seq`` and
+        ``ts``. Members get an ``edit`` event. The ``cid`` (a fresh uuid4 hex unless given)
+        makes a resend safe, as for :meth:`send`."""
+        cid = cid or uuid.uuid4().hex
+        data = self._request(
+            "edit", {"mid": mid, "body": body, "cid": cid}, timeout=timeout, cid=cid
+        )
+        return SendResult(mid=data["mid"], seq=data["seq"], ts=data["ts"], cid=cid)
+
+    def delete(
+        self, mid: str, *, cid: str | None = None, timeout: float | None = None
+    ) -> SendResult:
+        """Delete this user's message ``mid``: its body is erased, a tombstone stays. Returns
+        once the delete is stored, like :meth:`edit`; members get a ``delete`` event."""
+        cid = cid or uuid.uuid4().hex
+        data = self._request("delete", {"mid": mid, "cid": cid}, timeout=timeout, cid=cid)
+        return SendResult(mid=data["mid"], seq=data["seq"], ts=data["ts"], cid=cid)
+
     def ack(self, mid: str, *, timeout: float | None = None) -> None:
         """This user has the direct message ``mid`` (sent automatically with ``auto_ack``)."""
         self._request("ack", {"mid": mid}, timeout=timeout)

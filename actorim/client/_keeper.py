@@ -42,7 +42,7 @@ from actorim.client._errors import (
 )
 from actorim.client._events import Dispatcher
 from actorim.client._link import LinkClosed, WebSocketLink
-from actorim.client._state import Command, GapFill, OnLoss, Session
+from actorim.client._state import CHANGE_EVENTS, Command, GapFill, OnLoss, Session
 from actorim.client._status import LinkState, LinkStatus, StateChange
 
 __all__ = ["LinkKeeper", "Token", "Tokens"]
@@ -449,6 +449,9 @@ class LinkKeeper:
             if isinstance(room, str):
                 self._session.leaving(room)
             self._dispatch.event(frame)
+        elif t in CHANGE_EVENTS:
+            if self._session.change(frame):
+                self._dispatch.event(frame)
         else:
             gap = self._session.skipped(frame) if t == "gap" else None
             self._dispatch.event(frame)

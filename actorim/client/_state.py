@@ -34,6 +34,7 @@ from typing import Any
 from actorim.client._errors import QueueFull
 
 __all__ = [
+    "CHANGE_EVENTS",
     "GAP_PAGE",
     "MAX_PENDING",
     "MAX_RECENT_MIDS",
@@ -56,6 +57,9 @@ MAX_PENDING = 10_000
 """Commands that may wait for an answer at once. Past it a new command fails with
 ``queue_full`` instead of growing without bound while the server is away."""
 
+
+CHANGE_EVENTS = frozenset({"edit", "delete"})
+"""The events of a change to a stored message: each holds a ``seq`` of its room's order."""
 
 GAP_PAGE = 12
 """Messages per ``history`` page when filling a gap. Twelve messages of the largest size (a 64
@@ -299,6 +303,10 @@ class Session:
             if ok and isinstance(data, dict) and isinstance(data.get("mid"), str):
                 # A replay of this message after a reconnect is not news to the sender.
                 self.seen.add(data["mid"])
+        elif command.t in CHANGE_EVENTS:
+            if ok and isinstance(data, dict):
+                # Its replay after a reconnect is not news to the one who made it.
+                self.seen.add(f"{command.t}:{data.get('mid')}:{data.get('seq')}")
         elif command.t == "join":
             room = command.args["room"]
             if ok and isinstance(data, dict):
@@ -413,15 +421,26 @@ class Session:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def message(self, msg: dict[str, Any]) -> Incoming:
-        """A ``msg`` event arrived: remember its seq, and say what to do with it."""
-        mid = msg.get("mid")
-        room = msg.get("room")
-        seq = msg.get("seq")
+    def change(self, event: dict[str, Any]) -> bool:
+        """An ``edit`` or ``delete`` event arrived: remember its seq (it holds a place in the
+        room's order, so the next re-join resumes after it), and say whether it is new to the
+        application. Its ``mid`` is the message's, so it is told apart by its ``seq`` too."""
+        self._saw_seq(event)
+        mid, seq = event.get("mid"), event.get("seq")
+        key = f"{event.get('t')}:{mid}:{seq}"
+        return isinstance(mid, str) and isinstance(seq, int) and self.seen.add(key)
+
+    def _saw_seq(self, event: dict[str, Any]) -> None:
+        room, seq = event.get("room"), event.get("seq")
         if isinstance(room, str) and isinstance(seq, int):
             state = self.rooms.get(room)
             if state is not None and (state.seq is None or seq > state.seq):
                 state.seq = seq
+
+    def message(self, msg: dict[str, Any]) -> Incoming:
+        """A ``msg`` event arrived: remember its seq, and say what to do with it."""
+        mid = msg.get("mid")
+        self._saw_seq(msg)
         sender = msg.get("from")
         ack = self.auto_ack and msg.get("to") == self.user and sender != self.user
         settles = None

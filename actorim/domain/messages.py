@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CHANGE_KINDS",
+    "DELETE",
     "DM_PREFIX",
     "DM_SEPARATOR",
+    "EDIT",
     "MAX_TS_MS",
     "RECEIPT_LEVELS",
     "ROOM_PREFIX",
@@ -43,6 +46,14 @@ DM_PREFIX = "d:"
 DM_SEPARATOR = "|"
 
 ReceiptStatus = Literal["delivered", "read"]
+
+# The kinds of a change: a stored event that names an earlier message (its ``target``) and
+# takes the conversation's next seq, like a message. An edit carries the new body; a delete
+# carries none and erases the message's body, and the bodies of its earlier edits, everywhere
+# in the store. Reactions are meant to join this tuple.
+EDIT = "edit"
+DELETE = "delete"
+CHANGE_KINDS = (EDIT, DELETE)
 
 # A mid is the message's millisecond timestamp (48 bits, good until the year 10889) followed by
 # 40 random bits (a collision needs about a million messages in the same millisecond), written
@@ -108,11 +119,22 @@ class NewMessage:
     origin: str | None = None
     """Which connection sent it (``node/conn``): published with the message by backends that
     publish (Redis), so the sending connection is left out of the fan-out. Never stored."""
+    target: str | None = None
+    """Set for a change (``kind`` in CHANGE_KINDS): the mid of the message it edits or
+    deletes, in the same conversation. The store refuses the change when that message is
+    unknown, not retained, itself a change, or deleted (``StoredMessage.refused``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """A message as stored. ``duplicate`` is True when an append recognised a resend."""
+    """A message as stored. ``duplicate`` is True when an append recognised a resend.
+
+    A message is kept as it is now: ``edited`` is the time of its latest edit, and a deleted
+    one is a tombstone (``deleted``, empty ``body``). A change (an edit or delete event) has
+    ``target`` set; an edit event whose message was deleted later has lost its body too and is
+    ``deleted`` as well. ``refused`` is set, instead of a ``seq``, on the answer to a change the
+    store did not make: ``"unknown"`` (no such message in the conversation) or ``"deleted"``.
+    """
 
     mid: str
     conv: str
@@ -125,6 +147,10 @@ class StoredMessage:
     room: str | None
     to: str | None
     duplicate: bool = False
+    target: str | None = None
+    edited: int | None = None
+    deleted: bool = False
+    refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

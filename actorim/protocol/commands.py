@@ -43,6 +43,8 @@ __all__ = [
     "Connect",
     "CrashTarget",
     "DebugCrash",
+    "Delete",
+    "Edit",
     "History",
     "Join",
     "Leave",
@@ -259,6 +261,51 @@ class DebugCrash:
     room: str | None = None
 
 
+# -- changes to stored messages: edit and delete ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace the body of message `mid` (the author's own, within the edit window).
+
+    `cid` makes a resend safe, as for `send`: the same `cid` from the same user in the same
+    conversation is one edit.
+    """
+
+    t: ClassVar[str] = "edit"
+    id: int
+    mid: str
+    body: Any
+    cid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete message `mid` (the author's own): its body is erased, a tombstone stays."""
+
+    t: ClassVar[str] = "delete"
+    id: int
+    mid: str
+    cid: str | None = None
+
+
+def _edit(frame: dict[Any, Any], id: int, max_limit: int) -> Edit:
+    if "body" not in frame:
+        raise _bad("field 'body' is required")
+    return Edit(
+        id,
+        _text(frame, "mid", MAX_MID_LENGTH),
+        frame["body"],
+        cid=_optional_text(frame, "cid", MAX_CID_LENGTH),
+    )
+
+
+def _delete(frame: dict[Any, Any], id: int, max_limit: int) -> Delete:
+    return Delete(
+        id, _text(frame, "mid", MAX_MID_LENGTH), cid=_optional_text(frame, "cid", MAX_CID_LENGTH)
+    )
+
+
 Command: TypeAlias = (
     Connect
     | Join
@@ -274,6 +321,8 @@ Command: TypeAlias = (
     | History
     | DebugCrash
     | Refresh
+    | Edit
+    | Delete
 )
 
 
@@ -523,6 +572,8 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     History.t: _history,
     DebugCrash.t: _debug_crash,
     Refresh.t: _refresh,
+    Edit.t: _edit,
+    Delete.t: _delete,
 }
 
 COMMAND_NAMES: Final[frozenset[str]] = frozenset(_DECODERS)

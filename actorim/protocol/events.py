@@ -1,5 +1,11 @@
 """Server events built from stored messages: one builder, so live, replayed and offline
-deliveries of a message are the same map."""
+deliveries of a message are the same map.
+
+A stored message is a ``msg`` event, as it is now (``edited``, or a tombstone: ``deleted`` and
+no body). A stored change is an ``edit`` or ``delete`` event naming its message by ``mid``,
+with its own ``seq``, and the same conversation fields as the ``msg`` event (``room``, or
+``to`` and ``from``), so that a client files all three the same way.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,18 @@ from typing import Any
 
 import msgpack
 
-from actorim.domain.messages import NewMessage, StoredMessage, dm_conv, room_conv
+from actorim.domain.messages import EDIT, NewMessage, StoredMessage, dm_conv, room_conv
 from actorim.domain.roomlog import Gap
 from actorim.protocol.wire import WireFrame
 
-__all__ = ["encode_body", "gap_frame", "message_event", "message_frame", "published_message"]
+__all__ = [
+    "change_event",
+    "encode_body",
+    "gap_frame",
+    "message_event",
+    "message_frame",
+    "published_message",
+]
 
 
 def encode_body(body: Any) -> bytes:
@@ -51,9 +64,10 @@ def published_message(
 def message_event(
     stored: StoredMessage, body: Any = None, *, decoded: bool = False
 ) -> dict[str, Any]:
-    """The ``msg`` event of a stored message; pass the body when it is at hand (live sends)."""
-    if not decoded:
-        body = msgpack.unpackb(stored.body, raw=False, strict_map_key=False)
+    """The event of a stored message (``msg``) or change (``edit``, ``delete``); pass the body
+    when it is at hand (live sends and edits)."""
+    if stored.target is not None:
+        return change_event(stored, body, decoded=decoded)
     event: dict[str, Any] = {"t": "msg", "mid": stored.mid, "seq": stored.seq}
     if stored.room is not None:
         event["room"] = stored.room
@@ -61,11 +75,49 @@ def message_event(
         event["to"] = stored.to
     event["from"] = stored.sender
     event["kind"] = stored.kind
-    event["body"] = body
+    if stored.deleted:
+        event["deleted"] = True
+    else:
+        event["body"] = body if decoded else _decode(stored.body)
+    event["ts"] = stored.ts
+    if stored.edited is not None:
+        event["edited"] = stored.edited
+    if stored.cid is not None:
+        event["cid"] = stored.cid
+    return event
+
+
+def change_event(
+    stored: StoredMessage, body: Any = None, *, decoded: bool = False
+) -> dict[str, Any]:
+    """The ``edit`` or ``delete`` event of a stored change.
+
+    ``mid`` is the message changed, ``seq`` the change's own place in the conversation, ``by``
+    who changed it, ``ts`` when. An edit carries the new ``body`` and ``edited`` (= ``ts``);
+    an edit whose message was deleted since has lost its body: ``deleted: true`` instead.
+    """
+    assert stored.target is not None
+    event: dict[str, Any] = {"t": stored.kind, "mid": stored.target, "seq": stored.seq}
+    if stored.room is not None:
+        event["room"] = stored.room
+    else:
+        event["to"] = stored.to
+        event["from"] = stored.sender
+    event["by"] = stored.sender
+    if stored.kind == EDIT:
+        if stored.deleted:
+            event["deleted"] = True
+        else:
+            event["body"] = body if decoded else _decode(stored.body)
+        event["edited"] = stored.ts
     event["ts"] = stored.ts
     if stored.cid is not None:
         event["cid"] = stored.cid
     return event
+
+
+def _decode(body: bytes) -> Any:
+    return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
 
 def message_frame(stored: StoredMessage, body: Any = None, *, decoded: bool = False) -> WireFrame:

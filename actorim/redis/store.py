@@ -9,6 +9,8 @@ message atomically on one shard (``ns`` is the namespace, ``conv`` the conversat
     ns:{conv}:mids      hash    mid -> seq
     ns:{conv}:age       zset    score ts, member seq (zero-padded): what age retention removes
     ns:{conv}:receipts  hash    mid -> 0 pending, 1 delivered, 2 read (direct messages only)
+    ns:{conv}:changed   zset    score seq, member msgpack: entries as they are now, once an
+                                edit or delete changed them (their stream entry is deleted)
     ns:{conv}           channel every new message, as msgpack (``decode_published``)
 
 A direct message's recipient has an index under their own tag (another shard), written by a
@@ -22,10 +24,22 @@ second, idempotent step before ``append_batch`` returns; the same goes for the l
     ns:{m:xx}:mids       hash    mid -> conv, 1,024 buckets by the mid's last two characters
     ns:{i:k}:oldest      zset    conv -> ts of its oldest message (+inf: none), 16 shards
     ns:{i:k}:span        zset    conv -> last seq - first retained seq + 1, same shards
+    ns:{i:k}:erased      set     conversations whose log still holds a deleted body, same shards
     ns:epoch             string  made once (SET NX); a wiped Redis gets a new one
 
 Why a stream: XRANGE/XREVRANGE by seq is exactly ``since`` and ``history`` in one command, and
 entries live in compact listpacks. Receipts change, so they live beside it in a hash.
+
+Edits and deletes. A change is an entry of the log like a message (its own mid, the next seq,
+``target``: the message's mid). A stream entry cannot be rewritten, so the script that stores a
+change moves the message out of the log (XDEL) into ``changed``, as it is now: edited, or a
+tombstone without its body; a delete moves the message's earlier edit events there too, without
+their bodies. No read returns an erased body again. Every read merges the log and ``changed``
+by seq (one script, so the two are read at one instant). Redis keeps the bytes of a deleted
+stream entry in its node (memory, and snapshots: DUMP, RDB, an AOF rewrite) until the node is
+freed, so ``prune`` also rewrites the log of each conversation with a delete since the last
+prune (``erased`` index), entry by entry: the erased bytes are gone from memory then, and from
+Redis's files at its next snapshot or AOF rewrite.
 
 Guarantees, and what they assume of Redis:
 
@@ -78,6 +92,7 @@ from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
     DEFAULT_PRUNE_BUDGET,
+    DELETE,
     RECEIPT_LEVELS,
     NewMessage,
     Receipt,
@@ -92,6 +107,7 @@ from actorim.store.base import (
     check_statuses,
     mid_ms,
     new_mid,
+    refused,
 )
 
 __all__ = [
@@ -138,7 +154,9 @@ _MEMBER_NUMBER = 15
 _SEP = "\x1f"
 
 _TEXT_FIELDS = ("mid", "conv", "sender", "kind")
-_OPTIONAL_FIELDS = ("cid", "room", "to")
+_OPTIONAL_FIELDS = ("cid", "room", "to", "target")
+# The append script's first answer for a change it did not make.
+_REFUSED = 2
 
 
 # -- the published form ---------------------------------------------------------------------
@@ -163,6 +181,10 @@ def encode_published(stored: StoredMessage) -> bytes:
         value = getattr(stored, name)
         if value is not None:
             fields[name] = value
+    if stored.edited is not None:
+        fields["edited"] = stored.edited
+    if stored.deleted:
+        fields["deleted"] = True
     return msgpack.packb(fields, use_bin_type=True)
 
 
@@ -211,6 +233,9 @@ def decode_published_fields(fields: dict[bytes, Any]) -> tuple[StoredMessage, st
         seq, ts, body = fields[b"seq"], fields[b"ts"], fields[b"body"]
         if not (isinstance(seq, int) and isinstance(ts, int) and isinstance(body, bytes)):
             raise TypeError("seq and ts must be integers and body bytes")
+        edited = fields.get(b"edited")
+        if edited is not None and not isinstance(edited, int):
+            raise TypeError("edited must be an integer")
         origin = fields.get(b"origin")
         origin = None if origin is None else origin.decode()
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -226,6 +251,9 @@ def decode_published_fields(fields: dict[bytes, Any]) -> tuple[StoredMessage, st
         optional["cid"],
         optional["room"],
         optional["to"],
+        target=optional["target"],
+        edited=edited,
+        deleted=fields.get(b"deleted") is True,
     )
     return message, origin
 
@@ -249,8 +277,9 @@ class StoreKeys:
         self.namespace = namespace
         self.epoch = f"{namespace}:epoch"
 
-    def conversation(self, conv: str) -> tuple[str, str, str, str, str, str]:
-        """seq, log, cids, mids, age, receipts: the KEYS of every conversation script."""
+    def conversation(self, conv: str) -> tuple[str, str, str, str, str, str, str]:
+        """seq, log, cids, mids, age, receipts, changed: the KEYS of every conversation
+        script."""
         tag = f"{self.namespace}:{{{conv}}}"
         return (
             f"{tag}:seq",
@@ -259,6 +288,7 @@ class StoreKeys:
             f"{tag}:mids",
             f"{tag}:age",
             f"{tag}:receipts",
+            f"{tag}:changed",
         )
 
     def conversation_channel(self, conv: str) -> str:
@@ -282,6 +312,13 @@ class StoreKeys:
     def retention_shard(self, shard: int) -> tuple[str, str]:
         tag = f"{self.namespace}:{{i:{shard}}}"
         return f"{tag}:oldest", f"{tag}:span"
+
+    def erased_index(self, conv: str) -> str:
+        """The set of conversations whose log still holds erased bytes, on ``conv``'s shard."""
+        return self.erased_shard(zlib.crc32(conv.encode()) % INDEX_SHARDS)
+
+    def erased_shard(self, shard: int) -> str:
+        return f"{self.namespace}:{{i:{shard}}}:erased"
 
 
 def allot(wanted: Sequence[int], budget: int) -> list[int]:
@@ -309,6 +346,7 @@ def _pending_parts(member: bytes) -> tuple[str, str]:
 # Helpers shared by the conversation scripts; KEYS are StoreKeys.conversation's six keys.
 _CONVERSATION_PRELUDE = r"""
 local SEQ, LOG, CIDS, MIDS, AGE, RECEIPTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local CHANGED = KEYS[7]
 
 local function id(seq) return string.format('%d-0', seq) end
 local function rank(seq) return string.format('%015d', seq) end
@@ -316,8 +354,44 @@ local function seq_of(entry_id) return tonumber(string.match(entry_id, '^%d+')) 
 
 local function entry(seq)
   local found = redis.call('XRANGE', LOG, id(seq), id(seq))
-  if #found == 0 then return nil end
-  return found[1][2][2]
+  if #found > 0 then return found[1][2][2] end
+  found = redis.call('ZRANGEBYSCORE', CHANGED, seq, seq)
+  return found[1]
+end
+
+-- Replace entry seq by packed (the entry as it is now): out of the log, into CHANGED.
+local function rewrite(seq, packed)
+  redis.call('XDEL', LOG, id(seq))
+  redis.call('ZREMRANGEBYSCORE', CHANGED, seq, seq)
+  redis.call('ZADD', CHANGED, seq, packed)
+end
+
+-- Up to n entries {seq, packed} with low <= seq <= high from the log and CHANGED merged, in
+-- ascending seq order (descending with rev).
+local function merged(low, high, n, rev)
+  if high < low or n < 1 then return {} end
+  local a, b
+  if rev then
+    a = redis.call('XREVRANGE', LOG, id(high), id(low), 'COUNT', n)
+    b = redis.call('ZREVRANGEBYSCORE', CHANGED, high, low, 'WITHSCORES', 'LIMIT', 0, n)
+  else
+    a = redis.call('XRANGE', LOG, id(low), id(high), 'COUNT', n)
+    b = redis.call('ZRANGEBYSCORE', CHANGED, low, high, 'WITHSCORES', 'LIMIT', 0, n)
+  end
+  local out, i, j = {}, 1, 1
+  while #out < n do
+    local sa = a[i] and seq_of(a[i][1])
+    local sb = b[2 * j] and tonumber(b[2 * j])
+    if not sa and not sb then break end
+    if sa and (not sb or (rev and sa > sb) or (not rev and sa < sb)) then
+      out[#out + 1] = {sa, a[i][2][2]}
+      i = i + 1
+    else
+      out[#out + 1] = {sb, b[2 * j - 1]}
+      j = j + 1
+    end
+  end
+  return out
 end
 
 -- Remove one message and its entries in this conversation's indexes; note (mid, to) in dropped
@@ -325,6 +399,7 @@ end
 local function drop(seq, packed, dropped)
   local m = cmsgpack.unpack(packed)
   redis.call('XDEL', LOG, id(seq))
+  redis.call('ZREMRANGEBYSCORE', CHANGED, seq, seq)
   redis.call('HDEL', MIDS, m.mid)
   redis.call('ZREM', AGE, rank(seq))
   if m.cid then
@@ -343,8 +418,8 @@ local function retain(max_count, cutoff, budget, dropped)
   if max_count > 0 and budget > 0 then
     local upto = tonumber(redis.call('GET', SEQ) or '0') - max_count
     if upto >= 1 then
-      for _, e in ipairs(redis.call('XRANGE', LOG, '-', id(upto), 'COUNT', budget)) do
-        drop(seq_of(e[1]), e[2][2], dropped)
+      for _, e in ipairs(merged(0, upto, budget, false)) do
+        drop(e[1], e[2], dropped)
         n = n + 1
       end
     end
@@ -368,17 +443,19 @@ end
 -- What the retention index holds for this conversation: its span and oldest ts.
 local function state(last)
   last = last or tonumber(redis.call('GET', SEQ) or '0')
-  local first = redis.call('XRANGE', LOG, '-', '+', 'COUNT', 1)
-  local span = 0
-  if #first > 0 then span = last - seq_of(first[1][1]) + 1 end
+  local first = merged(0, last, 1, false)
+  local count = 0
+  if #first > 0 then count = last - first[1][1] + 1 end
   local oldest = redis.call('ZRANGE', AGE, 0, 0, 'WITHSCORES')
-  return span, oldest[2] or '+inf'
+  return count, oldest[2] or '+inf'
 end
 """
 
 # ARGV: mid, conv, ts, sender, kind, body, cid, room, to, which of cid/room/to are set ("101"),
-# channel, retention count, age cutoff, trim budget, origin ('' for none: published, not stored).
-# Returns {duplicate, packed, receipt level (-1: not direct), span, oldest ts, dropped}.
+# channel, retention count, age cutoff, trim budget, origin ('' for none: published, not stored),
+# target ('' for a message; the mid a change edits or deletes).
+# Returns {duplicate, packed, receipt level (-1: not direct), span, oldest ts, dropped}; for a
+# change the store refuses, {2, reason, -1, span, oldest ts, {}}.
 _APPEND = (
     "#!lua\n"
     + _CONVERSATION_PRELUDE
@@ -398,18 +475,54 @@ if has_cid then
     return {1, packed, level, span, oldest, {}}
   end
 end
+local target = ARGV[16]
+local tseq, t
+if target ~= '' then
+  -- A change: its message must be here, a message (not a change) and not deleted.
+  tseq = redis.call('HGET', MIDS, target)
+  local tpacked = tseq and entry(tseq)
+  t = tpacked and cmsgpack.unpack(tpacked)
+  local reason
+  if not t or t.target then reason = 'unknown' elseif t.deleted then reason = 'deleted' end
+  if reason then
+    local span, oldest = state()
+    return {2, reason, -1, span, oldest, {}}
+  end
+end
 local seq = redis.call('INCR', SEQ)
 local msg = {mid = mid, conv = ARGV[2], seq = seq, ts = tonumber(ARGV[3]), sender = sender,
              kind = ARGV[5], body = ARGV[6]}
 if has_cid then msg.cid = ARGV[7] end
 if has_room then msg.room = ARGV[8] end
 if has_to then msg.to = ARGV[9] end
+if t then msg.target = target end
 local packed = cmsgpack.pack(msg)
 redis.call('XADD', LOG, id(seq), 'm', packed)
 redis.call('HSET', MIDS, mid, seq)
 redis.call('ZADD', AGE, ARGV[3], rank(seq))
 if has_cid then redis.call('HSET', CIDS, field, mid) end
-if has_to then redis.call('HSET', RECEIPTS, mid, 0) end
+if has_to and not t then redis.call('HSET', RECEIPTS, mid, 0) end
+if t then
+  -- Change the message in place; a delete erases its body and its earlier edits' bodies.
+  local edits = t.edits or {}
+  t.edits = nil
+  if ARGV[5] == 'edit' then
+    t.body, t.edited = ARGV[6], tonumber(ARGV[3])
+    edits[#edits + 1] = seq
+    t.edits = edits
+  else
+    t.body, t.deleted, t.edited = "", true, nil
+    for _, eseq in ipairs(edits) do
+      local e = entry(eseq)
+      if e then
+        e = cmsgpack.unpack(e)
+        e.body, e.deleted = '', true
+        rewrite(eseq, cmsgpack.pack(e))
+      end
+    end
+  end
+  rewrite(tonumber(tseq), cmsgpack.pack(t))
+end
 if ARGV[15] ~= '' then
   msg.origin = ARGV[15]
   redis.call('PUBLISH', ARGV[11], cmsgpack.pack(msg))
@@ -423,7 +536,56 @@ if span > max_count or tonumber(oldest) < tonumber(cutoff) then
   retain(max_count, cutoff, tonumber(ARGV[14]), dropped)
   span, oldest = state(seq)
 end
-return {0, packed, has_to and 0 or -1, span, oldest, dropped}
+return {0, packed, (has_to and not t) and 0 or -1, span, oldest, dropped}
+"""
+)
+
+# ARGV: low seq, high seq ('': the last), count, '1' newest first, '1' messages only (skip the
+# changes). Returns {last seq, packed...}: up to count entries of the merged log (see the module
+# docstring), read at one instant.
+_READ = (
+    "#!lua flags=no-writes\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local last = tonumber(redis.call('GET', SEQ) or '0')
+local low, high, n = tonumber(ARGV[1]), last, tonumber(ARGV[3])
+if ARGV[2] ~= '' then high = math.min(last, tonumber(ARGV[2])) end
+local rev, messages_only = ARGV[4] == '1', ARGV[5] == '1'
+local out = {}
+while #out < n do
+  local chunk = merged(low, high, n, rev)
+  for _, e in ipairs(chunk) do
+    if #out == n then break end
+    if not messages_only or not cmsgpack.unpack(e[2]).target then out[#out + 1] = e[2] end
+  end
+  if #chunk < n then break end
+  if rev then high = chunk[#chunk][1] - 1 else low = chunk[#chunk][1] + 1 end
+end
+table.insert(out, 1, last)
+return out
+"""
+)
+
+# KEYS: the conversation's, then a scratch key on its slot. Rewrites the log with the entries
+# it holds, 100 at a time (a log of large messages is never all in the script's memory), so
+# that the bytes of deleted entries are freed. Returns how many entries it holds.
+_COMPACT = (
+    "#!lua\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local OLD = KEYS[8]
+if redis.call('EXISTS', LOG) == 0 then return 0 end
+redis.call('RENAME', LOG, OLD)
+local n, after = 0, '-'
+while true do
+  local chunk = redis.call('XRANGE', OLD, after, '+', 'COUNT', 100)
+  for _, e in ipairs(chunk) do redis.call('XADD', LOG, e[1], 'm', e[2][2]) end
+  n = n + #chunk
+  if #chunk < 100 then break end
+  after = '(' .. chunk[#chunk][1]
+end
+redis.call('DEL', OLD)
+return n
 """
 )
 
@@ -556,6 +718,8 @@ class RedisStore(Store):
         self._retain_script = client.register_script(_RETAIN)
         self._mark_script = client.register_script(_MARK)
         self._lookup_script = client.register_script(_LOOKUP)
+        self._read_script = client.register_script(_READ)
+        self._compact_script = client.register_script(_COMPACT)
         self._pending_add = client.register_script(_PENDING_ADD)
         self._pending_remove = client.register_script(_PENDING_REMOVE)
         self.epoch()
@@ -643,16 +807,17 @@ class RedisStore(Store):
             replies = pipe.execute()
             stored = []
             touched: list[tuple[str, _Touched]] = []
-            levels = []
-            for reply in replies:
+            made = []
+            for msg, reply in zip(msgs, replies, strict=True):
                 duplicate, packed, level, span, oldest, dropped = reply
+                touched.append((msg.conv, _Touched.from_reply(span, oldest, dropped)))
+                if duplicate == _REFUSED:
+                    stored.append(refused(msg, bytes(packed).decode()))
+                    continue
                 message = decode_published(packed)
                 stored.append(replace(message, duplicate=bool(duplicate)))
-                touched.append((message.conv, _Touched.from_reply(span, oldest, dropped)))
-                levels.append(int(level))
-            packed = [bytes(r[1]) for r in replies]
-            origins = [m.origin for m in msgs]
-            self._index_appended(stored, packed, levels, touched, origins)
+                made.append((stored[-1], bytes(packed), int(level), msg.origin))
+            self._index_appended(made, touched)
         return stored
 
     def _append_args(self, msg: NewMessage) -> list[str | int | bytes]:
@@ -673,15 +838,13 @@ class RedisStore(Store):
             msg.ts - self._max_age_ms,
             _TRIM_PER_APPEND,
             msg.origin or "",
+            msg.target or "",
         ]
 
     def _index_appended(
         self,
-        stored: list[StoredMessage],
-        packed: list[bytes],
-        levels: list[int],
+        made: list[tuple[StoredMessage, bytes, int, str | None]],
         touched: list[tuple[str, _Touched]],
-        origins: list[str | None],
     ) -> None:
         """The second step: the indexes on other shards, and the recipients' channels.
 
@@ -691,12 +854,21 @@ class RedisStore(Store):
         keys = self._keys
         pipe = self._pipeline()
         by_bucket: dict[str, dict[str, str]] = {}
-        for msg in stored:
+        for msg, *_ in made:
             by_bucket.setdefault(keys.mid_index(msg.mid), {})[msg.mid] = msg.conv
         for bucket, mapping in by_bucket.items():
             pipe.hset(bucket, mapping=mapping)
-        for msg, data, level, origin in zip(stored, packed, levels, origins, strict=True):
+        for msg, data, level, origin in made:
+            if msg.kind == DELETE and not msg.duplicate:
+                pipe.sadd(keys.erased_index(msg.conv), msg.conv)
             if msg.to is None:
+                continue
+            if msg.target is not None:
+                # A change of a direct message: to both users' devices, never pending.
+                if not msg.duplicate:
+                    pipe.publish(keys.user_channel(msg.to), data)
+                    if msg.sender != msg.to:
+                        pipe.publish(keys.user_channel(msg.sender), _with_origin(data, origin))
                 continue
             if level == _PENDING:
                 self._pending_add(
@@ -744,28 +916,27 @@ class RedisStore(Store):
         self, conv: str, seq: int, *, limit: int, max_bytes: int | None = None
     ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
-        seq_key, log = self._keys.conversation(conv)[:2]
+        keys = self._keys.conversation(conv)
         # Without a byte bound one read takes the page; with one, small pages until it is met.
         count = limit + 1 if max_bytes is None else min(limit + 1, _SINCE_PAGE)
+        low = max(seq + 1, 0)
         with self._calling("read missed messages"):
-            pipe = self._client.pipeline(transaction=True)  # one slot: a consistent snapshot
-            pipe.xrange(log, "-" if seq < 0 else f"{seq + 1}-0", "+", count=count)
-            pipe.get(seq_key)
-            entries, last_value = pipe.execute()
-        last = int(last_value or 0)
+            last, *entries = self._read_script(keys=keys, args=[low, "", count, "", ""])
+        last = int(last)
 
         def read() -> Iterator[StoredMessage]:
-            batch = entries
+            batch = [decode_published(packed) for packed in entries]
             while True:
-                yield from (_decode_entry(e) for e in batch)
+                yield from batch
                 if len(batch) < count:
                     return
-                after = _entry_seq(batch[-1])
+                after = batch[-1].seq
                 if after >= last:
                     return
                 # Up to the snapshot's last seq: what was appended since is not part of it.
                 with self._calling("read missed messages"):
-                    batch = self._client.xrange(log, f"{after + 1}-0", f"{last}-0", count=count)
+                    _, *more = self._read_script(keys=keys, args=[after + 1, last, count, "", ""])
+                batch = [decode_published(packed) for packed in more]
 
         page, cut = bounded_page(read(), limit=limit, max_bytes=max_bytes)
         # Seqs were given without gaps, so the page is everything after `seq` exactly when it
@@ -787,15 +958,15 @@ class RedisStore(Store):
             before is not None and after is not None and before - after <= 1
         ):
             return [], False
-        low = "-" if after is None or after < 0 else f"{after + 1}-0"
-        high = "+" if before is None else f"{before - 1}-0"
-        log = self._keys.conversation(conv)[1]
+        low = 0 if after is None else max(after + 1, 0)
+        high = "" if before is None else before - 1
+        newest_first = "1" if after is None else ""
+        keys = self._keys.conversation(conv)
         with self._calling("read history"):
-            if after is None:
-                entries: list[Any] = answer(self._client.xrevrange(log, high, low, count=limit + 1))
-            else:
-                entries = answer(self._client.xrange(log, low, high, count=limit + 1))
-        page = [_decode_entry(e) for e in entries[:limit]]
+            _, *entries = self._read_script(
+                keys=keys, args=[low, high, limit + 1, newest_first, "1"]
+            )
+        page = [decode_published(packed) for packed in entries[:limit]]
         if after is None:
             page.reverse()
         return page, len(entries) > limit
@@ -935,7 +1106,25 @@ class RedisStore(Store):
             deleted = self._prune_by_age(cutoff, budget)
             if deleted < budget:
                 deleted += self._prune_by_count(max_count, budget - deleted)
+            self._compact_erased()
         return deleted
+
+    def _compact_erased(self) -> None:
+        """Rewrite the logs that hold deleted bodies (see the module docstring), up to
+        ``_PRUNE_BATCH`` per call."""
+        pipe = self._pipeline()
+        for shard in range(INDEX_SHARDS):
+            pipe.spop(self._keys.erased_shard(shard), _PRUNE_BATCH)
+        convs = sorted({conv.decode() for popped in pipe.execute() for conv in popped or ()})
+        if not convs:
+            return
+        pipe = self._pipeline()
+        for conv in convs[:_PRUNE_BATCH]:
+            keys = self._keys.conversation(conv)
+            self._compact_script(keys=[*keys, f"{keys[1]}:compacting"], args=[], client=pipe)
+        for conv in convs[_PRUNE_BATCH:]:
+            pipe.sadd(self._keys.erased_index(conv), conv)  # the next call's
+        pipe.execute()
 
     def _prune_by_age(self, cutoff: int, budget: int) -> int:
         """Remove messages older than ``cutoff``, conversations with the oldest first."""

@@ -34,7 +34,8 @@ from typing import Any
 from pykka import ActorDeadError
 
 from actorim.domain.auth import TokenError
-from actorim.domain.messages import NewMessage, ReceiptStatus, dm_conv, room_conv
+from actorim.domain.changes import Refusal, check_change
+from actorim.domain.messages import DELETE, EDIT, NewMessage, ReceiptStatus, dm_conv, room_conv
 from actorim.logs import context as log_context
 from actorim.ports import ConnectionClosed
 from actorim.protocol import commands as cmd
@@ -48,6 +49,7 @@ from actorim.runtime.link import WAKE, Link, Phase
 from actorim.runtime.messages import (
     Append,
     Call,
+    GetMessage,
     JoinRoom,
     LeaveRoom,
     Mark,
@@ -444,6 +446,51 @@ class ConnectionActor(GeventActor):
     def _refresh(self, command: cmd.Refresh) -> None:
         refresh(self.ctx, self.link, command)
 
+    # -- changes to stored messages: edit and delete ---------------------------------------------
+
+    def _change(self, command: cmd.Edit | cmd.Delete) -> None:
+        """Read the message, check who may change it (``actorim.domain.changes``), then store
+        the change like a send: the store makes it atomically (refusing a message deleted
+        meanwhile) and publishes it in the conversation's order."""
+        link = self.link
+        assert link.user is not None
+        if not self.ctx.broker.healthy:
+            raise CommandError(ErrorCode.OVERLOADED, _CHANGE_LINK_DOWN)
+        ctx = self.ctx
+        now_ms = int(time.time() * 1000)
+
+        def found(target: Any, error: BaseException | None) -> None:
+            if isinstance(error, Unavailable):
+                link.fail(
+                    command.t, command.id, ErrorCode.OVERLOADED, f"{error}; retry in a moment"
+                )
+                return
+            if error is not None:
+                link.fail(
+                    command.t,
+                    command.id,
+                    ErrorCode.INTERNAL,
+                    "the message could not be read; retry",
+                )
+                return
+            try:
+                message = _change_of(ctx, link, command, target, now_ms)
+                ctx.refs.tell_store(
+                    Append(
+                        message,
+                        getattr(command, "body", None),
+                        link,
+                        command.id,
+                        command=command.t,
+                    )
+                )
+            except CommandError as exc:
+                link.fail(command.t, command.id, exc.code, exc.message)
+            except Unavailable as exc:
+                link.fail(command.t, command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
+
+        ctx.refs.tell_store(GetMessage(command.mid, ConnectionReplies(link), found))
+
 
 def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | None) -> None:
     """Start the history request whose turn it is (one per connection at a time).
@@ -495,6 +542,58 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
     return True
 
 
+def _change_of(
+    ctx: NodeContext, link: Link, command: cmd.Edit | cmd.Delete, target: Any, now_ms: int
+) -> NewMessage:
+    """The change ``command`` asks of ``target`` (the message as read), or the CommandError
+    that refuses it."""
+    user = link.user
+    assert user is not None and link.identity is not None
+    kind = EDIT if isinstance(command, cmd.Edit) else DELETE
+    unknown = CommandError(ErrorCode.NOT_FOUND, f"no message {command.mid!r} you can see")
+    if target is None:
+        raise unknown
+    if target.room is not None:
+        if not link.identity.may_join(target.room):
+            raise unknown
+        if target.room not in link.rooms:
+            raise CommandError(
+                ErrorCode.FORBIDDEN, f"join room {target.room!r} before changing its messages"
+            )
+    elif user not in (target.sender, target.to):
+        raise unknown
+    window_ms = int(ctx.config.edit_window * 1000)
+    refusal = check_change(target, by=user, kind=kind, now_ms=now_ms, edit_window_ms=window_ms)
+    if refusal is Refusal.UNKNOWN:
+        raise unknown
+    if refusal is Refusal.NOT_AUTHOR:
+        raise CommandError(ErrorCode.FORBIDDEN, f"only the author may {kind} a message")
+    if refusal is Refusal.TOO_LATE:
+        raise CommandError(
+            ErrorCode.FORBIDDEN,
+            f"messages can be edited for {ctx.config.edit_window:g} s after sending; this one"
+            " is older (it can still be deleted)",
+        )
+    body = encode_body(command.body) if isinstance(command, cmd.Edit) else b""
+    return NewMessage(
+        conv=target.conv,
+        sender=user,
+        kind=kind,
+        body=body,
+        ts=now_ms,
+        cid=command.cid,
+        room=target.room,
+        to=target.to,
+        origin=f"{ctx.node_id}/{link.conn_id}",
+        target=target.mid,
+    )
+
+
+_CHANGE_LINK_DOWN = (
+    "the cluster's link to Redis is down, so the change cannot be made durable; "
+    "resend it with the same cid in a few seconds"
+)
+
 _PAGES_TOO_FAST = (
     "history pages are charged by their size and this connection used its allowance;"
     " wait a moment before asking for more"
@@ -533,4 +632,6 @@ _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.History: ConnectionActor._history,
     cmd.DebugCrash: ConnectionActor._debug_crash,
     cmd.Refresh: ConnectionActor._refresh,
+    cmd.Edit: ConnectionActor._change,
+    cmd.Delete: ConnectionActor._change,
 }

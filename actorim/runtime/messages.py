@@ -150,7 +150,18 @@ class PendingFor:
     done: Callable[[Any, BaseException | None], None]
 
 
-StoreRead = LastSeq | Since | PendingFor
+@dataclass(frozen=True, slots=True)
+class GetMessage:
+    """To the store: the stored message ``mid`` as it is now (None: unknown or not retained);
+    ``done(message, error)`` is told to ``reply_to``. An edit or delete reads its message
+    first, to know its conversation and to check who may change it."""
+
+    mid: str
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+
+
+StoreRead = LastSeq | Since | PendingFor | GetMessage
 
 # Everything the store actor is told by the others (it also runs its own timers' ``Call``s).
 StoreRequest = Append | Mark | ReadPage | StoreRead

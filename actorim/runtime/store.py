@@ -45,6 +45,7 @@ from actorim.runtime.faults import FaultInjectable
 from actorim.runtime.messages import (
     Append,
     Call,
+    GetMessage,
     LastSeq,
     Mark,
     PendingFor,
@@ -126,7 +127,7 @@ class StoreActor(FaultInjectable, GeventActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Append | Mark):
             self._append(message)
-        elif isinstance(message, LastSeq | Since | PendingFor):
+        elif isinstance(message, LastSeq | Since | PendingFor | GetMessage):
             self._read(message)
         elif isinstance(message, ReadPage):
             self._read_page(message)
@@ -205,12 +206,12 @@ class StoreActor(FaultInjectable, GeventActor):
                 reply(entry.reply_to, entry.done, next(receipts), None)
 
     def _accepted(self, append: Append, stored: StoredMessage) -> None:
+        if stored.refused is not None:
+            code, text = _change_refused(stored)
+            _answer_error(append, code, text)
+            return
         if append.link is not None and append.command_id is not None:
-            append.link.reply(
-                append.command,
-                append.command_id,
-                {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts},
-            )
+            append.link.reply(append.command, append.command_id, _accepted_data(stored))
         reply(append.reply_to, append.done, stored, None)
         if stored.duplicate:
             return
@@ -243,6 +244,8 @@ class StoreActor(FaultInjectable, GeventActor):
         elif isinstance(request, Since):
             bounds = {"limit": request.limit, "max_bytes": request.max_bytes}
             self._in_background(backend.since, (request.conv, request.seq), answered, bounds)
+        elif isinstance(request, GetMessage):
+            self._in_background(backend.get, (request.mid,), answered)
         else:
             page = {"limit": request.limit, "after": request.after}
             self._in_background(backend.pending_for, (request.user,), answered, page)
@@ -398,6 +401,28 @@ _STORE_FAILED = (
 )
 _STORE_BEHIND = "the message store is behind; retry in a moment"
 _LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"
+
+
+def _accepted_data(stored: StoredMessage) -> dict[str, Any]:
+    """The reply to a stored send: ``{mid, seq, ts}``. A change is answered with the message it
+    changed, its own seq and time, and its conversation (``room``, or ``to`` and ``from``), so
+    that a client can file it as it files the change's event."""
+    if stored.target is None:
+        return {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts}
+    data: dict[str, Any] = {"mid": stored.target, "seq": stored.seq, "ts": stored.ts}
+    if stored.room is not None:
+        data["room"] = stored.room
+    else:
+        data["to"] = stored.to
+        data["from"] = stored.sender
+    return data
+
+
+def _change_refused(stored: StoredMessage) -> tuple[ErrorCode, str]:
+    """The error a change the store did not make is answered with."""
+    if stored.refused == "deleted":
+        return ErrorCode.NOT_FOUND, f"message {stored.target!r} was deleted; it cannot be changed"
+    return ErrorCode.NOT_FOUND, f"no message {stored.target!r} in this conversation"
 
 
 def _split(batch: list[Append | Mark]) -> tuple[list[Any], list[tuple[str, str, Any]]]:

@@ -10,6 +10,13 @@ The server builds its delivery promises on four guarantees, and every backend ke
    store has an ``epoch``, made when its data is created; a new epoch tells clients that ``seq``
    restarted (the store was wiped or replaced).
 4. A direct message stays pending for its recipient until they acknowledge or read it.
+5. An edit or a delete (a ``NewMessage`` with ``target``) is stored like a message, with the
+   conversation's next ``seq`` and the same de-duplication by ``cid``, and changes its message
+   in place in the same atomic step: ``history`` and ``get`` return the message as it is now,
+   ``since`` returns the messages as they are now and the changes, in ``seq`` order.
+   ``history`` pages messages only. A delete leaves a tombstone (``deleted``, no body) and
+   erases the body of the message and of its earlier edits so that no read returns it again
+   (SQLite also overwrites it in its files).
 
 A write that fails may have stored part of its batch, each message whole: the batch contract is
 per message (see ``Store``), because a batch spans conversations and the Redis store keeps each
@@ -26,11 +33,15 @@ The messages themselves and their conversation keys are pure values of the domai
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from actorim.domain.messages import (
+    CHANGE_KINDS,
+    DELETE,
     DM_PREFIX,
     DM_SEPARATOR,
+    EDIT,
     MAX_TS_MS,
     RECEIPT_LEVELS,
     ROOM_PREFIX,
@@ -46,11 +57,14 @@ from actorim.domain.messages import (
 )
 
 __all__ = [
+    "CHANGE_KINDS",
     "DEFAULT_MAX_AGE_MS",
     "DEFAULT_MAX_COUNT",
     "DEFAULT_PRUNE_BUDGET",
+    "DELETE",
     "DM_PREFIX",
     "DM_SEPARATOR",
+    "EDIT",
     "RECEIPT_LEVELS",
     "ROOM_PREFIX",
     "NewMessage",
@@ -59,7 +73,9 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredMessage",
+    "applied",
     "bounded_page",
+    "change_refusal",
     "check_limit",
     "check_new_message",
     "check_prune",
@@ -68,6 +84,7 @@ __all__ = [
     "encode_mid",
     "mid_ms",
     "new_mid",
+    "refused",
     "room_conv",
 ]
 
@@ -161,6 +178,46 @@ def check_new_message(msg: NewMessage) -> None:
         raise ValueError(f"conv must start with {ROOM_PREFIX!r} or {DM_PREFIX!r}: {msg.conv!r}")
     if not 0 <= msg.ts < MAX_TS_MS:
         raise ValueError(f"ts must be milliseconds since the epoch: {msg.ts!r}")
+    if (msg.target is not None) != (msg.kind in CHANGE_KINDS):
+        raise ValueError(f"a change needs a kind in {CHANGE_KINDS} and a target: {msg!r}")
+    if msg.kind == DELETE and msg.body:
+        raise ValueError(f"a delete carries no body: {msg!r}")
+
+
+def change_refusal(change: NewMessage, target: StoredMessage | None) -> str | None:
+    """What the store answers for ``change`` when its message is ``target`` (None: unknown),
+    or None when the change can be made: the part of the rules that must hold atomically with
+    the write (``actorim.domain.changes`` has the rest)."""
+    if target is None or target.conv != change.conv or target.target is not None:
+        return "unknown"
+    if target.deleted:
+        return "deleted"
+    return None
+
+
+def applied(change: NewMessage, target: StoredMessage) -> StoredMessage:
+    """``target`` as ``change`` leaves it: the edited body and time, or a tombstone."""
+    if change.kind == EDIT:
+        return replace(target, body=change.body, edited=change.ts, duplicate=False)
+    return replace(target, body=b"", deleted=True, edited=None, duplicate=False)
+
+
+def refused(change: NewMessage, reason: str) -> StoredMessage:
+    """The answer to a change the store did not make (no mid, no seq)."""
+    return StoredMessage(
+        "",
+        change.conv,
+        0,
+        change.ts,
+        change.sender,
+        change.kind,
+        b"",
+        change.cid,
+        change.room,
+        change.to,
+        target=change.target,
+        refused=reason,
+    )
 
 
 class Store(Protocol):

@@ -7,10 +7,12 @@ restarted server learn that ``seq`` restarted.
 
 Costs, for a store holding n messages: ``append_batch`` is O(1) per message (O(log n) for one
 stamped earlier than the newest), ``since`` and ``history`` are O(log n + limit) (a bisection of
-the conversation's list), ``get`` and ``mark`` are O(1), and ``pending_for`` is O(limit) while a
-recipient's direct messages arrive in time order (one that arrives out of order costs a re-sort
-of that recipient's pending set at the next read); with ``after`` it is O(log n + limit) while
-the pending set is unchanged between pages, and O(n) for the page after a change to it.
+the conversation's list; ``history`` also steps over the edits and deletes among the page's
+messages), ``get``, ``mark`` and an edit are O(1), a delete O(edits of its message), and
+``pending_for`` is O(limit) while a recipient's direct messages arrive in time order (one that
+arrives out of order costs a re-sort of that recipient's pending set at the next read); with
+``after`` it is O(log n + limit) while the pending set is unchanged between pages, and O(n) for
+the page after a change to it.
 ``prune`` is O(log n) per message removed, plus a look at each conversation appended to since
 the previous prune (at every conversation when ``max_count`` differs from the previous call's).
 
@@ -44,13 +46,16 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    applied,
     bounded_page,
+    change_refusal,
     check_limit,
     check_new_message,
     check_prune,
     check_statuses,
     mid_ms,
     new_mid,
+    refused,
 )
 
 __all__ = ["MemoryStore"]
@@ -179,6 +184,8 @@ class MemoryStore(Store):
         self._by_mid: dict[str, _Record] = {}
         self._by_cid: dict[tuple[str, str, str], _Record] = {}
         self._pending: dict[str, _Pending] = {}
+        # Each edited message's edit events, whose bodies a delete erases.
+        self._edits: dict[str, list[_Record]] = {}
         # A heap of (ts, order, record): the next message age pruning removes is on top. Server
         # timestamps rarely go backwards, so a push usually stops after one comparison.
         self._by_age: list[tuple[int, int, _Record]] = []
@@ -211,8 +218,25 @@ class MemoryStore(Store):
                 if original is not None:
                     results.append(replace(original.msg, duplicate=True))
                     continue
-            results.append(self._append(msg))
+            results.append(self._append(msg) if msg.target is None else self._change(msg))
         return results
+
+    def _change(self, change: NewMessage) -> StoredMessage:
+        """Store an edit or delete event and change its message in place (see ``Store``)."""
+        assert change.target is not None
+        record = self._by_mid.get(change.target)
+        reason = change_refusal(change, None if record is None else record.msg)
+        if reason is not None:
+            return refused(change, reason)
+        assert record is not None
+        event = self._append(change)
+        record.msg = applied(change, record.msg)
+        if record.msg.deleted:
+            for edit in self._edits.pop(change.target, ()):
+                edit.msg = replace(edit.msg, body=b"", deleted=True)
+        else:
+            self._edits.setdefault(change.target, []).append(self._by_mid[event.mid])
+        return event
 
     def _append(self, msg: NewMessage) -> StoredMessage:
         conversation = self._conversations.get(msg.conv)
@@ -233,13 +257,15 @@ class MemoryStore(Store):
             msg.cid,
             msg.room,
             msg.to,
+            target=msg.target,
         )
-        record = _Record(stored, next(self._orders), None if msg.to is None else _PENDING)
+        direct = msg.to is not None and msg.target is None
+        record = _Record(stored, next(self._orders), _PENDING if direct else None)
         conversation.records.append(record)
         self._by_mid[mid] = record
         if msg.cid is not None:
             self._by_cid[(msg.sender, msg.conv, msg.cid)] = record
-        if msg.to is not None:
+        if direct and msg.to is not None:
             pending = self._pending.get(msg.to)
             if pending is None:
                 pending = self._pending[msg.to] = _Pending()
@@ -289,13 +315,20 @@ class MemoryStore(Store):
         records = conversation.records
         low = conversation.head if after is None else conversation.index_after(after)
         high = len(records) if before is None else conversation.index_from(before)
-        if high <= low:
-            return [], False
+        # Messages only: the changes among them are skipped (their effect is in the messages).
+        indices = range(high - 1, low - 1, -1) if after is None else range(low, high)
+        page: list[StoredMessage] = []
+        more = False
+        for index in indices:
+            message = records[index].msg
+            if message.target is None:
+                if len(page) == limit:
+                    more = True
+                    break
+                page.append(message)
         if after is None:
-            page = records[max(low, high - limit) : high]
-        else:
-            page = records[low : min(high, low + limit)]
-        return [r.msg for r in page], high - low > limit
+            page.reverse()
+        return page, more
 
     def get(self, mid: str) -> StoredMessage | None:
         self._live()
@@ -404,6 +437,7 @@ class MemoryStore(Store):
         record.retained = False
         msg = record.msg
         del self._by_mid[msg.mid]
+        self._edits.pop(msg.mid, None)
         if msg.cid is not None:
             del self._by_cid[(msg.sender, msg.conv, msg.cid)]
         if record.receipt == _PENDING:
@@ -425,6 +459,7 @@ class MemoryStore(Store):
         self._by_mid.clear()
         self._by_cid.clear()
         self._pending.clear()
+        self._edits.clear()
         self._by_age.clear()
         self._over_count.clear()
         self._appended.clear()

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
@@ -41,13 +42,16 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    applied,
     bounded_page,
+    change_refusal,
     check_limit,
     check_new_message,
     check_prune,
     check_statuses,
     mid_ms,
     new_mid,
+    refused,
 )
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "SqliteStore"]
@@ -76,7 +80,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -118,18 +122,29 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX messages_cid",
         "CREATE UNIQUE INDEX messages_cid ON messages (sender, conv, cid) WHERE cid IS NOT NULL",
     ),
+    # Version 3: edits and deletes. A change is a row of its own (``target``: the mid of the
+    # message it changes) in the conversation's seq order; the message row holds the current
+    # truth (``edited``: time of the latest edit; ``deleted``: a tombstone). Existing rows are
+    # messages, neither edited nor deleted, which is what the defaults say.
+    (
+        "ALTER TABLE messages ADD COLUMN target TEXT",
+        "ALTER TABLE messages ADD COLUMN edited INTEGER",
+        "ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX messages_target ON messages (target) WHERE target IS NOT NULL",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _PENDING, _DELIVERED, _READ = 0, 1, 2
 
-# Selected in StoredMessage's field order, so a row unpacks straight into one.
-_COLUMNS = "mid, conv, seq, ts, sender, kind, body, cid, room, recipient"
+# Selected in StoredMessage's field order (``duplicate`` aside): see _message.
+_COLUMNS = "mid, conv, seq, ts, sender, kind, body, cid, room, recipient, target, edited, deleted"
 
 # A row whose (sender, conv, cid) is already stored is skipped, and the short row count tells
 # append_batch to look the originals up.
 _INSERT_NEW = (
-    f"INSERT INTO messages ({_COLUMNS}, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO messages ({_COLUMNS}, receipt)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (sender, conv, cid) WHERE cid IS NOT NULL DO NOTHING"
 )
 _UPSERT_CONV = (
@@ -140,10 +155,15 @@ _BY_CID = f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND conv = ? AND ci
 _BY_MID = f"SELECT {_COLUMNS} FROM messages WHERE mid = ?"
 _LAST_SEQ = "SELECT last_seq FROM convs WHERE conv = ?"
 _SINCE = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq > ? ORDER BY seq LIMIT ?"
-_LATEST = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? ORDER BY seq DESC LIMIT ?"
-_BEFORE = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
-_BETWEEN = (
-    f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?"
+# History pages messages only: the changes are already applied to them.
+_MESSAGES = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND target IS NULL"
+_AFTER = f"{_MESSAGES} AND seq > ? ORDER BY seq LIMIT ?"
+_LATEST = f"{_MESSAGES} ORDER BY seq DESC LIMIT ?"
+_BEFORE = f"{_MESSAGES} AND seq < ? ORDER BY seq DESC LIMIT ?"
+_BETWEEN = f"{_MESSAGES} AND seq > ? AND seq < ? ORDER BY seq LIMIT ?"
+_APPLY = "UPDATE messages SET body = ?, edited = ?, deleted = ? WHERE mid = ?"
+_ERASE_EDITS = (
+    "UPDATE messages SET body = x'', deleted = 1 WHERE target = ? AND conv = ? AND kind = 'edit'"
 )
 _PENDING_FOR = (
     f"SELECT {_COLUMNS} FROM messages WHERE recipient = ? AND receipt = {_PENDING}"
@@ -166,6 +186,14 @@ _DELETE_UP_TO = "DELETE FROM messages WHERE conv = ? AND seq <= ?"
 _SET_FIRST_SEQ = "UPDATE convs SET first_seq = ? WHERE conv = ?"
 
 
+def _message(row: Any) -> StoredMessage:
+    """The message a row of _COLUMNS holds."""
+    mid, conv, seq, ts, sender, kind, body, cid, room, to, target, edited, deleted = row
+    return StoredMessage(
+        mid, conv, seq, ts, sender, kind, body, cid, room, to, False, target, edited, bool(deleted)
+    )
+
+
 def _fields(msg: StoredMessage) -> tuple[object, ...]:
     """The message's stored columns, in _COLUMNS order."""
     return (
@@ -179,6 +207,9 @@ def _fields(msg: StoredMessage) -> tuple[object, ...]:
         msg.cid,
         msg.room,
         msg.to,
+        msg.target,
+        msg.edited,
+        int(msg.deleted),
     )
 
 
@@ -204,6 +235,8 @@ class SqliteStore(Store):
             raise ValueError(f"busy_timeout_ms must not be negative, got {busy_timeout_ms}")
         self._path = os.fspath(path)
         self._seq_cache: dict[str, int] = {}
+        # A delete was committed whose old pages the write-ahead log may still hold.
+        self._erased = False
         self._closed = False
         try:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +272,8 @@ class SqliteStore(Store):
         conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
         conn.execute(f"PRAGMA cache_size = -{_CACHE_SIZE_KIB}")
         conn.execute("PRAGMA temp_store = MEMORY")
+        # A delete overwrites the erased body with zeros, in the table and on free pages.
+        conn.execute("PRAGMA secure_delete = ON")
 
     def _migrate(self) -> str:
         """Bring the schema to SCHEMA_VERSION (creating it and the epoch in a new file)."""
@@ -346,7 +381,23 @@ class SqliteStore(Store):
             receipts = self._mark_in(conn, marks)
         for conv, seq in assigned.items():
             self._remember_seq(conv, seq)
+        if self._erased:
+            self._checkpoint()
         return results, receipts
+
+    def _checkpoint(self) -> None:
+        """Copy the log into the database and truncate it, so that the pages a delete
+        overwrote survive in neither file.
+
+        A reader in another process (a backup, an operator's shell) can hold the log; the
+        checkpoint is then tried again after the next write. It does not fail the write: the
+        delete is committed, and its body is gone from every read already.
+        """
+        try:
+            (busy, _, _) = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            return
+        self._erased = bool(busy)
 
     def _append_in(
         self, conn: sqlite3.Connection, msgs: Sequence[NewMessage]
@@ -354,6 +405,8 @@ class SqliteStore(Store):
         """Insert ``msgs`` within the open transaction; the results and the seqs given."""
         # Resends of messages stored by an earlier batch are rare: number the batch as if
         # there were none, and look the cids up only when the insert finds one.
+        if any(msg.target is not None for msg in msgs):
+            return self._append_one_by_one(conn, msgs)
         results, rows, assigned = self._number(conn, msgs, look_up_cids=False)
         conn.execute("SAVEPOINT append")
         if conn.executemany(_INSERT_NEW, rows).rowcount != len(rows):
@@ -361,6 +414,56 @@ class SqliteStore(Store):
             results, rows, assigned = self._number(conn, msgs, look_up_cids=True)
             conn.executemany(_INSERT_NEW, rows)
         conn.execute("RELEASE append")
+        conn.executemany(_UPSERT_CONV, assigned.items())
+        return results, assigned
+
+    def _append_one_by_one(
+        self, conn: sqlite3.Connection, msgs: Sequence[NewMessage]
+    ) -> tuple[list[StoredMessage], dict[str, int]]:
+        """Insert ``msgs`` in order, each seeing the ones before it: a batch with changes,
+        whose messages may be sent, edited and deleted within the batch."""
+        results: list[StoredMessage] = []
+        assigned: dict[str, int] = {}
+        for msg in msgs:
+            if msg.cid is not None:
+                row = conn.execute(_BY_CID, (msg.sender, msg.conv, msg.cid)).fetchone()
+                if row is not None:
+                    results.append(replace(_message(row), duplicate=True))
+                    continue
+            target = None
+            if msg.target is not None:
+                row = conn.execute(_BY_MID, (msg.target,)).fetchone()
+                target = None if row is None else _message(row)
+                reason = change_refusal(msg, target)
+                if reason is not None:
+                    results.append(refused(msg, reason))
+                    continue
+            seq = assigned.get(msg.conv)
+            if seq is None:
+                seq = self._cached_last_seq(conn, msg.conv)
+            assigned[msg.conv] = seq = seq + 1
+            stored = StoredMessage(
+                new_mid(msg.ts),
+                msg.conv,
+                seq,
+                msg.ts,
+                msg.sender,
+                msg.kind,
+                msg.body,
+                msg.cid,
+                msg.room,
+                msg.to,
+                target=msg.target,
+            )
+            receipt = None if msg.to is None or msg.target is not None else _PENDING
+            conn.execute(_INSERT_NEW, (*_fields(stored), receipt))
+            if target is not None:
+                now = applied(msg, target)
+                conn.execute(_APPLY, (now.body, now.edited, int(now.deleted), now.mid))
+                if now.deleted:
+                    conn.execute(_ERASE_EDITS, (now.mid, now.conv))
+                    self._erased = True
+            results.append(stored)
         conn.executemany(_UPSERT_CONV, assigned.items())
         return results, assigned
 
@@ -384,7 +487,7 @@ class SqliteStore(Store):
                 if original is None and look_up_cids:
                     row = conn.execute(_BY_CID, key).fetchone()
                     if row is not None:
-                        original = originals[key] = StoredMessage(*row)
+                        original = originals[key] = _message(row)
                 if original is not None:
                     results.append(replace(original, duplicate=True))
                     continue
@@ -425,7 +528,7 @@ class SqliteStore(Store):
             # The cursor steps a row at a time: reading stops at the bounds, not at LIMIT.
             rows = conn.execute(_SINCE, (conv, seq, limit + 1))
             page, cut = bounded_page(
-                (StoredMessage(*row) for row in rows), limit=limit, max_bytes=max_bytes
+                (_message(row) for row in rows), limit=limit, max_bytes=max_bytes
             )
             rows.close()
             last = self._cached_last_seq(conn, conv)
@@ -446,13 +549,13 @@ class SqliteStore(Store):
         if after is not None and before is not None:
             sql, args, newest_first = _BETWEEN, (conv, after, before, limit + 1), False
         elif after is not None:
-            sql, args, newest_first = _SINCE, (conv, after, limit + 1), False
+            sql, args, newest_first = _AFTER, (conv, after, limit + 1), False
         elif before is not None:
             sql, args, newest_first = _BEFORE, (conv, before, limit + 1), True
         else:
             sql, args, newest_first = _LATEST, (conv, limit + 1), True
         with self._read("read history") as conn:
-            page = [StoredMessage(*row) for row in conn.execute(sql, args)]
+            page = [_message(row) for row in conn.execute(sql, args)]
         more = len(page) > limit
         del page[limit:]
         if newest_first:
@@ -462,7 +565,7 @@ class SqliteStore(Store):
     def get(self, mid: str) -> StoredMessage | None:
         with self._read("read a message") as conn:
             row = conn.execute(_BY_MID, (mid,)).fetchone()
-        return None if row is None else StoredMessage(*row)
+        return None if row is None else _message(row)
 
     def pending_for(
         self, user: str, *, limit: int, after: str | None = None
@@ -476,7 +579,7 @@ class SqliteStore(Store):
                 # A cursor message that retention removed: resume at its millisecond.
                 ts, seq, row_id = place if place is not None else (mid_ms(after), -1, -1)
                 rows = conn.execute(_PENDING_AFTER, (user, ts, seq, row_id, limit))
-            return [StoredMessage(*row) for row in rows]
+            return [_message(row) for row in rows]
 
     def mark(self, mid: str, user: str, status: ReceiptStatus) -> Receipt | None:
         return self.mark_batch([(mid, user, status)])[0]

@@ -343,8 +343,8 @@ function withTimeout(promise, ms) {
  * A connection to an actorim server that survives server restarts and network loss.
  *
  * Events (`on(type, callback)` passes the event's detail; `addEventListener` gets a
- * CustomEvent): `msg`, `member`, `presence`, `receipt`, `typing` (server events as documented
- * in docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
+ * CustomEvent): `msg`, `edit`, `delete`, `member`, `presence`, `receipt`, `typing` (server
+ * events as documented in docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
  * reply {room, seq, epoch, members} with `resumed`: a re-join after a reconnect, `recovered`:
  * false when the missed messages could not be replayed (the client then fetches them with
  * `history` itself and they arrive as `msg` events; only a gap older than the server's
@@ -357,7 +357,8 @@ function withTimeout(promise, ms) {
  * ({code, message}).
  *
  * Every message reaches the application once as a `msg` event, the user's own sends included
- * (built from the send's reply): duplicates by `mid` are dropped.
+ * (built from the send's reply): duplicates by `mid` are dropped. Every change reaches it once
+ * as an `edit` or `delete` event, the user's own included (built from the reply).
  */
 export class ActorimClient extends EventTarget {
   constructor(url, options = {}) {
@@ -710,6 +711,9 @@ export class ActorimClient extends EventTarget {
         return this._reply(frame);
       case "msg":
         return this._message(frame);
+      case "edit":
+      case "delete":
+        return this._change(frame);
       case "gap":
         return this._gap(frame);
       case "member":
@@ -792,6 +796,16 @@ export class ActorimClient extends EventTarget {
       this.ack(msg.mid).catch(() => {});
     }
     if (this._seen.add(msg.mid)) this._emit("msg", msg);
+  }
+
+  /** An `edit` or `delete` event: it holds a place in the room's order (the next re-join
+   * resumes after it) and reaches the application once, told apart by its own `seq`. */
+  _change(event) {
+    if (event.room !== undefined) {
+      const room = this._rooms.get(event.room);
+      if (room && (room.seq === null || event.seq > room.seq)) room.seq = event.seq;
+    }
+    if (this._seen.add(`${event.t}:${event.mid}:${event.seq}`)) this._emit(event.t, event);
   }
 
   _send(frame) {
@@ -878,6 +892,15 @@ export class ActorimClient extends EventTarget {
       msg.from = this.user;
       Object.assign(msg, { kind: cmd.kind, body: cmd.body, ts: data.ts, cid: cmd.cid });
       if (this._seen.add(msg.mid)) this._emit("msg", msg);
+    } else if (cmd.t === "edit" || cmd.t === "delete") {
+      // The page's own change, as its members get it: the page draws from one handler.
+      const event = { t: cmd.t, mid: data.mid, seq: data.seq };
+      if (data.room !== undefined) event.room = data.room;
+      else Object.assign(event, { to: data.to, from: data.from });
+      event.by = this.user;
+      if (cmd.t === "edit") Object.assign(event, { body: cmd.body, edited: data.ts });
+      Object.assign(event, { ts: data.ts, cid: cmd.cid });
+      if (this._seen.add(`${event.t}:${event.mid}:${event.seq}`)) this._emit(event.t, event);
     }
     entry.resolve(data);
   }
@@ -897,6 +920,21 @@ export class ActorimClient extends EventTarget {
     if (room !== undefined) cmd.room = room;
     else cmd.to = to;
     return this._enqueue(cmd);
+  }
+
+  /**
+   * Replace the body of this user's message `mid` (within the server's edit window). Resolves
+   * with `{mid, seq, ts, room | to, from}` once stored; queued while offline and resent with the
+   * same `cid`, like a send. Members, and this page, get an `edit` event.
+   */
+  edit(mid, body, { cid = newCid() } = {}) {
+    return this._enqueue({ t: "edit", mid, body, cid });
+  }
+
+  /** Delete this user's message `mid`: its body is erased, a tombstone stays. Like `edit`;
+   * members, and this page, get a `delete` event. */
+  delete(mid, { cid = newCid() } = {}) {
+    return this._enqueue({ t: "delete", mid, cid });
   }
 
   /**

@@ -59,6 +59,7 @@ const ui = {
   typing: $("typing"),
   composer: $("composer"),
   input: $("composer-input"),
+  sendButton: $("composer-send"),
 };
 
 const app = {
@@ -74,6 +75,7 @@ const app = {
   readSent: new Set(),
   visibleUnread: new Set(),
   rendered: new Map(), // item key -> {sig, el} for the open conversation
+  editing: null, // the mid of my message the composer edits, or null
   bannerTimer: null,
   noticeTimer: null,
   typing: new TypingTracker(), // who is typing in which conversation (conv key)
@@ -179,6 +181,8 @@ async function signIn(user) {
   client.on("member", onMember);
   client.on("presence", ({ user: who, status }) => setPresence(who, status));
   client.on("receipt", onReceipt);
+  client.on("edit", onChange);
+  client.on("delete", onChange);
   client.on("typing", onTyping);
   client.on("error", ({ message }) => showNotice(message));
   client.connect().catch((err) => showNotice(err.message));
@@ -285,6 +289,50 @@ function onTyping({ room, user, ttl_ms: ttlMs }) {
   if (room !== undefined && !app.convs.has(key)) return;
   app.typing.heard(key, user, ttlMs, Date.now());
   renderTyping();
+}
+
+// -- edits and deletes: a message changes in place ------------------------------------------------
+
+function onChange(change) {
+  const conv = convOf(change);
+  const msg = conv && conv.messages.get(change.mid);
+  if (!msg) return; // not loaded here: history will show it as it is now
+  if (change.t === "delete") {
+    const { body: _erased, ...rest } = msg;
+    conv.messages.set(change.mid, { ...rest, deleted: true, edited: undefined });
+  } else if (!change.deleted && !msg.deleted) {
+    conv.messages.set(change.mid, { ...msg, body: change.body, edited: change.edited });
+  }
+  if (app.editing === change.mid && change.t === "delete") stopEditing();
+  if (conv.key === app.openKey) renderMessages();
+}
+
+function startEditing(item) {
+  app.editing = item.mid;
+  ui.input.value = bodyText(item.body);
+  ui.input.placeholder = "Edit message (Esc to cancel)";
+  ui.sendButton.textContent = "Save";
+  ui.composer.dataset.editing = item.mid;
+  ui.input.focus();
+}
+
+function stopEditing() {
+  app.editing = null;
+  ui.input.value = "";
+  ui.input.placeholder = "Message";
+  ui.sendButton.textContent = "Send";
+  delete ui.composer.dataset.editing;
+}
+
+function saveEdit(mid, text) {
+  stopEditing();
+  app.client.edit(mid, text).catch((err) => showNotice(err.message));
+}
+
+function deleteMessage(mid) {
+  if (!window.confirm("Delete this message for everyone?")) return;
+  if (app.editing === mid) stopEditing();
+  app.client.delete(mid).catch((err) => showNotice(err.message));
 }
 
 function onJoined(reply) {
@@ -417,6 +465,7 @@ function isVisible(conv) {
 }
 
 function openConversation(key) {
+  if (app.editing !== null) stopEditing();
   const conv = app.convs.get(key);
   if (!conv) return;
   if (app.openKey !== key) {
@@ -665,7 +714,7 @@ function messageElement(conv, item) {
   const mine = item.mid ? item.from === app.me : true;
   const key = item.mid ? `m:${item.mid}` : `p:${item.cid}`;
   const status = mine ? statusOf(conv, item) : null;
-  const sig = status ? status[0] : "";
+  const sig = `${status ? status[0] : ""}|${item.edited ?? ""}|${item.deleted ? "x" : ""}`;
   const cached = app.rendered.get(key);
   if (cached && cached.sig === sig) return cached.el;
   const node = el("li", {
@@ -678,8 +727,22 @@ function messageElement(conv, item) {
     },
     el("div", { class: "meta" },
       mine ? null : el("span", { class: "author", text: item.from }),
-      el("time", { text: timeOf(item.ts), datetime: new Date(item.ts).toISOString() })),
-    el("div", { class: "bubble", "data-testid": "message-body", text: bodyText(item.body) }),
+      el("time", { text: timeOf(item.ts), datetime: new Date(item.ts).toISOString() }),
+      item.edited && !item.deleted
+        ? el("span", { class: "edited", "data-testid": "edited", text: "(edited)",
+            title: `Edited ${new Date(item.edited).toLocaleString()}` })
+        : null,
+      mine && item.mid && !item.deleted
+        ? el("span", { class: "actions" },
+            el("button", { type: "button", class: "link-button", "data-testid": "edit-message",
+              text: "Edit", onclick: () => startEditing(item) }),
+            el("button", { type: "button", class: "link-button", "data-testid": "delete-message",
+              text: "Delete", onclick: () => deleteMessage(item.mid) }))
+        : null),
+    item.deleted
+      ? el("div", { class: "bubble deleted", "data-testid": "message-body", "data-deleted": true,
+          text: "Message deleted" })
+      : el("div", { class: "bubble", "data-testid": "message-body", text: bodyText(item.body) }),
     status
       ? el("span", {
           class: "status",
@@ -759,12 +822,21 @@ ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = ui.input.value.trim();
   if (!text) return;
-  ui.input.value = "";
   ui.input.rows = 1;
+  if (app.editing !== null) {
+    saveEdit(app.editing, text);
+    return;
+  }
+  ui.input.value = "";
   sendMessage(text);
 });
 
 ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && app.editing !== null) {
+    event.preventDefault();
+    stopEditing();
+    return;
+  }
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     ui.composer.requestSubmit();
