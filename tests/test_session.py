@@ -114,3 +114,14 @@ def test_a_refused_join_is_gone_from_the_session_before_the_next_command(
     assert "lobby" not in link.rooms
     bob.ok("join", room="elsewhere")
     wait_until(lambda: set(link.rooms) == {"elsewhere"}, what="bob to be in one room")
+
+
+def test_watch_lists_are_each_sessions_own_even_before_the_first_watch() -> None:
+    ann: Session[Room] = Session()
+    bob: Session[Room] = Session()
+    bob.unwatch(["carl"])  # nothing watched yet: nothing to do
+    ann.watch(["carl", "dora"])
+    ann.unwatch(["dora"])
+    assert (set(ann.watching), set(bob.watching)) == ({"carl"}, set())
+    bob.watch(["erin"])
+    assert (set(ann.watching), set(bob.watching)) == ({"carl"}, {"erin"})

@@ -37,6 +37,8 @@ from actorim.runtime.pages import PageTurns
 from supervisors import MailboxFull, RestartIntensity
 
 if TYPE_CHECKING:
+    from collections.abc import Set as AbstractSet
+
     from pykka import ActorRef
 
     from actorim.domain.auth import Identity
@@ -187,7 +189,7 @@ class Link:
         return self.session.rooms
 
     @property
-    def watching(self) -> set[str]:
+    def watching(self) -> AbstractSet[str]:
         return self.session.watching
 
     def notify(self, notice: Any) -> None:
