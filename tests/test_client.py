@@ -259,6 +259,7 @@ def test_a_send_refused_as_overloaded_is_retried_until_the_callers_timeout(
     assert [m["body"] for m in alice.history("r")["messages"]] == ["after the pause"]
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_an_overloaded_server_is_given_no_more_than_the_callers_timeout(
     connected: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -355,6 +356,7 @@ def test_commands_wait_for_the_link_up_to_their_timeout_or_fail_at_once_if_told(
             impatient.send(room="r", body="x")
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_the_circuit_opens_after_the_configured_failures_and_tries_once_after_the_cool_down(
     clients: list[Client],
 ) -> None:

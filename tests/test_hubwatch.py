@@ -25,6 +25,7 @@ def watched() -> Iterator[None]:
     hubwatch.unwatch_hub()
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_a_greenlet_that_blocks_the_hub_is_logged_with_its_stack_and_counted(
     watched: None, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -229,6 +229,7 @@ def socket_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     client_side.close()
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_a_client_sending_after_the_close_cannot_hold_the_closer(socket_pair) -> None:
     # RFC 6455 §7.1.1: the server ends the TCP connection. A client that keeps sending instead
     # of closing (from a thread of its own, so its bytes are always there to read) must not
@@ -268,6 +269,7 @@ def test_a_client_sending_after_the_close_cannot_hold_the_closer(socket_pair) ->
     sender.get(timeout=TIMEOUT)
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_a_connection_that_sends_nothing_gets_408_at_the_deadline(start_node) -> None:
     node = start_node(handshake_timeout=0.3)
     for sent in (b"", b"GET /ws HTTP/1.1\r\nHost: x\r\n"):  # silent, or half a request

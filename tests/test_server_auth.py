@@ -81,6 +81,7 @@ def test_a_refused_token_leaves_no_presence_behind(server: RunningNode) -> None:
     assert watcher.ok("presence", users=["mallory"]) == {"statuses": {"mallory": "offline"}}
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_a_connection_that_never_connects_is_closed_1008_after_connect_timeout(
     start_node: Callable[..., RunningNode],
 ) -> None:
@@ -91,6 +92,7 @@ def test_a_connection_that_never_connects_is_closed_1008_after_connect_timeout(
     assert time.monotonic() - started >= 0.2
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_a_connected_client_is_not_closed_by_the_connect_timeout(
     start_node: Callable[..., RunningNode],
 ) -> None:

@@ -39,6 +39,7 @@ def open_raw() -> Iterator[OpenRaw]:
         raw.close()
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_server_sends_websocket_pings_every_heartbeat(
     start_node: StartNode, open_raw: OpenRaw
 ) -> None:
@@ -54,6 +55,7 @@ def test_server_sends_websocket_pings_every_heartbeat(
     assert time.monotonic() - started >= 2 * HEARTBEAT
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_client_that_sends_nothing_is_closed_1001_after_idle_timeout(
     start_node: StartNode, open_raw: OpenRaw
 ) -> None:
@@ -64,6 +66,8 @@ def test_client_that_sends_nothing_is_closed_1001_after_idle_timeout(
     assert time.monotonic() - started >= IDLE_TIMEOUT
 
 
+# Slow: outlives the idle timeout in real time.
+@pytest.mark.slow
 def test_client_that_answers_pings_stays_past_the_idle_timeout(
     start_node: StartNode, open_raw: OpenRaw
 ) -> None:
@@ -82,6 +86,7 @@ def test_client_that_answers_pings_stays_past_the_idle_timeout(
     assert lively.ok("ping") == {}
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_connection_that_never_sends_connect_is_closed_1008_after_connect_timeout(
     start_node: StartNode,
 ) -> None:
@@ -95,6 +100,7 @@ def test_connection_that_never_sends_connect_is_closed_1008_after_connect_timeou
     assert alice.ok("ping") == {}
 
 
+@pytest.mark.slow  # waits out a real deadline
 def test_a_peer_that_stopped_reading_is_cut_off_when_its_close_cannot_complete(
     start_node: StartNode,
 ) -> None:

@@ -35,6 +35,8 @@ def connected(node: RunningNode, token: str) -> Client:
     return client
 
 
+# Slow: waits for a token to reach its real expiry, in whole seconds.
+@pytest.mark.slow
 def test_an_expiring_token_gets_a_refresh_event_then_the_connection_is_closed_4001(
     start_node: StartNode,
 ) -> None:
@@ -47,6 +49,8 @@ def test_an_expiring_token_gets_a_refresh_event_then_the_connection_is_closed_40
     assert time.time() >= refresh["exp"] + 0.5 - 0.1  # not before exp plus the grace
 
 
+# Slow: waits for a token to reach its real expiry, in whole seconds.
+@pytest.mark.slow
 def test_a_refreshed_connection_outlives_its_first_token_and_a_bystander_does_not(
     start_node: StartNode,
 ) -> None:
@@ -63,6 +67,8 @@ def test_a_refreshed_connection_outlives_its_first_token_and_a_bystander_does_no
     alice.nothing_before_pong("refresh")
 
 
+# Slow: waits for a token to reach its real expiry, in whole seconds.
+@pytest.mark.slow
 def test_a_token_without_exp_is_never_asked_to_refresh_nor_closed(start_node: StartNode) -> None:
     node = start_node(**FAST)
     forever = connected(node, node.token("alice", ttl_s=None))
@@ -234,6 +240,8 @@ def test_in_a_cluster_revoking_a_user_on_one_node_closes_their_connections_on_th
 # -- the Python client ----------------------------------------------------------------------------
 
 
+# Slow: waits for a token to reach its real expiry, in whole seconds.
+@pytest.mark.slow
 def test_the_python_client_refreshes_through_its_token_function_and_keeps_its_connection(
     start_node: StartNode,
 ) -> None:
@@ -279,6 +287,8 @@ def test_the_python_client_connects_with_a_fresh_token_after_its_token_is_revoke
     assert not refused, f"the revoked token was tried again: {refused}"
 
 
+# Slow: waits for a token to reach its real expiry, in whole seconds.
+@pytest.mark.slow
 def test_the_python_client_with_a_fixed_token_stops_when_the_token_expires(
     start_node: StartNode,
 ) -> None:
@@ -293,6 +303,8 @@ def test_the_python_client_with_a_fixed_token_stops_when_the_token_expires(
         client.close()
 
 
+# Slow: waits for a token to reach its real expiry, in whole seconds.
+@pytest.mark.slow
 def test_the_python_client_forgets_a_room_its_refreshed_token_no_longer_allows(
     start_node: StartNode,
 ) -> None:

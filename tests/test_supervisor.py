@@ -811,6 +811,8 @@ def test_a_child_that_calls_its_supervisor_from_on_start_times_out_instead_of_de
 MANY = 10_000  # dynamic children: one per connected user on a busy node
 
 
+# Slow: a bulk test (thousands of children).
+@pytest.mark.slow
 def test_many_dynamic_children_added_and_removed_leave_only_the_static_ones(
     journal: Recorder, events: Events
 ) -> None:
