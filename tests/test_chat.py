@@ -120,6 +120,22 @@ def test_the_terminal_chat_joins_talks_lists_members_and_quits(
         assert alice.expect("* lobby:") == "* lobby: alice (online), bob (online)"
         alice.type("/who carol")
         assert alice.expect("carol") == "* carol is offline"
+        alice.type("helo bob")
+        typo = inbox.next("msg", room="lobby", body="helo bob")
+        alice.type("/edit hello again bob")
+        edit = inbox.next("edit", room="lobby")
+        assert (edit["mid"], edit["body"]) == (typo["mid"], "hello again bob")
+        alice.expect("* your last message was edited")
+        alice.type("/delete")
+        assert inbox.next("delete", room="lobby")["mid"] == typo["mid"]
+        alice.expect("* your last message was deleted")
+        mine = bob.send(room="lobby", body="so long")
+        bob.edit(mine.mid, "see you")
+        assert alice.expect("edited") == "[lobby] bob edited: see you"
+        bob.delete(mine.mid)
+        assert alice.expect("deleted") == "[lobby] bob deleted a message"
+        alice.type("/delete")
+        alice.expect("! /delete: send a message in a room first")
         alice.type("/leave")
         assert alice.expect("* left") == "* left lobby"
         assert inbox.next("member", user="alice")["state"] == "left"

@@ -37,6 +37,8 @@ commands:
   /leave [ROOM]     leave ROOM (default: the current room)
   /dm USER TEXT     send TEXT to USER alone
   /who [ROOM|USER]  who is in ROOM (default: the current room), or whether USER is online
+  /edit TEXT        replace your last message in the current room with TEXT
+  /delete           delete your last message in the current room
   /quit             leave the chat
 any other line is sent to the current room"""
 
@@ -90,6 +92,8 @@ class Chat:
         self.out = out
         self.current: str | None = None
         self.members: dict[str, set[str]] = {}
+        # Room -> the mid of this user's last message there, for /edit and /delete.
+        self.last_sent: dict[str, str] = {}
         self._was_connected = False
 
     def say(self, line: str) -> None:
@@ -110,6 +114,8 @@ class Chat:
             else:
                 members.discard(user)
             self.say(f"* {user} {event.get('state')} {room}")
+        elif t in ("edit", "delete"):
+            self.say(self._render_change(event))
         elif t == "presence":
             self.say(f"* {event.get('user')} is {event.get('status')}")
         elif t == "rejoined":
@@ -135,6 +141,14 @@ class Chat:
         if msg.get("to") == self.client.user:
             return f"[dm] {sender}: {text}"
         return f"[dm to {msg.get('to')}] {sender}: {text}"
+
+    def _render_change(self, change: dict[str, Any]) -> str:
+        where = f"[{change['room']}]" if "room" in change else "[dm]"
+        if change.get("t") == "delete":
+            return f"{where} {change.get('by')} deleted a message"
+        if change.get("deleted"):
+            return f"{where} {change.get('by')} edited a message deleted since"
+        return f"{where} {change.get('by')} edited: {_text(change.get('body'))}"
 
     def on_state(self, change: StateChange) -> None:
         state = change.state
@@ -179,9 +193,36 @@ class Chat:
             self.say("! join a room first: /join ROOM")
             return
         try:
-            self.client.send(room=self.current, body=text)
+            sent = self.client.send(room=self.current, body=text)
         except ClientError as exc:
             self.say(f"! {exc}")
+        else:
+            self.last_sent[self.current] = sent.mid
+
+    def _last_mine(self, usage: str) -> str | None:
+        """The mid of this user's last message in the current room, or None (said why)."""
+        room = self.current
+        mid = self.last_sent.get(room) if room is not None else None
+        if mid is None:
+            self.say(f"! {usage}: send a message in a room first")
+        return mid
+
+    def _edit(self, rest: str) -> None:
+        if not rest:
+            self.say("! usage: /edit TEXT")
+            return
+        mid = self._last_mine("/edit")
+        if mid is not None:
+            self.client.edit(mid, rest)
+            self.say("* your last message was edited")
+
+    def _delete(self, rest: str) -> None:
+        mid = self._last_mine("/delete")
+        if mid is not None:
+            self.client.delete(mid)
+            assert self.current is not None
+            del self.last_sent[self.current]
+            self.say("* your last message was deleted")
 
     def _join(self, rest: str) -> None:
         if not rest:
@@ -236,6 +277,8 @@ _COMMANDS: dict[str, Callable[[Chat, str], None]] = {
     "leave": Chat._leave,
     "dm": Chat._dm,
     "who": Chat._who,
+    "edit": Chat._edit,
+    "delete": Chat._delete,
     "help": Chat._help,
 }
 
