@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -452,3 +454,13 @@ def test_the_embedding_node_offers_the_same_operations(start_node: Callable[...,
     node.disconnect("emb-alice", session=session["session"], code=4200, reason="bye")
     closed = alice.wait_closed()
     assert (closed.code, closed.reason) == (4200, "bye")
+
+
+def test_actorim_api_key_prints_a_key_and_the_hash_line_that_accepts_it() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "actorim", "api-key"], capture_output=True, text=True, check=True
+    ).stdout
+    key = re.search(r"^key: (\S+)$", out, re.M)
+    line = re.search(r"^api_keys line: (\S+)$", out, re.M)
+    assert key is not None and line is not None
+    assert ApiKeys.parse([line.group(1)]).check(key.group(1)) == line.group(1)
