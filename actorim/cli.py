@@ -1,5 +1,5 @@
-"""The ``actorim`` command: ``serve`` runs a node, ``token`` prints a signed token, ``bench``
-load-tests a server, ``chat`` is a terminal chat.
+"""The ``actorim`` command: ``serve`` runs a node, ``token`` prints a signed token, ``api-key``
+makes a server API key, ``bench`` load-tests a server, ``chat`` is a terminal chat.
 
 gevent's monkey-patching must come before anything imports ``socket`` or ``threading``, so it
 happens here, first; embedders patch in their own entry point.
@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid")
     token.add_argument("--secret", help="signing secret [env ACTORIM_SECRET]")
     token.set_defaults(run=_token)
+    api_key = commands.add_parser(
+        "api-key",
+        help="make a server API key",
+        description="Print a new random server API key (give it to your application) and the "
+        "line to add to api_keys (ACTORIM_API_KEYS): its hash, so the server never keeps "
+        "the key itself.",
+    )
+    api_key.set_defaults(run=_api_key)
     chat = commands.add_parser(
         "chat",
         help="chat in the terminal",
@@ -98,6 +106,15 @@ def _token(args: argparse.Namespace) -> int:
         raise ValueError("a secret is needed: --secret or ACTORIM_SECRET")
     rooms = [r.strip() for r in args.rooms.split(",") if r.strip()] if args.rooms else None
     print(TokenAuthority(secret).mint(args.user, rooms=rooms, ttl_s=args.ttl))
+    return 0
+
+
+def _api_key(args: argparse.Namespace) -> int:
+    from actorim.domain.apikeys import new_api_key
+
+    key, line = new_api_key()
+    print(f"key: {key}")
+    print(f"api_keys line: {line}")
     return 0
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from actorim.domain.apikeys import ApiKeys
 from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.domain.origins import origin_of
 from actorim.domain.ratelimit import DEFAULT_TYPING_THROTTLE_S, DEFAULT_TYPING_TTL_S
@@ -337,6 +338,17 @@ SETTINGS: tuple[Setting, ...] = (
         "typing_throttle",
         float,
     ),
+    # -- server API (/api/v1, docs/api.md)
+    Setting(
+        "api_keys",
+        (),
+        "server API keys, as sha256:<hex> hash lines from `actorim api-key` (comma-separated; "
+        "several at once to rotate). None: the API answers 404",
+        _list,
+    ),
+    Setting("api_rate", 20.0, "server API requests per second per key (token bucket rate)", float),
+    Setting("api_burst", 100.0, "server API requests a key may make in a burst", float),
+    Setting("api_max_body", 64 * KIB, "bytes of a server API request body (more: 413)", int),
     # -- operations
     Setting("drain_seconds", 5.0, "on SIGTERM, seconds over which connections are closed", float),
     Setting("log_json", False, "log one JSON object per line", _bool),
@@ -416,9 +428,14 @@ class Config:
     log_json: bool = _BY_NAME["log_json"].default
     log_level: str = _BY_NAME["log_level"].default
     block_threshold: float = _BY_NAME["block_threshold"].default
+    api_keys: tuple[str, ...] = _BY_NAME["api_keys"].default
+    api_rate: float = _BY_NAME["api_rate"].default
+    api_burst: float = _BY_NAME["api_burst"].default
+    api_max_body: int = _BY_NAME["api_max_body"].default
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        self._check_api()
         if self.secret and not self.dev and weak_secret(self.secret):
             invalid_setting(
                 "secret",
@@ -494,6 +511,19 @@ class Config:
                 f"must be greater than typing_throttle ({self.typing_throttle}), got "
                 f"{self.typing_ttl}: an indicator would lapse between two relayed renewals",
             )
+
+    def _check_api(self) -> None:
+        """The server API's settings (``actorim.web.api``)."""
+        try:
+            ApiKeys.parse(self.api_keys)
+        except ValueError as exc:
+            invalid_setting("api_keys", str(exc))
+        if self.api_rate <= 0:
+            invalid_setting("api_rate", f"must be greater than 0, got {self.api_rate}")
+        if self.api_burst < 1:
+            invalid_setting("api_burst", f"must be at least 1, got {self.api_burst}")
+        if self.api_max_body < 1:
+            invalid_setting("api_max_body", f"must be at least 1, got {self.api_max_body}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from gevent.event import AsyncResult
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from pykka import ActorRef
@@ -47,11 +46,9 @@ from actorim.breaker.actor import BreakerActor, Subscribe
 from actorim.breaker.machine import BreakerPolicy
 from actorim.config import Config, invalid_setting
 from actorim.domain.auth import TokenAuthority
-from actorim.domain.tokens import token_revocation, user_revocation
 from actorim.local.broker import LocalBroker
 from actorim.local.revocations import MemoryRevocations, SqliteRevocations
 from actorim.ports import Revocations
-from actorim.protocol.events import published_message
 from actorim.protocol.frames import CloseCode
 from actorim.redis.broker import RedisBroker
 from actorim.redis.link import ClusterLink, make_client
@@ -62,12 +59,13 @@ from actorim.runtime.context import NodeContext, Unavailable, default_node_id
 from actorim.runtime.delivery import NodeDelivery
 from actorim.runtime.heartbeat import HeartbeatActor
 from actorim.runtime.link import Phase
-from actorim.runtime.messages import Append, Call, RepairRooms, Resync
+from actorim.runtime.messages import RepairRooms, Resync
 from actorim.runtime.metrics import Metrics
+from actorim.runtime.operations import Operations
 from actorim.runtime.presence import PresenceActor
 from actorim.runtime.router import RouterActor
 from actorim.runtime.store import StoreActor
-from actorim.runtime.tokens import apply_revocation, apply_revocations
+from actorim.runtime.tokens import apply_revocations
 from actorim.secret import token_secret
 from actorim.store.base import Store, StoredMessage
 from actorim.web.app import App
@@ -150,6 +148,7 @@ class Node:
         else:
             self.ctx.broker = LocalBroker(NodeDelivery(self.ctx))
         self.revocations = self._open_revocations()
+        self.operations = Operations(self.ctx, self.revocations)
         self.ctx.metrics.watch_supervisors({"node", "rooms", "connections"})
         self._exit_code_on_failure = exit_code_on_failure
         self.supervisor: ActorRef[Any] | None = None
@@ -381,31 +380,16 @@ class Node:
         return self.authority.mint(user, rooms=rooms, ttl_s=ttl_s, token_id=token_id)
 
     def revoke_token(self, token_id: str, *, expires_at: float | None = None) -> None:
-        """Revoke the token whose ``jti`` is ``token_id``, on every node: connections holding
-        it are closed with 4003, and it is refused at ``connect`` and ``refresh``.
-
-        ``expires_at`` is the token's ``exp``, when the revocation can be forgotten; without
-        it the revocation is kept for ``revocation_keep`` seconds. Blocks the calling greenlet
-        while the revocation is stored (Redis in a cluster, else SQLite or memory).
-        """
-        now = time.time()
-        keep = self.config.revocation_keep
-        revocation = token_revocation(token_id, expires_at=expires_at, now=now, keep_s=keep)
-        self.revocations.add(revocation)
-        apply_revocation(self.ctx, revocation)  # here at once; other nodes through Redis
+        """Revoke the token whose ``jti`` is ``token_id`` on every node: see
+        ``Operations.revoke_token`` (the server API's ``POST /api/v1/revocations`` too)."""
+        self.operations.revoke_token(token_id, expires_at=expires_at)
 
     def revoke_user(
         self, user: str, *, before: float | None = None, until: float | None = None
     ) -> None:
-        """Revoke every token of ``user`` issued at or before ``before`` (seconds since the
-        epoch, default now; compared with the token's ``iat``), on every node, like
-        ``revoke_token``. ``until`` is when the last of those tokens expires (default:
-        ``revocation_keep`` seconds from now). Tokens minted after ``before`` still work."""
-        now = time.time()
-        keep = self.config.revocation_keep
-        revocation = user_revocation(user, before=before, until=until, now=now, keep_s=keep)
-        self.revocations.add(revocation)
-        apply_revocation(self.ctx, revocation)
+        """Revoke every token of ``user`` issued at or before ``before``, on every node: see
+        ``Operations.revoke_user``."""
+        self.operations.revoke_user(user, before=before, until=until)
 
     def publish(
         self,
@@ -420,31 +404,47 @@ class Node:
     ) -> StoredMessage:
         """Store and deliver a message from Python, as user ``sender``; returns it once durable.
 
-        Exactly one of ``room`` and ``to``. Blocks only the calling greenlet.
+        Exactly one of ``room`` and ``to``; idempotent by ``cid``. Blocks only the calling
+        greenlet. See ``Operations.publish`` (the server API's ``POST /api/v1/messages``).
         """
-        message = published_message(body, room=room, to=to, sender=sender, kind=kind, cid=cid)
-        result: AsyncResult = AsyncResult()
+        return self.operations.publish(
+            body, room=room, to=to, sender=sender, kind=kind, cid=cid, timeout=timeout
+        )
 
-        def done(stored: Any, error: BaseException | None) -> None:
-            if error is not None:
-                result.set_exception(error)
-            else:
-                result.set(stored)
+    def presence(self, users: list[str]) -> dict[str, Any]:
+        """The status of each of ``users``: see ``Operations.presence``."""
+        return self.operations.presence(users)
 
-        self.ctx.refs.tell_store(Append(message, body, None, None, _RunHere(), done))
-        return result.get(timeout=timeout)
+    def sessions(self, user: str) -> list[dict[str, Any]]:
+        """The live sessions of ``user`` (every node's in a cluster): see
+        ``Operations.sessions``."""
+        return self.operations.sessions(user)
+
+    def disconnect(
+        self, user: str, *, session: str | None = None, code: int = 4000, reason: str = ""
+    ) -> None:
+        """Close ``user``'s connections (or one session) on every node with ``code``
+        (4000-4999) and ``reason``: see ``Operations.disconnect``."""
+        self.operations.disconnect(user, session=session, code=code, reason=reason)
+
+    def history(
+        self,
+        *,
+        room: str | None = None,
+        between: tuple[str, str] | None = None,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """A page of stored messages, as the WebSocket ``history``: see
+        ``Operations.history``."""
+        return self.operations.history(
+            room=room, between=between, before=before, after=after, limit=limit
+        )
 
     @property
     def pid(self) -> int:
         return os.getpid()
-
-
-class _RunHere:
-    """Where the store answers a Python caller of ``publish``: no actor asked, so the answer
-    (setting the waiting greenlet's result) runs where it arrives."""
-
-    def tell(self, message: Call) -> None:
-        message.func(*message.args)
 
 
 # The listen backlog: bursts of reconnecting clients (a deploy) queue here, not in SYN drops.

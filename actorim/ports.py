@@ -115,6 +115,11 @@ class Delivery(Protocol):
         names from now on and close this node's connections that hold one."""
         ...
 
+    def disconnect(self, user: str, session: str | None, code: int, reason: str) -> None:
+        """Close this node's connections of ``user`` (only the one whose session is
+        ``session``, when given) with ``code`` and ``reason``: the server API's disconnect."""
+        ...
+
     def local_origin(self, conn_id: int) -> Origin | None:
         """This node's open connection ``conn_id``, or None: an event that came back through
         the broker names its origin so, and the origin must not get it again."""
@@ -196,6 +201,19 @@ class Broker(Protocol):
         ...
 
     def unsubscribe_user(self, user: str) -> None: ...
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def sessions(self, user: str) -> list[dict[str, Any]] | None:
+        """The live sessions of ``user`` on every node (``session``, ``user``, ``node``,
+        ``since`` in ms, ``address``), or None: this node's own are all there are (one node, or
+        the link is away)."""
+        ...
+
+    def disconnect(self, user: str, session: str | None, code: int, reason: str) -> None:
+        """Close ``user``'s connections (or the one of ``session``) on every node, this one's
+        too (through ``Delivery.disconnect``)."""
+        ...
 
     # -- presence --------------------------------------------------------------------------
 

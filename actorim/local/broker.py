@@ -50,6 +50,12 @@ class LocalBroker:
     ) -> None:
         self._delivery.user_event(user, frame, mid=mid, origin=origin)
 
+    def sessions(self, user: str) -> list[dict[str, Any]] | None:
+        return None  # this node's links are every session there is
+
+    def disconnect(self, user: str, session: str | None, code: int, reason: str) -> None:
+        self._delivery.disconnect(user, session, code, reason)
+
     def subscribe_room(self, room: str) -> None:
         pass
 

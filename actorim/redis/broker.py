@@ -27,7 +27,13 @@ from pykka import ActorDeadError, ActorRef, Timeout
 from actorim.ports import Membership, Origin
 from actorim.redis.link import ClusterLink
 from actorim.redis.listener import Unwant, Want
-from actorim.redis.sessions import close_session, open_session, prune_sessions
+from actorim.redis.sessions import (
+    DISCONNECT_EVENT,
+    close_session,
+    open_session,
+    prune_sessions,
+    user_sessions,
+)
 
 if TYPE_CHECKING:
     from actorim.domain.presence import Announcement, Status
@@ -81,6 +87,17 @@ class RedisBroker:
     ) -> None:
         if mid is None:  # a direct message (mid) was published by the store's append script
             self._link.publish_to_user(user, frame.obj)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def sessions(self, user: str) -> list[dict[str, Any]] | None:
+        return user_sessions(self._link, user)
+
+    def disconnect(self, user: str, session: str | None, code: int, reason: str) -> None:
+        """Published on the user's channel: every node with a connection of ``user`` hears
+        it (this one's listener too)."""
+        event = {"t": DISCONNECT_EVENT, "user": user, "session": session, "code": code}
+        self._link.publish_to_user(user, {**event, "reason": reason})
 
     # -- subscriptions ---------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from actorim.protocol.events import message_frame
 from actorim.protocol.wire import WireFrame
 from actorim.redis.link import ROOM_EVENT, ClusterLink
 from actorim.redis.revocations import REVOKED_EVENT, decode_revocation
+from actorim.redis.sessions import DISCONNECT_EVENT
 from actorim.redis.store import decode_published_fields, msgpack_map
 from supervisors import Backoff, GeventActor
 
@@ -248,6 +249,13 @@ class ListenerActor(GeventActor):
                 self.delivery.room_event(event.get("room", ""), WireFrame(event["event"]), origin)
         elif kind == "presence":
             self.delivery.presence_event(WireFrame(event), event.get("user"))
+        elif kind == DISCONNECT_EVENT:
+            code, session = event.get("code"), event.get("session")
+            if isinstance(code, int) and (session is None or isinstance(session, str)):
+                reason = event.get("reason")
+                self.delivery.disconnect(
+                    event.get("user", ""), session, code, reason if isinstance(reason, str) else ""
+                )
         elif kind == REVOKED_EVENT:
             revocation = decode_revocation(event)
             if revocation is not None:

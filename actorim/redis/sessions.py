@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 import msgpack
 
 from actorim.redis.link import ClusterLink
 
-__all__ = ["close_session", "open_session", "prune_sessions"]
+__all__ = ["DISCONNECT_EVENT", "close_session", "open_session", "prune_sessions", "user_sessions"]
+
+DISCONNECT_EVENT = "disconnect"
+"""The ``t`` of a disconnect order published on a user's channel (the server API's)."""
 
 
 def open_session(link: ClusterLink, user: str, session: str, address: str | None) -> None:
@@ -51,3 +54,24 @@ def prune_sessions(link: ClusterLink, live: Iterable[str]) -> None:
             link.client.hdel(key, *stale)
 
     link.guarded("sessions", call, None)
+
+
+def user_sessions(link: ClusterLink, user: str) -> list[dict[str, Any]] | None:
+    """Every recorded session of ``user`` in the cluster, or None when Redis cannot say.
+
+    Reads each live node's session hash: a cost in the cluster's connection count, for an
+    operator's call, not for a hot path."""
+
+    def call() -> list[dict[str, Any]]:
+        client = link.client
+        found: list[dict[str, Any]] = []
+        nodes = cast("set[bytes]", client.smembers(link.keys.nodes))
+        for node in sorted(n.decode() for n in nodes):
+            records = cast("dict[bytes, bytes]", client.hgetall(link.keys.node_sessions(node)))
+            for sid, record in records.items():
+                data = msgpack.unpackb(record, raw=False)
+                if data.get("user") == user:
+                    found.append({"session": sid.decode(), **data})
+        return found
+
+    return link.guarded("sessions", call, None)

@@ -96,5 +96,10 @@ class NodeDelivery:
     def revoked(self, revocation: Revocation) -> None:
         apply_revocation(self._ctx, revocation)
 
+    def disconnect(self, user: str, session: str | None, code: int, reason: str) -> None:
+        for link in self._directory.links_of(user):
+            if session is None or link.session.token == session:
+                link.request_close(code, reason)
+
     def local_origin(self, conn_id: int) -> Link | None:
         return self._directory.links.get(conn_id)

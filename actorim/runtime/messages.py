@@ -212,6 +212,15 @@ class PresenceQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class Statuses:
+    """To the presence tracker, from Python (the server API): ``done(statuses)`` with the
+    status of each of ``users``, as a ``presence`` command would be answered."""
+
+    users: tuple[str, ...]
+    done: Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
 class WatchChange:
     link: Link
     command_id: int
@@ -264,5 +273,5 @@ class RoomIdle:
 
 
 # What each singleton takes, for the typed tells of ``actorim.runtime.context.Refs``.
-PresenceRequest: TypeAlias = Online | Offline | Resync | PresenceQuery | WatchChange
+PresenceRequest: TypeAlias = Online | Offline | Resync | PresenceQuery | Statuses | WatchChange
 RouterRequest: TypeAlias = Register | Unregister | RepairRooms | RoomFor | RoomIdle | Call

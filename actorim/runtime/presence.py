@@ -34,6 +34,7 @@ from actorim.runtime.messages import (
     PresenceQuery,
     RemoteEvent,
     Resync,
+    Statuses,
     WatchChange,
     call_later,
 )
@@ -104,12 +105,10 @@ class PresenceActor(FaultInjectable, GeventActor):
             book.drop_watcher(link)
             self.heard.forget(u for u in link.watching if not book.watchers_of(u))
         elif isinstance(message, PresenceQuery):
-            statuses = None
-            if broker.healthy:
-                statuses = broker.statuses(message.users)
-            if statuses is None:  # one node, or the broker's link away: what this node knows
-                statuses = book.statuses(message.users)
+            statuses = self._statuses(message.users)
             message.link.reply("presence", message.command_id, {"statuses": statuses})
+        elif isinstance(message, Statuses):
+            message.done(self._statuses(message.users))
         elif isinstance(message, RemoteEvent):
             assert message.user is not None
             watchers = self.book.watchers_of(message.user)
@@ -143,6 +142,14 @@ class PresenceActor(FaultInjectable, GeventActor):
             link.notify(WatchChanged(change.users, watch=False))
             self.heard.forget(u for u in change.users if not self.book.watchers_of(u))
         link.reply(change.command, change.command_id, {})
+
+    def _statuses(self, users: tuple[str, ...]) -> dict[str, Any]:
+        statuses = None
+        if self.ctx.broker.healthy:
+            statuses = self.ctx.broker.statuses(users)
+        if statuses is None:  # one node, or the broker's link away: what this node knows
+            statuses = self.book.statuses(users)
+        return statuses
 
     def _hear_statuses(self, users: tuple[str, ...]) -> None:
         """Newly watched users' statuses as the cluster has them: what a watcher would be

@@ -4,7 +4,8 @@
 up, it is not draining and, in cluster mode, its Redis link is healthy). Both keep answering
 while the node drains, when WebSocket upgrades get a 503. ``/metrics`` serves the node's
 Prometheus metrics. ``/dev/token?user=NAME`` mints a token in development mode only. ``/`` is
-the chat page and ``/static/<file>`` its files, from ``actorim/web/static/``. A WebSocket on
+the chat page and ``/static/<file>`` its files, from ``actorim/web/static/``. ``/api/v1`` is
+the server API (``actorim.web.api``, docs/api.md). A WebSocket on
 ``/ws`` is handed to ``run_connection``, which returns at once: the connection is read by a
 watcher on the hub from then on, so the request's greenlet ends.
 """
@@ -23,12 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from actorim.domain.auth import valid_user_id
 from actorim.domain.origins import OriginPolicy
+from actorim.web.api import PREFIX, ServerApi
 from actorim.web.endpoint import run_connection
 from actorim.web.limits import WireLimits
 
 if TYPE_CHECKING:
     from actorim.config import Config
     from actorim.runtime.context import NodeContext
+    from actorim.runtime.operations import Operations
 
 __all__ = ["App"]
 
@@ -47,6 +50,9 @@ class Served(Protocol):
     def readiness(self) -> tuple[bool, str]: ...
 
     def token(self, user: str) -> str: ...
+
+    @property
+    def operations(self) -> Operations: ...
 
 
 class App:
@@ -74,6 +80,7 @@ class App:
             max_header_bytes=config.max_header_bytes,
             max_handshakes=config.max_handshakes,
         )
+        self.api = ServerApi(config, node.operations)
 
     def websocket_accepting(self) -> bool:
         """Whether a WebSocket upgrade may start; refused (503) while the node drains, when
@@ -115,6 +122,8 @@ class App:
                 [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))],
             )
             return [body]
+        if path == PREFIX or path.startswith(PREFIX + "/"):
+            return self.api(environ, start_response)
         if path == "/dev/token":
             return self._dev_token(environ, start_response)
         if path == "/":

@@ -1,0 +1,261 @@
+"""What an application may do to a running node from outside a WebSocket, in one place.
+
+``Node`` (embedding, Python calls) and the HTTP server API (``actorim.web.api``) both call these
+``Operations``: one implementation behind both, so the two can never disagree. Each operation
+checks its arguments first and raises ``InvalidRequest`` (nothing changed) with a message that
+names the bad field; the checks are the WebSocket commands' own (``decode_command``), so a room
+name or a body that the protocol refuses is refused here in the same words.
+
+Every call blocks only the calling greenlet (the store, the presence tracker or Redis answer
+it). In cluster mode presence, sessions and disconnects span every node (through the broker);
+on one node they are this node's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gevent.event import AsyncResult
+
+from actorim.domain.auth import valid_user_id
+from actorim.domain.messages import dm_conv, room_conv
+from actorim.domain.tokens import token_revocation, user_revocation
+from actorim.protocol import commands as cmd
+from actorim.protocol.errors import CommandError
+from actorim.protocol.events import message_event, published_message
+from actorim.runtime.messages import Append, Call, ReadPage, Statuses
+from actorim.runtime.tokens import apply_revocation
+
+if TYPE_CHECKING:
+    from actorim.ports import Revocations
+    from actorim.runtime.context import NodeContext
+    from actorim.store.base import StoredMessage
+
+__all__ = [
+    "APP_CLOSE_CODES",
+    "DEFAULT_DISCONNECT_CODE",
+    "MAX_REASON_BYTES",
+    "InvalidRequest",
+    "Operations",
+]
+
+APP_CLOSE_CODES = range(4000, 5000)
+"""Close codes an application may give a disconnect: RFC 6455 section 7.4.2 leaves 4000-4999
+to applications (actorim's own, such as 4003 "token revoked", are among them)."""
+
+DEFAULT_DISCONNECT_CODE = 4000
+"""The close code of a disconnect that names none."""
+
+MAX_REASON_BYTES = 123
+"""A close frame's payload is at most 125 bytes, two of them the code (RFC 6455 section 5.5)."""
+
+SYSTEM_SENDER = "system"
+"""Who a published message is from when the caller names nobody."""
+
+DEFAULT_TIMEOUT_S = 10.0
+"""How long an operation waits for the store or the presence tracker before giving up."""
+
+
+class InvalidRequest(ValueError):
+    """An operation's arguments are wrong; ``message`` says which and how. Nothing changed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _decoded(frame: dict[str, Any], max_limit: int = cmd.DEFAULT_MAX_LIMIT) -> Any:
+    try:
+        return cmd.decode_command({"id": 0, **frame}, max_limit=max_limit)
+    except CommandError as exc:
+        raise InvalidRequest(exc.message) from None
+
+
+def _user(user: object, field: str) -> str:
+    if not valid_user_id(user):
+        raise InvalidRequest(f"{field} must be 1-128 characters of A-Z a-z 0-9 _ . : @ -")
+    return user  # type: ignore[return-value]
+
+
+class _RunHere:
+    """Where an answer to a Python caller arrives: no actor asked, so the answer (setting the
+    waiting greenlet's result) runs where it arrives."""
+
+    def tell(self, message: Call) -> None:
+        message.func(*message.args)
+
+
+def _waiter() -> tuple[AsyncResult, Callable[[Any, BaseException | None], None]]:
+    result: AsyncResult = AsyncResult()
+
+    def done(value: Any, error: BaseException | None) -> None:
+        if error is not None:
+            result.set_exception(error)
+        else:
+            result.set(value)
+
+    return result, done
+
+
+class Operations:
+    """The node's operations for applications; see the module docstring."""
+
+    def __init__(self, ctx: NodeContext, revocations: Revocations) -> None:
+        self.ctx = ctx
+        self.revocations = revocations
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        body: Any,
+        *,
+        room: str | None = None,
+        to: str | None = None,
+        sender: str = SYSTEM_SENDER,
+        kind: str = "text",
+        cid: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> StoredMessage:
+        """Store and deliver a message as user ``sender``; returns it once durable.
+
+        Exactly one of ``room`` and ``to``. With ``cid`` the call is idempotent: the same
+        ``cid`` from the same sender in the same conversation returns the message stored the
+        first time (same ``mid`` and ``seq``) and delivers nothing again.
+        """
+        frame: dict[str, Any] = {"t": "send", "body": body, "kind": kind}
+        frame |= {"room": room} if room is not None else {}
+        frame |= {"to": to} if to is not None else {}
+        frame |= {"cid": cid} if cid is not None else {}
+        send: cmd.Send = _decoded(frame)
+        _user(sender, "from")
+        message = published_message(
+            send.body, room=send.room, to=send.to, sender=sender, kind=send.kind, cid=send.cid
+        )
+        result, done = _waiter()
+        self.ctx.refs.tell_store(Append(message, send.body, None, None, _RunHere(), done))
+        return result.get(timeout=timeout)
+
+    def history(
+        self,
+        *,
+        room: str | None = None,
+        between: tuple[str, str] | None = None,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """A page of a room's messages, or of the direct conversation ``between`` two users,
+        as the WebSocket ``history`` command pages them: ``{"messages": [...], "more": bool}``,
+        oldest first; ``before``/``after`` are seqs, ``limit`` at most ``history_max_limit``."""
+        frame: dict[str, Any] = {"t": "history"}
+        if between is not None:
+            _user(between[0], "with[0]")
+            frame["with"] = between[1]
+        if room is not None:
+            frame["room"] = room
+        for key, value in (("before", before), ("after", after), ("limit", limit)):
+            if value is not None:
+                frame[key] = value
+        command: cmd.History = _decoded(frame, self.ctx.config.history_max_limit)
+        if command.room is not None:
+            conv = room_conv(command.room)
+        else:
+            assert between is not None and command.with_ is not None
+            conv = dm_conv(between[0], command.with_)
+
+        def build(messages: list[StoredMessage], more: bool) -> dict[str, Any]:
+            return {"messages": [message_event(m) for m in messages], "more": more}
+
+        result, done = _waiter()
+        read = ReadPage(conv, command.before, command.after, command.limit, build, _RunHere(), done)
+        self.ctx.refs.tell_store(read)
+        return result.get(timeout=timeout)
+
+    # -- presence and sessions ---------------------------------------------------------------
+
+    def presence(
+        self, users: list[str] | tuple[str, ...], *, timeout: float = DEFAULT_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """The status of each of ``users`` (at most ``MAX_USERS``), as the ``presence``
+        command answers it."""
+        command: cmd.Presence = _decoded({"t": "presence", "users": list(users)})
+        result: AsyncResult = AsyncResult()
+        self.ctx.refs.tell_presence(Statuses(command.users, result.set))
+        return result.get(timeout=timeout)
+
+    def sessions(self, user: str) -> list[dict[str, Any]]:
+        """The live sessions of ``user``: ``session`` (the id a disconnect names), ``user``,
+        ``node``, ``since`` (ms since the epoch) and ``address``; every node's in a cluster
+        whose Redis answers, else this node's."""
+        _user(user, "user")
+        found = self.ctx.broker.sessions(user)
+        if found is not None:
+            return found
+        now_wall, now_mono = time.time(), time.monotonic()
+        return [
+            {
+                "session": link.session.token,
+                "user": user,
+                "node": self.ctx.node_id,
+                "since": int((now_wall - (now_mono - link.opened_at)) * 1000),
+                "address": link.remote,
+            }
+            for link in self.ctx.directory.links_of(user)
+            if link.session.token
+        ]
+
+    def disconnect(
+        self,
+        user: str,
+        *,
+        session: str | None = None,
+        code: int = DEFAULT_DISCONNECT_CODE,
+        reason: str = "",
+    ) -> None:
+        """Close the connections of ``user`` (only ``session``'s, when given) with ``code``
+        (4000-4999) and ``reason``, on every node. The client may reconnect: to keep a user
+        out, revoke their tokens too."""
+        _user(user, "user")
+        if session is not None and (type(session) is not str or not 0 < len(session) <= 64):
+            raise InvalidRequest("session must be a session id of 1-64 characters")
+        if type(code) is not int or code not in APP_CLOSE_CODES:
+            raise InvalidRequest(f"code must be an application close code, 4000-4999, not {code!r}")
+        if type(reason) is not str or len(reason.encode()) > MAX_REASON_BYTES:
+            raise InvalidRequest(f"reason must be a string of at most {MAX_REASON_BYTES} bytes")
+        self.ctx.broker.disconnect(user, session, code, reason)
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def revoke_token(self, token_id: str, *, expires_at: float | None = None) -> None:
+        """Revoke the token whose ``jti`` is ``token_id``, on every node: connections holding
+        it are closed with 4003, and it is refused at ``connect`` and ``refresh``.
+
+        ``expires_at`` is the token's ``exp``, when the revocation can be forgotten; without
+        it the revocation is kept for ``revocation_keep`` seconds. Blocks the calling greenlet
+        while the revocation is stored (Redis in a cluster, else SQLite or memory).
+        """
+        if type(token_id) is not str or not 0 < len(token_id) <= 128:
+            raise InvalidRequest("jti must be a token id of 1-128 characters")
+        now = time.time()
+        keep = self.ctx.config.revocation_keep
+        revocation = token_revocation(token_id, expires_at=expires_at, now=now, keep_s=keep)
+        self.revocations.add(revocation)
+        apply_revocation(self.ctx, revocation)  # here at once; other nodes through Redis
+
+    def revoke_user(
+        self, user: str, *, before: float | None = None, until: float | None = None
+    ) -> None:
+        """Revoke every token of ``user`` issued at or before ``before`` (seconds since the
+        epoch, default now; compared with the token's ``iat``), on every node, like
+        ``revoke_token``. ``until`` is when the last of those tokens expires (default:
+        ``revocation_keep`` seconds from now). Tokens minted after ``before`` still work."""
+        _user(user, "user")
+        now = time.time()
+        keep = self.ctx.config.revocation_keep
+        revocation = user_revocation(user, before=before, until=until, now=now, keep_s=keep)
+        self.revocations.add(revocation)
+        apply_revocation(self.ctx, revocation)

@@ -1,0 +1,389 @@
+"""The OpenAPI 3.1 document of the server API, served at ``/api/v1/openapi.json``.
+
+Written as data, beside the handlers in ``actorim.web.api``; tests/test_api.py validates the
+document (openapi-spec-validator) and every live answer the tests get against the schema of its
+endpoint and status, and checks the examples of docs/api.md against it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["openapi_document"]
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": 128}
+_USER = {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,128}$"}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "additionalProperties": False,
+            "properties": {
+                "code": {
+                    "type": "string",
+                    "enum": [
+                        "bad_request",
+                        "unauthenticated",
+                        "forbidden",
+                        "not_found",
+                        "method_not_allowed",
+                        "too_large",
+                        "rate_limited",
+                        "unavailable",
+                        "overloaded",
+                        "internal",
+                    ],
+                },
+                "message": {"type": "string"},
+            },
+        }
+    },
+}
+_MESSAGE = {
+    "type": "object",
+    "description": "A stored message as the WebSocket msg event carries it (or an edit/delete).",
+    "required": ["t", "mid", "seq"],
+    "properties": {
+        "t": {"type": "string", "enum": ["msg", "edit", "delete"]},
+        "mid": {"type": "string"},
+        "seq": {"type": "integer", "minimum": 1},
+        "room": {"type": "string"},
+        "to": {"type": "string"},
+        "from": {"type": "string"},
+        "by": {"type": "string"},
+        "kind": {"type": "string"},
+        "body": {},
+        "deleted": {"type": "boolean"},
+        "ts": {"type": "integer"},
+        "edited": {"type": "integer"},
+        "cid": {"type": "string"},
+    },
+}
+_PUBLISHED = {
+    "type": "object",
+    "required": ["mid", "seq", "from", "kind", "ts"],
+    "additionalProperties": False,
+    "properties": {
+        "mid": {"type": "string"},
+        "seq": {"type": "integer", "minimum": 1},
+        "room": {"type": "string"},
+        "to": {"type": "string"},
+        "from": {"type": "string"},
+        "kind": {"type": "string"},
+        "ts": {"type": "integer", "description": "milliseconds since the epoch"},
+        "id": {"type": "string"},
+    },
+}
+_SESSION = {
+    "type": "object",
+    "required": ["session", "user", "node", "since"],
+    "properties": {
+        "session": {"type": "string"},
+        "user": {"type": "string"},
+        "node": {"type": "string"},
+        "since": {"type": "integer", "description": "milliseconds since the epoch"},
+        "address": {"type": ["string", "null"]},
+    },
+}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    why = {
+        "400": "bad JSON, a missing, unknown or ill-typed field; nothing changed",
+        "401": "no API key, or one that matches no configured hash",
+        "404": "no such endpoint, or the API is off (no api_keys)",
+        "405": "another method is allowed here (see Allow)",
+        "413": "the body is over api_max_body bytes",
+        "429": "this key's rate limit; retry after Retry-After seconds",
+        "503": "the node cannot answer now; retry",
+    }
+    return {
+        status: {
+            "description": why[status],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for status in ("401", "404", "429", "503", *statuses)
+    }
+
+
+def _ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
+    return {
+        status: {"description": description, "content": {"application/json": {"schema": schema}}}
+    }
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> Any:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_SEQ = {"type": "integer", "minimum": 0}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document (a new dict each call: the caller may change it)."""
+    user_path = {
+        "name": "user",
+        "in": "path",
+        "required": True,
+        "description": "a user id",
+        "schema": _USER,
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "actorim server API",
+            "version": "1",
+            "description": "Drive actorim from your application; see docs/api.md.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"apiKey": []}],
+        "components": {
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a key whose sha256 hash line is in api_keys",
+                }
+            },
+            "schemas": {
+                "Error": _ERROR,
+                "Message": _MESSAGE,
+                "Published": _PUBLISHED,
+                "Session": _SESSION,
+            },
+        },
+        "paths": {
+            "/messages": {
+                "post": {
+                    "summary": "Publish a message to a room or a user",
+                    "operationId": "publish",
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "required": ["body"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "room": {**_NAME, "description": "exactly one of room and to"},
+                                "to": {**_USER, "description": "a user: a direct message"},
+                                "body": {"description": "any JSON value"},
+                                "from": {**_USER, "description": "sender; default system"},
+                                "kind": {"type": "string", "minLength": 1, "maxLength": 32},
+                                "id": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": 64,
+                                    "description": "idempotency id: the same id from the same "
+                                    "sender in the same conversation answers the first message",
+                                },
+                            },
+                        }
+                    ),
+                    "responses": {
+                        **_ok("stored and delivered", {"$ref": "#/components/schemas/Published"}),
+                        **_errors("400", "405", "413"),
+                    },
+                }
+            },
+            "/presence": {
+                "get": {
+                    "summary": "Statuses of users",
+                    "operationId": "presence",
+                    "parameters": [
+                        _query(
+                            "users",
+                            "comma-separated user ids, at most 1000",
+                            {"type": "string"},
+                            required=True,
+                        )
+                    ],
+                    "responses": {
+                        **_ok(
+                            "each user's status",
+                            {
+                                "type": "object",
+                                "required": ["statuses"],
+                                "properties": {
+                                    "statuses": {
+                                        "type": "object",
+                                        "additionalProperties": {
+                                            "type": "string",
+                                            "enum": ["online", "offline"],
+                                        },
+                                    }
+                                },
+                            },
+                        ),
+                        **_errors("400", "405"),
+                    },
+                }
+            },
+            "/users/{user}/sessions": {
+                "get": {
+                    "summary": "A user's live sessions, on every node",
+                    "operationId": "sessions",
+                    "parameters": [user_path],
+                    "responses": {
+                        **_ok(
+                            "the sessions",
+                            {
+                                "type": "object",
+                                "required": ["sessions"],
+                                "properties": {
+                                    "sessions": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Session"},
+                                    }
+                                },
+                            },
+                        ),
+                        **_errors("400", "405"),
+                    },
+                }
+            },
+            "/users/{user}/disconnect": {
+                "post": {
+                    "summary": "Close a user's connections (or one session), on every node",
+                    "operationId": "disconnect",
+                    "parameters": [user_path],
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "session": {"type": "string", "minLength": 1, "maxLength": 64},
+                                "code": {
+                                    "type": "integer",
+                                    "minimum": 4000,
+                                    "maximum": 4999,
+                                    "default": 4000,
+                                },
+                                "reason": {"type": "string", "description": "at most 123 bytes"},
+                            },
+                        }
+                    ),
+                    "responses": {
+                        **_ok(
+                            "the close is on its way to every node",
+                            {
+                                "type": "object",
+                                "required": ["user", "session", "code"],
+                                "properties": {
+                                    "user": {"type": "string"},
+                                    "session": {"type": ["string", "null"]},
+                                    "code": {"type": "integer"},
+                                },
+                            },
+                            status="202",
+                        ),
+                        **_errors("400", "405", "413"),
+                    },
+                }
+            },
+            "/history": {
+                "get": {
+                    "summary": "A page of a conversation's stored messages",
+                    "operationId": "history",
+                    "parameters": [
+                        _query("room", "a room (or with=)", _NAME),
+                        _query("with", "two user ids, comma-separated: their DMs", _NAME),
+                        _query("before", "messages before this seq (paging back)", _SEQ),
+                        _query("after", "messages after this seq (paging forward)", _SEQ),
+                        _query(
+                            "limit",
+                            "most messages, default 50, at most history_max_limit",
+                            {"type": "integer", "minimum": 1},
+                        ),
+                    ],
+                    "responses": {
+                        **_ok(
+                            "the page, oldest first",
+                            {
+                                "type": "object",
+                                "required": ["messages", "more"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "messages": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Message"},
+                                    },
+                                    "more": {"type": "boolean"},
+                                },
+                            },
+                        ),
+                        **_errors("400", "405"),
+                    },
+                }
+            },
+            "/revocations": {
+                "post": {
+                    "summary": "Revoke a token (jti) or a user's tokens, on every node",
+                    "operationId": "revoke",
+                    "requestBody": _body(
+                        {
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["jti"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "jti": _NAME,
+                                        "expires_at": {"type": "number", "minimum": 0},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "required": ["user"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "user": _USER,
+                                        "before": {"type": "number", "minimum": 0},
+                                        "until": {"type": "number", "minimum": 0},
+                                    },
+                                },
+                            ]
+                        }
+                    ),
+                    "responses": {
+                        **_ok(
+                            "revoked; its connections are being closed with 4003",
+                            {
+                                "type": "object",
+                                "required": ["revoked"],
+                                "properties": {
+                                    "revoked": {
+                                        "type": "object",
+                                        "properties": {
+                                            "jti": {"type": "string"},
+                                            "user": {"type": "string"},
+                                        },
+                                    }
+                                },
+                            },
+                        ),
+                        **_errors("400", "405", "413"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {**_ok("OpenAPI 3.1", {"type": "object"}), **_errors("405")},
+                }
+            },
+        },
+    }
