@@ -27,7 +27,8 @@ from tests.support import RunningNode  # noqa: E402
 PROCESS_MARK = "process"
 """Marks a test that starts a child process: ``actorim serve``, an attacker, redis-server,
 nginx, Chromium, pip. ``make test-fast`` runs the others but the few marked ``slow`` (in
-process, but bulk or seconds of real back-off): ``-m "not process and not slow"``."""
+process, but bulk or waiting out real time: back-off, deadlines, token expiry): ``-m "not
+process and not slow"``."""
 
 # Fixtures that start a process (or share one started for the session): a test using one of
 # them, directly or through another fixture, is marked without saying so.
