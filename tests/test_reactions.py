@@ -71,8 +71,15 @@ def test_reacting_twice_makes_no_second_event_and_answers_the_current_seq(
     assert ann.event("reaction")["seq"] == first["seq"] == 2
     again = bob.ok("react", mid=mid, key="+1", on=True)
     never = bob.ok("react", mid=mid, key="x", on=False)
+    assert "unchanged" not in first
     for answer in (again, never):
-        assert (answer["mid"], answer["seq"], answer["room"]) == (mid, 2, "lobby")
+        assert answer == {
+            "mid": mid,
+            "seq": 2,
+            "ts": answer["ts"],
+            "room": "lobby",
+            "unchanged": True,
+        }
     ann.ok("ping")
     assert queued(ann, "reaction") == []
     assert reactions(ann, room="lobby") == [[("+1", 1, False)]]

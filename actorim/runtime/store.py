@@ -420,6 +420,9 @@ def _accepted_data(stored: StoredMessage) -> dict[str, Any]:
     else:
         data["to"] = stored.to
         data["from"] = stored.sender
+    if stored.mid == stored.target:
+        # A reaction that changed nothing: no event of its own, seq is the conversation's last.
+        data["unchanged"] = True
     return data
 
 
