@@ -15,6 +15,7 @@ from typing import Any
 
 from actorim.domain.apikeys import ApiKeys
 from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
+from actorim.domain.messages import DEFAULT_MAX_REACTIONS
 from actorim.domain.origins import origin_of
 from actorim.domain.ratelimit import DEFAULT_TYPING_THROTTLE_S, DEFAULT_TYPING_TTL_S
 from actorim.protocol.limits import HISTORY_PAGE_MAX_BYTES, MESSAGE_MAX_BYTES
@@ -150,6 +151,15 @@ SETTINGS: tuple[Setting, ...] = (
         86_400.0,
         "seconds after sending during which the author may edit a message (0: always)",
         float,
+    ),
+    # Reactions: a palette of emoji per message, few enough that a history page stays small
+    # (each message lists at most this many keys).
+    Setting(
+        "max_reactions",
+        DEFAULT_MAX_REACTIONS,
+        "most different reaction keys one message may carry; a new key beyond them is refused"
+        " with too_many_reactions",
+        int,
     ),
     # A quarter of outbox_max_bytes: a page always fits a client's outbox beside live traffic,
     # and 100 chat messages of a few hundred bytes (the largest limit) fit it many times over.
@@ -384,6 +394,7 @@ class Config:
     prune_interval: float = _BY_NAME["prune_interval"].default
     history_max_limit: int = _BY_NAME["history_max_limit"].default
     edit_window: float = _BY_NAME["edit_window"].default
+    max_reactions: int = _BY_NAME["max_reactions"].default
     history_max_bytes: int = _BY_NAME["history_max_bytes"].default
     history_bytes_per_token: int = _BY_NAME["history_bytes_per_token"].default
     redis_url: str = _BY_NAME["redis_url"].default
@@ -472,6 +483,7 @@ class Config:
             "backlog_page_bytes",
             "replay_max_messages",
             "replay_max_bytes",
+            "max_reactions",
         ):
             if getattr(self, name) < 1:
                 invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")

@@ -1127,3 +1127,110 @@ def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows
     expect(_bodies(carol, "Message deleted")).to_have_count(1)
     expect(_bodies(carol, "bob was here")).to_have_count(1)
     assert errors == []
+
+
+# -- reactions in the browser client --------------------------------------------------------------
+
+REACTIONS_CLIENT_JS = CHANGES_CLIENT_JS.replace(
+    '"msg", "edit", "delete"', '"msg", "reaction"'
+).replace('"changes"', '"reactions"')
+
+
+def test_the_browser_client_reacts_and_gets_each_reaction_once_across_a_reconnect(
+    browser: Any, server: ServerProcess
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.base}/")
+    assert page.evaluate(REACTIONS_CLIENT_JS) == "CONNECTED"
+    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    try:
+        hank.connect(json.loads(body)["token"])
+        hank.ok("join", room="reactions")
+        theirs = hank.ok("send", room="reactions", body="hank's")
+        # The page's own reaction is drawn from its event; a repeat changes nothing.
+        mine = page.evaluate(
+            f"""async () => {{
+              const mid = {json.dumps(theirs["mid"])};
+              const on = await client.react(mid, "👍");
+              const again = await client.react(mid, "👍");
+              return {{ on, again }};
+            }}"""
+        )
+        assert (mine["on"]["mid"], mine["on"]["seq"], mine["on"]["room"]) == (
+            theirs["mid"],
+            2,
+            "reactions",
+        )
+        assert mine["again"]["unchanged"] is True and mine["again"]["seq"] == 2
+        page.wait_for_function("() => seen.length === 2", polling=20, timeout=10_000)
+        page.evaluate("() => client._ws.close()")
+        page.wait_for_function("() => client.state !== 'CONNECTED'", polling=20, timeout=10_000)
+        hank.ok("react", mid=theirs["mid"], key="👍", on=True)
+        hank.ok("react", mid=theirs["mid"], key="🎉", on=True)
+        page.wait_for_function("() => client.state === 'CONNECTED'", polling=20, timeout=15_000)
+        hank.ok("send", room="reactions", body="after")
+    finally:
+        hank.close()
+    page.wait_for_function("() => seen.length === 5", polling=20, timeout=10_000)
+    seen = page.evaluate("() => seen.map((e) => [e.t, e.seq, e.key ?? null, e.user ?? null])")
+    assert seen == [
+        ["msg", 1, None, None],
+        ["reaction", 2, "👍", "ivy"],
+        ["reaction", 3, "👍", "hank"],
+        ["reaction", 4, "🎉", "hank"],
+        ["msg", 5, None, None],
+    ]
+    context.close()
+
+
+def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
+    browser: Any, server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    for page in (ann, bob):
+        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        page.get_by_test_id("join-room").fill("chips")
+        page.get_by_test_id("join-submit").click()
+    expect(ann.get_by_test_id("member")).to_have_count(2)
+    _say(ann, "lunch at noon?")
+    expect(_bodies(bob, "lunch at noon?")).to_have_count(1)
+
+    def chip(page: Any) -> Any:
+        message = page.get_by_test_id("message").filter(has=_bodies(page, "lunch at noon?"))
+        return message.get_by_test_id("reaction")
+
+    # Bob reacts from the message's quick reaction; both pages show one chip, bob's marked.
+    bob.get_by_test_id("message").filter(has=_bodies(bob, "lunch at noon?")).get_by_test_id(
+        "react-message"
+    ).click()
+    for page, me in ((ann, "false"), (bob, "true")):
+        expect(chip(page)).to_have_count(1)
+        expect(chip(page)).to_have_text("👍 1")
+        expect(chip(page)).to_have_attribute("data-me", me)
+    # Ann clicks the chip: she joins in.
+    chip(ann).click()
+    for page in (ann, bob):
+        expect(chip(page)).to_have_text("👍 2")
+    expect(chip(ann)).to_have_attribute("data-me", "true")
+    # Bob clicks it again: his own reaction goes, ann's stays.
+    chip(bob).click()
+    for page, me in ((ann, "true"), (bob, "false")):
+        expect(chip(page)).to_have_text("👍 1")
+        expect(chip(page)).to_have_attribute("data-me", me)
+    # Another page of ann's opened afterwards counts from history, and knows which are hers.
+    ann_again = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    ann_again.get_by_test_id("join-room").fill("chips")
+    ann_again.get_by_test_id("join-submit").click()
+    expect(chip(ann_again)).to_have_text("👍 1")
+    expect(chip(ann_again)).to_have_attribute("data-me", "true")
+    chip(ann).click()
+    for page in (ann, bob, ann_again):
+        expect(chip(page)).to_have_count(0)
+    assert errors == []

@@ -666,3 +666,60 @@ def test_a_client_whose_link_drops_gets_the_edits_and_deletes_it_missed_once_in_
     ]
     assert got.items[2]["deleted"] is True  # replayed as it is now
     assert bob.last_seq("r") == 5
+
+
+# -- reactions ----------------------------------------------------------------------------------
+
+
+def test_react_returns_the_reaction_and_reaches_other_clients_as_events(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("lobby")
+    bob.join("lobby")
+    reactions = Seen()
+    alice.on("reaction", reactions)
+    sent = alice.send(room="lobby", body="lunch?")
+    on = bob.react(sent.mid, "👍")
+    assert (on.mid, on.seq, len(on.cid)) == (sent.mid, 2, 32)
+    assert bob.react(sent.mid, "👍", cid=on.cid) == on  # a resend: the same reaction
+    again = bob.react(sent.mid, "👍")  # a second reaction changes nothing
+    assert (again.mid, again.seq) == (sent.mid, 2)
+    off = bob.react(sent.mid, "👍", on=False)
+    assert off.seq == 3
+    reactions.wait_count(2)
+    assert [(e["seq"], e["key"], e["user"], e["on"]) for e in reactions.items] == [
+        (2, "👍", "bob", True),
+        (3, "👍", "bob", False),
+    ]
+    assert alice.last_seq("lobby") == 3
+    alice.delete(sent.mid)
+    with pytest.raises(ServerError) as refused:
+        bob.react(sent.mid, "👍")
+    assert refused.value.code == "not_found"  # deleted
+
+
+def test_a_client_whose_link_drops_gets_the_reactions_it_missed_once_in_order(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("r")
+    bob.join("r")
+    got, states, rejoined = Seen(), Seen(), Seen()
+    for t in ("msg", "reaction"):
+        bob.on(t, got)
+    bob.on("rejoined", rejoined)
+    bob.on_state(states)
+    one = alice.send(room="r", body="one")
+    got.wait_count(1)
+    drop_link(bob)
+    states.wait_state(CONNECTING)
+    alice.react(one.mid, "🎉")  # bob's first attempt is 0.3 s away
+    alice.react(one.mid, "🎉")  # no change, no event
+    states.wait_state(CONNECTED)
+    assert rejoined.wait_count(1)[0]["recovered"] is True
+    alice.send(room="r", body="after")
+    got.wait_count(3)
+    assert [(e["t"], e["seq"]) for e in got.items] == [("msg", 1), ("reaction", 2), ("msg", 3)]
+    [first, _] = bob.history("r")["messages"]
+    assert first["reactions"] == [{"key": "🎉", "count": 1, "me": False}]

@@ -107,6 +107,26 @@ def test_own_messages_replayed_after_their_reply_are_dropped() -> None:
     assert incoming.settles is None
 
 
+def reaction(mid: str, seq: int, user: str = "bob") -> dict[str, Any]:
+    return {"t": "reaction", "mid": mid, "seq": seq, "room": "r", "key": "+1", "user": user}
+
+
+def test_own_reactions_replayed_after_their_reply_are_dropped_but_not_others_at_an_old_seq() -> (
+    None
+):
+    session = Session(user="alice")
+    joined(session)
+    made = session.submit("react", {"mid": "m1", "key": "+1", "on": True, "cid": "r1"})
+    session.answered(reply(made.id, mid="m1", seq=2, ts=0, room="r"))
+    assert not session.change(reaction("m1", 2, user="alice"))
+    # A reaction that changed nothing answers the conversation's latest seq, which is someone
+    # else's event: it still reaches the application.
+    again = session.submit("react", {"mid": "m1", "key": "+1", "on": True, "cid": "r2"})
+    session.answered(reply(again.id, mid="m1", seq=3, ts=0, room="r", unchanged=True))
+    assert session.change(reaction("m1", 3))
+    assert session.rooms["r"].seq == 3
+
+
 def test_a_message_seen_twice_reaches_the_application_once() -> None:
     session = Session(user="alice")
     joined(session)

@@ -26,6 +26,7 @@ from actorim.protocol.commands import (
     NotACommand,
     Ping,
     Presence,
+    React,
     Read,
     Refresh,
     Send,
@@ -91,6 +92,7 @@ DEFAULTS: list[tuple[str, Command]] = [
     ('{"t":"refresh","id":17,"token":"abc.def.ghi"}', Refresh(17, "abc.def.ghi")),
     ('{"t":"edit","id":19,"mid":"m-1","body":"hi!"}', Edit(19, "m-1", "hi!", cid=None)),
     ('{"t":"delete","id":20,"mid":"m-1","cid":"c"}', Delete(20, "m-1", cid="c")),
+    ('{"t":"react","id":21,"mid":"m-1","key":"+1","on":false}', React(21, "m-1", "+1", False)),
 ]
 
 
@@ -398,6 +400,7 @@ def test_error_codes_are_the_documented_vocabulary() -> None:
         "forbidden",
         "not_found",
         "rate_limited",
+        "too_many_reactions",
         "overloaded",
         "internal",
     }
@@ -418,6 +421,15 @@ def test_command_error_carries_code_and_payload() -> None:
         pytest.param({"t": "delete", "id": 1}, "mid", id="delete without mid"),
         pytest.param({"t": "delete", "id": 1, "mid": "m" * 65}, "mid", id="mid too long"),
         pytest.param({"t": "edit", "id": 1, "mid": "m", "body": 1, "cid": 5}, "cid", id="cid"),
+        pytest.param({"t": "react", "id": 1, "key": "+1", "on": True}, "mid", id="react mid"),
+        pytest.param({"t": "react", "id": 1, "mid": "m", "on": True}, "key", id="react no key"),
+        pytest.param(
+            {"t": "react", "id": 1, "mid": "m", "key": "🎉" * 9, "on": True}, "key", id="33 bytes"
+        ),
+        pytest.param({"t": "react", "id": 1, "mid": "m", "key": "x"}, "on", id="react no on"),
+        pytest.param(
+            {"t": "react", "id": 1, "mid": "m", "key": "x", "on": "yes"}, "on", id="on not bool"
+        ),
     ],
 )
 def test_edit_and_delete_name_the_field_at_fault(frame: dict[str, Any], field: str) -> None:

@@ -717,6 +717,145 @@ def test_pruning_a_changed_message_removes_it_and_keeps_seq(store: Store) -> Non
     assert late.refused == "unknown"
 
 
+# -- reactions ------------------------------------------------------------------------------
+
+
+def react(
+    target: StoredMessage,
+    by: str,
+    key: str = "+1",
+    *,
+    on: bool = True,
+    ts: int = 2_000,
+    cid: str | None = None,
+    max_reactions: int = 20,
+) -> NewMessage:
+    """``by`` adds (``on``) or removes their reaction ``key`` on ``target``; in a direct
+    conversation the change goes to the other of its two users."""
+    to = target.sender if target.to == by else target.to
+    return NewMessage(
+        target.conv,
+        by,
+        "react" if on else "unreact",
+        key.encode(),
+        ts,
+        cid=cid,
+        room=target.room,
+        to=to,
+        target=target.mid,
+        max_reactions=max_reactions,
+    )
+
+
+def reactions_seen(
+    store: Store, conv: str, reader: str | None
+) -> list[list[tuple[str, int, bool]]]:
+    page, _ = store.history(conv, limit=10, reader=reader)
+    return [[(r.key, r.count, r.me) for r in m.reactions] for m in page]
+
+
+def test_reactions_take_the_next_seq_and_history_counts_them_for_its_reader(
+    store: Store,
+) -> None:
+    [msg, other] = store.append_batch([room_msg("one"), room_msg("two", ts=1_001)])
+    made = store.append_batch(
+        [react(msg, "ann"), react(msg, "bob"), react(msg, "bob", "🎉"), react(other, "cy", "x")]
+    )
+    assert [(m.seq, m.kind, m.body, m.target) for m in made] == [
+        (3, "react", b"+1", msg.mid),
+        (4, "react", b"+1", msg.mid),
+        (5, "react", "🎉".encode(), msg.mid),
+        (6, "react", b"x", other.mid),
+    ]
+    assert reactions_seen(store, msg.conv, "bob") == [
+        [("+1", 2, True), ("🎉", 1, True)],
+        [("x", 1, False)],
+    ]
+    assert reactions_seen(store, msg.conv, "ann") == [
+        [("+1", 2, True), ("🎉", 1, False)],
+        [("x", 1, False)],
+    ]
+    [off] = store.append_batch([react(msg, "ann", on=False, ts=3_000)])
+    assert (off.seq, off.kind, off.body) == (7, "unreact", b"+1")
+    [[gone]] = [store.append_batch([react(msg, "bob", "🎉", on=False)])]
+    assert gone.seq == 8
+    assert reactions_seen(store, msg.conv, "ann") == [[("+1", 1, False)], [("x", 1, False)]]
+    assert [(m.seq, m.kind) for m in store.since(msg.conv, 6, limit=9)[0]] == [
+        (7, "unreact"),
+        (8, "unreact"),
+    ]
+    assert store.since(msg.conv, 0, limit=9)[1] is True
+    assert store.get(msg.mid).body == b"one"  # type: ignore[union-attr]
+
+
+def test_reacting_twice_or_removing_what_is_not_there_stores_nothing(store: Store) -> None:
+    [msg] = store.append_batch([room_msg()])
+    [first] = store.append_batch([react(msg, "ann")])
+    again, never = store.append_batch([react(msg, "ann"), react(msg, "bob", "x", on=False)])
+    for answer in (again, never):
+        assert (answer.duplicate, answer.refused, answer.mid, answer.seq) == (
+            True,
+            None,
+            msg.mid,
+            first.seq,
+        )
+    assert store.last_seq(msg.conv) == first.seq
+    assert [m.seq for m in store.since(msg.conv, 0, limit=9)[0]] == [1, 2]
+    assert reactions_seen(store, msg.conv, "ann") == [[("+1", 1, True)]]
+
+
+def test_reaction_resent_with_the_same_cid_is_stored_once(store: Store) -> None:
+    [msg] = store.append_batch([room_msg()])
+    [on, off, again] = store.append_batch(
+        [
+            react(msg, "ann", cid="r1"),
+            react(msg, "ann", on=False, cid="r2"),
+            react(msg, "ann", cid="r1"),
+        ]
+    )
+    assert (again.duplicate, again.mid, again.seq) == (True, on.mid, on.seq)
+    assert off.seq == 3 and store.last_seq(msg.conv) == 3
+    assert reactions_seen(store, msg.conv, "ann") == [[]]
+
+
+def test_a_new_key_beyond_max_reactions_is_refused_while_existing_keys_still_work(
+    store: Store,
+) -> None:
+    [msg] = store.append_batch([room_msg()])
+    store.append_batch([react(msg, "ann", key, max_reactions=2) for key in ("a", "b")])
+    [third, joined] = store.append_batch(
+        [react(msg, "bob", "c", max_reactions=2), react(msg, "bob", "a", max_reactions=2)]
+    )
+    assert (third.refused, third.seq) == ("too_many_reactions", 0)
+    assert joined.refused is None and joined.seq == 4
+    store.append_batch([react(msg, "ann", "b", on=False, max_reactions=2)])
+    [now] = store.append_batch([react(msg, "bob", "c", max_reactions=2)])
+    assert now.refused is None
+    assert reactions_seen(store, msg.conv, "bob") == [[("a", 2, True), ("c", 1, True)]]
+
+
+def test_a_delete_erases_the_reactions_and_later_ones_are_refused(store: Store) -> None:
+    [msg] = store.append_batch([room_msg()])
+    store.append_batch([react(msg, "ann"), react(msg, "bob", "x")])
+    store.append_batch([change(msg, "delete", ts=3_000)])
+    [late] = store.append_batch([react(msg, "cy")])
+    assert late.refused == "deleted"
+    assert reactions_seen(store, msg.conv, "ann") == [[]]
+    [dm] = store.append_batch([direct("alice", "bob")])
+    store.append_batch([react(dm, "bob")])
+    assert reactions_seen(store, dm.conv, "alice") == [[("+1", 1, False)]]
+    assert [m.mid for m in store.pending_for("bob", limit=10)] == [dm.mid]
+
+
+def test_reactions_survive_an_edit_and_go_with_a_pruned_message(store: Store) -> None:
+    [msg, keep] = store.append_batch([room_msg("a"), room_msg("b", ts=1_001)])
+    store.append_batch([react(msg, "ann"), change(msg, body=b"A"), react(keep, "ann")])
+    assert reactions_seen(store, msg.conv, "ann") == [[("+1", 1, True)], [("+1", 1, True)]]
+    assert store.prune(now_ms=1_000_000, max_count=4, max_age_ms=FAR_FUTURE_AGE_MS) >= 1
+    page, _ = store.history(msg.conv, limit=9, reader="ann")
+    assert [(m.mid, [r.key for r in m.reactions]) for m in page] == [(keep.mid, ["+1"])]
+
+
 # -- retention ------------------------------------------------------------------------------
 
 
@@ -1004,17 +1143,25 @@ class Observer:
         return (
             *(msg.conv, msg.seq, msg.ts, msg.sender, msg.kind, msg.body, msg.cid, msg.to),
             *(msg.duplicate, target, msg.edited, msg.deleted),
+            tuple((r.key, r.count, r.me) for r in msg.reactions),
         )
 
     def any_change(self, rng: random.Random, clock: int) -> NewMessage:
         """An edit or delete of a recent message (now and then of a change, or of a message
-        that was deleted or pruned), by its author, sometimes resent."""
+        that was deleted or pruned), by its author, or a reaction to it by one of its
+        conversation's users (one of four keys, at most three on a message), sometimes resent."""
         mid = self.any_mid(rng)
-        kind = rng.choice(["edit", "edit", "delete"])
+        kind = rng.choice(["edit", "edit", "delete", "react", "react", "unreact"])
         cid = rng.choice([None, *(f"x{i}" for i in range(10))])
         known = self.first_seen.get(mid)
         if known is None:
             known = StoredMessage(mid, room_conv("a"), 0, 0, "alice", "text", b"", None, "a", None)
+        if kind in ("react", "unreact"):
+            users = USERS if known.to is None else (known.sender, known.to)
+            key = rng.choice(["+1", "a", "b", "🎉"])
+            by = rng.choice(users)
+            on = kind == "react"
+            return react(known, by, key, on=on, ts=clock, cid=cid, max_reactions=3)
         return change(known, kind, f"v{rng.randint(0, 99)}".encode(), ts=clock, cid=cid)
 
     def page(self, answer: tuple[list[StoredMessage], bool]) -> tuple[object, ...]:
@@ -1075,7 +1222,10 @@ class Observer:
             seen.append(self.page(store.since(conv, since, limit=limit, max_bytes=max_bytes)))
             before = rng.choice([None, rng.randint(0, last + 2)])
             after = rng.choice([None, rng.randint(-1, last + 1)])
-            page = store.history(conv, before=before, after=after, limit=rng.randint(1, 6))
+            reader = rng.choice(USERS)
+            page = store.history(
+                conv, before=before, after=after, limit=rng.randint(1, 6), reader=reader
+            )
             seen.append(self.page(page))
         for user in USERS:
             seen.append([self.message(m) for m in store.pending_for(user, limit=rng.randint(1, 6))])

@@ -241,7 +241,7 @@ def test_database_of_schema_1_is_migrated_to_cids_per_conversation(path: Path) -
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
     conn.close()
 
 
@@ -291,7 +291,49 @@ def test_data_directory_of_schema_2_is_migrated_in_place_and_keeps_every_message
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+    conn.close()
+
+
+# tests/data/messages-v3.db was written by actorim at schema 3 (edits and deletes, before
+#   reactions), with SqliteStore(path).append_batch of three messages to room lobby (bodies
+#   b"v3 lobby 1" to b"v3 lobby 3", senders alice, bob, alice, cids c1-c3, ts
+#   1_700_000_000_001-003), an edit of the first by alice (b"v3 lobby 1 edited") and a delete of
+#   the second by bob, then closed.
+SCHEMA_3_FIXTURE = REPO / "tests" / "data" / "messages-v3.db"
+
+
+def test_data_directory_of_schema_3_is_migrated_in_place_and_takes_reactions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data" / "messages.db"
+    path.parent.mkdir()
+    path.write_bytes(SCHEMA_3_FIXTURE.read_bytes())
+    store = SqliteStore(path)
+    try:
+        lobby, _ = store.history(room_conv("lobby"), limit=100, reader="bob")
+        assert [(m.seq, m.body, m.deleted, m.reactions) for m in lobby] == [
+            (1, b"v3 lobby 1 edited", False, ()),
+            (2, b"", True, ()),
+            (3, b"v3 lobby 3", False, ()),
+        ]
+        assert [m.kind for m in store.since(room_conv("lobby"), 3, limit=9)[0]] == [
+            "edit",
+            "delete",
+        ]
+
+        def react(target: str, key: str) -> NewMessage:
+            conv, ts = room_conv("lobby"), 1_700_000_001_000
+            return NewMessage(conv, "bob", "react", key.encode(), ts, room="lobby", target=target)
+
+        on, deleted = store.append_batch([react(lobby[0].mid, "+1"), react(lobby[1].mid, "x")])
+        assert (on.seq, deleted.refused) == (6, "deleted")
+        page, _ = store.history(room_conv("lobby"), limit=1, before=2, reader="bob")
+        assert [(r.key, r.count, r.me) for r in page[0].reactions] == [("+1", 1, True)]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
     conn.close()
 
 

@@ -340,6 +340,28 @@ class Client:
         data = self._request("delete", {"mid": mid, "cid": cid}, timeout=timeout, cid=cid)
         return SendResult(mid=data["mid"], seq=data["seq"], ts=data["ts"], cid=cid)
 
+    def react(
+        self,
+        mid: str,
+        key: str,
+        on: bool = True,
+        *,
+        cid: str | None = None,
+        timeout: float | None = None,
+    ) -> SendResult:
+        """Add (``on``) or remove this user's reaction ``key`` (an emoji or a short name, at
+        most 32 bytes of UTF-8) on message ``mid`` of a conversation of theirs. Returns once it
+        is stored: the message's ``mid``, the reaction's own ``seq`` and ``ts``; members get a
+        ``reaction`` event. Reacting twice changes nothing and is answered with the
+        conversation's latest ``seq``. A new key on a message that has ``max_reactions``
+        different ones raises ``ServerError`` (``too_many_reactions``). The ``cid`` makes a
+        resend safe, as for :meth:`send`."""
+        cid = cid or uuid.uuid4().hex
+        data = self._request(
+            "react", {"mid": mid, "key": key, "on": on, "cid": cid}, timeout=timeout, cid=cid
+        )
+        return SendResult(mid=data["mid"], seq=data["seq"], ts=data["ts"], cid=cid)
+
     def ack(self, mid: str, *, timeout: float | None = None) -> None:
         """This user has the direct message ``mid`` (sent automatically with ``auto_ack``)."""
         self._request("ack", {"mid": mid}, timeout=timeout)

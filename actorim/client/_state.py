@@ -58,8 +58,11 @@ MAX_PENDING = 10_000
 ``queue_full`` instead of growing without bound while the server is away."""
 
 
-CHANGE_EVENTS = frozenset({"edit", "delete"})
+CHANGE_EVENTS = frozenset({"edit", "delete", "reaction"})
 """The events of a change to a stored message: each holds a ``seq`` of its room's order."""
+
+CHANGE_COMMANDS = {"edit": "edit", "delete": "delete", "react": "reaction"}
+"""The commands that change a stored message, and the event each one's change is."""
 
 GAP_PAGE = 12
 """Messages per ``history`` page when filling a gap. Twelve messages of the largest size (a 64
@@ -303,10 +306,11 @@ class Session:
             if ok and isinstance(data, dict) and isinstance(data.get("mid"), str):
                 # A replay of this message after a reconnect is not news to the sender.
                 self.seen.add(data["mid"])
-        elif command.t in CHANGE_EVENTS:
-            if ok and isinstance(data, dict):
+        elif command.t in CHANGE_COMMANDS:
+            if ok and isinstance(data, dict) and not data.get("unchanged"):
                 # Its replay after a reconnect is not news to the one who made it.
-                self.seen.add(f"{command.t}:{data.get('mid')}:{data.get('seq')}")
+                event_t = CHANGE_COMMANDS[command.t]
+                self.seen.add(f"{event_t}:{data.get('mid')}:{data.get('seq')}")
         elif command.t == "join":
             room = command.args["room"]
             if ok and isinstance(data, dict):
@@ -422,9 +426,10 @@ class Session:
     # -- messages ----------------------------------------------------------------------------
 
     def change(self, event: dict[str, Any]) -> bool:
-        """An ``edit`` or ``delete`` event arrived: remember its seq (it holds a place in the
-        room's order, so the next re-join resumes after it), and say whether it is new to the
-        application. Its ``mid`` is the message's, so it is told apart by its ``seq`` too."""
+        """An ``edit``, ``delete`` or ``reaction`` event arrived: remember its seq (it holds a
+        place in the room's order, so the next re-join resumes after it), and say whether it is
+        new to the application. Its ``mid`` is the message's, so it is told apart by its
+        ``seq`` too."""
         self._saw_seq(event)
         mid, seq = event.get("mid"), event.get("seq")
         key = f"{event.get('t')}:{mid}:{seq}"

@@ -1,7 +1,7 @@
 """Who may change a stored message, and when: the one place the rules of edit and delete live.
 
-A change (an edit or a delete) is checked twice. Here, against the message as last read, for
-the rules that depend on who asks and when: the author edits within the edit window, and
+A change (an edit, a delete or a reaction) is checked twice. Here, against the message as last
+read, for the rules that depend on who asks and when: the author edits within the edit window, and
 deletes at any time. Then by the store, atomically with the write and after it recognised a
 resend by its ``cid``, for the state that can change under a check: the message was deleted
 or pruned meanwhile (``actorim.store.base.change_refusal``). Both answer with a
@@ -20,13 +20,15 @@ True
 <Refusal.TOO_LATE: 'too_late'>
 >>> check_change(hi, by="ann", kind="edit", now_ms=99_000, edit_window_ms=0) is None
 True
+>>> check_change(hi, by="bob", kind="react", now_ms=99_000, edit_window_ms=60_000) is None
+True
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from actorim.domain.messages import CHANGE_KINDS, DELETE, EDIT, StoredMessage
+from actorim.domain.messages import CHANGE_KINDS, DELETE, EDIT, REACTION_KINDS, StoredMessage
 
 __all__ = ["Refusal", "check_change"]
 
@@ -55,14 +57,17 @@ def check_change(
     """Why ``by`` may not make a change of ``kind`` to ``target`` now, or None when they may.
 
     ``edit_window_ms`` of 0 lets an author edit for as long as the message is kept. A delete
-    has no window. ``target`` None (the message is not in the store) is UNKNOWN. A deleted
-    ``target`` passes: the store refuses it as DELETED, unless the change is the resend of
-    one it made (the same ``cid``), which it answers as the first time.
+    has no window. Anyone who sees the message may react to it (the caller checks that).
+    ``target`` None (the message is not in the store) is UNKNOWN. A deleted ``target``
+    passes: the store refuses it as DELETED, unless the change is the resend of one it made
+    (the same ``cid``), which it answers as the first time.
     """
     if kind not in CHANGE_KINDS:
         raise ValueError(f"kind must be one of {CHANGE_KINDS}, got {kind!r}")
     if target is None or target.target is not None:
         return Refusal.UNKNOWN
+    if kind in REACTION_KINDS:
+        return None
     if target.sender != by:
         return Refusal.NOT_AUTHOR
     if kind == EDIT and edit_window_ms > 0 and now_ms - target.ts > edit_window_ms:

@@ -16,19 +16,26 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
     "CHANGE_KINDS",
+    "DEFAULT_MAX_REACTIONS",
     "DELETE",
     "DM_PREFIX",
     "DM_SEPARATOR",
     "EDIT",
+    "MAX_REACTION_KEY_BYTES",
     "MAX_TS_MS",
+    "REACT",
+    "REACTION_KINDS",
     "RECEIPT_LEVELS",
     "ROOM_PREFIX",
+    "UNREACT",
     "NewMessage",
+    "Reaction",
     "Receipt",
     "ReceiptStatus",
     "StoredMessage",
@@ -36,6 +43,7 @@ __all__ = [
     "encode_mid",
     "mid_ms",
     "new_mid",
+    "reaction_summary",
     "room_conv",
 ]
 
@@ -50,10 +58,22 @@ ReceiptStatus = Literal["delivered", "read"]
 # The kinds of a change: a stored event that names an earlier message (its ``target``) and
 # takes the conversation's next seq, like a message. An edit carries the new body; a delete
 # carries none and erases the message's body, and the bodies of its earlier edits, everywhere
-# in the store. Reactions are meant to join this tuple.
+# in the store. A reaction (``react`` adds the sender's key to the message, ``unreact`` takes it
+# away) carries the key as its body, UTF-8; the store keeps each message's keys and who chose
+# them, and makes no event for a reaction that changes nothing.
 EDIT = "edit"
 DELETE = "delete"
-CHANGE_KINDS = (EDIT, DELETE)
+REACT = "react"
+UNREACT = "unreact"
+REACTION_KINDS = (REACT, UNREACT)
+CHANGE_KINDS = (EDIT, DELETE, REACT, UNREACT)
+
+DEFAULT_MAX_REACTIONS = 20
+"""Distinct reaction keys one message may carry: enough for a palette of emoji, few enough
+that a history page stays small (a page holds at most this many keys per message)."""
+
+MAX_REACTION_KEY_BYTES = 32
+"""A reaction key's most bytes in UTF-8: an emoji with its modifiers, or a short name."""
 
 # A mid is the message's millisecond timestamp (48 bits, good until the year 10889) followed by
 # 40 random bits (a collision needs about a million messages in the same millisecond), written
@@ -123,6 +143,9 @@ class NewMessage:
     """Set for a change (``kind`` in CHANGE_KINDS): the mid of the message it edits or
     deletes, in the same conversation. The store refuses the change when that message is
     unknown, not retained, itself a change, or deleted (``StoredMessage.refused``)."""
+    max_reactions: int = DEFAULT_MAX_REACTIONS
+    """For a ``react``: the distinct keys its message may carry; a new key beyond them is
+    refused (``"too_many_reactions"``), checked atomically with the write. Never stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +156,10 @@ class StoredMessage:
     one is a tombstone (``deleted``, empty ``body``). A change (an edit or delete event) has
     ``target`` set; an edit event whose message was deleted later has lost its body too and is
     ``deleted`` as well. ``refused`` is set, instead of a ``seq``, on the answer to a change the
-    store did not make: ``"unknown"`` (no such message in the conversation) or ``"deleted"``.
+    store did not make: ``"unknown"`` (no such message in the conversation), ``"deleted"`` or
+    ``"too_many_reactions"``. A reaction that changes nothing (the key was already there, or
+    was not) is answered ``duplicate`` with the conversation's last ``seq`` and no mid of its
+    own: no event was stored. ``reactions`` is filled by ``history`` for its reader.
     """
 
     mid: str
@@ -151,6 +177,33 @@ class StoredMessage:
     edited: int | None = None
     deleted: bool = False
     refused: str | None = None
+    reactions: tuple[Reaction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """One key on a message as ``history`` shows it to its reader: how many chose it, and
+    whether the reader did (``me``)."""
+
+    key: str
+    count: int
+    me: bool
+
+
+def reaction_summary(
+    keys: Iterable[tuple[str, Collection[str]]], reader: str | None
+) -> tuple[Reaction, ...]:
+    """The reactions of a message whose keys (in the order they were first chosen) are held
+    by the given users, as ``reader`` sees them; keys nobody holds are left out.
+
+    >>> reaction_summary([("+1", {"ann", "bob"}), ("x", ())], "bob")
+    (Reaction(key='+1', count=2, me=True),)
+    """
+    return tuple(
+        Reaction(key, len(users), reader is not None and reader in users)
+        for key, users in keys
+        if users
+    )
 
 
 @dataclass(frozen=True, slots=True)

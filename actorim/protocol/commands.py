@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, TypeAlias, cast
 
+from actorim.domain.messages import MAX_REACTION_KEY_BYTES
 from actorim.protocol.errors import CommandError, ErrorCode, error_payload
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "NotACommand",
     "Ping",
     "Presence",
+    "React",
     "Read",
     "Refresh",
     "Send",
@@ -289,6 +291,48 @@ class Delete:
     cid: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class React:
+    """Add (`on` true) or remove (`on` false) the user's reaction `key` on message `mid`.
+
+    Any member of the conversation may react. `key` is a non-empty string of at most
+    MAX_REACTION_KEY_BYTES bytes in UTF-8 (an emoji, or a short name). Reacting twice changes
+    nothing, and `cid` makes a resend safe as for `send`.
+    """
+
+    t: ClassVar[str] = "react"
+    id: int
+    mid: str
+    key: str
+    on: bool
+    cid: str | None = None
+
+
+def _react(frame: dict[Any, Any], id: int, max_limit: int) -> React:
+    key = frame.get("key")
+    if type(key) is not str or not 0 < len(key.encode("utf-8", "surrogatepass")) <= (
+        MAX_REACTION_KEY_BYTES
+    ):
+        raise _bad(
+            f"field 'key' must be a non-empty string of at most {MAX_REACTION_KEY_BYTES} bytes"
+            " in UTF-8"
+        )
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise _bad("field 'key' must be valid Unicode text") from None
+    on = frame.get("on")
+    if type(on) is not bool:
+        raise _bad("field 'on' must be true (add the reaction) or false (remove it)")
+    return React(
+        id,
+        _text(frame, "mid", MAX_MID_LENGTH),
+        key,
+        on,
+        cid=_optional_text(frame, "cid", MAX_CID_LENGTH),
+    )
+
+
 def _edit(frame: dict[Any, Any], id: int, max_limit: int) -> Edit:
     if "body" not in frame:
         raise _bad("field 'body' is required")
@@ -323,6 +367,7 @@ Command: TypeAlias = (
     | Refresh
     | Edit
     | Delete
+    | React
 )
 
 
@@ -574,6 +619,7 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     Refresh.t: _refresh,
     Edit.t: _edit,
     Delete.t: _delete,
+    React.t: _react,
 }
 
 COMMAND_NAMES: Final[frozenset[str]] = frozenset(_DECODERS)

@@ -24,6 +24,9 @@ class ErrorCode(StrEnum):
     """The user is authenticated but may not do this."""
     NOT_FOUND = "not_found"
     """The room, user or message named does not exist."""
+    TOO_MANY_REACTIONS = "too_many_reactions"
+    """The message already carries `max_reactions` different reaction keys; a new one is
+    refused (its existing keys can still be added and removed)."""
     RATE_LIMITED = "rate_limited"
     """The client sends faster than its allowance; it should slow down and retry."""
     OVERLOADED = "overloaded"

@@ -4,7 +4,9 @@ deliveries of a message are the same map.
 A stored message is a ``msg`` event, as it is now (``edited``, or a tombstone: ``deleted`` and
 no body). A stored change is an ``edit`` or ``delete`` event naming its message by ``mid``,
 with its own ``seq``, and the same conversation fields as the ``msg`` event (``room``, or
-``to`` and ``from``), so that a client files all three the same way.
+``to`` and ``from``), so that a client files all three the same way. A stored reaction is a
+``reaction`` event the same way (``key``, ``user``, ``on``); a ``msg`` event read by ``history``
+carries the message's ``reactions`` as its reader sees them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from typing import Any
 
 import msgpack
 
-from actorim.domain.messages import EDIT, NewMessage, StoredMessage, dm_conv, room_conv
+from actorim.domain.messages import (
+    EDIT,
+    REACT,
+    REACTION_KINDS,
+    NewMessage,
+    StoredMessage,
+    dm_conv,
+    room_conv,
+)
 from actorim.domain.roomlog import Gap
 from actorim.protocol.wire import WireFrame
 
@@ -25,6 +35,7 @@ __all__ = [
     "message_event",
     "message_frame",
     "published_message",
+    "reaction_event",
 ]
 
 
@@ -84,6 +95,10 @@ def message_event(
         event["edited"] = stored.edited
     if stored.cid is not None:
         event["cid"] = stored.cid
+    if stored.reactions:
+        event["reactions"] = [
+            {"key": r.key, "count": r.count, "me": r.me} for r in stored.reactions
+        ]
     return event
 
 
@@ -97,6 +112,8 @@ def change_event(
     an edit whose message was deleted since has lost its body: ``deleted: true`` instead.
     """
     assert stored.target is not None
+    if stored.kind in REACTION_KINDS:
+        return reaction_event(stored)
     event: dict[str, Any] = {"t": stored.kind, "mid": stored.target, "seq": stored.seq}
     if stored.room is not None:
         event["room"] = stored.room
@@ -110,6 +127,25 @@ def change_event(
         else:
             event["body"] = body if decoded else _decode(stored.body)
         event["edited"] = stored.ts
+    event["ts"] = stored.ts
+    if stored.cid is not None:
+        event["cid"] = stored.cid
+    return event
+
+
+def reaction_event(stored: StoredMessage) -> dict[str, Any]:
+    """The ``reaction`` event of a stored reaction: ``user`` added (``on``) or removed their
+    ``key`` on message ``mid``; ``seq`` is the reaction's own place in the conversation."""
+    assert stored.target is not None
+    event: dict[str, Any] = {"t": "reaction", "mid": stored.target, "seq": stored.seq}
+    if stored.room is not None:
+        event["room"] = stored.room
+    else:
+        event["to"] = stored.to
+        event["from"] = stored.sender
+    event["key"] = stored.body.decode()
+    event["user"] = stored.sender
+    event["on"] = stored.kind == REACT
     event["ts"] = stored.ts
     if stored.cid is not None:
         event["cid"] = stored.cid

@@ -107,7 +107,9 @@ from actorim.store.base import (
     check_statuses,
     mid_ms,
     new_mid,
+    reaction_summary,
     refused,
+    unchanged,
 )
 
 __all__ = [
@@ -157,6 +159,8 @@ _TEXT_FIELDS = ("mid", "conv", "sender", "kind")
 _OPTIONAL_FIELDS = ("cid", "room", "to", "target")
 # The append script's first answer for a change it did not make.
 _REFUSED = 2
+# Its first answer for a reaction that changed nothing.
+_UNCHANGED = 3
 
 
 # -- the published form ---------------------------------------------------------------------
@@ -453,9 +457,12 @@ end
 
 # ARGV: mid, conv, ts, sender, kind, body, cid, room, to, which of cid/room/to are set ("101"),
 # channel, retention count, age cutoff, trim budget, origin ('' for none: published, not stored),
-# target ('' for a message; the mid a change edits or deletes).
+# target ('' for a message; the mid a change edits, deletes or reacts to), max reactions.
 # Returns {duplicate, packed, receipt level (-1: not direct), span, oldest ts, dropped}; for a
-# change the store refuses, {2, reason, -1, span, oldest ts, {}}.
+# change the store refuses, {2, reason, -1, span, oldest ts, {}}; for a reaction that changes
+# nothing, {3, last seq, -1, span, oldest ts, {}}.
+# A message's reactions live in its entry as it is now: ``reactions``, a list of {key, {users}}
+# in the order keys were first chosen (a reaction moves the message into ``changed``).
 _APPEND = (
     "#!lua\n"
     + _CONVERSATION_PRELUDE
@@ -484,6 +491,32 @@ if target ~= '' then
   t = tpacked and cmsgpack.unpack(tpacked)
   local reason
   if not t or t.target then reason = 'unknown' elseif t.deleted then reason = 'deleted' end
+  local kind = ARGV[5]
+  if not reason and (kind == 'react' or kind == 'unreact') then
+    local key, reactions, found, held = ARGV[6], t.reactions or {}, nil, nil
+    for i, r in ipairs(reactions) do
+      if r[1] == key then
+        found = i
+        for j, user in ipairs(r[2]) do if user == sender then held = j end end
+      end
+    end
+    if kind == 'react' and not found and #reactions >= tonumber(ARGV[17]) then
+      reason = 'too_many_reactions'
+    elseif (kind == 'react') == (held ~= nil) then
+      local span, oldest = state()
+      return {3, tonumber(redis.call('GET', SEQ) or '0'), -1, span, oldest, {}}
+    elseif kind == 'react' then
+      if found then
+        table.insert(reactions[found][2], sender)
+      else
+        reactions[#reactions + 1] = {key, {sender}}
+      end
+    else
+      table.remove(reactions[found][2], held)
+      if #reactions[found][2] == 0 then table.remove(reactions, found) end
+    end
+    if #reactions == 0 then t.reactions = nil else t.reactions = reactions end
+  end
   if reason then
     local span, oldest = state()
     return {2, reason, -1, span, oldest, {}}
@@ -510,8 +543,10 @@ if t then
     t.body, t.edited = ARGV[6], tonumber(ARGV[3])
     edits[#edits + 1] = seq
     t.edits = edits
+  elseif ARGV[5] == 'react' or ARGV[5] == 'unreact' then
+    if #edits > 0 then t.edits = edits end
   else
-    t.body, t.deleted, t.edited = "", true, nil
+    t.body, t.deleted, t.edited, t.reactions = "", true, nil, nil
     for _, eseq in ipairs(edits) do
       local e = entry(eseq)
       if e then
@@ -814,6 +849,9 @@ class RedisStore(Store):
                 if duplicate == _REFUSED:
                     stored.append(refused(msg, bytes(packed).decode()))
                     continue
+                if duplicate == _UNCHANGED:
+                    stored.append(unchanged(msg, int(packed)))
+                    continue
                 message = decode_published(packed)
                 stored.append(replace(message, duplicate=bool(duplicate)))
                 made.append((stored[-1], bytes(packed), int(level), msg.origin))
@@ -839,6 +877,7 @@ class RedisStore(Store):
             _TRIM_PER_APPEND,
             msg.origin or "",
             msg.target or "",
+            msg.max_reactions,
         ]
 
     def _index_appended(
@@ -951,6 +990,7 @@ class RedisStore(Store):
         before: int | None = None,
         after: int | None = None,
         limit: int,
+        reader: str | None = None,
     ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
         self._live()
@@ -966,7 +1006,7 @@ class RedisStore(Store):
             _, *entries = self._read_script(
                 keys=keys, args=[low, high, limit + 1, newest_first, "1"]
             )
-        page = [decode_published(packed) for packed in entries[:limit]]
+        page = [_with_reactions(packed, reader) for packed in entries[:limit]]
         if after is None:
             page.reverse()
         return page, len(entries) > limit
@@ -1227,6 +1267,17 @@ class RedisStore(Store):
                 raise StoreError(
                     f"could not close the Redis client for {self._where}: {exc}"
                 ) from exc
+
+
+def _with_reactions(packed: bytes, reader: str | None) -> StoredMessage:
+    """The message an entry holds, with its reactions as ``reader`` sees them."""
+    fields = msgpack_map(packed)
+    message = decode_published_fields(fields)[0]
+    held = fields.get(b"reactions")
+    if not held:
+        return message
+    keys = [(bytes(key).decode(), {bytes(u).decode() for u in users}) for key, users in held]
+    return replace(message, reactions=reaction_summary(keys, reader))
 
 
 def _text(value: str | bytes) -> str:

@@ -35,7 +35,16 @@ from pykka import ActorDeadError
 
 from actorim.domain.auth import TokenError
 from actorim.domain.changes import Refusal, check_change
-from actorim.domain.messages import DELETE, EDIT, NewMessage, ReceiptStatus, dm_conv, room_conv
+from actorim.domain.messages import (
+    DELETE,
+    EDIT,
+    REACT,
+    UNREACT,
+    NewMessage,
+    ReceiptStatus,
+    dm_conv,
+    room_conv,
+)
 from actorim.logs import context as log_context
 from actorim.ports import ConnectionClosed
 from actorim.protocol import commands as cmd
@@ -448,7 +457,7 @@ class ConnectionActor(GeventActor):
 
     # -- changes to stored messages: edit and delete ---------------------------------------------
 
-    def _change(self, command: cmd.Edit | cmd.Delete) -> None:
+    def _change(self, command: cmd.Edit | cmd.Delete | cmd.React) -> None:
         """Read the message, check who may change it (``actorim.domain.changes``), then store
         the change like a send: the store makes it atomically (refusing a message deleted
         meanwhile) and publishes it in the conversation's order."""
@@ -533,7 +542,9 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
         _page_turn(ctx, link, link.pages.finish())
 
     replies = ConnectionReplies(link)
-    read = ReadPage(conv, command.before, command.after, command.limit, build, replies, done)
+    read = ReadPage(
+        conv, command.before, command.after, command.limit, build, replies, done, link.user
+    )
     try:
         ctx.refs.tell_store(read)
     except Unavailable as exc:
@@ -543,13 +554,20 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
 
 
 def _change_of(
-    ctx: NodeContext, link: Link, command: cmd.Edit | cmd.Delete, target: Any, now_ms: int
+    ctx: NodeContext,
+    link: Link,
+    command: cmd.Edit | cmd.Delete | cmd.React,
+    target: Any,
+    now_ms: int,
 ) -> NewMessage:
     """The change ``command`` asks of ``target`` (the message as read), or the CommandError
     that refuses it."""
     user = link.user
     assert user is not None and link.identity is not None
-    kind = EDIT if isinstance(command, cmd.Edit) else DELETE
+    if isinstance(command, cmd.React):
+        kind = REACT if command.on else UNREACT
+    else:
+        kind = EDIT if isinstance(command, cmd.Edit) else DELETE
     unknown = CommandError(ErrorCode.NOT_FOUND, f"no message {command.mid!r} you can see")
     if target is None:
         raise unknown
@@ -574,7 +592,14 @@ def _change_of(
             f"messages can be edited for {ctx.config.edit_window:g} s after sending; this one"
             " is older (it can still be deleted)",
         )
-    body = encode_body(command.body) if isinstance(command, cmd.Edit) else b""
+    to = target.to
+    if isinstance(command, cmd.React):
+        body = command.key.encode()
+        # In a direct conversation a change goes from whoever makes it to the other user.
+        if to == user:
+            to = target.sender
+    else:
+        body = encode_body(command.body) if isinstance(command, cmd.Edit) else b""
     return NewMessage(
         conv=target.conv,
         sender=user,
@@ -583,9 +608,10 @@ def _change_of(
         ts=now_ms,
         cid=command.cid,
         room=target.room,
-        to=target.to,
+        to=to,
         origin=f"{ctx.node_id}/{link.conn_id}",
         target=target.mid,
+        max_reactions=ctx.config.max_reactions,
     )
 
 
@@ -634,4 +660,5 @@ _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.Refresh: ConnectionActor._refresh,
     cmd.Edit: ConnectionActor._change,
     cmd.Delete: ConnectionActor._change,
+    cmd.React: ConnectionActor._change,
 }

@@ -114,6 +114,8 @@ class ReadPage:
     build: Callable[[list[StoredMessage], bool], Any]
     reply_to: ReplyTo
     done: Callable[[Any, BaseException | None], None]
+    reader: str | None = None
+    """Who reads the page: each message's reactions say which are theirs (``me``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,7 +207,7 @@ class StoreActor(FaultInjectable, GeventActor):
 
     def _accepted(self, append: Append, stored: StoredMessage) -> None:
         if stored.refused is not None:
-            code, text = _change_refused(stored)
+            code, text = _change_refused(stored, self.ctx.config.max_reactions)
             _answer_error(append, code, text)
             return
         if append.link is not None and append.command_id is not None:
@@ -277,7 +277,12 @@ class StoreActor(FaultInjectable, GeventActor):
             self.backend.history,
             (request.conv,),
             read,
-            {"before": request.before, "after": request.after, "limit": request.limit},
+            {
+                "before": request.before,
+                "after": request.after,
+                "limit": request.limit,
+                "reader": request.reader,
+            },
         )
 
     def _abandon_pages(self) -> None:
@@ -415,13 +420,21 @@ def _accepted_data(stored: StoredMessage) -> dict[str, Any]:
     else:
         data["to"] = stored.to
         data["from"] = stored.sender
+    if stored.mid == stored.target:
+        # A reaction that changed nothing: no event of its own, seq is the conversation's last.
+        data["unchanged"] = True
     return data
 
 
-def _change_refused(stored: StoredMessage) -> tuple[ErrorCode, str]:
+def _change_refused(stored: StoredMessage, max_reactions: int) -> tuple[ErrorCode, str]:
     """The error a change the store did not make is answered with."""
     if stored.refused == "deleted":
         return ErrorCode.NOT_FOUND, f"message {stored.target!r} was deleted; it cannot be changed"
+    if stored.refused == "too_many_reactions":
+        return ErrorCode.TOO_MANY_REACTIONS, (
+            f"message {stored.target!r} has as many different reactions as it may"
+            f" ({max_reactions}); react with one of its keys, or ask someone to remove one"
+        )
     return ErrorCode.NOT_FOUND, f"no message {stored.target!r} in this conversation"
 
 

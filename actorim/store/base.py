@@ -17,6 +17,10 @@ The server builds its delivery promises on four guarantees, and every backend ke
    ``history`` pages messages only. A delete leaves a tombstone (``deleted``, no body) and
    erases the body of the message and of its earlier edits so that no read returns it again
    (SQLite also overwrites it in its files).
+6. A reaction (``react`` or ``unreact``, the key as body) is a change too, made only when it
+   changes the message's reactions: adding a key the sender already chose, or removing one
+   they did not, stores nothing and answers ``unchanged`` (``duplicate``, no event). A new
+   key beyond ``max_reactions`` is refused. A delete erases the message's reactions.
 
 A write that fails may have stored part of its batch, each message whole: the batch contract is
 per message (see ``Store``), because a batch spans conversations and the Redis store keeps each
@@ -38,14 +42,20 @@ from typing import Protocol
 
 from actorim.domain.messages import (
     CHANGE_KINDS,
+    DEFAULT_MAX_REACTIONS,
     DELETE,
     DM_PREFIX,
     DM_SEPARATOR,
     EDIT,
+    MAX_REACTION_KEY_BYTES,
     MAX_TS_MS,
+    REACT,
+    REACTION_KINDS,
     RECEIPT_LEVELS,
     ROOM_PREFIX,
+    UNREACT,
     NewMessage,
+    Reaction,
     Receipt,
     ReceiptStatus,
     StoredMessage,
@@ -53,6 +63,7 @@ from actorim.domain.messages import (
     encode_mid,
     mid_ms,
     new_mid,
+    reaction_summary,
     room_conv,
 )
 
@@ -60,14 +71,19 @@ __all__ = [
     "CHANGE_KINDS",
     "DEFAULT_MAX_AGE_MS",
     "DEFAULT_MAX_COUNT",
+    "DEFAULT_MAX_REACTIONS",
     "DEFAULT_PRUNE_BUDGET",
     "DELETE",
     "DM_PREFIX",
     "DM_SEPARATOR",
     "EDIT",
+    "REACT",
+    "REACTION_KINDS",
     "RECEIPT_LEVELS",
     "ROOM_PREFIX",
+    "UNREACT",
     "NewMessage",
+    "Reaction",
     "Receipt",
     "ReceiptStatus",
     "Store",
@@ -84,8 +100,11 @@ __all__ = [
     "encode_mid",
     "mid_ms",
     "new_mid",
+    "reaction_refusal",
+    "reaction_summary",
     "refused",
     "room_conv",
+    "unchanged",
 ]
 
 # Retention: a conversation keeps at most its newest 10,000 messages, and nothing older than 30
@@ -182,6 +201,12 @@ def check_new_message(msg: NewMessage) -> None:
         raise ValueError(f"a change needs a kind in {CHANGE_KINDS} and a target: {msg!r}")
     if msg.kind == DELETE and msg.body:
         raise ValueError(f"a delete carries no body: {msg!r}")
+    if msg.kind in REACTION_KINDS:
+        if not 0 < len(msg.body) <= MAX_REACTION_KEY_BYTES:
+            raise ValueError(f"a reaction key is 1 to {MAX_REACTION_KEY_BYTES} bytes: {msg!r}")
+        msg.body.decode()  # UnicodeDecodeError is a ValueError
+        if msg.max_reactions < 1:
+            raise ValueError(f"max_reactions must be at least 1: {msg!r}")
 
 
 def change_refusal(change: NewMessage, target: StoredMessage | None) -> str | None:
@@ -195,8 +220,41 @@ def change_refusal(change: NewMessage, target: StoredMessage | None) -> str | No
     return None
 
 
+def reaction_refusal(change: NewMessage, keys: dict[str, set[str]] | dict[str, int]) -> str | None:
+    """``"too_many_reactions"`` when ``change`` adds a new key to a message whose distinct
+    keys (``keys``: each key with its users, or their number) already reach its limit."""
+    if change.kind != REACT:
+        return None
+    key = change.body.decode()
+    if key in keys:
+        return None
+    held = sum(1 for users in keys.values() if users)
+    return "too_many_reactions" if held >= change.max_reactions else None
+
+
+def unchanged(change: NewMessage, last_seq: int) -> StoredMessage:
+    """The answer to a reaction that changed nothing: no event stored, nothing to publish,
+    ``duplicate`` with the conversation's last ``seq`` and the reacted message's mid."""
+    assert change.target is not None
+    return StoredMessage(
+        change.target,
+        change.conv,
+        last_seq,
+        change.ts,
+        change.sender,
+        change.kind,
+        change.body,
+        change.cid,
+        change.room,
+        change.to,
+        duplicate=True,
+        target=change.target,
+    )
+
+
 def applied(change: NewMessage, target: StoredMessage) -> StoredMessage:
-    """``target`` as ``change`` leaves it: the edited body and time, or a tombstone."""
+    """``target`` as an edit or delete ``change`` leaves it: the edited body and time, or a
+    tombstone."""
     if change.kind == EDIT:
         return replace(target, body=change.body, edited=change.ts, duplicate=False)
     return replace(target, body=b"", deleted=True, edited=None, duplicate=False)
@@ -288,8 +346,12 @@ class Store(Protocol):
         before: int | None = None,
         after: int | None = None,
         limit: int,
+        reader: str | None = None,
     ) -> tuple[list[StoredMessage], bool]:
         """One page of ``conv``, and whether more lie beyond it in the paging direction.
+
+        Each message carries its ``reactions`` (in the order their keys were first chosen;
+        ``me`` for those ``reader`` chose). A tombstone carries none.
 
         No cursor: the latest ``limit`` (``more``: older ones exist). ``before``: the newest
         page below it (older ones exist). ``after``: the oldest page above it (newer ones

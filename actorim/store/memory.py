@@ -39,6 +39,8 @@ from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
     DEFAULT_PRUNE_BUDGET,
+    REACT,
+    REACTION_KINDS,
     RECEIPT_LEVELS,
     NewMessage,
     Receipt,
@@ -55,7 +57,10 @@ from actorim.store.base import (
     check_statuses,
     mid_ms,
     new_mid,
+    reaction_refusal,
+    reaction_summary,
     refused,
+    unchanged,
 )
 
 __all__ = ["MemoryStore"]
@@ -79,6 +84,8 @@ class _Record:
     order: int
     receipt: int | None
     retained: bool = True
+    reactions: dict[str, set[str]] | None = None
+    """Each key on the message, in the order first chosen, with the users who chose it."""
 
 
 def _pending_key(record: _Record) -> tuple[int, int, int]:
@@ -229,14 +236,37 @@ class MemoryStore(Store):
         if reason is not None:
             return refused(change, reason)
         assert record is not None
+        if change.kind in REACTION_KINDS:
+            return self._react(change, record)
         event = self._append(change)
         record.msg = applied(change, record.msg)
         if record.msg.deleted:
+            record.reactions = None
             for edit in self._edits.pop(change.target, ()):
                 edit.msg = replace(edit.msg, body=b"", deleted=True)
         else:
             self._edits.setdefault(change.target, []).append(self._by_mid[event.mid])
         return event
+
+    def _react(self, change: NewMessage, record: _Record) -> StoredMessage:
+        """Store a reaction that changes the message's reactions; answer one that does not."""
+        keys = record.reactions if record.reactions is not None else {}
+        reason = reaction_refusal(change, keys)
+        if reason is not None:
+            return refused(change, reason)
+        key = change.body.decode()
+        users = keys.get(key, set())
+        if (change.sender in users) == (change.kind == REACT):
+            return unchanged(change, self._conversations[change.conv].last_seq)
+        if change.kind == REACT:
+            users.add(change.sender)
+            keys[key] = users
+        else:
+            users.discard(change.sender)
+            if not users:
+                del keys[key]
+        record.reactions = keys or None
+        return self._append(change)
 
     def _append(self, msg: NewMessage) -> StoredMessage:
         conversation = self._conversations.get(msg.conv)
@@ -306,6 +336,7 @@ class MemoryStore(Store):
         before: int | None = None,
         after: int | None = None,
         limit: int,
+        reader: str | None = None,
     ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
         self._live()
@@ -320,11 +351,15 @@ class MemoryStore(Store):
         page: list[StoredMessage] = []
         more = False
         for index in indices:
-            message = records[index].msg
+            record = records[index]
+            message = record.msg
             if message.target is None:
                 if len(page) == limit:
                     more = True
                     break
+                if record.reactions:
+                    summary = reaction_summary(record.reactions.items(), reader)
+                    message = replace(message, reactions=summary)
                 page.append(message)
         if after is None:
             page.reverse()

@@ -35,8 +35,11 @@ from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
     DEFAULT_PRUNE_BUDGET,
+    REACT,
+    REACTION_KINDS,
     RECEIPT_LEVELS,
     NewMessage,
+    Reaction,
     Receipt,
     ReceiptStatus,
     Store,
@@ -51,7 +54,9 @@ from actorim.store.base import (
     check_statuses,
     mid_ms,
     new_mid,
+    reaction_refusal,
     refused,
+    unchanged,
 )
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "SqliteStore"]
@@ -80,7 +85,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -132,6 +137,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX messages_target ON messages (target) WHERE target IS NOT NULL",
     ),
+    # Version 4: reactions. The events are change rows (kinds react and unreact, the key as
+    # body); who holds which key of a message now is a row each here, ``id`` keeping the order
+    # keys were first chosen. A message's reactions go with it: erased by a delete, and by the
+    # trigger when retention removes the message.
+    (
+        """CREATE TABLE reactions (
+            id INTEGER PRIMARY KEY,
+            mid TEXT NOT NULL,
+            key TEXT NOT NULL,
+            user TEXT NOT NULL,
+            UNIQUE (mid, key, user)
+        )""",
+        """CREATE TRIGGER messages_reactions AFTER DELETE ON messages
+            WHEN old.target IS NULL
+            BEGIN DELETE FROM reactions WHERE mid = old.mid; END""",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -164,6 +185,17 @@ _BETWEEN = f"{_MESSAGES} AND seq > ? AND seq < ? ORDER BY seq LIMIT ?"
 _APPLY = "UPDATE messages SET body = ?, edited = ?, deleted = ? WHERE mid = ?"
 _ERASE_EDITS = (
     "UPDATE messages SET body = x'', deleted = 1 WHERE target = ? AND conv = ? AND kind = 'edit'"
+)
+_KEYS_OF = "SELECT key, count(*) FROM reactions WHERE mid = ? GROUP BY key"
+_HAS_REACTED = "SELECT 1 FROM reactions WHERE mid = ? AND key = ? AND user = ?"
+_REACT = "INSERT INTO reactions (mid, key, user) VALUES (?, ?, ?)"
+_UNREACT = "DELETE FROM reactions WHERE mid = ? AND key = ? AND user = ?"
+_ERASE_REACTIONS = "DELETE FROM reactions WHERE mid = ?"
+# A page's reactions, each key once per message with its count and whether the reader holds it,
+# in the order keys were first chosen.
+_REACTIONS_OF = (
+    "SELECT mid, key, count(*), max(user = ?) FROM reactions WHERE mid IN ({})"
+    " GROUP BY mid, key ORDER BY min(id)"
 )
 _PENDING_FOR = (
     f"SELECT {_COLUMNS} FROM messages WHERE recipient = ? AND receipt = {_PENDING}"
@@ -435,6 +467,20 @@ class SqliteStore(Store):
                 row = conn.execute(_BY_MID, (msg.target,)).fetchone()
                 target = None if row is None else _message(row)
                 reason = change_refusal(msg, target)
+                if reason is None and msg.kind in REACTION_KINDS:
+                    keys = dict(conn.execute(_KEYS_OF, (msg.target,)).fetchall())
+                    reason = reaction_refusal(msg, keys)
+                    reacted = (msg.target, msg.body.decode(), msg.sender)
+                    held = conn.execute(_HAS_REACTED, reacted).fetchone() is not None
+                    if reason is None and held == (msg.kind == REACT):
+                        last = assigned.get(msg.conv)
+                        if last is None:
+                            last = self._cached_last_seq(conn, msg.conv)
+                        results.append(unchanged(msg, last))
+                        continue
+                    if reason is None:
+                        conn.execute(_REACT if msg.kind == REACT else _UNREACT, reacted)
+                        target = None  # the message itself is unchanged
                 if reason is not None:
                     results.append(refused(msg, reason))
                     continue
@@ -462,6 +508,7 @@ class SqliteStore(Store):
                 conn.execute(_APPLY, (now.body, now.edited, int(now.deleted), now.mid))
                 if now.deleted:
                     conn.execute(_ERASE_EDITS, (now.mid, now.conv))
+                    conn.execute(_ERASE_REACTIONS, (now.mid,))
                     self._erased = True
             results.append(stored)
         conn.executemany(_UPSERT_CONV, assigned.items())
@@ -543,6 +590,7 @@ class SqliteStore(Store):
         before: int | None = None,
         after: int | None = None,
         limit: int,
+        reader: str | None = None,
     ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
         args: tuple[str | int, ...]
@@ -556,11 +604,25 @@ class SqliteStore(Store):
             sql, args, newest_first = _LATEST, (conv, limit + 1), True
         with self._read("read history") as conn:
             page = [_message(row) for row in conn.execute(sql, args)]
-        more = len(page) > limit
-        del page[limit:]
+            more = len(page) > limit
+            del page[limit:]
+            page = self._with_reactions(conn, page, reader)
         if newest_first:
             page.reverse()
         return page, more
+
+    @staticmethod
+    def _with_reactions(
+        conn: sqlite3.Connection, page: list[StoredMessage], reader: str | None
+    ) -> list[StoredMessage]:
+        """``page`` with each message's reactions as ``reader`` sees them."""
+        if not page:
+            return page
+        found: dict[str, list[Reaction]] = {}
+        sql = _REACTIONS_OF.format(", ".join("?" * len(page)))
+        for mid, key, count, mine in conn.execute(sql, (reader, *(m.mid for m in page))):
+            found.setdefault(mid, []).append(Reaction(key, count, bool(mine)))
+        return [replace(m, reactions=tuple(found[m.mid])) if m.mid in found else m for m in page]
 
     def get(self, mid: str) -> StoredMessage | None:
         with self._read("read a message") as conn:

@@ -713,6 +713,7 @@ export class ActorimClient extends EventTarget {
         return this._message(frame);
       case "edit":
       case "delete":
+      case "reaction":
         return this._change(frame);
       case "gap":
         return this._gap(frame);
@@ -901,6 +902,14 @@ export class ActorimClient extends EventTarget {
       if (cmd.t === "edit") Object.assign(event, { body: cmd.body, edited: data.ts });
       Object.assign(event, { ts: data.ts, cid: cmd.cid });
       if (this._seen.add(`${event.t}:${event.mid}:${event.seq}`)) this._emit(event.t, event);
+    } else if (cmd.t === "react" && !data.unchanged) {
+      // The page's own reaction, as its members get it; one that changed nothing has no event.
+      const event = { t: "reaction", mid: data.mid, seq: data.seq };
+      if (data.room !== undefined) event.room = data.room;
+      else Object.assign(event, { to: data.to, from: data.from });
+      Object.assign(event, { key: cmd.key, user: this.user, on: cmd.on });
+      Object.assign(event, { ts: data.ts, cid: cmd.cid });
+      if (this._seen.add(`reaction:${event.mid}:${event.seq}`)) this._emit("reaction", event);
     }
     entry.resolve(data);
   }
@@ -935,6 +944,16 @@ export class ActorimClient extends EventTarget {
    * members, and this page, get a `delete` event. */
   delete(mid, { cid = newCid() } = {}) {
     return this._enqueue({ t: "delete", mid, cid });
+  }
+
+  /**
+   * Add (`on`, the default) or remove this user's reaction `key` (an emoji or a short name, at
+   * most 32 bytes of UTF-8) on message `mid`. Resolves with `{mid, seq, ts, room | to, from}`
+   * once stored, like `edit`; members, and this page, get a `reaction` event. Reacting twice
+   * changes nothing: the answer then carries `unchanged: true` and no event comes.
+   */
+  react(mid, key, { on = true, cid = newCid() } = {}) {
+    return this._enqueue({ t: "react", mid, key, on, cid });
   }
 
   /**

@@ -183,6 +183,7 @@ async function signIn(user) {
   client.on("receipt", onReceipt);
   client.on("edit", onChange);
   client.on("delete", onChange);
+  client.on("reaction", onReaction);
   client.on("typing", onTyping);
   client.on("error", ({ message }) => showNotice(message));
   client.connect().catch((err) => showNotice(err.message));
@@ -305,6 +306,52 @@ function onChange(change) {
   }
   if (app.editing === change.mid && change.t === "delete") stopEditing();
   if (conv.key === app.openKey) renderMessages();
+}
+
+// -- reactions: chips under a message, a click toggles one's own ---------------------------------
+
+const QUICK_REACTION = "👍";
+
+function onReaction(event) {
+  const conv = convOf(event);
+  const msg = conv && conv.messages.get(event.mid);
+  if (!msg || msg.deleted) return; // not loaded here: history will count it
+  const mine = event.user === app.me;
+  const reactions = (msg.reactions || []).map((r) => ({ ...r }));
+  let chip = reactions.find((r) => r.key === event.key);
+  if (!chip) {
+    if (!event.on) return;
+    chip = { key: event.key, count: 0, me: false };
+    reactions.push(chip);
+  }
+  chip.count += event.on ? 1 : -1;
+  if (mine) chip.me = event.on;
+  const kept = reactions.filter((r) => r.count > 0);
+  conv.messages.set(event.mid, { ...msg, reactions: kept });
+  if (conv.key === app.openKey) renderMessages();
+}
+
+function toggleReaction(mid, key, on) {
+  app.client.react(mid, key, { on }).catch((err) => showNotice(err.message));
+}
+
+function reactionChips(item) {
+  const reactions = item.reactions || [];
+  if (!item.mid || item.deleted || reactions.length === 0) return null;
+  return el("div", { class: "reactions", "data-testid": "reactions" },
+    ...reactions.map((r) =>
+      el("button", {
+        type: "button",
+        class: `reaction${r.me ? " me" : ""}`,
+        "data-testid": "reaction",
+        "data-key": r.key,
+        "data-count": r.count,
+        "data-me": r.me ? "true" : "false",
+        "aria-pressed": r.me ? "true" : "false",
+        title: r.me ? "Remove your reaction" : "React with this too",
+        text: `${r.key} ${r.count}`,
+        onclick: () => toggleReaction(item.mid, r.key, !r.me),
+      })));
 }
 
 function startEditing(item) {
@@ -714,7 +761,8 @@ function messageElement(conv, item) {
   const mine = item.mid ? item.from === app.me : true;
   const key = item.mid ? `m:${item.mid}` : `p:${item.cid}`;
   const status = mine ? statusOf(conv, item) : null;
-  const sig = `${status ? status[0] : ""}|${item.edited ?? ""}|${item.deleted ? "x" : ""}`;
+  const chips = JSON.stringify(item.reactions || []);
+  const sig = `${status ? status[0] : ""}|${item.edited ?? ""}|${item.deleted ? "x" : ""}|${chips}`;
   const cached = app.rendered.get(key);
   if (cached && cached.sig === sig) return cached.el;
   const node = el("li", {
@@ -732,17 +780,26 @@ function messageElement(conv, item) {
         ? el("span", { class: "edited", "data-testid": "edited", text: "(edited)",
             title: `Edited ${new Date(item.edited).toLocaleString()}` })
         : null,
-      mine && item.mid && !item.deleted
+      item.mid && !item.deleted
         ? el("span", { class: "actions" },
-            el("button", { type: "button", class: "link-button", "data-testid": "edit-message",
-              text: "Edit", onclick: () => startEditing(item) }),
-            el("button", { type: "button", class: "link-button", "data-testid": "delete-message",
-              text: "Delete", onclick: () => deleteMessage(item.mid) }))
+            el("button", { type: "button", class: "link-button", "data-testid": "react-message",
+              text: QUICK_REACTION, title: `React with ${QUICK_REACTION}`,
+              onclick: () => toggleReaction(item.mid, QUICK_REACTION, true) }),
+            mine
+              ? el("button", { type: "button", class: "link-button", "data-testid": "edit-message",
+                  text: "Edit", onclick: () => startEditing(item) })
+              : null,
+            mine
+              ? el("button", { type: "button", class: "link-button",
+                  "data-testid": "delete-message", text: "Delete",
+                  onclick: () => deleteMessage(item.mid) })
+              : null)
         : null),
     item.deleted
       ? el("div", { class: "bubble deleted", "data-testid": "message-body", "data-deleted": true,
           text: "Message deleted" })
       : el("div", { class: "bubble", "data-testid": "message-body", text: bodyText(item.body) }),
+    reactionChips(item),
     status
       ? el("span", {
           class: "status",
