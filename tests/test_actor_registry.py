@@ -45,6 +45,7 @@ def many() -> list[ActorRef[Any]]:
     return [Idle.start() for _ in range(MANY)]
 
 
+@pytest.mark.slow  # bulk: thousands of actors
 def test_urn_lookups_and_start_order_hold_among_many_actors(many: list[ActorRef[Any]]) -> None:
     other = OtherIdle.start()
 
@@ -55,6 +56,7 @@ def test_urn_lookups_and_start_order_hold_among_many_actors(many: list[ActorRef[
     assert len(ActorRegistry.get_by_class(Idle)) == MANY
 
 
+@pytest.mark.slow  # bulk: thousands of actors
 def test_removing_many_actors_keeps_the_order_of_the_rest_and_empties_the_registry(
     many: list[ActorRef[Any]],
 ) -> None:
@@ -109,6 +111,7 @@ def test_threading_actors_share_the_same_index() -> None:
 # -- names -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # bulk: thousands of actors
 def test_names_of_many_actors_are_found_and_released_when_they_end(
     many: list[ActorRef[Any]],
 ) -> None:

@@ -92,6 +92,7 @@ def busy(start_node: Callable[..., RunningNode], **settings: Any) -> RunningNode
 # -- the offline backlog -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # bulk: thousands of waiting messages
 def test_a_backlog_larger_than_the_outbox_arrives_whole_in_order_and_once(
     start_node: Callable[..., RunningNode], tmp_path: Path
 ) -> None:
@@ -188,6 +189,7 @@ LARGE = 3_000
 LARGE_BODY = "y" * 2_000
 
 
+@pytest.mark.slow  # bulk: thousands of waiting messages
 def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_closed(
     start_node: Callable[..., RunningNode], tmp_path: Path
 ) -> None:
@@ -199,6 +201,7 @@ def test_a_client_that_stops_reading_holds_the_backlog_back_instead_of_being_clo
     bob.close()
 
 
+@pytest.mark.slow  # bulk: thousands of waiting messages
 def test_a_connection_actor_that_crashes_mid_backlog_carries_on_where_it_was(
     start_node: Callable[..., RunningNode], tmp_path: Path
 ) -> None:

@@ -1240,6 +1240,7 @@ class Observer:
         return seen
 
 
+@pytest.mark.slow  # bulk: a 400-step random walk
 @pytest.mark.parametrize("backend", backend_params([name for name in BACKENDS if name != "memory"]))
 def test_backend_answers_every_call_as_the_memory_store_does(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
