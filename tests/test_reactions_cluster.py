@@ -9,44 +9,25 @@ for the module with ``--max-reactions 3``; each test uses users and rooms of its
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
 import pytest
 
-from tests.redis_server import RedisServer, find_redis_server
 from tests.support import DEFAULT_TIMEOUT, Client, queued
-from tests.test_cluster import NodeProcess, redis_url_of, start_nodes
+from tests.two_nodes import TwoNodes, on, two_nodes
 
 pytestmark = pytest.mark.process  # nodes and redis-server run as processes
 
 MAX_REACTIONS = 3
 
 
-@dataclass
-class TwoNodes:
-    redis: RedisServer
-    a: NodeProcess
-    b: NodeProcess
-
-
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
-    directory = tmp_path_factory.mktemp("reactions-cluster")
-    server = RedisServer(directory / "redis", binary=find_redis_server())
-    server.start()
-    url = redis_url_of(server)
-    args = ("--max-reactions", str(MAX_REACTIONS))
-    a = NodeProcess("A", url, directory, args=args)
-    b = NodeProcess("B", url, directory, args=args)
-    try:
-        start_nodes([a, b])
-        yield TwoNodes(server, a, b)
-    finally:
-        a.kill()
-        b.kill()
-        server.stop()
+    with two_nodes(
+        tmp_path_factory.mktemp("reactions-cluster"), ("--max-reactions", str(MAX_REACTIONS))
+    ) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -55,12 +36,6 @@ def clients() -> Iterator[list[Client]]:
     yield opened
     for client in opened:
         client.close()
-
-
-def on(node: NodeProcess, user: str, clients: list[Client]) -> Client:
-    client, _ = node.client(user)
-    clients.append(client)
-    return client
 
 
 STORED = ("msg", "reaction")
