@@ -409,6 +409,32 @@ def queued(client: Client, t: str, **match: Any) -> list[dict[str, Any]]:
     ]
 
 
+def stored_events(
+    client: Client, room: str, kinds: tuple[str, ...], *, until: int
+) -> list[dict[str, Any]]:
+    """The room's events of ``kinds`` (those that take a seq: ``msg``, ``edit``, ...), taken in
+    the order they came, up to seq ``until``; other events stay queued."""
+    got: list[dict[str, Any]] = []
+    with gevent.Timeout(DEFAULT_TIMEOUT, AssertionError(f"no stored event up to seq {until}")):
+        while not got or got[-1]["seq"] < until:
+            found = next(
+                (e for e in client.events if e.get("t") in kinds and e.get("room") == room), None
+            )
+            if found is None:
+                client._pump(DEFAULT_TIMEOUT)
+                continue
+            client.events.remove(found)
+            got.append(found)
+    return got
+
+
+def joined(node: RunningNode, user: str, room: str = "lobby") -> Client:
+    """A client of ``user`` on ``node`` that has joined ``room``."""
+    client = node.client(user)
+    client.ok("join", room=room)
+    return client
+
+
 def read_frame(client: Client, *, timeout: float = DEFAULT_TIMEOUT) -> tuple[bool, bytes]:
     """The next data frame as it came off the wire: whether it was binary, and its payload.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import gevent
 import pytest
 
-from tests.support import Client, RunningNode, queued
+from tests.support import RunningNode, joined, queued
 
 StartNode = Callable[..., RunningNode]
 
@@ -21,12 +21,6 @@ StartNode = Callable[..., RunningNode]
 @pytest.fixture(params=["memory", "sqlite"])
 def node(request: pytest.FixtureRequest, start_node: StartNode) -> RunningNode:
     return start_node(store=request.param)
-
-
-def joined(node: RunningNode, user: str, room: str = "lobby") -> Client:
-    client = node.client(user)
-    client.ok("join", room=room)
-    return client
 
 
 def test_edit_and_delete_reach_live_members_once_in_order_and_answer_the_author(

@@ -9,13 +9,11 @@ for the module; each test uses users and rooms of its own.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-import gevent
 import pytest
 import redis
 
-from tests.support import DEFAULT_TIMEOUT, Client, queued
+from tests.support import Client, queued, stored_events
 from tests.two_nodes import TwoNodes, on, two_nodes
 
 pytestmark = pytest.mark.process  # nodes and redis-server run as processes
@@ -36,23 +34,6 @@ def clients() -> Iterator[list[Client]]:
 
 
 STORED = ("msg", "edit", "delete")
-
-
-def stored_events(client: Client, room: str, *, until: int) -> list[dict[str, Any]]:
-    """The room's msg, edit and delete events, in the order they came, up to seq ``until``
-    (other events stay queued)."""
-    got: list[dict[str, Any]] = []
-    with gevent.Timeout(DEFAULT_TIMEOUT, AssertionError(f"no stored event up to seq {until}")):
-        while not got or got[-1]["seq"] < until:
-            found = next(
-                (e for e in client.events if e.get("t") in STORED and e.get("room") == room), None
-            )
-            if found is None:
-                client._pump(DEFAULT_TIMEOUT)
-                continue
-            client.events.remove(found)
-            got.append(found)
-    return got
 
 
 def test_changes_reach_live_members_on_both_nodes_and_an_away_device_once_in_order(
@@ -76,7 +57,7 @@ def test_changes_reach_live_members_on_both_nodes_and_an_away_device_once_in_ord
     ann.ok("edit", mid=one["mid"], body="ONE!")
     ann.ok("send", room=room, body="barrier", cid="b")
     for member in (bob, ann_b):
-        assert [(e["t"], e["seq"]) for e in stored_events(member, room, until=6)] == [
+        assert [(e["t"], e["seq"]) for e in stored_events(member, room, STORED, until=6)] == [
             ("msg", 1),
             ("msg", 2),
             ("edit", 3),
@@ -90,7 +71,7 @@ def test_changes_reach_live_members_on_both_nodes_and_an_away_device_once_in_ord
     data = back.ok("join", room=room, since=1, epoch=joined["epoch"])
     assert data["recovered"] is True and data["seq"] == 6
     ann.ok("send", room=room, body="barrier 2", cid="b2")
-    got = stored_events(back, room, until=7)
+    got = stored_events(back, room, STORED, until=7)
     assert [(e["t"], e["seq"]) for e in got] == [
         ("msg", 2),
         ("edit", 3),

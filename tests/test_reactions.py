@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support import Client, RunningNode, queued
+from tests.support import Client, RunningNode, joined, queued
 
 StartNode = Callable[..., RunningNode]
 
@@ -19,12 +19,6 @@ StartNode = Callable[..., RunningNode]
 @pytest.fixture(params=["memory", "sqlite"])
 def node(request: pytest.FixtureRequest, start_node: StartNode) -> RunningNode:
     return start_node(store=request.param)
-
-
-def joined(node: RunningNode, user: str, room: str = "lobby") -> Client:
-    client = node.client(user)
-    client.ok("join", room=room)
-    return client
 
 
 def reactions(client: Client, **where: str) -> list[list[tuple[str, int, bool]]]:

@@ -9,12 +9,10 @@ for the module with ``--max-reactions 3``; each test uses users and rooms of its
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-import gevent
 import pytest
 
-from tests.support import DEFAULT_TIMEOUT, Client, queued
+from tests.support import Client, queued, stored_events
 from tests.two_nodes import TwoNodes, on, two_nodes
 
 pytestmark = pytest.mark.process  # nodes and redis-server run as processes
@@ -41,22 +39,6 @@ def clients() -> Iterator[list[Client]]:
 STORED = ("msg", "reaction")
 
 
-def stored_events(client: Client, room: str, *, until: int) -> list[dict[str, Any]]:
-    """The room's msg and reaction events, in the order they came, up to seq ``until``."""
-    got: list[dict[str, Any]] = []
-    with gevent.Timeout(DEFAULT_TIMEOUT, AssertionError(f"no stored event up to seq {until}")):
-        while not got or got[-1]["seq"] < until:
-            found = next(
-                (e for e in client.events if e.get("t") in STORED and e.get("room") == room), None
-            )
-            if found is None:
-                client._pump(DEFAULT_TIMEOUT)
-                continue
-            client.events.remove(found)
-            got.append(found)
-    return got
-
-
 def reactions(client: Client, **where: str) -> list[list[tuple[str, int, bool]]]:
     page = client.ok("history", **where)["messages"]
     return [[(r["key"], r["count"], r["me"]) for r in m.get("reactions", [])] for m in page]
@@ -81,7 +63,9 @@ def test_reactions_reach_both_nodes_and_an_away_device_once_in_order(
     ann.ok("react", mid=one["mid"], key="👍", on=True)
     bob.ok("react", mid=one["mid"], key="👍", on=False)
     ann.ok("send", room=room, body="barrier", cid="b")
-    assert [(e["t"], e["seq"], e.get("user")) for e in stored_events(bob, room, until=5)] == [
+    assert [
+        (e["t"], e["seq"], e.get("user")) for e in stored_events(bob, room, STORED, until=5)
+    ] == [
         ("msg", 1, None),
         ("reaction", 3, "r1-ann"),
         ("msg", 5, None),
@@ -93,7 +77,7 @@ def test_reactions_reach_both_nodes_and_an_away_device_once_in_order(
     data = back.ok("join", room=room, since=1, epoch=joined["epoch"])
     assert data["recovered"] is True and data["seq"] == 5
     back.ok("ping")
-    got = stored_events(back, room, until=5)
+    got = stored_events(back, room, STORED, until=5)
     assert [(e["t"], e["seq"], e.get("user"), e.get("on")) for e in got] == [
         ("reaction", 2, "r1-bob", True),
         ("reaction", 3, "r1-ann", True),
