@@ -354,6 +354,15 @@ def _sign_in(
     return page
 
 
+def _join(page: Any, room: str) -> None:
+    """Once the page is connected, join ``room`` from its sidebar."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+    page.get_by_test_id("join-room").fill(room)
+    page.get_by_test_id("join-submit").click()
+
+
 def _bodies(page: Any, text: str) -> Any:
     """The message bodies on screen whose whole text is ``text``."""
     return page.get_by_test_id("message-body").filter(has_text=re.compile(f"^{re.escape(text)}$"))
@@ -389,9 +398,7 @@ def test_two_people_chat_and_their_pages_ride_out_a_server_restart(
     alice = _sign_in(browser, server.base, "alice", PHONE, errors)
     bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
     for page in (alice, bob):
-        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
-        page.get_by_test_id("join-room").fill("lobby")
-        page.get_by_test_id("join-submit").click()
+        _join(page, "lobby")
     expect(alice.get_by_test_id("member")).to_have_count(2)
     expect(bob.locator('[data-testid="member"][data-user="alice"]')).to_have_attribute(
         "data-status", "online"
@@ -515,9 +522,7 @@ def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
     alice = _sign_in(browser, server.base, "alice", DESKTOP, errors)
     bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
     for page in (alice, bob):
-        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
-        page.get_by_test_id("join-room").fill("lobby")
-        page.get_by_test_id("join-submit").click()
+        _join(page, "lobby")
     for page in (alice, bob):
         expect(page.get_by_test_id("member")).to_have_count(2)
     alice_typing, bob_typing = alice.get_by_test_id("typing"), bob.get_by_test_id("typing")
@@ -1088,9 +1093,7 @@ def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows
     ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
     bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
     for page in (ann, bob):
-        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
-        page.get_by_test_id("join-room").fill("edits")
-        page.get_by_test_id("join-submit").click()
+        _join(page, "edits")
     expect(ann.get_by_test_id("member")).to_have_count(2)
     _say(ann, "helo everyone")
     _say(bob, "bob was here")
@@ -1195,9 +1198,7 @@ def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
     ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
     bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
     for page in (ann, bob):
-        expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
-        page.get_by_test_id("join-room").fill("chips")
-        page.get_by_test_id("join-submit").click()
+        _join(page, "chips")
     expect(ann.get_by_test_id("member")).to_have_count(2)
     _say(ann, "lunch at noon?")
     expect(_bodies(bob, "lunch at noon?")).to_have_count(1)
