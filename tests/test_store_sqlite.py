@@ -22,6 +22,7 @@ from actorim.store import (
     dm_conv,
     room_conv,
 )
+from actorim.store.sqlite import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -436,3 +437,38 @@ def test_write_blocked_by_another_connection_raises_store_error(path: Path) -> N
     finally:
         blocker.close()
         store.close()
+
+
+# tests/data/messages-v4.db was written by actorim at schema 4 (reactions), with
+#   SqliteStore(path).append_batch of three messages to room lobby (bodies b"v4 lobby 1" to
+#   b"v4 lobby 3", senders alice, bob, alice, cids c1-c3, ts 1_700_000_000_001-003), an edit of
+#   the first by alice (b"v4 lobby 1 edited"), a delete of the second by bob, a reaction "+1" by
+#   bob on the third, then two direct messages (alice to bob b"v4 dm 1", cid d1; bob to alice
+#   b"v4 dm 2", cid d2), the first marked read by bob, then closed.
+SCHEMA_4_FIXTURE = REPO / "tests" / "data" / "messages-v4.db"
+
+
+def test_data_directory_of_schema_4_keeps_every_message_after_migration(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "messages.db"
+    path.parent.mkdir()
+    path.write_bytes(SCHEMA_4_FIXTURE.read_bytes())
+    store = SqliteStore(path)
+    try:
+        lobby, _ = store.history(room_conv("lobby"), limit=100, reader="bob")
+        assert [(m.seq, m.body, m.deleted, [r.key for r in m.reactions]) for m in lobby] == [
+            (1, b"v4 lobby 1 edited", False, []),
+            (2, b"", True, []),
+            (3, b"v4 lobby 3", False, ["+1"]),
+        ]
+        dms, _ = store.history(dm_conv("alice", "bob"), limit=100)
+        assert [(m.seq, m.sender, m.body) for m in dms] == [
+            (1, "alice", b"v4 dm 1"),
+            (2, "bob", b"v4 dm 2"),
+        ]
+        assert [m.body for m in store.pending_for("alice", limit=10)] == [b"v4 dm 2"]
+        assert store.pending_for("bob", limit=10) == []
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
