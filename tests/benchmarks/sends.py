@@ -1,10 +1,15 @@
-"""Sends per second and reply latency with durability on (SQLite, FULL sync) and off (memory).
+"""Stored operations per second and reply latency, durable (SQLite, FULL sync) and not (memory).
 
 Starts ``actorim serve`` as a separate process (pinned to CPU 0 when ``taskset`` exists) for each
-store, drives it from this process with N MessagePack clients in one room, each keeping W sends in
-flight, and prints a Markdown table (``--json`` for one JSON object).
+store, drives it from this process with N MessagePack clients, each in a room of its own and
+keeping W commands in flight, and prints a Markdown table (``--json`` for one JSON object). The
+operations: ``send`` (new messages), ``edit`` (each client edits one message of its own over
+and over) and ``react`` (each client adds and removes one reaction on one message in turn).
+Every one is stored with the conversation's next seq, so they cost alike unless a store's
+change path is slower than its append.
 
     .venv/bin/python tests/benchmarks/sends.py [--clients 50] [--window 8] [--seconds 5]
+        [--ops send,edit,react]
 """
 
 from __future__ import annotations
@@ -72,7 +77,18 @@ def start_server(store: str, data_dir: str) -> tuple[subprocess.Popen[bytes], in
             time.sleep(0.05)
 
 
-def run_store(store: str, clients: int, window: int, seconds: float) -> dict[str, float]:
+def command(op: str, n: int, room: str, mid: str) -> dict[str, object]:
+    """The n-th command of a client running ``op`` (``mid``: its own message, for changes)."""
+    if op == "edit":
+        return {"t": "edit", "id": n, "mid": mid, "body": f"edit {n} " + "x" * 92}
+    if op == "react":
+        return {"t": "react", "id": n, "mid": mid, "key": "+1", "on": n % 2 == 0}
+    return {"t": "send", "id": n, "room": room, "body": "x" * 100}
+
+
+def run_store(
+    store: str, op: str, clients: int, window: int, seconds: float
+) -> dict[str, float | str]:
     data_dir = tempfile.mkdtemp(prefix="actorim-bench-")
     proc, port = start_server(store, data_dir)
     tokens = TokenAuthority(SECRET)
@@ -86,18 +102,21 @@ def run_store(store: str, clients: int, window: int, seconds: float) -> dict[str
         pack = msgpack.packb
         ws.send_binary(pack({"t": "connect", "id": 0, "token": tokens.mint(f"b{i}")}))
         ws.recv()
-        ws.send_binary(pack({"t": "join", "id": 1, "room": f"bench{i}"}))
+        room = f"bench{i}"
+        ws.send_binary(pack({"t": "join", "id": 1, "room": room}))
         while msgpack.unpackb(ws.recv()).get("id") != 1:
             pass
+        ws.send_binary(pack({"t": "send", "id": 2, "room": room, "body": "the message changed"}))
+        while (reply := msgpack.unpackb(ws.recv())).get("id") != 2:
+            pass
+        mid = reply["data"]["mid"]
         sent_at: dict[int, float] = {}
-        next_id = 2
+        next_id = 4  # even: the first reaction adds
         while True:
             now = time.monotonic()
             while len(sent_at) < window and now < stop_at:
                 sent_at[next_id] = now
-                ws.send_binary(
-                    pack({"t": "send", "id": next_id, "room": f"bench{i}", "body": "x" * 100})
-                )
+                ws.send_binary(pack(command(op, next_id, room, mid)))
                 next_id += 1
             if not sent_at:
                 break
@@ -124,7 +143,8 @@ def run_store(store: str, clients: int, window: int, seconds: float) -> dict[str
 
     return {
         "store": store,
-        "sends_per_s": round(len(latencies) / elapsed, 1),
+        "op": op,
+        "ops_per_s": round(len(latencies) / elapsed, 1),
         "p50_ms": round(pct(0.50), 2),
         "p99_ms": round(pct(0.99), 2),
         "errors": errors,
@@ -136,21 +156,29 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--ops", default="send,edit,react")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = [run_store(s, args.clients, args.window, args.seconds) for s in ("sqlite", "memory")]
+    rows = [
+        run_store(store, op, args.clients, args.window, args.seconds)
+        for op in args.ops.split(",")
+        for store in ("sqlite", "memory")
+    ]
     if args.json:
         print(json.dumps(rows))
         return
     print(
-        f"sends: {args.clients} clients, each in its own room, {args.window} in flight each, "
-        f"{args.seconds:g} s, server pinned to one core"
+        f"{args.clients} clients, each in its own room, {args.window} in flight each, "
+        f"{args.seconds:g} s per row, server pinned to one core"
     )
-    print("| store | sends/s | p50 reply ms | p99 reply ms | errors |")
-    print("|---|---|---|---|---|")
+    print("| operation | store | per second | p50 reply ms | p99 reply ms | errors |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         label = "sqlite (durable, FULL)" if r["store"] == "sqlite" else "memory (store disabled)"
-        print(f"| {label} | {r['sends_per_s']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+        print(
+            f"| {r['op']} | {label} | {r['ops_per_s']:,} | {r['p50_ms']} | {r['p99_ms']}"
+            f" | {r['errors']} |"
+        )
 
 
 if __name__ == "__main__":
