@@ -463,7 +463,7 @@ def test_fragment_floods_are_closed_and_stall_nobody(tmp_path: Path) -> None:
         bystander = Bystander(server).start()
         tokens = [server.token(f"fragmenter{n}") for n in range(4)]
         with spawn_attack(
-            "tests.test_attacks_wire:fragment_flood", port=server.port, tokens=tokens, seconds=6
+            "tests.test_attacks_wire:fragment_flood", port=server.port, tokens=tokens, seconds=2
         ) as attack:
             code, latencies = _outcome(bystander, attack, timeout=25)
         assert code == 0, "a message in 1000 fragments was not refused with 1009"
@@ -481,7 +481,7 @@ def test_a_ping_flood_costs_bounded_memory_and_stalls_nobody(tmp_path: Path, rea
             port=server.port,
             token=server.token("pinger"),
             megabytes=30,
-            seconds=6,
+            seconds=2,
             reads=reads,
         ) as attack:
             code, latencies = _outcome(bystander, attack, timeout=20)
