@@ -159,14 +159,19 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data", tmp_path / "server.log")
+def _running(tmp_path: Path, args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
+    """A fixture's server process (``args`` are ``actorim serve`` flags), killed after."""
+    process = ServerProcess(tmp_path / "data", tmp_path / "server.log", args)
     process.start()
     try:
         yield process
     finally:
         process.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    yield from _running(tmp_path)
 
 
 # -- static files, over plain HTTP ----------------------------------------------------------------
@@ -512,11 +517,22 @@ TRACKER_JS = """async () => {
 }"""
 
 
+# An indicator's ttl on the typing test's server: its expiry is waited out, so shorter than the
+# default 5 s, and longer than the relay throttle (default 2 s) as the server requires.
+TYPING_TTL_S = 2.5
+
+
+@pytest.fixture
+def typing_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    yield from _running(tmp_path, ("--typing-ttl", str(TYPING_TTL_S)))
+
+
 def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
-    browser: Any, server: ServerProcess
+    browser: Any, typing_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
+    server = typing_server
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     errors: list[str] = []
     alice = _sign_in(browser, server.base, "alice", DESKTOP, errors)
@@ -533,19 +549,19 @@ def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
     expect(bob_typing).to_have_text("alice is typing…")
     expect(bob_typing).to_have_attribute("data-users", "alice")
     expect(alice_typing).to_have_text("")
-    # Her message ends it at once, long before its 5 s are up.
+    # Her message ends it at once, long before its ttl is up.
     composer.press_sequentially("ob")
     composer.press("Enter")
     expect(_bodies(bob, "hello bob")).to_have_count(1)
     expect(bob_typing).to_have_text("")
 
     # Typing again shows it again at once (the message reset both throttles); with no renewal
-    # it goes after its ttl (5 s).
+    # it goes after its ttl.
     composer.press_sequentially("still")
     expect(bob_typing).to_have_text("alice is typing…")
     shown = time.monotonic()
     expect(bob_typing).to_have_text("", timeout=10_000)
-    assert time.monotonic() - shown >= 4.0, "the indicator went before its ttl"
+    assert time.monotonic() - shown >= TYPING_TTL_S - 1, "the indicator went before its ttl"
     assert alice.evaluate("document.querySelector('[data-testid=composer-input]').value") == "still"
 
     # In a direct conversation the same: shown to bob in his conversation with alice, gone at
@@ -959,12 +975,7 @@ async ([short, long, fixed]) => {
 
 @pytest.fixture
 def token_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data", tmp_path / "server.log", TOKEN_ARGS)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.kill()
+    yield from _running(tmp_path, TOKEN_ARGS)
 
 
 def short_and_long_tokens(user: str) -> list[str]:
