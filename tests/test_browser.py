@@ -843,10 +843,15 @@ def test_a_connection_refused_as_forbidden_rejects_connect_at_once_without_retry
 GAP_CLIENT_JS = """
 async () => {
   const { ActorimClient } = await import("/static/actorim.js");
-  const token = async () => (await (await fetch("/dev/token?user=gwen")).json()).token;
-  // Reconnects come 2 s after a lost link: time for the test to make a gap meanwhile.
+  // A reconnect waits for its token until the test has made its gap (letBack).
+  const back = new Promise((resolve) => { window.letBack = resolve; });
+  let tokens = 0;
+  const token = async () => {
+    if (tokens++ > 0) await back;
+    return (await (await fetch("/dev/token?user=gwen")).json()).token;
+  };
   const client = new ActorimClient(`ws://${location.host}/ws`, {
-    token, requestTimeout: 5000, backoff: { floor: 2000, cap: 100 },
+    token, requestTimeout: 5000, backoff: { floor: 100, cap: 100 },
   });
   window.client = client;
   window.seqs = [];
@@ -884,6 +889,7 @@ def test_the_browser_client_fetches_a_gap_the_server_could_not_replay_from_histo
             hank.ok("send", room="gap", body="x" * 60_000)
     finally:
         hank.close()
+    page.evaluate("() => letBack()")
     page.wait_for_function("() => joins.length === 2", polling=20, timeout=10_000)
     rejoin = page.evaluate("() => joins[1]")
     assert (rejoin["resumed"], rejoin["recovered"], rejoin["seq"]) == (True, False, 81)
