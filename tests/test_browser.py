@@ -22,6 +22,7 @@ import pytest
 
 from tests.support import Client, http_get, read_port_file
 from tests.test_cluster import TOKENS, Spawner
+from tests.test_gaps import GAP_MESSAGES as SKIPPED_MESSAGES
 from tests.test_gaps import LARGE_BODY, CutOff, send_to_room
 
 pytestmark = pytest.mark.process  # Chromium and the server run as processes
@@ -933,7 +934,7 @@ def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
             [first] = send_to_room(sender, "skipped", ["before"])
             page.wait_for_function("() => seqs.length === 1", polling=20, timeout=10_000)
             cluster.deaf()
-            missed = send_to_room(sender, "skipped", ["x" * LARGE_BODY] * GAP_MESSAGES)
+            missed = send_to_room(sender, "skipped", ["x" * LARGE_BODY] * SKIPPED_MESSAGES)
             cluster.hearing_but_not_reading()
             cluster.whole()
             page.wait_for_function("() => gaps.length === 1", polling=20, timeout=10_000)
@@ -943,9 +944,8 @@ def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
         assert page.evaluate("() => gaps") == [
             {"t": "gap", "room": "skipped", "after": first, "seq": missed[-1]}
         ]
-        # Pages are charged to the rate limit by their size: 4.8 MB take several seconds.
         page.wait_for_function(
-            f"() => seqs.length >= {GAP_MESSAGES + 2}", polling=20, timeout=30_000
+            f"() => seqs.length >= {SKIPPED_MESSAGES + 2}", polling=20, timeout=30_000
         )
         assert sorted(page.evaluate("() => seqs")) == [first, *missed, live]
         assert page.evaluate("() => client.state") == "CONNECTED"
