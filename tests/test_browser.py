@@ -660,7 +660,7 @@ async () => {
 def test_the_client_notices_a_frozen_server_within_its_heartbeat_and_resumes_without_duplicates(
     browser: Any, server: ServerProcess
 ) -> None:
-    heartbeat_ms = 2000
+    heartbeat_ms = 1000
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{server.base}/")
