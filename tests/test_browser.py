@@ -24,6 +24,7 @@ from tests.support import Client, http_get, read_port_file
 from tests.test_cluster import TOKENS, Spawner
 from tests.test_gaps import GAP_MESSAGES as SKIPPED_MESSAGES
 from tests.test_gaps import LARGE_BODY, CutOff, send_to_room
+from tests.test_server_tokens import short_ttl_s
 
 pytestmark = pytest.mark.process  # Chromium and the server run as processes
 
@@ -988,7 +989,7 @@ def short_and_long_tokens(user: str) -> list[str]:
     from actorim.domain.auth import TokenAuthority
 
     authority = TokenAuthority(BROWSER_SECRET)
-    return [authority.mint(user, ttl_s=2), authority.mint(user, ttl_s=3600)]
+    return [authority.mint(user, ttl_s=short_ttl_s()), authority.mint(user, ttl_s=3600)]
 
 
 def test_the_browser_client_refreshes_through_its_token_function_and_keeps_its_connection(
