@@ -9,21 +9,14 @@ import contextlib
 import os
 import random
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# Rewritten like a test module, before its first import below: the modules that also load it
-# with ``pytest_plugins`` would otherwise get a warning that it was imported unrewritten.
-pytest.register_assert_rewrite("tests.redis_server")
-
-from actorim.config import Config  # noqa: E402
-from tests.redis_server import redis_client, redis_server, redis_session  # noqa: E402, F401
-from tests.support import RunningNode  # noqa: E402
-
-# -- child processes: the project compiled once, not at every start ---------------------------
+# -- bytecode: the project compiled once, not at every interpreter start ----------------------
 
 PYCACHE = Path(__file__).resolve().parent.parent / ".venv" / "pycache"
 """Where the interpreters the suite starts (servers, attackers, samples, nodes: a few hundred)
@@ -34,7 +27,18 @@ built from them) and ``make clean`` removes it with the virtualenv."""
 
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+# This process too, for what it imports from here on: the project and the test modules.
+sys.dont_write_bytecode = False
+sys.pycache_prefix = str(PYCACHE)
 
+
+# Rewritten like a test module, before its first import below: the modules that also load it
+# with ``pytest_plugins`` would otherwise get a warning that it was imported unrewritten.
+pytest.register_assert_rewrite("tests.redis_server")
+
+from actorim.config import Config  # noqa: E402
+from tests.redis_server import redis_client, redis_server, redis_session  # noqa: E402, F401
+from tests.support import RunningNode  # noqa: E402
 
 # -- tiers: tests that start processes are marked, the rest is `make test-fast` ---------------
 
