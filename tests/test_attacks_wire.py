@@ -345,6 +345,7 @@ def _outcome(bystander: Bystander, attack: Attack, timeout: float) -> tuple[int 
         code: int | None = attack.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         code = None
+    bystander.measure_at_least()
     latencies = bystander.stop()
     print(latencies.summary())
     return code, latencies
@@ -453,6 +454,7 @@ def test_handshakes_over_the_cap_make_room_for_new_clients(tmp_path: Path) -> No
             newcomer = server.client("newcomer")
             newcomer.ok("join", room="lobby")
             newcomer.close()
+            bystander.measure_at_least()
             bystander.stop().assert_flowing()
     finally:
         server_cm.__exit__(None, None, None)
