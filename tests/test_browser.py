@@ -176,6 +176,13 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     yield from _running(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the tests that neither restart, pause nor reconfigure theirs: each of
+    them talks in rooms of its own, so they need no server of their own."""
+    yield from _running(tmp_path_factory.mktemp("shared"))
+
+
 # -- static files, over plain HTTP ----------------------------------------------------------------
 
 
@@ -594,12 +601,12 @@ def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
 
 
 def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
-    _, _, body = http_get(f"{server.base}/dev/token?user=dave")
-    dave = Client(f"ws://127.0.0.1:{server.port}/ws", json_frames=True)
+    _, _, body = http_get(f"{shared_server.base}/dev/token?user=dave")
+    dave = Client(f"ws://127.0.0.1:{shared_server.port}/ws", json_frames=True)
     try:
         dave.connect(json.loads(body)["token"])
         dave.ok("join", room="archive")
@@ -609,7 +616,7 @@ def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
         dave.close()
 
     errors: list[str] = []
-    erin = _sign_in(browser, server.base, "erin", {"width": 1000, "height": 600}, errors)
+    erin = _sign_in(browser, shared_server.base, "erin", {"width": 1000, "height": 600}, errors)
     erin.get_by_test_id("join-room").fill("archive")
     erin.get_by_test_id("join-submit").click()
     messages = erin.get_by_test_id("message")
@@ -872,14 +879,14 @@ GAP_MESSAGES = 80
 
 
 def test_the_browser_client_fetches_a_gap_the_server_could_not_replay_from_history(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{server.base}/")
+    page.goto(f"{shared_server.base}/")
     assert page.evaluate(GAP_CLIENT_JS) == "CONNECTED"
-    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
-    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    _, _, body = http_get(f"{shared_server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{shared_server.port}/ws")
     try:
         hank.connect(json.loads(body)["token"])
         hank.ok("join", room="gap")
@@ -1047,14 +1054,14 @@ async () => {
 
 
 def test_the_browser_client_edits_deletes_and_gets_each_change_once_across_a_reconnect(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{server.base}/")
+    page.goto(f"{shared_server.base}/")
     assert page.evaluate(CHANGES_CLIENT_JS) == "CONNECTED"
-    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
-    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    _, _, body = http_get(f"{shared_server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{shared_server.port}/ws")
     try:
         hank.connect(json.loads(body)["token"])
         hank.ok("join", room="changes")
@@ -1102,14 +1109,14 @@ def test_the_browser_client_edits_deletes_and_gets_each_change_once_across_a_rec
 
 
 def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     errors: list[str] = []
-    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
-    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    ann = _sign_in(browser, shared_server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, shared_server.base, "bob", DESKTOP, errors)
     for page in (ann, bob):
         _join(page, "edits")
     expect(ann.get_by_test_id("member")).to_have_count(2)
@@ -1142,7 +1149,7 @@ def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows
         expect(_bodies(page, "Message deleted")).to_have_count(1)
         expect(_bodies(page, "hello everyone")).to_have_count(0)
     # A page opened afterwards shows the message as it is now, from history.
-    carol = _sign_in(browser, server.base, "carol", DESKTOP, errors)
+    carol = _sign_in(browser, shared_server.base, "carol", DESKTOP, errors)
     carol.get_by_test_id("join-room").fill("edits")
     carol.get_by_test_id("join-submit").click()
     expect(_bodies(carol, "Message deleted")).to_have_count(1)
@@ -1158,14 +1165,14 @@ REACTIONS_CLIENT_JS = CHANGES_CLIENT_JS.replace(
 
 
 def test_the_browser_client_reacts_and_gets_each_reaction_once_across_a_reconnect(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{server.base}/")
+    page.goto(f"{shared_server.base}/")
     assert page.evaluate(REACTIONS_CLIENT_JS) == "CONNECTED"
-    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
-    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    _, _, body = http_get(f"{shared_server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{shared_server.port}/ws")
     try:
         hank.connect(json.loads(body)["token"])
         hank.ok("join", room="reactions")
@@ -1207,14 +1214,14 @@ def test_the_browser_client_reacts_and_gets_each_reaction_once_across_a_reconnec
 
 
 def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     errors: list[str] = []
-    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
-    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    ann = _sign_in(browser, shared_server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, shared_server.base, "bob", DESKTOP, errors)
     for page in (ann, bob):
         _join(page, "chips")
     expect(ann.get_by_test_id("member")).to_have_count(2)
@@ -1244,7 +1251,7 @@ def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
         expect(chip(page)).to_have_text("👍 1")
         expect(chip(page)).to_have_attribute("data-me", me)
     # Another page of ann's opened afterwards counts from history, and knows which are hers.
-    ann_again = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    ann_again = _sign_in(browser, shared_server.base, "ann", DESKTOP, errors)
     ann_again.get_by_test_id("join-room").fill("chips")
     ann_again.get_by_test_id("join-submit").click()
     expect(chip(ann_again)).to_have_text("👍 1")
