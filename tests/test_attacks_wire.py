@@ -288,6 +288,10 @@ def ping_flood(port: int, token: str, megabytes: int, seconds: float, reads: boo
         if reads and _read_available(sock) is None:
             break
     print(f"ping_flood: sent {sent / 1024 / 1024:.1f} MiB of pings", flush=True)
+    # The attacker vanishes with a reset: what its kernel still held for the throttled server
+    # (megabytes) is dropped, instead of trickling in at the frame rate long after the flood.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
     sys.exit(0)
 
 
