@@ -35,9 +35,10 @@ from typing import Any
 import gevent
 
 from actorim.domain.auth import TokenAuthority
-from tests.support import Client, ServerProcess
+from tests.support import Client, ServerProcess, wait_until
 
 __all__ = [
+    "MIN_SAMPLES",
     "NORMAL_P90_S",
     "STALL_S",
     "AttackServer",
@@ -58,6 +59,9 @@ one hub loop in about a millisecond; half a second means the attack kept the hub
 
 PAUSE_S = 0.02
 """Time between two bystander messages: a person chatting fast, not a load test."""
+
+MIN_SAMPLES = 10
+"""Messages the bystander must have measured for its figures to say anything."""
 
 
 class AttackServer(ServerProcess):
@@ -119,7 +123,7 @@ class Latencies:
             f"mean {statistics.fmean(values) * 1000:.1f} ms"
         )
 
-    def assert_flowing(self, *, at_least: int = 10) -> None:
+    def assert_flowing(self, *, at_least: int = MIN_SAMPLES) -> None:
         """Every message arrived, enough of them were sent, and the p90 is normal."""
         print(self.summary())
         assert len(self.samples) >= at_least, self.summary()
@@ -170,6 +174,16 @@ class Bystander:
     def measure_for(self, seconds: float) -> None:
         """Let the bystander chat for ``seconds`` more (while an attack runs)."""
         gevent.sleep(seconds)
+
+    def measure_at_least(self, count: int = MIN_SAMPLES) -> None:
+        """Let the bystander chat until it has measured ``count`` messages since `start`: an
+        attack over in a fraction of a second still leaves figures that rest on enough."""
+        wait_until(
+            lambda: len(self._samples) >= count,
+            timeout=count * (STALL_S + PAUSE_S),
+            interval=PAUSE_S,
+            what=f"{count} bystander messages",
+        )
 
     def stop(self) -> Latencies:
         """Stop chatting and return what was measured since `start`."""

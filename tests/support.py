@@ -19,7 +19,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -28,7 +28,11 @@ import websocket  # websocket-client
 from websockets.utils import apply_mask
 
 from actorim.config import Config
-from actorim.node import Node
+
+if TYPE_CHECKING:
+    # Imported where a node is started: attacker processes load this module for its clients,
+    # and the node's whole stack would add a fifth of a second to each one's start.
+    from actorim.node import Node
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -165,7 +169,9 @@ class RunningNode:
     """A node started in this process on a free port, with its URL and a token maker."""
 
     def __init__(self, config: Config) -> None:
-        self.node = Node(config).start()
+        from actorim.node import Node
+
+        self.node: Node = Node(config).start()
         self.host, self.port = self.node.listen("127.0.0.1", 0)
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.http = f"http://127.0.0.1:{self.port}"

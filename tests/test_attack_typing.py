@@ -23,7 +23,9 @@ from tests.support import OPCODE_BINARY, OPCODE_CLOSE, RawWebSocket, queued
 pytestmark = pytest.mark.process  # the server and the attacker run in processes of their own
 
 ROOM = "typing-flood"
-ATTACK_SECONDS = 4.0  # the attacker bounds its own loop by this (or by being closed)
+ATTACK_SECONDS = 2.0  # the attacker bounds its own loop by this (or by being closed)
+# The server's throttle, shorter than the default 2 s so that a short attack spans several.
+TYPING_THROTTLE_S = 0.5
 WINDOW = 256  # typing commands in flight: far beyond the rate limit's burst
 PACED_RATE = 90.0  # commands a second of the attacker that keeps within the limit (100)
 
@@ -70,8 +72,11 @@ def test_a_typing_flood_costs_its_sender_the_rate_limit_and_the_room_one_event_p
     tmp_path: Path,
 ) -> None:
     result, paced_result = tmp_path / "flood.json", tmp_path / "paced.json"
-    config = Config()
-    with attack_server(tmp_path / "data") as server:
+    config = Config(typing_throttle=TYPING_THROTTLE_S, typing_ttl=2 * TYPING_THROTTLE_S)
+    throttle = ("--typing-throttle", str(config.typing_throttle))
+    with attack_server(
+        tmp_path / "data", *throttle, "--typing-ttl", str(config.typing_ttl)
+    ) as server:
         member, poster = server.client("member"), server.client("poster")
         member.ok("join", room=ROOM)
         poster.ok("join", room=ROOM)

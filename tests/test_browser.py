@@ -22,7 +22,9 @@ import pytest
 
 from tests.support import Client, http_get, read_port_file
 from tests.test_cluster import TOKENS, Spawner
+from tests.test_gaps import GAP_MESSAGES as SKIPPED_MESSAGES
 from tests.test_gaps import LARGE_BODY, CutOff, send_to_room
+from tests.test_server_tokens import short_ttl_s
 
 pytestmark = pytest.mark.process  # Chromium and the server run as processes
 
@@ -159,14 +161,26 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data", tmp_path / "server.log")
+def _running(tmp_path: Path, args: tuple[str, ...] = ()) -> Iterator[ServerProcess]:
+    """A fixture's server process (``args`` are ``actorim serve`` flags), killed after."""
+    process = ServerProcess(tmp_path / "data", tmp_path / "server.log", args)
     process.start()
     try:
         yield process
     finally:
         process.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    yield from _running(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the tests that neither restart, pause nor reconfigure theirs: each of
+    them talks in rooms of its own, so they need no server of their own."""
+    yield from _running(tmp_path_factory.mktemp("shared"))
 
 
 # -- static files, over plain HTTP ----------------------------------------------------------------
@@ -512,11 +526,22 @@ TRACKER_JS = """async () => {
 }"""
 
 
+# An indicator's ttl on the typing test's server: its expiry is waited out, so shorter than the
+# default 5 s, and longer than the relay throttle (default 2 s) as the server requires.
+TYPING_TTL_S = 2.5
+
+
+@pytest.fixture
+def typing_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    yield from _running(tmp_path, ("--typing-ttl", str(TYPING_TTL_S)))
+
+
 def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
-    browser: Any, server: ServerProcess
+    browser: Any, typing_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
+    server = typing_server
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     errors: list[str] = []
     alice = _sign_in(browser, server.base, "alice", DESKTOP, errors)
@@ -533,19 +558,19 @@ def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
     expect(bob_typing).to_have_text("alice is typing…")
     expect(bob_typing).to_have_attribute("data-users", "alice")
     expect(alice_typing).to_have_text("")
-    # Her message ends it at once, long before its 5 s are up.
+    # Her message ends it at once, long before its ttl is up.
     composer.press_sequentially("ob")
     composer.press("Enter")
     expect(_bodies(bob, "hello bob")).to_have_count(1)
     expect(bob_typing).to_have_text("")
 
     # Typing again shows it again at once (the message reset both throttles); with no renewal
-    # it goes after its ttl (5 s).
+    # it goes after its ttl.
     composer.press_sequentially("still")
     expect(bob_typing).to_have_text("alice is typing…")
     shown = time.monotonic()
     expect(bob_typing).to_have_text("", timeout=10_000)
-    assert time.monotonic() - shown >= 4.0, "the indicator went before its ttl"
+    assert time.monotonic() - shown >= TYPING_TTL_S - 1, "the indicator went before its ttl"
     assert alice.evaluate("document.querySelector('[data-testid=composer-input]').value") == "still"
 
     # In a direct conversation the same: shown to bob in his conversation with alice, gone at
@@ -576,12 +601,12 @@ def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
 
 
 def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
-    _, _, body = http_get(f"{server.base}/dev/token?user=dave")
-    dave = Client(f"ws://127.0.0.1:{server.port}/ws", json_frames=True)
+    _, _, body = http_get(f"{shared_server.base}/dev/token?user=dave")
+    dave = Client(f"ws://127.0.0.1:{shared_server.port}/ws", json_frames=True)
     try:
         dave.connect(json.loads(body)["token"])
         dave.ok("join", room="archive")
@@ -591,7 +616,7 @@ def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
         dave.close()
 
     errors: list[str] = []
-    erin = _sign_in(browser, server.base, "erin", {"width": 1000, "height": 600}, errors)
+    erin = _sign_in(browser, shared_server.base, "erin", {"width": 1000, "height": 600}, errors)
     erin.get_by_test_id("join-room").fill("archive")
     erin.get_by_test_id("join-submit").click()
     messages = erin.get_by_test_id("message")
@@ -643,7 +668,7 @@ async () => {
 def test_the_client_notices_a_frozen_server_within_its_heartbeat_and_resumes_without_duplicates(
     browser: Any, server: ServerProcess
 ) -> None:
-    heartbeat_ms = 2000
+    heartbeat_ms = 1000
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{server.base}/")
@@ -827,10 +852,15 @@ def test_a_connection_refused_as_forbidden_rejects_connect_at_once_without_retry
 GAP_CLIENT_JS = """
 async () => {
   const { ActorimClient } = await import("/static/actorim.js");
-  const token = async () => (await (await fetch("/dev/token?user=gwen")).json()).token;
-  // Reconnects come 2 s after a lost link: time for the test to make a gap meanwhile.
+  // A reconnect waits for its token until the test has made its gap (letBack).
+  const back = new Promise((resolve) => { window.letBack = resolve; });
+  let tokens = 0;
+  const token = async () => {
+    if (tokens++ > 0) await back;
+    return (await (await fetch("/dev/token?user=gwen")).json()).token;
+  };
   const client = new ActorimClient(`ws://${location.host}/ws`, {
-    token, requestTimeout: 5000, backoff: { floor: 2000, cap: 100 },
+    token, requestTimeout: 5000, backoff: { floor: 100, cap: 100 },
   });
   window.client = client;
   window.seqs = [];
@@ -849,14 +879,14 @@ GAP_MESSAGES = 80
 
 
 def test_the_browser_client_fetches_a_gap_the_server_could_not_replay_from_history(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{server.base}/")
+    page.goto(f"{shared_server.base}/")
     assert page.evaluate(GAP_CLIENT_JS) == "CONNECTED"
-    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
-    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    _, _, body = http_get(f"{shared_server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{shared_server.port}/ws")
     try:
         hank.connect(json.loads(body)["token"])
         hank.ok("join", room="gap")
@@ -868,6 +898,7 @@ def test_the_browser_client_fetches_a_gap_the_server_could_not_replay_from_histo
             hank.ok("send", room="gap", body="x" * 60_000)
     finally:
         hank.close()
+    page.evaluate("() => letBack()")
     page.wait_for_function("() => joins.length === 2", polling=20, timeout=10_000)
     rejoin = page.evaluate("() => joins[1]")
     assert (rejoin["resumed"], rejoin["recovered"], rejoin["seq"]) == (True, False, 81)
@@ -911,7 +942,7 @@ def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
             [first] = send_to_room(sender, "skipped", ["before"])
             page.wait_for_function("() => seqs.length === 1", polling=20, timeout=10_000)
             cluster.deaf()
-            missed = send_to_room(sender, "skipped", ["x" * LARGE_BODY] * GAP_MESSAGES)
+            missed = send_to_room(sender, "skipped", ["x" * LARGE_BODY] * SKIPPED_MESSAGES)
             cluster.hearing_but_not_reading()
             cluster.whole()
             page.wait_for_function("() => gaps.length === 1", polling=20, timeout=10_000)
@@ -921,9 +952,8 @@ def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
         assert page.evaluate("() => gaps") == [
             {"t": "gap", "room": "skipped", "after": first, "seq": missed[-1]}
         ]
-        # Pages are charged to the rate limit by their size: 4.8 MB take several seconds.
         page.wait_for_function(
-            f"() => seqs.length >= {GAP_MESSAGES + 2}", polling=20, timeout=30_000
+            f"() => seqs.length >= {SKIPPED_MESSAGES + 2}", polling=20, timeout=30_000
         )
         assert sorted(page.evaluate("() => seqs")) == [first, *missed, live]
         assert page.evaluate("() => client.state") == "CONNECTED"
@@ -959,19 +989,14 @@ async ([short, long, fixed]) => {
 
 @pytest.fixture
 def token_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data", tmp_path / "server.log", TOKEN_ARGS)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.kill()
+    yield from _running(tmp_path, TOKEN_ARGS)
 
 
 def short_and_long_tokens(user: str) -> list[str]:
     from actorim.domain.auth import TokenAuthority
 
     authority = TokenAuthority(BROWSER_SECRET)
-    return [authority.mint(user, ttl_s=2), authority.mint(user, ttl_s=3600)]
+    return [authority.mint(user, ttl_s=short_ttl_s()), authority.mint(user, ttl_s=3600)]
 
 
 def test_the_browser_client_refreshes_through_its_token_function_and_keeps_its_connection(
@@ -1029,14 +1054,14 @@ async () => {
 
 
 def test_the_browser_client_edits_deletes_and_gets_each_change_once_across_a_reconnect(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{server.base}/")
+    page.goto(f"{shared_server.base}/")
     assert page.evaluate(CHANGES_CLIENT_JS) == "CONNECTED"
-    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
-    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    _, _, body = http_get(f"{shared_server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{shared_server.port}/ws")
     try:
         hank.connect(json.loads(body)["token"])
         hank.ok("join", room="changes")
@@ -1084,14 +1109,14 @@ def test_the_browser_client_edits_deletes_and_gets_each_change_once_across_a_rec
 
 
 def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     errors: list[str] = []
-    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
-    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    ann = _sign_in(browser, shared_server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, shared_server.base, "bob", DESKTOP, errors)
     for page in (ann, bob):
         _join(page, "edits")
     expect(ann.get_by_test_id("member")).to_have_count(2)
@@ -1124,7 +1149,7 @@ def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows
         expect(_bodies(page, "Message deleted")).to_have_count(1)
         expect(_bodies(page, "hello everyone")).to_have_count(0)
     # A page opened afterwards shows the message as it is now, from history.
-    carol = _sign_in(browser, server.base, "carol", DESKTOP, errors)
+    carol = _sign_in(browser, shared_server.base, "carol", DESKTOP, errors)
     carol.get_by_test_id("join-room").fill("edits")
     carol.get_by_test_id("join-submit").click()
     expect(_bodies(carol, "Message deleted")).to_have_count(1)
@@ -1140,14 +1165,14 @@ REACTIONS_CLIENT_JS = CHANGES_CLIENT_JS.replace(
 
 
 def test_the_browser_client_reacts_and_gets_each_reaction_once_across_a_reconnect(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{server.base}/")
+    page.goto(f"{shared_server.base}/")
     assert page.evaluate(REACTIONS_CLIENT_JS) == "CONNECTED"
-    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
-    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    _, _, body = http_get(f"{shared_server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{shared_server.port}/ws")
     try:
         hank.connect(json.loads(body)["token"])
         hank.ok("join", room="reactions")
@@ -1189,14 +1214,14 @@ def test_the_browser_client_reacts_and_gets_each_reaction_once_across_a_reconnec
 
 
 def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
-    browser: Any, server: ServerProcess
+    browser: Any, shared_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     errors: list[str] = []
-    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
-    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    ann = _sign_in(browser, shared_server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, shared_server.base, "bob", DESKTOP, errors)
     for page in (ann, bob):
         _join(page, "chips")
     expect(ann.get_by_test_id("member")).to_have_count(2)
@@ -1226,7 +1251,7 @@ def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
         expect(chip(page)).to_have_text("👍 1")
         expect(chip(page)).to_have_attribute("data-me", me)
     # Another page of ann's opened afterwards counts from history, and knows which are hers.
-    ann_again = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    ann_again = _sign_in(browser, shared_server.base, "ann", DESKTOP, errors)
     ann_again.get_by_test_id("join-room").fill("chips")
     ann_again.get_by_test_id("join-submit").click()
     expect(chip(ann_again)).to_have_text("👍 1")

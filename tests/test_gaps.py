@@ -112,12 +112,16 @@ def test_the_python_client_reads_a_history_page_of_the_largest_size(
 
 # -- a room's own gap repair ---------------------------------------------------------------------
 
-# 80 messages of 60 KB: 4.8 MB, more than a member's outbox holds (4 MiB) and than a repair may
-# queue at once (replay_max_bytes, 1 MiB), under replay_max_messages (1000).
-GAP_MESSAGES = 80
+# What a repair may queue at once on node B of the cluster tests (replay_max_bytes): a quarter
+# of the default, so that a gap beyond it takes a quarter of the messages to make and to page.
+REPLAY_MAX_BYTES = 256 * 1024
 
-# Long enough for a client to page 4.8 MB of history through the rate limit, which charges a
-# page by its size (at the default rate, about five seconds).
+# 20 messages of 60 KB: 1.2 MB, more than a repair on B may queue at once (REPLAY_MAX_BYTES),
+# under replay_max_messages (1000).
+GAP_MESSAGES = 20
+
+# Long enough for a client to page the gap's history through the rate limit, which charges a
+# page by its size (that a client pages 4.8 MB through it is in tests/test_backlog.py).
 FILL_TIMEOUT = 30.0
 
 
@@ -153,14 +157,16 @@ class SplitBystander:
 
 
 class CutOff:
-    """Node B of a two-node cluster, with a Redis user of its own whose ACL the test changes."""
+    """Node B of a two-node cluster, with a Redis user of its own whose ACL the test changes,
+    and replay bounds of ``REPLAY_MAX_BYTES``."""
 
     def __init__(self, redis: RedisServer, spawn: Spawner, *, b_args: tuple[str, ...] = ()) -> None:
         self.admin = redis.client()
         self._acl("on", ">node-b-pw", "~*", "&*", "+@all")
         self.a = spawn.node("A", redis_url_of(redis))
         b_url = f"redis://node-b:node-b-pw@127.0.0.1:{redis.port}/0"
-        self.b = spawn.node("B", b_url, args=b_args)
+        bounds = ("--replay-max-bytes", str(REPLAY_MAX_BYTES))
+        self.b = spawn.node("B", b_url, args=(*bounds, *b_args))
         spawn.start(self.a, self.b)
 
     def _acl(self, *rules: str) -> None:

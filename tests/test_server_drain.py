@@ -112,9 +112,9 @@ def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
 
 @pytest.mark.process
 def test_during_the_drain_health_checks_answer_and_websockets_get_503(tmp_path: Path) -> None:
-    # Two clients over a 4 s drain: the first is closed at once, the second 2 s later. Between
+    # Two clients over a 2 s drain: the first is closed at once, the second 1 s later. Between
     # the two closes the node is draining, which is when a load balancer probes it.
-    with serving(tmp_path, 4.0) as (process, port):
+    with serving(tmp_path, 2.0) as (process, port):
         first, second = _connected(port, "alice"), _connected(port, "bob")
         process.send_signal(signal.SIGTERM)
         closes = [gevent.spawn(client.wait_closed, timeout=10) for client in (first, second)]

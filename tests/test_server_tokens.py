@@ -26,7 +26,13 @@ StartNode = Callable[..., RunningNode]
 
 # The sweep runs every min(1 s, heartbeat): a small heartbeat makes expiry checks frequent.
 FAST = {"heartbeat": 0.1, "token_refresh_notice": 1.0, "token_expiry_grace": 0.5}
-SHORT_TTL_S = 2  # exp is 1 to 2 s away (iat has whole seconds): inside the notice at once
+
+
+def short_ttl_s() -> int:
+    """A ttl for a token minted now whose exp is 0.5 to 1.5 s away (iat and exp have whole
+    seconds, so a fixed ttl of 2 puts it 1 to 2 s away): inside the notice at once, and far
+    enough for a refresh to be asked for and answered before it."""
+    return 1 if time.time() % 1 < 0.5 else 2
 
 
 def connected(node: RunningNode, token: str) -> Client:
@@ -41,7 +47,7 @@ def test_an_expiring_token_gets_a_refresh_event_then_the_connection_is_closed_40
     start_node: StartNode,
 ) -> None:
     node = start_node(**FAST)
-    client = connected(node, node.token("alice", ttl_s=SHORT_TTL_S))
+    client = connected(node, node.token("alice", ttl_s=short_ttl_s()))
     refresh = client.event("refresh")
     assert refresh["grace"] == 0.5 and refresh["exp"] > time.time() - 1
     closed = client.wait_closed()
@@ -55,7 +61,7 @@ def test_a_refreshed_connection_outlives_its_first_token_and_a_bystander_does_no
     start_node: StartNode,
 ) -> None:
     node = start_node(**FAST)
-    token = node.token("alice", ttl_s=SHORT_TTL_S)
+    token = node.token("alice", ttl_s=short_ttl_s())
     alice, idle = connected(node, token), connected(node, token)
     alice.event("refresh")
     reply = alice.ok("refresh", token=node.token("alice", ttl_s=3600))
@@ -72,7 +78,7 @@ def test_a_refreshed_connection_outlives_its_first_token_and_a_bystander_does_no
 def test_a_token_without_exp_is_never_asked_to_refresh_nor_closed(start_node: StartNode) -> None:
     node = start_node(**FAST)
     forever = connected(node, node.token("alice", ttl_s=None))
-    expiring = connected(node, node.token("bob", ttl_s=SHORT_TTL_S))
+    expiring = connected(node, node.token("bob", ttl_s=short_ttl_s()))
     assert expiring.wait_closed().code == 4001
     forever.nothing_before_pong("refresh")
 
@@ -249,7 +255,7 @@ def test_the_python_client_refreshes_through_its_token_function_and_keeps_its_co
     minted: list[str] = []
 
     def token() -> str:
-        minted.append(node.token("alice", ttl_s=SHORT_TTL_S if not minted else 3600))
+        minted.append(node.token("alice", ttl_s=short_ttl_s() if not minted else 3600))
         return minted[-1]
 
     with ActorimClient(node.url, token) as client:
@@ -293,7 +299,7 @@ def test_the_python_client_with_a_fixed_token_stops_when_the_token_expires(
     start_node: StartNode,
 ) -> None:
     node = start_node(**FAST)
-    client = ActorimClient(node.url, node.token("alice", ttl_s=SHORT_TTL_S))
+    client = ActorimClient(node.url, node.token("alice", ttl_s=short_ttl_s()))
     client.connect()
     try:
         assert client.wait_for(LinkState.DISCONNECTED, timeout=5)
