@@ -1235,3 +1235,65 @@ def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
     for page in (ann, bob, ann_again):
         expect(chip(page)).to_have_count(0)
     assert errors == []
+
+
+# -- replies and threads in the browser client ----------------------------------------------------
+
+THREADS_CLIENT_JS = CHANGES_CLIENT_JS.replace('"msg", "edit", "delete"', '"msg"').replace(
+    '"changes"', '"threads"'
+)
+
+
+def test_the_browser_client_replies_in_a_thread_and_pages_it(
+    browser: Any, server: ServerProcess
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.base}/")
+    assert page.evaluate(THREADS_CLIENT_JS) == "CONNECTED"
+    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    try:
+        hank.connect(json.loads(body)["token"])
+        hank.ok("join", room="threads")
+        root = hank.ok("send", room="threads", body="lunch?")["mid"]
+        # The page's own reply: answered with its thread, and drawn from its msg event.
+        mine = page.evaluate(
+            f"""async () => {{
+              const root = {json.dumps(root)};
+              const reply = await client.send({{ room: "threads", body: "yes", reply_to: root }});
+              let refused = null;
+              try {{
+                await client.send({{ room: "threads", body: "x", reply_to: "00000000000000000x" }});
+              }} catch (err) {{
+                refused = err.code;
+              }}
+              return {{ reply, refused }};
+            }}"""
+        )
+        assert (mine["reply"]["thread"], mine["refused"]) == (root, "not_found")
+        hank.ok("send", room="threads", body="where?", reply_to=mine["reply"]["mid"])
+        page.wait_for_function("() => seen.length === 3", polling=20, timeout=10_000)
+        seen = page.evaluate(
+            "() => seen.map((e) => [e.body, e.reply_to ?? null, e.thread ?? null])"
+        )
+        assert seen == [
+            ["lunch?", None, None],
+            ["yes", root, root],
+            ["where?", mine["reply"]["mid"], root],
+        ]
+        thread = page.evaluate(
+            f"""async () => {{
+              const first = await client.thread({json.dumps(root)}, {{ limit: 1 }});
+              const before = first.messages[0].seq;
+              const older = await client.thread({json.dumps(root)}, {{ before }});
+              return {{ first, older }};
+            }}"""
+        )
+    finally:
+        hank.close()
+    first, older = thread["first"], thread["older"]
+    assert first["root"]["thread"]["count"] == 2 and first["more"] is True
+    assert [m["body"] for m in first["messages"]] == ["where?"]
+    assert ([m["body"] for m in older["messages"]], older["more"]) == (["yes"], False)
+    context.close()
