@@ -590,9 +590,8 @@ def _may_read(link: Link, page: Page | None) -> bool:
     """Whether the user may read the thread of ``page`` (None: its root is not there): its
     root's conversation by ``history``'s rule, a room the token allows, or a direct
     conversation of theirs."""
-    assert link.identity is not None
     root = None if page is None else page.root
-    if root is None:
+    if root is None or link.identity is None:
         return False
     if root.room is not None:
         return bool(link.identity.may_join(root.room))
