@@ -38,7 +38,7 @@ pytest.register_assert_rewrite("tests.redis_server")
 
 from actorim.config import Config  # noqa: E402
 from tests.redis_server import redis_client, redis_server, redis_session  # noqa: E402, F401
-from tests.support import RunningNode  # noqa: E402
+from tests.support import Client, RunningNode  # noqa: E402
 
 # -- tiers: tests that start processes are marked, the rest is `make test-fast` ---------------
 
@@ -131,6 +131,15 @@ def start_node(tmp_path: Any) -> Iterator[Callable[..., RunningNode]]:
     yield start
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """The clients a test opens (``tests.two_nodes.on`` adds them), closed after it."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        client.close()
 
 
 @pytest.fixture

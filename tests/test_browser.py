@@ -393,6 +393,18 @@ def _say(page: Any, text: str) -> None:
     page.get_by_test_id("composer-input").press("Enter")
 
 
+def _ann_and_bob_in(browser: Any, base: str, room: str, errors: list[str]) -> tuple[Any, Any]:
+    """Desktop pages of ann and bob, both in ``room`` (ann's page sees the two of them)."""
+    from playwright.sync_api import expect
+
+    ann = _sign_in(browser, base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, base, "bob", DESKTOP, errors)
+    for page in (ann, bob):
+        _join(page, room)
+    expect(ann.get_by_test_id("member")).to_have_count(2)
+    return ann, bob
+
+
 def _open(page: Any, kind: str, name: str) -> None:
     """Open a room or direct conversation from the sidebar (back to it first on a phone)."""
     back = page.get_by_test_id("back")
@@ -1115,11 +1127,7 @@ def test_on_the_chat_page_an_author_edits_and_deletes_and_the_other_page_follows
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     errors: list[str] = []
-    ann = _sign_in(browser, shared_server.base, "ann", DESKTOP, errors)
-    bob = _sign_in(browser, shared_server.base, "bob", DESKTOP, errors)
-    for page in (ann, bob):
-        _join(page, "edits")
-    expect(ann.get_by_test_id("member")).to_have_count(2)
+    ann, bob = _ann_and_bob_in(browser, shared_server.base, "edits", errors)
     _say(ann, "helo everyone")
     _say(bob, "bob was here")
     expect(_bodies(bob, "helo everyone")).to_have_count(1)
@@ -1220,11 +1228,7 @@ def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     errors: list[str] = []
-    ann = _sign_in(browser, shared_server.base, "ann", DESKTOP, errors)
-    bob = _sign_in(browser, shared_server.base, "bob", DESKTOP, errors)
-    for page in (ann, bob):
-        _join(page, "chips")
-    expect(ann.get_by_test_id("member")).to_have_count(2)
+    ann, bob = _ann_and_bob_in(browser, shared_server.base, "chips", errors)
     _say(ann, "lunch at noon?")
     expect(_bodies(bob, "lunch at noon?")).to_have_count(1)
 
@@ -1259,4 +1263,136 @@ def test_on_the_chat_page_reaction_chips_count_and_a_click_toggles_ones_own(
     chip(ann).click()
     for page in (ann, bob, ann_again):
         expect(chip(page)).to_have_count(0)
+    assert errors == []
+
+
+# -- replies and threads in the browser client ----------------------------------------------------
+
+THREADS_CLIENT_JS = CHANGES_CLIENT_JS.replace('"msg", "edit", "delete"', '"msg"').replace(
+    '"changes"', '"threads"'
+)
+
+
+def test_the_browser_client_replies_in_a_thread_and_pages_it(
+    browser: Any, server: ServerProcess
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.base}/")
+    assert page.evaluate(THREADS_CLIENT_JS) == "CONNECTED"
+    _, _, body = http_get(f"{server.base}/dev/token?user=hank")
+    hank = Client(f"ws://127.0.0.1:{server.port}/ws")
+    try:
+        hank.connect(json.loads(body)["token"])
+        hank.ok("join", room="threads")
+        root = hank.ok("send", room="threads", body="lunch?")["mid"]
+        # The page's own reply: answered with its thread, and drawn from its msg event.
+        mine = page.evaluate(
+            f"""async () => {{
+              const root = {json.dumps(root)};
+              const reply = await client.send({{ room: "threads", body: "yes", reply_to: root }});
+              let refused = null;
+              try {{
+                await client.send({{ room: "threads", body: "x", reply_to: "00000000000000000x" }});
+              }} catch (err) {{
+                refused = err.code;
+              }}
+              return {{ reply, refused }};
+            }}"""
+        )
+        assert (mine["reply"]["thread"], mine["refused"]) == (root, "not_found")
+        hank.ok("send", room="threads", body="where?", reply_to=mine["reply"]["mid"])
+        page.wait_for_function("() => seen.length === 3", polling=20, timeout=10_000)
+        seen = page.evaluate(
+            "() => seen.map((e) => [e.body, e.reply_to ?? null, e.thread ?? null])"
+        )
+        assert seen == [
+            ["lunch?", None, None],
+            ["yes", root, root],
+            ["where?", mine["reply"]["mid"], root],
+        ]
+        thread = page.evaluate(
+            f"""async () => {{
+              const first = await client.thread({json.dumps(root)}, {{ limit: 1 }});
+              const before = first.messages[0].seq;
+              const older = await client.thread({json.dumps(root)}, {{ before }});
+              return {{ first, older }};
+            }}"""
+        )
+    finally:
+        hank.close()
+    first, older = thread["first"], thread["older"]
+    assert first["root"]["thread"]["count"] == 2 and first["more"] is True
+    assert [m["body"] for m in first["messages"]] == ["where?"]
+    assert ([m["body"] for m in older["messages"]], older["more"]) == (["yes"], False)
+    context.close()
+
+
+def test_on_the_chat_page_replies_go_to_a_thread_panel_opened_from_the_roots_link(
+    browser: Any, server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    ann, bob = _ann_and_bob_in(browser, server.base, "threads", errors)
+    _say(ann, "lunch at noon?")
+    expect(_bodies(bob, "lunch at noon?")).to_have_count(1)
+
+    def main_list(page: Any) -> Any:
+        return page.get_by_test_id("message-list")
+
+    def panel(page: Any) -> Any:
+        return page.get_by_test_id("thread-panel")
+
+    def link(page: Any) -> Any:
+        return main_list(page).get_by_test_id("thread-link")
+
+    def reply_in_thread(page: Any, text: str) -> None:
+        page.get_by_test_id("thread-input").fill(text)
+        page.get_by_test_id("thread-input").press("Enter")
+
+    # Bob replies from the message's action: the panel opens on its thread.
+    main_list(bob).get_by_test_id("message").filter(
+        has=_bodies(bob, "lunch at noon?")
+    ).get_by_test_id("reply-message").click()
+    expect(panel(bob)).to_be_visible()
+    expect(panel(bob).get_by_test_id("thread-root")).to_contain_text("lunch at noon?")
+    reply_in_thread(bob, "yes, the usual place")
+    # The reply shows in the thread, not in the conversation; the root counts it on both pages.
+    expect(panel(bob).get_by_test_id("thread-list").get_by_test_id("message")).to_have_count(1)
+    for page in (ann, bob):
+        expect(link(page)).to_have_text("1 reply")
+        expect(main_list(page).get_by_test_id("message")).to_have_count(1)
+    expect(panel(ann)).to_be_hidden()
+    # Ann opens the thread from the link and answers bob's reply; bob's open panel follows.
+    link(ann).click()
+    expect(_bodies(ann, "yes, the usual place")).to_have_count(1)
+    panel(ann).get_by_test_id("thread-list").get_by_test_id("reply-message").click()
+    expect(ann.get_by_test_id("thread-replying")).to_contain_text("Replying to bob")
+    reply_in_thread(ann, "see you there")
+    expect(ann.get_by_test_id("thread-replying")).to_be_hidden()
+    expect(_bodies(bob, "see you there")).to_have_count(1)
+    quote = panel(bob).get_by_test_id("message").filter(has=_bodies(bob, "see you there"))
+    expect(quote.get_by_test_id("reply-quote")).to_contain_text("bob: yes, the usual place")
+    for page in (ann, bob):
+        expect(link(page)).to_have_text("2 replies")
+    # Bob deletes his reply: the count follows; a page opened afterwards reads it from history.
+    bob.once("dialog", lambda dialog: dialog.accept())
+    panel(bob).get_by_test_id("message").filter(
+        has=_bodies(bob, "yes, the usual place")
+    ).get_by_test_id("delete-message").click()
+    for page in (ann, bob):
+        expect(link(page)).to_have_text("1 reply")
+    carol = _sign_in(browser, server.base, "carol", DESKTOP, errors)
+    carol.get_by_test_id("join-room").fill("threads")
+    carol.get_by_test_id("join-submit").click()
+    expect(link(carol)).to_have_text("1 reply")
+    expect(main_list(carol).get_by_test_id("message")).to_have_count(1)
+    link(carol).click()
+    expect(panel(carol).get_by_test_id("thread-list").get_by_test_id("message")).to_have_count(2)
+    expect(_bodies(carol, "see you there")).to_have_count(1)
+    expect(_bodies(carol, "Message deleted")).to_have_count(1)
+    carol.get_by_test_id("thread-close").click()
+    expect(panel(carol)).to_be_hidden()
     assert errors == []

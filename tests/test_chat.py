@@ -136,6 +136,18 @@ def test_the_terminal_chat_joins_talks_lists_members_and_quits(
         assert alice.expect("deleted") == "[lobby] bob deleted a message"
         alice.type("/delete")
         alice.expect("! /delete: send a message in a room first")
+        alice.type("/reply @bob nice")
+        alice.expect("! /reply: nothing from bob in lobby")
+        question = bob.send(room="lobby", body="tea?")
+        alice.expect("tea?")
+        alice.type("/reply yes please")
+        answer = inbox.next("msg", room="lobby", body="yes please")
+        assert (answer["reply_to"], answer["thread"]) == (question.mid, question.mid)
+        alice.expect("* replied to bob in lobby")
+        bob.send(room="lobby", body="milk?", reply_to=answer["mid"])
+        assert alice.expect("milk?") == "[lobby] bob (re alice): milk?"
+        alice.type("/reply @bob no thanks")
+        assert inbox.next("msg", room="lobby", body="no thanks")["thread"] == question.mid
         alice.type("/leave")
         assert alice.expect("* left") == "* left lobby"
         assert inbox.next("member", user="alice")["state"] == "left"

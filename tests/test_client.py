@@ -723,3 +723,40 @@ def test_a_client_whose_link_drops_gets_the_reactions_it_missed_once_in_order(
     assert [(e["t"], e["seq"]) for e in got.items] == [("msg", 1), ("reaction", 2), ("msg", 3)]
     [first, _] = bob.history("r")["messages"]
     assert first["reactions"] == [{"key": "🎉", "count": 1, "me": False}]
+
+
+# -- replies and threads ------------------------------------------------------------------------
+
+
+def test_replies_name_their_thread_and_thread_pages_them_as_history_does(
+    connected: Callable[..., Client],
+) -> None:
+    alice, bob = connected("alice"), connected("bob")
+    alice.join("lobby")
+    bob.join("lobby")
+    got = Seen()
+    alice.on("msg", got)
+    root = alice.send(room="lobby", body="lunch?")
+    assert root.thread is None
+    yes = bob.send(room="lobby", body="yes", reply_to=root.mid)
+    where = bob.send(room="lobby", body="where?", reply_to=yes.mid)
+    assert (yes.thread, where.thread, where.seq) == (root.mid, root.mid, 3)
+    assert bob.send(room="lobby", body="yes", reply_to=root.mid, cid=yes.cid) == yes
+    got.wait_count(2)
+    assert [(e["reply_to"], e["thread"]) for e in got.items] == [
+        (root.mid, root.mid),
+        (yes.mid, root.mid),
+    ]
+    page = alice.thread(root.mid, limit=1)
+    assert (page["root"]["thread"]["count"], page["more"]) == (2, True)
+    assert [m["body"] for m in page["messages"]] == ["where?"]
+    older = alice.thread(root.mid, before=page["messages"][0]["seq"])
+    assert ([m["body"] for m in older["messages"]], older["more"]) == (["yes"], False)
+    assert alice.history("lobby")["messages"][0]["thread"]["users"] == ["bob"]
+    alice.delete(root.mid)
+    with pytest.raises(ServerError) as refused:
+        bob.send(room="lobby", body="too late", reply_to=root.mid)
+    assert refused.value.code == "not_found"
+    with pytest.raises(ServerError) as refused:
+        bob.thread(yes.mid)  # a reply is no root
+    assert refused.value.code == "not_found"

@@ -63,7 +63,7 @@ print("sample done")
 
 
 def test_every_python_sample_is_found() -> None:
-    assert len(SAMPLES) == 10, "a sample was added or removed: check what it needs below"
+    assert len(SAMPLES) == 11, "a sample was added or removed: check what it needs below"
 
 
 @pytest.mark.process
@@ -99,5 +99,7 @@ def test_the_python_sample_runs_as_written(
         assert "msg {" in out and "first order" in out, out
     if "client.presence(" in sample:
         assert "{'bob': 'online', 'carol': 'offline'}" in out, out
+    if "client.thread(" in sample:
+        assert "True\n2 ['tea', 'with milk']\n" in out, out
     if 'body="hello"' in sample:
         assert re.search(r"^\S+ 1$", out, re.M), out  # print(sent.mid, sent.seq)

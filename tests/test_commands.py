@@ -30,6 +30,7 @@ from actorim.protocol.commands import (
     Read,
     Refresh,
     Send,
+    Thread,
     Typing,
     Unwatch,
     Watch,
@@ -93,6 +94,14 @@ DEFAULTS: list[tuple[str, Command]] = [
     ('{"t":"edit","id":19,"mid":"m-1","body":"hi!"}', Edit(19, "m-1", "hi!", cid=None)),
     ('{"t":"delete","id":20,"mid":"m-1","cid":"c"}', Delete(20, "m-1", cid="c")),
     ('{"t":"react","id":21,"mid":"m-1","key":"+1","on":false}', React(21, "m-1", "+1", False)),
+    (
+        '{"t":"send","id":22,"room":"lobby","body":"re","reply_to":"m-1"}',
+        Send(22, "re", room="lobby", reply_to="m-1"),
+    ),
+    (
+        '{"t":"thread","id":23,"mid":"m-1"}',
+        Thread(23, "m-1", before=None, after=None, limit=50),
+    ),
 ]
 
 
@@ -269,6 +278,14 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"t": "history", "with": "no way"}, "with"),
     ({"t": "typing", "room": "bad room"}, "room"),
     ({"t": "typing", "to": 5}, "to"),
+    ({"t": "send", "room": "r", "body": 1, "reply_to": ""}, "reply_to"),
+    ({"t": "send", "to": "bob", "body": 1, "reply_to": 7}, "reply_to"),
+    ({"t": "send", "room": "r", "body": 1, "reply_to": "m" * 65}, "reply_to"),
+    ({"t": "thread"}, "mid"),
+    ({"t": "thread", "mid": ["m"]}, "mid"),
+    ({"t": "thread", "mid": "m", "limit": 101}, "limit"),
+    ({"t": "thread", "mid": "m", "before": -1}, "before"),
+    ({"t": "thread", "mid": "m", "after": 2**63}, "after"),
     ({"t": "debug.crash"}, "what"),
     ({"t": "debug.crash", "what": "everything"}, "what"),
     ({"t": "debug.crash", "what": ["room"]}, "what"),

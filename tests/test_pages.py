@@ -45,6 +45,21 @@ def test_spliced_page_is_the_reply_a_whole_encoding_gives(encoding: Encoding, mo
 
 
 @pytest.mark.parametrize("encoding", list(Encoding))
+def test_a_thread_page_is_the_reply_a_whole_encoding_gives_whatever_its_root_holds(
+    encoding: Encoding,
+) -> None:
+    # A root whose body looks like the reply's own empty list of messages, and two like it.
+    root = stored(1, {"messages": [], "more": {"messages": []}})
+    replies = [stored(n + 2, body) for n, body in enumerate(BODIES)]
+    page = build_page(
+        4, replies, True, encoding=encoding, max_bytes=1 << 20, newest=False, root=root
+    )
+    data = {"messages": [message_event(m) for m in replies], "more": True}
+    assert page.frame == frame_for(reply_ok(4, {**data, "root": message_event(root)}), encoding)
+    assert (page.count, page.root) == (len(replies), root)
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
 def test_empty_page_is_an_empty_list(encoding: Encoding) -> None:
     page = build_page(1, [], False, encoding=encoding, max_bytes=10, newest=False)
     assert decode_frame(payload(page.frame), encoding.binary)["data"] == {

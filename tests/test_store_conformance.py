@@ -856,6 +856,206 @@ def test_reactions_survive_an_edit_and_go_with_a_pruned_message(store: Store) ->
     assert [(m.mid, [r.key for r in m.reactions]) for m in page] == [(keep.mid, ["+1"])]
 
 
+# -- replies and threads --------------------------------------------------------------------
+
+
+def reply(
+    parent: StoredMessage,
+    by: str,
+    text: str = "re",
+    *,
+    ts: int = 2_000,
+    cid: str | None = None,
+) -> NewMessage:
+    """``by`` answers ``parent`` in its conversation (a direct one goes to the other user)."""
+    to = None if parent.to is None else (parent.sender if parent.to == by else parent.to)
+    return NewMessage(
+        parent.conv,
+        by,
+        "text",
+        text.encode(),
+        ts,
+        cid=cid,
+        room=parent.room,
+        to=to,
+        reply_to=parent.mid,
+    )
+
+
+def summary_of(message: StoredMessage | None) -> tuple[object, ...] | None:
+    assert message is not None
+    found = message.thread_summary
+    return None if found is None else (found.count, found.last_ts, found.users, found.participants)
+
+
+def test_a_reply_to_a_reply_joins_the_thread_of_its_root_which_counts_it(store: Store) -> None:
+    [root, plain] = store.append_batch([room_msg("root"), room_msg("plain", ts=1_001)])
+    [first] = store.append_batch([reply(root, "bob", "one", ts=2_000)])
+    [second, third] = store.append_batch(
+        [reply(first, "carol", "two", ts=2_100), reply(root, "bob", "three", ts=2_200)]
+    )
+    assert (first.seq, first.reply_to, first.thread) == (3, root.mid, root.mid)
+    assert (second.seq, second.reply_to, second.thread) == (4, first.mid, root.mid)
+    assert (third.reply_to, third.thread) == (root.mid, root.mid)
+    page, _ = store.history(root.conv, limit=10)
+    # Replies are messages of the conversation; only a root with replies carries a summary.
+    assert [(m.seq, m.reply_to is not None, summary_of(m)) for m in page] == [
+        (1, False, (3, 2_200, ("bob", "carol"), 2)),
+        (2, False, None),
+        (3, True, None),
+        (4, True, None),
+        (5, True, None),
+    ]
+    assert summary_of(store.get(root.mid)) == (3, 2_200, ("bob", "carol"), 2)
+    assert summary_of(store.get(plain.mid)) is None
+    assert store.get(second.mid).reply_to == first.mid  # type: ignore[union-attr]
+    replay, complete = store.since(root.conv, 2, limit=9)
+    assert complete
+    assert [(m.seq, m.reply_to, m.thread) for m in replay] == [
+        (3, root.mid, root.mid),
+        (4, first.mid, root.mid),
+        (5, root.mid, root.mid),
+    ]
+    [again] = store.append_batch([reply(root, "bob", "four", cid="r1")])
+    [resent] = store.append_batch([reply(root, "bob", "four", cid="r1")])
+    assert (resent.duplicate, resent.mid, resent.thread) == (True, again.mid, root.mid)
+    assert summary_of(store.get(root.mid))[0] == 4  # type: ignore[index]
+
+
+def test_thread_pages_its_replies_in_every_cursor_mode(store: Store) -> None:
+    [root, other] = store.append_batch([room_msg("root"), room_msg("other", ts=1_001)])
+    replies = [reply(root, "bob", f"r{i}", ts=2_000 + i) for i in range(5)]
+    # Other messages between the replies: a thread's page holds its replies only.
+    store.append_batch([m for r in replies for m in (r, room_msg("between", ts=3_000))])
+    store.append_batch([reply(other, "carol")])
+    thread_seqs = [3, 5, 7, 9, 11]
+
+    def page(**cursors: int | None) -> tuple[list[int], bool]:
+        found, messages, more = store.thread(root.mid, limit=2, reader="bob", **cursors)
+        assert found is not None and found.mid == root.mid
+        assert summary_of(found) == (5, 2_004, ("bob",), 1)
+        return seqs(messages), more
+
+    assert page() == (thread_seqs[-2:], True)
+    assert page(before=9) == ([5, 7], True)
+    assert page(before=5) == ([3], False)
+    assert page(after=3) == ([5, 7], True)
+    assert page(after=8) == ([9, 11], False)
+    assert page(after=3, before=11) == ([5, 7], True)
+    assert page(after=7, before=11) == ([9], False)
+    assert page(after=11) == ([], False)
+    assert page(after=2**63 - 1) == ([], False)
+    assert page(before=0) == ([], False)
+    assert store.thread(root.mid, limit=10)[1][0].thread == root.mid
+    # A thread is read through its root: not a reply, a change or an unknown mid.
+    [first] = store.thread(root.mid, limit=1, after=0)[1]
+    assert store.thread(first.mid, limit=5) == (None, [], False)
+    assert store.thread("00000000000000000x", limit=5) == (None, [], False)
+    [edit] = store.append_batch([change(root, body=b"ROOT")])
+    assert store.thread(edit.mid, limit=5) == (None, [], False)
+    with pytest.raises(ValueError):
+        store.thread(root.mid, limit=0)
+
+
+def test_a_reply_to_an_unknown_deleted_or_changed_message_or_another_conversations_is_refused(
+    store: Store,
+) -> None:
+    [msg, other, gone] = store.append_batch(
+        [room_msg(), room_msg(room="elsewhere"), room_msg("bye", ts=1_001)]
+    )
+    [edit, _] = store.append_batch([change(msg), change(gone, "delete")])
+    misplaced = replace(reply(other, "bob"), conv=msg.conv, room=msg.room)
+    unknown = replace(reply(msg, "bob"), reply_to="00000000000000000x")
+    answers = store.append_batch(
+        [
+            misplaced,
+            unknown,
+            replace(reply(msg, "bob"), reply_to=edit.mid),
+            reply(gone, "bob", cid="late"),
+            reply(msg, "bob"),
+        ]
+    )
+    assert [a.refused for a in answers] == ["unknown", "unknown", "unknown", "deleted", None]
+    assert [a.reply_to for a in answers[:2]] == [other.mid, "00000000000000000x"]
+    assert [a.seq for a in answers] == [0, 0, 0, 0, 5]
+    assert store.last_seq(msg.conv) == 5
+    with pytest.raises(ValueError):
+        store.append_batch([replace(change(msg), reply_to=msg.mid)])
+
+
+def test_deleting_replies_updates_the_summary_and_a_deleted_root_keeps_its_thread(
+    store: Store,
+) -> None:
+    [root] = store.append_batch([room_msg("root")])
+    [one, two, three] = store.append_batch(
+        [
+            reply(root, "bob", ts=2_000),
+            reply(root, "carol", ts=2_100),
+            reply(root, "bob", ts=2_200),
+        ]
+    )
+    store.append_batch([change(three, "delete", ts=3_000)])
+    assert summary_of(store.get(root.mid)) == (2, 2_100, ("bob", "carol"), 2)
+    store.append_batch([change(one, "delete", ts=3_001)])
+    # bob's last counted reply went: he leaves the authors, and joins again at their end.
+    assert summary_of(store.get(root.mid)) == (1, 2_100, ("carol",), 1)
+    [four] = store.append_batch([reply(two, "bob", ts=2_300)])
+    assert summary_of(store.get(root.mid)) == (2, 2_300, ("carol", "bob"), 2)
+    store.append_batch([change(root, "delete", ts=3_002), change(two, body=b"edited")])
+    found, page, more = store.thread(root.mid, limit=10)
+    assert found is not None and found.deleted and found.body == b""
+    assert summary_of(found) == (2, 2_300, ("carol", "bob"), 2)
+    assert [(m.mid, m.deleted, m.body) for m in page] == [
+        (one.mid, True, b""),
+        (two.mid, False, b"edited"),
+        (three.mid, True, b""),
+        (four.mid, False, b"re"),
+    ]
+    assert more is False
+    # The deleted root takes no new reply; its live replies still do.
+    [refused, fine] = store.append_batch([reply(root, "bob"), reply(four, "carol", ts=2_400)])
+    assert (refused.refused, fine.thread) == ("deleted", root.mid)
+    store.append_batch([change(two, "delete"), change(four, "delete"), change(fine, "delete")])
+    assert summary_of(store.get(root.mid)) is None
+    assert len(store.thread(root.mid, limit=10)[1]) == 5
+
+
+def test_a_summary_names_the_first_five_authors_and_counts_them_all(store: Store) -> None:
+    [root] = store.append_batch([room_msg("root")])
+    authors = [f"u{i}" for i in range(8)]
+    store.append_batch([reply(root, user, ts=2_000 + i) for i, user in enumerate(authors)])
+    assert summary_of(store.get(root.mid)) == (8, 2_007, tuple(authors[:5]), 8)
+
+
+def test_replies_in_a_direct_conversation_wait_for_their_recipient(store: Store) -> None:
+    [dm] = store.append_batch([direct("alice", "bob")])
+    [answer] = store.append_batch([reply(dm, "bob", ts=1_500)])
+    assert (answer.to, answer.thread) == ("alice", dm.mid)
+    assert [m.mid for m in store.pending_for("alice", limit=5)] == [answer.mid]
+    assert store.pending_for("alice", limit=5)[0].reply_to == dm.mid
+    assert summary_of(store.thread(dm.mid, limit=5)[0]) == (1, 1_500, ("bob",), 1)
+
+
+def test_retention_takes_pruned_replies_out_of_the_summary_and_a_pruned_root_ends_its_thread(
+    store: Store,
+) -> None:
+    [root] = store.append_batch([room_msg("root", ts=5_000)])
+    # Stamped earlier than their root (a clock that stepped back): age retention takes them first.
+    old = store.append_batch([reply(root, "bob", ts=1_000), reply(root, "carol", ts=1_001)])
+    [new] = store.append_batch([reply(root, "carol", ts=6_000)])
+    assert store.prune(now_ms=7_000, max_age_ms=3_000) == 2
+    assert summary_of(store.get(root.mid)) == (1, 6_000, ("carol",), 1)
+    assert [m.mid for m in store.thread(root.mid, limit=5)[1]] == [new.mid]
+    assert old[0].mid not in [m.mid for m in store.history(root.conv, limit=9)[0]]
+    assert store.prune(now_ms=7_000, max_count=1, max_age_ms=FAR_FUTURE_AGE_MS) == 1
+    assert store.get(root.mid) is None
+    assert store.thread(root.mid, limit=5) == (None, [], False)
+    # Its replies stay messages of the conversation, and still take replies.
+    [late] = store.append_batch([reply(new, "bob", ts=6_500)])
+    assert (late.refused, late.thread) == (None, root.mid)
+    assert seqs(store.history(root.conv, limit=9)[0]) == [4, 5]
+
+
 # -- retention ------------------------------------------------------------------------------
 
 
@@ -1132,7 +1332,8 @@ class Observer:
 
     def message(self, msg: StoredMessage) -> tuple[object, ...]:
         if msg.refused is not None:
-            return (msg.conv, msg.kind, msg.cid, msg.refused, self.names.get(msg.target or ""))
+            named = self.names.get(msg.target or msg.reply_to or "")
+            return (msg.conv, msg.kind, msg.cid, msg.refused, named)
         if msg.mid not in self.names:
             self.names[msg.mid] = (msg.conv, msg.seq)
             # A change has a recipient but is never pending: no cursor nor receipt for it.
@@ -1140,10 +1341,16 @@ class Observer:
             self.first_seen[msg.mid] = msg
             self.sent.append(msg.mid)
         target = None if msg.target is None else self.names.get(msg.target, "?")
+        reply_to = None if msg.reply_to is None else self.names.get(msg.reply_to, "?")
+        thread = None if msg.thread is None else self.names.get(msg.thread, "?")
+        summary = msg.thread_summary
         return (
             *(msg.conv, msg.seq, msg.ts, msg.sender, msg.kind, msg.body, msg.cid, msg.to),
             *(msg.duplicate, target, msg.edited, msg.deleted),
             tuple((r.key, r.count, r.me) for r in msg.reactions),
+            *(reply_to, thread),
+            None if summary is None else (summary.count, summary.last_ts, summary.users),
+            None if summary is None else summary.participants,
         )
 
     def any_change(self, rng: random.Random, clock: int) -> NewMessage:
@@ -1163,6 +1370,28 @@ class Observer:
             on = kind == "react"
             return react(known, by, key, on=on, ts=clock, cid=cid, max_reactions=3)
         return change(known, kind, f"v{rng.randint(0, 99)}".encode(), ts=clock, cid=cid)
+
+    def any_reply(self, rng: random.Random, clock: int) -> NewMessage:
+        """A reply to a recent message by one of its conversation's users (now and then to a
+        change, a message deleted or pruned, or one of another conversation), sometimes
+        resent."""
+        mid = self.any_mid(rng)
+        known = self.first_seen.get(mid)
+        if known is None:
+            known = StoredMessage(mid, room_conv("a"), 0, 0, "alice", "text", b"", None, "a", None)
+        users = USERS if known.to is None else (known.sender, known.to)
+        cid = rng.choice([None, *(f"y{i}" for i in range(10))])
+        ts = max(0, clock - rng.choice([0, 0, 1_500]))
+        answer = reply(known, rng.choice(users), f"r{rng.randint(0, 99)}", ts=ts, cid=cid)
+        if rng.random() < 0.1:
+            answer = replace(answer, conv=room_conv("b"), room="b", to=None)
+        return answer
+
+    def thread_page(
+        self, answer: tuple[StoredMessage | None, list[StoredMessage], bool]
+    ) -> tuple[object, ...]:
+        root, messages, more = answer
+        return (None if root is None else self.message(root), self.page((messages, more)))
 
     def page(self, answer: tuple[list[StoredMessage], bool]) -> tuple[object, ...]:
         return ([self.message(m) for m in answer[0]], answer[1])
@@ -1192,6 +1421,7 @@ class Observer:
             batch = random_batch(rng, clock)
             if self.sent:
                 batch += [self.any_change(rng, clock) for _ in range(rng.choice([0, 0, 1, 2]))]
+                batch += [self.any_reply(rng, clock) for _ in range(rng.choice([0, 1, 1, 2]))]
                 rng.shuffle(batch)
             seen.append([self.message(m) for m in store.append_batch(batch)])
         elif action < 0.5:
@@ -1237,6 +1467,18 @@ class Observer:
                 seen.append([self.message(m) for m in page])
         found = store.get(self.any_mid(rng))
         seen.append(None if found is None else self.message(found))
+        threads = {m.thread for m in self.first_seen.values() if m.thread is not None}
+        roots = sorted(threads, key=lambda mid: self.names.get(mid, ("", 0)))
+        for _ in range(2):
+            # Mostly the root of a thread seen, now and then any mid.
+            root = rng.choice(roots) if roots and rng.random() < 0.8 else self.any_mid(rng)
+            last = self.names.get(root, ("", 0))[1] + 12
+            before = rng.choice([None, rng.randint(0, last)])
+            after = rng.choice([None, rng.randint(-1, last)])
+            page = store.thread(
+                root, before=before, after=after, limit=rng.randint(1, 4), reader=rng.choice(USERS)
+            )
+            seen.append(self.thread_page(page))
         return seen
 
 

@@ -242,7 +242,7 @@ def test_database_of_schema_1_is_migrated_to_cids_per_conversation(path: Path) -
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -292,7 +292,7 @@ def test_data_directory_of_schema_2_is_migrated_in_place_and_keeps_every_message
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -334,7 +334,7 @@ def test_data_directory_of_schema_3_is_migrated_in_place_and_takes_reactions(
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -448,10 +448,16 @@ def test_write_blocked_by_another_connection_raises_store_error(path: Path) -> N
 SCHEMA_4_FIXTURE = REPO / "tests" / "data" / "messages-v4.db"
 
 
-def test_data_directory_of_schema_4_keeps_every_message_after_migration(tmp_path: Path) -> None:
+def schema_4_data_directory(tmp_path: Path) -> Path:
+    """A data directory holding a copy of SCHEMA_4_FIXTURE; the path of its store."""
     path = tmp_path / "data" / "messages.db"
     path.parent.mkdir()
     path.write_bytes(SCHEMA_4_FIXTURE.read_bytes())
+    return path
+
+
+def test_data_directory_of_schema_4_keeps_every_message_after_migration(tmp_path: Path) -> None:
+    path = schema_4_data_directory(tmp_path)
     store = SqliteStore(path)
     try:
         lobby, _ = store.history(room_conv("lobby"), limit=100, reader="bob")
@@ -472,3 +478,40 @@ def test_data_directory_of_schema_4_keeps_every_message_after_migration(tmp_path
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
+
+
+def test_data_directory_of_schema_4_takes_replies_to_its_old_messages(tmp_path: Path) -> None:
+    store = SqliteStore(schema_4_data_directory(tmp_path))
+    try:
+        lobby, _ = store.history(room_conv("lobby"), limit=100)
+        assert all(m.reply_to is None and m.thread_summary is None for m in lobby)
+        [old, deleted, reacted] = lobby
+
+        def reply(parent: str, by: str, ts: int) -> NewMessage:
+            conv = room_conv("lobby")
+            return NewMessage(conv, by, "text", b"re", ts, room="lobby", reply_to=parent)
+
+        first, refused = store.append_batch(
+            [reply(old.mid, "bob", 1_700_000_001_000), reply(deleted.mid, "bob", 1_700_000_001_001)]
+        )
+        [second] = store.append_batch([reply(first.mid, "carol", 1_700_000_001_002)])
+        assert (first.seq, first.thread, refused.refused) == (7, old.mid, "deleted")
+        assert (second.reply_to, second.thread) == (first.mid, old.mid)
+        root, replies, more = store.thread(old.mid, limit=10, reader="bob")
+        assert root is not None and root.body == b"v4 lobby 1 edited"
+        summary = root.thread_summary
+        assert summary is not None
+        assert (summary.count, summary.last_ts, summary.users) == (
+            2,
+            1_700_000_001_002,
+            ("bob", "carol"),
+        )
+        assert ([m.seq for m in replies], more) == ([7, 8], False)
+        # The old message with its reaction is a root like any other.
+        [answer] = store.append_batch([reply(reacted.mid, "alice", 1_700_000_001_003)])
+        page, _ = store.history(room_conv("lobby"), limit=1, before=4, reader="bob")
+        assert [r.key for r in page[0].reactions] == ["+1"]
+        assert page[0].thread_summary is not None and page[0].thread_summary.count == 1
+        assert answer.thread == reacted.mid
+    finally:
+        store.close()

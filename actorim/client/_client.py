@@ -80,12 +80,14 @@ _RETRYABLE_CODES = frozenset({"overloaded", "internal", "rate_limited"})
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """A stored message: its id, its place in the room or conversation, its time (ms)."""
+    """A stored message: its id, its place in the room or conversation, its time (ms); for a
+    reply, ``thread``: the mid of its thread's root."""
 
     mid: str
     seq: int
     ts: int
     cid: str
+    thread: str | None = None
 
 
 class Client:
@@ -290,18 +292,26 @@ class Client:
         body: Any,
         kind: str = "text",
         cid: str | None = None,
+        reply_to: str | None = None,
         timeout: float | None = None,
     ) -> SendResult:
         """Send ``body`` to a joined ``room`` or to the user ``to``; returns once the message is
         stored (durable). The ``cid`` (a fresh uuid4 hex unless given) makes every resend safe:
-        after a reconnect, or by the caller after :class:`RequestTimeout` (its ``cid``)."""
+        after a reconnect, or by the caller after :class:`RequestTimeout` (its ``cid``).
+        ``reply_to`` (a message of the same conversation) makes it a reply in that message's
+        thread: the result's ``thread`` is the thread's root; a message that is not there (or
+        was deleted) raises ``ServerError`` (``not_found``)."""
         if (room is None) == (to is None):
             raise ValueError("give exactly one of room= or to=")
         cid = cid or uuid.uuid4().hex
         args: dict[str, Any] = {"room": room} if room is not None else {"to": to}
         args.update(body=body, kind=kind, cid=cid)
+        if reply_to is not None:
+            args["reply_to"] = reply_to
         data = self._request("send", args, timeout=timeout, cid=cid)
-        return SendResult(mid=data["mid"], seq=data["seq"], ts=data["ts"], cid=cid)
+        return SendResult(
+            mid=data["mid"], seq=data["seq"], ts=data["ts"], cid=cid, thread=data.get("thread")
+        )
 
     def typing(
         self, *, room: str | None = None, to: str | None = None, timeout: float | None = None
@@ -385,10 +395,23 @@ class Client:
         if (room is None) == (with_user is None):
             raise ValueError("give exactly one of room or with_user=")
         args: dict[str, Any] = {"room": room} if room is not None else {"with": with_user}
-        for name, value in (("before", before), ("after", after), ("limit", limit)):
-            if value is not None:
-                args[name] = value
-        return self._request("history", args, timeout=timeout)
+        return self._request("history", _paged(args, before, after, limit), timeout=timeout)
+
+    def thread(
+        self,
+        mid: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The thread whose root is message ``mid``: ``{root, messages, more}``, the root's
+        ``msg`` map (with its ``thread`` summary when it has replies) and a page of its
+        replies, ascending by seq, paged by ``before``/``after`` exactly like :meth:`history`.
+        A thread the user may not read, or a ``mid`` that is not a root, raises
+        ``ServerError`` (``not_found``)."""
+        return self._request("thread", _paged({"mid": mid}, before, after, limit), timeout=timeout)
 
     def presence(self, users: Iterable[str], *, timeout: float | None = None) -> dict[str, str]:
         """``{user: "online" | "offline"}`` for up to 1000 users."""
@@ -481,3 +504,13 @@ class Client:
                 f"the link to {self.url} is {self.state.value}; try again once it is "
                 "CONNECTED (or make the client with wait_for_reconnect=True)"
             )
+
+
+def _paged(
+    args: dict[str, Any], before: int | None, after: int | None, limit: int | None
+) -> dict[str, Any]:
+    """``args`` of a ``history`` or ``thread`` command with the cursors and limit given."""
+    for name, value in (("before", before), ("after", after), ("limit", limit)):
+        if value is not None:
+            args[name] = value
+    return args

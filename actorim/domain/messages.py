@@ -33,18 +33,21 @@ __all__ = [
     "REACTION_KINDS",
     "RECEIPT_LEVELS",
     "ROOM_PREFIX",
+    "THREAD_USERS_SHOWN",
     "UNREACT",
     "NewMessage",
     "Reaction",
     "Receipt",
     "ReceiptStatus",
     "StoredMessage",
+    "ThreadSummary",
     "dm_conv",
     "encode_mid",
     "mid_ms",
     "new_mid",
     "reaction_summary",
     "room_conv",
+    "thread_summary",
 ]
 
 ROOM_PREFIX = "r:"
@@ -74,6 +77,10 @@ that a history page stays small (a page holds at most this many keys per message
 
 MAX_REACTION_KEY_BYTES = 32
 """A reaction key's most bytes in UTF-8: an emoji with its modifiers, or a short name."""
+
+THREAD_USERS_SHOWN = 5
+"""Authors a thread summary names: enough faces for a "5 people replied" line under the root,
+few enough that a history page of roots stays small (the summary also counts them all)."""
 
 # A mid is the message's millisecond timestamp (48 bits, good until the year 10889) followed by
 # 40 random bits (a collision needs about a million messages in the same millisecond), written
@@ -146,6 +153,10 @@ class NewMessage:
     max_reactions: int = DEFAULT_MAX_REACTIONS
     """For a ``react``: the distinct keys its message may carry; a new key beyond them is
     refused (``"too_many_reactions"``), checked atomically with the write. Never stored."""
+    reply_to: str | None = None
+    """For a reply: the mid of the message it answers, in the same conversation. The store
+    files the reply in that message's thread (the thread of its root, when it answers a reply)
+    and refuses it when that message is unknown, not retained, a change, or deleted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +171,10 @@ class StoredMessage:
     ``"too_many_reactions"``. A reaction that changes nothing (the key was already there, or
     was not) is answered ``duplicate`` with the conversation's last ``seq`` and no mid of its
     own: no event was stored. ``reactions`` is filled by ``history`` for its reader.
+
+    A reply has ``reply_to`` (the message it answers) and ``thread`` (the mid of its thread's
+    root: threads are one level deep). ``thread_summary`` is filled by ``history``, ``get`` and
+    ``thread`` on a root with replies.
     """
 
     mid: str
@@ -178,6 +193,9 @@ class StoredMessage:
     deleted: bool = False
     refused: str | None = None
     reactions: tuple[Reaction, ...] = ()
+    reply_to: str | None = None
+    thread: str | None = None
+    thread_summary: ThreadSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +222,35 @@ def reaction_summary(
         for key, users in keys
         if users
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """What a root shows of its thread: ``count`` replies (deleted ones and those retention
+    removed are not counted), ``last_ts`` the time of the latest of them, and its authors:
+    ``users``, the first THREAD_USERS_SHOWN in the order they joined the thread, of
+    ``participants`` in all. An author whose last counted reply goes leaves the list, and joins
+    it again at its end with a new reply."""
+
+    count: int
+    last_ts: int
+    users: tuple[str, ...]
+    participants: int
+
+
+def thread_summary(count: int, last_ts: int | None, users: Iterable[str]) -> ThreadSummary | None:
+    """The summary of a thread with ``count`` replies whose authors are ``users`` in the order
+    they joined it; None for a thread without replies (a message with none carries no summary).
+
+    >>> thread_summary(3, 1_500, ["ann", "bob"])
+    ThreadSummary(count=3, last_ts=1500, users=('ann', 'bob'), participants=2)
+    >>> thread_summary(0, None, []) is None
+    True
+    """
+    if count < 1 or last_ts is None:
+        return None
+    authors = list(users)
+    return ThreadSummary(count, last_ts, tuple(authors[:THREAD_USERS_SHOWN]), len(authors))
 
 
 @dataclass(frozen=True, slots=True)

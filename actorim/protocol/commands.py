@@ -56,6 +56,7 @@ __all__ = [
     "Read",
     "Refresh",
     "Send",
+    "Thread",
     "Typing",
     "Unwatch",
     "Watch",
@@ -79,7 +80,7 @@ MAX_CID_LENGTH: Final = 64
 """Longest client message id (`cid`): room for a UUID or a ULID with a prefix."""
 
 MAX_MID_LENGTH: Final = 64
-"""Longest server message id (`mid`) a client may quote back in `ack` and `read`."""
+"""Longest server message id (`mid`) a client may quote back (`ack`, `read`, `reply_to`)."""
 
 MAX_KIND_LENGTH: Final = 32
 """Longest message `kind` ("text", "image", "typing", ...)."""
@@ -150,7 +151,10 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send `body` to a room or to one user; exactly one of `room` and `to` is set."""
+    """Send `body` to a room or to one user; exactly one of `room` and `to` is set.
+
+    `reply_to` makes it a reply to that message of the same conversation, in its thread.
+    """
 
     t: ClassVar[str] = "send"
     id: int
@@ -159,6 +163,7 @@ class Send:
     to: str | None = None
     kind: str = DEFAULT_KIND
     cid: str | None = None
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +244,19 @@ class History:
     id: int
     room: str | None = None
     with_: str | None = None
+    before: int | None = None
+    after: int | None = None
+    limit: int = DEFAULT_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """Page through the replies of the thread whose root is message `mid`, as `history` pages
+    a conversation (the same cursors and `limit`)."""
+
+    t: ClassVar[str] = "thread"
+    id: int
+    mid: str
     before: int | None = None
     after: int | None = None
     limit: int = DEFAULT_LIMIT
@@ -363,6 +381,7 @@ Command: TypeAlias = (
     | Ack
     | Read
     | History
+    | Thread
     | DebugCrash
     | Refresh
     | Edit
@@ -378,7 +397,7 @@ def decode_command(obj: Any, *, max_limit: int = DEFAULT_MAX_LIMIT) -> Command:
     (`BAD_REQUEST`) naming the first field at fault. `max_limit` bounds `history.limit`.
 
     >>> decode_command({"t": "send", "id": 1, "room": "lobby", "body": "hi", "from": "eve"})
-    Send(id=1, body='hi', room='lobby', to=None, kind='text', cid=None)
+    Send(id=1, body='hi', room='lobby', to=None, kind='text', cid=None, reply_to=None)
     """
     if type(obj) is not dict:
         raise NotACommand(f"a command frame must be a map, not {_type_name(obj)}")
@@ -540,6 +559,7 @@ def _send(frame: dict[Any, Any], id: int, max_limit: int) -> Send:
         to=to,
         kind=DEFAULT_KIND if kind is None else kind,
         cid=_optional_text(frame, "cid", MAX_CID_LENGTH),
+        reply_to=_optional_text(frame, "reply_to", MAX_MID_LENGTH),
     )
 
 
@@ -572,20 +592,36 @@ def _read(frame: dict[Any, Any], id: int, max_limit: int) -> Read:
     return Read(id, _text(frame, "mid", MAX_MID_LENGTH))
 
 
-def _history(frame: dict[Any, Any], id: int, max_limit: int) -> History:
-    room, with_ = _one_target(frame, "room", "with")
+def _page_limit(frame: dict[Any, Any], max_limit: int) -> int:
+    """A page's `limit` (`history`, `thread`): `DEFAULT_LIMIT` (or `max_limit`, if lower)
+    when absent."""
     limit = _optional(frame, "limit")
     if limit is _MISSING:
-        limit = min(DEFAULT_LIMIT, max_limit)
-    elif type(limit) is not int or not 1 <= limit <= max_limit:
+        return min(DEFAULT_LIMIT, max_limit)
+    if type(limit) is not int or not 1 <= limit <= max_limit:
         raise _bad(f"field 'limit' must be an integer from 1 to {max_limit}")
+    return limit
+
+
+def _history(frame: dict[Any, Any], id: int, max_limit: int) -> History:
+    room, with_ = _one_target(frame, "room", "with")
     return History(
         id,
         room=room,
         with_=with_,
         before=_optional_count(frame, "before"),
         after=_optional_count(frame, "after"),
-        limit=limit,
+        limit=_page_limit(frame, max_limit),
+    )
+
+
+def _thread(frame: dict[Any, Any], id: int, max_limit: int) -> Thread:
+    return Thread(
+        id,
+        _text(frame, "mid", MAX_MID_LENGTH),
+        before=_optional_count(frame, "before"),
+        after=_optional_count(frame, "after"),
+        limit=_page_limit(frame, max_limit),
     )
 
 
@@ -615,6 +651,7 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     Ack.t: _ack,
     Read.t: _read,
     History.t: _history,
+    Thread.t: _thread,
     DebugCrash.t: _debug_crash,
     Refresh.t: _refresh,
     Edit.t: _edit,

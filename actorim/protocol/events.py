@@ -6,7 +6,10 @@ no body). A stored change is an ``edit`` or ``delete`` event naming its message 
 with its own ``seq``, and the same conversation fields as the ``msg`` event (``room``, or
 ``to`` and ``from``), so that a client files all three the same way. A stored reaction is a
 ``reaction`` event the same way (``key``, ``user``, ``on``); a ``msg`` event read by ``history``
-carries the message's ``reactions`` as its reader sees them.
+carries the message's ``reactions`` as its reader sees them. A reply's ``msg`` names the message
+it answers (``reply_to``) and its thread's root (``thread``); a root read by ``history`` or
+``thread`` carries its thread's summary as ``thread`` instead (a message is one or the other:
+threads are one level deep).
 """
 
 from __future__ import annotations
@@ -95,6 +98,17 @@ def message_event(
         event["edited"] = stored.edited
     if stored.cid is not None:
         event["cid"] = stored.cid
+    if stored.thread is not None:
+        event["reply_to"] = stored.reply_to
+        event["thread"] = stored.thread
+    elif stored.thread_summary is not None:
+        summary = stored.thread_summary
+        event["thread"] = {
+            "count": summary.count,
+            "last_ts": summary.last_ts,
+            "users": list(summary.users),
+            "participants": summary.participants,
+        }
     if stored.reactions:
         event["reactions"] = [
             {"key": r.key, "count": r.count, "me": r.me} for r in stored.reactions

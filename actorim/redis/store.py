@@ -11,6 +11,9 @@ message atomically on one shard (``ns`` is the namespace, ``conv`` the conversat
     ns:{conv}:receipts  hash    mid -> 0 pending, 1 delivered, 2 read (direct messages only)
     ns:{conv}:changed   zset    score seq, member msgpack: entries as they are now, once an
                                 edit or delete changed them (their stream entry is deleted)
+    ns:{conv}:threads   zset    score 0, members "a<root><seq>" for each retained reply (a
+                                thread's page, by lex range) and "l<root><seq>" for each its
+                                root's summary counts (not deleted): the latest gives its time
     ns:{conv}           channel every new message, as msgpack (``decode_published``)
 
 A direct message's recipient has an index under their own tag (another shard), written by a
@@ -40,6 +43,11 @@ stream entry in its node (memory, and snapshots: DUMP, RDB, an AOF rewrite) unti
 freed, so ``prune`` also rewrites the log of each conversation with a delete since the last
 prune (``erased`` index), entry by entry: the erased bytes are gone from memory then, and from
 Redis's files at its next snapshot or AOF rewrite.
+
+Replies and threads. A reply's entry names ``reply_to`` and ``thread`` (its root's mid); the
+root's entry, as it is now, carries its thread's ``summary`` ``[count, last ts, [[author,
+replies]...]]``, kept by the script that stores, deletes or prunes a reply (so the root moves
+into ``changed`` like an edited message). ``threads`` pages a thread in seq order.
 
 Guarantees, and what they assume of Redis:
 
@@ -109,6 +117,7 @@ from actorim.store.base import (
     new_mid,
     reaction_summary,
     refused,
+    thread_summary,
     unchanged,
 )
 
@@ -156,7 +165,7 @@ _MEMBER_NUMBER = 15
 _SEP = "\x1f"
 
 _TEXT_FIELDS = ("mid", "conv", "sender", "kind")
-_OPTIONAL_FIELDS = ("cid", "room", "to", "target")
+_OPTIONAL_FIELDS = ("cid", "room", "to", "target", "reply_to", "thread")
 # The append script's first answer for a change it did not make.
 _REFUSED = 2
 # Its first answer for a reaction that changed nothing.
@@ -258,6 +267,8 @@ def decode_published_fields(fields: dict[bytes, Any]) -> tuple[StoredMessage, st
         target=optional["target"],
         edited=edited,
         deleted=fields.get(b"deleted") is True,
+        reply_to=optional["reply_to"],
+        thread=optional["thread"],
     )
     return message, origin
 
@@ -281,9 +292,9 @@ class StoreKeys:
         self.namespace = namespace
         self.epoch = f"{namespace}:epoch"
 
-    def conversation(self, conv: str) -> tuple[str, str, str, str, str, str, str]:
-        """seq, log, cids, mids, age, receipts, changed: the KEYS of every conversation
-        script."""
+    def conversation(self, conv: str) -> tuple[str, str, str, str, str, str, str, str]:
+        """seq, log, cids, mids, age, receipts, changed, threads: the KEYS of every
+        conversation script."""
         tag = f"{self.namespace}:{{{conv}}}"
         return (
             f"{tag}:seq",
@@ -293,6 +304,7 @@ class StoreKeys:
             f"{tag}:age",
             f"{tag}:receipts",
             f"{tag}:changed",
+            f"{tag}:threads",
         )
 
     def conversation_channel(self, conv: str) -> str:
@@ -347,10 +359,10 @@ def _pending_parts(member: bytes) -> tuple[str, str]:
 
 # -- scripts --------------------------------------------------------------------------------
 
-# Helpers shared by the conversation scripts; KEYS are StoreKeys.conversation's six keys.
+# Helpers shared by the conversation scripts; KEYS are StoreKeys.conversation's eight keys.
 _CONVERSATION_PRELUDE = r"""
 local SEQ, LOG, CIDS, MIDS, AGE, RECEIPTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local CHANGED = KEYS[7]
+local CHANGED, THREADS = KEYS[7], KEYS[8]
 
 local function id(seq) return string.format('%d-0', seq) end
 local function rank(seq) return string.format('%015d', seq) end
@@ -398,10 +410,65 @@ local function merged(low, high, n, rev)
   return out
 end
 
+-- The root of thread root, unpacked, and its seq; nil when it is not retained.
+local function root_of(root)
+  local rseq = redis.call('HGET', MIDS, root)
+  local packed = rseq and entry(rseq)
+  if not packed then return nil end
+  return cmsgpack.unpack(packed), tonumber(rseq)
+end
+
+-- Index reply m (stored at seq) in its thread and count it in its root's summary.
+local function count_reply(m, seq)
+  redis.call('ZADD', THREADS, 0, 'a' .. m.thread .. rank(seq), 0, 'l' .. m.thread .. rank(seq))
+  local r, rseq = root_of(m.thread)
+  if not r then return end
+  local s = r.summary or {0, 0, {}}
+  s[1], s[2] = s[1] + 1, m.ts
+  local joined = false
+  for _, a in ipairs(s[3]) do
+    if a[1] == m.sender then a[2], joined = a[2] + 1, true end
+  end
+  if not joined then s[3][#s[3] + 1] = {m.sender, 1} end
+  r.summary = s
+  rewrite(rseq, cmsgpack.pack(r))
+end
+
+-- Take reply m (at seq), deleted or being pruned, out of its root's summary: the latest reply
+-- still counted gives the thread's time.
+local function uncount_reply(m, seq)
+  redis.call('ZREM', THREADS, 'l' .. m.thread .. rank(seq))
+  local r, rseq = root_of(m.thread)
+  if not r or not r.summary then return end
+  local s = r.summary
+  s[1] = s[1] - 1
+  for i, a in ipairs(s[3]) do
+    if a[1] == m.sender then
+      a[2] = a[2] - 1
+      if a[2] == 0 then table.remove(s[3], i) end
+      break
+    end
+  end
+  if s[1] <= 0 then
+    r.summary = nil
+  else
+    local prefix = 'l' .. m.thread
+    local last = redis.call('ZREVRANGEBYLEX', THREADS, '[' .. prefix .. '~', '[' .. prefix,
+                            'LIMIT', 0, 1)
+    local e = last[1] and entry(tonumber(string.sub(last[1], #prefix + 1)))
+    if e then s[2] = cmsgpack.unpack(e).ts end
+  end
+  rewrite(rseq, cmsgpack.pack(r))
+end
+
 -- Remove one message and its entries in this conversation's indexes; note (mid, to) in dropped
 -- for the indexes on other shards.
 local function drop(seq, packed, dropped)
   local m = cmsgpack.unpack(packed)
+  if m.thread then
+    redis.call('ZREM', THREADS, 'a' .. m.thread .. rank(seq))
+    if not m.deleted then uncount_reply(m, seq) end
+  end
   redis.call('XDEL', LOG, id(seq))
   redis.call('ZREMRANGEBYSCORE', CHANGED, seq, seq)
   redis.call('HDEL', MIDS, m.mid)
@@ -457,10 +524,11 @@ end
 
 # ARGV: mid, conv, ts, sender, kind, body, cid, room, to, which of cid/room/to are set ("101"),
 # channel, retention count, age cutoff, trim budget, origin ('' for none: published, not stored),
-# target ('' for a message; the mid a change edits, deletes or reacts to), max reactions.
+# target ('' for a message; the mid a change edits, deletes or reacts to), max reactions,
+# reply_to ('' for none: the mid a reply answers).
 # Returns {duplicate, packed, receipt level (-1: not direct), span, oldest ts, dropped}; for a
 # change the store refuses, {2, reason, -1, span, oldest ts, {}}; for a reaction that changes
-# nothing, {3, last seq, -1, span, oldest ts, {}}.
+# nothing, {3, last seq, -1, span, oldest ts, {}}; a refused reply is refused like a change.
 # A message's reactions live in its entry as it is now: ``reactions``, a list of {key, {users}}
 # in the order keys were first chosen (a reaction moves the message into ``changed``).
 _APPEND = (
@@ -522,6 +590,20 @@ if target ~= '' then
     return {2, reason, -1, span, oldest, {}}
   end
 end
+local reply_to, thread = ARGV[18], nil
+if reply_to ~= '' then
+  -- A reply: the message it answers must be here, a message and not deleted.
+  local pseq = redis.call('HGET', MIDS, reply_to)
+  local ppacked = pseq and entry(pseq)
+  local p = ppacked and cmsgpack.unpack(ppacked)
+  local reason
+  if not p or p.target then reason = 'unknown' elseif p.deleted then reason = 'deleted' end
+  if reason then
+    local span, oldest = state()
+    return {2, reason, -1, span, oldest, {}}
+  end
+  thread = p.thread or reply_to
+end
 local seq = redis.call('INCR', SEQ)
 local msg = {mid = mid, conv = ARGV[2], seq = seq, ts = tonumber(ARGV[3]), sender = sender,
              kind = ARGV[5], body = ARGV[6]}
@@ -529,12 +611,14 @@ if has_cid then msg.cid = ARGV[7] end
 if has_room then msg.room = ARGV[8] end
 if has_to then msg.to = ARGV[9] end
 if t then msg.target = target end
+if thread then msg.reply_to, msg.thread = reply_to, thread end
 local packed = cmsgpack.pack(msg)
 redis.call('XADD', LOG, id(seq), 'm', packed)
 redis.call('HSET', MIDS, mid, seq)
 redis.call('ZADD', AGE, ARGV[3], rank(seq))
 if has_cid then redis.call('HSET', CIDS, field, mid) end
 if has_to and not t then redis.call('HSET', RECEIPTS, mid, 0) end
+if thread then count_reply(msg, seq) end
 if t then
   -- Change the message in place; a delete erases its body and its earlier edits' bodies.
   local edits = t.edits or {}
@@ -557,6 +641,7 @@ if t then
     end
   end
   rewrite(tonumber(tseq), cmsgpack.pack(t))
+  if ARGV[5] == 'delete' and t.thread then uncount_reply(t, tonumber(tseq)) end
 end
 if ARGV[15] ~= '' then
   msg.origin = ARGV[15]
@@ -608,7 +693,7 @@ _COMPACT = (
     "#!lua\n"
     + _CONVERSATION_PRELUDE
     + r"""
-local OLD = KEYS[8]
+local OLD = KEYS[9]
 if redis.call('EXISTS', LOG) == 0 then return 0 end
 redis.call('RENAME', LOG, OLD)
 local n, after = 0, '-'
@@ -621,6 +706,39 @@ while true do
 end
 redis.call('DEL', OLD)
 return n
+"""
+)
+
+# ARGV: root mid, low seq, high seq ('': the last), count, '1' newest first. Returns {root packed
+# (false: not retained, a change or a reply), packed...}: up to count replies of the thread
+# within the seqs, read at one instant with their root.
+_THREAD = (
+    "#!lua flags=no-writes\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local rseq = redis.call('HGET', MIDS, ARGV[1])
+local root = rseq and entry(rseq)
+if not root then return {false} end
+local r = cmsgpack.unpack(root)
+if r.target or r.thread then return {false} end
+local out = {root}
+local last = tonumber(redis.call('GET', SEQ) or '0')
+local low, high = tonumber(ARGV[2]), last
+if ARGV[3] ~= '' then high = math.min(last, tonumber(ARGV[3])) end
+if low > high then return out end
+local prefix = 'a' .. ARGV[1]
+local lo, hi = '[' .. prefix .. rank(low), '[' .. prefix .. rank(high)
+local members
+if ARGV[5] == '1' then
+  members = redis.call('ZREVRANGEBYLEX', THREADS, hi, lo, 'LIMIT', 0, tonumber(ARGV[4]))
+else
+  members = redis.call('ZRANGEBYLEX', THREADS, lo, hi, 'LIMIT', 0, tonumber(ARGV[4]))
+end
+for _, member in ipairs(members) do
+  local e = entry(tonumber(string.sub(member, #prefix + 1)))
+  if e then out[#out + 1] = e end
+end
+return out
 """
 )
 
@@ -754,6 +872,7 @@ class RedisStore(Store):
         self._mark_script = client.register_script(_MARK)
         self._lookup_script = client.register_script(_LOOKUP)
         self._read_script = client.register_script(_READ)
+        self._thread_script = client.register_script(_THREAD)
         self._compact_script = client.register_script(_COMPACT)
         self._pending_add = client.register_script(_PENDING_ADD)
         self._pending_remove = client.register_script(_PENDING_REMOVE)
@@ -878,6 +997,7 @@ class RedisStore(Store):
             msg.origin or "",
             msg.target or "",
             msg.max_reactions,
+            msg.reply_to or "",
         ]
 
     def _index_appended(
@@ -1006,10 +1126,39 @@ class RedisStore(Store):
             _, *entries = self._read_script(
                 keys=keys, args=[low, high, limit + 1, newest_first, "1"]
             )
-        page = [_with_reactions(packed, reader) for packed in entries[:limit]]
+        page = [_as_read(packed, reader) for packed in entries[:limit]]
         if after is None:
             page.reverse()
         return page, len(entries) > limit
+
+    def thread(
+        self,
+        root: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int,
+        reader: str | None = None,
+    ) -> tuple[StoredMessage | None, list[StoredMessage], bool]:
+        check_limit(limit)
+        self._live()
+        with self._calling("read a thread"):
+            conv: bytes | None = answer(self._client.hget(self._keys.mid_index(root), root))
+            if conv is None:
+                return None, [], False
+            low = 0 if after is None else max(after + 1, 0)
+            high = "" if before is None else before - 1
+            newest_first = "1" if after is None else ""
+            found, *entries = self._thread_script(
+                keys=self._keys.conversation(conv.decode()),
+                args=[root, low, high, limit + 1, newest_first],
+            )
+        if found is None:
+            return None, [], False
+        page = [_as_read(packed, reader) for packed in entries[:limit]]
+        if after is None:
+            page.reverse()
+        return _as_read(found, reader), page, len(entries) > limit
 
     def get(self, mid: str) -> StoredMessage | None:
         with self._calling("read a message"):
@@ -1018,7 +1167,7 @@ class RedisStore(Store):
                 return None
             keys = self._keys.conversation(conv.decode())
             packed, _ = self._lookup_script(keys=keys, args=[mid])
-        return None if packed is None else decode_published(packed)
+        return None if packed is None else replace(_as_read(packed, None), reactions=())
 
     def pending_for(
         self, user: str, *, limit: int, after: str | None = None
@@ -1269,15 +1418,21 @@ class RedisStore(Store):
                 ) from exc
 
 
-def _with_reactions(packed: bytes, reader: str | None) -> StoredMessage:
-    """The message an entry holds, with its reactions as ``reader`` sees them."""
+def _as_read(packed: bytes, reader: str | None) -> StoredMessage:
+    """The message an entry holds, with its reactions as ``reader`` sees them and its
+    thread's summary."""
     fields = msgpack_map(packed)
     message = decode_published_fields(fields)[0]
     held = fields.get(b"reactions")
-    if not held:
-        return message
-    keys = [(bytes(key).decode(), {bytes(u).decode() for u in users}) for key, users in held]
-    return replace(message, reactions=reaction_summary(keys, reader))
+    if held:
+        keys = [(bytes(key).decode(), {bytes(u).decode() for u in users}) for key, users in held]
+        message = replace(message, reactions=reaction_summary(keys, reader))
+    summary = fields.get(b"summary")
+    if summary:
+        count, last_ts, authors = summary
+        users = [bytes(user).decode() for user, _ in authors]
+        message = replace(message, thread_summary=thread_summary(count, last_ts, users))
+    return message
 
 
 def _text(value: str | bytes) -> str:

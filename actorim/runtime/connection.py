@@ -8,9 +8,9 @@ the endpoint's error replies) offers frames to the link's outbox. The link flush
 a hub callback once per loop iteration, writing what the socket takes without blocking
 (``Link.wake``), and wakes this actor only for what is left: the rest of a write to a client
 that reads slowly (a blocking write from this actor's greenlet), an overflow (closed 1013) or a
-requested close. History pages are read on the store's thread and built on a page thread, one
-request at a time per connection (``_page_turn``); the offline backlog of direct messages is
-paged out after ``connect`` as the outbox drains (``OfflineDelivery``).
+requested close. History and thread pages are read on the store's thread and built on a page
+thread, one request at a time per connection (``_page_turn``); the offline backlog of direct
+messages is paged out after ``connect`` as the outbox drains (``OfflineDelivery``).
 
 Session state (``actorim.domain.session.Session``) lives in the ``Link``, and only this actor
 changes it: rooms and the presence tracker tell it what changed (``Link.notify``), and it applies
@@ -66,6 +66,7 @@ from actorim.runtime.messages import (
     Online,
     PresenceQuery,
     ReadPage,
+    ReadThread,
     Register,
     RoomFor,
     Unregister,
@@ -449,6 +450,12 @@ class ConnectionActor(GeventActor):
         if link.pages.arrive((command, conv)):
             _page_turn(self.ctx, link, (command, conv))
 
+    def _thread(self, command: cmd.Thread) -> None:
+        """Page a thread like ``history``, in the same turns: its conversation is known once
+        the root is read, and the page is answered only when the user may read it."""
+        if self.link.pages.arrive((command, None)):
+            _page_turn(self.ctx, self.link, (command, None))
+
     def _debug_crash(self, command: cmd.DebugCrash) -> None:
         inject_fault(self.ctx, self.link, command)
 
@@ -501,8 +508,11 @@ class ConnectionActor(GeventActor):
         ctx.refs.tell_store(GetMessage(command.mid, ConnectionReplies(link), found))
 
 
-def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | None) -> None:
-    """Start the history request whose turn it is (one per connection at a time).
+_PageRequest = tuple[cmd.History, str] | tuple[cmd.Thread, None]
+
+
+def _page_turn(ctx: NodeContext, link: Link, turn: _PageRequest | None) -> None:
+    """Start the history or thread request whose turn it is (one per connection at a time).
 
     The page is read on the store thread and built into its reply frame on the page thread;
     the reply's bytes are then charged to the connection's rate limit. A request whose turn
@@ -518,7 +528,9 @@ def _page_turn(ctx: NodeContext, link: Link, turn: tuple[cmd.History, str] | Non
         turn = link.pages.finish()
 
 
-def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -> bool:
+def _start_page(
+    ctx: NodeContext, link: Link, command: cmd.History | cmd.Thread, conv: str | None
+) -> bool:
     """Ask the store for the page; False when it could not be asked (answered already)."""
     config = ctx.config
     build = partial(
@@ -532,25 +544,58 @@ def _start_page(ctx: NodeContext, link: Link, command: cmd.History, conv: str) -
     def done(page: Page | None, error: BaseException | None) -> None:
         if isinstance(error, Unavailable):
             link.fail(
-                command.t, command.id, ErrorCode.OVERLOADED, f"history cannot be read now: {error}"
+                command.t,
+                command.id,
+                ErrorCode.OVERLOADED,
+                f"{command.t} cannot be read now: {error}",
             )
+        elif error is None and isinstance(command, cmd.Thread) and not _may_read(link, page):
+            link.fail(command.t, command.id, ErrorCode.NOT_FOUND, _no_thread(command.mid))
         elif error is not None or page is None:
-            link.fail(command.t, command.id, ErrorCode.INTERNAL, "history could not be read; retry")
+            link.fail(
+                command.t, command.id, ErrorCode.INTERNAL, f"{command.t} could not be read; retry"
+            )
         else:
             link.limiter.charge(time.monotonic(), len(page.frame) / config.history_bytes_per_token)
             link.reply_frame(command.t, command.id, page.frame)
         _page_turn(ctx, link, link.pages.finish())
 
     replies = ConnectionReplies(link)
-    read = ReadPage(
-        conv, command.before, command.after, command.limit, build, replies, done, link.user
-    )
+    read: ReadPage | ReadThread
+    bounds = (command.before, command.after, command.limit)
+    if isinstance(command, cmd.Thread):
+        read = ReadThread(command.mid, *bounds, _thread_page(build), replies, done, link.user)
+    else:
+        assert conv is not None
+        read = ReadPage(conv, *bounds, build, replies, done, link.user)
     try:
         ctx.refs.tell_store(read)
     except Unavailable as exc:
         link.fail(command.t, command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
         return False
     return True
+
+
+def _thread_page(build: Callable[..., Page]) -> Callable[..., Page | None]:
+    """``build`` for a thread's page: None when the root is not there (a thread is read
+    through its root)."""
+
+    def build_thread(root: Any, messages: Any, more: bool) -> Page | None:
+        return None if root is None else build(messages, more, root=root)
+
+    return build_thread
+
+
+def _may_read(link: Link, page: Page | None) -> bool:
+    """Whether the user may read the thread of ``page`` (None: its root is not there): its
+    root's conversation by ``history``'s rule, a room the token allows, or a direct
+    conversation of theirs."""
+    root = None if page is None else page.root
+    if root is None or link.identity is None:
+        return False
+    if root.room is not None:
+        return bool(link.identity.may_join(root.room))
+    return link.user in (root.sender, root.to)
 
 
 def _change_of(
@@ -620,6 +665,14 @@ _CHANGE_LINK_DOWN = (
     "resend it with the same cid in a few seconds"
 )
 
+
+def _no_thread(mid: str) -> str:
+    return (
+        f"no thread {mid!r} you can see: name the root of a thread (a message of a room your"
+        " token allows, or of a direct conversation of yours)"
+    )
+
+
 _PAGES_TOO_FAST = (
     "history pages are charged by their size and this connection used its allowance;"
     " wait a moment before asking for more"
@@ -639,6 +692,7 @@ def _new_message(
         room=command.room,
         to=command.to,
         origin=origin,
+        reply_to=command.reply_to,
     )
 
 
@@ -656,6 +710,7 @@ _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.Ack: ConnectionActor._receipt,
     cmd.Read: ConnectionActor._receipt,
     cmd.History: ConnectionActor._history,
+    cmd.Thread: ConnectionActor._thread,
     cmd.DebugCrash: ConnectionActor._debug_crash,
     cmd.Refresh: ConnectionActor._refresh,
     cmd.Edit: ConnectionActor._change,

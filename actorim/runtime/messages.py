@@ -119,6 +119,23 @@ class ReadPage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadThread:
+    """To the store: read a ``thread`` page (the root ``root`` and a page of its replies) on
+    the store thread, then turn it into a reply with ``build(root, messages, more)`` on the
+    page thread; ``done(reply, error)`` is told to ``reply_to``."""
+
+    root: str
+    before: int | None
+    after: int | None
+    limit: int
+    build: Callable[[StoredMessage | None, list[StoredMessage], bool], Any]
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+    reader: str | None = None
+    """Who reads the page: each message's reactions say which are theirs (``me``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LastSeq:
     """To the store: the highest seq of ``conv``; ``done(seq, error)`` is told to ``reply_to``."""
 
@@ -166,7 +183,7 @@ class GetMessage:
 StoreRead = LastSeq | Since | PendingFor | GetMessage
 
 # Everything the store actor is told by the others (it also runs its own timers' ``Call``s).
-StoreRequest = Append | Mark | ReadPage | StoreRead
+StoreRequest = Append | Mark | ReadPage | ReadThread | StoreRead
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgpack
 
@@ -49,11 +49,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """A finished ``history`` reply: the complete frame, and what it holds."""
+    """A finished ``history`` or ``thread`` reply: the complete frame, and what it holds
+    (``root``: the thread's root, for a ``thread`` reply)."""
 
     frame: bytes
     count: int
     more: bool
+    root: StoredMessage | None = None
 
 
 def build_page(
@@ -64,17 +66,23 @@ def build_page(
     encoding: Encoding,
     max_bytes: int,
     newest: bool,
+    root: StoredMessage | None = None,
 ) -> Page:
-    """The reply to ``history`` command ``command_id``, framed for a client of ``encoding``.
+    """The reply to ``history`` command ``command_id``, framed for a client of ``encoding``;
+    with ``root``, the reply to a ``thread`` command, whose ``root`` field is that message.
 
     ``messages`` is the store's page in ascending ``seq`` and ``more`` its flag. Messages are
-    kept while their encoded size adds up to at most ``max_bytes``, counting from the newest
-    when ``newest`` (paging back: no cursor, or ``before``) or else from the oldest; at least
-    one is always kept, so paging always moves on. Dropping any sets ``more``.
+    kept while their encoded size (and the root's) adds up to at most ``max_bytes``, counting
+    from the newest when ``newest`` (paging back: no cursor, or ``before``) or else from the
+    oldest; at least one is always kept, so paging always moves on. Dropping any sets ``more``.
     """
     order = reversed(messages) if newest else messages
     parts: list[bytes] = []
+    data: dict[str, Any] = {"messages": [], "more": more}
     size = 0
+    if root is not None:
+        data["root"] = message_event(root)
+        size = len(encode(data["root"], encoding))
     for message in order:
         part = encode(message_event(message), encoding)
         size += len(part)
@@ -84,20 +92,24 @@ def build_page(
         parts.append(part)
     if newest:
         parts.reverse()
-    envelope = encode(reply_ok(command_id, {"messages": [], "more": more}), encoding)
+    data["more"] = more
+    envelope = encode(reply_ok(command_id, data), encoding)
     payload = _splice(envelope, parts, encoding)
-    return Page(encode_frame(payload, binary=encoding.binary), len(parts), more)
+    return Page(encode_frame(payload, binary=encoding.binary), len(parts), more, root)
 
 
 def _splice(envelope: bytes, parts: list[bytes], encoding: Encoding) -> bytes:
-    """``envelope`` (a reply whose ``messages`` is empty) with the encoded messages put in."""
+    """``envelope`` (a reply whose ``messages`` is empty) with the encoded messages put in.
+
+    ``messages`` is the first field of the reply's data, ahead of the ``root`` message whose
+    body may hold anything: its empty list is the first one in the envelope."""
     empty = encode({"messages": []}, encoding)[1:]  # the key and the empty list, no map head
     if encoding is Encoding.MSGPACK:
         filled = empty[:-1] + msgpack.Packer().pack_array_header(len(parts)) + b"".join(parts)
     else:
         empty = empty[:-1]  # the closing brace
         filled = empty[:-1] + b",".join(parts) + b"]"
-    assert envelope.count(empty) == 1, envelope
+    assert empty in envelope, envelope
     return envelope.replace(empty, filled, 1)
 
 

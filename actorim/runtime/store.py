@@ -50,6 +50,7 @@ from actorim.runtime.messages import (
     Mark,
     PendingFor,
     ReadPage,
+    ReadThread,
     ReplyTo,
     Since,
     StoreRead,
@@ -83,7 +84,7 @@ class StoreActor(FaultInjectable, GeventActor):
         self._pool: ThreadPool | None = None
         self._pages: ThreadPool | None = None
         # History pages being read or built, answered Unavailable if this actor stops first.
-        self._reading: dict[int, ReadPage] = {}
+        self._reading: dict[int, ReadPage | ReadThread] = {}
         self.backend: Store | None = None
         self._pending: list[Append] = []
         self._marks: deque[Mark] = deque()
@@ -129,7 +130,7 @@ class StoreActor(FaultInjectable, GeventActor):
             self._append(message)
         elif isinstance(message, LastSeq | Since | PendingFor | GetMessage):
             self._read(message)
-        elif isinstance(message, ReadPage):
+        elif isinstance(message, ReadPage | ReadThread):
             self._read_page(message)
         elif isinstance(message, Call):
             return message.func(*message.args)
@@ -250,8 +251,9 @@ class StoreActor(FaultInjectable, GeventActor):
             page = {"limit": request.limit, "after": request.after}
             self._in_background(backend.pending_for, (request.user,), answered, page)
 
-    def _read_page(self, request: ReadPage) -> None:
-        """Read the page on the store thread, then build its reply on the page thread.
+    def _read_page(self, request: ReadPage | ReadThread) -> None:
+        """Read the page (of history, or of a thread) on the store thread, then build its
+        reply on the page thread.
 
         Every request is answered exactly once, even when this actor stops or fails while
         the page is in the making: its connection waits for the answer before its next page.
@@ -273,9 +275,13 @@ class StoreActor(FaultInjectable, GeventActor):
             elif key in self._reading:
                 self._in_background(request.build, result, built, pages=True)
 
+        backend = self.backend
+        reads: Callable[..., Any] = (
+            backend.thread if isinstance(request, ReadThread) else backend.history
+        )
         self._in_background(
-            self.backend.history,
-            (request.conv,),
+            reads,
+            (request.root if isinstance(request, ReadThread) else request.conv,),
             read,
             {
                 "before": request.before,
@@ -409,10 +415,13 @@ _LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"
 
 
 def _accepted_data(stored: StoredMessage) -> dict[str, Any]:
-    """The reply to a stored send: ``{mid, seq, ts}``. A change is answered with the message it
+    """The reply to a stored send: ``{mid, seq, ts}``, and ``thread`` (its root's mid) for a
+    reply. A change is answered with the message it
     changed, its own seq and time, and its conversation (``room``, or ``to`` and ``from``), so
     that a client can file it as it files the change's event."""
     if stored.target is None:
+        if stored.thread is not None:
+            return {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts, "thread": stored.thread}
         return {"mid": stored.mid, "seq": stored.seq, "ts": stored.ts}
     data: dict[str, Any] = {"mid": stored.target, "seq": stored.seq, "ts": stored.ts}
     if stored.room is not None:
@@ -427,7 +436,16 @@ def _accepted_data(stored: StoredMessage) -> dict[str, Any]:
 
 
 def _change_refused(stored: StoredMessage, max_reactions: int) -> tuple[ErrorCode, str]:
-    """The error a change the store did not make is answered with."""
+    """The error a change or a reply the store did not make is answered with."""
+    if stored.target is None:
+        if stored.refused == "deleted":
+            return ErrorCode.NOT_FOUND, (
+                f"message {stored.reply_to!r} was deleted; it cannot be replied to"
+            )
+        return (
+            ErrorCode.NOT_FOUND,
+            f"no message {stored.reply_to!r} in this conversation to reply to",
+        )
     if stored.refused == "deleted":
         return ErrorCode.NOT_FOUND, f"message {stored.target!r} was deleted; it cannot be changed"
     if stored.refused == "too_many_reactions":

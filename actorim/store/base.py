@@ -21,6 +21,14 @@ The server builds its delivery promises on four guarantees, and every backend ke
    changes the message's reactions: adding a key the sender already chose, or removing one
    they did not, stores nothing and answers ``unchanged`` (``duplicate``, no event). A new
    key beyond ``max_reactions`` is refused. A delete erases the message's reactions.
+7. A reply (a message with ``reply_to``) is a message like any other, in its conversation's
+   ``seq`` order, stored only when the message it answers is there, a message (not a change)
+   and not deleted (else refused ``unknown`` or ``deleted``, atomically with the write). It
+   belongs to the thread of the message it answers, or to that message's own thread when it
+   answers a reply (``thread``: the root's mid). The root's ``thread_summary`` counts the
+   replies neither deleted nor removed by retention, and ``thread`` pages them like
+   ``history``. A root that is deleted keeps its summary and its thread; a root that
+   retention removed takes its summary with it, and its thread is paged no more.
 
 A write that fails may have stored part of its batch, each message whole: the batch contract is
 per message (see ``Store``), because a batch spans conversations and the Redis store keeps each
@@ -53,18 +61,21 @@ from actorim.domain.messages import (
     REACTION_KINDS,
     RECEIPT_LEVELS,
     ROOM_PREFIX,
+    THREAD_USERS_SHOWN,
     UNREACT,
     NewMessage,
     Reaction,
     Receipt,
     ReceiptStatus,
     StoredMessage,
+    ThreadSummary,
     dm_conv,
     encode_mid,
     mid_ms,
     new_mid,
     reaction_summary,
     room_conv,
+    thread_summary,
 )
 
 __all__ = [
@@ -81,6 +92,7 @@ __all__ = [
     "REACTION_KINDS",
     "RECEIPT_LEVELS",
     "ROOM_PREFIX",
+    "THREAD_USERS_SHOWN",
     "UNREACT",
     "NewMessage",
     "Reaction",
@@ -89,6 +101,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredMessage",
+    "ThreadSummary",
     "applied",
     "bounded_page",
     "change_refusal",
@@ -103,7 +116,10 @@ __all__ = [
     "reaction_refusal",
     "reaction_summary",
     "refused",
+    "reply_refusal",
     "room_conv",
+    "thread_of",
+    "thread_summary",
     "unchanged",
 ]
 
@@ -199,6 +215,8 @@ def check_new_message(msg: NewMessage) -> None:
         raise ValueError(f"ts must be milliseconds since the epoch: {msg.ts!r}")
     if (msg.target is not None) != (msg.kind in CHANGE_KINDS):
         raise ValueError(f"a change needs a kind in {CHANGE_KINDS} and a target: {msg!r}")
+    if msg.reply_to is not None and msg.target is not None:
+        raise ValueError(f"a change cannot be a reply: {msg!r}")
     if msg.kind == DELETE and msg.body:
         raise ValueError(f"a delete carries no body: {msg!r}")
     if msg.kind in REACTION_KINDS:
@@ -218,6 +236,23 @@ def change_refusal(change: NewMessage, target: StoredMessage | None) -> str | No
     if target.deleted:
         return "deleted"
     return None
+
+
+def reply_refusal(reply: NewMessage, parent: StoredMessage | None) -> str | None:
+    """What the store answers for ``reply`` when the message it answers is ``parent`` (None:
+    unknown or not retained), or None when the reply can be stored; checked atomically with
+    the write, like :func:`change_refusal`."""
+    if parent is None or parent.conv != reply.conv or parent.target is not None:
+        return "unknown"
+    if parent.deleted:
+        return "deleted"
+    return None
+
+
+def thread_of(parent: StoredMessage) -> str:
+    """The thread a reply to ``parent`` joins: its own thread when ``parent`` is a reply
+    (threads are one level deep), else the one ``parent`` roots."""
+    return parent.thread or parent.mid
 
 
 def reaction_refusal(change: NewMessage, keys: dict[str, set[str]] | dict[str, int]) -> str | None:
@@ -261,7 +296,7 @@ def applied(change: NewMessage, target: StoredMessage) -> StoredMessage:
 
 
 def refused(change: NewMessage, reason: str) -> StoredMessage:
-    """The answer to a change the store did not make (no mid, no seq)."""
+    """The answer to a change or a reply the store did not make (no mid, no seq)."""
     return StoredMessage(
         "",
         change.conv,
@@ -275,6 +310,7 @@ def refused(change: NewMessage, reason: str) -> StoredMessage:
         change.to,
         target=change.target,
         refused=reason,
+        reply_to=change.reply_to,
     )
 
 
@@ -351,7 +387,8 @@ class Store(Protocol):
         """One page of ``conv``, and whether more lie beyond it in the paging direction.
 
         Each message carries its ``reactions`` (in the order their keys were first chosen;
-        ``me`` for those ``reader`` chose). A tombstone carries none.
+        ``me`` for those ``reader`` chose), a tombstone none; a root with replies its
+        ``thread_summary``. Replies are messages of the conversation: they are paged too.
 
         No cursor: the latest ``limit`` (``more``: older ones exist). ``before``: the newest
         page below it (older ones exist). ``after``: the oldest page above it (newer ones
@@ -360,7 +397,27 @@ class Store(Protocol):
         ...
 
     def get(self, mid: str) -> StoredMessage | None:
-        """The message ``mid``, or None when unknown or no longer retained."""
+        """The message ``mid``, or None when unknown or no longer retained; a root with
+        replies carries its ``thread_summary``."""
+        ...
+
+    def thread(
+        self,
+        root: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int,
+        reader: str | None = None,
+    ) -> tuple[StoredMessage | None, list[StoredMessage], bool]:
+        """The root message ``root`` (as ``history`` shows it to ``reader``), one page of its
+        thread's replies and whether more lie beyond it: ``history``'s cursors and order, over
+        the replies only, each with its ``reactions`` as ``reader`` sees them (deleted replies
+        as tombstones).
+
+        ``(None, [], False)`` when ``root`` is unknown, no longer retained, a change or a
+        reply: a thread is read through its root.
+        """
         ...
 
     def pending_for(

@@ -13,6 +13,8 @@ messages), ``get``, ``mark`` and an edit are O(1), a delete O(edits of its messa
 arrives out of order costs a re-sort of that recipient's pending set at the next read); with
 ``after`` it is O(log n + limit) while the pending set is unchanged between pages, and O(n) for
 the page after a change to it.
+``thread`` is O(log r + limit) for a thread of r replies, and a reply that is deleted or
+pruned costs O(r) at worst (its root's summary looks for the latest reply still counted).
 ``prune`` is O(log n) per message removed, plus a look at each conversation appended to since
 the previous prune (at every conversation when ``max_count`` differs from the previous call's).
 
@@ -32,7 +34,7 @@ import itertools
 import secrets
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
 from actorim.store.base import (
@@ -60,6 +62,9 @@ from actorim.store.base import (
     reaction_refusal,
     reaction_summary,
     refused,
+    reply_refusal,
+    thread_of,
+    thread_summary,
     unchanged,
 )
 
@@ -86,6 +91,18 @@ class _Record:
     retained: bool = True
     reactions: dict[str, set[str]] | None = None
     """Each key on the message, in the order first chosen, with the users who chose it."""
+    replies: _Thread | None = None
+    """A root's thread: what its summary counts."""
+
+
+@dataclass(slots=True)
+class _Thread:
+    """The replies a root's summary counts (neither deleted nor pruned): how many, the time of
+    the latest, and each author's number of them, in the order the authors joined."""
+
+    count: int = 0
+    last_ts: int = 0
+    authors: dict[str, int] = field(default_factory=dict)
 
 
 def _pending_key(record: _Record) -> tuple[int, int, int]:
@@ -193,6 +210,8 @@ class MemoryStore(Store):
         self._pending: dict[str, _Pending] = {}
         # Each edited message's edit events, whose bodies a delete erases.
         self._edits: dict[str, list[_Record]] = {}
+        # Each thread's retained replies in seq order, by the mid of its root.
+        self._threads: dict[str, list[_Record]] = {}
         # A heap of (ts, order, record): the next message age pruning removes is on top. Server
         # timestamps rarely go backwards, so a push usually stops after one comparison.
         self._by_age: list[tuple[int, int, _Record]] = []
@@ -225,8 +244,55 @@ class MemoryStore(Store):
                 if original is not None:
                     results.append(replace(original.msg, duplicate=True))
                     continue
-            results.append(self._append(msg) if msg.target is None else self._change(msg))
+            if msg.target is not None:
+                results.append(self._change(msg))
+            elif msg.reply_to is not None:
+                results.append(self._reply(msg))
+            else:
+                results.append(self._append(msg))
         return results
+
+    def _reply(self, msg: NewMessage) -> StoredMessage:
+        """Store a reply in its thread and count it in its root's summary (see ``Store``)."""
+        assert msg.reply_to is not None
+        parent = self._by_mid.get(msg.reply_to)
+        reason = reply_refusal(msg, None if parent is None else parent.msg)
+        if reason is not None:
+            return refused(msg, reason)
+        assert parent is not None
+        thread = thread_of(parent.msg)
+        stored = self._append(msg, thread=thread)
+        record = self._by_mid[stored.mid]
+        self._threads.setdefault(thread, []).append(record)
+        root = self._by_mid.get(thread)
+        if root is not None:
+            summary = root.replies if root.replies is not None else _Thread()
+            summary.count += 1
+            summary.last_ts = stored.ts
+            summary.authors[stored.sender] = summary.authors.get(stored.sender, 0) + 1
+            root.replies = summary
+        return stored
+
+    def _uncount(self, reply: StoredMessage) -> None:
+        """Take a reply that was deleted or pruned out of its root's summary."""
+        assert reply.thread is not None
+        root = self._by_mid.get(reply.thread)
+        if root is None or root.replies is None:
+            return
+        summary = root.replies
+        summary.count -= 1
+        left = summary.authors[reply.sender] - 1
+        if left:
+            summary.authors[reply.sender] = left
+        else:
+            del summary.authors[reply.sender]
+        if summary.count == 0:
+            root.replies = None
+            return
+        for record in reversed(self._threads[reply.thread]):
+            if not record.msg.deleted and record.msg is not reply:
+                summary.last_ts = record.msg.ts
+                return
 
     def _change(self, change: NewMessage) -> StoredMessage:
         """Store an edit or delete event and change its message in place (see ``Store``)."""
@@ -242,6 +308,8 @@ class MemoryStore(Store):
         record.msg = applied(change, record.msg)
         if record.msg.deleted:
             record.reactions = None
+            if record.msg.thread is not None:
+                self._uncount(record.msg)
             for edit in self._edits.pop(change.target, ()):
                 edit.msg = replace(edit.msg, body=b"", deleted=True)
         else:
@@ -268,7 +336,7 @@ class MemoryStore(Store):
         record.reactions = keys or None
         return self._append(change)
 
-    def _append(self, msg: NewMessage) -> StoredMessage:
+    def _append(self, msg: NewMessage, *, thread: str | None = None) -> StoredMessage:
         conversation = self._conversations.get(msg.conv)
         if conversation is None:
             conversation = self._conversations[msg.conv] = _Conversation()
@@ -288,6 +356,8 @@ class MemoryStore(Store):
             msg.room,
             msg.to,
             target=msg.target,
+            reply_to=msg.reply_to,
+            thread=thread,
         )
         direct = msg.to is not None and msg.target is None
         record = _Record(stored, next(self._orders), _PENDING if direct else None)
@@ -346,29 +416,75 @@ class MemoryStore(Store):
         records = conversation.records
         low = conversation.head if after is None else conversation.index_after(after)
         high = len(records) if before is None else conversation.index_from(before)
+        return self._page(records, low, high, newest=after is None, limit=limit, reader=reader)
+
+    def _page(
+        self,
+        records: list[_Record],
+        low: int,
+        high: int,
+        *,
+        newest: bool,
+        limit: int,
+        reader: str | None,
+    ) -> tuple[list[StoredMessage], bool]:
+        """The messages among ``records[low:high]`` (its newest ``limit`` when ``newest``, else
+        its oldest), each as ``reader`` sees it, and whether more lie beyond them."""
         # Messages only: the changes among them are skipped (their effect is in the messages).
-        indices = range(high - 1, low - 1, -1) if after is None else range(low, high)
+        indices = range(high - 1, low - 1, -1) if newest else range(low, high)
         page: list[StoredMessage] = []
         more = False
         for index in indices:
             record = records[index]
-            message = record.msg
-            if message.target is None:
+            if record.msg.target is None:
                 if len(page) == limit:
                     more = True
                     break
-                if record.reactions:
-                    summary = reaction_summary(record.reactions.items(), reader)
-                    message = replace(message, reactions=summary)
-                page.append(message)
-        if after is None:
+                page.append(self._as_read(record, reader))
+        if newest:
             page.reverse()
         return page, more
+
+    @staticmethod
+    def _as_read(record: _Record, reader: str | None) -> StoredMessage:
+        """A message as ``history`` shows it: with its reactions and its thread's summary."""
+        message = record.msg
+        if record.reactions:
+            message = replace(message, reactions=reaction_summary(record.reactions.items(), reader))
+        summary = record.replies
+        if summary is not None:
+            found = thread_summary(summary.count, summary.last_ts, summary.authors)
+            message = replace(message, thread_summary=found)
+        return message
 
     def get(self, mid: str) -> StoredMessage | None:
         self._live()
         record = self._by_mid.get(mid)
-        return None if record is None else record.msg
+        if record is None:
+            return None
+        return replace(self._as_read(record, None), reactions=())
+
+    def thread(
+        self,
+        root: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int,
+        reader: str | None = None,
+    ) -> tuple[StoredMessage | None, list[StoredMessage], bool]:
+        check_limit(limit)
+        self._live()
+        record = self._by_mid.get(root)
+        if record is None or record.msg.target is not None or record.msg.thread is not None:
+            return None, [], False
+        replies = self._threads.get(root, [])
+        low = 0 if after is None else bisect_right(replies, after, key=_seq_of)
+        high = len(replies) if before is None else bisect_left(replies, before, key=_seq_of)
+        page, more = self._page(
+            replies, low, high, newest=after is None, limit=limit, reader=reader
+        )
+        return self._as_read(record, reader), page, more
 
     def pending_for(
         self, user: str, *, limit: int, after: str | None = None
@@ -473,6 +589,13 @@ class MemoryStore(Store):
         msg = record.msg
         del self._by_mid[msg.mid]
         self._edits.pop(msg.mid, None)
+        if msg.thread is not None:
+            replies = self._threads[msg.thread]
+            replies.pop(bisect_left(replies, msg.seq, key=_seq_of))
+            if not msg.deleted:
+                self._uncount(msg)
+            if not replies:
+                del self._threads[msg.thread]
         if msg.cid is not None:
             del self._by_cid[(msg.sender, msg.conv, msg.cid)]
         if record.receipt == _PENDING:
@@ -495,6 +618,7 @@ class MemoryStore(Store):
         self._by_cid.clear()
         self._pending.clear()
         self._edits.clear()
+        self._threads.clear()
         self._by_age.clear()
         self._over_count.clear()
         self._appended.clear()

@@ -38,6 +38,7 @@ from actorim.store.base import (
     REACT,
     REACTION_KINDS,
     RECEIPT_LEVELS,
+    THREAD_USERS_SHOWN,
     NewMessage,
     Reaction,
     Receipt,
@@ -56,6 +57,9 @@ from actorim.store.base import (
     new_mid,
     reaction_refusal,
     refused,
+    reply_refusal,
+    thread_of,
+    thread_summary,
     unchanged,
 )
 
@@ -85,7 +89,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -154,18 +158,77 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             BEGIN DELETE FROM reactions WHERE mid = old.mid; END""",
     ),
 )
+
+# What a reply leaving its root's summary (deleted, or removed by retention) does to it: one
+# reply fewer from its author, and the latest reply still counted gives the time.
+_UNCOUNT_REPLY = """
+    UPDATE thread_authors SET n = n - 1 WHERE root = old.thread AND user = old.sender;
+    DELETE FROM thread_authors WHERE root = old.thread AND user = old.sender AND n = 0;
+    UPDATE threads SET count = count - 1, last_ts = coalesce((SELECT ts FROM messages
+        WHERE thread = old.thread AND deleted = 0 ORDER BY seq DESC LIMIT 1), last_ts)
+        WHERE root = old.thread;
+    DELETE FROM threads WHERE root = old.thread AND count = 0;
+"""
+
+# Version 5: replies and threads. A reply is a message row with ``reply_to`` (what it answers)
+# and ``thread`` (its root's mid), paged by the thread index. A root's summary is kept by the
+# triggers as replies come and go: ``threads`` counts the replies neither deleted nor pruned,
+# ``thread_authors`` each author's share of them (``id`` the order authors joined). A root that
+# retention removes takes its summary with it. Existing rows are neither replies nor roots with
+# replies, which is what the defaults say.
+_THREADS_STEP: tuple[str, ...] = (
+    "ALTER TABLE messages ADD COLUMN reply_to TEXT",
+    "ALTER TABLE messages ADD COLUMN thread TEXT",
+    "CREATE INDEX messages_thread ON messages (thread, seq) WHERE thread IS NOT NULL",
+    """CREATE TABLE threads (
+        root TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        last_ts INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE thread_authors (
+        id INTEGER PRIMARY KEY,
+        root TEXT NOT NULL,
+        user TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        UNIQUE (root, user)
+    )""",
+    """CREATE TRIGGER messages_reply_added AFTER INSERT ON messages
+        WHEN new.thread IS NOT NULL AND EXISTS (SELECT 1 FROM messages WHERE mid = new.thread)
+        BEGIN
+            INSERT INTO threads (root, count, last_ts) VALUES (new.thread, 1, new.ts)
+                ON CONFLICT (root) DO UPDATE SET count = count + 1, last_ts = excluded.last_ts;
+            INSERT INTO thread_authors (root, user, n) VALUES (new.thread, new.sender, 1)
+                ON CONFLICT (root, user) DO UPDATE SET n = n + 1;
+        END""",
+    f"""CREATE TRIGGER messages_reply_deleted AFTER UPDATE OF deleted ON messages
+        WHEN new.deleted = 1 AND old.deleted = 0 AND old.thread IS NOT NULL
+        BEGIN {_UNCOUNT_REPLY} END""",
+    f"""CREATE TRIGGER messages_reply_pruned AFTER DELETE ON messages
+        WHEN old.thread IS NOT NULL AND old.deleted = 0
+        BEGIN {_UNCOUNT_REPLY} END""",
+    """CREATE TRIGGER messages_root_pruned AFTER DELETE ON messages
+        WHEN old.thread IS NULL AND old.target IS NULL
+        BEGIN
+            DELETE FROM threads WHERE root = old.mid;
+            DELETE FROM thread_authors WHERE root = old.mid;
+        END""",
+)
+_MIGRATIONS += (_THREADS_STEP,)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _PENDING, _DELIVERED, _READ = 0, 1, 2
 
 # Selected in StoredMessage's field order (``duplicate`` aside): see _message.
-_COLUMNS = "mid, conv, seq, ts, sender, kind, body, cid, room, recipient, target, edited, deleted"
+_COLUMNS = (
+    "mid, conv, seq, ts, sender, kind, body, cid, room, recipient, target, edited, deleted,"
+    " reply_to, thread"
+)
 
 # A row whose (sender, conv, cid) is already stored is skipped, and the short row count tells
 # append_batch to look the originals up.
 _INSERT_NEW = (
     f"INSERT INTO messages ({_COLUMNS}, receipt)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f" VALUES ({', '.join('?' * (_COLUMNS.count(',') + 2))})"
     " ON CONFLICT (sender, conv, cid) WHERE cid IS NOT NULL DO NOTHING"
 )
 _UPSERT_CONV = (
@@ -176,12 +239,30 @@ _BY_CID = f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND conv = ? AND ci
 _BY_MID = f"SELECT {_COLUMNS} FROM messages WHERE mid = ?"
 _LAST_SEQ = "SELECT last_seq FROM convs WHERE conv = ?"
 _SINCE = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq > ? ORDER BY seq LIMIT ?"
+
+
+def _pages(rows: str) -> tuple[str, str, str, str]:
+    """The four page queries (after, latest, before, between) over the messages ``rows``
+    selects, by one ``?``: a conversation's or a thread's."""
+    return (
+        f"{rows} AND seq > ? ORDER BY seq LIMIT ?",
+        f"{rows} ORDER BY seq DESC LIMIT ?",
+        f"{rows} AND seq < ? ORDER BY seq DESC LIMIT ?",
+        f"{rows} AND seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+    )
+
+
 # History pages messages only: the changes are already applied to them.
-_MESSAGES = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND target IS NULL"
-_AFTER = f"{_MESSAGES} AND seq > ? ORDER BY seq LIMIT ?"
-_LATEST = f"{_MESSAGES} ORDER BY seq DESC LIMIT ?"
-_BEFORE = f"{_MESSAGES} AND seq < ? ORDER BY seq DESC LIMIT ?"
-_BETWEEN = f"{_MESSAGES} AND seq > ? AND seq < ? ORDER BY seq LIMIT ?"
+_HISTORY = _pages(f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND target IS NULL")
+_THREAD = _pages(f"SELECT {_COLUMNS} FROM messages WHERE thread = ?")
+# The summaries of a page's roots: each thread's count and time, then its first authors (in
+# the order they joined) with how many there are.
+_THREADS_OF = "SELECT root, count, last_ts FROM threads WHERE root IN ({})"
+_AUTHORS_OF = (
+    "SELECT root, user, total FROM (SELECT root, user, row_number() OVER byroot AS nth,"
+    " count(*) OVER (PARTITION BY root) AS total FROM thread_authors WHERE root IN ({})"
+    " WINDOW byroot AS (PARTITION BY root ORDER BY id)) WHERE nth <= ? ORDER BY root, nth"
+)
 _APPLY = "UPDATE messages SET body = ?, edited = ?, deleted = ? WHERE mid = ?"
 _ERASE_EDITS = (
     "UPDATE messages SET body = x'', deleted = 1 WHERE target = ? AND conv = ? AND kind = 'edit'"
@@ -220,9 +301,12 @@ _SET_FIRST_SEQ = "UPDATE convs SET first_seq = ? WHERE conv = ?"
 
 def _message(row: Any) -> StoredMessage:
     """The message a row of _COLUMNS holds."""
-    mid, conv, seq, ts, sender, kind, body, cid, room, to, target, edited, deleted = row
+    mid, conv, seq, ts, sender, kind, body, cid, room, to, target, edited, deleted = row[:13]
     return StoredMessage(
-        mid, conv, seq, ts, sender, kind, body, cid, room, to, False, target, edited, bool(deleted)
+        *(mid, conv, seq, ts, sender, kind, body, cid, room, to, False, target, edited),
+        bool(deleted),
+        reply_to=row[13],
+        thread=row[14],
     )
 
 
@@ -242,6 +326,8 @@ def _fields(msg: StoredMessage) -> tuple[object, ...]:
         msg.target,
         msg.edited,
         int(msg.deleted),
+        msg.reply_to,
+        msg.thread,
     )
 
 
@@ -437,7 +523,7 @@ class SqliteStore(Store):
         """Insert ``msgs`` within the open transaction; the results and the seqs given."""
         # Resends of messages stored by an earlier batch are rare: number the batch as if
         # there were none, and look the cids up only when the insert finds one.
-        if any(msg.target is not None for msg in msgs):
+        if any(msg.target is not None or msg.reply_to is not None for msg in msgs):
             return self._append_one_by_one(conn, msgs)
         results, rows, assigned = self._number(conn, msgs, look_up_cids=False)
         conn.execute("SAVEPOINT append")
@@ -452,8 +538,8 @@ class SqliteStore(Store):
     def _append_one_by_one(
         self, conn: sqlite3.Connection, msgs: Sequence[NewMessage]
     ) -> tuple[list[StoredMessage], dict[str, int]]:
-        """Insert ``msgs`` in order, each seeing the ones before it: a batch with changes,
-        whose messages may be sent, edited and deleted within the batch."""
+        """Insert ``msgs`` in order, each seeing the ones before it: a batch with changes or
+        replies, whose messages may be sent, answered, edited and deleted within the batch."""
         results: list[StoredMessage] = []
         assigned: dict[str, int] = {}
         for msg in msgs:
@@ -463,6 +549,10 @@ class SqliteStore(Store):
                     results.append(replace(_message(row), duplicate=True))
                     continue
             target = None
+            thread, reason = self._thread_in(conn, msg)
+            if reason is not None:
+                results.append(refused(msg, reason))
+                continue
             if msg.target is not None:
                 row = conn.execute(_BY_MID, (msg.target,)).fetchone()
                 target = None if row is None else _message(row)
@@ -500,6 +590,8 @@ class SqliteStore(Store):
                 msg.room,
                 msg.to,
                 target=msg.target,
+                reply_to=msg.reply_to,
+                thread=thread,
             )
             receipt = None if msg.to is None or msg.target is not None else _PENDING
             conn.execute(_INSERT_NEW, (*_fields(stored), receipt))
@@ -513,6 +605,19 @@ class SqliteStore(Store):
             results.append(stored)
         conn.executemany(_UPSERT_CONV, assigned.items())
         return results, assigned
+
+    @staticmethod
+    def _thread_in(conn: sqlite3.Connection, msg: NewMessage) -> tuple[str | None, str | None]:
+        """The thread a reply joins, or why the store refuses it: (None, None) for a message
+        that answers none."""
+        if msg.reply_to is None:
+            return None, None
+        row = conn.execute(_BY_MID, (msg.reply_to,)).fetchone()
+        parent = None if row is None else _message(row)
+        reason = reply_refusal(msg, parent)
+        if reason is not None or parent is None:
+            return None, reason
+        return thread_of(parent), None
 
     def _number(
         self, conn: sqlite3.Connection, msgs: Sequence[NewMessage], *, look_up_cids: bool
@@ -593,23 +698,89 @@ class SqliteStore(Store):
         reader: str | None = None,
     ) -> tuple[list[StoredMessage], bool]:
         check_limit(limit)
+        with self._read("read history") as conn:
+            return self._page(
+                conn, _HISTORY, conv, before=before, after=after, limit=limit, reader=reader
+            )
+
+    def _page(
+        self,
+        conn: sqlite3.Connection,
+        queries: tuple[str, str, str, str],
+        key: str,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        reader: str | None,
+    ) -> tuple[list[StoredMessage], bool]:
+        """A page of the messages ``queries`` select by ``key`` (see ``Store.history``), each
+        as ``reader`` sees it."""
+        after_sql, latest_sql, before_sql, between_sql = queries
         args: tuple[str | int, ...]
         if after is not None and before is not None:
-            sql, args, newest_first = _BETWEEN, (conv, after, before, limit + 1), False
+            sql, args, newest_first = between_sql, (key, after, before, limit + 1), False
         elif after is not None:
-            sql, args, newest_first = _AFTER, (conv, after, limit + 1), False
+            sql, args, newest_first = after_sql, (key, after, limit + 1), False
         elif before is not None:
-            sql, args, newest_first = _BEFORE, (conv, before, limit + 1), True
+            sql, args, newest_first = before_sql, (key, before, limit + 1), True
         else:
-            sql, args, newest_first = _LATEST, (conv, limit + 1), True
-        with self._read("read history") as conn:
-            page = [_message(row) for row in conn.execute(sql, args)]
-            more = len(page) > limit
-            del page[limit:]
-            page = self._with_reactions(conn, page, reader)
+            sql, args, newest_first = latest_sql, (key, limit + 1), True
+        page = [_message(row) for row in conn.execute(sql, args)]
+        more = len(page) > limit
+        del page[limit:]
+        page = self._with_threads(conn, self._with_reactions(conn, page, reader))
         if newest_first:
             page.reverse()
         return page, more
+
+    def thread(
+        self,
+        root: str,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int,
+        reader: str | None = None,
+    ) -> tuple[StoredMessage | None, list[StoredMessage], bool]:
+        check_limit(limit)
+        with self._read("read a thread") as conn:
+            row = conn.execute(_BY_MID, (root,)).fetchone()
+            found = None if row is None else _message(row)
+            if found is None or found.target is not None or found.thread is not None:
+                return None, [], False
+            [found] = self._with_threads(conn, self._with_reactions(conn, [found], reader))
+            page, more = self._page(
+                conn, _THREAD, root, before=before, after=after, limit=limit, reader=reader
+            )
+        return found, page, more
+
+    @staticmethod
+    def _with_threads(conn: sqlite3.Connection, page: list[StoredMessage]) -> list[StoredMessage]:
+        """``page`` with each root's thread summary."""
+        roots = [m.mid for m in page if m.thread is None]
+        if not roots:
+            return page
+        marks = ", ".join("?" * len(roots))
+        threads = {
+            root: (count, last_ts)
+            for root, count, last_ts in conn.execute(_THREADS_OF.format(marks), roots)
+        }
+        if not threads:
+            return page
+        authors: dict[str, tuple[list[str], int]] = {}
+        sql = _AUTHORS_OF.format(marks)
+        for root, user, total in conn.execute(sql, (*roots, THREAD_USERS_SHOWN)):
+            authors.setdefault(root, ([], total))[0].append(user)
+        summaries = {}
+        for root, (count, last_ts) in threads.items():
+            users, total = authors.get(root, ([], 0))
+            summary = thread_summary(count, last_ts, users)
+            if summary is not None:
+                summaries[root] = replace(summary, participants=total)
+        return [
+            replace(m, thread_summary=summaries[m.mid]) if m.mid in summaries else m for m in page
+        ]
 
     @staticmethod
     def _with_reactions(
@@ -627,7 +798,7 @@ class SqliteStore(Store):
     def get(self, mid: str) -> StoredMessage | None:
         with self._read("read a message") as conn:
             row = conn.execute(_BY_MID, (mid,)).fetchone()
-        return None if row is None else _message(row)
+            return None if row is None else self._with_threads(conn, [_message(row)])[0]
 
     def pending_for(
         self, user: str, *, limit: int, after: str | None = None

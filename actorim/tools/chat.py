@@ -1,9 +1,9 @@
 """``actorim chat``: a line-based terminal chat on :class:`actorim.client.Client`.
 
-Lines typed are commands (``/join``, ``/leave``, ``/dm``, ``/who``, ``/quit``, ``/help``) or
-text for the current room; messages print as they arrive, one per line
-(``[lobby] alice: hi``). Lines starting with ``*`` are news (joins, presence, the link's
-state), lines starting with ``!`` are errors.
+Lines typed are commands (``/join``, ``/leave``, ``/dm``, ``/who``, ``/reply``, ``/quit``,
+``/help``) or text for the current room; messages print as they arrive, one per line
+(``[lobby] alice: hi``; a reply ``[lobby] bob (re alice): yes``). Lines starting with ``*``
+are news (joins, presence, the link's state), lines starting with ``!`` are errors.
 
 The token is given (``--token``) or, against a server in development mode, fetched from
 ``/dev/token?user=NAME`` each time the client needs a fresh one.
@@ -37,6 +37,8 @@ commands:
   /leave [ROOM]     leave ROOM (default: the current room)
   /dm USER TEXT     send TEXT to USER alone
   /who [ROOM|USER]  who is in ROOM (default: the current room), or whether USER is online
+  /reply [@USER] TEXT  reply to the last message in the current room (USER's last one),
+                    in its thread
   /edit TEXT        replace your last message in the current room with TEXT
   /delete           delete your last message in the current room
   /quit             leave the chat
@@ -44,6 +46,9 @@ any other line is sent to the current room"""
 
 DEV_TOKEN_TIMEOUT_S = 5.0
 """Longest a request for a development token may take."""
+
+AUTHORS_KEPT = 1000
+"""Messages whose author the chat remembers, to say whom a reply answers (the latest ones)."""
 
 
 def endpoints(url: str) -> tuple[str, str]:
@@ -94,6 +99,10 @@ class Chat:
         self.members: dict[str, set[str]] = {}
         # Room -> the mid of this user's last message there, for /edit and /delete.
         self.last_sent: dict[str, str] = {}
+        # Room -> {user: the mid of their last message there}, in the order they spoke last,
+        # for /reply; and the author of each recent message, to say whom a reply answers.
+        self.last_heard: dict[str, dict[str, str]] = {}
+        self.authors: dict[str, str] = {}
         self._was_connected = False
 
     def say(self, line: str) -> None:
@@ -105,6 +114,7 @@ class Chat:
     def on_event(self, event: dict[str, Any]) -> None:
         t = event.get("t")
         if t == "msg":
+            self._heard(event)
             self.say(self._render(event))
         elif t == "member":
             room, user = event.get("room", ""), event.get("user", "")
@@ -115,6 +125,8 @@ class Chat:
                 members.discard(user)
             self.say(f"* {user} {event.get('state')} {room}")
         elif t in ("edit", "delete"):
+            if t == "delete":
+                self._forget(event.get("mid"))
             self.say(self._render_change(event))
         elif t == "presence":
             self.say(f"* {event.get('user')} is {event.get('status')}")
@@ -133,9 +145,33 @@ class Chat:
             error = event.get("error") or {}
             self.say(f"! {error.get('code')}: {error.get('message')}")
 
+    def _heard(self, msg: dict[str, Any]) -> None:
+        """Remember who wrote ``msg`` (the newest ``AUTHORS_KEPT``), and in a room that it is
+        the last word of its author there."""
+        mid, sender = msg.get("mid"), msg.get("from")
+        if not isinstance(mid, str) or not isinstance(sender, str):
+            return
+        self.authors[mid] = sender
+        if len(self.authors) > AUTHORS_KEPT:
+            del self.authors[next(iter(self.authors))]
+        room = msg.get("room")
+        if isinstance(room, str):
+            spoken = self.last_heard.setdefault(room, {})
+            spoken.pop(sender, None)
+            spoken[sender] = mid
+
+    def _forget(self, mid: Any) -> None:
+        """A deleted message can be replied to no more."""
+        for spoken in self.last_heard.values():
+            for user, last in list(spoken.items()):
+                if last == mid:
+                    del spoken[user]
+
     def _render(self, msg: dict[str, Any]) -> str:
         sender = msg.get("from")
         text = _text(msg.get("body"))
+        if "reply_to" in msg:
+            sender = f"{sender} (re {self.authors.get(msg['reply_to'], 'an earlier message')})"
         if "room" in msg:
             return f"[{msg['room']}] {sender}: {text}"
         if msg.get("to") == self.client.user:
@@ -197,7 +233,31 @@ class Chat:
         except ClientError as exc:
             self.say(f"! {exc}")
         else:
-            self.last_sent[self.current] = sent.mid
+            self._sent(self.current, sent.mid)
+
+    def _sent(self, room: str, mid: str) -> None:
+        assert self.client.user is not None
+        self.last_sent[room] = mid
+        self._heard({"mid": mid, "from": self.client.user, "room": room})
+
+    def _reply(self, rest: str) -> None:
+        """Reply to the last message in the current room, or to ``@USER``'s last one there."""
+        user = None
+        if rest.startswith("@"):
+            user, _, rest = rest[1:].partition(" ")
+            rest = rest.strip()
+        room = self.current
+        if room is None or not rest:
+            self.say("! usage: /reply [@USER] TEXT, in a room")
+            return
+        spoken = self.last_heard.get(room, {})
+        mid = spoken.get(user) if user else next(reversed(spoken.values()), None)
+        if mid is None:
+            self.say(f"! /reply: nothing from {user or 'anyone'} in {room} to reply to yet")
+            return
+        sent = self.client.send(room=room, body=rest, reply_to=mid)
+        self._sent(room, sent.mid)
+        self.say(f"* replied to {self.authors.get(mid, 'them')} in {room}")
 
     def _last_mine(self, usage: str) -> str | None:
         """The mid of this user's last message in the current room, or None (said why)."""
@@ -222,6 +282,7 @@ class Chat:
             self.client.delete(mid)
             assert self.current is not None
             del self.last_sent[self.current]
+            self._forget(mid)
             self.say("* your last message was deleted")
 
     def _join(self, rest: str) -> None:
@@ -277,6 +338,7 @@ _COMMANDS: dict[str, Callable[[Chat, str], None]] = {
     "leave": Chat._leave,
     "dm": Chat._dm,
     "who": Chat._who,
+    "reply": Chat._reply,
     "edit": Chat._edit,
     "delete": Chat._delete,
     "help": Chat._help,

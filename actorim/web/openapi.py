@@ -61,6 +61,23 @@ _MESSAGE = {
         "ts": {"type": "integer"},
         "edited": {"type": "integer"},
         "cid": {"type": "string"},
+        "reply_to": {"type": "string", "description": "a reply: the mid of the message it answers"},
+        "thread": {
+            "description": "a reply: the mid of its thread's root; a root with replies: the"
+            " thread's summary (replies counted, the latest's time, the first authors of all)",
+            "oneOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "count": {"type": "integer", "minimum": 1},
+                        "last_ts": {"type": "integer"},
+                        "users": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+                        "participants": {"type": "integer", "minimum": 1},
+                    },
+                },
+            ],
+        },
     },
 }
 _PUBLISHED = {

@@ -329,6 +329,14 @@ export function newCid() {
   return `${part(0, 8)}-${part(8, 12)}-${part(12, 16)}-${part(16, 20)}-${part(20)}`;
 }
 
+/** `args` of a `history` or `thread` command with the cursors and limit given. */
+function paged(args, { before, after, limit }) {
+  if (before !== undefined) args.before = before;
+  if (after !== undefined) args.after = after;
+  if (limit !== undefined) args.limit = limit;
+  return args;
+}
+
 function withTimeout(promise, ms) {
   let timer;
   const late = new Promise((_resolve, reject) => {
@@ -892,6 +900,9 @@ export class ActorimClient extends EventTarget {
       else msg.to = cmd.to;
       msg.from = this.user;
       Object.assign(msg, { kind: cmd.kind, body: cmd.body, ts: data.ts, cid: cmd.cid });
+      if (data.thread !== undefined) {
+        Object.assign(msg, { reply_to: cmd.reply_to, thread: data.thread });
+      }
       if (this._seen.add(msg.mid)) this._emit("msg", msg);
     } else if (cmd.t === "edit" || cmd.t === "delete") {
       // The page's own change, as its members get it: the page draws from one handler.
@@ -919,15 +930,19 @@ export class ActorimClient extends EventTarget {
   /**
    * Send `body` to a room (joined first) or to a user. Resolves with `{mid, seq, ts}` once the
    * server stored it; while the link is down the message waits and is resent with the same
-   * `cid`, so it is stored once however often it is sent.
+   * `cid`, so it is stored once however often it is sent. `reply_to` (a message of the same
+   * conversation) makes it a reply in that message's thread: the answer and the page's own
+   * `msg` event then carry `thread`, the thread's root; a message that is not there, or was
+   * deleted, rejects with `not_found`.
    */
-  send({ room, to, body, kind = "text", cid = newCid() }) {
+  send({ room, to, body, kind = "text", cid = newCid(), reply_to: replyTo }) {
     if ((room === undefined) === (to === undefined)) {
       return Promise.reject(new ActorimError("bad_request", "give exactly one of room and to"));
     }
     const cmd = { t: "send", body, kind, cid };
     if (room !== undefined) cmd.room = room;
     else cmd.to = to;
+    if (replyTo !== undefined) cmd.reply_to = replyTo;
     return this._enqueue(cmd);
   }
 
@@ -1049,10 +1064,16 @@ export class ActorimClient extends EventTarget {
     const args = {};
     if (room !== undefined) args.room = room;
     if (peer !== undefined) args.with = peer;
-    if (before !== undefined) args.before = before;
-    if (after !== undefined) args.after = after;
-    if (limit !== undefined) args.limit = limit;
-    return this._call("history", args);
+    return this._call("history", paged(args, { before, after, limit }));
+  }
+
+  /**
+   * The thread whose root is message `mid`: `{root, messages, more}`, the root's `msg` map (with
+   * its `thread` summary once it has replies) and a page of its replies in ascending `seq`,
+   * paged like `history`; needs the link up.
+   */
+  thread(mid, { before, after, limit } = {}) {
+    return this._call("thread", paged({ mid }, { before, after, limit }));
   }
 
   /** One round trip to the server. */

@@ -11,6 +11,10 @@ const NEAR_BOTTOM_PX = 60;
 // While the user types, the page renews their typing indicator this often (the server relays
 // at most one every 2 s, and each lasts 5 s: a renewal every 2.5 s keeps it shown).
 const TYPING_RENEW_MS = 2_500;
+// Replies fetched per thread page, on opening a thread and on scrolling back in it.
+const THREAD_PAGE = 50;
+// Authors a thread summary names (the server's limit too).
+const THREAD_USERS_SHOWN = 5;
 // How long an error notice stays up.
 const NOTICE_MS = 6000;
 // Reconnect quickly after a server restart, never hammer a server that stays down.
@@ -60,6 +64,17 @@ const ui = {
   composer: $("composer"),
   input: $("composer-input"),
   sendButton: $("composer-send"),
+  threadPanel: $("thread-panel"),
+  threadClose: $("thread-close"),
+  threadMessages: $("thread-messages"),
+  threadRoot: $("thread-root"),
+  threadStatus: $("thread-status"),
+  threadList: $("thread-list"),
+  threadReplying: $("thread-replying"),
+  threadReplyingText: $("thread-replying-text"),
+  threadReplyingCancel: $("thread-replying-cancel"),
+  threadComposer: $("thread-composer"),
+  threadInput: $("thread-input"),
 };
 
 const app = {
@@ -81,6 +96,9 @@ const app = {
   typing: new TypingTracker(), // who is typing in which conversation (conv key)
   typingSent: new Map(), // conv key -> when this page last sent typing there
   typingTimer: null,
+  // The open thread: {conv (key), root (mid), rootMsg, replies: mid -> msg, more, loading,
+  // replyTo (the mid the next reply answers), rendered}, or null.
+  thread: null,
 };
 
 const roomKey = (name) => `room:${name}`;
@@ -276,7 +294,9 @@ function onMessage(msg) {
   const conv = convOf(msg);
   if (!conv) return;
   if (msg.from === app.me && msg.cid !== undefined) conv.pending.delete(msg.cid);
+  const isNew = !conv.messages.has(msg.mid);
   conv.messages.set(msg.mid, msg);
+  if (isReply(msg) && isNew) onReply(conv, msg);
   app.typing.stopped(conv.key, msg.from); // their message ends their indicator
   if (msg.from !== app.me && !isVisible(conv)) conv.unread += 1;
   renderSidebar();
@@ -296,16 +316,22 @@ function onTyping({ room, user, ttl_ms: ttlMs }) {
 
 function onChange(change) {
   const conv = convOf(change);
-  const msg = conv && conv.messages.get(change.mid);
-  if (!msg) return; // not loaded here: history will show it as it is now
-  if (change.t === "delete") {
-    const { body: _erased, ...rest } = msg;
-    conv.messages.set(change.mid, { ...rest, deleted: true, edited: undefined });
-  } else if (!change.deleted && !msg.deleted) {
-    conv.messages.set(change.mid, { ...msg, body: change.body, edited: change.edited });
-  }
+  if (!conv) return;
+  let gone = null; // a reply this delete takes out of its thread
+  const changed = updateMessage(conv, change.mid, (msg) => {
+    if (change.t === "delete") {
+      if (isReply(msg) && !msg.deleted) gone = msg;
+      const { body: _erased, ...rest } = msg;
+      return { ...rest, deleted: true, edited: undefined };
+    }
+    if (change.deleted || msg.deleted) return null;
+    return { ...msg, body: change.body, edited: change.edited };
+  });
+  if (!changed) return; // not loaded here: history will show it as it is now
+  if (gone) updateMessage(conv, gone.thread, (root) => withSummary(root, -1, gone));
   if (app.editing === change.mid && change.t === "delete") stopEditing();
   if (conv.key === app.openKey) renderMessages();
+  renderThread();
 }
 
 // -- reactions: chips under a message, a click toggles one's own ---------------------------------
@@ -314,21 +340,23 @@ const QUICK_REACTION = "👍";
 
 function onReaction(event) {
   const conv = convOf(event);
-  const msg = conv && conv.messages.get(event.mid);
-  if (!msg || msg.deleted) return; // not loaded here: history will count it
+  if (!conv) return;
   const mine = event.user === app.me;
-  const reactions = (msg.reactions || []).map((r) => ({ ...r }));
-  let chip = reactions.find((r) => r.key === event.key);
-  if (!chip) {
-    if (!event.on) return;
-    chip = { key: event.key, count: 0, me: false };
-    reactions.push(chip);
-  }
-  chip.count += event.on ? 1 : -1;
-  if (mine) chip.me = event.on;
-  const kept = reactions.filter((r) => r.count > 0);
-  conv.messages.set(event.mid, { ...msg, reactions: kept });
+  updateMessage(conv, event.mid, (msg) => {
+    if (msg.deleted) return null; // history will count it
+    const reactions = (msg.reactions || []).map((r) => ({ ...r }));
+    let chip = reactions.find((r) => r.key === event.key);
+    if (!chip) {
+      if (!event.on) return null;
+      chip = { key: event.key, count: 0, me: false };
+      reactions.push(chip);
+    }
+    chip.count += event.on ? 1 : -1;
+    if (mine) chip.me = event.on;
+    return { ...msg, reactions: reactions.filter((r) => r.count > 0) };
+  });
   if (conv.key === app.openKey) renderMessages();
+  renderThread();
 }
 
 function toggleReaction(mid, key, on) {
@@ -352,6 +380,176 @@ function reactionChips(item) {
         text: `${r.key} ${r.count}`,
         onclick: () => toggleReaction(item.mid, r.key, !r.me),
       })));
+}
+
+// -- replies and threads: a side panel per thread, "N replies" under its root ---------------------
+
+// A reply names its thread's root (a string); a root read from history carries its summary there.
+const isReply = (msg) => typeof msg.thread === "string";
+const summaryOf = (msg) => (msg && typeof msg.thread === "object" ? msg.thread : null);
+
+// Every copy of message `mid` the page holds (the conversation's, the open thread's) changed by
+// `update` (which answers null to leave one as it is); whether any copy was there.
+function updateMessage(conv, mid, update) {
+  const thread = app.thread && app.thread.conv === conv.key ? app.thread : null;
+  let found = false;
+  for (const copies of thread ? [conv.messages, thread.replies] : [conv.messages]) {
+    const msg = copies.get(mid);
+    if (!msg) continue;
+    found = true;
+    const next = update(msg);
+    if (next) copies.set(mid, next);
+  }
+  if (thread && thread.root === mid && thread.rootMsg) {
+    found = true;
+    thread.rootMsg = update(thread.rootMsg) || thread.rootMsg;
+  }
+  return found;
+}
+
+// `root` with its summary after one reply more (+1) or less (-1): the page's estimate from the
+// events, until history says again.
+function withSummary(root, delta, reply) {
+  const old = summaryOf(root) || { count: 0, last_ts: reply.ts, users: [], participants: 0 };
+  const summary = { ...old, count: old.count + delta, users: [...old.users] };
+  if (delta > 0) {
+    summary.last_ts = reply.ts;
+    if (!summary.users.includes(reply.from)) {
+      if (summary.users.length < THREAD_USERS_SHOWN) summary.users.push(reply.from);
+      summary.participants += 1;
+    }
+  }
+  const { thread: _old, ...rest } = root;
+  return summary.count > 0 ? { ...rest, thread: summary } : rest;
+}
+
+function onReply(conv, msg) {
+  updateMessage(conv, msg.thread, (root) => withSummary(root, 1, msg));
+  const thread = app.thread;
+  if (thread && thread.conv === conv.key && thread.root === msg.thread) {
+    thread.replies.set(msg.mid, msg);
+    renderThread({ bottom: true });
+  }
+}
+
+function openThread(conv, root, replyTo = root) {
+  if (!app.thread || app.thread.conv !== conv.key || app.thread.root !== root) {
+    const replies = new Map();
+    for (const msg of conv.messages.values()) if (msg.thread === root) replies.set(msg.mid, msg);
+    app.thread = {
+      conv: conv.key,
+      root,
+      rootMsg: conv.messages.get(root) || null,
+      replies,
+      more: true,
+      loading: false,
+      replyTo: root,
+      rendered: new Map(),
+    };
+    ui.threadList.replaceChildren();
+    loadThread(app.thread);
+  }
+  app.thread.replyTo = replyTo;
+  ui.threadPanel.hidden = false;
+  ui.chat.classList.add("show-thread");
+  renderThread({ bottom: true });
+  ui.threadInput.focus();
+}
+
+function closeThread() {
+  app.thread = null;
+  ui.threadPanel.hidden = true;
+  ui.chat.classList.remove("show-thread");
+  ui.threadRoot.replaceChildren();
+  ui.threadList.replaceChildren();
+}
+
+async function loadThread(thread) {
+  if (thread.loading || !thread.more || app.link.state !== State.CONNECTED) return;
+  thread.loading = true;
+  renderThread();
+  let oldest;
+  for (const msg of thread.replies.values()) if (oldest === undefined || msg.seq < oldest) oldest = msg.seq;
+  try {
+    const page = await app.client.thread(thread.root, { limit: THREAD_PAGE, before: oldest });
+    if (app.thread !== thread) return;
+    thread.rootMsg = page.root;
+    const conv = app.convs.get(thread.conv);
+    if (conv && conv.messages.has(thread.root)) conv.messages.set(thread.root, page.root);
+    for (const msg of page.messages) if (!thread.replies.has(msg.mid)) thread.replies.set(msg.mid, msg);
+    thread.more = page.more;
+  } catch (err) {
+    if (app.thread !== thread) return;
+    if (err.code !== "disconnected") showNotice(`Could not load the thread: ${err.message}`);
+    if (err.code === "not_found") closeThread();
+  } finally {
+    thread.loading = false;
+  }
+  if (app.thread !== thread) return;
+  if (oldest === undefined) renderThread({ bottom: true });
+  else renderThread({ prepend: true });
+  const conv = app.convs.get(thread.conv);
+  if (conv && conv.key === app.openKey) renderMessages();
+}
+
+function sendReply(text) {
+  const thread = app.thread;
+  const conv = thread && app.convs.get(thread.conv);
+  if (!conv) return;
+  const target = conv.kind === "room" ? { room: conv.name } : { to: conv.name };
+  const replyTo = thread.replyTo;
+  thread.replyTo = thread.root;
+  app.typingSent.delete(conv.key);
+  app.client.send({ ...target, body: text, reply_to: replyTo }).catch((err) => showNotice(err.message));
+  renderThread({ bottom: true });
+}
+
+function renderThread({ bottom = false, prepend = false } = {}) {
+  const thread = app.thread;
+  const conv = thread && app.convs.get(thread.conv);
+  if (!conv) return;
+  const box = ui.threadMessages;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_BOTTOM_PX;
+  const options = { cache: thread.rendered, inThread: true };
+  const root = thread.rootMsg || conv.messages.get(thread.root);
+  ui.threadRoot.replaceChildren(...(root ? [messageElement(conv, root, options)] : []));
+  const replies = [...thread.replies.values()].sort((a, b) => a.seq - b.seq);
+  ui.threadList.replaceChildren(...replies.map((msg) => messageElement(conv, msg, options)));
+  const count = replies.length;
+  ui.threadStatus.textContent = thread.loading
+    ? "Loading replies…"
+    : thread.more ? "" : count ? `${count} ${count === 1 ? "reply" : "replies"}` : "No replies yet";
+  const answered = thread.replyTo !== thread.root ? thread.replies.get(thread.replyTo) : null;
+  ui.threadReplying.hidden = !answered;
+  ui.threadReplyingText.textContent = answered ? `Replying to ${answered.from}` : "";
+  if (bottom || (atBottom && !prepend)) box.scrollTop = box.scrollHeight;
+  else if (prepend) box.scrollTop = box.scrollHeight - fromBottom;
+}
+
+// What a reply in the thread answers, when that is not the root: its author and first words.
+function replyQuote(item) {
+  const thread = app.thread;
+  if (!thread || !isReply(item) || item.reply_to === item.thread) return null;
+  const answered = thread.replies.get(item.reply_to);
+  const text = !answered ? "an earlier reply" : answered.deleted ? `${answered.from}: (deleted)`
+    : `${answered.from}: ${bodyText(answered.body)}`;
+  return el("div", { class: "reply-quote", "data-testid": "reply-quote", text: `↪ ${text}` });
+}
+
+function threadLink(conv, item) {
+  const summary = summaryOf(item);
+  if (!summary || !item.mid) return null;
+  const replies = `${summary.count} ${summary.count === 1 ? "reply" : "replies"}`;
+  return el("button", {
+    type: "button",
+    class: "link-button thread-link",
+    "data-testid": "thread-link",
+    "data-count": summary.count,
+    title: `Replies from ${summary.users.join(", ")}`,
+    text: replies,
+    onclick: () => openThread(conv, item.mid),
+  });
 }
 
 function startEditing(item) {
@@ -513,6 +711,7 @@ function isVisible(conv) {
 
 function openConversation(key) {
   if (app.editing !== null) stopEditing();
+  if (app.thread && app.thread.conv !== key) closeThread();
   const conv = app.convs.get(key);
   if (!conv) return;
   if (app.openKey !== key) {
@@ -536,6 +735,7 @@ function openConversation(key) {
 }
 
 function closeConversation() {
+  closeThread();
   app.openKey = null;
   app.rendered.clear();
   app.visibleUnread.clear();
@@ -620,12 +820,14 @@ const readObserver = new IntersectionObserver(
 function flushReads() {
   const conv = openConv();
   if (!conv || conv.kind !== "dm" || document.visibilityState !== "visible") return;
-  for (const mid of app.visibleUnread) {
-    if (app.readSent.has(mid)) continue;
-    app.readSent.add(mid);
-    app.client.read(mid).catch(() => app.readSent.delete(mid));
-  }
+  for (const mid of app.visibleUnread) markRead(mid);
   app.visibleUnread.clear();
+}
+
+function markRead(mid) {
+  if (app.readSent.has(mid)) return;
+  app.readSent.add(mid);
+  app.client.read(mid).catch(() => app.readSent.delete(mid));
 }
 
 // -- rendering ------------------------------------------------------------------------------------
@@ -757,14 +959,18 @@ function statusOf(conv, item) {
   return ["sent", "✓", "Sent"];
 }
 
-function messageElement(conv, item) {
+function messageElement(conv, item, { cache = app.rendered, inThread = false } = {}) {
   const mine = item.mid ? item.from === app.me : true;
   const key = item.mid ? `m:${item.mid}` : `p:${item.cid}`;
   const status = mine ? statusOf(conv, item) : null;
   const chips = JSON.stringify(item.reactions || []);
-  const sig = `${status ? status[0] : ""}|${item.edited ?? ""}|${item.deleted ? "x" : ""}|${chips}`;
-  const cached = app.rendered.get(key);
+  const replies = summaryOf(item)?.count ?? "";
+  const answered = isReply(item) && app.thread?.replies.get(item.reply_to)?.deleted ? "q" : "";
+  const sig = `${status ? status[0] : ""}|${item.edited ?? ""}|${item.deleted ? "x" : ""}|${chips}`
+    + `|${replies}|${answered}`;
+  const cached = cache.get(key);
   if (cached && cached.sig === sig) return cached.el;
+  const root = isReply(item) ? item.thread : item.mid;
   const node = el("li", {
       class: `message${mine ? " mine" : ""}${item.mid ? "" : " pending"}`,
       "data-testid": "message",
@@ -773,6 +979,7 @@ function messageElement(conv, item) {
       "data-cid": item.cid,
       "data-from": item.mid ? item.from : app.me,
     },
+    inThread ? replyQuote(item) : null,
     el("div", { class: "meta" },
       mine ? null : el("span", { class: "author", text: item.from }),
       el("time", { text: timeOf(item.ts), datetime: new Date(item.ts).toISOString() }),
@@ -785,6 +992,9 @@ function messageElement(conv, item) {
             el("button", { type: "button", class: "link-button", "data-testid": "react-message",
               text: QUICK_REACTION, title: `React with ${QUICK_REACTION}`,
               onclick: () => toggleReaction(item.mid, QUICK_REACTION, true) }),
+            el("button", { type: "button", class: "link-button", "data-testid": "reply-message",
+              text: "Reply", title: "Reply in a thread",
+              onclick: () => openThread(conv, root, item.mid) }),
             mine
               ? el("button", { type: "button", class: "link-button", "data-testid": "edit-message",
                   text: "Edit", onclick: () => startEditing(item) })
@@ -800,6 +1010,7 @@ function messageElement(conv, item) {
           text: "Message deleted" })
       : el("div", { class: "bubble", "data-testid": "message-body", text: bodyText(item.body) }),
     reactionChips(item),
+    inThread ? null : threadLink(conv, item),
     status
       ? el("span", {
           class: "status",
@@ -811,9 +1022,10 @@ function messageElement(conv, item) {
       : null,
   );
   if (cached) readObserver.unobserve(cached.el);
-  app.rendered.set(key, { sig, el: node });
+  cache.set(key, { sig, el: node });
   if (conv.kind === "dm" && item.mid && !mine && !app.readSent.has(item.mid)) {
-    readObserver.observe(node);
+    if (!inThread) readObserver.observe(node);
+    else if (document.visibilityState === "visible") markRead(item.mid);
   }
   return node;
 }
@@ -824,7 +1036,8 @@ function renderMessages({ bottom = false, prepend = false } = {}) {
   const box = ui.messages;
   const fromBottom = box.scrollHeight - box.scrollTop;
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_BOTTOM_PX;
-  const stored = [...conv.messages.values()].sort((a, b) => a.seq - b.seq);
+  // Replies are shown in their thread's panel; the root says how many there are.
+  const stored = [...conv.messages.values()].filter((m) => !isReply(m)).sort((a, b) => a.seq - b.seq);
   const pending = [...conv.pending.values()].sort((a, b) => a.ts - b.ts);
   const items = [...stored, ...pending];
   const nodes = items.map((item) => messageElement(conv, item));
@@ -903,6 +1116,44 @@ ui.input.addEventListener("keydown", (event) => {
 ui.input.addEventListener("input", () => {
   ui.input.rows = Math.min(5, ui.input.value.split("\n").length);
   typed();
+});
+
+ui.threadClose.addEventListener("click", closeThread);
+
+ui.threadReplyingCancel.addEventListener("click", () => {
+  if (!app.thread) return;
+  app.thread.replyTo = app.thread.root;
+  renderThread();
+});
+
+ui.threadComposer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.threadInput.value.trim();
+  if (!text) return;
+  ui.threadInput.value = "";
+  ui.threadInput.rows = 1;
+  sendReply(text);
+});
+
+ui.threadInput.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") {
+    event.preventDefault();
+    closeThread();
+    ui.input.focus();
+    return;
+  }
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.threadComposer.requestSubmit();
+  }
+});
+
+ui.threadInput.addEventListener("input", () => {
+  ui.threadInput.rows = Math.min(5, ui.threadInput.value.split("\n").length);
+});
+
+ui.threadMessages.addEventListener("scroll", () => {
+  if (app.thread && ui.threadMessages.scrollTop < NEAR_TOP_PX) loadThread(app.thread);
 });
 
 ui.messages.addEventListener("scroll", () => {
