@@ -242,7 +242,7 @@ def test_database_of_schema_1_is_migrated_to_cids_per_conversation(path: Path) -
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -292,7 +292,7 @@ def test_data_directory_of_schema_2_is_migrated_in_place_and_keeps_every_message
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -334,7 +334,7 @@ def test_data_directory_of_schema_3_is_migrated_in_place_and_takes_reactions(
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 

@@ -43,6 +43,8 @@ from actorim.store.base import (
     REACTION_KINDS,
     RECEIPT_LEVELS,
     NewMessage,
+    OutboxEntry,
+    OutboxFor,
     Receipt,
     ReceiptStatus,
     Store,
@@ -62,6 +64,7 @@ from actorim.store.base import (
     refused,
     unchanged,
 )
+from actorim.store.outbox import MemoryOutbox
 
 __all__ = ["MemoryStore"]
 
@@ -183,8 +186,11 @@ class MemoryStore(Store):
     Like every store it is used by one thread at a time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, outbox: OutboxFor | None = None) -> None:
         self._epoch = secrets.token_hex(8)
+        # Webhooks: what each stored message adds to the outbox, and the outbox itself.
+        self._outbox_for = outbox
+        self._outbox = MemoryOutbox()
         self._closed = False
         self._orders = itertools.count()
         self._conversations: dict[str, _Conversation] = {}
@@ -225,7 +231,10 @@ class MemoryStore(Store):
                 if original is not None:
                     results.append(replace(original.msg, duplicate=True))
                     continue
-            results.append(self._append(msg) if msg.target is None else self._change(msg))
+            result = self._append(msg) if msg.target is None else self._change(msg)
+            results.append(result)
+            if self._outbox_for is not None and result.refused is None and not result.duplicate:
+                self._outbox.add(self._outbox_for(result))
         return results
 
     def _change(self, change: NewMessage) -> StoredMessage:
@@ -486,10 +495,49 @@ class MemoryStore(Store):
         if not pending.records:
             del self._pending[recipient]
 
+    # -- the webhook outbox ---------------------------------------------------------------------
+
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> None:
+        self._live()
+        self._outbox.add(entries)
+
+    def outbox_due(
+        self, endpoint: str, *, now_ms: int, limit: int, lease_ms: int
+    ) -> list[OutboxEntry]:
+        check_limit(limit)
+        self._live()
+        return self._outbox.due(endpoint, now_ms=now_ms, limit=limit, lease_ms=lease_ms)
+
+    def outbox_done(self, entry: OutboxEntry) -> None:
+        self._live()
+        self._outbox.done(entry.key)
+
+    def outbox_retry(self, entry: OutboxEntry) -> None:
+        self._live()
+        self._outbox.keep(entry)
+
+    def outbox_bury(self, entry: OutboxEntry) -> None:
+        self._live()
+        self._outbox.keep(entry)
+
+    def dead_list(self, *, limit: int, after: str | None = None) -> list[OutboxEntry]:
+        check_limit(limit)
+        self._live()
+        return self._outbox.dead(limit=limit, after=after)
+
+    def dead_retry(self, key: str, *, now_ms: int) -> bool:
+        self._live()
+        return self._outbox.revive(key, now_ms=now_ms)
+
+    def dead_delete(self, key: str) -> bool:
+        self._live()
+        return self._outbox.delete_dead(key)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._outbox.clear()
         self._conversations.clear()
         self._by_mid.clear()
         self._by_cid.clear()

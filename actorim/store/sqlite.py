@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from actorim.store import sqlite_outbox as outbox
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -39,6 +40,8 @@ from actorim.store.base import (
     REACTION_KINDS,
     RECEIPT_LEVELS,
     NewMessage,
+    OutboxEntry,
+    OutboxFor,
     Reaction,
     Receipt,
     ReceiptStatus,
@@ -85,7 +88,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -152,6 +155,25 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER messages_reactions AFTER DELETE ON messages
             WHEN old.target IS NULL
             BEGIN DELETE FROM reactions WHERE mid = old.mid; END""",
+    ),
+    # Version 5: the webhook outbox and its dead-letter queue (actorim/store/sqlite_outbox.py).
+    # One row per event and endpoint, written in the transaction of the message it tells of;
+    # ``dead`` is NULL while the entry is live, else when it was given up (ms).
+    (
+        """CREATE TABLE webhook_outbox (
+            key TEXT PRIMARY KEY,
+            event TEXT NOT NULL,
+            type TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            endpoint TEXT NOT NULL,
+            data BLOB NOT NULL,
+            attempts INTEGER NOT NULL,
+            due INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            dead INTEGER
+        ) WITHOUT ROWID""",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox (endpoint, due) WHERE dead IS NULL",
+        "CREATE INDEX webhook_outbox_dead ON webhook_outbox (key) WHERE dead IS NOT NULL",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -259,8 +281,10 @@ class SqliteStore(Store):
         *,
         synchronous: str = "FULL",
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        outbox: OutboxFor | None = None,
     ) -> None:
         mode = synchronous.upper()
+        self._outbox_for = outbox
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
         if busy_timeout_ms < 0:
@@ -410,6 +434,9 @@ class SqliteStore(Store):
         what = f"store {len(msgs)} messages and {len(marks)} receipts"
         with self._write(what) as conn:
             results, assigned = self._append_in(conn, msgs) if msgs else ([], {})
+            if self._outbox_for is not None:
+                made = (r for r in results if r.refused is None and not r.duplicate)
+                outbox.add(conn, [e for r in made for e in self._outbox_for(r)])
             receipts = self._mark_in(conn, marks)
         for conv, seq in assigned.items():
             self._remember_seq(conv, seq)
@@ -688,6 +715,44 @@ class SqliteStore(Store):
                     conn.execute(_SET_FIRST_SEQ, (first, conv))
                     left -= len(seqs)
         return budget - left
+
+    # -- the webhook outbox (sqlite_outbox.py) -------------------------------------------------
+
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> None:
+        with self._write(f"add {len(entries)} webhook events") as conn:
+            outbox.add(conn, entries)
+
+    def outbox_due(
+        self, endpoint: str, *, now_ms: int, limit: int, lease_ms: int
+    ) -> list[OutboxEntry]:
+        check_limit(limit)
+        with self._write("claim webhook deliveries") as conn:
+            return outbox.due(conn, endpoint, now_ms=now_ms, limit=limit, lease_ms=lease_ms)
+
+    def outbox_done(self, entry: OutboxEntry) -> None:
+        with self._write("forget a delivered webhook event") as conn:
+            outbox.done(conn, entry.key)
+
+    def outbox_retry(self, entry: OutboxEntry) -> None:
+        with self._write("reschedule a webhook delivery") as conn:
+            outbox.keep(conn, entry)
+
+    def outbox_bury(self, entry: OutboxEntry) -> None:
+        with self._write("move a webhook event to the dead-letter queue") as conn:
+            outbox.keep(conn, entry)
+
+    def dead_list(self, *, limit: int, after: str | None = None) -> list[OutboxEntry]:
+        check_limit(limit)
+        with self._read("list the dead-letter queue") as conn:
+            return outbox.dead(conn, limit=limit, after=after)
+
+    def dead_retry(self, key: str, *, now_ms: int) -> bool:
+        with self._write("retry a dead webhook event") as conn:
+            return outbox.revive(conn, key, now_ms=now_ms)
+
+    def dead_delete(self, key: str) -> bool:
+        with self._write("delete a dead webhook event") as conn:
+            return outbox.delete_dead(conn, key)
 
     def close(self) -> None:
         if self._closed:
