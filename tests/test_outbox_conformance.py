@@ -168,7 +168,7 @@ def test_dead_entries_page_by_key_and_are_revived_or_deleted_once(store: Store) 
 
 
 def test_added_entries_are_kept_once_by_key(store: Store) -> None:
-    entries = WEBHOOKS.for_presence("bob", "online", 5_000, event_id="ev_p1")
+    entries = WEBHOOKS.for_presence("bob", "online", 5_000)
     assert [e.endpoint for e in entries] == [ALL.url, PRESENCE.url]
     store.outbox_add(entries)
     store.outbox_add(entries)
@@ -214,7 +214,8 @@ def test_schema_4_data_directory_migrates_to_an_empty_outbox_that_then_fills(
 
 def test_the_examples_in_the_webhook_modules_hold() -> None:
     import actorim.domain.webhooks
+    import actorim.protocol.webhooks
     import actorim.redis.outbox
 
-    for module in (actorim.domain.webhooks, actorim.redis.outbox):
+    for module in (actorim.domain.webhooks, actorim.protocol.webhooks, actorim.redis.outbox):
         assert doctest.testmod(module).failed == 0, module.__name__

@@ -335,7 +335,7 @@ def test_two_nodes_sharing_redis_deliver_each_event_once_and_take_over_a_dead_no
     url = redis_url_of(redis_server)
     args = (
         "--api-keys", LINE,
-        "--webhooks", hooks(hook, events=["message.created"]),
+        "--webhooks", hooks(hook, events=["message.created", "user.online"]),
         "--webhook-poll", str(POLL),
         "--webhook-backoff-base", str(BASE),
         "--webhook-backoff-cap", str(CAP),
@@ -345,17 +345,25 @@ def test_two_nodes_sharing_redis_deliver_each_event_once_and_take_over_a_dead_no
     a, b = (NodeProcess(name, url, tmp_path, namespace="hooks", args=args) for name in "AB")
     cleanup.extend([_Killed(a), _Killed(b)])
     start_nodes([a, b])
+    # Ann connects on both nodes: the cluster announces her online once, and every node hears
+    # it; the event is kept once.
+    for node in (a, b):
+        ann, _ = node.client("ann")
+        cleanup.append(ann)
     # Both nodes poll the one outbox: each event is delivered once, by one of them.
     sent = [
         api(node.http, "POST", "/messages", {"room": "both", "body": n})[2]["mid"]
         for n in range(20)
         for node in (a, b)
     ]
-    arrivals = hook.wait_for(len(sent), what="one delivery of each event")
+    hook.wait_for(len(sent) + 1, what="one delivery of each event")
     barrier = api(a.http, "POST", "/messages", {"room": "both", "body": "barrier"})[2]["mid"]
-    hook.wait_for(len(sent) + 1, what="the barrier")
+    hook.wait_for(len(sent) + 2, what="the barrier")
     arrivals = list(hook.arrivals)
-    assert sorted(x.event["id"] for x in arrivals) == sorted(f"ev_{m}" for m in [*sent, barrier])
+    messages = [x for x in arrivals if x.event["type"] == "message.created"]
+    assert sorted(x.event["id"] for x in messages) == sorted(f"ev_{m}" for m in [*sent, barrier])
+    [online] = [x.event for x in arrivals if x.event["type"] == "user.online"]
+    assert online["data"]["user"] == "ann"
     assert all(x.status == 200 and x.event["attempt"] == 1 for x in arrivals)
 
     # B is gone; A claims three events and dies while its requests hang: their leases run out

@@ -13,16 +13,24 @@ string.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
 
-from actorim.domain.messages import DELETE, EDIT, StoredMessage, new_mid
+from actorim.domain.messages import DELETE, DM_SEPARATOR, EDIT, StoredMessage, encode_mid
 from actorim.domain.webhooks import Endpoint, OutboxEntry, entries_for
 
-__all__ = ["PAYLOADS", "Webhooks", "message_event_type", "message_payload", "presence_payload"]
+__all__ = [
+    "PAYLOADS",
+    "Webhooks",
+    "message_event_type",
+    "message_payload",
+    "presence_event_id",
+    "presence_payload",
+]
 
 
 def message_event_type(stored: StoredMessage) -> str | None:
@@ -99,13 +107,25 @@ class Webhooks:
         data = _json(PAYLOADS[event_type](stored))
         return entries_for(self.endpoints, "ev_" + stored.mid, event_type, stored.ts, data)
 
-    def for_presence(
-        self, user: str, status: str, ts: int, *, event_id: str | None = None
-    ) -> list[OutboxEntry]:
-        """The entries of a user going online or offline at ``ts``."""
+    def for_presence(self, user: str, status: str, ts: int) -> list[OutboxEntry]:
+        """The entries of a user going online or offline at ``ts``. Their id is made of the
+        three, so every node of a cluster that hears the change makes the same entries, which
+        the store keeps once."""
         event_type = f"user.{status}"
         if not self.endpoints:
             return []
         data = _json(PAYLOADS[event_type](user, status, ts))
-        event_id = event_id or "ev_" + new_mid(ts)
-        return entries_for(self.endpoints, event_id, event_type, ts, data)
+        return entries_for(
+            self.endpoints, presence_event_id(user, status, ts), event_type, ts, data
+        )
+
+
+def presence_event_id(user: str, status: str, ts: int) -> str:
+    """The id of the event of ``user`` going ``status`` at ``ts``: sorts by time like a
+    message's, the same wherever it is made.
+
+    >>> presence_event_id("bob", "online", 5_000) == presence_event_id("bob", "online", 5_000)
+    True
+    """
+    digest = hashlib.sha256(f"{user}{DM_SEPARATOR}{status}".encode()).digest()
+    return "ev_" + encode_mid(ts, int.from_bytes(digest[:5], "big"))

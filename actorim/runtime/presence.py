@@ -117,6 +117,11 @@ class PresenceActor(FaultInjectable, GeventActor):
             assert message.user is not None
             watchers = self.book.watchers_of(message.user)
             status = message.frame.obj.get("status")
+            ts = message.frame.obj.get("ts")
+            if status in (ONLINE, OFFLINE) and type(ts) is int:
+                # Every node hears the cluster's announcement; the entries it makes are the
+                # same on each, and the store keeps them once.
+                self._tell_webhooks(Announcement(message.user, status, ts))
             if watchers and status in (ONLINE, OFFLINE) and self.heard.hear(message.user, status):
                 for link in watchers:
                     link.send_frame(message.frame)
