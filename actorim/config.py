@@ -367,6 +367,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_rate", 20.0, "server API requests per second per key (token bucket rate)", float),
     Setting("api_burst", 100.0, "server API requests a key may make in a burst", float),
     Setting("api_max_body", 64 * KIB, "bytes of a server API request body (more: 413)", int),
+    # -- hooks (docs/embedding.md)
+    Setting(
+        "hook_timeout",
+        2.0,
+        "seconds an application hook (before_publish, on_connect, on_disconnect) may take; "
+        "then it failed (before_publish: the message is refused with internal)",
+        float,
+    ),
     # -- webhooks (docs/webhooks.md)
     Setting(
         "webhooks",
@@ -500,6 +508,7 @@ class Config:
     api_rate: float = _BY_NAME["api_rate"].default
     api_burst: float = _BY_NAME["api_burst"].default
     api_max_body: int = _BY_NAME["api_max_body"].default
+    hook_timeout: float = _BY_NAME["hook_timeout"].default
     webhooks: tuple[Endpoint, ...] = _BY_NAME["webhooks"].default
     webhook_max_attempts: int = _BY_NAME["webhook_max_attempts"].default
     webhook_backoff_base: float = _BY_NAME["webhook_backoff_base"].default
@@ -602,7 +611,7 @@ class Config:
         for name in ("webhook_max_attempts", "webhook_concurrency", "webhook_breaker_failures"):
             if getattr(self, name) < 1:
                 invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("webhook_backoff_base", "webhook_timeout", "webhook_poll"):
+        for name in ("webhook_backoff_base", "webhook_timeout", "webhook_poll", "hook_timeout"):
             if getattr(self, name) <= 0:
                 invalid_setting(name, f"must be greater than 0, got {getattr(self, name)}")
         if self.webhook_backoff_cap < self.webhook_backoff_base:

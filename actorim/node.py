@@ -47,6 +47,7 @@ from actorim.breaker.actor import BreakerActor, Subscribe
 from actorim.breaker.machine import BreakerPolicy
 from actorim.config import Config, invalid_setting
 from actorim.domain.auth import TokenAuthority
+from actorim.domain.hooks import Hooks
 from actorim.local.broker import LocalBroker
 from actorim.local.revocations import MemoryRevocations, SqliteRevocations
 from actorim.ports import Revocations
@@ -60,6 +61,7 @@ from actorim.redis.revocations import RedisRevocations
 from actorim.runtime.context import NodeContext, Unavailable, default_node_id
 from actorim.runtime.delivery import NodeDelivery
 from actorim.runtime.heartbeat import HeartbeatActor
+from actorim.runtime.hooks import HookRunner
 from actorim.runtime.link import Phase
 from actorim.runtime.messages import RepairRooms, Resync
 from actorim.runtime.metrics import Metrics
@@ -130,7 +132,13 @@ START_TIMEOUT_S = 60.0
 class Node:
     """One actorim node; see the module docstring."""
 
-    def __init__(self, config: Config | None = None, *, exit_code_on_failure: int | None = None):
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        exit_code_on_failure: int | None = None,
+        hooks: Hooks | None = None,
+    ):
         self.config = config or Config()
         if self.config.store not in STORES:
             invalid_setting(
@@ -144,6 +152,8 @@ class Node:
             broker=None,  # type: ignore[arg-type]
         )
         self.ctx.metrics = Metrics(self.ctx.snapshot)
+        if hooks is not None:
+            self.ctx.hooks = HookRunner(hooks, timeout=self.config.hook_timeout)
         # The Redis link in cluster mode (None on a single node).
         self.cluster: ClusterLink | None = None
         if self.config.redis_url:

@@ -28,6 +28,7 @@ import websocket  # websocket-client
 from websockets.utils import apply_mask
 
 from actorim.config import Config
+from actorim.domain.hooks import Hooks
 from actorim.node import Node
 
 DEFAULT_TIMEOUT = 5.0
@@ -164,8 +165,8 @@ class Client:
 class RunningNode:
     """A node started in this process on a free port, with its URL and a token maker."""
 
-    def __init__(self, config: Config) -> None:
-        self.node = Node(config).start()
+    def __init__(self, config: Config, *, hooks: Hooks | None = None) -> None:
+        self.node = Node(config, hooks=hooks).start()
         self.host, self.port = self.node.listen("127.0.0.1", 0)
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.http = f"http://127.0.0.1:{self.port}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gevent.event import AsyncResult
 
 from actorim.domain.auth import valid_user_id
+from actorim.domain.hooks import Outgoing
 from actorim.domain.messages import dm_conv, room_conv
 from actorim.domain.tokens import token_revocation, user_revocation
 from actorim.protocol import commands as cmd
@@ -142,11 +143,13 @@ class Operations:
         frame |= {"cid": cid} if cid is not None else {}
         send: cmd.Send = _decoded(frame)
         _user(sender, "from")
+        outgoing = Outgoing("publish", sender, send.room, send.to, send.kind, send.body, send.cid)
+        value = self.ctx.hooks.before_publish(outgoing)
         message = published_message(
-            send.body, room=send.room, to=send.to, sender=sender, kind=send.kind, cid=send.cid
+            value, room=send.room, to=send.to, sender=sender, kind=send.kind, cid=send.cid
         )
         result, done = _waiter()
-        self.ctx.refs.tell_store(Append(message, send.body, None, None, _RunHere(), done))
+        self.ctx.refs.tell_store(Append(message, value, None, None, _RunHere(), done))
         return result.get(timeout=timeout)
 
     def history(
