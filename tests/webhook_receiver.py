@@ -88,11 +88,16 @@ class Receiver:
 
     def wait_for(self, count: int, *, timeout: float = 20.0, what: str = "") -> list[Arrival]:
         """The arrivals once there are at least ``count``; fails after ``timeout``."""
-        message = f"{what or 'requests'}: {len(self.arrivals)} of {count} arrived"
-        with gevent.Timeout(timeout, AssertionError(message)):
-            while len(self.arrivals) < count:
-                self._arrived.clear()
-                self._arrived.wait()
+        try:
+            with gevent.Timeout(timeout):
+                while len(self.arrivals) < count:
+                    self._arrived.clear()
+                    self._arrived.wait()
+        except gevent.Timeout:
+            got = [(a.event["id"], a.status) for a in self.arrivals]
+            raise AssertionError(
+                f"{what or 'requests'}: {len(got)} of {count} arrived: {got}"
+            ) from None
         return list(self.arrivals)
 
     def delivered(self) -> list[dict[str, Any]]:

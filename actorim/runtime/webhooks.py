@@ -5,7 +5,9 @@ chat: every ``webhook_poll`` seconds it claims, per endpoint, as many due entrie
 endpoint has free slots (``webhook_concurrency``), each under a lease of ``webhook_lease``
 seconds (``Store.outbox_due``; on a cluster, one node holds an entry at a time), and posts
 each in a greenlet of its own, bounded by ``webhook_timeout``. Nothing is queued beyond the
-free slots: what is not claimed waits in the store. The answer comes back to the actor,
+free slots: what is not claimed waits in the store. While a claim finds as many as it asked for,
+each freed slot claims again at once, so a backlog drains at the endpoint's pace, not the
+poll's. The answer comes back to the actor,
 which settles the entry in the store: delivered (a 2xx answer) entries are forgotten, failed
 ones are tried again after a back-off with full jitter (``RetryPolicy``), and after
 ``webhook_max_attempts`` they move to the dead-letter queue.
@@ -65,6 +67,9 @@ class _Target:
     breaker: CircuitBreaker
     in_flight: set[str] = field(default_factory=set)
     claiming: bool = False
+    more: bool = False
+    """The last claim took all it asked for: more may be due, so a freed slot claims again at
+    once instead of waiting for the next poll."""
 
 
 class WebhookDispatcher(GeventActor):
@@ -98,7 +103,8 @@ class WebhookDispatcher(GeventActor):
         self._timer: gevent.Greenlet | None = None
 
     def on_start(self) -> None:
-        self._schedule()
+        # At once: a restarted node delivers what its outbox kept without waiting a poll.
+        self._timer = call_later(self.actor_ref, 0, self._poll)
 
     def on_stop(self) -> None:
         if self._timer is not None:
@@ -159,10 +165,13 @@ class WebhookDispatcher(GeventActor):
             return store.outbox_due(url, now_ms=now_ms, limit=limit, lease_ms=lease_ms)
 
         target.claiming = True  # before asking: a store that is down answers at once
-        self._ask(run, partial(self._claimed, target))
+        self._ask(run, partial(self._claimed, target, limit))
 
-    def _claimed(self, target: _Target, entries: Any, error: BaseException | None) -> None:
+    def _claimed(
+        self, target: _Target, limit: int, entries: Any, error: BaseException | None
+    ) -> None:
         target.claiming = False
+        target.more = error is None and len(entries) == limit
         if error is not None:
             logger.debug("webhook outbox claim for %s failed: %s", target.endpoint.url, error)
             return
@@ -195,6 +204,11 @@ class WebhookDispatcher(GeventActor):
     def _finished(self, target: _Target, entry: OutboxEntry, error: str) -> None:
         target.in_flight.discard(entry.key)
         now = self._clock()
+        self._settle_delivery(target, entry, error, now)
+        if target.more and not target.claiming:
+            self._claim(target, now)
+
+    def _settle_delivery(self, target: _Target, entry: OutboxEntry, error: str, now: float) -> None:
         now_ms = int(now * 1000)
         if not error:
             target.breaker.record_success(now)
