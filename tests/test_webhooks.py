@@ -17,7 +17,7 @@ import pytest
 from actorim.domain.auth import TokenAuthority
 from actorim.domain.webhooks import RetryPolicy, endpoints_json, parse_endpoints
 from tests.redis_server import RedisServer, find_redis_server
-from tests.support import Client, ServerProcess, wait_until
+from tests.support import Client, ServerProcess, http_get, wait_until
 from tests.test_api import LINE, api, error_of
 from tests.test_cluster import NodeProcess, redis_url_of, start_nodes
 from tests.webhook_receiver import Receiver
@@ -195,6 +195,13 @@ def test_a_receiver_that_fails_three_times_gets_the_event_once_with_retries_spac
     ann.ok("send", room="lobby", body="later", cid="o2")
     flaky.wait_for(8, what="the later event's four attempts")
     assert [a.event["data"]["body"] for a in flaky.arrivals].count("once") == 4
+
+    def attempts() -> dict[str, float]:
+        body = http_get(f"{base_of(node)}/metrics")[2].decode()
+        found = re.findall(r'^actorim_webhook_attempts_total\{result="(\w+)"\} (\S+)$', body, re.M)
+        return {result: float(count) for result, count in found}
+
+    wait_until(lambda: attempts() == {"delivered": 2.0, "retry": 6.0}, what="the metrics")
     status, _, page = api(base_of(node), "GET", "/webhooks/dead")
     assert status == 200 and page == {"dead": [], "next": None}
 

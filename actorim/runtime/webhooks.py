@@ -210,25 +210,29 @@ class WebhookDispatcher(GeventActor):
 
     def _settle_delivery(self, target: _Target, entry: OutboxEntry, error: str, now: float) -> None:
         now_ms = int(now * 1000)
+        attempts = self.ctx.metrics.webhook_attempts
         if not error:
+            attempts.labels("delivered").inc()
             target.breaker.record_success(now)
             self._settle(lambda store: store.outbox_done(entry))
             return
         target.breaker.record_failure(now, error)
-        attempts = entry.attempts + 1
-        if self._policy.exhausted(attempts):
+        tried = entry.attempts + 1
+        if self._policy.exhausted(tried):
+            attempts.labels("dead").inc()
             logger.warning(
                 "webhook event %s (%s) to %s moved to the dead-letter queue after %d attempts: %s",
                 entry.event,
                 entry.type,
                 entry.endpoint,
-                attempts,
+                tried,
                 error,
             )
             dead = entry.buried(now=now_ms, error=error)
             self._settle(lambda store: store.outbox_bury(dead))
             return
-        due = now_ms + int(self._policy.delay(attempts) * 1000)
+        attempts.labels("retry").inc()
+        due = now_ms + int(self._policy.delay(tried) * 1000)
         later = entry.retried(due=due, error=error)
         self._settle(lambda store: store.outbox_retry(later))
 
