@@ -506,7 +506,7 @@ class ConnectionActor(GeventActor):
                 message = _change_of(ctx, link, command, target, now_ms)
                 value = getattr(command, "body", None)
                 if isinstance(command, cmd.Edit):
-                    value = _edit_checked(ctx, link, command, message)
+                    value = _edit_checked(ctx, link, command, message, target.kind)
                     message = replace(message, body=encode_body(value))
                 ctx.refs.tell_store(
                     Append(
@@ -639,15 +639,18 @@ def _change_of(
     )
 
 
-def _edit_checked(ctx: NodeContext, link: Link, command: cmd.Edit, message: NewMessage) -> Any:
-    """The body an edit is stored with, once the application's ``before_publish`` saw it."""
+def _edit_checked(
+    ctx: NodeContext, link: Link, command: cmd.Edit, message: NewMessage, kind: str
+) -> Any:
+    """The body an edit (of a message of ``kind``) is stored with, once the application's
+    ``before_publish`` saw it."""
     assert link.user is not None
     outgoing = Outgoing(
         "edit",
         link.user,
         message.room,
         message.to,
-        "text",
+        kind,
         command.body,
         command.cid,
         target=message.target,
