@@ -5,6 +5,7 @@ slot claims again) rather than one claim per poll, never with more than
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,5 +71,33 @@ def test_a_kept_backlog_drains_at_start_between_polls_with_at_most_the_concurren
         bodies = sorted(a.event["data"]["body"] for a in hook.arrivals)
         assert bodies == sorted(f"n{n}" for n in range(12))
         assert all(a.status == 200 and a.signed for a in hook.arrivals)
+    finally:
+        hook.stop()
+
+
+@pytest.mark.slow
+def test_a_dead_receiver_behind_an_open_circuit_gets_one_trial_per_cool_down(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    hook = Receiver("s", lambda event, nth: 503).start()
+    cooldown = 1.0
+    try:
+        node = start_node(
+            webhooks=[Endpoint(hook.url, "s", ("message.created",))],
+            webhook_poll=0.05,
+            webhook_concurrency=1,
+            webhook_backoff_base=0.05,
+            webhook_backoff_cap=0.05,
+            webhook_breaker_failures=2,
+            webhook_breaker_cooldown=cooldown,
+        )
+        for n in range(5):
+            node.node.publish(f"n{n}", room="lobby")
+        arrivals = hook.wait_for(4, what="two failures, then two trials")
+        gaps = [b.at - a.at for a, b in itertools.pairwise(arrivals)]
+        # Two failures in a row open the circuit; each trial waits out a cool-down, which
+        # grows up to twice the setting after a failed trial (plus a poll).
+        assert gaps[0] < cooldown, gaps
+        assert all(cooldown <= gap <= 2 * cooldown + 0.3 for gap in gaps[1:]), gaps
     finally:
         hook.stop()
