@@ -18,6 +18,14 @@ from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.domain.messages import DEFAULT_MAX_REACTIONS
 from actorim.domain.origins import origin_of
 from actorim.domain.ratelimit import DEFAULT_TYPING_THROTTLE_S, DEFAULT_TYPING_TTL_S
+from actorim.domain.webhooks import (
+    DEFAULT_BACKOFF_BASE_S,
+    DEFAULT_BACKOFF_CAP_S,
+    DEFAULT_MAX_ATTEMPTS,
+    Endpoint,
+    endpoints_json,
+    parse_endpoints,
+)
 from actorim.protocol.limits import HISTORY_PAGE_MAX_BYTES, MESSAGE_MAX_BYTES
 
 __all__ = [
@@ -359,6 +367,63 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_rate", 20.0, "server API requests per second per key (token bucket rate)", float),
     Setting("api_burst", 100.0, "server API requests a key may make in a burst", float),
     Setting("api_max_body", 64 * KIB, "bytes of a server API request body (more: 413)", int),
+    # -- hooks (docs/embedding.md)
+    Setting(
+        "hook_timeout",
+        2.0,
+        "seconds an application hook (before_publish, on_connect, on_disconnect) may take; "
+        "then it failed (before_publish: the message is refused with internal)",
+        float,
+    ),
+    # -- webhooks (docs/webhooks.md)
+    Setting(
+        "webhooks",
+        (),
+        'webhook endpoints, a JSON list of {"url", "secret", "events"?} (events: the types '
+        "wanted, all when left out); none: no outbox is kept",
+        parse_endpoints,
+    ),
+    Setting(
+        "webhook_max_attempts",
+        DEFAULT_MAX_ATTEMPTS,
+        "deliveries of an event to an endpoint before it moves to the dead-letter queue",
+        int,
+    ),
+    Setting(
+        "webhook_backoff_base",
+        DEFAULT_BACKOFF_BASE_S,
+        "seconds: retry n waits a random time up to min(cap, base * 2^(n-1))",
+        float,
+    ),
+    Setting("webhook_backoff_cap", DEFAULT_BACKOFF_CAP_S, "seconds: the longest retry wait", float),
+    Setting("webhook_timeout", 10.0, "seconds a webhook request may take (then it failed)", float),
+    Setting("webhook_concurrency", 4, "webhook requests in flight at once to one endpoint", int),
+    Setting(
+        "webhook_poll",
+        1.0,
+        "seconds between two looks at the outbox for due deliveries (the most a new event "
+        "waits before its first delivery starts)",
+        float,
+    ),
+    Setting(
+        "webhook_lease",
+        60.0,
+        "seconds a claimed delivery is this node's; past it another node (or this one after a "
+        "restart) takes it over. More than webhook_timeout",
+        float,
+    ),
+    Setting(
+        "webhook_breaker_failures",
+        5,
+        "failed requests in a row that open an endpoint's circuit breaker",
+        int,
+    ),
+    Setting(
+        "webhook_breaker_cooldown",
+        30.0,
+        "seconds an endpoint's open circuit waits before one trial request",
+        float,
+    ),
     # -- operations
     Setting("drain_seconds", 5.0, "on SIGTERM, seconds over which connections are closed", float),
     Setting("log_json", False, "log one JSON object per line", _bool),
@@ -443,10 +508,22 @@ class Config:
     api_rate: float = _BY_NAME["api_rate"].default
     api_burst: float = _BY_NAME["api_burst"].default
     api_max_body: int = _BY_NAME["api_max_body"].default
+    hook_timeout: float = _BY_NAME["hook_timeout"].default
+    webhooks: tuple[Endpoint, ...] = _BY_NAME["webhooks"].default
+    webhook_max_attempts: int = _BY_NAME["webhook_max_attempts"].default
+    webhook_backoff_base: float = _BY_NAME["webhook_backoff_base"].default
+    webhook_backoff_cap: float = _BY_NAME["webhook_backoff_cap"].default
+    webhook_timeout: float = _BY_NAME["webhook_timeout"].default
+    webhook_concurrency: int = _BY_NAME["webhook_concurrency"].default
+    webhook_poll: float = _BY_NAME["webhook_poll"].default
+    webhook_lease: float = _BY_NAME["webhook_lease"].default
+    webhook_breaker_failures: int = _BY_NAME["webhook_breaker_failures"].default
+    webhook_breaker_cooldown: float = _BY_NAME["webhook_breaker_cooldown"].default
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         self._check_api()
+        self._check_webhooks()
         if self.secret and not self.dev and weak_secret(self.secret):
             invalid_setting(
                 "secret",
@@ -524,6 +601,37 @@ class Config:
                 f"{self.typing_ttl}: an indicator would lapse between two relayed renewals",
             )
 
+    def _check_webhooks(self) -> None:
+        """The webhook settings; ``webhooks`` may be given as JSON text or a list of dicts."""
+        try:
+            endpoints = parse_endpoints(self.webhooks)
+        except ValueError as exc:
+            invalid_setting("webhooks", str(exc))
+        object.__setattr__(self, "webhooks", endpoints)
+        for name in ("webhook_max_attempts", "webhook_concurrency", "webhook_breaker_failures"):
+            if getattr(self, name) < 1:
+                invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("webhook_backoff_base", "webhook_timeout", "webhook_poll", "hook_timeout"):
+            if getattr(self, name) <= 0:
+                invalid_setting(name, f"must be greater than 0, got {getattr(self, name)}")
+        if self.webhook_backoff_cap < self.webhook_backoff_base:
+            invalid_setting(
+                "webhook_backoff_cap",
+                f"must be at least webhook_backoff_base ({self.webhook_backoff_base}), got "
+                f"{self.webhook_backoff_cap}",
+            )
+        if self.webhook_lease <= self.webhook_timeout:
+            invalid_setting(
+                "webhook_lease",
+                f"must be greater than webhook_timeout ({self.webhook_timeout}), got "
+                f"{self.webhook_lease}: a delivery still under way would be taken over",
+            )
+        if self.webhook_breaker_cooldown < 0:
+            invalid_setting(
+                "webhook_breaker_cooldown",
+                f"must be 0 or more, got {self.webhook_breaker_cooldown}",
+            )
+
     def _check_api(self) -> None:
         """The server API's settings (``actorim.web.api``)."""
         try:
@@ -573,6 +681,8 @@ def config_environment(config: Config) -> dict[str, str]:
         value = getattr(config, s.name)
         if isinstance(value, bool):
             text = "1" if value else "0"
+        elif s.name == "webhooks":
+            text = endpoints_json(value)
         elif isinstance(value, tuple):
             text = ",".join(value)
         else:

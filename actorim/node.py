@@ -13,7 +13,8 @@ into rooms and to users from Python; ``drain()`` and ``stop()`` shut it down in 
     ├── presence       PresenceActor      (online/offline with grace, watchers)
     ├── rooms          Supervisor         (one RoomActor per room, dynamic)
     ├── connections    Supervisor         (one ConnectionActor per WebSocket, dynamic)
-    └── heartbeat      HeartbeatActor     (pings, idle and connect time-outs)
+    ├── heartbeat      HeartbeatActor     (pings, idle and connect time-outs)
+    └── webhooks       WebhookDispatcher  (with webhooks configured: delivers the outbox)
 
 Children start in this order and stop in the reverse one. Cluster mode (``redis_url`` set)
 stores in Redis and carries events between nodes over a ``RedisBroker``; otherwise a
@@ -46,10 +47,12 @@ from actorim.breaker.actor import BreakerActor, Subscribe
 from actorim.breaker.machine import BreakerPolicy
 from actorim.config import Config, invalid_setting
 from actorim.domain.auth import TokenAuthority
+from actorim.domain.hooks import Hooks
 from actorim.local.broker import LocalBroker
 from actorim.local.revocations import MemoryRevocations, SqliteRevocations
 from actorim.ports import Revocations
 from actorim.protocol.frames import CloseCode
+from actorim.protocol.webhooks import Webhooks
 from actorim.redis.broker import RedisBroker
 from actorim.redis.link import ClusterLink, make_client
 from actorim.redis.listener import ListenerActor
@@ -58,6 +61,7 @@ from actorim.redis.revocations import RedisRevocations
 from actorim.runtime.context import NodeContext, Unavailable, default_node_id
 from actorim.runtime.delivery import NodeDelivery
 from actorim.runtime.heartbeat import HeartbeatActor
+from actorim.runtime.hooks import HookRunner
 from actorim.runtime.link import Phase
 from actorim.runtime.messages import RepairRooms, Resync
 from actorim.runtime.metrics import Metrics
@@ -66,9 +70,11 @@ from actorim.runtime.presence import PresenceActor
 from actorim.runtime.router import RouterActor
 from actorim.runtime.store import StoreActor
 from actorim.runtime.tokens import apply_revocations
+from actorim.runtime.webhooks import WebhookDispatcher
 from actorim.secret import token_secret
-from actorim.store.base import Store, StoredMessage
+from actorim.store.base import OutboxFor, Store, StoredMessage
 from actorim.web.app import App
+from actorim.web.webhook_client import post
 from actorim.web.websocket import WebSocketHandler
 from supervisors import Backoff, ChildKind, ChildSpec, Supervisor
 
@@ -84,17 +90,22 @@ class StoreAdapter:
     blocking: bool
 
 
+def _outbox(config: Config) -> OutboxFor | None:
+    """What the store writes to the webhook outbox with each message (None: no webhooks)."""
+    return Webhooks(config.webhooks).for_message if config.webhooks else None
+
+
 def _open_sqlite(config: Config) -> Store:
     from actorim.store.sqlite import SqliteStore
 
     path = Path(config.data_dir) / "actorim.sqlite3"
-    return SqliteStore(path, synchronous=config.store_sync.upper())
+    return SqliteStore(path, synchronous=config.store_sync.upper(), outbox=_outbox(config))
 
 
-def _open_memory(_config: Config) -> Store:
+def _open_memory(config: Config) -> Store:
     from actorim.store.memory import MemoryStore
 
-    return MemoryStore()
+    return MemoryStore(outbox=_outbox(config))
 
 
 # The stores the ``store`` setting chooses from: adding one is its adapter module (a class
@@ -121,7 +132,13 @@ START_TIMEOUT_S = 60.0
 class Node:
     """One actorim node; see the module docstring."""
 
-    def __init__(self, config: Config | None = None, *, exit_code_on_failure: int | None = None):
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        exit_code_on_failure: int | None = None,
+        hooks: Hooks | None = None,
+    ):
         self.config = config or Config()
         if self.config.store not in STORES:
             invalid_setting(
@@ -135,6 +152,8 @@ class Node:
             broker=None,  # type: ignore[arg-type]
         )
         self.ctx.metrics = Metrics(self.ctx.snapshot)
+        if hooks is not None:
+            self.ctx.hooks = HookRunner(hooks, timeout=self.config.hook_timeout)
         # The Redis link in cluster mode (None on a single node).
         self.cluster: ClusterLink | None = None
         if self.config.redis_url:
@@ -260,7 +279,15 @@ class Node:
             ChildSpec(id="rooms", start=self._start_rooms, kind=ChildKind.SUPERVISOR),
             ChildSpec(id="connections", start=self._start_connections, kind=ChildKind.SUPERVISOR),
             ChildSpec(id="heartbeat", start=HeartbeatActor.start, args=(ctx,)),
+            *self._webhook_children(),
         ]
+
+    def _webhook_children(self) -> list[ChildSpec]:
+        """The webhook dispatcher, when endpoints are configured: last to start, first to
+        stop, so the store outlives the deliveries it settles."""
+        if not self.config.webhooks:
+            return []
+        return [ChildSpec(id="webhooks", start=WebhookDispatcher.start, args=(self.ctx, post))]
 
     def _start_rooms(self) -> ActorRef[Any]:
         ref = Supervisor.start(
@@ -287,6 +314,7 @@ class Node:
                 namespace=self.config.redis_namespace,
                 retention_count=self.config.retention_count,
                 max_age_ms=self.config.retention_ms,
+                outbox=_outbox(self.config),
             )
         return STORES[self.config.store].open(self.config)
 
@@ -441,6 +469,18 @@ class Node:
         return self.operations.history(
             room=room, between=between, before=before, after=after, limit=limit
         )
+
+    def dead_letters(self, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
+        """A page of the webhook dead-letter queue: see ``Operations.dead_letters``."""
+        return self.operations.dead_letters(limit=limit, after=after)
+
+    def retry_dead_letter(self, key: str) -> bool:
+        """Send a dead webhook entry back to the outbox; False when there is none by ``key``."""
+        return self.operations.retry_dead_letter(key)
+
+    def delete_dead_letter(self, key: str) -> bool:
+        """Delete a dead webhook entry; False when there is none by ``key``."""
+        return self.operations.delete_dead_letter(key)
 
     @property
     def pid(self) -> int:

@@ -33,7 +33,18 @@ __all__ = [
     "Origin",
     "Revocations",
     "Transport",
+    "WebhookPost",
 ]
+
+
+class WebhookPost(Protocol):
+    """How the webhook dispatcher sends a request (``actorim.web.webhook_client.post``): POST
+    ``body`` with ``headers`` to ``url`` within ``timeout`` seconds in all, and answer the
+    HTTP status; raise ``OSError`` (or ``TimeoutError``) when no answer came."""
+
+    def __call__(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
+    ) -> int: ...
 
 
 class ConnectionClosed(Exception):

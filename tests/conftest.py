@@ -120,11 +120,11 @@ def start_node(tmp_path: Any) -> Iterator[Callable[..., RunningNode]]:
     """Start nodes on free ports (memory store unless ``store="sqlite"``); stopped after."""
     nodes: list[RunningNode] = []
 
-    def start(**settings: Any) -> RunningNode:
+    def start(hooks: Any = None, **settings: Any) -> RunningNode:
         settings.setdefault("dev", True)
         settings.setdefault("store", "memory")
         settings.setdefault("data_dir", str(tmp_path / f"node{len(nodes)}"))
-        node = RunningNode(Config(**settings))
+        node = RunningNode(Config(**settings), hooks=hooks)
         nodes.append(node)
         return node
 

@@ -32,6 +32,7 @@ from actorim.config import Config
 if TYPE_CHECKING:
     # Imported where a node is started: attacker processes load this module for its clients,
     # and the node's whole stack would add a fifth of a second to each one's start.
+    from actorim.domain.hooks import Hooks
     from actorim.node import Node
 
 DEFAULT_TIMEOUT = 5.0
@@ -168,10 +169,10 @@ class Client:
 class RunningNode:
     """A node started in this process on a free port, with its URL and a token maker."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, hooks: Hooks | None = None) -> None:
         from actorim.node import Node
 
-        self.node: Node = Node(config).start()
+        self.node: Node = Node(config, hooks=hooks).start()
         self.host, self.port = self.node.listen("127.0.0.1", 0)
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.http = f"http://127.0.0.1:{self.port}"

@@ -95,6 +95,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from actorim.redis.outbox import RedisOutbox
 from actorim.redis.replies import answer
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
@@ -103,6 +104,8 @@ from actorim.store.base import (
     DELETE,
     RECEIPT_LEVELS,
     NewMessage,
+    OutboxEntry,
+    OutboxFor,
     Receipt,
     ReceiptStatus,
     Store,
@@ -851,6 +854,7 @@ class RedisStore(Store):
         namespace: str = "actorim",
         retention_count: int = DEFAULT_MAX_COUNT,
         max_age_ms: int = DEFAULT_MAX_AGE_MS,
+        outbox: OutboxFor | None = None,
     ) -> None:
         if retention_count < 1 or max_age_ms < 0:
             raise ValueError(
@@ -876,6 +880,8 @@ class RedisStore(Store):
         self._compact_script = client.register_script(_COMPACT)
         self._pending_add = client.register_script(_PENDING_ADD)
         self._pending_remove = client.register_script(_PENDING_REMOVE)
+        self._outbox_for = outbox
+        self._outbox = RedisOutbox(client, namespace)
         self.epoch()
         self._warn_unless_durable()
 
@@ -1017,6 +1023,10 @@ class RedisStore(Store):
             by_bucket.setdefault(keys.mid_index(msg.mid), {})[msg.mid] = msg.conv
         for bucket, mapping in by_bucket.items():
             pipe.hset(bucket, mapping=mapping)
+        if self._outbox_for is not None:
+            made_for = self._outbox_for
+            entries = [e for msg, *_ in made for e in made_for(replace(msg, duplicate=False))]
+            self._outbox.queue_add(pipe, entries)
         for msg, data, level, origin in made:
             if msg.kind == DELETE and not msg.duplicate:
                 pipe.sadd(keys.erased_index(msg.conv), msg.conv)
@@ -1404,6 +1414,44 @@ class RedisStore(Store):
                 pipe.zadd(self._keys.retention_index(conv)[0], {conv: reread[0][1]}, lt=True)
         pipe.execute()
         return removed
+
+    # -- the webhook outbox (actorim/redis/outbox.py) ------------------------------------------
+
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> None:
+        with self._calling(f"add {len(entries)} webhook events"):
+            self._outbox.add(entries)
+
+    def outbox_due(
+        self, endpoint: str, *, now_ms: int, limit: int, lease_ms: int
+    ) -> list[OutboxEntry]:
+        check_limit(limit)
+        with self._calling("claim webhook deliveries"):
+            return self._outbox.due(endpoint, now_ms=now_ms, limit=limit, lease_ms=lease_ms)
+
+    def outbox_done(self, entry: OutboxEntry) -> None:
+        with self._calling("forget a delivered webhook event"):
+            self._outbox.done(entry)
+
+    def outbox_retry(self, entry: OutboxEntry) -> None:
+        with self._calling("reschedule a webhook delivery"):
+            self._outbox.keep(entry)
+
+    def outbox_bury(self, entry: OutboxEntry) -> None:
+        with self._calling("move a webhook event to the dead-letter queue"):
+            self._outbox.keep(entry)
+
+    def dead_list(self, *, limit: int, after: str | None = None) -> list[OutboxEntry]:
+        check_limit(limit)
+        with self._calling("list the dead-letter queue"):
+            return self._outbox.dead(limit=limit, after=after)
+
+    def dead_retry(self, key: str, *, now_ms: int) -> bool:
+        with self._calling("retry a dead webhook event"):
+            return self._outbox.revive(key, now_ms=now_ms)
+
+    def dead_delete(self, key: str) -> bool:
+        with self._calling("delete a dead webhook event"):
+            return self._outbox.delete_dead(key)
 
     def close(self) -> None:
         if self._closed:

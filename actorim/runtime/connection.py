@@ -28,6 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -35,6 +36,7 @@ from pykka import ActorDeadError
 
 from actorim.domain.auth import TokenError
 from actorim.domain.changes import Refusal, check_change
+from actorim.domain.hooks import Outgoing, SessionInfo
 from actorim.domain.messages import (
     DELETE,
     EDIT,
@@ -193,6 +195,8 @@ class ConnectionActor(GeventActor):
             "closing (%d %s)", code, reason, extra=log_context(conn=link.conn_id, user=link.user)
         )
         was_connected = link.phase is Phase.CONNECTED
+        if was_connected and link.user is not None:
+            self.ctx.hooks.disconnected(link.user, self._session_info())
         rooms = link.session.closing()
         link.offline = None  # a page still being read is dropped; the rest stays pending
         self._leave_everything(rooms, was_connected)
@@ -207,6 +211,10 @@ class ConnectionActor(GeventActor):
         link.done.set()
         if not stopping:
             self.stop()
+
+    def _session_info(self) -> SessionInfo:
+        link = self.link
+        return SessionInfo(link.session.token or "", self.ctx.node_id, link.remote or None)
 
     def _leave_everything(self, rooms: dict[str, Any], was_connected: bool) -> None:
         link = self.link
@@ -303,6 +311,7 @@ class ConnectionActor(GeventActor):
                 "heartbeat": self.ctx.config.heartbeat,
             },
         )
+        self.ctx.hooks.connected(identity.user, self._session_info())
         # A token with less than the notice left is asked to refresh at once.
         check_expiry(self.ctx, link, policy_of(self.ctx), time.time())
         # Every direct message this user has not acknowledged, oldest first, a page at a time;
@@ -353,8 +362,6 @@ class ConnectionActor(GeventActor):
                 "the cluster's link to Redis is down, so the message cannot be made durable; "
                 "resend it with the same cid in a few seconds",
             )
-        now_ms = int(time.time() * 1000)
-        body = encode_body(command.body)
         if command.room is not None:
             if command.room not in link.rooms:
                 raise CommandError(
@@ -364,11 +371,24 @@ class ConnectionActor(GeventActor):
         else:
             assert command.to is not None
             conv = dm_conv(user, command.to)
+        outgoing = Outgoing(
+            "send",
+            user,
+            command.room,
+            command.to,
+            command.kind,
+            command.body,
+            command.cid,
+            session=link.session.token,
+        )
+        value = self.ctx.hooks.before_publish(outgoing)  # may wait: this connection alone
+        now_ms = int(time.time() * 1000)
+        body = encode_body(value)
         # The user's typing indicator there ends with this message: the next is relayed at once.
         self.ctx.typing.clear((user, conv))
         origin = f"{self.ctx.node_id}/{link.conn_id}"
         message = _new_message(conv, user, command, body=body, now_ms=now_ms, origin=origin)
-        self.ctx.refs.tell_store(Append(message, command.body, link, command.id))
+        self.ctx.refs.tell_store(Append(message, value, link, command.id))
 
     def _typing(self, command: cmd.Typing) -> None:
         """Relay the user's typing indicator to the conversation's other connections, unless
@@ -491,10 +511,14 @@ class ConnectionActor(GeventActor):
                 return
             try:
                 message = _change_of(ctx, link, command, target, now_ms)
+                value = getattr(command, "body", None)
+                if isinstance(command, cmd.Edit):
+                    value = _edit_checked(ctx, link, command, message, target.kind)
+                    message = replace(message, body=encode_body(value))
                 ctx.refs.tell_store(
                     Append(
                         message,
-                        getattr(command, "body", None),
+                        value,
                         link,
                         command.id,
                         command=command.t,
@@ -658,6 +682,26 @@ def _change_of(
         target=target.mid,
         max_reactions=ctx.config.max_reactions,
     )
+
+
+def _edit_checked(
+    ctx: NodeContext, link: Link, command: cmd.Edit, message: NewMessage, kind: str
+) -> Any:
+    """The body an edit (of a message of ``kind``) is stored with, once the application's
+    ``before_publish`` saw it."""
+    assert link.user is not None
+    outgoing = Outgoing(
+        "edit",
+        link.user,
+        message.room,
+        message.to,
+        kind,
+        command.body,
+        command.cid,
+        target=message.target,
+        session=link.session.token,
+    )
+    return ctx.hooks.before_publish(outgoing)
 
 
 _CHANGE_LINK_DOWN = (

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.domain.hooks import Hooks
 from actorim.domain.ratelimit import TypingThrottle
 from actorim.domain.tokens import RevocationList
+from actorim.runtime.hooks import HookRunner
 from actorim.runtime.metrics import Metrics, NodeSnapshot
 from supervisors import MailboxFull
 
@@ -116,8 +118,12 @@ class NodeContext:
     typing: TypingThrottle = field(init=False)
     """Which typing indicators of this node's users are relayed (``typing_throttle``)."""
 
+    hooks: HookRunner = field(init=False)
+    """The application's hooks (``Node(config, hooks=...)``); none by default."""
+
     def __post_init__(self) -> None:
         self.typing = TypingThrottle(self.config.typing_throttle)
+        self.hooks = HookRunner(Hooks(), timeout=self.config.hook_timeout)
 
     # Token revocations in force on this node, checked at every connect and refresh
     # (actorim.runtime.tokens).

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from actorim.domain.messages import NewMessage, ReceiptStatus, StoredMessage
     from actorim.protocol.wire import WireFrame
     from actorim.runtime.link import Link
+    from actorim.store.base import Store
 
 
 class ReplyTo(Protocol):
@@ -180,7 +181,18 @@ class GetMessage:
     done: Callable[[Any, BaseException | None], None]
 
 
-StoreRead = LastSeq | Since | PendingFor | GetMessage
+@dataclass(frozen=True, slots=True)
+class OutboxRequest:
+    """To the store: one operation on the webhook outbox or its dead-letter queue (the
+    dispatcher's claims and settlements, the server API's dead-letter calls), ``run(store)``
+    on the store's thread; ``done(result, error)`` is told to ``reply_to``."""
+
+    run: Callable[[Store], Any]
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+
+
+StoreRead = LastSeq | Since | PendingFor | GetMessage | OutboxRequest
 
 # Everything the store actor is told by the others (it also runs its own timers' ``Call``s).
 StoreRequest = Append | Mark | ReadPage | ReadThread | StoreRead

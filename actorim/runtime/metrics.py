@@ -74,6 +74,13 @@ class Metrics:
             "Connections closed (1013) because their outgoing queue overflowed",
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "actorim_webhook_attempts",
+            "Webhook deliveries tried, by result: delivered, retry (failed, tried again) or"
+            " dead (failed, moved to the dead-letter queue)",
+            ["result"],
+            registry=registry,
+        )
         self.rate_limited = Counter(
             "actorim_rate_limited", "Commands refused by the rate limit", registry=registry
         )

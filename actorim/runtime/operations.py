@@ -20,18 +20,20 @@ from typing import TYPE_CHECKING, Any
 from gevent.event import AsyncResult
 
 from actorim.domain.auth import valid_user_id
+from actorim.domain.hooks import Outgoing
 from actorim.domain.messages import dm_conv, room_conv
 from actorim.domain.tokens import token_revocation, user_revocation
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError
 from actorim.protocol.events import message_event, published_message
-from actorim.runtime.messages import Append, Call, ReadPage, Statuses
+from actorim.runtime.messages import Append, Call, OutboxRequest, ReadPage, Statuses
 from actorim.runtime.tokens import apply_revocation
 
 if TYPE_CHECKING:
+    from actorim.domain.webhooks import OutboxEntry
     from actorim.ports import Revocations
     from actorim.runtime.context import NodeContext
-    from actorim.store.base import StoredMessage
+    from actorim.store.base import Store, StoredMessage
 
 __all__ = [
     "APP_CLOSE_CODES",
@@ -56,6 +58,16 @@ SYSTEM_SENDER = "system"
 
 DEFAULT_TIMEOUT_S = 10.0
 """How long an operation waits for the store or the presence tracker before giving up."""
+
+
+DEAD_PAGE_DEFAULT = 100
+"""Dead entries listed per page when the caller names no limit."""
+
+DEAD_PAGE_MAX = 1000
+"""The most dead entries one page lists."""
+
+MAX_DEAD_KEY_CHARS = 128
+"""A dead entry's key is an event id and a digest, well within this."""
 
 
 class InvalidRequest(ValueError):
@@ -131,11 +143,13 @@ class Operations:
         frame |= {"cid": cid} if cid is not None else {}
         send: cmd.Send = _decoded(frame)
         _user(sender, "from")
+        outgoing = Outgoing("publish", sender, send.room, send.to, send.kind, send.body, send.cid)
+        value = self.ctx.hooks.before_publish(outgoing)
         message = published_message(
-            send.body, room=send.room, to=send.to, sender=sender, kind=send.kind, cid=send.cid
+            value, room=send.room, to=send.to, sender=sender, kind=send.kind, cid=send.cid
         )
         result, done = _waiter()
-        self.ctx.refs.tell_store(Append(message, send.body, None, None, _RunHere(), done))
+        self.ctx.refs.tell_store(Append(message, value, None, None, _RunHere(), done))
         return result.get(timeout=timeout)
 
     def history(
@@ -259,3 +273,55 @@ class Operations:
         revocation = user_revocation(user, before=before, until=until, now=now, keep_s=keep)
         self.revocations.add(revocation)
         apply_revocation(self.ctx, revocation)
+
+    # -- the webhook dead-letter queue -----------------------------------------------------------
+
+    def dead_letters(
+        self,
+        *,
+        limit: int = DEAD_PAGE_DEFAULT,
+        after: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """A page of the webhook dead-letter queue, in key order (about time order):
+        ``{"dead": [entry, ...], "next": key or None}``; ``next`` is the ``after`` of the
+        following page. ``limit`` is 1 to ``DEAD_PAGE_MAX``."""
+        if type(limit) is not int or not 1 <= limit <= DEAD_PAGE_MAX:
+            raise InvalidRequest(f"limit must be a whole number from 1 to {DEAD_PAGE_MAX}")
+        if after is not None:
+            _dead_key(after, "after")
+
+        def run(store: Store) -> list[OutboxEntry]:
+            return store.dead_list(limit=limit + 1, after=after)
+
+        entries: list[OutboxEntry] = self._outbox(run, timeout)
+        page = entries[:limit]
+        more = len(entries) > limit
+        return {"dead": [e.as_json() for e in page], "next": page[-1].key if more else None}
+
+    def retry_dead_letter(self, key: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
+        """Send the dead entry ``key`` back to the outbox, due now, its attempts counted
+        afresh; False when no dead entry has that key."""
+        _dead_key(key, "id")
+        now_ms = int(time.time() * 1000)
+        retried: bool = self._outbox(lambda store: store.dead_retry(key, now_ms=now_ms), timeout)
+        return retried
+
+    def delete_dead_letter(self, key: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
+        """Delete the dead entry ``key``; False when no dead entry has that key."""
+        _dead_key(key, "id")
+        deleted: bool = self._outbox(lambda store: store.dead_delete(key), timeout)
+        return deleted
+
+    def _outbox(self, run: Callable[[Store], Any], timeout: float) -> Any:
+        result, done = _waiter()
+        self.ctx.refs.tell_store(OutboxRequest(run, _RunHere(), done))
+        return result.get(timeout=timeout)
+
+
+def _dead_key(key: object, field: str) -> str:
+    if type(key) is not str or not 0 < len(key) <= MAX_DEAD_KEY_CHARS:
+        raise InvalidRequest(
+            f"{field} must be a dead entry's id (1-{MAX_DEAD_KEY_CHARS} characters)"
+        )
+    return key

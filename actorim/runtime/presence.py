@@ -23,14 +23,16 @@ from actorim.domain.presence import (
 )
 from actorim.domain.session import WatchChanged
 from actorim.protocol.errors import ErrorCode
+from actorim.protocol.webhooks import Webhooks
 from actorim.protocol.wire import WireFrame
-from actorim.runtime.context import NodeContext
+from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import FaultInjectable
 from actorim.runtime.link import Link, Phase
 from actorim.runtime.messages import (
     Call,
     Offline,
     Online,
+    OutboxRequest,
     PresenceQuery,
     RemoteEvent,
     Resync,
@@ -38,6 +40,7 @@ from actorim.runtime.messages import (
     WatchChange,
     call_later,
 )
+from actorim.store.base import Store
 from supervisors import GeventActor
 
 __all__ = ["PresenceActor"]
@@ -54,6 +57,7 @@ class PresenceActor(FaultInjectable, GeventActor):
         super().__init__()
         self.ctx = ctx
         self.book: PresenceBook[Link] = PresenceBook(grace_s=ctx.config.presence_grace)
+        self._webhooks = Webhooks(ctx.config.webhooks)
         # In a cluster: the status this node's watchers were last told, per watched user.
         self.heard: Heard[str, Status] = Heard()
         self._timer: Any = None
@@ -113,6 +117,11 @@ class PresenceActor(FaultInjectable, GeventActor):
             assert message.user is not None
             watchers = self.book.watchers_of(message.user)
             status = message.frame.obj.get("status")
+            ts = message.frame.obj.get("ts")
+            if status in (ONLINE, OFFLINE) and type(ts) is int:
+                # Every node hears the cluster's announcement; the entries it makes are the
+                # same on each, and the store keeps them once.
+                self._tell_webhooks(Announcement(message.user, status, ts))
             if watchers and status in (ONLINE, OFFLINE) and self.heard.hear(message.user, status):
                 for link in watchers:
                     link.send_frame(message.frame)
@@ -168,12 +177,33 @@ class PresenceActor(FaultInjectable, GeventActor):
         # The broker publishes them; what it leaves to this node, the tracker tells its
         # watchers (on a cluster, the broker announces once for every node instead).
         for a in self.ctx.broker.announce(announcements):
+            self._tell_webhooks(a)
             watchers = self.book.watchers_of(a.user)
             if not watchers:
                 continue
             frame = WireFrame({"t": "presence", "user": a.user, "status": a.status, "ts": a.ts_ms})
             for link in watchers:
                 link.send_frame(frame)
+
+    def _tell_webhooks(self, announcement: Announcement) -> None:
+        """Keep the ``user.online``/``user.offline`` webhook event in the store's outbox."""
+        entries = self._webhooks.for_presence(
+            announcement.user, announcement.status, announcement.ts_ms
+        )
+        if not entries:
+            return
+
+        def add(store: Store) -> None:
+            store.outbox_add(entries)
+
+        def added(_result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                logger.warning("a presence webhook event was not kept: %s", error)
+
+        try:
+            self.ctx.refs.tell_store(OutboxRequest(add, self.actor_ref, added))
+        except Unavailable as exc:
+            added(None, exc)
 
     # -- the grace timer -------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from actorim.runtime.messages import (
     GetMessage,
     LastSeq,
     Mark,
+    OutboxRequest,
     PendingFor,
     ReadPage,
     ReadThread,
@@ -128,7 +129,7 @@ class StoreActor(FaultInjectable, GeventActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Append | Mark):
             self._append(message)
-        elif isinstance(message, LastSeq | Since | PendingFor | GetMessage):
+        elif isinstance(message, LastSeq | Since | PendingFor | GetMessage | OutboxRequest):
             self._read(message)
         elif isinstance(message, ReadPage | ReadThread):
             self._read_page(message)
@@ -247,6 +248,8 @@ class StoreActor(FaultInjectable, GeventActor):
             self._in_background(backend.since, (request.conv, request.seq), answered, bounds)
         elif isinstance(request, GetMessage):
             self._in_background(backend.get, (request.mid,), answered)
+        elif isinstance(request, OutboxRequest):
+            self._in_background(request.run, (backend,), answered)
         else:
             page = {"limit": request.limit, "after": request.after}
             self._in_background(backend.pending_for, (request.user,), answered, page)

@@ -30,6 +30,15 @@ The server builds its delivery promises on four guarantees, and every backend ke
    ``history``. A root that is deleted keeps its summary and its thread; a root that
    retention removed takes its summary with it, and its thread is paged no more.
 
+7. With webhooks configured (the store's ``outbox``), each message and change a write stores
+   has its outbox entries stored with it, in the same transaction (SQLite, memory) or before
+   ``append_batch`` returns (Redis: a second, idempotent step, like the recipients' indexes),
+   so an acknowledged message's webhook events survive the process being killed. Entries are
+   claimed with a lease (``outbox_due``), so of nodes sharing a store one delivers each entry
+   at a time, and another takes it over once the lease ran out; delivered entries are removed,
+   failed ones rescheduled or moved to the dead-letter queue, which lists, revives and deletes
+   them by key.
+
 A write that fails may have stored part of its batch, each message whole: the batch contract is
 per message (see ``Store``), because a batch spans conversations and the Redis store keeps each
 conversation on its own shard. Resending the batch with the same cids completes it.
@@ -44,7 +53,7 @@ The messages themselves and their conversation keys are pure values of the domai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -77,6 +86,7 @@ from actorim.domain.messages import (
     room_conv,
     thread_summary,
 )
+from actorim.domain.webhooks import OutboxEntry
 
 __all__ = [
     "CHANGE_KINDS",
@@ -95,6 +105,8 @@ __all__ = [
     "THREAD_USERS_SHOWN",
     "UNREACT",
     "NewMessage",
+    "OutboxEntry",
+    "OutboxFor",
     "Reaction",
     "Receipt",
     "ReceiptStatus",
@@ -132,6 +144,11 @@ DEFAULT_MAX_AGE_MS = 30 * 24 * 60 * 60 * 1000
 # Rows one prune call may delete. A thousand deletions take a few milliseconds, so pruning never
 # holds up the sends waiting behind it; the caller simply prunes again until it returns 0.
 DEFAULT_PRUNE_BUDGET = 1000
+
+
+OutboxFor = Callable[[StoredMessage], Sequence[OutboxEntry]]
+"""What a store is given to make the outbox entries of a message or change it just stored
+(``actorim.protocol.webhooks.Webhooks.for_message``): nothing when no webhook wants it."""
 
 
 class StoreError(Exception):
@@ -462,6 +479,48 @@ class Store(Protocol):
         ``max_count`` of its conversation. Call again while it returns ``budget``.
         ``seq`` never restarts, even when a conversation is pruned empty.
         """
+        ...
+
+    # -- the webhook outbox and its dead-letter queue ---------------------------------------
+
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> None:
+        """Keep ``entries`` (events that are no stored message: presence changes). An entry
+        whose key is already kept, live or dead, is not added again."""
+        ...
+
+    def outbox_due(
+        self, endpoint: str, *, now_ms: int, limit: int, lease_ms: int
+    ) -> list[OutboxEntry]:
+        """Claim up to ``limit`` live entries for ``endpoint`` due by ``now_ms``, soonest due
+        first: each is leased (its ``due`` moved to ``now_ms + lease_ms``, so no other caller
+        claims it meanwhile) and returned as it was before the lease."""
+        ...
+
+    def outbox_done(self, entry: OutboxEntry) -> None:
+        """Forget ``entry``: it was delivered. Harmless when it is gone already."""
+        ...
+
+    def outbox_retry(self, entry: OutboxEntry) -> None:
+        """Keep ``entry`` as given (``OutboxEntry.retried``: its attempts and next due time),
+        if its key is still live."""
+        ...
+
+    def outbox_bury(self, entry: OutboxEntry) -> None:
+        """Move ``entry`` (``OutboxEntry.buried``) to the dead-letter queue, if still live."""
+        ...
+
+    def dead_list(self, *, limit: int, after: str | None = None) -> list[OutboxEntry]:
+        """Up to ``limit`` dead entries in key order (which is about time order), those after
+        the key ``after`` when given."""
+        ...
+
+    def dead_retry(self, key: str, *, now_ms: int) -> bool:
+        """Send the dead entry ``key`` back to the outbox, due now with its attempts counted
+        afresh; False when no dead entry has that key."""
+        ...
+
+    def dead_delete(self, key: str) -> bool:
+        """Delete the dead entry ``key``; False when no dead entry has that key."""
         ...
 
     def close(self) -> None:

@@ -45,6 +45,8 @@ from actorim.store.base import (
     REACTION_KINDS,
     RECEIPT_LEVELS,
     NewMessage,
+    OutboxEntry,
+    OutboxFor,
     Receipt,
     ReceiptStatus,
     Store,
@@ -67,6 +69,7 @@ from actorim.store.base import (
     thread_summary,
     unchanged,
 )
+from actorim.store.outbox import MemoryOutbox
 
 __all__ = ["MemoryStore"]
 
@@ -200,8 +203,11 @@ class MemoryStore(Store):
     Like every store it is used by one thread at a time.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, outbox: OutboxFor | None = None) -> None:
         self._epoch = secrets.token_hex(8)
+        # Webhooks: what each stored message adds to the outbox, and the outbox itself.
+        self._outbox_for = outbox
+        self._outbox = MemoryOutbox()
         self._closed = False
         self._orders = itertools.count()
         self._conversations: dict[str, _Conversation] = {}
@@ -245,11 +251,14 @@ class MemoryStore(Store):
                     results.append(replace(original.msg, duplicate=True))
                     continue
             if msg.target is not None:
-                results.append(self._change(msg))
+                result = self._change(msg)
             elif msg.reply_to is not None:
-                results.append(self._reply(msg))
+                result = self._reply(msg)
             else:
-                results.append(self._append(msg))
+                result = self._append(msg)
+            results.append(result)
+            if self._outbox_for is not None and result.refused is None and not result.duplicate:
+                self._outbox.add(self._outbox_for(result))
         return results
 
     def _reply(self, msg: NewMessage) -> StoredMessage:
@@ -609,10 +618,49 @@ class MemoryStore(Store):
         if not pending.records:
             del self._pending[recipient]
 
+    # -- the webhook outbox ---------------------------------------------------------------------
+
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> None:
+        self._live()
+        self._outbox.add(entries)
+
+    def outbox_due(
+        self, endpoint: str, *, now_ms: int, limit: int, lease_ms: int
+    ) -> list[OutboxEntry]:
+        check_limit(limit)
+        self._live()
+        return self._outbox.due(endpoint, now_ms=now_ms, limit=limit, lease_ms=lease_ms)
+
+    def outbox_done(self, entry: OutboxEntry) -> None:
+        self._live()
+        self._outbox.done(entry.key)
+
+    def outbox_retry(self, entry: OutboxEntry) -> None:
+        self._live()
+        self._outbox.keep(entry)
+
+    def outbox_bury(self, entry: OutboxEntry) -> None:
+        self._live()
+        self._outbox.keep(entry)
+
+    def dead_list(self, *, limit: int, after: str | None = None) -> list[OutboxEntry]:
+        check_limit(limit)
+        self._live()
+        return self._outbox.dead(limit=limit, after=after)
+
+    def dead_retry(self, key: str, *, now_ms: int) -> bool:
+        self._live()
+        return self._outbox.revive(key, now_ms=now_ms)
+
+    def dead_delete(self, key: str) -> bool:
+        self._live()
+        return self._outbox.delete_dead(key)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._outbox.clear()
         self._conversations.clear()
         self._by_mid.clear()
         self._by_cid.clear()

@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from actorim.store import sqlite_outbox as outbox
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -40,6 +41,8 @@ from actorim.store.base import (
     RECEIPT_LEVELS,
     THREAD_USERS_SHOWN,
     NewMessage,
+    OutboxEntry,
+    OutboxFor,
     Reaction,
     Receipt,
     ReceiptStatus,
@@ -89,7 +92,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -157,6 +160,25 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHEN old.target IS NULL
             BEGIN DELETE FROM reactions WHERE mid = old.mid; END""",
     ),
+    # Version 5: the webhook outbox and its dead-letter queue (actorim/store/sqlite_outbox.py).
+    # One row per event and endpoint, written in the transaction of the message it tells of;
+    # ``dead`` is NULL while the entry is live, else when it was given up (ms).
+    (
+        """CREATE TABLE webhook_outbox (
+            key TEXT PRIMARY KEY,
+            event TEXT NOT NULL,
+            type TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            endpoint TEXT NOT NULL,
+            data BLOB NOT NULL,
+            attempts INTEGER NOT NULL,
+            due INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            dead INTEGER
+        ) WITHOUT ROWID""",
+        "CREATE INDEX webhook_outbox_due ON webhook_outbox (endpoint, due) WHERE dead IS NULL",
+        "CREATE INDEX webhook_outbox_dead ON webhook_outbox (key) WHERE dead IS NOT NULL",
+    ),
 )
 
 # What a reply leaving its root's summary (deleted, or removed by retention) does to it: one
@@ -170,7 +192,7 @@ _UNCOUNT_REPLY = """
     DELETE FROM threads WHERE root = old.thread AND count = 0;
 """
 
-# Version 5: replies and threads. A reply is a message row with ``reply_to`` (what it answers)
+# Version 6: replies and threads. A reply is a message row with ``reply_to`` (what it answers)
 # and ``thread`` (its root's mid), paged by the thread index. A root's summary is kept by the
 # triggers as replies come and go: ``threads`` counts the replies neither deleted nor pruned,
 # ``thread_authors`` each author's share of them (``id`` the order authors joined). A root that
@@ -345,8 +367,10 @@ class SqliteStore(Store):
         *,
         synchronous: str = "FULL",
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        outbox: OutboxFor | None = None,
     ) -> None:
         mode = synchronous.upper()
+        self._outbox_for = outbox
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
         if busy_timeout_ms < 0:
@@ -496,6 +520,9 @@ class SqliteStore(Store):
         what = f"store {len(msgs)} messages and {len(marks)} receipts"
         with self._write(what) as conn:
             results, assigned = self._append_in(conn, msgs) if msgs else ([], {})
+            if self._outbox_for is not None:
+                made = (r for r in results if r.refused is None and not r.duplicate)
+                outbox.add(conn, [e for r in made for e in self._outbox_for(r)])
             receipts = self._mark_in(conn, marks)
         for conv, seq in assigned.items():
             self._remember_seq(conv, seq)
@@ -859,6 +886,44 @@ class SqliteStore(Store):
                     conn.execute(_SET_FIRST_SEQ, (first, conv))
                     left -= len(seqs)
         return budget - left
+
+    # -- the webhook outbox (sqlite_outbox.py) -------------------------------------------------
+
+    def outbox_add(self, entries: Sequence[OutboxEntry]) -> None:
+        with self._write(f"add {len(entries)} webhook events") as conn:
+            outbox.add(conn, entries)
+
+    def outbox_due(
+        self, endpoint: str, *, now_ms: int, limit: int, lease_ms: int
+    ) -> list[OutboxEntry]:
+        check_limit(limit)
+        with self._write("claim webhook deliveries") as conn:
+            return outbox.due(conn, endpoint, now_ms=now_ms, limit=limit, lease_ms=lease_ms)
+
+    def outbox_done(self, entry: OutboxEntry) -> None:
+        with self._write("forget a delivered webhook event") as conn:
+            outbox.done(conn, entry.key)
+
+    def outbox_retry(self, entry: OutboxEntry) -> None:
+        with self._write("reschedule a webhook delivery") as conn:
+            outbox.keep(conn, entry)
+
+    def outbox_bury(self, entry: OutboxEntry) -> None:
+        with self._write("move a webhook event to the dead-letter queue") as conn:
+            outbox.keep(conn, entry)
+
+    def dead_list(self, *, limit: int, after: str | None = None) -> list[OutboxEntry]:
+        check_limit(limit)
+        with self._read("list the dead-letter queue") as conn:
+            return outbox.dead(conn, limit=limit, after=after)
+
+    def dead_retry(self, key: str, *, now_ms: int) -> bool:
+        with self._write("retry a dead webhook event") as conn:
+            return outbox.revive(conn, key, now_ms=now_ms)
+
+    def dead_delete(self, key: str) -> bool:
+        with self._write("delete a dead webhook event") as conn:
+            return outbox.delete_dead(conn, key)
 
     def close(self) -> None:
         if self._closed:

@@ -61,6 +61,7 @@ MAX_KEYS_TRACKED = 64
 a configuration gone wild, past which the oldest bucket is forgotten (refilled)."""
 
 _USER_PATH = re.compile(r"/users/([^/]+)/(sessions|disconnect)")
+_DEAD_PATH = re.compile(r"/webhooks/dead/([^/]+)(/retry)?")
 
 # A command error's code as an HTTP status (errors raised by the store or the protocol).
 _STATUS_OF = {
@@ -100,6 +101,7 @@ class ServerApi:
             "/presence": {"GET": self._presence},
             "/history": {"GET": self._history},
             "/revocations": {"POST": self._revoke},
+            "/webhooks/dead": {"GET": self._dead_letters},
             "/openapi.json": {"GET": self._openapi},
         }
 
@@ -118,6 +120,8 @@ class ServerApi:
         path = environ.get("PATH_INFO", "")[len(PREFIX) :]
         method = environ.get("REQUEST_METHOD", "GET")
         handlers, user = self._routes.get(path), None
+        if handlers is None:
+            handlers = self._dead_letter_route(path)
         if handlers is None:
             match = _USER_PATH.fullmatch(path)
             if match is None:
@@ -138,7 +142,8 @@ class ServerApi:
             )
         request = {"query": parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)}
         if method == "POST":
-            request["body"] = self._body(environ)
+            empty = environ.get("CONTENT_LENGTH") in (None, "", "0")
+            request["body"] = {} if empty and path.endswith("/retry") else self._body(environ)
         try:
             return handler(request)
         except ApiError:
@@ -302,11 +307,52 @@ class ServerApi:
         self.operations.revoke_user(body["user"], before=before, until=until)
         return "200 OK", {"revoked": {"user": body["user"]}}
 
+    def _dead_letter_route(
+        self, path: str
+    ) -> dict[str, Callable[[dict[str, Any]], tuple[str, Any]]] | None:
+        """The handlers of ``/webhooks/dead/{id}`` (DELETE) and ``/webhooks/dead/{id}/retry``
+        (POST), or None for another path."""
+        match = _DEAD_PATH.fullmatch(path)
+        if match is None:
+            return None
+        key = unquote(match.group(1))
+        if match.group(2):
+            return {"POST": lambda request: self._retry_dead_letter(key, request)}
+        return {"DELETE": lambda request: self._delete_dead_letter(key)}
+
+    def _dead_letters(self, request: dict[str, Any]) -> tuple[str, Any]:
+        query = request["query"]
+        _known(query, {"limit", "after"})
+        limit = _query_int(query, "limit")
+        after = _query_one(query, "after")
+        if limit is not None:
+            return "200 OK", self.operations.dead_letters(limit=limit, after=after)
+        return "200 OK", self.operations.dead_letters(after=after)
+
+    def _retry_dead_letter(self, key: str, request: dict[str, Any]) -> tuple[str, Any]:
+        _fields(request["body"], required=set(), optional=set())
+        if not self.operations.retry_dead_letter(key):
+            raise _no_dead_letter(key)
+        return "200 OK", {"retried": key}
+
+    def _delete_dead_letter(self, key: str) -> tuple[str, Any]:
+        if not self.operations.delete_dead_letter(key):
+            raise _no_dead_letter(key)
+        return "200 OK", {"deleted": key}
+
     def _openapi(self, request: dict[str, Any]) -> tuple[str, Any]:
         return "200 OK", openapi_document()
 
 
 _PUBLISH_OPTIONAL = {"room", "to", "from", "kind", "id"}
+
+
+def _no_dead_letter(key: str) -> ApiError:
+    return ApiError(
+        "404 Not Found",
+        "not_found",
+        f"no dead webhook event {key!r}: list them with GET {PREFIX}/webhooks/dead",
+    )
 
 
 def _fields(body: dict[str, Any], *, required: set[str], optional: set[str]) -> dict[str, Any]:
@@ -315,6 +361,8 @@ def _fields(body: dict[str, Any], *, required: set[str], optional: set[str]) -> 
         if name not in body:
             raise _bad(f"field '{name}' is required")
     unknown = sorted(set(body) - required - optional)
+    if unknown and not required | optional:
+        raise _bad(f"unknown field '{unknown[0]}': send no body, or {{}}")
     if unknown:
         known = ", ".join(sorted(required | optional))
         raise _bad(f"unknown field '{unknown[0]}': the fields are {known}")

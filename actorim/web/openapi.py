@@ -106,6 +106,23 @@ _SESSION = {
         "address": {"type": ["string", "null"]},
     },
 }
+_DEAD = {
+    "type": "object",
+    "description": "A webhook event to one endpoint, given up after webhook_max_attempts.",
+    "required": ["id", "event", "type", "created", "endpoint", "attempts", "error", "dead", "data"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "description": "this entry's id (the event's, per endpoint)"},
+        "event": {"type": "string", "description": "the event id receivers de-duplicate by"},
+        "type": {"type": "string", "description": "message.created, user.online, ..."},
+        "created": {"type": "integer", "description": "milliseconds since the epoch"},
+        "endpoint": {"type": "string", "description": "the receiver's url"},
+        "attempts": {"type": "integer", "minimum": 1},
+        "error": {"type": "string", "description": "why the last attempt failed"},
+        "dead": {"type": "integer", "description": "when it was given up (ms)"},
+        "data": {"type": "object", "description": "the event's payload (docs/webhooks.md)"},
+    },
+}
 
 
 def _errors(*statuses: str) -> dict[str, Any]:
@@ -159,6 +176,13 @@ def openapi_document() -> dict[str, Any]:
         "description": "a user id",
         "schema": _USER,
     }
+    dead_path = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "description": "a dead entry's id, as listed",
+        "schema": _NAME,
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -181,6 +205,7 @@ def openapi_document() -> dict[str, Any]:
                 "Message": _MESSAGE,
                 "Published": _PUBLISHED,
                 "Session": _SESSION,
+                "DeadWebhook": _DEAD,
             },
         },
         "paths": {
@@ -392,6 +417,87 @@ def openapi_document() -> dict[str, Any]:
                             },
                         ),
                         **_errors("400", "405", "413"),
+                    },
+                }
+            },
+            "/webhooks/dead": {
+                "get": {
+                    "summary": "List the webhook dead-letter queue, in id (about time) order",
+                    "operationId": "deadWebhooks",
+                    "parameters": [
+                        _query(
+                            "limit",
+                            "most entries, default 100, at most 1000",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                        ),
+                        _query("after", "the next of the previous page", _NAME),
+                    ],
+                    "responses": {
+                        **_ok(
+                            "a page of dead entries",
+                            {
+                                "type": "object",
+                                "required": ["dead", "next"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "dead": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/DeadWebhook"},
+                                    },
+                                    "next": {
+                                        "type": ["string", "null"],
+                                        "description": "after= of the next page; null: no more",
+                                    },
+                                },
+                            },
+                        ),
+                        **_errors("400", "405"),
+                    },
+                }
+            },
+            "/webhooks/dead/{id}/retry": {
+                "post": {
+                    "summary": "Send a dead webhook event back to the outbox, due now",
+                    "operationId": "retryDeadWebhook",
+                    "parameters": [dead_path],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "additionalProperties": False}
+                            }
+                        },
+                    },
+                    "responses": {
+                        **_ok(
+                            "back in the outbox, its attempts counted afresh",
+                            {
+                                "type": "object",
+                                "required": ["retried"],
+                                "additionalProperties": False,
+                                "properties": {"retried": {"type": "string"}},
+                            },
+                        ),
+                        **_errors("400", "405", "413"),
+                    },
+                }
+            },
+            "/webhooks/dead/{id}": {
+                "delete": {
+                    "summary": "Delete a dead webhook event",
+                    "operationId": "deleteDeadWebhook",
+                    "parameters": [dead_path],
+                    "responses": {
+                        **_ok(
+                            "deleted",
+                            {
+                                "type": "object",
+                                "required": ["deleted"],
+                                "additionalProperties": False,
+                                "properties": {"deleted": {"type": "string"}},
+                            },
+                        ),
+                        **_errors("400", "405"),
                     },
                 }
             },

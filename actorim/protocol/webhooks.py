@@ -1,0 +1,131 @@
+"""The webhook events' payloads (the ``data`` of each request, docs/webhooks.md), built from
+what the server stored or decided, and the outbox entries a store writes for them.
+
+``PAYLOADS`` maps each event type to its builder; ``Webhooks`` is what a node gives its store:
+called with each message the store has just stored (in the same transaction, or the same
+atomic step), it answers the outbox entries to keep with it. Adding an event type is a line in
+``actorim.domain.webhooks.EVENT_TYPES``, its builder here, and a call where it happens.
+
+Bodies are the sender's value as JSON; a binary value (MessagePack ``bin``) becomes a base64
+string.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgpack
+
+from actorim.domain.messages import DELETE, DM_SEPARATOR, EDIT, StoredMessage, encode_mid
+from actorim.domain.webhooks import Endpoint, OutboxEntry, entries_for
+
+__all__ = [
+    "PAYLOADS",
+    "Webhooks",
+    "message_event_type",
+    "message_payload",
+    "presence_event_id",
+    "presence_payload",
+]
+
+
+def message_event_type(stored: StoredMessage) -> str | None:
+    """The event a stored message or change makes, or None (reactions make none yet)."""
+    if stored.target is None:
+        return "message.created"
+    return {EDIT: "message.edited", DELETE: "message.deleted"}.get(stored.kind)
+
+
+def message_payload(stored: StoredMessage) -> dict[str, Any]:
+    """``data`` of ``message.created`` / ``message.edited`` / ``message.deleted``: the message
+    (``mid``; for a change the message it changes, and ``change`` its own mid), where it was
+    said (``room``, or ``from`` and ``to``), by whom, its ``seq`` and ``ts``, and the body (not
+    for a delete)."""
+    data: dict[str, Any] = {"mid": stored.target or stored.mid}
+    if stored.target is not None:
+        data["change"] = stored.mid
+    if stored.room is not None:
+        data["room"] = stored.room
+    else:
+        data["to"] = stored.to
+    data["from"] = stored.sender
+    data["seq"] = stored.seq
+    data["ts"] = stored.ts
+    if stored.target is None:
+        data["kind"] = stored.kind
+    if stored.kind != DELETE:
+        data["body"] = msgpack.unpackb(stored.body, raw=False, strict_map_key=False)
+    if stored.cid is not None:
+        data["cid"] = stored.cid
+    return data
+
+
+def presence_payload(user: str, status: str, ts: int) -> dict[str, Any]:
+    """``data`` of ``user.online`` / ``user.offline``: who, and when the change happened."""
+    return {"user": user, "status": status, "ts": ts}
+
+
+PAYLOADS: dict[str, Callable[..., dict[str, Any]]] = {
+    "message.created": message_payload,
+    "message.edited": message_payload,
+    "message.deleted": message_payload,
+    "user.online": presence_payload,
+    "user.offline": presence_payload,
+}
+"""Each event type's payload builder."""
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), default=_binary).encode()
+
+
+def _binary(value: Any) -> str:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+class Webhooks:
+    """The configured endpoints, as the outbox sees them: which entries an event makes."""
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+
+    def __bool__(self) -> bool:
+        return bool(self.endpoints)
+
+    def for_message(self, stored: StoredMessage) -> list[OutboxEntry]:
+        """The entries of a message or change just stored; its id is ``ev_<its mid>``, so the
+        same stored row always makes the same entries (a store may write them twice)."""
+        event_type = message_event_type(stored)
+        if event_type is None or not self.endpoints:
+            return []
+        data = _json(PAYLOADS[event_type](stored))
+        return entries_for(self.endpoints, "ev_" + stored.mid, event_type, stored.ts, data)
+
+    def for_presence(self, user: str, status: str, ts: int) -> list[OutboxEntry]:
+        """The entries of a user going online or offline at ``ts``. Their id is made of the
+        three, so every node of a cluster that hears the change makes the same entries, which
+        the store keeps once."""
+        event_type = f"user.{status}"
+        if not self.endpoints:
+            return []
+        data = _json(PAYLOADS[event_type](user, status, ts))
+        return entries_for(
+            self.endpoints, presence_event_id(user, status, ts), event_type, ts, data
+        )
+
+
+def presence_event_id(user: str, status: str, ts: int) -> str:
+    """The id of the event of ``user`` going ``status`` at ``ts``: sorts by time like a
+    message's, the same wherever it is made.
+
+    >>> presence_event_id("bob", "online", 5_000) == presence_event_id("bob", "online", 5_000)
+    True
+    """
+    digest = hashlib.sha256(f"{user}{DM_SEPARATOR}{status}".encode()).digest()
+    return "ev_" + encode_mid(ts, int.from_bytes(digest[:5], "big"))

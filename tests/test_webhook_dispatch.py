@@ -1,0 +1,103 @@
+"""The webhook dispatcher inside in-process nodes and a receiver the test starts: a started node
+delivers what its outbox kept at once, and a backlog drains at the endpoint's pace (each freed
+slot claims again) rather than one claim per poll, never with more than
+``webhook_concurrency`` requests in flight to one endpoint."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+from gevent.event import Event
+
+from actorim.domain.webhooks import Endpoint
+from tests.support import RunningNode, wait_until
+from tests.webhook_receiver import Receiver
+
+
+@pytest.mark.slow
+def test_a_kept_backlog_drains_at_start_between_polls_with_at_most_the_concurrency_in_flight(
+    start_node: Callable[..., RunningNode], tmp_path: Path
+) -> None:
+    in_flight = peak = 0
+    release = Event()
+
+    def answer(event: dict[str, Any], nth: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        release.wait()
+        gevent.sleep(0.01)
+        in_flight -= 1
+        return 200
+
+    hook = Receiver("s", answer).start()
+    try:
+        # One poll a minute (five seconds for the second node), after the one at start: only
+        # freed slots can claim the rest before it.
+        settings: dict[str, Any] = {
+            "store": "sqlite",
+            "data_dir": str(tmp_path / "data"),
+            "webhooks": [Endpoint(hook.url, "s", ("message.created",))],
+            "webhook_poll": 60.0,
+            "webhook_concurrency": 3,
+            # What the first node may have claimed before it stopped is free again soon.
+            "webhook_timeout": 1.0,
+            "webhook_lease": 2.0,
+        }
+        first = start_node(**settings)
+        hook.hold()  # what the first node claims hangs: it stops having delivered nothing
+        for n in range(12):
+            first.node.publish(f"n{n}", room="lobby")
+        first.stop()
+        claimed = len(hook.arrivals)  # held: leased to the stopped node for webhook_lease
+        hook.arrivals.clear()
+        hook.release()
+        start_node(**{**settings, "webhook_poll": 5.0})
+        wait_until(lambda: in_flight == 3, what="the start's first claim in flight")
+        started = time.monotonic()
+        release.set()
+        # What the first node left unclaimed drains at once, a freed slot claiming the next,
+        # long before the second poll; what it had claimed comes at a poll after its lease.
+        hook.wait_for(12 - claimed, timeout=10, what="the unclaimed backlog")
+        assert time.monotonic() - started < 2.5
+        hook.wait_for(12, timeout=15, what="the rest, after the stopped node's leases")
+        assert peak == 3
+        bodies = sorted(a.event["data"]["body"] for a in hook.arrivals)
+        assert bodies == sorted(f"n{n}" for n in range(12))
+        assert all(a.status == 200 and a.signed for a in hook.arrivals)
+    finally:
+        hook.stop()
+
+
+@pytest.mark.slow
+def test_a_dead_receiver_behind_an_open_circuit_gets_one_trial_per_cool_down(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    hook = Receiver("s", lambda event, nth: 503).start()
+    cooldown = 1.0
+    try:
+        node = start_node(
+            webhooks=[Endpoint(hook.url, "s", ("message.created",))],
+            webhook_poll=0.05,
+            webhook_concurrency=1,
+            webhook_backoff_base=0.05,
+            webhook_backoff_cap=0.05,
+            webhook_breaker_failures=2,
+            webhook_breaker_cooldown=cooldown,
+        )
+        for n in range(5):
+            node.node.publish(f"n{n}", room="lobby")
+        arrivals = hook.wait_for(4, what="two failures, then two trials")
+        gaps = [b.at - a.at for a, b in itertools.pairwise(arrivals)]
+        # Two failures in a row open the circuit; each trial waits out a cool-down, which
+        # grows up to twice the setting after a failed trial (plus a poll).
+        assert gaps[0] < cooldown, gaps
+        assert all(cooldown <= gap <= 2 * cooldown + 0.3 for gap in gaps[1:]), gaps
+    finally:
+        hook.stop()
