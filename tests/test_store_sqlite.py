@@ -22,6 +22,7 @@ from actorim.store import (
     dm_conv,
     room_conv,
 )
+from actorim.store.base import inbox
 from actorim.store.sqlite import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,7 +243,7 @@ def test_database_of_schema_1_is_migrated_to_cids_per_conversation(path: Path) -
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -292,7 +293,7 @@ def test_data_directory_of_schema_2_is_migrated_in_place_and_keeps_every_message
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -334,7 +335,7 @@ def test_data_directory_of_schema_3_is_migrated_in_place_and_takes_reactions(
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -472,3 +473,29 @@ def test_data_directory_of_schema_4_keeps_every_message_after_migration(tmp_path
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
+
+
+def test_data_directory_of_schema_4_gains_membership_and_its_direct_partners(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data" / "messages.db"
+    path.parent.mkdir()
+    path.write_bytes(SCHEMA_4_FIXTURE.read_bytes())
+    store = SqliteStore(path)
+    try:
+        assert store.dm_partners("alice") == ["bob"]
+        assert store.dm_partners("bob") == ["alice"]
+        assert store.rooms_of("alice") == []
+        assert store.join_room("alice", "lobby", max_rooms=10) == "joined"
+        entries = inbox(store, "alice", lambda room: True)
+        assert [(c.room, c.with_, c.seq) for c in entries] == [
+            (None, "bob", 2),
+            ("lobby", None, 6),
+        ]
+    finally:
+        store.close()
+    reopened = SqliteStore(path)
+    try:
+        assert reopened.rooms_of("alice") == ["lobby"]
+    finally:
+        reopened.close()

@@ -77,7 +77,7 @@ import logging
 import re
 import secrets
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -87,7 +87,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from actorim.domain.rooms import JoinOutcome, RoomInfo
 from actorim.redis.replies import answer
+from actorim.redis.rooms import RedisRooms
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -757,6 +759,7 @@ class RedisStore(Store):
         self._compact_script = client.register_script(_COMPACT)
         self._pending_add = client.register_script(_PENDING_ADD)
         self._pending_remove = client.register_script(_PENDING_REMOVE)
+        self._rooms = RedisRooms(client, namespace)
         self.epoch()
         self._warn_unless_durable()
 
@@ -909,6 +912,7 @@ class RedisStore(Store):
                     if msg.sender != msg.to:
                         pipe.publish(keys.user_channel(msg.sender), _with_origin(data, origin))
                 continue
+            self._rooms.met(pipe, msg.sender, msg.to)
             if level == _PENDING:
                 self._pending_add(
                     keys=keys.user(msg.to),
@@ -1267,6 +1271,57 @@ class RedisStore(Store):
                 raise StoreError(
                     f"could not close the Redis client for {self._where}: {exc}"
                 ) from exc
+
+    # -- membership and rooms (actorim.redis.rooms) -----------------------------------------
+
+    def join_room(self, user: str, room: str, *, max_rooms: int) -> JoinOutcome:
+        with self._calling(f"add {user!r} to room {room!r}"):
+            return self._rooms.join_room(user, room, max_rooms)
+
+    def leave_room(self, user: str, room: str) -> bool:
+        with self._calling(f"remove {user!r} from room {room!r}"):
+            return self._rooms.leave_room(user, room)
+
+    def rooms_of(self, user: str) -> list[str]:
+        with self._calling(f"read the rooms of {user!r}"):
+            return self._rooms.rooms_of(user)
+
+    def members_of(
+        self, room: str, *, after: str | None = None, limit: int
+    ) -> tuple[list[str], bool]:
+        check_limit(limit)
+        with self._calling(f"read the members of {room!r}"):
+            return self._rooms.members_of(room, after, limit)
+
+    def room_info(self, rooms: Sequence[str]) -> dict[str, RoomInfo]:
+        with self._calling("read rooms"):
+            return self._rooms.room_info(rooms)
+
+    def update_room(
+        self, user: str, room: str, *, title: str | None = None, topic: str | None = None
+    ) -> RoomInfo | None:
+        with self._calling(f"update room {room!r}"):
+            return self._rooms.update_room(user, room, title, topic)
+
+    def set_public(self, room: str, public: bool) -> None:
+        with self._calling(f"update room {room!r}"):
+            self._rooms.set_public(room, public)
+
+    def directory(
+        self,
+        *,
+        query: str | None = None,
+        after: str | None = None,
+        limit: int,
+        allowed: Callable[[str], bool] = lambda _room: True,
+    ) -> tuple[list[RoomInfo], bool]:
+        check_limit(limit)
+        with self._calling("read the room directory"):
+            return self._rooms.directory(query, after, limit, allowed)
+
+    def dm_partners(self, user: str) -> list[str]:
+        with self._calling(f"read the conversations of {user!r}"):
+            return self._rooms.dm_partners(user)
 
 
 def _with_reactions(packed: bytes, reader: str | None) -> StoredMessage:
