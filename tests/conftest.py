@@ -20,7 +20,7 @@ pytest.register_assert_rewrite("tests.redis_server")
 
 from actorim.config import Config  # noqa: E402
 from tests.redis_server import redis_client, redis_server, redis_session  # noqa: E402, F401
-from tests.support import RunningNode  # noqa: E402
+from tests.support import Client, RunningNode  # noqa: E402
 
 # -- tiers: tests that start processes are marked, the rest is `make test-fast` ---------------
 
@@ -119,3 +119,12 @@ def start_node(tmp_path: Any) -> Iterator[Callable[..., RunningNode]]:
 def server(start_node: Callable[..., RunningNode]) -> RunningNode:
     """One node with fault injection on, the memory store and short timeouts."""
     return start_node(fault_injection=True, presence_grace=0.3)
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """Clients a test opened (it appends them), closed after it."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        client.close()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from actorim.domain.messages import NewMessage, ReceiptStatus, StoredMessage
     from actorim.protocol.wire import WireFrame
     from actorim.runtime.link import Link
+    from actorim.store.base import Store
 
 
 class ReplyTo(Protocol):
@@ -59,12 +60,20 @@ class Repair:
 
 @dataclass(frozen=True, slots=True)
 class JoinRoom:
-    """To a room: add ``link``; with ``since``, first replay what it missed."""
+    """To a room: add ``link``; with ``since``, first replay what it missed. ``command_id``
+    None: the connection subscribes to a room its user belongs to (at connect, or when another
+    of the user's devices joined), and nothing is answered. ``title`` and ``topic`` (the room's
+    metadata, read as the user joined) go into the reply."""
 
     link: Link
-    command_id: int
+    command_id: int | None
     since: int | None = None
     epoch: str | None = None
+    title: str = ""
+    topic: str = ""
+    lasting: bool = True
+    """False: the store could not be reached, the join subscribed the connection only (the
+    reply says ``lasting: false``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +172,21 @@ class GetMessage:
     done: Callable[[Any, BaseException | None], None]
 
 
+@dataclass(frozen=True, slots=True)
+class RoomsRequest:
+    """To the store: ``run(store)`` on the store's thread, a membership, room metadata or
+    inbox operation (``actorim.runtime.membership`` makes them); ``done(result, error)`` is
+    told to ``reply_to``."""
+
+    run: Callable[[Store], Any]
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+
+
 StoreRead = LastSeq | Since | PendingFor | GetMessage
 
 # Everything the store actor is told by the others (it also runs its own timers' ``Call``s).
-StoreRequest = Append | Mark | ReadPage | StoreRead
+StoreRequest = Append | Mark | ReadPage | StoreRead | RoomsRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +283,14 @@ class RoomFor:
     join goes to ``waiting``); counts as a join in flight. Answered at once."""
 
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsFor:
+    """Ask: ``RoomFor`` for each of ``names`` at once (a connection subscribing to every room
+    its user belongs to); answered with the states in the same order."""
+
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

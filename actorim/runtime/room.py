@@ -176,6 +176,8 @@ class RoomActor(FaultInjectable, GeventActor):
             if isinstance(message, JoinRoom):
                 state.joins_handled += 1
                 message.link.notify(Left(state.name, state))
+                if message.command_id is None:
+                    continue
                 message.link.fail(
                     "join",
                     message.command_id,
@@ -323,13 +325,14 @@ class RoomActor(FaultInjectable, GeventActor):
         if link not in state.members:
             if len(state.members) >= self.ctx.config.max_members_per_room:
                 link.notify(Left(state.name, state))
-                link.fail(
-                    "join",
-                    join.command_id,
-                    ErrorCode.FORBIDDEN,
-                    f"room {state.name!r} is full "
-                    f"({self.ctx.config.max_members_per_room} connections)",
-                )
+                if join.command_id is not None:
+                    link.fail(
+                        "join",
+                        join.command_id,
+                        ErrorCode.FORBIDDEN,
+                        f"room {state.name!r} is full "
+                        f"({self.ctx.config.max_members_per_room} connections)",
+                    )
                 self._maybe_idle()
                 return
             first = state.log.join(link, user)
@@ -344,7 +347,11 @@ class RoomActor(FaultInjectable, GeventActor):
             "epoch": self.ctx.epoch,
             "members": members[: self.ctx.config.member_list_limit],
             "members_total": len(members),
+            "title": join.title,
+            "topic": join.topic,
         }
+        if not join.lasting:
+            reply["lasting"] = False
         decision = join_replay(
             join.since,
             seq=state.seq,
@@ -358,9 +365,12 @@ class RoomActor(FaultInjectable, GeventActor):
             return
         if decision is not JoinReplay.NONE:
             reply["recovered"] = decision is JoinReplay.RECOVERED
-        link.reply("join", join.command_id, reply)
+        if join.command_id is not None:
+            link.reply("join", join.command_id, reply)
 
-    def _replay(self, link: Link, command_id: int, since: int, reply: dict[str, Any]) -> None:
+    def _replay(
+        self, link: Link, command_id: int | None, since: int, reply: dict[str, Any]
+    ) -> None:
         state = self.state
         state.log.hold_for(link)
         done = partial(self._replayed, link, command_id, reply)
@@ -383,7 +393,7 @@ class RoomActor(FaultInjectable, GeventActor):
     def _replayed(
         self,
         link: Link,
-        command_id: int,
+        command_id: int | None,
         reply: dict[str, Any],
         result: Any,
         error: BaseException | None,
@@ -410,7 +420,8 @@ class RoomActor(FaultInjectable, GeventActor):
         # Not recovered: nothing is replayed, and the reply's seq is the latest, so the client
         # knows the gap to fill with history: after its since, up to and including seq.
         reply["recovered"] = recovered
-        link.reply("join", command_id, reply)
+        if command_id is not None:
+            link.reply("join", command_id, reply)
         for frame in frames:
             link.send_frame(frame)
         for item in held:

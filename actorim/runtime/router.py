@@ -27,6 +27,7 @@ from actorim.runtime.messages import (
     RepairRooms,
     RoomFor,
     RoomIdle,
+    RoomsFor,
     Unregister,
 )
 from actorim.runtime.room import RoomActor
@@ -71,6 +72,11 @@ class RouterActor(GeventActor):
         if isinstance(message, RoomFor):
             try:
                 return self._room_for(message.name)
+            except Unavailable as exc:
+                return exc
+        if isinstance(message, RoomsFor):
+            try:
+                return [self._room_for(name) for name in message.names]
             except Unavailable as exc:
                 return exc
         if isinstance(message, Register):
@@ -206,6 +212,8 @@ def _room_started(state: RoomState, generation: int, error: Exception | None) ->
     for join in waiting:
         state.joins_forwarded -= 1
         join.link.notify(Left(state.name, state))
+        if join.command_id is None:
+            continue
         join.link.fail(
             "join",
             join.command_id,
