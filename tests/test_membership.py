@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from actorim.client import Client as AppClient
 from actorim.domain.auth import TokenAuthority
-from tests.support import Client, RunningNode, ServerProcess, queued
+from tests.support import Client, RunningNode, ServerProcess, queued, wait_until
 
 StartNode = Callable[..., RunningNode]
 
@@ -283,3 +284,57 @@ def test_membership_title_and_partners_survive_kill_9(tmp_path: Path) -> None:
         bob.close()
     finally:
         process.stop()
+
+
+# -- the Python client ------------------------------------------------------------------------
+
+
+def test_python_client_surfaces_the_inbox_as_joined_rooms_and_follows_other_devices(
+    start_node: StartNode,
+) -> None:
+    node = start_node()
+    ann = node.client("ann")
+    ann.ok("join", room="lobby")
+    ann.ok("send", room="lobby", body="hello")
+    bob = node.client("bob")
+    bob.ok("join", room="lobby")
+    with AppClient(node.url, node.token("ann")) as app:
+        app.connect()
+        assert app.rooms == ("lobby",)
+        [entry] = app.conversations
+        assert (entry["room"], entry["seq"], entry["last"]["body"]) == ("lobby", 1, "hello")
+        got: list[dict[str, Any]] = []
+        app.on("msg", got.append)
+        sent = bob.ok("send", room="lobby", body="live")
+        wait_until(lambda: [m["seq"] for m in got] == [sent["seq"]], what="the live message")
+        joined: list[dict[str, Any]] = []
+        app.on("member", joined.append)
+        ann.ok("join", room="team")
+        wait_until(lambda: "team" in app.rooms, what="team joined on another device")
+        assert joined[-1]["user"] == "ann"
+        ann.ok("leave", room="lobby")
+        wait_until(lambda: "lobby" not in app.rooms, what="lobby left on another device")
+
+
+def test_python_client_pages_members_changes_a_title_and_searches_the_directory(
+    start_node: StartNode,
+) -> None:
+    node = start_node()
+    gone = node.client("cat")
+    gone.ok("join", room="lobby")
+    gone.close()
+    with AppClient(node.url, node.token("ann")) as app:
+        app.connect()
+        app.join("lobby")
+        members = app.members("lobby")["members"]
+        assert [m["user"] for m in members] == ["ann", "cat"]
+        assert members[0]["status"] == "online"
+        assert app.update_room("lobby", title="Lobby", topic="hi") == {
+            "room": "lobby",
+            "title": "Lobby",
+            "topic": "hi",
+        }
+        found = app.directory("lob")["rooms"]
+        assert found == [{"room": "lobby", "title": "Lobby", "topic": "hi", "members": 2}]
+        page = app.more_conversations(limit=1)
+        assert page["conversations"][0]["title"] == "Lobby"

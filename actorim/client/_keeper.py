@@ -382,6 +382,7 @@ class LinkKeeper:
             raise
         self.info = dict(info)
         self._session.user = info.get("user")
+        self._session.inbox(info.get("conversations"))
         return conn
 
     def _give_up(self, error: ClientClosed) -> None:
@@ -452,6 +453,9 @@ class LinkKeeper:
         elif t in CHANGE_EVENTS:
             if self._session.change(frame):
                 self._dispatch.event(frame)
+        elif t == "member":
+            self._session.membership(frame)
+            self._dispatch.event(frame)
         else:
             gap = self._session.skipped(frame) if t == "gap" else None
             self._dispatch.event(frame)

@@ -224,6 +224,8 @@ class Session:
     _commands: dict[int, Command] = field(default_factory=dict, init=False, repr=False)
     _sends: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _next_id: int = field(default=1, init=False, repr=False)
+    # Rooms the server subscribed this link to at connect with nothing missed: not re-joined.
+    _current: set[str] = field(default_factory=set, init=False, repr=False)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -336,12 +338,42 @@ class Session:
         it was joined (or being joined)."""
         return self.rooms.pop(room, None) is not None
 
+    def inbox(self, conversations: Any) -> None:
+        """The ``connect`` reply's inbox: the server subscribed this link to the user's rooms.
+        A room the session did not know is joined from now on, from the inbox's seq; one it
+        knows is re-joined (to replay what it missed) only when the inbox's seq is ahead of the
+        last one seen."""
+        self._current = set()
+        for entry in conversations if isinstance(conversations, list) else ():
+            room = entry.get("room") if isinstance(entry, dict) else None
+            seq = entry.get("seq")
+            if not isinstance(room, str) or not isinstance(seq, int):
+                continue
+            state = self.rooms.get(room)
+            if state is None:
+                state = self.rooms[room] = RoomState(seq=seq, joined=True)
+            if state.joined and state.seq is not None and state.seq >= seq:
+                self._current.add(room)
+
+    def membership(self, event: dict[str, Any]) -> None:
+        """A ``member`` event about the user themself: they joined or left a room on another
+        device, and this link receives it, or no longer does."""
+        room = event.get("room")
+        if not isinstance(room, str) or event.get("user") != self.user:
+            return
+        if event.get("state") == "joined":
+            self.rooms.setdefault(room, RoomState(joined=True))
+        elif event.get("state") == "left":
+            self.leaving(room)
+
     def rejoin_args(self) -> list[dict[str, Any]]:
         """The ``join`` arguments that restore every confirmed room on a new link, resuming after
-        the last seq seen."""
+        the last seq seen (but the rooms the server subscribed the link to with nothing
+        missed)."""
         rejoins = []
+        current, self._current = self._current, set()
         for name, state in self.rooms.items():
-            if not state.joined:
+            if not state.joined or name in current:
                 continue
             args: dict[str, Any] = {"room": name}
             if state.seq is not None:
