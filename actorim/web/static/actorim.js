@@ -89,6 +89,11 @@ export class ActorimError extends Error {
 
 // -- pure decisions -------------------------------------------------------------------------------
 
+/** The arguments that were given (not undefined). */
+function given(args) {
+  return Object.fromEntries(Object.entries(args).filter(([, value]) => value !== undefined));
+}
+
 /** The delay before reconnect attempt `attempt` (0 for the first): full jitter above a floor. */
 export function backoffDelay(attempt, { floor, cap }, random = Math.random) {
   const spread = Math.min(cap, floor * 2 ** Math.max(0, attempt));
@@ -507,6 +512,7 @@ export class ActorimClient extends EventTarget {
     this.user = info.user;
     this.session = info.session;
     this._connectInfo = info;
+    this._inbox(info, gen);
     this._policy.connected(Date.now());
     try {
       await this._restore(gen);
@@ -527,11 +533,45 @@ export class ActorimClient extends EventTarget {
     this._flush();
   }
 
-  /** Re-join every room (with `since` and `epoch` when messages were seen) before anything else. */
+  /** The `connect` reply's inbox: the server subscribed this socket to the user's rooms. A room
+   * the client did not know is joined from now on (from the inbox's seq); one it knows is
+   * re-joined (to replay what it missed) only when the inbox's seq is ahead of the last seen. */
+  _inbox(info, gen) {
+    this.conversations = Array.isArray(info.conversations) ? info.conversations : [];
+    for (const entry of this.conversations) {
+      if (typeof entry.room !== "string" || !Number.isInteger(entry.seq)) continue;
+      let room = this._rooms.get(entry.room);
+      if (!room) {
+        room = { seq: entry.seq, epoch: null, joinedGen: gen, waiters: [] };
+        this._rooms.set(entry.room, room);
+      } else if (room.seq !== null && room.seq >= entry.seq && room.waiters.length === 0) {
+        room.joinedGen = gen;
+      }
+    }
+    this._emit("conversations", { conversations: this.conversations, more: !!info.conversations_more });
+  }
+
+  /** Re-join every room (with `since` and `epoch` when messages were seen) before anything else,
+   * but those the server subscribed this socket to with nothing missed. */
   async _restore(gen) {
     const joins = [];
-    for (const room of this._rooms.keys()) joins.push(this._joinOne(room, gen));
+    for (const [room, entry] of this._rooms) {
+      if (entry.joinedGen !== gen) joins.push(this._joinOne(room, gen));
+    }
     await Promise.all(joins);
+  }
+
+  /** A `member` event about this user: they joined or left a room on another device, and this
+   * socket receives it now, or no longer does. */
+  _member(frame) {
+    if (frame.user === this.user && typeof frame.room === "string") {
+      if (frame.state === "joined" && !this._rooms.has(frame.room)) {
+        this._rooms.set(frame.room, { seq: null, epoch: null, joinedGen: this._gen, waiters: [] });
+      } else if (frame.state === "left") {
+        this._rooms.delete(frame.room);
+      }
+    }
+    this._emit("member", frame);
   }
 
   _joinRooms(gen) {
@@ -718,6 +758,8 @@ export class ActorimClient extends EventTarget {
       case "gap":
         return this._gap(frame);
       case "member":
+        return this._member(frame);
+      case "room":
       case "presence":
       case "receipt":
       case "typing":
@@ -1053,6 +1095,29 @@ export class ActorimClient extends EventTarget {
     if (after !== undefined) args.after = after;
     if (limit !== undefined) args.limit = limit;
     return this._call("history", args);
+  }
+
+  /** A page of the inbox after the cursor `before` (the connect reply's
+   * `conversations_cursor`): `{conversations, more, cursor?}`; needs the link up. */
+  moreConversations({ before, limit } = {}) {
+    return this._call("conversations", given({ before, limit }));
+  }
+
+  /** A page of `room`'s members, offline ones included: `{members: [{user, status}], cursor?}`. */
+  members(room, { cursor, limit } = {}) {
+    return this._call("members", { room, ...given({ cursor, limit }) });
+  }
+
+  /** Set `room`'s title and/or topic (a member only): `{room, title, topic}`; every member's
+   * devices get a `room` event. */
+  updateRoom(room, { title, topic } = {}) {
+    return this._call("room.update", { room, ...given({ title, topic }) });
+  }
+
+  /** The public rooms whose name or title contains `query` (the `rooms` command; the getter
+   * `rooms` lists the joined ones): `{rooms: [{room, title, topic, members}], cursor?}`. */
+  directory({ query, cursor, limit } = {}) {
+    return this._call("rooms", given({ query, cursor, limit }));
   }
 
   /** One round trip to the server. */
