@@ -338,3 +338,20 @@ def test_python_client_pages_members_changes_a_title_and_searches_the_directory(
         assert found == [{"room": "lobby", "title": "Lobby", "topic": "hi", "members": 2}]
         page = app.more_conversations(limit=1)
         assert page["conversations"][0]["title"] == "Lobby"
+
+
+def test_a_refreshed_token_that_allows_a_kept_membership_subscribes_the_connection(
+    start_node: StartNode,
+) -> None:
+    node = start_node()
+    ann = node.client("ann")
+    ann.ok("join", room="team:red")
+    ann.close()
+    limited = node.client()
+    limited.connect(node.token("ann", rooms=["lobby"]))
+    limited.ok("refresh", token=node.token("ann"))
+    limited.ok("ping")  # subscribed before the connection handles its next command
+    bob = node.client("bob")
+    bob.ok("join", room="team:red")
+    sent = bob.ok("send", room="team:red", body="welcome back")
+    assert limited.event("msg", room="team:red", seq=sent["seq"])["body"] == "welcome back"
