@@ -978,6 +978,7 @@ CALLS_ON_A_STORE: dict[str, Callable[[Store], object]] = {
     "set_public": lambda s: s.set_public("lobby", False),
     "directory": lambda s: s.directory(limit=5),
     "dm_partners": lambda s: s.dm_partners("al"),
+    "latest": lambda s: s.latest([room_conv("lobby")], "al"),
 }
 
 
@@ -1348,6 +1349,8 @@ class Observer:
             store.set_public(room, rng.random() < 0.7)
         for user in USERS:
             seen.append((store.rooms_of(user), store.dm_partners(user)))
+            latest = store.latest(CONVERSATIONS, user)
+            seen.append({c: (n, m and self.message(m)) for c, (n, m) in latest.items()})
         for room in WALK_ROOMS:
             seen.append(store.members_of(room, after=rng.choice([None, *USERS]), limit=2))
         seen.append(store.room_info(WALK_ROOMS))

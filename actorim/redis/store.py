@@ -1015,6 +1015,25 @@ class RedisStore(Store):
             page.reverse()
         return page, len(entries) > limit
 
+    def latest(
+        self, convs: Sequence[str], reader: str
+    ) -> dict[str, tuple[int, StoredMessage | None]]:
+        """``Store.latest`` in one pipeline: each conversation's seq and newest message."""
+        self._live()
+        with self._calling("read the latest messages"):
+            pipe = self._pipeline()
+            for conv in convs:
+                keys = self._keys.conversation(conv)
+                pipe.get(keys[0])
+                self._read_script(keys=keys, args=[0, "", 1, "1", "1"], client=pipe)
+            replies = pipe.execute() if convs else []
+        result: dict[str, tuple[int, StoredMessage | None]] = {}
+        for index, conv in enumerate(convs):
+            seq, (_, *entries) = replies[2 * index], replies[2 * index + 1]
+            last = _with_reactions(entries[0], reader) if entries else None
+            result[conv] = (int(seq or 0), last)
+        return result
+
     def get(self, mid: str) -> StoredMessage | None:
         with self._calling("read a message"):
             conv: bytes | None = answer(self._client.hget(self._keys.mid_index(mid), mid))
