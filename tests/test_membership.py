@@ -355,3 +355,33 @@ def test_a_refreshed_token_that_allows_a_kept_membership_subscribes_the_connecti
     bob.ok("join", room="team:red")
     sent = bob.ok("send", room="team:red", body="welcome back")
     assert limited.event("msg", room="team:red", seq=sent["seq"])["body"] == "welcome back"
+
+
+def test_connect_resumes_rooms_from_since_in_order_or_announces_a_gap(
+    start_node: StartNode,
+) -> None:
+    node = start_node(replay_max_messages=3)
+    ann = node.client("ann")
+    epoch = ann.ok("join", room="lobby")["epoch"]
+    ann.close()
+    bob = node.client("bob")
+    bob.ok("join", room="lobby")
+    for n in range(2):
+        bob.ok("send", room="lobby", body=f"m{n}")
+    back = node.client()
+    data = back.ok("connect", token=node.token("ann"), since={"lobby": 0}, epoch=epoch)
+    assert data["epoch"] == epoch
+    live = bob.ok("send", room="lobby", body="live")
+    got = [back.event("msg", room="lobby")["seq"] for _ in range(3)]
+    assert got == [1, 2, live["seq"]]  # the missed ones first, in order, then live
+    for n in range(5):
+        bob.ok("send", room="lobby", body=f"more {n}")
+    again = node.client()
+    again.ok("connect", token=node.token("ann"), since={"lobby": live["seq"]}, epoch=epoch)
+    gap = again.event("gap", room="lobby")
+    assert (gap["after"], gap["seq"]) == (live["seq"], live["seq"] + 5)
+    other = node.client()
+    other.ok("connect", token=node.token("ann"), since={"lobby": 0}, epoch="another")
+    other.nothing_before_pong("gap")  # another epoch: since is ignored, nothing is replayed
+    assert not queued(other, "msg")
+    assert other.ok("join", room="lobby")["seq"] == live["seq"] + 5

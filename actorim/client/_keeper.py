@@ -369,7 +369,8 @@ class LinkKeeper:
         self._conn = conn
         gevent.spawn(self._read, conn)
         try:
-            info = self._call_on(conn, "connect", {"token": token}).get()
+            args = {"token": token, **self._session.resume_args()}
+            info = self._call_on(conn, "connect", args).get()
         except ServerError as exc:
             self._discard(conn, str(exc))
             if exc.code == "unauthenticated":
@@ -382,7 +383,6 @@ class LinkKeeper:
             raise
         self.info = dict(info)
         self._session.user = info.get("user")
-        self._session.inbox(info.get("conversations"))
         return conn
 
     def _give_up(self, error: ClientClosed) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_PAGE_LIMIT",
     "MAX_SEQ",
+    "MAX_SINCE_ROOMS",
     "MAX_TOKEN_LENGTH",
     "MAX_USERS",
     "Ack",
@@ -105,6 +106,9 @@ DEFAULT_LIMIT: Final = 50
 
 MAX_SEQ: Final = 2**63 - 1
 
+# Rooms a `connect` may name in `since`: as many as a user may belong to by default.
+MAX_SINCE_ROOMS: Final = 1000
+
 # A page cursor handed out by the server (conversations, members, rooms), sent back as is.
 MAX_CURSOR_LENGTH: Final = 300
 
@@ -134,11 +138,14 @@ class NotACommand(CommandError):
 
 @dataclass(frozen=True, slots=True)
 class Connect:
-    """Authenticate the connection with a token."""
+    """Authenticate the connection with a token. `since` maps rooms to the last seq the client
+    saw in them: the connection's subscription to each resumes from there."""
 
     t: ClassVar[str] = "connect"
     id: int
     token: str
+    since: tuple[tuple[str, int], ...] = ()
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,13 +596,15 @@ def _optional_text(frame: dict[Any, Any], key: str, max_length: int) -> str | No
     return None if value is _MISSING else _text_value(value, key, max_length)
 
 
+def _count_value(value: Any, field: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
+        raise _bad(f"field '{field}' must be an integer from 0 to {MAX_SEQ} (2^63 - 1)")
+    return value
+
+
 def _optional_count(frame: dict[Any, Any], key: str) -> int | None:
     value = _optional(frame, key)
-    if value is _MISSING:
-        return None
-    if type(value) is not int or not 0 <= value <= MAX_SEQ:
-        raise _bad(f"field '{key}' must be an integer from 0 to {MAX_SEQ} (2^63 - 1)")
-    return value
+    return None if value is _MISSING else _count_value(value, key)
 
 
 def _users(frame: dict[Any, Any]) -> tuple[str, ...]:
@@ -622,7 +631,20 @@ _Decoder: TypeAlias = Callable[[dict[Any, Any], int, int], Command]
 
 
 def _connect(frame: dict[Any, Any], id: int, max_limit: int) -> Connect:
-    return Connect(id, _text(frame, "token", MAX_TOKEN_LENGTH))
+    since = _optional(frame, "since")
+    resumed: tuple[tuple[str, int], ...] = ()
+    if since is not _MISSING:
+        if type(since) is not dict or len(since) > MAX_SINCE_ROOMS:
+            raise _bad(
+                f"field 'since' must be a map of at most {MAX_SINCE_ROOMS} rooms to the last seq"
+                " seen in each"
+            )
+        resumed = tuple(
+            (_name_value(room, "since"), _count_value(seq, f"since[{room}]"))
+            for room, seq in since.items()
+        )
+    epoch = _optional_text(frame, "epoch", MAX_EPOCH_LENGTH)
+    return Connect(id, _text(frame, "token", MAX_TOKEN_LENGTH), since=resumed, epoch=epoch)
 
 
 def _join(frame: dict[Any, Any], id: int, max_limit: int) -> Join:

@@ -1015,6 +1015,16 @@ class RedisStore(Store):
             page.reverse()
         return page, len(entries) > limit
 
+    def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
+        """``Store.last_seqs`` in one pipeline."""
+        self._live()
+        with self._calling("read the last seqs"):
+            pipe = self._pipeline()
+            for conv in convs:
+                pipe.get(self._keys.conversation(conv)[0])
+            replies = pipe.execute() if convs else []
+        return {conv: int(seq or 0) for conv, seq in zip(convs, replies, strict=True)}
+
     def latest(
         self, convs: Sequence[str], reader: str
     ) -> dict[str, tuple[int, StoredMessage | None]]:

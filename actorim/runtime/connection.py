@@ -307,15 +307,18 @@ class ConnectionActor(GeventActor):
             "session": link.session.token,
             "node": self.ctx.node_id,
             "heartbeat": self.ctx.config.heartbeat,
+            "epoch": self.ctx.epoch,
             "conversations": entries,
         }
         if paging["more"]:
             data["conversations_more"] = True
             data["conversations_cursor"] = paging["cursor"]
         link.reply(command.t, command.id, data)
-        # Every room of the user, each from the seq the inbox gave: what came since is
-        # replayed by the room, live events follow.
-        rooms = [(c.room, c.seq) for c in everything if c.room is not None]
+        # Every room of the user, each from the seq the client last saw there (``since``, in
+        # the same epoch) or else the one the inbox gave: what came after it is replayed by the
+        # room (or announced as a gap), in order before the live events.
+        seen = dict(command.since) if command.epoch in (None, self.ctx.epoch) else {}
+        rooms = [(c.room, seen.get(c.room, c.seq), c.seq) for c in everything if c.room is not None]
         with contextlib.suppress(Unavailable):
             subscribe(self.ctx, link, rooms)
         # A token with less than the notice left is asked to refresh at once.

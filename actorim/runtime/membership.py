@@ -22,7 +22,8 @@ from pykka import ActorDeadError
 
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.runtime.context import NodeContext, Unavailable
-from actorim.runtime.messages import JoinRoom, LeaveRoom, RoomsFor, RoomsRequest
+from actorim.runtime.messages import Check, JoinRoom, LeaveRoom, RoomsFor, RoomsRequest
+from actorim.runtime.replies import ConnectionReplies
 
 if TYPE_CHECKING:
     from actorim.runtime.link import Link
@@ -98,16 +99,47 @@ def ask_router(ctx: NodeContext, message: Any) -> Any:
     return answer
 
 
-def subscribe(ctx: NodeContext, link: Link, rooms: Sequence[tuple[str, int | None]]) -> None:
-    """Subscribe ``link`` to each of ``rooms`` (name, and the seq it already knows: what came
-    after it is replayed) it is not subscribed to yet; nothing is answered."""
-    wanted = [(name, since) for name, since in rooms if name not in link.rooms]
+def subscribe(
+    ctx: NodeContext, link: Link, rooms: Sequence[tuple[str, int | None, int | None]]
+) -> None:
+    """Subscribe ``link`` to each of ``rooms`` it is not subscribed to yet: (name, the seq the
+    connection saw there, whose successors are replayed, and the room's latest seq as just
+    read, which a room not running starts from); nothing is answered."""
+    wanted = [room for room in rooms if room[0] not in link.rooms]
     if not wanted:
         return
-    states = ask_router(ctx, RoomsFor(tuple(name for name, _ in wanted)))
-    for (_, since), state in zip(wanted, states, strict=True):
+    names = tuple(name for name, _, _ in wanted)
+    states = ask_router(ctx, RoomsFor(names, tuple(latest for _, _, latest in wanted)))
+    for (_, since, _), state in zip(wanted, states, strict=True):
         join = JoinRoom(link, None, since=since, epoch=ctx.epoch if since is not None else None)
         tell_join(state, join)
+    started = [
+        (state, latest)
+        for (_, _, latest), state in zip(wanted, states, strict=True)
+        if latest is not None and state.known_seq is not None
+    ]
+    if started:
+        _check_after(ctx, link, started)
+
+
+def _check_after(ctx: NodeContext, link: Link, rooms: list[tuple[RoomState, int]]) -> None:
+    """Rooms subscribed knowing the latest seq the inbox read: read their last seqs again (one
+    read for all, now that they are subscribed) and tell each one that missed a message in
+    between."""
+    convs = [state.conv for state, _ in rooms]
+
+    def done(seqs: Any, error: BaseException | None) -> None:
+        if error is not None:
+            return  # the next message shows the room its gap
+        for state, latest in rooms:
+            if seqs[state.conv] > latest and state.actor is not None:
+                with contextlib.suppress(ActorDeadError):
+                    state.actor.tell(Check(seqs[state.conv]))
+
+    with contextlib.suppress(Unavailable):
+        ctx.refs.tell_store(
+            RoomsRequest(lambda store: store.last_seqs(convs), ConnectionReplies(link), done)
+        )
 
 
 def tell_join(state: RoomState, join: JoinRoom) -> bool:
@@ -148,4 +180,4 @@ def apply_membership(ctx: NodeContext, link: Link, change: MembershipChanged) ->
         unsubscribe(link, change.room)
     elif identity.may_join(change.room):
         with contextlib.suppress(Unavailable):
-            subscribe(ctx, link, [(change.room, None)])
+            subscribe(ctx, link, [(change.room, None, None)])

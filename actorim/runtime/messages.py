@@ -54,6 +54,14 @@ class RoomEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Check:
+    """To a room started from a seq a connect's inbox read: the store's last seq, read after
+    the room subscribed; what lies beyond is repaired from the store."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Repair:
     """To a room: replay from the store what came after the last seq it fanned out."""
 
@@ -291,6 +299,8 @@ class RoomsFor:
     its user belongs to); answered with the states in the same order."""
 
     names: tuple[str, ...]
+    seqs: tuple[int | None, ...] = ()
+    """Each room's last seq as the asker read it (None: unknown), for a room not running."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,8 +75,11 @@ class RouterActor(GeventActor):
             except Unavailable as exc:
                 return exc
         if isinstance(message, RoomsFor):
+            seqs = message.seqs or (None,) * len(message.names)
             try:
-                return [self._room_for(name) for name in message.names]
+                return [
+                    self._room_for(name, seq) for name, seq in zip(message.names, seqs, strict=True)
+                ]
             except Unavailable as exc:
                 return exc
         if isinstance(message, Register):
@@ -135,11 +138,12 @@ class RouterActor(GeventActor):
                 del by_user[user]
                 self.ctx.broker.unsubscribe_user(user)
 
-    def _room_for(self, name: str) -> RoomState:
+    def _room_for(self, name: str, known_seq: int | None = None) -> RoomState:
         rooms = self.ctx.directory.rooms
         state = rooms.get(name)
         if state is None:
             state = rooms[name] = RoomState.new(name, self.ctx.config)
+            state.known_seq = known_seq
         state.joins_forwarded += 1
         if not state.starting and (state.actor is None or not state.actor.is_alive()):
             self._start_room(state)

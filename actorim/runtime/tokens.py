@@ -105,7 +105,7 @@ def refresh(ctx: NodeContext, link: Link, command: Refresh) -> None:
     # The user's rooms the new claim allows and the old one did not: subscribed from now on.
     with contextlib.suppress(Unavailable, CommandError):
         rooms = ask_store(ctx, lambda store: store.rooms_of(identity.user), "read your rooms")
-        subscribe(ctx, link, [(room, None) for room in rooms if identity.may_join(room)])
+        subscribe(ctx, link, [(room, None, None) for room in rooms if identity.may_join(room)])
 
 
 def apply_revocation(ctx: NodeContext, revocation: Revocation) -> int:

@@ -476,6 +476,10 @@ class Store(Protocol):
         between them, in either direction), in id order."""
         ...
 
+    def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
+        """``last_seq`` of each of ``convs``."""
+        return {conv: self.last_seq(conv) for conv in convs}
+
     def latest(
         self, convs: Sequence[str], reader: str
     ) -> dict[str, tuple[int, StoredMessage | None]]:

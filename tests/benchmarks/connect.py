@@ -1,13 +1,15 @@
 """Connect time against the number of rooms a user belongs to (1, 100, 1,000).
 
 Starts ``actorim serve`` (tests/benchmarks/sends.py's ``start_server``: a separate process,
-pinned to CPU 0 when ``taskset`` exists) for each store; a user joins N rooms, each with one
+pinned to CPU 0 when ``taskset`` exists) for each store (``redis``: a cluster node on a private
+``redis-server``, durable as tests/redis_server.py starts it); a user joins N rooms, each with one
 message, and then connects again and again. Each sample is the time from sending ``connect``
 to its reply (the inbox of N rooms read from the store), and to the reply of a ``ping`` sent
 right behind it (the connection subscribed to every room by then). Prints a Markdown table
 (``--json`` for one JSON object).
 
     .venv/bin/python tests/benchmarks/connect.py [--samples 30] [--rooms 1,100,1000]
+        [--stores sqlite,memory,redis]
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -33,6 +38,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from actorim.domain.auth import TokenAuthority  # noqa: E402
 from tests.benchmarks.sends import SECRET, start_server  # noqa: E402
+from tests.redis_server import RedisServer, find_redis_server  # noqa: E402
+
+
+@contextlib.contextmanager
+def store_of(store: str, data_dir: str) -> Iterator[str]:
+    """The ``--store`` to start the server with; for ``redis``, a private redis-server, named
+    in ``REDIS_URL`` for the server while it starts."""
+    if store != "redis":
+        yield store
+        return
+    redis = RedisServer(Path(data_dir) / "redis", binary=find_redis_server())
+    redis.start()
+    os.environ["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
+    try:
+        yield "memory"  # in cluster mode the store is Redis's
+    finally:
+        del os.environ["REDIS_URL"]
+        redis.stop()
 
 
 def _until_reply(ws: Any, command_id: int) -> dict[str, Any]:
@@ -75,16 +98,17 @@ def sample(port: int, token: str) -> tuple[float, float, int]:
 
 def run(store: str, rooms: int, samples: int) -> dict[str, Any]:
     data_dir = tempfile.mkdtemp(prefix="actorim-bench-")
-    proc, port = start_server(store, data_dir)
     token = TokenAuthority(SECRET).mint(f"member-of-{rooms}")
-    try:
-        member_of(port, token, rooms)
-        sample(port, token)  # the first connect after the joins is left out
-        taken = [sample(port, token) for _ in range(samples)]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with store_of(store, data_dir) as setting:
+        proc, port = start_server(setting, data_dir)
+        try:
+            member_of(port, token, rooms)
+            sample(port, token)  # the first connect after the joins is left out
+            taken = [sample(port, token) for _ in range(samples)]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    shutil.rmtree(data_dir, ignore_errors=True)
     replies = sorted(t[0] for t in taken)
     subscribed = sorted(t[1] for t in taken)
     return {

@@ -498,7 +498,7 @@ export class ActorimClient extends EventTarget {
   async _opened(gen, token) {
     let info;
     try {
-      info = await this._call("connect", { token }, { internal: true });
+      info = await this._call("connect", { token, ...this._resumeArgs() }, { internal: true });
     } catch (err) {
       if (gen === this._gen && err.code !== "disconnected") {
         this._emit("error", { code: err.code, message: err.message });
@@ -533,19 +533,37 @@ export class ActorimClient extends EventTarget {
     this._flush();
   }
 
-  /** The `connect` reply's inbox: the server subscribed this socket to the user's rooms. A room
-   * the client did not know is joined from now on (from the inbox's seq); one it knows is
-   * re-joined (to replay what it missed) only when the inbox's seq is ahead of the last seen. */
+  /** What `connect` carries so that the server resumes the rooms this client knows from the
+   * last seq seen in each (`since`, with the store's `epoch`). */
+  _resumeArgs() {
+    const since = {};
+    const epochs = new Set();
+    for (const [room, entry] of this._rooms) {
+      if (entry.seq !== null && entry.joinedGen !== null) since[room] = entry.seq;
+      if (entry.epoch !== null) epochs.add(entry.epoch);
+    }
+    this._resumed = since;
+    this._resumeEpoch = epochs.size === 1 ? [...epochs][0] : null;
+    if (!Object.keys(since).length || this._resumeEpoch === null) return {};
+    return { since, epoch: this._resumeEpoch };
+  }
+
+  /** The `connect` reply's inbox: the server subscribed this socket to the user's rooms, each
+   * from the seq `connect` named for it (in the same epoch) or else from its latest. A room the
+   * client did not know is joined from now on, without a `join`. */
   _inbox(info, gen) {
     this.conversations = Array.isArray(info.conversations) ? info.conversations : [];
+    const resumed = info.epoch === this._resumeEpoch ? this._resumed || {} : {};
     for (const entry of this.conversations) {
       if (typeof entry.room !== "string" || !Number.isInteger(entry.seq)) continue;
-      let room = this._rooms.get(entry.room);
+      const room = this._rooms.get(entry.room);
       if (!room) {
-        room = { seq: entry.seq, epoch: null, joinedGen: gen, waiters: [] };
-        this._rooms.set(entry.room, room);
-      } else if (room.seq !== null && room.seq >= entry.seq && room.waiters.length === 0) {
-        room.joinedGen = gen;
+        const epoch = info.epoch ?? null;
+        this._rooms.set(entry.room, { seq: entry.seq, epoch, joinedGen: gen, waiters: [] });
+      } else if (entry.room in resumed) {
+        // Resumed by connect: its re-join (with the same since) says whether it recovered; a
+        // gap announced meanwhile is filled after that reply, not twice.
+        room.rejoining = true;
       }
     }
     this._emit("conversations", { conversations: this.conversations, more: !!info.conversations_more });
@@ -594,7 +612,9 @@ export class ActorimClient extends EventTarget {
     let reply;
     try {
       reply = await this._call("join", args, { internal: true });
+      entry.rejoining = false;
     } catch (err) {
+      entry.rejoining = false;
       if (err.code === "disconnected" || err.code === "timeout") throw err;
       if (this._rooms.get(room) === entry) this._rooms.delete(room);
       for (const w of entry.waiters.splice(0)) w.reject(err);
@@ -820,6 +840,7 @@ export class ActorimClient extends EventTarget {
   _gap(frame) {
     const entry = this._rooms.get(frame.room);
     if (!entry || !Number.isInteger(frame.after) || !Number.isInteger(frame.seq)) return;
+    if (entry.rejoining) return; // resumed by connect: its re-join's reply says what to fill
     if (entry.seq === null || frame.seq > entry.seq) entry.seq = frame.seq;
     this._emit("gap", frame);
     if (frame.seq > frame.after) this._fillGap(frame.room, frame.after, frame.seq);
