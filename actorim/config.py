@@ -292,7 +292,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "rate_abuse_window", 10.0, "seconds over which rate_limited replies are counted", float
     ),
-    Setting("max_rooms_per_connection", 100, "rooms one connection may be in", int),
+    Setting(
+        "max_rooms_per_user",
+        1000,
+        "rooms one user may be a member of (a join past it is refused with too_many_rooms)",
+        int,
+    ),
+    Setting(
+        "inbox_limit",
+        100,
+        "conversations the connect reply lists, and most a conversations page holds",
+        int,
+    ),
+    Setting("directory_limit", 100, "most rooms a rooms (directory) page holds", int),
     Setting("max_connections_per_user", 20, "connections one user may hold at once", int),
     Setting("max_members_per_room", 10_000, "connections one room may hold", int),
     Setting(
@@ -305,7 +317,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "member_list_limit",
         200,
-        "most member ids a join reply lists (members_total gives the full count)",
+        "most member ids a join reply lists (members_total gives the full count), and most "
+        "members a members page holds",
         int,
     ),
     Setting("outbox_max_frames", 2_000, "frames queued to a slow client before close 1013", int),
@@ -486,7 +499,9 @@ class Config:
     burst: float = _BY_NAME["burst"].default
     rate_abuse_rejections: int = _BY_NAME["rate_abuse_rejections"].default
     rate_abuse_window: float = _BY_NAME["rate_abuse_window"].default
-    max_rooms_per_connection: int = _BY_NAME["max_rooms_per_connection"].default
+    max_rooms_per_user: int = _BY_NAME["max_rooms_per_user"].default
+    inbox_limit: int = _BY_NAME["inbox_limit"].default
+    directory_limit: int = _BY_NAME["directory_limit"].default
     max_connections_per_user: int = _BY_NAME["max_connections_per_user"].default
     max_members_per_room: int = _BY_NAME["max_members_per_room"].default
     member_events_limit: int = _BY_NAME["member_events_limit"].default
@@ -543,7 +558,9 @@ class Config:
             "outbox_max_frames",
             "outbox_max_bytes",
             "workers",
-            "max_rooms_per_connection",
+            "max_rooms_per_user",
+            "inbox_limit",
+            "directory_limit",
             "max_connections_per_user",
             "max_members_per_room",
             "history_max_limit",

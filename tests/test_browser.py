@@ -1396,3 +1396,58 @@ def test_on_the_chat_page_replies_go_to_a_thread_panel_opened_from_the_roots_lin
     carol.get_by_test_id("thread-close").click()
     expect(panel(carol)).to_be_hidden()
     assert errors == []
+
+
+# -- lasting membership on the chat page ----------------------------------------------------------
+
+
+def test_on_the_chat_page_rooms_come_from_the_inbox_the_directory_finds_them_and_titles_follow(
+    browser: Any, server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    _join(ann, "garden")
+    # Carol belongs to the room but is away: the member list greys her out.
+    carol = _sign_in(browser, server.base, "carol", DESKTOP, errors)
+    _join(carol, "garden")
+    expect(ann.locator('[data-testid="member"][data-user="carol"]')).to_have_count(1)
+    carol.context.close()
+    away = ann.locator('[data-testid="member"][data-user="carol"]')
+    expect(away).to_have_attribute("data-status", "offline")
+    expect(ann.locator('[data-testid="member"][data-user="ann"]')).to_have_attribute(
+        "data-status", "online"
+    )
+    # Ann gives the room a title and a topic.
+    ann.get_by_test_id("edit-room").click()
+    ann.get_by_test_id("room-title-input").fill("The Garden")
+    ann.get_by_test_id("room-topic-input").fill("plants and such")
+    ann.get_by_test_id("room-edit-save").click()
+    expect(ann.get_by_test_id("conv-title")).to_have_text("The Garden")
+    expect(ann.get_by_test_id("conv-topic")).to_have_text("plants and such")
+    # Bob finds the room in the directory by its title and joins it from there.
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    expect(bob.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+    bob.get_by_test_id("browse-rooms").click()
+    bob.get_by_test_id("directory-query").fill("GARDEN")
+    bob.get_by_test_id("directory-search").click()
+    found = bob.locator('[data-testid="directory-room"][data-room="garden"]')
+    expect(found).to_contain_text("The Garden")
+    found.get_by_test_id("directory-join").click()
+    expect(bob.get_by_test_id("conv-title")).to_have_text("The Garden")
+    expect(bob.get_by_test_id("conv-topic")).to_have_text("plants and such")
+    # A change of topic reaches bob's page.
+    ann.get_by_test_id("edit-room").click()
+    ann.get_by_test_id("room-topic-input").fill("and trees")
+    ann.get_by_test_id("room-edit-save").click()
+    expect(bob.get_by_test_id("conv-topic")).to_have_text("and trees")
+    # Ann on a new device (nothing saved in its browser): the room list comes from the inbox.
+    laptop = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    item = laptop.locator('[data-testid="room-item"][data-room="garden"]')
+    expect(item).to_contain_text("The Garden")
+    _say(ann, "hello from the phone")
+    _open(laptop, "room-item", "garden")
+    expect(_bodies(laptop, "hello from the phone")).to_have_count(1)
+    assert errors == []

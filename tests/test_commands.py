@@ -17,18 +17,22 @@ from actorim.protocol.commands import (
     Ack,
     Command,
     Connect,
+    Conversations,
     DebugCrash,
     Delete,
     Edit,
     History,
     Join,
     Leave,
+    Members,
     NotACommand,
     Ping,
     Presence,
     React,
     Read,
     Refresh,
+    Rooms,
+    RoomUpdate,
     Send,
     Thread,
     Typing,
@@ -102,6 +106,13 @@ DEFAULTS: list[tuple[str, Command]] = [
         '{"t":"thread","id":23,"mid":"m-1"}',
         Thread(23, "m-1", before=None, after=None, limit=50),
     ),
+    ('{"t":"conversations","id":22}', Conversations(22, before=None, limit=None)),
+    ('{"t":"members","id":23,"room":"lobby"}', Members(23, "lobby", cursor=None, limit=None)),
+    (
+        '{"t":"room.update","id":24,"room":"lobby","topic":""}',
+        RoomUpdate(24, "lobby", title=None, topic=""),
+    ),
+    ('{"t":"rooms","id":25}', Rooms(25, query=None, cursor=None, limit=None)),
 ]
 
 
@@ -114,6 +125,25 @@ def test_every_command_decodes_from_json_with_its_defaults(text: str, expected: 
 def test_every_command_decodes_the_same_from_msgpack(text: str, expected: Command) -> None:
     frame = decode_frame(text.encode("utf-8"), binary=False)
     assert _from_msgpack(msgpack.packb(frame)) == expected
+
+
+@pytest.mark.parametrize(
+    ("frame", "field"),
+    [
+        ({"t": "room.update", "id": 1, "room": "lobby"}, "'title'"),
+        ({"t": "room.update", "id": 1, "room": "lobby", "title": "x" * 101}, "'title'"),
+        ({"t": "room.update", "id": 1, "room": "lobby", "topic": "x" * 501}, "'topic'"),
+        ({"t": "rooms", "id": 1, "query": "x" * 101}, "'query'"),
+        ({"t": "rooms", "id": 1, "limit": 0}, "'limit'"),
+        ({"t": "members", "id": 1, "room": "lobby", "cursor": ""}, "'cursor'"),
+        ({"t": "conversations", "id": 1, "before": 5}, "'before'"),
+    ],
+)
+def test_membership_commands_refuse_bad_fields(frame: dict[str, Any], field: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        decode_command(frame)
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+    assert field in caught.value.message
 
 
 def test_every_command_name_has_a_test() -> None:
@@ -418,6 +448,7 @@ def test_error_codes_are_the_documented_vocabulary() -> None:
         "not_found",
         "rate_limited",
         "too_many_reactions",
+        "too_many_rooms",
         "overloaded",
         "internal",
     }

@@ -45,18 +45,21 @@ def slow_room(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     release.set()
 
 
-def test_a_room_loading_its_last_seq_holds_up_no_connect_and_its_join_is_answered_after(
+def test_a_room_loading_its_last_seq_holds_up_no_other_connection_and_its_join_is_answered_after(
     start_node: StartNode, slow_room: Any
 ) -> None:
     node = start_node(store="sqlite")
+    # Connected before: a connect reads the user's conversations from the store, which the
+    # slow room holds up.
+    bob = node.client("bob")
     alice = node.client("alice")
     command_id = next(alice.ids)
     alice.send_obj({"t": "join", "id": command_id, "room": "slow"})
-    # While the room waits for the store, another user connects: answered by the router now,
-    # not after the room's start (before, the router waited for it: overloaded after 5 s, or
-    # answered only once the supervisor gave the room up).
-    bob = node.client("bob")
+    # While the room waits for the store, the router and the other connections go on (before,
+    # the router waited for the room's start: overloaded after 5 s, or answered only once the
+    # supervisor gave the room up).
     assert bob.ok("ping") is not None
+    assert bob.ok("typing", to="carol") == {}
     slow_room.set()
     reply = alice.reply_to(command_id)
     assert reply["ok"], reply

@@ -126,14 +126,14 @@ def test_a_flood_of_commands_is_closed_1008_and_others_keep_chatting(
 # -- per-connection, per-user and per-room limits -------------------------------------------
 
 
-def test_joining_past_max_rooms_per_connection_is_forbidden(start_node: StartNode) -> None:
-    node = start_node(max_rooms_per_connection=2)
+def test_joining_past_max_rooms_per_user_is_refused(start_node: StartNode) -> None:
+    node = start_node(max_rooms_per_user=2)
     alice, bob = chatting_pair(node)
     carol = node.client("carol")
     carol.ok("join", room="a")
     carol.ok("join", room="b")
     error = carol.error("join", room="c")
-    assert error["code"] == "forbidden"
+    assert error["code"] == "too_many_rooms"
     assert "2 rooms" in error["message"]
     carol.ok("leave", room="a")
     carol.ok("join", room="c")
@@ -153,7 +153,7 @@ def test_connection_past_max_connections_per_user_is_forbidden_then_closed_1008(
     assert_still_chatting(alice, bob)
     second.ok("join", room="lobby")
     sent = bob.ok("send", room="lobby", body="to both of alice's connections")
-    assert second.event("msg")["mid"] == sent["mid"]
+    assert second.event("msg", mid=sent["mid"])["body"] == "to both of alice's connections"
     assert alice.event("msg")["mid"] == sent["mid"]
 
 

@@ -82,22 +82,22 @@ def test_a_user_joining_with_a_second_connection_is_announced_once(server: Runni
     assert queued(bob1, "member", user="bob") == []
 
 
-def test_a_user_is_announced_left_only_when_their_last_connection_leaves(
+def test_leave_on_one_device_ends_the_users_membership_announced_left_once(
     server: RunningNode,
 ) -> None:
     alice, bob1, bob2 = _in_room(server, "lobby", "alice", "bob", "bob")
     alice.event("member", user="bob", state="joined")
     assert bob1.ok("leave", room="lobby") == {}
-    _in_room(server, "lobby", "carol")
-    alice.event("member", user="carol", state="joined")
-    assert queued(alice, "member", user="bob") == []
-    assert bob2.ok("leave", room="lobby") == {}
+    assert bob2.event("member", user="bob")["state"] == "left"  # bob's other device left too
     assert alice.event("member", user="bob") == {
         "t": "member",
         "room": "lobby",
         "user": "bob",
         "state": "left",
     }
+    _in_room(server, "lobby", "carol")
+    alice.event("member", user="carol", state="joined")
+    assert queued(alice, "member", user="bob") == []
 
 
 def test_closing_the_last_connection_in_a_room_announces_the_user_left(

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 
+from actorim.domain.rooms import RoomInfo
 from actorim.redis.store import RedisStore
 from actorim.store import (
     DEFAULT_MAX_AGE_MS,
@@ -35,6 +36,7 @@ from actorim.store import (
     new_mid,
     room_conv,
 )
+from actorim.store.base import inbox
 
 pytest_plugins = ["tests.redis_server"]
 
@@ -1167,6 +1169,16 @@ CALLS_ON_A_STORE: dict[str, Callable[[Store], object]] = {
     "mark": lambda s: s.mark("nope", "bob", "read"),
     "mark_batch": lambda s: s.mark_batch([("nope", "bob", "read")]),
     "prune": lambda s: s.prune(now_ms=0),
+    "join_room": lambda s: s.join_room("al", "lobby", max_rooms=5),
+    "leave_room": lambda s: s.leave_room("al", "lobby"),
+    "rooms_of": lambda s: s.rooms_of("al"),
+    "members_of": lambda s: s.members_of("lobby", limit=5),
+    "room_info": lambda s: s.room_info(["lobby"]),
+    "update_room": lambda s: s.update_room("al", "lobby", title="t"),
+    "set_public": lambda s: s.set_public("lobby", False),
+    "directory": lambda s: s.directory(limit=5),
+    "dm_partners": lambda s: s.dm_partners("al"),
+    "latest": lambda s: s.latest([room_conv("lobby")], "al"),
 }
 
 
@@ -1184,6 +1196,85 @@ def test_every_call_on_a_closed_store_raises_store_error(store: Store, call: str
     store.close()
     with pytest.raises(StoreError, match="closed"):
         CALLS_ON_A_STORE[call](store)
+
+
+# -- lasting membership, room metadata, direct-conversation partners --------------------------
+
+
+def test_membership_lasts_until_leave_and_is_bounded_per_user(store: Store) -> None:
+    assert store.join_room("alice", "b", max_rooms=2) == "joined"
+    assert store.join_room("alice", "a", max_rooms=2) == "joined"
+    assert store.join_room("alice", "a", max_rooms=2) == "member"
+    assert store.join_room("alice", "c", max_rooms=2) == "full"
+    assert store.rooms_of("alice") == ["a", "b"]
+    assert store.rooms_of("nobody") == []
+    assert store.leave_room("alice", "a") is True
+    assert store.leave_room("alice", "a") is False
+    assert store.join_room("alice", "c", max_rooms=2) == "joined"
+    assert store.rooms_of("alice") == ["b", "c"]
+
+
+def test_members_page_in_id_order(store: Store) -> None:
+    for user in ("carol", "alice", "bob", "dave"):
+        store.join_room(user, "lobby", max_rooms=10)
+    assert store.members_of("lobby", limit=3) == (["alice", "bob", "carol"], True)
+    assert store.members_of("lobby", after="carol", limit=3) == (["dave"], False)
+    store.leave_room("bob", "lobby")
+    assert store.members_of("lobby", limit=5) == (["alice", "carol", "dave"], False)
+    assert store.members_of("empty", limit=5) == ([], False)
+
+
+def test_room_title_and_topic_only_by_a_member(store: Store) -> None:
+    store.join_room("alice", "lobby", max_rooms=10)
+    assert store.room_info(["lobby", "never"]) == {"lobby": RoomInfo("lobby", members=1)}
+    assert store.update_room("bob", "lobby", title="Hijack") is None
+    info = store.update_room("alice", "lobby", title="The lobby")
+    assert info == RoomInfo("lobby", "The lobby", "", True, 1)
+    info = store.update_room("alice", "lobby", topic="Say hi")
+    assert info == RoomInfo("lobby", "The lobby", "Say hi", True, 1)
+    assert store.update_room("alice", "lobby", title="") == RoomInfo("lobby", "", "Say hi", True, 1)
+
+
+def test_directory_lists_public_rooms_matching_by_name_or_title_in_pages(store: Store) -> None:
+    for room in ("alpha", "beta", "gamma", "delta", "secret"):
+        store.join_room("alice", room, max_rooms=10)
+    store.update_room("alice", "gamma", title="Beta testers")
+    store.set_public("secret", False)
+    page, more = store.directory(limit=2)
+    assert ([i.room for i in page], more) == (["alpha", "beta"], True)
+    page, more = store.directory(after="beta", limit=5)
+    assert ([i.room for i in page], more) == (["delta", "gamma"], False)
+    page, _ = store.directory(query="BETA", limit=5)
+    assert [i.room for i in page] == ["beta", "gamma"]
+    page, _ = store.directory(limit=5, allowed=lambda room: room != "beta")
+    assert [i.room for i in page] == ["alpha", "delta", "gamma"]
+    assert page[0] == RoomInfo("alpha", members=1)
+
+
+def test_direct_messages_record_partners_both_ways(store: Store) -> None:
+    store.append_batch([direct("alice", "bob"), direct("carol", "alice")])
+    assert store.dm_partners("alice") == ["bob", "carol"]
+    assert store.dm_partners("bob") == ["alice"]
+    assert store.dm_partners("dave") == []
+
+
+def test_inbox_lists_rooms_and_direct_conversations_latest_first(store: Store) -> None:
+    store.join_room("alice", "quiet", max_rooms=10)
+    store.join_room("alice", "busy", max_rooms=10)
+    store.join_room("alice", "hidden", max_rooms=10)
+    store.update_room("alice", "busy", title="Busy", topic="lots")
+    store.append_batch([room_msg("first", room="busy", ts=1_000)])
+    store.append_batch([direct("bob", "alice", ts=2_000)])
+    store.append_batch([room_msg("second", room="busy", ts=3_000)])
+    entries = inbox(store, "alice", lambda room: room != "hidden")
+    assert [(c.room, c.with_, c.seq, c.activity) for c in entries] == [
+        ("busy", None, 2, 3_000),
+        (None, "bob", 1, 2_000),
+        ("quiet", None, 0, 0),
+    ]
+    assert entries[0].last is not None and entries[0].last.body == b"second"
+    assert (entries[0].title, entries[0].topic) == ("Busy", "lots")
+    assert entries[2].last is None
 
 
 # -- a failed write: each message whole or absent, and a resend completes the batch ---------
@@ -1300,6 +1391,7 @@ USERS = ("alice", "bob", "carol")
 ROOMS = ("a", "b")
 CONVERSATIONS = [room_conv("a"), room_conv("b"), dm_conv("alice", "bob"), dm_conv("bob", "carol")]
 STATUSES: tuple[ReceiptStatus, ...] = ("delivered", "read")
+WALK_ROOMS = ["a", "b", "beta", "c"]
 
 
 def random_batch(rng: random.Random, clock: int) -> list[NewMessage]:
@@ -1479,6 +1571,34 @@ class Observer:
                 root, before=before, after=after, limit=rng.randint(1, 4), reader=rng.choice(USERS)
             )
             seen.append(self.thread_page(page))
+        seen.extend(self.membership(rng))
+        return seen
+
+    def membership(self, rng: random.Random) -> list[object]:
+        """A join, leave, title change or visibility change now and then; then every read of
+        membership, room metadata and partners."""
+        store = self.store
+        seen: list[object] = []
+        user, room = rng.choice(USERS), rng.choice(WALK_ROOMS)
+        action = rng.random()
+        if action < 0.3:
+            seen.append(store.join_room(user, room, max_rooms=3))
+        elif action < 0.4:
+            seen.append(store.leave_room(user, room))
+        elif action < 0.5:
+            seen.append(store.update_room(user, room, title=rng.choice([None, "T", "Tea"])))
+        elif action < 0.55:
+            store.set_public(room, rng.random() < 0.7)
+        for user in USERS:
+            seen.append((store.rooms_of(user), store.dm_partners(user)))
+            latest = store.latest(CONVERSATIONS, user)
+            seen.append({c: (n, m and self.message(m)) for c, (n, m) in latest.items()})
+        for room in WALK_ROOMS:
+            seen.append(store.members_of(room, after=rng.choice([None, *USERS]), limit=2))
+        seen.append(store.room_info(WALK_ROOMS))
+        query = rng.choice([None, "t", "b"])
+        after = rng.choice([None, *WALK_ROOMS])
+        seen.append(store.directory(query=query, after=after, limit=rng.randint(1, 3)))
         return seen
 
 

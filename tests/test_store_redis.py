@@ -249,7 +249,7 @@ def test_a_conversations_keys_share_its_slot_and_a_recipients_keys_theirs(
         f"im:{{r:lobby}}:{name}" for name in ("seq", "log", "cids", "mids", "age")
     }
     assert {k for k in keys if "{u:bob}" in k} == {
-        f"im:{{u:bob}}:{name}" for name in ("inbox", "pending", "order")
+        f"im:{{u:bob}}:{name}" for name in ("inbox", "pending", "order", "partners")
     }
     for tag, channel in [
         ("r:lobby", store.keys.conversation_channel("r:lobby")),
@@ -258,7 +258,30 @@ def test_a_conversations_keys_share_its_slot_and_a_recipients_keys_theirs(
     ]:
         assert slots(tag) == {key_slot(channel.encode())}, tag
     assert "im:{d:alice|bob}:receipts" in keys
-    assert not any("{u:alice}" in k for k in keys), "a sender gets no index of their own"
+    assert {k for k in keys if "{u:alice}" in k} == {"im:{u:alice}:partners"}, (
+        "a sender gets no index of their own but their partners"
+    )
+
+
+def test_membership_is_kept_per_user_and_per_room_not_under_one_tag(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    store.join_room("alice", "lobby", max_rooms=10)
+    store.join_room("bob", "team", max_rooms=10)
+    store.update_room("bob", "team", title="Team")
+    keys = {k.decode() for k in redis_client.keys("im:*")}
+    assert keys == {
+        "im:{u:alice}:rooms",
+        "im:{u:bob}:rooms",
+        "im:{r:lobby}:roster",
+        "im:{r:lobby}:info",
+        "im:{r:team}:roster",
+        "im:{r:team}:info",
+        "im:directory",
+        "im:epoch",
+    }
+    assert key_slot(b"im:{r:team}:roster") == key_slot(b"im:{r:team}:info")
+    assert key_slot(b"im:{u:alice}:rooms") != key_slot(b"im:{u:bob}:rooms")
 
 
 def test_stores_in_different_namespaces_share_nothing(redis_client: redis.Redis) -> None:

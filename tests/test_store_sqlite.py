@@ -22,6 +22,7 @@ from actorim.store import (
     dm_conv,
     room_conv,
 )
+from actorim.store.base import inbox
 from actorim.store.sqlite import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -515,3 +516,29 @@ def test_data_directory_of_schema_4_takes_replies_to_its_old_messages(tmp_path: 
         assert answer.thread == reacted.mid
     finally:
         store.close()
+
+
+def test_data_directory_of_schema_4_gains_membership_and_its_direct_partners(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data" / "messages.db"
+    path.parent.mkdir()
+    path.write_bytes(SCHEMA_4_FIXTURE.read_bytes())
+    store = SqliteStore(path)
+    try:
+        assert store.dm_partners("alice") == ["bob"]
+        assert store.dm_partners("bob") == ["alice"]
+        assert store.rooms_of("alice") == []
+        assert store.join_room("alice", "lobby", max_rooms=10) == "joined"
+        entries = inbox(store, "alice", lambda room: True)
+        assert [(c.room, c.with_, c.seq) for c in entries] == [
+            (None, "bob", 2),
+            ("lobby", None, 6),
+        ]
+    finally:
+        store.close()
+    reopened = SqliteStore(path)
+    try:
+        assert reopened.rooms_of("alice") == ["lobby"]
+    finally:
+        reopened.close()

@@ -192,6 +192,14 @@ class Client:
         """The rooms joined (re-joined after every reconnect)."""
         return tuple(self._session.rooms)
 
+    @property
+    def conversations(self) -> list[dict[str, Any]]:
+        """The inbox of the last ``connect``: the user's rooms and direct conversations, latest
+        activity first (``{room, title, topic, seq, last?}`` or ``{with, seq, last?}``). Its
+        rooms are joined: the server subscribed the link to them. More: ``more_conversations``
+        from ``info["conversations_cursor"]``."""
+        return list(self._keeper.info.get("conversations", []))
+
     def last_seq(self, room: str) -> int | None:
         """The last seq seen in ``room``: where the next reconnect resumes."""
         state = self._session.rooms.get(room)
@@ -413,6 +421,52 @@ class Client:
         ``ServerError`` (``not_found``)."""
         return self._request("thread", _paged({"mid": mid}, before, after, limit), timeout=timeout)
 
+    def more_conversations(
+        self, before: str | None = None, *, limit: int | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """A page of the inbox after the cursor ``before``: ``{conversations, more, cursor?}``."""
+        args = _given(before=before, limit=limit)
+        return self._request("conversations", args, timeout=timeout)
+
+    def members(
+        self,
+        room: str,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """A page of ``room``'s members, offline ones included: ``{members: [{user, status}],
+        cursor?}``."""
+        args = {"room": room, **_given(cursor=cursor, limit=limit)}
+        return self._request("members", args, timeout=timeout)
+
+    def update_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Set ``room``'s title and/or topic (a member only): ``{room, title, topic}``; every
+        member's devices get a ``room`` event."""
+        args = {"room": room, **_given(title=title, topic=topic)}
+        return self._request("room.update", args, timeout=timeout)
+
+    def directory(
+        self,
+        query: str | None = None,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The public rooms (the ``rooms`` command) whose name or title contains ``query``:
+        ``{rooms: [{room, title, topic, members}], cursor?}``. (``rooms`` is the joined rooms.)"""
+        args = _given(query=query, cursor=cursor, limit=limit)
+        return self._request("rooms", args, timeout=timeout)
+
     def presence(self, users: Iterable[str], *, timeout: float | None = None) -> dict[str, str]:
         """``{user: "online" | "offline"}`` for up to 1000 users."""
         data = self._request("presence", {"users": list(users)}, timeout=timeout)
@@ -514,3 +568,8 @@ def _paged(
         if value is not None:
             args[name] = value
     return args
+
+
+def _given(**args: Any) -> dict[str, Any]:
+    """The arguments that were given (not None)."""
+    return {name: value for name, value in args.items() if value is not None}

@@ -369,7 +369,8 @@ class LinkKeeper:
         self._conn = conn
         gevent.spawn(self._read, conn)
         try:
-            info = self._call_on(conn, "connect", {"token": token}).get()
+            args = {"token": token, **self._session.resume_args()}
+            info = self._call_on(conn, "connect", args).get()
         except ServerError as exc:
             self._discard(conn, str(exc))
             if exc.code == "unauthenticated":
@@ -452,6 +453,9 @@ class LinkKeeper:
         elif t in CHANGE_EVENTS:
             if self._session.change(frame):
                 self._dispatch.event(frame)
+        elif t == "member":
+            self._session.membership(frame)
+            self._dispatch.event(frame)
         else:
             gap = self._session.skipped(frame) if t == "gap" else None
             self._dispatch.event(frame)

@@ -224,6 +224,17 @@ class Session:
     _commands: dict[int, Command] = field(default_factory=dict, init=False, repr=False)
     _sends: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _next_id: int = field(default=1, init=False, repr=False)
+    # Rooms the server resumed at connect from the seq it was given: their re-join (with the
+    # same since, which tells the application whether they recovered) replays nothing new.
+    _current: set[str] = field(default_factory=set, init=False, repr=False)
+    # Rooms the server subscribed this link to that the session did not know: not re-joined.
+    _fresh: set[str] = field(default_factory=set, init=False, repr=False)
+    # Resumed rooms whose re-join is on its way: a gap the server announces for one meanwhile
+    # is filled after the re-join's reply says so (recovered: false), not twice.
+    _resuming: set[str] = field(default_factory=set, init=False, repr=False)
+    # What the last connect asked the server to resume: each room's seq, in that epoch.
+    _resumed: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _resume_epoch: str | None = field(default=None, init=False, repr=False)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -311,6 +322,10 @@ class Session:
                 # Its replay after a reconnect is not news to the one who made it.
                 event_t = CHANGE_COMMANDS[command.t]
                 self.seen.add(f"{event_t}:{data.get('mid')}:{data.get('seq')}")
+        elif command.t == "connect" and ok and isinstance(data, dict):
+            # Taken in as the reply is read, before the live events behind it move any seq.
+            self.user = data.get("user")
+            self.inbox(data.get("conversations"), data.get("epoch"))
         elif command.t == "join":
             room = command.args["room"]
             if ok and isinstance(data, dict):
@@ -336,12 +351,62 @@ class Session:
         it was joined (or being joined)."""
         return self.rooms.pop(room, None) is not None
 
+    def resume_args(self) -> dict[str, Any]:
+        """What ``connect`` carries so that the server resumes the rooms the client knows from
+        the last seq seen in each (``since``, with the store's ``epoch``)."""
+        since = {
+            name: state.seq
+            for name, state in self.rooms.items()
+            if state.joined and state.seq is not None
+        }
+        self._resumed = dict(since)
+        epochs = {state.epoch for state in self.rooms.values() if state.epoch is not None}
+        self._resume_epoch = epochs.pop() if len(epochs) == 1 else None
+        if not since or self._resume_epoch is None:
+            return {}
+        return {"since": since, "epoch": self._resume_epoch}
+
+    def inbox(self, conversations: Any, epoch: Any = None) -> None:
+        """The ``connect`` reply's inbox: the server subscribed this link to the user's rooms,
+        each from the seq ``connect`` named for it (in the same ``epoch``) or else from its
+        latest. A room the session did not know is joined from now on; one it named is not
+        re-joined."""
+        self._current = set()
+        self._fresh = set()
+        resumed = self._resumed if epoch is not None and epoch == self._resume_epoch else {}
+        for entry in conversations if isinstance(conversations, list) else ():
+            room = entry.get("room") if isinstance(entry, dict) else None
+            seq = entry.get("seq")
+            if not isinstance(room, str) or not isinstance(seq, int):
+                continue
+            state = self.rooms.get(room)
+            if state is None:
+                state = self.rooms[room] = RoomState(seq=seq, epoch=epoch, joined=True)
+                self._fresh.add(room)
+            elif room in resumed and state.joined:
+                self._current.add(room)
+
+    def membership(self, event: dict[str, Any]) -> None:
+        """A ``member`` event about the user themself: they joined or left a room on another
+        device, and this link receives it, or no longer does."""
+        room = event.get("room")
+        if not isinstance(room, str) or event.get("user") != self.user:
+            return
+        if event.get("state") == "joined":
+            self.rooms.setdefault(room, RoomState(joined=True))
+        elif event.get("state") == "left":
+            self.leaving(room)
+
     def rejoin_args(self) -> list[dict[str, Any]]:
         """The ``join`` arguments that restore every confirmed room on a new link, resuming after
-        the last seq seen."""
+        the last seq seen (those the server subscribed the link to that the session did not
+        know are not joined)."""
         rejoins = []
+        current, self._current = self._current, set()
+        fresh, self._fresh = self._fresh, set()
+        self._resuming = set(current)
         for name, state in self.rooms.items():
-            if not state.joined:
+            if not state.joined or name in fresh:
                 continue
             args: dict[str, Any] = {"room": name}
             if state.seq is not None:
@@ -384,6 +449,8 @@ class Session:
         state = self.rooms.get(room)
         if state is None or seq <= after:
             return None
+        if room in self._current or room in self._resuming:
+            return None  # resumed by connect: its re-join, on its way, says what to fill
         if state.seq is None or seq > state.seq:
             # Filled from history, not by the next re-join (as after recovered: false).
             state.seq = seq
@@ -395,6 +462,7 @@ class Session:
             return None  # left while the join was on its way
         seq = data.get("seq")
         epoch = data.get("epoch")
+        self._resuming.discard(room)
         recovered = data.get("recovered") is not False
         if isinstance(seq, int) and (state.seq is None or not recovered):
             # First join: messages after the room's latest seq arrive live. Not recovered: the

@@ -329,8 +329,9 @@ class RoomLog(Generic[T, M]):
     # -- a member's own replay -------------------------------------------------------------------
 
     def hold_for(self, member: M) -> None:
-        """``member`` is replaying its gap: hold what goes out until :meth:`replayed`."""
-        self.recovering[member] = []
+        """``member`` is replaying its gap: hold what goes out until :meth:`replayed` (a second
+        replay while one is under way keeps what the first holds)."""
+        self.recovering.setdefault(member, [])
 
     def holding(self, member: M) -> list[tuple[int, T | Gap]] | None:
         """Where to hold what goes to ``member`` (None: send it now)."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, TypeAlias, cast
 
 from actorim.domain.messages import MAX_REACTION_KEY_BYTES
+from actorim.domain.rooms import MAX_QUERY_LENGTH, MAX_TITLE_LENGTH, MAX_TOPIC_LENGTH
 from actorim.protocol.errors import CommandError, ErrorCode, error_payload
 
 __all__ = [
@@ -32,16 +33,20 @@ __all__ = [
     "DEFAULT_LIMIT",
     "DEFAULT_MAX_LIMIT",
     "MAX_CID_LENGTH",
+    "MAX_CURSOR_LENGTH",
     "MAX_EPOCH_LENGTH",
     "MAX_KIND_LENGTH",
     "MAX_MID_LENGTH",
     "MAX_NAME_LENGTH",
+    "MAX_PAGE_LIMIT",
     "MAX_SEQ",
+    "MAX_SINCE_ROOMS",
     "MAX_TOKEN_LENGTH",
     "MAX_USERS",
     "Ack",
     "Command",
     "Connect",
+    "Conversations",
     "CrashTarget",
     "DebugCrash",
     "Delete",
@@ -49,12 +54,15 @@ __all__ = [
     "History",
     "Join",
     "Leave",
+    "Members",
     "NotACommand",
     "Ping",
     "Presence",
     "React",
     "Read",
     "Refresh",
+    "RoomUpdate",
+    "Rooms",
     "Send",
     "Thread",
     "Typing",
@@ -98,6 +106,15 @@ DEFAULT_LIMIT: Final = 50
 """`history.limit` when the client gives none (or `max_limit`, if that is lower)."""
 
 MAX_SEQ: Final = 2**63 - 1
+
+# Rooms a `connect` may name in `since`: as many as a user may belong to by default.
+MAX_SINCE_ROOMS: Final = 1000
+
+# A page cursor handed out by the server (conversations, members, rooms), sent back as is.
+MAX_CURSOR_LENGTH: Final = 300
+
+# The largest `limit` a page command accepts; the server cuts it to its own setting.
+MAX_PAGE_LIMIT: Final = 10_000
 """Largest `seq` cursor (`since`, `before`, `after`): stores keep seqs as signed 64-bit
 integers (SQLite INTEGER, Redis stream ids), so no message can lie beyond it."""
 
@@ -122,11 +139,14 @@ class NotACommand(CommandError):
 
 @dataclass(frozen=True, slots=True)
 class Connect:
-    """Authenticate the connection with a token."""
+    """Authenticate the connection with a token. `since` maps rooms to the last seq the client
+    saw in them: the connection's subscription to each resumes from there."""
 
     t: ClassVar[str] = "connect"
     id: int
     token: str
+    since: tuple[tuple[str, int], ...] = ()
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +388,101 @@ def _delete(frame: dict[Any, Any], id: int, max_limit: int) -> Delete:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Conversations:
+    """Page the user's conversations (the inbox) after the cursor `before`."""
+
+    t: ClassVar[str] = "conversations"
+    id: int
+    before: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """Page a room's lasting members, with their presence, after `cursor`."""
+
+    t: ClassVar[str] = "members"
+    id: int
+    room: str
+    cursor: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomUpdate:
+    """Set a room's title and/or topic (at least one; an empty string clears it)."""
+
+    t: ClassVar[str] = "room.update"
+    id: int
+    room: str
+    title: str | None = None
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms:
+    """Page the directory of public rooms, those whose name or title contains `query`."""
+
+    t: ClassVar[str] = "rooms"
+    id: int
+    query: str | None = None
+    cursor: str | None = None
+    limit: int | None = None
+
+
+def _optional_page_limit(frame: dict[Any, Any]) -> int | None:
+    """A membership page's `limit` (`conversations`, `members`, `rooms`): None when absent, the
+    server's setting then decides."""
+    limit = _optional(frame, "limit")
+    if limit is _MISSING:
+        return None
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise _bad(f"field 'limit' must be an integer from 1 to {MAX_PAGE_LIMIT}")
+    return limit
+
+
+def _optional_string(frame: dict[Any, Any], key: str, max_length: int) -> str | None:
+    """An optional string that may be empty (a title or topic cleared)."""
+    value = _optional(frame, key)
+    if value is _MISSING:
+        return None
+    if type(value) is not str or len(value) > max_length:
+        raise _bad(f"field '{key}' must be a string of at most {max_length} characters")
+    return value
+
+
+def _conversations(frame: dict[Any, Any], id: int, max_limit: int) -> Conversations:
+    before = _optional_text(frame, "before", MAX_CURSOR_LENGTH)
+    return Conversations(id, before=before, limit=_optional_page_limit(frame))
+
+
+def _members(frame: dict[Any, Any], id: int, max_limit: int) -> Members:
+    return Members(
+        id,
+        _name(frame, "room"),
+        cursor=_optional_text(frame, "cursor", MAX_CURSOR_LENGTH),
+        limit=_optional_page_limit(frame),
+    )
+
+
+def _room_update(frame: dict[Any, Any], id: int, max_limit: int) -> RoomUpdate:
+    title = _optional_string(frame, "title", MAX_TITLE_LENGTH)
+    topic = _optional_string(frame, "topic", MAX_TOPIC_LENGTH)
+    if title is None and topic is None:
+        raise _bad("give the field 'title', the field 'topic', or both")
+    return RoomUpdate(id, _name(frame, "room"), title=title, topic=topic)
+
+
+def _rooms(frame: dict[Any, Any], id: int, max_limit: int) -> Rooms:
+    return Rooms(
+        id,
+        query=_optional_string(frame, "query", MAX_QUERY_LENGTH),
+        cursor=_optional_text(frame, "cursor", MAX_CURSOR_LENGTH),
+        limit=_optional_page_limit(frame),
+    )
+
+
 Command: TypeAlias = (
     Connect
     | Join
@@ -387,6 +502,10 @@ Command: TypeAlias = (
     | Edit
     | Delete
     | React
+    | Conversations
+    | Members
+    | RoomUpdate
+    | Rooms
 )
 
 
@@ -498,13 +617,15 @@ def _optional_text(frame: dict[Any, Any], key: str, max_length: int) -> str | No
     return None if value is _MISSING else _text_value(value, key, max_length)
 
 
+def _count_value(value: Any, field: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
+        raise _bad(f"field '{field}' must be an integer from 0 to {MAX_SEQ} (2^63 - 1)")
+    return value
+
+
 def _optional_count(frame: dict[Any, Any], key: str) -> int | None:
     value = _optional(frame, key)
-    if value is _MISSING:
-        return None
-    if type(value) is not int or not 0 <= value <= MAX_SEQ:
-        raise _bad(f"field '{key}' must be an integer from 0 to {MAX_SEQ} (2^63 - 1)")
-    return value
+    return None if value is _MISSING else _count_value(value, key)
 
 
 def _users(frame: dict[Any, Any]) -> tuple[str, ...]:
@@ -531,7 +652,20 @@ _Decoder: TypeAlias = Callable[[dict[Any, Any], int, int], Command]
 
 
 def _connect(frame: dict[Any, Any], id: int, max_limit: int) -> Connect:
-    return Connect(id, _text(frame, "token", MAX_TOKEN_LENGTH))
+    since = _optional(frame, "since")
+    resumed: tuple[tuple[str, int], ...] = ()
+    if since is not _MISSING:
+        if type(since) is not dict or len(since) > MAX_SINCE_ROOMS:
+            raise _bad(
+                f"field 'since' must be a map of at most {MAX_SINCE_ROOMS} rooms to the last seq"
+                " seen in each"
+            )
+        resumed = tuple(
+            (_name_value(room, "since"), _count_value(seq, f"since[{room}]"))
+            for room, seq in since.items()
+        )
+    epoch = _optional_text(frame, "epoch", MAX_EPOCH_LENGTH)
+    return Connect(id, _text(frame, "token", MAX_TOKEN_LENGTH), since=resumed, epoch=epoch)
 
 
 def _join(frame: dict[Any, Any], id: int, max_limit: int) -> Join:
@@ -657,6 +791,10 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     Edit.t: _edit,
     Delete.t: _delete,
     React.t: _react,
+    Conversations.t: _conversations,
+    Members.t: _members,
+    RoomUpdate.t: _room_update,
+    Rooms.t: _rooms,
 }
 
 COMMAND_NAMES: Final[frozenset[str]] = frozenset(_DECODERS)

@@ -27,6 +27,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_REACTIONS = "too_many_reactions"
     """The message already carries `max_reactions` different reaction keys; a new one is
     refused (its existing keys can still be added and removed)."""
+    TOO_MANY_ROOMS = "too_many_rooms"
+    """The user already belongs to `max_rooms_per_user` rooms; a join of another is refused
+    (leave one first)."""
     RATE_LIMITED = "rate_limited"
     """The client sends faster than its allowance; it should slow down and retry."""
     OVERLOADED = "overloaded"

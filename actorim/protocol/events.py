@@ -29,16 +29,21 @@ from actorim.domain.messages import (
     room_conv,
 )
 from actorim.domain.roomlog import Gap
+from actorim.domain.rooms import Conversation, RoomInfo
 from actorim.protocol.wire import WireFrame
 
 __all__ = [
     "change_event",
+    "conversation_entry",
     "encode_body",
     "gap_frame",
     "message_event",
     "message_frame",
     "published_message",
     "reaction_event",
+    "room_entry",
+    "room_frame",
+    "self_member_frame",
 ]
 
 
@@ -178,3 +183,37 @@ def gap_frame(room: str, gap: Gap) -> WireFrame:
     """The ``gap`` event: ``room`` skipped the seqs of ``gap``; its members page them from
     ``history {room, after, before: seq + 1}``."""
     return WireFrame({"t": "gap", "room": room, "after": gap.after, "seq": gap.seq})
+
+
+def conversation_entry(conversation: Conversation) -> dict[str, Any]:
+    """An inbox entry: ``room`` (with its ``title`` and ``topic``) or ``with`` (the other user
+    of a direct conversation), the latest ``seq``, and ``last``, the latest message as a
+    ``msg`` map (absent when none is retained)."""
+    entry: dict[str, Any] = {}
+    if conversation.room is not None:
+        entry["room"] = conversation.room
+        entry["title"] = conversation.title
+        entry["topic"] = conversation.topic
+    else:
+        entry["with"] = conversation.with_
+    entry["seq"] = conversation.seq
+    if conversation.last is not None:
+        entry["last"] = message_event(conversation.last)
+    return entry
+
+
+def room_entry(info: RoomInfo) -> dict[str, Any]:
+    """A room of the directory: ``{room, title, topic, members}``."""
+    return {"room": info.room, "title": info.title, "topic": info.topic, "members": info.members}
+
+
+def room_frame(info: RoomInfo) -> WireFrame:
+    """The ``room`` event: the room's title or topic changed."""
+    return WireFrame({"t": "room", "room": info.room, "title": info.title, "topic": info.topic})
+
+
+def self_member_frame(room: str, user: str, joined: bool) -> WireFrame:
+    """The ``member`` event a user's other devices get when the user joined or left ``room``
+    (its ``user`` is their own id): they start or stop receiving the room."""
+    state = "joined" if joined else "left"
+    return WireFrame({"t": "member", "room": room, "user": user, "state": state})

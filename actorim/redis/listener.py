@@ -241,7 +241,13 @@ class ListenerActor(GeventActor):
 
     def _event(self, channel: str, event: dict[str, Any]) -> None:
         kind = event.get("t")
-        if kind == "member":
+        user = _user_of(channel)
+        if user is not None and kind not in (DISCONNECT_EVENT, REVOKED_EVENT):
+            # A user's own event (a receipt, a typing indicator, their membership change):
+            # to their connections but the one that caused it.
+            origin = self._local_origin(event.pop("origin", None))
+            self.delivery.user_event(user, WireFrame(event), origin=origin)
+        elif kind == "member":
             self.delivery.member_event(event.get("room", ""), WireFrame(event), event.get("user"))
         elif kind == ROOM_EVENT:
             if isinstance(event.get("event"), dict):
@@ -260,10 +266,6 @@ class ListenerActor(GeventActor):
             revocation = decode_revocation(event)
             if revocation is not None:
                 self.delivery.revoked(revocation)
-        else:
-            user = _user_of(channel)
-            if user is not None:
-                self.delivery.user_event(user, WireFrame(event))
 
     def _local_origin(self, origin: str | None) -> Origin | None:
         """The connection of this node that published an event (``<node>/<conn_id>``), which

@@ -85,7 +85,7 @@ import logging
 import re
 import secrets
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -95,8 +95,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from actorim.domain.rooms import JoinOutcome, RoomInfo
 from actorim.redis.outbox import RedisOutbox
 from actorim.redis.replies import answer
+from actorim.redis.rooms import RedisRooms
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -882,6 +884,7 @@ class RedisStore(Store):
         self._pending_remove = client.register_script(_PENDING_REMOVE)
         self._outbox_for = outbox
         self._outbox = RedisOutbox(client, namespace)
+        self._rooms = RedisRooms(client, namespace)
         self.epoch()
         self._warn_unless_durable()
 
@@ -1039,6 +1042,7 @@ class RedisStore(Store):
                     if msg.sender != msg.to:
                         pipe.publish(keys.user_channel(msg.sender), _with_origin(data, origin))
                 continue
+            self._rooms.met(pipe, msg.sender, msg.to)
             if level == _PENDING:
                 self._pending_add(
                     keys=keys.user(msg.to),
@@ -1169,6 +1173,35 @@ class RedisStore(Store):
         if after is None:
             page.reverse()
         return _as_read(found, reader), page, len(entries) > limit
+
+    def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
+        """``Store.last_seqs`` in one pipeline."""
+        self._live()
+        with self._calling("read the last seqs"):
+            pipe = self._pipeline()
+            for conv in convs:
+                pipe.get(self._keys.conversation(conv)[0])
+            replies = pipe.execute() if convs else []
+        return {conv: int(seq or 0) for conv, seq in zip(convs, replies, strict=True)}
+
+    def latest(
+        self, convs: Sequence[str], reader: str
+    ) -> dict[str, tuple[int, StoredMessage | None]]:
+        """``Store.latest`` in one pipeline: each conversation's seq and newest message."""
+        self._live()
+        with self._calling("read the latest messages"):
+            pipe = self._pipeline()
+            for conv in convs:
+                keys = self._keys.conversation(conv)
+                pipe.get(keys[0])
+                self._read_script(keys=keys, args=[0, "", 1, "1", "1"], client=pipe)
+            replies = pipe.execute() if convs else []
+        result: dict[str, tuple[int, StoredMessage | None]] = {}
+        for index, conv in enumerate(convs):
+            seq, (_, *entries) = replies[2 * index], replies[2 * index + 1]
+            last = _as_read(entries[0], reader) if entries else None
+            result[conv] = (int(seq or 0), last)
+        return result
 
     def get(self, mid: str) -> StoredMessage | None:
         with self._calling("read a message"):
@@ -1464,6 +1497,57 @@ class RedisStore(Store):
                 raise StoreError(
                     f"could not close the Redis client for {self._where}: {exc}"
                 ) from exc
+
+    # -- membership and rooms (actorim.redis.rooms) -----------------------------------------
+
+    def join_room(self, user: str, room: str, *, max_rooms: int) -> JoinOutcome:
+        with self._calling(f"add {user!r} to room {room!r}"):
+            return self._rooms.join_room(user, room, max_rooms)
+
+    def leave_room(self, user: str, room: str) -> bool:
+        with self._calling(f"remove {user!r} from room {room!r}"):
+            return self._rooms.leave_room(user, room)
+
+    def rooms_of(self, user: str) -> list[str]:
+        with self._calling(f"read the rooms of {user!r}"):
+            return self._rooms.rooms_of(user)
+
+    def members_of(
+        self, room: str, *, after: str | None = None, limit: int
+    ) -> tuple[list[str], bool]:
+        check_limit(limit)
+        with self._calling(f"read the members of {room!r}"):
+            return self._rooms.members_of(room, after, limit)
+
+    def room_info(self, rooms: Sequence[str]) -> dict[str, RoomInfo]:
+        with self._calling("read rooms"):
+            return self._rooms.room_info(rooms)
+
+    def update_room(
+        self, user: str, room: str, *, title: str | None = None, topic: str | None = None
+    ) -> RoomInfo | None:
+        with self._calling(f"update room {room!r}"):
+            return self._rooms.update_room(user, room, title, topic)
+
+    def set_public(self, room: str, public: bool) -> None:
+        with self._calling(f"update room {room!r}"):
+            self._rooms.set_public(room, public)
+
+    def directory(
+        self,
+        *,
+        query: str | None = None,
+        after: str | None = None,
+        limit: int,
+        allowed: Callable[[str], bool] = lambda _room: True,
+    ) -> tuple[list[RoomInfo], bool]:
+        check_limit(limit)
+        with self._calling("read the room directory"):
+            return self._rooms.directory(query, after, limit, allowed)
+
+    def dm_partners(self, user: str) -> list[str]:
+        with self._calling(f"read the conversations of {user!r}"):
+            return self._rooms.dm_partners(user)
 
 
 def _as_read(packed: bytes, reader: str | None) -> StoredMessage:

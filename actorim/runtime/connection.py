@@ -51,12 +51,21 @@ from actorim.logs import context as log_context
 from actorim.ports import ConnectionClosed
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
-from actorim.protocol.events import encode_body
+from actorim.protocol.events import encode_body, self_member_frame
 from actorim.protocol.frames import CloseCode
 from actorim.protocol.wire import WireFrame
+from actorim.runtime import roomcommands
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import inject as inject_fault
 from actorim.runtime.link import WAKE, Link, Phase
+from actorim.runtime.membership import (
+    MembershipChanged,
+    apply_membership,
+    ask_router,
+    ask_store,
+    subscribe,
+    tell_join,
+)
 from actorim.runtime.messages import (
     Append,
     Call,
@@ -83,10 +92,6 @@ from supervisors import GeventActor
 __all__ = ["ConnectionActor"]
 
 logger = logging.getLogger("actorim.connection")
-
-# How long a connection waits for the router (registering, finding a room) before answering
-# overloaded. The router answers in microseconds unless it is restarting.
-ROUTER_TIMEOUT_S = 5.0
 
 # Commands a connection may have queued before its reader answers overloaded. The rate limit
 # keeps well-behaved clients far below it; it bounds memory if the actor is stuck writing.
@@ -163,7 +168,11 @@ class ConnectionActor(GeventActor):
         link = self.link
         notices, link.notices = link.notices, []
         for notice in notices:
-            link.session.apply(notice)
+            if isinstance(notice, MembershipChanged):
+                if link.phase is Phase.CONNECTED:
+                    apply_membership(self.ctx, link, notice)
+            else:
+                link.session.apply(notice)
 
     # -- writing and closing ---------------------------------------------------------------------
 
@@ -262,16 +271,7 @@ class ConnectionActor(GeventActor):
         link.current = None
 
     def _ask_router(self, message: Any) -> Any:
-        router = self.ctx.refs.router
-        if router is None:
-            raise Unavailable("the router is restarting")
-        try:
-            answer = router.ask(message, timeout=ROUTER_TIMEOUT_S)
-        except ActorDeadError:
-            raise Unavailable("the router is restarting") from None
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        return ask_router(self.ctx, message)
 
     def _connect(self, command: cmd.Connect) -> None:
         link = self.link
@@ -298,20 +298,39 @@ class ConnectionActor(GeventActor):
         except Unavailable:
             link.offline = None
             raise
+        # The user's conversations, read before the connection counts as connected: a room
+        # the user joins on another device from now on reaches it as a notice.
+        try:
+            everything, entries, paging = roomcommands.inbox_page(self.ctx, link, None, None)
+        except (Unavailable, CommandError):
+            everything, entries, paging = [], [], {"more": False}
+            logger.warning(
+                "connect without the inbox: the store did not answer",
+                extra=log_context(conn=link.conn_id, user=link.user),
+            )
         link.session.connected(secrets.token_hex(8))
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
             self.ctx.refs.tell_presence(Online(link))
-        link.reply(
-            command.t,
-            command.id,
-            {
-                "user": identity.user,
-                "session": link.session.token,
-                "node": self.ctx.node_id,
-                "heartbeat": self.ctx.config.heartbeat,
-            },
-        )
+        data: dict[str, Any] = {
+            "user": identity.user,
+            "session": link.session.token,
+            "node": self.ctx.node_id,
+            "heartbeat": self.ctx.config.heartbeat,
+            "epoch": self.ctx.epoch,
+            "conversations": entries,
+        }
+        if paging["more"]:
+            data["conversations_more"] = True
+            data["conversations_cursor"] = paging["cursor"]
+        link.reply(command.t, command.id, data)
         self.ctx.hooks.connected(identity.user, self._session_info())
+        # Every room of the user, each from the seq the client last saw there (``since``, in
+        # the same epoch) or else the one the inbox gave: what came after it is replayed by the
+        # room (or announced as a gap), in order before the live events.
+        seen = dict(command.since) if command.epoch in (None, self.ctx.epoch) else {}
+        rooms = [(c.room, seen.get(c.room, c.seq), c.seq) for c in everything if c.room is not None]
+        with contextlib.suppress(Unavailable):
+            subscribe(self.ctx, link, rooms)
         # A token with less than the notice left is asked to refresh at once.
         check_expiry(self.ctx, link, policy_of(self.ctx), time.time())
         # Every direct message this user has not acknowledged, oldest first, a page at a time;
@@ -324,28 +343,60 @@ class ConnectionActor(GeventActor):
         assert link.identity is not None
         if not link.identity.may_join(name):
             raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {name!r}")
-        limit = self.ctx.config.max_rooms_per_connection
-        if name not in link.rooms and len(link.rooms) >= limit:
-            raise CommandError(
-                ErrorCode.FORBIDDEN, f"a connection may be in at most {limit} rooms; leave one"
-            )
-        state = self._ask_router(RoomFor(name))
-        link.session.joining(name, state)
-        join = JoinRoom(link, command.id, command.since, command.epoch)
-        if state.starting and state.actor is None:
-            state.waiting.append(join)  # the room's actor takes it when it starts
-            return
+        user = link.identity.user
+        limit = self.ctx.config.max_rooms_per_user
         try:
-            assert state.actor is not None
-            state.actor.tell(join)
-        except (ActorDeadError, AssertionError):
-            link.session.left(name, state)
-            raise Unavailable(f"room {name!r} is restarting") from None
+            outcome, info = ask_store(
+                self.ctx,
+                lambda store: (
+                    store.join_room(user, name, max_rooms=limit),
+                    store.room_info([name]).get(name),
+                ),
+                f"join room {name!r}",
+            )
+        except Unavailable:
+            # The store is away (a cluster cut off from Redis): the connection joins for
+            # itself, as before membership lasted, and the reply says so.
+            outcome, info = None, None
+        if outcome == "full":
+            raise CommandError(
+                ErrorCode.TOO_MANY_ROOMS,
+                f"you are a member of {limit} rooms, as many as a user may be; leave one first",
+            )
+        if outcome == "joined":
+            # The user's other devices, on every node, subscribe to the room too.
+            frame = self_member_frame(name, user, joined=True)
+            self.ctx.broker.publish_to_user(user, frame, origin=link)
+        state = self._ask_router(RoomFor(name))
+        title, topic = (info.title, info.topic) if info is not None else ("", "")
+        join = JoinRoom(
+            link, command.id, command.since, command.epoch, title, topic, outcome is not None
+        )
+        if not tell_join(state, join):
+            raise Unavailable(f"room {name!r} is restarting")
 
     def _leave(self, command: cmd.Leave) -> None:
-        state = self.link.session.left(command.room)
+        link = self.link
+        user = link.user
+        assert user is not None
+        name = command.room
+        try:
+            was_member = ask_store(
+                self.ctx, lambda store: store.leave_room(user, name), f"leave room {name!r}"
+            )
+        except Unavailable:
+            was_member = False  # the store is away: this connection leaves for itself
+        if was_member:
+            # Every other device of the user, on every node, leaves the room too.
+            self.ctx.broker.publish_to_user(
+                user, self_member_frame(name, user, joined=False), origin=link
+            )
+        state = link.session.left(name)
         if state is None:
-            raise CommandError(ErrorCode.NOT_FOUND, f"you are not in room {command.room!r}")
+            if not was_member:
+                raise CommandError(ErrorCode.NOT_FOUND, f"you are not in room {name!r}")
+            link.reply(command.t, command.id, {})
+            return
         try:
             assert state.actor is not None
             state.actor.tell(LeaveRoom(self.link, command.id))
@@ -760,4 +811,8 @@ _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.Edit: ConnectionActor._change,
     cmd.Delete: ConnectionActor._change,
     cmd.React: ConnectionActor._change,
+    cmd.Conversations: lambda actor, c: roomcommands.conversations(actor.ctx, actor.link, c),
+    cmd.Members: lambda actor, c: roomcommands.members(actor.ctx, actor.link, c),
+    cmd.RoomUpdate: lambda actor, c: roomcommands.room_update(actor.ctx, actor.link, c),
+    cmd.Rooms: lambda actor, c: roomcommands.rooms(actor.ctx, actor.link, c),
 }

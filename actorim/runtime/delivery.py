@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pykka import ActorDeadError
 
+from actorim.runtime.membership import MembershipChanged
 from actorim.runtime.messages import Publish, RemoteEvent, RoomEvent
 from actorim.runtime.tokens import apply_revocation
 
@@ -39,14 +40,29 @@ def deliver_to_user(
     backlog holds direct messages back so that they follow the backlog instead of overtaking
     it. Returns how many links got it."""
     count = 0
+    change = _own_membership(user, frame)
     for link in directory.links_of(user):
         if link is origin:
             continue
         count += 1
+        if change is not None:
+            link.notify(change)
         offline = link.offline
         if mid is None or offline is None or not offline.hold(mid, frame):
             link.send_frame(frame)
     return count
+
+
+def _own_membership(user: str, frame: WireFrame) -> MembershipChanged | None:
+    """The change a ``member`` event about ``user`` themself, sent to ``user``, asks of their
+    connections: the user joined or left the room on another device."""
+    obj = frame.obj
+    if obj.get("t") != "member" or obj.get("user") != user:
+        return None
+    room, state = obj.get("room"), obj.get("state")
+    if not isinstance(room, str) or state not in ("joined", "left"):
+        return None
+    return MembershipChanged(room, state == "joined")
 
 
 class NodeDelivery:

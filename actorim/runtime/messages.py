@@ -54,18 +54,34 @@ class RoomEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Check:
+    """To a room started from a seq a connect's inbox read: the store's last seq, read after
+    the room subscribed; what lies beyond is repaired from the store."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Repair:
     """To a room: replay from the store what came after the last seq it fanned out."""
 
 
 @dataclass(frozen=True, slots=True)
 class JoinRoom:
-    """To a room: add ``link``; with ``since``, first replay what it missed."""
+    """To a room: add ``link``; with ``since``, first replay what it missed. ``command_id``
+    None: the connection subscribes to a room its user belongs to (at connect, or when another
+    of the user's devices joined), and nothing is answered. ``title`` and ``topic`` (the room's
+    metadata, read as the user joined) go into the reply."""
 
     link: Link
-    command_id: int
+    command_id: int | None
     since: int | None = None
     epoch: str | None = None
+    title: str = ""
+    topic: str = ""
+    lasting: bool = True
+    """False: the store could not be reached, the join subscribed the connection only (the
+    reply says ``lasting: false``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,10 +208,22 @@ class OutboxRequest:
     done: Callable[[Any, BaseException | None], None]
 
 
+@dataclass(frozen=True, slots=True)
+class RoomsRequest:
+    """To the store: ``run(store)`` on the store's thread, a membership, room metadata or
+    inbox operation (``actorim.runtime.membership`` makes them); ``done(result, error)`` is
+    told to ``reply_to``. Unlike an ``OutboxRequest`` it is refused while the store's link is
+    down, as a connection's reads are."""
+
+    run: Callable[[Store], Any]
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+
+
 StoreRead = LastSeq | Since | PendingFor | GetMessage | OutboxRequest
 
 # Everything the store actor is told by the others (it also runs its own timers' ``Call``s).
-StoreRequest = Append | Mark | ReadPage | ReadThread | StoreRead
+StoreRequest = Append | Mark | ReadPage | ReadThread | StoreRead | RoomsRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +320,16 @@ class RoomFor:
     join goes to ``waiting``); counts as a join in flight. Answered at once."""
 
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsFor:
+    """Ask: ``RoomFor`` for each of ``names`` at once (a connection subscribing to every room
+    its user belongs to); answered with the states in the same order."""
+
+    names: tuple[str, ...]
+    seqs: tuple[int | None, ...] = ()
+    """Each room's last seq as the asker read it (None: unknown), for a room not running."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from actorim.runtime.faults import FaultInjectable
 from actorim.runtime.link import Phase
 from actorim.runtime.messages import (
     Call,
+    Check,
     JoinRoom,
     LastSeq,
     LeaveRoom,
@@ -79,7 +80,7 @@ GAP_RETRY_S = 1.0
 
 
 # The room's messages that wait while its last seq is read (timers and store answers do not).
-_WAITS_FOR_LOAD = (Publish, JoinRoom, LeaveRoom, RoomEvent, RemoteEvent, Repair)
+_WAITS_FOR_LOAD = (Publish, JoinRoom, LeaveRoom, RoomEvent, RemoteEvent, Repair, Check)
 
 
 class RoomActor(FaultInjectable, GeventActor):
@@ -110,6 +111,12 @@ class RoomActor(FaultInjectable, GeventActor):
         if state.loaded:
             # A repair under way when the last actor failed: its read is lost, start again.
             self._carry_out(state.log.restarted())
+        elif state.known_seq is not None:
+            # Read by a connect's inbox just before: the room starts from it at once; the
+            # connection reads every room's last seq once more after subscribing (one read
+            # for all) and tells a room that missed something (Check).
+            state.log.seq = max(state.log.seq, state.known_seq)
+            state.loaded = True
         else:
             # Never waited for here: the supervisor and the router would wait with it.
             self._load()
@@ -143,6 +150,9 @@ class RoomActor(FaultInjectable, GeventActor):
             self._remote_member_event(message)
         elif isinstance(message, Repair):
             self._repair()
+        elif isinstance(message, Check):
+            if message.seq > self.state.log.seq:
+                self._carry_out(self.state.log.repair())
         elif isinstance(message, Call):
             return message.func(*message.args)
         else:
@@ -176,6 +186,8 @@ class RoomActor(FaultInjectable, GeventActor):
             if isinstance(message, JoinRoom):
                 state.joins_handled += 1
                 message.link.notify(Left(state.name, state))
+                if message.command_id is None:
+                    continue
                 message.link.fail(
                     "join",
                     message.command_id,
@@ -323,13 +335,14 @@ class RoomActor(FaultInjectable, GeventActor):
         if link not in state.members:
             if len(state.members) >= self.ctx.config.max_members_per_room:
                 link.notify(Left(state.name, state))
-                link.fail(
-                    "join",
-                    join.command_id,
-                    ErrorCode.FORBIDDEN,
-                    f"room {state.name!r} is full "
-                    f"({self.ctx.config.max_members_per_room} connections)",
-                )
+                if join.command_id is not None:
+                    link.fail(
+                        "join",
+                        join.command_id,
+                        ErrorCode.FORBIDDEN,
+                        f"room {state.name!r} is full "
+                        f"({self.ctx.config.max_members_per_room} connections)",
+                    )
                 self._maybe_idle()
                 return
             first = state.log.join(link, user)
@@ -344,7 +357,11 @@ class RoomActor(FaultInjectable, GeventActor):
             "epoch": self.ctx.epoch,
             "members": members[: self.ctx.config.member_list_limit],
             "members_total": len(members),
+            "title": join.title,
+            "topic": join.topic,
         }
+        if not join.lasting:
+            reply["lasting"] = False
         decision = join_replay(
             join.since,
             seq=state.seq,
@@ -358,12 +375,17 @@ class RoomActor(FaultInjectable, GeventActor):
             return
         if decision is not JoinReplay.NONE:
             reply["recovered"] = decision is JoinReplay.RECOVERED
-        link.reply("join", join.command_id, reply)
+        if join.command_id is not None:
+            link.reply("join", join.command_id, reply)
+        elif decision is JoinReplay.REFUSED and join.since is not None:
+            self._gap_for(link, join.since, state.seq)
 
-    def _replay(self, link: Link, command_id: int, since: int, reply: dict[str, Any]) -> None:
+    def _replay(
+        self, link: Link, command_id: int | None, since: int, reply: dict[str, Any]
+    ) -> None:
         state = self.state
         state.log.hold_for(link)
-        done = partial(self._replayed, link, command_id, reply)
+        done = partial(self._replayed, link, command_id, reply, since=since)
         config = self.ctx.config
         # The store stops reading at the byte bound: a gap of a thousand large messages, which
         # is refused anyway, is never held in memory whole.
@@ -378,15 +400,17 @@ class RoomActor(FaultInjectable, GeventActor):
         try:
             self.ctx.refs.tell_store(read)
         except Unavailable as exc:
-            self._replayed(link, command_id, reply, None, exc)
+            self._replayed(link, command_id, reply, None, exc, since=since)
 
     def _replayed(
         self,
         link: Link,
-        command_id: int,
+        command_id: int | None,
         reply: dict[str, Any],
         result: Any,
         error: BaseException | None,
+        *,
+        since: int,
     ) -> None:
         last = reply["seq"]
         frames: list[WireFrame] = []
@@ -410,13 +434,22 @@ class RoomActor(FaultInjectable, GeventActor):
         # Not recovered: nothing is replayed, and the reply's seq is the latest, so the client
         # knows the gap to fill with history: after its since, up to and including seq.
         reply["recovered"] = recovered
-        link.reply("join", command_id, reply)
+        if command_id is not None:
+            link.reply("join", command_id, reply)
+        elif not recovered:
+            self._gap_for(link, since, last)
         for frame in frames:
             link.send_frame(frame)
         for item in held:
             link.send_frame(
                 gap_frame(self.state.name, item) if isinstance(item, Gap) else item.frame
             )
+
+    def _gap_for(self, link: Link, since: int, seq: int) -> None:
+        """A subscription resumed from ``since`` (no reply to say ``recovered: false``): the
+        messages it cannot replay are announced as a gap, which clients page from history."""
+        if since < seq:
+            link.send_frame(gap_frame(self.state.name, Gap(since, seq)))
 
     def _leave(self, leave: LeaveRoom) -> None:
         state = self.state

@@ -49,6 +49,10 @@ class RoomState:
     waiting: list[JoinRoom] = field(default_factory=list)
     joins_forwarded: int = 0
     joins_handled: int = 0
+    # The room's last seq as a connect's inbox read it just before the router made this entry:
+    # the starting actor takes it instead of reading the store (a later message it missed is
+    # a gap like any other, repaired from the store).
+    known_seq: int | None = None
     # In a cluster: who this node's members were told is in the room ("joined" / "left").
     heard: Heard[str, str] = field(default_factory=lambda: Heard(absent="left"))
 

@@ -27,6 +27,7 @@ from actorim.runtime.messages import (
     RepairRooms,
     RoomFor,
     RoomIdle,
+    RoomsFor,
     Unregister,
 )
 from actorim.runtime.room import RoomActor
@@ -71,6 +72,14 @@ class RouterActor(GeventActor):
         if isinstance(message, RoomFor):
             try:
                 return self._room_for(message.name)
+            except Unavailable as exc:
+                return exc
+        if isinstance(message, RoomsFor):
+            seqs = message.seqs or (None,) * len(message.names)
+            try:
+                return [
+                    self._room_for(name, seq) for name, seq in zip(message.names, seqs, strict=True)
+                ]
             except Unavailable as exc:
                 return exc
         if isinstance(message, Register):
@@ -129,11 +138,12 @@ class RouterActor(GeventActor):
                 del by_user[user]
                 self.ctx.broker.unsubscribe_user(user)
 
-    def _room_for(self, name: str) -> RoomState:
+    def _room_for(self, name: str, known_seq: int | None = None) -> RoomState:
         rooms = self.ctx.directory.rooms
         state = rooms.get(name)
         if state is None:
             state = rooms[name] = RoomState.new(name, self.ctx.config)
+            state.known_seq = known_seq
         state.joins_forwarded += 1
         if not state.starting and (state.actor is None or not state.actor.is_alive()):
             self._start_room(state)
@@ -206,6 +216,8 @@ def _room_started(state: RoomState, generation: int, error: Exception | None) ->
     for join in waiting:
         state.joins_forwarded -= 1
         join.link.notify(Left(state.name, state))
+        if join.command_id is None:
+            continue
         join.link.fail(
             "join",
             join.command_id,

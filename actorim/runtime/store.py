@@ -53,6 +53,7 @@ from actorim.runtime.messages import (
     ReadPage,
     ReadThread,
     ReplyTo,
+    RoomsRequest,
     Since,
     StoreRead,
     call_later,
@@ -133,6 +134,8 @@ class StoreActor(FaultInjectable, GeventActor):
             self._read(message)
         elif isinstance(message, ReadPage | ReadThread):
             self._read_page(message)
+        elif isinstance(message, RoomsRequest):
+            self._rooms_request(message)
         elif isinstance(message, Call):
             return message.func(*message.args)
         else:
@@ -253,6 +256,18 @@ class StoreActor(FaultInjectable, GeventActor):
         else:
             page = {"limit": request.limit, "after": request.after}
             self._in_background(backend.pending_for, (request.user,), answered, page)
+
+    def _rooms_request(self, request: RoomsRequest) -> None:
+        """Run a membership, room or inbox operation on the store thread, like a read."""
+        if self._link_refusing():
+            reply(request.reply_to, request.done, None, Unavailable(_LINK_DOWN))
+            return
+        assert self.backend is not None
+
+        def answered(result: Any, error: BaseException | None) -> None:
+            reply(request.reply_to, request.done, result, error)
+
+        self._in_background(request.run, (self.backend,), answered)
 
     def _read_page(self, request: ReadPage | ReadThread) -> None:
         """Read the page (of history, or of a thread) on the store thread, then build its

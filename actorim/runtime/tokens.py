@@ -21,7 +21,9 @@ from actorim.domain.tokens import Revocation, TokenPolicy
 from actorim.logs import context as log_context
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.frames import CloseCode
+from actorim.runtime.context import Unavailable
 from actorim.runtime.link import Phase
+from actorim.runtime.membership import ask_store, subscribe
 from actorim.runtime.messages import LeaveRoom
 
 if TYPE_CHECKING:
@@ -100,6 +102,10 @@ def refresh(ctx: NodeContext, link: Link, command: Refresh) -> None:
         link.send({"t": "left", "room": name, "reason": _LEFT_REASON})
     link.reply(command.t, command.id, {"exp": identity.expires_at})
     check_expiry(ctx, link, policy_of(ctx), time.time())
+    # The user's rooms the new claim allows and the old one did not: subscribed from now on.
+    with contextlib.suppress(Unavailable, CommandError):
+        rooms = ask_store(ctx, lambda store: store.rooms_of(identity.user), "read your rooms")
+        subscribe(ctx, link, [(room, None, None) for room in rooms if identity.may_join(room)])
 
 
 def apply_revocation(ctx: NodeContext, revocation: Revocation) -> int:

@@ -30,7 +30,7 @@ The server builds its delivery promises on four guarantees, and every backend ke
    ``history``. A root that is deleted keeps its summary and its thread; a root that
    retention removed takes its summary with it, and its thread is paged no more.
 
-7. With webhooks configured (the store's ``outbox``), each message and change a write stores
+8. With webhooks configured (the store's ``outbox``), each message and change a write stores
    has its outbox entries stored with it, in the same transaction (SQLite, memory) or before
    ``append_batch`` returns (Redis: a second, idempotent step, like the recipients' indexes),
    so an acknowledged message's webhook events survive the process being killed. Entries are
@@ -38,6 +38,11 @@ The server builds its delivery promises on four guarantees, and every backend ke
    at a time, and another takes it over once the lease ran out; delivered entries are removed,
    failed ones rescheduled or moved to the dead-letter queue, which lists, revives and deletes
    them by key.
+
+9. Membership lasts: a user joined to a room stays its member until they leave, and the store
+   keeps each room's title, topic and ``public`` flag and each user's direct-conversation
+   partners (recorded as a direct message is stored). A user belongs to at most ``max_rooms``
+   rooms: a join beyond them is refused (``full``) and changes nothing.
 
 A write that fails may have stored part of its batch, each message whole: the batch contract is
 per message (see ``Store``), because a batch spans conversations and the Redis store keeps each
@@ -86,6 +91,7 @@ from actorim.domain.messages import (
     room_conv,
     thread_summary,
 )
+from actorim.domain.rooms import Conversation, JoinOutcome, RoomInfo, ordered
 from actorim.domain.webhooks import OutboxEntry
 
 __all__ = [
@@ -104,12 +110,15 @@ __all__ = [
     "ROOM_PREFIX",
     "THREAD_USERS_SHOWN",
     "UNREACT",
+    "Conversation",
+    "JoinOutcome",
     "NewMessage",
     "OutboxEntry",
     "OutboxFor",
     "Reaction",
     "Receipt",
     "ReceiptStatus",
+    "RoomInfo",
     "Store",
     "StoreError",
     "StoredMessage",
@@ -123,6 +132,7 @@ __all__ = [
     "check_statuses",
     "dm_conv",
     "encode_mid",
+    "inbox",
     "mid_ms",
     "new_mid",
     "reaction_refusal",
@@ -526,3 +536,106 @@ class Store(Protocol):
     def close(self) -> None:
         """Release the store; later calls raise StoreError. Closing twice is harmless."""
         ...
+
+    # -- lasting membership, room metadata, direct-conversation partners -----------------------
+
+    def join_room(self, user: str, room: str, *, max_rooms: int) -> JoinOutcome:
+        """Make ``user`` a member of ``room`` (creating the room's metadata, public, on its
+        first member): ``joined``; ``member`` when they were one already; ``full`` (nothing
+        changed) when they belong to ``max_rooms`` rooms already."""
+        ...
+
+    def leave_room(self, user: str, room: str) -> bool:
+        """End ``user``'s membership of ``room``; False when they were not a member."""
+        ...
+
+    def rooms_of(self, user: str) -> list[str]:
+        """The rooms ``user`` is a member of, in name order."""
+        ...
+
+    def members_of(
+        self, room: str, *, after: str | None = None, limit: int
+    ) -> tuple[list[str], bool]:
+        """A page of ``room``'s members in id order, after the id ``after``; and whether more
+        follow."""
+        ...
+
+    def room_info(self, rooms: Sequence[str]) -> dict[str, RoomInfo]:
+        """The metadata of each of ``rooms`` that has ever had a member."""
+        ...
+
+    def update_room(
+        self, user: str, room: str, *, title: str | None = None, topic: str | None = None
+    ) -> RoomInfo | None:
+        """Set ``room``'s title and/or topic when ``user`` is a member (atomically with that
+        check); the room's metadata after, or None when ``user`` is not a member."""
+        ...
+
+    def set_public(self, room: str, public: bool) -> None:
+        """List the room in the directory or not (a room is public unless made private)."""
+        ...
+
+    def directory(
+        self,
+        *,
+        query: str | None = None,
+        after: str | None = None,
+        limit: int,
+        allowed: Callable[[str], bool] = lambda _room: True,
+    ) -> tuple[list[RoomInfo], bool]:
+        """A page of the public rooms in name order, after the name ``after``, whose name or
+        title contains ``query`` (``domain.rooms.matches``) and which ``allowed`` admits; and
+        whether more follow."""
+        ...
+
+    def dm_partners(self, user: str) -> list[str]:
+        """The users ``user`` has a direct conversation with (a direct message was stored
+        between them, in either direction), in id order."""
+        ...
+
+    def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:
+        """``last_seq`` of each of ``convs``."""
+        return {conv: self.last_seq(conv) for conv in convs}
+
+    def latest(
+        self, convs: Sequence[str], reader: str
+    ) -> dict[str, tuple[int, StoredMessage | None]]:
+        """Each conversation's latest ``seq`` and latest message as ``reader`` sees it
+        (``history``'s newest), None when none is retained."""
+        result: dict[str, tuple[int, StoredMessage | None]] = {}
+        for conv in convs:
+            page, _ = self.history(conv, limit=1, reader=reader)
+            result[conv] = (self.last_seq(conv), page[-1] if page else None)
+        return result
+
+
+def inbox(store: Store, user: str, allowed: Callable[[str], bool]) -> list[Conversation]:
+    """Every conversation of ``user`` (the rooms they belong to that ``allowed`` admits, and
+    their direct conversations), latest activity first (``domain.rooms.ordered``)."""
+    rooms = [room for room in store.rooms_of(user) if allowed(room)]
+    partners = store.dm_partners(user)
+    convs = [room_conv(room) for room in rooms] + [dm_conv(user, other) for other in partners]
+    latest = store.latest(convs, user)
+    infos = store.room_info(rooms)
+    entries: list[Conversation] = []
+    for room in rooms:
+        seq, last = latest[room_conv(room)]
+        info = infos.get(room, RoomInfo(room))
+        activity = last.ts if last is not None else 0
+        entries.append(
+            Conversation(
+                room_conv(room),
+                room=room,
+                seq=seq,
+                last=last,
+                activity=activity,
+                title=info.title,
+                topic=info.topic,
+            )
+        )
+    for other in partners:
+        conv = dm_conv(user, other)
+        seq, last = latest[conv]
+        activity = last.ts if last is not None else 0
+        entries.append(Conversation(conv, with_=other, seq=seq, last=last, activity=activity))
+    return ordered(entries)

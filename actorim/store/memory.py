@@ -33,10 +33,11 @@ import heapq
 import itertools
 import secrets
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
+from actorim.domain.rooms import JoinOutcome, RoomInfo
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -70,6 +71,7 @@ from actorim.store.base import (
     unchanged,
 )
 from actorim.store.outbox import MemoryOutbox
+from actorim.store.roombook import RoomBook
 
 __all__ = ["MemoryStore"]
 
@@ -228,6 +230,7 @@ class MemoryStore(Store):
         self._count_checked_for: int | None = None
         self._over_count: dict[str, None] = {}
         self._appended: dict[str, None] = {}
+        self._rooms = RoomBook()
 
     def _live(self) -> None:
         if self._closed:
@@ -375,6 +378,7 @@ class MemoryStore(Store):
         if msg.cid is not None:
             self._by_cid[(msg.sender, msg.conv, msg.cid)] = record
         if direct and msg.to is not None:
+            self._rooms.met(msg.sender, msg.to)
             pending = self._pending.get(msg.to)
             if pending is None:
                 pending = self._pending[msg.to] = _Pending()
@@ -670,3 +674,55 @@ class MemoryStore(Store):
         self._by_age.clear()
         self._over_count.clear()
         self._appended.clear()
+        self._rooms.clear()
+
+    # -- membership and rooms: the RoomBook --------------------------------------------------
+
+    def join_room(self, user: str, room: str, *, max_rooms: int) -> JoinOutcome:
+        self._live()
+        return self._rooms.join_room(user, room, max_rooms=max_rooms)
+
+    def leave_room(self, user: str, room: str) -> bool:
+        self._live()
+        return self._rooms.leave_room(user, room)
+
+    def rooms_of(self, user: str) -> list[str]:
+        self._live()
+        return self._rooms.rooms_of(user)
+
+    def members_of(
+        self, room: str, *, after: str | None = None, limit: int
+    ) -> tuple[list[str], bool]:
+        self._live()
+        check_limit(limit)
+        return self._rooms.members_of(room, after=after, limit=limit)
+
+    def room_info(self, rooms: Sequence[str]) -> dict[str, RoomInfo]:
+        self._live()
+        return self._rooms.room_info(rooms)
+
+    def update_room(
+        self, user: str, room: str, *, title: str | None = None, topic: str | None = None
+    ) -> RoomInfo | None:
+        self._live()
+        return self._rooms.update_room(user, room, title=title, topic=topic)
+
+    def set_public(self, room: str, public: bool) -> None:
+        self._live()
+        self._rooms.set_public(room, public)
+
+    def directory(
+        self,
+        *,
+        query: str | None = None,
+        after: str | None = None,
+        limit: int,
+        allowed: Callable[[str], bool] = lambda _room: True,
+    ) -> tuple[list[RoomInfo], bool]:
+        self._live()
+        check_limit(limit)
+        return self._rooms.directory(query=query, after=after, limit=limit, allowed=allowed)
+
+    def dm_partners(self, user: str) -> list[str]:
+        self._live()
+        return self._rooms.dm_partners(user)

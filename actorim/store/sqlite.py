@@ -25,13 +25,15 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from actorim.domain.rooms import JoinOutcome, RoomInfo
 from actorim.store import sqlite_outbox as outbox
+from actorim.store import sqlite_rooms as rooms
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -92,7 +94,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -235,7 +237,10 @@ _THREADS_STEP: tuple[str, ...] = (
             DELETE FROM thread_authors WHERE root = old.mid;
         END""",
 )
-_MIGRATIONS += (_THREADS_STEP,)
+# Version 6 is the threads step above. Version 7: lasting room membership, room metadata
+# (title, topic, public) and each user's direct-conversation partners, filled from the direct
+# messages already stored (actorim/store/sqlite_rooms.py).
+_MIGRATIONS += (_THREADS_STEP, rooms.MIGRATION)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _PENDING, _DELIVERED, _READ = 0, 1, 2
@@ -523,6 +528,9 @@ class SqliteStore(Store):
             if self._outbox_for is not None:
                 made = (r for r in results if r.refused is None and not r.duplicate)
                 outbox.add(conn, [e for r in made for e in self._outbox_for(r)])
+            pairs = {(m.sender, m.to) for m in msgs if m.to is not None and m.target is None}
+            if pairs:
+                rooms.met(conn, pairs)
             receipts = self._mark_in(conn, marks)
         for conv, seq in assigned.items():
             self._remember_seq(conv, seq)
@@ -934,3 +942,54 @@ class SqliteStore(Store):
             self._conn.close()
         except sqlite3.Error as exc:
             raise StoreError(f"could not close the message store {self._path}: {exc}") from exc
+
+    # -- membership and rooms (actorim.store.sqlite_rooms) ----------------------------------
+
+    def join_room(self, user: str, room: str, *, max_rooms: int) -> JoinOutcome:
+        with self._write(f"add {user!r} to room {room!r}") as conn:
+            return rooms.join_room(conn, user, room, max_rooms)
+
+    def leave_room(self, user: str, room: str) -> bool:
+        with self._write(f"remove {user!r} from room {room!r}") as conn:
+            return rooms.leave_room(conn, user, room)
+
+    def rooms_of(self, user: str) -> list[str]:
+        with self._read(f"read the rooms of {user!r}") as conn:
+            return rooms.rooms_of(conn, user)
+
+    def members_of(
+        self, room: str, *, after: str | None = None, limit: int
+    ) -> tuple[list[str], bool]:
+        check_limit(limit)
+        with self._read(f"read the members of {room!r}") as conn:
+            return rooms.members_of(conn, room, after, limit)
+
+    def room_info(self, names: Sequence[str]) -> dict[str, RoomInfo]:
+        with self._read("read rooms") as conn:
+            return rooms.room_info(conn, names)
+
+    def update_room(
+        self, user: str, room: str, *, title: str | None = None, topic: str | None = None
+    ) -> RoomInfo | None:
+        with self._write(f"update room {room!r}") as conn:
+            return rooms.update_room(conn, user, room, title, topic)
+
+    def set_public(self, room: str, public: bool) -> None:
+        with self._write(f"update room {room!r}") as conn:
+            rooms.set_public(conn, room, public)
+
+    def directory(
+        self,
+        *,
+        query: str | None = None,
+        after: str | None = None,
+        limit: int,
+        allowed: Callable[[str], bool] = lambda _room: True,
+    ) -> tuple[list[RoomInfo], bool]:
+        check_limit(limit)
+        with self._read("read the room directory") as conn:
+            return rooms.directory(conn, query, after, limit, allowed)
+
+    def dm_partners(self, user: str) -> list[str]:
+        with self._read(f"read the conversations of {user!r}") as conn:
+            return rooms.dm_partners(conn, user)

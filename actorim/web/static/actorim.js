@@ -89,6 +89,11 @@ export class ActorimError extends Error {
 
 // -- pure decisions -------------------------------------------------------------------------------
 
+/** The arguments that were given (not undefined). */
+function given(args) {
+  return Object.fromEntries(Object.entries(args).filter(([, value]) => value !== undefined));
+}
+
 /** The delay before reconnect attempt `attempt` (0 for the first): full jitter above a floor. */
 export function backoffDelay(attempt, { floor, cap }, random = Math.random) {
   const spread = Math.min(cap, floor * 2 ** Math.max(0, attempt));
@@ -501,7 +506,7 @@ export class ActorimClient extends EventTarget {
   async _opened(gen, token) {
     let info;
     try {
-      info = await this._call("connect", { token }, { internal: true });
+      info = await this._call("connect", { token, ...this._resumeArgs() }, { internal: true });
     } catch (err) {
       if (gen === this._gen && err.code !== "disconnected") {
         this._emit("error", { code: err.code, message: err.message });
@@ -515,6 +520,7 @@ export class ActorimClient extends EventTarget {
     this.user = info.user;
     this.session = info.session;
     this._connectInfo = info;
+    this._inbox(info, gen);
     this._policy.connected(Date.now());
     try {
       await this._restore(gen);
@@ -535,11 +541,63 @@ export class ActorimClient extends EventTarget {
     this._flush();
   }
 
-  /** Re-join every room (with `since` and `epoch` when messages were seen) before anything else. */
+  /** What `connect` carries so that the server resumes the rooms this client knows from the
+   * last seq seen in each (`since`, with the store's `epoch`). */
+  _resumeArgs() {
+    const since = {};
+    const epochs = new Set();
+    for (const [room, entry] of this._rooms) {
+      if (entry.seq !== null && entry.joinedGen !== null) since[room] = entry.seq;
+      if (entry.epoch !== null) epochs.add(entry.epoch);
+    }
+    this._resumed = since;
+    this._resumeEpoch = epochs.size === 1 ? [...epochs][0] : null;
+    if (!Object.keys(since).length || this._resumeEpoch === null) return {};
+    return { since, epoch: this._resumeEpoch };
+  }
+
+  /** The `connect` reply's inbox: the server subscribed this socket to the user's rooms, each
+   * from the seq `connect` named for it (in the same epoch) or else from its latest. A room the
+   * client did not know is joined from now on, without a `join`. */
+  _inbox(info, gen) {
+    this.conversations = Array.isArray(info.conversations) ? info.conversations : [];
+    const resumed = info.epoch === this._resumeEpoch ? this._resumed || {} : {};
+    for (const entry of this.conversations) {
+      if (typeof entry.room !== "string" || !Number.isInteger(entry.seq)) continue;
+      const room = this._rooms.get(entry.room);
+      if (!room) {
+        const epoch = info.epoch ?? null;
+        this._rooms.set(entry.room, { seq: entry.seq, epoch, joinedGen: gen, waiters: [] });
+      } else if (entry.room in resumed) {
+        // Resumed by connect: its re-join (with the same since) says whether it recovered; a
+        // gap announced meanwhile is filled after that reply, not twice.
+        room.rejoining = true;
+      }
+    }
+    this._emit("conversations", { conversations: this.conversations, more: !!info.conversations_more });
+  }
+
+  /** Re-join every room (with `since` and `epoch` when messages were seen) before anything else,
+   * but those the server subscribed this socket to with nothing missed. */
   async _restore(gen) {
     const joins = [];
-    for (const room of this._rooms.keys()) joins.push(this._joinOne(room, gen));
+    for (const [room, entry] of this._rooms) {
+      if (entry.joinedGen !== gen) joins.push(this._joinOne(room, gen));
+    }
     await Promise.all(joins);
+  }
+
+  /** A `member` event about this user: they joined or left a room on another device, and this
+   * socket receives it now, or no longer does. */
+  _member(frame) {
+    if (frame.user === this.user && typeof frame.room === "string") {
+      if (frame.state === "joined" && !this._rooms.has(frame.room)) {
+        this._rooms.set(frame.room, { seq: null, epoch: null, joinedGen: this._gen, waiters: [] });
+      } else if (frame.state === "left") {
+        this._rooms.delete(frame.room);
+      }
+    }
+    this._emit("member", frame);
   }
 
   _joinRooms(gen) {
@@ -562,7 +620,9 @@ export class ActorimClient extends EventTarget {
     let reply;
     try {
       reply = await this._call("join", args, { internal: true });
+      entry.rejoining = false;
     } catch (err) {
+      entry.rejoining = false;
       if (err.code === "disconnected" || err.code === "timeout") throw err;
       if (this._rooms.get(room) === entry) this._rooms.delete(room);
       for (const w of entry.waiters.splice(0)) w.reject(err);
@@ -726,6 +786,8 @@ export class ActorimClient extends EventTarget {
       case "gap":
         return this._gap(frame);
       case "member":
+        return this._member(frame);
+      case "room":
       case "presence":
       case "receipt":
       case "typing":
@@ -786,6 +848,7 @@ export class ActorimClient extends EventTarget {
   _gap(frame) {
     const entry = this._rooms.get(frame.room);
     if (!entry || !Number.isInteger(frame.after) || !Number.isInteger(frame.seq)) return;
+    if (entry.rejoining) return; // resumed by connect: its re-join's reply says what to fill
     if (entry.seq === null || frame.seq > entry.seq) entry.seq = frame.seq;
     this._emit("gap", frame);
     if (frame.seq > frame.after) this._fillGap(frame.room, frame.after, frame.seq);
@@ -1074,6 +1137,29 @@ export class ActorimClient extends EventTarget {
    */
   thread(mid, { before, after, limit } = {}) {
     return this._call("thread", paged({ mid }, { before, after, limit }));
+  }
+
+  /** A page of the inbox after the cursor `before` (the connect reply's
+   * `conversations_cursor`): `{conversations, more, cursor?}`; needs the link up. */
+  moreConversations({ before, limit } = {}) {
+    return this._call("conversations", given({ before, limit }));
+  }
+
+  /** A page of `room`'s members, offline ones included: `{members: [{user, status}], cursor?}`. */
+  members(room, { cursor, limit } = {}) {
+    return this._call("members", { room, ...given({ cursor, limit }) });
+  }
+
+  /** Set `room`'s title and/or topic (a member only): `{room, title, topic}`; every member's
+   * devices get a `room` event. */
+  updateRoom(room, { title, topic } = {}) {
+    return this._call("room.update", { room, ...given({ title, topic }) });
+  }
+
+  /** The public rooms whose name or title contains `query` (the `rooms` command; the getter
+   * `rooms` lists the joined ones): `{rooms: [{room, title, topic, members}], cursor?}`. */
+  directory({ query, cursor, limit } = {}) {
+    return this._call("rooms", given({ query, cursor, limit }));
   }
 
   /** One round trip to the server. */

@@ -56,6 +56,19 @@ const ui = {
   title: $("conv-title"),
   sub: $("conv-sub"),
   leave: $("leave-room"),
+  editRoom: $("edit-room"),
+  topic: $("conv-topic"),
+  roomEditForm: $("room-edit-form"),
+  roomTitleInput: $("room-title-input"),
+  roomTopicInput: $("room-topic-input"),
+  roomEditCancel: $("room-edit-cancel"),
+  browseRooms: $("browse-rooms"),
+  directory: $("directory"),
+  directoryForm: $("directory-form"),
+  directoryQuery: $("directory-query"),
+  directoryList: $("directory-list"),
+  directoryMore: $("directory-more"),
+  directoryClose: $("directory-close"),
   members: $("member-list"),
   messages: $("messages"),
   historyStatus: $("history-status"),
@@ -111,7 +124,10 @@ function newConv(kind, name) {
     name,
     messages: new Map(), // mid -> msg
     pending: new Map(), // cid -> {cid, body, ts, failed}
-    members: new Set(),
+    members: new Set(), // online in the room now (join reply, member events)
+    roster: [], // every member, online or not: [{user, status}] from the members command
+    title: "",
+    topic: "",
     more: true,
     loading: false,
     loaded: false,
@@ -197,6 +213,8 @@ async function signIn(user) {
   client.on("msg", onMessage);
   client.on("joined", onJoined);
   client.on("member", onMember);
+  client.on("conversations", onConversations);
+  client.on("room", onRoomChanged);
   client.on("presence", ({ user: who, status }) => setPresence(who, status));
   client.on("receipt", onReceipt);
   client.on("edit", onChange);
@@ -584,6 +602,9 @@ function onJoined(reply) {
   const conv = app.convs.get(roomKey(reply.room));
   if (!conv) return;
   conv.members = new Set(reply.members);
+  conv.title = reply.title || "";
+  conv.topic = reply.topic || "";
+  if (conv.key === app.openKey) loadRoster(conv); // the list now holds this user too
   watchUsers(reply.members);
   if (reply.resumed && !reply.recovered) {
     // Some missed messages could not be replayed: start again from the latest page.
@@ -596,9 +617,61 @@ function onJoined(reply) {
   if (conv.key === app.openKey) renderHeader();
 }
 
-function onMember({ room, user, state }) {
+// The inbox of the connect reply: the user's rooms (joined on any device) and direct
+// conversations, with their titles; the room list is made from it.
+function onConversations({ conversations }) {
+  for (const entry of conversations) {
+    if (typeof entry.room === "string") {
+      const conv = ensureRoom(entry.room);
+      conv.title = entry.title || "";
+      conv.topic = entry.topic || "";
+    } else if (typeof entry.with === "string") {
+      addDm(entry.with);
+    }
+  }
+  saveLists();
+  renderSidebar();
+  if (app.openKey) renderHeader();
+}
+
+/** The conversation of `kind` ("room" or "dm") named `name`, made if new: `{conv, created}`. */
+function ensureConv(kind, name) {
+  const key = kind === "room" ? roomKey(name) : dmKey(name);
+  const known = app.convs.get(key);
+  if (known) return { conv: known, created: false };
+  const conv = newConv(kind, name);
+  app.convs.set(key, conv);
+  return { conv, created: true };
+}
+
+function ensureRoom(name) {
+  return ensureConv("room", name).conv;
+}
+
+function onRoomChanged({ room, title, topic }) {
   const conv = app.convs.get(roomKey(room));
   if (!conv) return;
+  conv.title = title;
+  conv.topic = topic;
+  renderSidebar();
+  if (conv.key === app.openKey) renderHeader();
+}
+
+function onMember({ room, user, state }) {
+  if (user === app.me) {
+    // This user joined or left the room on another device.
+    if (state === "joined") ensureRoom(room);
+    else if (app.convs.has(roomKey(room))) {
+      app.convs.delete(roomKey(room));
+      if (app.openKey === roomKey(room)) closeConversation();
+    }
+    saveLists();
+    renderSidebar();
+    return;
+  }
+  const conv = app.convs.get(roomKey(room));
+  if (!conv) return;
+  if (conv.key === app.openKey) loadRoster(conv);
   if (state === "joined") {
     conv.members.add(user);
     watchUsers([user]);
@@ -647,12 +720,7 @@ function refreshPresence() {
 
 async function joinRoom(name, { open = true } = {}) {
   const key = roomKey(name);
-  let conv = app.convs.get(key);
-  if (!conv) {
-    conv = newConv("room", name);
-    app.convs.set(key, conv);
-    saveLists();
-  }
+  if (ensureConv("room", name).created) saveLists();
   renderSidebar();
   if (open) openConversation(key);
   try {
@@ -680,11 +748,8 @@ async function leaveRoom(conv) {
 }
 
 function addDm(peer) {
-  const key = dmKey(peer);
-  let conv = app.convs.get(key);
-  if (!conv) {
-    conv = newConv("dm", peer);
-    app.convs.set(key, conv);
+  const { conv, created } = ensureConv("dm", peer);
+  if (created) {
     saveLists();
     watchUsers([peer]);
     renderSidebar();
@@ -730,6 +795,7 @@ function openConversation(key) {
   renderHeader();
   renderMessages({ bottom: true });
   renderTyping();
+  if (conv.kind === "room") loadRoster(conv);
   if (!conv.loaded) loadOlder(conv);
   if (!NARROW.matches) ui.input.focus();
 }
@@ -857,7 +923,7 @@ function renderSidebar() {
         el("li", { class: active ? "active" : "", "data-testid": "room-item", "data-room": conv.name },
           el("button", { type: "button", onclick: open, "aria-current": active ? "true" : null },
             el("span", { class: "hash", text: "#", "aria-hidden": "true" }),
-            el("span", { class: "name", text: conv.name }),
+            el("span", { class: "name", text: conv.title || conv.name }),
             badge(conv.unread))),
       );
     } else {
@@ -892,16 +958,33 @@ function renderSidebar() {
 function renderHeader() {
   const conv = openConv();
   if (!conv) return;
-  ui.title.textContent = conv.kind === "room" ? `# ${conv.name}` : conv.name;
-  ui.leave.hidden = conv.kind !== "room";
-  ui.members.hidden = conv.kind !== "room";
-  if (conv.kind === "room") {
-    const count = conv.members.size;
-    ui.sub.textContent = count ? `${count} member${count === 1 ? "" : "s"}` : "";
-    const members = [...conv.members].sort((a, b) => a.localeCompare(b));
+  const isRoom = conv.kind === "room";
+  ui.title.textContent = isRoom ? conv.title || `# ${conv.name}` : conv.name;
+  ui.topic.textContent = isRoom ? conv.topic : "";
+  ui.leave.hidden = !isRoom;
+  ui.editRoom.hidden = !isRoom;
+  ui.members.hidden = !isRoom;
+  if (!isRoom) ui.roomEditForm.hidden = true;
+  if (isRoom) {
+    // Every member, online or not (offline ones greyed); before the list arrives, those in
+    // the room now.
+    const roster = conv.roster.length
+      ? conv.roster.map((m) => m.user)
+      : [...conv.members].sort((a, b) => a.localeCompare(b));
+    const statusOf = (user) => {
+      if (user === app.me) return "online";
+      const known = app.presence.get(user);
+      if (known) return known;
+      const listed = conv.roster.find((m) => m.user === user);
+      return listed ? listed.status : conv.members.has(user) ? "online" : "offline";
+    };
+    const online = roster.filter((u) => statusOf(u) === "online").length;
+    ui.sub.textContent = roster.length
+      ? `${roster.length} member${roster.length === 1 ? "" : "s"}, ${online} online`
+      : "";
     ui.members.replaceChildren(
-      ...members.map((user) =>
-        el("li", { "data-testid": "member", "data-user": user, "data-status": dot(user).dataset.status },
+      ...roster.map((user) =>
+        el("li", { "data-testid": "member", "data-user": user, "data-status": statusOf(user) },
           dot(user),
           el("span", { text: user === app.me ? `${user} (you)` : user })),
       ),
@@ -911,6 +994,89 @@ function renderHeader() {
     ui.sub.textContent = status;
     ui.sub.dataset.status = status;
   }
+}
+
+// A room's members, online or not: the first page of the members command (enough for the
+// page's list; the server bounds it).
+function loadRoster(conv) {
+  if (app.link.state !== State.CONNECTED) return;
+  app.client
+    .members(conv.name)
+    .then(({ members }) => {
+      conv.roster = members;
+      for (const m of members) if (!app.presence.has(m.user)) app.presence.set(m.user, m.status);
+      watchUsers(members.map((m) => m.user));
+      if (conv.key === app.openKey) renderHeader();
+    })
+    .catch(() => {});
+}
+
+function startRoomEdit() {
+  const conv = openConv();
+  if (!conv || conv.kind !== "room") return;
+  ui.roomTitleInput.value = conv.title;
+  ui.roomTopicInput.value = conv.topic;
+  ui.roomEditForm.hidden = false;
+  ui.roomTitleInput.focus();
+}
+
+function saveRoomEdit() {
+  const conv = openConv();
+  ui.roomEditForm.hidden = true;
+  if (!conv || conv.kind !== "room") return;
+  const title = ui.roomTitleInput.value.trim();
+  const topic = ui.roomTopicInput.value.trim();
+  app.client
+    .updateRoom(conv.name, { title, topic })
+    .then((info) => onRoomChanged(info))
+    .catch((err) => showNotice(`Could not change ${conv.name}: ${err.message}`));
+}
+
+// -- the room directory ---------------------------------------------------------------------------
+
+const directory = { query: "", cursor: null };
+
+function openDirectory() {
+  ui.directoryQuery.value = "";
+  ui.directoryList.replaceChildren();
+  ui.directory.showModal();
+  searchDirectory(false);
+  ui.directoryQuery.focus();
+}
+
+function searchDirectory(more) {
+  if (!more) {
+    directory.query = ui.directoryQuery.value.trim();
+    directory.cursor = null;
+    ui.directoryList.replaceChildren();
+  }
+  const args = { query: directory.query || undefined, cursor: more ? directory.cursor : undefined };
+  app.client
+    .directory(args)
+    .then(({ rooms, cursor }) => {
+      directory.cursor = cursor || null;
+      ui.directoryMore.hidden = !cursor;
+      ui.directoryList.append(
+        ...rooms.map((room) =>
+          el("li", { "data-testid": "directory-room", "data-room": room.room },
+            el("span", { class: "name", text: room.title || `# ${room.room}` }),
+            el("span", { class: "conv-sub", text: `${room.topic || room.room} · ${room.members}` }),
+            el("button", {
+              type: "button",
+              "data-testid": "directory-join",
+              text: app.convs.has(roomKey(room.room)) ? "Open" : "Join",
+              onclick: () => {
+                ui.directory.close();
+                joinRoom(room.room);
+              },
+            })),
+        ),
+      );
+      if (!ui.directoryList.children.length) {
+        ui.directoryList.append(el("li", { class: "placeholder", text: "No rooms found" }));
+      }
+    })
+    .catch((err) => showNotice(err.message));
 }
 
 // "ann is typing…" under the open conversation, until their message or the indicator's end.
@@ -1087,6 +1253,21 @@ ui.leave.addEventListener("click", () => {
 });
 
 ui.back.addEventListener("click", closeConversation);
+ui.editRoom.addEventListener("click", startRoomEdit);
+ui.roomEditCancel.addEventListener("click", () => {
+  ui.roomEditForm.hidden = true;
+});
+ui.roomEditForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  saveRoomEdit();
+});
+ui.browseRooms.addEventListener("click", openDirectory);
+ui.directoryForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  searchDirectory(false);
+});
+ui.directoryMore.addEventListener("click", () => searchDirectory(true));
+ui.directoryClose.addEventListener("click", () => ui.directory.close());
 
 ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();

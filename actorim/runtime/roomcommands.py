@@ -1,0 +1,116 @@
+"""The commands of lasting membership that a connection answers from the store: the inbox
+(``conversations``), a room's members with their presence (``members``), a room's title and
+topic (``room.update``) and the directory of public rooms (``rooms``).
+
+Each asks the store (``membership.ask_store``) and answers; ``room.update`` also tells every
+member's devices through the room's channel (the ephemeral path: every device subscribed to
+the room, on every node), and ``members`` asks the presence tracker who is online.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actorim.domain.rooms import Conversation, conversation_cursor, conversations_page
+from actorim.protocol import commands as cmd
+from actorim.protocol.errors import CommandError, ErrorCode
+from actorim.protocol.events import conversation_entry, room_entry, room_frame
+from actorim.runtime.membership import ask_store
+from actorim.runtime.messages import Statuses
+from actorim.store.base import inbox
+
+if TYPE_CHECKING:
+    from actorim.runtime.context import NodeContext
+    from actorim.runtime.link import Link
+
+__all__ = ["conversations", "inbox_page", "members", "room_update", "rooms"]
+
+
+def _page_size(asked: int | None, setting: int) -> int:
+    return setting if asked is None else min(asked, setting)
+
+
+def inbox_page(
+    ctx: NodeContext, link: Link, before: str | None, limit: int | None
+) -> tuple[list[Conversation], list[dict[str, Any]], dict[str, Any]]:
+    """Every conversation of the link's user (rooms its token allows), and one page of them
+    as wire entries with the paging fields (``more``, ``cursor``)."""
+    identity = link.identity
+    assert identity is not None
+    everything: list[Conversation] = ask_store(
+        ctx, lambda store: inbox(store, identity.user, identity.may_join), "read your conversations"
+    )
+    size = _page_size(limit, ctx.config.inbox_limit)
+    page, more = conversations_page(everything, before=before, limit=size)
+    paging: dict[str, Any] = {"more": more}
+    if more and page:
+        paging["cursor"] = conversation_cursor(page[-1])
+    return everything, [conversation_entry(c) for c in page], paging
+
+
+def conversations(ctx: NodeContext, link: Link, command: cmd.Conversations) -> None:
+    _, entries, paging = inbox_page(ctx, link, command.before, command.limit)
+    link.reply(command.t, command.id, {"conversations": entries, **paging})
+
+
+def _allowed(link: Link, room: str) -> None:
+    assert link.identity is not None
+    if not link.identity.may_join(room):
+        raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {room!r}")
+
+
+def members(ctx: NodeContext, link: Link, command: cmd.Members) -> None:
+    _allowed(link, command.room)
+    size = _page_size(command.limit, ctx.config.member_list_limit)
+    users, more = ask_store(
+        ctx,
+        lambda store: store.members_of(command.room, after=command.cursor, limit=size),
+        f"read the members of {command.room!r}",
+    )
+
+    def answer(statuses: dict[str, Any]) -> None:
+        data: dict[str, Any] = {
+            "members": [{"user": u, "status": statuses.get(u, "offline")} for u in users]
+        }
+        if more and users:
+            data["cursor"] = users[-1]
+        link.reply(command.t, command.id, data)
+
+    ctx.refs.tell_presence(Statuses(tuple(users), answer))
+
+
+def room_update(ctx: NodeContext, link: Link, command: cmd.RoomUpdate) -> None:
+    _allowed(link, command.room)
+    user = link.user
+    assert user is not None
+    info = ask_store(
+        ctx,
+        lambda store: store.update_room(
+            user, command.room, title=command.title, topic=command.topic
+        ),
+        f"update room {command.room!r}",
+    )
+    if info is None:
+        raise CommandError(
+            ErrorCode.FORBIDDEN, f"only members of room {command.room!r} may change it; join it"
+        )
+    frame = room_frame(info)
+    link.reply(command.t, command.id, {k: v for k, v in frame.obj.items() if k != "t"})
+    ctx.broker.publish_ephemeral(command.room, frame, link)
+
+
+def rooms(ctx: NodeContext, link: Link, command: cmd.Rooms) -> None:
+    identity = link.identity
+    assert identity is not None
+    size = _page_size(command.limit, ctx.config.directory_limit)
+    page, more = ask_store(
+        ctx,
+        lambda store: store.directory(
+            query=command.query, after=command.cursor, limit=size, allowed=identity.may_join
+        ),
+        "read the room directory",
+    )
+    data: dict[str, Any] = {"rooms": [room_entry(info) for info in page]}
+    if more and page:
+        data["cursor"] = page[-1].room
+    link.reply(command.t, command.id, data)
