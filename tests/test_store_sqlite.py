@@ -14,6 +14,7 @@ from pathlib import Path
 import gevent
 import pytest
 
+from actorim.domain.markers import Counts
 from actorim.store import (
     NewMessage,
     SqliteStore,
@@ -242,7 +243,7 @@ def test_database_of_schema_1_is_migrated_to_cids_per_conversation(path: Path) -
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -292,7 +293,7 @@ def test_data_directory_of_schema_2_is_migrated_in_place_and_keeps_every_message
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -334,7 +335,7 @@ def test_data_directory_of_schema_3_is_migrated_in_place_and_takes_reactions(
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 
@@ -472,3 +473,43 @@ def test_data_directory_of_schema_4_keeps_every_message_after_migration(tmp_path
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
+
+
+def test_schema_4_data_directory_counts_old_messages_unread_and_keeps_read_direct_messages_read(
+    tmp_path: Path,
+) -> None:
+    """Schema 5 adds read markers: messages stored before count as unread (no marker yet) but
+    mention nobody; a direct message its recipient had read sets their marker there."""
+    path = tmp_path / "data" / "messages.db"
+    path.parent.mkdir()
+    path.write_bytes(SCHEMA_4_FIXTURE.read_bytes())
+    store = SqliteStore(path)
+    lobby, dm = room_conv("lobby"), dm_conv("alice", "bob")
+    try:
+        # Message 2 was deleted; 4 to 6 are changes. Bob sent 2, so alice counts 1 and 3.
+        assert store.counts("bob", [lobby, dm], cap=999) == {
+            lobby: Counts(6, 0, 2, 0),
+            dm: Counts(2, 1, 0, 0),
+        }
+        assert store.counts("alice", [lobby, dm], cap=999) == {
+            lobby: Counts(6, 0, 0, 0),
+            dm: Counts(2, 0, 1, 0),
+        }
+        assert store.move_marker("bob", lobby, 1, cap=999)[0] == Counts(6, 1, 1, 0)
+        [new] = store.append_batch(
+            [
+                NewMessage(
+                    lobby,
+                    "alice",
+                    "text",
+                    b"@bob",
+                    1_700_000_002_000,
+                    room="lobby",
+                    mentions=("bob",),
+                )
+            ]
+        )
+        assert store.counts("bob", [lobby], cap=999)[lobby] == Counts(7, 1, 2, 1)
+        assert store.get(new.mid).mentions == ("bob",)  # type: ignore[union-attr]
+    finally:
+        store.close()

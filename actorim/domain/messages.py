@@ -146,6 +146,9 @@ class NewMessage:
     max_reactions: int = DEFAULT_MAX_REACTIONS
     """For a ``react``: the distinct keys its message may carry; a new key beyond them is
     refused (``"too_many_reactions"``), checked atomically with the write. Never stored."""
+    mentions: tuple[str, ...] = ()
+    """For a message: the users it mentions (``actorim.domain.markers.message_mentions``),
+    never its sender; each counts it among their mentions while it is unread for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,8 @@ class StoredMessage:
     deleted: bool = False
     refused: str | None = None
     reactions: tuple[Reaction, ...] = ()
+    mentions: tuple[str, ...] = ()
+    """The users the message mentions; a delete erases them with the body."""
 
 
 @dataclass(frozen=True, slots=True)
