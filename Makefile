@@ -35,6 +35,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/runtime.py
 	$(BIN)/python tests/benchmarks/sends.py
+	$(BIN)/python tests/benchmarks/counts.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

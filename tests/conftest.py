@@ -20,7 +20,7 @@ pytest.register_assert_rewrite("tests.redis_server")
 
 from actorim.config import Config  # noqa: E402
 from tests.redis_server import redis_client, redis_server, redis_session  # noqa: E402, F401
-from tests.support import RunningNode  # noqa: E402
+from tests.support import Client, RunningNode  # noqa: E402
 
 # -- tiers: tests that start processes are marked, the rest is `make test-fast` ---------------
 
@@ -113,6 +113,15 @@ def start_node(tmp_path: Any) -> Iterator[Callable[..., RunningNode]]:
     yield start
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """Clients the test opened, closed after it (append them)."""
+    opened: list[Client] = []
+    yield opened
+    for client in opened:
+        client.close()
 
 
 @pytest.fixture

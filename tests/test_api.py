@@ -121,14 +121,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
-@pytest.fixture
 def connect(clients: list[Client]) -> Callable[..., Client]:
     def open_one(url: str, user: str, *, token: str | None = None) -> Client:
         client = Client(url, json_frames=True)

@@ -297,15 +297,6 @@ def spawn(tmp_path: Path) -> Iterator[Spawner]:
     spawner.kill_all()
 
 
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    """Clients the test opened, closed after it (append them)."""
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
 def connect(clients: list[Client], node: NodeProcess, user: str) -> Client:
     client, _reply = node.client(user)
     clients.append(client)

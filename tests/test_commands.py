@@ -31,6 +31,7 @@ from actorim.protocol.commands import (
     Refresh,
     Send,
     Typing,
+    Unread,
     Unwatch,
     Watch,
     decode_command,
@@ -93,6 +94,17 @@ DEFAULTS: list[tuple[str, Command]] = [
     ('{"t":"edit","id":19,"mid":"m-1","body":"hi!"}', Edit(19, "m-1", "hi!", cid=None)),
     ('{"t":"delete","id":20,"mid":"m-1","cid":"c"}', Delete(20, "m-1", cid="c")),
     ('{"t":"react","id":21,"mid":"m-1","key":"+1","on":false}', React(21, "m-1", "+1", False)),
+    ('{"t":"read","id":22,"room":"lobby","seq":0}', Read(22, room="lobby", seq=0)),
+    ('{"t":"read","id":23,"with":"bob","seq":7}', Read(23, with_="bob", seq=7)),
+    ('{"t":"unread","id":24}', Unread(24, rooms=(), with_=())),
+    (
+        '{"t":"unread","id":25,"rooms":["a"],"with":["bob","cy"]}',
+        Unread(25, rooms=("a",), with_=("bob", "cy")),
+    ),
+    (
+        '{"t":"send","id":26,"room":"lobby","body":"hi","mentions":["bob"]}',
+        Send(26, "hi", room="lobby", mentions=("bob",)),
+    ),
 ]
 
 
@@ -401,6 +413,7 @@ def test_error_codes_are_the_documented_vocabulary() -> None:
         "not_found",
         "rate_limited",
         "too_many_reactions",
+        "too_many_mentions",
         "overloaded",
         "internal",
     }

@@ -54,15 +54,6 @@ def spawn(tmp_path: Path) -> Iterator[Spawner]:
     spawner.kill_all()
 
 
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    """Clients the test opened, closed after it (append them)."""
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
 def busy(start_node: Callable[..., RunningNode], **settings: Any) -> RunningNode:
     # Senders pipeline large messages: the per-connection rate limit is not under test.
     return start_node(rate=100_000.0, burst=100_000.0, **settings)

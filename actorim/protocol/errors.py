@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_REACTIONS = "too_many_reactions"
     """The message already carries `max_reactions` different reaction keys; a new one is
     refused (its existing keys can still be added and removed)."""
+    TOO_MANY_MENTIONS = "too_many_mentions"
+    """A `send` listed more users in `mentions` than `max_mentions` allows."""
     RATE_LIMITED = "rate_limited"
     """The client sends faster than its allowance; it should slow down and retry."""
     OVERLOADED = "overloaded"

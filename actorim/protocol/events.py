@@ -6,7 +6,8 @@ no body). A stored change is an ``edit`` or ``delete`` event naming its message 
 with its own ``seq``, and the same conversation fields as the ``msg`` event (``room``, or
 ``to`` and ``from``), so that a client files all three the same way. A stored reaction is a
 ``reaction`` event the same way (``key``, ``user``, ``on``); a ``msg`` event read by ``history``
-carries the message's ``reactions`` as its reader sees them.
+carries the message's ``reactions`` as its reader sees them, and a message that mentions users
+carries ``mentions``: clients count it among the mentions of those users while it is unread.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def message_event(
         event["edited"] = stored.edited
     if stored.cid is not None:
         event["cid"] = stored.cid
+    if stored.mentions:
+        event["mentions"] = list(stored.mentions)
     if stored.reactions:
         event["reactions"] = [
             {"key": r.key, "count": r.count, "me": r.me} for r in stored.reactions

@@ -30,7 +30,7 @@ from pykka import ActorDeadError
 
 from actorim.protocol.events import message_frame
 from actorim.protocol.wire import WireFrame
-from actorim.redis.link import ROOM_EVENT, ClusterLink
+from actorim.redis.link import ROOM_EVENT, USER_EVENT, ClusterLink
 from actorim.redis.revocations import REVOKED_EVENT, decode_revocation
 from actorim.redis.sessions import DISCONNECT_EVENT
 from actorim.redis.store import decode_published_fields, msgpack_map
@@ -247,6 +247,11 @@ class ListenerActor(GeventActor):
             if isinstance(event.get("event"), dict):
                 origin = self._local_origin(event.get("origin"))
                 self.delivery.room_event(event.get("room", ""), WireFrame(event["event"]), origin)
+        elif kind == USER_EVENT:
+            user = _user_of(channel)
+            if user is not None and isinstance(event.get("event"), dict):
+                origin = self._local_origin(event.get("origin"))
+                self.delivery.user_event(user, WireFrame(event["event"]), origin=origin)
         elif kind == "presence":
             self.delivery.presence_event(WireFrame(event), event.get("user"))
         elif kind == DISCONNECT_EVENT:
