@@ -343,7 +343,7 @@ function withTimeout(promise, ms) {
  * A connection to an actorim server that survives server restarts and network loss.
  *
  * Events (`on(type, callback)` passes the event's detail; `addEventListener` gets a
- * CustomEvent): `msg`, `edit`, `delete`, `member`, `presence`, `receipt`, `typing` (server
+ * CustomEvent): `msg`, `edit`, `delete`, `member`, `presence`, `receipt`, `marker`, `typing` (server
  * events as documented in docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
  * reply {room, seq, epoch, members} with `resumed`: a re-join after a reconnect, `recovered`:
  * false when the missed messages could not be replayed (the client then fetches them with
@@ -720,6 +720,7 @@ export class ActorimClient extends EventTarget {
       case "member":
       case "presence":
       case "receipt":
+      case "marker":
       case "typing":
         return this._emit(frame.t, frame);
       case "error":
@@ -919,13 +920,15 @@ export class ActorimClient extends EventTarget {
   /**
    * Send `body` to a room (joined first) or to a user. Resolves with `{mid, seq, ts}` once the
    * server stored it; while the link is down the message waits and is resent with the same
-   * `cid`, so it is stored once however often it is sent.
+   * `cid`, so it is stored once however often it is sent. `mentions` names users the message
+   * mentions besides the `@user`s of its text.
    */
-  send({ room, to, body, kind = "text", cid = newCid() }) {
+  send({ room, to, body, kind = "text", cid = newCid(), mentions }) {
     if ((room === undefined) === (to === undefined)) {
       return Promise.reject(new ActorimError("bad_request", "give exactly one of room and to"));
     }
     const cmd = { t: "send", body, kind, cid };
+    if (mentions !== undefined && mentions.length) cmd.mentions = mentions;
     if (room !== undefined) cmd.room = room;
     else cmd.to = to;
     return this._enqueue(cmd);
@@ -974,9 +977,29 @@ export class ActorimClient extends EventTarget {
     return this._receipt("ack", mid);
   }
 
-  /** Tell the sender that direct message `mid` was read (sent once connected). */
-  read(mid) {
-    return this._receipt("read", mid);
+  /**
+   * `read(mid)`: tell the sender that direct message `mid` was read (sent once connected).
+   * `read({room | with, seq})`: move this user's read marker there up to `seq` (never back);
+   * resolves with `{room | with, marker, unread, mentions}` (queued while offline), and the
+   * user's other pages and devices get a `marker` event.
+   */
+  read(what) {
+    if (typeof what === "string") return this._receipt("read", what);
+    const { room, with: peer, seq } = what;
+    if ((room === undefined) === (peer === undefined) || !Number.isInteger(seq)) {
+      const why = "give exactly one of room and with, and an integer seq";
+      return Promise.reject(new ActorimError("bad_request", why));
+    }
+    return this._enqueue({ t: "read", ...(room !== undefined ? { room } : { with: peer }), seq });
+  }
+
+  /**
+   * This user's read marker and counts in `rooms` and the direct conversations `with` those
+   * users: `{conversations: [{room | with, seq, marker, unread, mentions}]}` (counts stop at
+   * the server's `unread_count_max`, 999: show "999+"); needs the link up.
+   */
+  unread({ rooms = [], with: peers = [] } = {}) {
+    return this._call("unread", { rooms, with: peers });
   }
 
   _receipt(t, mid) {
