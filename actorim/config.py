@@ -185,6 +185,14 @@ SETTINGS: tuple[Setting, ...] = (
         "most conversations (rooms and with together) one unread command may ask about",
         int,
     ),
+    # Counting is bounded per conversation, so an unread command costs its connection by the
+    # conversations it names: one of 500 costs 25 tokens, a quarter of a second's allowance.
+    Setting(
+        "unread_conversations_per_token",
+        20,
+        "an unread command costs its connection one rate-limit token per this many conversations",
+        int,
+    ),
     # A quarter of outbox_max_bytes: a page always fits a client's outbox beside live traffic,
     # and 100 chat messages of a few hundred bytes (the largest limit) fit it many times over.
     # A smaller outbox lowers it to match (see ``Config.history_page_bytes``).
@@ -422,6 +430,7 @@ class Config:
     unread_count_max: int = _BY_NAME["unread_count_max"].default
     max_mentions: int = _BY_NAME["max_mentions"].default
     unread_max_conversations: int = _BY_NAME["unread_max_conversations"].default
+    unread_conversations_per_token: int = _BY_NAME["unread_conversations_per_token"].default
     history_max_bytes: int = _BY_NAME["history_max_bytes"].default
     history_bytes_per_token: int = _BY_NAME["history_bytes_per_token"].default
     redis_url: str = _BY_NAME["redis_url"].default
@@ -514,6 +523,7 @@ class Config:
             "unread_count_max",
             "max_mentions",
             "unread_max_conversations",
+            "unread_conversations_per_token",
         ):
             if getattr(self, name) < 1:
                 invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")

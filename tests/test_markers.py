@@ -188,6 +188,15 @@ def test_bad_reads_and_unread_requests_get_clear_errors(node: RunningNode) -> No
     limited.close()
 
 
+def test_unread_is_charged_by_the_conversations_it_names(start_node: StartNode) -> None:
+    node = start_node(unread_max_conversations=300, unread_conversations_per_token=1)
+    ann = node.client("ann")
+    rooms = [f"r{n}" for n in range(300)]
+    assert len(ann.ok("unread", rooms=rooms)["conversations"]) == 300
+    # The burst of 200 tokens is spent: the next command waits for the bucket to refill.
+    assert ann.error("unread", rooms=rooms)["code"] == "rate_limited"
+
+
 SECRET = "markers-test-secret-0123456789abcdef"
 
 

@@ -491,6 +491,10 @@ class ConnectionActor(GeventActor):
             )
         asked = [(_readable(link, room, None), _where(room, None)) for room in command.rooms]
         asked += [(_readable(link, None, other), _where(None, other)) for other in command.with_]
+        # Charged by the conversations it names, as a history page is by its size: the
+        # connection's next commands are refused (rate_limited) until the bucket refills.
+        per_token = self.ctx.config.unread_conversations_per_token
+        link.limiter.charge(time.monotonic(), len(asked) / per_token)
 
         def done(result: Any, error: BaseException | None) -> None:
             if error is not None:

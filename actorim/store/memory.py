@@ -13,6 +13,8 @@ messages), ``get``, ``mark`` and an edit are O(1), a delete O(edits of its messa
 arrives out of order costs a re-sort of that recipient's pending set at the next read); with
 ``after`` it is O(log n + limit) while the pending set is unchanged between pages, and O(n) for
 the page after a change to it.
+``counts`` is O(log n) per conversation plus the messages read up to the cap (the user's own
+among them stepped over), and ``move_marker`` the same for its one conversation.
 ``prune`` is O(log n) per message removed, plus a look at each conversation appended to since
 the previous prune (at every conversation when ``max_count`` differs from the previous call's).
 
