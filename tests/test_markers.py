@@ -153,6 +153,15 @@ def test_mentions_count_by_text_and_by_list_and_ride_on_the_message(node: Runnin
     assert [m.get("mentions") for m in history] == [["ann"], ["ann"], None, ["cy", "ann"]]
 
 
+def test_in_a_direct_conversation_only_the_recipient_is_mentioned(node: RunningNode) -> None:
+    ann, bob = node.client("ann"), node.client("bob")
+    bob.ok("send", to="ann", body="@cy and @ann, see this", mentions=["cy"])
+    assert ann.event("msg")["mentions"] == ["ann"]
+    bob.ok("send", to="ann", body="cy only", mentions=["cy"])
+    assert "mentions" not in ann.event("msg")
+    assert counts(ann, with_="bob")["mentions"] == 1
+
+
 def test_bad_reads_and_unread_requests_get_clear_errors(node: RunningNode) -> None:
     ann = node.client("ann")
     for args, wanted in [
