@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/runtime.py
 	$(BIN)/python tests/benchmarks/sends.py
 	$(BIN)/python tests/benchmarks/connect.py
+	$(BIN)/python tests/benchmarks/counts.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

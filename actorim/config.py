@@ -15,6 +15,7 @@ from typing import Any
 
 from actorim.domain.apikeys import ApiKeys
 from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
+from actorim.domain.markers import DEFAULT_MAX_MENTIONS, DEFAULT_UNREAD_COUNT_MAX
 from actorim.domain.messages import DEFAULT_MAX_REACTIONS
 from actorim.domain.origins import origin_of
 from actorim.domain.ratelimit import DEFAULT_TYPING_THROTTLE_S, DEFAULT_TYPING_TTL_S
@@ -167,6 +168,37 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_MAX_REACTIONS,
         "most different reaction keys one message may carry; a new key beyond them is refused"
         " with too_many_reactions",
+        int,
+    ),
+    # Unread counts: where counting stops (clients show "999+"), so a count never reads more
+    # than this many messages of a conversation.
+    Setting(
+        "unread_count_max",
+        DEFAULT_UNREAD_COUNT_MAX,
+        "where unread and mention counts stop (a count at it means this many or more); no count"
+        " reads more than this many messages of a conversation",
+        int,
+    ),
+    Setting(
+        "max_mentions",
+        DEFAULT_MAX_MENTIONS,
+        "most users one send may list in mentions (more is refused with too_many_mentions);"
+        " @names in the text beyond it are not counted",
+        int,
+    ),
+    # A screenful of conversations many times over; a client with more asks in pages.
+    Setting(
+        "unread_max_conversations",
+        500,
+        "most conversations (rooms and with together) one unread command may ask about",
+        int,
+    ),
+    # Counting is bounded per conversation, so an unread command costs its connection by the
+    # conversations it names: one of 500 costs 25 tokens, a quarter of a second's allowance.
+    Setting(
+        "unread_conversations_per_token",
+        20,
+        "an unread command costs its connection one rate-limit token per this many conversations",
         int,
     ),
     # A quarter of outbox_max_bytes: a page always fits a client's outbox beside live traffic,
@@ -473,6 +505,10 @@ class Config:
     history_max_limit: int = _BY_NAME["history_max_limit"].default
     edit_window: float = _BY_NAME["edit_window"].default
     max_reactions: int = _BY_NAME["max_reactions"].default
+    unread_count_max: int = _BY_NAME["unread_count_max"].default
+    max_mentions: int = _BY_NAME["max_mentions"].default
+    unread_max_conversations: int = _BY_NAME["unread_max_conversations"].default
+    unread_conversations_per_token: int = _BY_NAME["unread_conversations_per_token"].default
     history_max_bytes: int = _BY_NAME["history_max_bytes"].default
     history_bytes_per_token: int = _BY_NAME["history_bytes_per_token"].default
     redis_url: str = _BY_NAME["redis_url"].default
@@ -578,6 +614,10 @@ class Config:
             "replay_max_messages",
             "replay_max_bytes",
             "max_reactions",
+            "unread_count_max",
+            "max_mentions",
+            "unread_max_conversations",
+            "unread_conversations_per_token",
         ):
             if getattr(self, name) < 1:
                 invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")

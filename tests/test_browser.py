@@ -751,25 +751,46 @@ def test_the_browser_sample_of_the_docs_runs_as_written(
     assert done["seq"] == 1 and isinstance(done["mid"], str)
 
 
-def test_the_browser_edit_sample_of_the_docs_runs_as_written_after_the_first(
-    browser: Any, server: ServerProcess
-) -> None:
+def _run_after_the_first_sample(browser: Any, server: ServerProcess, sample: str, done: str) -> Any:
+    """Run the docs' first browser sample, then ``sample``, as one module on a page of the
+    server; the value of ``done`` (a JavaScript expression) once it has run. No page errors."""
     context = browser.new_context(bypass_csp=True)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{server.base}/")
-    sample = (
-        _docs_browser_sample()
-        + _docs_browser_changes_sample()
-        + "\nwindow.sampleDone = { mid: note.mid, shown: shown.get(note.mid) };\n"
-    )
-    page.add_script_tag(content=sample, type="module")
+    module = _docs_browser_sample() + sample + f"\nwindow.sampleDone = {done};\n"
+    page.add_script_tag(content=module, type="module")
     page.wait_for_function("() => window.sampleDone", polling=20, timeout=EXPECT_TIMEOUT_MS)
-    done = page.evaluate("() => window.sampleDone")
+    result = page.evaluate("() => window.sampleDone")
     context.close()
     assert errors == []
+    return result
+
+
+def test_the_browser_edit_sample_of_the_docs_runs_as_written_after_the_first(
+    browser: Any, server: ServerProcess
+) -> None:
+    done = _run_after_the_first_sample(
+        browser,
+        server,
+        _docs_browser_changes_sample(),
+        "{ mid: note.mid, shown: shown.get(note.mid) }",
+    )
     assert done["shown"]["body"] == "hello" and isinstance(done["shown"]["edited"], int)
+
+
+def test_the_browser_unread_sample_of_the_docs_runs_as_written_after_the_first(
+    browser: Any, server: ServerProcess
+) -> None:
+    blocks = re.findall(r"```js\n(.*?)```", DOCS.read_text(), re.S)
+    [unread] = [block for block in blocks if "client.unread(" in block]
+    done = _run_after_the_first_sample(
+        browser, server, unread, "{ seq, reply, before: conversations }"
+    )
+    # The sample's own message never counts; the marker stops at the room's last seq.
+    assert done["before"][0]["unread"] == 0
+    assert done["reply"] == {"room": "lobby", "marker": done["seq"], "unread": 0, "mentions": 0}
 
 
 # -- a restart with a drain does not open the circuit ---------------------------------------------
@@ -1450,4 +1471,62 @@ def test_on_the_chat_page_rooms_come_from_the_inbox_the_directory_finds_them_and
     _say(ann, "hello from the phone")
     _open(laptop, "room-item", "garden")
     expect(_bodies(laptop, "hello from the phone")).to_have_count(1)
+    assert errors == []
+
+
+def test_the_chat_page_badges_unread_messages_and_a_read_on_one_page_clears_the_other(
+    browser: Any, server: ServerProcess
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    desk = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    laptop = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    for page in (desk, laptop, bob):
+        _join(page, "marks")
+    expect(bob.get_by_test_id("member")).to_have_count(2)
+    # Both of ann's pages look at another room while bob writes in this one.
+    for page in (desk, laptop):
+        page.get_by_test_id("join-room").fill("elsewhere")
+        page.get_by_test_id("join-submit").click()
+        expect(page.get_by_test_id("conv-title")).to_have_text("# elsewhere")
+
+    def badge(page: Any) -> Any:
+        return page.locator('[data-testid="room-item"][data-room="marks"]').get_by_test_id("unread")
+
+    _say(bob, "one")
+    _say(bob, "two, @ann")
+    for page in (desk, laptop):
+        expect(badge(page)).to_have_text("2")
+        expect(badge(page)).to_have_attribute("data-mentions", "1")
+    # Ann reads on the desk: its badge goes, and so does the laptop's.
+    _open(desk, "room-item", "marks")
+    expect(_bodies(desk, "two, @ann")).to_have_count(1)
+    expect(badge(desk)).to_have_count(0)
+    expect(badge(laptop)).to_have_count(0)
+    # A page opened afterwards asks the server: nothing unread, until bob writes again.
+    again = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    _join(again, "marks")
+    again.get_by_test_id("join-room").fill("elsewhere")
+    again.get_by_test_id("join-submit").click()
+    expect(again.get_by_test_id("conv-title")).to_have_text("# elsewhere")
+    _open(desk, "room-item", "elsewhere")
+    expect(desk.get_by_test_id("conv-title")).to_have_text("# elsewhere")
+    _say(bob, "three")
+    for page in (desk, laptop, again):
+        expect(badge(page)).to_have_text("1")
+    # A page that shows the room when a message arrives reads it: every badge goes.
+    _open(laptop, "room-item", "marks")
+    _say(bob, "four")
+    expect(_bodies(laptop, "four")).to_have_count(1)
+    for page in (desk, again):
+        expect(badge(page)).to_have_count(0)
+    # Read up to "four", so the next message makes one unread, not two.
+    _open(laptop, "room-item", "elsewhere")
+    expect(laptop.get_by_test_id("conv-title")).to_have_text("# elsewhere")
+    _say(bob, "five")
+    for page in (desk, laptop, again):
+        expect(badge(page)).to_have_text("1")
     assert errors == []

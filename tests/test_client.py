@@ -26,12 +26,14 @@ from actorim.client import (
     Client,
     ClientClosed,
     ConnectRefused,
+    Counts,
     LinkLost,
     LinkState,
     NotConnected,
     RequestTimeout,
     ServerError,
     StateChange,
+    UnreadTracker,
 )
 from actorim.domain.auth import TokenAuthority
 from actorim.runtime.store import StoreActor
@@ -697,6 +699,44 @@ def test_react_returns_the_reaction_and_reaches_other_clients_as_events(
     with pytest.raises(ServerError) as refused:
         bob.react(sent.mid, "👍")
     assert refused.value.code == "not_found"  # deleted
+
+
+def test_read_markers_clear_the_count_of_the_users_other_client_and_its_tracker(
+    connected: Callable[..., Client],
+) -> None:
+    phone, desktop, bob = connected("ann"), connected("ann"), connected("bob")
+    bob.join("lobby")
+    desktop.join("lobby")
+    tracker = UnreadTracker("ann")
+    markers, messages = Seen(), Seen()
+    desktop.on("*", tracker.handle)
+    desktop.on("marker", markers)
+    desktop.on("msg", messages)
+    bob.send(room="lobby", body="one")
+    tracker.update(desktop.unread(["lobby"], with_users=["bob"]))
+    assert tracker.counts(room="lobby") == Counts(marker=0, unread=1, mentions=0)
+    last = bob.send(room="lobby", body="two", mentions=["ann"])
+    bob.send(room="lobby", body="three @ann")
+    messages.wait_count(3)
+    assert [m.get("mentions") for m in messages.items] == [None, ["ann"], ["ann"]]
+    assert tracker.counts(room="lobby") == Counts(marker=0, unread=3, mentions=2)
+    assert phone.read(room="lobby", seq=last.seq) == {
+        "room": "lobby",
+        "marker": 2,
+        "unread": 1,
+        "mentions": 1,
+    }
+    markers.wait_count(1)
+    assert tracker.counts(room="lobby") == Counts(marker=2, unread=1, mentions=1)
+    bob.send(to="ann", body="psst")
+    assert phone.unread(with_users=["bob"]) == [
+        {"with": "bob", "seq": 1, "marker": 0, "unread": 1, "mentions": 0}
+    ]
+    assert phone.read(with_user="bob", seq=1)["unread"] == 0  # type: ignore[index]
+    markers.wait_count(2)
+    assert tracker.counts(with_user="bob") == Counts(marker=1, unread=0, mentions=0)
+    with pytest.raises(ValueError, match="room= or with_user="):
+        phone.read(room="lobby")
 
 
 def test_a_client_whose_link_drops_gets_the_reactions_it_missed_once_in_order(

@@ -63,7 +63,7 @@ print("sample done")
 
 
 def test_every_python_sample_is_found() -> None:
-    assert len(SAMPLES) == 12, "a sample was added or removed: check what it needs below"
+    assert len(SAMPLES) == 13, "a sample was added or removed: check what it needs below"
 
 
 @pytest.mark.process

@@ -36,6 +36,7 @@ from actorim.protocol.commands import (
     Send,
     Thread,
     Typing,
+    Unread,
     Unwatch,
     Watch,
     decode_command,
@@ -113,6 +114,17 @@ DEFAULTS: list[tuple[str, Command]] = [
         RoomUpdate(24, "lobby", title=None, topic=""),
     ),
     ('{"t":"rooms","id":25}', Rooms(25, query=None, cursor=None, limit=None)),
+    ('{"t":"read","id":26,"room":"lobby","seq":0}', Read(26, room="lobby", seq=0)),
+    ('{"t":"read","id":27,"with":"bob","seq":7}', Read(27, with_="bob", seq=7)),
+    ('{"t":"unread","id":28}', Unread(28, rooms=(), with_=())),
+    (
+        '{"t":"unread","id":29,"rooms":["a"],"with":["bob","cy"]}',
+        Unread(29, rooms=("a",), with_=("bob", "cy")),
+    ),
+    (
+        '{"t":"send","id":30,"room":"lobby","body":"hi","mentions":["bob"]}',
+        Send(30, "hi", room="lobby", mentions=("bob",)),
+    ),
 ]
 
 
@@ -449,6 +461,7 @@ def test_error_codes_are_the_documented_vocabulary() -> None:
         "rate_limited",
         "too_many_reactions",
         "too_many_rooms",
+        "too_many_mentions",
         "overloaded",
         "internal",
     }

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 
+from actorim.domain.markers import Counts
 from actorim.domain.rooms import RoomInfo
 from actorim.redis.store import RedisStore
 from actorim.store import (
@@ -124,8 +125,11 @@ def room_msg(
     sender: str = "alice",
     ts: int = 1_000,
     cid: str | None = None,
+    mentions: tuple[str, ...] = (),
 ) -> NewMessage:
-    return NewMessage(room_conv(room), sender, "text", text.encode(), ts, cid=cid, room=room)
+    return NewMessage(
+        room_conv(room), sender, "text", text.encode(), ts, cid=cid, room=room, mentions=mentions
+    )
 
 
 def direct(sender: str, to: str, *, ts: int = 1_000, cid: str | None = None) -> NewMessage:
@@ -1179,7 +1183,118 @@ CALLS_ON_A_STORE: dict[str, Callable[[Store], object]] = {
     "directory": lambda s: s.directory(limit=5),
     "dm_partners": lambda s: s.dm_partners("al"),
     "latest": lambda s: s.latest([room_conv("lobby")], "al"),
+    "move_marker": lambda s: s.move_marker("bob", room_conv("lobby"), 1, cap=10),
+    "counts": lambda s: s.counts("bob", [room_conv("lobby")], cap=10),
 }
+
+
+# -- read markers, unread counts and mentions ------------------------------------------------
+
+LOBBY = room_conv("lobby")
+
+
+def test_unread_counts_messages_after_the_marker_from_others(store: Store) -> None:
+    store.append_batch(
+        [room_msg(sender=s, ts=1_000 + i) for i, s in enumerate(["alice", "bob", "alice", "cy"])]
+    )
+    assert store.counts("bob", [LOBBY], cap=999) == {LOBBY: Counts(4, 0, 3, 0)}
+    counts, moved = store.move_marker("bob", LOBBY, 2, cap=999)
+    assert (counts, moved) == (Counts(4, 2, 2, 0), True)
+    assert store.counts("alice", [LOBBY], cap=999)[LOBBY] == Counts(4, 0, 2, 0)
+
+
+def test_a_marker_never_moves_back_nor_beyond_the_last_seq(store: Store) -> None:
+    fill(store, 5)
+    assert store.move_marker("bob", LOBBY, 3, cap=9)[0].marker == 3
+    assert store.move_marker("bob", LOBBY, 1, cap=9) == (Counts(5, 3, 2, 0), False)
+    assert store.move_marker("bob", LOBBY, 3, cap=9)[1] is False
+    assert store.move_marker("bob", LOBBY, 10**12, cap=9) == (Counts(5, 5, 0, 0), True)
+    fill(store, 1, ts=3_000)
+    assert store.counts("bob", [LOBBY], cap=9)[LOBBY] == Counts(6, 5, 1, 0)
+    # Nothing to read: a marker in an empty conversation stays at 0.
+    assert store.move_marker("bob", room_conv("empty"), 7, cap=9) == (Counts(0, 0, 0, 0), False)
+
+
+def test_changes_never_count_and_a_delete_stops_a_message_counting(store: Store) -> None:
+    [one, two, _] = store.append_batch(
+        [room_msg("one", mentions=("bob",)), room_msg("two", ts=1_001), room_msg(ts=1_002)]
+    )
+    store.append_batch(
+        [
+            change(two, body=b"TWO", ts=1_500),
+            react(one, "bob", ts=1_501),
+            react(two, "cy", ts=1_502),
+        ]
+    )
+    assert store.counts("bob", [LOBBY], cap=99)[LOBBY] == Counts(6, 0, 3, 1)
+    store.append_batch([change(one, "delete", ts=1_600)])
+    assert store.counts("bob", [LOBBY], cap=99)[LOBBY] == Counts(7, 0, 2, 0)
+    assert store.get(one.mid).mentions == ()  # type: ignore[union-attr]
+
+
+def test_mentions_count_while_unread_and_are_returned_with_the_message(store: Store) -> None:
+    [first, _, third] = store.append_batch(
+        [
+            room_msg("a", mentions=("bob", "cy")),
+            room_msg("b", ts=1_001, mentions=("cy",)),
+            room_msg("c", ts=1_002, sender="cy", mentions=("bob",)),
+        ]
+    )
+    assert first.mentions == ("bob", "cy")
+    assert store.get(third.mid).mentions == ("bob",)  # type: ignore[union-attr]
+    assert [m.mentions for m in store.history(LOBBY, limit=9)[0]] == [
+        ("bob", "cy"),
+        ("cy",),
+        ("bob",),
+    ]
+    assert [m.mentions for m in store.since(LOBBY, 0, limit=9)[0]][1] == ("cy",)
+    counts = store.counts("bob", [LOBBY], cap=99)[LOBBY]
+    assert (counts.unread, counts.mentions) == (3, 2)
+    assert store.counts("cy", [LOBBY], cap=99)[LOBBY] == Counts(3, 0, 2, 2)
+    assert store.move_marker("bob", LOBBY, 1, cap=99)[0] == Counts(3, 1, 2, 1)
+
+
+def test_counts_stop_at_the_cap(store: Store) -> None:
+    store.append_batch(
+        [room_msg(str(i), ts=1_000 + i, sender="alice", mentions=("bob",)) for i in range(30)]
+    )
+    assert store.counts("bob", [LOBBY], cap=7)[LOBBY] == Counts(30, 0, 7, 7)
+    assert store.move_marker("bob", LOBBY, 25, cap=7)[0] == Counts(30, 25, 5, 5)
+    with pytest.raises(ValueError, match="cap"):
+        store.counts("bob", [LOBBY], cap=0)
+
+
+def test_counts_of_many_conversations_at_once(store: Store) -> None:
+    convs = [room_conv(f"r{i}") for i in range(40)]
+    store.append_batch(
+        [room_msg(room=f"r{i}", ts=1_000 + i) for i in range(40) for _ in range(i % 3)]
+    )
+    store.append_batch([direct("alice", "bob", ts=1_100)])
+    store.move_marker("bob", convs[5], 1, cap=99)
+    dm = dm_conv("alice", "bob")
+    found = store.counts("bob", [*convs, dm, room_conv("never")], cap=99)
+    assert found[convs[5]] == Counts(2, 1, 1, 0)
+    assert found[convs[4]] == Counts(1, 0, 1, 0)
+    assert found[convs[3]] == Counts(0, 0, 0, 0)
+    assert found[dm] == Counts(1, 0, 1, 0)
+    assert found[room_conv("never")] == Counts(0, 0, 0, 0)
+    assert store.counts("alice", [dm], cap=99)[dm] == Counts(1, 0, 0, 0)
+    assert store.counts("bob", [], cap=99) == {}
+
+
+def test_pruned_messages_stop_counting_and_the_marker_stays(store: Store) -> None:
+    store.append_batch([room_msg(str(i), ts=1_000 + i, mentions=("bob",)) for i in range(6)])
+    store.move_marker("bob", LOBBY, 2, cap=99)
+    store.prune(now_ms=10_000, max_count=2, max_age_ms=FAR_FUTURE_AGE_MS)
+    assert store.counts("bob", [LOBBY], cap=99)[LOBBY] == Counts(6, 2, 2, 2)
+
+
+def test_a_mention_of_the_sender_or_by_a_change_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="mentions"):
+        store.append_batch([room_msg(mentions=("alice",))])
+    [msg] = store.append_batch([room_msg()])
+    with pytest.raises(ValueError, match="mentions"):
+        store.append_batch([replace(change(msg), mentions=("bob",))])
 
 
 def test_closed_store_raises_store_error(store: Store) -> None:
@@ -1402,13 +1517,23 @@ def random_batch(rng: random.Random, clock: int) -> list[NewMessage]:
         sender = rng.choice(USERS)
         cid = rng.choice([None, *(f"c{i}" for i in range(40))])
         ts = clock - rng.choice([0, 0, 0, 300, 1_500])
+        others = [u for u in USERS if u != sender]
+        mentions = tuple(u for u in others if rng.random() < 0.3)
         if rng.random() < 0.5:
             room = rng.choice(ROOMS)
-            batch.append(room_msg(room=room, sender=sender, ts=ts, cid=cid))
+            batch.append(room_msg(room=room, sender=sender, ts=ts, cid=cid, mentions=mentions))
         else:
-            to = rng.choice([u for u in USERS if u != sender])
-            batch.append(direct(sender, to, ts=ts, cid=cid))
+            to = rng.choice(others)
+            batch.append(replace(direct(sender, to, ts=ts, cid=cid), mentions=mentions))
     return batch
+
+
+def recount(store: Store, user: str, conv: str, marker: int, cap: int) -> Counts:
+    """The counts as their definition says, from every message after the marker."""
+    after, _ = store.since(conv, marker, limit=100_000)
+    unread = [m for m in after if m.target is None and not m.deleted and m.sender != user]
+    named = [m for m in unread if user in m.mentions]
+    return Counts(store.last_seq(conv), marker, min(len(unread), cap), min(len(named), cap))
 
 
 class Observer:
@@ -1443,6 +1568,7 @@ class Observer:
             *(reply_to, thread),
             None if summary is None else (summary.count, summary.last_ts, summary.users),
             None if summary is None else summary.participants,
+            msg.mentions,
         )
 
     def any_change(self, rng: random.Random, clock: int) -> NewMessage:
@@ -1572,6 +1698,7 @@ class Observer:
             )
             seen.append(self.thread_page(page))
         seen.extend(self.membership(rng))
+        seen.extend(self.markers(rng))
         return seen
 
     def membership(self, rng: random.Random) -> list[object]:
@@ -1599,6 +1726,23 @@ class Observer:
         query = rng.choice([None, "t", "b"])
         after = rng.choice([None, *WALK_ROOMS])
         seen.append(store.directory(query=query, after=after, limit=rng.randint(1, 3)))
+        return seen
+
+    def markers(self, rng: random.Random) -> list[object]:
+        """Move a marker or two, forward, back or beyond the end; then every user's counts
+        in every conversation, each checked against its definition."""
+        store = self.store
+        seen: list[object] = []
+        cap = rng.choice([2, 5, 999])
+        for _ in range(rng.randint(0, 2)):
+            conv, user = rng.choice(CONVERSATIONS), rng.choice(USERS)
+            seq = rng.randint(0, store.last_seq(conv) + 2)
+            seen.append(store.move_marker(user, conv, seq, cap=cap))
+        for user in USERS:
+            counts = store.counts(user, CONVERSATIONS, cap=cap)
+            for conv, found in counts.items():
+                assert found == recount(store, user, conv, found.marker, cap), (user, conv)
+            seen.append(counts)
         return seen
 
 

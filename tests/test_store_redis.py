@@ -246,7 +246,7 @@ def test_a_conversations_keys_share_its_slot_and_a_recipients_keys_theirs(
         return {key_slot(k.encode()) for k in keys if f"{{{tag}}}" in k}
 
     assert {k for k in keys if "{r:lobby}" in k} == {
-        f"im:{{r:lobby}}:{name}" for name in ("seq", "log", "cids", "mids", "age")
+        f"im:{{r:lobby}}:{name}" for name in ("seq", "log", "cids", "mids", "age", "unread", "own")
     }
     assert {k for k in keys if "{u:bob}" in k} == {
         f"im:{{u:bob}}:{name}" for name in ("inbox", "pending", "order", "partners")

@@ -14,6 +14,7 @@ from pathlib import Path
 import gevent
 import pytest
 
+from actorim.domain.markers import Counts
 from actorim.store import (
     NewMessage,
     SqliteStore,
@@ -542,3 +543,43 @@ def test_data_directory_of_schema_4_gains_membership_and_its_direct_partners(
         assert reopened.rooms_of("alice") == ["lobby"]
     finally:
         reopened.close()
+
+
+def test_schema_4_data_directory_counts_old_messages_unread_and_keeps_read_direct_messages_read(
+    tmp_path: Path,
+) -> None:
+    """Schema 8 adds read markers: messages stored before count as unread (no marker yet) but
+    mention nobody; a direct message its recipient had read sets their marker there."""
+    path = tmp_path / "data" / "messages.db"
+    path.parent.mkdir()
+    path.write_bytes(SCHEMA_4_FIXTURE.read_bytes())
+    store = SqliteStore(path)
+    lobby, dm = room_conv("lobby"), dm_conv("alice", "bob")
+    try:
+        # Message 2 was deleted; 4 to 6 are changes. Bob sent 2, so alice counts 1 and 3.
+        assert store.counts("bob", [lobby, dm], cap=999) == {
+            lobby: Counts(6, 0, 2, 0),
+            dm: Counts(2, 1, 0, 0),
+        }
+        assert store.counts("alice", [lobby, dm], cap=999) == {
+            lobby: Counts(6, 0, 0, 0),
+            dm: Counts(2, 0, 1, 0),
+        }
+        assert store.move_marker("bob", lobby, 1, cap=999)[0] == Counts(6, 1, 1, 0)
+        [new] = store.append_batch(
+            [
+                NewMessage(
+                    lobby,
+                    "alice",
+                    "text",
+                    b"@bob",
+                    1_700_000_002_000,
+                    room="lobby",
+                    mentions=("bob",),
+                )
+            ]
+        )
+        assert store.counts("bob", [lobby], cap=999)[lobby] == Counts(7, 1, 2, 1)
+        assert store.get(new.mid).mentions == ("bob",)  # type: ignore[union-attr]
+    finally:
+        store.close()

@@ -1,6 +1,6 @@
 """Two ``actorim serve`` nodes sharing a private Redis, for a test module to start once:
 tests/test_cluster.py's machinery behind one context manager, and the per-test list of clients
-that a test opens on either node."""
+that a test opens on either node (into the ``clients`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ from actorim.client._errors import (
 from actorim.client._events import MAX_BUFFERED_EVENTS
 from actorim.client._state import MAX_PENDING, MAX_RECENT_MIDS
 from actorim.client._status import LinkState, StateChange
+from actorim.client._unread import Counts, UnreadTracker
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -48,6 +49,7 @@ __all__ = [
     "ClientClosed",
     "ClientError",
     "ConnectRefused",
+    "Counts",
     "LinkLost",
     "LinkState",
     "NotConnected",
@@ -57,4 +59,5 @@ __all__ = [
     "ServerError",
     "StateChange",
     "Token",
+    "UnreadTracker",
 ]

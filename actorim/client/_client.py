@@ -301,6 +301,7 @@ class Client:
         kind: str = "text",
         cid: str | None = None,
         reply_to: str | None = None,
+        mentions: Iterable[str] = (),
         timeout: float | None = None,
     ) -> SendResult:
         """Send ``body`` to a joined ``room`` or to the user ``to``; returns once the message is
@@ -308,7 +309,9 @@ class Client:
         after a reconnect, or by the caller after :class:`RequestTimeout` (its ``cid``).
         ``reply_to`` (a message of the same conversation) makes it a reply in that message's
         thread: the result's ``thread`` is the thread's root; a message that is not there (or
-        was deleted) raises ``ServerError`` (``not_found``)."""
+        was deleted) raises ``ServerError`` (``not_found``).
+
+        ``mentions`` names users the message mentions besides the ``@user``s of its text."""
         if (room is None) == (to is None):
             raise ValueError("give exactly one of room= or to=")
         cid = cid or uuid.uuid4().hex
@@ -316,6 +319,9 @@ class Client:
         args.update(body=body, kind=kind, cid=cid)
         if reply_to is not None:
             args["reply_to"] = reply_to
+        named = list(mentions)
+        if named:
+            args["mentions"] = named
         data = self._request("send", args, timeout=timeout, cid=cid)
         return SendResult(
             mid=data["mid"], seq=data["seq"], ts=data["ts"], cid=cid, thread=data.get("thread")
@@ -384,9 +390,45 @@ class Client:
         """This user has the direct message ``mid`` (sent automatically with ``auto_ack``)."""
         self._request("ack", {"mid": mid}, timeout=timeout)
 
-    def read(self, mid: str, *, timeout: float | None = None) -> None:
-        """This user read the direct message ``mid``: its sender gets a ``read`` receipt."""
-        self._request("read", {"mid": mid}, timeout=timeout)
+    def read(
+        self,
+        mid: str | None = None,
+        *,
+        room: str | None = None,
+        with_user: str | None = None,
+        seq: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any] | None:
+        """``read(mid)``: this user read the direct message ``mid``, its sender gets a ``read``
+        receipt (returns None). ``read(room=..., seq=...)`` or ``read(with_user=..., seq=...)``:
+        move this user's read marker there up to ``seq`` (never back); returns ``{room | with,
+        marker, unread, mentions}``, and the user's other devices get a ``marker`` event."""
+        if mid is not None:
+            if room is not None or with_user is not None or seq is not None:
+                raise ValueError("give mid alone, or room= or with_user= with seq=")
+            self._request("read", {"mid": mid}, timeout=timeout)
+            return None
+        if (room is None) == (with_user is None) or seq is None:
+            raise ValueError("give mid, or exactly one of room= or with_user= and seq=")
+        args: dict[str, Any] = {"room": room} if room is not None else {"with": with_user}
+        return self._request("read", {**args, "seq": seq}, timeout=timeout)
+
+    def unread(
+        self,
+        rooms: Iterable[str] = (),
+        *,
+        with_users: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """This user's read marker and counts in each of ``rooms`` and each direct conversation
+        with one of ``with_users``, in that order: ``[{room | with, seq, marker, unread,
+        mentions}]`` (``seq``: the conversation's latest; counts stop at the server's
+        ``unread_count_max``, 999: show "999+")."""
+        args = {"rooms": list(rooms), "with": list(with_users)}
+        found: list[dict[str, Any]] = self._request("unread", args, timeout=timeout)[
+            "conversations"
+        ]
+        return found
 
     def history(
         self,

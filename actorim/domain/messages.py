@@ -157,6 +157,9 @@ class NewMessage:
     """For a reply: the mid of the message it answers, in the same conversation. The store
     files the reply in that message's thread (the thread of its root, when it answers a reply)
     and refuses it when that message is unknown, not retained, a change, or deleted."""
+    mentions: tuple[str, ...] = ()
+    """For a message: the users it mentions (``actorim.domain.markers.message_mentions``),
+    never its sender; each counts it among their mentions while it is unread for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,8 @@ class StoredMessage:
     reply_to: str | None = None
     thread: str | None = None
     thread_summary: ThreadSummary | None = None
+    mentions: tuple[str, ...] = ()
+    """The users the message mentions; a delete erases them with the body."""
 
 
 @dataclass(frozen=True, slots=True)

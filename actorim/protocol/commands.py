@@ -66,6 +66,7 @@ __all__ = [
     "Send",
     "Thread",
     "Typing",
+    "Unread",
     "Unwatch",
     "Watch",
     "decode_command",
@@ -184,6 +185,8 @@ class Send:
     kind: str = DEFAULT_KIND
     cid: str | None = None
     reply_to: str | None = None
+    mentions: tuple[str, ...] = ()
+    """Users the message mentions besides those its text names as ``@user``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +248,27 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """The user read message `mid` (and those before it)."""
+    """Either a receipt, the user read direct message `mid`, or a read marker: the user read a
+    room or the direct conversation `with_` up to `seq`. Exactly one of `mid`, `room` and
+    `with_` is set, and `seq` with `room` or `with_`."""
 
     t: ClassVar[str] = "read"
     id: int
-    mid: str
+    mid: str | None = None
+    room: str | None = None
+    with_: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """Ask for the user's read marker, unread and mention counts in some rooms and direct
+    conversations (`with_`: the other users; `with` on the wire)."""
+
+    t: ClassVar[str] = "unread"
+    id: int
+    rooms: tuple[str, ...] = ()
+    with_: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +514,7 @@ Command: TypeAlias = (
     | Ping
     | Ack
     | Read
+    | Unread
     | History
     | Thread
     | DebugCrash
@@ -516,7 +536,8 @@ def decode_command(obj: Any, *, max_limit: int = DEFAULT_MAX_LIMIT) -> Command:
     (`BAD_REQUEST`) naming the first field at fault. `max_limit` bounds `history.limit`.
 
     >>> decode_command({"t": "send", "id": 1, "room": "lobby", "body": "hi", "from": "eve"})
-    Send(id=1, body='hi', room='lobby', to=None, kind='text', cid=None, reply_to=None)
+    Send(id=1, body='hi', room='lobby', to=None, kind='text', cid=None, reply_to=None,
+         mentions=())
     """
     if type(obj) is not dict:
         raise NotACommand(f"a command frame must be a map, not {_type_name(obj)}")
@@ -631,10 +652,17 @@ def _optional_count(frame: dict[Any, Any], key: str) -> int | None:
 def _users(frame: dict[Any, Any]) -> tuple[str, ...]:
     if "users" not in frame:
         raise _bad("field 'users' is required")
-    users = frame["users"]
-    if type(users) is not list or len(users) > MAX_USERS:
-        raise _bad(f"field 'users' must be a list of at most {MAX_USERS} user ids")
-    return tuple(_name_value(user, f"users[{index}]") for index, user in enumerate(users))
+    return _names(frame, "users", "user ids")
+
+
+def _names(frame: dict[Any, Any], key: str, what: str) -> tuple[str, ...]:
+    """A list of at most MAX_USERS names (absent: none)."""
+    names = _optional(frame, key)
+    if names is _MISSING:
+        return ()
+    if type(names) is not list or len(names) > MAX_USERS:
+        raise _bad(f"field '{key}' must be a list of at most {MAX_USERS} {what}")
+    return tuple(_name_value(name, f"{key}[{index}]") for index, name in enumerate(names))
 
 
 def _one_target(frame: dict[Any, Any], first: str, second: str) -> tuple[str | None, str | None]:
@@ -694,6 +722,7 @@ def _send(frame: dict[Any, Any], id: int, max_limit: int) -> Send:
         kind=DEFAULT_KIND if kind is None else kind,
         cid=_optional_text(frame, "cid", MAX_CID_LENGTH),
         reply_to=_optional_text(frame, "reply_to", MAX_MID_LENGTH),
+        mentions=_names(frame, "mentions", "user ids"),
     )
 
 
@@ -723,7 +752,25 @@ def _ack(frame: dict[Any, Any], id: int, max_limit: int) -> Ack:
 
 
 def _read(frame: dict[Any, Any], id: int, max_limit: int) -> Read:
-    return Read(id, _text(frame, "mid", MAX_MID_LENGTH))
+    given = [key for key in ("mid", "room", "with") if _optional(frame, key) is not _MISSING]
+    if given == ["mid"]:
+        if _optional(frame, "seq") is not _MISSING:
+            raise _bad("field 'seq' goes with 'room' or 'with' (a read marker), not with 'mid'")
+        return Read(id, _text(frame, "mid", MAX_MID_LENGTH))
+    if len(given) != 1:
+        raise _bad(
+            "give exactly one of the fields 'mid' (a read receipt of a direct message), 'room'"
+            " and 'with' (with 'seq': a read marker)"
+        )
+    room, with_ = _one_target(frame, "room", "with")
+    seq = _optional_count(frame, "seq")
+    if seq is None:
+        raise _bad(f"field 'seq' is required: an integer from 0 to {MAX_SEQ} (2^63 - 1)")
+    return Read(id, room=room, with_=with_, seq=seq)
+
+
+def _unread(frame: dict[Any, Any], id: int, max_limit: int) -> Unread:
+    return Unread(id, _names(frame, "rooms", "room names"), _names(frame, "with", "user ids"))
 
 
 def _page_limit(frame: dict[Any, Any], max_limit: int) -> int:
@@ -784,6 +831,7 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     Ping.t: _ping,
     Ack.t: _ack,
     Read.t: _read,
+    Unread.t: _unread,
     History.t: _history,
     Thread.t: _thread,
     DebugCrash.t: _debug_crash,

@@ -30,6 +30,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_ROOMS = "too_many_rooms"
     """The user already belongs to `max_rooms_per_user` rooms; a join of another is refused
     (leave one first)."""
+    TOO_MANY_MENTIONS = "too_many_mentions"
+    """A `send` listed more users in `mentions` than `max_mentions` allows."""
     RATE_LIMITED = "rate_limited"
     """The client sends faster than its allowance; it should slow down and retry."""
     OVERLOADED = "overloaded"

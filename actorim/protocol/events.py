@@ -9,7 +9,8 @@ with its own ``seq``, and the same conversation fields as the ``msg`` event (``r
 carries the message's ``reactions`` as its reader sees them. A reply's ``msg`` names the message
 it answers (``reply_to``) and its thread's root (``thread``); a root read by ``history`` or
 ``thread`` carries its thread's summary as ``thread`` instead (a message is one or the other:
-threads are one level deep).
+threads are one level deep). A message that mentions users carries ``mentions``: clients count
+it among the mentions of those users while it is unread.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ def message_event(
             "users": list(summary.users),
             "participants": summary.participants,
         }
+    if stored.mentions:
+        event["mentions"] = list(stored.mentions)
     if stored.reactions:
         event["reactions"] = [
             {"key": r.key, "count": r.count, "me": r.me} for r in stored.reactions

@@ -86,10 +86,8 @@ class RedisBroker:
         self, user: str, frame: WireFrame, *, mid: str | None = None, origin: Any = None
     ) -> None:
         if mid is None:  # a direct message (mid) was published by the store's append script
-            event = frame.obj
-            if origin is not None:  # the listener hands it to every connection but this one
-                event = {**event, "origin": f"{self._link.node_id}/{origin.conn_id}"}
-            self._link.publish_to_user(user, event)
+            node_origin = None if origin is None else f"{self._link.node_id}/{origin.conn_id}"
+            self._link.publish_to_user(user, frame.obj, node_origin)
 
     # -- sessions ------------------------------------------------------------------------
 

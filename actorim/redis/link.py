@@ -30,7 +30,7 @@ from actorim.redis import scripts
 from actorim.redis.keys import ClusterKeys
 from actorim.redis.replies import answer
 
-__all__ = ["ROOM_EVENT", "ClusterLink"]
+__all__ = ["ROOM_EVENT", "USER_EVENT", "ClusterLink"]
 
 logger = logging.getLogger("actorim.cluster")
 
@@ -42,6 +42,9 @@ REDIS_SOCKET_TIMEOUT_S = 2.0
 
 # The kind of an ephemeral room event on a room's channel: the event, its room and origin.
 ROOM_EVENT = "room_event"
+# The kind of an event for a user's connections but the one it came from, on the user's
+# channel: the event and its origin (``node/conn``).
+USER_EVENT = "user_event"
 
 _STATE_NUMBERS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
@@ -297,8 +300,12 @@ class ClusterLink:
             "publish", lambda: self.client.publish(self.keys.room_channel(room), payload), None
         )
 
-    def publish_to_user(self, user: str, event: dict[str, Any]) -> None:
-        """Publish an event (a receipt) to every node with a connection of ``user``."""
+    def publish_to_user(self, user: str, event: dict[str, Any], origin: str | None = None) -> None:
+        """Publish an event (a receipt) to every node with a connection of ``user``; with
+        ``origin``, wrapped as a ``user_event`` that names the connection it came from, which
+        does not get it."""
+        if origin is not None:
+            event = {"t": USER_EVENT, "event": event, "origin": origin}
         payload = msgpack.packb(event, use_bin_type=True)
         self.guarded(
             "publish", lambda: self.client.publish(self.keys.user_channel(user), payload), None

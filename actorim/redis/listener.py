@@ -30,7 +30,7 @@ from pykka import ActorDeadError
 
 from actorim.protocol.events import message_frame
 from actorim.protocol.wire import WireFrame
-from actorim.redis.link import ROOM_EVENT, ClusterLink
+from actorim.redis.link import ROOM_EVENT, USER_EVENT, ClusterLink
 from actorim.redis.revocations import REVOKED_EVENT, decode_revocation
 from actorim.redis.sessions import DISCONNECT_EVENT
 from actorim.redis.store import decode_published_fields, msgpack_map
@@ -242,11 +242,15 @@ class ListenerActor(GeventActor):
     def _event(self, channel: str, event: dict[str, Any]) -> None:
         kind = event.get("t")
         user = _user_of(channel)
-        if user is not None and kind not in (DISCONNECT_EVENT, REVOKED_EVENT):
-            # A user's own event (a receipt, a typing indicator, their membership change):
-            # to their connections but the one that caused it.
-            origin = self._local_origin(event.pop("origin", None))
-            self.delivery.user_event(user, WireFrame(event), origin=origin)
+        if user is not None and kind == USER_EVENT:
+            # A user's own event that one of their connections caused (a typing indicator,
+            # a marker, their membership change): to their connections but that one.
+            if isinstance(event.get("event"), dict):
+                origin = self._local_origin(event.get("origin"))
+                self.delivery.user_event(user, WireFrame(event["event"]), origin=origin)
+        elif user is not None and kind not in (DISCONNECT_EVENT, REVOKED_EVENT):
+            # A user's own event from no connection of theirs (a receipt): to all of them.
+            self.delivery.user_event(user, WireFrame(event))
         elif kind == "member":
             self.delivery.member_event(event.get("room", ""), WireFrame(event), event.get("user"))
         elif kind == ROOM_EVENT:

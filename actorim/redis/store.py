@@ -14,6 +14,10 @@ message atomically on one shard (``ns`` is the namespace, ``conv`` the conversat
     ns:{conv}:threads   zset    score 0, members "a<root><seq>" for each retained reply (a
                                 thread's page, by lex range) and "l<root><seq>" for each its
                                 root's summary counts (not deleted): the latest gives its time
+    ns:{conv}:unread    zset    score seq, member seq (zero-padded): the messages that can
+                                count as unread (not changes, not deleted)
+    ns:{conv}:own       zset    score 0, member "<sender>\x1f<seq>": the same by sender
+    ns:{conv}:mentioned zset    score 0, member "<user>\x1f<seq>": who they mention
     ns:{conv}           channel every new message, as msgpack (``decode_published``)
 
 A direct message's recipient has an index under their own tag (another shard), written by a
@@ -23,12 +27,16 @@ second, idempotent step before ``append_batch`` returns; the same goes for the l
     ns:{u:user}:inbox    hash    mid -> pending-index member, for every retained message to user
     ns:{u:user}:pending  zset    score ts, member "<seq><order><mid>\\x1f<conv>": oldest first
     ns:{u:user}:order    string  tie-break counter of the pending index
+    ns:{u:user}:markers  hash    conv -> the user's read marker there
     ns:{u:user}          channel direct messages to or from user
     ns:{m:xx}:mids       hash    mid -> conv, 1,024 buckets by the mid's last two characters
     ns:{i:k}:oldest      zset    conv -> ts of its oldest message (+inf: none), 16 shards
     ns:{i:k}:span        zset    conv -> last seq - first retained seq + 1, same shards
     ns:{i:k}:erased      set     conversations whose log still holds a deleted body, same shards
     ns:epoch             string  made once (SET NX); a wiped Redis gets a new one
+
+Unread counts are ZCOUNT and ZLEXCOUNT over those three sorted sets: O(log n) whatever the
+count, capped afterwards. Messages stored before these indexes existed never count.
 
 Why a stream: XRANGE/XREVRANGE by seq is exactly ``since`` and ``history`` in one command, and
 entries live in compact listpacks. Receipts change, so they live beside it in a hash.
@@ -105,6 +113,7 @@ from actorim.store.base import (
     DEFAULT_PRUNE_BUDGET,
     DELETE,
     RECEIPT_LEVELS,
+    Counts,
     NewMessage,
     OutboxEntry,
     OutboxFor,
@@ -113,7 +122,9 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    advanced,
     bounded_page,
+    check_cap,
     check_limit,
     check_new_message,
     check_prune,
@@ -203,6 +214,8 @@ def encode_published(stored: StoredMessage) -> bytes:
         fields["edited"] = stored.edited
     if stored.deleted:
         fields["deleted"] = True
+    if stored.mentions:
+        fields["mentions"] = list(stored.mentions)
     return msgpack.packb(fields, use_bin_type=True)
 
 
@@ -256,6 +269,10 @@ def decode_published_fields(fields: dict[bytes, Any]) -> tuple[StoredMessage, st
             raise TypeError("edited must be an integer")
         origin = fields.get(b"origin")
         origin = None if origin is None else origin.decode()
+        named = fields.get(b"mentions") or ()
+        if not isinstance(named, list | tuple):
+            raise TypeError("mentions must be a list")
+        mentions = tuple(_text(user) for user in named)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"not a published message: {exc}") from exc
     message = StoredMessage(
@@ -274,6 +291,7 @@ def decode_published_fields(fields: dict[bytes, Any]) -> tuple[StoredMessage, st
         deleted=fields.get(b"deleted") is True,
         reply_to=optional["reply_to"],
         thread=optional["thread"],
+        mentions=mentions,
     )
     return message, origin
 
@@ -297,9 +315,9 @@ class StoreKeys:
         self.namespace = namespace
         self.epoch = f"{namespace}:epoch"
 
-    def conversation(self, conv: str) -> tuple[str, str, str, str, str, str, str, str]:
-        """seq, log, cids, mids, age, receipts, changed, threads: the KEYS of every
-        conversation script."""
+    def conversation(self, conv: str) -> tuple[str, ...]:
+        """seq, log, cids, mids, age, receipts, changed, threads, unread, own, mentioned: the
+        KEYS of every conversation script."""
         tag = f"{self.namespace}:{{{conv}}}"
         return (
             f"{tag}:seq",
@@ -310,6 +328,9 @@ class StoreKeys:
             f"{tag}:receipts",
             f"{tag}:changed",
             f"{tag}:threads",
+            f"{tag}:unread",
+            f"{tag}:own",
+            f"{tag}:mentioned",
         )
 
     def conversation_channel(self, conv: str) -> str:
@@ -319,6 +340,10 @@ class StoreKeys:
         """inbox, pending, order: the KEYS of the recipient scripts."""
         tag = f"{self.namespace}:{{u:{user}}}"
         return f"{tag}:inbox", f"{tag}:pending", f"{tag}:order"
+
+    def markers(self, user: str) -> str:
+        """The hash of ``user``'s read markers, conversation by conversation."""
+        return f"{self.namespace}:{{u:{user}}}:markers"
 
     def user_channel(self, user: str) -> str:
         return f"{self.namespace}:{{u:{user}}}"
@@ -368,10 +393,20 @@ def _pending_parts(member: bytes) -> tuple[str, str]:
 _CONVERSATION_PRELUDE = r"""
 local SEQ, LOG, CIDS, MIDS, AGE, RECEIPTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local CHANGED, THREADS = KEYS[7], KEYS[8]
+local UNREAD, OWN, MENTIONED = KEYS[9], KEYS[10], KEYS[11]
 
 local function id(seq) return string.format('%d-0', seq) end
 local function rank(seq) return string.format('%015d', seq) end
 local function seq_of(entry_id) return tonumber(string.match(entry_id, '^%d+')) end
+
+-- Take a message out of the unread counts (deleted, or gone).
+local function uncount(seq, m)
+  redis.call('ZREM', UNREAD, rank(seq))
+  redis.call('ZREM', OWN, m.sender .. '\31' .. rank(seq))
+  for _, user in ipairs(m.mentions or {}) do
+    redis.call('ZREM', MENTIONED, user .. '\31' .. rank(seq))
+  end
+end
 
 local function entry(seq)
   local found = redis.call('XRANGE', LOG, id(seq), id(seq))
@@ -483,6 +518,7 @@ local function drop(seq, packed, dropped)
     if redis.call('HGET', CIDS, field) == m.mid then redis.call('HDEL', CIDS, field) end
   end
   if m.to then redis.call('HDEL', RECEIPTS, m.mid) end
+  if not m.target then uncount(seq, m) end
   dropped[#dropped + 1] = m.mid
   dropped[#dropped + 1] = m.to or ''
 end
@@ -530,7 +566,8 @@ end
 # ARGV: mid, conv, ts, sender, kind, body, cid, room, to, which of cid/room/to are set ("101"),
 # channel, retention count, age cutoff, trim budget, origin ('' for none: published, not stored),
 # target ('' for a message; the mid a change edits, deletes or reacts to), max reactions,
-# reply_to ('' for none: the mid a reply answers).
+# reply_to ('' for none: the mid a reply answers), mentioned users (joined by spaces, '' for
+# none).
 # Returns {duplicate, packed, receipt level (-1: not direct), span, oldest ts, dropped}; for a
 # change the store refuses, {2, reason, -1, span, oldest ts, {}}; for a reaction that changes
 # nothing, {3, last seq, -1, span, oldest ts, {}}; a refused reply is refused like a change.
@@ -617,6 +654,11 @@ if has_room then msg.room = ARGV[8] end
 if has_to then msg.to = ARGV[9] end
 if t then msg.target = target end
 if thread then msg.reply_to, msg.thread = reply_to, thread end
+if ARGV[19] ~= '' then
+  local named = {}
+  for user in string.gmatch(ARGV[19], '%S+') do named[#named + 1] = user end
+  msg.mentions = named
+end
 local packed = cmsgpack.pack(msg)
 redis.call('XADD', LOG, id(seq), 'm', packed)
 redis.call('HSET', MIDS, mid, seq)
@@ -624,6 +666,13 @@ redis.call('ZADD', AGE, ARGV[3], rank(seq))
 if has_cid then redis.call('HSET', CIDS, field, mid) end
 if has_to and not t then redis.call('HSET', RECEIPTS, mid, 0) end
 if thread then count_reply(msg, seq) end
+if not t then
+  redis.call('ZADD', UNREAD, seq, rank(seq))
+  redis.call('ZADD', OWN, 0, sender .. '\31' .. rank(seq))
+  for _, user in ipairs(msg.mentions or {}) do
+    redis.call('ZADD', MENTIONED, 0, user .. '\31' .. rank(seq))
+  end
+end
 if t then
   -- Change the message in place; a delete erases its body and its earlier edits' bodies.
   local edits = t.edits or {}
@@ -635,7 +684,8 @@ if t then
   elseif ARGV[5] == 'react' or ARGV[5] == 'unreact' then
     if #edits > 0 then t.edits = edits end
   else
-    t.body, t.deleted, t.edited, t.reactions = "", true, nil, nil
+    uncount(tonumber(tseq), t)
+    t.body, t.deleted, t.edited, t.reactions, t.mentions = "", true, nil, nil, nil
     for _, eseq in ipairs(edits) do
       local e = entry(eseq)
       if e then
@@ -698,7 +748,7 @@ _COMPACT = (
     "#!lua\n"
     + _CONVERSATION_PRELUDE
     + r"""
-local OLD = KEYS[9]
+local OLD = KEYS[12]
 if redis.call('EXISTS', LOG) == 0 then return 0 end
 redis.call('RENAME', LOG, OLD)
 local n, after = 0, '-'
@@ -789,6 +839,32 @@ end
 return found
 """
 )
+
+# ARGV: user, marker. Returns {last seq, unread, mentions} of the messages after the marker,
+# uncapped: each a ZCOUNT or ZLEXCOUNT, O(log n).
+_COUNTS = (
+    "#!lua flags=no-writes\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local user, marker = ARGV[1], tonumber(ARGV[2])
+local last = tonumber(redis.call('GET', SEQ) or '0')
+if last <= marker then return {last, 0, 0} end
+local from, to = user .. '\31' .. rank(marker + 1), '(' .. user .. '\32'
+local all = redis.call('ZCOUNT', UNREAD, '(' .. marker, '+inf')
+local own = redis.call('ZLEXCOUNT', OWN, '[' .. from, to)
+return {last, all - own, redis.call('ZLEXCOUNT', MENTIONED, '[' .. from, to)}
+"""
+)
+
+# KEYS: the user's markers. ARGV: conv, seq (already clamped to the conversation's last).
+# Moves the marker forward only; returns {marker before, marker after}.
+_MOVE_MARKER = r"""#!lua
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local new = tonumber(ARGV[2])
+if new <= old then return {old, old} end
+redis.call('HSET', KEYS[1], ARGV[1], new)
+return {old, new}
+"""
 
 # KEYS: inbox, pending, order. ARGV: mid, ts, seq, conv, channel, packed.
 # Idempotent by mid: adds the message to the recipient's pending index (and publishes it on the
@@ -885,6 +961,8 @@ class RedisStore(Store):
         self._outbox_for = outbox
         self._outbox = RedisOutbox(client, namespace)
         self._rooms = RedisRooms(client, namespace)
+        self._counts_script = client.register_script(_COUNTS)
+        self._move_marker_script = client.register_script(_MOVE_MARKER)
         self.epoch()
         self._warn_unless_durable()
 
@@ -1007,6 +1085,7 @@ class RedisStore(Store):
             msg.target or "",
             msg.max_reactions,
             msg.reply_to or "",
+            " ".join(msg.mentions),
         ]
 
     def _index_appended(
@@ -1323,6 +1402,41 @@ class RedisStore(Store):
                     self._pending_remove(keys=keys.user(user)[:2], args=[mid, "0"], client=pipe)
             pipe.execute()
         return results
+
+    def move_marker(self, user: str, conv: str, seq: int, *, cap: int) -> tuple[Counts, bool]:
+        check_cap(cap)
+        with self._calling("move a read marker"):
+            last = int(answer(self._client.get(self._keys.conversation(conv)[0])) or 0)
+            # The last seq only grows, so clamping to one read a moment ago is safe.
+            old, new = self._move_marker_script(
+                keys=[self._keys.markers(user)], args=[conv, advanced(0, seq, last)]
+            )
+            counted = self._counted(user, {conv: int(new)}, cap)
+        return counted[conv], int(new) != int(old)
+
+    def counts(self, user: str, convs: Sequence[str], *, cap: int) -> dict[str, Counts]:
+        check_cap(cap)
+        if not convs:
+            self._live()
+            return {}
+        with self._calling("read unread counts"):
+            found = answer(self._client.hmget(self._keys.markers(user), list(convs)))
+            markers = {conv: int(m or 0) for conv, m in zip(convs, found, strict=True)}
+            return self._counted(user, markers, cap)
+
+    def _counted(self, user: str, markers: dict[str, int], cap: int) -> dict[str, Counts]:
+        """The counts after each conversation's marker: one script each, one round trip."""
+        pipe = self._pipeline()
+        for conv, marker in markers.items():
+            self._counts_script(
+                keys=self._keys.conversation(conv), args=[user, marker], client=pipe
+            )
+        return {
+            conv: Counts(int(last), marker, min(int(unread), cap), min(int(named), cap))
+            for (conv, marker), (last, unread, named) in zip(
+                markers.items(), pipe.execute(), strict=True
+            )
+        }
 
     def prune(
         self,

@@ -37,6 +37,7 @@ from pykka import ActorDeadError
 from actorim.domain.auth import TokenError
 from actorim.domain.changes import Refusal, check_change
 from actorim.domain.hooks import Outgoing, SessionInfo
+from actorim.domain.markers import Counts, message_mentions
 from actorim.domain.messages import (
     DELETE,
     EDIT,
@@ -69,10 +70,12 @@ from actorim.runtime.membership import (
 from actorim.runtime.messages import (
     Append,
     Call,
+    CountsFor,
     GetMessage,
     JoinRoom,
     LeaveRoom,
     Mark,
+    MoveMarker,
     Offline,
     Online,
     PresenceQuery,
@@ -422,6 +425,16 @@ class ConnectionActor(GeventActor):
         else:
             assert command.to is not None
             conv = dm_conv(user, command.to)
+        limit = self.ctx.config.max_mentions
+        if len(set(command.mentions)) > limit:
+            raise CommandError(
+                ErrorCode.TOO_MANY_MENTIONS,
+                f"a message may mention at most {limit} users; name fewer in 'mentions'",
+            )
+        mentions = message_mentions(command.body, listed=command.mentions, sender=user, limit=limit)
+        if command.to is not None:
+            # Only the other user of a direct conversation can read it, and so count it.
+            mentions = tuple(name for name in mentions if name == command.to)
         outgoing = Outgoing(
             "send",
             user,
@@ -439,6 +452,7 @@ class ConnectionActor(GeventActor):
         self.ctx.typing.clear((user, conv))
         origin = f"{self.ctx.node_id}/{link.conn_id}"
         message = _new_message(conv, user, command, body=body, now_ms=now_ms, origin=origin)
+        message = replace(message, mentions=mentions)
         self.ctx.refs.tell_store(Append(message, value, link, command.id))
 
     def _typing(self, command: cmd.Typing) -> None:
@@ -500,24 +514,73 @@ class ConnectionActor(GeventActor):
                 )
                 broker.publish_to_user(receipt.sender, frame)
 
-        assert link.user is not None
+        assert link.user is not None and command.mid is not None
         # Into the store's group commit, beside the sends: one sync for many receipts.
         replies = ConnectionReplies(link)
         self.ctx.refs.tell_store(Mark(command.mid, link.user, status, replies, done))
 
+    def _read(self, command: cmd.Read) -> None:
+        """``read {mid}`` is a receipt; ``read {room | with, seq}`` moves the user's read
+        marker there, answered with the counts after it; when it moved, every other
+        connection of the user, on every node, gets a ``marker`` event."""
+        if command.mid is not None:
+            self._receipt(command)
+            return
+        link = self.link
+        user = link.user
+        assert user is not None and command.seq is not None
+        conv = _readable(link, command.room, command.with_)
+        where = _where(command.room, command.with_)
+        broker = self.ctx.broker
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                _store_failed(link, command.t, command.id, error, "the read marker")
+                return
+            counts, moved = result
+            link.reply(command.t, command.id, {**where, **_counts_data(counts, last=False)})
+            if moved:
+                event = {"t": "marker", **where, "seq": counts.marker}
+                event |= {"unread": counts.unread, "mentions": counts.mentions}
+                broker.publish_to_user(user, WireFrame(event), origin=link)
+
+        cap = self.ctx.config.unread_count_max
+        self.ctx.refs.tell_store(
+            MoveMarker(user, conv, command.seq, cap, ConnectionReplies(link), done)
+        )
+
+    def _unread(self, command: cmd.Unread) -> None:
+        """The user's marker and counts in each conversation named, in the order named."""
+        link = self.link
+        user = link.user
+        assert user is not None
+        most = self.ctx.config.unread_max_conversations
+        if len(command.rooms) + len(command.with_) > most:
+            raise CommandError(
+                ErrorCode.BAD_REQUEST,
+                f"ask about at most {most} conversations (rooms and with together) at once",
+            )
+        asked = [(_readable(link, room, None), _where(room, None)) for room in command.rooms]
+        asked += [(_readable(link, None, other), _where(None, other)) for other in command.with_]
+        # Charged by the conversations it names, as a history page is by its size: the
+        # connection's next commands are refused (rate_limited) until the bucket refills.
+        per_token = self.ctx.config.unread_conversations_per_token
+        link.limiter.charge(time.monotonic(), len(asked) / per_token)
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                _store_failed(link, command.t, command.id, error, "unread counts")
+                return
+            found = [{**where, **_counts_data(result[conv], last=True)} for conv, where in asked]
+            link.reply(command.t, command.id, {"conversations": found})
+
+        convs = tuple(conv for conv, _ in asked)
+        cap = self.ctx.config.unread_count_max
+        self.ctx.refs.tell_store(CountsFor(user, convs, cap, ConnectionReplies(link), done))
+
     def _history(self, command: cmd.History) -> None:
         link = self.link
-        assert link.identity is not None and link.user is not None
-        if command.room is not None:
-            if not link.identity.may_join(command.room):
-                raise CommandError(
-                    ErrorCode.FORBIDDEN, f"your token does not allow room {command.room!r}"
-                )
-            conv = room_conv(command.room)
-        else:
-            assert command.with_ is not None
-            conv = dm_conv(link.user, command.with_)
-
+        conv = _readable(link, command.room, command.with_)
         if link.pages.arrive((command, conv)):
             _page_turn(self.ctx, link, (command, conv))
 
@@ -581,6 +644,39 @@ class ConnectionActor(GeventActor):
                 link.fail(command.t, command.id, ErrorCode.OVERLOADED, f"{exc}; retry in a moment")
 
         ctx.refs.tell_store(GetMessage(command.mid, ConnectionReplies(link), found))
+
+
+def _readable(link: Link, room: str | None, with_: str | None) -> str:
+    """The conversation key of ``room`` or of the direct conversation with ``with_``, when the
+    user may read it (``history``'s rule: a room their token allows, any direct conversation of
+    theirs); else the CommandError that refuses it."""
+    assert link.identity is not None and link.user is not None
+    if room is not None:
+        if not link.identity.may_join(room):
+            raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {room!r}")
+        return room_conv(room)
+    assert with_ is not None
+    return dm_conv(link.user, with_)
+
+
+def _where(room: str | None, with_: str | None) -> dict[str, str]:
+    """How replies and events name a conversation: ``room``, or ``with`` the other user."""
+    return {"room": room} if room is not None else {"with": with_ or ""}
+
+
+def _counts_data(counts: Counts, *, last: bool) -> dict[str, int]:
+    """A conversation's counts on the wire; with ``last``, its last ``seq`` too."""
+    data = {"marker": counts.marker, "unread": counts.unread, "mentions": counts.mentions}
+    return {"seq": counts.seq, **data} if last else data
+
+
+def _store_failed(link: Link, t: str, command_id: int, error: BaseException, what: str) -> None:
+    """Answer a command whose store request failed: overloaded when the store is away for a
+    moment, internal otherwise."""
+    if isinstance(error, Unavailable):
+        link.fail(t, command_id, ErrorCode.OVERLOADED, f"{error}; retry in a moment")
+    else:
+        link.fail(t, command_id, ErrorCode.INTERNAL, f"{what} could not be read or written; retry")
 
 
 _PageRequest = tuple[cmd.History, str] | tuple[cmd.Thread, None]
@@ -803,7 +899,8 @@ _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.Unwatch: ConnectionActor._watch,
     cmd.Ping: ConnectionActor._ping,
     cmd.Ack: ConnectionActor._receipt,
-    cmd.Read: ConnectionActor._receipt,
+    cmd.Read: ConnectionActor._read,
+    cmd.Unread: ConnectionActor._unread,
     cmd.History: ConnectionActor._history,
     cmd.Thread: ConnectionActor._thread,
     cmd.DebugCrash: ConnectionActor._debug_crash,

@@ -220,7 +220,32 @@ class RoomsRequest:
     done: Callable[[Any, BaseException | None], None]
 
 
-StoreRead = LastSeq | Since | PendingFor | GetMessage | OutboxRequest
+@dataclass(frozen=True, slots=True)
+class MoveMarker:
+    """To the store: move ``user``'s read marker in ``conv`` up to ``seq`` (forward only);
+    ``done((counts, moved), error)`` is told to ``reply_to``, the counts capped at ``cap``."""
+
+    user: str
+    conv: str
+    seq: int
+    cap: int
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CountsFor:
+    """To the store: ``user``'s marker, unread and mention counts (capped at ``cap``) in each
+    of ``convs``; ``done({conv: Counts}, error)`` is told to ``reply_to``."""
+
+    user: str
+    convs: tuple[str, ...]
+    cap: int
+    reply_to: ReplyTo
+    done: Callable[[Any, BaseException | None], None]
+
+
+StoreRead = LastSeq | Since | PendingFor | GetMessage | OutboxRequest | MoveMarker | CountsFor
 
 # Everything the store actor is told by the others (it also runs its own timers' ``Call``s).
 StoreRequest = Append | Mark | ReadPage | ReadThread | StoreRead | RoomsRequest

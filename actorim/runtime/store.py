@@ -22,8 +22,9 @@ Every answer goes back to the actor that asked: each request carries ``reply_to`
 asker's ref) and ``done``, and the store tells ``Call(done, (result, error))`` to
 ``reply_to``, so the asker handles its answer in its own turn. No connection, room or
 offline-delivery code ever runs inside this actor. Reads are typed requests
-(:class:`LastSeq`, :class:`Since`, :class:`PendingFor`, :class:`ReadPage`), one per backend
-operation, never a method named by a string.
+(:class:`LastSeq`, :class:`Since`, :class:`PendingFor`, :class:`ReadPage`, :class:`MoveMarker`,
+:class:`CountsFor`), one per backend operation, never a method named by a string. A marker
+move is a write of its own, outside the group commit: one small row.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ from actorim.runtime.faults import FaultInjectable
 from actorim.runtime.messages import (
     Append,
     Call,
+    CountsFor,
     GetMessage,
     LastSeq,
     Mark,
+    MoveMarker,
     OutboxRequest,
-    PendingFor,
     ReadPage,
     ReadThread,
     ReplyTo,
@@ -130,7 +132,7 @@ class StoreActor(FaultInjectable, GeventActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Append | Mark):
             self._append(message)
-        elif isinstance(message, LastSeq | Since | PendingFor | GetMessage | OutboxRequest):
+        elif isinstance(message, StoreRead):
             self._read(message)
         elif isinstance(message, ReadPage | ReadThread):
             self._read_page(message)
@@ -253,6 +255,12 @@ class StoreActor(FaultInjectable, GeventActor):
             self._in_background(backend.get, (request.mid,), answered)
         elif isinstance(request, OutboxRequest):
             self._in_background(request.run, (backend,), answered)
+        elif isinstance(request, MoveMarker):
+            where = (request.user, request.conv, request.seq)
+            self._in_background(backend.move_marker, where, answered, {"cap": request.cap})
+        elif isinstance(request, CountsFor):
+            whose = (request.user, request.convs)
+            self._in_background(backend.counts, whose, answered, {"cap": request.cap})
         else:
             page = {"limit": request.limit, "after": request.after}
             self._in_background(backend.pending_for, (request.user,), answered, page)

@@ -43,6 +43,11 @@ The server builds its delivery promises on four guarantees, and every backend ke
    keeps each room's title, topic and ``public`` flag and each user's direct-conversation
    partners (recorded as a direct message is stored). A user belongs to at most ``max_rooms``
    rooms: a join beyond them is refused (``full``) and changes nothing.
+7. A user's read marker in a conversation only moves forward, and never beyond the
+   conversation's last ``seq``. ``counts`` answers, for many conversations at once, the marker
+   and how many messages after it are unread (sent by someone else, not deleted, not a
+   change) and mention the user, each capped at ``cap`` with no more reading than the cap
+   per conversation (see ``actorim.domain.markers``). A delete erases a message's mentions.
 
 A write that fails may have stored part of its batch, each message whole: the batch contract is
 per message (see ``Store``), because a batch spans conversations and the Redis store keeps each
@@ -62,6 +67,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from actorim.domain.markers import NO_COUNTS, Counts
 from actorim.domain.messages import (
     CHANGE_KINDS,
     DEFAULT_MAX_REACTIONS,
@@ -104,6 +110,7 @@ __all__ = [
     "DM_PREFIX",
     "DM_SEPARATOR",
     "EDIT",
+    "NO_COUNTS",
     "REACT",
     "REACTION_KINDS",
     "RECEIPT_LEVELS",
@@ -111,6 +118,7 @@ __all__ = [
     "THREAD_USERS_SHOWN",
     "UNREACT",
     "Conversation",
+    "Counts",
     "JoinOutcome",
     "NewMessage",
     "OutboxEntry",
@@ -123,9 +131,11 @@ __all__ = [
     "StoreError",
     "StoredMessage",
     "ThreadSummary",
+    "advanced",
     "applied",
     "bounded_page",
     "change_refusal",
+    "check_cap",
     "check_limit",
     "check_new_message",
     "check_prune",
@@ -206,6 +216,22 @@ def bounded_page(
     return page, False
 
 
+def check_cap(cap: int) -> None:
+    """Refuse a count cap below 1 (every backend's ``move_marker`` and ``counts``)."""
+    if cap < 1:
+        raise ValueError(f"cap must be at least 1, got {cap}")
+
+
+def advanced(marker: int, seq: int, last_seq: int) -> int:
+    """Where a marker at ``marker`` stands after its user read up to ``seq`` of a conversation
+    whose last seq is ``last_seq``: forward only, never beyond the last seq.
+
+    >>> advanced(3, 7, 10), advanced(3, 2, 10), advanced(3, 50, 10), advanced(0, 5, 0)
+    (7, 3, 10, 0)
+    """
+    return max(marker, min(seq, last_seq))
+
+
 def check_statuses(marks: Sequence[tuple[str, str, ReceiptStatus]]) -> None:
     """Refuse a receipt status other than delivered and read, before any mark is made."""
     for _, _, status in marks:
@@ -252,6 +278,10 @@ def check_new_message(msg: NewMessage) -> None:
         msg.body.decode()  # UnicodeDecodeError is a ValueError
         if msg.max_reactions < 1:
             raise ValueError(f"max_reactions must be at least 1: {msg!r}")
+    if msg.mentions and (msg.target is not None or msg.sender in msg.mentions):
+        raise ValueError(f"only a message mentions users, never its sender: {msg!r}")
+    if any(not user or " " in user or "\x1f" in user for user in msg.mentions):
+        raise ValueError(f"a mentioned user id has no spaces: {msg!r}")
 
 
 def change_refusal(change: NewMessage, target: StoredMessage | None) -> str | None:
@@ -319,7 +349,7 @@ def applied(change: NewMessage, target: StoredMessage) -> StoredMessage:
     tombstone."""
     if change.kind == EDIT:
         return replace(target, body=change.body, edited=change.ts, duplicate=False)
-    return replace(target, body=b"", deleted=True, edited=None, duplicate=False)
+    return replace(target, body=b"", deleted=True, edited=None, duplicate=False, mentions=())
 
 
 def refused(change: NewMessage, reason: str) -> StoredMessage:
@@ -473,6 +503,20 @@ class Store(Protocol):
 
     def mark_batch(self, marks: Sequence[tuple[str, str, ReceiptStatus]]) -> list[Receipt | None]:
         """``mark`` for each (mid, user, status), each atomically; results in order."""
+        ...
+
+    def move_marker(self, user: str, conv: str, seq: int, *, cap: int) -> tuple[Counts, bool]:
+        """Move ``user``'s read marker in ``conv`` to ``seq`` (see :func:`advanced`): never
+        back, never beyond the conversation's last seq. Returns the counts as they are then
+        and whether the marker moved."""
+        ...
+
+    def counts(self, user: str, convs: Sequence[str], *, cap: int) -> dict[str, Counts]:
+        """``user``'s counts in each of ``convs`` (``NO_COUNTS`` for one never written in).
+
+        Bounded work per conversation: counting stops at ``cap``. Cheap enough for the
+        thousand conversations of a user's inbox in one call.
+        """
         ...
 
     def prune(

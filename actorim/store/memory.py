@@ -15,6 +15,8 @@ arrives out of order costs a re-sort of that recipient's pending set at the next
 the page after a change to it.
 ``thread`` is O(log r + limit) for a thread of r replies, and a reply that is deleted or
 pruned costs O(r) at worst (its root's summary looks for the latest reply still counted).
+``counts`` is O(log n) per conversation plus the messages read up to the cap (the user's own
+among them stepped over), and ``move_marker`` the same for its one conversation.
 ``prune`` is O(log n) per message removed, plus a look at each conversation appended to since
 the previous prune (at every conversation when ``max_count`` differs from the previous call's).
 
@@ -42,9 +44,11 @@ from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
     DEFAULT_PRUNE_BUDGET,
+    DELETE,
     REACT,
     REACTION_KINDS,
     RECEIPT_LEVELS,
+    Counts,
     NewMessage,
     OutboxEntry,
     OutboxFor,
@@ -53,9 +57,11 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    advanced,
     applied,
     bounded_page,
     change_refusal,
+    check_cap,
     check_limit,
     check_new_message,
     check_prune,
@@ -231,6 +237,10 @@ class MemoryStore(Store):
         self._over_count: dict[str, None] = {}
         self._appended: dict[str, None] = {}
         self._rooms = RoomBook()
+        # Read markers by (user, conv); and by (user, conv) the seqs of the retained, undeleted
+        # messages that mention the user, ascending (appends come in seq order).
+        self._markers: dict[tuple[str, str], int] = {}
+        self._mentioned: dict[tuple[str, str], list[int]] = {}
 
     def _live(self) -> None:
         if self._closed:
@@ -317,6 +327,8 @@ class MemoryStore(Store):
         if change.kind in REACTION_KINDS:
             return self._react(change, record)
         event = self._append(change)
+        if change.kind == DELETE:
+            self._unmention(record.msg)
         record.msg = applied(change, record.msg)
         if record.msg.deleted:
             record.reactions = None
@@ -370,7 +382,10 @@ class MemoryStore(Store):
             target=msg.target,
             reply_to=msg.reply_to,
             thread=thread,
+            mentions=msg.mentions,
         )
+        for user in msg.mentions:
+            self._mentioned.setdefault((user, msg.conv), []).append(stored.seq)
         direct = msg.to is not None and msg.target is None
         record = _Record(stored, next(self._orders), _PENDING if direct else None)
         conversation.records.append(record)
@@ -600,6 +615,7 @@ class MemoryStore(Store):
         """Drop a pruned message from every index but its conversation's list."""
         record.retained = False
         msg = record.msg
+        self._unmention(msg)
         del self._by_mid[msg.mid]
         self._edits.pop(msg.mid, None)
         if msg.thread is not None:
@@ -613,6 +629,48 @@ class MemoryStore(Store):
             del self._by_cid[(msg.sender, msg.conv, msg.cid)]
         if record.receipt == _PENDING:
             self._unpend(record)
+
+    def _unmention(self, msg: StoredMessage) -> None:
+        """Take a deleted or pruned message out of its mentioned users' counts."""
+        for user in msg.mentions:
+            seqs = self._mentioned[(user, msg.conv)]
+            del seqs[bisect_left(seqs, msg.seq)]
+            if not seqs:
+                del self._mentioned[(user, msg.conv)]
+
+    def move_marker(self, user: str, conv: str, seq: int, *, cap: int) -> tuple[Counts, bool]:
+        check_cap(cap)
+        self._live()
+        key = (user, conv)
+        old = self._markers.get(key, 0)
+        new = advanced(old, seq, self.last_seq(conv))
+        if new != old:
+            self._markers[key] = new
+        return self._counts(user, conv, cap), new != old
+
+    def counts(self, user: str, convs: Sequence[str], *, cap: int) -> dict[str, Counts]:
+        check_cap(cap)
+        self._live()
+        return {conv: self._counts(user, conv, cap) for conv in convs}
+
+    def _counts(self, user: str, conv: str, cap: int) -> Counts:
+        """O(log n + the messages read up to the cap): the user's own messages among them are
+        stepped over, the rest counted until the cap."""
+        marker = self._markers.get((user, conv), 0)
+        conversation = self._conversations.get(conv)
+        if conversation is None:
+            return Counts(0, marker, 0, 0)
+        unread = 0
+        records = conversation.records
+        for index in range(conversation.index_after(marker), len(records)):
+            msg = records[index].msg
+            if msg.target is None and not msg.deleted and msg.sender != user:
+                unread += 1
+                if unread == cap:
+                    break
+        seqs = self._mentioned.get((user, conv), [])
+        mentions = min(cap, len(seqs) - bisect_right(seqs, marker))
+        return Counts(conversation.last_seq, marker, unread, mentions)
 
     def _unpend(self, record: _Record) -> None:
         recipient = record.msg.to
@@ -726,3 +784,5 @@ class MemoryStore(Store):
     def dm_partners(self, user: str) -> list[str]:
         self._live()
         return self._rooms.dm_partners(user)
+        self._markers.clear()
+        self._mentioned.clear()

@@ -42,6 +42,7 @@ from actorim.store.base import (
     REACTION_KINDS,
     RECEIPT_LEVELS,
     THREAD_USERS_SHOWN,
+    Counts,
     NewMessage,
     OutboxEntry,
     OutboxFor,
@@ -51,9 +52,11 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    advanced,
     applied,
     bounded_page,
     change_refusal,
+    check_cap,
     check_limit,
     check_new_message,
     check_prune,
@@ -94,7 +97,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -237,10 +240,42 @@ _THREADS_STEP: tuple[str, ...] = (
             DELETE FROM thread_authors WHERE root = old.mid;
         END""",
 )
-# Version 6 is the threads step above. Version 7: lasting room membership, room metadata
-# (title, topic, public) and each user's direct-conversation partners, filled from the direct
-# messages already stored (actorim/store/sqlite_rooms.py).
-_MIGRATIONS += (_THREADS_STEP, rooms.MIGRATION)
+# Version 8: read markers and mentions. A user's marker in a conversation is a row of
+# ``markers``; a message's mentioned users are its ``mentions`` column (ids joined by
+# spaces) and a row each in ``mentions``, which counts them: a delete erases both, the
+# trigger takes the rows when retention removes the message. Unread counts read the
+# messages that can count through ``messages_unread``. A direct message the recipient
+# had read (receipt 2) sets their marker to the newest such message of each conversation,
+# so what was read before the upgrade is not unread after it; messages stored before it
+# count as unread (after the marker) but mention nobody.
+_MARKERS_STEP: tuple[str, ...] = (
+    """CREATE TABLE markers (
+        user TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (user, conv)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE mentions (
+        user TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (user, conv, seq)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX mentions_message ON mentions (conv, seq)",
+    "ALTER TABLE messages ADD COLUMN mentions TEXT",
+    "CREATE INDEX messages_unread ON messages (conv, seq) WHERE target IS NULL AND deleted = 0",
+    """CREATE TRIGGER messages_mentions AFTER DELETE ON messages
+        WHEN old.mentions IS NOT NULL
+        BEGIN DELETE FROM mentions WHERE conv = old.conv AND seq = old.seq; END""",
+    """INSERT INTO markers (user, conv, seq)
+        SELECT recipient, conv, max(seq) FROM messages
+        WHERE receipt = 2 AND target IS NULL GROUP BY recipient, conv""",
+)
+
+# Version 6 is the threads step, version 8 the markers step above. Version 7: lasting room
+# membership, room metadata (title, topic, public) and each user's direct-conversation
+# partners, filled from the direct messages already stored (actorim/store/sqlite_rooms.py).
+_MIGRATIONS += (_THREADS_STEP, rooms.MIGRATION, _MARKERS_STEP)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _PENDING, _DELIVERED, _READ = 0, 1, 2
@@ -248,7 +283,7 @@ _PENDING, _DELIVERED, _READ = 0, 1, 2
 # Selected in StoredMessage's field order (``duplicate`` aside): see _message.
 _COLUMNS = (
     "mid, conv, seq, ts, sender, kind, body, cid, room, recipient, target, edited, deleted,"
-    " reply_to, thread"
+    " reply_to, thread, mentions"
 )
 
 # A row whose (sender, conv, cid) is already stored is skipped, and the short row count tells
@@ -290,7 +325,24 @@ _AUTHORS_OF = (
     " count(*) OVER (PARTITION BY root) AS total FROM thread_authors WHERE root IN ({})"
     " WINDOW byroot AS (PARTITION BY root ORDER BY id)) WHERE nth <= ? ORDER BY root, nth"
 )
-_APPLY = "UPDATE messages SET body = ?, edited = ?, deleted = ? WHERE mid = ?"
+_APPLY = "UPDATE messages SET body = ?, edited = ?, deleted = ?, mentions = ? WHERE mid = ?"
+_MENTION = "INSERT INTO mentions (user, conv, seq) VALUES (?, ?, ?)"
+_UNMENTION = "DELETE FROM mentions WHERE conv = ? AND seq = ?"
+_MARKER = "SELECT seq FROM markers WHERE user = ? AND conv = ?"
+_MARKERS = "SELECT conv, seq FROM markers WHERE user = ?"
+_SET_MARKER = (
+    "INSERT INTO markers (user, conv, seq) VALUES (?, ?, ?)"
+    " ON CONFLICT (user, conv) DO UPDATE SET seq = max(seq, excluded.seq)"
+)
+# Each count reads at most its cap of rows (the user's own messages aside, which are stepped
+# over): the counts of a conversation with thousands unread cost what 999 cost.
+_UNREAD = (
+    "SELECT count(*) FROM (SELECT 1 FROM messages INDEXED BY messages_unread"
+    " WHERE conv = ? AND seq > ? AND target IS NULL AND deleted = 0 AND sender <> ? LIMIT ?)"
+)
+_MENTIONS = (
+    "SELECT count(*) FROM (SELECT 1 FROM mentions WHERE user = ? AND conv = ? AND seq > ? LIMIT ?)"
+)
 _ERASE_EDITS = (
     "UPDATE messages SET body = x'', deleted = 1 WHERE target = ? AND conv = ? AND kind = 'edit'"
 )
@@ -334,6 +386,7 @@ def _message(row: Any) -> StoredMessage:
         bool(deleted),
         reply_to=row[13],
         thread=row[14],
+        mentions=tuple(row[15].split(" ")) if row[15] else (),
     )
 
 
@@ -355,7 +408,13 @@ def _fields(msg: StoredMessage) -> tuple[object, ...]:
         int(msg.deleted),
         msg.reply_to,
         msg.thread,
+        " ".join(msg.mentions) or None,
     )
+
+
+def _mention_rows(stored: Sequence[StoredMessage]) -> list[tuple[str, str, int]]:
+    """The ``mentions`` rows of newly stored messages."""
+    return [(user, m.conv, m.seq) for m in stored if not m.duplicate for user in m.mentions]
 
 
 class SqliteStore(Store):
@@ -567,6 +626,7 @@ class SqliteStore(Store):
             results, rows, assigned = self._number(conn, msgs, look_up_cids=True)
             conn.executemany(_INSERT_NEW, rows)
         conn.execute("RELEASE append")
+        conn.executemany(_MENTION, _mention_rows(results))
         conn.executemany(_UPSERT_CONV, assigned.items())
         return results, assigned
 
@@ -627,19 +687,27 @@ class SqliteStore(Store):
                 target=msg.target,
                 reply_to=msg.reply_to,
                 thread=thread,
+                mentions=msg.mentions,
             )
             receipt = None if msg.to is None or msg.target is not None else _PENDING
             conn.execute(_INSERT_NEW, (*_fields(stored), receipt))
+            conn.executemany(_MENTION, _mention_rows([stored]))
             if target is not None:
-                now = applied(msg, target)
-                conn.execute(_APPLY, (now.body, now.edited, int(now.deleted), now.mid))
-                if now.deleted:
-                    conn.execute(_ERASE_EDITS, (now.mid, now.conv))
-                    conn.execute(_ERASE_REACTIONS, (now.mid,))
-                    self._erased = True
+                self._apply(conn, applied(msg, target))
             results.append(stored)
         conn.executemany(_UPSERT_CONV, assigned.items())
         return results, assigned
+
+    def _apply(self, conn: sqlite3.Connection, now: StoredMessage) -> None:
+        """Write a message as an edit or delete left it; a delete erases its mentions, the
+        bodies of its earlier edits and its reactions."""
+        named = " ".join(now.mentions) or None
+        conn.execute(_APPLY, (now.body, now.edited, int(now.deleted), named, now.mid))
+        if now.deleted:
+            conn.execute(_UNMENTION, (now.conv, now.seq))
+            conn.execute(_ERASE_EDITS, (now.mid, now.conv))
+            conn.execute(_ERASE_REACTIONS, (now.mid,))
+            self._erased = True
 
     @staticmethod
     def _thread_in(conn: sqlite3.Connection, msg: NewMessage) -> tuple[str | None, str | None]:
@@ -695,6 +763,7 @@ class SqliteStore(Store):
                 msg.cid,
                 msg.room,
                 msg.to,
+                mentions=msg.mentions,
             )
             if msg.cid is not None:
                 originals[(msg.sender, msg.conv, msg.cid)] = stored
@@ -869,6 +938,36 @@ class SqliteStore(Store):
             conn.execute(_SET_RECEIPT, (level, mid))
             receipts.append(Receipt(mid, row[0], user, status))
         return receipts
+
+    def move_marker(self, user: str, conv: str, seq: int, *, cap: int) -> tuple[Counts, bool]:
+        check_cap(cap)
+        with self._write("move a read marker") as conn:
+            row = conn.execute(_MARKER, (user, conv)).fetchone()
+            old = 0 if row is None else int(row[0])
+            new = advanced(old, seq, self._cached_last_seq(conn, conv))
+            if new != old:
+                conn.execute(_SET_MARKER, (user, conv, new))
+            counts = self._counts_in(conn, user, conv, new, cap)
+        return counts, new != old
+
+    def counts(self, user: str, convs: Sequence[str], *, cap: int) -> dict[str, Counts]:
+        check_cap(cap)
+        with self._read("read unread counts") as conn:
+            # All the user's markers in one read: a user has a few thousand at most.
+            markers = dict(conn.execute(_MARKERS, (user,)).fetchall())
+            return {
+                conv: self._counts_in(conn, user, conv, markers.get(conv, 0), cap) for conv in convs
+            }
+
+    def _counts_in(
+        self, conn: sqlite3.Connection, user: str, conv: str, marker: int, cap: int
+    ) -> Counts:
+        last = self._cached_last_seq(conn, conv)
+        if last <= marker:
+            return Counts(last, marker, 0, 0)
+        (unread,) = conn.execute(_UNREAD, (conv, marker, user, cap)).fetchone()
+        (mentions,) = conn.execute(_MENTIONS, (user, conv, marker, cap)).fetchone()
+        return Counts(last, marker, unread, mentions)
 
     def prune(
         self,

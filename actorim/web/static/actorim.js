@@ -356,7 +356,7 @@ function withTimeout(promise, ms) {
  * A connection to an actorim server that survives server restarts and network loss.
  *
  * Events (`on(type, callback)` passes the event's detail; `addEventListener` gets a
- * CustomEvent): `msg`, `edit`, `delete`, `member`, `presence`, `receipt`, `typing` (server
+ * CustomEvent): `msg`, `edit`, `delete`, `member`, `presence`, `receipt`, `marker`, `typing` (server
  * events as documented in docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
  * reply {room, seq, epoch, members} with `resumed`: a re-join after a reconnect, `recovered`:
  * false when the missed messages could not be replayed (the client then fetches them with
@@ -790,6 +790,7 @@ export class ActorimClient extends EventTarget {
       case "room":
       case "presence":
       case "receipt":
+      case "marker":
       case "typing":
         return this._emit(frame.t, frame);
       case "error":
@@ -996,13 +997,15 @@ export class ActorimClient extends EventTarget {
    * `cid`, so it is stored once however often it is sent. `reply_to` (a message of the same
    * conversation) makes it a reply in that message's thread: the answer and the page's own
    * `msg` event then carry `thread`, the thread's root; a message that is not there, or was
-   * deleted, rejects with `not_found`.
+   * deleted, rejects with `not_found`. `mentions` names users the message mentions besides the
+   * `@user`s of its text.
    */
-  send({ room, to, body, kind = "text", cid = newCid(), reply_to: replyTo }) {
+  send({ room, to, body, kind = "text", cid = newCid(), reply_to: replyTo, mentions }) {
     if ((room === undefined) === (to === undefined)) {
       return Promise.reject(new ActorimError("bad_request", "give exactly one of room and to"));
     }
     const cmd = { t: "send", body, kind, cid };
+    if (mentions !== undefined && mentions.length) cmd.mentions = mentions;
     if (room !== undefined) cmd.room = room;
     else cmd.to = to;
     if (replyTo !== undefined) cmd.reply_to = replyTo;
@@ -1052,9 +1055,29 @@ export class ActorimClient extends EventTarget {
     return this._receipt("ack", mid);
   }
 
-  /** Tell the sender that direct message `mid` was read (sent once connected). */
-  read(mid) {
-    return this._receipt("read", mid);
+  /**
+   * `read(mid)`: tell the sender that direct message `mid` was read (sent once connected).
+   * `read({room | with, seq})`: move this user's read marker there up to `seq` (never back);
+   * resolves with `{room | with, marker, unread, mentions}` (queued while offline), and the
+   * user's other pages and devices get a `marker` event.
+   */
+  read(what) {
+    if (typeof what === "string") return this._receipt("read", what);
+    const { room, with: peer, seq } = what;
+    if ((room === undefined) === (peer === undefined) || !Number.isInteger(seq)) {
+      const why = "give exactly one of room and with, and an integer seq";
+      return Promise.reject(new ActorimError("bad_request", why));
+    }
+    return this._enqueue({ t: "read", ...(room !== undefined ? { room } : { with: peer }), seq });
+  }
+
+  /**
+   * This user's read marker and counts in `rooms` and the direct conversations `with` those
+   * users: `{conversations: [{room | with, seq, marker, unread, mentions}]}` (counts stop at
+   * the server's `unread_count_max`, 999: show "999+"); needs the link up.
+   */
+  unread({ rooms = [], with: peers = [] } = {}) {
+    return this._call("unread", { rooms, with: peers });
   }
 
   _receipt(t, mid) {

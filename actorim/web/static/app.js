@@ -4,6 +4,8 @@ import { ActorimClient, State, TypingTracker, newCid } from "./actorim.js";
 
 // Messages fetched per history page, on opening a conversation and on scrolling back.
 const HISTORY_PAGE = 30;
+// The server's unread_count_max by default: a badge at it reads "999+".
+const UNREAD_COUNT_MAX = 999;
 // Scrolling within this many pixels of the top loads older messages.
 const NEAR_TOP_PX = 80;
 // A view within this many pixels of the bottom follows new messages.
@@ -131,7 +133,9 @@ function newConv(kind, name) {
     more: true,
     loading: false,
     loaded: false,
-    unread: 0,
+    marker: 0, // this user's read marker: the server's, shared by all their pages
+    unread: 0, // messages from others after it (the badge)
+    mentions: 0, // of those, the ones that mention this user
   };
 }
 
@@ -217,6 +221,7 @@ async function signIn(user) {
   client.on("room", onRoomChanged);
   client.on("presence", ({ user: who, status }) => setPresence(who, status));
   client.on("receipt", onReceipt);
+  client.on("marker", onMarker);
   client.on("edit", onChange);
   client.on("delete", onChange);
   client.on("reaction", onReaction);
@@ -260,6 +265,7 @@ function onState({ state, delay }) {
   if (state === State.CONNECTED) {
     app.everConnected = true;
     refreshPresence();
+    refreshCounts([...app.convs.values()]);
     const conv = openConv();
     if (conv && !conv.loaded) loadOlder(conv);
   }
@@ -316,7 +322,11 @@ function onMessage(msg) {
   conv.messages.set(msg.mid, msg);
   if (isReply(msg) && isNew) onReply(conv, msg);
   app.typing.stopped(conv.key, msg.from); // their message ends their indicator
-  if (msg.from !== app.me && !isVisible(conv)) conv.unread += 1;
+  if (isVisible(conv)) markRead(conv);
+  else if (msg.from !== app.me && msg.seq > conv.marker) {
+    conv.unread += 1;
+    if ((msg.mentions || []).includes(app.me)) conv.mentions += 1;
+  }
   renderSidebar();
   if (conv.key === app.openKey) renderMessages();
   renderTyping();
@@ -335,6 +345,13 @@ function onTyping({ room, user, ttl_ms: ttlMs }) {
 function onChange(change) {
   const conv = convOf(change);
   if (!conv) return;
+  const before = conv.messages.get(change.mid);
+  if (change.t === "delete" && before && before.from !== app.me && before.seq > conv.marker
+      && !before.deleted && conv.unread > 0) {
+    conv.unread -= 1; // a deleted message no longer counts
+    if ((before.mentions || []).includes(app.me) && conv.mentions > 0) conv.mentions -= 1;
+    renderSidebar();
+  }
   let gone = null; // a reply this delete takes out of its thread
   const changed = updateMessage(conv, change.mid, (msg) => {
     if (change.t === "delete") {
@@ -606,6 +623,7 @@ function onJoined(reply) {
   conv.topic = reply.topic || "";
   if (conv.key === app.openKey) loadRoster(conv); // the list now holds this user too
   watchUsers(reply.members);
+  if (!reply.resumed) refreshCounts([conv]);
   if (reply.resumed && !reply.recovered) {
     // Some missed messages could not be replayed: start again from the latest page.
     conv.messages.clear();
@@ -680,6 +698,60 @@ function onMember({ room, user, state }) {
   }
   renderSidebar();
   if (conv.key === app.openKey) renderHeader();
+}
+
+// -- read markers: the badge is the server's count, cleared on every page of this user -----------
+
+function convOfMarker(where) {
+  if (where.room !== undefined) return app.convs.get(roomKey(where.room)) || null;
+  return where.with !== undefined ? addDm(where.with) : null;
+}
+
+/** The server's counts of a conversation (an `unread` entry, a `read` reply, a `marker` event,
+ * whose `seq` is the marker); an older marker than the one held changes nothing. */
+function setCounts(conv, marker, { unread, mentions }) {
+  if (marker < conv.marker) return;
+  conv.marker = marker;
+  conv.unread = isVisible(conv) ? 0 : unread;
+  conv.mentions = isVisible(conv) ? 0 : mentions;
+  renderSidebar();
+}
+
+function onMarker(event) {
+  const conv = convOfMarker(event);
+  if (conv) setCounts(conv, event.seq, event);
+}
+
+function refreshCounts(convs) {
+  if (!convs.length || app.link.state !== State.CONNECTED) return;
+  const rooms = convs.filter((c) => c.kind === "room").map((c) => c.name);
+  const peers = convs.filter((c) => c.kind === "dm").map((c) => c.name);
+  app.client
+    .unread({ rooms, with: peers })
+    .then(({ conversations }) => {
+      for (const entry of conversations) {
+        const conv = convOfMarker(entry);
+        if (!conv) continue;
+        setCounts(conv, entry.marker, entry);
+        if (isVisible(conv)) markRead(conv);
+      }
+    })
+    .catch(() => {}); // the badges stay as the page counted them
+}
+
+/** The open conversation is on screen: read up to the newest message shown. */
+function markRead(conv) {
+  conv.unread = 0;
+  conv.mentions = 0;
+  let newest = 0;
+  for (const msg of conv.messages.values()) newest = Math.max(newest, msg.seq);
+  if (newest <= conv.marker || app.client === null) return;
+  conv.marker = newest;
+  const where = conv.kind === "room" ? { room: conv.name } : { with: conv.name };
+  app.client
+    .read({ ...where, seq: newest })
+    .then((reply) => setCounts(conv, reply.marker, reply))
+    .catch(() => {});
 }
 
 function onReceipt({ mid, status }) {
@@ -786,7 +858,7 @@ function openConversation(key) {
     ui.messageList.replaceChildren();
   }
   app.openKey = key;
-  conv.unread = 0;
+  markRead(conv);
   ui.empty.hidden = true;
   ui.open.hidden = false;
   ui.chat.classList.add("show-conv");
@@ -835,6 +907,7 @@ async function loadOlder(conv) {
     conv.loading = false;
   }
   if (conv.key !== app.openKey) return;
+  if (isVisible(conv)) markRead(conv);
   renderMessages({ prepend: true });
   // Keep loading while the page does not fill the view, so that scrolling back is possible.
   const box = ui.messages;
@@ -903,10 +976,13 @@ function dot(user) {
   return el("span", { class: "dot", "data-status": status, "aria-hidden": "true" });
 }
 
-function badge(count) {
+function badge(count, mentions) {
   if (!count) return null;
-  const label = `${count} unread`;
-  return el("span", { class: "unread", "data-testid": "unread", text: String(count), "aria-label": label });
+  const text = count >= UNREAD_COUNT_MAX ? `${UNREAD_COUNT_MAX}+` : String(count);
+  const label = `${text} unread${mentions ? `, ${mentions} mentioning you` : ""}`;
+  const attrs = { class: "unread", "data-testid": "unread", text, "aria-label": label };
+  if (mentions) attrs["data-mentions"] = String(mentions);
+  return el("span", attrs);
 }
 
 function renderSidebar() {
@@ -924,7 +1000,7 @@ function renderSidebar() {
           el("button", { type: "button", onclick: open, "aria-current": active ? "true" : null },
             el("span", { class: "hash", text: "#", "aria-hidden": "true" }),
             el("span", { class: "name", text: conv.title || conv.name }),
-            badge(conv.unread))),
+            badge(conv.unread, conv.mentions))),
       );
     } else {
       people.add(conv.name);
@@ -933,7 +1009,7 @@ function renderSidebar() {
           el("button", { type: "button", onclick: open, "aria-current": active ? "true" : null },
             dot(conv.name),
             el("span", { class: "name", text: conv.name }),
-            badge(conv.unread))),
+            badge(conv.unread, conv.mentions))),
       );
     }
   }
@@ -1345,7 +1421,7 @@ ui.messages.addEventListener("scroll", () => {
 document.addEventListener("visibilitychange", () => {
   const conv = openConv();
   if (document.visibilityState !== "visible" || !conv) return;
-  conv.unread = 0;
+  markRead(conv);
   renderSidebar();
   flushReads();
 });
