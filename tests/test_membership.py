@@ -142,6 +142,38 @@ def test_inbox_lists_rooms_and_direct_conversations_latest_first(start_node: Sta
     assert "conversations_more" not in data
 
 
+def test_inbox_entries_carry_the_readers_marker_unread_and_mention_counts(
+    start_node: StartNode,
+) -> None:
+    node = start_node()
+    ann = node.client("ann")
+    bob = node.client("bob")
+    for client in (ann, bob):
+        client.ok("join", room="news")
+    bob.ok("send", room="news", body="one")
+    second = bob.ok("send", room="news", body="hey @ann")
+    bob.ok("send", room="news", body="three")
+    ann.ok("send", room="news", body="mine never counts")
+    bob.ok("send", to="ann", body="psst")
+    ann.close()
+
+    def inbox() -> dict[str, dict[str, Any]]:
+        device = node.client()
+        entries = device.connect(node.token("ann"))["conversations"]
+        device.close()
+        return {e.get("room") or e["with"]: e for e in entries}
+
+    first = inbox()
+    counts = [(e["marker"], e["unread"], e["mentions"]) for e in first.values()]
+    assert dict(zip(first, counts, strict=True)) == {"bob": (0, 1, 0), "news": (0, 3, 1)}
+    # A read on any device moves the marker: the next connect's inbox counts from there.
+    reader = node.client("ann")
+    reader.ok("read", room="news", seq=second["seq"])
+    reader.close()
+    after = inbox()["news"]
+    assert (after["marker"], after["unread"], after["mentions"]) == (second["seq"], 1, 0)
+
+
 def test_inbox_is_bounded_and_pages_with_conversations(start_node: StartNode) -> None:
     node = start_node(inbox_limit=2)
     ann = node.client("ann")

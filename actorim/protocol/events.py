@@ -20,6 +20,7 @@ from typing import Any
 
 import msgpack
 
+from actorim.domain.markers import NO_COUNTS, Counts
 from actorim.domain.messages import (
     EDIT,
     REACT,
@@ -188,9 +189,10 @@ def gap_frame(room: str, gap: Gap) -> WireFrame:
     return WireFrame({"t": "gap", "room": room, "after": gap.after, "seq": gap.seq})
 
 
-def conversation_entry(conversation: Conversation) -> dict[str, Any]:
+def conversation_entry(conversation: Conversation, counts: Counts = NO_COUNTS) -> dict[str, Any]:
     """An inbox entry: ``room`` (with its ``title`` and ``topic``) or ``with`` (the other user
-    of a direct conversation), the latest ``seq``, and ``last``, the latest message as a
+    of a direct conversation), the latest ``seq``, the reader's ``marker`` with the ``unread``
+    and ``mentions`` counts after it (``counts``), and ``last``, the latest message as a
     ``msg`` map (absent when none is retained)."""
     entry: dict[str, Any] = {}
     if conversation.room is not None:
@@ -200,6 +202,9 @@ def conversation_entry(conversation: Conversation) -> dict[str, Any]:
     else:
         entry["with"] = conversation.with_
     entry["seq"] = conversation.seq
+    entry["marker"] = counts.marker
+    entry["unread"] = counts.unread
+    entry["mentions"] = counts.mentions
     if conversation.last is not None:
         entry["last"] = message_event(conversation.last)
     return entry

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from actorim.domain.markers import NO_COUNTS, Counts
 from actorim.domain.rooms import Conversation, conversation_cursor, conversations_page
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
@@ -45,7 +46,14 @@ def inbox_page(
     paging: dict[str, Any] = {"more": more}
     if more and page:
         paging["cursor"] = conversation_cursor(page[-1])
-    return everything, [conversation_entry(c) for c in page], paging
+    convs, cap = [c.conv for c in page], ctx.config.unread_count_max
+    counts: dict[str, Counts] = ask_store(
+        ctx,
+        lambda store: store.counts(identity.user, convs, cap=cap) if convs else {},
+        "count your unread messages",
+    )
+    entries = [conversation_entry(c, counts.get(c.conv, NO_COUNTS)) for c in page]
+    return everything, entries, paging
 
 
 def conversations(ctx: NodeContext, link: Link, command: cmd.Conversations) -> None:
