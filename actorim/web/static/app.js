@@ -959,11 +959,11 @@ const readObserver = new IntersectionObserver(
 function flushReads() {
   const conv = openConv();
   if (!conv || conv.kind !== "dm" || document.visibilityState !== "visible") return;
-  for (const mid of app.visibleUnread) markRead(mid);
+  for (const mid of app.visibleUnread) sendReceipt(mid);
   app.visibleUnread.clear();
 }
 
-function markRead(mid) {
+function sendReceipt(mid) {
   if (app.readSent.has(mid)) return;
   app.readSent.add(mid);
   app.client.read(mid).catch(() => app.readSent.delete(mid));
@@ -1267,7 +1267,7 @@ function messageElement(conv, item, { cache = app.rendered, inThread = false } =
   cache.set(key, { sig, el: node });
   if (conv.kind === "dm" && item.mid && !mine && !app.readSent.has(item.mid)) {
     if (!inThread) readObserver.observe(node);
-    else if (document.visibilityState === "visible") markRead(item.mid);
+    else if (document.visibilityState === "visible") sendReceipt(item.mid);
   }
   return node;
 }
