@@ -144,10 +144,22 @@ def test_the_terminal_chat_joins_talks_lists_members_and_quits(
         answer = inbox.next("msg", room="lobby", body="yes please")
         assert (answer["reply_to"], answer["thread"]) == (question.mid, question.mid)
         alice.expect("* replied to bob in lobby")
-        bob.send(room="lobby", body="milk?", reply_to=answer["mid"])
+        milk = bob.send(room="lobby", body="milk?", reply_to=answer["mid"])
         assert alice.expect("milk?") == "[lobby] bob (re alice): milk?"
         alice.type("/reply @bob no thanks")
         assert inbox.next("msg", room="lobby", body="no thanks")["thread"] == question.mid
+        # /react answers bob's last message; the same key again takes it back.
+        alice.type("/react @bob +1")
+        added = inbox.next("reaction", room="lobby")
+        assert (added["mid"], added["key"], added["on"]) == (milk.mid, "+1", True)
+        alice.expect("* reacted +1 on bob's message in lobby")
+        alice.type("/react @bob +1")
+        assert inbox.next("reaction", room="lobby")["on"] is False
+        alice.expect("* took back +1 on bob's message in lobby")
+        bob.react(milk.mid, "tea")
+        assert alice.expect("reacted tea") == "[lobby] bob reacted tea on bob's message"
+        alice.type("/react")
+        alice.expect("! usage: /react [@USER] KEY, in a room")
         alice.type("/leave")
         assert alice.expect("* left") == "* left lobby"
         assert inbox.next("member", user="alice")["state"] == "left"

@@ -1,7 +1,7 @@
 """``actorim chat``: a line-based terminal chat on :class:`actorim.client.Client`.
 
-Lines typed are commands (``/join``, ``/leave``, ``/dm``, ``/who``, ``/reply``, ``/quit``,
-``/help``) or text for the current room; messages print as they arrive, one per line
+Lines typed are commands (``/join``, ``/leave``, ``/dm``, ``/who``, ``/reply``, ``/react``,
+``/quit``, ``/help``) or text for the current room; messages print as they arrive, one per line
 (``[lobby] alice: hi``; a reply ``[lobby] bob (re alice): yes``). Lines starting with ``*``
 are news (joins, presence, the link's state), lines starting with ``!`` are errors.
 
@@ -39,6 +39,8 @@ commands:
   /who [ROOM|USER]  who is in ROOM (default: the current room), or whether USER is online
   /reply [@USER] TEXT  reply to the last message in the current room (USER's last one),
                     in its thread
+  /react [@USER] KEY  react with KEY to the last message in the current room (USER's last
+                    one); again to take it back
   /edit TEXT        replace your last message in the current room with TEXT
   /delete           delete your last message in the current room
   /quit             leave the chat
@@ -103,6 +105,8 @@ class Chat:
         # for /reply; and the author of each recent message, to say whom a reply answers.
         self.last_heard: dict[str, dict[str, str]] = {}
         self.authors: dict[str, str] = {}
+        # The (mid, key) reactions this chat made, so /react of one again takes it back.
+        self.reacted: set[tuple[str, str]] = set()
         self._was_connected = False
 
     def say(self, line: str) -> None:
@@ -128,6 +132,12 @@ class Chat:
             if t == "delete":
                 self._forget(event.get("mid"))
             self.say(self._render_change(event))
+        elif t == "reaction":
+            where = f"[{event['room']}]" if "room" in event else "[dm]"
+            author = self.authors.get(event.get("mid", ""))
+            whose = f"{author}'s message" if author else "a message"
+            verb = "reacted" if event.get("on") else "took back"
+            self.say(f"{where} {event.get('user')} {verb} {event.get('key')} on {whose}")
         elif t == "presence":
             self.say(f"* {event.get('user')} is {event.get('status')}")
         elif t == "rejoined":
@@ -240,24 +250,51 @@ class Chat:
         self.last_sent[room] = mid
         self._heard({"mid": mid, "from": self.client.user, "room": room})
 
-    def _reply(self, rest: str) -> None:
-        """Reply to the last message in the current room, or to ``@USER``'s last one there."""
+    def _heard_last(self, rest: str, usage: str) -> tuple[str, str, str] | None:
+        """For ``/reply`` and ``/react``: the room, the mid of the last message in the current
+        room (or of ``@USER``'s last one there) and the rest of the line; None (said why)."""
         user = None
         if rest.startswith("@"):
             user, _, rest = rest[1:].partition(" ")
             rest = rest.strip()
         room = self.current
         if room is None or not rest:
-            self.say("! usage: /reply [@USER] TEXT, in a room")
-            return
+            self.say(f"! usage: {usage}, in a room")
+            return None
         spoken = self.last_heard.get(room, {})
         mid = spoken.get(user) if user else next(reversed(spoken.values()), None)
         if mid is None:
-            self.say(f"! /reply: nothing from {user or 'anyone'} in {room} to reply to yet")
+            command = usage.split(" ", 1)[0]
+            self.say(f"! {command}: nothing from {user or 'anyone'} in {room} to answer yet")
+            return None
+        return room, mid, rest
+
+    def _reply(self, rest: str) -> None:
+        """Reply to the last message in the current room, or to ``@USER``'s last one there."""
+        found = self._heard_last(rest, "/reply [@USER] TEXT")
+        if found is None:
             return
-        sent = self.client.send(room=room, body=rest, reply_to=mid)
+        room, mid, text = found
+        sent = self.client.send(room=room, body=text, reply_to=mid)
         self._sent(room, sent.mid)
         self.say(f"* replied to {self.authors.get(mid, 'them')} in {room}")
+
+    def _react(self, rest: str) -> None:
+        """React with a key to the last message in the current room (or ``@USER``'s last one);
+        the same key again takes the reaction back, as a second click on a chip does."""
+        found = self._heard_last(rest, "/react [@USER] KEY")
+        if found is None:
+            return
+        room, mid, key = found
+        on = (mid, key) not in self.reacted
+        self.client.react(mid, key, on)
+        if on:
+            self.reacted.add((mid, key))
+        else:
+            self.reacted.discard((mid, key))
+        whose = self.authors.get(mid, "them")
+        done = "reacted" if on else "took back"
+        self.say(f"* {done} {key} on {whose}'s message in {room}")
 
     def _last_mine(self, usage: str) -> str | None:
         """The mid of this user's last message in the current room, or None (said why)."""
@@ -339,6 +376,7 @@ _COMMANDS: dict[str, Callable[[Chat, str], None]] = {
     "dm": Chat._dm,
     "who": Chat._who,
     "reply": Chat._reply,
+    "react": Chat._react,
     "edit": Chat._edit,
     "delete": Chat._delete,
     "help": Chat._help,
