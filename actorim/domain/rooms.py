@@ -71,8 +71,9 @@ class Conversation:
     None when none is retained) and when it was last active (``activity``, ms: the latest
     message's time, 0 when none is retained). Room entries carry the room's title and topic.
 
-    Fields a later feature derives per reader (read markers, unread counts) go beside ``seq``
-    and ``last``: the order and the paging below do not depend on them.
+    The reader's marker and counts are not part of it: the inbox reply adds them beside ``seq``
+    and ``last`` (``protocol.events.conversation_entry``), so the order and the paging below do
+    not depend on them.
     """
 
     conv: str

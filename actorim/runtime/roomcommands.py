@@ -18,7 +18,7 @@ from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import conversation_entry, room_entry, room_frame
 from actorim.runtime.membership import ask_store
 from actorim.runtime.messages import Statuses
-from actorim.store.base import inbox
+from actorim.store.base import Store, inbox
 
 if TYPE_CHECKING:
     from actorim.runtime.context import NodeContext
@@ -31,27 +31,32 @@ def _page_size(asked: int | None, setting: int) -> int:
     return setting if asked is None else min(asked, setting)
 
 
+# What a connect reads from the store: every conversation, one page, more?, the page's counts.
+_InboxRead = tuple[list[Conversation], list[Conversation], bool, dict[str, Counts]]
+
+
 def inbox_page(
     ctx: NodeContext, link: Link, before: str | None, limit: int | None
 ) -> tuple[list[Conversation], list[dict[str, Any]], dict[str, Any]]:
     """Every conversation of the link's user (rooms its token allows), and one page of them
-    as wire entries with the paging fields (``more``, ``cursor``)."""
+    as wire entries, each with the user's marker and counts, with the paging fields (``more``,
+    ``cursor``). One request to the store: a connect waits for it once."""
     identity = link.identity
     assert identity is not None
-    everything: list[Conversation] = ask_store(
-        ctx, lambda store: inbox(store, identity.user, identity.may_join), "read your conversations"
-    )
     size = _page_size(limit, ctx.config.inbox_limit)
-    page, more = conversations_page(everything, before=before, limit=size)
+    cap = ctx.config.unread_count_max
+
+    def read(store: Store) -> _InboxRead:
+        everything = inbox(store, identity.user, identity.may_join)
+        page, more = conversations_page(everything, before=before, limit=size)
+        convs = [c.conv for c in page]
+        counts = store.counts(identity.user, convs, cap=cap) if convs else {}
+        return everything, page, more, counts
+
+    everything, page, more, counts = ask_store(ctx, read, "read your conversations")
     paging: dict[str, Any] = {"more": more}
     if more and page:
         paging["cursor"] = conversation_cursor(page[-1])
-    convs, cap = [c.conv for c in page], ctx.config.unread_count_max
-    counts: dict[str, Counts] = ask_store(
-        ctx,
-        lambda store: store.counts(identity.user, convs, cap=cap) if convs else {},
-        "count your unread messages",
-    )
     entries = [conversation_entry(c, counts.get(c.conv, NO_COUNTS)) for c in page]
     return everything, entries, paging
 
