@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -124,6 +125,19 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "the URL browsers load this server's page from (https://chat.example.com); its origin "
         "may open WebSockets. Outside --dev no other origin may, unless in allowed_origins",
+    ),
+    Setting(
+        "login_url",
+        "",
+        "the application's sign-in page, where the chat page sends people who are not signed in "
+        "(outside --dev); it may hand back a token as /#token=... (empty: no sign-in link)",
+    ),
+    Setting(
+        "token_url",
+        "",
+        'a path on this page\'s origin (behind the same proxy) answering {"token": ...} for '
+        "the person signed in to the application: the chat page signs in and refreshes its "
+        "token through it (empty: tokens come by URL fragment, message or paste only)",
     ),
     Setting(
         "fault_injection", False, "accept the debug.crash command (chaos drills, tests)", _bool
@@ -493,6 +507,8 @@ class Config:
     dev: bool = _BY_NAME["dev"].default
     allowed_origins: tuple[str, ...] = _BY_NAME["allowed_origins"].default
     public_url: str = _BY_NAME["public_url"].default
+    login_url: str = _BY_NAME["login_url"].default
+    token_url: str = _BY_NAME["token_url"].default
     fault_injection: bool = _BY_NAME["fault_injection"].default
     data_dir: str = _BY_NAME["data_dir"].default
     store: str = _BY_NAME["store"].default
@@ -572,6 +588,25 @@ class Config:
     webhook_breaker_cooldown: float = _BY_NAME["webhook_breaker_cooldown"].default
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
+    def _check_page_urls(self) -> None:
+        """The chat page's sign-in addresses: the page's CSP lets it fetch only its own origin,
+        so ``token_url`` is a path; ``login_url`` is a page it links to, here or elsewhere."""
+        token_url = self.token_url
+        if token_url and (not token_url.startswith("/") or token_url.startswith("//")):
+            invalid_setting(
+                "token_url",
+                f"must be a path on the chat page's origin such as /auth/chat-token, got "
+                f"{token_url!r}",
+            )
+        login_url = self.login_url
+        if login_url and not (
+            re.match(r"https?://[^/\s]+", login_url)
+            or (login_url.startswith("/") and not login_url.startswith("//"))
+        ):
+            invalid_setting(
+                "login_url", f"must be an http(s) URL or a path such as /login, got {login_url!r}"
+            )
+
     def __post_init__(self) -> None:
         self._check_api()
         self._check_webhooks()
@@ -587,6 +622,7 @@ class Config:
                 origin_of(self.public_url)
             except ValueError as exc:
                 invalid_setting("public_url", str(exc))
+        self._check_page_urls()
         if self.store_sync.upper() not in ("FULL", "NORMAL"):
             invalid_setting("store_sync", f"must be FULL or NORMAL, got {self.store_sync!r}")
         for name in (

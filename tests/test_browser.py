@@ -248,12 +248,13 @@ def test_the_sign_in_hint_says_what_a_name_does_on_this_server(
         if dev:
             expect(hint).to_have_text("Development mode: any name signs you in.")
             return
-        expect(hint).to_contain_text("tokens from its operator")
+        expect(hint).to_contain_text("tokens from its application")
         expect(hint).not_to_contain_text("any name signs you in")
-        # Trying anyway gives an error that agrees with the hint.
-        page.get_by_test_id("signin-name").fill("alice")
-        page.get_by_test_id("signin-submit").click()
-        expect(page.get_by_test_id("signin-error")).to_contain_text("without --dev")
+        # No name field to try: a token is pasted, and a wrong one is named as such.
+        expect(page.get_by_test_id("signin-name")).to_be_hidden()
+        page.get_by_test_id("signin-token").fill("alice")
+        page.get_by_test_id("token-submit").click()
+        expect(page.get_by_test_id("signin-error")).to_contain_text("That is not a token")
         expect(hint).to_contain_text("only in development mode")
     finally:
         page.close()

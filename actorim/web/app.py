@@ -3,7 +3,9 @@
 ``/healthz`` says the process is alive; ``/readyz`` says the node takes traffic (its store is
 up, it is not draining and, in cluster mode, its Redis link is healthy). Both keep answering
 while the node drains, when WebSocket upgrades get a 503. ``/metrics`` serves the node's
-Prometheus metrics. ``/dev/token?user=NAME`` mints a token in development mode only. ``/`` is
+Prometheus metrics. ``/dev/token?user=NAME`` mints a token in development mode only;
+``/page/config`` tells the chat page how people sign in here (``dev``, ``login_url``,
+``token_url``). ``/`` is
 the chat page and ``/static/<file>`` its files, from ``actorim/web/static/``. ``/api/v1`` is
 the server API (``actorim.web.api``, docs/api.md). A WebSocket on
 ``/ws`` is handed to ``run_connection``, which returns at once: the connection is read by a
@@ -126,11 +128,27 @@ class App:
             return self.api(environ, start_response)
         if path == "/dev/token":
             return self._dev_token(environ, start_response)
+        if path == "/page/config":
+            return self._page_config(start_response)
         if path == "/":
             return _static(environ, start_response, "index.html")
         if path.startswith("/static/"):
             return _static(environ, start_response, path[len("/static/") :])
         return _text(start_response, "404 Not Found", "not found\n")
+
+    def _page_config(self, start_response: StartResponse) -> Iterable[bytes]:
+        """How the chat page signs people in here: by name in development mode, otherwise by a
+        token from the application (``login_url``, ``token_url``). Nothing secret."""
+        config = self.node.config
+        return _json(
+            start_response,
+            "200 OK",
+            {
+                "dev": config.dev,
+                "login_url": config.login_url or None,
+                "token_url": config.token_url or None,
+            },
+        )
 
     def _dev_token(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if not self.node.config.dev:

@@ -1,6 +1,20 @@
 // The actorim chat page: rooms, direct messages, presence and receipts over ActorimClient.
 
 import { ActorimClient, State, TypingTracker, newCid } from "./actorim.js";
+import {
+  claimsOf,
+  expired,
+  fetchAppToken,
+  fetchDevToken,
+  forgetToken,
+  hintFor,
+  listenForTokens,
+  originOf,
+  pageConfig,
+  rememberToken,
+  rememberedToken,
+  takeFragmentToken,
+} from "./signin.js";
 
 // Messages fetched per history page, on opening a conversation and on scrolling back.
 const HISTORY_PAGE = 30;
@@ -45,6 +59,9 @@ const ui = {
   signinName: $("signin-name"),
   signinError: $("signin-error"),
   signinHint: $("signin-hint"),
+  signinLogin: $("signin-login"),
+  tokenForm: $("token-form"),
+  signinToken: $("signin-token"),
   chat: $("chat"),
   joinForm: $("join-form"),
   joinRoom: $("join-room"),
@@ -93,7 +110,9 @@ const ui = {
 };
 
 const app = {
+  config: { dev: false, login_url: null, token_url: null }, // the server's /page/config
   client: null,
+  fixedToken: false, // a token handed over with no endpoint to renew it: the client stops on its end
   me: null,
   everConnected: false,
   link: { state: State.DISCONNECTED, retryAt: null },
@@ -161,57 +180,83 @@ function showNotice(text) {
 
 // -- signing in -----------------------------------------------------------------------------------
 
-const HINTS = {
-  dev: "Development mode: any name signs you in.",
-  tokens:
-    "This server signs people in with tokens from its operator: signing in by name works " +
-    "only in development mode (actorim serve --dev).",
-};
+// Set by a sign-out for the next load: do not sign in again through the application's endpoint.
+const SIGNED_OUT_KEY = "actorim.signedOut";
+// A reason the last session ended, shown on the sign-in form after the reload.
+const ENDED_KEY = "actorim.ended";
 
-async function fetchToken(user) {
-  const response = await fetch(`/dev/token?user=${encodeURIComponent(user)}`, { cache: "no-store" });
-  if (response.status === 404) {
-    throw new Error("This server does not hand out development tokens (it runs without --dev).");
-  }
-  const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.error || `The server answered ${response.status}.`);
-  return data.token;
-}
-
-// The hint under the form says what a name does on this server, so it never contradicts the
-// error: /dev/token answers 404 outside development mode, and 400 (no user) in it.
-async function showSignInHint() {
-  let dev;
-  try {
-    dev = (await fetch("/dev/token", { cache: "no-store" })).status !== 404;
-  } catch {
-    return; // unreachable: signing in will say so
-  }
-  ui.signinHint.textContent = dev ? HINTS.dev : HINTS.tokens;
-  ui.signinHint.hidden = false;
-}
-
-async function signIn(user) {
+async function signInByName(user) {
   ui.signinError.textContent = "";
   try {
-    await fetchToken(user); // fail here, on the form, rather than in a reconnect loop
+    await fetchDevToken(user); // fail here, on the form, rather than in a reconnect loop
   } catch (err) {
     const unreachable = err.message === "Failed to fetch";
     ui.signinError.textContent = unreachable ? "The server cannot be reached." : err.message;
     return;
   }
-  app.me = user;
   localStorage.setItem("actorim.user", user);
+  startChat(user, () => fetchDevToken(user));
+}
+
+/** Sign in with a token the application handed over (fragment, message, paste, its endpoint). */
+function signInWithToken(token) {
+  if (app.client !== null) return;
+  const claims = claimsOf(token);
+  if (claims === null) {
+    ui.signinError.textContent = "That is not a token: copy the whole token the application gave you.";
+    return;
+  }
+  if (expired(claims, Date.now())) {
+    forgetToken();
+    ui.signinError.textContent = "That token has expired: get a new one from the application.";
+    return;
+  }
+  sessionStorage.removeItem(SIGNED_OUT_KEY);
+  rememberToken(token);
+  const tokenUrl = app.config.token_url;
+  if (!tokenUrl) {
+    // A fixed token: the client stops when the server refuses it, and the page says so.
+    startChat(claims.sub, token);
+    return;
+  }
+  // The handed token opens the first connection; every later one (a reconnect, the server's
+  // `refresh`) comes fresh from the application's endpoint.
+  let handed = token;
+  startChat(claims.sub, async () => {
+    if (handed !== null) {
+      const first = handed;
+      handed = null;
+      return first;
+    }
+    const fresh = await fetchAppToken(tokenUrl);
+    if (fresh === null || claimsOf(fresh)?.sub !== claims.sub) {
+      endSession("You are signed out of the application: sign in again.");
+      throw new Error("signed out of the application");
+    }
+    rememberToken(fresh);
+    return fresh;
+  });
+}
+
+/** Back to the sign-in form with `reason` (a token refused, a sign-out elsewhere). */
+function endSession(reason) {
+  app.client?.close();
+  app.client = null;
+  forgetToken();
+  sessionStorage.setItem(ENDED_KEY, reason);
+  location.reload();
+}
+
+function startChat(user, token) {
+  app.me = user;
+  app.fixedToken = typeof token === "string";
   ui.me.textContent = user;
   ui.signout.hidden = false;
   ui.signin.hidden = true;
   ui.chat.hidden = false;
 
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const client = new ActorimClient(`${scheme}://${location.host}/ws`, {
-    ...CLIENT_OPTIONS,
-    token: () => fetchToken(user),
-  });
+  const client = new ActorimClient(`${scheme}://${location.host}/ws`, { ...CLIENT_OPTIONS, token });
   app.client = client;
   client.on("state", onState);
   client.on("msg", onMessage);
@@ -227,7 +272,10 @@ async function signIn(user) {
   client.on("reaction", onReaction);
   client.on("typing", onTyping);
   client.on("error", ({ message }) => showNotice(message));
-  client.connect().catch((err) => showNotice(err.message));
+  client.connect().catch((err) => {
+    if (err.code === "unauthenticated") return; // onState ends the session
+    showNotice(err.message);
+  });
 
   const saved = loadLists();
   for (const room of saved.rooms) joinRoom(room, { open: false });
@@ -235,10 +283,49 @@ async function signIn(user) {
   renderSidebar();
 }
 
+/** Show the ways in this server offers, then take the first token already at hand. */
+async function startSignIn() {
+  const ended = sessionStorage.getItem(ENDED_KEY);
+  sessionStorage.removeItem(ENDED_KEY);
+  try {
+    app.config = await pageConfig();
+  } catch {
+    ui.signinError.textContent = "The server cannot be reached.";
+    return;
+  }
+  const { dev, login_url: loginUrl, token_url: tokenUrl } = app.config;
+  if (ended) ui.signinError.textContent = ended;
+  ui.signinHint.textContent = hintFor(app.config);
+  ui.signinHint.hidden = false;
+  ui.signinForm.hidden = !dev;
+  ui.tokenForm.hidden = dev;
+  ui.signinLogin.hidden = dev || !loginUrl;
+  if (loginUrl) ui.signinLogin.href = loginUrl;
+  const trusted = loginUrl ? [originOf(loginUrl)].filter(Boolean) : [];
+  listenForTokens(trusted, signInWithToken);
+
+  const handed = takeFragmentToken();
+  if (handed) return signInWithToken(handed);
+  const kept = rememberedToken();
+  if (kept) return signInWithToken(kept);
+  if (tokenUrl && !ended && !sessionStorage.getItem(SIGNED_OUT_KEY)) {
+    const token = await fetchAppToken(tokenUrl).catch(() => null);
+    if (token) return signInWithToken(token);
+  }
+  const remembered = dev ? localStorage.getItem("actorim.user") : null;
+  if (remembered) {
+    ui.signinName.value = remembered;
+    return signInByName(remembered);
+  }
+  (dev ? ui.signinName : ui.signinLogin.hidden ? ui.signinToken : ui.signinLogin).focus();
+}
+
 function signOut() {
   app.client?.close();
   app.client = null;
   localStorage.removeItem("actorim.user");
+  forgetToken();
+  sessionStorage.setItem(SIGNED_OUT_KEY, "1");
   location.reload();
 }
 
@@ -260,8 +347,12 @@ function saveLists() {
 
 // -- the link's state -----------------------------------------------------------------------------
 
-function onState({ state, delay }) {
+function onState({ state, delay, final, code }) {
   app.link = { state, retryAt: delay !== undefined ? Date.now() + delay : null };
+  if (final && app.fixedToken && state === State.DISCONNECTED && code !== undefined) {
+    endSession("Your sign-in has ended (the token expired or was revoked): sign in again.");
+    return;
+  }
   if (state === State.CONNECTED) {
     app.everConnected = true;
     refreshPresence();
@@ -1301,7 +1392,15 @@ function renderMessages({ bottom = false, prepend = false } = {}) {
 ui.signinForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const name = ui.signinName.value.trim();
-  if (name) signIn(name);
+  if (name) signInByName(name);
+});
+
+ui.tokenForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  ui.signinError.textContent = "";
+  const token = ui.signinToken.value.trim();
+  ui.signinToken.value = "";
+  if (token) signInWithToken(token);
 });
 
 ui.signout.addEventListener("click", signOut);
@@ -1430,12 +1529,5 @@ NARROW.addEventListener("change", () => {
   ui.back.hidden = !(NARROW.matches && app.openKey);
 });
 
-showSignInHint();
-const remembered = localStorage.getItem("actorim.user");
-if (remembered) {
-  ui.signinName.value = remembered;
-  signIn(remembered);
-} else {
-  ui.signinName.focus();
-}
+startSignIn();
 renderLink();
