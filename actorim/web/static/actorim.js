@@ -574,7 +574,11 @@ export class ActorimClient extends EventTarget {
         room.rejoining = true;
       }
     }
-    this._emit("conversations", { conversations: this.conversations, more: !!info.conversations_more });
+    this._emit("conversations", {
+      conversations: this.conversations,
+      more: !!info.conversations_more,
+      cursor: info.conversations_cursor,
+    });
   }
 
   /** Re-join every room (with `since` and `epoch` when messages were seen) before anything else,

@@ -15,6 +15,8 @@ import {
   rememberedToken,
   takeFragmentToken,
 } from "./signin.js";
+import { dayLabel, isLong, renderText, startOfDay } from "./render.js";
+import * as notify from "./notify.js";
 
 // Messages fetched per history page, on opening a conversation and on scrolling back.
 const HISTORY_PAGE = 30;
@@ -31,6 +33,12 @@ const TYPING_RENEW_MS = 2_500;
 const THREAD_PAGE = 50;
 // Authors a thread summary names (the server's limit too).
 const THREAD_USERS_SHOWN = 5;
+// One author's messages less than this far apart are grouped under one name and time.
+const GROUP_MS = 5 * 60_000;
+// Inbox pages fetched after the connect reply's, at most (each of the server's inbox_limit).
+const INBOX_PAGES = 10;
+// The tab's title; an unread total goes in front of it: "(3) actorim chat".
+const TITLE = document.title;
 // How long an error notice stays up.
 const NOTICE_MS = 6000;
 // Reconnect quickly after a server restart, never hammer a server that stays down.
@@ -50,6 +58,7 @@ const ui = {
   conn: $("conn-state"),
   me: $("me"),
   signout: $("signout"),
+  notifyToggle: $("notify-toggle"),
   banner: $("conn-banner"),
   bannerText: $("conn-banner-text"),
   retry: $("retry-now"),
@@ -89,9 +98,11 @@ const ui = {
   directoryMore: $("directory-more"),
   directoryClose: $("directory-close"),
   members: $("member-list"),
+  membersMore: $("members-more"),
   messages: $("messages"),
   historyStatus: $("history-status"),
   messageList: $("message-list"),
+  jump: $("jump-latest"),
   typing: $("typing"),
   composer: $("composer"),
   input: $("composer-input"),
@@ -125,6 +136,9 @@ const app = {
   visibleUnread: new Set(),
   rendered: new Map(), // item key -> {sig, el} for the open conversation
   editing: null, // the mid of my message the composer edits, or null
+  expanded: new Set(), // item keys of long messages the user expanded
+  counted: new Set(), // conversations whose counts came with this connection's inbox
+  reopen: null, // the conversation open before the reload, opened once it is known
   bannerTimer: null,
   noticeTimer: null,
   typing: new TypingTracker(), // who is typing in which conversation (conv key)
@@ -147,11 +161,13 @@ function newConv(kind, name) {
     pending: new Map(), // cid -> {cid, body, ts, failed}
     members: new Set(), // online in the room now (join reply, member events)
     roster: [], // every member, online or not: [{user, status}] from the members command
+    rosterCursor: null, // where the next page of members starts, or null: all shown
     title: "",
     topic: "",
     more: true,
     loading: false,
     loaded: false,
+    divider: null, // the marker when the conversation was opened with unread messages: "New" below
     marker: 0, // this user's read marker: the server's, shared by all their pages
     unread: 0, // messages from others after it (the badge)
     mentions: 0, // of those, the ones that mention this user
@@ -280,7 +296,18 @@ function startChat(user, token) {
   const saved = loadLists();
   for (const room of saved.rooms) joinRoom(room, { open: false });
   for (const peer of saved.dms) addDm(peer);
+  app.reopen = localStorage.getItem(`actorim.open.${app.me}`);
   renderSidebar();
+  renderNotify();
+  reopenLast();
+}
+
+/** The conversation open before the reload, once the page knows it (saved or from the inbox). */
+function reopenLast() {
+  if (app.reopen === null || app.openKey !== null || !app.convs.has(app.reopen)) return;
+  const key = app.reopen;
+  app.reopen = null;
+  openConversation(key);
 }
 
 /** Show the ways in this server offers, then take the first token already at hand. */
@@ -356,7 +383,7 @@ function onState({ state, delay, final, code }) {
   if (state === State.CONNECTED) {
     app.everConnected = true;
     refreshPresence();
-    refreshCounts([...app.convs.values()]);
+    refreshCounts([...app.convs.values()].filter((conv) => !app.counted.has(conv.key)));
     const conv = openConv();
     if (conv && !conv.loaded) loadOlder(conv);
   }
@@ -387,6 +414,8 @@ function renderLink() {
         : `Cannot reach the server. Trying again${waiting}…`;
   }
   ui.conn.textContent = pill;
+  // Presence is stale while this page is disconnected: every dot greys until it is back.
+  ui.chat.dataset.link = state === State.CONNECTED ? "up" : "down";
   ui.conn.dataset.state = state;
   ui.conn.classList.toggle("active", app.client !== null);
   ui.banner.dataset.state = state;
@@ -413,10 +442,15 @@ function onMessage(msg) {
   conv.messages.set(msg.mid, msg);
   if (isReply(msg) && isNew) onReply(conv, msg);
   app.typing.stopped(conv.key, msg.from); // their message ends their indicator
+  const mentionsMe = (msg.mentions || []).includes(app.me);
   if (isVisible(conv)) markRead(conv);
   else if (msg.from !== app.me && msg.seq > conv.marker) {
     conv.unread += 1;
-    if ((msg.mentions || []).includes(app.me)) conv.mentions += 1;
+    if (mentionsMe) conv.mentions += 1;
+    if (isNew && (conv.kind === "dm" || mentionsMe)) {
+      const where = conv.kind === "dm" ? msg.from : `${msg.from} in # ${conv.title || conv.name}`;
+      notify.show(where, bodyText(msg.body), conv.key, () => openConversation(conv.key));
+    }
   }
   renderSidebar();
   if (conv.key === app.openKey) renderMessages();
@@ -728,7 +762,26 @@ function onJoined(reply) {
 
 // The inbox of the connect reply: the user's rooms (joined on any device) and direct
 // conversations, with their titles; the room list is made from it.
-function onConversations({ conversations }) {
+function onConversations({ conversations, more, cursor }) {
+  app.counted = new Set();
+  addInbox(conversations);
+  if (more && cursor) loadMoreInbox(cursor, INBOX_PAGES);
+}
+
+/** The inbox's later pages, while there are more (at most `pages` of them). */
+function loadMoreInbox(cursor, pages) {
+  if (pages <= 0 || app.client === null) return;
+  app.client
+    .moreConversations({ before: cursor })
+    .then((page) => {
+      addInbox(page.conversations);
+      if (page.more && page.cursor) loadMoreInbox(page.cursor, pages - 1);
+    })
+    .catch(() => {}); // the conversations known so far stay listed
+}
+
+/** Entries of the inbox: rooms and direct conversations with their titles and counts. */
+function addInbox(conversations) {
   for (const entry of conversations) {
     if (typeof entry.room === "string") {
       const conv = ensureRoom(entry.room);
@@ -737,10 +790,17 @@ function onConversations({ conversations }) {
     } else if (typeof entry.with === "string") {
       addDm(entry.with);
     }
+    const conv = convOfMarker(entry);
+    if (conv && Number.isInteger(entry.unread) && Number.isInteger(entry.marker)) {
+      app.counted.add(conv.key);
+      setCounts(conv, entry.marker, entry);
+      if (isVisible(conv)) markRead(conv);
+    }
   }
   saveLists();
   renderSidebar();
   if (app.openKey) renderHeader();
+  reopenLast();
 }
 
 /** The conversation of `kind` ("room" or "dm") named `name`, made if new: `{conv, created}`. */
@@ -948,7 +1008,12 @@ function openConversation(key) {
     readObserver.disconnect();
     ui.messageList.replaceChildren();
   }
+  if (app.openKey !== key) {
+    conv.divider = conv.unread > 0 ? conv.marker : null;
+    conv.dividerShown = false;
+  }
   app.openKey = key;
+  localStorage.setItem(`actorim.open.${app.me}`, key);
   markRead(conv);
   ui.empty.hidden = true;
   ui.open.hidden = false;
@@ -965,6 +1030,7 @@ function openConversation(key) {
 
 function closeConversation() {
   closeThread();
+  if (app.openKey !== null) localStorage.removeItem(`actorim.open.${app.me}`);
   app.openKey = null;
   app.rendered.clear();
   app.visibleUnread.clear();
@@ -999,7 +1065,7 @@ async function loadOlder(conv) {
   }
   if (conv.key !== app.openKey) return;
   if (isVisible(conv)) markRead(conv);
-  renderMessages({ prepend: true });
+  renderMessages(oldest === null ? { bottom: true } : { prepend: true });
   // Keep loading while the page does not fill the view, so that scrolling back is possible.
   const box = ui.messages;
   if (conv.more && conv.loaded && box.scrollHeight <= box.clientHeight) loadOlder(conv);
@@ -1120,6 +1186,35 @@ function renderSidebar() {
   ui.roomList.replaceChildren(...orElse(rooms, "No rooms yet"));
   ui.dmList.replaceChildren(...orElse(dms, "No conversations yet"));
   ui.peopleList.replaceChildren(...orElse(persons, "Nobody around yet"));
+  renderTitle();
+}
+
+/** The unread total in the tab's title, so that it shows from another tab. */
+function renderTitle() {
+  let total = 0;
+  for (const conv of app.convs.values()) total += conv.unread;
+  const text = total >= UNREAD_COUNT_MAX ? `${UNREAD_COUNT_MAX}+` : String(total);
+  document.title = total ? `(${text}) ${TITLE}` : TITLE;
+}
+
+function renderNotify() {
+  const state = notify.buttonState();
+  ui.notifyToggle.hidden = state === "unsupported";
+  ui.notifyToggle.dataset.state = state;
+  ui.notifyToggle.setAttribute("aria-pressed", state === "on" ? "true" : "false");
+  ui.notifyToggle.disabled = state === "blocked";
+  ui.notifyToggle.textContent = {
+    on: "Notifications on",
+    off: "Notify me",
+    blocked: "Notifications blocked",
+    unsupported: "",
+  }[state];
+  ui.notifyToggle.title = {
+    on: "Desktop notifications for direct messages and mentions: on (click to turn off)",
+    off: "Get desktop notifications for direct messages and mentions",
+    blocked: "The browser blocks notifications from this page: allow them in its settings",
+    unsupported: "",
+  }[state];
 }
 
 function renderHeader() {
@@ -1131,6 +1226,7 @@ function renderHeader() {
   ui.leave.hidden = !isRoom;
   ui.editRoom.hidden = !isRoom;
   ui.members.hidden = !isRoom;
+  ui.membersMore.hidden = !isRoom || !conv.rosterCursor;
   if (!isRoom) ui.roomEditForm.hidden = true;
   if (isRoom) {
     // Every member, online or not (offline ones greyed); before the list arrives, those in
@@ -1165,12 +1261,14 @@ function renderHeader() {
 
 // A room's members, online or not: the first page of the members command (enough for the
 // page's list; the server bounds it).
-function loadRoster(conv) {
+function loadRoster(conv, { more = false } = {}) {
   if (app.link.state !== State.CONNECTED) return;
   app.client
-    .members(conv.name)
-    .then(({ members }) => {
-      conv.roster = members;
+    .members(conv.name, { cursor: more ? conv.rosterCursor ?? undefined : undefined })
+    .then(({ members, cursor }) => {
+      const known = more ? conv.roster.filter((m) => !members.some((n) => n.user === m.user)) : [];
+      conv.roster = [...known, ...members];
+      conv.rosterCursor = cursor || null;
       for (const m of members) if (!app.presence.has(m.user)) app.presence.set(m.user, m.status);
       watchUsers(members.map((m) => m.user));
       if (conv.key === app.openKey) renderHeader();
@@ -1299,13 +1397,18 @@ function messageElement(conv, item, { cache = app.rendered, inThread = false } =
   const chips = JSON.stringify(item.reactions || []);
   const replies = summaryOf(item)?.count ?? "";
   const answered = isReply(item) && app.thread?.replies.get(item.reply_to)?.deleted ? "q" : "";
+  const expanded = app.expanded.has(key) ? "e" : "";
   const sig = `${status ? status[0] : ""}|${item.edited ?? ""}|${item.deleted ? "x" : ""}|${chips}`
-    + `|${replies}|${answered}`;
+    + `|${replies}|${answered}|${expanded}`;
   const cached = cache.get(key);
   if (cached && cached.sig === sig) return cached.el;
   const root = isReply(item) ? item.thread : item.mid;
+  const text = item.deleted ? "" : bodyText(item.body);
+  const long = isLong(text);
+  const mentionsMe = !mine && (item.mentions || []).includes(app.me);
   const node = el("li", {
-      class: `message${mine ? " mine" : ""}${item.mid ? "" : " pending"}`,
+      class: `message${mine ? " mine" : ""}${item.mid ? "" : " pending"}`
+        + `${mentionsMe ? " mentions-me" : ""}`,
       "data-testid": "message",
       "data-mid": item.mid,
       "data-seq": item.seq,
@@ -1341,7 +1444,27 @@ function messageElement(conv, item, { cache = app.rendered, inThread = false } =
     item.deleted
       ? el("div", { class: "bubble deleted", "data-testid": "message-body", "data-deleted": true,
           text: "Message deleted" })
-      : el("div", { class: "bubble", "data-testid": "message-body", text: bodyText(item.body) }),
+      : el("div", {
+          class: `bubble${long && !expanded ? " collapsed" : ""}`,
+          "data-testid": "message-body",
+          id: item.mid ? `body-${item.mid}` : undefined,
+        }, ...renderText(text, app.me)),
+    long && !item.deleted
+      ? el("button", {
+          type: "button",
+          class: "link-button show-more",
+          "data-testid": "show-more",
+          "aria-expanded": expanded ? "true" : "false",
+          "aria-controls": item.mid ? `body-${item.mid}` : undefined,
+          text: expanded ? "Show less" : "Show more",
+          onclick: () => {
+            if (app.expanded.has(key)) app.expanded.delete(key);
+            else app.expanded.add(key);
+            if (inThread) renderThread();
+            else renderMessages();
+          },
+        })
+      : null,
     reactionChips(item),
     inThread ? null : threadLink(conv, item),
     status
@@ -1373,7 +1496,7 @@ function renderMessages({ bottom = false, prepend = false } = {}) {
   const stored = [...conv.messages.values()].filter((m) => !isReply(m)).sort((a, b) => a.seq - b.seq);
   const pending = [...conv.pending.values()].sort((a, b) => a.ts - b.ts);
   const items = [...stored, ...pending];
-  const nodes = items.map((item) => messageElement(conv, item));
+  const nodes = listRows(conv, items);
   const keep = new Set(items.map((item) => (item.mid ? `m:${item.mid}` : `p:${item.cid}`)));
   for (const key of [...app.rendered.keys()]) {
     if (!keep.has(key)) {
@@ -1383,8 +1506,49 @@ function renderMessages({ bottom = false, prepend = false } = {}) {
   }
   ui.messageList.replaceChildren(...nodes);
   renderHistoryStatus(conv);
-  if (bottom || (atBottom && !prepend)) box.scrollTop = box.scrollHeight;
+  const divider = ui.messageList.querySelector('[data-testid="new-divider"]');
+  if (bottom && divider && !conv.dividerShown) {
+    // Opened with unread messages: start at the first of them.
+    conv.dividerShown = true;
+    box.scrollTop = Math.max(0, divider.offsetTop - box.offsetTop - NEAR_TOP_PX * 2);
+  } else if (bottom || (atBottom && !prepend)) box.scrollTop = box.scrollHeight;
   else if (prepend) box.scrollTop = box.scrollHeight - fromBottom;
+  renderJump();
+}
+
+/** The rows of the message list: messages (an author's run grouped under one name and time),
+ * a separator where the day changes, and "New messages" above the first unread one. */
+function listRows(conv, items) {
+  const rows = [];
+  let prev = null;
+  let dividerPlaced = conv.divider === null;
+  for (const item of items) {
+    const from = item.mid ? item.from : app.me;
+    const newDay = prev === null || startOfDay(prev.ts) !== startOfDay(item.ts);
+    if (newDay) {
+      rows.push(el("li", { class: "day", "data-testid": "day-separator" },
+        el("span", { text: dayLabel(item.ts) })));
+    }
+    let divided = false;
+    if (!dividerPlaced && item.mid && item.seq > conv.divider && from !== app.me) {
+      rows.push(el("li", { class: "new-divider", "data-testid": "new-divider" },
+        el("span", { text: "New messages" })));
+      dividerPlaced = divided = true;
+    }
+    const node = messageElement(conv, item);
+    const grouped = !newDay && !divided && prev !== null && prev.from === from
+      && item.ts - prev.ts < GROUP_MS && !prev.deleted;
+    node.classList.toggle("grouped", grouped);
+    rows.push(node);
+    prev = { ts: item.ts, from, deleted: item.deleted };
+  }
+  return rows;
+}
+
+/** "Jump to latest" while the view is more than half a screen above the newest message. */
+function renderJump() {
+  const box = ui.messages;
+  ui.jump.hidden = box.scrollHeight - box.scrollTop - box.clientHeight <= box.clientHeight / 2;
 }
 
 // -- wiring ---------------------------------------------------------------------------------------
@@ -1404,6 +1568,14 @@ ui.tokenForm.addEventListener("submit", (event) => {
 });
 
 ui.signout.addEventListener("click", signOut);
+ui.notifyToggle.addEventListener("click", async () => {
+  await notify.toggle().catch(() => null);
+  renderNotify();
+});
+ui.membersMore.addEventListener("click", () => {
+  const conv = openConv();
+  if (conv && conv.kind === "room") loadRoster(conv, { more: true });
+});
 ui.retry.addEventListener("click", () => app.client?.connect().catch(() => {}));
 
 ui.joinForm.addEventListener("submit", (event) => {
@@ -1463,10 +1635,42 @@ ui.input.addEventListener("keydown", (event) => {
     stopEditing();
     return;
   }
+  if (event.key === "ArrowUp" && !ui.input.value && app.editing === null) {
+    const mine = lastOwnMessage(openConv());
+    if (mine) {
+      event.preventDefault();
+      startEditing(mine);
+    }
+    return;
+  }
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     ui.composer.requestSubmit();
   }
+});
+
+/** This user's newest message in `conv` that can still be edited (not deleted, not a reply). */
+function lastOwnMessage(conv) {
+  if (!conv) return null;
+  let last = null;
+  for (const msg of conv.messages.values()) {
+    if (msg.from === app.me && !msg.deleted && !isReply(msg) && typeof msg.body === "string"
+        && (last === null || msg.seq > last.seq)) last = msg;
+  }
+  return last;
+}
+
+// Escape closes what is open on top of the conversation: the room's edit form, the thread.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented || ui.directory.open) return;
+  if (!ui.roomEditForm.hidden) {
+    ui.roomEditForm.hidden = true;
+    ui.editRoom.focus();
+  } else if (app.thread) {
+    closeThread();
+    ui.input.focus();
+  } else return;
+  event.preventDefault();
 });
 
 ui.input.addEventListener("input", () => {
@@ -1512,7 +1716,14 @@ ui.threadMessages.addEventListener("scroll", () => {
   if (app.thread && ui.threadMessages.scrollTop < NEAR_TOP_PX) loadThread(app.thread);
 });
 
+ui.jump.addEventListener("click", () => {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  renderJump();
+  ui.input.focus();
+});
+
 ui.messages.addEventListener("scroll", () => {
+  renderJump();
   const conv = openConv();
   if (conv && ui.messages.scrollTop < NEAR_TOP_PX) loadOlder(conv);
 });
