@@ -42,9 +42,13 @@ window.Notification = class extends Real {
 """
 
 
+# Small pages, so that the page's paging of the inbox and of member lists shows.
+PAGE_ARGS = ("--inbox-limit", "2", "--member-list-limit", "3")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from _running(tmp_path_factory.mktemp("everyday"))
+    yield from _running(tmp_path_factory.mktemp("everyday"), PAGE_ARGS)
 
 
 def writer(server: ServerProcess, user: str, *rooms: str) -> Client:
@@ -151,13 +155,13 @@ def test_badges_come_with_the_connect_reply_and_the_keyboard_edits_and_closes(
     from playwright.sync_api import expect
 
     errors: list[str] = []
-    rex = writer(server, "rex", "keys")
-    for n in range(3):
-        rex.ok("send", room="keys", body=f"before you came {n}")
     page = _page(browser, server.base, "sol", errors)
     _join(page, "keys")
+    expect(page.get_by_test_id("history-status")).to_have_text("No messages yet")
     page.context.close()
+    rex = writer(server, "rex", "keys")
     rex.ok("send", room="keys", body="while you were away")
+    rex.ok("send", room="keys", body="and again")
     # A new device: its rooms and their counts come from the connect reply alone.
     sent: list[str] = []
     fresh = browser.new_context(viewport=DESKTOP).new_page()
@@ -166,7 +170,7 @@ def test_badges_come_with_the_connect_reply_and_the_keyboard_edits_and_closes(
     fresh.get_by_test_id("signin-name").fill("sol")
     fresh.get_by_test_id("signin-submit").click()
     badge = fresh.locator('[data-testid="room-item"][data-room="keys"] [data-testid="unread"]')
-    expect(badge).to_have_text("1")
+    expect(badge).to_have_text("2")
     assert not any('"t":"unread"' in frame for frame in sent), sent
     _open(fresh, "room-item", "keys")
     _say(fresh, "first try")
@@ -191,4 +195,33 @@ def test_badges_come_with_the_connect_reply_and_the_keyboard_edits_and_closes(
     expect(composer).to_be_focused()
     rex.close()
     fresh.context.close()
+    assert errors == []
+
+
+def test_the_inbox_and_member_lists_page_beyond_their_first_page(
+    browser: Any,  # noqa: F811
+    server: ServerProcess,
+) -> None:
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    crowd = [writer(server, f"crowd{n}", "crowd") for n in range(4)]
+    rooms = ["page-a", "page-b", "page-c", "page-d"]
+    tess = writer(server, "tess", "crowd", *rooms)
+    tess.close()
+    # Five rooms at two a page: the sidebar lists them all.
+    page = _page(browser, server.base, "tess", errors)
+    for room in ["crowd", *rooms]:
+        expect(page.locator(f'[data-testid="room-item"][data-room="{room}"]')).to_have_count(1)
+    # Five members at three a page: "More members" shows the rest, then goes.
+    _open(page, "room-item", "crowd")
+    members = page.get_by_test_id("member")
+    expect(members).to_have_count(3)
+    more = page.get_by_test_id("members-more")
+    more.click()
+    expect(members).to_have_count(5)
+    expect(more).to_be_hidden()
+    for client in crowd:
+        client.close()
+    page.context.close()
     assert errors == []

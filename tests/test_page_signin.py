@@ -13,16 +13,18 @@ from tests.support import Client
 from tests.test_browser import (
     BROWSER_SECRET,
     EXPECT_TIMEOUT_MS,
-    TOKEN_ARGS,
     ServerProcess,
     browser,  # noqa: F401  (the module's Chromium)
 )
-from tests.test_server_tokens import short_ttl_s
 
 pytestmark = pytest.mark.process
 
 TOKEN_URL = "/app/token"
 LOGIN_URL = "/app/login"
+# A short token's life: long enough for a loaded machine to open the page with it, short enough
+# to wait for its end. Every token shorter than the notice gets the refresh event at once.
+SHORT_TTL_S = 3
+TOKEN_ARGS = ("--token-refresh-notice", "30", "--token-expiry-grace", "0.5")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_a_fragment_token_signs_in_leaves_the_address_bar_and_is_renewed_by_the_
 
     errors: list[str] = []
     page = _page(browser, errors)
-    short = mint("hal", short_ttl_s())
+    short = mint("hal", SHORT_TTL_S)
     handed = _application(page, production.base, lambda: mint("hal", 3600))
     with page.expect_request(f"{production.base}{TOKEN_URL}"):
         page.goto(f"{production.base}/#token={short}")
@@ -146,7 +148,7 @@ def test_signed_out_of_the_application_the_page_returns_to_its_sign_in_form_and_
     errors: list[str] = []
     page = _page(browser, errors)
     _application(page, production.base, lambda: None)
-    page.goto(f"{production.base}/#token={mint('ida', short_ttl_s())}")
+    page.goto(f"{production.base}/#token={mint('ida', SHORT_TTL_S)}")
     # The server's refresh event finds nobody signed in at the application.
     expect(page.get_by_test_id("signin-error")).to_have_text(
         "You are signed out of the application: sign in again."

@@ -139,6 +139,7 @@ const app = {
   expanded: new Set(), // item keys of long messages the user expanded
   counted: new Set(), // conversations whose counts came with this connection's inbox
   reopen: null, // the conversation open before the reload, opened once it is known
+  inboxCursor: null, // where the inbox's next page starts, until the link is up to ask for it
   bannerTimer: null,
   noticeTimer: null,
   typing: new TypingTracker(), // who is typing in which conversation (conv key)
@@ -383,6 +384,8 @@ function onState({ state, delay, final, code }) {
   if (state === State.CONNECTED) {
     app.everConnected = true;
     refreshPresence();
+    if (app.inboxCursor !== null) loadMoreInbox(app.inboxCursor, INBOX_PAGES);
+    app.inboxCursor = null;
     refreshCounts([...app.convs.values()].filter((conv) => !app.counted.has(conv.key)));
     const conv = openConv();
     if (conv && !conv.loaded) loadOlder(conv);
@@ -765,7 +768,8 @@ function onJoined(reply) {
 function onConversations({ conversations, more, cursor }) {
   app.counted = new Set();
   addInbox(conversations);
-  if (more && cursor) loadMoreInbox(cursor, INBOX_PAGES);
+  // The connect reply comes before the link counts as up: the rest is asked for once it is.
+  app.inboxCursor = more && cursor ? cursor : null;
 }
 
 /** The inbox's later pages, while there are more (at most `pages` of them). */
