@@ -179,3 +179,41 @@ def test_day_separators_say_today_yesterday_and_the_date(
     labels = page.evaluate(DAYS_JS)
     context.close()
     assert labels == ["Today", "Yesterday", "Tuesday 12 May", "31 December 2025"]
+
+
+def test_the_reaction_picker_works_by_keyboard_and_a_second_pick_takes_it_back(
+    browser: Any,  # noqa: F811
+    server: ServerProcess,
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    errors: list[str] = []
+    uma = _sign_in(browser, server.base, "uma", DESKTOP, errors)
+    _join(uma, "picks")
+    _say(uma, "pick one")
+    message = uma.locator('[data-testid="message"][data-mid]', has_text="pick one")
+    expect(message).to_have_count(1)
+    more = message.get_by_test_id("react-more")
+    more.click()
+    picker = message.get_by_test_id("reaction-picker")
+    expect(picker).to_be_visible()
+    expect(more).to_have_attribute("aria-expanded", "true")
+    expect(picker.get_by_test_id("react-choice").first).to_be_focused()
+    # Escape closes the picker alone, and the focus goes back to its button.
+    uma.keyboard.press("Escape")
+    expect(picker).to_have_count(0)
+    expect(more).to_be_focused()
+    # Open again, move right once, choose: the second reaction is hers.
+    uma.keyboard.press("Enter")
+    uma.keyboard.press("ArrowRight")
+    uma.keyboard.press("Enter")
+    chip = message.locator('[data-testid="reaction"][data-key="❤️"]')
+    expect(chip).to_have_attribute("data-me", "true")
+    expect(chip).to_have_attribute("aria-label", "❤️ 1, yours among them")
+    # The same choice again takes it back.
+    message.get_by_test_id("react-more").click()
+    message.locator('[data-testid="react-choice"][data-key="❤️"]').click()
+    expect(chip).to_have_count(0)
+    uma.context.close()
+    assert errors == []

@@ -17,6 +17,7 @@ import {
 } from "./signin.js";
 import { dayLabel, isLong, renderText, startOfDay } from "./render.js";
 import * as notify from "./notify.js";
+import { openPicker } from "./picker.js";
 
 // Messages fetched per history page, on opening a conversation and on scrolling back.
 const HISTORY_PAGE = 30;
@@ -540,6 +541,7 @@ function reactionChips(item) {
         "data-me": r.me ? "true" : "false",
         "aria-pressed": r.me ? "true" : "false",
         title: r.me ? "Remove your reaction" : "React with this too",
+        "aria-label": `${r.key} ${r.count}${r.me ? ", yours among them" : ""}`,
         text: `${r.key} ${r.count}`,
         onclick: () => toggleReaction(item.mid, r.key, !r.me),
       })));
@@ -1431,7 +1433,16 @@ function messageElement(conv, item, { cache = app.rendered, inThread = false } =
         ? el("span", { class: "actions" },
             el("button", { type: "button", class: "link-button", "data-testid": "react-message",
               text: QUICK_REACTION, title: `React with ${QUICK_REACTION}`,
+              "aria-label": `React with ${QUICK_REACTION}`,
               onclick: () => toggleReaction(item.mid, QUICK_REACTION, true) }),
+            el("button", { type: "button", class: "link-button", "data-testid": "react-more",
+              text: "React…", "aria-haspopup": "true", "aria-expanded": "false",
+              title: "Pick a reaction",
+              onclick: (event) => {
+                const mine = (key) => (item.reactions || []).some((r) => r.key === key && r.me);
+                openPicker(event.currentTarget, (key) => toggleReaction(item.mid, key, !mine(key)),
+                  mine);
+              } }),
             el("button", { type: "button", class: "link-button", "data-testid": "reply-message",
               text: "Reply", title: "Reply in a thread",
               onclick: () => openThread(conv, root, item.mid) }),
