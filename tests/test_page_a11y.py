@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Client, http_get
+from tests.page_support import dev_client
 from tests.test_browser import (
     DESKTOP,
     EXPECT_TIMEOUT_MS,
@@ -47,21 +47,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield from _running(process_dir)
 
 
-def connected(server: ServerProcess, user: str) -> Client:
-    _, _, body = http_get(f"{server.base}/dev/token?user={user}")
-    client = Client(f"ws://127.0.0.1:{server.port}/ws")
-    client.connect(json.loads(body)["token"])
-    return client
-
-
 @pytest.fixture(scope="module")
 def conversation(server: ServerProcess) -> Iterator[str]:
     """A room with what a day of chat holds: runs of messages, Markdown, a link, a mention of
     the viewer, a reaction, a thread; the root's mid."""
     ada, ben, viewer = (
-        connected(server, "ada"),
-        connected(server, "ben"),
-        connected(server, "viewer"),
+        dev_client(server, "ada"),
+        dev_client(server, "ben"),
+        dev_client(server, "viewer"),
     )
     for client in (ada, ben, viewer):
         client.ok("join", room="design")

@@ -5,14 +5,13 @@ keyboard (up-arrow edits one's last message, Escape closes the thread)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import Client, http_get
+from tests.page_support import dev_client
 from tests.test_browser import (
     DESKTOP,
     EXPECT_TIMEOUT_MS,
@@ -51,15 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield from _running(tmp_path_factory.mktemp("everyday"), PAGE_ARGS)
 
 
-def writer(server: ServerProcess, user: str, *rooms: str) -> Client:
-    _, _, body = http_get(f"{server.base}/dev/token?user={user}")
-    client = Client(f"ws://127.0.0.1:{server.port}/ws")
-    client.connect(json.loads(body)["token"])
-    for room in rooms:
-        client.ok("join", room=room)
-    return client
-
-
 def _page(browser: Any, base: str, user: str, errors: list[str], **context: Any) -> Any:  # noqa: F811
     from playwright.sync_api import expect
 
@@ -89,7 +79,7 @@ def test_title_counts_notifications_follow_the_button_and_a_reload_reopens_the_c
     button.click()
     expect(button).to_have_text("Notifications on")
     expect(button).to_have_attribute("aria-pressed", "true")
-    bob = writer(server, "obi", "quiet")
+    bob = dev_client(server, "obi", "quiet")
     bob.ok("send", to="nia", body="psst, a direct message")
     bob.ok("send", room="quiet", body="hey @nia look")
     bob.ok("send", room="quiet", body="no mention here")
@@ -131,7 +121,7 @@ def test_presence_dots_grey_while_the_page_is_disconnected(
     try:
         page = _page(browser, own.base, "pia", errors)
         _join(page, "dots")
-        quinn = writer(own, "quinn", "dots")
+        quinn = dev_client(own, "quinn", "dots")
         member = page.locator('[data-testid="member"][data-user="quinn"]')
         expect(member).to_have_attribute("data-status", "online")
         dot = member.locator(".dot")
@@ -159,7 +149,7 @@ def test_badges_come_with_the_connect_reply_and_the_keyboard_edits_and_closes(
     _join(page, "keys")
     expect(page.get_by_test_id("history-status")).to_have_text("No messages yet")
     page.context.close()
-    rex = writer(server, "rex", "keys")
+    rex = dev_client(server, "rex", "keys")
     rex.ok("send", room="keys", body="while you were away")
     rex.ok("send", room="keys", body="and again")
     # A new device: its rooms and their counts come from the connect reply alone.
@@ -205,9 +195,9 @@ def test_the_inbox_and_member_lists_page_beyond_their_first_page(
     from playwright.sync_api import expect
 
     errors: list[str] = []
-    crowd = [writer(server, f"crowd{n}", "crowd") for n in range(4)]
+    crowd = [dev_client(server, f"crowd{n}", "crowd") for n in range(4)]
     rooms = ["page-a", "page-b", "page-c", "page-d"]
-    tess = writer(server, "tess", "crowd", *rooms)
+    tess = dev_client(server, "tess", "crowd", *rooms)
     tess.close()
     # Five rooms at two a page: the sidebar lists them all.
     page = _page(browser, server.base, "tess", errors)

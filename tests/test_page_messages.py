@@ -4,13 +4,12 @@ messages" at the read marker, "Jump to latest", and long messages collapsed."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support import Client, http_get
+from tests.page_support import dev_client
 from tests.test_browser import (
     DESKTOP,
     EXPECT_TIMEOUT_MS,
@@ -30,15 +29,6 @@ pytestmark = pytest.mark.process
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One development server for the module: each test talks in rooms of its own."""
     yield from _running(tmp_path_factory.mktemp("messages"))
-
-
-def writer(server: ServerProcess, user: str, room: str) -> Client:
-    """``user`` connected from Python and in ``room``, to write what a page then shows."""
-    _, _, body = http_get(f"{server.base}/dev/token?user={user}")
-    client = Client(f"ws://127.0.0.1:{server.port}/ws")
-    client.connect(json.loads(body)["token"])
-    client.ok("join", room=room)
-    return client
 
 
 HOSTILE = (
@@ -61,7 +51,7 @@ def test_markdown_links_and_mentions_render_and_hostile_input_stays_inert(
     errors: list[str] = []
     alice = _sign_in(browser, server.base, "alice", DESKTOP, errors)
     _join(alice, "hostile")
-    bob = writer(server, "bob", "hostile")
+    bob = dev_client(server, "bob", "hostile")
     bob.ok("send", room="hostile", body=HOSTILE)
     bob.close()
     body = alice.locator('[data-testid="message"][data-from="bob"] [data-testid="message-body"]')
@@ -106,7 +96,7 @@ def test_runs_days_new_messages_divider_jump_to_latest_and_collapsed_long_messag
     alice = _sign_in(browser, server.base, "alice2", {"width": 900, "height": 600}, errors)
     _join(alice, "other")
     _join(alice, "reading")
-    bob = writer(server, "bob2", "reading")
+    bob = dev_client(server, "bob2", "reading")
     for n in range(3):
         bob.ok("send", room="reading", body=f"run {n}")
     _say(alice, "my answer")
