@@ -1172,6 +1172,7 @@ function renderSidebar() {
           el("button", { type: "button", onclick: open, "aria-current": active ? "true" : null },
             dot(conv.name),
             el("span", { class: "name", text: conv.name }),
+            el("span", { class: "sr-only", text: `, ${app.presence.get(conv.name) || "offline"}` }),
             badge(conv.unread, conv.mentions))),
       );
     }
