@@ -868,6 +868,10 @@ function convOfMarker(where) {
  * whose `seq` is the marker); an older marker than the one held changes nothing. */
 function setCounts(conv, marker, { unread, mentions }) {
   if (marker < conv.marker) return;
+  // Open before its counts were known (a reload reopening it): "New messages" goes here.
+  if (isVisible(conv) && unread > 0 && conv.divider === null && !conv.dividerShown) {
+    conv.divider = marker;
+  }
   conv.marker = marker;
   conv.unread = isVisible(conv) ? 0 : unread;
   conv.mentions = isVisible(conv) ? 0 : mentions;
