@@ -5,6 +5,7 @@ the way back to the sign-in form when the application no longer signs the person
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +217,33 @@ def test_an_expired_token_is_refused_on_the_form(
     )
     page.context.close()
     assert errors == []
+
+
+def test_without_a_token_endpoint_a_handed_token_lasts_until_its_end_then_the_form_says_so(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    args = (*TOKEN_ARGS, "--allowed-origins", "*")
+    own = ServerProcess(tmp_path / "data", tmp_path / "server.log", args, dev=False)
+    own.start()
+    try:
+        errors: list[str] = []
+        page = _page(browser, errors)
+        page.goto(f"{own.base}/#token={mint('max', SHORT_TTL_S)}")
+        expect(page.get_by_test_id("me")).to_have_text("max")
+        # No endpoint to renew it: the server closes the connection 4001 at the token's end,
+        # and the page goes back to its form instead of retrying a spent token.
+        expect(page.get_by_test_id("signin-error")).to_have_text(
+            "Your sign-in has ended (the token expired or was revoked): sign in again."
+        )
+        expect(page.get_by_test_id("chat")).to_be_hidden()
+        # The spent token is forgotten: a reload stays on the form.
+        page.reload()
+        expect(page.get_by_test_id("signin-token")).to_be_visible()
+        expect(page.get_by_test_id("chat")).to_be_hidden()
+        page.context.close()
+        assert errors == []
+    finally:
+        own.kill()
