@@ -183,6 +183,11 @@ def test_badges_come_with_the_connect_reply_and_the_keyboard_edits_and_closes(
     fresh.keyboard.press("Escape")
     expect(panel).to_be_hidden()
     expect(composer).to_be_focused()
+    # Deleting a message moves the focus from its vanished button to the composer.
+    fresh.on("dialog", lambda dialog: dialog.accept())
+    mine.nth(1).get_by_test_id("delete-message").click()
+    expect(mine.nth(1).get_by_test_id("message-body")).to_have_text("Message deleted")
+    expect(composer).to_be_focused()
     rex.close()
     fresh.context.close()
     assert errors == []

@@ -740,9 +740,12 @@ function saveEdit(mid, text) {
 }
 
 function deleteMessage(mid) {
+  // The Delete button goes with the message: the focus goes to the composer of its pane.
+  const inThread = document.activeElement?.closest(".thread-panel") != null;
   if (!window.confirm("Delete this message for everyone?")) return;
   if (app.editing === mid) stopEditing();
   app.client.delete(mid).catch((err) => showNotice(err.message));
+  (inThread ? ui.threadInput : ui.input).focus();
 }
 
 function onJoined(reply) {
