@@ -390,8 +390,9 @@ class ConnectionActor(GeventActor):
             self.ctx.broker.publish_to_user(user, frame, origin=link)
         state = self._ask_router(RoomFor(name))
         title, topic = (info.title, info.topic) if info is not None else ("", "")
+        role = standing.role if standing is not None else "member"
         join = JoinRoom(
-            link, command.id, command.since, command.epoch, title, topic, outcome is not None
+            link, command.id, command.since, command.epoch, title, topic, outcome is not None, role
         )
         if not tell_join(state, join):
             raise Unavailable(f"room {name!r} is restarting")

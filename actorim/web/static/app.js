@@ -1,6 +1,7 @@
 // The actorim chat page: rooms, direct messages, presence and receipts over ActorimClient.
 
 import { ActorimClient, State, TypingTracker, newCid } from "./actorim.js";
+import { installModeration } from "./moderation.js";
 
 // Messages fetched per history page, on opening a conversation and on scrolling back.
 const HISTORY_PAGE = 30;
@@ -227,6 +228,10 @@ async function signIn(user) {
   client.on("reaction", onReaction);
   client.on("typing", onTyping);
   client.on("error", ({ message }) => showNotice(message));
+  installModeration({
+    client, me: user, showNotice, messages: ui.messages,
+    currentRoom: () => (openConv()?.kind === "room" ? openConv().name : null),
+  });
   client.connect().catch((err) => showNotice(err.message));
 
   const saved = loadLists();
