@@ -37,6 +37,7 @@ __all__ = [
     "APPLICATION",
     "FOREVER_MS",
     "ROLES",
+    "ROLE_ACTION",
     "SANCTIONS",
     "AuditEntry",
     "Refusal",

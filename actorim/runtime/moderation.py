@@ -23,6 +23,7 @@ from actorim.domain.messages import DELETE, new_mid, room_conv
 from actorim.domain.moderation import (
     APPLICATION,
     FOREVER_MS,
+    ROLE_ACTION,
     AuditEntry,
     Refusal,
     Standing,
@@ -221,7 +222,7 @@ class Moderation:
 
         def run(store: Store) -> AuditEntry:
             old = store.standings(room, [user]).get(user, _PLAIN)
-            entry = AuditEntry(new_mid(now_ms), room, now_ms, by, "role", user, role=role)
+            entry = AuditEntry(new_mid(now_ms), room, now_ms, by, ROLE_ACTION, user, role=role)
             store.moderate(room, user, replace(old, role=role), entry)
             return entry
 
