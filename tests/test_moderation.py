@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from actorim.client import Client as PythonClient
+from actorim.client import ServerError
 from actorim.domain.apikeys import new_api_key
 from actorim.domain.auth import TokenAuthority
 from actorim.domain.moderation import AuditEntry
@@ -37,14 +39,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[ServerProcess]:
-    moderation_events = [
-        "moderation.kicked",
-        "moderation.banned",
-        "moderation.unbanned",
-        "moderation.muted",
-        "moderation.unmuted",
-        "moderation.deleted",
-    ]
+    moderation_events = list(MODERATION_EVENTS.values())
     hooks = [{"url": receiver.url, "secret": HOOK_SECRET, "events": moderation_events}]
     server = ServerProcess(
         tmp_path_factory.mktemp("moderation-node"),
@@ -314,3 +309,23 @@ def test_webhook_payloads_are_the_documented_audit_entry() -> None:
     entry = AuditEntry("e1", "lobby", 5, "al", "mute", "bo", "why", 65)
     assert moderation_payload(entry) == json.loads(json.dumps(entry.as_json()))
     assert set(MODERATION_EVENTS) == {"kick", "ban", "unban", "mute", "unmute", "delete"}
+
+
+def test_the_python_client_moderates_and_its_user_hears_of_it(
+    node: ServerProcess, connect: Callable[[str], Client]
+) -> None:
+    bob = connect("bob8")
+    bob.ok("join", room="py1")
+    call(node, "PUT", "/rooms/py1/roles/mod8", {"role": "moderator"})
+    mod = PythonClient(node.url, TOKENS.mint("mod8"))
+    try:
+        mod.connect(timeout=10)
+        assert mod.join("py1", timeout=10)["role"] == "moderator"
+        entry = mod.moderate("py1", "mute", user="bob8", reason="hush", seconds=30, timeout=10)
+        assert entry["until"] - entry["ts"] == 30_000
+        assert bob.event("moderation", room="py1")["reason"] == "hush"
+        with pytest.raises(ServerError) as refused:
+            mod.moderate("py1", "kick", user="mod8", timeout=10)
+        assert refused.value.code == "outranked"
+    finally:
+        mod.close()
