@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import gevent
 import pytest
 
 from actorim.node import Node
@@ -56,3 +57,15 @@ def test_bad_arguments_raise_invalid_request_naming_them(
     with pytest.raises(InvalidRequest, match=words):
         call(node)
     assert node.audit("hall")["entries"] == []
+
+
+def test_two_sanctions_taken_at_once_both_hold(embed: Embedder) -> None:  # noqa: F811
+    node = embed.node()
+    calls = [
+        gevent.spawn(node.moderate, "hall", "mute", user="bo", by="a"),
+        gevent.spawn(node.moderate, "hall", "ban", user="bo", by="b"),
+    ]
+    gevent.joinall(calls, raise_error=True)
+    standing = node.standing("hall", "bo")
+    assert standing["muted_until"] is None and standing["banned_until"] is None
+    assert set(standing) == {"room", "user", "role", "muted_until", "banned_until"}

@@ -24,12 +24,14 @@ from actorim.domain.moderation import (
     APPLICATION,
     FOREVER_MS,
     ROLE_ACTION,
+    SANCTIONS,
     AuditEntry,
     Refusal,
     Standing,
     applied,
     check_action,
     check_role,
+    until_of,
 )
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import self_member_frame
@@ -193,24 +195,21 @@ class Moderation:
         now_ms = int(time.time() * 1000)
         duration_ms = None if for_s is None else int(for_s * 1000)
         ask = _Ask(room, action, by, user, mid, reason, duration_ms, application)
-        checked: tuple[AuditEntry, Standing, StoredMessage | None] | CommandError = ask_store(
-            self.ctx,
-            lambda store: self._check(store, ask, now_ms),
-            f"{action} in room {room!r}",
-        )
+
+        def check_and_keep(store: Store) -> tuple[AuditEntry, StoredMessage | None] | CommandError:
+            checked = self._check(store, ask, now_ms)
+            if not isinstance(checked, CommandError) and action != "delete":
+                self._keep(store, checked[0], ask)
+            return checked
+
+        checked = ask_store(self.ctx, check_and_keep, f"{action} in room {room!r}")
         if isinstance(checked, CommandError):
             raise checked
-        entry, standing, message = checked
+        entry, message = checked
         if message is not None:
+            # A delete is stored first, like the author's own; then it is on the record.
             self._delete(message, by, now_ms)
-        events = self.webhooks.for_moderation(entry)
-
-        def keep(store: Store) -> None:
-            if action in ("kick", "ban"):
-                store.leave_room(entry.target, room)
-            store.moderate(room, entry.target, standing, entry, events)
-
-        ask_store(self.ctx, keep, f"keep the {action} in room {room!r}")
+            ask_store(self.ctx, lambda store: self._keep(store, entry, ask), f"keep the {action}")
         self._announce(entry)
         return entry
 
@@ -253,10 +252,10 @@ class Moderation:
 
     def _check(
         self, store: Store, ask: _Ask, now_ms: int
-    ) -> tuple[AuditEntry, Standing, StoredMessage | None] | CommandError:
-        """Run on the store: the entry and standing the action leaves, the message a delete
-        deletes; or the CommandError that refuses it (returned: the store's errors are its
-        own)."""
+    ) -> tuple[AuditEntry, StoredMessage | None] | CommandError:
+        """Run on the store: the audit entry of the action, and the message a delete deletes;
+        or the CommandError that refuses it (returned: raised, it would read as the store's
+        own failure)."""
         room, action, by, user, mid = ask.room, ask.action, ask.by, ask.user, ask.mid
         application = ask.application
         message = None
@@ -280,8 +279,7 @@ class Moderation:
             return _refused(refusal, room, user, target.role, action)
         if action == "kick" and room not in store.rooms_of(user):
             return CommandError(ErrorCode.NOT_FOUND, f"{user!r} is not a member of room {room!r}")
-        standing = applied(target, action, now_ms=now_ms, duration_ms=ask.duration_ms)
-        until = standing.banned_until if action == "ban" else standing.muted_until
+        until = until_of(now_ms, ask.duration_ms) if action in SANCTIONS else 0
         entry = AuditEntry(
             new_mid(now_ms),
             room,
@@ -290,10 +288,21 @@ class Moderation:
             action,
             user,
             ask.reason,
-            until if action in ("ban", "mute") else 0,
+            until,
             mid,
         )
-        return entry, standing, message
+        return entry, message
+
+    def _keep(self, store: Store, entry: AuditEntry, ask: _Ask) -> None:
+        """Run on the store: keep what ``entry`` records, from the target's standing as it is
+        now (so that two moderators acting at once both count), with its webhook events; a
+        kick or ban ends the target's membership."""
+        user, room = entry.target, entry.room
+        now = store.standings(room, [user]).get(user, _PLAIN)
+        standing = applied(now, entry.action, now_ms=entry.ts, duration_ms=ask.duration_ms)
+        if entry.action in ("kick", "ban"):
+            store.leave_room(user, room)
+        store.moderate(room, user, standing, entry, self.webhooks.for_moderation(entry))
 
     def _delete(self, message: StoredMessage, by: str, now_ms: int) -> None:
         """Store the delete of ``message`` by ``by`` like any delete: its tombstone reaches
