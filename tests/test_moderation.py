@@ -138,7 +138,7 @@ def test_a_banned_user_may_not_rejoin_until_unbanned(
     bob.ok("join", room="ban1")
 
 
-def test_a_muted_user_reads_but_may_not_send_edit_or_react_until_unmuted(
+def test_a_muted_user_reads_but_may_not_send_edit_react_or_type_until_unmuted(
     node: ServerProcess, connect: Callable[[str], Client]
 ) -> None:
     mod, bob = room_with(node, connect, "mute1", "mod3", "bob3")
@@ -150,6 +150,7 @@ def test_a_muted_user_reads_but_may_not_send_edit_or_react_until_unmuted(
         ("send", {"room": "mute1", "body": "muted?"}),
         ("edit", {"mid": said["mid"], "body": "edited"}),
         ("react", {"mid": said["mid"], "key": "+1", "on": True}),
+        ("typing", {"room": "mute1"}),
     ):
         assert bob.error(command, **args)["code"] == "muted", command
     mod.ok("send", room="mute1", body="you can still read")

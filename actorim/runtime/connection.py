@@ -507,6 +507,7 @@ class ConnectionActor(GeventActor):
                 raise CommandError(
                     ErrorCode.FORBIDDEN, f"join room {command.room!r} before typing in it"
                 )
+            check_not_muted(link, command.room, int(time.time() * 1000))
             conv = room_conv(command.room)
         else:
             assert command.to is not None
