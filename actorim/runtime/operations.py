@@ -93,6 +93,12 @@ def _user(user: object, field: str) -> str:
     return user  # type: ignore[return-value]
 
 
+def _room(room: object) -> str:
+    """``room`` when the protocol takes it as a room name (the check of a ``leave``'s)."""
+    command: cmd.Leave = _decoded({"t": "leave", "room": room})
+    return command.room
+
+
 class _RunHere:
     """Where an answer to a Python caller arrives: no actor asked, so the answer (setting the
     waiting greenlet's result) runs where it arrives."""
@@ -284,7 +290,7 @@ class Operations:
     ) -> dict[str, Any]:
         """Make ``user`` the ``role`` (``owner``, ``moderator`` or ``member``) of ``room``;
         the audit log keeps it under ``by``. Returns the audit entry."""
-        _decoded({"t": "leave", "room": room})
+        _room(room)
         _user(user, "user")
         _user(by, "by")
         try:
@@ -296,7 +302,7 @@ class Operations:
     def standing(self, room: str, user: str) -> dict[str, Any]:
         """``user``'s standing in ``room``: ``role``, and ``banned_until`` / ``muted_until``
         (ms since the epoch; null for no expiry) while a ban or mute lasts."""
-        _decoded({"t": "leave", "room": room})
+        _room(room)
         _user(user, "user")
         standing = self.moderation.standings(room, [user]).get(user, Standing())
         now_ms = int(time.time() * 1000)
@@ -342,7 +348,7 @@ class Operations:
     ) -> dict[str, Any]:
         """A page of ``room``'s audit log, newest first: ``{"entries": [...], "next": id or
         None}``; ``limit`` is 1 to ``audit_page_max`` (its default)."""
-        _decoded({"t": "leave", "room": room})
+        _room(room)
         most = self.ctx.config.audit_page_max
         if limit is None:
             limit = most
