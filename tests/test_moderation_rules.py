@@ -22,7 +22,12 @@ from actorim.domain.moderation import (
     check_role,
 )
 from actorim.protocol.wire import WireFrame
-from actorim.runtime.moderation import ModerationNotice, moderation_frame, notice_of
+from actorim.runtime.moderation import (
+    ModerationNotice,
+    _AuditIds,
+    moderation_frame,
+    notice_of,
+)
 
 
 def test_the_doctests_hold() -> None:
@@ -89,3 +94,9 @@ def test_a_connection_takes_notice_only_of_events_about_its_own_user() -> None:
     deleted = moderation_frame(AuditEntry("a2", "lobby", 7, "al", "delete", "bo", mid="m"))
     assert notice_of("bo", deleted) is None  # nothing for the connection to change
     assert notice_of("bo", WireFrame({"t": "member", "room": "lobby", "user": "bo"})) is None
+
+
+def test_audit_ids_made_within_one_millisecond_still_sort_in_the_order_made() -> None:
+    ids = _AuditIds()
+    made = [ids.next(5_000) for _ in range(50)] + [ids.next(4_000)]
+    assert made == sorted(made) and len(set(made)) == len(made)
