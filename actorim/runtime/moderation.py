@@ -38,6 +38,7 @@ from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import self_member_frame
 from actorim.protocol.webhooks import Webhooks
 from actorim.protocol.wire import WireFrame
+from actorim.runtime.context import Unavailable
 from actorim.runtime.membership import ask_store, unsubscribe
 from actorim.runtime.messages import Append
 from actorim.store.base import NewMessage
@@ -344,9 +345,13 @@ class Moderation:
             result.set((value, error))
 
         self.ctx.refs.tell_store(Append(change, None, None, None, _Waiter(), done))
-        stored, error = result.get(timeout=DELETE_TIMEOUT_S)
-        if error is not None:
+        if not result.wait(DELETE_TIMEOUT_S):
+            raise Unavailable("the store did not store the delete in time")
+        stored, error = result.get()
+        if isinstance(error, (Unavailable, CommandError)):
             raise error
+        if error is not None:
+            raise CommandError(ErrorCode.INTERNAL, "the delete could not be stored; retry")
         if stored.refused is not None:
             raise CommandError(ErrorCode.NOT_FOUND, f"no message {message.mid!r} to delete")
 
