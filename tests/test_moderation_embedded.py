@@ -69,3 +69,21 @@ def test_two_sanctions_taken_at_once_both_hold(embed: Embedder) -> None:  # noqa
     standing = node.standing("hall", "bo")
     assert standing["muted_until"] is None and standing["banned_until"] is None
     assert set(standing) == {"room", "user", "role", "muted_until", "banned_until"}
+
+
+def test_a_mute_and_a_ban_with_an_expiry_end_by_themselves(
+    served: tuple[Node, Callable[[str], Client]],  # noqa: F811
+) -> None:
+    node, connect = served
+    bo = connect("bo")
+    bo.ok("join", room="hall")
+    node.moderate("hall", "mute", user="bo", for_s=0.3)
+    bo.event("moderation", room="hall", action="mute")
+    assert bo.error("send", room="hall", body="x")["code"] == "muted"
+    node.moderate("hall", "ban", user="bo", for_s=0.3)
+    bo.event("member", room="hall", user="bo", state="left")
+    assert bo.error("join", room="hall")["code"] == "banned"
+    gevent.sleep(0.35)  # the sanctions end with time, which no event announces
+    bo.ok("join", room="hall")
+    bo.ok("send", room="hall", body="free again")
+    assert set(node.standing("hall", "bo")) == {"room", "user", "role"}

@@ -501,7 +501,7 @@ def moderation_fields(
         if action not in ("ban", "mute"):
             raise _bad("only 'ban' and 'mute' take the field 'for'")
         if type(for_s) not in (int, float) or not 0 < for_s <= MAX_DURATION_S:
-            raise _bad(f"field 'for' must be a number of seconds from 1 to {MAX_DURATION_S}")
+            raise _bad(f"field 'for' must be a number of seconds above 0, at most {MAX_DURATION_S}")
     return action, user, mid, reason, None if for_s is None else float(for_s)
 
 
