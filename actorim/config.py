@@ -367,6 +367,13 @@ SETTINGS: tuple[Setting, ...] = (
         "members a members page holds",
         int,
     ),
+    Setting(
+        "moderation_reason_max",
+        500,
+        "characters a moderation reason may have (kick, ban, mute, delete; at most 1000)",
+        int,
+    ),
+    Setting("audit_page_max", 100, "most entries one page of a room's audit log holds", int),
     Setting("outbox_max_frames", 2_000, "frames queued to a slow client before close 1013", int),
     Setting("outbox_max_bytes", 4 * MIB, "bytes queued to a slow client before close 1013", int),
     Setting(
@@ -558,6 +565,8 @@ class Config:
     max_members_per_room: int = _BY_NAME["max_members_per_room"].default
     member_events_limit: int = _BY_NAME["member_events_limit"].default
     member_list_limit: int = _BY_NAME["member_list_limit"].default
+    moderation_reason_max: int = _BY_NAME["moderation_reason_max"].default
+    audit_page_max: int = _BY_NAME["audit_page_max"].default
     outbox_max_frames: int = _BY_NAME["outbox_max_frames"].default
     outbox_max_bytes: int = _BY_NAME["outbox_max_bytes"].default
     backlog_page_messages: int = _BY_NAME["backlog_page_messages"].default
@@ -654,9 +663,14 @@ class Config:
             "max_mentions",
             "unread_max_conversations",
             "unread_conversations_per_token",
+            "audit_page_max",
         ):
             if getattr(self, name) < 1:
                 invalid_setting(name, f"must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.moderation_reason_max <= 1000:
+            invalid_setting(
+                "moderation_reason_max", f"must be from 0 to 1000, got {self.moderation_reason_max}"
+            )
         for name in ("token_refresh_notice", "token_expiry_grace"):
             if getattr(self, name) < 0:
                 invalid_setting(name, f"must be 0 or more, got {getattr(self, name)}")

@@ -470,6 +470,38 @@ class Node:
             room=room, between=between, before=before, after=after, limit=limit
         )
 
+    def set_role(self, room: str, user: str, role: str, *, by: str = "system") -> dict[str, Any]:
+        """Make ``user`` the ``owner``, a ``moderator`` or a plain ``member`` of ``room``: see
+        ``Operations.set_role`` and docs/moderation.md."""
+        return self.operations.set_role(room, user, role, by=by)
+
+    def standing(self, room: str, user: str) -> dict[str, Any]:
+        """``user``'s role in ``room`` and any ban or mute: see ``Operations.standing``."""
+        return self.operations.standing(room, user)
+
+    def moderate(
+        self,
+        room: str,
+        action: str,
+        *,
+        user: str | None = None,
+        mid: str | None = None,
+        by: str = "system",
+        reason: str = "",
+        for_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Kick, ban, unban, mute or unmute ``user`` in ``room``, or delete the message
+        ``mid``, as the application: see ``Operations.moderate`` and docs/moderation.md."""
+        return self.operations.moderate(
+            room, action, user=user, mid=mid, by=by, reason=reason, for_s=for_s
+        )
+
+    def audit(
+        self, room: str, *, before: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """A page of ``room``'s moderation audit log, newest first: see ``Operations.audit``."""
+        return self.operations.audit(room, before=before, limit=limit)
+
     def dead_letters(self, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
         """A page of the webhook dead-letter queue: see ``Operations.dead_letters``."""
         return self.operations.dead_letters(limit=limit, after=after)

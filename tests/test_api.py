@@ -43,12 +43,19 @@ DOCUMENT = openapi_document()
 
 
 def _response_schema(method: str, path: str, status: int) -> dict[str, Any]:
-    template = re.sub(r"^/users/[^/]+/", "/users/{user}/", path)
-    template = re.sub(r"^/webhooks/dead/[^/]+", "/webhooks/dead/{id}", template)
+    template = path_template(path)
     operation = DOCUMENT["paths"][template][method.lower()]
     response = operation["responses"][str(status)]
     schema = response["content"]["application/json"]["schema"]
     return {**schema, "components": DOCUMENT["components"]}
+
+
+def path_template(path: str) -> str:
+    """The OpenAPI path template ``path`` matches."""
+    template = re.sub(r"^/users/[^/]+/", "/users/{user}/", path)
+    template = re.sub(r"^/webhooks/dead/[^/]+", "/webhooks/dead/{id}", template)
+    template = re.sub(r"^/rooms/[^/]+/roles/[^/]+$", "/rooms/{room}/roles/{user}", template)
+    return re.sub(r"^/rooms/[^/]+/(moderation|audit)$", r"/rooms/{room}/\1", template)
 
 
 def _check(schema: dict[str, Any], instance: Any) -> None:
@@ -154,7 +161,7 @@ def test_the_openapi_document_is_valid_and_served_as_it_is(node: ServerProcess) 
 def test_every_example_in_the_api_docs_fits_the_openapi_document() -> None:
     text = DOCS.read_text()
     examples = re.findall(
-        r"```http\n(GET|POST|DELETE) /api/v1(\S+)\n(?:[^\n]+\n)*?\n(.*?)```\n\n"
+        r"```http\n(GET|POST|PUT|DELETE) /api/v1(\S+)\n(?:[^\n]+\n)*?\n(.*?)```\n\n"
         r"Answer `(\d+)`:\n\n```json\n(.*?)```",
         text,
         re.S,
@@ -162,8 +169,7 @@ def test_every_example_in_the_api_docs_fits_the_openapi_document() -> None:
     seen = set()
     for method, target, body, status, answer in examples:
         path = target.partition("?")[0]
-        template = re.sub(r"^/users/[^/]+/", "/users/{user}/", path)
-        template = re.sub(r"^/webhooks/dead/[^/]+", "/webhooks/dead/{id}", template)
+        template = path_template(path)
         operation = DOCUMENT["paths"][template][method.lower()]
         if body.strip() and int(status) < 400:  # an error's example shows a bad request
             schema = operation["requestBody"]["content"]["application/json"]["schema"]

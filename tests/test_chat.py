@@ -172,6 +172,33 @@ def test_the_terminal_chat_joins_talks_lists_members_and_quits(
 
 
 @pytest.mark.process
+def test_a_moderator_kicks_and_mutes_from_the_chat_and_the_user_reads_why(
+    server: RunningNode, chats: list[ChatProcess]
+) -> None:
+    server.node.set_role("lobby", "mo", "moderator")
+    mo = ChatProcess(server.http, "--user", "mo")
+    bo = ChatProcess(server.http, "--user", "bo")
+    chats.extend([mo, bo])
+    for chat in (mo, bo):
+        chat.expect("* connected as")
+        chat.type("/join lobby")
+        chat.expect("* joined lobby")
+    mo.type("/mute bo too loud")
+    mo.expect("* mute bo in lobby: done")
+    assert bo.expect("muted you") == "* mo muted you in lobby: too loud"
+    bo.type("let me speak")
+    assert bo.expect("! ").startswith("! muted: you are muted in room 'lobby'")
+    mo.type("/kick bo")
+    assert bo.expect("removed you") == "* mo removed you from lobby"
+    bo.type("/join lobby")
+    bo.expect("* joined lobby")
+    bo.type("/kick mo")
+    assert bo.expect("! ").startswith("! not_moderator:")
+    mo.type("/kick")
+    mo.expect("! usage: /kick USER [REASON], in a room")
+
+
+@pytest.mark.process
 def test_the_chat_speaks_json_and_takes_a_token(
     server: RunningNode, chats: list[ChatProcess]
 ) -> None:

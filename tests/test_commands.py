@@ -25,6 +25,7 @@ from actorim.protocol.commands import (
     Join,
     Leave,
     Members,
+    Moderate,
     NotACommand,
     Ping,
     Presence,
@@ -114,6 +115,14 @@ DEFAULTS: list[tuple[str, Command]] = [
         RoomUpdate(24, "lobby", title=None, topic=""),
     ),
     ('{"t":"rooms","id":25}', Rooms(25, query=None, cursor=None, limit=None)),
+    (
+        '{"t":"moderate","id":31,"room":"lobby","action":"mute","user":"bob","for":60}',
+        Moderate(31, "lobby", "mute", user="bob", mid=None, reason="", for_s=60.0),
+    ),
+    (
+        '{"t":"moderate","id":32,"room":"lobby","action":"delete","mid":"m-1","reason":"spam"}',
+        Moderate(32, "lobby", "delete", user=None, mid="m-1", reason="spam", for_s=None),
+    ),
     ('{"t":"read","id":26,"room":"lobby","seq":0}', Read(26, room="lobby", seq=0)),
     ('{"t":"read","id":27,"with":"bob","seq":7}', Read(27, with_="bob", seq=7)),
     ('{"t":"unread","id":28}', Unread(28, rooms=(), with_=())),
@@ -462,6 +471,10 @@ def test_error_codes_are_the_documented_vocabulary() -> None:
         "too_many_reactions",
         "too_many_rooms",
         "too_many_mentions",
+        "banned",
+        "muted",
+        "not_moderator",
+        "outranked",
         "overloaded",
         "internal",
     }

@@ -1185,6 +1185,9 @@ CALLS_ON_A_STORE: dict[str, Callable[[Store], object]] = {
     "latest": lambda s: s.latest([room_conv("lobby")], "al"),
     "move_marker": lambda s: s.move_marker("bob", room_conv("lobby"), 1, cap=10),
     "counts": lambda s: s.counts("bob", [room_conv("lobby")], cap=10),
+    "standings": lambda s: s.standings("lobby", ["al"]),
+    "mutes_of": lambda s: s.mutes_of("al"),
+    "audit": lambda s: s.audit("lobby", limit=5),
 }
 
 

@@ -483,6 +483,29 @@ class Client:
         args = {"room": room, **_given(cursor=cursor, limit=limit)}
         return self._request("members", args, timeout=timeout)
 
+    def moderate(
+        self,
+        room: str,
+        action: str,
+        *,
+        user: str | None = None,
+        mid: str | None = None,
+        reason: str | None = None,
+        seconds: float | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """As a moderator or owner of ``room`` (docs/moderation.md): ``kick``, ``ban``,
+        ``unban``, ``mute`` or ``unmute`` ``user``, or ``delete`` another user's message
+        ``mid``; ``seconds`` bounds a ban or mute. Returns the audit entry; the user's devices
+        get a ``moderation`` event."""
+        args = {
+            "room": room,
+            "action": action,
+            **_given(user=user, mid=mid, reason=reason),
+            **({"for": seconds} if seconds is not None else {}),
+        }
+        return self._request("moderate", args, timeout=timeout)
+
     def update_room(
         self,
         room: str,

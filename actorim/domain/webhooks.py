@@ -53,6 +53,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "message.deleted",
     "user.online",
     "user.offline",
+    "moderation.kicked",
+    "moderation.banned",
+    "moderation.unbanned",
+    "moderation.muted",
+    "moderation.unmuted",
+    "moderation.deleted",
 )
 """The event types a node emits. A new one is a line here and its payload builder in
 ``actorim.protocol.webhooks.PAYLOADS`` (room membership, moderation and push events are

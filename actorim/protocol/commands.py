@@ -450,6 +450,73 @@ class Rooms:
     limit: int | None = None
 
 
+MODERATION_ACTIONS: Final = ("kick", "ban", "unban", "mute", "unmute", "delete")
+"""The actions of `moderate` (the same as `actorim.domain.moderation.ACTIONS`)."""
+
+MAX_REASON_LENGTH: Final = 1000
+"""Longest `reason` the protocol carries; the `moderation_reason_max` setting may cut lower."""
+
+MAX_DURATION_S: Final = 10 * 365 * 24 * 3600
+"""Longest ban or mute with an expiry, in seconds (ten years); leave `for` out for none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moderate:
+    """A moderator acts in `room`: kick, ban, unban, mute or unmute `user`, or delete the
+    message `mid`; `reason` is kept in the audit log and shown to the user, `for_s` (the
+    field `for`, seconds) bounds a ban or mute."""
+
+    t: ClassVar[str] = "moderate"
+    id: int
+    room: str
+    action: str
+    user: str | None = None
+    mid: str | None = None
+    reason: str = ""
+    for_s: float | None = None
+
+
+def moderation_fields(
+    action: Any, user: Any, mid: Any, reason: Any, for_s: Any
+) -> tuple[str, str | None, str | None, str, float | None]:
+    """The fields of a moderation action checked (``moderate``, and the server API's and
+    ``Node``'s equivalent): ``user`` for every action but ``delete``, which takes ``mid``;
+    ``for`` only for ``ban`` and ``mute``. A CommandError (bad_request) names the first at
+    fault."""
+    if action not in MODERATION_ACTIONS:
+        raise _bad(f"field 'action' must be one of {', '.join(MODERATION_ACTIONS)}")
+    if action == "delete":
+        if mid is None or user is not None:
+            raise _bad("action 'delete' takes the field 'mid' (the message), not 'user'")
+        mid = _text_value(mid, "mid", MAX_MID_LENGTH)
+    else:
+        if user is None or mid is not None:
+            raise _bad(f"action {action!r} takes the field 'user', not 'mid'")
+        user = _name_value(user, "user")
+    if reason is None:
+        reason = ""
+    if type(reason) is not str or len(reason) > MAX_REASON_LENGTH:
+        raise _bad(f"field 'reason' must be a string of at most {MAX_REASON_LENGTH} characters")
+    if for_s is not None:
+        if action not in ("ban", "mute"):
+            raise _bad("only 'ban' and 'mute' take the field 'for'")
+        if type(for_s) not in (int, float) or not 0 < for_s <= MAX_DURATION_S:
+            raise _bad(f"field 'for' must be a number of seconds above 0, at most {MAX_DURATION_S}")
+    return action, user, mid, reason, None if for_s is None else float(for_s)
+
+
+def _moderate(frame: dict[Any, Any], id: int, max_limit: int) -> Moderate:
+    room = _name(frame, "room")
+    action, user, mid, reason, for_s = moderation_fields(
+        frame.get("action"),
+        frame.get("user"),
+        frame.get("mid"),
+        frame.get("reason"),
+        frame.get("for"),
+    )
+    return Moderate(id, room, action, user, mid, reason, for_s)
+
+
 def _optional_page_limit(frame: dict[Any, Any]) -> int | None:
     """A membership page's `limit` (`conversations`, `members`, `rooms`): None when absent, the
     server's setting then decides."""
@@ -526,6 +593,7 @@ Command: TypeAlias = (
     | Members
     | RoomUpdate
     | Rooms
+    | Moderate
 )
 
 
@@ -842,6 +910,7 @@ _DECODERS: Final[dict[str, _Decoder]] = {
     Conversations.t: _conversations,
     Members.t: _members,
     RoomUpdate.t: _room_update,
+    Moderate.t: _moderate,
     Rooms.t: _rooms,
 }
 

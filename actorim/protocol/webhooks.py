@@ -21,13 +21,16 @@ from typing import Any
 import msgpack
 
 from actorim.domain.messages import DELETE, DM_SEPARATOR, EDIT, StoredMessage, encode_mid
+from actorim.domain.moderation import AuditEntry
 from actorim.domain.webhooks import Endpoint, OutboxEntry, entries_for
 
 __all__ = [
+    "MODERATION_EVENTS",
     "PAYLOADS",
     "Webhooks",
     "message_event_type",
     "message_payload",
+    "moderation_payload",
     "presence_event_id",
     "presence_payload",
 ]
@@ -69,12 +72,31 @@ def presence_payload(user: str, status: str, ts: int) -> dict[str, Any]:
     return {"user": user, "status": status, "ts": ts}
 
 
+MODERATION_EVENTS = {
+    "kick": "moderation.kicked",
+    "ban": "moderation.banned",
+    "unban": "moderation.unbanned",
+    "mute": "moderation.muted",
+    "unmute": "moderation.unmuted",
+    "delete": "moderation.deleted",
+}
+"""Each moderation action's webhook event type (a role being set makes none)."""
+
+
+def moderation_payload(entry: AuditEntry) -> dict[str, Any]:
+    """``data`` of ``moderation.*``: the audit entry (``AuditEntry.as_json``): its ``id``,
+    ``room``, ``ts``, who acted (``by``), ``action``, on whom (``user``), ``reason``, and
+    ``until`` for a ban or mute, ``mid`` for a delete."""
+    return entry.as_json()
+
+
 PAYLOADS: dict[str, Callable[..., dict[str, Any]]] = {
     "message.created": message_payload,
     "message.edited": message_payload,
     "message.deleted": message_payload,
     "user.online": presence_payload,
     "user.offline": presence_payload,
+    **{event_type: moderation_payload for event_type in MODERATION_EVENTS.values()},
 }
 """Each event type's payload builder."""
 
@@ -118,6 +140,14 @@ class Webhooks:
         return entries_for(
             self.endpoints, presence_event_id(user, status, ts), event_type, ts, data
         )
+
+    def for_moderation(self, entry: AuditEntry) -> list[OutboxEntry]:
+        """The entries of a moderation action; their id is ``ev_`` and the audit entry's."""
+        event_type = MODERATION_EVENTS.get(entry.action)
+        if event_type is None or not self.endpoints:
+            return []
+        data = _json(moderation_payload(entry))
+        return entries_for(self.endpoints, "ev_" + entry.id, event_type, entry.ts, data)
 
 
 def presence_event_id(user: str, status: str, ts: int) -> str:

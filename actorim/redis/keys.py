@@ -8,6 +8,7 @@ one user the tag ``{u:<user>}``, everything of one node ``{node:<id>}``, and pre
 from __future__ import annotations
 
 from actorim.domain.messages import room_conv
+from actorim.redis.moderation import ModerationKeys
 from actorim.redis.store import StoreKeys
 
 __all__ = ["ClusterKeys"]
@@ -19,6 +20,7 @@ class ClusterKeys:
     def __init__(self, namespace: str = "actorim") -> None:
         self.namespace = namespace
         self.store = StoreKeys(namespace)
+        self.moderation = ModerationKeys(namespace)
         ns = namespace
         self.presence_counts = f"{ns}:{{presence}}:counts"
         self.presence_state = f"{ns}:{{presence}}:state"

@@ -103,7 +103,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from actorim.domain.moderation import AuditEntry, Standing
 from actorim.domain.rooms import JoinOutcome, RoomInfo
+from actorim.redis.moderation import RedisModeration
 from actorim.redis.outbox import RedisOutbox
 from actorim.redis.replies import answer
 from actorim.redis.rooms import RedisRooms
@@ -961,6 +963,7 @@ class RedisStore(Store):
         self._outbox_for = outbox
         self._outbox = RedisOutbox(client, namespace)
         self._rooms = RedisRooms(client, namespace)
+        self._moderation = RedisModeration(client, namespace)
         self._counts_script = client.register_script(_COUNTS)
         self._move_marker_script = client.register_script(_MOVE_MARKER)
         self.epoch()
@@ -1613,6 +1616,34 @@ class RedisStore(Store):
                 ) from exc
 
     # -- membership and rooms (actorim.redis.rooms) -----------------------------------------
+
+    # -- moderation (actorim/redis/moderation.py) ---------------------------------------------
+
+    def standings(self, room: str, users: Sequence[str]) -> dict[str, Standing]:
+        with self._calling(f"read standings in room {room!r}"):
+            return self._moderation.standings(room, users)
+
+    def mutes_of(self, user: str) -> dict[str, int]:
+        with self._calling(f"read the mutes of {user!r}"):
+            return self._moderation.mutes_of(user)
+
+    def moderate(
+        self,
+        room: str,
+        user: str,
+        standing: Standing,
+        entry: AuditEntry,
+        events: Sequence[OutboxEntry] = (),
+    ) -> None:
+        with self._calling(f"{entry.action} {user!r} in room {room!r}"):
+            self._moderation.moderate(room, user, standing, entry)
+            if events:
+                self._outbox.add(events)
+
+    def audit(self, room: str, *, before: str | None = None, limit: int) -> list[AuditEntry]:
+        check_limit(limit)
+        with self._calling(f"read the audit log of room {room!r}"):
+            return self._moderation.audit(room, before, limit)
 
     def join_room(self, user: str, room: str, *, max_rooms: int) -> JoinOutcome:
         with self._calling(f"add {user!r} to room {room!r}"):

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
@@ -48,6 +48,8 @@ from actorim.domain.messages import (
     dm_conv,
     room_conv,
 )
+from actorim.domain.moderation import Standing
+from actorim.domain.rooms import JoinOutcome, RoomInfo
 from actorim.logs import context as log_context
 from actorim.ports import ConnectionClosed
 from actorim.protocol import commands as cmd
@@ -86,11 +88,21 @@ from actorim.runtime.messages import (
     Unregister,
     WatchChange,
 )
+from actorim.runtime.moderation import (
+    Moderation,
+    ModerationNotice,
+    apply_notice,
+    banned_from,
+    check_not_muted,
+)
 from actorim.runtime.offline import OfflineDelivery
 from actorim.runtime.pages import Page, build_page
 from actorim.runtime.replies import ConnectionReplies
 from actorim.runtime.tokens import check_expiry, policy_of, refresh, verify_fresh
 from supervisors import GeventActor
+
+if TYPE_CHECKING:
+    from actorim.store.base import Store
 
 __all__ = ["ConnectionActor"]
 
@@ -174,6 +186,8 @@ class ConnectionActor(GeventActor):
             if isinstance(notice, MembershipChanged):
                 if link.phase is Phase.CONNECTED:
                     apply_membership(self.ctx, link, notice)
+            elif isinstance(notice, ModerationNotice):
+                apply_notice(link, notice)
             else:
                 link.session.apply(notice)
 
@@ -311,6 +325,10 @@ class ConnectionActor(GeventActor):
                 "connect without the inbox: the store did not answer",
                 extra=log_context(conn=link.conn_id, user=link.user),
             )
+        # The rooms where the user is muted: a send there is refused without asking the store.
+        user = identity.user
+        with contextlib.suppress(Unavailable, CommandError):
+            link.mutes = ask_store(self.ctx, lambda store: store.mutes_of(user), "read mutes")
         link.session.connected(secrets.token_hex(8))
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
             self.ctx.refs.tell_presence(Online(link))
@@ -348,19 +366,19 @@ class ConnectionActor(GeventActor):
             raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {name!r}")
         user = link.identity.user
         limit = self.ctx.config.max_rooms_per_user
+        now_ms = int(time.time() * 1000)
         try:
-            outcome, info = ask_store(
-                self.ctx,
-                lambda store: (
-                    store.join_room(user, name, max_rooms=limit),
-                    store.room_info([name]).get(name),
-                ),
-                f"join room {name!r}",
+            outcome, info, standing = ask_store(
+                self.ctx, lambda store: _join_in(store, user, name, limit), f"join room {name!r}"
             )
         except Unavailable:
             # The store is away (a cluster cut off from Redis): the connection joins for
             # itself, as before membership lasted, and the reply says so.
-            outcome, info = None, None
+            outcome, info, standing = None, None, None
+        if standing is not None and standing.banned(now_ms):
+            raise banned_from(name, standing)
+        if standing is not None and standing.muted(now_ms):
+            link.mutes[name] = standing.muted_until
         if outcome == "full":
             raise CommandError(
                 ErrorCode.TOO_MANY_ROOMS,
@@ -372,11 +390,32 @@ class ConnectionActor(GeventActor):
             self.ctx.broker.publish_to_user(user, frame, origin=link)
         state = self._ask_router(RoomFor(name))
         title, topic = (info.title, info.topic) if info is not None else ("", "")
+        role = standing.role if standing is not None else "member"
         join = JoinRoom(
-            link, command.id, command.since, command.epoch, title, topic, outcome is not None
+            link, command.id, command.since, command.epoch, title, topic, outcome is not None, role
         )
         if not tell_join(state, join):
             raise Unavailable(f"room {name!r} is restarting")
+
+    def _moderate(self, command: cmd.Moderate) -> None:
+        """A moderator acts (``actorim.runtime.moderation``): answered with the audit entry
+        once kept and announced to the affected user."""
+        link = self.link
+        assert link.identity is not None and link.user is not None
+        if not link.identity.may_join(command.room):
+            raise CommandError(
+                ErrorCode.FORBIDDEN, f"your token does not allow room {command.room!r}"
+            )
+        entry = Moderation(self.ctx).act(
+            command.room,
+            command.action,
+            by=link.user,
+            user=command.user,
+            mid=command.mid,
+            reason=command.reason,
+            for_s=command.for_s,
+        )
+        link.reply(command.t, command.id, entry.as_json())
 
     def _leave(self, command: cmd.Leave) -> None:
         link = self.link
@@ -421,6 +460,7 @@ class ConnectionActor(GeventActor):
                 raise CommandError(
                     ErrorCode.FORBIDDEN, f"join room {command.room!r} before sending to it"
                 )
+            check_not_muted(link, command.room, int(time.time() * 1000))
             conv = room_conv(command.room)
         else:
             assert command.to is not None
@@ -467,6 +507,7 @@ class ConnectionActor(GeventActor):
                 raise CommandError(
                     ErrorCode.FORBIDDEN, f"join room {command.room!r} before typing in it"
                 )
+            check_not_muted(link, command.room, int(time.time() * 1000))
             conv = room_conv(command.room)
         else:
             assert command.to is not None
@@ -794,6 +835,8 @@ def _change_of(
             raise CommandError(
                 ErrorCode.FORBIDDEN, f"join room {target.room!r} before changing its messages"
             )
+        if kind != DELETE:
+            check_not_muted(link, target.room, now_ms)
     elif user not in (target.sender, target.to):
         raise unknown
     window_ms = int(ctx.config.edit_window * 1000)
@@ -870,6 +913,21 @@ _PAGES_TOO_FAST = (
 )
 
 
+def _join_in(
+    store: Store, user: str, room: str, max_rooms: int
+) -> tuple[JoinOutcome | None, RoomInfo | None, Standing | None]:
+    """Run on the store for a join: the join's outcome (none for a banned user, who stays
+    out), the room's metadata and the user's standing there."""
+    standing = store.standings(room, [user]).get(user)
+    if standing is not None and standing.banned(int(time.time() * 1000)):
+        return None, None, standing
+    return (
+        store.join_room(user, room, max_rooms=max_rooms),
+        store.room_info([room]).get(room),
+        standing,
+    )
+
+
 def _new_message(
     conv: str, user: str, command: cmd.Send, *, body: bytes, now_ms: int, origin: str
 ) -> NewMessage:
@@ -892,6 +950,7 @@ def _new_message(
 _HANDLERS: dict[type, Callable[[ConnectionActor, Any], None]] = {
     cmd.Join: ConnectionActor._join,
     cmd.Leave: ConnectionActor._leave,
+    cmd.Moderate: ConnectionActor._moderate,
     cmd.Send: ConnectionActor._send,
     cmd.Typing: ConnectionActor._typing,
     cmd.Presence: ConnectionActor._presence,

@@ -17,6 +17,7 @@ from pykka import ActorDeadError
 
 from actorim.runtime.membership import MembershipChanged
 from actorim.runtime.messages import Publish, RemoteEvent, RoomEvent
+from actorim.runtime.moderation import notice_of
 from actorim.runtime.tokens import apply_revocation
 
 if TYPE_CHECKING:
@@ -41,12 +42,15 @@ def deliver_to_user(
     it. Returns how many links got it."""
     count = 0
     change = _own_membership(user, frame)
+    sanction = notice_of(user, frame)
     for link in directory.links_of(user):
         if link is origin:
             continue
         count += 1
         if change is not None:
             link.notify(change)
+        if sanction is not None:
+            link.notify(sanction)
         offline = link.offline
         if mid is None or offline is None or not offline.hold(mid, frame):
             link.send_frame(frame)

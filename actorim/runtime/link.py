@@ -114,6 +114,7 @@ class Link:
         "last_ping",
         "limiter",
         "metrics",
+        "mutes",
         "notices",
         "offline",
         "opened_at",
@@ -165,6 +166,9 @@ class Link:
         # The token expiry (``exp``) the client was last asked to refresh before: set by the
         # sweep, so each token is asked about once (actorim.runtime.tokens).
         self.refresh_asked_for: int | None = None
+        # The rooms where the user is muted, with each mute's end in ms (read at connect and
+        # join, changed by moderation events: actorim.runtime.moderation).
+        self.mutes: dict[str, int] = {}
         self.done = Event()
 
     def __repr__(self) -> str:

@@ -82,6 +82,9 @@ class JoinRoom:
     lasting: bool = True
     """False: the store could not be reached, the join subscribed the connection only (the
     reply says ``lasting: false``)."""
+    role: str = "member"
+    """The user's role in the room (``actorim.domain.moderation``); the reply names any
+    other than ``member``."""
 
 
 @dataclass(frozen=True, slots=True)

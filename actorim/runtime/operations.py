@@ -22,11 +22,13 @@ from gevent.event import AsyncResult
 from actorim.domain.auth import valid_user_id
 from actorim.domain.hooks import Outgoing
 from actorim.domain.messages import dm_conv, room_conv
+from actorim.domain.moderation import FOREVER_MS, Standing, check_role
 from actorim.domain.tokens import token_revocation, user_revocation
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError
 from actorim.protocol.events import message_event, published_message
 from actorim.runtime.messages import Append, Call, OutboxRequest, ReadPage, Statuses
+from actorim.runtime.moderation import Moderation
 from actorim.runtime.tokens import apply_revocation
 
 if TYPE_CHECKING:
@@ -91,6 +93,12 @@ def _user(user: object, field: str) -> str:
     return user  # type: ignore[return-value]
 
 
+def _room(room: object) -> str:
+    """``room`` when the protocol takes it as a room name (the check of a ``leave``'s)."""
+    command: cmd.Leave = _decoded({"t": "leave", "room": room})
+    return command.room
+
+
 class _RunHere:
     """Where an answer to a Python caller arrives: no actor asked, so the answer (setting the
     waiting greenlet's result) runs where it arrives."""
@@ -117,6 +125,7 @@ class Operations:
     def __init__(self, ctx: NodeContext, revocations: Revocations) -> None:
         self.ctx = ctx
         self.revocations = revocations
+        self.moderation = Moderation(ctx)
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -274,6 +283,81 @@ class Operations:
         self.revocations.add(revocation)
         apply_revocation(self.ctx, revocation)
 
+    # -- moderation (actorim.runtime.moderation) -------------------------------------------------
+
+    def set_role(
+        self, room: str, user: str, role: str, *, by: str = SYSTEM_SENDER
+    ) -> dict[str, Any]:
+        """Make ``user`` the ``role`` (``owner``, ``moderator`` or ``member``) of ``room``;
+        the audit log keeps it under ``by``. Returns the audit entry."""
+        _room(room)
+        _user(user, "user")
+        _user(by, "by")
+        try:
+            check_role(role)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return self.moderation.set_role(room, user, role, by=by).as_json()
+
+    def standing(self, room: str, user: str) -> dict[str, Any]:
+        """``user``'s standing in ``room``: ``role``, and ``banned_until`` / ``muted_until``
+        (ms since the epoch; null for no expiry) while a ban or mute lasts."""
+        _room(room)
+        _user(user, "user")
+        standing = self.moderation.standings(room, [user]).get(user, Standing())
+        now_ms = int(time.time() * 1000)
+        answer: dict[str, Any] = {"room": room, "user": user, "role": standing.role}
+        if standing.banned(now_ms):
+            answer["banned_until"] = _until(standing.banned_until)
+        if standing.muted(now_ms):
+            answer["muted_until"] = _until(standing.muted_until)
+        return answer
+
+    def moderate(
+        self,
+        room: str,
+        action: str,
+        *,
+        user: str | None = None,
+        mid: str | None = None,
+        by: str = SYSTEM_SENDER,
+        reason: str = "",
+        for_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Take a moderation ``action`` in ``room`` as the application (above every role):
+        ``kick``, ``ban``, ``unban``, ``mute``, ``unmute`` against ``user``, or ``delete`` of
+        the message ``mid``; ``for_s`` bounds a ban or mute (seconds; none: until lifted).
+        ``by`` is who the audit log and the user see acting. Returns the audit entry."""
+        frame = {"t": "moderate", "room": room, "action": action, "user": user, "mid": mid}
+        command: cmd.Moderate = _decoded({**frame, "reason": reason, "for": for_s})
+        _user(by, "by")
+        entry = self.moderation.act(
+            command.room,
+            command.action,
+            by=by,
+            user=command.user,
+            mid=command.mid,
+            reason=command.reason,
+            for_s=command.for_s,
+            application=True,
+        )
+        return entry.as_json()
+
+    def audit(
+        self, room: str, *, before: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """A page of ``room``'s audit log, newest first: ``{"entries": [...], "next": id or
+        None}``; ``limit`` is 1 to ``audit_page_max`` (its default)."""
+        _room(room)
+        most = self.ctx.config.audit_page_max
+        if limit is None:
+            limit = most
+        if type(limit) is not int or not 1 <= limit <= most:
+            raise InvalidRequest(f"limit must be a whole number from 1 to {most}")
+        if before is not None and (type(before) is not str or not 0 < len(before) <= 64):
+            raise InvalidRequest("before must be an audit entry's id")
+        return self.moderation.audit(room, before=before, limit=limit)
+
     # -- the webhook dead-letter queue -----------------------------------------------------------
 
     def dead_letters(
@@ -317,6 +401,10 @@ class Operations:
         result, done = _waiter()
         self.ctx.refs.tell_store(OutboxRequest(run, _RunHere(), done))
         return result.get(timeout=timeout)
+
+
+def _until(until_ms: int) -> int | None:
+    return None if until_ms == FOREVER_MS else until_ms
 
 
 def _dead_key(key: object, field: str) -> str:

@@ -362,6 +362,8 @@ class RoomActor(FaultInjectable, GeventActor):
         }
         if not join.lasting:
             reply["lasting"] = False
+        if join.role != "member":
+            reply["role"] = join.role
         decision = join_replay(
             join.since,
             seq=state.seq,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actorim.domain.markers import NO_COUNTS, Counts
+from actorim.domain.moderation import Standing
 from actorim.domain.rooms import Conversation, conversation_cursor, conversations_page
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
@@ -75,21 +76,34 @@ def _allowed(link: Link, room: str) -> None:
 def members(ctx: NodeContext, link: Link, command: cmd.Members) -> None:
     _allowed(link, command.room)
     size = _page_size(command.limit, ctx.config.member_list_limit)
-    users, more = ask_store(
+    users, more, standings = ask_store(
         ctx,
-        lambda store: store.members_of(command.room, after=command.cursor, limit=size),
+        lambda store: _members_with_roles(store, command.room, command.cursor, size),
         f"read the members of {command.room!r}",
     )
 
     def answer(statuses: dict[str, Any]) -> None:
         data: dict[str, Any] = {
-            "members": [{"user": u, "status": statuses.get(u, "offline")} for u in users]
+            "members": [
+                {"user": u, "status": statuses.get(u, "offline"), "role": standings[u].role}
+                if u in standings and standings[u].role != "member"
+                else {"user": u, "status": statuses.get(u, "offline")}
+                for u in users
+            ]
         }
         if more and users:
             data["cursor"] = users[-1]
         link.reply(command.t, command.id, data)
 
     ctx.refs.tell_presence(Statuses(tuple(users), answer))
+
+
+def _members_with_roles(
+    store: Store, room: str, after: str | None, size: int
+) -> tuple[list[str], bool, dict[str, Standing]]:
+    """A page of ``room``'s members and the standings kept of them (their roles)."""
+    users, more = store.members_of(room, after=after, limit=size)
+    return users, more, store.standings(room, users)
 
 
 def room_update(ctx: NodeContext, link: Link, command: cmd.RoomUpdate) -> None:

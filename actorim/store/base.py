@@ -97,6 +97,7 @@ from actorim.domain.messages import (
     room_conv,
     thread_summary,
 )
+from actorim.domain.moderation import AuditEntry, Standing
 from actorim.domain.rooms import Conversation, JoinOutcome, RoomInfo, ordered
 from actorim.domain.webhooks import OutboxEntry
 
@@ -635,6 +636,35 @@ class Store(Protocol):
     def dm_partners(self, user: str) -> list[str]:
         """The users ``user`` has a direct conversation with (a direct message was stored
         between them, in either direction), in id order."""
+        ...
+
+    # -- moderation: roles, bans, mutes and the audit log (actorim.domain.moderation) ----------
+
+    def standings(self, room: str, users: Sequence[str]) -> dict[str, Standing]:
+        """The kept standing in ``room`` of each of ``users`` that has one (a user left out
+        is a plain member)."""
+        ...
+
+    def mutes_of(self, user: str) -> dict[str, int]:
+        """Each room where ``user`` has a mute kept, with when it ends (it may have ended)."""
+        ...
+
+    def moderate(
+        self,
+        room: str,
+        user: str,
+        standing: Standing,
+        entry: AuditEntry,
+        events: Sequence[OutboxEntry] = (),
+    ) -> None:
+        """Keep ``standing`` as ``user``'s in ``room`` (forgotten when it is the default),
+        append ``entry`` to the room's audit log and keep ``events`` (its webhook outbox entries),
+        together: atomically where the store can (SQLite, memory)."""
+        ...
+
+    def audit(self, room: str, *, before: str | None = None, limit: int) -> list[AuditEntry]:
+        """A page of ``room``'s audit log, newest first, the entries whose id is below
+        ``before``."""
         ...
 
     def last_seqs(self, convs: Sequence[str]) -> dict[str, int]:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
+from actorim.domain.moderation import AuditEntry, Standing
 from actorim.domain.rooms import JoinOutcome, RoomInfo
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
@@ -76,6 +77,7 @@ from actorim.store.base import (
     thread_summary,
     unchanged,
 )
+from actorim.store.moderationbook import ModerationBook
 from actorim.store.outbox import MemoryOutbox
 from actorim.store.roombook import RoomBook
 
@@ -237,6 +239,7 @@ class MemoryStore(Store):
         self._over_count: dict[str, None] = {}
         self._appended: dict[str, None] = {}
         self._rooms = RoomBook()
+        self._moderation = ModerationBook()
         # Read markers by (user, conv); and by (user, conv) the seqs of the retained, undeleted
         # messages that mention the user, ascending (appends come in seq order).
         self._markers: dict[tuple[str, str], int] = {}
@@ -780,6 +783,34 @@ class MemoryStore(Store):
         self._live()
         check_limit(limit)
         return self._rooms.directory(query=query, after=after, limit=limit, allowed=allowed)
+
+    # -- moderation: the ModerationBook ------------------------------------------------------
+
+    def standings(self, room: str, users: Sequence[str]) -> dict[str, Standing]:
+        self._live()
+        return self._moderation.standings(room, users)
+
+    def mutes_of(self, user: str) -> dict[str, int]:
+        self._live()
+        return self._moderation.mutes_of(user)
+
+    def moderate(
+        self,
+        room: str,
+        user: str,
+        standing: Standing,
+        entry: AuditEntry,
+        events: Sequence[OutboxEntry] = (),
+    ) -> None:
+        self._live()
+        self._moderation.moderate(room, user, standing, entry)
+        if events:
+            self._outbox.add(events)
+
+    def audit(self, room: str, *, before: str | None = None, limit: int) -> list[AuditEntry]:
+        self._live()
+        check_limit(limit)
+        return self._moderation.audit(room, before, limit)
 
     def dm_partners(self, user: str) -> list[str]:
         self._live()

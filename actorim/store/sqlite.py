@@ -31,7 +31,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from actorim.domain.moderation import AuditEntry, Standing
 from actorim.domain.rooms import JoinOutcome, RoomInfo
+from actorim.store import sqlite_moderation as moderation
 from actorim.store import sqlite_outbox as outbox
 from actorim.store import sqlite_rooms as rooms
 from actorim.store.base import (
@@ -97,7 +99,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -276,6 +278,9 @@ _MARKERS_STEP: tuple[str, ...] = (
 # membership, room metadata (title, topic, public) and each user's direct-conversation
 # partners, filled from the direct messages already stored (actorim/store/sqlite_rooms.py).
 _MIGRATIONS += (_THREADS_STEP, rooms.MIGRATION, _MARKERS_STEP)
+
+# Version 9: room roles, bans, mutes and audit logs (actorim/store/sqlite_moderation.py).
+_MIGRATIONS += (moderation.MIGRATION,)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _PENDING, _DELIVERED, _READ = 0, 1, 2
@@ -1088,6 +1093,34 @@ class SqliteStore(Store):
         check_limit(limit)
         with self._read("read the room directory") as conn:
             return rooms.directory(conn, query, after, limit, allowed)
+
+    # -- moderation (actorim/store/sqlite_moderation.py) ---------------------------------------
+
+    def standings(self, room: str, users: Sequence[str]) -> dict[str, Standing]:
+        with self._read(f"read standings in room {room!r}") as conn:
+            return moderation.standings(conn, room, users)
+
+    def mutes_of(self, user: str) -> dict[str, int]:
+        with self._read(f"read the mutes of {user!r}") as conn:
+            return moderation.mutes_of(conn, user)
+
+    def moderate(
+        self,
+        room: str,
+        user: str,
+        standing: Standing,
+        entry: AuditEntry,
+        events: Sequence[OutboxEntry] = (),
+    ) -> None:
+        with self._write(f"{entry.action} {user!r} in room {room!r}") as conn:
+            moderation.moderate(conn, room, user, standing, entry)
+            if events:
+                outbox.add(conn, events)
+
+    def audit(self, room: str, *, before: str | None = None, limit: int) -> list[AuditEntry]:
+        check_limit(limit)
+        with self._read(f"read the audit log of room {room!r}") as conn:
+            return moderation.audit(conn, room, before, limit)
 
     def dm_partners(self, user: str) -> list[str]:
         with self._read(f"read the conversations of {user!r}") as conn:

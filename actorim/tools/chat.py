@@ -16,6 +16,7 @@ import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TextIO
 
 import gevent
@@ -43,6 +44,8 @@ commands:
                     one); again to take it back
   /edit TEXT        replace your last message in the current room with TEXT
   /delete           delete your last message in the current room
+  /kick USER [WHY]  as a moderator: remove USER from the current room (also /ban, /unban,
+                    /mute, /unmute)
   /quit             leave the chat
 any other line is sent to the current room"""
 
@@ -151,6 +154,8 @@ class Chat:
             if isinstance(after, int) and isinstance(seq, int):
                 count = seq - after
                 self.say(f"* {count} messages in {room} were missed; fetching them from history")
+        elif t == "moderation":
+            self.say(_moderation_line(event))
         elif t == "error":
             error = event.get("error") or {}
             self.say(f"! {error.get('code')}: {error.get('message')}")
@@ -366,8 +371,48 @@ class Chat:
         for user in users:
             self.say(f"* {user} is {statuses.get(user, 'unknown')}")
 
+    def _moderate(self, action: str, rest: str) -> None:
+        user, _, reason = rest.partition(" ")
+        if not user or self.current is None:
+            self.say(f"! usage: /{action} USER [REASON], in a room")
+            return
+        self.client.moderate(self.current, action, user=user, reason=reason.strip() or None)
+        self.say(f"* {action} {user} in {self.current}: done")
+
     def _help(self, rest: str) -> None:
         self.say(HELP)
+
+
+_DONE_TO_YOU = {
+    "kick": "removed you from",
+    "ban": "banned you from",
+    "unban": "lifted your ban in",
+    "mute": "muted you in",
+    "unmute": "unmuted you in",
+    "delete": "deleted your message in",
+}
+
+
+_USER_ACTIONS = ("kick", "ban", "unban", "mute", "unmute")
+"""The moderation actions the chat offers as commands, each against a user."""
+
+
+def _moderation_command(action: str, chat: Chat, rest: str) -> None:
+    chat._moderate(action, rest)
+
+
+def _moderation_line(event: dict[str, Any]) -> str:
+    """What a ``moderation`` event tells the user, as a line.
+
+    >>> _moderation_line({"action": "mute", "room": "lobby", "by": "mo", "reason": "calm"})
+    '* mo muted you in lobby: calm'
+    """
+    action, room, by = event.get("action"), event.get("room"), event.get("by")
+    if action == "role":
+        return f"* you are now {event.get('role')} of {room}"
+    done = _DONE_TO_YOU.get(str(action), f"{action}:")
+    reason = event.get("reason")
+    return f"* {by} {done} {room}" + (f": {reason}" if reason else "")
 
 
 _COMMANDS: dict[str, Callable[[Chat, str], None]] = {
@@ -380,6 +425,11 @@ _COMMANDS: dict[str, Callable[[Chat, str], None]] = {
     "edit": Chat._edit,
     "delete": Chat._delete,
     "help": Chat._help,
+    **{
+        action: partial(_moderation_command, action)
+        for action in _DONE_TO_YOU
+        if action != "delete"
+    },
 }
 
 

@@ -62,11 +62,14 @@ a configuration gone wild, past which the oldest bucket is forgotten (refilled).
 
 _USER_PATH = re.compile(r"/users/([^/]+)/(sessions|disconnect)")
 _DEAD_PATH = re.compile(r"/webhooks/dead/([^/]+)(/retry)?")
+_MODERATION_PATH = re.compile(r"/rooms/([^/]+)/(?:roles/([^/]+)|(moderation|audit))")
 
 # A command error's code as an HTTP status (errors raised by the store or the protocol).
 _STATUS_OF = {
     ErrorCode.BAD_REQUEST: "400 Bad Request",
     ErrorCode.FORBIDDEN: "403 Forbidden",
+    ErrorCode.NOT_MODERATOR: "403 Forbidden",
+    ErrorCode.OUTRANKED: "403 Forbidden",
     ErrorCode.NOT_FOUND: "404 Not Found",
     ErrorCode.RATE_LIMITED: "429 Too Many Requests",
     ErrorCode.OVERLOADED: "503 Service Unavailable",
@@ -123,6 +126,8 @@ class ServerApi:
         if handlers is None:
             handlers = self._dead_letter_route(path)
         if handlers is None:
+            handlers = self._moderation_route(path)
+        if handlers is None:
             match = _USER_PATH.fullmatch(path)
             if match is None:
                 raise ApiError("404 Not Found", "not_found", f"no endpoint {PREFIX}{path}")
@@ -141,7 +146,7 @@ class ServerApi:
                 [("Allow", allow)],
             )
         request = {"query": parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)}
-        if method == "POST":
+        if method in ("POST", "PUT"):
             empty = environ.get("CONTENT_LENGTH") in (None, "", "0")
             request["body"] = {} if empty and path.endswith("/retry") else self._body(environ)
         try:
@@ -339,6 +344,57 @@ class ServerApi:
         if not self.operations.delete_dead_letter(key):
             raise _no_dead_letter(key)
         return "200 OK", {"deleted": key}
+
+    def _moderation_route(
+        self, path: str
+    ) -> dict[str, Callable[[dict[str, Any]], tuple[str, Any]]] | None:
+        """The handlers of ``/rooms/{room}/roles/{user}`` (GET, PUT),
+        ``/rooms/{room}/moderation`` (POST) and ``/rooms/{room}/audit`` (GET), or None."""
+        match = _MODERATION_PATH.fullmatch(path)
+        if match is None:
+            return None
+        room = unquote(match.group(1))
+        if match.group(2) is not None:
+            user = unquote(match.group(2))
+            return {
+                "GET": lambda request: self._standing(room, user, request),
+                "PUT": lambda request: self._set_role(room, user, request),
+            }
+        if match.group(3) == "moderation":
+            return {"POST": lambda request: self._moderate(room, request)}
+        return {"GET": lambda request: self._audit(room, request)}
+
+    def _standing(self, room: str, user: str, request: dict[str, Any]) -> tuple[str, Any]:
+        _known(request["query"], set())
+        return "200 OK", self.operations.standing(room, user)
+
+    def _set_role(self, room: str, user: str, request: dict[str, Any]) -> tuple[str, Any]:
+        body = _fields(request["body"], required={"role"}, optional={"by"})
+        by = body.get("by", "system")
+        return "200 OK", self.operations.set_role(room, user, body["role"], by=by)
+
+    def _moderate(self, room: str, request: dict[str, Any]) -> tuple[str, Any]:
+        body = _fields(
+            request["body"], required={"action"}, optional={"user", "mid", "by", "reason", "for"}
+        )
+        entry = self.operations.moderate(
+            room,
+            body["action"],
+            user=body.get("user"),
+            mid=body.get("mid"),
+            by=body.get("by", "system"),
+            reason=body.get("reason", ""),
+            for_s=body.get("for"),
+        )
+        return "200 OK", entry
+
+    def _audit(self, room: str, request: dict[str, Any]) -> tuple[str, Any]:
+        query = request["query"]
+        _known(query, {"before", "limit"})
+        page = self.operations.audit(
+            room, before=_query_one(query, "before"), limit=_query_int(query, "limit")
+        )
+        return "200 OK", page
 
     def _openapi(self, request: dict[str, Any]) -> tuple[str, Any]:
         return "200 OK", openapi_document()

@@ -125,6 +125,51 @@ _DEAD = {
 }
 
 
+_ROLE = {"type": "string", "enum": ["owner", "moderator", "member"]}
+_AUDIT_ENTRY = {
+    "type": "object",
+    "description": "One line of a room's audit log (docs/moderation.md).",
+    "required": ["id", "room", "ts", "by", "action", "user", "reason"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "description": "sorts by time; a page's cursor"},
+        "room": {"type": "string"},
+        "ts": {"type": "integer", "description": "milliseconds since the epoch"},
+        "by": {"type": "string", "description": "who acted (the application: its by, system)"},
+        "action": {
+            "type": "string",
+            "enum": ["kick", "ban", "unban", "mute", "unmute", "delete", "role"],
+        },
+        "user": {"type": "string", "description": "whom it was done to (a delete: the author)"},
+        "reason": {"type": "string"},
+        "until": {
+            "type": ["integer", "null"],
+            "description": "ban, mute: when it ends (ms), null for no expiry",
+        },
+        "mid": {"type": "string", "description": "delete: the message deleted"},
+        "role": {**_ROLE, "description": "role: the role set"},
+    },
+}
+_STANDING = {
+    "type": "object",
+    "required": ["room", "user", "role"],
+    "additionalProperties": False,
+    "properties": {
+        "room": {"type": "string"},
+        "user": {"type": "string"},
+        "role": _ROLE,
+        "banned_until": {
+            "type": ["integer", "null"],
+            "description": "while banned: when the ban ends (ms), null for no expiry",
+        },
+        "muted_until": {
+            "type": ["integer", "null"],
+            "description": "while muted: when the mute ends (ms), null for no expiry",
+        },
+    },
+}
+
+
 def _errors(*statuses: str) -> dict[str, Any]:
     why = {
         "400": "bad JSON, a missing, unknown or ill-typed field; nothing changed",
@@ -202,6 +247,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "schemas": {
                 "Error": _ERROR,
+                "AuditEntry": _AUDIT_ENTRY,
                 "Message": _MESSAGE,
                 "Published": _PUBLISHED,
                 "Session": _SESSION,
@@ -501,6 +547,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **_moderation_paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -508,5 +555,104 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {**_ok("OpenAPI 3.1", {"type": "object"}), **_errors("405")},
                 }
             },
+        },
+    }
+
+
+def _moderation_paths() -> dict[str, Any]:
+    """``/rooms/{room}/roles/{user}``, ``/rooms/{room}/moderation``, ``/rooms/{room}/audit``."""
+    room = {
+        "name": "room",
+        "in": "path",
+        "required": True,
+        "description": "a room name",
+        "schema": _NAME,
+    }
+    user = {"name": "user", "in": "path", "required": True, "description": "a user id"}
+    entry = {"$ref": "#/components/schemas/AuditEntry"}
+    return {
+        "/rooms/{room}/roles/{user}": {
+            "get": {
+                "summary": "A user's role in a room, and any ban or mute in force",
+                "operationId": "getStanding",
+                "parameters": [room, {**user, "schema": _USER}],
+                "responses": {**_ok("the standing", _STANDING), **_errors("400", "405")},
+            },
+            "put": {
+                "summary": "Set a user's role in a room (owner, moderator, member)",
+                "operationId": "setRole",
+                "parameters": [room, {**user, "schema": _USER}],
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["role"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "role": _ROLE,
+                            "by": {**_USER, "description": "who the audit log names"},
+                        },
+                    }
+                ),
+                "responses": {**_ok("the audit entry", entry), **_errors("400", "405", "413")},
+            },
+        },
+        "/rooms/{room}/moderation": {
+            "post": {
+                "summary": "Kick, ban, unban, mute or unmute a user, or delete a message",
+                "operationId": "moderate",
+                "parameters": [room],
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["action"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "action": {
+                                "type": "string",
+                                "enum": ["kick", "ban", "unban", "mute", "unmute", "delete"],
+                            },
+                            "user": {**_USER, "description": "whom (every action but delete)"},
+                            "mid": {"type": "string", "description": "delete: the message"},
+                            "by": {**_USER, "description": "who the audit log and user see"},
+                            "reason": {"type": "string", "maxLength": 1000},
+                            "for": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "description": "ban, mute: seconds until it ends (none: never)",
+                            },
+                        },
+                    }
+                ),
+                "responses": {
+                    **_ok("the audit entry", entry),
+                    **_errors("400", "405", "413"),
+                },
+            }
+        },
+        "/rooms/{room}/audit": {
+            "get": {
+                "summary": "A page of a room's moderation audit log, newest first",
+                "operationId": "audit",
+                "parameters": [
+                    room,
+                    _query("before", "the next of the previous page", {"type": "string"}),
+                    _query("limit", "1 to audit_page_max (default)", {"type": "integer"}),
+                ],
+                "responses": {
+                    **_ok(
+                        "the page",
+                        {
+                            "type": "object",
+                            "required": ["entries", "next"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "entries": {"type": "array", "items": entry},
+                                "next": {"type": ["string", "null"]},
+                            },
+                        },
+                    ),
+                    **_errors("400", "405"),
+                },
+            }
         },
     }

@@ -356,7 +356,7 @@ function withTimeout(promise, ms) {
  * A connection to an actorim server that survives server restarts and network loss.
  *
  * Events (`on(type, callback)` passes the event's detail; `addEventListener` gets a
- * CustomEvent): `msg`, `edit`, `delete`, `member`, `presence`, `receipt`, `marker`, `typing` (server
+ * CustomEvent): `msg`, `edit`, `delete`, `member`, `moderation`, `presence`, `receipt`, `marker`, `typing` (server
  * events as documented in docs/protocol.md), `state` ({state, previous, delay?, code?, reason?}), `joined` (the join
  * reply {room, seq, epoch, members} with `resumed`: a re-join after a reconnect, `recovered`:
  * false when the missed messages could not be replayed (the client then fetches them with
@@ -792,6 +792,7 @@ export class ActorimClient extends EventTarget {
       case "member":
         return this._member(frame);
       case "room":
+      case "moderation":
       case "presence":
       case "receipt":
       case "marker":
@@ -1175,6 +1176,14 @@ export class ActorimClient extends EventTarget {
   /** A page of `room`'s members, offline ones included: `{members: [{user, status}], cursor?}`. */
   members(room, { cursor, limit } = {}) {
     return this._call("members", { room, ...given({ cursor, limit }) });
+  }
+
+  /** As a moderator or owner of `room` (docs/moderation.md): `action` is `kick`, `ban`,
+   * `unban`, `mute` or `unmute` (with `user`), or `delete` (with `mid`, another user's
+   * message); `reason` is shown to the user, `seconds` bounds a ban or mute. Resolves with the
+   * audit entry; the user's devices get a `moderation` event. */
+  moderate(room, action, { user, mid, reason, seconds } = {}) {
+    return this._call("moderate", { room, action, ...given({ user, mid, reason, for: seconds }) });
   }
 
   /** Set `room`'s title and/or topic (a member only): `{room, title, topic}`; every member's

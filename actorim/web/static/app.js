@@ -18,6 +18,7 @@ import {
 import { dayLabel, isLong, renderText, startOfDay } from "./render.js";
 import * as notify from "./notify.js";
 import { openPicker } from "./picker.js";
+import { installModeration } from "./moderation.js";
 
 // Messages fetched per history page, on opening a conversation and on scrolling back.
 const HISTORY_PAGE = 30;
@@ -290,6 +291,10 @@ function startChat(user, token) {
   client.on("reaction", onReaction);
   client.on("typing", onTyping);
   client.on("error", ({ message }) => showNotice(message));
+  installModeration({
+    client, me: user, showNotice, messages: ui.messages,
+    currentRoom: () => (openConv()?.kind === "room" ? openConv().name : null),
+  });
   client.connect().catch((err) => {
     if (err.code === "unauthenticated") return; // onState ends the session
     showNotice(err.message);

@@ -1,0 +1,111 @@
+"""Moderation on the chat page, in a real headless Chromium against a real server process: a
+moderator removes a message, mutes and kicks its author from the page, and the author's page
+says each time what happened, by whom and why (docs/moderation.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actorim.domain.apikeys import new_api_key
+from tests.test_browser import (
+    DESKTOP,
+    EXPECT_TIMEOUT_MS,
+    ServerProcess,
+    _bodies,
+    _join,
+    _say,
+    _sign_in,
+    browser,  # noqa: F401 (the module's Chromium)
+)
+
+pytestmark = pytest.mark.process  # Chromium and the server run as processes
+
+KEY, LINE = new_api_key()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "data", tmp_path / "server.log", ("--api-keys", LINE))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def set_role(server: ServerProcess, room: str, user: str, role: str) -> None:
+    request = urllib.request.Request(
+        f"{server.base}/api/v1/rooms/{room}/roles/{user}",
+        data=json.dumps({"role": role}).encode(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+def test_a_moderator_removes_mutes_and_kicks_from_the_page_and_the_user_is_told(
+    browser: Any,  # noqa: F811
+    server: ServerProcess,
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    room = "modroom"
+    set_role(server, room, "ann", "moderator")
+    errors: list[str] = []
+    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    for page in (ann, bob):
+        _join(page, room)
+    expect(ann.get_by_test_id("member")).to_have_count(2)
+    reasons = iter(["rude", "cool off", "enough"])
+    ann.on("dialog", lambda dialog: dialog.accept(next(reasons)))
+    _say(bob, "rude words")
+    _say(bob, "more words")
+    _say(ann, "my own")
+    bob_message = ann.get_by_test_id("message").filter(has=_bodies(ann, "rude words"))
+    expect(bob_message).to_have_count(1)
+    # Only other users' messages get the moderator's buttons, and only on a moderator's page.
+    expect(ann.get_by_test_id("message").filter(has=_bodies(ann, "my own")).get_by_test_id(
+        "moderate-kick")).to_have_count(0)  # fmt: skip
+    expect(bob.get_by_test_id("message").filter(has=_bodies(bob, "my own"))).to_have_count(1)
+    expect(bob.get_by_test_id("moderate-kick")).to_have_count(0)
+
+    bob_message.get_by_test_id("moderate-delete").click()
+    expect(bob.get_by_test_id("notice")).to_have_text(
+        "Your message in modroom was deleted by ann: rude"
+    )
+    expect(bob.get_by_test_id("message-body").filter(has_text="Message deleted")).to_have_count(1)
+    expect(_bodies(ann, "rude words")).to_have_count(0)
+
+    other = ann.get_by_test_id("message").filter(has=_bodies(ann, "more words"))
+    other.get_by_test_id("moderate-mute").click()
+    expect(bob.get_by_test_id("notice")).to_contain_text("You were muted in modroom by ann until")
+    expect(bob.get_by_test_id("notice")).to_contain_text(": cool off")
+    _say(bob, "am I muted?")
+    failed = bob.get_by_test_id("message").filter(has=_bodies(bob, "am I muted?"))
+    expect(failed.get_by_test_id("msg-status")).to_have_attribute("data-status", "failed")
+    expect(failed.get_by_test_id("msg-status")).to_have_attribute(
+        "aria-label", re.compile("^Not sent: you are muted in room 'modroom' until ")
+    )
+    expect(_bodies(ann, "am I muted?")).to_have_count(0)
+
+    other.get_by_test_id("moderate-kick").click()
+    expect(bob.get_by_test_id("notice")).to_have_text(
+        "You were removed from modroom by ann: enough"
+    )
+    expect(bob.locator(f'[data-testid="room-item"][data-room="{room}"]')).to_have_count(0)
+    expect(ann.get_by_test_id("member")).to_have_count(1)
+    # Kicked, not banned: bob may come back (still muted, as a kick lifts no mute).
+    _join(bob, room)
+    expect(bob.locator(f'[data-testid="room-item"][data-room="{room}"]')).to_have_count(1)
+    expect(ann.get_by_test_id("member")).to_have_count(2)
+    assert errors == []
