@@ -6,6 +6,7 @@ or across two nodes sharing Redis; and the push survives a kill -9 of its node."
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gevent.event import Event
+from gevent.pywsgi import WSGIServer
 
 from actorim.domain.auth import TokenAuthority
 from tests.redis_server import RedisServer, find_redis_server
 from tests.support import Client, ServerProcess, http_get, wait_until
 from tests.test_cluster import NodeProcess, redis_url_of, start_nodes
-from tests.test_webhooks import hooks
+from tests.test_webhooks import documented_verification
 from tests.webhook_receiver import Arrival, Receiver
 
 pytestmark = pytest.mark.process  # actorim serve (and redis-server) run as processes
@@ -30,9 +33,14 @@ HOOK_SECRET = "whsec-push"
 WINDOW, GRACE, POLL = 0.5, 0.3, 0.05
 
 
-def push_args(receiver: Receiver, *extra: str) -> tuple[str, ...]:
+def push_hook(url: str) -> str:
+    """The ``webhooks`` setting of one push gateway at ``url``."""
+    return json.dumps([{"url": url, "secret": HOOK_SECRET, "events": ["push.needed"]}])
+
+
+def push_args(webhooks: str, *extra: str) -> tuple[str, ...]:
     return (
-        "--webhooks", hooks(receiver, events=["push.needed"]),
+        "--webhooks", webhooks,
         "--webhook-poll", str(POLL),
         "--webhook-backoff-base", "0.2",
         "--webhook-backoff-cap", "0.8",
@@ -45,7 +53,7 @@ def push_args(receiver: Receiver, *extra: str) -> tuple[str, ...]:
 
 
 def server(data_dir: Path, receiver: Receiver, *extra: str) -> ServerProcess:
-    return ServerProcess(data_dir, secret=SECRET, args=push_args(receiver, *extra))
+    return ServerProcess(data_dir, secret=SECRET, args=push_args(push_hook(receiver.url), *extra))
 
 
 @pytest.fixture
@@ -223,7 +231,7 @@ def test_two_nodes_push_a_user_offline_everywhere_and_not_one_online_on_the_othe
     redis_server.start()
     cleanup.append(redis_server)
     url = redis_url_of(redis_server)
-    args = push_args(receiver)
+    args = push_args(push_hook(receiver.url))
     a, b = (
         NodeProcess(name, url, tmp_path, namespace="push", args=args, secret=SECRET)
         for name in "AB"
@@ -240,6 +248,56 @@ def test_two_nodes_push_a_user_offline_everywhere_and_not_one_online_on_the_othe
     wait_until(lambda: dropped(base(a), base(b)) == 1, what="bob's push dropped")
     assert [a.event["data"]["user"] for a in receiver.arrivals] == ["dan"]
     assert bob.ok("history", **{"with": "ann"})["messages"][-1]["mid"] == to_bob["mid"]
+
+
+def documented_gateway(secret: str, devices: Any, send: Any) -> Any:
+    """The push gateway of docs/webhooks.md, run as it is written there (after the
+    verification it calls)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text()
+    block = re.search(r"<!-- push-gateway -->\n```python\n(.*?)```", text, re.S)
+    assert block is not None
+    namespace: dict[str, Any] = {"verify_webhook": documented_verification()}
+    exec(compile(block.group(1), "docs/webhooks.md", "exec"), namespace)
+    return namespace["push_gateway"](secret, devices, send)
+
+
+def test_the_documented_push_gateway_turns_a_real_push_into_fcm_apns_and_web_push_requests(
+    tmp_path: Path, cleanup: list[Any]
+) -> None:
+    subscription = {"endpoint": "https://push.example/wp/1", "keys": {"p256dh": "k", "auth": "a"}}
+    devices = {"bob": [("fcm", "fcm-token"), ("apns", "apns-token"), ("webpush", subscription)]}
+    sent: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+    all_sent = Event()
+
+    def send(url: str, headers: dict[str, str], body: dict[str, Any]) -> int:
+        sent.append((url, headers, body))
+        if len(sent) == 3:
+            all_sent.set()
+        return 200
+
+    app = documented_gateway(HOOK_SECRET, lambda user: devices.get(user, []), send)
+    gateway = WSGIServer(("127.0.0.1", 0), app, log=None, error_log=None)
+    gateway.start()
+    cleanup.append(gateway)
+    url = f"http://127.0.0.1:{gateway.server_port}/push"
+    args = push_args(push_hook(url), "--push-preview", "full")
+    node = ServerProcess(tmp_path, secret=SECRET, args=args)
+    cleanup.append(node)
+    node.start()
+    ann = client(node.url, "ann", cleanup)
+    at_window_start()
+    ann.ok("send", to="bob", body={"text": "lunch?"}, cid="g1")
+    last = ann.ok("send", to="bob", body={"text": "at noon"}, cid="g2")
+    assert all_sent.wait(timeout=20), sent
+    (fcm_url, _, fcm), (apns_url, apns_headers, apns), (web_url, web_headers, web) = sent
+    assert fcm_url == "https://fcm.googleapis.com/v1/projects/my-firebase-project/messages:send"
+    assert fcm["message"]["token"] == "fcm-token"
+    assert fcm["message"]["notification"] == {"title": "ann", "body": "at noon (+1 more)"}
+    assert fcm["message"]["data"]["mid"] == last["mid"]
+    assert apns_url == "https://api.push.apple.com/3/device/apns-token"
+    assert apns_headers["apns-push-type"] == "alert" and apns["aps"]["badge"] == 2
+    assert web_url == subscription["endpoint"] and web_headers["TTL"] == "3600"
+    assert (web["title"], web["body"], web["badge"]) == ("ann", "at noon (+1 more)", 2)
 
 
 class _Killed:
