@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +56,18 @@ def server(data_dir: Path, receiver: Receiver, *extra: str) -> ServerProcess:
 
 
 @pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        thing.stop() if not isinstance(thing, Client) else thing.close()
-
-
-@pytest.fixture
 def receiver(cleanup: list[Any]) -> Receiver:
     made = Receiver(HOOK_SECRET).start()
     cleanup.append(made)
     return made
+
+
+def started(data_dir: Path, receiver: Receiver, cleanup: list[Any], *extra: str) -> ServerProcess:
+    """A node posting pushes to ``receiver``, started, and stopped when the test ends."""
+    node = server(data_dir, receiver, *extra)
+    cleanup.append(node)
+    node.start()
+    return node
 
 
 def client(url: str, user: str, cleanup: list[Any]) -> Client:
@@ -107,9 +106,7 @@ def pushes_for(arrivals: list[Arrival], user: str) -> list[dict[str, Any]]:
 def test_an_offline_user_gets_one_push_for_messages_of_one_window_with_the_latest_and_the_badge(
     tmp_path: Path, receiver: Receiver, cleanup: list[Any]
 ) -> None:
-    node = server(tmp_path, receiver)
-    cleanup.append(node)
-    node.start()
+    node = started(tmp_path, receiver, cleanup)
     bob = client(node.url, "bob", cleanup)
     bob.ok("join", room="lobby")
     bob.close()
@@ -148,9 +145,7 @@ def test_an_offline_user_gets_one_push_for_messages_of_one_window_with_the_lates
 def test_no_push_when_the_user_comes_back_within_the_grace_or_reads_the_conversation(
     tmp_path: Path, receiver: Receiver, cleanup: list[Any]
 ) -> None:
-    node = server(tmp_path, receiver)
-    cleanup.append(node)
-    node.start()
+    node = started(tmp_path, receiver, cleanup)
     ann = client(node.url, "ann", cleanup)
     at_window_start()
     ann.ok("send", to="bob", body="are you there?", cid="b1")
@@ -171,9 +166,7 @@ def test_no_push_when_the_user_comes_back_within_the_grace_or_reads_the_conversa
 def test_a_flood_of_direct_messages_makes_at_most_one_push_per_window(
     tmp_path: Path, receiver: Receiver, cleanup: list[Any]
 ) -> None:
-    node = server(tmp_path, receiver)
-    cleanup.append(node)
-    node.start()
+    node = started(tmp_path, receiver, cleanup)
     ann = client(node.url, "ann", cleanup)
     sent = [ann.ok("send", to="bob", body=f"flood {n}", cid=f"f{n}") for n in range(150)]
     windows = sorted({m["ts"] // int(WINDOW * 1000) for m in sent})
@@ -193,9 +186,7 @@ def test_a_flood_of_direct_messages_makes_at_most_one_push_per_window(
 def test_the_preview_setting_decides_what_a_push_shows_of_its_message(
     tmp_path: Path, receiver: Receiver, cleanup: list[Any], preview: str
 ) -> None:
-    node = server(tmp_path, receiver, "--push-preview", preview)
-    cleanup.append(node)
-    node.start()
+    node = started(tmp_path, receiver, cleanup, "--push-preview", preview)
     ann = client(node.url, "ann", cleanup)
     sent = ann.ok("send", to="bob", body={"text": "secret plans"}, cid="p1")
     [arrival] = receiver.wait_for(1, what="bob's push")
@@ -210,9 +201,7 @@ def test_the_preview_setting_decides_what_a_push_shows_of_its_message(
 def test_a_pending_push_survives_kill_9_and_the_restarted_node_sends_it(
     tmp_path: Path, receiver: Receiver, cleanup: list[Any]
 ) -> None:
-    node = server(tmp_path, receiver)
-    cleanup.append(node)
-    node.start()
+    node = started(tmp_path, receiver, cleanup)
     ann = client(node.url, "ann", cleanup)
     sent = ann.ok("send", to="bob", body="kept through the crash", cid="k1")
     node.kill()  # before the push was due: it is only in the data directory

@@ -8,7 +8,7 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +63,6 @@ def server(data_dir: Path, webhooks: str, *extra: str) -> ServerProcess:
             *extra,
         ),
     )
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        thing.stop() if not isinstance(thing, Client) else thing.close()
 
 
 @pytest.fixture
