@@ -14,8 +14,11 @@ from typing import Any
 import gevent
 import pytest
 from gevent.event import Event
+from pykka import ActorRegistry
 
 from actorim.domain.webhooks import Endpoint
+from actorim.runtime.messages import Call, Statuses
+from actorim.runtime.webhooks import WebhookDispatcher
 from tests.support import RunningNode, wait_until
 from tests.webhook_receiver import Receiver
 
@@ -101,3 +104,30 @@ def test_a_dead_receiver_behind_an_open_circuit_gets_one_trial_per_cool_down(
         assert all(cooldown <= gap <= 2 * cooldown + 0.3 for gap in gaps[1:]), gaps
     finally:
         hook.stop()
+
+
+def test_a_dispatcher_stopped_while_a_push_is_decided_leaves_the_presence_tracker_running(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    """The presence tracker answers a due push's status to the dispatcher that asked; that
+    one may have stopped meanwhile (a restart), and the answer then goes nowhere."""
+    running = start_node(
+        webhooks=[Endpoint("http://127.0.0.1:9/push", "s", ("push.needed",))],
+        webhook_poll=0.05,
+        presence_grace=0.05,
+        push_window=0.05,
+    )
+    ctx = running.node.ctx
+    presence = ctx.refs.presence
+    assert presence is not None
+    [dispatcher] = ActorRegistry.get_by_class(WebhookDispatcher)
+    gate = Event()
+    presence.tell(Call(gate.wait))  # the tracker is busy until the gate opens
+    running.node.publish("are you there?", to="bob", sender="ann")
+    wait_until(lambda: len(presence.actor_inbox) > 0, what="the push's status asked for")
+    dispatcher.stop()  # its supervisor starts another
+    gate.set()
+    answered = Event()
+    presence.tell(Statuses(("bob",), lambda statuses: answered.set()))
+    assert answered.wait(timeout=5), "the presence tracker did not answer"
+    assert presence.is_alive() and ctx.refs.presence is presence

@@ -12,12 +12,12 @@ Every answer comes back to the dispatcher's actor as a ``Call``; the decider kee
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 from collections.abc import Callable
 from typing import Any
 
-from pykka import ActorRef
+from pykka import ActorDeadError, ActorRef
 
 from actorim.domain.markers import Counts
 from actorim.domain.messages import dm_conv, room_conv
@@ -29,8 +29,6 @@ from actorim.runtime.messages import Call, OutboxRequest, Statuses
 from actorim.store.base import Store
 
 __all__ = ["Decision", "PushDecider"]
-
-logger = logging.getLogger("actorim.webhooks")
 
 Decision = bytes | str | None
 """What became of a due push: its payload (JSON) to send; None, not needed (the user is
@@ -50,7 +48,9 @@ class PushDecider:
         user: str = pending["user"]
 
         def heard(statuses: dict[str, Any]) -> None:  # in the presence tracker
-            self._actor.tell(Call(self._heard, (pending, statuses.get(user), done)))
+            # The dispatcher stopped meanwhile: the push stays leased and is decided again.
+            with contextlib.suppress(ActorDeadError):
+                self._actor.tell(Call(self._heard, (pending, statuses.get(user), done)))
 
         try:
             self.ctx.refs.tell_presence(Statuses((user,), heard))
