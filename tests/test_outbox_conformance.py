@@ -9,6 +9,7 @@ import doctest
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -217,7 +218,10 @@ def test_messages_of_one_window_join_one_pending_push_that_carries_the_latest(
     store.append_batch([dm("later", 20_000)])
     [later] = claim_pushes(store, POLICY.due_of(20_000))
     assert later.key != push.key and json.loads(later.data)["message"]["body"] == "later"
-    assert [e.type for e in claim(store, now_ms=10**9)] == ["message.created"] * 7
+    store.append_batch([replace(mention, ts=30_000)])
+    [alone] = claim_pushes(store, POLICY.due_of(30_000))
+    assert json.loads(alone.data)["conversation"] == {"room": "lobby"}
+    assert [e.type for e in claim(store, now_ms=10**9)] == ["message.created"] * 8
 
 
 def test_sqlite_outbox_entries_are_committed_with_their_message(tmp_path: Path) -> None:
