@@ -16,7 +16,7 @@ import pytest
 from gevent.event import Event
 from pykka import ActorRegistry
 
-from actorim.domain.webhooks import Endpoint
+from actorim.domain.webhooks import Endpoint, OutboxEntry, entry_key
 from actorim.runtime.messages import Call, Statuses
 from actorim.runtime.webhooks import WebhookDispatcher
 from tests.support import RunningNode, wait_until
@@ -131,3 +131,30 @@ def test_a_dispatcher_stopped_while_a_push_is_decided_leaves_the_presence_tracke
     presence.tell(Statuses(("bob",), lambda statuses: answered.set()))
     assert answered.wait(timeout=5), "the presence tracker did not answer"
     assert presence.is_alive() and ctx.refs.presence is presence
+
+
+def test_an_entry_that_is_no_pending_push_ends_in_the_dead_letter_queue_unposted(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    """A ``push.needed`` entry the dispatcher cannot decide is tried again, never posted, and
+    given up into the dead-letter queue after ``webhook_max_attempts``: it never crashes the
+    dispatcher."""
+    hook = Receiver("s").start()
+    try:
+        running = start_node(
+            webhooks=[Endpoint(hook.url, "s", ("push.needed",))],
+            webhook_poll=0.05,
+            webhook_max_attempts=2,
+            webhook_backoff_base=0.05,
+            webhook_backoff_cap=0.05,
+        )
+        key = entry_key("ev_0000000000000000xx", hook.url)
+        entry = OutboxEntry(key, "ev_0000000000000000xx", "push.needed", 0, hook.url, b"{}")
+        running.node.operations._outbox(lambda store: store.outbox_add([entry]), 5.0)
+        wait_until(lambda: running.node.dead_letters()["dead"], what="the entry given up")
+        [dead] = running.node.dead_letters()["dead"]
+        assert dead["id"] == key and dead["attempts"] == 2
+        assert dead["error"].startswith("not a pending push")
+        assert hook.arrivals == []
+    finally:
+        hook.stop()

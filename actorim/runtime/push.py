@@ -44,8 +44,14 @@ class PushDecider:
 
     def decide(self, entry: OutboxEntry, done: Callable[[Decision], None]) -> None:
         """Decide the due push ``entry``; ``done(decision)`` runs in the actor."""
-        pending: dict[str, Any] = json.loads(entry.data)
-        user: str = pending["user"]
+        try:
+            pending: dict[str, Any] = json.loads(entry.data)
+            user = pending["user"]
+            if not isinstance(user, str):
+                raise TypeError(f"user is {type(user).__name__}")
+        except (ValueError, KeyError, TypeError) as exc:
+            done(f"not a pending push: {exc!r}"[:200])
+            return
 
         def heard(statuses: dict[str, Any]) -> None:  # in the presence tracker
             # The dispatcher stopped meanwhile: the push stays leased and is decided again.

@@ -12,6 +12,11 @@ which settles the entry in the store: delivered (a 2xx answer) entries are forgo
 ones are tried again after a back-off with full jitter (``RetryPolicy``), and after
 ``webhook_max_attempts`` they move to the dead-letter queue.
 
+A due ``push.needed`` entry is decided before it is posted (``PushDecider``, from the user's
+status and counts then): posted with its final payload, dropped (forgotten as if delivered), or,
+when it could not be decided (the presence tracker or the store away), tried again after a
+back-off that does not count against the endpoint's breaker.
+
 Each endpoint is behind a circuit breaker (``actorim.breaker.machine``): after
 ``webhook_breaker_failures`` failures in a row nothing is claimed for it until
 ``webhook_breaker_cooldown`` has passed; then one entry is the trial, whose success closes the
@@ -195,6 +200,11 @@ class WebhookDispatcher(GeventActor):
         if decision is None:
             self.ctx.metrics.webhook_attempts.labels("dropped").inc()
             self._settle(lambda store: store.outbox_done(entry))
+        elif self._policy.exhausted(entry.attempts + 1):
+            self.ctx.metrics.webhook_attempts.labels("dead").inc()
+            logger.warning("push %s moved to the dead-letter queue: %s", entry.event, decision)
+            dead = entry.buried(now=int(now * 1000), error=decision)
+            self._settle(lambda store: store.outbox_bury(dead))
         else:  # undecided: the push waits a back-off; the endpoint is not to blame
             logger.debug("push %s not decided now: %s", entry.event, decision)
             self._retry(entry, decision, now)
