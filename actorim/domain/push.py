@@ -128,7 +128,7 @@ def pending_push(stored: StoredMessage, user: str, body: Any, preview: Preview) 
     return {"user": user, "conversation": conversation, "message": message}
 
 
-def conversation_key(pending: Mapping[str, Any]) -> str:
+def _conversation_key(pending: Mapping[str, Any]) -> str:
     """The conversation key of a pending push."""
     conversation = pending["conversation"]
     if "room" in conversation:
@@ -155,7 +155,7 @@ def push_payload(
     >>> push_payload(pending, {"d:al|bo": Counts(3, 3, 0, 0)}, [])
     """
     conversation = pending["conversation"]
-    here = counts.get(conversation_key(pending), NO_COUNTS)
+    here = counts.get(_conversation_key(pending), NO_COUNTS)
     if "room" in conversation:
         if conversation["room"] not in rooms or here.mentions == 0:
             return None
