@@ -12,13 +12,20 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, cast
 
 from actorim.domain.apikeys import ApiKeys
 from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.domain.markers import DEFAULT_MAX_MENTIONS, DEFAULT_UNREAD_COUNT_MAX
 from actorim.domain.messages import DEFAULT_MAX_REACTIONS
 from actorim.domain.origins import origin_of
+from actorim.domain.push import (
+    DEFAULT_PUSH_PREVIEW,
+    DEFAULT_PUSH_WINDOW_S,
+    PREVIEWS,
+    Preview,
+    PushPolicy,
+)
 from actorim.domain.ratelimit import DEFAULT_TYPING_THROTTLE_S, DEFAULT_TYPING_TTL_S
 from actorim.domain.webhooks import (
     DEFAULT_BACKOFF_BASE_S,
@@ -446,7 +453,7 @@ SETTINGS: tuple[Setting, ...] = (
         "webhooks",
         (),
         'webhook endpoints, a JSON list of {"url", "secret", "events"?} (events: the types '
-        "wanted, all when left out); none: no outbox is kept",
+        "wanted, all but push.needed when left out); none: no outbox is kept",
         parse_endpoints,
     ),
     Setting(
@@ -489,6 +496,21 @@ SETTINGS: tuple[Setting, ...] = (
         30.0,
         "seconds an endpoint's open circuit waits before one trial request",
         float,
+    ),
+    # -- offline push (docs/webhooks.md, push.needed)
+    Setting(
+        "push_window",
+        DEFAULT_PUSH_WINDOW_S,
+        "seconds: messages to one offline user within one window make one push.needed (the "
+        "clock is cut into windows of this length); it is decided presence_grace after its "
+        "window ends",
+        float,
+    ),
+    Setting(
+        "push_preview",
+        DEFAULT_PUSH_PREVIEW,
+        "what a push.needed shows of its message: none, sender (who wrote it) or full (sender "
+        "and body)",
     ),
     # -- operations
     Setting("drain_seconds", 5.0, "on SIGTERM, seconds over which connections are closed", float),
@@ -595,6 +617,8 @@ class Config:
     webhook_lease: float = _BY_NAME["webhook_lease"].default
     webhook_breaker_failures: int = _BY_NAME["webhook_breaker_failures"].default
     webhook_breaker_cooldown: float = _BY_NAME["webhook_breaker_cooldown"].default
+    push_window: float = _BY_NAME["push_window"].default
+    push_preview: str = _BY_NAME["push_preview"].default
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def _check_page_urls(self) -> None:
@@ -733,11 +757,25 @@ class Config:
                 f"must be greater than webhook_timeout ({self.webhook_timeout}), got "
                 f"{self.webhook_lease}: a delivery still under way would be taken over",
             )
+        if self.push_window <= 0:
+            invalid_setting("push_window", f"must be greater than 0, got {self.push_window}")
+        if self.push_preview not in PREVIEWS:
+            invalid_setting(
+                "push_preview", f"must be one of {', '.join(PREVIEWS)}, got {self.push_preview!r}"
+            )
         if self.webhook_breaker_cooldown < 0:
             invalid_setting(
                 "webhook_breaker_cooldown",
                 f"must be 0 or more, got {self.webhook_breaker_cooldown}",
             )
+
+    def push_policy(self) -> PushPolicy:
+        """The offline push settings as ``actorim.domain.push`` takes them."""
+        return PushPolicy(
+            window_s=self.push_window,
+            grace_s=self.presence_grace,
+            preview=cast(Preview, self.push_preview),
+        )
 
     def _check_api(self) -> None:
         """The server API's settings (``actorim.web.api``)."""

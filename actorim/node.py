@@ -92,7 +92,9 @@ class StoreAdapter:
 
 def _outbox(config: Config) -> OutboxFor | None:
     """What the store writes to the webhook outbox with each message (None: no webhooks)."""
-    return Webhooks(config.webhooks).for_message if config.webhooks else None
+    if not config.webhooks:
+        return None
+    return Webhooks(config.webhooks, config.push_policy()).for_message
 
 
 def _open_sqlite(config: Config) -> Store:

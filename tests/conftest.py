@@ -143,6 +143,16 @@ def clients() -> Iterator[list[Client]]:
 
 
 @pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    """What a test starts (processes, receivers, clients), stopped or closed after it, the last
+    one first."""
+    things: list[Any] = []
+    yield things
+    for thing in reversed(things):
+        thing.close() if isinstance(thing, Client) else thing.stop()
+
+
+@pytest.fixture
 def server(start_node: Callable[..., RunningNode]) -> RunningNode:
     """One node with fault injection on, the memory store and short timeouts."""
     return start_node(fault_injection=True, presence_grace=0.3)

@@ -9,10 +9,12 @@ import doctest
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from actorim.domain.push import PushPolicy
 from actorim.domain.webhooks import Endpoint, OutboxEntry
 from actorim.protocol.events import encode_body
 from actorim.protocol.webhooks import Webhooks
@@ -26,7 +28,9 @@ pytest_plugins = ["tests.redis_server"]
 REPO = Path(__file__).resolve().parents[1]
 ALL = Endpoint("http://all.example/in", "s1")
 PRESENCE = Endpoint("http://presence.example/in", "s2", ("user.online", "user.offline"))
-WEBHOOKS = Webhooks([ALL, PRESENCE])
+PUSH = Endpoint("http://push.example/in", "s3", ("push.needed",))
+POLICY = PushPolicy(window_s=10.0, grace_s=5.0, preview="full")
+WEBHOOKS = Webhooks([ALL, PRESENCE, PUSH], POLICY)
 LEASE = 30_000
 
 
@@ -181,6 +185,45 @@ def test_added_entries_are_kept_once_by_key(store: Store) -> None:
     assert store.outbox_due(PRESENCE.url, now_ms=10**9, limit=10, lease_ms=LEASE) == []
 
 
+def dm(text: str, ts: int, sender: str = "alice", to: str = "bob") -> NewMessage:
+    return NewMessage(dm_conv(sender, to), sender, "text", encode_body(text), ts, to=to)
+
+
+def claim_pushes(store: Store, now_ms: int) -> list[OutboxEntry]:
+    return store.outbox_due(PUSH.url, now_ms=now_ms, limit=100, lease_ms=LEASE)
+
+
+def test_messages_of_one_window_join_one_pending_push_that_carries_the_latest(
+    store: Store,
+) -> None:
+    """Direct messages and mentions make a pending push.needed per recipient and window, due
+    the grace after the window: a later message of the window replaces the kept message
+    until the push is claimed, and a later window makes a push of its own."""
+    mention = NewMessage(
+        room_conv("lobby"), "carol", "text", encode_body("@bob look"), 12_000,
+        room="lobby", mentions=("bob",),
+    )  # fmt: skip
+    store.append_batch([dm("one", 10_500), dm("two", 11_000)])
+    store.append_batch([mention, dm("self", 13_000, "bob", "bob"), dm("three", 14_000)])
+    assert claim_pushes(store, POLICY.due_of(10_500) - 1) == []
+    [push] = claim_pushes(store, POLICY.due_of(10_500))
+    assert (push.type, push.ts) == ("push.needed", 10_000)
+    data = json.loads(push.data)
+    assert data["user"] == "bob" and data["conversation"] == {"with": "alice"}
+    assert data["message"]["body"] == "three" and data["message"]["from"] == "alice"
+    store.append_batch([dm("four", 15_000)])  # claimed: the kept message stays
+    store.outbox_retry(push.retried(due=POLICY.due_of(10_500) + 1, error="HTTP 500"))
+    [again] = claim_pushes(store, POLICY.due_of(10_500) + 1)
+    assert again.key == push.key and json.loads(again.data)["message"]["body"] == "three"
+    store.append_batch([dm("later", 20_000)])
+    [later] = claim_pushes(store, POLICY.due_of(20_000))
+    assert later.key != push.key and json.loads(later.data)["message"]["body"] == "later"
+    store.append_batch([replace(mention, ts=30_000)])
+    [alone] = claim_pushes(store, POLICY.due_of(30_000))
+    assert json.loads(alone.data)["conversation"] == {"room": "lobby"}
+    assert [e.type for e in claim(store, now_ms=10**9)] == ["message.created"] * 8
+
+
 def test_sqlite_outbox_entries_are_committed_with_their_message(tmp_path: Path) -> None:
     path = tmp_path / "messages.db"
     store = SqliteStore(path, outbox=WEBHOOKS.for_message)
@@ -213,9 +256,16 @@ def test_schema_4_data_directory_migrates_to_an_empty_outbox_that_then_fills(
 
 
 def test_the_examples_in_the_webhook_modules_hold() -> None:
+    import actorim.domain.push
     import actorim.domain.webhooks
     import actorim.protocol.webhooks
     import actorim.redis.outbox
 
-    for module in (actorim.domain.webhooks, actorim.protocol.webhooks, actorim.redis.outbox):
+    modules = (
+        actorim.domain.push,
+        actorim.domain.webhooks,
+        actorim.protocol.webhooks,
+        actorim.redis.outbox,
+    )
+    for module in modules:
         assert doctest.testmod(module).failed == 0, module.__name__

@@ -14,8 +14,11 @@ from typing import Any
 import gevent
 import pytest
 from gevent.event import Event
+from pykka import ActorRegistry
 
-from actorim.domain.webhooks import Endpoint
+from actorim.domain.webhooks import Endpoint, OutboxEntry, entry_key
+from actorim.runtime.messages import Call, Statuses
+from actorim.runtime.webhooks import WebhookDispatcher
 from tests.support import RunningNode, wait_until
 from tests.webhook_receiver import Receiver
 
@@ -99,5 +102,59 @@ def test_a_dead_receiver_behind_an_open_circuit_gets_one_trial_per_cool_down(
         # grows up to twice the setting after a failed trial (plus a poll).
         assert gaps[0] < cooldown, gaps
         assert all(cooldown <= gap <= 2 * cooldown + 0.3 for gap in gaps[1:]), gaps
+    finally:
+        hook.stop()
+
+
+def test_a_dispatcher_stopped_while_a_push_is_decided_leaves_the_presence_tracker_running(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    """The presence tracker answers a due push's status to the dispatcher that asked; that
+    one may have stopped meanwhile (a restart), and the answer then goes nowhere."""
+    running = start_node(
+        webhooks=[Endpoint("http://127.0.0.1:9/push", "s", ("push.needed",))],
+        webhook_poll=0.05,
+        presence_grace=0.05,
+        push_window=0.05,
+    )
+    ctx = running.node.ctx
+    presence = ctx.refs.presence
+    assert presence is not None
+    [dispatcher] = ActorRegistry.get_by_class(WebhookDispatcher)
+    gate = Event()
+    presence.tell(Call(gate.wait))  # the tracker is busy until the gate opens
+    running.node.publish("are you there?", to="bob", sender="ann")
+    wait_until(lambda: len(presence.actor_inbox) > 0, what="the push's status asked for")
+    dispatcher.stop()  # its supervisor starts another
+    gate.set()
+    answered = Event()
+    presence.tell(Statuses(("bob",), lambda statuses: answered.set()))
+    assert answered.wait(timeout=5), "the presence tracker did not answer"
+    assert presence.is_alive() and ctx.refs.presence is presence
+
+
+def test_an_entry_that_is_no_pending_push_ends_in_the_dead_letter_queue_unposted(
+    start_node: Callable[..., RunningNode],
+) -> None:
+    """A ``push.needed`` entry the dispatcher cannot decide is tried again, never posted, and
+    given up into the dead-letter queue after ``webhook_max_attempts``: it never crashes the
+    dispatcher."""
+    hook = Receiver("s").start()
+    try:
+        running = start_node(
+            webhooks=[Endpoint(hook.url, "s", ("push.needed",))],
+            webhook_poll=0.05,
+            webhook_max_attempts=2,
+            webhook_backoff_base=0.05,
+            webhook_backoff_cap=0.05,
+        )
+        key = entry_key("ev_0000000000000000xx", hook.url)
+        entry = OutboxEntry(key, "ev_0000000000000000xx", "push.needed", 0, hook.url, b"{}")
+        running.node.operations._outbox(lambda store: store.outbox_add([entry]), 5.0)
+        wait_until(lambda: running.node.dead_letters()["dead"], what="the entry given up")
+        [dead] = running.node.dead_letters()["dead"]
+        assert dead["id"] == key and dead["attempts"] == 2
+        assert dead["error"].startswith("not a pending push")
+        assert hook.arrivals == []
     finally:
         hook.stop()

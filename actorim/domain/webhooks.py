@@ -29,11 +29,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from actorim.domain.push import PUSH_EVENT
+
 __all__ = [
     "DEFAULT_BACKOFF_BASE_S",
     "DEFAULT_BACKOFF_CAP_S",
     "DEFAULT_MAX_ATTEMPTS",
     "EVENT_TYPES",
+    "MERGED_TYPES",
+    "OPT_IN_TYPES",
     "SIGNATURE_HEADER",
     "SIGNATURE_TOLERANCE_S",
     "Endpoint",
@@ -59,10 +63,19 @@ EVENT_TYPES: tuple[str, ...] = (
     "moderation.muted",
     "moderation.unmuted",
     "moderation.deleted",
+    PUSH_EVENT,
 )
 """The event types a node emits. A new one is a line here and its payload builder in
 ``actorim.protocol.webhooks.PAYLOADS`` (room membership, moderation and push events are
 meant to come that way)."""
+
+OPT_IN_TYPES: frozenset[str] = frozenset({PUSH_EVENT})
+"""Event types an endpoint gets only when its ``events`` name them: a push gateway is an
+endpoint of its own, and an endpoint that takes every event is not flooded with pushes."""
+
+MERGED_TYPES: frozenset[str] = frozenset({PUSH_EVENT})
+"""Event types whose entries coalesce: a new entry under a kept key replaces the kept one's
+``data`` while that one waits for its first due time (see ``OutboxEntry.merges``)."""
 
 SIGNATURE_HEADER = "Actorim-Signature"
 """The request header that carries the timestamp and the signature."""
@@ -86,13 +99,15 @@ four minutes."""
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """A receiver: its ``url``, the ``secret`` requests are signed with, and the event types
-    it wants (``events``; empty: every type)."""
+    it wants (``events``; empty: every type but the ``OPT_IN_TYPES``)."""
 
     url: str
     secret: str
     events: tuple[str, ...] = ()
 
     def wants(self, event_type: str) -> bool:
+        if event_type in OPT_IN_TYPES:
+            return event_type in self.events
         return not self.events or event_type in self.events
 
 
@@ -168,6 +183,14 @@ class OutboxEntry:
     due: int = 0
     error: str = ""
     dead: int | None = None
+
+    @property
+    def merges(self) -> bool:
+        """Whether this entry, added under a key already kept, replaces that entry's ``data``
+        (a pending push taking its latest message) instead of being dropped as a repeat: while
+        the kept one is live and still due at the same time (neither claimed nor retried, which
+        both move its due time)."""
+        return self.type in MERGED_TYPES
 
     def row(self) -> tuple[str, str, str, int, str, bytes, int, int, str, int | None]:
         """The fields in order, as the stores keep them (``OutboxEntry(*row)`` again)."""

@@ -16,12 +16,20 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import msgpack
 
 from actorim.domain.messages import DELETE, DM_SEPARATOR, EDIT, StoredMessage, encode_mid
 from actorim.domain.moderation import AuditEntry
+from actorim.domain.push import (
+    PUSH_EVENT,
+    PushPolicy,
+    pending_push,
+    push_event_id,
+    push_recipients,
+)
 from actorim.domain.webhooks import Endpoint, OutboxEntry, entries_for
 
 __all__ = [
@@ -33,6 +41,7 @@ __all__ = [
     "moderation_payload",
     "presence_event_id",
     "presence_payload",
+    "push_pending_payload",
 ]
 
 
@@ -88,6 +97,13 @@ def moderation_payload(entry: AuditEntry) -> dict[str, Any]:
     ``room``, ``ts``, who acted (``by``), ``action``, on whom (``user``), ``reason``, and
     ``until`` for a ban or mute, ``mid`` for a delete."""
     return entry.as_json()
+def push_pending_payload(stored: StoredMessage, user: str, policy: PushPolicy) -> dict[str, Any]:
+    """``data`` of a pending ``push.needed`` while ``stored`` is its latest message; the
+    dispatcher adds ``count`` and ``badge`` when it is due (``actorim.domain.push``)."""
+    body = None
+    if policy.preview == "full":
+        body = msgpack.unpackb(stored.body, raw=False, strict_map_key=False)
+    return pending_push(stored, user, body, policy.preview)
 
 
 PAYLOADS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -97,6 +113,7 @@ PAYLOADS: dict[str, Callable[..., dict[str, Any]]] = {
     "user.online": presence_payload,
     "user.offline": presence_payload,
     **{event_type: moderation_payload for event_type in MODERATION_EVENTS.values()},
+    PUSH_EVENT: push_pending_payload,
 }
 """Each event type's payload builder."""
 
@@ -114,8 +131,9 @@ def _binary(value: Any) -> str:
 class Webhooks:
     """The configured endpoints, as the outbox sees them: which entries an event makes."""
 
-    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+    def __init__(self, endpoints: Sequence[Endpoint], push: PushPolicy | None = None) -> None:
         self.endpoints = tuple(endpoints)
+        self.push = push if any(e.wants(PUSH_EVENT) for e in self.endpoints) else None
 
     def __bool__(self) -> bool:
         return bool(self.endpoints)
@@ -127,7 +145,22 @@ class Webhooks:
         if event_type is None or not self.endpoints:
             return []
         data = _json(PAYLOADS[event_type](stored))
-        return entries_for(self.endpoints, "ev_" + stored.mid, event_type, stored.ts, data)
+        made = entries_for(self.endpoints, "ev_" + stored.mid, event_type, stored.ts, data)
+        if self.push is not None:
+            made += self.for_push(stored, self.push)
+        return made
+
+    def for_push(self, stored: StoredMessage, policy: PushPolicy) -> list[OutboxEntry]:
+        """The pending pushes ``stored`` joins, one per user it may need a push for: under the
+        key of the user's window, due when the window's grace ends (``actorim.domain.push``)."""
+        window, due = policy.window_of(stored.ts), policy.due_of(stored.ts)
+        made: list[OutboxEntry] = []
+        for user in push_recipients(stored):
+            data = _json(push_pending_payload(stored, user, policy))
+            event = push_event_id(user, window)
+            for entry in entries_for(self.endpoints, event, PUSH_EVENT, window, data):
+                made.append(replace(entry, due=due))
+        return made
 
     def for_presence(self, user: str, status: str, ts: int) -> list[OutboxEntry]:
         """The entries of a user going online or offline at ``ts``. Their id is made of the

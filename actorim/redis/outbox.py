@@ -32,14 +32,22 @@ __all__ = ["SEEN_TTL_MS", "OutboxKeys", "RedisOutbox"]
 SEEN_TTL_MS = 24 * 3600 * 1000
 """How long an added key is remembered: a resend within a day adds nothing again."""
 
-# KEYS: entries, then (due, seen) per entry. ARGV: seen ttl, then (key, due ms, packed) per entry.
+# KEYS: entries, then (due, seen) per entry. ARGV: seen ttl, then (key, due ms, packed, merges)
+# per entry. An entry that merges (a pending push) replaces the kept one while that one is still
+# due at the same time: neither claimed nor retried (both move its score), nor dead (no score).
 _ADD = r"""#!lua
 local ttl = ARGV[1]
-for i = 0, (#ARGV - 1) / 3 - 1 do
-  local key, due, packed = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+for i = 0, (#ARGV - 1) / 4 - 1 do
+  local key, due = ARGV[2 + 4 * i], ARGV[3 + 4 * i]
+  local packed, merges = ARGV[4 + 4 * i], ARGV[5 + 4 * i]
   if redis.call('SET', KEYS[3 + 2 * i], '1', 'NX', 'PX', ttl) then
     if redis.call('HSETNX', KEYS[1], key, packed) == 1 then
       redis.call('ZADD', KEYS[2 + 2 * i], due, key)
+    end
+  elseif merges == '1' then
+    local score = redis.call('ZSCORE', KEYS[2 + 2 * i], key)
+    if score and tonumber(score) == tonumber(due) and redis.call('HEXISTS', KEYS[1], key) == 1 then
+      redis.call('HSET', KEYS[1], key, packed)
     end
   end
 end
@@ -152,7 +160,7 @@ class RedisOutbox:
         args: list[Any] = [SEEN_TTL_MS]
         for entry in entries:
             keys += [self.keys.due(entry.endpoint), self.keys.seen(entry.key)]
-            args += [entry.key, entry.due, pack(entry)]
+            args += [entry.key, entry.due, pack(entry), "1" if entry.merges else "0"]
         self._add(keys=keys, args=args, client=pipe)
 
     def add(self, entries: Sequence[OutboxEntry]) -> None:

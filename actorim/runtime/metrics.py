@@ -76,8 +76,9 @@ class Metrics:
         )
         self.webhook_attempts = Counter(
             "actorim_webhook_attempts",
-            "Webhook deliveries tried, by result: delivered, retry (failed, tried again) or"
-            " dead (failed, moved to the dead-letter queue)",
+            "Webhook deliveries tried, by result: delivered, retry (failed, tried again),"
+            " dead (failed, moved to the dead-letter queue) or dropped (a push.needed no longer"
+            " needed when due)",
             ["result"],
             registry=registry,
         )

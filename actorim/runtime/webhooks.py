@@ -12,6 +12,11 @@ which settles the entry in the store: delivered (a 2xx answer) entries are forgo
 ones are tried again after a back-off with full jitter (``RetryPolicy``), and after
 ``webhook_max_attempts`` they move to the dead-letter queue.
 
+A due ``push.needed`` entry is decided before it is posted (``PushDecider``, from the user's
+status and counts then): posted with its final payload, dropped (forgotten as if delivered), or,
+when it could not be decided (the presence tracker or the store away), tried again after a
+back-off that does not count against the endpoint's breaker.
+
 Each endpoint is behind a circuit breaker (``actorim.breaker.machine``): after
 ``webhook_breaker_failures`` failures in a row nothing is claimed for it until
 ``webhook_breaker_cooldown`` has passed; then one entry is the trial, whose success closes the
@@ -27,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -37,6 +42,7 @@ from gevent.pool import Pool
 from pykka import ActorDeadError
 
 from actorim.breaker.machine import BreakerPolicy, BreakerState, CircuitBreaker
+from actorim.domain.push import PUSH_EVENT
 from actorim.domain.webhooks import (
     SIGNATURE_HEADER,
     Endpoint,
@@ -48,6 +54,7 @@ from actorim.domain.webhooks import (
 from actorim.ports import WebhookPost
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.messages import Call, OutboxRequest, call_later
+from actorim.runtime.push import Decision, PushDecider
 from actorim.store.base import Store
 from supervisors import GeventActor
 
@@ -101,6 +108,7 @@ class WebhookDispatcher(GeventActor):
         self._targets = [_Target(e, CircuitBreaker(breaker, now=now)) for e in config.webhooks]
         self._pool = Pool(len(self._targets) * config.webhook_concurrency or 1)
         self._timer: gevent.Greenlet | None = None
+        self._push = PushDecider(ctx, self.actor_ref)
 
     def on_start(self) -> None:
         # At once: a restarted node delivers what its outbox kept without waiting a poll.
@@ -177,14 +185,39 @@ class WebhookDispatcher(GeventActor):
             return
         for entry in entries:
             target.in_flight.add(entry.key)
-            self._pool.spawn(self._send, target, entry)
+            if entry.type == PUSH_EVENT:
+                self._push.decide(entry, partial(self._decided, target, entry))
+            else:
+                self._pool.spawn(self._send, target, entry, entry.data)
+
+    def _decided(self, target: _Target, entry: OutboxEntry, decision: Decision) -> None:
+        """A due push decided (``PushDecider``): send it, drop it, or try again later."""
+        if isinstance(decision, bytes):
+            self._pool.spawn(self._send, target, entry, decision)
+            return
+        target.in_flight.discard(entry.key)
+        now = self._clock()
+        if decision is None:
+            self.ctx.metrics.webhook_attempts.labels("dropped").inc()
+            self._settle(lambda store: store.outbox_done(entry))
+        elif self._policy.exhausted(entry.attempts + 1):
+            self.ctx.metrics.webhook_attempts.labels("dead").inc()
+            logger.warning("push %s moved to the dead-letter queue: %s", entry.event, decision)
+            dead = entry.buried(now=int(now * 1000), error=decision)
+            self._settle(lambda store: store.outbox_bury(dead))
+        else:  # undecided: the push waits a back-off; the endpoint is not to blame
+            logger.debug("push %s not decided now: %s", entry.event, decision)
+            self._retry(entry, decision, now)
+        if target.more and not target.claiming:
+            self._claim(target, now)
 
     # -- delivering --------------------------------------------------------------------------
 
-    def _send(self, target: _Target, entry: OutboxEntry) -> None:
-        """Post one entry (in a greenlet of the pool) and tell the actor how it went."""
+    def _send(self, target: _Target, entry: OutboxEntry, data: bytes) -> None:
+        """Post one entry with ``data`` as its payload (in a greenlet of the pool) and tell the
+        actor how it went."""
         attempt = entry.attempts + 1
-        body = envelope(entry, attempt)
+        body = envelope(replace(entry, data=data), attempt)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "actorim-webhooks",
@@ -232,7 +265,11 @@ class WebhookDispatcher(GeventActor):
             self._settle(lambda store: store.outbox_bury(dead))
             return
         attempts.labels("retry").inc()
-        due = now_ms + int(self._policy.delay(tried) * 1000)
+        self._retry(entry, error, now)
+
+    def _retry(self, entry: OutboxEntry, error: str, now: float) -> None:
+        """Try ``entry`` again after the back-off of its attempt."""
+        due = int(now * 1000) + int(self._policy.delay(entry.attempts + 1) * 1000)
         later = entry.retried(due=due, error=error)
         self._settle(lambda store: store.outbox_retry(later))
 

@@ -22,7 +22,9 @@ class MemoryOutbox:
 
     def add(self, entries: Sequence[OutboxEntry]) -> None:
         for entry in entries:
-            self._entries.setdefault(entry.key, entry)
+            kept = self._entries.setdefault(entry.key, entry)
+            if entry.merges and kept.dead is None and kept.due == entry.due:
+                self._entries[entry.key] = replace(kept, data=entry.data)
 
     def due(self, endpoint: str, *, now_ms: int, limit: int, lease_ms: int) -> list[OutboxEntry]:
         ready = sorted(

@@ -18,6 +18,13 @@ __all__ = ["add", "dead", "delete_dead", "done", "due", "keep", "revive"]
 
 _COLUMNS = "key, event, type, ts, endpoint, data, attempts, due, error, dead"
 _ADD = f"INSERT OR IGNORE INTO webhook_outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# A pending push takes the data of its latest message while it waits for its first due time
+# (neither claimed nor retried: both move ``due``).
+_MERGE = (
+    f"INSERT INTO webhook_outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET data = excluded.data"
+    " WHERE dead IS NULL AND due = excluded.due"
+)
 _DUE = (
     f"SELECT {_COLUMNS} FROM webhook_outbox"
     " WHERE endpoint = ? AND dead IS NULL AND due <= ? ORDER BY due, key LIMIT ?"
@@ -46,8 +53,12 @@ def _entry(row: Any) -> OutboxEntry:
 
 
 def add(conn: sqlite3.Connection, entries: Sequence[OutboxEntry]) -> None:
-    if entries:
-        conn.executemany(_ADD, [e.row() for e in entries])
+    plain = [e.row() for e in entries if not e.merges]
+    if plain:
+        conn.executemany(_ADD, plain)
+    merged = [e.row() for e in entries if e.merges]
+    if merged:  # in order: of entries under one key, the last one's data is kept
+        conn.executemany(_MERGE, merged)
 
 
 def due(
