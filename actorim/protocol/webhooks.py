@@ -97,6 +97,8 @@ def moderation_payload(entry: AuditEntry) -> dict[str, Any]:
     ``room``, ``ts``, who acted (``by``), ``action``, on whom (``user``), ``reason``, and
     ``until`` for a ban or mute, ``mid`` for a delete."""
     return entry.as_json()
+
+
 def push_pending_payload(stored: StoredMessage, user: str, policy: PushPolicy) -> dict[str, Any]:
     """``data`` of a pending ``push.needed`` while ``stored`` is its latest message; the
     dispatcher adds ``count`` and ``badge`` when it is due (``actorim.domain.push``)."""
