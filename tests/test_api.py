@@ -42,9 +42,16 @@ DOCUMENT = openapi_document()
 # -- calling the API, every answer held to the OpenAPI document --------------------------------
 
 
-def _response_schema(method: str, path: str, status: int) -> dict[str, Any]:
+def template_of(path: str) -> str:
+    """The document's path template that ``path`` (no query) matches."""
     template = re.sub(r"^/users/[^/]+/", "/users/{user}/", path)
     template = re.sub(r"^/webhooks/dead/[^/]+", "/webhooks/dead/{id}", template)
+    template = re.sub(r"^/rooms/[^/]+/members/[^/]+$", "/rooms/{room}/members/{user}", template)
+    return re.sub(r"^/rooms/[^/]+(/members)?$", r"/rooms/{room}\1", template)
+
+
+def _response_schema(method: str, path: str, status: int) -> dict[str, Any]:
+    template = template_of(path)
     operation = DOCUMENT["paths"][template][method.lower()]
     response = operation["responses"][str(status)]
     schema = response["content"]["application/json"]["schema"]
@@ -154,7 +161,7 @@ def test_the_openapi_document_is_valid_and_served_as_it_is(node: ServerProcess) 
 def test_every_example_in_the_api_docs_fits_the_openapi_document() -> None:
     text = DOCS.read_text()
     examples = re.findall(
-        r"```http\n(GET|POST|DELETE) /api/v1(\S+)\n(?:[^\n]+\n)*?\n(.*?)```\n\n"
+        r"```http\n(GET|POST|PATCH|PUT|DELETE) /api/v1(\S+)\n(?:[^\n]+\n)*?\n(.*?)```\n\n"
         r"Answer `(\d+)`:\n\n```json\n(.*?)```",
         text,
         re.S,
@@ -162,8 +169,7 @@ def test_every_example_in_the_api_docs_fits_the_openapi_document() -> None:
     seen = set()
     for method, target, body, status, answer in examples:
         path = target.partition("?")[0]
-        template = re.sub(r"^/users/[^/]+/", "/users/{user}/", path)
-        template = re.sub(r"^/webhooks/dead/[^/]+", "/webhooks/dead/{id}", template)
+        template = template_of(path)
         operation = DOCUMENT["paths"][template][method.lower()]
         if body.strip() and int(status) < 400:  # an error's example shows a bad request
             schema = operation["requestBody"]["content"]["application/json"]["schema"]

@@ -53,10 +53,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "message.deleted",
     "user.online",
     "user.offline",
+    "room.member_added",
+    "room.member_removed",
 )
 """The event types a node emits. A new one is a line here and its payload builder in
-``actorim.protocol.webhooks.PAYLOADS`` (room membership, moderation and push events are
-meant to come that way)."""
+``actorim.protocol.webhooks.PAYLOADS`` (moderation and push events are meant to come that
+way)."""
 
 SIGNATURE_HEADER = "Actorim-Signature"
 """The request header that carries the timestamp and the signature."""

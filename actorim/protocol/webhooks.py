@@ -24,8 +24,11 @@ from actorim.domain.messages import DELETE, DM_SEPARATOR, EDIT, StoredMessage, e
 from actorim.domain.webhooks import Endpoint, OutboxEntry, entries_for
 
 __all__ = [
+    "MEMBER_BY",
     "PAYLOADS",
     "Webhooks",
+    "member_event_id",
+    "member_payload",
     "message_event_type",
     "message_payload",
     "presence_event_id",
@@ -69,12 +72,25 @@ def presence_payload(user: str, status: str, ts: int) -> dict[str, Any]:
     return {"user": user, "status": status, "ts": ts}
 
 
+MEMBER_BY = ("user", "application")
+"""Who changed a membership: the user themself (WebSocket ``join``/``leave``) or the
+application (the server API, ``Node``, the ``Publisher``; a room's delete)."""
+
+
+def member_payload(room: str, user: str, by: str, ts: int) -> dict[str, Any]:
+    """``data`` of ``room.member_added`` / ``room.member_removed``: the room, the user, who
+    made the change (``MEMBER_BY``) and when."""
+    return {"room": room, "user": user, "by": by, "ts": ts}
+
+
 PAYLOADS: dict[str, Callable[..., dict[str, Any]]] = {
     "message.created": message_payload,
     "message.edited": message_payload,
     "message.deleted": message_payload,
     "user.online": presence_payload,
     "user.offline": presence_payload,
+    "room.member_added": member_payload,
+    "room.member_removed": member_payload,
 }
 """Each event type's payload builder."""
 
@@ -118,6 +134,24 @@ class Webhooks:
         return entries_for(
             self.endpoints, presence_event_id(user, status, ts), event_type, ts, data
         )
+
+    def for_member(
+        self, room: str, user: str, *, added: bool, by: str, ts: int
+    ) -> list[OutboxEntry]:
+        """The entries of ``user`` joining (``added``) or leaving ``room`` at ``ts``."""
+        if not self.endpoints:
+            return []
+        event_type = "room.member_added" if added else "room.member_removed"
+        data = _json(PAYLOADS[event_type](room, user, by, ts))
+        event_id = member_event_id(room, user, event_type, ts)
+        return entries_for(self.endpoints, event_id, event_type, ts, data)
+
+
+def member_event_id(room: str, user: str, event_type: str, ts: int) -> str:
+    """The id of a membership event: sorts by time like a message's; the same change at the
+    same millisecond (a retried request) makes the same id, which the outbox keeps once."""
+    digest = hashlib.sha256(f"{room}{DM_SEPARATOR}{user}{DM_SEPARATOR}{event_type}".encode())
+    return "ev_" + encode_mid(ts, int.from_bytes(digest.digest()[:5], "big"))
 
 
 def presence_event_id(user: str, status: str, ts: int) -> str:

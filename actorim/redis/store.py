@@ -1647,6 +1647,27 @@ class RedisStore(Store):
         with self._calling(f"update room {room!r}"):
             self._rooms.set_public(room, public)
 
+    def create_room(
+        self, room: str, *, title: str = "", topic: str = "", public: bool = True
+    ) -> RoomInfo | None:
+        with self._calling(f"create room {room!r}"):
+            return self._rooms.create_room(room, title, topic, public)
+
+    def set_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+    ) -> RoomInfo | None:
+        with self._calling(f"update room {room!r}"):
+            return self._rooms.set_room(room, title, topic, public)
+
+    def delete_room(self, room: str) -> list[str] | None:
+        with self._calling(f"delete room {room!r}"):
+            return self._rooms.delete_room(room)
+
     def directory(
         self,
         *,

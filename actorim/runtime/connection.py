@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
@@ -54,6 +54,7 @@ from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import encode_body, self_member_frame
 from actorim.protocol.frames import CloseCode
+from actorim.protocol.webhooks import Webhooks
 from actorim.protocol.wire import WireFrame
 from actorim.runtime import roomcommands
 from actorim.runtime.context import NodeContext, Unavailable
@@ -90,7 +91,12 @@ from actorim.runtime.offline import OfflineDelivery
 from actorim.runtime.pages import Page, build_page
 from actorim.runtime.replies import ConnectionReplies
 from actorim.runtime.tokens import check_expiry, policy_of, refresh, verify_fresh
+from actorim.store.base import JoinCheck, Store, join_checked
+from actorim.store.roomadmin import member_webhook
 from supervisors import GeventActor
+
+if TYPE_CHECKING:
+    from actorim.domain.rooms import RoomInfo
 
 __all__ = ["ConnectionActor"]
 
@@ -348,19 +354,26 @@ class ConnectionActor(GeventActor):
             raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {name!r}")
         user = link.identity.user
         limit = self.ctx.config.max_rooms_per_user
+        webhooks = Webhooks(self.ctx.config.webhooks)
+        now_ms = int(time.time() * 1000)
+
+        def join_in_store(store: Store) -> tuple[JoinCheck, RoomInfo | None]:
+            outcome = join_checked(store, user, name, max_rooms=limit)
+            if outcome == "joined":
+                member_webhook(store, webhooks, name, [user], added=True, by="user", now_ms=now_ms)
+            return outcome, store.room_info([name]).get(name)
+
         try:
-            outcome, info = ask_store(
-                self.ctx,
-                lambda store: (
-                    store.join_room(user, name, max_rooms=limit),
-                    store.room_info([name]).get(name),
-                ),
-                f"join room {name!r}",
-            )
+            outcome, info = ask_store(self.ctx, join_in_store, f"join room {name!r}")
         except Unavailable:
             # The store is away (a cluster cut off from Redis): the connection joins for
             # itself, as before membership lasted, and the reply says so.
             outcome, info = None, None
+        if outcome == "private":
+            raise CommandError(
+                ErrorCode.FORBIDDEN,
+                f"room {name!r} is private: only members the application added may join it",
+            )
         if outcome == "full":
             raise CommandError(
                 ErrorCode.TOO_MANY_ROOMS,
@@ -383,10 +396,17 @@ class ConnectionActor(GeventActor):
         user = link.user
         assert user is not None
         name = command.room
+        webhooks = Webhooks(self.ctx.config.webhooks)
+        now_ms = int(time.time() * 1000)
+
+        def leave(store: Store) -> bool:
+            left = store.leave_room(user, name)
+            if left:
+                member_webhook(store, webhooks, name, [user], added=False, by="user", now_ms=now_ms)
+            return left
+
         try:
-            was_member = ask_store(
-                self.ctx, lambda store: store.leave_room(user, name), f"leave room {name!r}"
-            )
+            was_member = ask_store(self.ctx, leave, f"leave room {name!r}")
         except Unavailable:
             was_member = False  # the store is away: this connection leaves for itself
         if was_member:

@@ -769,6 +769,27 @@ class MemoryStore(Store):
         self._live()
         self._rooms.set_public(room, public)
 
+    def create_room(
+        self, room: str, *, title: str = "", topic: str = "", public: bool = True
+    ) -> RoomInfo | None:
+        self._live()
+        return self._rooms.create_room(room, title=title, topic=topic, public=public)
+
+    def set_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+    ) -> RoomInfo | None:
+        self._live()
+        return self._rooms.set_room(room, title=title, topic=topic, public=public)
+
+    def delete_room(self, room: str) -> list[str] | None:
+        self._live()
+        return self._rooms.delete_room(room)
+
     def directory(
         self,
         *,

@@ -1077,6 +1077,27 @@ class SqliteStore(Store):
         with self._write(f"update room {room!r}") as conn:
             rooms.set_public(conn, room, public)
 
+    def create_room(
+        self, room: str, *, title: str = "", topic: str = "", public: bool = True
+    ) -> RoomInfo | None:
+        with self._write(f"create room {room!r}") as conn:
+            return rooms.create_room(conn, room, title, topic, public)
+
+    def set_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+    ) -> RoomInfo | None:
+        with self._write(f"update room {room!r}") as conn:
+            return rooms.set_room(conn, room, title, topic, public)
+
+    def delete_room(self, room: str) -> list[str] | None:
+        with self._write(f"delete room {room!r}") as conn:
+            return rooms.delete_room(conn, room)
+
     def directory(
         self,
         *,
