@@ -353,6 +353,12 @@ SETTINGS: tuple[Setting, ...] = (
         "members a members page holds",
         int,
     ),
+    Setting(
+        "erase_limit",
+        500,
+        "most messages one erase of a user's messages deletes (the answer says more: call again)",
+        int,
+    ),
     Setting("outbox_max_frames", 2_000, "frames queued to a slow client before close 1013", int),
     Setting("outbox_max_bytes", 4 * MIB, "bytes queued to a slow client before close 1013", int),
     Setting(
@@ -542,6 +548,7 @@ class Config:
     max_members_per_room: int = _BY_NAME["max_members_per_room"].default
     member_events_limit: int = _BY_NAME["member_events_limit"].default
     member_list_limit: int = _BY_NAME["member_list_limit"].default
+    erase_limit: int = _BY_NAME["erase_limit"].default
     outbox_max_frames: int = _BY_NAME["outbox_max_frames"].default
     outbox_max_bytes: int = _BY_NAME["outbox_max_bytes"].default
     backlog_page_messages: int = _BY_NAME["backlog_page_messages"].default
@@ -595,6 +602,7 @@ class Config:
             "outbox_max_bytes",
             "workers",
             "max_rooms_per_user",
+            "erase_limit",
             "inbox_limit",
             "directory_limit",
             "max_connections_per_user",

@@ -490,6 +490,14 @@ class Node:
         ``Operations.remove_member``."""
         return self.operations.remove_member(room, user)
 
+    def erase(
+        self, user: str, *, room: str | None = None, with_: str | None = None
+    ) -> dict[str, Any]:
+        """Delete ``user``'s messages (in ``room``, with user ``with_``, or everywhere they take
+        part), at most ``erase_limit`` a call: ``{"erased", "more"}``; see
+        ``Operations.erase``."""
+        return self.operations.erase(user, room=room, with_=with_)
+
     def presence(self, users: list[str]) -> dict[str, Any]:
         """The status of each of ``users``: see ``Operations.presence``."""
         return self.operations.presence(users)

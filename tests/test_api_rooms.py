@@ -1,6 +1,7 @@
 """Rooms and membership through the server API (``/api/v1/rooms``), ``Node`` and the
-``Publisher``, against real ``actorim serve`` processes, real WebSocket clients and a real
-webhook receiver; every answer held to the OpenAPI document (``tests.test_api.api``)."""
+``Publisher``, and erasing a user's messages (``/api/v1/users/{user}/erase``), against real
+``actorim serve`` processes, real WebSocket clients and a real webhook receiver; every answer
+held to the OpenAPI document (``tests.test_api.api``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.process  # actorim serve (and redis-server) run as proc
 
 HOOK_SECRET = "whsec-rooms"
 MEMBER_EVENTS = ["room.member_added", "room.member_removed"]
+ERASE_LIMIT = 3  # messages one erase call deletes on the test node
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,8 @@ def node(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterat
             endpoints_json(parse_endpoints(endpoints)),
             "--webhook-poll",
             "0.05",
+            "--erase-limit",
+            str(ERASE_LIMIT),
         ),
     )
     server.start()
@@ -240,6 +244,96 @@ def hooked_arrivals(receiver: Receiver, room: str, count: int) -> list[Arrival]:
             return mine[:count]
 
 
+# -- erasing a user's messages -------------------------------------------------------------------
+
+
+def said(base: str, user: str, where: dict[str, str], count: int) -> list[str]:
+    """``count`` messages from ``user`` to ``where`` (a room or ``to`` a user); their mids."""
+    mids = []
+    for n in range(count):
+        status, _, sent = api(base, "POST", "/messages", {**where, "from": user, "body": n})
+        assert status == 200
+        mids.append(sent["mid"])
+    return mids
+
+
+def test_erasing_a_users_messages_in_a_room_is_bounded_per_call_idempotent_and_seen_live(
+    node: ServerProcess, connect: Callable[..., Client]
+) -> None:
+    base = base_of(node)
+    watcher = connect(node.url, "er-watch")
+    watcher.ok("join", room="er-room")
+    hers = said(base, "er-al", {"room": "er-room"}, 5)
+    [his] = said(base, "er-bo", {"room": "er-room"}, 1)
+    for _ in range(6):
+        watcher.event("msg", room="er-room")
+    status, _, first = api(base, "POST", "/users/er-al/erase", {"room": "er-room"})
+    assert status == 200 and first == {"erased": ERASE_LIMIT, "more": True}
+    assert [watcher.event("delete", room="er-room")["mid"] for _ in range(3)] == hers[:3]
+    assert api(base, "POST", "/users/er-al/erase", {"room": "er-room"})[2] == {
+        "erased": 2,
+        "more": False,
+    }
+    assert [watcher.event("delete", room="er-room")["mid"] for _ in range(2)] == hers[3:]
+    assert api(base, "POST", "/users/er-al/erase", {"room": "er-room"})[2] == {
+        "erased": 0,
+        "more": False,
+    }
+    page = api(base, "GET", "/history?room=er-room")[2]["messages"]
+    assert [(m["mid"], m.get("deleted", False), "body" in m) for m in page] == [
+        *((mid, True, False) for mid in hers),
+        (his, False, True),
+    ]
+    # Nothing more was sent for the repeated call: the next event is a later message.
+    published(base, "er-room", "barrier")
+    watcher.event("msg", room="er-room", body="barrier")
+    assert not queued(watcher, "delete")
+
+
+def test_erasing_everywhere_reaches_the_users_rooms_and_direct_conversations(
+    node: ServerProcess, connect: Callable[..., Client]
+) -> None:
+    base = base_of(node)
+    api(base, "POST", "/rooms", {"room": "ev-one", "members": ["ev-al"]})
+    api(base, "POST", "/rooms", {"room": "ev-two", "members": ["ev-al"]})
+    bo = connect(node.url, "ev-bo")
+    [in_one] = said(base, "ev-al", {"room": "ev-one"}, 1)
+    [in_two] = said(base, "ev-al", {"room": "ev-two"}, 1)
+    [direct] = said(base, "ev-al", {"to": "ev-bo"}, 1)
+    bo.event("msg", to="ev-bo")
+    answer = api(base, "POST", "/users/ev-al/erase", {})[2]
+    assert answer == {"erased": 3, "more": False}
+    assert bo.event("delete", to="ev-bo")["mid"] == direct
+    for room, mid in (("ev-one", in_one), ("ev-two", in_two)):
+        [tombstone] = api(base, "GET", f"/history?room={room}")[2]["messages"]
+        assert (tombstone["mid"], tombstone["deleted"]) == (mid, True)
+    [dm] = api(base, "GET", "/history?with=ev-al,ev-bo")[2]["messages"]
+    assert dm["deleted"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        ("/users/bad-er/erase", {"room": "bad-er-room", "with": "x"}, "at most one"),
+        ("/users/bad-er/erase", {"colour": "red"}, "unknown field 'colour'"),
+        ("/users/bad-er/erase", {"room": "no room!"}, "room"),
+        ("/users/bad-er/erase", {"with": "no spaces"}, "with"),
+        ("/users/no%20spaces/erase", {}, "user"),
+    ],
+)
+def test_a_bad_erase_gets_a_clear_json_error_and_deletes_nothing(
+    node: ServerProcess, path: str, body: Any, says: str
+) -> None:
+    base = base_of(node)
+    if not api(base, "GET", "/history?room=bad-er-room")[2]["messages"]:
+        said(base, "bad-er", {"room": "bad-er-room"}, 1)
+    status, _, answer = api(base, "POST", path, body)
+    assert status == 400 and says in error_of(answer)[1], answer
+    [kept] = api(base, "GET", "/history?room=bad-er-room")[2]["messages"]
+    assert "deleted" not in kept
+    assert api(base, "POST", path, body, key=KEY + "x")[0] == 401
+
+
 # -- bad requests --------------------------------------------------------------------------------
 
 
@@ -371,5 +465,9 @@ def test_the_publisher_manages_rooms_and_members_without_a_node(
         subscribed(cy, "pub-vip")
         assert publisher.delete_room("pub-vip") == ["pub-cy"]
         cy.event("member", room="pub-vip", user="pub-cy", state="left")
+        mine = cy.ok("send", room="pub-own", body="to be erased")
+        assert publisher.erase("pub-cy", room="pub-own") == {"erased": 1, "more": False}
+        assert cy.event("delete", room="pub-own")["mid"] == mine["mid"]
+        assert publisher.erase("pub-cy") == {"erased": 0, "more": False}
         status, _, _ = api(cluster.b.http, "GET", "/rooms/pub-vip")
         assert status == 404

@@ -1183,6 +1183,7 @@ CALLS_ON_A_STORE: dict[str, Callable[[Store], object]] = {
     "create_room": lambda s: s.create_room("lobby"),
     "set_room": lambda s: s.set_room("lobby", title="t"),
     "delete_room": lambda s: s.delete_room("lobby"),
+    "authored": lambda s: s.authored(room_conv("lobby"), "al", limit=5),
     "directory": lambda s: s.directory(limit=5),
     "dm_partners": lambda s: s.dm_partners("al"),
     "latest": lambda s: s.latest([room_conv("lobby")], "al"),
@@ -1411,6 +1412,29 @@ def test_a_private_room_admits_only_members_the_application_added(store: Store) 
     assert join_checked(store, "bob", "open", max_rooms=10) == "member"
     store.set_room("staff", public=True)
     assert join_checked(store, "mallory", "staff", max_rooms=10) == "joined"
+
+
+def test_authored_lists_a_senders_live_messages_oldest_first(store: Store) -> None:
+    senders = ["alice", "bob", "alice", "alice", "bob", "alice"]
+    stored = store.append_batch(
+        [room_msg(f"m{i}", sender=s, ts=1_000 + i) for i, s in enumerate(senders)]
+    )
+    lobby = room_conv("lobby")
+    alice = [m for m in stored if m.sender == "alice"]
+    store.append_batch([change(alice[1], "delete", ts=2_000)])
+    store.append_batch([change(alice[2], "edit", b"m3 edited", ts=2_001)])
+    found = store.authored(lobby, "alice", limit=2)
+    assert [(m.mid, m.body) for m in found] == [(alice[0].mid, b"m0"), (alice[2].mid, b"m3 edited")]
+    assert [m.mid for m in store.authored(lobby, "alice", limit=10)] == [
+        alice[0].mid,
+        alice[2].mid,
+        alice[3].mid,
+    ]
+    assert [m.seq for m in store.authored(lobby, "bob", limit=10)] == [2, 5]
+    assert store.authored(lobby, "carol", limit=10) == []
+    assert store.authored(room_conv("empty"), "alice", limit=10) == []
+    [dm] = store.append_batch([direct("alice", "bob")])
+    assert [m.to for m in store.authored(dm.conv, "alice", limit=10)] == ["bob"]
 
 
 def test_direct_messages_record_partners_both_ways(store: Store) -> None:

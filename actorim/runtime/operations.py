@@ -13,6 +13,7 @@ on one node they are this node's.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from actorim.protocol.events import message_event, published_message
 from actorim.protocol.webhooks import Webhooks
 from actorim.runtime.messages import Append, Call, OutboxRequest, ReadPage, RoomsRequest, Statuses
 from actorim.runtime.tokens import apply_revocation
-from actorim.store import roomadmin
+from actorim.store import erase, roomadmin
 from actorim.store.roomadmin import (
     Conflict,
     NotFound,
@@ -40,6 +41,7 @@ from actorim.store.roomadmin import (
 )
 
 if TYPE_CHECKING:
+    from actorim.domain.messages import NewMessage
     from actorim.domain.webhooks import OutboxEntry
     from actorim.ports import Revocations
     from actorim.runtime.context import NodeContext
@@ -386,6 +388,49 @@ class Operations:
         )
         roomadmin.announce(self.ctx.broker, effects)
         return bool(removed)
+
+    # -- erasing a user's messages (actorim.store.erase, shared with the Publisher) ------------
+
+    def erase(
+        self,
+        user: str,
+        *,
+        room: str | None = None,
+        with_: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Delete ``user``'s messages, each as its author's own delete would (the same
+        tombstone, the ``delete`` event to connected members, ``message.deleted``): in ``room``,
+        in the direct conversation ``with_`` another user, or (neither) in every conversation
+        they take part in now. At most ``erase_limit`` per call: ``{"erased": n, "more": bool}``;
+        call again while ``more``. Idempotent: a repeated call deletes nothing twice."""
+        _user(user, "user")
+        if room is not None and with_ is not None:
+            raise InvalidRequest("give at most one of room and with")
+        if room is not None:
+            convs: list[str] | None = [room_conv(_room_name(room))]
+        elif with_ is not None:
+            convs = [dm_conv(user, _user(with_, "with"))]
+        else:
+            convs = None
+        limit, now_ms = self.ctx.config.erase_limit, int(time.time() * 1000)
+
+        def plan(store: Store) -> tuple[list[NewMessage], bool]:
+            where = convs if convs is not None else erase.conversations_of(store, user)
+            return erase.erase_plan(store, user, where, limit=limit, now_ms=now_ms)
+
+        deletes, more = self._in_store(plan, timeout)
+        waiting = []
+        for message in deletes:
+            result, done = _waiter()
+            self.ctx.refs.tell_store(Append(message, None, None, None, _RunHere(), done))
+            waiting.append(result)
+        erased = 0
+        for result in waiting:
+            # A CommandError: deleted meanwhile (by its author, or an erase running beside).
+            with contextlib.suppress(CommandError):
+                erased += not result.get(timeout=timeout).duplicate
+        return {"erased": erased, "more": more}
 
     def _membership_context(self) -> tuple[int, Webhooks, int]:
         config = self.ctx.config

@@ -623,6 +623,13 @@ class Store(Protocol):
         """List the room in the directory or not (a room is public unless made private)."""
         ...
 
+    def authored(self, conv: str, sender: str, *, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` of ``sender``'s messages in ``conv`` that are neither changes nor
+        deleted, oldest first, as they are now: what erasing the sender's messages deletes.
+        SQLite and Redis read about ``limit`` messages whatever the conversation's size (an
+        index by sender); memory scans the conversation."""
+        ...
+
     def create_room(
         self, room: str, *, title: str = "", topic: str = "", public: bool = True
     ) -> RoomInfo | None:

@@ -427,6 +427,22 @@ class MemoryStore(Store):
         # holds as many messages as were ever given after it.
         return page, not cut and len(page) == max(0, last - seq)
 
+    def authored(self, conv: str, sender: str, *, limit: int) -> list[StoredMessage]:
+        check_limit(limit)
+        self._live()
+        conversation = self._conversations.get(conv)
+        if conversation is None:
+            return []
+        records = conversation.records
+        found: list[StoredMessage] = []
+        for index in range(conversation.head, len(records)):
+            message = records[index].msg
+            if message.sender == sender and message.target is None and not message.deleted:
+                found.append(replace(self._as_read(records[index], None), reactions=()))
+                if len(found) == limit:
+                    break
+        return found
+
     def history(
         self,
         conv: str,

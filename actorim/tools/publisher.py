@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import redis
 
 from actorim.config import Config
-from actorim.domain.messages import StoredMessage
+from actorim.domain.messages import StoredMessage, dm_conv, room_conv
 from actorim.domain.tokens import DEFAULT_REVOCATION_KEEP_S, token_revocation, user_revocation
 from actorim.domain.webhooks import parse_endpoints
 from actorim.protocol.events import published_message
@@ -49,7 +49,7 @@ from actorim.redis.broker import RedisBroker
 from actorim.redis.link import ClusterLink
 from actorim.redis.revocations import RedisRevocations
 from actorim.redis.store import RedisStore
-from actorim.store import roomadmin
+from actorim.store import erase, roomadmin
 from actorim.store.roomadmin import (
     Conflict,
     Effects,
@@ -79,13 +79,16 @@ class Publisher:
         namespace: str = "actorim",
         revocation_keep: float = DEFAULT_REVOCATION_KEEP_S,
         max_rooms_per_user: int = Config.max_rooms_per_user,
+        erase_limit: int = Config.erase_limit,
         webhooks: Any = "",
     ) -> None:
-        self._store = RedisStore.from_url(redis_url, namespace=namespace)
+        self._webhooks = Webhooks(parse_endpoints(webhooks))
+        outbox = self._webhooks.for_message if self._webhooks else None
+        self._store = RedisStore.from_url(redis_url, namespace=namespace, outbox=outbox)
         self._revocations = RedisRevocations(redis.Redis.from_url(redis_url), namespace=namespace)
         self._keep = revocation_keep
         self._max_rooms = max_rooms_per_user
-        self._webhooks = Webhooks(parse_endpoints(webhooks))
+        self._erase_limit = erase_limit
         # The nodes' broker on a link of the Publisher's own: it publishes, never listens.
         self._link = ClusterLink(redis_url, "publisher", namespace=namespace)
         self._broker = RedisBroker(self._link, lambda: None)
@@ -201,6 +204,29 @@ class Publisher:
         )
         self._announce(effects)
         return removed
+
+    # -- erasing a user's messages (the same plan as Node and the server API) ------------------
+
+    def erase(
+        self, user: str, *, room: str | None = None, with_: str | None = None
+    ) -> dict[str, Any]:
+        """Delete ``user``'s messages as their own deletes would (in ``room``, with user
+        ``with_``, or in every conversation they take part in now), at most ``erase_limit`` a
+        call: ``{"erased": n, "more": bool}``; call again while ``more``."""
+        if room is not None and with_ is not None:
+            raise ValueError("give at most one of room= and with_=")
+        if room is not None:
+            convs = [room_conv(room)]
+        elif with_ is not None:
+            convs = [dm_conv(user, with_)]
+        else:
+            convs = erase.conversations_of(self._store, user)
+        deletes, more = erase.erase_plan(
+            self._store, user, convs, limit=self._erase_limit, now_ms=_now_ms()
+        )
+        stored = self._store.append_batch(deletes) if deletes else []
+        erased = sum(1 for m in stored if m.refused is None and not m.duplicate)
+        return {"erased": erased, "more": more}
 
     def _found(self, room: str, answer: T | None, effects: Effects) -> T:
         if answer is None:

@@ -63,7 +63,7 @@ MAX_KEYS_TRACKED = 64
 """Rate limit buckets are kept per configured key, so there are as many as keys: a bound for
 a configuration gone wild, past which the oldest bucket is forgotten (refilled)."""
 
-_USER_PATH = re.compile(r"/users/([^/]+)/(sessions|disconnect)")
+_USER_PATH = re.compile(r"/users/([^/]+)/(sessions|disconnect|erase)")
 _ROOM_PATH = re.compile(r"/rooms/([^/]+)(?:/members(?:/([^/]+))?)?")
 _ROOM_MEMBERS_PATH = re.compile(r"/rooms/[^/]+/members")
 _DEAD_PATH = re.compile(r"/webhooks/dead/([^/]+)(/retry)?")
@@ -137,6 +137,8 @@ class ServerApi:
             user = unquote(match.group(1))
             if match.group(2) == "sessions":
                 handlers = {"GET": lambda request: self._sessions(user, request)}
+            elif match.group(2) == "erase":
+                handlers = {"POST": lambda request: self._erase(user, request)}
             else:
                 handlers = {"POST": lambda request: self._disconnect(user, request)}
         handler = handlers.get(method)
@@ -424,6 +426,10 @@ class ServerApi:
     def _remove_member(self, room: str, user: str) -> tuple[str, Any]:
         removed = self.operations.remove_member(room, user)
         return "200 OK", {"room": room, "user": user, "removed": removed}
+
+    def _erase(self, user: str, request: dict[str, Any]) -> tuple[str, Any]:
+        body = _fields(request["body"], required=set(), optional={"room", "with"})
+        return "200 OK", self.operations.erase(user, room=body.get("room"), with_=body.get("with"))
 
     def _openapi(self, request: dict[str, Any]) -> tuple[str, Any]:
         return "200 OK", openapi_document()

@@ -568,6 +568,51 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/users/{user}/erase": {
+                "post": {
+                    "summary": "Delete a user's messages (all, or in one conversation)",
+                    "operationId": "erase",
+                    "parameters": [user_path],
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "room": {**_NAME, "description": "only in this room"},
+                                "with": {
+                                    **_USER,
+                                    "description": "only in the direct conversation with this"
+                                    " user (at most one of room and with; neither: every"
+                                    " conversation the user takes part in now)",
+                                },
+                            },
+                        }
+                    ),
+                    "responses": {
+                        **_ok(
+                            "deleted as the author's own deletes; call again while more",
+                            {
+                                "type": "object",
+                                "required": ["erased", "more"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "erased": {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "description": "messages deleted by this call, at most"
+                                        " erase_limit",
+                                    },
+                                    "more": {
+                                        "type": "boolean",
+                                        "description": "the user has messages left there",
+                                    },
+                                },
+                            },
+                        ),
+                        **_errors("400", "405", "413"),
+                    },
+                }
+            },
             "/history": {
                 "get": {
                     "summary": "A page of a conversation's stored messages",
