@@ -177,6 +177,9 @@ def test_a_private_room_is_joined_only_by_members_the_application_added(
     eve.ok("join", room="eve-own")
     error = eve.error("join", room="vip")
     assert error["code"] == "forbidden" and "private" in error["message"]
+    for command in ("history", "members"):
+        error = eve.error(command, room="vip")
+        assert error["code"] == "forbidden" and "only its members may read" in error["message"]
     assert api(base, "GET", "/rooms/vip/members")[2] == {"members": []}
 
     status, _, added = api(base, "PUT", "/rooms/vip/members/eve-p")
@@ -185,6 +188,7 @@ def test_a_private_room_is_joined_only_by_members_the_application_added(
     mid = published(base, "vip", "welcome")
     assert eve.event("msg", room="vip")["mid"] == mid
     assert eve.ok("join", room="vip") is not None  # a member may join (again)
+    assert [m["mid"] for m in eve.ok("history", room="vip")["messages"]] == [mid]
     assert api(base, "PUT", "/rooms/vip/members/eve-p")[2]["added"] is False
 
     status, _, removed = api(base, "DELETE", "/rooms/vip/members/eve-p")
@@ -194,6 +198,7 @@ def test_a_private_room_is_joined_only_by_members_the_application_added(
     not_received(eve, base, "vip", "eve-own")
     assert api(base, "DELETE", "/rooms/vip/members/eve-p")[2]["removed"] is False
     assert eve.error("join", room="vip")["code"] == "forbidden"
+    assert eve.error("history", room="vip")["code"] == "forbidden"
 
 
 def test_the_rooms_claim_still_narrows_what_an_added_member_receives(

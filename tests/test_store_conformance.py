@@ -37,7 +37,7 @@ from actorim.store import (
     new_mid,
     room_conv,
 )
-from actorim.store.base import inbox, join_checked
+from actorim.store.base import inbox, join_checked, private_to
 
 pytest_plugins = ["tests.redis_server"]
 
@@ -1404,10 +1404,13 @@ def test_deleting_a_room_ends_every_membership_and_keeps_its_messages(store: Sto
 
 def test_a_private_room_admits_only_members_the_application_added(store: Store) -> None:
     store.create_room("staff", public=False)
+    assert private_to(store, "mallory", "staff") is True
+    assert private_to(store, "mallory", "open") is False  # no such room yet: public on join
     assert join_checked(store, "mallory", "staff", max_rooms=10) == "private"
     assert store.members_of("staff", limit=5) == ([], False)
     store.join_room("alice", "staff", max_rooms=10)  # the application adds alice
     assert join_checked(store, "alice", "staff", max_rooms=10) == "member"
+    assert private_to(store, "alice", "staff") is False
     assert join_checked(store, "bob", "open", max_rooms=10) == "joined"
     assert join_checked(store, "bob", "open", max_rooms=10) == "member"
     store.set_room("staff", public=True)

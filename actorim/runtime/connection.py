@@ -601,6 +601,8 @@ class ConnectionActor(GeventActor):
     def _history(self, command: cmd.History) -> None:
         link = self.link
         conv = _readable(link, command.room, command.with_)
+        if command.room is not None:
+            roomcommands.readable(self.ctx, link, command.room)
         if link.pages.arrive((command, conv)):
             _page_turn(self.ctx, link, (command, conv))
 

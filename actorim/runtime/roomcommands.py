@@ -18,13 +18,13 @@ from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import conversation_entry, room_entry, room_frame
 from actorim.runtime.membership import ask_store
 from actorim.runtime.messages import Statuses
-from actorim.store.base import Store, inbox
+from actorim.store.base import Store, inbox, private_to
 
 if TYPE_CHECKING:
     from actorim.runtime.context import NodeContext
     from actorim.runtime.link import Link
 
-__all__ = ["conversations", "inbox_page", "members", "room_update", "rooms"]
+__all__ = ["conversations", "inbox_page", "members", "readable", "room_update", "rooms"]
 
 
 def _page_size(asked: int | None, setting: int) -> int:
@@ -72,8 +72,22 @@ def _allowed(link: Link, room: str) -> None:
         raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {room!r}")
 
 
+def readable(ctx: NodeContext, link: Link, room: str) -> None:
+    """Refuse, with the CommandError to answer, reading ``room`` (its history, its members)
+    when the token does not allow it, or when it is private and the user not its member. A room
+    the connection is subscribed to is readable without asking the store."""
+    _allowed(link, room)
+    user = link.user
+    if room in link.rooms or user is None:
+        return
+    if ask_store(ctx, lambda store: private_to(store, user, room), f"read room {room!r}"):
+        raise CommandError(
+            ErrorCode.FORBIDDEN, f"room {room!r} is private: only its members may read it"
+        )
+
+
 def members(ctx: NodeContext, link: Link, command: cmd.Members) -> None:
-    _allowed(link, command.room)
+    readable(ctx, link, command.room)
     size = _page_size(command.limit, ctx.config.member_list_limit)
     users, more = ask_store(
         ctx,

@@ -149,6 +149,7 @@ __all__ = [
     "join_checked",
     "mid_ms",
     "new_mid",
+    "private_to",
     "reaction_refusal",
     "reaction_summary",
     "refused",
@@ -704,6 +705,13 @@ def join_checked(store: Store, user: str, room: str, *, max_rooms: int) -> JoinC
     if info is not None and not info.public:
         return "member" if room in store.rooms_of(user) else "private"
     return store.join_room(user, room, max_rooms=max_rooms)
+
+
+def private_to(store: Store, user: str, room: str) -> bool:
+    """Whether ``room`` is private and ``user`` not its member: then they may neither join it
+    nor read it (its history, its members)."""
+    info = store.room_info([room]).get(room)
+    return info is not None and not info.public and room not in store.rooms_of(user)
 
 
 def inbox(store: Store, user: str, allowed: Callable[[str], bool]) -> list[Conversation]:
