@@ -408,15 +408,13 @@ class Operations:
         if room is not None and with_ is not None:
             raise InvalidRequest("give at most one of room and with")
         if room is not None:
-            convs: list[str] | None = [room_conv(_room_name(room))]
-        elif with_ is not None:
-            convs = [dm_conv(user, _user(with_, "with"))]
-        else:
-            convs = None
+            _room_name(room)
+        if with_ is not None:
+            _user(with_, "with")
         limit, now_ms = self.ctx.config.erase_limit, int(time.time() * 1000)
 
         def plan(store: Store) -> tuple[list[NewMessage], bool]:
-            where = convs if convs is not None else erase.conversations_of(store, user)
+            where = erase.conversations_of(store, user, room=room, with_=with_)
             return erase.erase_plan(store, user, where, limit=limit, now_ms=now_ms)
 
         deletes, more = self._in_store(plan, timeout)

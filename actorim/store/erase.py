@@ -30,9 +30,19 @@ ERASE_CID_PREFIX = "erase:"
 """The ``cid`` of an erase's delete is this and the mid of the message it deletes."""
 
 
-def conversations_of(store: Store, user: str) -> list[str]:
-    """Every conversation ``user`` takes part in now: the rooms they belong to and their direct
-    conversations. A room they left is not among them: name it to erase there."""
+def conversations_of(
+    store: Store, user: str, *, room: str | None = None, with_: str | None = None
+) -> list[str]:
+    """Where an erase of ``user``'s messages looks: ``room``, the direct conversation
+    ``with_`` another user, or (neither) every conversation ``user`` takes part in now: the
+    rooms they belong to and their direct conversations. A room they left is not among them:
+    name it to erase there."""
+    if room is not None and with_ is not None:
+        raise ValueError("give at most one of room and with")
+    if room is not None:
+        return [room_conv(room)]
+    if with_ is not None:
+        return [dm_conv(user, with_)]
     rooms = [room_conv(room) for room in store.rooms_of(user)]
     return rooms + [dm_conv(user, other) for other in store.dm_partners(user)]
 

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import redis
 
 from actorim.config import Config
-from actorim.domain.messages import StoredMessage, dm_conv, room_conv
+from actorim.domain.messages import StoredMessage
 from actorim.domain.tokens import DEFAULT_REVOCATION_KEEP_S, token_revocation, user_revocation
 from actorim.domain.webhooks import parse_endpoints
 from actorim.protocol.events import published_message
@@ -213,14 +213,7 @@ class Publisher:
         """Delete ``user``'s messages as their own deletes would (in ``room``, with user
         ``with_``, or in every conversation they take part in now), at most ``erase_limit`` a
         call: ``{"erased": n, "more": bool}``; call again while ``more``."""
-        if room is not None and with_ is not None:
-            raise ValueError("give at most one of room= and with_=")
-        if room is not None:
-            convs = [room_conv(room)]
-        elif with_ is not None:
-            convs = [dm_conv(user, with_)]
-        else:
-            convs = erase.conversations_of(self._store, user)
+        convs = erase.conversations_of(self._store, user, room=room, with_=with_)
         deletes, more = erase.erase_plan(
             self._store, user, convs, limit=self._erase_limit, now_ms=_now_ms()
         )

@@ -143,6 +143,22 @@ _ROOM = {
         "members": {"type": "integer", "minimum": 0},
     },
 }
+
+
+def _membership_answer(flag: str, description: str) -> dict[str, Any]:
+    """The answer of an add (``added``) or a remove (``removed``) of a member."""
+    return {
+        "type": "object",
+        "required": ["room", "user", flag],
+        "additionalProperties": False,
+        "properties": {
+            "room": {"type": "string"},
+            "user": {"type": "string"},
+            flag: {"type": "boolean", "description": description},
+        },
+    }
+
+
 _TITLE = {"type": "string", "maxLength": 100, "description": "empty: none"}
 _TOPIC = {"type": "string", "maxLength": 500, "description": "empty: none"}
 
@@ -188,6 +204,11 @@ def _query(name: str, description: str, schema: dict[str, Any], required: bool =
 
 
 _SEQ = {"type": "integer", "minimum": 0}
+_NO_BODY = {
+    "required": False,
+    "description": "none, or {}",
+    "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False}}},
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -420,30 +441,11 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Make a user a member of a room (a private one too)",
                     "operationId": "addMember",
                     "parameters": [room_path, user_path],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "additionalProperties": False}
-                            }
-                        },
-                    },
+                    "requestBody": _NO_BODY,
                     "responses": {
                         **_ok(
                             "a member; their connections are joining the room",
-                            {
-                                "type": "object",
-                                "required": ["room", "user", "added"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "room": {"type": "string"},
-                                    "user": {"type": "string"},
-                                    "added": {
-                                        "type": "boolean",
-                                        "description": "false: a member already",
-                                    },
-                                },
-                            },
+                            _membership_answer("added", "false: a member already"),
                         ),
                         **_errors("400", "405", "409", "413"),
                     },
@@ -455,19 +457,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         **_ok(
                             "not a member; their connections are leaving the room",
-                            {
-                                "type": "object",
-                                "required": ["room", "user", "removed"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "room": {"type": "string"},
-                                    "user": {"type": "string"},
-                                    "removed": {
-                                        "type": "boolean",
-                                        "description": "false: was not a member",
-                                    },
-                                },
-                            },
+                            _membership_answer("removed", "false: was not a member"),
                         ),
                         **_errors("400", "405"),
                     },
@@ -738,14 +728,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Send a dead webhook event back to the outbox, due now",
                     "operationId": "retryDeadWebhook",
                     "parameters": [dead_path],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "additionalProperties": False}
-                            }
-                        },
-                    },
+                    "requestBody": _NO_BODY,
                     "responses": {
                         **_ok(
                             "back in the outbox, its attempts counted afresh",
