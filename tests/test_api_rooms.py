@@ -36,7 +36,6 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[ServerProcess]:
     """One node with the API on and a webhook endpoint for the membership events."""
-    endpoints = [{"url": receiver.url, "secret": HOOK_SECRET, "events": MEMBER_EVENTS}]
     server = ServerProcess(
         tmp_path_factory.mktemp("api-rooms"),
         secret=SECRET,
@@ -48,7 +47,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterat
             "--api-burst",
             "1000",
             "--webhooks",
-            endpoints_json(parse_endpoints(endpoints)),
+            member_hooks(receiver),
             "--webhook-poll",
             "0.05",
             "--erase-limit",
@@ -421,9 +420,17 @@ def test_the_embedding_node_manages_rooms_and_members(start_node: Callable[..., 
 # -- two nodes and the Publisher -----------------------------------------------------------------
 
 
+def member_hooks(receiver: Receiver) -> str:
+    """The ``webhooks`` setting of an endpoint at ``receiver`` for the membership events."""
+    endpoints = [{"url": receiver.url, "secret": HOOK_SECRET, "events": MEMBER_EVENTS}]
+    return endpoints_json(parse_endpoints(endpoints))
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
-    with two_nodes(tmp_path_factory.mktemp("rooms-cluster"), ("--api-keys", LINE)) as nodes:
+def cluster(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[TwoNodes]:
+    """Two nodes on Redis, delivering the membership events the Publisher keeps too."""
+    args = ("--api-keys", LINE, "--webhooks", member_hooks(receiver), "--webhook-poll", "0.05")
+    with two_nodes(tmp_path_factory.mktemp("rooms-cluster"), args) as nodes:
         yield nodes
 
 
@@ -452,11 +459,12 @@ def test_on_two_nodes_membership_through_one_reaches_a_user_on_the_other(
 
 
 def test_the_publisher_manages_rooms_and_members_without_a_node(
-    cluster: TwoNodes, clients: list[Client]
+    cluster: TwoNodes, clients: list[Client], receiver: Receiver
 ) -> None:
     cy = on(cluster.a, "pub-cy", clients)
     cy.ok("join", room="pub-own")
-    with Publisher(redis_url_of(cluster.redis)) as publisher:
+    url = redis_url_of(cluster.redis)
+    with Publisher(url, webhooks=member_hooks(receiver)) as publisher:
         made = publisher.create_room("pub-vip", title="Ops", public=False, members=["pub-cy"])
         assert made["room"]["members"] == 1
         subscribed(cy, "pub-vip")
@@ -474,5 +482,12 @@ def test_the_publisher_manages_rooms_and_members_without_a_node(
         assert publisher.erase("pub-cy", room="pub-own") == {"erased": 1, "more": False}
         assert cy.event("delete", room="pub-own")["mid"] == mine["mid"]
         assert publisher.erase("pub-cy") == {"erased": 0, "more": False}
-        status, _, _ = api(cluster.b.http, "GET", "/rooms/pub-vip")
-        assert status == 404
+    # Its membership changes are webhook events, kept in the outbox the nodes deliver.
+    arrivals = hooked_arrivals(receiver, "pub-vip", 4)
+    assert sorted((a.event["type"], a.event["data"]["by"]) for a in arrivals) == [
+        ("room.member_added", "application"),
+        ("room.member_added", "application"),
+        ("room.member_removed", "application"),
+        ("room.member_removed", "application"),
+    ]  # in any order: two nodes deliver the outbox, several requests at a time
+    assert api(cluster.b.http, "GET", "/rooms/pub-vip")[0] == 404
