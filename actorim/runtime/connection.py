@@ -601,8 +601,6 @@ class ConnectionActor(GeventActor):
     def _history(self, command: cmd.History) -> None:
         link = self.link
         conv = _readable(link, command.room, command.with_)
-        if command.room is not None:
-            roomcommands.readable(self.ctx, link, command.room)
         if link.pages.arrive((command, conv)):
             _page_turn(self.ctx, link, (command, conv))
 
@@ -735,7 +733,9 @@ def _start_page(
     )
 
     def done(page: Page | None, error: BaseException | None) -> None:
-        if isinstance(error, Unavailable):
+        if isinstance(error, CommandError):
+            link.fail(command.t, command.id, error.code, error.message)
+        elif isinstance(error, Unavailable):
             link.fail(
                 command.t,
                 command.id,
@@ -760,7 +760,10 @@ def _start_page(
         read = ReadThread(command.mid, *bounds, _thread_page(build), replies, done, link.user)
     else:
         assert conv is not None
-        read = ReadPage(conv, *bounds, build, replies, done, link.user)
+        guard = None
+        if command.room is not None and command.room not in link.rooms and link.user:
+            guard = partial(roomcommands.refuse_private, link.user, command.room)
+        read = ReadPage(conv, *bounds, build, replies, done, link.user, guard)
     try:
         ctx.refs.tell_store(read)
     except Unavailable as exc:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from actorim.runtime.context import NodeContext
     from actorim.runtime.link import Link
 
-__all__ = ["conversations", "inbox_page", "members", "readable", "room_update", "rooms"]
+__all__ = ["conversations", "inbox_page", "members", "refuse_private", "room_update", "rooms"]
 
 
 def _page_size(asked: int | None, setting: int) -> int:
@@ -72,28 +72,32 @@ def _allowed(link: Link, room: str) -> None:
         raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {room!r}")
 
 
-def readable(ctx: NodeContext, link: Link, room: str) -> None:
-    """Refuse, with the CommandError to answer, reading ``room`` (its history, its members)
-    when the token does not allow it, or when it is private and the user not its member. A room
-    the connection is subscribed to is readable without asking the store."""
-    _allowed(link, room)
-    user = link.user
-    if room in link.rooms or user is None:
-        return
-    if ask_store(ctx, lambda store: private_to(store, user, room), f"read room {room!r}"):
-        raise CommandError(
-            ErrorCode.FORBIDDEN, f"room {room!r} is private: only its members may read it"
-        )
+def refuse_private(user: str, room: str, store: Store) -> CommandError | None:
+    """The CommandError that refuses ``user`` reading ``room`` (its history, its members) when
+    it is private and they are not its member, else None; run on the store's thread, in the same
+    job as the read it guards. A room the connection is subscribed to needs no such check."""
+    if not private_to(store, user, room):
+        return None
+    return CommandError(
+        ErrorCode.FORBIDDEN, f"room {room!r} is private: only its members may read it"
+    )
 
 
 def members(ctx: NodeContext, link: Link, command: cmd.Members) -> None:
-    readable(ctx, link, command.room)
+    _allowed(link, command.room)
+    user = link.user
+    assert user is not None
     size = _page_size(command.limit, ctx.config.member_list_limit)
-    users, more = ask_store(
-        ctx,
-        lambda store: store.members_of(command.room, after=command.cursor, limit=size),
-        f"read the members of {command.room!r}",
-    )
+    subscribed = command.room in link.rooms
+
+    def read(store: Store) -> tuple[list[str], bool] | CommandError:
+        refusal = None if subscribed else refuse_private(user, command.room, store)
+        return refusal or store.members_of(command.room, after=command.cursor, limit=size)
+
+    found = ask_store(ctx, read, f"read the members of {command.room!r}")
+    if isinstance(found, CommandError):
+        raise found
+    users, more = found
 
     def answer(statuses: dict[str, Any]) -> None:
         data: dict[str, Any] = {

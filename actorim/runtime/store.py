@@ -39,7 +39,7 @@ from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from pykka import ActorDeadError
 
-from actorim.protocol.errors import ErrorCode
+from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import message_frame
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import FaultInjectable
@@ -296,8 +296,8 @@ class StoreActor(FaultInjectable, GeventActor):
                 reply(request.reply_to, request.done, page, error)
 
         def read(result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                built(None, error)
+            if error is not None or isinstance(result, CommandError):
+                built(None, error or result)
             elif key in self._reading:
                 self._in_background(request.build, result, built, pages=True)
 
@@ -305,6 +305,14 @@ class StoreActor(FaultInjectable, GeventActor):
         reads: Callable[..., Any] = (
             backend.thread if isinstance(request, ReadThread) else backend.history
         )
+        guard = request.guard if isinstance(request, ReadPage) else None
+        if guard is not None:
+            unguarded = reads
+
+            def reads(*args: Any, **kwargs: Any) -> Any:
+                refusal = guard(backend)
+                return refusal if refusal is not None else unguarded(*args, **kwargs)
+
         self._in_background(
             reads,
             (request.root if isinstance(request, ReadThread) else request.conv,),
