@@ -12,7 +12,7 @@ import pytest
 
 from actorim.domain.webhooks import endpoints_json, parse_endpoints
 from actorim.runtime.operations import Conflict
-from actorim.tools.publisher import Publisher
+from actorim.tools.publisher import InvalidRequest, NotFound, Publisher
 from tests.support import Client, ServerProcess, queued
 from tests.test_api import KEY, LINE, SECRET, TOKENS, api, base_of, error_of
 from tests.test_cluster import redis_url_of
@@ -465,6 +465,13 @@ def test_the_publisher_manages_rooms_and_members_without_a_node(
     cy.ok("join", room="pub-own")
     url = redis_url_of(cluster.redis)
     with Publisher(url, webhooks=member_hooks(receiver)) as publisher:
+        # The same checks as the API's and Node's, before anything changes.
+        with pytest.raises(InvalidRequest, match="field 'room'"):
+            publisher.create_room("no room!")
+        with pytest.raises(InvalidRequest, match="members"):
+            publisher.create_room("pub-vip", members=["no spaces"])
+        with pytest.raises(NotFound, match="no room 'pub-vip'"):
+            publisher.add_member("pub-vip", "pub-cy")
         made = publisher.create_room("pub-vip", title="Ops", public=False, members=["pub-cy"])
         assert made["room"]["members"] == 1
         subscribed(cy, "pub-vip")

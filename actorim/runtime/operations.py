@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from gevent.event import AsyncResult
 
-from actorim.domain.auth import valid_user_id
 from actorim.domain.hooks import Outgoing
 from actorim.domain.messages import dm_conv, room_conv
 from actorim.domain.tokens import token_revocation, user_revocation
 from actorim.protocol import commands as cmd
+from actorim.protocol import requests
 from actorim.protocol.errors import CommandError
 from actorim.protocol.events import message_event, published_message
+from actorim.protocol.requests import InvalidRequest
 from actorim.protocol.webhooks import Webhooks
 from actorim.runtime.messages import Append, Call, OutboxRequest, ReadPage, RoomsRequest, Statuses
 from actorim.runtime.tokens import apply_revocation
@@ -85,48 +86,9 @@ MAX_DEAD_KEY_CHARS = 128
 """A dead entry's key is an event id and a digest, well within this."""
 
 
-class InvalidRequest(ValueError):
-    """An operation's arguments are wrong; ``message`` says which and how. Nothing changed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _room_name(room: object) -> str:
-    command: cmd.Join = _decoded({"t": "join", "room": room})
-    return command.room
-
-
-def _room_text(title: object, topic: object) -> None:
-    """Check a title and a topic as ``room.update`` checks them (None: not given)."""
-    frame: dict[str, Any] = {
-        "t": "room.update",
-        "room": "x",
-        "title": "" if title is None else title,
-    }
-    if topic is not None:
-        frame["topic"] = topic
-    _decoded(frame)
-
-
-def _flag(value: object, field: str) -> bool:
-    if type(value) is not bool:
-        raise InvalidRequest(f"{field} must be true or false")
-    return value
-
-
-def _decoded(frame: dict[str, Any], max_limit: int = cmd.DEFAULT_MAX_LIMIT) -> Any:
-    try:
-        return cmd.decode_command({"id": 0, **frame}, max_limit=max_limit)
-    except CommandError as exc:
-        raise InvalidRequest(exc.message) from None
-
-
-def _user(user: object, field: str) -> str:
-    if not valid_user_id(user):
-        raise InvalidRequest(f"{field} must be 1-128 characters of A-Z a-z 0-9 _ . : @ -")
-    return user  # type: ignore[return-value]
+_decoded = requests.decoded
+_user = requests.user_id
+_room_name = requests.room_name
 
 
 class _RunHere:
@@ -244,12 +206,9 @@ class Operations:
         naming the members refused because they belong to ``max_rooms_per_user`` rooms.
         Raises ``Conflict`` when the room exists (nothing changed)."""
         _room_name(room)
-        _room_text(title, topic)
-        _flag(public, "public")
-        limit = self.ctx.config.member_list_limit
-        if not isinstance(members, list | tuple) or len(members) > limit:
-            raise InvalidRequest(f"members must be a list of at most {limit} user ids")
-        users = list(dict.fromkeys(_user(u, "members[]") for u in members))
+        requests.room_text(title, topic)
+        requests.flag(public, "public")
+        users = requests.member_list(members, self.ctx.config.member_list_limit)
         max_rooms, webhooks, now_ms = self._membership_context()
         info, full, effects = self._in_store(
             lambda store: roomadmin.create_room(
@@ -294,9 +253,9 @@ class Operations:
         _room_name(room)
         if title is None and topic is None and public is None:
             raise InvalidRequest("give at least one of title, topic and public")
-        _room_text(title, topic)
+        requests.room_text(title, topic)
         if public is not None:
-            _flag(public, "public")
+            requests.flag(public, "public")
         info, effects = self._in_store(
             lambda store: roomadmin.update_room(
                 store, room, title=title, topic=topic, public=public
@@ -404,13 +363,7 @@ class Operations:
         in the direct conversation ``with_`` another user, or (neither) in every conversation
         they take part in now. At most ``erase_limit`` per call: ``{"erased": n, "more": bool}``;
         call again while ``more``. Idempotent: a repeated call deletes nothing twice."""
-        _user(user, "user")
-        if room is not None and with_ is not None:
-            raise InvalidRequest("give at most one of room and with")
-        if room is not None:
-            _room_name(room)
-        if with_ is not None:
-            _user(with_, "with")
+        requests.one_place(user, room, with_)
         limit, now_ms = self.ctx.config.erase_limit, int(time.time() * 1000)
 
         def plan(store: Store) -> tuple[list[NewMessage], bool]:

@@ -43,6 +43,7 @@ from actorim.config import Config
 from actorim.domain.messages import StoredMessage
 from actorim.domain.tokens import DEFAULT_REVOCATION_KEEP_S, token_revocation, user_revocation
 from actorim.domain.webhooks import parse_endpoints
+from actorim.protocol import requests
 from actorim.protocol.events import published_message
 from actorim.protocol.webhooks import Webhooks
 from actorim.redis.broker import RedisBroker
@@ -60,7 +61,9 @@ from actorim.store.roomadmin import (
     too_many_rooms,
 )
 
-__all__ = ["Conflict", "NotFound", "Publisher"]
+__all__ = ["Conflict", "InvalidRequest", "NotFound", "Publisher"]
+
+InvalidRequest = requests.InvalidRequest
 
 T = TypeVar("T")
 
@@ -80,6 +83,7 @@ class Publisher:
         revocation_keep: float = DEFAULT_REVOCATION_KEEP_S,
         max_rooms_per_user: int = Config.max_rooms_per_user,
         erase_limit: int = Config.erase_limit,
+        member_list_limit: int = Config.member_list_limit,
         webhooks: Any = "",
     ) -> None:
         self._webhooks = Webhooks(parse_endpoints(webhooks))
@@ -89,6 +93,7 @@ class Publisher:
         self._keep = revocation_keep
         self._max_rooms = max_rooms_per_user
         self._erase_limit = erase_limit
+        self._member_limit = member_list_limit
         # The nodes' broker on a link of the Publisher's own: it publishes, never listens.
         self._link = ClusterLink(redis_url, "publisher", namespace=namespace)
         self._broker = RedisBroker(self._link, lambda: None)
@@ -143,13 +148,17 @@ class Publisher:
     ) -> dict[str, Any]:
         """Make ``room`` and add ``members``: ``{"room": info, "full": [users]}`` as
         ``Node.create_room``; raises ``Conflict`` when the room exists."""
+        requests.room_name(room)
+        requests.room_text(title, topic)
+        requests.flag(public, "public")
+        users = requests.member_list(members, self._member_limit)
         info, full, effects = roomadmin.create_room(
             self._store,
             room,
             title=title,
             topic=topic,
             public=public,
-            members=list(dict.fromkeys(members)),
+            members=users,
             max_rooms=self._max_rooms,
             webhooks=self._webhooks,
             now_ms=_now_ms(),
@@ -169,6 +178,12 @@ class Publisher:
     ) -> dict[str, Any]:
         """Change what is given of ``room``'s title, topic and ``public`` flag; its info after.
         Raises ``NotFound`` when there is no such room."""
+        requests.room_name(room)
+        if title is None and topic is None and public is None:
+            raise requests.InvalidRequest("give at least one of title, topic and public")
+        requests.room_text(title, topic)
+        if public is not None:
+            requests.flag(public, "public")
         info, effects = roomadmin.update_room(
             self._store, room, title=title, topic=topic, public=public
         )
@@ -177,6 +192,7 @@ class Publisher:
     def delete_room(self, room: str) -> list[str]:
         """Delete ``room`` (its members' connections leave it; its messages stay): the members
         it had. Raises ``NotFound`` when there is no such room."""
+        requests.room_name(room)
         members, effects = roomadmin.delete_room(
             self._store, room, webhooks=self._webhooks, now_ms=_now_ms()
         )
@@ -185,6 +201,8 @@ class Publisher:
     def add_member(self, room: str, user: str) -> bool:
         """Make ``user`` a member of ``room`` (a private one too); False when they were one.
         Raises ``NotFound`` (no such room) or ``Conflict`` (``max_rooms_per_user``)."""
+        requests.room_name(room)
+        requests.user_id(user, "user")
         outcome, effects = roomadmin.add_member(
             self._store,
             room,
@@ -199,6 +217,8 @@ class Publisher:
 
     def remove_member(self, room: str, user: str) -> bool:
         """End ``user``'s membership of ``room``; False when they were not a member."""
+        requests.room_name(room)
+        requests.user_id(user, "user")
         removed, effects = roomadmin.remove_member(
             self._store, room, user, webhooks=self._webhooks, now_ms=_now_ms()
         )
@@ -213,6 +233,7 @@ class Publisher:
         """Delete ``user``'s messages as their own deletes would (in ``room``, with user
         ``with_``, or in every conversation they take part in now), at most ``erase_limit`` a
         call: ``{"erased": n, "more": bool}``; call again while ``more``."""
+        requests.one_place(user, room, with_)
         convs = erase.conversations_of(self._store, user, room=room, with_=with_)
         deletes, more = erase.erase_plan(
             self._store, user, convs, limit=self._erase_limit, now_ms=_now_ms()
