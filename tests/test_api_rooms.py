@@ -188,6 +188,7 @@ def test_a_private_room_is_joined_only_by_members_the_application_added(
     assert eve.event("msg", room="vip")["mid"] == mid
     assert eve.ok("join", room="vip") is not None  # a member may join (again)
     assert [m["mid"] for m in eve.ok("history", room="vip")["messages"]] == [mid]
+    assert eve.ok("thread", mid=mid)["messages"] == []
     assert api(base, "PUT", "/rooms/vip/members/eve-p")[2]["added"] is False
 
     status, _, removed = api(base, "DELETE", "/rooms/vip/members/eve-p")
@@ -198,6 +199,8 @@ def test_a_private_room_is_joined_only_by_members_the_application_added(
     assert api(base, "DELETE", "/rooms/vip/members/eve-p")[2]["removed"] is False
     assert eve.error("join", room="vip")["code"] == "forbidden"
     assert eve.error("history", room="vip")["code"] == "forbidden"
+    error = eve.error("thread", mid=mid)  # a thread is read in its root's room
+    assert error["code"] == "forbidden" and "private" in error["message"]
 
 
 def test_the_rooms_claim_still_narrows_what_an_added_member_receives(

@@ -757,7 +757,12 @@ def _start_page(
     read: ReadPage | ReadThread
     bounds = (command.before, command.after, command.limit)
     if isinstance(command, cmd.Thread):
-        read = ReadThread(command.mid, *bounds, _thread_page(build), replies, done, link.user)
+        thread_guard = None
+        if link.user:
+            thread_guard = partial(roomcommands.refuse_private_root, link.user, set(link.rooms))
+        read = ReadThread(
+            command.mid, *bounds, _thread_page(build), replies, done, link.user, thread_guard
+        )
     else:
         assert conv is not None
         guard = None

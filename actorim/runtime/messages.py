@@ -155,6 +155,9 @@ class ReadThread:
     done: Callable[[Any, BaseException | None], None]
     reader: str | None = None
     """Who reads the page: each message's reactions say which are theirs (``me``)."""
+    guard: Callable[[Store, StoredMessage | None], CommandError | None] | None = None
+    """Run on the store thread after the read, in the same job, with the root read (a thread's
+    room is known only then): the CommandError that refuses the page, or None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ the room, on every node), and ``members`` asks the presence tracker who is onlin
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from actorim.domain.markers import NO_COUNTS, Counts
@@ -21,10 +22,19 @@ from actorim.runtime.messages import Statuses
 from actorim.store.base import Store, inbox, private_to
 
 if TYPE_CHECKING:
+    from actorim.domain.messages import StoredMessage
     from actorim.runtime.context import NodeContext
     from actorim.runtime.link import Link
 
-__all__ = ["conversations", "inbox_page", "members", "refuse_private", "room_update", "rooms"]
+__all__ = [
+    "conversations",
+    "inbox_page",
+    "members",
+    "refuse_private",
+    "refuse_private_root",
+    "room_update",
+    "rooms",
+]
 
 
 def _page_size(asked: int | None, setting: int) -> int:
@@ -81,6 +91,16 @@ def refuse_private(user: str, room: str, store: Store) -> CommandError | None:
     return CommandError(
         ErrorCode.FORBIDDEN, f"room {room!r} is private: only its members may read it"
     )
+
+
+def refuse_private_root(
+    user: str, subscribed: AbstractSet[str], store: Store, root: StoredMessage | None
+) -> CommandError | None:
+    """``refuse_private`` for a thread, whose room is its root's (None: not there, answered
+    elsewhere); ``subscribed``: the rooms the connection was subscribed to when it asked."""
+    if root is None or root.room is None or root.room in subscribed:
+        return None
+    return refuse_private(user, root.room, store)
 
 
 def members(ctx: NodeContext, link: Link, command: cmd.Members) -> None:

@@ -305,13 +305,8 @@ class StoreActor(FaultInjectable, GeventActor):
         reads: Callable[..., Any] = (
             backend.thread if isinstance(request, ReadThread) else backend.history
         )
-        guard = request.guard if isinstance(request, ReadPage) else None
-        if guard is not None:
-            unguarded = reads
-
-            def reads(*args: Any, **kwargs: Any) -> Any:
-                refusal = guard(backend)
-                return refusal if refusal is not None else unguarded(*args, **kwargs)
+        if request.guard is not None:
+            reads = _guarded(request, backend, reads)
 
         self._in_background(
             reads,
@@ -467,6 +462,26 @@ def _accepted_data(stored: StoredMessage) -> dict[str, Any]:
         # A reaction that changed nothing: no event of its own, seq is the conversation's last.
         data["unchanged"] = True
     return data
+
+
+def _guarded(
+    request: ReadPage | ReadThread, backend: Store, reads: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``reads`` behind the request's guard: a page's before the read (its room is known), a
+    thread's after it (its room is the root's). A refusal is answered as the result, not
+    raised: the thread pool logs what its jobs raise."""
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if isinstance(request, ReadPage):
+            assert request.guard is not None
+            refusal = request.guard(backend)
+            return refusal if refusal is not None else reads(*args, **kwargs)
+        assert request.guard is not None
+        result = reads(*args, **kwargs)
+        refusal = request.guard(backend, result[0])
+        return refusal if refusal is not None else result
+
+    return guarded
 
 
 def _change_refused(stored: StoredMessage, max_reactions: int) -> tuple[ErrorCode, str]:
