@@ -459,6 +459,13 @@ def test_on_two_nodes_membership_through_one_reaches_a_user_on_the_other(
     assert api(b, "DELETE", "/rooms/cl-vip")[2] == {"deleted": "cl-vip", "members": ["cl-bo"]}
     bo.event("member", room="cl-vip", user="cl-bo", state="left")
     assert api(a, "GET", "/rooms/cl-vip")[0] == 404
+    # An erase through A reaches B's member as the author's own delete would.
+    mine = bo.ok("send", room="cl-own", body="erase me")
+    assert api(a, "POST", "/users/cl-bo/erase", {"room": "cl-own"})[2] == {
+        "erased": 1,
+        "more": False,
+    }
+    assert bo.event("delete", room="cl-own")["mid"] == mine["mid"]
 
 
 def test_the_publisher_manages_rooms_and_members_without_a_node(
