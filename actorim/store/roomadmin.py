@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from actorim.domain.messages import room_conv
 from actorim.protocol.events import room_frame, self_member_frame
 
 if TYPE_CHECKING:
@@ -139,8 +140,14 @@ def member_webhook(
     store.outbox_add(entries)
 
 
-def _membership(room: str, users: Sequence[str], *, joined: bool) -> Effects:
-    return Effects(to_users=tuple((u, self_member_frame(room, u, joined=joined)) for u in users))
+def _membership(
+    room: str, users: Sequence[str], *, joined: bool, seq: int | None = None
+) -> Effects:
+    """The ``member`` events about themselves that ``users``' connections follow; a join
+    carries the room's latest ``seq`` so that no message after it is missed."""
+    return Effects(
+        to_users=tuple((u, self_member_frame(room, u, joined=joined, seq=seq)) for u in users)
+    )
 
 
 def create_room(
@@ -168,7 +175,8 @@ def create_room(
         (full if outcome == "full" else added).append(user)
     member_webhook(store, webhooks, room, added, added=True, by="application", now_ms=now_ms)
     info = store.room_info([room]).get(room, made)
-    return info, full, _membership(room, added, joined=True)
+    seq = store.last_seq(room_conv(room))
+    return info, full, _membership(room, added, joined=True, seq=seq)
 
 
 def update_room(
@@ -218,7 +226,8 @@ def add_member(
     if outcome != "joined":
         return outcome, NOTHING
     member_webhook(store, webhooks, room, [user], added=True, by="application", now_ms=now_ms)
-    return outcome, _membership(room, [user], joined=True)
+    seq = store.last_seq(room_conv(room))
+    return outcome, _membership(room, [user], joined=True, seq=seq)
 
 
 def remove_member(
