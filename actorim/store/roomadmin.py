@@ -165,6 +165,7 @@ def create_room(
     """Make ``room`` and add ``members``: the room's metadata after, and the members refused
     because they belong to ``max_rooms`` rooms already; None (nothing changed) when the room
     exists."""
+    seq = store.last_seq(room_conv(room))  # read first: a failed read changes nothing
     made = store.create_room(room, title=title, topic=topic, public=public)
     if made is None:
         return None, [], NOTHING
@@ -175,7 +176,6 @@ def create_room(
         (full if outcome == "full" else added).append(user)
     member_webhook(store, webhooks, room, added, added=True, by="application", now_ms=now_ms)
     info = store.room_info([room]).get(room, made)
-    seq = store.last_seq(room_conv(room))
     return info, full, _membership(room, added, joined=True, seq=seq)
 
 
@@ -219,14 +219,15 @@ def add_member(
     now_ms: int,
 ) -> tuple[JoinOutcome | None, Effects]:
     """Make ``user`` a member of the existing ``room`` (private or public): ``joined``,
-    ``member`` (already one, nothing changed), ``full``, or None when there is no such room."""
+    ``member`` (already one, nothing changed), ``full``, or None when there is no such room.
+    What it reads comes before what it writes, so a failed read changes nothing."""
     if not store.room_info([room]):
         return None, NOTHING
+    seq = store.last_seq(room_conv(room))
     outcome = store.join_room(user, room, max_rooms=max_rooms)
     if outcome != "joined":
         return outcome, NOTHING
     member_webhook(store, webhooks, room, [user], added=True, by="application", now_ms=now_ms)
-    seq = store.last_seq(room_conv(room))
     return outcome, _membership(room, [user], joined=True, seq=seq)
 
 
