@@ -381,6 +381,12 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting("audit_page_max", 100, "most entries one page of a room's audit log holds", int),
+    Setting(
+        "erase_limit",
+        500,
+        "most messages one erase of a user's messages deletes (the answer says more: call again)",
+        int,
+    ),
     Setting("outbox_max_frames", 2_000, "frames queued to a slow client before close 1013", int),
     Setting("outbox_max_bytes", 4 * MIB, "bytes queued to a slow client before close 1013", int),
     Setting(
@@ -589,6 +595,7 @@ class Config:
     member_list_limit: int = _BY_NAME["member_list_limit"].default
     moderation_reason_max: int = _BY_NAME["moderation_reason_max"].default
     audit_page_max: int = _BY_NAME["audit_page_max"].default
+    erase_limit: int = _BY_NAME["erase_limit"].default
     outbox_max_frames: int = _BY_NAME["outbox_max_frames"].default
     outbox_max_bytes: int = _BY_NAME["outbox_max_bytes"].default
     backlog_page_messages: int = _BY_NAME["backlog_page_messages"].default
@@ -664,6 +671,7 @@ class Config:
             "outbox_max_bytes",
             "workers",
             "max_rooms_per_user",
+            "erase_limit",
             "inbox_limit",
             "directory_limit",
             "max_connections_per_user",

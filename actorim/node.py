@@ -441,6 +441,65 @@ class Node:
             body, room=room, to=to, sender=sender, kind=kind, cid=cid, timeout=timeout
         )
 
+    def create_room(
+        self,
+        room: str,
+        *,
+        title: str = "",
+        topic: str = "",
+        public: bool = True,
+        members: list[str] | tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """Create ``room`` and add ``members``: see ``Operations.create_room`` (the server
+        API's ``POST /api/v1/rooms``)."""
+        return self.operations.create_room(
+            room, title=title, topic=topic, public=public, members=members
+        )
+
+    def room(self, room: str) -> dict[str, Any]:
+        """``room``'s metadata: see ``Operations.room``."""
+        return self.operations.room(room)
+
+    def update_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change ``room``'s title, topic or ``public`` flag: see ``Operations.update_room``."""
+        return self.operations.update_room(room, title=title, topic=topic, public=public)
+
+    def delete_room(self, room: str) -> list[str]:
+        """Delete ``room`` (its members' connections leave it, its messages stay): see
+        ``Operations.delete_room``."""
+        return self.operations.delete_room(room)
+
+    def members(
+        self, room: str, *, after: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """A page of ``room``'s members with their presence: see ``Operations.members``."""
+        return self.operations.members(room, after=after, limit=limit)
+
+    def add_member(self, room: str, user: str) -> bool:
+        """Make ``user`` a member of ``room`` (a private one too); False when they were one:
+        see ``Operations.add_member``."""
+        return self.operations.add_member(room, user)
+
+    def remove_member(self, room: str, user: str) -> bool:
+        """End ``user``'s membership of ``room``; False when they were not one: see
+        ``Operations.remove_member``."""
+        return self.operations.remove_member(room, user)
+
+    def erase(
+        self, user: str, *, room: str | None = None, with_: str | None = None
+    ) -> dict[str, Any]:
+        """Delete ``user``'s messages (in ``room``, with user ``with_``, or everywhere they take
+        part), at most ``erase_limit`` a call: ``{"erased", "more"}``; see
+        ``Operations.erase``."""
+        return self.operations.erase(user, room=room, with_=with_)
+
     def presence(self, users: list[str]) -> dict[str, Any]:
         """The status of each of ``users``: see ``Operations.presence``."""
         return self.operations.presence(users)

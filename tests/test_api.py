@@ -55,7 +55,9 @@ def path_template(path: str) -> str:
     template = re.sub(r"^/users/[^/]+/", "/users/{user}/", path)
     template = re.sub(r"^/webhooks/dead/[^/]+", "/webhooks/dead/{id}", template)
     template = re.sub(r"^/rooms/[^/]+/roles/[^/]+$", "/rooms/{room}/roles/{user}", template)
-    return re.sub(r"^/rooms/[^/]+/(moderation|audit)$", r"/rooms/{room}/\1", template)
+    template = re.sub(r"^/rooms/[^/]+/(moderation|audit)$", r"/rooms/{room}/\1", template)
+    template = re.sub(r"^/rooms/[^/]+/members/[^/]+$", "/rooms/{room}/members/{user}", template)
+    return re.sub(r"^/rooms/[^/]+(/members)?$", r"/rooms/{room}\1", template)
 
 
 def _check(schema: dict[str, Any], instance: Any) -> None:
@@ -161,7 +163,7 @@ def test_the_openapi_document_is_valid_and_served_as_it_is(node: ServerProcess) 
 def test_every_example_in_the_api_docs_fits_the_openapi_document() -> None:
     text = DOCS.read_text()
     examples = re.findall(
-        r"```http\n(GET|POST|PUT|DELETE) /api/v1(\S+)\n(?:[^\n]+\n)*?\n(.*?)```\n\n"
+        r"```http\n(GET|POST|PATCH|PUT|DELETE) /api/v1(\S+)\n(?:[^\n]+\n)*?\n(.*?)```\n\n"
         r"Answer `(\d+)`:\n\n```json\n(.*?)```",
         text,
         re.S,

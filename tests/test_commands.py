@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import doctest
 from typing import Any
 
 import msgpack
 import pytest
 
+from actorim.protocol import requests
 from actorim.protocol.codec import Encoding, decode_frame, encode
 from actorim.protocol.commands import (
     COMMAND_NAMES,
@@ -508,3 +510,18 @@ def test_command_error_carries_code_and_payload() -> None:
 )
 def test_edit_and_delete_name_the_field_at_fault(frame: dict[str, Any], field: str) -> None:
     assert f"'{field}'" in _bad_request(frame).message
+
+
+def test_the_application_request_checks_say_what_the_websocket_says() -> None:
+    """The server API, Node and the Publisher check their arguments with these (doctests too)."""
+    assert doctest.testmod(requests).failed == 0
+    with pytest.raises(requests.InvalidRequest) as raised:
+        requests.room_name("no room!")
+    with pytest.raises(CommandError) as websocket:
+        decode_command({"t": "join", "id": 1, "room": "no room!"})
+    assert raised.value.message == websocket.value.message
+    assert requests.member_list(["al", "bo", "al"], 3) == ["al", "bo"]
+    with pytest.raises(requests.InvalidRequest, match="at most 1 user ids"):
+        requests.member_list(["al", "bo"], 1)
+    with pytest.raises(requests.InvalidRequest, match="at most one of room and with"):
+        requests.one_place("al", "lobby", "bo")

@@ -13,6 +13,10 @@ import pytest
 
 from actorim.client import Client as AppClient
 from actorim.domain.auth import TokenAuthority
+from actorim.protocol.events import self_member_frame
+from actorim.protocol.wire import WireFrame
+from actorim.runtime.delivery import NodeDelivery
+from actorim.runtime.roomstate import RoomState
 from tests.support import Client, RunningNode, ServerProcess, queued, wait_until
 
 StartNode = Callable[..., RunningNode]
@@ -417,3 +421,41 @@ def test_connect_resumes_rooms_from_since_in_order_or_announces_a_gap(
     other.nothing_before_pong("gap")  # another epoch: since is ignored, nothing is replayed
     assert not queued(other, "msg")
     assert other.ok("join", room="lobby")["seq"] == live["seq"] + 5
+
+
+def test_a_member_event_naming_a_seq_brings_what_was_stored_after_it_before_the_subscription(
+    start_node: StartNode,
+) -> None:
+    """The application's add names the room's latest seq in the ``member`` event; a message
+    stored after it but before the connection follows the event (nobody on this node was in the
+    room to hear it) still reaches the connection."""
+    node = start_node()
+    ann = node.client("seq-ann")
+    ann.ok("join", room="seq-own")
+    node.node.publish("before", room="seq-room")  # seq 1: before the add
+    node.node.publish("missed", room="seq-room")  # seq 2: nobody here follows the room yet
+    delivery = NodeDelivery(node.node.ctx)
+    delivery.user_event("seq-ann", self_member_frame("seq-room", "seq-ann", joined=True, seq=1))
+    ann.event("member", room="seq-room", state="joined", seq=1)
+    assert ann.event("msg", room="seq-room")["body"] == "missed"
+    node.node.publish("live", room="seq-room")
+    assert ann.event("msg", room="seq-room")["body"] == "live"
+    assert not queued(ann, "msg", body="before")
+
+
+def test_a_message_heard_while_its_room_actor_starts_waits_for_the_actor(
+    start_node: StartNode,
+) -> None:
+    """Between a starting room actor's subscription and its registering, nobody else would
+    take a message the node hears: it is parked with the joins, for the actor to take."""
+    node = start_node()
+    ctx = node.node.ctx
+    state = RoomState.new("parked", ctx.config)
+    state.starting = True
+    ctx.directory.rooms["parked"] = state
+    try:
+        frame = WireFrame({"t": "msg", "room": "parked", "seq": 1})
+        NodeDelivery(ctx).room_message("parked", 1, frame, None)
+        assert [(type(m).__name__, m.seq) for m in state.waiting] == [("Publish", 1)]
+    finally:
+        del ctx.directory.rooms["parked"]

@@ -37,7 +37,7 @@ from actorim.store import (
     new_mid,
     room_conv,
 )
-from actorim.store.base import inbox
+from actorim.store.base import inbox, join_checked, private_to
 
 pytest_plugins = ["tests.redis_server"]
 
@@ -1180,6 +1180,10 @@ CALLS_ON_A_STORE: dict[str, Callable[[Store], object]] = {
     "room_info": lambda s: s.room_info(["lobby"]),
     "update_room": lambda s: s.update_room("al", "lobby", title="t"),
     "set_public": lambda s: s.set_public("lobby", False),
+    "create_room": lambda s: s.create_room("lobby"),
+    "set_room": lambda s: s.set_room("lobby", title="t"),
+    "delete_room": lambda s: s.delete_room("lobby"),
+    "authored": lambda s: s.authored(room_conv("lobby"), "al", limit=5),
     "directory": lambda s: s.directory(limit=5),
     "dm_partners": lambda s: s.dm_partners("al"),
     "latest": lambda s: s.latest([room_conv("lobby")], "al"),
@@ -1367,6 +1371,76 @@ def test_directory_lists_public_rooms_matching_by_name_or_title_in_pages(store: 
     page, _ = store.directory(limit=5, allowed=lambda room: room != "beta")
     assert [i.room for i in page] == ["alpha", "delta", "gamma"]
     assert page[0] == RoomInfo("alpha", members=1)
+
+
+def test_the_application_creates_a_room_once_and_changes_it_whoever_belongs(store: Store) -> None:
+    made = store.create_room("team", title="Team", topic="plans", public=False)
+    assert made == RoomInfo("team", "Team", "plans", False, 0)
+    assert store.create_room("team", title="Again") is None
+    assert store.room_info(["team"]) == {"team": made}
+    store.join_room("alice", "lobby", max_rooms=10)
+    assert store.create_room("lobby") is None  # a join made it
+    assert store.set_room("team", topic="dates", public=True) == RoomInfo(
+        "team", "Team", "dates", True, 0
+    )
+    assert store.set_room("team", title="") == RoomInfo("team", "", "dates", True, 0)
+    assert store.set_room("nowhere", title="x") is None
+    assert store.room_info(["nowhere"]) == {}
+
+
+def test_deleting_a_room_ends_every_membership_and_keeps_its_messages(store: Store) -> None:
+    for user in ("carol", "alice", "bob"):
+        store.join_room(user, "team", max_rooms=10)
+    store.join_room("alice", "other", max_rooms=10)
+    store.append_batch([room_msg("kept", room="team")])
+    assert store.delete_room("team") == ["alice", "bob", "carol"]
+    assert store.delete_room("team") is None
+    assert store.room_info(["team"]) == {}
+    assert store.members_of("team", limit=5) == ([], False)
+    assert store.rooms_of("alice") == ["other"]
+    assert store.rooms_of("bob") == []
+    assert [i.room for i in store.directory(limit=5)[0]] == ["other"]
+    assert [m.body for m in store.history(room_conv("team"), limit=5)[0]] == [b"kept"]
+    assert store.join_room("bob", "team", max_rooms=10) == "joined"  # made afresh
+    assert store.room_info(["team"])["team"] == RoomInfo("team", members=1)
+
+
+def test_a_private_room_admits_only_members_the_application_added(store: Store) -> None:
+    store.create_room("staff", public=False)
+    assert private_to(store, "mallory", "staff") is True
+    assert private_to(store, "mallory", "open") is False  # no such room yet: public on join
+    assert join_checked(store, "mallory", "staff", max_rooms=10) == "private"
+    assert store.members_of("staff", limit=5) == ([], False)
+    store.join_room("alice", "staff", max_rooms=10)  # the application adds alice
+    assert join_checked(store, "alice", "staff", max_rooms=10) == "member"
+    assert private_to(store, "alice", "staff") is False
+    assert join_checked(store, "bob", "open", max_rooms=10) == "joined"
+    assert join_checked(store, "bob", "open", max_rooms=10) == "member"
+    store.set_room("staff", public=True)
+    assert join_checked(store, "mallory", "staff", max_rooms=10) == "joined"
+
+
+def test_authored_lists_a_senders_live_messages_oldest_first(store: Store) -> None:
+    senders = ["alice", "bob", "alice", "alice", "bob", "alice"]
+    stored = store.append_batch(
+        [room_msg(f"m{i}", sender=s, ts=1_000 + i) for i, s in enumerate(senders)]
+    )
+    lobby = room_conv("lobby")
+    alice = [m for m in stored if m.sender == "alice"]
+    store.append_batch([change(alice[1], "delete", ts=2_000)])
+    store.append_batch([change(alice[2], "edit", b"m3 edited", ts=2_001)])
+    found = store.authored(lobby, "alice", limit=2)
+    assert [(m.mid, m.body) for m in found] == [(alice[0].mid, b"m0"), (alice[2].mid, b"m3 edited")]
+    assert [m.mid for m in store.authored(lobby, "alice", limit=10)] == [
+        alice[0].mid,
+        alice[2].mid,
+        alice[3].mid,
+    ]
+    assert [m.seq for m in store.authored(lobby, "bob", limit=10)] == [2, 5]
+    assert store.authored(lobby, "carol", limit=10) == []
+    assert store.authored(room_conv("empty"), "alice", limit=10) == []
+    [dm] = store.append_batch([direct("alice", "bob")])
+    assert [m.to for m in store.authored(dm.conv, "alice", limit=10)] == ["bob"]
 
 
 def test_direct_messages_record_partners_both_ways(store: Store) -> None:

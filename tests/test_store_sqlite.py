@@ -583,3 +583,28 @@ def test_schema_4_data_directory_counts_old_messages_unread_and_keeps_read_direc
         assert store.get(new.mid).mentions == ("bob",)  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_schema_4_data_directory_gains_the_index_that_erasing_a_users_messages_reads(
+    tmp_path: Path,
+) -> None:
+    """Schema 9 indexes each sender's live messages per conversation; the old ones are in it."""
+    path = schema_4_data_directory(tmp_path)
+    store = SqliteStore(path)
+    try:
+        lobby = room_conv("lobby")
+        found = store.authored(lobby, "alice", limit=10)
+        assert [(m.seq, m.body) for m in found] == [(1, b"v4 lobby 1 edited"), (3, b"v4 lobby 3")]
+        assert store.authored(lobby, "bob", limit=10) == []  # bob's one message was deleted
+        assert [m.body for m in store.authored(dm_conv("alice", "bob"), "bob", limit=10)] == [
+            b"v4 dm 2"
+        ]
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT mid FROM messages WHERE conv = 'r:lobby' AND sender = 'x'"
+            " AND target IS NULL AND deleted = 0 ORDER BY seq"
+        ).fetchall()
+    conn.close()
+    assert any("messages_authored" in str(row) for row in plan), plan

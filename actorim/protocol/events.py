@@ -220,8 +220,11 @@ def room_frame(info: RoomInfo) -> WireFrame:
     return WireFrame({"t": "room", "room": info.room, "title": info.title, "topic": info.topic})
 
 
-def self_member_frame(room: str, user: str, joined: bool) -> WireFrame:
+def self_member_frame(room: str, user: str, joined: bool, seq: int | None = None) -> WireFrame:
     """The ``member`` event a user's other devices get when the user joined or left ``room``
-    (its ``user`` is their own id): they start or stop receiving the room."""
+    (its ``user`` is their own id): they start or stop receiving the room. ``seq``, the room's
+    latest when the user became a member, makes each connection receive every message after it
+    (replayed if it came before the connection was subscribed)."""
     state = "joined" if joined else "left"
-    return WireFrame({"t": "member", "room": room, "user": user, "state": state})
+    frame = {"t": "member", "room": room, "user": user, "state": state}
+    return WireFrame(frame if seq is None else {**frame, "seq": seq})

@@ -33,9 +33,12 @@ from actorim.domain.push import (
 from actorim.domain.webhooks import Endpoint, OutboxEntry, entries_for
 
 __all__ = [
+    "MEMBER_BY",
     "MODERATION_EVENTS",
     "PAYLOADS",
     "Webhooks",
+    "member_event_id",
+    "member_payload",
     "message_event_type",
     "message_payload",
     "moderation_payload",
@@ -108,6 +111,17 @@ def push_pending_payload(stored: StoredMessage, user: str, policy: PushPolicy) -
     return pending_push(stored, user, body, policy.preview)
 
 
+MEMBER_BY = ("user", "application")
+"""Who changed a membership: the user themself (WebSocket ``join``/``leave``) or the
+application (the server API, ``Node``, the ``Publisher``; a room's delete)."""
+
+
+def member_payload(room: str, user: str, by: str, ts: int) -> dict[str, Any]:
+    """``data`` of ``room.member_added`` / ``room.member_removed``: the room, the user, who
+    made the change (``MEMBER_BY``) and when."""
+    return {"room": room, "user": user, "by": by, "ts": ts}
+
+
 PAYLOADS: dict[str, Callable[..., dict[str, Any]]] = {
     "message.created": message_payload,
     "message.edited": message_payload,
@@ -116,6 +130,8 @@ PAYLOADS: dict[str, Callable[..., dict[str, Any]]] = {
     "user.offline": presence_payload,
     **{event_type: moderation_payload for event_type in MODERATION_EVENTS.values()},
     PUSH_EVENT: push_pending_payload,
+    "room.member_added": member_payload,
+    "room.member_removed": member_payload,
 }
 """Each event type's payload builder."""
 
@@ -183,6 +199,24 @@ class Webhooks:
             return []
         data = _json(moderation_payload(entry))
         return entries_for(self.endpoints, "ev_" + entry.id, event_type, entry.ts, data)
+
+    def for_member(
+        self, room: str, user: str, *, added: bool, by: str, ts: int
+    ) -> list[OutboxEntry]:
+        """The entries of ``user`` joining (``added``) or leaving ``room`` at ``ts``."""
+        if not self.endpoints:
+            return []
+        event_type = "room.member_added" if added else "room.member_removed"
+        data = _json(PAYLOADS[event_type](room, user, by, ts))
+        event_id = member_event_id(room, user, event_type, ts)
+        return entries_for(self.endpoints, event_id, event_type, ts, data)
+
+
+def member_event_id(room: str, user: str, event_type: str, ts: int) -> str:
+    """The id of a membership event: sorts by time like a message's; the same change at the
+    same millisecond (a retried request) makes the same id, which the outbox keeps once."""
+    digest = hashlib.sha256(f"{room}{DM_SEPARATOR}{user}{DM_SEPARATOR}{event_type}".encode())
+    return "ev_" + encode_mid(ts, int.from_bytes(digest.digest()[:5], "big"))
 
 
 def presence_event_id(user: str, status: str, ts: int) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from actorim.domain.rooms import JoinOutcome, RoomInfo, matches
+from actorim.redis import scripts
 from actorim.redis.replies import answer
 
 __all__ = ["RedisRooms", "RoomKeys"]
@@ -74,6 +75,12 @@ def _text(value: Any) -> str:
     return "" if value is None else bytes(value).decode()
 
 
+def _room_info(room: str, reply: Any) -> RoomInfo:
+    """A script's ``{title, topic, public, members}`` as a ``RoomInfo``."""
+    title, topic, public, members = reply
+    return RoomInfo(room, _text(title), _text(topic), public != b"0", int(members))
+
+
 def _lex_after(after: str | None) -> str:
     return "-" if after is None else f"({after}"
 
@@ -86,6 +93,9 @@ class RedisRooms:
         self.keys = RoomKeys(namespace)
         self._join = client.register_script(_JOIN)
         self._update = client.register_script(_UPDATE)
+        self._create = client.register_script(scripts.ROOM_CREATE)
+        self._set = client.register_script(scripts.ROOM_SET)
+        self._delete = client.register_script(scripts.ROOM_DELETE)
 
     def join_room(self, user: str, room: str, max_rooms: int) -> JoinOutcome:
         keys = self.keys
@@ -146,6 +156,39 @@ class RedisRooms:
         pipe.hset(self.keys.info(room), "public", "1" if public else "0")
         pipe.zadd(self.keys.directory, {room: 0})
         pipe.execute()
+
+    def create_room(self, room: str, title: str, topic: str, public: bool) -> RoomInfo | None:
+        keys = self.keys
+        flag = "1" if public else "0"
+        reply = self._create(keys=[keys.info(room), keys.members(room)], args=[title, topic, flag])
+        if not reply:
+            return None
+        self._client.zadd(keys.directory, {room: 0})
+        return _room_info(room, reply)
+
+    def set_room(
+        self, room: str, title: str | None, topic: str | None, public: bool | None
+    ) -> RoomInfo | None:
+        keys = self.keys
+        flag = "" if public is None else "1" if public else "0"
+        args = ["0" if title is None else "1", title or "", "0" if topic is None else "1"]
+        reply = self._set(
+            keys=[keys.info(room), keys.members(room)], args=[*args, topic or "", flag]
+        )
+        return None if not reply else _room_info(room, reply)
+
+    def delete_room(self, room: str) -> list[str] | None:
+        keys = self.keys
+        reply = self._delete(keys=[keys.info(room), keys.members(room)])
+        if reply is None or reply is False:
+            return None
+        members = [_text(user) for user in reply]
+        pipe = self._client.pipeline(transaction=False)
+        for user in members:
+            pipe.zrem(keys.rooms(user), room)
+        pipe.zrem(keys.directory, room)
+        pipe.execute()
+        return members
 
     def directory(
         self, query: str | None, after: str | None, limit: int, allowed: Callable[[str], bool]

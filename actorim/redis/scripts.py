@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-__all__ = ["MEMBER_ADJUST", "PRESENCE_ADJUST", "PRESENCE_SETTLE"]
+__all__ = [
+    "MEMBER_ADJUST",
+    "PRESENCE_ADJUST",
+    "PRESENCE_SETTLE",
+    "ROOM_CREATE",
+    "ROOM_DELETE",
+    "ROOM_SET",
+]
 
 
 def _lua(name: str) -> str:
@@ -30,3 +37,12 @@ PRESENCE_SETTLE = _lua("presence_settle")
 
 MEMBER_ADJUST = _lua("member_adjust")
 """Count a user's connections to a room; announce ``joined`` and ``left`` on the transitions."""
+
+ROOM_CREATE = _lua("room_create")
+"""Make a room's metadata unless it exists (the application's create)."""
+
+ROOM_SET = _lua("room_set")
+"""Change an existing room's title, topic and public flag (the application's update)."""
+
+ROOM_DELETE = _lua("room_delete")
+"""Forget a room's metadata and roster, answering its members (the application's delete)."""

@@ -1167,6 +1167,26 @@ class RedisStore(Store):
         with self._calling("read the last seq"):
             return int(answer(self._client.get(self._keys.conversation(conv)[0])) or 0)
 
+    def authored(self, conv: str, sender: str, *, limit: int) -> list[StoredMessage]:
+        """From the conversation's ``own`` index (a message leaves it when deleted): one range
+        read, then each message read as it is now, in one pipeline. Messages stored before the
+        index existed are not in it."""
+        check_limit(limit)
+        keys = self._keys.conversation(conv)
+        own = keys[9]
+        low, high = b"[" + sender.encode() + b"\x1f", b"(" + sender.encode() + b"\x20"
+        with self._calling(f"read the messages of {sender!r}"):
+            members = answer(self._client.zrangebylex(own, low, high, start=0, num=limit))
+            if not members:
+                return []
+            pipe = self._client.pipeline(transaction=False)
+            for member in members:
+                seq = int(bytes(member).rpartition(b"\x1f")[2])
+                self._read_script(keys=keys, args=[seq, seq, 1, "", ""], client=pipe)
+            replies = pipe.execute()
+        found = [decode_published(entry) for _, *entries in replies for entry in entries]
+        return [m for m in found if m.sender == sender and m.target is None and not m.deleted]
+
     def since(
         self, conv: str, seq: int, *, limit: int, max_bytes: int | None = None
     ) -> tuple[list[StoredMessage], bool]:
@@ -1677,6 +1697,27 @@ class RedisStore(Store):
     def set_public(self, room: str, public: bool) -> None:
         with self._calling(f"update room {room!r}"):
             self._rooms.set_public(room, public)
+
+    def create_room(
+        self, room: str, *, title: str = "", topic: str = "", public: bool = True
+    ) -> RoomInfo | None:
+        with self._calling(f"create room {room!r}"):
+            return self._rooms.create_room(room, title, topic, public)
+
+    def set_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+    ) -> RoomInfo | None:
+        with self._calling(f"update room {room!r}"):
+            return self._rooms.set_room(room, title, topic, public)
+
+    def delete_room(self, room: str) -> list[str] | None:
+        with self._calling(f"delete room {room!r}"):
+            return self._rooms.delete_room(room)
 
     def directory(
         self,

@@ -49,13 +49,14 @@ from actorim.domain.messages import (
     room_conv,
 )
 from actorim.domain.moderation import Standing
-from actorim.domain.rooms import JoinOutcome, RoomInfo
+from actorim.domain.rooms import RoomInfo
 from actorim.logs import context as log_context
 from actorim.ports import ConnectionClosed
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import encode_body, self_member_frame
 from actorim.protocol.frames import CloseCode
+from actorim.protocol.webhooks import Webhooks
 from actorim.protocol.wire import WireFrame
 from actorim.runtime import roomcommands
 from actorim.runtime.context import NodeContext, Unavailable
@@ -99,10 +100,12 @@ from actorim.runtime.offline import OfflineDelivery
 from actorim.runtime.pages import Page, build_page
 from actorim.runtime.replies import ConnectionReplies
 from actorim.runtime.tokens import check_expiry, policy_of, refresh, verify_fresh
+from actorim.store.base import JoinCheck, Store, join_checked
+from actorim.store.roomadmin import member_webhook
 from supervisors import GeventActor
 
 if TYPE_CHECKING:
-    from actorim.store.base import Store
+    from actorim.domain.rooms import RoomInfo
 
 __all__ = ["ConnectionActor"]
 
@@ -366,17 +369,33 @@ class ConnectionActor(GeventActor):
             raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {name!r}")
         user = link.identity.user
         limit = self.ctx.config.max_rooms_per_user
+        webhooks = Webhooks(self.ctx.config.webhooks)
         now_ms = int(time.time() * 1000)
+
+        def join_in_store(
+            store: Store,
+        ) -> tuple[JoinCheck | None, RoomInfo | None, Standing | None]:
+            standing = store.standings(name, [user]).get(user)
+            if standing is not None and standing.banned(now_ms):
+                return None, None, standing
+            outcome = join_checked(store, user, name, max_rooms=limit)
+            if outcome == "joined":
+                member_webhook(store, webhooks, name, [user], added=True, by="user", now_ms=now_ms)
+            return outcome, store.room_info([name]).get(name), standing
+
         try:
-            outcome, info, standing = ask_store(
-                self.ctx, lambda store: _join_in(store, user, name, limit), f"join room {name!r}"
-            )
+            outcome, info, standing = ask_store(self.ctx, join_in_store, f"join room {name!r}")
         except Unavailable:
             # The store is away (a cluster cut off from Redis): the connection joins for
             # itself, as before membership lasted, and the reply says so.
             outcome, info, standing = None, None, None
         if standing is not None and standing.banned(now_ms):
             raise banned_from(name, standing)
+        if outcome == "private":
+            raise CommandError(
+                ErrorCode.FORBIDDEN,
+                f"room {name!r} is private: only members the application added may join it",
+            )
         if standing is not None and standing.muted(now_ms):
             link.mutes[name] = standing.muted_until
         if outcome == "full":
@@ -422,10 +441,17 @@ class ConnectionActor(GeventActor):
         user = link.user
         assert user is not None
         name = command.room
+        webhooks = Webhooks(self.ctx.config.webhooks)
+        now_ms = int(time.time() * 1000)
+
+        def leave(store: Store) -> bool:
+            left = store.leave_room(user, name)
+            if left:
+                member_webhook(store, webhooks, name, [user], added=False, by="user", now_ms=now_ms)
+            return left
+
         try:
-            was_member = ask_store(
-                self.ctx, lambda store: store.leave_room(user, name), f"leave room {name!r}"
-            )
+            was_member = ask_store(self.ctx, leave, f"leave room {name!r}")
         except Unavailable:
             was_member = False  # the store is away: this connection leaves for itself
         if was_member:
@@ -754,7 +780,9 @@ def _start_page(
     )
 
     def done(page: Page | None, error: BaseException | None) -> None:
-        if isinstance(error, Unavailable):
+        if isinstance(error, CommandError):
+            link.fail(command.t, command.id, error.code, error.message)
+        elif isinstance(error, Unavailable):
             link.fail(
                 command.t,
                 command.id,
@@ -776,10 +804,18 @@ def _start_page(
     read: ReadPage | ReadThread
     bounds = (command.before, command.after, command.limit)
     if isinstance(command, cmd.Thread):
-        read = ReadThread(command.mid, *bounds, _thread_page(build), replies, done, link.user)
+        thread_guard = None
+        if link.user:
+            thread_guard = partial(roomcommands.refuse_private_root, link.user, set(link.rooms))
+        read = ReadThread(
+            command.mid, *bounds, _thread_page(build), replies, done, link.user, thread_guard
+        )
     else:
         assert conv is not None
-        read = ReadPage(conv, *bounds, build, replies, done, link.user)
+        guard = None
+        if command.room is not None and command.room not in link.rooms and link.user:
+            guard = partial(roomcommands.refuse_private, link.user, command.room)
+        read = ReadPage(conv, *bounds, build, replies, done, link.user, guard)
     try:
         ctx.refs.tell_store(read)
     except Unavailable as exc:
@@ -911,21 +947,6 @@ _PAGES_TOO_FAST = (
     "history pages are charged by their size and this connection used its allowance;"
     " wait a moment before asking for more"
 )
-
-
-def _join_in(
-    store: Store, user: str, room: str, max_rooms: int
-) -> tuple[JoinOutcome | None, RoomInfo | None, Standing | None]:
-    """Run on the store for a join: the join's outcome (none for a banned user, who stays
-    out), the room's metadata and the user's standing there."""
-    standing = store.standings(room, [user]).get(user)
-    if standing is not None and standing.banned(int(time.time() * 1000)):
-        return None, None, standing
-    return (
-        store.join_room(user, room, max_rooms=max_rooms),
-        store.room_info([room]).get(room),
-        standing,
-    )
 
 
 def _new_message(

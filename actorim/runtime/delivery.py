@@ -63,10 +63,11 @@ def _own_membership(user: str, frame: WireFrame) -> MembershipChanged | None:
     obj = frame.obj
     if obj.get("t") != "member" or obj.get("user") != user:
         return None
-    room, state = obj.get("room"), obj.get("state")
+    room, state, seq = obj.get("room"), obj.get("state"), obj.get("seq")
     if not isinstance(room, str) or state not in ("joined", "left"):
         return None
-    return MembershipChanged(room, state == "joined")
+    since = seq if type(seq) is int and seq >= 0 else None
+    return MembershipChanged(room, state == "joined", since)
 
 
 class NodeDelivery:
@@ -78,6 +79,11 @@ class NodeDelivery:
 
     def room_message(self, room: str, seq: int, frame: WireFrame, origin: Link | None) -> None:
         state = self._directory.rooms.get(room)
+        if state is not None and state.actor is None and state.starting:
+            # Heard between the starting actor's subscription and its registering: it takes
+            # the message as it starts (its log drops it if its start read it already).
+            state.waiting.append(Publish(seq, frame, origin))
+            return
         if state is None or state.actor is None:
             return  # nobody is in the room on this node; the message waits in the store
         # A room actor that is restarting misses this one; its members see the jump in seq

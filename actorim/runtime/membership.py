@@ -56,6 +56,9 @@ class MembershipChanged:
 
     room: str
     joined: bool
+    since: int | None = None
+    """The room's latest seq when the user joined (None: not known): what follows it reaches
+    the connection, replayed if it came before the subscription."""
 
 
 class _Waiter:
@@ -132,7 +135,11 @@ def _check_after(ctx: NodeContext, link: Link, rooms: list[tuple[RoomState, int]
         if error is not None:
             return  # the next message shows the room its gap
         for state, latest in rooms:
-            if seqs[state.conv] > latest and state.actor is not None:
+            if seqs[state.conv] <= latest:
+                continue
+            if state.actor is None and state.starting:
+                state.waiting.append(Check(seqs[state.conv]))  # the actor takes it as it starts
+            elif state.actor is not None:
                 with contextlib.suppress(ActorDeadError):
                     state.actor.tell(Check(seqs[state.conv]))
 
@@ -180,4 +187,4 @@ def apply_membership(ctx: NodeContext, link: Link, change: MembershipChanged) ->
         unsubscribe(link, change.room)
     elif identity.may_join(change.room):
         with contextlib.suppress(Unavailable):
-            subscribe(ctx, link, [(change.room, None, None)])
+            subscribe(ctx, link, [(change.room, change.since, change.since)])

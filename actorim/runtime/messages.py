@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pykka import ActorRef
 
     from actorim.domain.messages import NewMessage, ReceiptStatus, StoredMessage
+    from actorim.protocol.errors import CommandError
     from actorim.protocol.wire import WireFrame
     from actorim.runtime.link import Link
     from actorim.store.base import Store
@@ -136,6 +137,10 @@ class ReadPage:
     done: Callable[[Any, BaseException | None], None]
     reader: str | None = None
     """Who reads the page: each message's reactions say which are theirs (``me``)."""
+    guard: Callable[[Store], CommandError | None] | None = None
+    """Run on the store thread before the read, in the same job: the CommandError that refuses
+    the page (a private room read by someone not its member), or None to read it. Answered, not
+    raised: the thread pool logs what its jobs raise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +158,9 @@ class ReadThread:
     done: Callable[[Any, BaseException | None], None]
     reader: str | None = None
     """Who reads the page: each message's reactions say which are theirs (``me``)."""
+    guard: Callable[[Store, StoredMessage | None], CommandError | None] | None = None
+    """Run on the store thread after the read, in the same job, with the root read (a thread's
+    room is known only then): the CommandError that refuses the page, or None."""
 
 
 @dataclass(frozen=True, slots=True)

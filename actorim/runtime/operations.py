@@ -13,25 +13,38 @@ on one node they are this node's.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gevent.event import AsyncResult
 
-from actorim.domain.auth import valid_user_id
 from actorim.domain.hooks import Outgoing
 from actorim.domain.messages import dm_conv, room_conv
 from actorim.domain.moderation import FOREVER_MS, Standing, check_role
 from actorim.domain.tokens import token_revocation, user_revocation
 from actorim.protocol import commands as cmd
+from actorim.protocol import requests
 from actorim.protocol.errors import CommandError
 from actorim.protocol.events import message_event, published_message
-from actorim.runtime.messages import Append, Call, OutboxRequest, ReadPage, Statuses
+from actorim.protocol.requests import InvalidRequest
+from actorim.protocol.webhooks import Webhooks
+from actorim.runtime.messages import Append, Call, OutboxRequest, ReadPage, RoomsRequest, Statuses
 from actorim.runtime.moderation import Moderation
 from actorim.runtime.tokens import apply_revocation
+from actorim.store import erase, roomadmin
+from actorim.store.roomadmin import (
+    Conflict,
+    NotFound,
+    no_room,
+    room_exists,
+    room_json,
+    too_many_rooms,
+)
 
 if TYPE_CHECKING:
+    from actorim.domain.messages import NewMessage
     from actorim.domain.webhooks import OutboxEntry
     from actorim.ports import Revocations
     from actorim.runtime.context import NodeContext
@@ -41,8 +54,11 @@ __all__ = [
     "APP_CLOSE_CODES",
     "DEFAULT_DISCONNECT_CODE",
     "MAX_REASON_BYTES",
+    "Conflict",
     "InvalidRequest",
+    "NotFound",
     "Operations",
+    "room_json",
 ]
 
 APP_CLOSE_CODES = range(4000, 5000)
@@ -72,25 +88,9 @@ MAX_DEAD_KEY_CHARS = 128
 """A dead entry's key is an event id and a digest, well within this."""
 
 
-class InvalidRequest(ValueError):
-    """An operation's arguments are wrong; ``message`` says which and how. Nothing changed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _decoded(frame: dict[str, Any], max_limit: int = cmd.DEFAULT_MAX_LIMIT) -> Any:
-    try:
-        return cmd.decode_command({"id": 0, **frame}, max_limit=max_limit)
-    except CommandError as exc:
-        raise InvalidRequest(exc.message) from None
-
-
-def _user(user: object, field: str) -> str:
-    if not valid_user_id(user):
-        raise InvalidRequest(f"{field} must be 1-128 characters of A-Z a-z 0-9 _ . : @ -")
-    return user  # type: ignore[return-value]
+_decoded = requests.decoded
+_user = requests.user_id
+_room_name = requests.room_name
 
 
 def _room(room: object) -> str:
@@ -196,6 +196,209 @@ class Operations:
         result, done = _waiter()
         read = ReadPage(conv, command.before, command.after, command.limit, build, _RunHere(), done)
         self.ctx.refs.tell_store(read)
+        return result.get(timeout=timeout)
+
+    # -- rooms and membership (actorim.store.roomadmin, shared with the Publisher) -----------
+
+    def create_room(
+        self,
+        room: str,
+        *,
+        title: str = "",
+        topic: str = "",
+        public: bool = True,
+        members: list[str] | tuple[str, ...] = (),
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Make ``room`` with its title, topic and ``public`` flag, and add ``members`` (at
+        most ``member_list_limit``): ``{"room": <room info>, "full": [users]}``, ``full``
+        naming the members refused because they belong to ``max_rooms_per_user`` rooms.
+        Raises ``Conflict`` when the room exists (nothing changed)."""
+        _room_name(room)
+        requests.room_text(title, topic)
+        requests.flag(public, "public")
+        users = requests.member_list(members, self.ctx.config.member_list_limit)
+        max_rooms, webhooks, now_ms = self._membership_context()
+        info, full, effects = self._in_store(
+            lambda store: roomadmin.create_room(
+                store,
+                room,
+                title=title,
+                topic=topic,
+                public=public,
+                members=users,
+                max_rooms=max_rooms,
+                webhooks=webhooks,
+                now_ms=now_ms,
+            ),
+            timeout,
+        )
+        if info is None:
+            raise room_exists(room)
+        roomadmin.announce(self.ctx.broker, effects)
+        return {"room": room_json(info), "full": full}
+
+    def room(self, room: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+        """``room``'s title, topic, ``public`` flag and member count; NotFound when there is no
+        such room."""
+        _room_name(room)
+        infos = self._in_store(lambda store: store.room_info([room]), timeout)
+        if room not in infos:
+            raise no_room(room)
+        return room_json(infos[room])
+
+    def update_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Change what is given of ``room``'s title, topic and ``public`` flag (at least one);
+        its info after. Its subscribers get the ``room`` event when the title or topic
+        changed. NotFound when there is no such room."""
+        _room_name(room)
+        if title is None and topic is None and public is None:
+            raise InvalidRequest("give at least one of title, topic and public")
+        requests.room_text(title, topic)
+        if public is not None:
+            requests.flag(public, "public")
+        info, effects = self._in_store(
+            lambda store: roomadmin.update_room(
+                store, room, title=title, topic=topic, public=public
+            ),
+            timeout,
+        )
+        if info is None:
+            raise no_room(room)
+        roomadmin.announce(self.ctx.broker, effects)
+        return room_json(info)
+
+    def delete_room(self, room: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> list[str]:
+        """Delete ``room``: every member stops being one, and their connections on every node
+        leave it at once; its messages stay in history (retention removes them). The members
+        it had; NotFound when there is no such room."""
+        _room_name(room)
+        _, webhooks, now_ms = self._membership_context()
+        members, effects = self._in_store(
+            lambda store: roomadmin.delete_room(store, room, webhooks=webhooks, now_ms=now_ms),
+            timeout,
+        )
+        if members is None:
+            raise no_room(room)
+        roomadmin.announce(self.ctx.broker, effects)
+        return list(members)
+
+    def members(
+        self,
+        room: str,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """A page of ``room``'s members in id order, with their presence, as the WebSocket
+        ``members`` pages them: ``{"members": [{"user", "status"}], "cursor"?}``; ``cursor``
+        (when more follow) is the ``after`` of the next page. ``limit`` is at most
+        ``member_list_limit``."""
+        frame: dict[str, Any] = {"t": "members", "room": room}
+        frame |= {"cursor": after} if after is not None else {}
+        frame |= {"limit": limit} if limit is not None else {}
+        command: cmd.Members = _decoded(frame)
+        setting = self.ctx.config.member_list_limit
+        size = setting if command.limit is None else min(command.limit, setting)
+        users, more = self._in_store(
+            lambda store: store.members_of(command.room, after=command.cursor, limit=size),
+            timeout,
+        )
+        statuses = self.presence(users, timeout=timeout) if users else {}
+        page: dict[str, Any] = {
+            "members": [{"user": u, "status": statuses.get(u, "offline")} for u in users]
+        }
+        if more and users:
+            page["cursor"] = users[-1]
+        return page
+
+    def add_member(self, room: str, user: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
+        """Make ``user`` a member of ``room`` (the only way into a private room): their
+        connections on every node start receiving it at once (those whose token allows it).
+        True when they became one, False when they were one already; NotFound when there is
+        no such room, Conflict when they belong to ``max_rooms_per_user`` rooms."""
+        _room_name(room)
+        _user(user, "user")
+        max_rooms, webhooks, now_ms = self._membership_context()
+        outcome, effects = self._in_store(
+            lambda store: roomadmin.add_member(
+                store, room, user, max_rooms=max_rooms, webhooks=webhooks, now_ms=now_ms
+            ),
+            timeout,
+        )
+        if outcome is None:
+            raise no_room(room)
+        if outcome == "full":
+            raise too_many_rooms(user, max_rooms)
+        roomadmin.announce(self.ctx.broker, effects)
+        return outcome == "joined"
+
+    def remove_member(self, room: str, user: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
+        """End ``user``'s membership of ``room``: their connections on every node stop
+        receiving it at once. False when they were not a member (nothing changed)."""
+        _room_name(room)
+        _user(user, "user")
+        _, webhooks, now_ms = self._membership_context()
+        removed, effects = self._in_store(
+            lambda store: roomadmin.remove_member(
+                store, room, user, webhooks=webhooks, now_ms=now_ms
+            ),
+            timeout,
+        )
+        roomadmin.announce(self.ctx.broker, effects)
+        return bool(removed)
+
+    # -- erasing a user's messages (actorim.store.erase, shared with the Publisher) ------------
+
+    def erase(
+        self,
+        user: str,
+        *,
+        room: str | None = None,
+        with_: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Delete ``user``'s messages, each as its author's own delete would (the same
+        tombstone, the ``delete`` event to connected members, ``message.deleted``): in ``room``,
+        in the direct conversation ``with_`` another user, or (neither) in every conversation
+        they take part in now. At most ``erase_limit`` per call: ``{"erased": n, "more": bool}``;
+        call again while ``more``. Idempotent: a repeated call deletes nothing twice."""
+        requests.one_place(user, room, with_)
+        limit, now_ms = self.ctx.config.erase_limit, int(time.time() * 1000)
+
+        def plan(store: Store) -> tuple[list[NewMessage], bool]:
+            where = erase.conversations_of(store, user, room=room, with_=with_)
+            return erase.erase_plan(store, user, where, limit=limit, now_ms=now_ms)
+
+        deletes, more = self._in_store(plan, timeout)
+        waiting = []
+        for message in deletes:
+            result, done = _waiter()
+            self.ctx.refs.tell_store(Append(message, None, None, None, _RunHere(), done))
+            waiting.append(result)
+        erased = 0
+        for result in waiting:
+            # A CommandError: deleted meanwhile (by its author, or an erase running beside).
+            with contextlib.suppress(CommandError):
+                erased += not result.get(timeout=timeout).duplicate
+        return {"erased": erased, "more": more}
+
+    def _membership_context(self) -> tuple[int, Webhooks, int]:
+        config = self.ctx.config
+        return config.max_rooms_per_user, Webhooks(config.webhooks), int(time.time() * 1000)
+
+    def _in_store(self, run: Callable[[Store], Any], timeout: float) -> Any:
+        result, done = _waiter()
+        self.ctx.refs.tell_store(RoomsRequest(run, _RunHere(), done))
         return result.get(timeout=timeout)
 
     # -- presence and sessions ---------------------------------------------------------------

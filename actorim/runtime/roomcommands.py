@@ -9,6 +9,7 @@ the room, on every node), and ``members`` asks the presence tracker who is onlin
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from actorim.domain.markers import NO_COUNTS, Counts
@@ -19,13 +20,22 @@ from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import conversation_entry, room_entry, room_frame
 from actorim.runtime.membership import ask_store
 from actorim.runtime.messages import Statuses
-from actorim.store.base import Store, inbox
+from actorim.store.base import Store, inbox, private_to
 
 if TYPE_CHECKING:
+    from actorim.domain.messages import StoredMessage
     from actorim.runtime.context import NodeContext
     from actorim.runtime.link import Link
 
-__all__ = ["conversations", "inbox_page", "members", "room_update", "rooms"]
+__all__ = [
+    "conversations",
+    "inbox_page",
+    "members",
+    "refuse_private",
+    "refuse_private_root",
+    "room_update",
+    "rooms",
+]
 
 
 def _page_size(asked: int | None, setting: int) -> int:
@@ -73,14 +83,42 @@ def _allowed(link: Link, room: str) -> None:
         raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {room!r}")
 
 
+def refuse_private(user: str, room: str, store: Store) -> CommandError | None:
+    """The CommandError that refuses ``user`` reading ``room`` (its history, its members) when
+    it is private and they are not its member, else None; run on the store's thread, in the same
+    job as the read it guards. A room the connection is subscribed to needs no such check."""
+    if not private_to(store, user, room):
+        return None
+    return CommandError(
+        ErrorCode.FORBIDDEN, f"room {room!r} is private: only its members may read it"
+    )
+
+
+def refuse_private_root(
+    user: str, subscribed: AbstractSet[str], store: Store, root: StoredMessage | None
+) -> CommandError | None:
+    """``refuse_private`` for a thread, whose room is its root's (None: not there, answered
+    elsewhere); ``subscribed``: the rooms the connection was subscribed to when it asked."""
+    if root is None or root.room is None or root.room in subscribed:
+        return None
+    return refuse_private(user, root.room, store)
+
+
 def members(ctx: NodeContext, link: Link, command: cmd.Members) -> None:
     _allowed(link, command.room)
+    user = link.user
+    assert user is not None
     size = _page_size(command.limit, ctx.config.member_list_limit)
-    users, more, standings = ask_store(
-        ctx,
-        lambda store: _members_with_roles(store, command.room, command.cursor, size),
-        f"read the members of {command.room!r}",
-    )
+    subscribed = command.room in link.rooms
+
+    def read(store: Store) -> tuple[list[str], bool, dict[str, Standing]] | CommandError:
+        refusal = None if subscribed else refuse_private(user, command.room, store)
+        return refusal or _members_with_roles(store, command.room, command.cursor, size)
+
+    found = ask_store(ctx, read, f"read the members of {command.room!r}")
+    if isinstance(found, CommandError):
+        raise found
+    users, more, standings = found
 
     def answer(statuses: dict[str, Any]) -> None:
         data: dict[str, Any] = {

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from actorim.config import Config
     from actorim.runtime.link import Link
-    from actorim.runtime.messages import JoinRoom, Publish
+    from actorim.runtime.messages import Check, JoinRoom, Publish
 
 __all__ = ["RoomState"]
 
@@ -44,9 +44,11 @@ class RoomState:
     loaded: bool = False
     actor: ActorRef[Any] | None = None
     generation: int = 0
-    # The router is starting the room's actor: joins told meanwhile wait here for its start.
+    # The router is starting the room's actor: joins told meanwhile wait here for its start,
+    # and so do a Check a connection asks for and a message this node hears meanwhile (until
+    # the actor registers, nobody else would take them).
     starting: bool = False
-    waiting: list[JoinRoom] = field(default_factory=list)
+    waiting: list[JoinRoom | Check | Publish] = field(default_factory=list)
     joins_forwarded: int = 0
     joins_handled: int = 0
     # The room's last seq as a connect's inbox read it just before the router made this entry:

@@ -22,6 +22,7 @@ from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.link import Link
 from actorim.runtime.messages import (
     Call,
+    JoinRoom,
     Register,
     Repair,
     RepairRooms,
@@ -214,6 +215,8 @@ def _room_started(state: RoomState, generation: int, error: Exception | None) ->
     logger.error("room %r could not start: %s", state.name, error)
     waiting, state.waiting = state.waiting, []
     for join in waiting:
+        if not isinstance(join, JoinRoom):
+            continue  # a Check or a message: the next actor reads the store afresh
         state.joins_forwarded -= 1
         join.link.notify(Left(state.name, state))
         if join.command_id is None:

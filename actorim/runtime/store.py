@@ -39,7 +39,7 @@ from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 from pykka import ActorDeadError
 
-from actorim.protocol.errors import ErrorCode
+from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import message_frame
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.faults import FaultInjectable
@@ -296,8 +296,8 @@ class StoreActor(FaultInjectable, GeventActor):
                 reply(request.reply_to, request.done, page, error)
 
         def read(result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                built(None, error)
+            if error is not None or isinstance(result, CommandError):
+                built(None, error or result)
             elif key in self._reading:
                 self._in_background(request.build, result, built, pages=True)
 
@@ -305,6 +305,9 @@ class StoreActor(FaultInjectable, GeventActor):
         reads: Callable[..., Any] = (
             backend.thread if isinstance(request, ReadThread) else backend.history
         )
+        if request.guard is not None:
+            reads = _guarded(request, backend, reads)
+
         self._in_background(
             reads,
             (request.root if isinstance(request, ReadThread) else request.conv,),
@@ -459,6 +462,26 @@ def _accepted_data(stored: StoredMessage) -> dict[str, Any]:
         # A reaction that changed nothing: no event of its own, seq is the conversation's last.
         data["unchanged"] = True
     return data
+
+
+def _guarded(
+    request: ReadPage | ReadThread, backend: Store, reads: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``reads`` behind the request's guard: a page's before the read (its room is known), a
+    thread's after it (its room is the root's). A refusal is answered as the result, not
+    raised: the thread pool logs what its jobs raise."""
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if isinstance(request, ReadPage):
+            assert request.guard is not None
+            refusal = request.guard(backend)
+            return refusal if refusal is not None else reads(*args, **kwargs)
+        assert request.guard is not None
+        result = reads(*args, **kwargs)
+        refusal = request.guard(backend, result[0])
+        return refusal if refusal is not None else result
+
+    return guarded
 
 
 def _change_refused(stored: StoredMessage, max_reactions: int) -> tuple[ErrorCode, str]:

@@ -42,7 +42,9 @@ The server builds its delivery promises on four guarantees, and every backend ke
 9. Membership lasts: a user joined to a room stays its member until they leave, and the store
    keeps each room's title, topic and ``public`` flag and each user's direct-conversation
    partners (recorded as a direct message is stored). A user belongs to at most ``max_rooms``
-   rooms: a join beyond them is refused (``full``) and changes nothing.
+   rooms: a join beyond them is refused (``full``) and changes nothing. The application may
+   create a room before anyone joins it, change its metadata whoever belongs to it, and delete
+   it: every membership ends and its metadata goes, its messages stay.
 7. A user's read marker in a conversation only moves forward, and never beyond the
    conversation's last ``seq``. ``counts`` answers, for many conversations at once, the marker
    and how many messages after it are unread (sent by someone else, not deleted, not a
@@ -65,7 +67,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 from actorim.domain.markers import NO_COUNTS, Counts
 from actorim.domain.messages import (
@@ -120,6 +122,7 @@ __all__ = [
     "UNREACT",
     "Conversation",
     "Counts",
+    "JoinCheck",
     "JoinOutcome",
     "NewMessage",
     "OutboxEntry",
@@ -144,8 +147,10 @@ __all__ = [
     "dm_conv",
     "encode_mid",
     "inbox",
+    "join_checked",
     "mid_ms",
     "new_mid",
+    "private_to",
     "reaction_refusal",
     "reaction_summary",
     "refused",
@@ -620,6 +625,40 @@ class Store(Protocol):
         """List the room in the directory or not (a room is public unless made private)."""
         ...
 
+    def authored(self, conv: str, sender: str, *, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` of ``sender``'s messages in ``conv`` that are neither changes nor
+        deleted, oldest first, as they are now: what erasing the sender's messages deletes.
+        SQLite and Redis read about ``limit`` messages whatever the conversation's size (an
+        index by sender); memory scans the conversation."""
+        ...
+
+    def create_room(
+        self, room: str, *, title: str = "", topic: str = "", public: bool = True
+    ) -> RoomInfo | None:
+        """Make ``room``'s metadata, with no member yet; None (nothing changed) when the room
+        exists already (made by an earlier create or by its first join)."""
+        ...
+
+    def set_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+    ) -> RoomInfo | None:
+        """Set what is given of ``room``'s title, topic and ``public`` flag, whoever asks (the
+        application); the metadata after, or None (nothing changed) when the room does not
+        exist."""
+        ...
+
+    def delete_room(self, room: str) -> list[str] | None:
+        """End every membership of ``room`` and forget its metadata (it leaves the directory);
+        the users who were its members, or None when the room did not exist. Its messages stay
+        (``history`` still reads them, retention removes them); a later join or create makes
+        the room afresh, its ``seq`` going on."""
+        ...
+
     def directory(
         self,
         *,
@@ -681,6 +720,28 @@ class Store(Protocol):
             page, _ = self.history(conv, limit=1, reader=reader)
             result[conv] = (self.last_seq(conv), page[-1] if page else None)
         return result
+
+
+JoinCheck = Literal["joined", "member", "full", "private"]
+"""What ``join_checked`` did: ``join_room``'s outcomes, or ``private``: refused, nothing changed."""
+
+
+def join_checked(store: Store, user: str, room: str, *, max_rooms: int) -> JoinCheck:
+    """A join of ``user``'s own (the WebSocket ``join``): a private room admits only the users
+    the application made members, who are members already (``member``); any other join of a
+    private room is ``private`` and changes nothing. A public room, or one that does not exist
+    yet, is joined as ``join_room`` does."""
+    info = store.room_info([room]).get(room)
+    if info is not None and not info.public:
+        return "member" if room in store.rooms_of(user) else "private"
+    return store.join_room(user, room, max_rooms=max_rooms)
+
+
+def private_to(store: Store, user: str, room: str) -> bool:
+    """Whether ``room`` is private and ``user`` not its member: then they may neither join it
+    nor read it (its history, its members)."""
+    info = store.room_info([room]).get(room)
+    return info is not None and not info.public and room not in store.rooms_of(user)
 
 
 def inbox(store: Store, user: str, allowed: Callable[[str], bool]) -> list[Conversation]:

@@ -430,6 +430,22 @@ class MemoryStore(Store):
         # holds as many messages as were ever given after it.
         return page, not cut and len(page) == max(0, last - seq)
 
+    def authored(self, conv: str, sender: str, *, limit: int) -> list[StoredMessage]:
+        check_limit(limit)
+        self._live()
+        conversation = self._conversations.get(conv)
+        if conversation is None:
+            return []
+        records = conversation.records
+        found: list[StoredMessage] = []
+        for index in range(conversation.head, len(records)):
+            message = records[index].msg
+            if message.sender == sender and message.target is None and not message.deleted:
+                found.append(replace(self._as_read(records[index], None), reactions=()))
+                if len(found) == limit:
+                    break
+        return found
+
     def history(
         self,
         conv: str,
@@ -771,6 +787,27 @@ class MemoryStore(Store):
     def set_public(self, room: str, public: bool) -> None:
         self._live()
         self._rooms.set_public(room, public)
+
+    def create_room(
+        self, room: str, *, title: str = "", topic: str = "", public: bool = True
+    ) -> RoomInfo | None:
+        self._live()
+        return self._rooms.create_room(room, title=title, topic=topic, public=public)
+
+    def set_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+    ) -> RoomInfo | None:
+        self._live()
+        return self._rooms.set_room(room, title=title, topic=topic, public=public)
+
+    def delete_room(self, room: str) -> list[str] | None:
+        self._live()
+        return self._rooms.delete_room(room)
 
     def directory(
         self,

@@ -100,6 +100,40 @@ class RoomBook:
             insort(self._names, room)
         self._info[room] = replace(self._info[room], public=public)
 
+    def create_room(self, room: str, *, title: str, topic: str, public: bool) -> RoomInfo | None:
+        if room in self._info:
+            return None
+        self._info[room] = RoomInfo(room, title, topic, public)
+        insort(self._names, room)
+        return self._info_of(room)
+
+    def set_room(
+        self, room: str, *, title: str | None, topic: str | None, public: bool | None
+    ) -> RoomInfo | None:
+        info = self._info.get(room)
+        if info is None:
+            return None
+        self._info[room] = replace(
+            info,
+            title=info.title if title is None else title,
+            topic=info.topic if topic is None else topic,
+            public=info.public if public is None else public,
+        )
+        return self._info_of(room)
+
+    def delete_room(self, room: str) -> list[str] | None:
+        if room not in self._info:
+            return None
+        members = self._members.pop(room, [])
+        for user in members:
+            rooms = self._rooms_of[user]
+            rooms.remove(room)
+            if not rooms:
+                del self._rooms_of[user]
+        del self._info[room]
+        self._names.remove(room)
+        return members
+
     def directory(
         self,
         *,

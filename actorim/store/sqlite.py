@@ -99,7 +99,7 @@ _SEQ_CACHE_MAX = 100_000
 # Distinct SQL strings whose prepared statements the connection keeps.
 _STATEMENT_CACHE = 64
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # _MIGRATIONS[n] brings a database from schema version n to n + 1 (version 0: empty file).
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -277,9 +277,16 @@ _MARKERS_STEP: tuple[str, ...] = (
 # Version 6 is the threads step, version 8 the markers step above. Version 7: lasting room
 # membership, room metadata (title, topic, public) and each user's direct-conversation
 # partners, filled from the direct messages already stored (actorim/store/sqlite_rooms.py).
-_MIGRATIONS += (_THREADS_STEP, rooms.MIGRATION, _MARKERS_STEP)
+# Version 9: each sender's live messages per conversation, so that erasing a user's messages
+# reads only theirs (``authored``).
+_AUTHORED_STEP: tuple[str, ...] = (
+    "CREATE INDEX messages_authored ON messages (conv, sender, seq)"
+    " WHERE target IS NULL AND deleted = 0",
+)
 
-# Version 9: room roles, bans, mutes and audit logs (actorim/store/sqlite_moderation.py).
+_MIGRATIONS += (_THREADS_STEP, rooms.MIGRATION, _MARKERS_STEP, _AUTHORED_STEP)
+
+# Version 10: room roles, bans, mutes and audit logs (actorim/store/sqlite_moderation.py).
 _MIGRATIONS += (moderation.MIGRATION,)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -304,6 +311,10 @@ _UPSERT_CONV = (
 )
 _BY_CID = f"SELECT {_COLUMNS} FROM messages WHERE sender = ? AND conv = ? AND cid = ?"
 _BY_MID = f"SELECT {_COLUMNS} FROM messages WHERE mid = ?"
+_AUTHORED = (
+    f"SELECT {_COLUMNS} FROM messages INDEXED BY messages_authored"
+    " WHERE conv = ? AND sender = ? AND target IS NULL AND deleted = 0 ORDER BY seq LIMIT ?"
+)
 _LAST_SEQ = "SELECT last_seq FROM convs WHERE conv = ?"
 _SINCE = f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND seq > ? ORDER BY seq LIMIT ?"
 
@@ -909,6 +920,11 @@ class SqliteStore(Store):
             row = conn.execute(_BY_MID, (mid,)).fetchone()
             return None if row is None else self._with_threads(conn, [_message(row)])[0]
 
+    def authored(self, conv: str, sender: str, *, limit: int) -> list[StoredMessage]:
+        check_limit(limit)
+        with self._read(f"read the messages of {sender!r}") as conn:
+            return [_message(row) for row in conn.execute(_AUTHORED, (conv, sender, limit))]
+
     def pending_for(
         self, user: str, *, limit: int, after: str | None = None
     ) -> list[StoredMessage]:
@@ -1081,6 +1097,27 @@ class SqliteStore(Store):
     def set_public(self, room: str, public: bool) -> None:
         with self._write(f"update room {room!r}") as conn:
             rooms.set_public(conn, room, public)
+
+    def create_room(
+        self, room: str, *, title: str = "", topic: str = "", public: bool = True
+    ) -> RoomInfo | None:
+        with self._write(f"create room {room!r}") as conn:
+            return rooms.create_room(conn, room, title, topic, public)
+
+    def set_room(
+        self,
+        room: str,
+        *,
+        title: str | None = None,
+        topic: str | None = None,
+        public: bool | None = None,
+    ) -> RoomInfo | None:
+        with self._write(f"update room {room!r}") as conn:
+            return rooms.set_room(conn, room, title, topic, public)
+
+    def delete_room(self, room: str) -> list[str] | None:
+        with self._write(f"delete room {room!r}") as conn:
+            return rooms.delete_room(conn, room)
 
     def directory(
         self,

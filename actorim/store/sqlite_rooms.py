@@ -16,6 +16,8 @@ from actorim.domain.rooms import JoinOutcome, RoomInfo, matches
 
 __all__ = [
     "MIGRATION",
+    "create_room",
+    "delete_room",
     "directory",
     "dm_partners",
     "join_room",
@@ -25,6 +27,7 @@ __all__ = [
     "room_info",
     "rooms_of",
     "set_public",
+    "set_room",
     "update_room",
 ]
 
@@ -135,6 +138,43 @@ def set_public(conn: sqlite3.Connection, room: str, public: bool) -> None:
         " ON CONFLICT (room) DO UPDATE SET public = excluded.public",
         (room, int(public)),
     )
+
+
+def create_room(
+    conn: sqlite3.Connection, room: str, title: str, topic: str, public: bool
+) -> RoomInfo | None:
+    made = conn.execute(
+        "INSERT INTO rooms (room, title, topic, public) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (room) DO NOTHING",
+        (room, title, topic, int(public)),
+    ).rowcount
+    return RoomInfo(room, title, topic, public, 0) if made else None
+
+
+def set_room(
+    conn: sqlite3.Connection,
+    room: str,
+    title: str | None,
+    topic: str | None,
+    public: bool | None,
+) -> RoomInfo | None:
+    changed = conn.execute(
+        "UPDATE rooms SET title = coalesce(?, title), topic = coalesce(?, topic),"
+        " public = coalesce(?, public) WHERE room = ?",
+        (title, topic, None if public is None else int(public), room),
+    ).rowcount
+    if not changed:
+        return None
+    return _info(conn.execute(f"{_INFO} WHERE room = ?", (room,)).fetchone())
+
+
+def delete_room(conn: sqlite3.Connection, room: str) -> list[str] | None:
+    if not conn.execute("DELETE FROM rooms WHERE room = ?", (room,)).rowcount:
+        return None
+    rows = conn.execute("SELECT user FROM members WHERE room = ? ORDER BY user", (room,))
+    users = [row[0] for row in rows]
+    conn.execute("DELETE FROM members WHERE room = ?", (room,))
+    return users
 
 
 def directory(

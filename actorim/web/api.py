@@ -16,7 +16,10 @@ Order of checks, each with its own status and a JSON body ``{"error": {"code", "
 4. unknown path: 404; known path, other method: 405 with ``Allow``;
 5. a body longer than ``api_max_body``: 413 ``too_large``, unread; a body that is not a JSON
    object, a missing, unknown or ill-typed field: 400 ``bad_request`` naming it, nothing changed;
-6. the store or the presence tracker cannot answer now: 503 ``unavailable`` (retry).
+6. what the request names does not exist (a room): 404 ``not_found``; it contradicts what is
+   stored (a room that exists, a user in as many rooms as allowed): 409 ``conflict``; nothing
+   changed either way;
+7. the store or the presence tracker cannot answer now: 503 ``unavailable`` (retry).
 
 Keys have no scopes yet: every valid key may call every endpoint, so there is no 403 today (it is
 kept for scopes).
@@ -41,7 +44,7 @@ from actorim.protocol.commands import MAX_CID_LENGTH
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import message_event
 from actorim.runtime.context import Unavailable
-from actorim.runtime.operations import InvalidRequest, Operations
+from actorim.runtime.operations import Conflict, InvalidRequest, NotFound, Operations
 from actorim.web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -60,7 +63,9 @@ MAX_KEYS_TRACKED = 64
 """Rate limit buckets are kept per configured key, so there are as many as keys: a bound for
 a configuration gone wild, past which the oldest bucket is forgotten (refilled)."""
 
-_USER_PATH = re.compile(r"/users/([^/]+)/(sessions|disconnect)")
+_USER_PATH = re.compile(r"/users/([^/]+)/(sessions|disconnect|erase)")
+_ROOM_PATH = re.compile(r"/rooms/([^/]+)(?:/members(?:/([^/]+))?)?")
+_ROOM_MEMBERS_PATH = re.compile(r"/rooms/[^/]+/members")
 _DEAD_PATH = re.compile(r"/webhooks/dead/([^/]+)(/retry)?")
 _MODERATION_PATH = re.compile(r"/rooms/([^/]+)/(?:roles/([^/]+)|(moderation|audit))")
 
@@ -101,6 +106,7 @@ class ServerApi:
         self._buckets: dict[str, TokenBucket] = {}
         self._routes: dict[str, dict[str, Callable[[dict[str, Any]], tuple[str, Any]]]] = {
             "/messages": {"POST": self._publish},
+            "/rooms": {"POST": self._create_room},
             "/presence": {"GET": self._presence},
             "/history": {"GET": self._history},
             "/revocations": {"POST": self._revoke},
@@ -128,12 +134,16 @@ class ServerApi:
         if handlers is None:
             handlers = self._moderation_route(path)
         if handlers is None:
+            handlers = self._room_route(path)
+        if handlers is None:
             match = _USER_PATH.fullmatch(path)
             if match is None:
                 raise ApiError("404 Not Found", "not_found", f"no endpoint {PREFIX}{path}")
             user = unquote(match.group(1))
             if match.group(2) == "sessions":
                 handlers = {"GET": lambda request: self._sessions(user, request)}
+            elif match.group(2) == "erase":
+                handlers = {"POST": lambda request: self._erase(user, request)}
             else:
                 handlers = {"POST": lambda request: self._disconnect(user, request)}
         handler = handlers.get(method)
@@ -146,15 +156,20 @@ class ServerApi:
                 [("Allow", allow)],
             )
         request = {"query": parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)}
-        if method in ("POST", "PUT"):
+        if method in ("POST", "PATCH", "PUT"):
             empty = environ.get("CONTENT_LENGTH") in (None, "", "0")
-            request["body"] = {} if empty and path.endswith("/retry") else self._body(environ)
+            bodiless = path.endswith("/retry") or method == "PUT"
+            request["body"] = {} if empty and bodiless else self._body(environ)
         try:
             return handler(request)
         except ApiError:
             raise
         except InvalidRequest as exc:
             raise _bad(exc.message) from None
+        except NotFound as exc:
+            raise ApiError("404 Not Found", "not_found", exc.message) from None
+        except Conflict as exc:
+            raise ApiError("409 Conflict", "conflict", exc.message) from None
         except CommandError as exc:
             status = _STATUS_OF.get(exc.code, "500 Internal Server Error")
             raise ApiError(status, str(exc.code.value), exc.message) from None
@@ -395,6 +410,82 @@ class ServerApi:
             room, before=_query_one(query, "before"), limit=_query_int(query, "limit")
         )
         return "200 OK", page
+
+    # -- rooms and membership ------------------------------------------------------------------
+
+    def _room_route(
+        self, path: str
+    ) -> dict[str, Callable[[dict[str, Any]], tuple[str, Any]]] | None:
+        """The handlers of ``/rooms/{room}``, ``/rooms/{room}/members`` and
+        ``/rooms/{room}/members/{user}``, or None for another path."""
+        match = _ROOM_PATH.fullmatch(path)
+        if match is None:
+            return None
+        room = unquote(match.group(1))
+        if match.group(2) is not None:
+            user = unquote(match.group(2))
+            return {
+                "PUT": lambda request: self._add_member(room, user, request),
+                "DELETE": lambda request: self._remove_member(room, user),
+            }
+        if _ROOM_MEMBERS_PATH.fullmatch(path):
+            return {"GET": lambda request: self._members(room, request)}
+        return {
+            "GET": lambda request: ("200 OK", self.operations.room(room)),
+            "PATCH": lambda request: self._update_room(room, request),
+            "DELETE": lambda request: self._delete_room(room),
+        }
+
+    def _create_room(self, request: dict[str, Any]) -> tuple[str, Any]:
+        body = _fields(
+            request["body"], required={"room"}, optional={"title", "topic", "public", "members"}
+        )
+        for name in ("title", "topic"):
+            if name in body and type(body[name]) is not str:
+                raise _bad(f"field '{name}' must be a string")
+        answer = self.operations.create_room(
+            body["room"],
+            title=body.get("title", ""),
+            topic=body.get("topic", ""),
+            public=body.get("public", True),
+            members=body.get("members", []),
+        )
+        return "201 Created", answer
+
+    def _update_room(self, room: str, request: dict[str, Any]) -> tuple[str, Any]:
+        body = _fields(request["body"], required=set(), optional={"title", "topic", "public"})
+        for name in body:
+            if body[name] is None:
+                raise _bad(f"field '{name}' must not be null: leave it out to keep it")
+        info = self.operations.update_room(
+            room, title=body.get("title"), topic=body.get("topic"), public=body.get("public")
+        )
+        return "200 OK", info
+
+    def _delete_room(self, room: str) -> tuple[str, Any]:
+        members = self.operations.delete_room(room)
+        return "200 OK", {"deleted": room, "members": members}
+
+    def _members(self, room: str, request: dict[str, Any]) -> tuple[str, Any]:
+        query = request["query"]
+        _known(query, {"after", "limit"})
+        page = self.operations.members(
+            room, after=_query_one(query, "after"), limit=_query_int(query, "limit")
+        )
+        return "200 OK", page
+
+    def _add_member(self, room: str, user: str, request: dict[str, Any]) -> tuple[str, Any]:
+        _fields(request["body"], required=set(), optional=set())
+        added = self.operations.add_member(room, user)
+        return "200 OK", {"room": room, "user": user, "added": added}
+
+    def _remove_member(self, room: str, user: str) -> tuple[str, Any]:
+        removed = self.operations.remove_member(room, user)
+        return "200 OK", {"room": room, "user": user, "removed": removed}
+
+    def _erase(self, user: str, request: dict[str, Any]) -> tuple[str, Any]:
+        body = _fields(request["body"], required=set(), optional={"room", "with"})
+        return "200 OK", self.operations.erase(user, room=body.get("room"), with_=body.get("with"))
 
     def _openapi(self, request: dict[str, Any]) -> tuple[str, Any]:
         return "200 OK", openapi_document()

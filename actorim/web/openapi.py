@@ -31,6 +31,7 @@ _ERROR = {
                         "forbidden",
                         "not_found",
                         "method_not_allowed",
+                        "conflict",
                         "too_large",
                         "rate_limited",
                         "unavailable",
@@ -168,14 +169,50 @@ _STANDING = {
         },
     },
 }
+_ROOM = {
+    "type": "object",
+    "description": "A room's metadata and how many lasting members it has.",
+    "required": ["room", "title", "topic", "public", "members"],
+    "additionalProperties": False,
+    "properties": {
+        "room": {"type": "string"},
+        "title": {"type": "string"},
+        "topic": {"type": "string"},
+        "public": {
+            "type": "boolean",
+            "description": "listed in the directory and open to any join the token allows;"
+            " a private room admits only the members the application added",
+        },
+        "members": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def _membership_answer(flag: str, description: str) -> dict[str, Any]:
+    """The answer of an add (``added``) or a remove (``removed``) of a member."""
+    return {
+        "type": "object",
+        "required": ["room", "user", flag],
+        "additionalProperties": False,
+        "properties": {
+            "room": {"type": "string"},
+            "user": {"type": "string"},
+            flag: {"type": "boolean", "description": description},
+        },
+    }
+
+
+_TITLE = {"type": "string", "maxLength": 100, "description": "empty: none"}
+_TOPIC = {"type": "string", "maxLength": 500, "description": "empty: none"}
 
 
 def _errors(*statuses: str) -> dict[str, Any]:
     why = {
         "400": "bad JSON, a missing, unknown or ill-typed field; nothing changed",
         "401": "no API key, or one that matches no configured hash",
-        "404": "no such endpoint, or the API is off (no api_keys)",
+        "404": "no such endpoint or room, or the API is off (no api_keys); nothing changed",
         "405": "another method is allowed here (see Allow)",
+        "409": "it contradicts what is stored (the message says what); nothing changed",
         "413": "the body is over api_max_body bytes",
         "429": "this key's rate limit; retry after Retry-After seconds",
         "503": "the node cannot answer now; retry",
@@ -210,6 +247,11 @@ def _query(name: str, description: str, schema: dict[str, Any], required: bool =
 
 
 _SEQ = {"type": "integer", "minimum": 0}
+_NO_BODY = {
+    "required": False,
+    "description": "none, or {}",
+    "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False}}},
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -220,6 +262,13 @@ def openapi_document() -> dict[str, Any]:
         "required": True,
         "description": "a user id",
         "schema": _USER,
+    }
+    room_path = {
+        "name": "room",
+        "in": "path",
+        "required": True,
+        "description": "a room name (URL-encoded)",
+        "schema": _NAME,
     }
     dead_path = {
         "name": "id",
@@ -252,6 +301,7 @@ def openapi_document() -> dict[str, Any]:
                 "Published": _PUBLISHED,
                 "Session": _SESSION,
                 "DeadWebhook": _DEAD,
+                "Room": _ROOM,
             },
         },
         "paths": {
@@ -285,6 +335,177 @@ def openapi_document() -> dict[str, Any]:
                         **_errors("400", "405", "413"),
                     },
                 }
+            },
+            "/rooms": {
+                "post": {
+                    "summary": "Create a room, with members if given",
+                    "operationId": "createRoom",
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "required": ["room"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "room": _NAME,
+                                "title": _TITLE,
+                                "topic": _TOPIC,
+                                "public": {"type": "boolean", "default": True},
+                                "members": {
+                                    "type": "array",
+                                    "items": _USER,
+                                    "description": "at most member_list_limit users to add",
+                                },
+                            },
+                        }
+                    ),
+                    "responses": {
+                        **_ok(
+                            "created; the members' connections are joining it",
+                            {
+                                "type": "object",
+                                "required": ["room", "full"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "room": {"$ref": "#/components/schemas/Room"},
+                                    "full": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "description": "members not added: they belong to"
+                                        " max_rooms_per_user rooms",
+                                    },
+                                },
+                            },
+                            status="201",
+                        ),
+                        **_errors("400", "405", "409", "413"),
+                    },
+                }
+            },
+            "/rooms/{room}": {
+                "get": {
+                    "summary": "A room's metadata",
+                    "operationId": "room",
+                    "parameters": [room_path],
+                    "responses": {
+                        **_ok("the room", {"$ref": "#/components/schemas/Room"}),
+                        **_errors("400", "405"),
+                    },
+                },
+                "patch": {
+                    "summary": "Change a room's title, topic or public flag",
+                    "operationId": "updateRoom",
+                    "parameters": [room_path],
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "minProperties": 1,
+                            "properties": {
+                                "title": _TITLE,
+                                "topic": _TOPIC,
+                                "public": {"type": "boolean"},
+                            },
+                        }
+                    ),
+                    "responses": {
+                        **_ok("the room after", {"$ref": "#/components/schemas/Room"}),
+                        **_errors("400", "405", "413"),
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a room: every member removed, its messages kept",
+                    "operationId": "deleteRoom",
+                    "parameters": [room_path],
+                    "responses": {
+                        **_ok(
+                            "deleted; its members' connections are leaving it",
+                            {
+                                "type": "object",
+                                "required": ["deleted", "members"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "deleted": {"type": "string"},
+                                    "members": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        ),
+                        **_errors("400", "405"),
+                    },
+                },
+            },
+            "/rooms/{room}/members": {
+                "get": {
+                    "summary": "A page of a room's members with their presence",
+                    "operationId": "members",
+                    "parameters": [
+                        room_path,
+                        _query("after", "the cursor of the previous page", _NAME),
+                        _query(
+                            "limit",
+                            "most members, at most member_list_limit (its default)",
+                            {"type": "integer", "minimum": 1},
+                        ),
+                    ],
+                    "responses": {
+                        **_ok(
+                            "members in id order",
+                            {
+                                "type": "object",
+                                "required": ["members"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "members": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["user", "status"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "user": {"type": "string"},
+                                                "status": {
+                                                    "type": "string",
+                                                    "enum": ["online", "offline"],
+                                                },
+                                            },
+                                        },
+                                    },
+                                    "cursor": {
+                                        "type": "string",
+                                        "description": "after= of the next page; absent: no more",
+                                    },
+                                },
+                            },
+                        ),
+                        **_errors("400", "405"),
+                    },
+                }
+            },
+            "/rooms/{room}/members/{user}": {
+                "put": {
+                    "summary": "Make a user a member of a room (a private one too)",
+                    "operationId": "addMember",
+                    "parameters": [room_path, user_path],
+                    "requestBody": _NO_BODY,
+                    "responses": {
+                        **_ok(
+                            "a member; their connections are joining the room",
+                            _membership_answer("added", "false: a member already"),
+                        ),
+                        **_errors("400", "405", "409", "413"),
+                    },
+                },
+                "delete": {
+                    "summary": "End a user's membership of a room",
+                    "operationId": "removeMember",
+                    "parameters": [room_path, user_path],
+                    "responses": {
+                        **_ok(
+                            "not a member; their connections are leaving the room",
+                            _membership_answer("removed", "false: was not a member"),
+                        ),
+                        **_errors("400", "405"),
+                    },
+                },
             },
             "/presence": {
                 "get": {
@@ -376,6 +597,51 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             },
                             status="202",
+                        ),
+                        **_errors("400", "405", "413"),
+                    },
+                }
+            },
+            "/users/{user}/erase": {
+                "post": {
+                    "summary": "Delete a user's messages (all, or in one conversation)",
+                    "operationId": "erase",
+                    "parameters": [user_path],
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "room": {**_NAME, "description": "only in this room"},
+                                "with": {
+                                    **_USER,
+                                    "description": "only in the direct conversation with this"
+                                    " user (at most one of room and with; neither: every"
+                                    " conversation the user takes part in now)",
+                                },
+                            },
+                        }
+                    ),
+                    "responses": {
+                        **_ok(
+                            "deleted as the author's own deletes; call again while more",
+                            {
+                                "type": "object",
+                                "required": ["erased", "more"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "erased": {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "description": "messages deleted by this call, at most"
+                                        " erase_limit",
+                                    },
+                                    "more": {
+                                        "type": "boolean",
+                                        "description": "the user has messages left there",
+                                    },
+                                },
+                            },
                         ),
                         **_errors("400", "405", "413"),
                     },
@@ -506,14 +772,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Send a dead webhook event back to the outbox, due now",
                     "operationId": "retryDeadWebhook",
                     "parameters": [dead_path],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "additionalProperties": False}
-                            }
-                        },
-                    },
+                    "requestBody": _NO_BODY,
                     "responses": {
                         **_ok(
                             "back in the outbox, its attempts counted afresh",
