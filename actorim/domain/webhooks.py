@@ -68,8 +68,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "room.member_removed",
 )
 """The event types a node emits. A new one is a line here and its payload builder in
-``actorim.protocol.webhooks.PAYLOADS`` (moderation and push events are meant to come that
-way)."""
+``actorim.protocol.webhooks.PAYLOADS``."""
 
 OPT_IN_TYPES: frozenset[str] = frozenset({PUSH_EVENT})
 """Event types an endpoint gets only when its ``events`` name them: a push gateway is an
