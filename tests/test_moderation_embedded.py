@@ -87,3 +87,25 @@ def test_a_mute_and_a_ban_with_an_expiry_end_by_themselves(
     bo.ok("join", room="hall")
     bo.ok("send", room="hall", body="free again")
     assert set(node.standing("hall", "bo")) == {"room", "user", "role"}
+
+
+def test_a_banned_user_can_no_longer_read_the_room_until_the_ban_is_lifted(
+    served: tuple[Node, Callable[[str], Client]],  # noqa: F811
+) -> None:
+    node, connect = served
+    al, bo = connect("al"), connect("bo")
+    al.ok("join", room="hall")
+    bo.ok("join", room="hall")
+    root = al.ok("send", room="hall", body="before the ban")["mid"]
+    node.moderate("hall", "ban", user="bo")
+    bo.event("member", room="hall", user="bo", state="left")
+    for request in (
+        {"t": "history", "room": "hall"},
+        {"t": "members", "room": "hall"},
+        {"t": "thread", "mid": root},
+    ):
+        kind = request.pop("t")
+        assert bo.error(kind, **request)["code"] == "banned", kind
+    al.ok("history", room="hall")  # the room's members read on
+    node.moderate("hall", "unban", user="bo")
+    assert [m["body"] for m in bo.ok("history", room="hall")["messages"]] == ["before the ban"]

@@ -33,7 +33,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_MENTIONS = "too_many_mentions"
     """A `send` listed more users in `mentions` than `max_mentions` allows."""
     BANNED = "banned"
-    """The user is banned from the room: a `join` is refused until the ban ends or is lifted."""
+    """The user is banned from the room: a `join`, and reading the room (`history`, `members`,
+    `thread`), are refused until the ban ends or is lifted."""
     MUTED = "muted"
     """The user is muted in the room: they may read it but not send, edit or react there until
     the mute ends or is lifted."""

@@ -806,7 +806,7 @@ def _start_page(
     if isinstance(command, cmd.Thread):
         thread_guard = None
         if link.user:
-            thread_guard = partial(roomcommands.refuse_private_root, link.user, set(link.rooms))
+            thread_guard = partial(roomcommands.refuse_reader_of_root, link.user, set(link.rooms))
         read = ReadThread(
             command.mid, *bounds, _thread_page(build), replies, done, link.user, thread_guard
         )
@@ -814,7 +814,7 @@ def _start_page(
         assert conv is not None
         guard = None
         if command.room is not None and command.room not in link.rooms and link.user:
-            guard = partial(roomcommands.refuse_private, link.user, command.room)
+            guard = partial(roomcommands.refuse_reader, link.user, command.room)
         read = ReadPage(conv, *bounds, build, replies, done, link.user, guard)
     try:
         ctx.refs.tell_store(read)

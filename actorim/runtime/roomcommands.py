@@ -9,6 +9,7 @@ the room, on every node), and ``members`` asks the presence tracker who is onlin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import conversation_entry, room_entry, room_frame
 from actorim.runtime.membership import ask_store
 from actorim.runtime.messages import Statuses
+from actorim.runtime.moderation import banned_from
 from actorim.store.base import Store, inbox, private_to
 
 if TYPE_CHECKING:
@@ -31,8 +33,8 @@ __all__ = [
     "conversations",
     "inbox_page",
     "members",
-    "refuse_private",
-    "refuse_private_root",
+    "refuse_reader",
+    "refuse_reader_of_root",
     "room_update",
     "rooms",
 ]
@@ -83,25 +85,30 @@ def _allowed(link: Link, room: str) -> None:
         raise CommandError(ErrorCode.FORBIDDEN, f"your token does not allow room {room!r}")
 
 
-def refuse_private(user: str, room: str, store: Store) -> CommandError | None:
-    """The CommandError that refuses ``user`` reading ``room`` (its history, its members) when
-    it is private and they are not its member, else None; run on the store's thread, in the same
-    job as the read it guards. A room the connection is subscribed to needs no such check."""
-    if not private_to(store, user, room):
-        return None
-    return CommandError(
-        ErrorCode.FORBIDDEN, f"room {room!r} is private: only its members may read it"
-    )
+def refuse_reader(user: str, room: str, store: Store) -> CommandError | None:
+    """The CommandError that refuses ``user`` reading ``room`` (its history, its members, its
+    threads), else None: ``forbidden`` when it is private and they are not its member,
+    ``banned`` while they are banned from it (a ban keeps them from reading what they may no
+    longer join). Run on the store's thread, in the same job as the read it guards. A room the
+    connection is subscribed to needs no such check: a ban or a removal unsubscribes it."""
+    if private_to(store, user, room):
+        return CommandError(
+            ErrorCode.FORBIDDEN, f"room {room!r} is private: only its members may read it"
+        )
+    standing = store.standings(room, [user]).get(user)
+    if standing is not None and standing.banned(int(time.time() * 1000)):
+        return banned_from(room, standing)
+    return None
 
 
-def refuse_private_root(
+def refuse_reader_of_root(
     user: str, subscribed: AbstractSet[str], store: Store, root: StoredMessage | None
 ) -> CommandError | None:
-    """``refuse_private`` for a thread, whose room is its root's (None: not there, answered
+    """``refuse_reader`` for a thread, whose room is its root's (None: not there, answered
     elsewhere); ``subscribed``: the rooms the connection was subscribed to when it asked."""
     if root is None or root.room is None or root.room in subscribed:
         return None
-    return refuse_private(user, root.room, store)
+    return refuse_reader(user, root.room, store)
 
 
 def members(ctx: NodeContext, link: Link, command: cmd.Members) -> None:
@@ -112,7 +119,7 @@ def members(ctx: NodeContext, link: Link, command: cmd.Members) -> None:
     subscribed = command.room in link.rooms
 
     def read(store: Store) -> tuple[list[str], bool, dict[str, Standing]] | CommandError:
-        refusal = None if subscribed else refuse_private(user, command.room, store)
+        refusal = None if subscribed else refuse_reader(user, command.room, store)
         return refusal or _members_with_roles(store, command.room, command.cursor, size)
 
     found = ask_store(ctx, read, f"read the members of {command.room!r}")
