@@ -752,6 +752,8 @@ class MemoryStore(Store):
         self._over_count.clear()
         self._appended.clear()
         self._rooms.clear()
+        self._markers.clear()
+        self._mentioned.clear()
 
     # -- membership and rooms: the RoomBook --------------------------------------------------
 
@@ -852,5 +854,3 @@ class MemoryStore(Store):
     def dm_partners(self, user: str) -> list[str]:
         self._live()
         return self._rooms.dm_partners(user)
-        self._markers.clear()
-        self._mentioned.clear()
