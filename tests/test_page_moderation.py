@@ -109,3 +109,59 @@ def test_a_moderator_removes_mutes_and_kicks_from_the_page_and_the_user_is_told(
     expect(bob.locator(f'[data-testid="room-item"][data-room="{room}"]')).to_have_count(1)
     expect(ann.get_by_test_id("member")).to_have_count(2)
     assert errors == []
+
+
+def test_the_member_list_shows_roles_and_lets_a_moderator_unmute_ban_and_unban(
+    browser: Any,  # noqa: F811
+    server: ServerProcess,
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    room = "rosterroom"
+    set_role(server, room, "ann", "moderator")
+    errors: list[str] = []
+    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
+    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
+    for page in (ann, bob):
+        _join(page, room)
+    ann_item = ann.locator('[data-testid="member"][data-user="ann"]')
+    bob_item = ann.locator('[data-testid="member"][data-user="bob"]')
+    expect(bob_item).to_have_count(1)
+    expect(ann_item.get_by_test_id("member-role")).to_have_text("moderator")
+    expect(bob.locator('[data-testid="member"][data-user="ann"]')).to_have_attribute(
+        "data-role", "moderator"
+    )
+    # The buttons are for the moderator's page, beside other members only.
+    expect(ann_item.get_by_test_id("moderate-ban")).to_have_count(0)
+    expect(bob.get_by_test_id("moderate-ban")).to_have_count(0)
+    expect(bob.get_by_test_id("moderate-unban")).to_have_count(0)
+
+    answers = iter(["hush", "speak", "go", "bob", "welcome back"])
+    ann.on("dialog", lambda dialog: dialog.accept(next(answers)))
+    _say(bob, "noise")
+    ann.get_by_test_id("message").filter(has=_bodies(ann, "noise")).get_by_test_id(
+        "moderate-mute"
+    ).click()
+    expect(bob.get_by_test_id("notice")).to_contain_text("You were muted in rosterroom by ann")
+    bob_item.get_by_test_id("moderate-unmute").click()
+    expect(bob.get_by_test_id("notice")).to_have_text("You may write in rosterroom again: speak")
+    expect(ann.get_by_test_id("notice")).to_have_text("bob may write in rosterroom again")
+    _say(bob, "thanks")
+    expect(_bodies(ann, "thanks")).to_have_count(1)
+
+    bob_item.get_by_test_id("moderate-ban").click()
+    expect(bob.get_by_test_id("notice")).to_have_text("You were banned from rosterroom by ann: go")
+    expect(bob.locator(f'[data-testid="room-item"][data-room="{room}"]')).to_have_count(0)
+    expect(ann.get_by_test_id("member")).to_have_count(1)
+    _join(bob, room)
+    expect(bob.get_by_test_id("notice")).to_contain_text("you are banned from room 'rosterroom'")
+    expect(bob.locator(f'[data-testid="room-item"][data-room="{room}"]')).to_have_count(0)
+
+    ann.get_by_test_id("moderate-unban").click()
+    expect(bob.get_by_test_id("notice")).to_have_text("You may join rosterroom again: welcome back")
+    expect(ann.get_by_test_id("notice")).to_have_text("bob may join rosterroom again")
+    _join(bob, room)
+    expect(bob.locator(f'[data-testid="room-item"][data-room="{room}"]')).to_have_count(1)
+    expect(ann.get_by_test_id("member")).to_have_count(2)
+    assert errors == []

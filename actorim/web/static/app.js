@@ -292,7 +292,7 @@ function startChat(user, token) {
   client.on("typing", onTyping);
   client.on("error", ({ message }) => showNotice(message));
   installModeration({
-    client, me: user, showNotice, messages: ui.messages,
+    client, me: user, showNotice, messages: ui.messages, members: ui.members,
     currentRoom: () => (openConv()?.kind === "room" ? openConv().name : null),
   });
   client.connect().catch((err) => {
@@ -1260,15 +1260,21 @@ function renderHeader() {
       const listed = conv.roster.find((m) => m.user === user);
       return listed ? listed.status : conv.members.has(user) ? "online" : "offline";
     };
+    // owner or moderator, from the members command (plain members carry no role)
+    const roleOf = (user) => conv.roster.find((m) => m.user === user)?.role;
     const online = roster.filter((u) => statusOf(u) === "online").length;
     ui.sub.textContent = roster.length
       ? `${roster.length} member${roster.length === 1 ? "" : "s"}, ${online} online`
       : "";
     ui.members.replaceChildren(
       ...roster.map((user) =>
-        el("li", { "data-testid": "member", "data-user": user, "data-status": statusOf(user) },
+        el("li", {
+          "data-testid": "member", "data-user": user, "data-status": statusOf(user),
+          "data-role": roleOf(user),
+        },
           dot(user),
-          el("span", { text: user === app.me ? `${user} (you)` : user })),
+          el("span", { text: user === app.me ? `${user} (you)` : user }),
+          roleOf(user) ? el("span", { class: "role", "data-testid": "member-role", text: roleOf(user) }) : null),
       ),
     );
   } else {
