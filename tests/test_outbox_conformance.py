@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,10 @@ from actorim.domain.webhooks import Endpoint, OutboxEntry
 from actorim.protocol.events import encode_body
 from actorim.protocol.webhooks import Webhooks
 from actorim.redis.store import RedisStore
-from actorim.store import MemoryStore, NewMessage, SqliteStore, Store, dm_conv, room_conv
+from actorim.store import MemoryStore, NewMessage, SqliteStore, Store, dm_conv, room_conv, roomadmin
+from actorim.store.base import StoreError
 from actorim.store.sqlite import SCHEMA_VERSION
+from tests.test_embedding import Embedder, embed  # noqa: F401 (the fixture)
 from tests.test_store_conformance import backend_params
 
 pytest_plugins = ["tests.redis_server"]
@@ -269,3 +272,64 @@ def test_the_examples_in_the_webhook_modules_hold() -> None:
     )
     for module in modules:
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def _refuse_outbox_writes(path: Path, refuse: bool) -> None:
+    """Make every write to the SQLite outbox fail (a real SQLite error), or stop doing so."""
+    with sqlite3.connect(path) as conn:
+        if refuse:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON webhook_outbox "
+                "BEGIN SELECT RAISE(ABORT, 'the disk is full'); END"
+            )
+        else:
+            conn.execute("DROP TRIGGER refuse")
+
+
+def test_a_membership_change_is_kept_with_its_webhook_event_or_not_at_all(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "messages.db"
+    store = SqliteStore(path, outbox=WEBHOOKS.for_message)
+    rooms: dict[str, Any] = {"store": store, "webhooks": WEBHOOKS, "now_ms": 1_000}
+    try:
+        roomadmin.create_room(
+            room="ops", title="", topic="", public=True, members=["al"], max_rooms=10, **rooms
+        )
+        claim(store)
+        _refuse_outbox_writes(path, True)
+        with pytest.raises(StoreError):
+            roomadmin.add_member(room="ops", user="bo", max_rooms=10, **rooms)
+        with pytest.raises(StoreError):
+            roomadmin.remove_member(room="ops", user="al", **rooms)
+        with pytest.raises(StoreError):
+            roomadmin.delete_room(room="ops", **rooms)
+        with pytest.raises(StoreError):
+            roomadmin.create_room(
+                room="dev", title="", topic="", public=True, members=["al"], max_rooms=10, **rooms
+            )
+        assert store.members_of("ops", limit=10) == (["al"], False)
+        assert store.rooms_of("al") == ["ops"] and store.room_info(["dev"]) == {}
+        _refuse_outbox_writes(path, False)
+        roomadmin.add_member(room="ops", user="bo", max_rooms=10, **rooms)
+        assert [e.type for e in claim(store)] == ["room.member_added"]
+    finally:
+        store.close()
+
+
+def test_a_join_or_leave_whose_webhook_event_cannot_be_kept_changes_nothing(
+    embed: Embedder,  # noqa: F811
+) -> None:
+    # The endpoint is never reached: the events stay in the outbox, where the test reads them.
+    node = embed.node(store="sqlite", webhooks=(Endpoint("http://127.0.0.1:9/in", "s1"),))
+    host, port = node.listen("127.0.0.1", 0)
+    al = embed.client(f"ws://{host}:{port}/ws", node, "al")
+    path = embed.data_dir / "actorim.sqlite3"
+    _refuse_outbox_writes(path, True)
+    assert al.error("join", room="ops")["code"] == "internal"
+    assert al.ok("conversations")["conversations"] == []
+    _refuse_outbox_writes(path, False)
+    al.ok("join", room="ops")
+    _refuse_outbox_writes(path, True)
+    assert al.error("leave", room="ops")["code"] == "internal"
+    assert [c["room"] for c in al.ok("conversations")["conversations"]] == ["ops"]

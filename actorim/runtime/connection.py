@@ -378,9 +378,12 @@ class ConnectionActor(GeventActor):
             standing = store.standings(name, [user]).get(user)
             if standing is not None and standing.banned(now_ms):
                 return None, None, standing
-            outcome = join_checked(store, user, name, max_rooms=limit)
-            if outcome == "joined":
-                member_webhook(store, webhooks, name, [user], added=True, by="user", now_ms=now_ms)
+            with store.atomically():
+                outcome = join_checked(store, user, name, max_rooms=limit)
+                if outcome == "joined":
+                    member_webhook(
+                        store, webhooks, name, [user], added=True, by="user", now_ms=now_ms
+                    )
             return outcome, store.room_info([name]).get(name), standing
 
         try:
@@ -445,9 +448,12 @@ class ConnectionActor(GeventActor):
         now_ms = int(time.time() * 1000)
 
         def leave(store: Store) -> bool:
-            left = store.leave_room(user, name)
-            if left:
-                member_webhook(store, webhooks, name, [user], added=False, by="user", now_ms=now_ms)
+            with store.atomically():
+                left = store.leave_room(user, name)
+                if left:
+                    member_webhook(
+                        store, webhooks, name, [user], added=False, by="user", now_ms=now_ms
+                    )
             return left
 
         try:

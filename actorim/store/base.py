@@ -65,7 +65,8 @@ The messages themselves and their conversation keys are pure values of the domai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Literal, Protocol
 
@@ -391,6 +392,18 @@ class Store(Protocol):
     recorded one by one. Pages are always in ascending ``seq`` order. ``limit`` arguments must
     be at least 1.
     """
+
+    @contextmanager
+    def atomically(self) -> Iterator[None]:
+        """Make the writes of the block one change: all kept, or, if the block raises, none.
+
+        For a change and the webhook event that tells of it (a membership change and its
+        ``room.member_*`` event): kept together, a crash between them cannot lose the event.
+        SQLite makes the block one transaction (blocks nest: the outermost one commits). This
+        default, kept by the memory store (nothing of it outlives the process anyway) and by
+        Redis (whose writes here span several keys and scripts), makes the writes one by one.
+        """
+        yield
 
     def epoch(self) -> str:
         """The id made when this store's data was created; it changes when the data is wiped."""

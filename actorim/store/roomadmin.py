@@ -129,7 +129,8 @@ def member_webhook(
     by: str,
     now_ms: int,
 ) -> None:
-    """Keep the ``room.member_added`` (or ``_removed``) events of ``users`` in the outbox."""
+    """Keep the ``room.member_added`` (or ``_removed``) events of ``users`` in the outbox; call
+    it in the ``store.atomically()`` block of the change it tells of."""
     if not webhooks or not users:
         return
     entries = [
@@ -166,15 +167,16 @@ def create_room(
     because they belong to ``max_rooms`` rooms already; None (nothing changed) when the room
     exists."""
     seq = store.last_seq(room_conv(room))  # read first: a failed read changes nothing
-    made = store.create_room(room, title=title, topic=topic, public=public)
-    if made is None:
-        return None, [], NOTHING
-    added: list[str] = []
-    full: list[str] = []
-    for user in members:
-        outcome = store.join_room(user, room, max_rooms=max_rooms)
-        (full if outcome == "full" else added).append(user)
-    member_webhook(store, webhooks, room, added, added=True, by="application", now_ms=now_ms)
+    with store.atomically():
+        made = store.create_room(room, title=title, topic=topic, public=public)
+        if made is None:
+            return None, [], NOTHING
+        added: list[str] = []
+        full: list[str] = []
+        for user in members:
+            outcome = store.join_room(user, room, max_rooms=max_rooms)
+            (full if outcome == "full" else added).append(user)
+        member_webhook(store, webhooks, room, added, added=True, by="application", now_ms=now_ms)
     info = store.room_info([room]).get(room, made)
     return info, full, _membership(room, added, joined=True, seq=seq)
 
@@ -202,10 +204,11 @@ def delete_room(
 ) -> tuple[list[str] | None, Effects]:
     """Delete ``room``: the members it had (each one's connections leave it), or None when
     there is no such room."""
-    members = store.delete_room(room)
-    if members is None:
-        return None, NOTHING
-    member_webhook(store, webhooks, room, members, added=False, by="application", now_ms=now_ms)
+    with store.atomically():
+        members = store.delete_room(room)
+        if members is None:
+            return None, NOTHING
+        member_webhook(store, webhooks, room, members, added=False, by="application", now_ms=now_ms)
     return members, _membership(room, members, joined=False)
 
 
@@ -224,10 +227,11 @@ def add_member(
     if not store.room_info([room]):
         return None, NOTHING
     seq = store.last_seq(room_conv(room))
-    outcome = store.join_room(user, room, max_rooms=max_rooms)
-    if outcome != "joined":
-        return outcome, NOTHING
-    member_webhook(store, webhooks, room, [user], added=True, by="application", now_ms=now_ms)
+    with store.atomically():
+        outcome = store.join_room(user, room, max_rooms=max_rooms)
+        if outcome != "joined":
+            return outcome, NOTHING
+        member_webhook(store, webhooks, room, [user], added=True, by="application", now_ms=now_ms)
     return outcome, _membership(room, [user], joined=True, seq=seq)
 
 
@@ -235,7 +239,8 @@ def remove_member(
     store: Store, room: str, user: str, *, webhooks: Webhooks | None, now_ms: int
 ) -> tuple[bool, Effects]:
     """End ``user``'s membership of ``room``; False when they were not a member."""
-    if not store.leave_room(user, room):
-        return False, NOTHING
-    member_webhook(store, webhooks, room, [user], added=False, by="application", now_ms=now_ms)
+    with store.atomically():
+        if not store.leave_room(user, room):
+            return False, NOTHING
+        member_webhook(store, webhooks, room, [user], added=False, by="application", now_ms=now_ms)
     return True, _membership(room, [user], joined=False)

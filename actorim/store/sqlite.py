@@ -457,6 +457,8 @@ class SqliteStore(Store):
             raise ValueError(f"busy_timeout_ms must not be negative, got {busy_timeout_ms}")
         self._path = os.fspath(path)
         self._seq_cache: dict[str, int] = {}
+        # Nesting of ``atomically`` blocks: while above 0, ``_write`` joins their transaction.
+        self._atomic_depth = 0
         # A delete was committed whose old pages the write-ahead log may still hold.
         self._erased = False
         self._closed = False
@@ -540,6 +542,9 @@ class SqliteStore(Store):
         cache then never runs ahead of what was committed.
         """
         conn = self._live()
+        if self._atomic_depth:
+            yield conn  # inside ``atomically``: its transaction commits or rolls back
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             yield conn
@@ -555,6 +560,23 @@ class SqliteStore(Store):
                     f"could not {what} in {self._path}: {exc}; nothing was stored"
                 ) from exc
             raise
+
+    @contextmanager
+    def atomically(self) -> Iterator[None]:
+        """One transaction for every write of the block (see ``Store.atomically``)."""
+        if self._atomic_depth:
+            self._atomic_depth += 1
+            try:
+                yield
+            finally:
+                self._atomic_depth -= 1
+            return
+        with self._write("make one change"):
+            self._atomic_depth = 1
+            try:
+                yield
+            finally:
+                self._atomic_depth = 0
 
     @contextmanager
     def _read(self, what: str) -> Iterator[sqlite3.Connection]:
