@@ -47,8 +47,9 @@ class Outbox:
         if self.overflowed:
             return False
         frames = self.frames
+        queued = len(frames)
         size = self.queued_bytes + len(frame)
-        if len(frames) >= self.max_frames or size > self.max_bytes:
+        if queued >= self.max_frames or size > self.max_bytes:
             self.overflowed = True
             self.frames = []
             self.queued_bytes = 0
@@ -57,7 +58,7 @@ class Outbox:
             return False
         frames.append(frame)
         self.queued_bytes = size
-        if len(frames) == 1:
+        if not queued:
             self._wake()
         return True
 

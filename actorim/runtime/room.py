@@ -316,7 +316,7 @@ class RoomActor(FaultInjectable, GeventActor):
             binary = frame.bytes_for(Encoding.MSGPACK)
             closed = Phase.CLOSED
             for link in state.members:
-                if link is origin or link.phase is closed:
+                if link is origin or link.session.phase is closed:
                     continue
                 if link.encoding is Encoding.MSGPACK:
                     link.outbox.offer(binary)

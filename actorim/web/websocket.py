@@ -398,7 +398,9 @@ class ServerWebSocket:
         """
         if self._closing or self._shut:
             return -1
-        if not self._write_lock.acquire(blocking=False):
+        # A write under way (a greenlet blocked in ``write``) goes first. The lock is not
+        # taken: ``send_now`` never switches greenlets, so no writer can start in between.
+        if self._write_lock.locked():
             return 0
         try:
             return send_now(self._sock, data)
@@ -406,8 +408,6 @@ class ServerWebSocket:
             return 0
         except OSError:
             return -1
-        finally:
-            self._write_lock.release()
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (RFC 6455 §5.5.2); the client's answer shows in `pongs_received`."""

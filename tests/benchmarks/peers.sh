@@ -1,14 +1,22 @@
 #!/bin/sh
-# actorim beside the peer servers of ../shared/bench, in one run of its `compare` driver.
+# actorim beside the peer servers of the benchmark harness (tests/benchmarks/harness), in one run
+# of its `compare` driver.
 #   tests/benchmarks/peers.sh [table|curve] [extra run.py flags]
 # table: the issue's three columns (idle:10000 with -idle-join, fanout:1000 at 20 msg/s, and
 #        fanout:1000 saturated). curve: p99 latency against load (fanout:1000 at rising rates),
 #        for the plot (tests/benchmarks/plot.py RESULTS.jsonl > docs/latency.svg).
-# Needs the harness built once: ../shared/bench/peers/setup_peers.sh && ../shared/bench/build.sh
+# The first run builds the load generator and the peer servers into ~/.cache/actorim-bench
+# (BENCH_CACHE moves it): Debian's Go packages (apt-get, as root), npm's ws and PyPI's gevent.
 set -e
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-BENCH="${BENCH_DIR:-$REPO/../shared/bench}"
+BENCH="${BENCH_DIR:-$HERE/harness}"
+CACHE="${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/actorim-bench}"
+PEERS="${PEERS_DIR:-$CACHE/peers}"
+[ -x "$PEERS/seed-go" ] && [ -d "$PEERS/node-ws/node_modules/ws" ] && [ -x "$PEERS/venv/bin/python" ] \
+  || "$BENCH/peers/setup_peers.sh"
+[ -x "$CACHE/loadgen" ] || "$BENCH/build.sh"
+[ -x "$REPO/.venv/bin/python" ] || make -C "$REPO" .venv/.installed
 WORK="${TMPDIR:-/tmp}/actorim-peers"
 mkdir -p "$WORK"
 export ACTORIM_SECRET="peers-benchmark-secret-0123456789abcdef"
