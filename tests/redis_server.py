@@ -85,9 +85,22 @@ class RedisServer:
     replays the same append-only file on the same address.
     """
 
-    def __init__(self, directory: Path, *, port: int | None = None, binary: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        binary: str,
+        args: tuple[str, ...] = (),
+        config: Path | None = None,
+    ) -> None:
         self.directory = directory
         self.binary = binary
+        # More settings (cluster mode, a replica's master), after the durable ones.
+        self.args = args
+        # A config file first on the command line: a Sentinel's (``args=("--sentinel",)``),
+        # which it rewrites, and which takes no durable settings.
+        self.config = config
         self._fixed_port = port is not None
         self.port = port if port is not None else _free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -114,9 +127,12 @@ class RedisServer:
             raise RuntimeError(f"redis-server on port {self.port} is already running")
         self.directory.mkdir(parents=True, exist_ok=True)
         for attempt in range(_PORT_TRIES):
+            first = [] if self.config is None else [str(self.config)]
+            durable = DURABLE_SETTINGS if self.config is None else ()
             self._process = subprocess.Popen(
                 [
                     self.binary,
+                    *first,
                     "--port",
                     str(self.port),
                     "--bind",
@@ -127,7 +143,8 @@ class RedisServer:
                     str(self.log),
                     "--daemonize",
                     "no",
-                    *DURABLE_SETTINGS,
+                    *durable,
+                    *self.args,
                 ],
                 cwd=self.directory,
                 stdin=subprocess.DEVNULL,

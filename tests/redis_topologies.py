@@ -1,0 +1,198 @@
+"""Private Redis Clusters and Sentinel setups for the tests, made of ``RedisServer`` processes.
+
+- ``RedisClusterSet``: six servers in cluster mode, made a cluster of three masters with a
+  replica each by ``redis-cli --cluster create --cluster-replicas 1``, with a short
+  ``cluster-node-timeout`` so that a replica takes over within about two seconds of its master
+  being killed. Its URL is ``redis+cluster://`` with every node.
+- ``SentinelSet``: a master, its replica and one Sentinel with quorum 1 and a short
+  ``down-after-milliseconds``. Its URL is ``redis+sentinel://<sentinel>/<master name>``.
+
+Every server runs with the durable settings of tests/redis_server.py, on free loopback ports,
+never the machine's own Redis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from tests.redis_server import RedisServer, find_redis_server
+
+__all__ = ["MASTER_NAME", "RedisClusterSet", "SentinelSet"]
+
+# How long a cluster node may be unreachable before its replica takes over (ms).
+CLUSTER_NODE_TIMEOUT_MS = 1000
+# How long a Sentinel waits before it calls a master down (ms), and may take to fail over.
+SENTINEL_DOWN_MS = 1000
+SENTINEL_FAILOVER_MS = 3000
+MASTER_NAME = "actorim-test"
+# How long a new cluster or a failover may take to settle.
+SETTLE_TIMEOUT = 30.0
+
+
+def _redis_cli() -> str:
+    found = shutil.which("redis-cli") or str(Path(find_redis_server()).parent / "redis-cli")
+    return found
+
+
+def _wait(what: str, check: object, timeout: float = SETTLE_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class RedisClusterSet:
+    """Six redis-server processes made one Redis Cluster; see the module docstring."""
+
+    def __init__(self, directory: Path, *, size: int = 6) -> None:
+        binary = find_redis_server()
+        args = (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(CLUSTER_NODE_TIMEOUT_MS),
+            "--cluster-replica-validity-factor",
+            "0",  # a replica may always take over, however long since it heard its master
+        )
+        self.servers = [
+            RedisServer(directory / f"node-{n}", binary=binary, args=args) for n in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        nodes = [f"127.0.0.1:{s.port}" for s in self.servers]
+        subprocess.run(
+            [_redis_cli(), "--cluster", "create", *nodes, "--cluster-replicas", "1"]
+            + ["--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=SETTLE_TIMEOUT,
+        )
+        self.wait_settled()
+
+    def wait_settled(self) -> None:
+        """Until every running node says the cluster is ok and all 16,384 slots are served."""
+
+        def ok() -> bool:
+            for server in self.servers:
+                if not server.running:
+                    continue
+                with server.client(retries=False) as client:
+                    info = client.cluster("info")
+                    if info.get("cluster_state") != "ok":
+                        return False
+            return True
+
+        _wait("the Redis Cluster to be ok", ok)
+
+    def masters(self) -> list[RedisServer]:
+        """The running servers that are masters now."""
+        found = []
+        for server in self.servers:
+            if server.running:
+                with server.client(retries=False) as client:
+                    if client.info("replication")["role"] == "master":
+                        found.append(server)
+        return found
+
+    def master_of(self, key: str) -> RedisServer:
+        """The server that serves ``key``'s slot now."""
+        for server in self.masters():
+            with server.client(retries=False) as client:
+                slot = int(client.cluster("keyslot", key))
+                owner = client.cluster("nodes")
+                me = next(n for n, v in owner.items() if "myself" in v["flags"])
+                if any(int(a) <= slot <= int(b) for a, b, *_ in _ranges(owner[me]["slots"])):
+                    return server
+        raise AssertionError(f"no master serves {key!r}")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        for server in self.servers:
+            if server.running and server is not master:
+                with server.client(retries=False) as client:
+                    info = client.info("replication")
+                    if info["role"] == "slave" and int(info["master_port"]) == master.port:
+                        return server
+        raise AssertionError(f"no replica of 127.0.0.1:{master.port}")
+
+    def wait_master(self, server: RedisServer) -> None:
+        """Until ``server`` is a master and the cluster is ok again (after a failover)."""
+
+        def promoted() -> bool:
+            with server.client(retries=False) as client:
+                return bool(client.info("replication")["role"] == "master")
+
+        _wait(f"127.0.0.1:{server.port} to take over", promoted)
+        self.wait_settled()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.kill()
+
+
+def _ranges(slots: list[list[str]]) -> list[list[str]]:
+    return [r if len(r) > 1 else [r[0], r[0]] for r in slots]
+
+
+class SentinelSet:
+    """A master, a replica and one Sentinel watching them; see the module docstring."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = find_redis_server()
+        self.directory = directory
+        self.master = RedisServer(directory / "master", binary=binary)
+        self.replica = RedisServer(directory / "replica", binary=binary)
+        self.sentinel = RedisServer(directory / "sentinel", binary=binary)
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{MASTER_NAME}"
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.args = ("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replica.start()
+        config = self.directory / "sentinel" / "sentinel.conf"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} {SENTINEL_DOWN_MS}\n"
+            f"sentinel failover-timeout {MASTER_NAME} {SENTINEL_FAILOVER_MS}\n"
+        )
+        self.sentinel.args = ("--sentinel",)
+        self.sentinel.config = config
+        self.sentinel.start()
+
+        def synced() -> bool:
+            with self.replica.client(retries=False) as client:
+                return bool(client.info("replication")["master_link_status"] == "up")
+
+        _wait("the replica to sync", synced)
+
+    def current_master_port(self) -> int:
+        with self.sentinel.client(retries=False) as client:
+            _host, port = client.sentinel_get_master_addr_by_name(MASTER_NAME)
+            return int(port)
+
+    def stop(self) -> None:
+        for server in (self.sentinel, self.replica, self.master):
+            server.kill()
