@@ -35,8 +35,7 @@ SETTLE_TIMEOUT = 30.0
 
 
 def _redis_cli() -> str:
-    found = shutil.which("redis-cli") or str(Path(find_redis_server()).parent / "redis-cli")
-    return found
+    return shutil.which("redis-cli") or str(Path(find_redis_server()).parent / "redis-cli")
 
 
 def _wait(what: str, check: object, timeout: float = SETTLE_TIMEOUT) -> None:
@@ -80,8 +79,15 @@ class RedisClusterSet:
             server.start()
         nodes = [f"127.0.0.1:{s.port}" for s in self.servers]
         subprocess.run(
-            [_redis_cli(), "--cluster", "create", *nodes, "--cluster-replicas", "1"]
-            + ["--cluster-yes"],
+            [
+                _redis_cli(),
+                "--cluster",
+                "create",
+                *nodes,
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -90,15 +96,21 @@ class RedisClusterSet:
         self.wait_settled()
 
     def wait_settled(self) -> None:
-        """Until every running node says the cluster is ok and all 16,384 slots are served."""
+        """Until every running node says the cluster is ok and every replica of a running
+        master is in sync with it."""
 
         def ok() -> bool:
             for server in self.servers:
                 if not server.running:
                     continue
                 with server.client(retries=False) as client:
-                    info = client.cluster("info")
-                    if info.get("cluster_state") != "ok":
+                    if client.cluster("info").get("cluster_state") != "ok":
+                        return False
+                    replication = client.info("replication")
+                    if replication["role"] == "slave" and (
+                        replication["master_link_status"] != "up"
+                        or not _master_running(self.servers, int(replication["master_port"]))
+                    ):
                         return False
             return True
 
@@ -149,6 +161,10 @@ class RedisClusterSet:
             server.kill()
 
 
+def _master_running(servers: list[RedisServer], port: int) -> bool:
+    return any(s.port == port and s.running for s in servers)
+
+
 def _ranges(slots: list[list[str]]) -> list[list[str]]:
     return [r if len(r) > 1 else [r[0], r[0]] for r in slots]
 
@@ -192,6 +208,13 @@ class SentinelSet:
         with self.sentinel.client(retries=False) as client:
             _host, port = client.sentinel_get_master_addr_by_name(MASTER_NAME)
             return int(port)
+
+    def wait_master(self, server: RedisServer) -> None:
+        """Until the Sentinel names ``server`` the master (after a failover)."""
+        _wait(
+            f"the Sentinel to promote 127.0.0.1:{server.port}",
+            lambda: self.current_master_port() == server.port,
+        )
 
     def stop(self) -> None:
         for server in (self.sentinel, self.replica, self.master):

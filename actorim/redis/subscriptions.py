@@ -54,12 +54,15 @@ class Subscriptions:
 
     def subscribe(self, channels: list[str]) -> None:
         """Subscribe to ``channels``; each is confirmed by a ``confirm_kind`` message."""
-        for name, some in self._by_shard(channels).items():
-            pubsub = self._pubsub(name)
-            if self._sharded:
-                pubsub.ssubscribe(*some)
-            else:
-                pubsub.subscribe(*some)
+        if not self._sharded:
+            self._pubsub("").subscribe(*channels)
+            return
+        # One SSUBSCRIBE per slot: Redis refuses channels of several slots in one.
+        by_slot: dict[int, list[str]] = {}
+        for channel in channels:
+            by_slot.setdefault(self._client.keyslot(channel), []).append(channel)
+        for some in by_slot.values():
+            self._pubsub(self._shard_of(some[0])).ssubscribe(*some)
 
     def unsubscribe(self, channel: str) -> None:
         name = self._shard_of(channel)
@@ -97,12 +100,6 @@ class Subscriptions:
         if not self._sharded:
             return ""
         return str(self._client.get_node_from_key(channel).name)
-
-    def _by_shard(self, channels: list[str]) -> dict[str, list[str]]:
-        shards: dict[str, list[str]] = {}
-        for channel in channels:
-            shards.setdefault(self._shard_of(channel), []).append(channel)
-        return shards
 
     def _pubsub(self, name: str) -> Any:
         pubsub = self._pubsubs.get(name)
