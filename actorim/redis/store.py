@@ -1,4 +1,5 @@
-"""The message store in Redis: shared by every node of a cluster, ready for Redis Cluster.
+"""The message store in Redis: shared by every node of a cluster, on one Redis, Sentinel or a
+Redis Cluster (``actorim.redis.topology``).
 
 Layout. Everything one conversation owns sits under its hash tag, so one Lua script can append a
 message atomically on one shard (``ns`` is the namespace, ``conv`` the conversation key)::
@@ -72,7 +73,10 @@ Guarantees, and what they assume of Redis:
   published message, survives Redis being killed and restarted on the same files. With
   ``everysec`` up to a second of acknowledged messages can be lost. RDB snapshots
   (``save``) add nothing to this and are best off. A replica that takes over after a failover
-  may miss the last writes (replication is asynchronous); the store does not WAIT for replicas.
+  may miss the last writes (replication is asynchronous) unless the store is made with
+  ``min_replicas`` N: then every append pipeline ends with ``WAIT`` on each master it wrote to,
+  and a batch that fewer than N replicas confirmed within ``wait_timeout_ms`` raises
+  ``StoreUnavailable`` (stored on the master; resend with the same cids).
 - De-duplication is per conversation, as in every store: the same (sender, cid) sent to two
   conversations is two messages (a global index would also span shards).
 - Pending is never missing for an acknowledged direct message, and indexes on other shards are
