@@ -137,6 +137,22 @@ class RedisClusterSet:
                     return server
         raise AssertionError(f"no master serves {key!r}")
 
+    def migrate_slot(self, key: str, to: RedisServer) -> None:
+        """Move ``key``'s slot, with its keys, to the master ``to``, as ``redis-cli --cluster
+        reshard`` does for each slot: IMPORTING and MIGRATING, MIGRATE the keys in batches,
+        then SETSLOT NODE on the new owner, the old one and the others."""
+        source = self.master_of(key)
+        with source.client(retries=False) as src, to.client(retries=False) as dst:
+            slot = int(src.cluster("keyslot", key))
+            src_id, dst_id = src.cluster("myid"), dst.cluster("myid")
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10):
+                src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+            for server in [to, source, *(m for m in self.masters() if m not in (to, source))]:
+                with server.client(retries=False) as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
     def replica_of(self, master: RedisServer) -> RedisServer:
         for server in self.servers:
             if server.running and server is not master:

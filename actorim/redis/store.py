@@ -105,7 +105,13 @@ from typing import Any
 import msgpack
 import redis
 from redis.commands.core import Script
-from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisClusterException
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from actorim.domain.moderation import AuditEntry, Standing
 from actorim.domain.rooms import JoinOutcome, RoomInfo
@@ -1804,6 +1810,7 @@ _AWAY = (
     ClusterError,
     RedisClusterException,
     ReadOnlyError,
+    TryAgainError,  # a script's keys are half migrated: the slot is moving
 )
 
 
