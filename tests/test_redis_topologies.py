@@ -101,15 +101,23 @@ def _send_until_acked(client: Client, room: str, cid: str) -> tuple[dict[str, An
         gevent.sleep(0.05)
 
 
+def _sender_and_reader(
+    cluster: suite.Cluster, clients: list[Client], room: str, prefix: str
+) -> tuple[Client, Client]:
+    """Members of ``room``: a sender on node A, a reader on node B."""
+    sender = suite.connect(clients, cluster["A"], f"{prefix}-sender")
+    reader = suite.connect(clients, cluster["B"], f"{prefix}-reader")
+    sender.ok("join", room=room)
+    reader.ok("join", room=room)
+    return sender, reader
+
+
 @pytest.mark.parametrize("topology", ["cluster"], indirect=True)
 def test_a_room_whose_slot_migrates_while_messages_flow_loses_nothing(
     topology: RedisClusterSet, cluster: suite.Cluster, clients: list[Client]
 ) -> None:
     room = "migrating-room"
-    sender = suite.connect(clients, cluster["A"], "mig-sender")
-    reader = suite.connect(clients, cluster["B"], "mig-reader")
-    sender.ok("join", room=room)
-    reader.ok("join", room=room)
+    sender, reader = _sender_and_reader(cluster, clients, room, "mig")
     channel = ClusterKeys().room_channel(room)
     target = next(m for m in topology.masters() if m is not topology.master_of(channel))
 
@@ -142,10 +150,7 @@ def test_a_master_killed_mid_stream_loses_no_acknowledged_message_and_nodes_resu
     topology: RedisClusterSet | SentinelSet, cluster: suite.Cluster, clients: list[Client]
 ) -> None:
     room = "failover-room"
-    sender = suite.connect(clients, cluster["A"], "fo-sender")
-    reader = suite.connect(clients, cluster["B"], "fo-reader")
-    sender.ok("join", room=room)
-    reader.ok("join", room=room)
+    sender, reader = _sender_and_reader(cluster, clients, room, "fo")
     if isinstance(topology, RedisClusterSet):
         master = topology.master_of(ClusterKeys().room_channel(room))
         heir = topology.replica_of(master)

@@ -4,6 +4,8 @@ in each; a URL that names none is refused at start-up with the setting, never th
 from __future__ import annotations
 
 import pytest
+from redis.cluster import ClusterPipeline
+from redis.exceptions import AskError, MovedError, TryAgainError
 
 from actorim.redis.link import ClusterLink
 from actorim.redis.topology import parse_url
@@ -73,3 +75,9 @@ def test_a_url_that_names_no_topology_is_refused_with_the_setting_and_what_to_wr
 def test_a_node_refuses_a_bad_url_when_it_is_built() -> None:
     with pytest.raises(ValueError, match="names no master"):
         ClusterLink("redis+sentinel://127.0.0.1:1", "n1")
+
+
+def test_a_cluster_pipeline_sends_again_only_what_no_node_ran() -> None:
+    """MOVED, ASK and TRYAGAIN are answers of a node that did not run the command; after a lost
+    connection or a timeout the command may have run, so it is not sent again."""
+    assert set(ClusterPipeline.ERRORS_ALLOW_RETRY) == {MovedError, AskError, TryAgainError}

@@ -43,7 +43,12 @@ class ShardedScript(Script):
     def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
         if isinstance(client, ClusterPipeline):
             keys = list(keys or [])
-            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *(args or []))
+            command = ("EVALSHA", self.sha, len(keys), *keys, *(args or []))
+            if not keys:
+                return client.execute_command(*command)
+            # Routed here, by the slot of the first key (every key of a script shares it):
+            # left to the pipeline, each EVALSHA would cost a COMMAND GETKEYS round trip.
+            return client.execute_command(*command, target_nodes=client.get_node_from_key(keys[0]))
         return super().__call__(keys, args, client)
 
 

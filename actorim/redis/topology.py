@@ -35,7 +35,8 @@ from urllib.parse import parse_qsl, unquote
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import AskError, MovedError, TryAgainError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -145,6 +146,14 @@ def _host(url: str, part: str, default_port: int) -> tuple[str, int]:
     if port and not (port.isdigit() and 0 < int(port) < 65536):
         raise _invalid(url, f"has a bad port {port!r} for host {host!r}")
     return host, int(port) if port else default_port
+
+
+# A cluster pipeline sends again, one by one, the commands that failed with one of these. redis-py
+# lists connection errors and timeouts there too, but a command whose answer was lost may have
+# run (an append stored twice, a WAIT answered on another connection that wrote nothing); only
+# the answers of a node that did not run the command stay: MOVED, ASK, TRYAGAIN. The class
+# reads the tuple from itself, so it is set on it, once, for every cluster client of the process.
+ClusterPipeline.ERRORS_ALLOW_RETRY = (MovedError, AskError, TryAgainError)  # type: ignore[assignment]
 
 
 def _fail_fast() -> dict[str, Any]:
