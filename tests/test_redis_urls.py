@@ -3,6 +3,9 @@ in each; a URL that names none is refused at start-up with the setting, never th
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from redis.cluster import ClusterPipeline
 from redis.exceptions import AskError, MovedError, TryAgainError
@@ -81,3 +84,9 @@ def test_a_cluster_pipeline_sends_again_only_what_no_node_ran() -> None:
     """MOVED, ASK and TRYAGAIN are answers of a node that did not run the command; after a lost
     connection or a timeout the command may have run, so it is not sent again."""
     assert set(ClusterPipeline.ERRORS_ALLOW_RETRY) == {MovedError, AskError, TryAgainError}
+
+
+def test_the_urls_of_the_deploy_docs_name_the_topologies_they_describe() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text()
+    urls = re.findall(r"^REDIS_URL=(\S+)$", text, re.M)
+    assert [parse_url(url).kind for url in urls] == ["cluster", "sentinel"]
