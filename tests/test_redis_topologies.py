@@ -170,6 +170,8 @@ def test_a_master_killed_mid_stream_loses_no_acknowledged_message_and_nodes_resu
         if n == BEFORE_KILL:
             master.kill()
             reviving = gevent.spawn(revive)
+            # The link counts unhealthy at once (a subscription is gone): not ready.
+            wait_until(lambda: cluster["B"].ready_status() == 503, what="B not ready")
         data, overloaded = _send_until_acked(sender, room, f"fo-{n}")
         acked[f"fo-{n}"] = data["seq"]
         refused += overloaded

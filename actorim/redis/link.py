@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import msgpack
 import redis
 from pykka import ActorRef
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
@@ -176,8 +177,18 @@ class ClusterLink:
         return publish(target, self.sharded, channel, payload)
 
     def ping(self) -> None:
-        """The breaker's probe: raises when Redis does not answer."""
-        self.client.ping()
+        """The breaker's probe: raises when Redis does not answer; on a cluster, when any
+        master does not (a shard failing over refuses its rooms' sends until it is back), and
+        then the slot map is read again, for the replica that takes over."""
+        if not self.sharded:
+            self.client.ping()
+            return
+        try:
+            self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+        except (redis.RedisError, OSError):
+            with contextlib.suppress(redis.RedisError, OSError):
+                self.client.nodes_manager.initialize()
+            raise
 
     # -- presence --------------------------------------------------------------------------
 
