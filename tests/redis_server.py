@@ -93,6 +93,7 @@ class RedisServer:
         binary: str,
         args: tuple[str, ...] = (),
         config: Path | None = None,
+        password: str | None = None,
     ) -> None:
         self.directory = directory
         self.binary = binary
@@ -101,6 +102,9 @@ class RedisServer:
         # A config file first on the command line: a Sentinel's (``args=("--sentinel",)``),
         # which it rewrites, and which takes no durable settings.
         self.config = config
+        # With a password the server requires it (requirepass), of its replicas too
+        # (masterauth), and the clients made here give it.
+        self.password = password
         self._fixed_port = port is not None
         self.port = port if port is not None else _free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -117,6 +121,7 @@ class RedisServer:
         """A client of this server; ``retries=False`` for one that fails at once when it is down."""
         if not options.pop("retries", True):
             options["retry"] = Retry(NoBackoff(), 0)
+        options.setdefault("password", self.password)
         options.setdefault("socket_timeout", 5.0)
         options.setdefault("socket_connect_timeout", 2.0)
         return redis.Redis(host="127.0.0.1", port=self.port, **options)
@@ -129,6 +134,8 @@ class RedisServer:
         for attempt in range(_PORT_TRIES):
             first = [] if self.config is None else [str(self.config)]
             durable = DURABLE_SETTINGS if self.config is None else ()
+            if self.password is not None:
+                durable = (*durable, "--requirepass", self.password, "--masterauth", self.password)
             self._process = subprocess.Popen(
                 [
                     self.binary,

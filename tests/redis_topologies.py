@@ -7,8 +7,8 @@
 - ``SentinelSet``: a master, its replica and one Sentinel with quorum 1 and a short
   ``down-after-milliseconds``. Its URL is ``redis+sentinel://<sentinel>/<master name>``.
 
-Every server runs with the durable settings of tests/redis_server.py, on free loopback ports,
-never the machine's own Redis.
+Every data server requires ``PASSWORD`` (the URLs carry it) and runs with the durable settings
+of tests/redis_server.py, on free loopback ports, never the machine's own Redis.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ CLUSTER_NODE_TIMEOUT_MS = 1000
 SENTINEL_DOWN_MS = 1000
 SENTINEL_FAILOVER_MS = 3000
 MASTER_NAME = "actorim-test"
+# The data servers' password (requirepass), with characters a URL must escape.
+PASSWORD = "pw:with@odd/chars"
+QUOTED = "pw%3Awith%40odd%2Fchars"
 # How long a new cluster or a failover may take to settle.
 SETTLE_TIMEOUT = 30.0
 
@@ -67,12 +70,14 @@ class RedisClusterSet:
             "0",  # a replica may always take over, however long since it heard its master
         )
         self.servers = [
-            RedisServer(directory / f"node-{n}", binary=binary, args=args) for n in range(size)
+            RedisServer(directory / f"node-{n}", binary=binary, args=args, password=PASSWORD)
+            for n in range(size)
         ]
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+        nodes = ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+        return f"redis+cluster://:{QUOTED}@{nodes}"
 
     def start(self) -> None:
         for server in self.servers:
@@ -87,6 +92,9 @@ class RedisClusterSet:
                 "--cluster-replicas",
                 "1",
                 "--cluster-yes",
+                "-a",
+                PASSWORD,
+                "--no-auth-warning",
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -148,7 +156,9 @@ class RedisClusterSet:
             dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
             while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10):
-                src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", *keys)
+                src.execute_command(
+                    "MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "AUTH", PASSWORD, "KEYS", *keys
+                )
             for server in [to, source, *(m for m in self.masters() if m not in (to, source))]:
                 with server.client(retries=False) as client:
                     client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
@@ -191,13 +201,13 @@ class SentinelSet:
     def __init__(self, directory: Path) -> None:
         binary = find_redis_server()
         self.directory = directory
-        self.master = RedisServer(directory / "master", binary=binary)
-        self.replica = RedisServer(directory / "replica", binary=binary)
+        self.master = RedisServer(directory / "master", binary=binary, password=PASSWORD)
+        self.replica = RedisServer(directory / "replica", binary=binary, password=PASSWORD)
         self.sentinel = RedisServer(directory / "sentinel", binary=binary)
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{MASTER_NAME}"
+        return f"redis+sentinel://:{QUOTED}@127.0.0.1:{self.sentinel.port}/{MASTER_NAME}"
 
     def start(self) -> None:
         self.master.start()
@@ -209,6 +219,7 @@ class SentinelSet:
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 1\n"
             f"sentinel down-after-milliseconds {MASTER_NAME} {SENTINEL_DOWN_MS}\n"
             f"sentinel failover-timeout {MASTER_NAME} {SENTINEL_FAILOVER_MS}\n"
+            f"sentinel auth-pass {MASTER_NAME} {PASSWORD}\n"
         )
         self.sentinel.args = ("--sentinel",)
         self.sentinel.config = config

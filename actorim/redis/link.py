@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import gevent
 import msgpack
 import redis
 from pykka import ActorRef
-from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
@@ -183,12 +183,16 @@ class ClusterLink:
         if not self.sharded:
             self.client.ping()
             return
-        try:
-            self.client.ping(target_nodes=RedisCluster.PRIMARIES)
-        except (redis.RedisError, OSError):
+        client = self.client
+        pings = [
+            gevent.spawn(client.get_redis_connection(node).ping) for node in client.get_primaries()
+        ]
+        gevent.joinall(pings)  # side by side: the probe takes one round trip, not one a shard
+        failed = next((p.exception for p in pings if p.exception is not None), None)
+        if failed is not None:
             with contextlib.suppress(redis.RedisError, OSError):
-                self.client.nodes_manager.initialize()
-            raise
+                client.nodes_manager.initialize()
+            raise failed
 
     # -- presence --------------------------------------------------------------------------
 
