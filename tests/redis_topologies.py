@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from tests.redis_server import RedisServer, find_redis_server
+from tests.redis_server import RedisServer, TlsFiles, find_redis_server
 
 __all__ = ["MASTER_NAME", "RedisClusterSet", "SentinelSet"]
 
@@ -57,8 +57,12 @@ def _wait(what: str, check: object, timeout: float = SETTLE_TIMEOUT) -> None:
 class RedisClusterSet:
     """Six redis-server processes made one Redis Cluster; see the module docstring."""
 
-    def __init__(self, directory: Path, *, size: int = 6) -> None:
+    def __init__(
+        self, directory: Path, *, size: int = 6, replicas: int = 1, tls: TlsFiles | None = None
+    ) -> None:
         binary = find_redis_server()
+        self.replicas = replicas
+        self.tls = tls
         args = (
             "--cluster-enabled",
             "yes",
@@ -70,14 +74,18 @@ class RedisClusterSet:
             "0",  # a replica may always take over, however long since it heard its master
         )
         self.servers = [
-            RedisServer(directory / f"node-{n}", binary=binary, args=args, password=PASSWORD)
+            RedisServer(
+                directory / f"node-{n}", binary=binary, args=args, password=PASSWORD, tls=tls
+            )
             for n in range(size)
         ]
 
     @property
     def url(self) -> str:
         nodes = ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
-        return f"redis+cluster://:{QUOTED}@{nodes}"
+        if self.tls is None:
+            return f"redis+cluster://:{QUOTED}@{nodes}"
+        return f"rediss+cluster://:{QUOTED}@{nodes}?ssl_ca_certs={self.tls.cert}"
 
     def start(self) -> None:
         for server in self.servers:
@@ -86,11 +94,12 @@ class RedisClusterSet:
         subprocess.run(
             [
                 _redis_cli(),
+                *_cli_tls(self.tls),
                 "--cluster",
                 "create",
                 *nodes,
                 "--cluster-replicas",
-                "1",
+                str(self.replicas),
                 "--cluster-yes",
                 "-a",
                 PASSWORD,
@@ -187,6 +196,10 @@ class RedisClusterSet:
             server.kill()
 
 
+def _cli_tls(tls: TlsFiles | None) -> list[str]:
+    return [] if tls is None else ["--tls", "--cacert", str(tls.cert)]
+
+
 def _master_running(servers: list[RedisServer], port: int) -> bool:
     return any(s.port == port and s.running for s in servers)
 
@@ -198,16 +211,20 @@ def _ranges(slots: list[list[str]]) -> list[list[str]]:
 class SentinelSet:
     """A master, a replica and one Sentinel watching them; see the module docstring."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, tls: TlsFiles | None = None) -> None:
         binary = find_redis_server()
         self.directory = directory
-        self.master = RedisServer(directory / "master", binary=binary, password=PASSWORD)
-        self.replica = RedisServer(directory / "replica", binary=binary, password=PASSWORD)
-        self.sentinel = RedisServer(directory / "sentinel", binary=binary)
+        self.tls = tls
+        self.master = RedisServer(directory / "master", binary=binary, password=PASSWORD, tls=tls)
+        self.replica = RedisServer(directory / "replica", binary=binary, password=PASSWORD, tls=tls)
+        self.sentinel = RedisServer(directory / "sentinel", binary=binary, tls=tls)
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://:{QUOTED}@127.0.0.1:{self.sentinel.port}/{MASTER_NAME}"
+        where = f"127.0.0.1:{self.sentinel.port}/{MASTER_NAME}"
+        if self.tls is None:
+            return f"redis+sentinel://:{QUOTED}@{where}"
+        return f"rediss+sentinel://:{QUOTED}@{where}?ssl_ca_certs={self.tls.cert}"
 
     def start(self) -> None:
         self.master.start()
