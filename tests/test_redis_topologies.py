@@ -1,9 +1,10 @@
 """The cluster suite against Redis Cluster and Sentinel, with real ``actorim serve`` nodes.
 
 One topology per module run (parametrised, module-scoped): a Redis Cluster of three masters and
-three replicas, then a Sentinel-watched master and replica; three nodes A, B and C on it with
-``redis_min_replicas=1``. Rooms, direct messages and presence across the nodes are the tests of
-tests/test_cluster.py, run on these topologies. Then a master is killed with SIGKILL while
+three replicas, then a Sentinel-watched master and replica, every server speaking TLS only and
+requiring a password (``rediss+cluster://`` and ``rediss+sentinel://`` URLs); three nodes A, B
+and C on it with ``redis_min_replicas=1``. Rooms, direct messages and presence across the
+nodes are the tests of tests/test_cluster.py, run on these topologies. Then a master is killed with SIGKILL while
 messages flow: sends are answered overloaded until a replica took over and the old master came
 back as its replica; no acknowledged message is missing or doubled (the counts are printed),
 the nodes are ready again, and ready means subscribed (an ephemeral event,
@@ -21,6 +22,7 @@ import pytest
 
 from actorim.redis.keys import ClusterKeys
 from tests import test_cluster as suite
+from tests.redis_server import make_tls
 from tests.redis_topologies import RedisClusterSet, SentinelSet
 from tests.support import Client, wait_until
 
@@ -38,7 +40,12 @@ def topology(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RedisClusterSet | SentinelSet]:
     directory = tmp_path_factory.mktemp(request.param)
-    made = RedisClusterSet(directory) if request.param == "cluster" else SentinelSet(directory)
+    tls = make_tls(directory / "tls")
+    made = (
+        RedisClusterSet(directory, tls=tls)
+        if request.param == "cluster"
+        else SentinelSet(directory, tls=tls)
+    )
     try:
         made.start()
         yield made
@@ -52,7 +59,9 @@ def cluster(
 ) -> Iterator[suite.Cluster]:
     """Nodes A, B and C on ``topology``, acknowledging a send once a replica has it."""
     directory = tmp_path_factory.mktemp("nodes")
-    args = ("--redis-min-replicas", "1", "--redis-wait-timeout", "0.5")
+    # The default heartbeat: a TLS handshake costs CPU, and on a loaded machine reconnecting
+    # can take longer than tests/test_cluster.py's 0.2 s heartbeat allows.
+    args = ("--redis-min-replicas", "1", "--redis-wait-timeout", "0.5", "--redis-heartbeat", "1")
     nodes = {name: suite.NodeProcess(name, topology.url, directory, args=args) for name in "ABC"}
     try:
         suite.start_nodes(list(nodes.values()))

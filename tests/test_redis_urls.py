@@ -89,4 +89,9 @@ def test_a_cluster_pipeline_sends_again_only_what_no_node_ran() -> None:
 def test_the_urls_of_the_deploy_docs_name_the_topologies_they_describe() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "deploy.md").read_text()
     urls = re.findall(r"^REDIS_URL=(\S+)$", text, re.M)
-    assert [parse_url(url).kind for url in urls] == ["cluster", "sentinel"]
+    parsed = [parse_url(url) for url in urls]
+    assert [(t.kind, t.tls, t.password) for t in parsed] == [
+        ("cluster", True, "PASSWORD"),
+        ("sentinel", True, "PASSWORD"),
+    ]
+    assert all(t.options == {"ssl_ca_certs": "/etc/ssl/redis-ca.pem"} for t in parsed)
