@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -94,6 +95,31 @@ def test_presence_follows_a_user_across_nodes(
     suite.test_presence_follows_a_user_across_nodes_until_their_last_connection_is_gone(
         cluster, clients
     )
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[suite.Spawner]:
+    spawner = suite.Spawner(tmp_path)
+    yield spawner
+    spawner.kill_all()
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_a_killed_nodes_users_go_offline_and_leave_across_shards(
+    topology: RedisClusterSet, cluster: suite.Cluster, spawn: suite.Spawner, clients: list[Client]
+) -> None:
+    """The reaper reads and removes a dead node's records at once on the node's own slot, and
+    its users' presence and memberships on theirs; sessions are listed from every node's."""
+    suite.test_a_killed_nodes_users_are_announced_offline_and_leave_their_rooms_within_node_timeout(
+        cluster, spawn, clients
+    )
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_sessions_are_listed_from_every_nodes_keys_across_shards(
+    topology: RedisClusterSet, cluster: suite.Cluster, clients: list[Client]
+) -> None:
+    suite.test_list_sessions_names_every_connection_with_its_user_and_node(cluster, clients)
 
 
 def _send_until_acked(client: Client, room: str, cid: str) -> tuple[dict[str, Any], int]:

@@ -62,6 +62,7 @@ class ClusterLink:
         self._presence_adjust = register_script(self.client, scripts.PRESENCE_ADJUST)
         self._presence_settle = register_script(self.client, scripts.PRESENCE_SETTLE)
         self._member_adjust = register_script(self.client, scripts.MEMBER_ADJUST)
+        self._node_take = register_script(self.client, scripts.NODE_TAKE)
         if self.sharded:  # a cluster's pipelines need them loaded beforehand
             with contextlib.suppress(redis.RedisError):  # else on the first NOSCRIPT
                 load_scripts(self.client, self.scripts())
@@ -170,7 +171,31 @@ class ClusterLink:
 
     def scripts(self) -> list[Script]:
         """The link's scripts (to load again on a master that answered NOSCRIPT)."""
-        return [self._presence_adjust, self._presence_settle, self._member_adjust]
+        return [
+            self._presence_adjust,
+            self._presence_settle,
+            self._member_adjust,
+            self._node_take,
+        ]
+
+    def node_take(self, node: str) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """``node``'s connections per user and per (room, user), its records removed at once
+        (one slot); raises when Redis fails (the reaper's caller guards it)."""
+        keys = self.keys
+        users, members = self._node_take(
+            keys=[
+                keys.node_users(node),
+                keys.node_members(node),
+                keys.node_sessions(node),
+                keys.node_alive(node),
+            ]
+        )
+        per_user = {users[i].decode(): int(users[i + 1]) for i in range(0, len(users), 2)}
+        per_member = {}
+        for i in range(0, len(members), 2):
+            room, _, user = members[i].decode().partition("\x1f")
+            per_member[(room, user)] = int(members[i + 1])
+        return per_user, per_member
 
     def publish(self, target: Any, channel: str, payload: bytes) -> Any:
         """Publish through ``target`` (the client or a pipeline): SPUBLISH on a cluster."""

@@ -133,27 +133,15 @@ class NodeRegistryActor(GeventActor):
 
 def reap_node(link: ClusterLink, node: str) -> None:
     """Take ``node``'s connections out of presence and membership, announcing the changes."""
-    keys = link.keys
     # Read and removed at once (one hash slot): a node that registers again meanwhile adds
     # records that this reaping leaves alone.
-    pipe = link.client.pipeline(transaction=True)
-    pipe.hgetall(keys.node_users(node))
-    pipe.hgetall(keys.node_members(node))
-    pipe.delete(
-        keys.node_users(node),
-        keys.node_members(node),
-        keys.node_sessions(node),
-        keys.node_alive(node),
-    )
-    users, members, _ = pipe.execute()
-    for field, count in members.items():
-        room, _, user = field.decode().partition("\x1f")
-        if int(count) > 0:
-            link.member_adjust(room, user, -int(count), node=None)
-    for user_bytes, count in users.items():
-        user = user_bytes.decode()
-        if int(count) > 0:
-            link.presence_adjust(user, -int(count), node=None)
+    users, members = link.node_take(node)
+    for (room, user), count in members.items():
+        if count > 0:
+            link.member_adjust(room, user, -count, node=None)
+    for user, count in users.items():
+        if count > 0:
+            link.presence_adjust(user, -count, node=None)
         link.presence_settle(user)
 
 
