@@ -7,6 +7,10 @@
 - ``SentinelSet``: a master, its replica and one Sentinel with quorum 1 and a short
   ``down-after-milliseconds``. Its URL is ``redis+sentinel://<sentinel>/<master name>``.
 
+Fixtures: ``redis_cluster_session``, a cluster of three masters without replicas shared by the
+session, and ``redis_cluster_client``, a client of it, every master wiped (FLUSHALL) before the
+test: for the store's conformance suite.
+
 Every data server requires ``PASSWORD`` (the URLs carry it) and runs with the durable settings
 of tests/redis_server.py, on free loopback ports, never the machine's own Redis.
 """
@@ -16,13 +20,23 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
+from redis.cluster import RedisCluster
 
+from actorim.redis.topology import make_client
 from tests.redis_server import RedisServer, TlsFiles, find_redis_server
 
-__all__ = ["MASTER_NAME", "RedisClusterSet", "SentinelSet"]
+__all__ = [
+    "MASTER_NAME",
+    "RedisClusterSet",
+    "SentinelSet",
+    "redis_cluster_client",
+    "redis_cluster_session",
+]
 
 # How long a cluster node may be unreachable before its replica takes over (ms).
 CLUSTER_NODE_TIMEOUT_MS = 1000
@@ -263,3 +277,23 @@ class SentinelSet:
     def stop(self) -> None:
         for server in (self.sentinel, self.replica, self.master):
             server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterSet]:
+    """Three masters, no replicas, for the whole session."""
+    made = RedisClusterSet(tmp_path_factory.mktemp("redis-cluster"), size=3, replicas=0)
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+def redis_cluster_client(redis_cluster_session: RedisClusterSet) -> Iterator[RedisCluster]:
+    """A client of the session's cluster (as a node makes it), every master wiped first."""
+    client = make_client(redis_cluster_session.url)
+    client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield client
+    client.close()

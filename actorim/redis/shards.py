@@ -80,9 +80,13 @@ def publish(target: Any, sharded: bool, channel: str, payload: bytes) -> Any:
 
 
 def load_scripts(client: Any, scripts: Iterable[Script]) -> None:
-    """Load ``scripts`` on every master of the cluster (on the server, for a single Redis)."""
-    for script in scripts:
-        client.script_load(script.script)
+    """Load ``scripts`` on every master of the cluster (on the server, for a single Redis)
+    unless every master has them: one SCRIPT EXISTS per master when they are there."""
+    scripts = list(scripts)
+    there = client.script_exists(*(script.sha for script in scripts))
+    for script, loaded in zip(scripts, there, strict=True):
+        if not loaded:
+            client.script_load(script.script)
 
 
 def queue_wait(
