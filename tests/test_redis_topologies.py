@@ -238,3 +238,26 @@ def test_a_master_killed_mid_stream_loses_no_acknowledged_message_and_nodes_resu
         assert event["cid"] not in got, f"{event['cid']} delivered twice"
         got[event["cid"]] = event["seq"]
     assert got == acked
+
+
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_a_whole_cluster_away_and_back_leaves_the_nodes_running_and_then_ready(
+    topology: RedisClusterSet, cluster: suite.Cluster, clients: list[Client]
+) -> None:
+    """With no cluster node reachable, redis-py raises errors that are no RedisError (no node
+    to read the slot map from): the nodes keep running, unready, and recover."""
+    for server in topology.servers:
+        server.kill()
+    for node in cluster.nodes.values():
+        wait_until(lambda n=node: n.breaker_state() == 2, what=f"{node.name}'s breaker open")
+    for server in topology.servers:
+        server.start()
+    topology.wait_settled()
+    for node in cluster.nodes.values():
+        wait_until(lambda n=node: n.ready_status() == 200, what=f"{node.name} ready again")
+        assert node.proc is not None and node.proc.poll() is None, f"{node.name} exited"
+    sender, reader = _sender_and_reader(cluster, clients, "back-room", "back")
+    # Restarted servers have no scripts: the first send may be answered overloaded (nothing
+    # of it ran, and the scripts are loaded again), its resend is stored.
+    sent, _overloaded = _send_until_acked(sender, "back-room", "back-1")
+    assert reader.event("msg", room="back-room")["mid"] == sent["mid"]

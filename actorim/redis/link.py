@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import gevent
 import msgpack
-import redis
 from pykka import ActorRef
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
@@ -31,7 +30,7 @@ from actorim.redis import scripts
 from actorim.redis.keys import ClusterKeys
 from actorim.redis.replies import answer
 from actorim.redis.shards import is_sharded, load_scripts, publish, register_script
-from actorim.redis.topology import make_client, parse_url
+from actorim.redis.topology import REDIS_ERRORS, make_client, parse_url
 
 __all__ = ["ROOM_EVENT", "USER_EVENT", "ClusterLink", "make_client"]
 
@@ -64,7 +63,7 @@ class ClusterLink:
         self._member_adjust = register_script(self.client, scripts.MEMBER_ADJUST)
         self._node_take = register_script(self.client, scripts.NODE_TAKE)
         if self.sharded:  # a cluster's pipelines need them loaded beforehand
-            with contextlib.suppress(redis.RedisError):  # else on the first NOSCRIPT
+            with contextlib.suppress(*REDIS_ERRORS):  # else on the first NOSCRIPT
                 load_scripts(self.client, self.scripts())
         self.breaker: ActorRef[Any] | None = None
         self.breaker_state = BreakerState.CLOSED
@@ -161,11 +160,11 @@ class ClusterLink:
         except NoScriptError as exc:
             # A replica took over and has no scripts: nothing of the call ran. Loaded again
             # here; what the call would have changed is re-counted on recovery.
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 load_scripts(self.client, self.scripts())
             self.report_failure(what, exc)
             return default
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.report_failure(what, exc)
             return default
 
@@ -215,7 +214,7 @@ class ClusterLink:
         gevent.joinall(pings)  # side by side: the probe takes one round trip, not one a shard
         failed = next((p.exception for p in pings if p.exception is not None), None)
         if failed is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 client.nodes_manager.initialize()
             raise failed
 

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import msgpack
-import redis
 from gevent.event import Event
 from pykka import ActorDeadError
 
@@ -38,6 +37,7 @@ from actorim.redis.revocations import REVOKED_EVENT, decode_revocation
 from actorim.redis.sessions import DISCONNECT_EVENT
 from actorim.redis.store import decode_published_fields, msgpack_map
 from actorim.redis.subscriptions import SlotMoved, Subscriptions
+from actorim.redis.topology import REDIS_ERRORS
 from supervisors import Backoff, GeventActor
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class ListenerActor(GeventActor):
             events.append(event)
         try:
             pubsub.subscribe(channels)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.link.report_failure("subscribe", exc)
             return False
         if self.link.refusing:
@@ -167,7 +167,7 @@ class ListenerActor(GeventActor):
                 self._connect()
                 attempt = 0
                 self._read()
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.link.set_subscribed(False)
                 self.link.report_failure("subscriptions", exc)
                 self._close_pubsub()

@@ -24,12 +24,12 @@ from typing import Any
 
 import gevent
 import msgpack
-import redis
 from pykka import ActorDeadError
 
 from actorim.redis.keys import ClusterKeys
 from actorim.redis.link import ClusterLink, make_client
 from actorim.redis.replies import answer
+from actorim.redis.topology import REDIS_ERRORS
 from supervisors import GeventActor
 
 __all__ = ["NodeRegistryActor", "list_sessions"]
@@ -157,7 +157,7 @@ def list_sessions(redis_url: str, *, namespace: str = "actorim") -> list[dict[st
             for sid, record in records.items():
                 sessions.append({"session": sid.decode(), **msgpack.unpackb(record, raw=False)})
         return sessions
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         msg = f"could not read the sessions from Redis at {redis_url}: {exc}"
         raise RuntimeError(msg) from exc
     finally:

@@ -127,7 +127,7 @@ from actorim.redis.shards import (
     register_script,
     replicated,
 )
-from actorim.redis.topology import make_client
+from actorim.redis.topology import REDIS_ERRORS, make_client
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -1022,7 +1022,7 @@ class RedisStore(Store):
     def _warn_unless_durable(self) -> None:
         try:
             reply: dict[Any, Any] = answer(self._client.config_get("append*"))
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return  # CONFIG is often disabled on managed Redis; the operator's docs say what to set
         config = {_text(k): _text(v) for k, v in reply.items()}
         if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
@@ -1053,7 +1053,7 @@ class RedisStore(Store):
         except NoScriptError as exc:
             # A replica took over and has no scripts: nothing of the call ran; load them for
             # the retry.
-            with suppress(redis.RedisError):
+            with suppress(*REDIS_ERRORS):
                 load_scripts(self._client, self._scripts())
             raise StoreUnavailable(
                 f"could not {what}: Redis at {self._where} had just changed masters ({exc}); retry"

@@ -22,6 +22,8 @@ import gevent
 import redis
 from gevent.queue import Empty, Queue
 
+from actorim.redis.topology import REDIS_ERRORS
+
 __all__ = ["SlotMoved", "Subscriptions"]
 
 
@@ -69,7 +71,7 @@ class Subscriptions:
         pubsub = self._pubsubs.get(name)
         if pubsub is None:
             return
-        with contextlib.suppress(redis.RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             if self._sharded:
                 pubsub.sunsubscribe(channel)
             else:

@@ -36,15 +36,26 @@ from urllib.parse import parse_qsl, unquote
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.exceptions import AskError, MovedError, TryAgainError
+from redis.exceptions import AskError, MovedError, RedisClusterException, TryAgainError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-__all__ = ["REDIS_SOCKET_TIMEOUT_S", "Kind", "Topology", "make_client", "parse_url"]
+__all__ = [
+    "REDIS_ERRORS",
+    "REDIS_SOCKET_TIMEOUT_S",
+    "Kind",
+    "Topology",
+    "make_client",
+    "parse_url",
+]
 
 # How long one Redis call may take before it counts as a failure of the link: a Redis that does
 # not answer within it is as bad as one that is down.
 REDIS_SOCKET_TIMEOUT_S = 2.0
+
+# Every failure of a call to Redis, whatever the topology: redis-py's cluster client raises some
+# (no reachable node, a slot no node serves) as a RedisClusterException, which is no RedisError.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, RedisClusterException)
 
 Kind = Literal["single", "cluster", "sentinel"]
 
