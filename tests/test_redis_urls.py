@@ -95,3 +95,12 @@ def test_the_urls_of_the_deploy_docs_name_the_topologies_they_describe() -> None
         ("sentinel", True, "PASSWORD"),
     ]
     assert all(t.options == {"ssl_ca_certs": "/etc/ssl/redis-ca.pem"} for t in parsed)
+
+
+def test_a_node_whose_redis_cluster_does_not_answer_at_start_says_so() -> None:
+    # Nothing listens on port 1 of the loopback: refused at once.
+    with pytest.raises(
+        ValueError, match=re.escape("no node of the Redis Cluster at 127.0.0.1:1")
+    ) as no:
+        ClusterLink("redis+cluster://:secretpw@127.0.0.1:1", "n1")
+    assert "secretpw" not in str(no.value)

@@ -190,11 +190,21 @@ def make_client(url: str | Topology) -> Any:
     if topology.kind == "single":
         return redis.Redis.from_url(topology.url, retry_on_timeout=False, **_fail_fast())
     if topology.kind == "cluster":
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
-            **_fail_fast(),
-            **_auth_tls(topology),
-        )
+        try:
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
+                **_fail_fast(),
+                **_auth_tls(topology),
+            )
+        except REDIS_ERRORS as exc:
+            # The cluster client reads the slot map as it is made: it cannot wait for Redis.
+            hosts = ",".join(f"{host}:{port}" for host, port in topology.hosts)
+            msg = (
+                f"no node of the Redis Cluster at {hosts} answered ({exc}): a node needs one"
+                " to read the slot map when it starts; check redis_url (--redis-url /"
+                " REDIS_URL) and that the cluster is up, then start the node again"
+            )
+            raise ValueError(msg) from exc
     sentinel_kwargs = {
         **_fail_fast(),
         "username": topology.options.get("sentinel_username"),
