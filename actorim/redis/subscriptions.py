@@ -49,13 +49,10 @@ class Subscriptions:
             # The slot map as it is now (after a failover or a migration: the new masters).
             client.nodes_manager.initialize()
 
-    @property
-    def shards(self) -> int:
-        """How many connections (shards) subscribe."""
-        return len(self._pubsubs)
-
     def subscribe(self, channels: list[str]) -> None:
         """Subscribe to ``channels``; each is confirmed by a ``confirm_kind`` message."""
+        if not channels:
+            return
         if not self._sharded:
             self._pubsub("").subscribe(*channels)
             return
