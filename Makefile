@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/connect.py
 	$(BIN)/python tests/benchmarks/counts.py
 	$(BIN)/python tests/benchmarks/quiet.py
+	$(BIN)/python tests/benchmarks/redis_topologies.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -243,7 +243,25 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # -- cluster
     Setting(
-        "redis_url", "", "Redis URL: set it to run several nodes as one cluster", env="REDIS_URL"
+        "redis_url",
+        "",
+        "Redis URL: set it to run several nodes as one cluster; redis:// (one server), "
+        "redis+cluster://host:port,host:port (Redis Cluster) or "
+        "redis+sentinel://host:port,host:port/master-name (Sentinel); rediss for TLS",
+        env="REDIS_URL",
+    ),
+    Setting(
+        "redis_min_replicas",
+        0,
+        "Redis replicas that must confirm a message (WAIT) before its send is acknowledged; "
+        "0 acknowledges once the master has it",
+        int,
+    ),
+    Setting(
+        "redis_wait_timeout",
+        0.5,
+        "seconds a send waits for redis_min_replicas replicas before it is answered overloaded",
+        float,
     ),
     Setting("redis_namespace", "actorim", "prefix of every Redis key and channel of the cluster"),
     Setting(
@@ -564,6 +582,8 @@ class Config:
     history_bytes_per_token: int = _BY_NAME["history_bytes_per_token"].default
     redis_url: str = _BY_NAME["redis_url"].default
     redis_namespace: str = _BY_NAME["redis_namespace"].default
+    redis_min_replicas: int = _BY_NAME["redis_min_replicas"].default
+    redis_wait_timeout: float = _BY_NAME["redis_wait_timeout"].default
     node_timeout: float = _BY_NAME["node_timeout"].default
     redis_heartbeat: float = _BY_NAME["redis_heartbeat"].default
     max_frame_size: int = _BY_NAME["max_frame_size"].default
@@ -715,6 +735,14 @@ class Config:
         if self.closing_read_limit < 0:
             invalid_setting(
                 "closing_read_limit", f"must be 0 or more, got {self.closing_read_limit}"
+            )
+        if self.redis_min_replicas < 0:
+            invalid_setting(
+                "redis_min_replicas", f"must be 0 or more, got {self.redis_min_replicas}"
+            )
+        if self.redis_wait_timeout < 0.001:
+            invalid_setting(
+                "redis_wait_timeout", f"must be 0.001 or more, got {self.redis_wait_timeout}"
             )
         if self.rate_abuse_rejections < 0:
             invalid_setting(

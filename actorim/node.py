@@ -317,6 +317,8 @@ class Node:
                 retention_count=self.config.retention_count,
                 max_age_ms=self.config.retention_ms,
                 outbox=_outbox(self.config),
+                min_replicas=self.config.redis_min_replicas,
+                wait_timeout_ms=max(1, round(self.config.redis_wait_timeout * 1000)),
             )
         return STORES[self.config.store].open(self.config)
 

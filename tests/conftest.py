@@ -34,10 +34,11 @@ sys.pycache_prefix = str(PYCACHE)
 
 # Rewritten like a test module, before its first import below: the modules that also load it
 # with ``pytest_plugins`` would otherwise get a warning that it was imported unrewritten.
-pytest.register_assert_rewrite("tests.redis_server")
+pytest.register_assert_rewrite("tests.redis_server", "tests.redis_topologies")
 
 from actorim.config import Config  # noqa: E402
 from tests.redis_server import redis_client, redis_server, redis_session  # noqa: E402, F401
+from tests.redis_topologies import redis_cluster_client, redis_cluster_session  # noqa: E402, F401
 from tests.support import Client, RunningNode  # noqa: E402
 
 # -- tiers: tests that start processes are marked, the rest is `make test-fast` ---------------
@@ -50,7 +51,15 @@ process and not slow"``."""
 
 # Fixtures that start a process (or share one started for the session): a test using one of
 # them, directly or through another fixture, is marked without saying so.
-PROCESS_FIXTURES = frozenset({"redis_session", "redis_client", "redis_server"})
+PROCESS_FIXTURES = frozenset(
+    {
+        "redis_session",
+        "redis_client",
+        "redis_server",
+        "redis_cluster_session",
+        "redis_cluster_client",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

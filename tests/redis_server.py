@@ -25,6 +25,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ from redis.retry import Retry
 __all__ = [
     "DURABLE_SETTINGS",
     "RedisServer",
+    "TlsFiles",
     "find_redis_server",
+    "make_tls",
     "redis_client",
     "redis_server",
     "redis_session",
@@ -78,6 +81,53 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A self-signed certificate for 127.0.0.1 and its key (``make_tls``)."""
+
+    cert: Path
+    key: Path
+
+    def args(self, port: int) -> list[str]:
+        """A server's listening arguments: TLS only, on ``port``."""
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(self.cert),
+            "--tls-key-file",
+            str(self.key),
+            "--tls-ca-cert-file",
+            str(self.cert),
+            "--tls-auth-clients",
+            "no",
+            "--tls-replication",
+            "yes",
+            "--tls-cluster",
+            "yes",
+        ]
+
+
+def make_tls(directory: Path) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1, made with openssl (fails the test without)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(directory / "cert.pem", directory / "key.pem")
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl makes the TLS tests' certificate: apt-get install openssl")
+    subject = ("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
+    output = ("-keyout", str(files.key), "-out", str(files.cert))
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", *subject, *output],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return files
+
+
 class RedisServer:
     """One redis-server process on 127.0.0.1, with its files in ``directory``.
 
@@ -85,9 +135,30 @@ class RedisServer:
     replays the same append-only file on the same address.
     """
 
-    def __init__(self, directory: Path, *, port: int | None = None, binary: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        binary: str,
+        args: tuple[str, ...] = (),
+        config: Path | None = None,
+        password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.directory = directory
         self.binary = binary
+        # More settings (cluster mode, a replica's master), after the durable ones.
+        self.args = args
+        # A config file first on the command line: a Sentinel's (``args=("--sentinel",)``),
+        # which it rewrites, and which takes no durable settings.
+        self.config = config
+        # With a password the server requires it (requirepass), of its replicas too
+        # (masterauth), and the clients made here give it.
+        self.password = password
+        # With TLS files the server listens with TLS only (its replication and cluster bus
+        # too), and the clients made here trust its certificate.
+        self.tls = tls
         self._fixed_port = port is not None
         self.port = port if port is not None else _free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -104,6 +175,10 @@ class RedisServer:
         """A client of this server; ``retries=False`` for one that fails at once when it is down."""
         if not options.pop("retries", True):
             options["retry"] = Retry(NoBackoff(), 0)
+        options.setdefault("password", self.password)
+        if self.tls is not None:
+            options.setdefault("ssl", True)
+            options.setdefault("ssl_ca_certs", str(self.tls.cert))
         options.setdefault("socket_timeout", 5.0)
         options.setdefault("socket_connect_timeout", 2.0)
         return redis.Redis(host="127.0.0.1", port=self.port, **options)
@@ -114,11 +189,16 @@ class RedisServer:
             raise RuntimeError(f"redis-server on port {self.port} is already running")
         self.directory.mkdir(parents=True, exist_ok=True)
         for attempt in range(_PORT_TRIES):
+            first = [] if self.config is None else [str(self.config)]
+            durable = DURABLE_SETTINGS if self.config is None else ()
+            if self.password is not None:
+                durable = (*durable, "--requirepass", self.password, "--masterauth", self.password)
+            listen = ["--port", str(self.port)] if self.tls is None else self.tls.args(self.port)
             self._process = subprocess.Popen(
                 [
                     self.binary,
-                    "--port",
-                    str(self.port),
+                    *first,
+                    *listen,
                     "--bind",
                     "127.0.0.1",
                     "--dir",
@@ -127,7 +207,8 @@ class RedisServer:
                     str(self.log),
                     "--daemonize",
                     "no",
-                    *DURABLE_SETTINGS,
+                    *durable,
+                    *self.args,
                 ],
                 cwd=self.directory,
                 stdin=subprocess.DEVNULL,

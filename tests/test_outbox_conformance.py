@@ -50,10 +50,16 @@ def open_redis(data_dir: Path, request: pytest.FixtureRequest) -> Store:
     return RedisStore(client, namespace=data_dir.name, outbox=WEBHOOKS.for_message)
 
 
+def open_redis_cluster(data_dir: Path, request: pytest.FixtureRequest) -> Store:
+    client = request.getfixturevalue("redis_cluster_client")
+    return RedisStore(client, namespace=data_dir.name, outbox=WEBHOOKS.for_message)
+
+
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
     "sqlite": open_sqlite,
     "memory": open_memory,
     "redis": open_redis,
+    "redis-cluster": open_redis_cluster,
 }
 
 

@@ -57,16 +57,22 @@ def open_redis(data_dir: Path, request: pytest.FixtureRequest) -> Store:
     return RedisStore(request.getfixturevalue("redis_client"), namespace=data_dir.name)
 
 
+def open_redis_cluster(data_dir: Path, request: pytest.FixtureRequest) -> Store:
+    # One Redis Cluster of three masters per session, wiped per test (tests/redis_topologies.py).
+    return RedisStore(request.getfixturevalue("redis_cluster_client"), namespace=data_dir.name)
+
+
 # Each factory opens a new, empty store keeping its files (if any) in the empty directory given
 # (and taking what else it needs, such as a Redis server, from the test's fixtures).
 BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
     "sqlite": open_sqlite,
     "memory": open_memory,
     "redis": open_redis,
+    "redis-cluster": open_redis_cluster,
 }
 
 # Backends that start a process (the session's redis-server) leave the fast tier.
-PROCESS_BACKENDS = frozenset({"redis"})
+PROCESS_BACKENDS = frozenset({"redis", "redis-cluster"})
 
 
 def backend_params(names: list[str]) -> list[Any]:
@@ -92,7 +98,10 @@ class Leeway:
 
 # Redis keeps each conversation on one shard: a global age order would span shards (see
 # actorim/redis/store.py).
-LEEWAY: dict[str, Leeway] = {"redis": Leeway(age_order_across_convs=True)}
+LEEWAY: dict[str, Leeway] = {
+    "redis": Leeway(age_order_across_convs=True),
+    "redis-cluster": Leeway(age_order_across_convs=True),
+}
 
 StoreFactory = Callable[[], Store]
 
@@ -1495,7 +1504,12 @@ def failing_redis(
     """``conv``'s cid index holds a string: Redis refuses that message's script (WRONGTYPE) at
     its first command, before it writes anything, as it refuses a script when out of memory."""
     cids = cast(RedisStore, store).keys.conversation(conv)[2]
-    client = request.getfixturevalue("redis_client")  # the client the store was opened on
+    # The client the store was opened on.
+    client = request.getfixturevalue(
+        "redis_cluster_client"
+        if request.node.callspec.params.get("backend") == "redis-cluster"
+        else "redis_client"
+    )
     client.set(cids, b"not a hash")
     yield
     client.delete(cids)
@@ -1526,6 +1540,7 @@ FAILURES: dict[str, FailureFactory] = {
     "sqlite": failing_sqlite,
     "memory": failing_memory,
     "redis": failing_redis,
+    "redis-cluster": failing_redis,
 }
 
 
@@ -1823,8 +1838,13 @@ class Observer:
         return seen
 
 
+# Not on the Redis Cluster: its scripts are the single Redis's, and the tests above run every
+# operation on it (a key of another slot would fail there); the walk would add half a minute.
 @pytest.mark.slow  # bulk: a 400-step random walk
-@pytest.mark.parametrize("backend", backend_params([name for name in BACKENDS if name != "memory"]))
+@pytest.mark.parametrize(
+    "backend",
+    backend_params([name for name in BACKENDS if name not in ("memory", "redis-cluster")]),
+)
 def test_backend_answers_every_call_as_the_memory_store_does(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import gevent
 import msgpack
-import redis
 from pykka import ActorRef
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from actorim.breaker.actor import ReportFailure, ReportSuccess
 from actorim.breaker.machine import BreakerState, Transition
@@ -29,16 +29,14 @@ from actorim.domain.presence import OFFLINE, ONLINE, Status
 from actorim.redis import scripts
 from actorim.redis.keys import ClusterKeys
 from actorim.redis.replies import answer
+from actorim.redis.shards import is_sharded, load_scripts, publish, register_script
+from actorim.redis.topology import REDIS_ERRORS, make_client, parse_url
 
-__all__ = ["ROOM_EVENT", "USER_EVENT", "ClusterLink"]
+__all__ = ["ROOM_EVENT", "USER_EVENT", "ClusterLink", "make_client"]
 
 logger = logging.getLogger("actorim.cluster")
 
 T = TypeVar("T")
-
-# How long one Redis call may take before it counts as a failure of the link: a Redis that does
-# not answer within it is as bad as one that is down.
-REDIS_SOCKET_TIMEOUT_S = 2.0
 
 # The kind of an ephemeral room event on a room's channel: the event, its room and origin.
 ROOM_EVENT = "room_event"
@@ -49,17 +47,6 @@ USER_EVENT = "user_event"
 _STATE_NUMBERS = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
-def make_client(url: str) -> redis.Redis:
-    """A client that fails fast: no silent retries (a retried append could store twice)."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-    )
-
-
 class ClusterLink:
     """The node's link to Redis; see the module docstring."""
 
@@ -67,10 +54,17 @@ class ClusterLink:
         self.url = url
         self.node_id = node_id
         self.keys = ClusterKeys(namespace)
-        self.client = make_client(url)
-        self._presence_adjust = self.client.register_script(scripts.PRESENCE_ADJUST)
-        self._presence_settle = self.client.register_script(scripts.PRESENCE_SETTLE)
-        self._member_adjust = self.client.register_script(scripts.MEMBER_ADJUST)
+        self.topology = parse_url(url)
+        self.client = make_client(self.topology)
+        # A Redis Cluster: publish with SPUBLISH, listen per shard with SSUBSCRIBE.
+        self.sharded = is_sharded(self.client)
+        self._presence_adjust = register_script(self.client, scripts.PRESENCE_ADJUST)
+        self._presence_settle = register_script(self.client, scripts.PRESENCE_SETTLE)
+        self._member_adjust = register_script(self.client, scripts.MEMBER_ADJUST)
+        self._node_take = register_script(self.client, scripts.NODE_TAKE)
+        if self.sharded:  # a cluster's pipelines need them loaded beforehand
+            with contextlib.suppress(*REDIS_ERRORS):  # else on the first NOSCRIPT
+                load_scripts(self.client, self.scripts())
         self.breaker: ActorRef[Any] | None = None
         self.breaker_state = BreakerState.CLOSED
         self.link_failures = 0
@@ -78,10 +72,9 @@ class ClusterLink:
         # Channels the listener subscribes to, with how many wanters; kept here so that a
         # restarted listener subscribes to the same set. Presence and revocations are always
         # wanted.
-        self.wanted: dict[str, int] = {
-            self.keys.presence_channel: 1,
-            self.keys.revocations_channel: 1,
-        }
+        self.wanted: dict[str, int] = dict.fromkeys(
+            [*self.keys.presence_channels, self.keys.revocations_channel], 1
+        )
         # The node's listener (an actor) while it runs, None while it restarts: the broker
         # asks it to subscribe.
         self.listener: ActorRef[Any] | None = None
@@ -164,13 +157,66 @@ class ClusterLink:
             return default
         try:
             return call()
-        except (redis.RedisError, OSError) as exc:
+        except NoScriptError as exc:
+            # A replica took over and has no scripts: nothing of the call ran. Loaded again
+            # here; what the call would have changed is re-counted on recovery.
+            with contextlib.suppress(*REDIS_ERRORS):
+                load_scripts(self.client, self.scripts())
+            self.report_failure(what, exc)
+            return default
+        except REDIS_ERRORS as exc:
             self.report_failure(what, exc)
             return default
 
+    def scripts(self) -> list[Script]:
+        """The link's scripts (to load again on a master that answered NOSCRIPT)."""
+        return [
+            self._presence_adjust,
+            self._presence_settle,
+            self._member_adjust,
+            self._node_take,
+        ]
+
+    def node_take(self, node: str) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """``node``'s connections per user and per (room, user), its records removed at once
+        (one slot); raises when Redis fails (the reaper's caller guards it)."""
+        keys = self.keys
+        users, members = self._node_take(
+            keys=[
+                keys.node_users(node),
+                keys.node_members(node),
+                keys.node_sessions(node),
+                keys.node_alive(node),
+            ]
+        )
+        per_user = {users[i].decode(): int(users[i + 1]) for i in range(0, len(users), 2)}
+        per_member = {}
+        for i in range(0, len(members), 2):
+            room, _, user = members[i].decode().partition("\x1f")
+            per_member[(room, user)] = int(members[i + 1])
+        return per_user, per_member
+
+    def publish(self, target: Any, channel: str, payload: bytes) -> Any:
+        """Publish through ``target`` (the client or a pipeline): SPUBLISH on a cluster."""
+        return publish(target, self.sharded, channel, payload)
+
     def ping(self) -> None:
-        """The breaker's probe: raises when Redis does not answer."""
-        self.client.ping()
+        """The breaker's probe: raises when Redis does not answer; on a cluster, when any
+        master does not (a shard failing over refuses its rooms' sends until it is back), and
+        then the slot map is read again, for the replica that takes over."""
+        if not self.sharded:
+            self.client.ping()
+            return
+        client = self.client
+        pings = [
+            gevent.spawn(client.get_redis_connection(node).ping) for node in client.get_primaries()
+        ]
+        gevent.joinall(pings)  # side by side: the probe takes one round trip, not one a shard
+        failed = next((p.exception for p in pings if p.exception is not None), None)
+        if failed is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                client.nodes_manager.initialize()
+            raise failed
 
     # -- presence --------------------------------------------------------------------------
 
@@ -185,8 +231,8 @@ class ClusterLink:
             if node is not None:
                 pipe.hincrby(keys.node_users(node), user, delta)
             self._presence_adjust(
-                keys=[keys.presence_counts, keys.presence_state],
-                args=[user, delta, _now_ms(), keys.presence_channel],
+                keys=[keys.presence_counts(user), keys.presence_state(user)],
+                args=[user, delta, _now_ms(), keys.presence_shard(user)],
                 client=pipe,
             )
             return int(pipe.execute()[-1])
@@ -199,8 +245,8 @@ class ClusterLink:
         self.guarded(
             "presence",
             lambda: self._presence_settle(
-                keys=[keys.presence_counts, keys.presence_state],
-                args=[user, ts_ms or _now_ms(), keys.presence_channel],
+                keys=[keys.presence_counts(user), keys.presence_state(user)],
+                args=[user, ts_ms or _now_ms(), keys.presence_shard(user)],
             ),
             None,
         )
@@ -212,10 +258,17 @@ class ClusterLink:
             return {}
 
         def call() -> dict[str, Status]:
-            states: list[bytes | None] = answer(self.client.hmget(self.keys.presence_state, users))
-            return {
-                u: ONLINE if s == b"online" else OFFLINE for u, s in zip(users, states, strict=True)
-            }
+            by_shard: dict[str, list[str]] = {}
+            for user in users:
+                by_shard.setdefault(self.keys.presence_state(user), []).append(user)
+            pipe = self.client.pipeline(transaction=False)
+            for key, some in by_shard.items():
+                pipe.hmget(key, some)
+            found: dict[str, Status] = {}
+            for some, states in zip(by_shard.values(), pipe.execute(), strict=True):
+                for u, s in zip(some, states, strict=True):
+                    found[u] = ONLINE if s == b"online" else OFFLINE
+            return found
 
         return self.guarded("presence", call, None)
 
@@ -296,9 +349,8 @@ class ClusterLink:
         ``room_event`` that names the connection it came from (``node/conn``)."""
         wrapped = {"t": ROOM_EVENT, "room": room, "event": event, "origin": origin}
         payload = msgpack.packb(wrapped, use_bin_type=True)
-        self.guarded(
-            "publish", lambda: self.client.publish(self.keys.room_channel(room), payload), None
-        )
+        channel = self.keys.room_channel(room)
+        self.guarded("publish", lambda: self.publish(self.client, channel, payload), None)
 
     def publish_to_user(self, user: str, event: dict[str, Any], origin: str | None = None) -> None:
         """Publish an event (a receipt) to every node with a connection of ``user``; with
@@ -307,9 +359,8 @@ class ClusterLink:
         if origin is not None:
             event = {"t": USER_EVENT, "event": event, "origin": origin}
         payload = msgpack.packb(event, use_bin_type=True)
-        self.guarded(
-            "publish", lambda: self.client.publish(self.keys.user_channel(user), payload), None
-        )
+        channel = self.keys.user_channel(user)
+        self.guarded("publish", lambda: self.publish(self.client, channel, payload), None)
 
 
 def _glob_escape(text: str) -> str:

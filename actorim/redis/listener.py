@@ -9,10 +9,13 @@ room events (not stored, no seq) for the rooms, presence events for the presence
 token revocations (always subscribed, like presence).
 It names no runtime actor or link: the events' origins too are resolved by the delivery.
 
-A reader greenlet owned by the actor blocks on the subscription. When the connection to Redis
-breaks it tells the breaker, and subscribes again to every wanted channel; only when every
-subscription is confirmed does the link count as healthy again. A reader that fails for any
-other reason fails the actor, so its supervisor restarts it: the listener never dies silently.
+A reader greenlet owned by the actor blocks on the subscriptions (``Subscriptions``: one
+connection with SUBSCRIBE on a single Redis or under Sentinel, one per shard with SSUBSCRIBE on
+a Redis Cluster). When a connection to Redis breaks, or a shard drops a channel whose slot
+moved, it tells the breaker and subscribes again to every wanted channel on the slot map as it
+is now; only when every subscription is confirmed does the link count as healthy again. A
+reader that fails for any other reason fails the actor, so its supervisor restarts it: the
+listener never dies silently.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import msgpack
-import redis
 from gevent.event import Event
 from pykka import ActorDeadError
 
@@ -34,6 +36,8 @@ from actorim.redis.link import ROOM_EVENT, USER_EVENT, ClusterLink
 from actorim.redis.revocations import REVOKED_EVENT, decode_revocation
 from actorim.redis.sessions import DISCONNECT_EVENT
 from actorim.redis.store import decode_published_fields, msgpack_map
+from actorim.redis.subscriptions import SlotMoved, Subscriptions
+from actorim.redis.topology import REDIS_ERRORS
 from supervisors import Backoff, GeventActor
 
 if TYPE_CHECKING:
@@ -131,8 +135,7 @@ class ListenerActor(GeventActor):
             return
         self.wanted.pop(channel, None)
         if self._pubsub is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                self._pubsub.unsubscribe(channel)
+            self._pubsub.unsubscribe(channel)
 
     def _subscribe_and_wait(self, channels: list[str]) -> bool:
         pubsub = self._pubsub
@@ -143,8 +146,8 @@ class ListenerActor(GeventActor):
             event = self._confirmed.setdefault(channel, Event())
             events.append(event)
         try:
-            pubsub.subscribe(*channels)
-        except (redis.RedisError, OSError) as exc:
+            pubsub.subscribe(channels)
+        except REDIS_ERRORS as exc:
             self.link.report_failure("subscribe", exc)
             return False
         if self.link.refusing:
@@ -164,7 +167,7 @@ class ListenerActor(GeventActor):
                 self._connect()
                 attempt = 0
                 self._read()
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.link.set_subscribed(False)
                 self.link.report_failure("subscriptions", exc)
                 self._close_pubsub()
@@ -182,15 +185,17 @@ class ListenerActor(GeventActor):
 
     def _connect(self) -> None:
         self._confirmed = {channel: Event() for channel in self.wanted}
-        pubsub = self.link.client.pubsub(ignore_subscribe_messages=False)
-        channels = list(self.wanted)
-        pubsub.subscribe(*channels)  # connects; raises while Redis is down
+        pubsub = Subscriptions(
+            self.link.client, sharded=self.link.sharded, read_timeout=READ_TIMEOUT_S
+        )
         self._pubsub = pubsub
+        channels = list(self.wanted)
+        pubsub.subscribe(channels)  # connects; raises while Redis is down
         late = [channel for channel in self.wanted if channel not in self._confirmed]
         if late:  # wanted while the connection was being made
             for channel in late:
                 self._confirmed[channel] = Event()
-            pubsub.subscribe(*late)
+            pubsub.subscribe(late)
         while not all(event.is_set() for event in self._confirmed.values()):
             self._handle(pubsub.get_message(timeout=READ_TIMEOUT_S))
         self.link.set_subscribed(True)
@@ -212,11 +217,17 @@ class ListenerActor(GeventActor):
             return
         kind = message["type"]
         channel = message["channel"].decode()
-        if kind == "subscribe":
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        if kind == pubsub.confirm_kind:
             event = self._confirmed.get(channel)
             if event is not None:
                 event.set()
-        elif kind == "message":
+        elif kind == pubsub.drop_kind and channel in self.wanted:
+            # Dropped by a shard that does not serve the channel's slot any more.
+            raise SlotMoved(f"Redis dropped the subscription to {channel}: its slot moved")
+        elif kind == pubsub.message_kind:
             try:
                 self._dispatch(channel, message["data"])
             except Exception:

@@ -24,12 +24,12 @@ from typing import Any
 
 import gevent
 import msgpack
-import redis
 from pykka import ActorDeadError
 
 from actorim.redis.keys import ClusterKeys
 from actorim.redis.link import ClusterLink, make_client
 from actorim.redis.replies import answer
+from actorim.redis.topology import REDIS_ERRORS
 from supervisors import GeventActor
 
 __all__ = ["NodeRegistryActor", "list_sessions"]
@@ -133,27 +133,15 @@ class NodeRegistryActor(GeventActor):
 
 def reap_node(link: ClusterLink, node: str) -> None:
     """Take ``node``'s connections out of presence and membership, announcing the changes."""
-    keys = link.keys
     # Read and removed at once (one hash slot): a node that registers again meanwhile adds
     # records that this reaping leaves alone.
-    pipe = link.client.pipeline(transaction=True)
-    pipe.hgetall(keys.node_users(node))
-    pipe.hgetall(keys.node_members(node))
-    pipe.delete(
-        keys.node_users(node),
-        keys.node_members(node),
-        keys.node_sessions(node),
-        keys.node_alive(node),
-    )
-    users, members, _ = pipe.execute()
-    for field, count in members.items():
-        room, _, user = field.decode().partition("\x1f")
-        if int(count) > 0:
-            link.member_adjust(room, user, -int(count), node=None)
-    for user_bytes, count in users.items():
-        user = user_bytes.decode()
-        if int(count) > 0:
-            link.presence_adjust(user, -int(count), node=None)
+    users, members = link.node_take(node)
+    for (room, user), count in members.items():
+        if count > 0:
+            link.member_adjust(room, user, -count, node=None)
+    for user, count in users.items():
+        if count > 0:
+            link.presence_adjust(user, -count, node=None)
         link.presence_settle(user)
 
 
@@ -169,7 +157,7 @@ def list_sessions(redis_url: str, *, namespace: str = "actorim") -> list[dict[st
             for sid, record in records.items():
                 sessions.append({"session": sid.decode(), **msgpack.unpackb(record, raw=False)})
         return sessions
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         msg = f"could not read the sessions from Redis at {redis_url}: {exc}"
         raise RuntimeError(msg) from exc
     finally:

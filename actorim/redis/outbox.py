@@ -26,6 +26,7 @@ import redis
 
 from actorim.domain.webhooks import OutboxEntry
 from actorim.redis.replies import answer
+from actorim.redis.shards import register_script
 
 __all__ = ["SEEN_TTL_MS", "OutboxKeys", "RedisOutbox"]
 
@@ -145,12 +146,12 @@ class RedisOutbox:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self._client = client
         self.keys = OutboxKeys(namespace)
-        self._add = client.register_script(_ADD)
-        self._due = client.register_script(_DUE)
-        self._done = client.register_script(_DONE)
-        self._keep = client.register_script(_KEEP)
-        self._revive = client.register_script(_REVIVE)
-        self._delete_dead = client.register_script(_DELETE_DEAD)
+        self._add = register_script(client, _ADD)
+        self._due = register_script(client, _DUE)
+        self._done = register_script(client, _DONE)
+        self._keep = register_script(client, _KEEP)
+        self._revive = register_script(client, _REVIVE)
+        self._delete_dead = register_script(client, _DELETE_DEAD)
 
     def queue_add(self, pipe: Any, entries: Sequence[OutboxEntry]) -> None:
         """Queue the adding of ``entries`` on ``pipe`` (or run it, given the client)."""

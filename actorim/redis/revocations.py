@@ -18,6 +18,7 @@ import redis
 
 from actorim.domain.tokens import Revocation
 from actorim.redis.keys import ClusterKeys
+from actorim.redis.shards import is_sharded, publish
 
 __all__ = ["REVOKED_EVENT", "RedisRevocations"]
 
@@ -38,9 +39,9 @@ class RedisRevocations:
 
     def add(self, revocation: Revocation) -> None:
         payload = msgpack.packb({"t": REVOKED_EVENT, **revocation.to_map()}, use_bin_type=True)
-        with self._client.pipeline(transaction=True) as pipe:
+        with self._client.pipeline(transaction=True) as pipe:  # one slot: {revocations}
             pipe.hset(self._keys.revocations, _field(revocation), payload)
-            pipe.publish(self._keys.revocations_channel, payload)
+            publish(pipe, is_sharded(self._client), self._keys.revocations_channel, payload)
             pipe.execute()
         # Expired ones go as new ones come, so the hash holds about what is in force.
         self.current(time.time())

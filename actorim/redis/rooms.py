@@ -27,6 +27,7 @@ import redis
 from actorim.domain.rooms import JoinOutcome, RoomInfo, matches
 from actorim.redis import scripts
 from actorim.redis.replies import answer
+from actorim.redis.shards import register_script
 
 __all__ = ["RedisRooms", "RoomKeys"]
 
@@ -91,11 +92,11 @@ class RedisRooms:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self._client = client
         self.keys = RoomKeys(namespace)
-        self._join = client.register_script(_JOIN)
-        self._update = client.register_script(_UPDATE)
-        self._create = client.register_script(scripts.ROOM_CREATE)
-        self._set = client.register_script(scripts.ROOM_SET)
-        self._delete = client.register_script(scripts.ROOM_DELETE)
+        self._join = register_script(client, _JOIN)
+        self._update = register_script(client, _UPDATE)
+        self._create = register_script(client, scripts.ROOM_CREATE)
+        self._set = register_script(client, scripts.ROOM_SET)
+        self._delete = register_script(client, scripts.ROOM_DELETE)
 
     def join_room(self, user: str, room: str, max_rooms: int) -> JoinOutcome:
         keys = self.keys

@@ -16,6 +16,7 @@ from importlib.resources import files
 
 __all__ = [
     "MEMBER_ADJUST",
+    "NODE_TAKE",
     "PRESENCE_ADJUST",
     "PRESENCE_SETTLE",
     "ROOM_CREATE",
@@ -37,6 +38,9 @@ PRESENCE_SETTLE = _lua("presence_settle")
 
 MEMBER_ADJUST = _lua("member_adjust")
 """Count a user's connections to a room; announce ``joined`` and ``left`` on the transitions."""
+
+NODE_TAKE = _lua("node_take")
+"""Read a node's connection counts and remove its records at once (reaping it)."""
 
 ROOM_CREATE = _lua("room_create")
 """Make a room's metadata unless it exists (the application's create)."""

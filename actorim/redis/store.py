@@ -1,4 +1,5 @@
-"""The message store in Redis: shared by every node of a cluster, ready for Redis Cluster.
+"""The message store in Redis: shared by every node of a cluster, on one Redis, Sentinel or a
+Redis Cluster (``actorim.redis.topology``).
 
 Layout. Everything one conversation owns sits under its hash tag, so one Lua script can append a
 message atomically on one shard (``ns`` is the namespace, ``conv`` the conversation key)::
@@ -72,7 +73,10 @@ Guarantees, and what they assume of Redis:
   published message, survives Redis being killed and restarted on the same files. With
   ``everysec`` up to a second of acknowledged messages can be lost. RDB snapshots
   (``save``) add nothing to this and are best off. A replica that takes over after a failover
-  may miss the last writes (replication is asynchronous); the store does not WAIT for replicas.
+  may miss the last writes (replication is asynchronous) unless the store is made with
+  ``min_replicas`` N: then every append pipeline ends with ``WAIT`` on each master it wrote to,
+  and a batch that fewer than N replicas confirmed within ``wait_timeout_ms`` raises
+  ``StoreUnavailable`` (stored on the master; resend with the same cids).
 - De-duplication is per conversation, as in every store: the same (sender, cid) sent to two
   conversations is two messages (a global index would also span shards).
 - Pending is never missing for an acknowledged direct message, and indexes on other shards are
@@ -94,14 +98,20 @@ import re
 import secrets
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.commands.core import Script
+from redis.exceptions import (
+    ClusterError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from actorim.domain.moderation import AuditEntry, Standing
 from actorim.domain.rooms import JoinOutcome, RoomInfo
@@ -109,6 +119,15 @@ from actorim.redis.moderation import RedisModeration
 from actorim.redis.outbox import RedisOutbox
 from actorim.redis.replies import answer
 from actorim.redis.rooms import RedisRooms
+from actorim.redis.shards import (
+    is_sharded,
+    load_scripts,
+    publish,
+    queue_wait,
+    register_script,
+    replicated,
+)
+from actorim.redis.topology import REDIS_ERRORS, make_client
 from actorim.store.base import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_COUNT,
@@ -124,6 +143,7 @@ from actorim.store.base import (
     Store,
     StoredMessage,
     StoreError,
+    StoreUnavailable,
     advanced,
     bounded_page,
     check_cap,
@@ -935,44 +955,57 @@ class RedisStore(Store):
         retention_count: int = DEFAULT_MAX_COUNT,
         max_age_ms: int = DEFAULT_MAX_AGE_MS,
         outbox: OutboxFor | None = None,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         if retention_count < 1 or max_age_ms < 0:
             raise ValueError(
                 f"retention_count must be at least 1 and max_age_ms not negative, got"
                 f" {retention_count} and {max_age_ms}"
             )
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if min_replicas < 0 or wait_timeout_ms < 1:
+            raise ValueError(
+                f"min_replicas must not be negative and wait_timeout_ms at least 1, got"
+                f" {min_replicas} and {wait_timeout_ms}"
+            )
+        if client.get_encoder().decode_responses:
             raise ValueError("the Redis client must be made with decode_responses=False")
         self._client = client
+        self._sharded = is_sharded(client)
+        self._min_replicas = min_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._keys = StoreKeys(namespace)
         self._retention_count = retention_count
         self._max_age_ms = max_age_ms
         self._owns_client = False
         self._closed = False
-        kwargs = client.connection_pool.connection_kwargs
-        self._where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
-        self._append_script = client.register_script(_APPEND)
-        self._retain_script = client.register_script(_RETAIN)
-        self._mark_script = client.register_script(_MARK)
-        self._lookup_script = client.register_script(_LOOKUP)
-        self._read_script = client.register_script(_READ)
-        self._thread_script = client.register_script(_THREAD)
-        self._compact_script = client.register_script(_COMPACT)
-        self._pending_add = client.register_script(_PENDING_ADD)
-        self._pending_remove = client.register_script(_PENDING_REMOVE)
+        self._where = _where(client)
+        self._append_script = register_script(client, _APPEND)
+        self._retain_script = register_script(client, _RETAIN)
+        self._mark_script = register_script(client, _MARK)
+        self._lookup_script = register_script(client, _LOOKUP)
+        self._read_script = register_script(client, _READ)
+        self._thread_script = register_script(client, _THREAD)
+        self._compact_script = register_script(client, _COMPACT)
+        self._pending_add = register_script(client, _PENDING_ADD)
+        self._pending_remove = register_script(client, _PENDING_REMOVE)
         self._outbox_for = outbox
         self._outbox = RedisOutbox(client, namespace)
         self._rooms = RedisRooms(client, namespace)
         self._moderation = RedisModeration(client, namespace)
-        self._counts_script = client.register_script(_COUNTS)
-        self._move_marker_script = client.register_script(_MOVE_MARKER)
+        self._counts_script = register_script(client, _COUNTS)
+        self._move_marker_script = register_script(client, _MOVE_MARKER)
+        if self._sharded:  # a cluster's pipelines need them loaded beforehand
+            with self._calling("load the store's scripts"):
+                load_scripts(client, self._scripts())
         self.epoch()
         self._warn_unless_durable()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
-        """A store on a client of its own for ``url`` (no retries), closed with the store."""
-        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        """A store on a client of its own for ``url`` (any topology of
+        ``actorim.redis.topology``; no retries), closed with the store."""
+        client = make_client(url)
         try:
             store = cls(client, **options)
         except BaseException:
@@ -989,7 +1022,7 @@ class RedisStore(Store):
     def _warn_unless_durable(self) -> None:
         try:
             reply: dict[Any, Any] = answer(self._client.config_get("append*"))
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return  # CONFIG is often disabled on managed Redis; the operator's docs say what to set
         config = {_text(k): _text(v) for k, v in reply.items()}
         if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
@@ -1007,13 +1040,26 @@ class RedisStore(Store):
         if self._closed:
             raise StoreError(f"the Redis message store at {self._where} is closed")
 
+    def _scripts(self) -> list[Script]:
+        """Every script of the store and its parts (to load again after a failover)."""
+        parts = (self, self._rooms, self._moderation, self._outbox)
+        return [v for part in parts for v in vars(part).values() if isinstance(v, Script)]
+
     @contextmanager
     def _calling(self, what: str, *, partial: str = "") -> Iterator[None]:
         self._live()
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreError(
+        except NoScriptError as exc:
+            # A replica took over and has no scripts: nothing of the call ran; load them for
+            # the retry.
+            with suppress(*REDIS_ERRORS):
+                load_scripts(self._client, self._scripts())
+            raise StoreUnavailable(
+                f"could not {what}: Redis at {self._where} had just changed masters ({exc}); retry"
+            ) from exc
+        except _AWAY as exc:
+            raise StoreUnavailable(
                 f"could not {what}: Redis at {self._where} did not answer ({exc}){partial};"
                 " check that Redis is running and reachable"
             ) from exc
@@ -1024,6 +1070,20 @@ class RedisStore(Store):
 
     def _pipeline(self) -> Any:
         return self._client.pipeline(transaction=False)
+
+    def _execute_durably(self, pipe: Any, written: Sequence[str], what: str) -> list[Any]:
+        """Run ``pipe``; with ``min_replicas``, then wait for that many replicas of each master
+        that holds a ``written`` key to confirm every write (``WAIT``): a StoreUnavailable if
+        they do not within ``wait_timeout_ms``, the write made but not acknowledged."""
+        waits = queue_wait(pipe, self._client, self._min_replicas, self._wait_timeout_ms, written)
+        replies: list[Any] = pipe.execute()
+        if waits and not replicated(replies[-waits:], self._min_replicas):
+            raise StoreUnavailable(
+                f"could not {what}: fewer than {self._min_replicas} Redis replicas confirmed it"
+                f" within {self._wait_timeout_ms} ms (redis_min_replicas); send it again with"
+                " the same cids"
+            )
+        return replies[: len(replies) - waits]
 
     # -- the Store interface ----------------------------------------------------------------
 
@@ -1048,7 +1108,8 @@ class RedisStore(Store):
                 self._append_script(
                     keys=self._keys.conversation(msg.conv), args=self._append_args(msg), client=pipe
                 )
-            replies = pipe.execute()
+            written = [self._keys.conversation(msg.conv)[0] for msg in msgs]
+            replies = self._execute_durably(pipe, written, f"store {len(msgs)} messages")
             stored = []
             touched: list[tuple[str, _Touched]] = []
             made = []
@@ -1120,9 +1181,10 @@ class RedisStore(Store):
             if msg.target is not None:
                 # A change of a direct message: to both users' devices, never pending.
                 if not msg.duplicate:
-                    pipe.publish(keys.user_channel(msg.to), data)
+                    publish(pipe, self._sharded, keys.user_channel(msg.to), data)
                     if msg.sender != msg.to:
-                        pipe.publish(keys.user_channel(msg.sender), _with_origin(data, origin))
+                        sent = _with_origin(data, origin)
+                        publish(pipe, self._sharded, keys.user_channel(msg.sender), sent)
                 continue
             self._rooms.met(pipe, msg.sender, msg.to)
             if level == _PENDING:
@@ -1132,11 +1194,15 @@ class RedisStore(Store):
                     client=pipe,
                 )
             if not msg.duplicate and msg.sender != msg.to:
-                pipe.publish(keys.user_channel(msg.sender), _with_origin(data, origin))
+                sent = _with_origin(data, origin)
+                publish(pipe, self._sharded, keys.user_channel(msg.sender), sent)
         # Last: a later message of the batch may have trimmed an earlier one, whose entries
         # just queued must then go again.
         self._reindex(pipe, touched, exact=False)
-        pipe.execute()
+        # A direct message's pending entry is what brings it to an offline recipient: as
+        # durable as the message.
+        inboxes = [keys.user(m.to)[0] for m, _, level, _ in made if m.to and level == _PENDING]
+        self._execute_durably(pipe, inboxes, "index the messages for their recipients")
 
     def _reindex(self, pipe: Any, touched: list[tuple[str, _Touched]], *, exact: bool) -> None:
         """Queue the retention-index updates and other-shard clean-ups a script reported.
@@ -1734,6 +1800,29 @@ class RedisStore(Store):
     def dm_partners(self, user: str) -> list[str]:
         with self._calling(f"read the conversations of {user!r}"):
             return self._rooms.dm_partners(user)
+
+
+# Failures of a Redis that is away for a moment (down, failing over, a slot moving): the caller
+# retries; a send is answered overloaded.
+_AWAY = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterError,
+    RedisClusterException,
+    ReadOnlyError,
+    TryAgainError,  # a script's keys are half migrated: the slot is moving
+)
+
+
+def _where(client: Any) -> str:
+    """Where ``client`` connects, for error messages."""
+    if is_sharded(client):
+        return "cluster " + ",".join(node.name for node in client.get_nodes())
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    name = getattr(client.connection_pool, "service_name", None)
+    return f"Sentinel master {name}" if name else f"{kwargs.get('host')}:{kwargs.get('port')}"
 
 
 def _as_read(packed: bytes, reader: str | None) -> StoredMessage:

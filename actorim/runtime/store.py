@@ -60,7 +60,7 @@ from actorim.runtime.messages import (
     StoreRead,
     call_later,
 )
-from actorim.store.base import Receipt, Store, StoredMessage
+from actorim.store.base import Receipt, Store, StoredMessage, StoreUnavailable
 from supervisors import GeventActor, MailboxFull
 
 __all__ = ["StoreActor", "StoreFailed", "reply"]
@@ -186,7 +186,10 @@ class StoreActor(FaultInjectable, GeventActor):
         metrics.commit_batch.observe(len(batch))
         if error is not None:
             for entry in batch:
-                _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
+                if isinstance(error, StoreUnavailable):
+                    _answer_error(entry, ErrorCode.OVERLOADED, _STORE_AWAY)
+                else:
+                    _answer_error(entry, ErrorCode.INTERNAL, _STORE_FAILED)
             if self.ctx.broker.link_failed("store", error):
                 # Redis away: the breaker handles the link; the actor has nothing to reopen.
                 if self._pending or self._marks:
@@ -438,6 +441,10 @@ class StoreActor(FaultInjectable, GeventActor):
 _STORE_FAILED = (
     "the message store failed; the message may not have been stored: send it again with the"
     " same cid"
+)
+_STORE_AWAY = (
+    "the message store is away for a moment or could not confirm the message's copies; send it"
+    " again with the same cid in a moment"
 )
 _STORE_BEHIND = "the message store is behind; retry in a moment"
 _LINK_DOWN = "the cluster's link to Redis is down; retry in a few seconds"

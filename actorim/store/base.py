@@ -188,6 +188,12 @@ class StoreError(Exception):
     """
 
 
+class StoreUnavailable(StoreError):
+    """The store is away for a moment, or could not make a write as durable as configured in
+    time (a Redis failover, fewer replicas than ``redis_min_replicas`` confirmed it): senders
+    are told ``overloaded`` and resend with the same cids, which stores nothing twice."""
+
+
 def check_limit(limit: int) -> None:
     """Refuse a page size below 1 (every backend's ``since``, ``history``, ``pending_for``)."""
     if limit < 1:
