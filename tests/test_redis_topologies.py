@@ -23,6 +23,7 @@ import gevent
 import pytest
 
 from actorim.redis.keys import ClusterKeys
+from actorim.tools.publisher import Publisher
 from tests import test_cluster as suite
 from tests.redis_server import make_tls
 from tests.redis_topologies import RedisClusterSet, SentinelSet
@@ -95,6 +96,22 @@ def test_presence_follows_a_user_across_nodes(
     suite.test_presence_follows_a_user_across_nodes_until_their_last_connection_is_gone(
         cluster, clients
     )
+
+
+def test_a_service_publishes_adds_members_and_revokes_through_the_publisher(
+    cluster: suite.Cluster, clients: list[Client]
+) -> None:
+    """The ``Publisher`` takes the same URL as the nodes, whatever its topology."""
+    suite.test_a_service_publishing_through_redis_reaches_room_members_and_users_on_the_nodes(
+        cluster, clients
+    )
+    added = suite.connect(clients, cluster["C"], "pub-added")
+    mallory = suite.connect(clients, cluster["B"], "pub-mallory")
+    with Publisher(cluster.redis_url) as publisher:
+        assert publisher.add_member("t8-room", "pub-added") is True
+        added.event("member", room="t8-room", user="pub-added", state="joined")
+        publisher.revoke_user("pub-mallory")
+    assert mallory.wait_closed().code == 4003
 
 
 @pytest.fixture

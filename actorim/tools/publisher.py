@@ -37,8 +37,6 @@ from __future__ import annotations
 import time
 from typing import Any, TypeVar
 
-import redis
-
 from actorim.config import Config
 from actorim.domain.messages import StoredMessage
 from actorim.domain.tokens import DEFAULT_REVOCATION_KEEP_S, token_revocation, user_revocation
@@ -88,15 +86,16 @@ class Publisher:
     ) -> None:
         self._webhooks = Webhooks(parse_endpoints(webhooks))
         outbox = self._webhooks.for_message if self._webhooks else None
-        self._store = RedisStore.from_url(redis_url, namespace=namespace, outbox=outbox)
-        self._revocations = RedisRevocations(redis.Redis.from_url(redis_url), namespace=namespace)
+        # The nodes' broker on a link of the Publisher's own: it publishes, never listens. Its
+        # client (of any topology the URL names) serves the store and the revocations too.
+        self._link = ClusterLink(redis_url, "publisher", namespace=namespace)
+        self._broker = RedisBroker(self._link, lambda: None)
+        self._store = RedisStore(self._link.client, namespace=namespace, outbox=outbox)
+        self._revocations = RedisRevocations(self._link.client, namespace=namespace)
         self._keep = revocation_keep
         self._max_rooms = max_rooms_per_user
         self._erase_limit = erase_limit
         self._member_limit = member_list_limit
-        # The nodes' broker on a link of the Publisher's own: it publishes, never listens.
-        self._link = ClusterLink(redis_url, "publisher", namespace=namespace)
-        self._broker = RedisBroker(self._link, lambda: None)
 
     def publish(
         self,
@@ -253,8 +252,7 @@ class Publisher:
 
     def close(self) -> None:
         self._store.close()
-        self._revocations.close()
-        self._link.client.close()
+        self._link.client.close()  # the store's and the revocations' client too
 
     def __enter__(self) -> Publisher:
         return self
