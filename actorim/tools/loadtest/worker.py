@@ -26,7 +26,6 @@ import http.client
 import itertools
 import json
 import os
-import resource
 import signal
 import sys
 import time
@@ -43,6 +42,7 @@ from gevent.queue import Queue
 
 from actorim.domain.auth import TokenAuthority
 from actorim.tools.loadtest.options import TokenSource
+from actorim.tools.loadtest.pipes import expect, raise_file_limit, read_commands
 from actorim.tools.loadtest.plan import (
     CONNECT_TIMEOUT_S,
     DRAIN_TIMEOUT_S,
@@ -54,7 +54,7 @@ from actorim.tools.loadtest.plan import (
 )
 from actorim.tools.loadtest.stats import Tally, expected_deliveries, lost_deliveries
 from actorim.tools.loadtest.throttle import Throttle
-from actorim.tools.loadtest.wire import WorkerSpec, decode_line, encode_line, make_body, read_body
+from actorim.tools.loadtest.wire import WorkerSpec, encode_line, make_body, read_body
 from actorim.tools.loadtest.wsclient import (
     OP_BINARY,
     OP_CLOSE,
@@ -460,25 +460,6 @@ class Worker:
             client.close()
 
 
-def _raise_file_limit(clients: int) -> None:
-    """Each client is a file descriptor: lift the soft limit as far as the hard one allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = clients + 64
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _read_commands(stdin: Any, commands: Queue) -> None:
-    for line in stdin:
-        if line.strip():
-            commands.put(decode_line(line))
-    # The runner is gone or has what it needs: nothing left to do here.
-    sys.stdout.flush()
-    os._exit(0)
-
-
 def main() -> None:
     # Ctrl-C reaches the whole process group: the runner alone decides what happens next.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -489,25 +470,18 @@ def main() -> None:
         stdout.flush()
 
     commands: Queue = Queue()
-    gevent.spawn(_read_commands, FileObjectPosix(0, "rb", close=False), commands)
-    spec = WorkerSpec.from_json(_expect(commands, "spec")["spec"])
-    _raise_file_limit(len(spec.layout.clients_of(spec.process)))
+    gevent.spawn(read_commands, FileObjectPosix(0, "rb", close=False), commands)
+    spec = WorkerSpec.from_json(expect(commands, "spec")["spec"])
+    raise_file_limit(len(spec.layout.clients_of(spec.process)))
     worker = Worker(spec, emit)
     gevent.spawn(worker.report_progress)
     worker.connect_all()
-    worker.run(int(_expect(commands, "start")["t0_ns"]))
-    worker.drain([int(n) for n in _expect(commands, "expect")["acked_by_room"]])
-    _expect(commands, "close")
+    worker.run(int(expect(commands, "start")["t0_ns"]))
+    worker.drain([int(n) for n in expect(commands, "expect")["acked_by_room"]])
+    expect(commands, "close")
     worker.close_all()
     stdout.flush()
     os._exit(0)
-
-
-def _expect(commands: Queue, kind: str) -> dict[str, Any]:
-    message = commands.get()
-    if message.get("type") != kind:
-        raise SystemExit(f"expected {kind!r} from the runner, got {message.get('type')!r}")
-    return message
 
 
 if __name__ == "__main__":
