@@ -29,6 +29,7 @@ def render_table(outcome: StormOutcome) -> str:
     rows = [
         ("scenario", f"{o.clients} clients in {o.room_count} rooms, {where}"),
         ("drain", f"closes over {o.drain_seconds:g} s, hints from 0 to {o.spread:g} s"),
+        ("node A's old process", outcome.drained_exit),
         ("joined / recovered", f"{outcome.joined} / {outcome.recovered}"),
         ("all recovered, from the drain", _seconds(outcome.all_recovered_s)),
     ]

@@ -61,12 +61,17 @@ from actorim.tools.loadtest.wsclient import (
 __all__ = ["StormSpec", "main"]
 
 CONNECT_TIMEOUT_S = 10.0
-"""One attempt (dial, handshake, ``connect``, ``join``) on a machine loaded by the storm."""
+"""One reconnect attempt (dial, handshake, ``connect``) on a machine loaded by the storm."""
+
+SETUP_TIMEOUT_S = 30.0
+"""One first connection (dial, handshake, ``connect``, ``join``): the setup is not measured,
+and a client that gives up on a busy node makes it busier (its work is wasted, its retry
+queues again), so it waits longer."""
 
 SETUP_DEADLINE_S = 300.0
 """A client still not joined this long after its first attempt is left out of the storm."""
 
-RECONNECT_DEADLINE_S = 120.0
+RECONNECT_DEADLINE_S = 180.0
 """A client that has not recovered this long after its close gives up (counted, not hung)."""
 
 SETTLE_TIMEOUT_S = 15.0
@@ -198,7 +203,7 @@ class StormWorker:
         deadline = time.monotonic() + SETUP_DEADLINE_S
         for attempt in itertools.count():
             try:
-                with gevent.Timeout(CONNECT_TIMEOUT_S, TimeoutError):
+                with gevent.Timeout(SETUP_TIMEOUT_S, TimeoutError):
                     self._open(client, self.spec.urls[0])
                     joined = self._request(client, "join", room=client.room)
                 client.log = SeqLog(int(joined["seq"]))
@@ -296,8 +301,12 @@ class StormWorker:
         for waiter in client.waiters.values():
             waiter.set(None)
         client.waiters.clear()
-        if self.stopping or client.log is None or client.closed_ns:
-            return  # the first connection failed, or a reconnect attempt is handling it
+        if self.stopping or client.log is None:
+            return  # the first connection failed: its attempt counts it
+        if client.closed_ns:
+            if client.recovered:
+                self.error(f"closed_again:{code}")  # the storm measures one move per client
+            return  # else a reconnect attempt failed: it counts that itself
         client.closed_ns = time.time_ns()
         if code != 1012:
             self.error(f"closed:{code}")
