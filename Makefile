@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/sends.py
 	$(BIN)/python tests/benchmarks/connect.py
 	$(BIN)/python tests/benchmarks/counts.py
-	$(BIN)/python tests/benchmarks/storm.py
+	$(BIN)/python tests/benchmarks/reconnect_storm.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

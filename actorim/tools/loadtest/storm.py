@@ -237,6 +237,8 @@ def _storm(
     publisher.start()
     gevent.sleep(STEADY_S)
     cpu_before = {node.name: node.cpu() for node in nodes}
+    workers.broadcast(encode_line("drain"))
+    workers.gather("draining", 30)  # every close from now on is the storm's
     drain_ns = time.time_ns()
     drained.terminate()
     exited = gevent.spawn(drained.wait, options.grace)

@@ -5,7 +5,9 @@ input, then:
 
 1. connects its clients to the first node at its share of the connect rate, each with a token
    of its own user, and joins each to its room; says ``ready``;
-2. records every message of the room; when the node closes a connection with 1012 and a hint
+2. records every message of the room; told ``drain`` (it answers ``draining``), it treats
+   closes as the storm's (a close before it is an error and leaves that client out); when the
+   node closes a connection with 1012 and a hint
    (``reconnect in <ms> ms``), the client waits the hint plus its own jitter, reconnects (to
    the next node in the list, as a load balancer would send it; to the same one when there is
    one node) and resumes with ``connect``'s ``since``; a refused attempt is tried again on a
@@ -160,6 +162,8 @@ class StormWorker:
         ]
         self.errors: dict[str, int] = {}
         self.stopping = False
+        self.draining = False
+        """The runner said it drains node A now: a close before that is not the storm's."""
 
     # -- counting ------------------------------------------------------------------------------
 
@@ -303,6 +307,12 @@ class StormWorker:
         client.waiters.clear()
         if self.stopping or client.log is None:
             return  # the first connection failed: its attempt counts it
+        if not self.draining:
+            # Lost before the drain (node A overwhelmed by the setup): out of the storm,
+            # counted as an error, and the run fails for want of that client.
+            self.error(f"closed_before_drain:{code}")
+            client.log = None
+            return
         if client.closed_ns:
             if client.recovered:
                 self.error(f"closed_again:{code}")  # the storm measures one move per client
@@ -423,6 +433,9 @@ def main() -> None:
     worker = StormWorker(spec, emit)
     gevent.spawn(worker.report_progress)
     worker.connect_all()
+    expect(commands, "drain")
+    worker.draining = True
+    emit(encode_line("draining"))
     acked = expect(commands, "expect")["acked"]
     worker.settle({str(room): [int(s) for s in seqs] for room, seqs in acked.items()})
     expect(commands, "close")

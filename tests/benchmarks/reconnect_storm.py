@@ -6,7 +6,7 @@ the storm's table; the script exits 1 if either lost or doubled a message or lef
 unrecovered. docs/performance.md ("Reconnect storm") has the figures at 10,000 clients and the
 command lines that made them.
 
-    .venv/bin/python tests/benchmarks/storm.py [--clients 200]
+    .venv/bin/python tests/benchmarks/reconnect_storm.py [--clients 200]
 """
 
 from __future__ import annotations
