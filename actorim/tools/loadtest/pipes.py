@@ -11,16 +11,27 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gevent
+from gevent.fileobject import FileObjectPosix
 from gevent.queue import Queue
 
 import actorim
 from actorim.tools.loadtest.wire import decode_line
 
-__all__ = ["expect", "raise_file_limit", "read_commands", "worker_command", "worker_env"]
+__all__ = [
+    "expect",
+    "raise_file_limit",
+    "read_commands",
+    "worker_command",
+    "worker_env",
+    "worker_pipes",
+]
 
 
 def worker_command(module: str) -> list[str]:
@@ -35,6 +46,22 @@ def worker_env() -> dict[str, str]:
     root = str(Path(actorim.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
+
+
+def worker_pipes() -> tuple[Callable[[bytes], None], Queue]:
+    """In a worker process: how to write a line to the runner, and the queue of its commands
+    (read from standard input from now on). Ctrl-C reaches the whole process group: the
+    runner alone decides what happens next, so the worker ignores it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stdout = sys.stdout.buffer
+
+    def emit(line: bytes) -> None:
+        stdout.write(line)
+        stdout.flush()
+
+    commands: Queue = Queue()
+    gevent.spawn(read_commands, FileObjectPosix(0, "rb", close=False), commands)
+    return emit, commands
 
 
 def raise_file_limit(clients: int) -> None:

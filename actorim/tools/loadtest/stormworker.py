@@ -30,8 +30,6 @@ import contextlib
 import itertools
 import os
 import random
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,12 +38,10 @@ from typing import Any
 import gevent
 import msgpack
 from gevent.event import AsyncResult, Event
-from gevent.fileobject import FileObjectPosix
-from gevent.queue import Queue
 
 from actorim.domain.auth import TokenAuthority
 from actorim.protocol.restart import restart_delay
-from actorim.tools.loadtest.pipes import expect, raise_file_limit, read_commands
+from actorim.tools.loadtest.pipes import expect, raise_file_limit, worker_pipes
 from actorim.tools.loadtest.recovery import SeqLog, reconnect_delay
 from actorim.tools.loadtest.wire import encode_line
 from actorim.tools.loadtest.wsclient import (
@@ -56,6 +52,8 @@ from actorim.tools.loadtest.wsclient import (
     HandshakeError,
     ServerFrames,
     WebSocketProtocolError,
+    close_code,
+    incoming,
     masked_frame,
     open_websocket,
 )
@@ -80,7 +78,6 @@ SETTLE_TIMEOUT_S = 15.0
 """Time the clients have to receive the last acknowledged messages after the runner's word."""
 
 PROGRESS_INTERVAL_S = 0.25
-RECV_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,25 +247,18 @@ class StormWorker:
     # -- reading -------------------------------------------------------------------------------
 
     def _read(self, client: StormClient, sock: Any, rest: bytes) -> None:
-        frames, unpack = client.frames, msgpack.unpackb
-        data = rest
+        unpack = msgpack.unpackb
         code, reason = 1006, ""
         try:
-            while True:
-                if data:
-                    for opcode, payload in frames.feed(data):
-                        if opcode == OP_BINARY:
-                            self._on_frame(client, unpack(payload, raw=False, strict_map_key=False))
-                        elif opcode == OP_PING:
-                            sock.sendall(masked_frame(OP_PONG, payload))
-                        elif opcode == OP_CLOSE:
-                            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-                            reason = payload[2:].decode("utf-8", "replace")
-                            with contextlib.suppress(OSError):
-                                sock.sendall(masked_frame(OP_CLOSE, payload[:2]))
-                            return
-                data = sock.recv(RECV_BYTES)
-                if not data:
+            for opcode, payload in incoming(sock, client.frames, rest):
+                if opcode == OP_BINARY:
+                    self._on_frame(client, unpack(payload, raw=False, strict_map_key=False))
+                elif opcode == OP_PING:
+                    sock.sendall(masked_frame(OP_PONG, payload))
+                elif opcode == OP_CLOSE:
+                    code, reason = close_code(payload), payload[2:].decode("utf-8", "replace")
+                    with contextlib.suppress(OSError):
+                        sock.sendall(masked_frame(OP_CLOSE, payload[:2]))
                     return
         except (WebSocketProtocolError, ValueError, TypeError, OSError):
             pass
@@ -419,15 +409,7 @@ def _kind(exc: BaseException) -> str:
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stdout = sys.stdout.buffer
-
-    def emit(line: bytes) -> None:
-        stdout.write(line)
-        stdout.flush()
-
-    commands: Queue = Queue()
-    gevent.spawn(read_commands, FileObjectPosix(0, "rb", close=False), commands)
+    emit, commands = worker_pipes()
     spec = StormSpec.from_json(expect(commands, "spec")["spec"])
     raise_file_limit(spec.count)
     worker = StormWorker(spec, emit)
@@ -440,7 +422,6 @@ def main() -> None:
     worker.settle({str(room): [int(s) for s in seqs] for room, seqs in acked.items()})
     expect(commands, "close")
     worker.close_all()
-    stdout.flush()
     os._exit(0)
 
 

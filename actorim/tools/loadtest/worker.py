@@ -26,8 +26,6 @@ import http.client
 import itertools
 import json
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,13 +34,11 @@ from urllib.parse import quote, urlsplit
 import gevent
 import msgpack
 from gevent.event import AsyncResult
-from gevent.fileobject import FileObjectPosix
 from gevent.lock import BoundedSemaphore, Semaphore
-from gevent.queue import Queue
 
 from actorim.domain.auth import TokenAuthority
 from actorim.tools.loadtest.options import TokenSource
-from actorim.tools.loadtest.pipes import expect, raise_file_limit, read_commands
+from actorim.tools.loadtest.pipes import expect, raise_file_limit, worker_pipes
 from actorim.tools.loadtest.plan import (
     CONNECT_TIMEOUT_S,
     DRAIN_TIMEOUT_S,
@@ -64,6 +60,7 @@ from actorim.tools.loadtest.wsclient import (
     ServerFrames,
     WebSocketProtocolError,
     close_code,
+    incoming,
     masked_frame,
     open_websocket,
 )
@@ -78,7 +75,6 @@ MAX_IN_FLIGHT = 1000
 """Sends a ``--rate`` sender may have awaiting replies; past it the sender waits (and its
 latency, measured from the due time, shows the wait)."""
 
-RECV_BYTES = 256 * 1024
 
 THROTTLING_CODES = frozenset({"rate_limited", "overloaded"})
 """Refusals that slow a ``--max`` sender down; ``rate_limited`` ones are not errors there."""
@@ -268,23 +264,17 @@ class Worker:
     # -- reading, for the whole run --------------------------------------------------------
 
     def _read(self, client: Client, rest: bytes) -> None:
-        sock, frames, unpack = client.sock, client.frames, msgpack.unpackb
-        data = rest
+        unpack = msgpack.unpackb
         try:
-            while True:
-                if data:
-                    for opcode, payload in frames.feed(data):
-                        if opcode == OP_BINARY:
-                            self._on_frame(client, unpack(payload, raw=False, strict_map_key=False))
-                        elif opcode == OP_PING:
-                            client.write(masked_frame(OP_PONG, payload))
-                        elif opcode == OP_CLOSE:
-                            self._closed(client, f"closed:{close_code(payload)}")
-                            return
-                data = sock.recv(RECV_BYTES)
-                if not data:
-                    self._closed(client, "closed:1006")
+            for opcode, payload in incoming(client.sock, client.frames, rest):
+                if opcode == OP_BINARY:
+                    self._on_frame(client, unpack(payload, raw=False, strict_map_key=False))
+                elif opcode == OP_PING:
+                    client.write(masked_frame(OP_PONG, payload))
+                elif opcode == OP_CLOSE:
+                    self._closed(client, f"closed:{close_code(payload)}")
                     return
+            self._closed(client, "closed:1006")
         except (WebSocketProtocolError, ValueError, TypeError):
             self._closed(client, "protocol")
         except OSError:
@@ -461,16 +451,7 @@ class Worker:
 
 
 def main() -> None:
-    # Ctrl-C reaches the whole process group: the runner alone decides what happens next.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stdout = sys.stdout.buffer
-
-    def emit(line: bytes) -> None:
-        stdout.write(line)
-        stdout.flush()
-
-    commands: Queue = Queue()
-    gevent.spawn(read_commands, FileObjectPosix(0, "rb", close=False), commands)
+    emit, commands = worker_pipes()
     spec = WorkerSpec.from_json(expect(commands, "spec")["spec"])
     raise_file_limit(len(spec.layout.clients_of(spec.process)))
     worker = Worker(spec, emit)
@@ -480,7 +461,6 @@ def main() -> None:
     worker.drain([int(n) for n in expect(commands, "expect")["acked_by_room"]])
     expect(commands, "close")
     worker.close_all()
-    stdout.flush()
     os._exit(0)
 
 
