@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/counts.py
 	$(BIN)/python tests/benchmarks/quiet.py
 	$(BIN)/python tests/benchmarks/redis_topologies.py
+	$(BIN)/python tests/benchmarks/reconnect_storm.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

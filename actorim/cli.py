@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")
+    if argv[:2] == ["bench", "storm"]:
+        # A scenario of its own with flags of its own; ``bench``'s first argument is a URL.
+        argv[:2] = ["bench-storm"]
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -95,6 +98,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_bench_flags(bench)
     bench.set_defaults(run=_bench)
+    from actorim.tools.loadtest.stormoptions import add_storm_flags
+
+    storm = commands.add_parser(
+        "bench-storm",
+        prog="actorim bench storm",
+        help="reconnect storm: drain a node under N clients (also: actorim bench storm)",
+        description="Start nodes, connect N clients to node A, drain it while messages flow, "
+        "and report how long until every client recovered, the servers' CPU, and lost and "
+        "duplicated messages (docs/loadtest.md, Reconnect storm).",
+    )
+    add_storm_flags(storm)
+    storm.set_defaults(run=_bench_storm)
     return parser
 
 
@@ -122,6 +137,12 @@ def _bench(args: argparse.Namespace) -> int:
     from actorim.tools.loadtest import run_command
 
     return run_command(args, os.environ, stdout=sys.stdout, stderr=sys.stderr)
+
+
+def _bench_storm(args: argparse.Namespace) -> int:
+    from actorim.tools.loadtest.storm import storm_command
+
+    return storm_command(args, stdout=sys.stdout, stderr=sys.stderr)
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ from actorim.domain.webhooks import (
     parse_endpoints,
 )
 from actorim.protocol.limits import HISTORY_PAGE_MAX_BYTES, MESSAGE_MAX_BYTES
+from actorim.protocol.restart import MAX_RESTART_DELAY_S
 
 __all__ = [
     "SETTINGS",
@@ -538,6 +539,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # -- operations
     Setting("drain_seconds", 5.0, "on SIGTERM, seconds over which connections are closed", float),
+    Setting(
+        "drain_reconnect_spread",
+        5.0,
+        "seconds over which a drained node's clients are told to come back: each close (1012) "
+        "carries a delay drawn uniformly from 0 to this",
+        float,
+    ),
     Setting("log_json", False, "log one JSON object per line", _bool),
     Setting("log_level", "INFO", "logging level"),
     Setting("block_threshold", 0.1, "seconds the hub may be blocked before it is reported", float),
@@ -626,6 +634,7 @@ class Config:
     typing_throttle: float = _BY_NAME["typing_throttle"].default
     typing_ttl: float = _BY_NAME["typing_ttl"].default
     drain_seconds: float = _BY_NAME["drain_seconds"].default
+    drain_reconnect_spread: float = _BY_NAME["drain_reconnect_spread"].default
     log_json: bool = _BY_NAME["log_json"].default
     log_level: str = _BY_NAME["log_level"].default
     block_threshold: float = _BY_NAME["block_threshold"].default
@@ -729,6 +738,12 @@ class Config:
         if self.revocation_keep <= 0:
             invalid_setting(
                 "revocation_keep", f"must be greater than 0, got {self.revocation_keep}"
+            )
+        if not 0 <= self.drain_reconnect_spread <= MAX_RESTART_DELAY_S:
+            invalid_setting(
+                "drain_reconnect_spread",
+                f"must be from 0 to {MAX_RESTART_DELAY_S:g} (the longest hint a client honours), "
+                f"got {self.drain_reconnect_spread}",
             )
         if self.edit_window < 0:
             invalid_setting("edit_window", f"must be 0 (always) or more, got {self.edit_window}")

@@ -20,8 +20,8 @@ Children start in this order and stop in the reverse one. Cluster mode (``redis_
 stores in Redis and carries events between nodes over a ``RedisBroker``; otherwise a
 ``LocalBroker`` carries them within the process: this is the one place that picks the broker,
 and the actors hold ``ctx.broker`` and never ask which one it is. ``drain()`` refuses new
-WebSockets and closes the open ones with 1001, spread over ``drain_seconds``, keeping the port
-open for health checks.
+WebSockets and closes the open ones with 1012 (service restart, with a hint of when to come
+back), spread over ``drain_seconds``, keeping the port open for health checks.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ from actorim.local.broker import LocalBroker
 from actorim.local.revocations import MemoryRevocations, SqliteRevocations
 from actorim.ports import Revocations
 from actorim.protocol.frames import CloseCode
+from actorim.protocol.restart import restart_reason
 from actorim.protocol.webhooks import Webhooks
 from actorim.redis.broker import RedisBroker
 from actorim.redis.link import ClusterLink, make_client
@@ -355,7 +357,7 @@ class Node:
         return self.ctx.readiness()
 
     def drain(self, seconds: float | None = None) -> None:
-        """Refuse new WebSockets, then close every connection with 1001, spread over ``seconds``.
+        """Refuse new WebSockets, then close every connection with 1012, spread over ``seconds``.
 
         The port stays open until ``stop``: load balancers' health checks keep getting answers
         (``/readyz`` 503 "draining", ``/healthz`` 200: a closed port would fail the liveness check
@@ -363,9 +365,12 @@ class Node:
         may pass on to another node.
 
         Spreading the closes keeps thousands of clients from reconnecting elsewhere in the same
-        instant. Returns when every connection is closed (or the budget is spent).
+        instant, and so does the hint each close carries (``actorim.protocol.restart``): come
+        back after a delay drawn uniformly from 0 to ``drain_reconnect_spread``, which the
+        clients honour. Returns when every connection is closed (or the budget is spent).
         """
         seconds = self.config.drain_seconds if seconds is None else seconds
+        spread = self.config.drain_reconnect_spread
         self.ctx.draining = True
         links = [
             link for link in self.ctx.directory.links.values() if link.phase is not Phase.CLOSED
@@ -376,7 +381,8 @@ class Node:
             pause = seconds / batches if batches > 1 else 0.0
             for start in range(0, len(links), size):
                 for link in links[start : start + size]:
-                    link.request_close(CloseCode.GOING_AWAY, "server restarting; reconnect")
+                    hint = restart_reason(random.uniform(0.0, spread))
+                    link.request_close(CloseCode.SERVICE_RESTART, hint)
                 if pause:
                     gevent.sleep(pause)
             deadline = time.monotonic() + 10.0

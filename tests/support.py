@@ -558,7 +558,7 @@ class ServerProcess:
         self.proc.wait(timeout=10)
 
     def terminate(self) -> None:
-        """SIGTERM, as a restart does: the server drains (closes its connections with 1001 over
+        """SIGTERM, as a restart does: the server drains (closes its connections with 1012 over
         ``drain_seconds``) and exits; waits for the exit."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)

@@ -391,6 +391,26 @@ def test_a_success_ends_the_grace_and_the_next_loss_without_warning_counts() -> 
     assert breaker.state is OPEN
 
 
+def test_a_hinted_delay_comes_before_the_jitter_and_the_grace_starts_when_it_ends() -> None:
+    breaker = make(dataclasses.replace(POLICY, restart_grace=30.0))
+    lost = breaker.record_failure(100.0, "closed 1012", going_away=True, retry_after=4.0)
+    assert lost is not None and lost.retry_at == 100.0 + 4.0 + POLICY.backoff.delay(0, most)
+    assert breaker.retry_at(101.0) == lost.retry_at and not breaker.heartbeat_due(103.0)
+    # Refusals up to 30 s after the hinted wait ended do not count; later ones do.
+    for now in (105.0, 120.0, 133.9):
+        breaker.record_failure(now, "connection refused")
+    assert breaker.state is CLOSED
+    for now in (134.0, 135.0, 136.0):
+        breaker.record_failure(now, "connection refused")
+    assert breaker.state is OPEN
+
+
+def test_a_hint_without_going_away_is_ignored() -> None:
+    breaker = make()
+    lost = breaker.record_failure(0.0, "reset", retry_after=9.0)
+    assert lost is not None and lost.retry_at == POLICY.backoff.delay(0, most)
+
+
 def test_without_a_restart_grace_going_away_changes_nothing() -> None:
     breaker = make()
     for now in (0.0, 1.0, 2.0):

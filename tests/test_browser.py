@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from actorim.protocol.restart import restart_delay
 from tests.support import Client, http_get, read_port_file
 from tests.test_cluster import TOKENS, Spawner
 from tests.test_gaps import GAP_MESSAGES as SKIPPED_MESSAGES
@@ -287,6 +288,17 @@ async () => {
   restart.connected(0);
   out.restart = [restart.lost(10000, true), restart.failed(10500), restart.failed(12900),
                  restart.failed(13000), restart.failed(13500)];
+  const hinted = new m.ReconnectPolicy(
+    { backoff: b, maxFailures: 2, cooldown: 5000, stableAfter: 1000, restartGrace: 3000 },
+    () => 0.5);
+  hinted.connected(0);
+  out.hinted = [hinted.lost(10000, true, 2000), hinted.failed(14900), hinted.failed(15000),
+                hinted.failed(15500)];
+  out.hints = [
+    m.restartDelay(1012, "service restart; reconnect in 2350 ms"),
+    m.restartDelay(1012, "service restart"), m.restartDelay(1001, "reconnect in 5 ms"),
+    m.restartDelay(1012, "reconnect in 999999999 ms"),
+  ];
   const hb = new m.HeartbeatMonitor(1000);
   hb.heard(0);
   out.heartbeat = [hb.tickEvery, hb.tick(100), hb.tick(250), hb.tick(500), hb.tick(750)];
@@ -344,6 +356,14 @@ def test_client_backs_off_with_jitter_opens_the_circuit_notices_silence_and_drop
         {"state": "DISCONNECTED", "delay": 500},
         {"state": "CIRCUIT_OPEN", "delay": 5000},
     ]
+    # A hinted delay (2 s) comes before the jitter, and the grace (3 s) starts when it ends.
+    assert out["hinted"] == [
+        {"state": "DISCONNECTED", "delay": 2150},
+        {"state": "DISCONNECTED", "delay": 200},
+        {"state": "DISCONNECTED", "delay": 300},
+        {"state": "CIRCUIT_OPEN", "delay": 5000},
+    ]
+    assert out["hints"] == [2350, 0, 0, 60_000]
     assert out["heartbeat"] == [125, None, "ping", None, "dead"]
     assert out["heartbeatAfterFrame"] == [None, "ping"]
     assert out["heartbeatLateTick"] == ["ping", None, "dead"]
@@ -794,22 +814,24 @@ def test_the_browser_unread_sample_of_the_docs_runs_as_written_after_the_first(
     assert done["reply"] == {"room": "lobby", "marker": done["seq"], "unread": 0, "mentions": 0}
 
 
-# -- a restart with a drain does not open the circuit ---------------------------------------------
+# -- a restart with a drain: the hinted delay, the circuit kept closed, nothing missed ------------
 
 RESTART_CLIENT_JS = """
 async () => {
   const { ActorimClient } = await import("/static/actorim.js");
   const token = async () => (await (await fetch("/dev/token?user=dave")).json()).token;
-  // Two failures in a row would open the circuit for a minute: the close 1001 and one refused
-  // attempt, which a restart always costs. Only the restart grace keeps it closed.
+  // Two failures in a row would open the circuit for a minute: the close 1012 and one refused
+  // attempt, which a restart may cost. Only the restart grace keeps it closed.
   const client = new ActorimClient(`ws://${location.host}/ws`, {
     token, maxFailures: 2, backoff: { floor: 100, cap: 200 },
   });
   window.client = client;
   window.states = [];
   window.joins = [];
+  window.messages = [];
   client.on("state", (change) => window.states.push(change));
   client.on("joined", (reply) => window.joins.push(reply));
+  client.on("msg", (msg) => window.messages.push([msg.seq, msg.body]));
   await client.connect();
   await client.join("r");
   await client.send({ room: "r", body: "before" });
@@ -818,24 +840,51 @@ async () => {
 """
 
 
-def test_a_restart_with_a_drain_does_not_open_the_browser_clients_circuit(
-    browser: Any, server: ServerProcess
+def test_a_restart_with_a_drain_waits_the_hinted_delay_and_the_browser_client_misses_nothing(
+    browser: Any, tmp_path: Path
 ) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"{server.base}/")
-    assert page.evaluate(RESTART_CLIENT_JS) == "CONNECTED"
-    assert server.stop() == 0  # SIGTERM: drains (close 1001) and exits
-    page.wait_for_function("() => client.state !== 'CONNECTED'", polling=20, timeout=10_000)
+    spread = ("--drain-reconnect-spread", "3")
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log", spread)
     server.start()
-    page.wait_for_function("() => joins.length === 2", polling=20, timeout=EXPECT_TIMEOUT_MS)
-    sent = page.evaluate("async () => client.send({ room: 'r', body: 'after' })")
-    states = page.evaluate("() => states.map((s) => [s.state, s.code ?? null, s.delay ?? null])")
-    context.close()
-    assert sent["seq"] == 2
-    assert "CIRCUIT_OPEN" not in [state for state, _, _ in states], states
-    lost = [s for s in states if s[1] == 1001]
-    assert lost and lost[0][2] is not None, "the state change says when the next try is"
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{server.base}/")
+        assert page.evaluate(RESTART_CLIENT_JS) == "CONNECTED"
+        assert server.stop() == 0  # SIGTERM: drains (close 1012 with a hint) and exits
+        page.wait_for_function("() => client.state !== 'CONNECTED'", polling=20, timeout=10_000)
+        server.start()
+        erin = Client(f"ws://127.0.0.1:{server.port}/ws")
+        try:
+            erin.connect(json.loads(http_get(f"{server.base}/dev/token?user=erin")[2])["token"])
+            erin.ok("join", room="r")
+            for n in range(3):
+                erin.ok("send", room="r", body=f"meanwhile {n}")
+        finally:
+            erin.close()
+        page.wait_for_function("() => joins.length === 2", polling=20, timeout=EXPECT_TIMEOUT_MS)
+        sent = page.evaluate("async () => client.send({ room: 'r', body: 'after' })")
+        page.wait_for_function("() => messages.length >= 5", polling=20, timeout=EXPECT_TIMEOUT_MS)
+        received = page.evaluate("() => messages")
+        states = page.evaluate(
+            "() => states.map((s) => [s.state, s.code ?? null, s.reason ?? null, s.delay ?? null])"
+        )
+    finally:
+        context.close()
+        server.kill()
+    assert sent["seq"] == 5
+    # Erin's three between the client's own two, each once and in order ("after" went out on
+    # the restored link, behind the recovery: nothing recovered may follow it).
+    meanwhile = [[n + 2, f"meanwhile {n}"] for n in range(3)]
+    assert received == [[1, "before"], *meanwhile, [5, "after"]]
+    assert "CIRCUIT_OPEN" not in [state for state, _, _, _ in states], states
+    [(_, _, reason, delay)] = [s for s in states if s[1] == 1012]
+    hinted = restart_delay(1012, reason)
+    assert hinted is not None, reason
+    # The schedule the client recorded: the hinted delay plus its own back-off jitter (a link
+    # younger than `stableAfter` counts as a failure: floor + random(0, 2 * floor), 100 to
+    # 300 ms here).
+    assert hinted * 1000 + 100 <= delay <= hinted * 1000 + 300, (hinted, delay)
 
 
 # -- a connection refused for good ---------------------------------------------------------------

@@ -256,9 +256,9 @@ def test_after_a_restart_the_chat_says_when_it_reconnects_and_comes_back(
         alice.expect("* connected as alice")
         alice.type("/join lobby")
         alice.expect("* joined lobby")
-        server.terminate()  # SIGTERM: drains with close 1001, exits
-        line = alice.expect("* reconnecting")
-        assert re.match(r"\* reconnecting in \d+\.\d s \(the link ended \(1001", line), line
+        server.terminate()  # SIGTERM: drains with close 1012, exits
+        line = alice.expect("* the server is restarting")
+        assert re.fullmatch(r"\* the server is restarting; reconnecting in \d+\.\d s", line), line
         server.start()
         alice.expect("* connected as alice")
         assert not any("unreachable" in seen for seen in alice.lines), alice.lines

@@ -36,6 +36,7 @@ from actorim.client import (
     UnreadTracker,
 )
 from actorim.domain.auth import TokenAuthority
+from actorim.protocol.restart import restart_delay
 from actorim.runtime.store import StoreActor
 from supervisors import Backoff
 from tests.support import RunningNode, ServerProcess, closed_port
@@ -567,15 +568,16 @@ def test_a_frozen_server_is_noticed_by_heartbeats_and_the_link_comes_back_after_
 
 
 @pytest.mark.process
-def test_a_restart_with_a_drain_is_ridden_out_without_opening_the_circuit(
+def test_a_restart_with_a_drain_waits_the_hinted_delay_and_recovers_every_message_once(
     server_process: ServerProcess, clients: list[Client]
 ) -> None:
     seed = random.randrange(2**32)
     print(f"seed={seed}")
     tokens = TokenAuthority(SECRET)
+    server_process.args = ("--drain-seconds", "0.2", "--drain-reconnect-spread", "3")
     server_process.start()
-    # Two failures in a row would open the circuit: the close 1001 and one refused attempt,
-    # which a restart always costs. Only the restart grace keeps it closed.
+    # Two failures in a row would open the circuit: the close 1012 and one refused attempt,
+    # which a restart may cost. Only the restart grace keeps it closed.
     policy = dataclasses.replace(DEFAULT_POLICY, failure_threshold=2)
     client = Client(
         server_process.url,
@@ -584,22 +586,40 @@ def test_a_restart_with_a_drain_is_ridden_out_without_opening_the_circuit(
         rand=random.Random(seed).uniform,
     )
     clients.append(client)
-    states, rejoined = Seen(), Seen()
+    states, rejoined, messages = Seen(), Seen(), Seen()
     client.on_state(states)
     client.on("rejoined", rejoined)
+    client.on("msg", messages)
     client.connect(timeout=WAIT)
     client.join("r")
     assert client.send(room="r", body="before").seq == 1
-    server_process.terminate()  # SIGTERM: the server drains (close 1001) and exits
+    server_process.terminate()  # SIGTERM: the server drains (close 1012 with a hint) and exits
     [lost] = states.wait_state(CONNECTING, count=2)[-1:]
-    assert "1001" in lost.reason
-    assert lost.retry_in is not None and 0 < lost.retry_in <= policy.backoff.floor * 2
+    hint = restart_delay(1012, lost.reason)
+    assert "1012" in lost.reason and hint is not None, lost.reason
+    # The schedule the client recorded: the hinted delay, then its own jitter (at most one
+    # back-off step: floor + random(0, floor)).
+    assert lost.retry_in is not None
+    assert hint <= lost.retry_in <= hint + 2 * policy.backoff.floor, (hint, lost.retry_in)
     server_process.start()
+    bob = Client(server_process.url, tokens.mint("bob"))
+    clients.append(bob)
+    bob.connect(timeout=WAIT)
+    bob.join("r")
+    sent = [bob.send(room="r", body=f"meanwhile {n}").seq for n in range(5)]
+    assert sent == [2, 3, 4, 5, 6]
     states.wait_state(CONNECTED, count=2)
     assert CIRCUIT_OPEN not in states.states, states.items
     [event] = rejoined.wait_count(1)
     assert (event["room"], event["recovered"]) == ("r", True)
-    assert client.send(room="r", body="after").seq == 2
+    # Bob's five, once each and in order (the client's own sends come back as replies); a
+    # ping after them is the barrier: nothing more may arrive before its answer.
+    messages.wait_count(5)
+    client.ping()
+    assert [(m["seq"], m["body"]) for m in messages.items] == [
+        (n + 2, f"meanwhile {n}") for n in range(5)
+    ]
+    assert client.send(room="r", body="after").seq == 7
 
 
 # -- edits and deletes -------------------------------------------------------------------------

@@ -664,7 +664,7 @@ def test_through_nginx_a_draining_node_passes_new_websockets_to_the_other_node(
         draining.proc.send_signal(signal.SIGTERM)
         closes = [gevent.spawn(client.wait_closed, timeout=10) for client in held]
         (closed,) = gevent.wait(closes, count=1, timeout=10)
-        assert closed.get().code == 1001
+        assert closed.get().code == 1012
         # P answers upgrades with 503 now; nginx tries Q instead, and nobody sees the refusal.
         for n in range(6):
             client = Client(proxy.url)
@@ -1223,7 +1223,7 @@ def test_workers_share_one_port_as_a_cluster_and_drain_on_sigterm(
     assert server.proc is not None
     server.proc.send_signal(signal.SIGTERM)
     for client in clients:
-        assert client.wait_closed().code == 1001
+        assert client.wait_closed().code == 1012
     assert server.proc.wait(timeout=15) == 0
     assert list_sessions(cluster.redis_url, namespace="t7") == []
 

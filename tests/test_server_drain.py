@@ -1,4 +1,5 @@
-"""Draining against a real node: every client is told to go away (1001), then the node stops.
+"""Draining against a real node: every client is told the service restarts (1012) and when to
+come back, then the node stops.
 
 One test runs the real command line and sends it SIGTERM, as a process manager would.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import gevent
 import pytest
 import websocket
 
+from actorim.protocol.restart import restart_delay
 from tests.support import (
     Client,
     RunningNode,
@@ -84,7 +87,7 @@ def _connected(port: int, user: str) -> Client:
 
 
 @pytest.mark.process
-def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
+def test_sigterm_closes_every_client_1012_refuses_new_ones_and_exits_0(
     cli_server: tuple[subprocess.Popen[bytes], int],
 ) -> None:
     process, port = cli_server
@@ -105,7 +108,7 @@ def test_sigterm_closes_every_client_1001_refuses_new_ones_and_exits_0(
     # The closes are spread over the drain: the node is still draining, and accepts no one.
     with pytest.raises((OSError, websocket.WebSocketException)):
         Client(url).close()
-    assert [closed.get().code for closed in closes] == [1001, 1001]
+    assert [closed.get().code for closed in closes] == [1012, 1012]
     status = process.wait(timeout=5)
     assert status == 0, process.stderr.read().decode() if process.stderr else ""
 
@@ -119,18 +122,20 @@ def test_during_the_drain_health_checks_answer_and_websockets_get_503(tmp_path: 
         process.send_signal(signal.SIGTERM)
         closes = [gevent.spawn(client.wait_closed, timeout=10) for client in (first, second)]
         (closed,) = gevent.wait(closes, count=1, timeout=10)
-        assert closed.get().code == 1001
+        assert closed.get().code == 1012
         http = f"http://127.0.0.1:{port}"
         status, _headers, body = http_get(f"{http}/readyz")
         assert (status, json.loads(body)) == (503, {"ready": False, "reason": "draining"})
         assert http_get(f"{http}/healthz")[0] == 200
         assert handshake_status(f"ws://127.0.0.1:{port}/ws") == 503
-        assert [c.get().code for c in gevent.wait(closes, timeout=10)] == [1001, 1001]
+        assert [c.get().code for c in gevent.wait(closes, timeout=10)] == [1012, 1012]
         assert process.wait(timeout=15) == 0
 
 
-def test_drain_closes_every_client_with_1001(start_node: StartNode) -> None:
-    node = start_node()
+def test_drain_closes_every_client_with_1012_and_a_delay_within_the_spread(
+    start_node: StartNode,
+) -> None:
+    node = start_node(drain_reconnect_spread=2.0)
     alice = node.client("alice")
     bob = node.client("bob", json_frames=True)
     anonymous = node.client()
@@ -138,8 +143,10 @@ def test_drain_closes_every_client_with_1001(start_node: StartNode) -> None:
     drain = gevent.spawn(node.node.drain, 0.2)
     for client in (alice, bob, anonymous):
         closed = client.wait_closed(timeout=5)
-        assert closed.code == 1001
-        assert closed.reason
+        assert closed.code == 1012
+        assert re.fullmatch(r"service restart; reconnect in \d+ ms", closed.reason), closed.reason
+        delay = restart_delay(closed.code, closed.reason)
+        assert delay is not None and 0.0 <= delay <= 2.0
     drain.get(timeout=5)
     assert node.node.readiness() == (False, "draining")
     assert not node.node.ctx.directory.links

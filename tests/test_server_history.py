@@ -10,7 +10,7 @@ import pytest
 
 from actorim.config import MIB
 from actorim.protocol.commands import MAX_SEQ
-from tests.support import Client, RunningNode
+from tests.support import Client, RunningNode, queued, wait_until
 
 StartNode = Callable[..., RunningNode]
 
@@ -113,3 +113,37 @@ def test_pages_are_charged_by_their_bytes_so_a_puller_is_slowed(start_node: Star
     # Nobody else pays for it.
     bob.ok("join", room="r")
     assert len(bob.ok("history", room="r", limit=2)["messages"]) == 2
+
+
+def test_a_resume_replays_only_what_the_room_fanned_out_so_a_late_live_copy_comes_once(
+    start_node: StartNode,
+) -> None:
+    # In a cluster the store is read straight from Redis while the room hears of a message
+    # over pub/sub a moment later: a member resuming in that moment found the message in the
+    # store, and then got its live copy too. Here the broker holds the room's copy back.
+    node = start_node()
+    broker = node.node.ctx.broker
+    held: list[tuple[Any, ...]] = []
+    forward = broker.publish_stored
+    alice, bob = node.client("alice"), node.client("bob")
+    for client in (alice, bob):
+        client.ok("join", room="r")
+    seq = bob.ok("send", room="r", body="seen")["seq"]
+    alice.event("msg", seq=seq)
+    alice.close()
+    missed = bob.ok("send", room="r", body="missed")["seq"]
+    broker.publish_stored = lambda *args: held.append(args)  # type: ignore[method-assign]
+    late = bob.ok("send", room="r", body="late")["seq"]
+    broker.publish_stored = forward  # type: ignore[method-assign]
+    back = node.client()
+    back.ok("connect", token=node.token("alice"), since={"r": seq})
+    room = node.node.ctx.directory.rooms["r"].log
+    wait_until(lambda: len(room.members) == 2 and not room.recovering, what="the resume's replay")
+    [args] = held
+    forward(*args)  # the room hears of it now, and fans it out to every member
+    assert back.event("msg", seq=missed)["body"] == "missed"
+    assert back.event("msg", seq=late)["body"] == "late"
+    # The barrier on the room's path: a later message through it, then nothing else queued.
+    after = bob.ok("send", room="r", body="after")["seq"]
+    back.event("msg", seq=after)
+    assert not queued(back, "msg", seq=late)

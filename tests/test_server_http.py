@@ -55,7 +55,7 @@ def test_a_drained_node_answers_health_checks_and_refuses_websockets_with_503(
 ) -> None:
     alice = server.client("alice")
     draining = gevent.spawn(server.node.drain, 0)
-    assert alice.wait_closed().code == 1001
+    assert alice.wait_closed().code == 1012
     draining.get(timeout=5)
     assert http_get(server.http + "/healthz")[0] == 200
     status, _headers, body = http_get(server.http + "/readyz")

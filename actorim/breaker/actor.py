@@ -84,10 +84,12 @@ class Unsubscribe:
 @dataclass(frozen=True, slots=True)
 class ReportFailure:
     """The owner of the link saw it fail (a failure it classifies as one of the link);
-    ``going_away``: the peer said it is going away (see ``BreakerPolicy.restart_grace``)."""
+    ``going_away``: the peer said it is going away (see ``BreakerPolicy.restart_grace``), and
+    asked to be tried again no sooner than ``retry_after`` seconds from now."""
 
     reason: str
     going_away: bool = False
+    retry_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +194,8 @@ class BreakerActor(GeventActor):
                 return self.subscribe(target)
             case Unsubscribe(target):
                 self.unsubscribe(target)
-            case ReportFailure(reason, going_away):
-                self.report_failure(reason, going_away=going_away)
+            case ReportFailure(reason, going_away, retry_after):
+                self.report_failure(reason, going_away=going_away, retry_after=retry_after)
             case ReportSuccess():
                 self.report_success()
             case GetState():
@@ -216,9 +218,11 @@ class BreakerActor(GeventActor):
     def unsubscribe(self, target: Subscriber) -> None:
         self._subscribers.pop(target, None)
 
-    def report_failure(self, reason: str, *, going_away: bool = False) -> None:
+    def report_failure(
+        self, reason: str, *, going_away: bool = False, retry_after: float = 0.0
+    ) -> None:
         now = self._clock()
-        self._breaker.record_failure(now, reason, going_away=going_away)
+        self._breaker.record_failure(now, reason, going_away=going_away, retry_after=retry_after)
         self._advance(now)
 
     def report_success(self) -> None:

@@ -17,7 +17,9 @@ States:
 
 A peer that announces it is going away (a server draining for a restart) may be given
 ``restart_grace``: failed attempts within that time after the announcement are retried on the
-back-off schedule without counting toward ``failure_threshold``; past it they count again.
+back-off schedule without counting toward ``failure_threshold``; past it they count again. It
+may also say when to come back (``retry_after``): the first attempt then waits that long plus
+the back-off's own jitter, and the grace starts when that wait ends.
 
 Only failures the caller classifies as link failures are recorded: an exception of the caller
 itself (a ``GreenletExit``, its own ``Timeout``) is not a sign that the peer is gone, and a caller
@@ -384,22 +386,30 @@ class CircuitBreaker:
         return self._fire(_E.SUCCESS, now)
 
     def record_failure(
-        self, now: float, reason: str, *, going_away: bool = False
+        self, now: float, reason: str, *, going_away: bool = False, retry_after: float = 0.0
     ) -> Transition | None:
         """A call (or trial, or reconnect attempt) failed in a way the caller classifies as a
         failure of the link. It ends any outstanding heartbeat.
 
         ``going_away``: the peer said it is going away (a restart). While closed, this failure
         and those within ``policy.restart_grace`` seconds after it do not count toward the
-        threshold.
+        threshold. ``retry_after`` (with ``going_away``): the peer asked to be tried again no
+        sooner than this many seconds from now; the next attempt waits that long plus the
+        back-off's delay, and the grace is counted from the end of that wait.
+
+        >>> breaker = CircuitBreaker(BreakerPolicy(restart_grace=30.0), now=0.0,
+        ...                          rand=lambda a, b: a)
+        >>> breaker.record_failure(1.0, "closed 1012", going_away=True, retry_after=2.5).retry_at
+        3.6
         """
         if self._state is BreakerState.OPEN:
             self._fire(_E.FAILURE, now)
             return None
+        wait = max(0.0, retry_after) if going_away else 0.0
         if going_away and self._state is BreakerState.CLOSED and self._policy.restart_grace > 0:
-            self._patient_until = now + self._policy.restart_grace
+            self._patient_until = now + wait + self._policy.restart_grace
         self._heartbeat_sent_at = None
-        return self._failed(now, reason)
+        return self._failed(now, reason, wait)
 
     def patient(self, now: float) -> bool:
         """Within the restart grace: failures at ``now`` do not count toward the threshold."""
@@ -503,8 +513,9 @@ class CircuitBreaker:
         self._transitions.append(transition)
         return transition
 
-    def _failed(self, now: float, reason: str) -> Transition | None:
-        """A link failure while closed or half-open."""
+    def _failed(self, now: float, reason: str, wait: float = 0.0) -> Transition | None:
+        """A link failure while closed or half-open; the next attempt waits ``wait`` seconds
+        before its back-off delay."""
         self._failures += 1
         if self._state is BreakerState.HALF_OPEN:
             return self._reopen(_E.FAILURE, now, f"trial failed: {reason}")
@@ -513,7 +524,7 @@ class CircuitBreaker:
         if self._failures - self._excused >= self._policy.failure_threshold:
             why = f"{self._failures} failures in a row, the last: {reason}"
             return self._open(_E.THRESHOLD_REACHED, now, why)
-        self._retry_at = now + self.next_retry_delay()
+        self._retry_at = now + wait + self.next_retry_delay()
         return self._fire(_E.FAILURE, now, f"link lost: {reason}", always=self._failures == 1)
 
     def _reopen(self, event: BreakerEvent, now: float, reason: str) -> Transition | None:

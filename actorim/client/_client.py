@@ -57,8 +57,9 @@ DEFAULT_POLICY = BreakerPolicy(
 """The client's link policy. A link that fails without warning is retried five times over up
 to ~9 s (0.25 s + jitter, doubling); then the circuit opens for 10 s plus jitter that grows to
 a minute, so a server that stays down sees about one attempt a minute per client. A server that
-says it is restarting (close 1001 while it drains) gets 30 s of attempts on the same back-off
-(at most 8 s apart) that do not count toward opening the circuit: a drain of 5 s
+says it is restarting (close 1012 while it drains) first waits the delay the close hints, then
+gets 30 s of attempts on the same back-off (at most 8 s apart) that do not count toward opening
+the circuit: a drain of 5 s
 (``drain_seconds``) and a restart of the process fit with room to spare.
 A server that stops answering (even over a TCP connection that stays up) is noticed within
 ``2 * 10 + 5 = 25`` s; each attempt, token fetch and session restore included, has 5 s."""

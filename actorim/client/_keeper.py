@@ -44,6 +44,7 @@ from actorim.client._events import Dispatcher
 from actorim.client._link import LinkClosed, WebSocketLink
 from actorim.client._state import CHANGE_EVENTS, Command, GapFill, OnLoss, Session
 from actorim.client._status import LinkState, LinkStatus, StateChange
+from actorim.protocol.restart import restart_delay
 
 __all__ = ["LinkKeeper", "Token", "Tokens"]
 
@@ -58,9 +59,10 @@ was revoked)."""
 # it was revoked. The next attempt connects with a fresh token, or the client stops.
 _SPENT_TOKEN_CODES = frozenset({4001, 4003})
 
-# Close codes that announce a restart: 1001 going away (the server drains, docs/protocol.md),
-# 1012 service restart (RFC 6455 registry). The failed attempts that follow are retried within
-# the policy's restart grace without opening the circuit.
+# Close codes that announce a restart: 1012 service restart (RFC 6455 registry; the server
+# drains, and its reason may hint when to come back: docs/protocol.md), 1001 going away. The
+# failed attempts that follow are retried within the policy's restart grace without opening the
+# circuit.
 _GOING_AWAY_CODES = frozenset({1001, 1012})
 
 # How long the socket's reader waits for the breaker to take in a lost link (it answers in
@@ -427,7 +429,13 @@ class LinkKeeper:
             if closed.code in _SPENT_TOKEN_CODES and conn is self._conn:
                 # Before the loss is reported: the attempt it schedules must not reuse it.
                 self._token_spent(closed.code, closed.reason)
-            self._lost(conn, f"the link ended ({closed.code}{why})", going_away=going_away)
+            hint = restart_delay(closed.code, closed.reason)
+            self._lost(
+                conn,
+                f"the link ended ({closed.code}{why})",
+                going_away=going_away,
+                retry_after=hint or 0.0,
+            )
         except Exception as exc:
             logger.exception("reading from %s failed", self.url)
             self._lost(conn, f"reading failed: {exc}")
@@ -555,12 +563,15 @@ class LinkKeeper:
 
     # -- the link's end ----------------------------------------------------------------------
 
-    def _lost(self, conn: _Conn, reason: str, *, going_away: bool = False) -> None:
+    def _lost(
+        self, conn: _Conn, reason: str, *, going_away: bool = False, retry_after: float = 0.0
+    ) -> None:
         """``conn`` ended: report it once, and put its commands back in line for the next link.
 
         The breaker hears of it before the application does, so that the state change says when
         the next attempt is. ``going_away``: the server announced a restart (see
-        ``BreakerPolicy.restart_grace``)."""
+        ``BreakerPolicy.restart_grace``); ``retry_after``: the delay its close hinted
+        (``actorim.protocol.restart``), which the next attempt waits before its own jitter."""
         if conn.dead:
             return
         conn.dead = True
@@ -581,7 +592,8 @@ class LinkKeeper:
         if conn.ready and not conn.silent and breaker is not None:
             logger.info("lost the link to %s: %s", self.url, reason)
             with contextlib.suppress(ActorDeadError, PykkaTimeout):
-                breaker.ask(ReportFailure(reason, going_away), timeout=_REPORT_TIMEOUT_S)
+                failure = ReportFailure(reason, going_away, retry_after)
+                breaker.ask(failure, timeout=_REPORT_TIMEOUT_S)
         self._publish(self._status.link_down(reason))
 
     def _discard(self, conn: _Conn, reason: str) -> None:

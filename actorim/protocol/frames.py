@@ -91,6 +91,8 @@ class CloseCode(enum.IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    """The node drains for a restart; the reason says when to come back (``restart``)."""
     TRY_AGAIN_LATER = 1013
     TOKEN_EXPIRED = 4001
     """The connection's token expired (its ``exp`` plus the grace passed) and was not refreshed."""

@@ -427,7 +427,14 @@ class RoomActor(FaultInjectable, GeventActor):
                 # Too large to queue at once: the client pages history instead.
                 recovered = size <= self.ctx.config.replay_max_bytes
             if recovered:
-                last = max([last, *(stored.seq for stored in messages)])
+                # Only what the room has fanned out itself: a stored message above its seq has
+                # not reached the room yet (in a cluster the store is read straight from Redis,
+                # the room hears over pub/sub a moment later); when it does, it goes to every
+                # member, this one too, and replaying it now would deliver it twice.
+                fanned = self.state.seq
+                kept = [i for i, stored in enumerate(messages) if stored.seq <= fanned]
+                frames = [frames[i] for i in kept]
+                last = max([last, *(messages[i].seq for i in kept)])
             else:
                 frames = []
         held = self.state.log.replayed(link, last)

@@ -29,6 +29,7 @@ from actorim.client import (
     RequestTimeout,
     StateChange,
 )
+from actorim.protocol.restart import RESTART_CLOSE_CODE, restart_delay
 
 __all__ = ["HELP", "Chat", "dev_token", "endpoints", "run"]
 
@@ -208,7 +209,11 @@ class Chat:
             self.say(f"* connected as {self.client.user}")
         elif state is LinkState.CONNECTING:
             if self._was_connected and change.previous is LinkState.CONNECTED:
-                self.say(f"* reconnecting{_when(change.retry_in)} ({change.reason})")
+                if restart_delay(RESTART_CLOSE_CODE, change.reason) is not None:
+                    # A drain, not a failure: the server said when to come back.
+                    self.say(f"* the server is restarting; reconnecting{_when(change.retry_in)}")
+                else:
+                    self.say(f"* reconnecting{_when(change.retry_in)} ({change.reason})")
         elif state is LinkState.CIRCUIT_OPEN:
             when = _when(change.retry_in) or " later"
             self.say(f"* the server is unreachable ({change.reason}); trying again{when}")

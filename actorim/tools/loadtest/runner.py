@@ -9,20 +9,17 @@ travels there too, never on a command line. Every phase has a deadline, so a run
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import gevent
 from gevent import subprocess
 from gevent.queue import Empty, Queue
 
-import actorim
 from actorim.tools.loadtest.options import BenchOptions
+from actorim.tools.loadtest.pipes import worker_command, worker_env
 from actorim.tools.loadtest.plan import CONNECT_TIMEOUT_S, DRAIN_TIMEOUT_S, NS, REPLY_TIMEOUT_S
 from actorim.tools.loadtest.progress import Counters, Progress
 from actorim.tools.loadtest.stats import Tally, summarize
@@ -115,16 +112,12 @@ def _spec(options: BenchOptions, process: int, run_id: int) -> WorkerSpec:
 
 
 def _spawn(index: int) -> _Worker:
-    env = dict(os.environ)
-    # The worker imports this very package, installed or not.
-    root = str(Path(actorim.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(
-        [sys.executable, "-m", "actorim.tools.loadtest.worker"],
+        worker_command("actorim.tools.loadtest.worker"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
+        env=worker_env(),
     )
     return _Worker(index, process)
 

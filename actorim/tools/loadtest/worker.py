@@ -26,9 +26,6 @@ import http.client
 import itertools
 import json
 import os
-import resource
-import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,12 +34,11 @@ from urllib.parse import quote, urlsplit
 import gevent
 import msgpack
 from gevent.event import AsyncResult
-from gevent.fileobject import FileObjectPosix
 from gevent.lock import BoundedSemaphore, Semaphore
-from gevent.queue import Queue
 
 from actorim.domain.auth import TokenAuthority
 from actorim.tools.loadtest.options import TokenSource
+from actorim.tools.loadtest.pipes import expect, raise_file_limit, worker_pipes
 from actorim.tools.loadtest.plan import (
     CONNECT_TIMEOUT_S,
     DRAIN_TIMEOUT_S,
@@ -54,7 +50,7 @@ from actorim.tools.loadtest.plan import (
 )
 from actorim.tools.loadtest.stats import Tally, expected_deliveries, lost_deliveries
 from actorim.tools.loadtest.throttle import Throttle
-from actorim.tools.loadtest.wire import WorkerSpec, decode_line, encode_line, make_body, read_body
+from actorim.tools.loadtest.wire import WorkerSpec, encode_line, make_body, read_body
 from actorim.tools.loadtest.wsclient import (
     OP_BINARY,
     OP_CLOSE,
@@ -64,6 +60,7 @@ from actorim.tools.loadtest.wsclient import (
     ServerFrames,
     WebSocketProtocolError,
     close_code,
+    incoming,
     masked_frame,
     open_websocket,
 )
@@ -78,7 +75,6 @@ MAX_IN_FLIGHT = 1000
 """Sends a ``--rate`` sender may have awaiting replies; past it the sender waits (and its
 latency, measured from the due time, shows the wait)."""
 
-RECV_BYTES = 256 * 1024
 
 THROTTLING_CODES = frozenset({"rate_limited", "overloaded"})
 """Refusals that slow a ``--max`` sender down; ``rate_limited`` ones are not errors there."""
@@ -268,23 +264,17 @@ class Worker:
     # -- reading, for the whole run --------------------------------------------------------
 
     def _read(self, client: Client, rest: bytes) -> None:
-        sock, frames, unpack = client.sock, client.frames, msgpack.unpackb
-        data = rest
+        unpack = msgpack.unpackb
         try:
-            while True:
-                if data:
-                    for opcode, payload in frames.feed(data):
-                        if opcode == OP_BINARY:
-                            self._on_frame(client, unpack(payload, raw=False, strict_map_key=False))
-                        elif opcode == OP_PING:
-                            client.write(masked_frame(OP_PONG, payload))
-                        elif opcode == OP_CLOSE:
-                            self._closed(client, f"closed:{close_code(payload)}")
-                            return
-                data = sock.recv(RECV_BYTES)
-                if not data:
-                    self._closed(client, "closed:1006")
+            for opcode, payload in incoming(client.sock, client.frames, rest):
+                if opcode == OP_BINARY:
+                    self._on_frame(client, unpack(payload, raw=False, strict_map_key=False))
+                elif opcode == OP_PING:
+                    client.write(masked_frame(OP_PONG, payload))
+                elif opcode == OP_CLOSE:
+                    self._closed(client, f"closed:{close_code(payload)}")
                     return
+            self._closed(client, "closed:1006")
         except (WebSocketProtocolError, ValueError, TypeError):
             self._closed(client, "protocol")
         except OSError:
@@ -460,54 +450,18 @@ class Worker:
             client.close()
 
 
-def _raise_file_limit(clients: int) -> None:
-    """Each client is a file descriptor: lift the soft limit as far as the hard one allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = clients + 64
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _read_commands(stdin: Any, commands: Queue) -> None:
-    for line in stdin:
-        if line.strip():
-            commands.put(decode_line(line))
-    # The runner is gone or has what it needs: nothing left to do here.
-    sys.stdout.flush()
-    os._exit(0)
-
-
 def main() -> None:
-    # Ctrl-C reaches the whole process group: the runner alone decides what happens next.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stdout = sys.stdout.buffer
-
-    def emit(line: bytes) -> None:
-        stdout.write(line)
-        stdout.flush()
-
-    commands: Queue = Queue()
-    gevent.spawn(_read_commands, FileObjectPosix(0, "rb", close=False), commands)
-    spec = WorkerSpec.from_json(_expect(commands, "spec")["spec"])
-    _raise_file_limit(len(spec.layout.clients_of(spec.process)))
+    emit, commands = worker_pipes()
+    spec = WorkerSpec.from_json(expect(commands, "spec")["spec"])
+    raise_file_limit(len(spec.layout.clients_of(spec.process)))
     worker = Worker(spec, emit)
     gevent.spawn(worker.report_progress)
     worker.connect_all()
-    worker.run(int(_expect(commands, "start")["t0_ns"]))
-    worker.drain([int(n) for n in _expect(commands, "expect")["acked_by_room"]])
-    _expect(commands, "close")
+    worker.run(int(expect(commands, "start")["t0_ns"]))
+    worker.drain([int(n) for n in expect(commands, "expect")["acked_by_room"]])
+    expect(commands, "close")
     worker.close_all()
-    stdout.flush()
     os._exit(0)
-
-
-def _expect(commands: Queue, kind: str) -> dict[str, Any]:
-    message = commands.get()
-    if message.get("type") != kind:
-        raise SystemExit(f"expected {kind!r} from the runner, got {message.get('type')!r}")
-    return message
 
 
 if __name__ == "__main__":

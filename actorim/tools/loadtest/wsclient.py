@@ -19,6 +19,7 @@ import random
 import socket
 import ssl
 import struct
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from websockets.utils import apply_mask
@@ -34,6 +35,7 @@ __all__ = [
     "WebSocketProtocolError",
     "accept_key",
     "close_code",
+    "incoming",
     "masked_frame",
     "open_websocket",
 ]
@@ -42,6 +44,9 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Largest message accepted from the server: far above any event, bounded all the same."""
+
+RECV_BYTES = 256 * 1024
+"""Bytes asked of the socket at a time."""
 
 MAX_HANDSHAKE_BYTES = 16 * 1024
 """Longest HTTP response head accepted for the opening handshake."""
@@ -152,6 +157,18 @@ class ServerFrames:
         if fin:
             out.append((self._fragment_opcode, b"".join(self._fragments)))
             self._fragments, self._fragment_opcode, self._fragments_size = [], 0, 0
+
+
+def incoming(sock: socket.socket, frames: ServerFrames, rest: bytes) -> Iterator[tuple[int, bytes]]:
+    """Every frame the server sends on ``sock`` (``rest``: bytes read past the handshake), until
+    it ends the TCP connection; raises what ``ServerFrames`` and the socket raise."""
+    data = rest
+    while True:
+        if data:
+            yield from frames.feed(data)
+        data = sock.recv(RECV_BYTES)
+        if not data:
+            return
 
 
 def _handshake_request(host: str, port: int, path: str, key: str, secure: bool) -> bytes:

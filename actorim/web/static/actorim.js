@@ -37,6 +37,17 @@ export const CloseCode = Object.freeze({
   TOKEN_REVOKED: 4003,
 });
 
+// The longest restart hint the client honours (ms); a longer one is clamped to it.
+export const MAX_RESTART_DELAY = 60_000;
+
+/** The delay (ms) a draining server asked for in its close (1012, reason "... reconnect in
+ * <ms> ms": docs/protocol.md), or 0 when the close carries no such hint. */
+export function restartDelay(code, reason) {
+  if (code !== CloseCode.SERVICE_RESTART) return 0;
+  const found = /reconnect in (\d{1,9}) ms/.exec(reason || "");
+  return found ? Math.min(MAX_RESTART_DELAY, Number(found[1])) : 0;
+}
+
 /** Defaults of the client's options; each can be given to the constructor. */
 export const DEFAULTS = Object.freeze({
   // A dead server (or a dead network path) is noticed within this time: the client sends the
@@ -131,17 +142,23 @@ export class ReconnectPolicy {
   }
 
   /** An established link ended at `now` (a restart, a network change); `goingAway`: the
-   * server said it is going away (close 1001 or 1012). */
-  lost(now, goingAway = false) {
+   * server said it is going away (close 1001 or 1012); `after`: the delay (ms) its close
+   * hinted, waited before the back-off's own jitter (the grace starts when it ends). */
+  lost(now, goingAway = false, after = 0) {
     const stable = this.connectedAt !== null && now - this.connectedAt >= this.stableAfter;
+    const wait = goingAway ? Math.max(0, after) : 0;
     this.connectedAt = null;
-    if (goingAway && this.restartGrace > 0) this.patientUntil = now + this.restartGrace;
+    if (goingAway && this.restartGrace > 0) this.patientUntil = now + wait + this.restartGrace;
+    let next;
     if (stable) {
       this.failures = 0;
       this.excused = 0;
-      return { state: State.DISCONNECTED, delay: this._delay(0) };
+      next = { state: State.DISCONNECTED, delay: this._delay(0) };
+    } else {
+      next = this.failed(now);
     }
-    return this.failed(now);
+    if (next.state === State.DISCONNECTED) next.delay += wait;
+    return next;
   }
 
   /** An attempt failed at `now` (no socket, no token, connect refused or closed by policy). */
@@ -758,7 +775,9 @@ export class ActorimClient extends EventTarget {
     const now = Date.now();
     const goingAway = code === CloseCode.GOING_AWAY || code === CloseCode.SERVICE_RESTART;
     const orderly = goingAway || spent || code === CloseCode.ABNORMAL;
-    const next = wasLive && orderly ? this._policy.lost(now, goingAway) : this._policy.failed(now);
+    const after = restartDelay(code, reason);
+    const next =
+      wasLive && orderly ? this._policy.lost(now, goingAway, after) : this._policy.failed(now);
     this._setState(next.state, { delay: next.delay, code, reason });
     this._retryTimer = setTimeout(() => {
       this._retryTimer = null;
