@@ -384,9 +384,64 @@ class Supervisor(GeventActor):
             logger.error("%s: child %r did not end after a kill", self, child.spec.id)
 
     def _shutdown_all(self) -> None:
-        for child in reversed(list(self._children.values())):
+        """Stop every child: the dynamic ones first, all at once, then the static ones one by
+        one in reverse start order.
+
+        Dynamic children started last, so they stop first, as the start order says; they are
+        told to stop together, as OTP ends a ``simple_one_for_one`` supervisor's children, so
+        that ten thousand of them (a node's connections) cost their slowest stop, not the sum
+        of all: one at a time, a few milliseconds each came to longer than a supervisor's own
+        shutdown time."""
+        children = list(reversed(list(self._children.values())))
+        dynamic = [child for child in children if child.dynamic]
+        for child in dynamic:
             self._forget_timer(child)
-            self._terminate(child)
+        self._terminate_together(dynamic)
+        for child in children:
+            if not child.dynamic:
+                self._forget_timer(child)
+                self._terminate(child)
+
+    def _terminate_together(self, children: list[_Child]) -> None:
+        """``_terminate`` for ``children`` at once: each is told to stop (or killed, with
+        shutdown 0), then each is waited for within its shutdown time, counted from the tell,
+        and killed past it."""
+        stopping: list[tuple[_Child, ActorRef[Any], gevent.event.Event]] = []
+        for child in children:
+            ref = child.ref
+            if ref is None:
+                continue
+            if child.watch is not None:
+                demonitor(child.watch)
+                child.watch = None
+            ended = gevent.event.Event()
+            monitor(ref, _setter(ended))
+            if child.spec.shutdown == 0:
+                kill(ref)
+            else:
+                try:
+                    ref.tell(stop_message())
+                except ActorDeadError:
+                    ended.set()
+            stopping.append((child, ref, ended))
+        told = time.monotonic()
+        for child, ref, ended in stopping:
+            shutdown = child.spec.shutdown
+            if shutdown not in (0, None):
+                remaining = max(0.0, told + shutdown - time.monotonic())
+                if not ended.wait(remaining):
+                    logger.warning(
+                        "%s: child %r did not stop within %ss: killing it",
+                        self,
+                        child.spec.id,
+                        shutdown,
+                    )
+                    kill(ref)
+            elif shutdown is None:
+                ended.wait()
+            if not ended.wait(_KILL_GRACE_S):
+                logger.error("%s: child %r did not end after a kill", self, child.spec.id)
+            child.ref = None
 
     def _forget_timer(self, child: _Child) -> list[_Child]:
         """Cancel a pending restart; returns the siblings that were waiting for it."""
@@ -522,3 +577,8 @@ class _PendingRestart:
 
 
 _PENDING = _PendingRestart()
+
+
+def _setter(event: gevent.event.Event) -> Callable[[Any, Any], None]:
+    """A monitor callback that sets ``event`` when the actor ends."""
+    return lambda _ref, _why: event.set()

@@ -1153,3 +1153,37 @@ def test_a_supervisor_without_exit_code_leaves_the_program_running(journal: Reco
     assert exits.wait_one().kind is ExitKind.FAILURE
     with pytest.raises(ActorDeadError):
         sup.proxy()
+
+
+class Gathering(GeventActor):
+    """Ends only once all of ``party`` are ending too, or it gave up waiting (``GATHER_S``):
+    stopped one at a time, the first would wait alone."""
+
+    def __init__(self, party: list[bool], size: int, all_stopping: gevent.event.Event) -> None:
+        super().__init__()
+        self.party, self.size, self.all_stopping = party, size, all_stopping
+
+    def on_stop(self) -> None:
+        mine = len(self.party)
+        self.party.append(False)
+        if len(self.party) == self.size:
+            self.all_stopping.set()
+        self.party[mine] = self.all_stopping.wait(timeout=GATHER_S)
+
+
+GATHER_S = 1.0
+
+
+def test_dynamic_children_are_told_to_stop_together_and_static_ones_after_them(
+    journal: Recorder,
+) -> None:
+    size = 5
+    party: list[bool] = []
+    all_stopping = gevent.event.Event()
+    sup = start_supervisor([worker("static", journal)])
+    for n in range(size):
+        spec = ChildSpec(id=("conn", n), start=Gathering.start, args=(party, size, all_stopping))
+        sup.proxy().start_child(spec).get(timeout=WAIT)
+    assert sup.stop(timeout=WAIT) is True
+    assert party == [True] * size, "the dynamic children were stopped one at a time"
+    assert journal.items[-1] == ("stop", "static")
