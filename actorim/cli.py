@@ -264,14 +264,24 @@ def _serve(args: argparse.Namespace) -> int:
     if config.dev:
         logger.warning("chat page: %s (development mode: any name signs in)", page_url(host, port))
     stopped = Event()
+    exit_code = 0
 
     def shut_down(signum: int) -> None:
+        # The process ends whatever the stop does: a stop that fails (a supervisor that does
+        # not end within its time) is logged and the exit status says so, rather than leave
+        # a process that answers nothing and never exits.
+        nonlocal exit_code
         logger.info("signal %d: draining", signum)
-        node.stop(drain=True)
-        stopped.set()
+        try:
+            node.stop(drain=True)
+        except Exception:
+            logger.exception("the node did not stop cleanly")
+            exit_code = EXIT_SUPERVISOR_FAILED
+        finally:
+            stopped.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, lambda s=signum: gevent.spawn(shut_down, s))
     stopped.wait()
     logger.info("stopped")
-    return 0
+    return exit_code
