@@ -60,6 +60,7 @@ from actorim.runtime.messages import (
     StoreRead,
     call_later,
 )
+from actorim.runtime.storecalls import CallQueue, StoreCall, run_calls
 from actorim.store.base import Receipt, Store, StoredMessage
 from supervisors import GeventActor, MailboxFull
 
@@ -89,6 +90,8 @@ class StoreActor(FaultInjectable, GeventActor):
         self._pages: ThreadPool | None = None
         # History pages being read or built, answered Unavailable if this actor stops first.
         self._reading: dict[int, ReadPage | ReadThread] = {}
+        # Backend calls waiting for the store thread, handed over in batches (with offload).
+        self._calls = CallQueue()
         self.backend: Store | None = None
         self._pending: list[Append] = []
         self._marks: deque[Mark] = deque()
@@ -113,6 +116,7 @@ class StoreActor(FaultInjectable, GeventActor):
                 self._commit()
             self._finish_commit_now()
         self._abandon_pages()
+        _gone(self._calls.drop(), self._committed)
         self._close_backend()
 
     def on_failure(self, *exc_info: object) -> None:
@@ -125,6 +129,7 @@ class StoreActor(FaultInjectable, GeventActor):
         self._pending = []
         self._marks.clear()
         self._abandon_pages()
+        _gone(self._calls.drop(), self._committed)
         self._close_backend()
 
     # -- messages -------------------------------------------------------------------------------
@@ -343,6 +348,10 @@ class StoreActor(FaultInjectable, GeventActor):
     ) -> None:
         """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
         error)`` runs in this actor after."""
+        if not pages and self._pool is not None:
+            self._calls.add(StoreCall(func, args, kwargs or {}, done))
+            self._hand_over()
+            return
         pool = self._pages if pages else self._pool
         if pool is None:
             result = AsyncResult()
@@ -364,6 +373,34 @@ class StoreActor(FaultInjectable, GeventActor):
                     done(None, Unavailable("the store restarted"))
 
         result.rawlink(back)
+
+    def _hand_over(self) -> None:
+        """Start the next batch of waiting calls on the store thread, unless one runs."""
+        batch = self._calls.next_batch()
+        if batch is None:
+            return
+        assert self._pool is not None
+        result = self._pool.spawn(run_calls, batch)
+        me = self.actor_ref
+
+        def back(finished: AsyncResult) -> None:
+            error = finished.exception
+            outcomes = finished.value if error is None else [(None, error)] * len(batch)
+            try:
+                me.tell(Call(self._handed_back, (batch, outcomes)))
+            except ActorDeadError:
+                _gone(batch, self._committed)
+
+        result.rawlink(back)
+
+    def _handed_back(
+        self, batch: list[StoreCall], outcomes: list[tuple[Any, BaseException | None]]
+    ) -> None:
+        """A batch is done: the next one goes to the thread, then each call is answered."""
+        self._calls.finished()
+        self._hand_over()
+        for call, (value, error) in zip(batch, outcomes, strict=True):
+            call.done(value, error)
 
     def _run_now(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func`` on the store thread and wait for it (start-up and shutdown only)."""
@@ -537,3 +574,11 @@ def reply(
         to.tell(Call(done, (result, error)))
     except (ActorDeadError, MailboxFull):
         logger.debug("an answer from the store found its asker gone")
+
+
+def _gone(calls: list[StoreCall], committed: Callable[..., None]) -> None:
+    """Answer calls whose result can no longer reach the actor: it stopped or restarted (a
+    commit's answer is the actor's own, and its senders are answered by ``on_failure``)."""
+    for call in calls:
+        if call.done is not committed:
+            call.done(None, Unavailable("the store restarted"))
