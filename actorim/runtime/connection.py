@@ -184,6 +184,8 @@ class ConnectionActor(GeventActor):
     def _apply_notices(self) -> None:
         """What rooms and the presence tracker told this connection, in the order they told it."""
         link = self.link
+        if not link.notices:
+            return
         notices, link.notices = link.notices, []
         for notice in notices:
             if isinstance(notice, MembershipChanged):
