@@ -61,7 +61,7 @@ from actorim.runtime.messages import (
     call_later,
 )
 from actorim.runtime.storecalls import CallQueue, StoreCall, run_calls
-from actorim.store.base import Receipt, Store, StoredMessage
+from actorim.store.base import Batching, Receipt, Store, StoredMessage
 from supervisors import GeventActor, MailboxFull
 
 __all__ = ["StoreActor", "StoreFailed", "reply"]
@@ -380,7 +380,9 @@ class StoreActor(FaultInjectable, GeventActor):
         if batch is None:
             return
         assert self._pool is not None
-        result = self._pool.spawn(run_calls, batch)
+        backend = self.backend
+        together = backend.together if isinstance(backend, Batching) else None
+        result = self._pool.spawn(run_calls, batch, together)
         me = self.actor_ref
 
         def back(finished: AsyncResult) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +50,25 @@ class StoreCall:
     done: Done
 
 
-def run_calls(calls: list[StoreCall]) -> list[tuple[Any, BaseException | None]]:
-    """Run a batch on the store thread, in order; each call's failure is its own."""
+def run_calls(
+    calls: list[StoreCall], together: Callable[[], AbstractContextManager[None]] | None = None
+) -> list[tuple[Any, BaseException | None]]:
+    """Run a batch on the store thread, in order; each call's failure is its own.
+
+    With ``together`` (a ``Batching`` store's), the calls run inside it, as one transaction:
+    should its commit fail, every call of the batch fails with that error.
+    """
+    if together is None:
+        return _each(calls)
+    try:
+        with together():
+            outcomes = _each(calls)
+    except Exception as exc:
+        return [(None, exc)] * len(calls)
+    return outcomes
+
+
+def _each(calls: list[StoreCall]) -> list[tuple[Any, BaseException | None]]:
     outcomes: list[tuple[Any, BaseException | None]] = []
     for call in calls:
         try:
