@@ -302,7 +302,8 @@ class GeventActor(Actor):
                 dead_letter(envelope, self)
             else:
                 told.append(envelope.message)
-        queue.extend(kept)
+        if kept:  # then the queue was not empty: it is the live deque
+            queue.extend(kept)
         return told
 
     def kill(self) -> None:

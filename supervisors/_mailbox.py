@@ -150,7 +150,7 @@ class Mailbox:
                 call_on_home(fail, MailboxOverflow(message))
 
     def get(self) -> Envelope[Any]:
-        return self.queue.popleft()
+        return self.live().popleft()
 
     def empty(self) -> bool:
         return not self.queue

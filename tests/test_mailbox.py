@@ -313,6 +313,7 @@ def test_an_idle_mailbox_lets_go_of_its_queue_and_misses_no_message() -> None:
     assert actor.seen == [1, 2, 3, 4]
     gevent.sleep(0)  # the actor's loop returns its greenlet once the mailbox is empty
     assert not isinstance(actor.actor_inbox.queue, deque)  # an idle actor holds no queue
+    assert actor.drain_mailbox() == []
     ref.tell(5)
     assert ref.ask(6, timeout=WAIT) is None
     assert actor.seen == [1, 2, 3, 4, 5, 6]
