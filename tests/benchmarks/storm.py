@@ -2,9 +2,10 @@
 
 Three subcommands, used by ``tests/benchmarks/storm.sh``:
 
-    storm.py serve OUT N [actorim flags]  run the server with tracemalloc: SIGUSR1 takes the
+    storm.py serve OUT COUNT [flags]      run the server with tracemalloc: SIGUSR1 takes the
                                           first snapshot, SIGUSR2 the second and writes the
-                                          difference per line of code, per connection, to OUT
+                                          difference per line of code, per connection (the
+                                          number of them read from the file COUNT), to OUT
     storm.py stages BEFORE AFTER N        py-spy raw stacks (``--gil``) of two idle:N runs as a
                                           Markdown table: microseconds per connection per stage
     storm.py heap BEFORE AFTER            two ``serve`` outputs grouped by what holds the bytes
@@ -159,7 +160,7 @@ def table(first: str, before: dict[str, float], after: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def serve(out: str, n: int, argv: list[str]) -> Any:
+def serve(out: str, count_file: str, argv: list[str]) -> Any:
     import gc
     import signal
     import tracemalloc
@@ -180,8 +181,9 @@ def serve(out: str, n: int, argv: list[str]) -> Any:
         gc.collect()
         stats = tracemalloc.take_snapshot().compare_to(first[0], "lineno")
         total = sum(s.size_diff for s in stats)
+        n = max(1, int(Path(count_file).read_text()))
         with open(out, "w") as f:
-            f.write(f"total {total} bytes, {total / n:.0f} per connection\n")
+            f.write(f"total {total} bytes, {total / n:.0f} per connection, {n} connections\n")
             for s in stats[:80]:
                 f.write(
                     f"{s.size_diff / n:8.1f} B/conn {s.count_diff / n:6.2f} blocks/conn"
@@ -198,7 +200,7 @@ def serve(out: str, n: int, argv: list[str]) -> Any:
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "serve":
-        sys.exit(serve(args[0], int(args[1]), args[2:]))
+        sys.exit(serve(args[0], args[1], args[2:]))
     elif command == "stages":
         n = int(args[2])
         print(table("stage, µs per connection", stages(args[0], n), stages(args[1], n)))

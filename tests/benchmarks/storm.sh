@@ -24,7 +24,9 @@ print('\n'.join(jwt.encode({'sub': f'u{i}', 'exp': e}, sys.argv[1], algorithm='H
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cd "$REPO"
 if [ "$mode" = heap ]; then
-  set -- "$HERE/storm.py" serve "$out" "$n"
+  set -- "$HERE/storm.py" serve "$out" "$work/count"
+  # tracemalloc slows the hub down: its monitor would report (and format) every pause.
+  export ACTORIM_BLOCK_THRESHOLD="${ACTORIM_BLOCK_THRESHOLD:-30}"
 else
   set -- -m actorim
 fi
@@ -39,16 +41,27 @@ hold=5s; timeout=10s
 case "$mode" in
   spy) "$(dirname "$PY")/py-spy" record -p $server -r 250 -f raw -o "$out" --nonblocking \
          --threads --gil 2>/dev/null & spy=$! ;;
-  heap) sleep 1; kill -USR1 $server; sleep 3; hold=600s; timeout=120s ;;
+  heap) sleep 1; kill -USR1 $server; sleep 3; hold=600s; timeout=120s
+        base=$(ls /proc/$server/fd | wc -l) ;;
 esac
 taskset -c 1 "$LOADGEN" -url "ws://127.0.0.1:$port/ws" -scenario idle -n "$n" -dialect actorim \
   -token-file "$work/tokens" -idle-join -pid $server -quiet -hold $hold -settle 2s -src-ips 16 \
   -hs-timeout $timeout -max-time 15m &
 loadgen=$!
 if [ "$mode" = heap ]; then
-  # Every client connected (the server holds one descriptor each), then the second snapshot.
-  until [ "$(ls /proc/$server/fd | wc -l)" -ge "$n" ]; do sleep 1; done
-  sleep 5; kill -USR2 $server
+  # Every client connected (the server holds one descriptor each), or no new one for 30 s (a
+  # client refused under an overloaded machine is not retried for ever): the second snapshot,
+  # divided by the connections the server holds.
+  last=0; still=0
+  while :; do
+    fds=$(ls /proc/$server/fd | wc -l)
+    [ $((fds - base)) -ge "$n" ] && break
+    if [ "$fds" -eq "$last" ]; then still=$((still + 1)); [ $still -ge 30 ] && break; else still=0; fi
+    last=$fds; sleep 1
+  done
+  sleep 5
+  echo $(($(ls /proc/$server/fd | wc -l) - base)) > "$work/count"
+  kill -USR2 $server
   until [ -s "$out" ]; do sleep 1; done
   kill $loadgen
 else
