@@ -35,6 +35,18 @@ def test_calls_go_in_the_order_they_came_at_most_limit_a_hop() -> None:
     assert seen == list(range(7))
 
 
+def test_a_call_marked_alone_goes_in_a_batch_of_its_own() -> None:
+    # Every answer of a batch waits for its last call: a commit or a page is never batched.
+    queue = CallQueue()
+    for value, alone in [(1, False), (2, False), (3, True), (4, False), (5, True), (6, True)]:
+        queue.add(StoreCall(lambda v=value: v, (), {}, print, alone))
+    batches = []
+    while (batch := queue.next_batch()) is not None:
+        batches.append([value for value, _ in run_calls(batch)])
+        queue.finished()
+    assert batches == [[1, 2], [3], [4], [5], [6]]
+
+
 def test_a_failing_call_fails_alone() -> None:
     def boom() -> None:
         raise ValueError("bad row")

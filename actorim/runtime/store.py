@@ -180,7 +180,8 @@ class StoreActor(FaultInjectable, GeventActor):
         self._committing = batch
         self._commit_started = time.perf_counter()
         assert self.backend is not None
-        self._in_background(self.backend.write_batch, _split(batch), self._committed)
+        # Alone: the senders' answers wait for no other call, and no call waits for the fsync.
+        self._in_background(self.backend.write_batch, _split(batch), self._committed, alone=True)
 
     def _committed(self, result: Any, error: BaseException | None) -> None:
         batch, self._committing = self._committing, None
@@ -323,6 +324,7 @@ class StoreActor(FaultInjectable, GeventActor):
                 "limit": request.limit,
                 "reader": request.reader,
             },
+            alone=True,  # a page may be large: nobody else's answer waits for it
         )
 
     def _abandon_pages(self) -> None:
@@ -345,11 +347,13 @@ class StoreActor(FaultInjectable, GeventActor):
         kwargs: dict[str, Any] | None = None,
         *,
         pages: bool = False,
+        alone: bool = False,
     ) -> None:
         """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
-        error)`` runs in this actor after."""
+        error)`` runs in this actor after. ``alone``: in a batch of its own (a commit, a page,
+        pruning: long, or awaited by senders), so that no other answer waits for it."""
         if not pages and self._pool is not None:
-            self._calls.add(StoreCall(func, args, kwargs or {}, done))
+            self._calls.add(StoreCall(func, args, kwargs or {}, done, alone))
             self._hand_over()
             return
         pool = self._pages if pages else self._pool
@@ -471,6 +475,7 @@ class StoreActor(FaultInjectable, GeventActor):
                 "max_count": config.retention_count,
                 "max_age_ms": config.retention_ms,
             },
+            alone=True,
         )
 
 

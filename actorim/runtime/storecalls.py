@@ -6,7 +6,8 @@ the answer back (with the GIL passed both ways): tens of microseconds, more than
 calls themselves, and a connection makes several (its inbox, its mutes, its join, its offline
 backlog). ``CallQueue`` keeps the calls that arrive while the thread is busy, and the next hop
 takes all of them (at most ``limit``), in the order they came: under a reconnect storm the
-hops are counted in batches, not calls, while a lone call still goes at once.
+hops are counted in batches, not calls, while a lone call still goes at once. A call marked
+``alone`` (a commit of sends, a history page) goes in a batch of its own.
 
 >>> queue = CallQueue(limit=2)
 >>> for name in "abc":
@@ -48,6 +49,9 @@ class StoreCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     done: Done
+    alone: bool = False
+    """Goes in a batch of its own: every answer of a batch waits for its last call, so a long
+    call (a history page) or one whose answer is awaited (a commit of sends) is not batched."""
 
 
 def run_calls(
@@ -98,7 +102,10 @@ class CallQueue:
         if self.running or not self._waiting:
             return None
         waiting = self._waiting
-        batch = [waiting.popleft() for _ in range(min(len(waiting), self._limit))]
+        batch = [waiting.popleft()]
+        if not batch[0].alone:
+            while waiting and len(batch) < self._limit and not waiting[0].alone:
+                batch.append(waiting.popleft())
         self.running = True
         return batch
 
