@@ -153,7 +153,7 @@ class GeventActor(Actor):
         if self._state is _ENDED:
             dead_letter(envelope, self)
             return
-        self.actor_inbox.queue.append(envelope)
+        self.actor_inbox.live().append(envelope)
         if self._greenlet is None:
             self._greenlet = _runner_for(self)
 
@@ -168,7 +168,7 @@ class GeventActor(Actor):
         me = getcurrent()
         if self._greenlet is not me or self._state is _ENDED:
             return  # killed before this greenlet got to run
-        queue = self.actor_inbox.queue
+        queue = self.actor_inbox.live()
         handle = dispatcher(self)
         envelope = None
         self._in_run = True
@@ -210,6 +210,7 @@ class GeventActor(Actor):
             self._in_run = False
             if self._greenlet is me:
                 self._greenlet = None
+                self.actor_inbox.rest()
 
     def _stop_normally(self, stopper: Any) -> None:
         self.actor_stopped.set()
@@ -301,7 +302,8 @@ class GeventActor(Actor):
                 dead_letter(envelope, self)
             else:
                 told.append(envelope.message)
-        queue.extend(kept)
+        if kept:  # then the queue was not empty: it is the live deque
+            queue.extend(kept)
         return told
 
     def kill(self) -> None:

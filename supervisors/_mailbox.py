@@ -20,6 +20,10 @@ __all__ = ["MailboxFull", "MailboxOverflow", "Overflow"]
 # Guards the count of envelopes on their way from other OS threads; never held while waiting.
 _in_flight_lock = monkey.get_original("_thread", "allocate_lock")()
 
+# The queue of every resting mailbox: empty, shared, and without ``append`` (a message must go
+# through ``Mailbox.live``).
+_NO_MESSAGES: Any = ()
+
 
 class MailboxOwner(Protocol):
     """What a mailbox needs of the actor it belongs to (:class:`~supervisors.GeventActor`):
@@ -71,12 +75,27 @@ class Mailbox:
     __slots__ = ("_actor", "_in_flight", "capacity", "dropped", "overflow", "queue")
 
     def __init__(self) -> None:
-        self.queue: deque[Envelope[Any]] = deque()
+        # An idle actor holds no deque (its first block is over 500 bytes): the shared empty
+        # tuple stands in for it until a message comes (``live``), and again once the actor
+        # handled them all (``rest``). Code that only reads the queue sees an empty sequence.
+        self.queue: deque[Envelope[Any]] = _NO_MESSAGES
         self._actor: MailboxOwner | None = None
         self.capacity: int | None = None
         self.overflow = Overflow.REJECT
         self.dropped = 0
         self._in_flight = 0
+
+    def live(self) -> deque[Envelope[Any]]:
+        """The queue, made if the mailbox was resting: for appending and for the actor loop."""
+        queue = self.queue
+        if queue is _NO_MESSAGES:
+            queue = self.queue = deque()
+        return queue
+
+    def rest(self) -> None:
+        """Let go of the queue while it is empty (the actor loop stops until the next message)."""
+        if not self.queue:
+            self.queue = _NO_MESSAGES
 
     def bind(self, actor: MailboxOwner, capacity: int | None, overflow: Overflow) -> None:
         if capacity is not None and capacity < 1:
@@ -131,7 +150,7 @@ class Mailbox:
                 call_on_home(fail, MailboxOverflow(message))
 
     def get(self) -> Envelope[Any]:
-        return self.queue.popleft()
+        return self.live().popleft()
 
     def empty(self) -> bool:
         return not self.queue

@@ -94,6 +94,29 @@ def test_a_frame_fed_one_byte_at_a_time_decodes_once_complete() -> None:
     assert events[-1] == [Message(b"Hello", binary=False)]
 
 
+def test_a_stream_cut_anywhere_across_frames_and_fragments_decodes_the_same() -> None:
+    # The reader lets go of its parser between frames: a stream of whole frames, fragments
+    # and a ping, cut at random points (some right between frames), gives the same events.
+    data = (
+        client_frame(Opcode.TEXT, b"one")
+        + client_frame(Opcode.BINARY, b"\x00two" * 50, fin=False)
+        + client_frame(Opcode.PING, b"p")
+        + client_frame(Opcode.CONT, b"three")
+        + client_frame(Opcode.TEXT, b"four")
+    )
+    whole = FrameReader().feed(data)
+    seed = random.randrange(2**32)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 8)))
+        reader = FrameReader()
+        events = []
+        for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            events += reader.feed(data[start:end])
+        assert events == whole
+
+
 @pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])
 def test_binary_frames_of_every_length_encoding_decode(length: int) -> None:
     # RFC 6455 §5.2: 7-bit, 16-bit and 64-bit payload lengths.

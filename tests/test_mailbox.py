@@ -3,6 +3,7 @@ as its class says, instead of growing without limit."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -281,3 +282,38 @@ def test_drain_mailbox_leaves_a_stop_request_so_the_actor_still_stops() -> None:
     assert stopping.get(timeout=WAIT) is True
     assert actor.taken == ["x", "y"]
     assert actor.stopped
+
+
+class TellsItselfOnStart(GeventActor):
+    """Tells itself 1 in ``on_start``, then each number up to 3 from the handler of the one
+    before: every message arrives while the actor's loop is running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+        self.third = gevent.event.Event()
+
+    def on_start(self) -> None:
+        self.actor_ref.tell(1)
+
+    def on_receive(self, message: Any) -> Any:
+        self.seen.append(message)
+        if message < 3:
+            self.actor_ref.tell(message + 1)
+        elif message == 3:
+            self.third.set()
+        return None
+
+
+def test_an_idle_mailbox_lets_go_of_its_queue_and_misses_no_message() -> None:
+    ref = TellsItselfOnStart.start()
+    actor = actor_of(ref)
+    assert actor.third.wait(WAIT)
+    ref.ask(4, timeout=WAIT)
+    assert actor.seen == [1, 2, 3, 4]
+    gevent.sleep(0)  # the actor's loop returns its greenlet once the mailbox is empty
+    assert not isinstance(actor.actor_inbox.queue, deque)  # an idle actor holds no queue
+    assert actor.drain_mailbox() == []
+    ref.tell(5)
+    assert ref.ask(6, timeout=WAIT) is None
+    assert actor.seen == [1, 2, 3, 4, 5, 6]

@@ -103,7 +103,7 @@ class _RoomRule:
     @classmethod
     def compile(cls, rooms: Sequence[str] | None) -> _RoomRule:
         if rooms is None:
-            return cls(True, frozenset(), None)
+            return _EVERY_ROOM
         exact: set[str] = set()
         prefixes: list[str] = []
         everything = False
@@ -125,6 +125,10 @@ class _RoomRule:
         if self.everything or room in self.exact:
             return True
         return self.prefixes is not None and self.prefixes.fullmatch(room) is not None
+
+
+_EVERY_ROOM = _RoomRule(True, frozenset(), None)
+"""The rule of every token without a ``rooms`` claim: one, shared (it is immutable)."""
 
 
 def _rooms_problem(rooms: object) -> str | None:

@@ -108,8 +108,10 @@ class PresenceBook(Generic[C]):
             raise ValueError(f"max_watches_per_conn must be >= 0, got {max_watches_per_conn!r}")
         self._grace_s = float(grace_s)
         self._max_watches = max_watches_per_conn
-        # user -> its live connections; a user is here only while it has at least one.
-        self._conns: dict[str, set[C]] = {}
+        # user -> its live connections; a user is here only while it has at least one. A
+        # tuple, not a set: a user nearly always has one or two connections (bounded by
+        # max_connections_per_user), and a set is four times the memory of a short tuple.
+        self._conns: dict[str, tuple[C, ...]] = {}
         # user -> the end of its grace period; a user is here only while in grace.
         self._grace: dict[str, float] = {}
         # (deadline, user) for every grace period started; entries whose deadline no longer
@@ -126,9 +128,10 @@ class PresenceBook(Generic[C]):
         announcements = self.expire(now)
         conns = self._conns.get(user)
         if conns is not None:
-            conns.add(conn)
+            if conn not in conns:
+                self._conns[user] = (*conns, conn)
             return announcements
-        self._conns[user] = {conn}
+        self._conns[user] = (conn,)
         if self._grace.pop(user, None) is None:
             announcements.append(Announcement(user, ONLINE, _ms(now)))
         return announcements
@@ -144,8 +147,10 @@ class PresenceBook(Generic[C]):
         conns = self._conns.get(user)
         if conns is None or conn not in conns:
             return announcements
-        conns.discard(conn)
-        if not conns:
+        rest = tuple(c for c in conns if c != conn)
+        if rest:
+            self._conns[user] = rest
+        else:
             del self._conns[user]
             announcements.extend(self._start_grace(user, now))
         return announcements
@@ -177,9 +182,11 @@ class PresenceBook(Generic[C]):
         not live are dropped.
         """
         announcements = self.expire(now)
-        conns: dict[str, set[C]] = {}
+        conns: dict[str, tuple[C, ...]] = {}
         for user, conn in live:
-            conns.setdefault(user, set()).add(conn)
+            known = conns.get(user, ())
+            if conn not in known:
+                conns[user] = (*known, conn)
         vanished = [user for user in self._conns if user not in conns]
         self._conns = conns
         for user in conns:

@@ -202,6 +202,7 @@ class FrameReader:
     """
 
     __slots__ = (
+        "_between",
         "_close_sent",
         "_closing_read",
         "_closing_read_limit",
@@ -252,9 +253,11 @@ class FrameReader:
         self._fragments_size = 0
         self._fragment_binary: bool | None = None
         self._utf8: codecs.IncrementalDecoder | None = None
-        self._stream = StreamReader()
-        self._parser = self._parse()
-        next(self._parser)
+        # The parser and its buffer exist while a frame is under way: between frames, with
+        # nothing buffered, the reader lets go of them (an idle connection holds none).
+        self._stream: StreamReader | None = None
+        self._parser: Generator[None, None, None] | None = None
+        self._between = False
 
     @property
     def state(self) -> ReaderState:
@@ -287,6 +290,11 @@ class FrameReader:
         if not data and not self._paused:
             return []
         if data:
+            if self._parser is None:
+                self._stream = StreamReader()
+                self._parser = self._parse()
+                next(self._parser)
+            assert self._stream is not None
             self._stream.feed_data(data)
         return self._step(max_frames)
 
@@ -301,7 +309,10 @@ class FrameReader:
             raise ValueError(f"max_frames must be 1 or more, got {max_frames}")
         self._step_left = max_frames
         self._paused = False
-        next(self._parser)
+        if self._parser is not None:
+            next(self._parser)
+            if self._between and self._stream is not None and not self._stream.buffer:
+                self._parser = self._stream = None  # made again by the next feed
         events, self._events = self._events, []
         return events
 
@@ -340,14 +351,14 @@ class FrameReader:
                 # Control frames may arrive inside a fragmented message whose remaining
                 # allowance is smaller than a control payload: never refuse those on size.
                 allowance = max(self._max_size - self._fragments_size, MAX_CONTROL_PAYLOAD)
-                frame = yield from Frame.parse(
-                    self._stream.read_exact, mask=True, max_size=allowance
-                )
+                self._between = True  # until the frame's first bytes are read
+                frame = yield from Frame.parse(self._read_exact, mask=True, max_size=allowance)
                 self.frames += 1
                 self._on_frame(frame)
                 self._step_left -= 1
                 if (
                     self._step_left <= 0
+                    and self._stream is not None
                     and self._stream.buffer
                     # `_on_frame` may have closed the reader: mypy keeps the state it
                     # narrowed in the loop's test, hence the ignore.
@@ -370,6 +381,12 @@ class FrameReader:
             self._fail(CloseCode.INTERNAL_ERROR, "")
         # Both ways out of the loop leave the reader CLOSED; feed() never steps it again.
         yield
+
+    def _read_exact(self, n: int) -> Generator[None, None, bytearray]:
+        assert self._stream is not None
+        data = yield from self._stream.read_exact(n)
+        self._between = False
+        return data
 
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -451,7 +468,8 @@ class FrameReader:
         self._state = ReaderState.CLOSED
         self._paused = False
         self._reset_fragments()
-        self._stream.discard()
+        if self._stream is not None:
+            self._stream.discard()
 
 
 _HEAD_SHORT = struct.Struct("!BB")

@@ -184,6 +184,8 @@ class ConnectionActor(GeventActor):
     def _apply_notices(self) -> None:
         """What rooms and the presence tracker told this connection, in the order they told it."""
         link = self.link
+        if not link.notices:
+            return
         notices, link.notices = link.notices, []
         for notice in notices:
             if isinstance(notice, MembershipChanged):
@@ -320,18 +322,23 @@ class ConnectionActor(GeventActor):
             raise
         # The user's conversations, read before the connection counts as connected: a room
         # the user joins on another device from now on reaches it as a notice.
+        # With them, in the same request, the rooms where the user is muted: a send there is
+        # refused without asking the store.
+        mutes: dict[str, int] | None = None
         try:
-            everything, entries, paging = roomcommands.inbox_page(self.ctx, link, None, None)
+            everything, entries, paging, mutes = roomcommands.connect_reads(self.ctx, link)
         except (Unavailable, CommandError):
             everything, entries, paging = [], [], {"more": False}
             logger.warning(
                 "connect without the inbox: the store did not answer",
                 extra=log_context(conn=link.conn_id, user=link.user),
             )
-        # The rooms where the user is muted: a send there is refused without asking the store.
         user = identity.user
-        with contextlib.suppress(Unavailable, CommandError):
-            link.mutes = ask_store(self.ctx, lambda store: store.mutes_of(user), "read mutes")
+        if mutes is None:
+            with contextlib.suppress(Unavailable, CommandError):
+                mutes = ask_store(self.ctx, lambda store: store.mutes_of(user), "read mutes")
+        if mutes is not None:
+            link.mutes = mutes
         link.session.connected(secrets.token_hex(8))
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
             self.ctx.refs.tell_presence(Online(link))

@@ -94,11 +94,13 @@ class Directory:
     """Routing state: live links, links per user, rooms by name."""
 
     links: dict[int, Link] = field(default_factory=dict)
-    by_user: dict[str, dict[Link, None]] = field(default_factory=dict)
+    by_user: dict[str, tuple[Link, ...]] = field(default_factory=dict)
+    """A user's links on this node, oldest first: a tuple (a user nearly always has one or two,
+    at most ``max_connections_per_user``), a quarter of a dict's memory."""
     rooms: dict[str, RoomState] = field(default_factory=dict)
 
     def links_of(self, user: str) -> tuple[Link, ...]:
-        return tuple(self.by_user.get(user, ()))
+        return self.by_user.get(user, ())
 
 
 @dataclass

@@ -123,6 +123,7 @@ class Link:
 
     __slots__ = (
         "__weakref__",
+        "_done",
         "actor",
         "carry_over",
         "close_request",
@@ -130,7 +131,6 @@ class Link:
         "conn_id",
         "crashes",
         "current",
-        "done",
         "encoding",
         "encoding_fixed",
         "flush_scheduled",
@@ -192,10 +192,18 @@ class Link:
         # The rooms where the user is muted, with each mute's end in ms (read at connect and
         # join, changed by moderation events: actorim.runtime.moderation).
         self.mutes: dict[str, int] = {}
-        self.done = Event()
+        self._done: Event | None = None
 
     def __repr__(self) -> str:
         return f"<Link {self.conn_id} user={self.user!r} {self.phase.value}>"
+
+    @property
+    def done(self) -> Event:
+        """Set once the connection is closed; made when first asked for (a node that drains
+        waits on it), since most connections end without anyone waiting."""
+        if self._done is None:
+            self._done = Event()
+        return self._done
 
     # -- the session, read by anyone, changed only by the connection's actor --------------------
 

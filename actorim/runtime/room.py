@@ -24,6 +24,7 @@ way.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -348,15 +349,16 @@ class RoomActor(FaultInjectable, GeventActor):
             first = state.log.join(link, user)
             members = self._membership_changed(user, +1, first_or_last=bool(first))
         if members is None:
-            members = self._members()
+            members = self.ctx.broker.members(state.name)
         if not state.heard.seeded:
-            state.heard.reset(dict.fromkeys(members, "joined"))
+            state.heard.reset(dict.fromkeys(state.users if members is None else members, "joined"))
+        listed, total = self._listed(members)
         reply: dict[str, Any] = {
             "room": state.name,
             "seq": state.seq,
             "epoch": self.ctx.epoch,
-            "members": members[: self.ctx.config.member_list_limit],
-            "members_total": len(members),
+            "members": listed,
+            "members_total": total,
             "title": join.title,
             "topic": join.topic,
         }
@@ -488,11 +490,15 @@ class RoomActor(FaultInjectable, GeventActor):
             self._announce(user, "joined" if delta > 0 else "left")
         return membership.members
 
-    def _members(self) -> list[str]:
-        members = self.ctx.broker.members(self.state.name)
+    def _listed(self, members: list[str] | None) -> tuple[list[str], int]:
+        """The members a join reply lists (at most ``member_list_limit``) and their total;
+        ``members`` is the broker's list, or None for this room's own users. Only the listed
+        ones are copied: a join costs the same in a room of ten thousand as in one of ten."""
+        limit = self.ctx.config.member_list_limit
         if members is not None:
-            return members
-        return list(self.state.users)
+            return members[:limit], len(members)
+        users = self.state.users
+        return list(itertools.islice(users, limit)), len(users)
 
     def _remote_member_event(self, event: RemoteEvent) -> None:
         """A member event from Redis (this node's own changes come back this way too): told to

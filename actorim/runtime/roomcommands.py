@@ -10,6 +10,7 @@ the room, on every node), and ``members`` asks the presence tracker who is onlin
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from actorim.runtime.link import Link
 
 __all__ = [
+    "connect_reads",
     "conversations",
     "inbox_page",
     "members",
@@ -54,6 +56,34 @@ def inbox_page(
     """Every conversation of the link's user (rooms its token allows), and one page of them
     as wire entries, each with the user's marker and counts, with the paging fields (``more``,
     ``cursor``). One request to the store: a connect waits for it once."""
+    read = _inbox_read(ctx, link, before, limit)
+    return _inbox_entries(ask_store(ctx, read, "read your conversations"))
+
+
+def connect_reads(
+    ctx: NodeContext, link: Link
+) -> tuple[list[Conversation], list[dict[str, Any]], dict[str, Any], dict[str, int] | None]:
+    """What a ``connect`` reads, in one request to the store: ``inbox_page``'s first page and
+    the rooms where the user is muted (None when that read failed)."""
+    read = _inbox_read(ctx, link, None, None)
+    assert link.identity is not None
+    user = link.identity.user
+
+    def both(store: Store) -> tuple[_InboxRead, dict[str, int] | None]:
+        inbox = read(store)
+        try:
+            mutes: dict[str, int] | None = store.mutes_of(user)
+        except Exception:  # read again on its own by the connection, and answered there
+            mutes = None
+        return inbox, mutes
+
+    inbox, mutes = ask_store(ctx, both, "read your conversations")
+    return (*_inbox_entries(inbox), mutes)
+
+
+def _inbox_read(
+    ctx: NodeContext, link: Link, before: str | None, limit: int | None
+) -> Callable[[Store], _InboxRead]:
     identity = link.identity
     assert identity is not None
     size = _page_size(limit, ctx.config.inbox_limit)
@@ -66,7 +96,13 @@ def inbox_page(
         counts = store.counts(identity.user, convs, cap=cap) if convs else {}
         return everything, page, more, counts
 
-    everything, page, more, counts = ask_store(ctx, read, "read your conversations")
+    return read
+
+
+def _inbox_entries(
+    read: _InboxRead,
+) -> tuple[list[Conversation], list[dict[str, Any]], dict[str, Any]]:
+    everything, page, more, counts = read
     paging: dict[str, Any] = {"more": more}
     if more and page:
         paging["cursor"] = conversation_cursor(page[-1])

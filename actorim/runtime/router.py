@@ -113,17 +113,18 @@ class RouterActor(GeventActor):
     def _register(self, link: Link) -> None:
         user = link.user
         assert user is not None
-        links = self.ctx.directory.by_user.setdefault(user, {})
+        by_user = self.ctx.directory.by_user
+        links = by_user.get(user, ())
         limit = self.ctx.config.max_connections_per_user
         if len(links) >= limit:
-            if not links:
-                del self.ctx.directory.by_user[user]
             raise CommandError(
                 ErrorCode.FORBIDDEN,
                 f"user {user!r} already has {limit} connections; close one and try again",
             )
-        links[link] = None
-        if len(links) == 1:
+        if link in links:
+            return
+        by_user[user] = (*links, link)
+        if not links:
             # Before connect answers: the user's direct messages reach this node from now on.
             self.ctx.broker.subscribe_user(user)
 
@@ -133,9 +134,11 @@ class RouterActor(GeventActor):
         if user is None:
             return
         links = by_user.get(user)
-        if links is not None:
-            links.pop(link, None)
-            if not links:
+        if links is not None and link in links:
+            rest = tuple(other for other in links if other is not link)
+            if rest:
+                by_user[user] = rest
+            else:
                 del by_user[user]
                 self.ctx.broker.unsubscribe_user(user)
 

@@ -60,7 +60,8 @@ from actorim.runtime.messages import (
     StoreRead,
     call_later,
 )
-from actorim.store.base import Receipt, Store, StoredMessage, StoreUnavailable
+from actorim.runtime.storecalls import CallQueue, StoreCall, run_calls
+from actorim.store.base import Batching, Receipt, Store, StoredMessage, StoreUnavailable
 from supervisors import GeventActor, MailboxFull
 
 __all__ = ["StoreActor", "StoreFailed", "reply"]
@@ -89,6 +90,8 @@ class StoreActor(FaultInjectable, GeventActor):
         self._pages: ThreadPool | None = None
         # History pages being read or built, answered Unavailable if this actor stops first.
         self._reading: dict[int, ReadPage | ReadThread] = {}
+        # Backend calls waiting for the store thread, handed over in batches (with offload).
+        self._calls = CallQueue()
         self.backend: Store | None = None
         self._pending: list[Append] = []
         self._marks: deque[Mark] = deque()
@@ -113,6 +116,7 @@ class StoreActor(FaultInjectable, GeventActor):
                 self._commit()
             self._finish_commit_now()
         self._abandon_pages()
+        _gone(self._calls.drop(), self._committed)
         self._close_backend()
 
     def on_failure(self, *exc_info: object) -> None:
@@ -125,6 +129,7 @@ class StoreActor(FaultInjectable, GeventActor):
         self._pending = []
         self._marks.clear()
         self._abandon_pages()
+        _gone(self._calls.drop(), self._committed)
         self._close_backend()
 
     # -- messages -------------------------------------------------------------------------------
@@ -175,7 +180,8 @@ class StoreActor(FaultInjectable, GeventActor):
         self._committing = batch
         self._commit_started = time.perf_counter()
         assert self.backend is not None
-        self._in_background(self.backend.write_batch, _split(batch), self._committed)
+        # Alone: the senders' answers wait for no other call, and no call waits for the fsync.
+        self._in_background(self.backend.write_batch, _split(batch), self._committed, alone=True)
 
     def _committed(self, result: Any, error: BaseException | None) -> None:
         batch, self._committing = self._committing, None
@@ -321,6 +327,7 @@ class StoreActor(FaultInjectable, GeventActor):
                 "limit": request.limit,
                 "reader": request.reader,
             },
+            alone=True,  # a page may be large: nobody else's answer waits for it
         )
 
     def _abandon_pages(self) -> None:
@@ -343,9 +350,15 @@ class StoreActor(FaultInjectable, GeventActor):
         kwargs: dict[str, Any] | None = None,
         *,
         pages: bool = False,
+        alone: bool = False,
     ) -> None:
         """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
-        error)`` runs in this actor after."""
+        error)`` runs in this actor after. ``alone``: in a batch of its own (a commit, a page,
+        pruning: long, or awaited by senders), so that no other answer waits for it."""
+        if not pages and self._pool is not None:
+            self._calls.add(StoreCall(func, args, kwargs or {}, done, alone))
+            self._hand_over()
+            return
         pool = self._pages if pages else self._pool
         if pool is None:
             result = AsyncResult()
@@ -367,6 +380,36 @@ class StoreActor(FaultInjectable, GeventActor):
                     done(None, Unavailable("the store restarted"))
 
         result.rawlink(back)
+
+    def _hand_over(self) -> None:
+        """Start the next batch of waiting calls on the store thread, unless one runs."""
+        batch = self._calls.next_batch()
+        if batch is None:
+            return
+        assert self._pool is not None
+        backend = self.backend
+        together = backend.together if isinstance(backend, Batching) else None
+        result = self._pool.spawn(run_calls, batch, together)
+        me = self.actor_ref
+
+        def back(finished: AsyncResult) -> None:
+            error = finished.exception
+            outcomes = finished.value if error is None else [(None, error)] * len(batch)
+            try:
+                me.tell(Call(self._handed_back, (batch, outcomes)))
+            except ActorDeadError:
+                _gone(batch, self._committed)
+
+        result.rawlink(back)
+
+    def _handed_back(
+        self, batch: list[StoreCall], outcomes: list[tuple[Any, BaseException | None]]
+    ) -> None:
+        """A batch is done: the next one goes to the thread, then each call is answered."""
+        self._calls.finished()
+        self._hand_over()
+        for call, (value, error) in zip(batch, outcomes, strict=True):
+            call.done(value, error)
 
     def _run_now(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func`` on the store thread and wait for it (start-up and shutdown only)."""
@@ -435,6 +478,7 @@ class StoreActor(FaultInjectable, GeventActor):
                 "max_count": config.retention_count,
                 "max_age_ms": config.retention_ms,
             },
+            alone=True,
         )
 
 
@@ -544,3 +588,11 @@ def reply(
         to.tell(Call(done, (result, error)))
     except (ActorDeadError, MailboxFull):
         logger.debug("an answer from the store found its asker gone")
+
+
+def _gone(calls: list[StoreCall], committed: Callable[..., None]) -> None:
+    """Answer calls whose result can no longer reach the actor: it stopped or restarted (a
+    commit's answer is the actor's own, and its senders are answered by ``on_failure``)."""
+    for call in calls:
+        if call.done is not committed:
+            call.done(None, Unavailable("the store restarted"))

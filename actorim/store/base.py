@@ -66,9 +66,9 @@ The messages themselves and their conversation keys are pure values of the domai
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from actorim.domain.markers import NO_COUNTS, Counts
 from actorim.domain.messages import (
@@ -121,6 +121,7 @@ __all__ = [
     "ROOM_PREFIX",
     "THREAD_USERS_SHOWN",
     "UNREACT",
+    "Batching",
     "Conversation",
     "Counts",
     "JoinCheck",
@@ -382,6 +383,17 @@ def refused(change: NewMessage, reason: str) -> StoredMessage:
         refused=reason,
         reply_to=change.reply_to,
     )
+
+
+@runtime_checkable
+class Batching(Protocol):
+    """A store that can run several calls as one transaction (SQLite): inside ``together()``
+    each write is a savepoint (one that fails is undone alone, as its own transaction would
+    have been), and the block commits them all at once, so a batch of joins or marker moves
+    costs one sync to disk, not one each. Nothing the calls wrote is durable before the block
+    ends: their answers wait for it."""
+
+    def together(self) -> AbstractContextManager[None]: ...
 
 
 class Store(Protocol):

@@ -462,6 +462,8 @@ class SqliteStore(Store):
         # A delete was committed whose old pages the write-ahead log may still hold.
         self._erased = False
         self._closed = False
+        # Inside ``together``: each write is a savepoint of the batch's one transaction.
+        self._batching = False
         try:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
@@ -545,16 +547,23 @@ class SqliteStore(Store):
         if self._atomic_depth:
             yield conn  # inside ``atomically``: its transaction commits or rolls back
             return
+        # In a batch whose transaction is still open (SQLite ends it itself after some
+        # errors), the write is a savepoint of it, committed with the batch.
+        nested = self._batching and conn.in_transaction
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("SAVEPOINT write" if nested else "BEGIN IMMEDIATE")
             yield conn
-            conn.execute("COMMIT")
+            conn.execute("RELEASE write" if nested else "COMMIT")
         except BaseException as exc:
             self._seq_cache.clear()
             if conn.in_transaction:
                 # SQLite may have rolled back already (e.g. after a disk-full error).
                 with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                    if nested:
+                        conn.execute("ROLLBACK TO write")
+                        conn.execute("RELEASE write")
+                    else:
+                        conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(
                     f"could not {what} in {self._path}: {exc}; nothing was stored"
@@ -563,7 +572,9 @@ class SqliteStore(Store):
 
     @contextmanager
     def atomically(self) -> Iterator[None]:
-        """One transaction for every write of the block (see ``Store.atomically``)."""
+        """One transaction for every write of the block (see ``Store.atomically``); inside a
+        batch (``together``), one savepoint of the batch's transaction, undone alone if the
+        block raises and committed with the batch."""
         if self._atomic_depth:
             self._atomic_depth += 1
             try:
@@ -577,6 +588,35 @@ class SqliteStore(Store):
                 yield
             finally:
                 self._atomic_depth = 0
+    def together(self) -> Iterator[None]:
+        """Run the block's calls in one transaction, committed (and synced) once at its end;
+        see ``Batching``. Raises StoreError, with nothing of the block stored, if that commit
+        fails."""
+        conn = self._live()
+        if self._batching:
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._batching = True
+        try:
+            yield
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            self._seq_cache.clear()
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(
+                    f"could not commit a batch of writes in {self._path}: {exc}; nothing of it "
+                    "was stored"
+                ) from exc
+            raise
+        finally:
+            self._batching = False
+        if self._erased:
+            self._checkpoint()
 
     @contextmanager
     def _read(self, what: str) -> Iterator[sqlite3.Connection]:

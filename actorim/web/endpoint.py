@@ -70,13 +70,23 @@ def run_connection(ctx: NodeContext, ws: ServerWebSocket, remote: str) -> None:
         ws.close(CloseCode.TRY_AGAIN_LATER, "server is not accepting connections")
         return
     ctx.directory.links[link.conn_id] = link
-    max_limit = config.history_max_limit
+    ws.read_in_background(_Reading(link, config.history_max_limit))
 
-    def on_events(events: list[Any]) -> bool:
-        go_on = _on_events(link, events, max_limit)
+
+class _Reading:
+    """What the connection's read watcher calls with each read's events; False stops it.
+    An object with slots rather than a closure: ten thousand idle connections hold one each."""
+
+    __slots__ = ("link", "max_limit")
+
+    def __init__(self, link: Link, max_limit: int) -> None:
+        self.link = link
+        self.max_limit = max_limit
+
+    def __call__(self, events: list[Any]) -> bool:
+        link = self.link
+        go_on = _on_events(link, events, self.max_limit)
         return go_on and link.phase is not Phase.CLOSED and link.close_request is None
-
-    ws.read_in_background(on_events)
 
 
 def _start_actor(ctx: NodeContext, link: Link) -> bool:

@@ -191,6 +191,29 @@ class ServerWebSocket:
     any greenlet, including while another is blocked in `receive`.
     """
 
+    # Slots: ten thousand idle connections hold ten thousand of these.
+    __slots__ = (
+        "_budget",
+        "_clock",
+        "_close_timeout",
+        "_closing",
+        "_detached",
+        "_final",
+        "_final_event",
+        "_on_events",
+        "_pending",
+        "_read_semaphore",
+        "_reader",
+        "_remote_address",
+        "_resting",
+        "_shut",
+        "_sock",
+        "_watcher",
+        "_write_lock",
+        "last_received",
+        "pongs_received",
+    )
+
     def __init__(
         self,
         sock: socket.socket,
@@ -209,10 +232,12 @@ class ServerWebSocket:
         self._pending = pending
         self._close_timeout = close_timeout
         self._clock = clock
-        self._read_lock = Semaphore()
+        # Made when first needed: a connection read in the background never takes the read
+        # lock, and only a close that waits for a blocked reader waits on the event.
+        self._read_semaphore: Semaphore | None = None
         self._write_lock = Semaphore()
         self._final: Closed | None = None
-        self._final_seen = GeventEvent()
+        self._final_event: GeventEvent | None = None
         self._closing = False
         self._shut = False
         self._detached = False
@@ -223,6 +248,20 @@ class ServerWebSocket:
         self._budget = budget if budget is not None else FrameBudget(self.last_received)
         self.pongs_received = 0
         """How many pong frames the client sent."""
+
+    @property
+    def _read_lock(self) -> Semaphore:
+        """Held by the one greenlet in `receive` (or by `close` reading the client's close)."""
+        if self._read_semaphore is None:
+            self._read_semaphore = Semaphore()
+        return self._read_semaphore
+
+    @property
+    def _final_seen(self) -> GeventEvent:
+        """Set once the stream's final event (a `Closed`) was read."""
+        if self._final_event is None:
+            self._final_event = GeventEvent()
+        return self._final_event
 
     @property
     def remote_address(self) -> Any:
