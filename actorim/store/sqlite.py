@@ -588,6 +588,8 @@ class SqliteStore(Store):
                 yield
             finally:
                 self._atomic_depth = 0
+
+    @contextmanager
     def together(self) -> Iterator[None]:
         """Run the block's calls in one transaction, committed (and synced) once at its end;
         see ``Batching``. Raises StoreError, with nothing of the block stored, if that commit
