@@ -377,7 +377,13 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting("directory_limit", 100, "most rooms a rooms (directory) page holds", int),
-    Setting("max_connections_per_user", 20, "connections one user may hold at once", int),
+    Setting(
+        "max_connections_per_user",
+        20,
+        "connections one user may hold at once on a node; past it, a new one replaces the one"
+        " heard from least recently (close 4009)",
+        int,
+    ),
     Setting("max_members_per_room", 10_000, "connections one room may hold", int),
     Setting(
         "member_events_limit",

@@ -889,47 +889,73 @@ def test_a_restart_with_a_drain_waits_the_hinted_delay_and_the_browser_client_mi
 
 # -- a connection refused for good ---------------------------------------------------------------
 
-TOO_MANY_JS = """
+REPLACED_JS = """
 async () => {
   const { ActorimClient } = await import("/static/actorim.js");
   const token = async () => (await (await fetch("/dev/token?user=erin")).json()).token;
   const url = `ws://${location.host}/ws`;
-  const first = new ActorimClient(url, { token });
+  const first = new ActorimClient(url, { token, backoff: { floor: 50, cap: 100 } });
   await first.connect();
-  const second = new ActorimClient(url, { token, backoff: { floor: 50, cap: 100 } });
-  const states = [];
-  second.on("state", (change) => states.push(change.state));
+  const changes = [];
+  const ended = new Promise((resolve) => first.on("state", (change) => {
+    changes.push([change.state, change.code ?? null, change.final ?? false]);
+    if (change.final) resolve("ended");
+  }));
+  const pinged = first.ping().then(() => "answered", (err) => err.code);
+  const second = new ActorimClient(url, { token });
+  await second.connect();
   // A bound on the wait: without an answer the page reports it instead of hanging the test.
-  const late = new Promise((resolve) => setTimeout(() => resolve("no answer in 10 s"), 10000));
-  const outcome = await Promise.race([
-    second.connect().then(() => "connected", (err) => err.code), late]);
-  await first.ping();
-  return { outcome, states, first: first.state, second: second.state };
+  const late = new Promise((resolve) => setTimeout(() => resolve("no end in 10 s"), 10000));
+  const outcome = await Promise.race([ended, late]);
+  await second.ping();
+  const after = await first.ping().then(() => "answered", (err) => err.code);
+  const states = { first: first.state, second: second.state };
+  return { outcome, changes, pinged: await pinged, after, ...states };
 }
 """
 
 
-def test_a_connection_refused_as_forbidden_rejects_connect_at_once_without_retrying(
+def test_a_client_replaced_by_a_newer_connection_of_its_user_stops_and_the_page_says_so(
     browser: Any, tmp_path: Path
 ) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     server = ServerProcess(
         tmp_path / "data", tmp_path / "server.log", ("--max-connections-per-user", "1")
     )
     server.start()
+    errors: list[str] = []
     try:
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{server.base}/")
-        out = page.evaluate(TOO_MANY_JS)
+        out = page.evaluate(REPLACED_JS)
         context.close()
+        # The chat page: signing in on a second page replaces the first page's connection,
+        # which says why and stays down until asked; asked, it takes the slot back.
+        first = _sign_in(browser, server.base, "erin", DESKTOP, errors)
+        expect(first.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        second = _sign_in(browser, server.base, "erin", DESKTOP, errors)
+        expect(second.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        expect(first.get_by_test_id("conn-state")).to_have_text("Disconnected")
+        expect(first.get_by_test_id("conn-banner-text")).to_have_text(
+            re.compile("^Disconnected: your account opened more connections elsewhere")
+        )
+        first.get_by_test_id("retry-now").click()
+        expect(first.get_by_test_id("conn-state")).to_have_attribute("data-state", "CONNECTED")
+        expect(second.get_by_test_id("conn-state")).to_have_text("Disconnected")
     finally:
         server.kill()
     assert out == {
-        "outcome": "forbidden",
-        "states": ["CONNECTING", "DISCONNECTED"],
-        "first": "CONNECTED",
-        "second": "DISCONNECTED",
+        "outcome": "ended",
+        "changes": [["DISCONNECTED", 4009, True]],
+        "pinged": "answered",
+        "after": "replaced",
+        "first": "DISCONNECTED",
+        "second": "CONNECTED",
     }
+    assert errors == []
 
 
 GAP_CLIENT_JS = """

@@ -25,11 +25,11 @@ from actorim.client import (
     AuthError,
     Client,
     ClientClosed,
-    ConnectRefused,
     Counts,
     LinkLost,
     LinkState,
     NotConnected,
+    Replaced,
     RequestTimeout,
     ServerError,
     StateChange,
@@ -276,7 +276,7 @@ def test_an_overloaded_server_is_given_no_more_than_the_callers_timeout(
     assert time.monotonic() - started <= 1.0 + WAIT / 2, "the timeout bounds the retries"
 
 
-def test_a_connection_refused_as_forbidden_raises_at_once_without_opening_the_circuit(
+def test_a_client_replaced_by_a_newer_connection_of_its_user_stops_without_reconnecting(
     start_node: Callable[..., RunningNode], clients: list[Client]
 ) -> None:
     server = start_node(max_connections_per_user=1)
@@ -285,21 +285,16 @@ def test_a_connection_refused_as_forbidden_raises_at_once_without_opening_the_ci
     clients.extend([first, second])
     first.connect(timeout=WAIT)
     states = Seen()
-    second.on_state(states)
-    with pytest.raises(ConnectRefused, match="forbidden") as refused:
-        second.connect(timeout=WAIT)
-    assert refused.value.code == "forbidden"
-    assert "max_connections_per_user" in str(refused.value)
+    first.on_state(states)
+    second.connect(timeout=WAIT)
     states.wait_state(DISCONNECTED)
-    assert CIRCUIT_OPEN not in states.states
-    assert second.state is DISCONNECTED
-    with pytest.raises(ConnectRefused):
-        second.ping()
-    assert 0 < first.ping(timeout=WAIT) < WAIT, "the connection that holds the slot answers"
-    assert first.state is CONNECTED, "the connection that holds the slot is untouched"
-
-
-# -- tokens ----------------------------------------------------------------------------------
+    assert CIRCUIT_OPEN not in states.states and CONNECTING not in states.states
+    with pytest.raises(Replaced, match="at most 1 at once") as replaced:
+        first.ping()
+    assert replaced.value.code == "replaced"
+    # Had the replaced client come back, it would have replaced the second in turn.
+    assert 0 < second.ping(timeout=WAIT) < WAIT
+    assert second.state is CONNECTED and first.state is DISCONNECTED
 
 
 def test_a_refused_fixed_token_disconnects_for_good_with_a_clear_error(

@@ -29,6 +29,7 @@ from actorim.client._errors import (
     LinkLost,
     NotConnected,
     QueueFull,
+    Replaced,
     RequestTimeout,
     ServerError,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "LinkState",
     "NotConnected",
     "QueueFull",
+    "Replaced",
     "RequestTimeout",
     "SendResult",
     "ServerError",

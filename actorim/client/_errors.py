@@ -1,7 +1,7 @@
 """What the client raises. Every error has a ``code``: the server's error code for a refused
 command (docs/protocol.md), or one of the client's own: ``timeout``, ``not_connected``,
-``closed``, ``unauthenticated``, ``queue_full``, ``link_lost``; :class:`ConnectRefused` carries
-the server's code (``forbidden``)."""
+``closed``, ``unauthenticated``, ``queue_full``, ``link_lost``, ``replaced``;
+:class:`ConnectRefused` carries the server's code (``forbidden``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ __all__ = [
     "LinkLost",
     "NotConnected",
     "QueueFull",
+    "Replaced",
     "RequestTimeout",
     "ServerError",
 ]
@@ -67,6 +68,20 @@ class AuthError(ClientClosed):
     get a new token and make a new client."""
 
     code = "unauthenticated"
+
+
+class Replaced(ClientClosed):
+    """The server closed the connection for a newer one of the same user, who opened more than
+    its ``max_connections_per_user`` at once (close 4009): the connection heard from least
+    recently makes room. The client stops rather than come back and replace another in turn;
+    make a new client to connect again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"the server replaced this connection with a newer one of the same user ({reason}); "
+            "make a new client to connect again",
+            code="replaced",
+        )
 
 
 class ConnectRefused(ClientClosed):

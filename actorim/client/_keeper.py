@@ -38,6 +38,7 @@ from actorim.client._errors import (
     ConnectRefused,
     LinkLost,
     QueueFull,
+    Replaced,
     ServerError,
 )
 from actorim.client._events import Dispatcher
@@ -64,6 +65,11 @@ _SPENT_TOKEN_CODES = frozenset({4001, 4003})
 # failed attempts that follow are retried within the policy's restart grace without opening the
 # circuit.
 _GOING_AWAY_CODES = frozenset({1001, 1012})
+
+# Close code of a connection a newer one of the same user replaced, past the server's
+# ``max_connections_per_user`` (docs/protocol.md): the client stops, as coming back would
+# replace another connection in turn.
+_REPLACED_CODE = 4009
 
 # How long the socket's reader waits for the breaker to take in a lost link (it answers in
 # microseconds); past it the state change goes out without the time of the next attempt.
@@ -429,6 +435,8 @@ class LinkKeeper:
             if closed.code in _SPENT_TOKEN_CODES and conn is self._conn:
                 # Before the loss is reported: the attempt it schedules must not reuse it.
                 self._token_spent(closed.code, closed.reason)
+            if closed.code == _REPLACED_CODE and conn is self._conn:
+                gevent.spawn(self.shutdown, Replaced(closed.reason))
             hint = restart_delay(closed.code, closed.reason)
             self._lost(
                 conn,

@@ -98,6 +98,8 @@ class CloseCode(enum.IntEnum):
     """The connection's token expired (its ``exp`` plus the grace passed) and was not refreshed."""
     TOKEN_REVOKED = 4003
     """The connection's token was revoked (by its ``jti``, or every token of its user)."""
+    REPLACED = 4009
+    """A newer connection of the same user past ``max_connections_per_user`` took its place."""
 
 
 # Codes a close frame may carry (RFC 6455 §7.4.1-2): 1005, 1006 and 1015 are reserved for

@@ -311,12 +311,9 @@ class ConnectionActor(GeventActor):
         # behind the offline backlog instead of overtaking it.
         offline = link.offline = OfflineDelivery(self.ctx, link)
         try:
+            # Past max_connections_per_user, the user's connection heard from least recently
+            # is closed 4009 to make room (``router._make_room``).
             self._ask_router(Register(link))
-        except CommandError as exc:
-            link.offline = None
-            link.fail(command.t, command.id, exc.code, exc.message)
-            link.request_close(CloseCode.POLICY_VIOLATION, "too many connections")
-            return
         except Unavailable:
             link.offline = None
             raise

@@ -17,7 +17,8 @@ from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
 from actorim.domain.session import Left
-from actorim.protocol.errors import CommandError, ErrorCode
+from actorim.protocol.errors import ErrorCode
+from actorim.protocol.frames import CloseCode
 from actorim.runtime.context import NodeContext, Unavailable
 from actorim.runtime.link import Link
 from actorim.runtime.messages import (
@@ -84,10 +85,7 @@ class RouterActor(GeventActor):
             except Unavailable as exc:
                 return exc
         if isinstance(message, Register):
-            try:
-                return self._register(message.link)
-            except CommandError as exc:
-                return exc
+            return self._register(message.link)
         if isinstance(message, Unregister):
             self._unregister(message.link)
         elif isinstance(message, RoomIdle):
@@ -115,16 +113,14 @@ class RouterActor(GeventActor):
         assert user is not None
         by_user = self.ctx.directory.by_user
         links = by_user.get(user, ())
-        limit = self.ctx.config.max_connections_per_user
-        if len(links) >= limit:
-            raise CommandError(
-                ErrorCode.FORBIDDEN,
-                f"user {user!r} already has {limit} connections; close one and try again",
-            )
         if link in links:
             return
+        subscribed = bool(links)
+        limit = self.ctx.config.max_connections_per_user
+        if len(links) >= limit:
+            links = _make_room(links, user, limit)
         by_user[user] = (*links, link)
-        if not links:
+        if not subscribed:
             # Before connect answers: the user's direct messages reach this node from now on.
             self.ctx.broker.subscribe_user(user)
 
@@ -230,3 +226,21 @@ def _room_started(state: RoomState, generation: int, error: Exception | None) ->
             ErrorCode.OVERLOADED,
             f"room {state.name!r} could not start; retry in a moment",
         )
+
+
+def _make_room(links: tuple[Link, ...], user: str, limit: int) -> tuple[Link, ...]:
+    """``links`` less the one heard from least recently, which is closed 4009 for the new
+    connection of ``user`` past ``limit``.
+
+    The newest connection is the one its user is trying to use; the one silent longest is most
+    likely a client already gone (a phone that switched networks, an attempt that timed out
+    while the node was busy) that the idle timeout has not caught yet. Refusing the newest
+    instead locked the user out until then, and for good in the clients, which cannot tell a
+    stale connection from a live one. The replaced client is told why and stays away, so two
+    devices past the limit do not take turns replacing each other."""
+    stale = min(links, key=lambda other: other.ws.last_received)
+    stale.request_close(
+        CloseCode.REPLACED,
+        f"replaced by a newer connection of {user!r}: at most {limit} at once",
+    )
+    return tuple(other for other in links if other is not stale)

@@ -35,6 +35,7 @@ export const CloseCode = Object.freeze({
   TRY_AGAIN_LATER: 1013,
   TOKEN_EXPIRED: 4001,
   TOKEN_REVOKED: 4003,
+  REPLACED: 4009,
 });
 
 // The longest restart hint the client honours (ms); a longer one is clamped to it.
@@ -409,6 +410,7 @@ export class ActorimClient extends EventTarget {
     this._live = false; // the server accepted connect on the current socket
     this._ready = false; // ... and rooms, watches and queued sends are restored
     this._stopped = true;
+    this._finalError = null; // why the server stopped the client for good, for the calls after
     this._retryTimer = null;
     this._heartbeatTimer = null;
     this._nextId = 1;
@@ -453,6 +455,7 @@ export class ActorimClient extends EventTarget {
     });
     if (this._stopped) {
       this._stopped = false;
+      this._finalError = null;
       globalThis.addEventListener?.("online", this._onOnline);
       this._attemptNow();
     } else if (this.state === State.DISCONNECTED || this.state === State.CIRCUIT_OPEN) {
@@ -464,6 +467,7 @@ export class ActorimClient extends EventTarget {
   /** Close for good: pending sends and commands fail with `closed`. */
   close() {
     this._stopped = true;
+    this._finalError = null;
     this._gen += 1;
     globalThis.removeEventListener?.("online", this._onOnline);
     clearTimeout(this._retryTimer);
@@ -757,8 +761,9 @@ export class ActorimClient extends EventTarget {
     this._dropSocket();
     this._gen += 1;
     // `forbidden`: the user already holds the server's max_connections_per_user connections;
-    // trying again cannot help until the application closes one.
-    const tooMany = refusal === "forbidden";
+    // trying again cannot help until the application closes one. 4009: a newer connection of
+    // the user replaced this one; coming back would replace another in turn.
+    const tooMany = refusal === "forbidden" || code === CloseCode.REPLACED;
     // 4001 and 4003: the token expired or was revoked; only a token function gives a new one.
     const spent = code === CloseCode.TOKEN_EXPIRED || code === CloseCode.TOKEN_REVOKED;
     const refused = code === CloseCode.POLICY || spent;
@@ -766,8 +771,9 @@ export class ActorimClient extends EventTarget {
       // The same token would be refused again: only the application can get a new one.
       this._stopped = true;
       const err = tooMany
-        ? new ActorimError("forbidden", reason)
+        ? new ActorimError(code === CloseCode.REPLACED ? "replaced" : "forbidden", reason)
         : new ActorimError("unauthenticated", reason || "the server refused the token");
+      this._finalError = err;
       for (const w of this._readyWaiters.splice(0)) w.reject(err);
       this._setState(State.DISCONNECTED, { code, reason, final: true });
       return;
@@ -913,6 +919,11 @@ export class ActorimClient extends EventTarget {
   _call(t, args, { internal = false } = {}) {
     return new Promise((resolve, reject) => {
       if (!this._ws || this._ws.readyState !== WebSocket.OPEN || (!internal && !this._ready)) {
+        // Stopped for good by the server (a refused token, a replaced connection): say why.
+        if (this._stopped && this._finalError) {
+          reject(this._finalError);
+          return;
+        }
         const why = "not connected to the server; try again once connected";
         reject(new ActorimError("disconnected", why));
         return;

@@ -1,6 +1,6 @@
 // The actorim chat page: rooms, direct messages, presence and receipts over ActorimClient.
 
-import { ActorimClient, State, TypingTracker, newCid } from "./actorim.js";
+import { ActorimClient, CloseCode, State, TypingTracker, newCid } from "./actorim.js";
 import {
   claimsOf,
   expired,
@@ -128,6 +128,7 @@ const app = {
   fixedToken: false, // a token handed over with no endpoint to renew it: the client stops on its end
   me: null,
   everConnected: false,
+  replaced: false, // replaced by a newer connection of the user: stays down until asked
   link: { state: State.DISCONNECTED, retryAt: null },
   convs: new Map(), // key -> conversation
   openKey: null,
@@ -383,6 +384,9 @@ function saveLists() {
 
 function onState({ state, delay, final, code }) {
   app.link = { state, retryAt: delay !== undefined ? Date.now() + delay : null };
+  // Replaced by a newer connection of this user (past max_connections_per_user): the page
+  // stays disconnected until asked ("Retry now"), or it would replace another in turn.
+  app.replaced = Boolean(final && code === CloseCode.REPLACED);
   if (final && app.fixedToken && state === State.DISCONNECTED && code !== undefined) {
     endSession("Your sign-in has ended (the token expired or was revoked): sign in again.");
     return;
@@ -409,6 +413,10 @@ function renderLink() {
     pill = "Signed out";
   } else if (state === State.CONNECTED) {
     pill = "Online";
+  } else if (app.replaced) {
+    pill = "Disconnected";
+    banner = "Disconnected: your account opened more connections elsewhere than the server " +
+      "allows at once. Retry to connect this page again.";
   } else if (state === State.CIRCUIT_OPEN) {
     pill = "Offline";
     banner = `The server is unreachable. Trying again${waiting}.`;
