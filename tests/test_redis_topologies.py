@@ -4,7 +4,8 @@ One topology per module run (parametrised, module-scoped): a Redis Cluster of th
 three replicas, then a Sentinel-watched master and replica, every server speaking TLS only and
 requiring a password (``rediss+cluster://`` and ``rediss+sentinel://`` URLs); three nodes A, B
 and C on it with ``redis_min_replicas=1``. Rooms, direct messages and presence across the
-nodes are the tests of tests/test_cluster.py, run on these topologies. A room's slot migrates
+nodes are the tests of tests/test_cluster.py, and lasting membership those of
+tests/test_membership_cluster.py, run on these topologies; so is the ``Publisher``. A room's slot migrates
 while messages flow, and loses nothing. Then a master is killed with SIGKILL while messages
 flow: sends are answered overloaded until a replica took over and the old master came back as
 its replica; no acknowledged message is missing or doubled (the counts are printed), the nodes
@@ -25,9 +26,11 @@ import pytest
 from actorim.redis.keys import ClusterKeys
 from actorim.tools.publisher import Publisher
 from tests import test_cluster as suite
+from tests import test_membership_cluster as membership
 from tests.redis_server import make_tls
 from tests.redis_topologies import RedisClusterSet, SentinelSet
 from tests.support import Client, wait_until
+from tests.two_nodes import TwoNodes
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -96,6 +99,18 @@ def test_presence_follows_a_user_across_nodes(
     suite.test_presence_follows_a_user_across_nodes_until_their_last_connection_is_gone(
         cluster, clients
     )
+
+
+def test_membership_and_the_inbox_are_shared_by_the_nodes(
+    cluster: suite.Cluster, clients: list[Client]
+) -> None:
+    """Lasting membership (tests/test_membership_cluster.py) on this topology: a join on one
+    node reaches the user's devices on another, and the inbox is the same from either."""
+    pair = TwoNodes(None, cluster["A"], cluster["B"])  # type: ignore[arg-type]
+    membership.test_a_join_on_one_node_subscribes_the_users_devices_on_the_other_and_leave_stops_them(
+        pair, clients
+    )
+    membership.test_the_inbox_on_either_node_lists_rooms_and_direct_conversations(pair, clients)
 
 
 def test_a_service_publishes_adds_members_and_revokes_through_the_publisher(
