@@ -2,15 +2,14 @@
 
 One topology per module run (parametrised, module-scoped): a Redis Cluster of three masters and
 three replicas, then a Sentinel-watched master and replica, every server speaking TLS only and
-requiring a password (``rediss+cluster://`` and ``rediss+sentinel://`` URLs); three nodes A, B
-and C on it with ``redis_min_replicas=1``. Rooms, direct messages and presence across the
-nodes are the tests of tests/test_cluster.py, and lasting membership those of
-tests/test_membership_cluster.py, run on these topologies; so is the ``Publisher``. A room's
-slot migrates while messages flow, and loses nothing. Then a master is killed with SIGKILL while messages
-flow: sends are answered overloaded until a replica took over and the old master came back as
-its replica; no acknowledged message is missing or doubled (the counts are printed), the nodes
-are ready again, and ready means subscribed (an ephemeral event, which nothing repairs, crosses
-the nodes at once).
+requiring a password (``rediss+cluster://`` and ``rediss+sentinel://`` URLs); three nodes A, B and
+C on it with ``redis_min_replicas=1``. Rooms, direct messages and presence across the nodes are the
+tests of tests/test_cluster.py, and lasting membership those of tests/test_membership_cluster.py,
+run on these topologies; so is the ``Publisher``. A room's slot migrates while messages flow, and
+loses nothing. Then a master is killed with SIGKILL while messages flow: sends are answered
+overloaded until a replica took over and the old master came back as its replica; no acknowledged
+message is missing or doubled (the counts are printed), the nodes are ready again, and ready means
+subscribed (an ephemeral event, which nothing repairs, crosses the nodes at once).
 """
 
 from __future__ import annotations
