@@ -613,29 +613,40 @@ def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
         page.context.close()
 
 
+def _seed_archive(server: ServerProcess, room: str, reader: str, *, read: bool) -> None:
+    """``SEEDED`` messages from dave in ``room``, of which ``reader`` is a member; she has read
+    them all if ``read``, none otherwise."""
+    clients = {}
+    try:
+        for user in (reader, "dave"):
+            _, _, body = http_get(f"{server.base}/dev/token?user={user}")
+            clients[user] = Client(f"ws://127.0.0.1:{server.port}/ws", json_frames=True)
+            clients[user].connect(json.loads(body)["token"])
+            clients[user].ok("join", room=room)
+        for n in range(SEEDED):
+            last = clients["dave"].ok("send", room=room, body=f"note {n:02d}")
+        if read:
+            clients[reader].ok("read", room=room, seq=last["seq"])
+    finally:
+        for client in clients.values():
+            client.close()
+
+
 def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
     browser: Any, shared_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
-    _, _, body = http_get(f"{shared_server.base}/dev/token?user=dave")
-    dave = Client(f"ws://127.0.0.1:{shared_server.port}/ws", json_frames=True)
-    try:
-        dave.connect(json.loads(body)["token"])
-        dave.ok("join", room="archive")
-        for n in range(SEEDED):
-            dave.ok("send", room="archive", body=f"note {n:02d}")
-    finally:
-        dave.close()
-
+    # All read: the room opens at its newest message, and only scrolling back loads more.
+    _seed_archive(shared_server, "archive", "erin", read=True)
     errors: list[str] = []
     erin = _sign_in(browser, shared_server.base, "erin", {"width": 1000, "height": 600}, errors)
-    erin.get_by_test_id("join-room").fill("archive")
-    erin.get_by_test_id("join-submit").click()
+    _open(erin, "room-item", "archive")
     messages = erin.get_by_test_id("message")
     box = erin.get_by_test_id("messages")
     expect(messages).to_have_count(HISTORY_PAGE)
     expect(messages.last).to_contain_text(f"note {SEEDED - 1:02d}")
+    expect(erin.get_by_test_id("history-status")).to_have_text("Scroll up for earlier messages")
     box.evaluate("el => { el.scrollTop = 0; }")
     expect(messages).to_have_count(2 * HISTORY_PAGE)
     # The view stays on the message that was at the top, not at the start of the new page.
@@ -647,6 +658,29 @@ def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
     assert bodies == [f"note {n:02d}" for n in range(SEEDED)]
     assert errors == []
     erin.context.close()
+
+
+def test_a_room_opened_at_new_messages_at_the_top_of_its_page_loads_the_page_before_it(
+    browser: Any, shared_server: ServerProcess
+) -> None:
+    """The view starts at "New messages", here the top of the newest page: scrolling up from
+    the very top moves nothing, so the page loads the page before without being asked."""
+    from playwright.sync_api import expect
+
+    _seed_archive(shared_server, "unread-archive", "fay", read=False)
+    errors: list[str] = []
+    fay = _sign_in(browser, shared_server.base, "fay", {"width": 1000, "height": 600}, errors)
+    item = '[data-testid="room-item"][data-room="unread-archive"]'
+    expect(fay.locator(f'{item} [data-testid="unread"]')).to_have_text(str(SEEDED))
+    _open(fay, "room-item", "unread-archive")
+    messages = fay.get_by_test_id("message")
+    expect(messages).to_have_count(2 * HISTORY_PAGE)
+    expect(fay.get_by_test_id("new-divider")).to_have_count(1)
+    # Loaded before the view, which stayed where it was: off the top, on the newest page.
+    assert fay.get_by_test_id("messages").evaluate("el => el.scrollTop") > 0
+    expect(messages.nth(HISTORY_PAGE)).to_contain_text(f"note {SEEDED - HISTORY_PAGE:02d}")
+    assert errors == []
+    fay.context.close()
 
 
 CLIENT_JS = """
