@@ -1034,7 +1034,7 @@ def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
 # -- the token lifecycle --------------------------------------------------------------------------
 
 BROWSER_SECRET = "browser-test-secret-0123456789abcdef"  # what ServerProcess gives the server
-TOKEN_ARGS = ("--token-refresh-notice", "1", "--token-expiry-grace", "0.5")
+TOKEN_ARGS = ("--token-refresh-notice", "3", "--token-expiry-grace", "0.5")
 
 REFRESH_CLIENT_JS = """
 async ([short, long, fixed]) => {
@@ -1070,10 +1070,10 @@ def short_and_long_tokens(user: str) -> list[str]:
 def test_the_browser_client_refreshes_through_its_token_function_and_keeps_its_connection(
     browser: Any, token_server: ServerProcess
 ) -> None:
-    short, long = short_and_long_tokens("fay")
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{token_server.base}/")
+    short, long = short_and_long_tokens("fay")  # once the page is there: the short one is short
     session = page.evaluate(REFRESH_CLIENT_JS, [short, long, False])
     # Holds the short token and does not refresh: its close marks that token's end.
     idle = Client(f"ws://127.0.0.1:{token_server.port}/ws")
@@ -1091,10 +1091,10 @@ def test_the_browser_client_refreshes_through_its_token_function_and_keeps_its_c
 def test_the_browser_client_with_a_fixed_token_stops_when_the_token_expires(
     browser: Any, token_server: ServerProcess
 ) -> None:
-    short, _ = short_and_long_tokens("gus")
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{token_server.base}/")
+    short, _ = short_and_long_tokens("gus")
     page.evaluate(REFRESH_CLIENT_JS, [short, short, True])
     page.wait_for_function(
         "() => client.state === 'DISCONNECTED'", polling=20, timeout=EXPECT_TIMEOUT_MS
