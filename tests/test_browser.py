@@ -176,6 +176,13 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     yield from _running(tmp_path)
 
 
+@pytest.fixture
+def quick_presence_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own whose users are shown away 0.5 s after their last page
+    closes (5 s by default): for a test that waits for it."""
+    yield from _running(tmp_path, ("--presence-grace", "0.5"))
+
+
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the tests that neither restart, pause nor reconfigure theirs: each of
@@ -1458,11 +1465,12 @@ def test_on_the_chat_page_replies_go_to_a_thread_panel_opened_from_the_roots_lin
 
 
 def test_on_the_chat_page_rooms_come_from_the_inbox_the_directory_finds_them_and_titles_follow(
-    browser: Any, server: ServerProcess
+    browser: Any, quick_presence_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    server = quick_presence_server
     errors: list[str] = []
     ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
     _join(ann, "garden")
