@@ -145,6 +145,19 @@ def seeded_random() -> int:
     return seed
 
 
+# -- the browser ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One Chromium for every browser test of the run (tests/test_browser.py and
+    tests/test_page_*.py), launched at the first; each test opens contexts of its own. A launch
+    costs about a second of CPU, once instead of once per module."""
+    from tests.test_browser import launch_chromium
+
+    yield from launch_chromium()
+
+
 # -- nodes ---------------------------------------------------------------------------------------
 
 

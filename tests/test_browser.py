@@ -142,8 +142,9 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def launch_chromium() -> Iterator[Any]:
+    """Chromium under Playwright until the generator is closed: the session's ``browser``
+    fixture (tests/conftest.py). Missing, it fails the test under ``CI=true``, skips it else."""
     if not os.path.exists(CHROMIUM):
         reason = f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
         if os.environ.get("CI") == "true":
