@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -263,16 +264,24 @@ def test_a_send_refused_as_overloaded_is_retried_until_the_callers_timeout(
 
 @pytest.mark.slow  # waits out a real deadline
 def test_an_overloaded_server_is_given_no_more_than_the_callers_timeout(
-    connected: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+    connected: Callable[..., Client],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     alice = connected("alice")
     alice.join("r")
     monkeypatch.setattr(StoreActor, "_link_refusing", lambda self: True)
+    caplog.set_level(logging.INFO, logger="actorim.client")
     started = time.monotonic()
-    with pytest.raises(ServerError, match="overloaded") as refused:
+    # The last refusal, or, when a retry's answer is still on its way at the deadline (a slow
+    # machine), a timeout: the retry may have been stored, which only a resend can tell.
+    with pytest.raises((ServerError, RequestTimeout)) as refused:
         alice.send(room="r", body="x", timeout=1.0)
-    assert refused.value.code == "overloaded"
     assert time.monotonic() - started <= 1.0 + WAIT / 2, "the timeout bounds the retries"
+    retried = [r for r in caplog.records if "answered overloaded; trying again" in r.getMessage()]
+    assert retried, "an overloaded answer was not retried"
+    if isinstance(refused.value, ServerError):
+        assert refused.value.code == "overloaded"
 
 
 def test_a_connection_refused_as_forbidden_raises_at_once_without_opening_the_circuit(
