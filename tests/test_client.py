@@ -39,7 +39,7 @@ from actorim.client import (
 from actorim.domain.auth import TokenAuthority
 from actorim.runtime.store import StoreActor
 from supervisors import Backoff
-from tests.support import RunningNode, ServerProcess, closed_port
+from tests.support import SERVER_START_S, RunningNode, ServerProcess, closed_port
 
 CONNECTING, CONNECTED = LinkState.CONNECTING, LinkState.CONNECTED
 DISCONNECTED, CIRCUIT_OPEN = LinkState.DISCONNECTED, LinkState.CIRCUIT_OPEN
@@ -515,15 +515,17 @@ def test_a_stream_survives_kill_9_of_the_server_every_message_once_in_order(
     replies = Seen()
 
     def stream() -> None:
+        # A send waits out the restart, which a busy machine may make as long as a server's
+        # start may take (tests/support.py): the timeout only catches a hang.
         for i in range(200):
-            replies(sender.send(room="stream", body=i, timeout=WAIT))
+            replies(sender.send(room="stream", body=i, timeout=SERVER_START_S + WAIT))
 
     writer = gevent.spawn(stream)
     replies.wait_count(50)
     server_process.kill()
     killed_after = len(replies.items)
     server_process.start()
-    writer.join(timeout=2 * WAIT)
+    writer.join(timeout=SERVER_START_S + 2 * WAIT)
     assert writer.successful(), writer.exception
     assert killed_after < 200, "the stream ended before the kill; it proves nothing"
     assert CONNECTING in sender_states.states, "the sender never noticed the kill"
