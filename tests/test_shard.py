@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.shard import DEFAULT_WEIGHT_S, names_tests, outcome, split, suite_files
+from tests.shard import ALONE, DEFAULT_WEIGHT_S, names_tests, outcome, split, suite_files
 
 
 def test_files_go_longest_first_into_the_lightest_shard_and_unknown_ones_count_the_default() -> (
@@ -36,3 +36,7 @@ def test_arguments_naming_files_or_tests_run_one_pytest_and_options_run_the_shar
     assert names_tests(["tests/test_api.py"])
     assert names_tests(["-x", "test_api.py::test_x"])
     assert not names_tests(["-x", "-k", "presence and not cluster", "-m", "not slow"])
+
+
+def test_the_files_run_alone_exist() -> None:
+    assert set(suite_files()) >= ALONE
