@@ -6,6 +6,7 @@ if not monkey.is_module_patched("socket"):
     monkey.patch_all()
 
 import contextlib
+import json
 import os
 import random
 import subprocess
@@ -104,6 +105,38 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         return (yield)
 
 
+# -- durations: what `python -m tests.shard` balances its shards by -------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-durations",
+        metavar="PATH",
+        help="write the seconds each test file took (setup, call, teardown) into PATH as JSON",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("--record-durations")
+    if path:
+        config.pluginmanager.register(FileDurations(Path(path)), "file-durations")
+
+
+class FileDurations:
+    """Sums each test file's report durations; written when the session ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        name = report.nodeid.split("::", 1)[0]
+        self.seconds[name] = self.seconds.get(name, 0.0) + report.duration
+
+    def pytest_sessionfinish(self) -> None:
+        self.path.write_text(json.dumps(self.seconds, indent=1, sort_keys=True))
+
+
 # -- randomness ----------------------------------------------------------------------------------
 
 SEED_VARIABLE = "ACTORIM_TEST_SEED"
@@ -119,6 +152,19 @@ def seeded_random() -> int:
     random.seed(seed)
     print(f"random seed {seed} (to repeat: {SEED_VARIABLE}={seed})")
     return seed
+
+
+# -- the browser ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One Chromium for every browser test of the run (tests/test_browser.py and
+    tests/test_page_*.py), launched at the first; each test opens contexts of its own. A launch
+    costs about a second of CPU, once instead of once per module."""
+    from tests.test_browser import launch_chromium
+
+    yield from launch_chromium()
 
 
 # -- nodes ---------------------------------------------------------------------------------------

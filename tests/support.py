@@ -195,7 +195,7 @@ class RunningNode:
         self.node.stop(drain=False)
 
 
-SERVER_START_S = 15.0
+SERVER_START_S = 30.0
 """How long a server process may take to listen and be ready: an import and a node start take
 well under a second; the rest is room for a machine busy with other tests."""
 

@@ -143,8 +143,9 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def launch_chromium() -> Iterator[Any]:
+    """Chromium under Playwright until the generator is closed: the session's ``browser``
+    fixture (tests/conftest.py). Missing, it fails the test under ``CI=true``, skips it else."""
     if not os.path.exists(CHROMIUM):
         reason = f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
         if os.environ.get("CI") == "true":
@@ -175,6 +176,13 @@ def _running(tmp_path: Path, args: tuple[str, ...] = ()) -> Iterator[ServerProce
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     yield from _running(tmp_path)
+
+
+@pytest.fixture
+def quick_presence_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own whose users are shown away 0.5 s after their last page
+    closes (5 s by default): for a test that waits for it."""
+    yield from _running(tmp_path, ("--presence-grace", "0.5"))
 
 
 @pytest.fixture(scope="module")
@@ -633,29 +641,40 @@ def test_the_chat_page_shows_who_is_typing_until_their_message_arrives(
         page.context.close()
 
 
+def _seed_archive(server: ServerProcess, room: str, reader: str, *, read: bool) -> None:
+    """``SEEDED`` messages from dave in ``room``, of which ``reader`` is a member; she has read
+    them all if ``read``, none otherwise."""
+    clients = {}
+    try:
+        for user in (reader, "dave"):
+            _, _, body = http_get(f"{server.base}/dev/token?user={user}")
+            clients[user] = Client(f"ws://127.0.0.1:{server.port}/ws", json_frames=True)
+            clients[user].connect(json.loads(body)["token"])
+            clients[user].ok("join", room=room)
+        for n in range(SEEDED):
+            last = clients["dave"].ok("send", room=room, body=f"note {n:02d}")
+        if read:
+            clients[reader].ok("read", room=room, seq=last["seq"])
+    finally:
+        for client in clients.values():
+            client.close()
+
+
 def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
     browser: Any, shared_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
-    _, _, body = http_get(f"{shared_server.base}/dev/token?user=dave")
-    dave = Client(f"ws://127.0.0.1:{shared_server.port}/ws", json_frames=True)
-    try:
-        dave.connect(json.loads(body)["token"])
-        dave.ok("join", room="archive")
-        for n in range(SEEDED):
-            dave.ok("send", room="archive", body=f"note {n:02d}")
-    finally:
-        dave.close()
-
+    # All read: the room opens at its newest message, and only scrolling back loads more.
+    _seed_archive(shared_server, "archive", "erin", read=True)
     errors: list[str] = []
     erin = _sign_in(browser, shared_server.base, "erin", {"width": 1000, "height": 600}, errors)
-    erin.get_by_test_id("join-room").fill("archive")
-    erin.get_by_test_id("join-submit").click()
+    _open(erin, "room-item", "archive")
     messages = erin.get_by_test_id("message")
     box = erin.get_by_test_id("messages")
     expect(messages).to_have_count(HISTORY_PAGE)
     expect(messages.last).to_contain_text(f"note {SEEDED - 1:02d}")
+    expect(erin.get_by_test_id("history-status")).to_have_text("Scroll up for earlier messages")
     box.evaluate("el => { el.scrollTop = 0; }")
     expect(messages).to_have_count(2 * HISTORY_PAGE)
     # The view stays on the message that was at the top, not at the start of the new page.
@@ -667,6 +686,29 @@ def test_scrolling_back_loads_older_messages_up_to_the_first_in_order(
     assert bodies == [f"note {n:02d}" for n in range(SEEDED)]
     assert errors == []
     erin.context.close()
+
+
+def test_a_room_opened_at_new_messages_at_the_top_of_its_page_loads_the_page_before_it(
+    browser: Any, shared_server: ServerProcess
+) -> None:
+    """The view starts at "New messages", here the top of the newest page: scrolling up from
+    the very top moves nothing, so the page loads the page before without being asked."""
+    from playwright.sync_api import expect
+
+    _seed_archive(shared_server, "unread-archive", "fay", read=False)
+    errors: list[str] = []
+    fay = _sign_in(browser, shared_server.base, "fay", {"width": 1000, "height": 600}, errors)
+    item = '[data-testid="room-item"][data-room="unread-archive"]'
+    expect(fay.locator(f'{item} [data-testid="unread"]')).to_have_text(str(SEEDED))
+    _open(fay, "room-item", "unread-archive")
+    messages = fay.get_by_test_id("message")
+    expect(messages).to_have_count(2 * HISTORY_PAGE)
+    expect(fay.get_by_test_id("new-divider")).to_have_count(1)
+    # Loaded before the view, which stayed where it was: off the top, on the newest page.
+    assert fay.get_by_test_id("messages").evaluate("el => el.scrollTop") > 0
+    expect(messages.nth(HISTORY_PAGE)).to_contain_text(f"note {SEEDED - HISTORY_PAGE:02d}")
+    assert errors == []
+    fay.context.close()
 
 
 CLIENT_JS = """
@@ -1075,7 +1117,7 @@ def test_the_browser_client_fetches_a_gap_the_room_skipped_from_history(
 # -- the token lifecycle --------------------------------------------------------------------------
 
 BROWSER_SECRET = "browser-test-secret-0123456789abcdef"  # what ServerProcess gives the server
-TOKEN_ARGS = ("--token-refresh-notice", "1", "--token-expiry-grace", "0.5")
+TOKEN_ARGS = ("--token-refresh-notice", "3", "--token-expiry-grace", "0.5")
 
 REFRESH_CLIENT_JS = """
 async ([short, long, fixed]) => {
@@ -1111,10 +1153,10 @@ def short_and_long_tokens(user: str) -> list[str]:
 def test_the_browser_client_refreshes_through_its_token_function_and_keeps_its_connection(
     browser: Any, token_server: ServerProcess
 ) -> None:
-    short, long = short_and_long_tokens("fay")
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{token_server.base}/")
+    short, long = short_and_long_tokens("fay")  # once the page is there: the short one is short
     session = page.evaluate(REFRESH_CLIENT_JS, [short, long, False])
     # Holds the short token and does not refresh: its close marks that token's end.
     idle = Client(f"ws://127.0.0.1:{token_server.port}/ws")
@@ -1132,10 +1174,10 @@ def test_the_browser_client_refreshes_through_its_token_function_and_keeps_its_c
 def test_the_browser_client_with_a_fixed_token_stops_when_the_token_expires(
     browser: Any, token_server: ServerProcess
 ) -> None:
-    short, _ = short_and_long_tokens("gus")
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{token_server.base}/")
+    short, _ = short_and_long_tokens("gus")
     page.evaluate(REFRESH_CLIENT_JS, [short, short, True])
     page.wait_for_function(
         "() => client.state === 'DISCONNECTED'", polling=20, timeout=EXPECT_TIMEOUT_MS
@@ -1499,11 +1541,12 @@ def test_on_the_chat_page_replies_go_to_a_thread_panel_opened_from_the_roots_lin
 
 
 def test_on_the_chat_page_rooms_come_from_the_inbox_the_directory_finds_them_and_titles_follow(
-    browser: Any, server: ServerProcess
+    browser: Any, quick_presence_server: ServerProcess
 ) -> None:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    server = quick_presence_server
     errors: list[str] = []
     ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
     _join(ann, "garden")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ from actorim.domain.auth import TokenAuthority
 from actorim.protocol.restart import restart_delay
 from actorim.runtime.store import StoreActor
 from supervisors import Backoff
-from tests.support import RunningNode, ServerProcess, closed_port
+from tests.support import SERVER_START_S, RunningNode, ServerProcess, closed_port
 
 CONNECTING, CONNECTED = LinkState.CONNECTING, LinkState.CONNECTED
 DISCONNECTED, CIRCUIT_OPEN = LinkState.DISCONNECTED, LinkState.CIRCUIT_OPEN
@@ -264,16 +265,24 @@ def test_a_send_refused_as_overloaded_is_retried_until_the_callers_timeout(
 
 @pytest.mark.slow  # waits out a real deadline
 def test_an_overloaded_server_is_given_no_more_than_the_callers_timeout(
-    connected: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+    connected: Callable[..., Client],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     alice = connected("alice")
     alice.join("r")
     monkeypatch.setattr(StoreActor, "_link_refusing", lambda self: True)
+    caplog.set_level(logging.INFO, logger="actorim.client")
     started = time.monotonic()
-    with pytest.raises(ServerError, match="overloaded") as refused:
+    # The last refusal, or, when a retry's answer is still on its way at the deadline (a slow
+    # machine), a timeout: the retry may have been stored, which only a resend can tell.
+    with pytest.raises((ServerError, RequestTimeout)) as refused:
         alice.send(room="r", body="x", timeout=1.0)
-    assert refused.value.code == "overloaded"
     assert time.monotonic() - started <= 1.0 + WAIT / 2, "the timeout bounds the retries"
+    retried = [r for r in caplog.records if "answered overloaded; trying again" in r.getMessage()]
+    assert retried, "an overloaded answer was not retried"
+    if isinstance(refused.value, ServerError):
+        assert refused.value.code == "overloaded"
 
 
 def test_a_client_replaced_by_a_newer_connection_of_its_user_stops_without_reconnecting(
@@ -502,15 +511,17 @@ def test_a_stream_survives_kill_9_of_the_server_every_message_once_in_order(
     replies = Seen()
 
     def stream() -> None:
+        # A send waits out the restart, which a busy machine may make as long as a server's
+        # start may take (tests/support.py): the timeout only catches a hang.
         for i in range(200):
-            replies(sender.send(room="stream", body=i, timeout=WAIT))
+            replies(sender.send(room="stream", body=i, timeout=SERVER_START_S + WAIT))
 
     writer = gevent.spawn(stream)
     replies.wait_count(50)
     server_process.kill()
     killed_after = len(replies.items)
     server_process.start()
-    writer.join(timeout=2 * WAIT)
+    writer.join(timeout=SERVER_START_S + 2 * WAIT)
     assert writer.successful(), writer.exception
     assert killed_after < 200, "the stream ended before the kill; it proves nothing"
     assert CONNECTING in sender_states.states, "the sender never noticed the kill"

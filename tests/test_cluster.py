@@ -57,7 +57,7 @@ TOKENS = TokenAuthority(SECRET)
 # Short cluster timeouts, so that a dead node is reaped and a grace ends within a test's time.
 NODE_TIMEOUT = 3.0
 PRESENCE_GRACE = 0.5
-REDIS_HEARTBEAT = 0.2
+REDIS_HEARTBEAT = 0.5
 # What a node is given beyond node_timeout to announce a dead node's users: one reaper sweep
 # (node_timeout / 5) and the delivery of the events.
 REAP_SLACK = 1.5

@@ -25,7 +25,6 @@ from tests.test_browser import (
     PHONE,
     ServerProcess,
     _running,
-    browser,  # noqa: F401  (the module's Chromium)
 )
 
 pytestmark = pytest.mark.process
@@ -108,7 +107,7 @@ def _shoot(page: Any, name: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_sign_in_chat_and_thread_views_pass_the_audit_and_match_the_docs_screenshots(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
     conversation: str,
     scheme: str,
@@ -151,7 +150,7 @@ def test_sign_in_chat_and_thread_views_pass_the_audit_and_match_the_docs_screens
 
 
 def test_the_production_sign_in_view_passes_the_audit(
-    browser: Any,  # noqa: F811
+    browser: Any,
     tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect

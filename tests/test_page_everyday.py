@@ -20,7 +20,6 @@ from tests.test_browser import (
     _open,
     _running,
     _say,
-    browser,  # noqa: F401  (the module's Chromium)
 )
 
 pytestmark = pytest.mark.process
@@ -50,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield from _running(tmp_path_factory.mktemp("everyday"), PAGE_ARGS)
 
 
-def _page(browser: Any, base: str, user: str, errors: list[str], **context: Any) -> Any:  # noqa: F811
+def _page(browser: Any, base: str, user: str, errors: list[str], **context: Any) -> Any:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
@@ -64,7 +63,7 @@ def _page(browser: Any, base: str, user: str, errors: list[str], **context: Any)
 
 
 def test_title_counts_notifications_follow_the_button_and_a_reload_reopens_the_conversation(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -110,7 +109,7 @@ def test_title_counts_notifications_follow_the_button_and_a_reload_reopens_the_c
 
 
 def test_presence_dots_grey_while_the_page_is_disconnected(
-    browser: Any,  # noqa: F811
+    browser: Any,
     tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect
@@ -139,7 +138,7 @@ def test_presence_dots_grey_while_the_page_is_disconnected(
 
 
 def test_badges_come_with_the_connect_reply_and_the_keyboard_edits_and_closes(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -194,7 +193,7 @@ def test_badges_come_with_the_connect_reply_and_the_keyboard_edits_and_closes(
 
 
 def test_the_inbox_and_member_lists_page_beyond_their_first_page(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect

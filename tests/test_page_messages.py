@@ -19,7 +19,6 @@ from tests.test_browser import (
     _running,
     _say,
     _sign_in,
-    browser,  # noqa: F401  (the module's Chromium)
 )
 
 pytestmark = pytest.mark.process
@@ -42,7 +41,7 @@ HOSTILE = (
 
 
 def test_markdown_links_and_mentions_render_and_hostile_input_stays_inert(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -86,7 +85,7 @@ def test_markdown_links_and_mentions_render_and_hostile_input_stays_inert(
 
 
 def test_runs_days_new_messages_divider_jump_to_latest_and_collapsed_long_messages(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -160,7 +159,7 @@ async () => {
 
 
 def test_day_separators_say_today_yesterday_and_the_date(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     context = browser.new_context(locale="en-GB", timezone_id="Europe/Paris")
@@ -172,7 +171,7 @@ def test_day_separators_say_today_yesterday_and_the_date(
 
 
 def test_the_reaction_picker_works_by_keyboard_and_a_second_pick_takes_it_back(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect

@@ -22,7 +22,6 @@ from tests.test_browser import (
     _join,
     _say,
     _sign_in,
-    browser,  # noqa: F401 (the module's Chromium)
 )
 
 pytestmark = pytest.mark.process  # Chromium and the server run as processes
@@ -52,7 +51,7 @@ def set_role(server: ServerProcess, room: str, user: str, role: str) -> None:
 
 
 def test_a_moderator_removes_mutes_and_kicks_from_the_page_and_the_user_is_told(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect

@@ -15,7 +15,6 @@ from tests.test_browser import (
     BROWSER_SECRET,
     EXPECT_TIMEOUT_MS,
     ServerProcess,
-    browser,  # noqa: F401  (the module's Chromium)
 )
 
 pytestmark = pytest.mark.process
@@ -56,7 +55,7 @@ def mint(user: str, ttl_s: int) -> str:
     return TokenAuthority(BROWSER_SECRET).mint(user, ttl_s=ttl_s)
 
 
-def _page(browser: Any, errors: list[str]) -> Any:  # noqa: F811
+def _page(browser: Any, errors: list[str]) -> Any:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
@@ -83,7 +82,7 @@ def _application(page: Any, base: str, answer: Any) -> list[str]:
 
 
 def test_without_a_token_the_page_offers_the_applications_sign_in_and_a_token_field(
-    browser: Any,  # noqa: F811
+    browser: Any,
     production: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -103,7 +102,7 @@ def test_without_a_token_the_page_offers_the_applications_sign_in_and_a_token_fi
 
 
 def test_a_fragment_token_signs_in_leaves_the_address_bar_and_is_renewed_by_the_application(
-    browser: Any,  # noqa: F811
+    browser: Any,
     production: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -141,7 +140,7 @@ def test_a_fragment_token_signs_in_leaves_the_address_bar_and_is_renewed_by_the_
 
 
 def test_signed_out_of_the_application_the_page_returns_to_its_sign_in_form_and_says_why(
-    browser: Any,  # noqa: F811
+    browser: Any,
     production: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -161,7 +160,7 @@ def test_signed_out_of_the_application_the_page_returns_to_its_sign_in_form_and_
 
 
 def test_a_token_posted_by_the_opening_page_or_pasted_signs_in(
-    browser: Any,  # noqa: F811
+    browser: Any,
     production: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -198,7 +197,7 @@ def test_a_token_posted_by_the_opening_page_or_pasted_signs_in(
 
 
 def test_an_expired_token_is_refused_on_the_form(
-    browser: Any,  # noqa: F811
+    browser: Any,
     production: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
@@ -220,7 +219,7 @@ def test_an_expired_token_is_refused_on_the_form(
 
 
 def test_without_a_token_endpoint_a_handed_token_lasts_until_its_end_then_the_form_says_so(
-    browser: Any,  # noqa: F811
+    browser: Any,
     tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect

@@ -118,8 +118,12 @@ def test_a_peer_that_stopped_reading_is_cut_off_when_its_close_cannot_complete(
     sender.ok("join", room="flood")
     body = "x" * 30_000
     links = node.node.ctx.directory.links
-    with gevent.Timeout(5, AssertionError("the stuck peer's actor never blocked writing")):
+    # Filling the socket buffers may take longer than the idle timeout on a slow machine: the
+    # peer keeps sending (and reading nothing) until the server is stuck writing to it, so that
+    # it is the close, not the idle timeout alone, that cannot complete.
+    with gevent.Timeout(30, AssertionError("the stuck peer's actor never blocked writing")):
         while not any(link.user == "stuck" and link.ws.writing for link in links.values()):
+            stuck.send_frame(OPCODE_PING, b"")
             sender.ok("send", room="flood", body=body)
     with gevent.Timeout(5, AssertionError("the stuck connection was never cut off")):
         while any(link.user == "stuck" for link in links.values()):

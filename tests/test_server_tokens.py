@@ -25,14 +25,15 @@ from tests.support import Client, RunningNode
 StartNode = Callable[..., RunningNode]
 
 # The sweep runs every min(1 s, heartbeat): a small heartbeat makes expiry checks frequent.
-FAST = {"heartbeat": 0.1, "token_refresh_notice": 1.0, "token_expiry_grace": 0.5}
+FAST = {"heartbeat": 0.1, "token_refresh_notice": 3.0, "token_expiry_grace": 0.5}
 
 
 def short_ttl_s() -> int:
-    """A ttl for a token minted now whose exp is 0.5 to 1.5 s away (iat and exp have whole
-    seconds, so a fixed ttl of 2 puts it 1 to 2 s away): inside the notice at once, and far
-    enough for a refresh to be asked for and answered before it."""
-    return 1 if time.time() % 1 < 0.5 else 2
+    """A ttl for a token minted now whose exp is 1.5 to 2.5 s away (iat and exp have whole
+    seconds, so a fixed ttl of 2 puts it 1 to 2 s away): inside the notice at once, far enough
+    for a loaded machine to connect with it and for a refresh to be asked for and answered
+    before it, and near enough to wait for its end."""
+    return 2 if time.time() % 1 < 0.5 else 3
 
 
 def connected(node: RunningNode, token: str) -> Client:
@@ -314,7 +315,8 @@ def test_the_python_client_with_a_fixed_token_stops_when_the_token_expires(
 def test_the_python_client_forgets_a_room_its_refreshed_token_no_longer_allows(
     start_node: StartNode,
 ) -> None:
-    node = start_node(**FAST)
+    # A notice shorter than the first token's life: the refresh comes after the joins.
+    node = start_node(**{**FAST, "token_refresh_notice": 1.0})
     minted: list[str] = []
     left = Event()
 

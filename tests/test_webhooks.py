@@ -373,11 +373,20 @@ def test_two_nodes_sharing_redis_deliver_each_event_once_and_take_over_a_dead_no
             for n in range(3)]  # fmt: skip
     hook.wait_for(len(arrivals) + 3, what="A's three hanging requests")
     a.kill()
+    released = len(hook.arrivals)
     hook.release()
     b.spawn()
     b.wait_ready()
-    after = hook.wait_for(len(arrivals) + 6, what="B's deliveries of A's claims")[-3:]
-    assert sorted(x.event["id"] for x in after) == sorted(f"ev_{m}" for m in held)
+    held_ids = {f"ev_{m}" for m in held}
+    wait_until(
+        lambda: held_ids <= {x.event["id"] for x in hook.arrivals[released:]},
+        timeout=30,
+        what="B's deliveries of A's claims",
+    )
+    after = hook.arrivals[released:]
+    # At least once: an event B had delivered but not yet marked done when it was killed comes
+    # again; nothing else does.
+    assert {x.event["id"] for x in after} <= held_ids | {x.event["id"] for x in arrivals}
     assert all(x.status == 200 for x in after)
 
 

@@ -642,7 +642,10 @@ def test_close_is_not_held_up_by_a_writer_stuck_on_a_client_that_stopped_reading
     server_side, _client_side = socket_pair  # the client side never reads
     ws = ServerWebSocket(server_side, FrameReader(), close_timeout=0.05)
     writer = gevent.spawn(ws.write, encode_frame(bytes(4 * MIB), binary=True))
-    gevent.idle()
+    # One switch: the writer runs until the full socket blocks it. (gevent.idle() waited for
+    # the whole loop to be idle, which a busy watcher left by an earlier test could prevent
+    # for ever: seen once, a 60 s timeout.)
+    gevent.sleep(0)
     assert not writer.ready()
     gevent.spawn(ws.close, CloseCode.GOING_AWAY).get(timeout=TIMEOUT)
     assert ws.closed

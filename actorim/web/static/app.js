@@ -1078,12 +1078,13 @@ async function loadOlder(conv) {
   const query = conv.kind === "room" ? { room: conv.name } : { with: conv.name };
   query.limit = HISTORY_PAGE;
   if (oldest !== null) query.before = oldest;
+  let fetched = false;
   try {
     const page = await app.client.history(query);
     if (app.convs.get(conv.key) !== conv) return;
     for (const msg of page.messages) conv.messages.set(msg.mid, msg);
     conv.more = page.more;
-    conv.loaded = true;
+    conv.loaded = fetched = true;
   } catch (err) {
     if (err.code !== "disconnected") showNotice(`Could not load earlier messages: ${err.message}`);
   } finally {
@@ -1092,9 +1093,10 @@ async function loadOlder(conv) {
   if (conv.key !== app.openKey) return;
   if (isVisible(conv)) markRead(conv);
   renderMessages(oldest === null ? { bottom: true } : { prepend: true });
-  // Keep loading while the page does not fill the view, so that scrolling back is possible.
-  const box = ui.messages;
-  if (conv.more && conv.loaded && box.scrollHeight <= box.clientHeight) loadOlder(conv);
+  // Keep loading while the view rests near the top: the page does not fill it (no scrolling
+  // back would be possible), or it opened at a "New messages" divider there. Scrolling up from
+  // the very top moves nothing, so no scroll event would ask for the page before it.
+  if (fetched && conv.more && ui.messages.scrollTop < NEAR_TOP_PX) loadOlder(conv);
 }
 
 function sendMessage(text) {
