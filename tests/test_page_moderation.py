@@ -111,7 +111,7 @@ def test_a_moderator_removes_mutes_and_kicks_from_the_page_and_the_user_is_told(
 
 
 def test_the_member_list_shows_roles_and_lets_a_moderator_unmute_ban_and_unban(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: ServerProcess,
 ) -> None:
     from playwright.sync_api import expect
