@@ -18,7 +18,7 @@ run: $(STAMP)
 	mkdir -p var
 	ACTORIM_DEV=1 ACTORIM_DATA_DIR=$${ACTORIM_DATA_DIR:-var} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -p $${PORT:-8080}
 
-# Two pytest processes at once, the test files split by their recorded time, then the latency
+# Three pytest processes at once, the test files split by their recorded time, then the latency
 # tests named in tests/shard.py's ALONE by themselves; `$(BIN)/python -m tests.shard --record`
 # rewrites tests/durations.json. PYTEST_ARGS go to every pytest (-x, -k, -m); naming files or
 # tests in them (tests/test_api.py, ...::test_x) runs one pytest.
