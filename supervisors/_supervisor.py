@@ -352,36 +352,7 @@ class Supervisor(GeventActor):
 
     def _terminate(self, child: _Child) -> None:
         """Stop one child within its shutdown time, killing it past that; waits for its end."""
-        ref = child.ref
-        if ref is None:
-            return
-        if child.watch is not None:
-            demonitor(child.watch)
-            child.watch = None
-        self._stop_child(child, ref)
-        # Cleared only once the child has ended: a supervisor killed while waiting here still
-        # holds the ref, so its end takes this child along.
-        child.ref = None
-
-    def _stop_child(self, child: _Child, ref: ActorRef[Any]) -> None:
-        ended = gevent.event.Event()
-        monitor(ref, lambda _r, _why: ended.set())
-        shutdown = child.spec.shutdown
-        if shutdown == 0:
-            kill(ref)
-        else:
-            try:
-                ref.tell(stop_message())
-            except ActorDeadError:
-                return
-            if ended.wait(shutdown):
-                return
-            logger.warning(
-                "%s: child %r did not stop within %ss: killing it", self, child.spec.id, shutdown
-            )
-            kill(ref)
-        if not ended.wait(_KILL_GRACE_S):
-            logger.error("%s: child %r did not end after a kill", self, child.spec.id)
+        self._terminate_together([child])
 
     def _shutdown_all(self) -> None:
         """Stop every child: the dynamic ones first, all at once, then the static ones one by
@@ -441,6 +412,8 @@ class Supervisor(GeventActor):
                 ended.wait()
             if not ended.wait(_KILL_GRACE_S):
                 logger.error("%s: child %r did not end after a kill", self, child.spec.id)
+            # Cleared only once the child has ended: a supervisor killed while waiting here
+            # still holds the ref, so its end takes this child along.
             child.ref = None
 
     def _forget_timer(self, child: _Child) -> list[_Child]:

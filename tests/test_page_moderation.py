@@ -15,13 +15,12 @@ import pytest
 
 from actorim.domain.apikeys import new_api_key
 from tests.test_browser import (
-    DESKTOP,
     EXPECT_TIMEOUT_MS,
     ServerProcess,
+    _ann_and_bob_in,
     _bodies,
     _join,
     _say,
-    _sign_in,
 )
 
 pytestmark = pytest.mark.process  # Chromium and the server run as processes
@@ -60,11 +59,7 @@ def test_a_moderator_removes_mutes_and_kicks_from_the_page_and_the_user_is_told(
     room = "modroom"
     set_role(server, room, "ann", "moderator")
     errors: list[str] = []
-    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
-    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
-    for page in (ann, bob):
-        _join(page, room)
-    expect(ann.get_by_test_id("member")).to_have_count(2)
+    ann, bob = _ann_and_bob_in(browser, server.base, room, errors)
     reasons = iter(["rude", "cool off", "enough"])
     ann.on("dialog", lambda dialog: dialog.accept(next(reasons)))
     _say(bob, "rude words")
@@ -120,10 +115,7 @@ def test_the_member_list_shows_roles_and_lets_a_moderator_unmute_ban_and_unban(
     room = "rosterroom"
     set_role(server, room, "ann", "moderator")
     errors: list[str] = []
-    ann = _sign_in(browser, server.base, "ann", DESKTOP, errors)
-    bob = _sign_in(browser, server.base, "bob", DESKTOP, errors)
-    for page in (ann, bob):
-        _join(page, room)
+    ann, bob = _ann_and_bob_in(browser, server.base, room, errors)
     ann_item = ann.locator('[data-testid="member"][data-user="ann"]')
     bob_item = ann.locator('[data-testid="member"][data-user="bob"]')
     expect(bob_item).to_have_count(1)
