@@ -86,8 +86,9 @@ class Replaced(ClientClosed):
 
 class ConnectRefused(ClientClosed):
     """The server refused the connection for a reason that trying again cannot fix: ``code`` is
-    its error code (``forbidden``: this user already holds ``max_connections_per_user``
-    connections). Close another connection of the user, then make a new client."""
+    its error code (``forbidden``: a server older than the one that replaces the user's least
+    recently heard connection instead, refusing a user past ``max_connections_per_user``).
+    Close another connection of the user, then make a new client."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(

@@ -78,9 +78,10 @@ _REPORT_TIMEOUT_S = 1.0
 # The server accepts at most this many users in one watch command (docs/protocol.md).
 _WATCH_CHUNK = 1000
 
-# Refusals of ``connect`` that no retry can fix (docs/protocol.md, connect): the user holds
-# ``max_connections_per_user`` connections. They end the client at once, as a refused fixed
-# token does, instead of counting attempts until the circuit opens.
+# Refusals of ``connect`` that no retry can fix: an older server's refusal of a user holding
+# ``max_connections_per_user`` connections (this one replaces the least recently heard, 4009).
+# They end the client at once, as a refused fixed token does, instead of counting attempts
+# until the circuit opens.
 _FINAL_CONNECT_CODES = frozenset({"forbidden"})
 
 # A gap's history page refused with one of these is asked again after a pause, from 0.25 s

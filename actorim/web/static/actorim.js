@@ -760,9 +760,10 @@ export class ActorimClient extends EventTarget {
     const wasLive = this._live;
     this._dropSocket();
     this._gen += 1;
-    // `forbidden`: the user already holds the server's max_connections_per_user connections;
-    // trying again cannot help until the application closes one. 4009: a newer connection of
-    // the user replaced this one; coming back would replace another in turn.
+    // `forbidden`: an older server refusing a user past max_connections_per_user; trying again
+    // cannot help until the application closes one. 4009: a newer connection of the user
+    // replaced this one (this server's answer past the limit); coming back would replace
+    // another in turn.
     const tooMany = refusal === "forbidden" || code === CloseCode.REPLACED;
     // 4001 and 4003: the token expired or was revoked; only a token function gives a new one.
     const spent = code === CloseCode.TOKEN_EXPIRED || code === CloseCode.TOKEN_REVOKED;
