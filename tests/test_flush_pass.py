@@ -82,3 +82,33 @@ def test_a_link_failing_in_the_flush_pass_keeps_no_other_members_frames_back(mem
     later = WireFrame({"type": "msg", "seq": 2})
     _fan_out([failing], later)
     assert _read(members[1][1], len(expected)) == later.bytes_for(failing.encoding)
+
+
+def _ready(client_side: socket.socket) -> bytes:
+    """What has reached the client's end so far, without waiting (and without letting the hub
+    run a flush pass)."""
+    client_side.setblocking(False)
+    try:
+        return client_side.recv(1 << 16)
+    except BlockingIOError:
+        return b""
+    finally:
+        client_side.settimeout(TIMEOUT)
+
+
+def test_a_frame_offered_now_to_a_link_with_nothing_queued_is_written_at_once(members) -> None:
+    link, client_side = members[0]
+    frame = WireFrame({"type": "msg", "seq": 1}).bytes_for(link.encoding)
+    link.offer_now(frame)
+    assert _ready(client_side) == frame
+    assert not link.outbox.frames and not link.flush_scheduled
+
+
+def test_a_frame_offered_now_behind_queued_frames_goes_out_after_them(members) -> None:
+    link, client_side = members[0]
+    first, second = WireFrame({"type": "msg", "seq": 1}), WireFrame({"type": "msg", "seq": 2})
+    link.send_frame(first)
+    link.offer_now(second.bytes_for(link.encoding))
+    assert _ready(client_side) == b"", "nothing may overtake the frame queued first"
+    expected = first.bytes_for(link.encoding) + second.bytes_for(link.encoding)
+    assert _read(client_side, len(expected)) == expected

@@ -138,7 +138,8 @@ class RoomActor(FaultInjectable, GeventActor):
                 self._load()
             return None
         if isinstance(message, Publish):
-            self._carry_out(self.state.log.publish(message))
+            # Nothing waiting behind it: its deliveries are written at once (``_fan_out``).
+            self._carry_out(self.state.log.publish(message), quiet=not self.actor_inbox.queue)
         elif isinstance(message, JoinRoom):
             self._join(message)
         elif isinstance(message, LeaveRoom):
@@ -201,10 +202,11 @@ class RoomActor(FaultInjectable, GeventActor):
 
     # -- carrying out the log's effects ----------------------------------------------------------
 
-    def _carry_out(self, effects: list[Effect[Publish]]) -> None:
-        for effect in effects:
+    def _carry_out(self, effects: list[Effect[Publish]], *, quiet: bool = False) -> None:
+        last = len(effects) - 1
+        for at, effect in enumerate(effects):
             if isinstance(effect, Deliver):
-                self._fan_out(effect.item)
+                self._fan_out(effect.item, quiet=quiet and at == last)
             elif isinstance(effect, Skip):
                 self._skip(effect.gap)
             elif isinstance(effect, ReadSince):
@@ -294,7 +296,14 @@ class RoomActor(FaultInjectable, GeventActor):
             else:
                 link.send_frame(frame)
 
-    def _fan_out(self, publish: Publish) -> None:
+    def _fan_out(self, publish: Publish, *, quiet: bool = False) -> None:
+        """Offer a message to every member but its sender.
+
+        ``quiet``: nothing waits behind this message (the room's mailbox is empty and it is
+        the last of its effects), so nothing would be batched with it: each member's copy is
+        written at once when the member has nothing queued (``Link.offer_now``). Otherwise
+        the copies are queued and the flush pass writes what each member got in one write.
+        """
         state = self.state
         origin = publish.origin
         frame = publish.frame
@@ -316,13 +325,16 @@ class RoomActor(FaultInjectable, GeventActor):
             # encoding nearly every member speaks.
             binary = frame.bytes_for(Encoding.MSGPACK)
             closed = Phase.CLOSED
+            msgpack = Encoding.MSGPACK
             for link in state.members:
                 if link is origin or link.session.phase is closed:
                     continue
-                if link.encoding is Encoding.MSGPACK:
-                    link.outbox.offer(binary)
-                else:
+                if link.encoding is not msgpack:
                     link.send_frame(frame)
+                elif quiet:
+                    link.offer_now(binary)
+                else:
+                    link.outbox.offer(binary)
 
     # -- membership ------------------------------------------------------------------------------
 
