@@ -232,16 +232,7 @@ class Supervisor(GeventActor):
 
         A dynamic child that ends and is not restarted is removed from the supervisor.
         """
-        if spec.id in self._children:
-            msg = f"{self} already has a child {spec.id!r}"
-            raise ChildExists(msg)
-        child = _Child(spec, dynamic=True)
-        self._children[spec.id] = child
-        try:
-            self._start(child)
-        except Exception:
-            del self._children[spec.id]
-            raise
+        child = self._add_dynamic(spec, self._start)
         assert child.ref is not None
         return child.ref
 
@@ -309,21 +300,28 @@ class Supervisor(GeventActor):
             raise ChildNotFound(msg)
         return child
 
-    def _start_now(self, spec: ChildSpec) -> ActorRef[Any]:
-        """:func:`start_child_nowait`, on the supervisor's side."""
-        if not self._accepting:
-            msg = f"{self} is not running: it cannot take a child"
-            raise ActorDeadError(msg)
+    def _add_dynamic(self, spec: ChildSpec, start: Callable[[_Child], object]) -> _Child:
+        """Register a dynamic child and start it with ``start``; forgotten if that fails."""
         if spec.id in self._children:
             msg = f"{self} already has a child {spec.id!r}"
             raise ChildExists(msg)
         child = _Child(spec, dynamic=True)
         self._children[spec.id] = child
         try:
-            ref = self._launch(child)
+            start(child)
         except Exception:
             del self._children[spec.id]
             raise
+        return child
+
+    def _start_now(self, spec: ChildSpec) -> ActorRef[Any]:
+        """:func:`start_child_nowait`, on the supervisor's side."""
+        if not self._accepting:
+            msg = f"{self} is not running: it cannot take a child"
+            raise ActorDeadError(msg)
+        child = self._add_dynamic(spec, self._launch)
+        ref = child.ref
+        assert ref is not None
         if not self._accepting:
             # The start switched greenlets and the supervisor began to stop meanwhile: its
             # shutdown may have passed this child over.

@@ -7,7 +7,6 @@ is about order and outcome, awaited through events or asks, never timing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import gevent
@@ -23,10 +22,9 @@ from supervisors import (
     GeventActor,
     Restart,
     Supervisor,
-    kill,
     start_child_nowait,
-    subscribe,
 )
+from tests import test_supervisor
 from tests.test_supervisor import (
     WAIT,
     Events,
@@ -39,25 +37,10 @@ from tests.test_supervisor import (
     worker,
 )
 
-
-@pytest.fixture(autouse=True)
-def _no_actor_outlives_its_test() -> Iterator[None]:
-    yield
-    for ref in reversed(ActorRegistry.get_all()):
-        kill(ref)
-
-
-@pytest.fixture
-def events() -> Iterator[Events]:
-    recorder = Events()
-    unsubscribe = subscribe(recorder.add)
-    yield recorder
-    unsubscribe()
-
-
-@pytest.fixture
-def journal() -> Recorder:
-    return Recorder()
+# The fixtures of tests/test_supervisor.py, by name.
+_no_actor_outlives_its_test = test_supervisor._no_actor_outlives_its_test
+events = test_supervisor.events
+journal = test_supervisor.journal
 
 
 def test_the_child_is_returned_before_its_on_start_and_listed_after_the_static_ones(
