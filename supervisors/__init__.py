@@ -17,6 +17,7 @@ from supervisors._supervisor import (
     Strategy,
     Supervisor,
     SupervisorEscalation,
+    start_child_nowait,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "kill",
     "monitor",
     "register_name",
+    "start_child_nowait",
     "subscribe",
     "unregister_name",
     "whereis",

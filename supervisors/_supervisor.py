@@ -6,6 +6,10 @@ added; a restarted child keeps its place. Stop order is the reverse. Each child 
 synchronously: the supervisor waits until the child's ``on_start`` has returned before it starts
 the next one, so a child may rely on the siblings before it (as in OTP's ``init/1``). A child
 must therefore not call its own supervisor from ``on_start``.
+
+:func:`start_child_nowait` adds a dynamic child without a message to the supervisor and without
+waiting for the child's ``on_start``: for a node that starts one actor per connection, where
+nothing depends on that order and a round trip per connection is most of what starting costs.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from supervisors._events import EventKind, SupervisorEvent, emit
 from supervisors._exit import Exit, ExitKind
 from supervisors._intensity import RestartIntensity
 from supervisors._pykka_compat import actor_of, stop_message
-from supervisors._runtime import home_hub
+from supervisors._runtime import home_hub, on_home_thread
 from supervisors._spec import ChildKind, ChildSpec, Restart
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "SupervisorEscalation",
+    "start_child_nowait",
 ]
 
 logger = logging.getLogger("supervisors")
@@ -156,6 +161,9 @@ class Supervisor(GeventActor):
         self._clock = clock
         self._exit_code_on_failure = exit_code_on_failure
         self._children: dict[Hashable, _Child] = {}
+        # True from the end of on_start until the supervisor begins to stop its children: when
+        # start_child_nowait may add one (see there).
+        self._accepting = False
         for spec in children:
             if not isinstance(spec, ChildSpec):
                 msg = f"children must be ChildSpec values, got {spec!r}"
@@ -180,6 +188,7 @@ class Supervisor(GeventActor):
                 self._shutdown_all()
                 msg = f"{self}: child {child.spec.id!r} failed to start: {exc}"
                 raise SupervisorEscalation(msg) from exc
+        self._accepting = True
 
     def on_stop(self) -> None:
         self._shutdown_all()
@@ -197,6 +206,7 @@ class Supervisor(GeventActor):
         """A supervisor that is killed or fails takes its children with it, as linked processes
         would: none is left running unsupervised (after an escalation they are already stopped).
         """
+        self._accepting = False
         if reason.abnormal:
             for child in reversed(list(self._children.values())):
                 self._forget_timer(child)
@@ -222,16 +232,7 @@ class Supervisor(GeventActor):
 
         A dynamic child that ends and is not restarted is removed from the supervisor.
         """
-        if spec.id in self._children:
-            msg = f"{self} already has a child {spec.id!r}"
-            raise ChildExists(msg)
-        child = _Child(spec, dynamic=True)
-        self._children[spec.id] = child
-        try:
-            self._start(child)
-        except Exception:
-            del self._children[spec.id]
-            raise
+        child = self._add_dynamic(spec, self._start)
         assert child.ref is not None
         return child.ref
 
@@ -299,8 +300,68 @@ class Supervisor(GeventActor):
             raise ChildNotFound(msg)
         return child
 
+    def _add_dynamic(self, spec: ChildSpec, start: Callable[[_Child], object]) -> _Child:
+        """Register a dynamic child and start it with ``start``; forgotten if that fails."""
+        if spec.id in self._children:
+            msg = f"{self} already has a child {spec.id!r}"
+            raise ChildExists(msg)
+        child = _Child(spec, dynamic=True)
+        self._children[spec.id] = child
+        try:
+            start(child)
+        except Exception:
+            del self._children[spec.id]
+            raise
+        return child
+
+    def _start_now(self, spec: ChildSpec) -> ActorRef[Any]:
+        """:func:`start_child_nowait`, on the supervisor's side."""
+        if not self._accepting:
+            msg = f"{self} is not running: it cannot take a child"
+            raise ActorDeadError(msg)
+        child = self._add_dynamic(spec, self._launch)
+        ref = child.ref
+        assert ref is not None
+        if not self._accepting:
+            # The start switched greenlets and the supervisor began to stop meanwhile: its
+            # shutdown may have passed this child over.
+            self._children.pop(spec.id, None)
+            if child.watch is not None:
+                demonitor(child.watch)
+            child.ref = child.watch = None
+            kill(ref)
+            msg = f"{self} stopped while child {spec.id!r} was starting"
+            raise ActorDeadError(msg)
+        child.started_at = self._clock()
+        emit(SupervisorEvent(EventKind.STARTED, self.name, spec.id))
+        return ref
+
     def _start(self, child: _Child) -> None:
         """Start one child and wait for its ``on_start``; raises if it cannot start."""
+        spec = child.spec
+        ref = self._launch(child)
+        try:
+            # Answered only after on_start returned; ActorDeadError if on_start failed.
+            ref.ask(ProxyGetAttr(attr_path=("actor_urn",)), timeout=spec.start_timeout)
+        except BaseException as exc:
+            if child.watch is not None:
+                demonitor(child.watch)
+            child.ref = child.watch = None
+            # Past start_timeout, or the supervisor itself is being killed: the child must not
+            # outlive the start that nobody is waiting for any more.
+            kill(ref)
+            if not isinstance(exc, Exception):
+                raise
+            failure = getattr(actor_of(ref), "exit_reason", None)
+            cause = failure.exception if failure is not None and failure.exception else exc
+            self._start_failed(spec.id, cause)
+            raise cause from None
+        child.started_at = self._clock()
+        emit(SupervisorEvent(EventKind.STARTED, self.name, spec.id))
+
+    def _launch(self, child: _Child) -> ActorRef[Any]:
+        """Start the child's actor and monitor it, without waiting for its ``on_start``;
+        raises (and reports) if it cannot be started."""
         spec = child.spec
         child_id = spec.id
         me = self.actor_ref
@@ -323,23 +384,7 @@ class Supervisor(GeventActor):
             self._start_failed(child_id, exc)
             raise
         child.ref, child.watch = ref, watch
-        try:
-            # Answered only after on_start returned; ActorDeadError if on_start failed.
-            ref.ask(ProxyGetAttr(attr_path=("actor_urn",)), timeout=spec.start_timeout)
-        except BaseException as exc:
-            demonitor(watch)
-            child.ref = child.watch = None
-            # Past start_timeout, or the supervisor itself is being killed: the child must not
-            # outlive the start that nobody is waiting for any more.
-            kill(ref)
-            if not isinstance(exc, Exception):
-                raise
-            failure = getattr(actor_of(ref), "exit_reason", None)
-            cause = failure.exception if failure is not None and failure.exception else exc
-            self._start_failed(child_id, cause)
-            raise cause from None
-        child.started_at = self._clock()
-        emit(SupervisorEvent(EventKind.STARTED, self.name, child_id))
+        return ref
 
     def _start_failed(self, child_id: Hashable, cause: BaseException) -> None:
         emit(SupervisorEvent(EventKind.START_FAILED, self.name, child_id))
@@ -363,6 +408,7 @@ class Supervisor(GeventActor):
         that ten thousand of them (a node's connections) cost their slowest stop, not the sum
         of all: one at a time, a few milliseconds each came to longer than a supervisor's own
         shutdown time."""
+        self._accepting = False
         children = list(reversed(list(self._children.values())))
         dynamic = [child for child in children if child.dynamic]
         for child in dynamic:
@@ -540,6 +586,46 @@ class Supervisor(GeventActor):
         emit(SupervisorEvent(EventKind.ESCALATED, self.name, child.spec.id))
         self._shutdown_all()
         raise SupervisorEscalation(msg)
+
+
+def start_child_nowait(supervisor: ActorRef[Any], spec: ChildSpec) -> ActorRef[Any]:
+    """Add a dynamic child to ``supervisor`` and start it, without a round trip: returns the
+    child's ref as soon as its actor exists, before its ``on_start`` has run.
+
+    For many short-lived children that nothing else waits for (one per network connection),
+    where ``start_child`` through ``ask`` would cost two round trips each: one to the supervisor,
+    and one from it to the child's ``on_start``. The child is supervised as if ``start_child``
+    had started it (same place in the stop order, same strategy, restart type and intensity),
+    with two differences:
+
+    - Nothing waits for its ``on_start`` (``start_timeout`` does not apply), and a failure there
+      is a crash, handled by its restart type like any later one, not an error of this call.
+    - The call must be made on the supervisor's hub thread (``RuntimeError`` otherwise): from
+      another thread, ``ask`` the supervisor's ``start_child``.
+
+    Why the registration may be made from the caller's greenlet: every actor of this package
+    runs on one hub, and greenlets switch only where one waits. The supervisor's state changes
+    only on that hub, so between two switches the caller is the only code touching it, as a
+    handler of the supervisor's would be; the registration itself never waits, and the start of
+    a ``GeventActor`` only schedules its greenlet. If ``spec.start`` does switch (a start
+    function of your own), the supervisor may begin to stop meanwhile; the child is then
+    killed and this call raises, so that no child outlives its supervisor.
+
+    Raises ``ActorDeadError`` when the supervisor is not running (not started yet, stopping, or
+    ended), ``ChildExists`` for an id it has, ``TypeError`` if ``supervisor`` is not a
+    ``Supervisor`` of this process, and what ``spec.start`` raised.
+    """
+    if not on_home_thread():
+        msg = "start_child_nowait must be called on the actors' hub thread; ask start_child"
+        raise RuntimeError(msg)
+    actor = actor_of(supervisor)
+    if actor is None:
+        msg = f"{supervisor} is not running"
+        raise ActorDeadError(msg)
+    if not isinstance(actor, Supervisor):
+        msg = f"{supervisor} is not a Supervisor"
+        raise TypeError(msg)
+    return actor._start_now(spec)
 
 
 class _PendingRestart:

@@ -14,9 +14,11 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import gevent
 import pytest
+from gevent.pywsgi import WSGIHandler
 from websockets.frames import Frame, Opcode
 
 from actorim.domain.outbox import Outbox
@@ -30,6 +32,7 @@ from actorim.protocol.frames import (
     ReaderState,
     encode_pong,
 )
+from actorim.web._gevent_compat import ParsedHeadersEnviron
 from actorim.web.handshakes import HandshakeGate
 from actorim.web.headers import TOO_LARGE, read_headers
 from actorim.web.websocket import ServerWebSocket
@@ -184,6 +187,35 @@ def test_header_block_limits(lines: list[bytes], max_bytes: int, status: str) ->
     assert read_headers(rfile, max_bytes=max_bytes).status == status
     # Never reads more than the limit and one byte (nor the next request).
     assert rfile.tell() <= max_bytes + 1 or status == "Line too long"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"Host: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        b"Cookie: a=1\r\nCOOKIE: b=2\r\nX-Twice: 1\r\nx-twice: 2\r\n",  # joined by pywsgi
+        b"X_Forwarded_For: spoof\r\nX-Forwarded-For: real\r\n",  # '_' names are dropped
+        b"Content-Type: text/plain\r\nContent-Length: 0\r\nContent_Length: 9\r\n",
+        b"X-Folded: one\r\n  two\r\nX-Empty:\r\nX-Colon: a: b \r\n",
+        b"",
+    ],
+)
+def test_the_environ_built_from_parsed_headers_is_pywsgis(block: bytes) -> None:
+    """The handler takes the environ's HTTP_* entries from the parsed headers instead of
+    formatting them as lines for pywsgi to split again: the entries are the same."""
+    headers = read_headers(io.BytesIO(block + b"\r\n"))
+    assert headers.status == ""
+    handler = SimpleNamespace(headers=headers)
+    assert ParsedHeadersEnviron._headers(handler) == list(WSGIHandler._headers(handler))
+
+
+def test_header_lookups_take_the_first_value_whatever_the_case_and_see_deletions() -> None:
+    headers = read_headers(io.BytesIO(b"Connection: Upgrade\r\nconnection: close\r\n\r\n"))
+    assert headers.get("CONNECTION") == "Upgrade"
+    assert "connection" in headers
+    del headers["Connection"]
+    assert headers.get("connection") is None
+    assert headers.get("connection", "none") == "none"
 
 
 def test_the_handshake_gate_drops_the_oldest_at_its_limit() -> None:

@@ -3,9 +3,10 @@
 The WebSocket layer needs a few things gevent does not offer publicly: a read or write that
 never waits (from a callback on the hub, which must never block), closing a descriptor at once
 while a file object still refers to it, writing a 101 response pywsgi did not build, keeping
-pywsgi's clean-up away from a socket a detached connection now owns, and answering a request
-pywsgi found invalid with something other than its 400. This module is the only code that
-touches those names; `actorim.web.websocket` calls the small functions here.
+pywsgi's clean-up away from a socket a detached connection now owns, answering a request
+pywsgi found invalid with something other than its 400, building the environ's ``HTTP_*``
+entries from the parsed headers, and knowing that the access log is off. This module is the
+only code that touches those names; `actorim.web.websocket` calls the small functions here.
 
 Each internal is listed in :data:`SHAPE_CHECKS` with a check, and :func:`shape_problems` names
 the versions installed and what changed, so that an upgrade of gevent or gevent-websocket
@@ -25,7 +26,8 @@ from importlib.metadata import version
 from typing import Any
 
 import gevent.socket
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import _NoopLog as _NoAccessLog
 from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
 
 from actorim.web.headers import RequestHeaders
@@ -33,7 +35,9 @@ from actorim.web.headers import RequestHeaders
 __all__ = [
     "VERSIONS_READ",
     "ClientErrorHook",
+    "ParsedHeadersEnviron",
     "ShapeCheck",
+    "access_log_off",
     "close_now",
     "recv_now",
     "release_socket",
@@ -113,6 +117,24 @@ class ClientErrorHook(WSGIHandler):
 
     def _handle_client_error(self, ex: BaseException) -> ClientErrorAnswer:
         return self.answer_client_error(ex)
+
+
+class ParsedHeadersEnviron(WSGIHandler):
+    """Build the environ's ``HTTP_*`` entries (pywsgi's ``_headers``) from headers already
+    parsed into a :class:`RequestHeaders`, instead of formatting each as a line and splitting it
+    again; any other headers object goes pywsgi's way."""
+
+    def _headers(self) -> Any:
+        headers = self.headers
+        if isinstance(headers, RequestHeaders):
+            return headers.environ_items()
+        return WSGIHandler._headers(self)
+
+
+def access_log_off(server: WSGIServer) -> bool:
+    """Whether the server was made with ``log=None``: pywsgi still formats every request's log
+    line (a clock read, a date, a format) only to write it nowhere."""
+    return isinstance(server.log, _NoAccessLog)
 
 
 # -- the shape relied on -------------------------------------------------------------------------
@@ -246,6 +268,26 @@ _GEVENTWEBSOCKET_OVERRIDES = frozenset(
 )
 
 
+def _environ_headers() -> str | None:
+    method = getattr(WSGIHandler, "_headers", None)
+    if method is None:
+        return "WSGIHandler._headers is gone"
+    if "self._headers()" not in inspect.getsource(WSGIHandler.get_environ):
+        return "WSGIHandler.get_environ no longer takes the HTTP_* entries from _headers()"
+    if "IGNORED_KEYS = (None, 'CONTENT_TYPE', 'CONTENT_LENGTH')" not in inspect.getsource(method):
+        return "WSGIHandler._headers no longer leaves out exactly CONTENT_TYPE and CONTENT_LENGTH"
+    return _params(method, ["self"])
+
+
+def _access_log() -> str | None:
+    server = WSGIServer(("127.0.0.1", 0), lambda *_: [], log=None)
+    if not isinstance(server.log, _NoAccessLog):
+        return f"a server made with log=None now logs to {type(server.log).__name__}"
+    if "self.server.log.write(" not in inspect.getsource(WSGIHandler.log_request):
+        return "WSGIHandler.log_request no longer writes only to server.log"
+    return None
+
+
 def _geventwebsocket_overrides() -> str | None:
     defined = {
         name
@@ -265,6 +307,8 @@ SHAPE_CHECKS: tuple[ShapeCheck, ...] = (
     ShapeCheck("WSGIHandler._sendall and _orig_status", "writing the 101", _response_head),
     ShapeCheck("WSGIHandler.handle clean-up", "detaching a WebSocket", _socket_clean_up),
     ShapeCheck("WSGIHandler.MessageClass", "the fast header reader", _message_class),
+    ShapeCheck("WSGIHandler._headers", "the environ from parsed headers", _environ_headers),
+    ShapeCheck("pywsgi._NoopLog", "no access log line when the log is off", _access_log),
     ShapeCheck("geventwebsocket WebSocketHandler", "actorim's handler", _geventwebsocket_overrides),
 )
 """What `actorim.web` relies on in gevent and gevent-websocket, each with its check."""

@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 from pykka import ActorDeadError
-from pykka.messages import ProxyCall
 
 from actorim.domain.ratelimit import RateLimiter, Verdict
 from actorim.protocol.codec import AmbiguousMapError, Encoding, FrameDecodeError, decode_frame
@@ -34,14 +33,11 @@ from actorim.runtime.connection import ConnectionActor
 from actorim.runtime.context import NodeContext
 from actorim.runtime.link import Link, Phase
 from actorim.web.websocket import ServerWebSocket
-from supervisors import ChildSpec, MailboxFull, Restart
+from supervisors import ChildSpec, MailboxFull, Restart, start_child_nowait
 
 __all__ = ["run_connection"]
 
 logger = logging.getLogger("actorim.connection")
-
-# How long a new connection waits for its actor to start before it is refused with 1013.
-ACTOR_START_TIMEOUT_S = 10.0
 
 
 def run_connection(ctx: NodeContext, ws: ServerWebSocket, remote: str) -> None:
@@ -90,6 +86,10 @@ class _Reading:
 
 
 def _start_actor(ctx: NodeContext, link: Link) -> bool:
+    """Add the connection's actor to the connections' supervisor, from this greenlet: no round
+    trip to the supervisor, none to the actor's ``on_start`` (which runs once this greenlet lets
+    go of the hub). Commands read before it ran wait in ``link.carry_over`` for it, as they do
+    for the next incarnation after a crash."""
     supervisor = ctx.refs.connections
     if supervisor is None:
         return False
@@ -101,10 +101,10 @@ def _start_actor(ctx: NodeContext, link: Link) -> bool:
         shutdown=5.0,
     )
     try:
-        supervisor.ask(
-            ProxyCall(attr_path=("start_child",), args=(spec,), kwargs={}),
-            timeout=ACTOR_START_TIMEOUT_S,
-        )
+        start_child_nowait(supervisor, spec)
+    except ActorDeadError:
+        logger.info("connection %s refused: the connections' supervisor is down", link.conn_id)
+        return False
     except Exception:
         logger.exception("could not start the actor of connection %s", link.conn_id)
         return False

@@ -38,22 +38,30 @@ TOO_LARGE = "Request header fields too large"
 """``RequestHeaders.status`` of a block over its byte limit (the reason phrase of 431)."""
 
 
+# What pywsgi leaves out of the WSGI environ's HTTP_* keys: the two it sets under CGI names.
+_NOT_HTTP = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
+
+
 class RequestHeaders:
     """Request headers with the interface pywsgi's handler uses (``get``, ``getheader``,
     ``headers``, ``typeheader``, ``status``, ``del``); names compare case-insensitively."""
 
-    __slots__ = ("_items", "status")
+    __slots__ = ("_index", "_items", "status")
 
     def __init__(self) -> None:
         self._items: list[tuple[str, str]] = []
+        # Lower-cased name -> its first value, made by the first lookup: pywsgi and the
+        # handshake look up about six names per request.
+        self._index: dict[str, str] | None = None
         self.status = ""
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for key, value in self._items:
-            if key.lower() == name:
-                return value
-        return default
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for key, value in self._items:
+                index.setdefault(key.lower(), value)
+        return index.get(name.lower(), default)
 
     getheader = get
 
@@ -69,9 +77,24 @@ class RequestHeaders:
         if len(kept) == len(self._items):
             raise KeyError(name)
         self._items = kept
+        self._index = None
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
+
+    def environ_items(self) -> list[tuple[str, str]]:
+        """The WSGI environ's ``HTTP_*`` entries, as pywsgi's handler derives them from
+        ``headers`` (``WSGIHandler._headers``) without formatting each line to split it again:
+        names with ``_`` are dropped (they would pass for their ``-`` twin), ``Content-Type``
+        and ``Content-Length`` are left to their CGI keys. pywsgi joins repeated names."""
+        entries = []
+        for key, value in self._items:
+            if "_" in key:
+                continue
+            name = key.replace("-", "_").upper()
+            if name not in _NOT_HTTP:
+                entries.append(("HTTP_" + name, value))
+        return entries
 
     @property
     def headers(self) -> Iterator[str]:

@@ -80,6 +80,8 @@ from actorim.protocol.frames import (
 from actorim.web._gevent_compat import (
     ClientErrorAnswer,
     ClientErrorHook,
+    ParsedHeadersEnviron,
+    access_log_off,
     close_now,
     recv_now,
     release_socket,
@@ -572,12 +574,14 @@ class ServerWebSocket:
 
 
 def _set_nodelay(sock: socket.socket) -> None:
-    """Send small frames at once instead of waiting ~40 ms for Nagle's algorithm."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            logger.debug("TCP_NODELAY could not be set", exc_info=True)
+    """Send small frames at once instead of waiting ~40 ms for Nagle's algorithm.
+
+    Set without asking the socket's family first (gevent makes an enum of it on each call):
+    a socket that is not TCP (a Unix socket) refuses the option, and is left as it is."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        logger.debug("TCP_NODELAY not set on %s", sock, exc_info=True)
 
 
 def _no_http_response(
@@ -624,7 +628,7 @@ def _gate_of(server: Any, limit: int) -> HandshakeGate:
     return gate
 
 
-class WebSocketHandler(ClientErrorHook, _GeventWebSocketHandler):
+class WebSocketHandler(ClientErrorHook, ParsedHeadersEnviron, _GeventWebSocketHandler):
     """gevent.pywsgi handler: TCP_NODELAY on every connection, RFC 6455 upgrades on our framing.
 
     Requests without `Upgrade: websocket` go to the WSGI application as plain HTTP.
@@ -731,7 +735,8 @@ class WebSocketHandler(ClientErrorHook, _GeventWebSocketHandler):
             self._run_websocket(verdict)
 
     def log_request(self) -> None:
-        WSGIHandler.log_request(self)
+        if not access_log_off(self.server):
+            WSGIHandler.log_request(self)
 
     def _accepting(self) -> bool:
         """The application's ``websocket_accepting()``, if it has one (the node's says no while
