@@ -29,7 +29,7 @@ STAGES = [
     ("heartbeat sweep (periodic, over every link)", ["heartbeat.py"]),
     (
         "store actor on the hub: hand-offs to the store thread, answers",
-        ["StoreActor.", "_hand_over", "storecalls"],
+        ["StoreActor.", "_hand_over", "storecalls", "storethread", "gevent/threadpool.py"],
     ),
     ("room actor: join, member list, join reply", ["RoomActor"]),
     ("router, presence", ["RouterActor", "PresenceActor", "presence.py", "router.py"]),
