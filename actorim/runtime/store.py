@@ -34,6 +34,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any
 
@@ -95,6 +96,9 @@ class StoreActor(FaultInjectable, GeventActor):
         # Backend calls waiting for the store thread, handed over in batches (with offload).
         self._calls = CallQueue()
         self.backend: Store | None = None
+        # The backend's batch transaction, looked up once: a Protocol isinstance check costs
+        # more than the rest of a hand-over.
+        self._together: Callable[[], AbstractContextManager[None]] | None = None
         self._pending: list[Append] = []
         self._marks: deque[Mark] = deque()
         self._committing: list[Append | Mark] | None = None
@@ -108,6 +112,7 @@ class StoreActor(FaultInjectable, GeventActor):
         self._pages = StoreThread("store pages")
         self._pages.start()
         self.backend = self._run_now(self._open_backend)
+        self._together = self.backend.together if isinstance(self.backend, Batching) else None
         self.ctx.epoch = self._run_now(self.backend.epoch)
         self.ctx.refs.store = self.actor_ref
         self._schedule_prune()
@@ -389,8 +394,6 @@ class StoreActor(FaultInjectable, GeventActor):
         if batch is None:
             return
         assert self._thread is not None
-        backend = self.backend
-        together = backend.together if isinstance(backend, Batching) else None
         me = self.actor_ref
 
         def back(outcomes: Any, error: BaseException | None) -> None:
@@ -401,7 +404,7 @@ class StoreActor(FaultInjectable, GeventActor):
             except ActorDeadError:
                 _gone(batch, self._committed)
 
-        self._thread.submit(partial(run_calls, batch, together), back)
+        self._thread.submit(partial(run_calls, batch, self._together), back)
 
     def _handed_back(
         self, batch: list[StoreCall], outcomes: list[tuple[Any, BaseException | None]]
@@ -444,6 +447,7 @@ class StoreActor(FaultInjectable, GeventActor):
 
     def _close_backend(self) -> None:
         backend, self.backend = self.backend, None
+        self._together = None
         if backend is not None:
             try:
                 self._run_now(backend.close)
