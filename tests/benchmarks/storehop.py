@@ -24,14 +24,12 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent.event  # noqa: E402
+from callgrind import instructions  # noqa: E402
 from pykka import ActorRef  # noqa: E402
 
 from actorim.config import Config  # noqa: E402
@@ -99,12 +97,8 @@ def run(hops: int, reps: int, burst: bool) -> float:
 
 def _instructions(hops: int, burst: bool) -> int:
     """Instructions of one run of this script under callgrind (the whole process)."""
-    argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
-    argv += [__file__, "--hops", str(hops), "--reps", "1", *(["--burst"] if burst else [])]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
-    match = re.search(r"Collected : (\d+)", done.stderr)
-    assert match, done.stderr[-2000:]
-    return int(match.group(1))
+    burst_flag = ["--burst"] if burst else []
+    return instructions([__file__, "--hops", str(hops), "--reps", "1", *burst_flag])
 
 
 def main() -> None:
