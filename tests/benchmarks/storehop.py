@@ -4,7 +4,8 @@ A node with the SQLite store runs in this process, and an actor asks it for the 
 conversation, over and over: each ask is one trip through the store actor, its OS thread and
 back, with nothing to batch (the next ask waits for the answer), as a lone send's commit goes.
 ``--burst`` asks them all at once instead, as a storm of connections does: the calls that wait
-while the thread is busy go over together.
+while the thread is busy go over together. ``--store memory`` makes the same asks of the
+memory store, which answers on the hub with no thread: the difference is the hand-off's.
 
 Run from the repository root::
 
@@ -72,10 +73,10 @@ class Asker(GeventActor):
             self._ask()
 
 
-def run(hops: int, reps: int, burst: bool) -> float:
+def run(hops: int, reps: int, burst: bool, store_name: str = "sqlite") -> float:
     """Seconds per hop, the best of ``reps`` runs of ``hops``."""
     with tempfile.TemporaryDirectory() as data_dir:
-        node = Node(Config(secret="x" * 32, data_dir=data_dir, store="sqlite")).start()
+        node = Node(Config(secret="x" * 32, data_dir=data_dir, store=store_name)).start()
         try:
             store = node.ctx.refs.store
             assert store is not None
@@ -95,10 +96,10 @@ def run(hops: int, reps: int, burst: bool) -> float:
             node.stop(drain=False)
 
 
-def _instructions(hops: int, burst: bool) -> int:
+def _instructions(hops: int, burst: bool, store_name: str) -> int:
     """Instructions of one run of this script under callgrind (the whole process)."""
-    burst_flag = ["--burst"] if burst else []
-    return instructions([__file__, "--hops", str(hops), "--reps", "1", *burst_flag])
+    flags = ["--reps", "1", "--store", store_name, *(["--burst"] if burst else [])]
+    return instructions([__file__, "--hops", str(hops), *flags])
 
 
 def main() -> None:
@@ -107,16 +108,19 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--burst", action="store_true", help="every ask at once")
     parser.add_argument(
+        "--store", default="sqlite", help="memory: the same asks with no thread (the reference)"
+    )
+    parser.add_argument(
         "--instructions", action="store_true", help="count instructions with valgrind"
     )
     args = parser.parse_args()
-    how = "at once" if args.burst else "one after the other"
+    how = ("at once" if args.burst else "one after the other") + f", {args.store} store"
     if args.instructions:
-        base = _instructions(0, args.burst)
-        total = _instructions(args.hops, args.burst)
+        base = _instructions(0, args.burst, args.store)
+        total = _instructions(args.hops, args.burst, args.store)
         print(f"{args.hops} asks {how}: {(total - base) / args.hops:,.0f} instructions per ask")
         return
-    seconds = run(args.hops, args.reps, args.burst)
+    seconds = run(args.hops, args.reps, args.burst, args.store)
     print(f"{args.hops} asks {how}: {seconds * 1e6:.1f} µs per ask")
 
 
