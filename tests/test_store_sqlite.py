@@ -9,11 +9,14 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import gevent
 import pytest
 
+from actorim import node
 from actorim.domain.markers import Counts
 from actorim.store import (
     NewMessage,
@@ -608,3 +611,52 @@ def test_schema_4_data_directory_gains_the_index_that_erasing_a_users_messages_r
         ).fetchall()
     conn.close()
     assert any("messages_authored" in str(row) for row in plan), plan
+
+
+# -- a reconnect's join writes nothing ------------------------------------------------------------
+
+
+@pytest.fixture
+def opened_stores(monkeypatch: pytest.MonkeyPatch) -> list[SqliteStore]:
+    """Every SQLite store the nodes of a test open, to read what they wrote."""
+    opened: list[SqliteStore] = []
+    adapter = node.STORES["sqlite"]
+
+    def recording(config: Any) -> Any:
+        store = adapter.open(config)
+        opened.append(store)
+        return store
+
+    monkeypatch.setitem(node.STORES, "sqlite", replace(adapter, open=recording))
+    return opened
+
+
+def test_a_reconnect_joining_its_stored_room_writes_nothing_and_a_rejoin_after_leave_does(
+    start_node: Any, opened_stores: list[SqliteStore]
+) -> None:
+    # Every client of a node comes back after a deploy and joins its rooms again: those joins
+    # must cost no write (no row, hence no sync of the batch's transaction: SQLite commits a
+    # transaction that changed nothing without writing its log).
+    server = start_node(store="sqlite")
+    [store] = opened_stores
+
+    def rows_written() -> int:
+        return store._live().total_changes
+
+    first = server.client("ann")
+    first.ok("join", room="lobby")
+    first.ok("ping")  # the join's writes are done before its reply
+    after_first_join = rows_written()
+    assert after_first_join > 0
+    first.close()
+
+    again = server.client("ann")
+    again.ok("join", room="lobby")
+    again.ok("ping")
+    assert rows_written() == after_first_join
+
+    again.ok("leave", room="lobby")
+    after_leave = rows_written()
+    assert after_leave > after_first_join
+    again.ok("join", room="lobby")
+    assert rows_written() > after_leave

@@ -139,8 +139,8 @@ class ReadPage:
     """Who reads the page: each message's reactions say which are theirs (``me``)."""
     guard: Callable[[Store], CommandError | None] | None = None
     """Run on the store thread before the read, in the same job: the CommandError that refuses
-    the page (a private room read by someone not its member), or None to read it. Answered, not
-    raised: the thread pool logs what its jobs raise."""
+    the page (a private room read by someone not its member), or None to read it. Returned,
+    not raised: the read's answer carries it to the asker."""
 
 
 @dataclass(frozen=True, slots=True)

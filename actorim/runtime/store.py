@@ -9,8 +9,9 @@ receipts are bounded apart (``store_max_pending`` each), so waiting receipts nev
 answer ``overloaded``.
 
 With ``offload`` (the SQLite store) every backend call runs on one dedicated OS thread
-(gevent's ``ThreadPool(1)``): a slow disk stalls the store's thread, never the hub and its
-sockets. The Redis store runs on the hub, where its sockets yield to other greenlets (its
+(a :class:`~actorim.runtime.storethread.StoreThread`, handed calls in batches by
+:mod:`~actorim.runtime.storecalls`): a slow disk stalls the store's thread, never the hub and
+its sockets. The Redis store runs on the hub, where its sockets yield to other greenlets (its
 connections belong to the hub's thread), and the memory store never waits. History pages are
 read by the backend and turned into finished reply frames (bodies decoded, the page encoded)
 on a page thread of their own, whatever the backend, so neither the hub nor the commits wait
@@ -33,10 +34,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 from gevent.event import AsyncResult
-from gevent.threadpool import ThreadPool
 from pykka import ActorDeadError
 
 from actorim.protocol.errors import CommandError, ErrorCode
@@ -61,6 +63,7 @@ from actorim.runtime.messages import (
     call_later,
 )
 from actorim.runtime.storecalls import CallQueue, StoreCall, run_calls
+from actorim.runtime.storethread import StoreThread
 from actorim.store.base import Batching, Receipt, Store, StoredMessage, StoreUnavailable
 from supervisors import GeventActor, MailboxFull
 
@@ -86,13 +89,16 @@ class StoreActor(FaultInjectable, GeventActor):
         self.ctx = ctx
         self._open_backend = open_backend
         self._offload = offload
-        self._pool: ThreadPool | None = None
-        self._pages: ThreadPool | None = None
+        self._thread: StoreThread | None = None
+        self._pages: StoreThread | None = None
         # History pages being read or built, answered Unavailable if this actor stops first.
         self._reading: dict[int, ReadPage | ReadThread] = {}
         # Backend calls waiting for the store thread, handed over in batches (with offload).
         self._calls = CallQueue()
         self.backend: Store | None = None
+        # The backend's batch transaction, looked up once: a Protocol isinstance check costs
+        # more than the rest of a hand-over.
+        self._together: Callable[[], AbstractContextManager[None]] | None = None
         self._pending: list[Append] = []
         self._marks: deque[Mark] = deque()
         self._committing: list[Append | Mark] | None = None
@@ -101,9 +107,12 @@ class StoreActor(FaultInjectable, GeventActor):
 
     def on_start(self) -> None:
         if self._offload:
-            self._pool = ThreadPool(1)
-        self._pages = ThreadPool(1)
+            self._thread = StoreThread("store")
+            self._thread.start()
+        self._pages = StoreThread("store pages")
+        self._pages.start()
         self.backend = self._run_now(self._open_backend)
+        self._together = self.backend.together if isinstance(self.backend, Batching) else None
         self.ctx.epoch = self._run_now(self.backend.epoch)
         self.ctx.refs.store = self.actor_ref
         self._schedule_prune()
@@ -355,52 +364,47 @@ class StoreActor(FaultInjectable, GeventActor):
         """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
         error)`` runs in this actor after. ``alone``: in a batch of its own (a commit, a page,
         pruning: long, or awaited by senders), so that no other answer waits for it."""
-        if not pages and self._pool is not None:
+        if not pages and self._thread is not None:
             self._calls.add(StoreCall(func, args, kwargs or {}, done, alone))
             self._hand_over()
             return
-        pool = self._pages if pages else self._pool
-        if pool is None:
-            result = AsyncResult()
-            try:
-                result.set(func(*args, **(kwargs or {})))
-            except Exception as exc:
-                result.set_exception(exc)
-        else:
-            result = pool.spawn(func, *args, **(kwargs or {}))
         me = self.actor_ref
 
-        def back(finished: AsyncResult) -> None:
-            error = finished.exception
-            value = None if error is not None else finished.value
+        def back(value: Any, error: BaseException | None) -> None:
             try:
                 me.tell(Call(done, (value, error)))
             except ActorDeadError:
                 if done is not self._committed:
                     done(None, Unavailable("the store restarted"))
 
-        result.rawlink(back)
+        thread = self._pages if pages else None
+        if thread is not None:
+            thread.submit(partial(func, *args, **(kwargs or {})), back)
+            return
+        try:
+            value = func(*args, **(kwargs or {}))
+        except Exception as exc:
+            back(None, exc)
+        else:
+            back(value, None)
 
     def _hand_over(self) -> None:
         """Start the next batch of waiting calls on the store thread, unless one runs."""
         batch = self._calls.next_batch()
         if batch is None:
             return
-        assert self._pool is not None
-        backend = self.backend
-        together = backend.together if isinstance(backend, Batching) else None
-        result = self._pool.spawn(run_calls, batch, together)
+        assert self._thread is not None
         me = self.actor_ref
 
-        def back(finished: AsyncResult) -> None:
-            error = finished.exception
-            outcomes = finished.value if error is None else [(None, error)] * len(batch)
+        def back(outcomes: Any, error: BaseException | None) -> None:
+            if error is not None:
+                outcomes = [(None, error)] * len(batch)
             try:
                 me.tell(Call(self._handed_back, (batch, outcomes)))
             except ActorDeadError:
                 _gone(batch, self._committed)
 
-        result.rawlink(back)
+        self._thread.submit(partial(run_calls, batch, self._together), back)
 
     def _handed_back(
         self, batch: list[StoreCall], outcomes: list[tuple[Any, BaseException | None]]
@@ -413,9 +417,18 @@ class StoreActor(FaultInjectable, GeventActor):
 
     def _run_now(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func`` on the store thread and wait for it (start-up and shutdown only)."""
-        if self._pool is None:
+        if self._thread is None:
             return func(*args)
-        return self._pool.apply(func, args)
+        result: AsyncResult = AsyncResult()
+
+        def back(value: Any, error: BaseException | None) -> None:
+            if error is None:
+                result.set(value)
+            else:
+                result.set_exception(error)
+
+        self._thread.submit(partial(func, *args), back)
+        return result.get()
 
     def _finish_commit_now(self) -> None:
         batch = self._committing
@@ -434,15 +447,16 @@ class StoreActor(FaultInjectable, GeventActor):
 
     def _close_backend(self) -> None:
         backend, self.backend = self.backend, None
+        self._together = None
         if backend is not None:
             try:
                 self._run_now(backend.close)
             except Exception:
                 logger.exception("closing the store failed")
-        for pool in (self._pool, self._pages):
-            if pool is not None:
-                pool.kill()
-        self._pool = self._pages = None
+        for thread in (self._thread, self._pages):
+            if thread is not None:
+                thread.stop()
+        self._thread = self._pages = None
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -519,8 +533,8 @@ def _guarded(
     request: ReadPage | ReadThread, backend: Store, reads: Callable[..., Any]
 ) -> Callable[..., Any]:
     """``reads`` behind the request's guard: a page's before the read (its room is known), a
-    thread's after it (its room is the root's). A refusal is answered as the result, not
-    raised: the thread pool logs what its jobs raise."""
+    thread's after it (its room is the root's). A refusal is returned as the read's
+    result, not raised: the read's answer carries it to the asker."""
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if isinstance(request, ReadPage):

@@ -29,7 +29,7 @@ STAGES = [
     ("heartbeat sweep (periodic, over every link)", ["heartbeat.py"]),
     (
         "store actor on the hub: hand-offs to the store thread, answers",
-        ["StoreActor.", "_hand_over", "storecalls"],
+        ["StoreActor.", "_hand_over", "storecalls", "storethread", "gevent/threadpool.py"],
     ),
     ("room actor: join, member list, join reply", ["RoomActor"]),
     ("router, presence", ["RouterActor", "PresenceActor", "presence.py", "router.py"]),
@@ -122,7 +122,8 @@ def stages(path: str, n: int) -> dict[str, float]:
     """Microseconds per connection per stage, from a py-spy raw file (``--threads``)."""
     rows = []
     threads: collections.Counter[str] = collections.Counter()
-    for line in Path(path).read_text().splitlines():
+    # One stack a line, split at "\n" only: a frame's text may hold other line breaks.
+    for line in filter(None, Path(path).read_text().split("\n")):
         stack, _, count = line.rstrip().rpartition(" ")
         rows.append((stack, int(count)))
         threads[stack.split(";")[0]] += int(count)
