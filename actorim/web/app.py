@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from actorim.domain.auth import valid_user_id
 from actorim.domain.origins import OriginPolicy
+from actorim.web.admission import refused
 from actorim.web.api import PREFIX, ServerApi
 from actorim.web.endpoint import run_connection
 from actorim.web.limits import WireLimits
@@ -109,7 +110,8 @@ class App:
             # The connection may live for days: the request's environ (headers and all) is not
             # needed again, so it does not stay in memory that long.
             environ.clear()
-            run_connection(self.node.ctx, websocket, remote)
+            if not refused(self.node.ctx, websocket):
+                run_connection(self.node.ctx, websocket, remote)
             return []
         if path == "/healthz":
             return _json(start_response, "200 OK", {"status": "alive"})

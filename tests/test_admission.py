@@ -1,0 +1,131 @@
+"""A node under a reconnect storm degrades politely: what it cannot set up in time it sends away
+at once with a hint (close 1013), and a set-up it could not finish is answered, never crashed.
+
+Each test makes the node busy in one precise place (the router's mailbox held by a call that
+waits for the test, or a small ``max_setups``), so that what a storm does to thousands of
+connections shows on one or two. The Python client's side (it waits the hint and comes back)
+is in tests/test_client.py, the browser's in tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from gevent.event import Event
+
+from actorim.protocol.restart import restart_delay
+from actorim.runtime import membership
+from actorim.runtime.messages import Call
+from tests.support import Client, Closed, RunningNode
+
+StartNode = Callable[..., RunningNode]
+
+
+@pytest.fixture
+def held() -> Iterator[Event]:
+    """An event the router's held call waits for; set after the test so the node can stop."""
+    event = Event()
+    yield event
+    event.set()
+
+
+def hold_router(node: RunningNode, until: Event) -> None:
+    """The router's next message is a call that waits for ``until``: every ask queued behind
+    it waits too, as behind the mailbox of a router swamped by a storm."""
+    node.node.ctx.refs.tell_router(Call(until.wait))
+
+
+# -- what a swamped router does to a connect ----------------------------------------------------
+
+
+def test_a_connect_the_swamped_router_cannot_register_in_time_is_answered_overloaded_and_leaves_nothing_behind(  # noqa: E501
+    start_node: StartNode, monkeypatch: pytest.MonkeyPatch, held: Event
+) -> None:
+    monkeypatch.setattr(membership, "ROUTER_TIMEOUT_S", 0.2)
+    node = start_node(max_connections_per_user=1)
+    first = node.client()
+    hold_router(node, held)
+    error = first.error("connect", token=node.token("alice"))
+    # Not "internal" (the connection's actor crashing on the router's timeout): a refusal the
+    # client retries.
+    assert error["code"] == "overloaded", error
+    held.set()
+    # The router registered the first connection late, when it got to it, and let it go right
+    # after: a second device connects without replacing the first (max 1 per user), which
+    # never connected; the first's connect, retried, then replaces the second.
+    second = node.client("alice")
+    assert second.ok("ping") == {}
+    assert len(node.node.ctx.directory.links_of("alice")) == 1
+    first.connect(node.token("alice"))
+    assert second.wait_closed().code == 4009
+
+
+def test_a_connect_whose_rooms_the_swamped_router_cannot_subscribe_is_sent_away_with_a_hint_and_resumes(  # noqa: E501
+    start_node: StartNode, monkeypatch: pytest.MonkeyPatch, held: Event
+) -> None:
+    node = start_node()
+    alice = node.client("alice")
+    first = alice.ok("join", room="lobby")
+    alice.close()
+    bob = node.client("bob")
+    bob.ok("join", room="lobby")
+    sent = bob.ok("send", room="lobby", body="while alice was away")
+    # Registering alice's next connection holds the router just behind it: connect is answered,
+    # then the rooms cannot be subscribed in time.
+    monkeypatch.setattr(membership, "ROUTER_TIMEOUT_S", 0.2)
+    broker = node.node.ctx.broker
+    monkeypatch.setattr(broker, "subscribe_user", lambda user: hold_router(node, held))
+    again = node.client()
+    data = again.connect(node.token("alice"))
+    closed = again.wait_closed()
+    assert (closed.code, closed.reason[:16]) == (1013, "try again later;"), closed
+    assert restart_delay(closed.code, closed.reason) is not None
+    held.set()
+    monkeypatch.undo()
+    back = node.client()
+    since = {"lobby": first["seq"]}
+    back.ok("connect", token=node.token("alice"), since=since, epoch=data["epoch"])
+    msg = back.event("msg", room="lobby")
+    assert (msg["mid"], msg["body"]) == (sent["mid"], "while alice was away")
+
+
+# -- admission control ---------------------------------------------------------------------------
+
+
+def refusal(node: RunningNode) -> Closed:
+    """Open a WebSocket that the node refuses at once; the close it sent."""
+    client = Client(node.url)
+    node.clients.append(client)
+    return client.wait_closed()
+
+
+def test_past_max_setups_a_new_connection_is_refused_1013_with_a_hint_while_a_bystander_chats_on(
+    start_node: StartNode,
+) -> None:
+    node = start_node(max_setups=3)
+    alice = node.client("alice")
+    bob = node.client("bob")
+    alice.ok("join", room="lobby")
+    bob.ok("join", room="lobby")
+    assert alice.event("member", room="lobby")["user"] == "bob"
+    # Three connections upgraded, none connected yet: the node is setting up as many as it may.
+    waiting = [node.client() for _ in range(3)]
+    hints = []
+    for _ in range(5):
+        closed = refusal(node)
+        assert closed.code == 1013, closed
+        hints.append(restart_delay(closed.code, closed.reason))
+    # Each hint is a later slot than the one before it (apart from the jitter), all within the
+    # longest a client honours.
+    assert all(hint is not None and 0 < hint <= 60 for hint in hints), hints
+    assert hints[-1] > hints[0], hints
+    # The connections already set up chat on.
+    sent = alice.ok("send", room="lobby", body="still here")
+    assert bob.event("msg", room="lobby")["mid"] == sent["mid"]
+    # A set-up that ends (connected, or closed) makes room for the next connection.
+    waiting[0].connect(node.token("carol"))
+    waiting[1].close()
+    assert node.client("dave").ok("ping") == {}
+    metrics = node.node.ctx.metrics.render().decode()
+    assert "actorim_setups_refused_total 5.0" in metrics
