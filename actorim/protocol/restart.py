@@ -39,6 +39,7 @@ import re
 __all__ = [
     "MAX_RESTART_DELAY_S",
     "RESTART_CLOSE_CODE",
+    "TRY_AGAIN_LATER",
     "TRY_AGAIN_LATER_CODE",
     "restart_delay",
     "restart_reason",
@@ -67,9 +68,13 @@ def restart_reason(delay_s: float) -> str:
     return f"service restart; reconnect in {max(0, round(delay_s * 1000))} ms"
 
 
+TRY_AGAIN_LATER = "try again later"
+"""How the reason of a 1013 with a hint begins."""
+
+
 def try_later_reason(delay_s: float) -> str:
     """The close reason (with 1013) that sends a client away until ``delay_s`` seconds from now."""
-    return f"try again later; reconnect in {max(0, round(delay_s * 1000))} ms"
+    return f"{TRY_AGAIN_LATER}; reconnect in {max(0, round(delay_s * 1000))} ms"
 
 
 def restart_delay(code: int, reason: str) -> float | None:
