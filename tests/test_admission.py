@@ -9,11 +9,15 @@ is in tests/test_client.py, the browser's in tests/test_browser.py.
 
 from __future__ import annotations
 
+import doctest
 from collections.abc import Callable, Iterator
 
 import pytest
 from gevent.event import Event
 
+import actorim.domain.admission
+import actorim.protocol.restart
+from actorim.domain.admission import RATE_WINDOW_S, SetupGate
 from actorim.protocol.restart import restart_delay
 from actorim.runtime import membership
 from actorim.runtime.messages import Call
@@ -34,6 +38,62 @@ def hold_router(node: RunningNode, until: Event) -> None:
     """The router's next message is a call that waits for ``until``: every ask queued behind
     it waits too, as behind the mailbox of a router swamped by a storm."""
     node.node.ctx.refs.tell_router(Call(until.wait))
+
+
+# -- the gate, fed events ------------------------------------------------------------------------
+
+
+def test_the_docstrings_examples_hold() -> None:
+    assert doctest.testmod(actorim.domain.admission).failed == 0
+    assert doctest.testmod(actorim.protocol.restart).failed == 0
+
+
+def no_jitter(low: float, high: float) -> float:
+    return low
+
+
+def test_refused_clients_get_successive_slots_at_the_measured_rate() -> None:
+    gate = SetupGate(limit=2, rand=no_jitter)
+    # 100 set-ups completed over the last second: 100 a second.
+    for n in range(100):
+        assert gate.admit(n, 9.0 + n / 100) is None
+        gate.done(n, 9.0 + n / 100, connected=True)
+    assert gate.admit("a", 10.0) is None and gate.admit("b", 10.0) is None
+    # Two ahead of the first refused client, then one slot (10 ms) per client refused before.
+    assert [gate.admit(f"r{n}", 10.0) for n in range(3)] == [0.02, 0.03, 0.04]
+    # Later, the slots already handed out still count; the ones in the past do not.
+    assert gate.admit("late", 10.01) == 0.04
+    assert gate.admit("much later", 20.0) == pytest.approx(2 / gate.rate(20.0))
+
+
+@pytest.mark.parametrize(
+    ("ended", "connected", "admits_next"),
+    [
+        ("a", True, True),  # connected: counted toward the rate, and a slot is free
+        ("a", False, True),  # closed before connect: a slot is free, no rate
+        ("stranger", True, False),  # not setting up: nothing changes
+    ],
+)
+def test_a_set_up_that_ends_frees_its_slot(ended: str, connected: bool, admits_next: bool) -> None:
+    gate = SetupGate(limit=1, rand=no_jitter)
+    assert gate.admit("a", 0.0) is None
+    gate.done(ended, 0.1, connected=connected)
+    assert (gate.admit("b", 0.2) is None) is admits_next
+
+
+def test_a_set_up_never_reported_stops_counting_after_a_minute() -> None:
+    gate = SetupGate(limit=1, rand=no_jitter)
+    assert gate.admit("lost", 0.0) is None
+    assert gate.admit("next", 59.0) is not None
+    assert gate.admit("next", 61.0) is None
+
+
+def test_hints_are_stretched_at_random_by_at_most_a_quarter() -> None:
+    gate = SetupGate(limit=1, rand=lambda low, high: high)
+    gate.admit("a", 0.0)
+    first = gate.admit("b", 0.0)
+    assert first == pytest.approx(1.25 * 1 / gate.rate(0.0))
+    assert gate.rate(RATE_WINDOW_S) == gate.rate(0.0)
 
 
 # -- what a swamped router does to a connect ----------------------------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "ASSUMED_SETUP_S",
     "DEFAULT_MAX_SETUPS",
     "HINT_JITTER",
+    "MIN_SAMPLES",
     "RATE_WINDOW_S",
     "STALE_SETUP_S",
     "SetupGate",
@@ -56,11 +57,13 @@ bench's), and enough in flight to keep the core busy while some of them wait."""
 RATE_WINDOW_S = 5.0
 """The set-ups completed over this many seconds give the node's current rate."""
 
+MIN_SAMPLES = 16
+"""Completed set-ups the measured rate needs; with fewer, the assumed one is used."""
+
 ASSUMED_SETUP_S = 0.5
 """While the node has completed few set-ups (it has just started), it is assumed to finish
-``limit`` of them in this long: the least rate the hints are computed with. Optimistic on
-purpose: a hint too short costs a cheap refusal more, one too long keeps a client away for
-nothing."""
+``limit`` of them in this long. Optimistic on purpose: a hint too short costs a cheap refusal
+more, one too long keeps a client away for nothing."""
 
 HINT_JITTER = 0.25
 """Each hint is its slot's delay times a random factor from 1 to 1 + this."""
@@ -121,9 +124,9 @@ class SetupGate:
                 done.popleft()
 
     def rate(self, now: float) -> float:
-        """Set-ups completed per second lately (over the last :data:`RATE_WINDOW_S`, or since
-        the first of them if that is more recent, but at least a second), at least
-        ``limit / ASSUMED_SETUP_S``.
+        """Set-ups completed per second lately: over the last :data:`RATE_WINDOW_S`, or since
+        the first of them if that is more recent (but at least a second); while fewer than
+        :data:`MIN_SAMPLES` completed, ``limit / ASSUMED_SETUP_S``.
 
         >>> gate = SetupGate(limit=4)
         >>> for t in range(50):
@@ -134,10 +137,9 @@ class SetupGate:
         done = self._done
         while done and done[0] < now - RATE_WINDOW_S:
             done.popleft()
-        floor = self._limit / ASSUMED_SETUP_S
-        if not done:
-            return floor
-        return max(len(done) / min(RATE_WINDOW_S, max(1.0, now - done[0])), floor)
+        if len(done) < MIN_SAMPLES:
+            return self._limit / ASSUMED_SETUP_S
+        return len(done) / min(RATE_WINDOW_S, max(1.0, now - done[0]))
 
     def _forget_stale(self, now: float) -> None:
         pending = self._pending
