@@ -312,15 +312,17 @@ class StormWorker:
             client.log = None
             return
         if client.closed_ns:
-            if client.recovered:
-                self.error(f"closed_again:{code}")  # the storm measures one move per client
-            elif client.target:
-                # Connected, then sent away before it caught up (a node too busy to subscribe
-                # its rooms): it comes back again.
-                self.error(f"closed_recovering:{code}")
+            if client.sent_away is not None and client.target:
+                # Connected, then sent away (a node too busy to subscribe its rooms): it comes
+                # back again, and counts as recovered when it has caught up after that.
+                self.error(f"sent_away_after_connect:{code}")
                 client.target = 0
+                client.recovered_ns = 0
+                client.done.clear()
                 client.hint = client.sent_away
                 gevent.spawn(self._come_back, client)
+            elif client.recovered:
+                self.error(f"closed_again:{code}")  # the storm measures one move per client
             return  # else a reconnect attempt failed: it counts that itself
         client.closed_ns = time.time_ns()
         if code != 1012:
