@@ -17,7 +17,7 @@ from gevent.event import Event
 
 import actorim.domain.admission
 import actorim.protocol.restart
-from actorim.domain.admission import RATE_WINDOW_S, SetupGate
+from actorim.domain.admission import MAX_HINT_S, RATE_WINDOW_S, SetupGate
 from actorim.protocol.restart import restart_delay
 from actorim.runtime import membership
 from actorim.runtime.messages import Call
@@ -86,6 +86,30 @@ def test_a_set_up_never_reported_stops_counting_after_a_minute() -> None:
     assert gate.admit("lost", 0.0) is None
     assert gate.admit("next", 59.0) is not None
     assert gate.admit("next", 61.0) is None
+
+
+def test_a_node_whose_set_ups_take_long_admits_only_what_it_completes_in_the_target_time() -> None:
+    gate = SetupGate(limit=100, rand=no_jitter)
+    # 20 a second, each taking 4 s (waiting on a slow store): 40 is two seconds' worth.
+    for n in range(100):
+        gate.admit(n, n / 20)
+        gate.done(n, n / 20 + 4, connected=True)
+    now = 100 / 20 + 4
+    assert gate.limit(now) == 40
+    admitted = sum(gate.admit(f"new{n}", now) is None for n in range(100))
+    assert admitted == 40
+    # Quick set-ups again (the storm is over): the whole limit.
+    for n in range(40):
+        gate.done(f"new{n}", now + 0.1, connected=True)
+    assert gate.limit(now + RATE_WINDOW_S + 1) == 100
+
+
+def test_no_hint_is_longer_than_a_client_honours() -> None:
+    gate = SetupGate(limit=1, rand=lambda low, high: high)
+    gate.admit("a", 0.0)
+    hints = [gate.admit(n, 0.0) for n in range(1000)]
+    assert max(hints) <= 60.0
+    assert hints[-1] == hints[-2] == pytest.approx(MAX_HINT_S * 1.25)
 
 
 def test_hints_are_stretched_at_random_by_at_most_a_quarter() -> None:

@@ -18,6 +18,14 @@ and the hint is the time to that slot, stretched by a random factor up to :data:
 so that clients refused in the same instant do not come back in the same one. Each client adds
 its own jitter on top.
 
+``limit`` is the most admitted at once. A node whose set-ups wait on something slower than
+its core (its store, Redis) completes only so many a second however many it starts, and each
+one more in flight waits that much longer: while the recent set-ups took more than half of
+:data:`TARGET_SETUP_S`, the gate admits only what the node completes in that time (Little's
+law: in flight = rate x time), so that those it admits are answered well before their clients
+give up, and the rest are sent away at once. Hints are capped (:data:`MAX_HINT_S`): a queue
+longer than that is not booked ahead.
+
 Pure: keys in, times in, no clock and no I/O (the web layer calls it with the connection and
 the time; ``actorim.web.admission``).
 
@@ -42,9 +50,12 @@ __all__ = [
     "ASSUMED_SETUP_S",
     "DEFAULT_MAX_SETUPS",
     "HINT_JITTER",
+    "MAX_HINT_S",
     "MIN_SAMPLES",
+    "MIN_SETUPS",
     "RATE_WINDOW_S",
     "STALE_SETUP_S",
+    "TARGET_SETUP_S",
     "SetupGate",
 ]
 
@@ -71,11 +82,26 @@ HINT_JITTER = 0.25
 STALE_SETUP_S = 60.0
 """A set-up never reported done (its actor could not start) stops counting after this long."""
 
+TARGET_SETUP_S = 2.0
+"""How long a set-up should take, upgrade to ``connect`` reply, well within the clients'
+patience (5 s in the Python client, 10 s in the bench's). While the recent set-ups took more
+than half of it, the node is behind (its store or its core is the bottleneck) and sets up at
+most *its rate x this* at once, fewer than ``limit``: more in flight would only wait longer."""
+
+MIN_SETUPS = 8
+"""The fewest set-ups admitted at once however slow the node: it must keep measuring."""
+
+MAX_HINT_S = 48.0
+"""The longest delay handed out before the random stretch (at most 60 s after it, the longest
+a client honours: ``actorim.protocol.restart.MAX_RESTART_DELAY_S``). Slots past it are not
+booked: a client sent away for longer would come back at 60 s anyway, together with the rest."""
+
 
 class SetupGate:
-    """Connections setting up, oldest first, at most ``limit``; the recent completions."""
+    """Connections setting up, oldest first, at most ``limit``; the recent completions (the
+    time each ended and how long it took)."""
 
-    __slots__ = ("_done", "_horizon", "_limit", "_pending", "_rand")
+    __slots__ = ("_done", "_horizon", "_limit", "_pending", "_rand", "_took")
 
     def __init__(
         self,
@@ -89,6 +115,8 @@ class SetupGate:
         self._rand = rand
         self._pending: dict[object, float] = {}
         self._done: deque[float] = deque()
+        self._took: deque[float] = deque()
+        """How long each set-up in ``_done`` took."""
         self._horizon = 0.0
         """The time of the last slot handed to a refused client."""
 
@@ -99,29 +127,48 @@ class SetupGate:
         """A connection starts its set-up: None when it may go on, else the seconds it should
         wait before it comes back (it is not counted)."""
         pending = self._pending
-        if len(pending) >= self._limit:
+        limit = self.limit(now)
+        if len(pending) >= limit:
             self._forget_stale(now)
-        if len(pending) < self._limit:
+        if len(pending) < limit:
             pending[key] = now
             return None
         return self.hint(now)
+
+    def limit(self, now: float) -> int:
+        """Set-ups admitted at once now: ``limit``, or while the recent ones took more than
+        half of :data:`TARGET_SETUP_S` on average, as many as the node completes in that time
+        (at least :data:`MIN_SETUPS`).
+
+        >>> gate = SetupGate(limit=100)
+        >>> for t in range(40):  # 40 set-ups over 4 s, each took 3 s: 10 a second
+        ...     gate.admit(t, t / 10); gate.done(t, t / 10 + 3, connected=True)
+        >>> gate.limit(7.0)
+        20
+        """
+        rate = self.rate(now)
+        took = self._took
+        if len(took) < MIN_SAMPLES or sum(took) / len(took) <= TARGET_SETUP_S / 2:
+            return self._limit
+        return max(MIN_SETUPS, min(self._limit, int(rate * TARGET_SETUP_S)))
 
     def hint(self, now: float) -> float:
         """Seconds a client sent away at ``now`` should wait: the time to the next free slot
         after the set-ups in progress and the clients sent away before it. Takes that slot."""
         rate = self.rate(now)
         slot = max(self._horizon + 1.0 / rate, now + len(self._pending) / rate)
+        slot = min(slot, now + MAX_HINT_S)
         self._horizon = slot
         return round((slot - now) * self._rand(1.0, 1.0 + HINT_JITTER), 3)
 
     def done(self, key: object, now: float, *, connected: bool) -> None:
         """The set-up of ``key`` ended: ``connected`` (it counts toward the rate), or the
         connection closed first. Nothing happens for a key that is not setting up."""
-        if self._pending.pop(key, None) is not None and connected:
-            done = self._done
-            done.append(now)
-            while done[0] < now - RATE_WINDOW_S:
-                done.popleft()
+        started = self._pending.pop(key, None)
+        if started is not None and connected:
+            self._done.append(now)
+            self._took.append(now - started)
+            self._prune(now)
 
     def rate(self, now: float) -> float:
         """Set-ups completed per second lately: over the last :data:`RATE_WINDOW_S`, or since
@@ -134,12 +181,17 @@ class SetupGate:
         >>> gate.rate(4.0), gate.rate(8.0), gate.rate(100.0)
         (50.0, 10.0, 8.0)
         """
+        self._prune(now)
         done = self._done
-        while done and done[0] < now - RATE_WINDOW_S:
-            done.popleft()
         if len(done) < MIN_SAMPLES:
             return self._limit / ASSUMED_SETUP_S
         return len(done) / min(RATE_WINDOW_S, max(1.0, now - done[0]))
+
+    def _prune(self, now: float) -> None:
+        done, took = self._done, self._took
+        while done and done[0] < now - RATE_WINDOW_S:
+            done.popleft()
+            took.popleft()
 
     def _forget_stale(self, now: float) -> None:
         pending = self._pending
