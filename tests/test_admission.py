@@ -21,6 +21,7 @@ from actorim.domain.admission import MAX_HINT_S, RATE_WINDOW_S, SetupGate
 from actorim.protocol.restart import restart_delay
 from actorim.runtime import membership
 from actorim.runtime.messages import Call
+from actorim.web import endpoint
 from tests.support import Client, Closed, RunningNode
 
 StartNode = Callable[..., RunningNode]
@@ -213,3 +214,14 @@ def test_past_max_setups_a_new_connection_is_refused_1013_with_a_hint_while_a_by
     assert node.client("dave").ok("ping") == {}
     metrics = node.node.ctx.metrics.render().decode()
     assert "actorim_setups_refused_total 5.0" in metrics
+
+
+def test_a_connection_whose_actor_does_not_start_frees_its_set_up_slot(
+    start_node: StartNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = start_node(max_setups=1)
+    monkeypatch.setattr(endpoint, "_start_actor", lambda ctx, link: False)
+    assert refusal(node).reason == "server is not accepting connections"
+    monkeypatch.undo()
+    # Not sent away for a minute behind a set-up that ended: the next one is taken.
+    assert node.client("alice").ok("ping") == {}

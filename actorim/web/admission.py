@@ -17,7 +17,7 @@ from actorim.protocol.restart import TRY_AGAIN_LATER_CODE, try_later_reason
 from actorim.runtime.context import NodeContext
 from actorim.web.websocket import ServerWebSocket
 
-__all__ = ["refused"]
+__all__ = ["refused", "started"]
 
 
 def refused(ctx: NodeContext, ws: ServerWebSocket) -> bool:
@@ -29,3 +29,10 @@ def refused(ctx: NodeContext, ws: ServerWebSocket) -> bool:
     ctx.metrics.setups_refused.inc()
     ws.close(TRY_AGAIN_LATER_CODE, try_later_reason(delay))
     return True
+
+
+def started(ctx: NodeContext, ws: ServerWebSocket) -> None:
+    """``run_connection`` returned: if it closed ``ws`` (its actor did not start in time, or
+    the node began to drain), its set-up is over; else its actor reports the end."""
+    if ws.closed:
+        ctx.admission.done(ws, time.monotonic(), connected=False)

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from actorim.domain.auth import valid_user_id
 from actorim.domain.origins import OriginPolicy
-from actorim.web.admission import refused
+from actorim.web.admission import refused, started
 from actorim.web.api import PREFIX, ServerApi
 from actorim.web.endpoint import run_connection
 from actorim.web.limits import WireLimits
@@ -112,6 +112,7 @@ class App:
             environ.clear()
             if not refused(self.node.ctx, websocket):
                 run_connection(self.node.ctx, websocket, remote)
+                started(self.node.ctx, websocket)
             return []
         if path == "/healthz":
             return _json(start_response, "200 OK", {"status": "alive"})
