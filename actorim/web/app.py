@@ -8,8 +8,10 @@ Prometheus metrics. ``/dev/token?user=NAME`` mints a token in development mode o
 ``token_url``). ``/`` is
 the chat page and ``/static/<file>`` its files, from ``actorim/web/static/``. ``/api/v1`` is
 the server API (``actorim.web.api``, docs/api.md). A WebSocket on
-``/ws`` is handed to ``run_connection``, which returns at once: the connection is read by a
-watcher on the hub from then on, so the request's greenlet ends.
+``/ws`` passes admission control first (``actorim.web.admission``: past ``max_setups``
+connections setting up it is closed at once, 1013 with a hint), then is handed to
+``run_connection``, which returns at once: the connection is read by a watcher on the hub from
+then on, so the request's greenlet ends.
 """
 
 from __future__ import annotations
