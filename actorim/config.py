@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
+from actorim.domain.admission import DEFAULT_MAX_SETUPS
 from actorim.domain.apikeys import ApiKeys
 from actorim.domain.auth import MIN_SECRET_BYTES, weak_secret
 from actorim.domain.markers import DEFAULT_MAX_MENTIONS, DEFAULT_UNREAD_COUNT_MAX
@@ -302,6 +303,13 @@ SETTINGS: tuple[Setting, ...] = (
         "max_handshakes",
         512,
         "connections in their request head at once; past it the oldest is dropped for the new one",
+        int,
+    ),
+    Setting(
+        "max_setups",
+        DEFAULT_MAX_SETUPS,
+        "connections setting up at once (upgraded, connect not yet answered); past it a new one "
+        "is closed at once with 1013 and a hint of when to come back",
         int,
     ),
     Setting(
@@ -604,6 +612,7 @@ class Config:
     handshake_timeout: float = _BY_NAME["handshake_timeout"].default
     max_header_bytes: int = _BY_NAME["max_header_bytes"].default
     max_handshakes: int = _BY_NAME["max_handshakes"].default
+    max_setups: int = _BY_NAME["max_setups"].default
     max_fragments: int = _BY_NAME["max_fragments"].default
     frame_rate: float = _BY_NAME["frame_rate"].default
     frame_burst: float = _BY_NAME["frame_burst"].default
@@ -717,6 +726,7 @@ class Config:
             "retention_count",
             "max_header_bytes",
             "max_handshakes",
+            "max_setups",
             "max_fragments",
             "frame_burst",
             "frames_per_read",

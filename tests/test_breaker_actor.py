@@ -19,6 +19,7 @@ from actorim.breaker.actor import (
     GetState,
     ReportFailure,
     ReportSuccess,
+    RetryLater,
     Subscribe,
 )
 from actorim.breaker.machine import BreakerPolicy, BreakerState, Transition
@@ -208,6 +209,38 @@ def test_a_refused_heartbeat_is_a_link_failure_and_reconnects_on_the_back_off() 
     peer.mode = "up"
     back = seen.wait_until_in(CLOSED, count=2)[1]
     assert (back.old, back.new, back.failures, back.reason) == (CLOSED, CLOSED, 0, "link is back")
+
+
+def test_a_peer_sending_attempts_away_with_a_hint_is_tried_after_it_and_the_circuit_stays_closed():
+    """A busy server closes each attempt 1013 with a hint: the next attempt waits the hint, and
+    refusals past the failure threshold do not open the circuit (within the restart grace)."""
+    refusals = 4
+    peer = Peer("up")
+
+    def probe() -> None:
+        peer.probe()
+        if peer.calls <= refusals:
+            raise RetryLater("the server is busy", 0.2)
+
+    policy = BreakerPolicy(
+        failure_threshold=2,
+        cooldown=5.0,
+        backoff=Backoff(floor=0.01, cap=0.01),
+        heartbeat_interval=5.0,
+        heartbeat_timeout=1.0,
+        restart_grace=30.0,
+    )
+    ref = BreakerActor.start(policy, probe=probe, name="test-link", rand=no_jitter)
+    seen = subscribed(ref)
+    first = seen.wait_until_in(CLOSED)[0]
+    # Told at the first refusal: the next attempt is the hint plus one back-off step away.
+    assert first.retry_at is not None
+    assert first.retry_at - first.at == pytest.approx(0.2 + 0.01)
+    back = seen.wait_for(lambda items: any(t.reason == "link is back" for t in items))[-1]
+    assert (back.new, peer.calls) == (CLOSED, refusals + 1)
+    assert OPEN not in [t.new for t in seen.items]
+    # Four waits of at least the hint each.
+    assert back.at - first.at >= (refusals - 1) * 0.2
 
 
 def test_a_probe_ending_in_a_base_exception_is_not_a_link_failure() -> None:

@@ -929,6 +929,64 @@ def test_a_restart_with_a_drain_waits_the_hinted_delay_and_the_browser_client_mi
     assert hinted * 1000 + 100 <= delay <= hinted * 1000 + 300, (hinted, delay)
 
 
+BUSY_CLIENT_JS = """
+() => {
+  const { ActorimClient } = window.actorim;
+  const token = async () => (await (await fetch("/dev/token?user=fay")).json()).token;
+  // One failure would open the circuit for a minute: only the hint keeps it closed.
+  const client = new ActorimClient(`ws://${location.host}/ws`, {
+    token, maxFailures: 1, backoff: { floor: 100, cap: 200 },
+  });
+  window.client = client;
+  window.states = [];
+  client.on("state", (change) => window.states.push(change));
+  window.connected = client.connect();
+  return client.state;
+}
+"""
+
+
+def test_a_busy_server_sends_the_browser_client_away_with_a_hint_and_it_comes_back_after_it(
+    browser: Any, tmp_path: Path
+) -> None:
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log", ("--max-setups", "2"))
+    server.start()
+    # Two connections upgraded and not connected: the server sets up as many as it may.
+    holders = [Client(f"ws://127.0.0.1:{server.port}/ws") for _ in range(2)]
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{server.base}/")
+        page.evaluate("async () => { window.actorim = await import('/static/actorim.js'); }")
+        page.evaluate(BUSY_CLIENT_JS)
+        page.wait_for_function(
+            "() => states.some((s) => s.code === 1013)", polling=20, timeout=EXPECT_TIMEOUT_MS
+        )
+        for holder in holders:
+            holder.close()
+        page.wait_for_function("() => client.state === 'CONNECTED'", timeout=EXPECT_TIMEOUT_MS)
+        page.evaluate("async () => { await connected; await client.join('r'); }")
+        sent = page.evaluate("async () => client.send({ room: 'r', body: 'in at last' })")
+        states = page.evaluate(
+            "() => states.map((s) => [s.state, s.code ?? null, s.reason ?? null, s.delay ?? null])"
+        )
+    finally:
+        context.close()
+        for holder in holders:
+            holder.close()
+        server.kill()
+    assert sent["seq"] == 1
+    assert "CIRCUIT_OPEN" not in [state for state, _, _, _ in states], states
+    refusals = [s for s in states if s[1] == 1013]
+    assert refusals, states
+    for _, _, reason, delay in refusals:
+        hinted = restart_delay(1013, reason)
+        assert hinted is not None, reason
+        # The hint, then the client's own back-off jitter (floor + random(0, ...), at most the
+        # 200 ms cap above the floor).
+        assert hinted * 1000 + 100 <= delay <= hinted * 1000 + 300, (hinted, delay)
+
+
 # -- a connection refused for good ---------------------------------------------------------------
 
 REPLACED_JS = """

@@ -286,3 +286,14 @@ def test_an_open_circuit_is_announced_with_the_time_of_the_next_try() -> None:
         "* the server is unreachable (trial failed); trying again later",
     ]
     client.close()
+
+
+def test_a_link_a_busy_server_sent_away_is_announced_with_the_time_of_the_next_try() -> None:
+    out = io.StringIO()
+    client = Client("ws://127.0.0.1:1/ws", "token")
+    chat = Chat(client, out)
+    chat.on_state(StateChange(LinkState.CONNECTING, LinkState.CONNECTED, "connected"))
+    reason = "the link ended (1013: try again later; reconnect in 2400 ms)"
+    chat.on_state(StateChange(LinkState.CONNECTED, LinkState.CONNECTING, reason, retry_in=2.6))
+    assert out.getvalue().splitlines()[-1] == "* the server is busy; reconnecting in 2.6 s"
+    client.close()

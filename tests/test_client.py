@@ -573,6 +573,42 @@ def test_a_frozen_server_is_noticed_by_heartbeats_and_the_link_comes_back_after_
     assert client.send(room="r", body="back").seq == 1
 
 
+def test_clients_a_busy_server_sends_away_come_back_after_its_hint_and_all_connect_and_join(
+    start_node: Callable[..., RunningNode], clients: list[Client]
+) -> None:
+    """A burst past the server's ``max_setups``: the refused clients (1013 with a hint) wait
+    it and come back; the refusals do not open their circuits (any other failure would: a
+    threshold of one), and everyone gets in while a bystander chats on."""
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    rand = random.Random(seed)
+    node = start_node(max_setups=2)
+    bystander = Client(node.url, node.token("bystander"), policy=FAST)
+    clients.append(bystander)
+    bystander.connect(timeout=WAIT)
+    bystander.join("lobby")
+    policy = dataclasses.replace(FAST, failure_threshold=1, restart_grace=30.0)
+    burst, seen = [], []
+    for n in range(10):
+        client = Client(node.url, node.token(f"u{n}"), policy=policy, rand=rand.uniform)
+        states = Seen()
+        client.on_state(states)
+        clients.append(client)
+        burst.append(client)
+        seen.append(states)
+    connecting = [gevent.spawn(client.connect, timeout=WAIT) for client in burst]
+    assert bystander.send(room="lobby", body="during the burst").seq == 1
+    gevent.joinall(connecting, raise_error=True)
+    refused = node.node.ctx.metrics.setups_refused._value.get()
+    assert refused > 0, "the burst was not refused: nothing was tested"
+    for client, states in zip(burst, seen, strict=True):
+        assert CIRCUIT_OPEN not in states.states, "; ".join(c.reason for c in states.items)
+        client.join("lobby")
+    assert bystander.send(room="lobby", body="after the burst").seq == 2
+    for client in burst:
+        assert client.history("lobby")["messages"][-1]["body"] == "after the burst"
+
+
 @pytest.mark.process
 def test_a_restart_with_a_drain_waits_the_hinted_delay_and_recovers_every_message_once(
     server_process: ServerProcess, clients: list[Client]

@@ -33,6 +33,7 @@ PROMISED = [
         "Connects per second (reconnect storms)",
         'actorim_commands_total{instance=~"$instance", command="connect"}',
     ),
+    ("Connections refused (admission control)", "actorim_setups_refused_total"),
 ]
 
 

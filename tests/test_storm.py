@@ -24,15 +24,18 @@ def test_a_log_counts_what_never_came_and_what_came_twice_after_the_join_only() 
     assert SeqLog(base=5).count([3, 4, 5]) == (0, 0)
 
 
-def test_the_first_attempt_waits_the_hint_plus_one_step_and_refusals_back_off_capped() -> None:
+def test_an_attempt_waits_the_hint_plus_a_step_and_refusals_back_off_capped() -> None:
     seed = random.randrange(2**32)
     print(f"seed={seed}")
     rand = random.Random(seed).uniform
     first = reconnect_delay(0, hint=1.5, rand=rand)
     assert 1.5 + RETRY_FLOOR_S <= first <= 1.5 + 2 * RETRY_FLOOR_S
     assert RETRY_FLOOR_S <= reconnect_delay(0, hint=None, rand=rand) <= 2 * RETRY_FLOOR_S
-    later = [reconnect_delay(n, hint=9.0, rand=rand) for n in range(1, 30)]
+    later = [reconnect_delay(n, hint=None, rand=rand) for n in range(1, 30)]
     assert all(RETRY_FLOOR_S <= d <= RETRY_CAP_S for d in later)
+    # Sent away by a busy node (1013 with a hint): its hint, then the back-off's step.
+    sent_away = [reconnect_delay(n, hint=2.0, rand=rand) for n in range(1, 30)]
+    assert all(2.0 + RETRY_FLOOR_S <= d <= 2.0 + RETRY_CAP_S for d in sent_away)
 
 
 @pytest.mark.parametrize(

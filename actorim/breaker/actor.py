@@ -48,6 +48,7 @@ __all__ = [
     "GetState",
     "ReportFailure",
     "ReportSuccess",
+    "RetryLater",
     "Subscribe",
     "Subscriber",
     "Unsubscribe",
@@ -67,6 +68,18 @@ def is_link_failure(exc: BaseException) -> bool:
     ``BaseException`` (the probe's greenlet killed, a ``Timeout`` it did not catch, an exit of
     the process) says nothing about the peer."""
     return isinstance(exc, Exception)
+
+
+class RetryLater(Exception):
+    """What a probe raises when the peer refused the attempt and said when to try again (a
+    server too busy to set up the connection: close 1013 with a hint). The next attempt waits
+    ``retry_after`` seconds plus the back-off's jitter, and, as after a restart's announcement,
+    the failure does not count toward opening the circuit within the policy's
+    ``restart_grace``: a peer that keeps answering "later" is alive, and paces its clients."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +141,7 @@ class _ProbeDone:
     token: int
     outcome: _Outcome
     reason: str = ""
+    retry_after: float | None = None
 
 
 _TICK = _Tick()
@@ -317,7 +331,8 @@ class BreakerActor(GeventActor):
         except BaseException as exc:
             if not self._is_link_failure(exc):
                 raise
-            done = _ProbeDone(token, _Outcome.FAILED, _describe(exc))
+            after = exc.retry_after if isinstance(exc, RetryLater) else None
+            done = _ProbeDone(token, _Outcome.FAILED, _describe(exc), after)
         else:
             done = _ProbeDone(token, _Outcome.ANSWERED)
         finally:
@@ -336,6 +351,9 @@ class BreakerActor(GeventActor):
                 breaker.heartbeat_answered(now)
             else:
                 breaker.record_success(now)
+        elif done.retry_after is not None:
+            # Sent away with a hint: like a restart's announcement (see ``RetryLater``).
+            breaker.record_failure(now, done.reason, going_away=True, retry_after=done.retry_after)
         elif done.outcome is _Outcome.FAILED:
             breaker.record_failure(now, done.reason)
         self._advance(now)

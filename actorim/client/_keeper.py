@@ -29,7 +29,7 @@ import gevent.event
 from pykka import ActorDeadError, ActorRef
 from pykka import Timeout as PykkaTimeout
 
-from actorim.breaker.actor import BreakerActor, ReportFailure, Subscribe
+from actorim.breaker.actor import BreakerActor, ReportFailure, RetryLater, Subscribe
 from actorim.breaker.machine import BreakerPolicy, BreakerState, Transition
 from actorim.client._errors import (
     AuthError,
@@ -135,7 +135,7 @@ class _Refused(Exception):
 class _Conn:
     """One WebSocket and what the keeper knows of it."""
 
-    __slots__ = ("dead", "flushing", "ready", "silent", "ws")
+    __slots__ = ("dead", "flushing", "ready", "sent_away", "silent", "ws")
 
     def __init__(self, ws: WebSocketLink) -> None:
         self.ws = ws
@@ -143,6 +143,15 @@ class _Conn:
         self.dead = False
         self.silent = False  # given up by the keeper: its end is not reported to the breaker
         self.flushing = False
+        self.sent_away: float | None = None
+        """Closed before it was ready with a hint (1013 from a busy server): seconds to wait."""
+
+    def failure(self, error: BaseException) -> BaseException:
+        """What the attempt on this link failed with, as the probe reports it: sent away with
+        a hint, the breaker waits the hint (``RetryLater``); else ``error`` itself."""
+        if self.sent_away is None or not isinstance(error, Exception):
+            return error
+        return RetryLater(f"sent away; reconnect in {self.sent_away:g} s", self.sent_away)
 
 
 class LinkKeeper:
@@ -369,12 +378,22 @@ class LinkKeeper:
             raise
         try:
             self._restore(conn)
-        except BaseException:
+        except BaseException as exc:
             self._discard(conn, "the session could not be restored")
-            raise
+            failure = conn.failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     def _open(self, token: str) -> _Conn:
-        conn = _Conn(self._open_link(self.url, self._policy.heartbeat_timeout))
+        try:
+            link = self._open_link(self.url, self._policy.heartbeat_timeout)
+        except LinkClosed as closed:
+            hint = restart_delay(closed.code, closed.reason)
+            if hint is None:
+                raise
+            raise RetryLater(f"the server is busy ({closed})", hint) from closed
+        conn = _Conn(link)
         self._conn = conn
         gevent.spawn(self._read, conn)
         try:
@@ -387,9 +406,12 @@ class LinkKeeper:
             if exc.code in _FINAL_CONNECT_CODES:
                 raise ConnectRefused(exc.code, exc.server_message) from None
             raise
-        except BaseException:
+        except BaseException as exc:
             self._discard(conn, "connect failed")
-            raise
+            failure = conn.failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         self.info = dict(info)
         self._session.user = info.get("user")
         return conn
@@ -439,10 +461,14 @@ class LinkKeeper:
             if closed.code == _REPLACED_CODE and conn is self._conn:
                 gevent.spawn(self.shutdown, Replaced(closed.reason))
             hint = restart_delay(closed.code, closed.reason)
+            if not conn.ready:
+                # Sent away while connecting (1013: the server is busy): the attempt failed,
+                # and the next one waits the hint.
+                conn.sent_away = hint
             self._lost(
                 conn,
                 f"the link ended ({closed.code}{why})",
-                going_away=going_away,
+                going_away=going_away or hint is not None,
                 retry_after=hint or 0.0,
             )
         except Exception as exc:

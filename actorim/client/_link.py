@@ -139,6 +139,10 @@ class WebSocketLink:
         if protocol.handshake_exc is not None:
             raise LinkError(f"the server refused the WebSocket: {protocol.handshake_exc}")
         if protocol.state is not State.OPEN:
+            rcvd = protocol.close_rcvd
+            if rcvd is not None:
+                # Upgraded and closed at once: a busy server's 1013 with its hint.
+                raise LinkClosed(int(rcvd.code), rcvd.reason)
             raise LinkError("the server closed during the WebSocket handshake")
         return [e for e in events if isinstance(e, Frame)]
 

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,7 @@ from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import encode_body, self_member_frame
 from actorim.protocol.frames import CloseCode
+from actorim.protocol.restart import TRY_AGAIN_LATER_CODE, try_later_reason
 from actorim.protocol.webhooks import Webhooks
 from actorim.protocol.wire import WireFrame
 from actorim.runtime import roomcommands
@@ -64,6 +65,7 @@ from actorim.runtime.faults import inject as inject_fault
 from actorim.runtime.link import WAKE, Link, Phase
 from actorim.runtime.membership import (
     MembershipChanged,
+    RouterBusy,
     apply_membership,
     ask_router,
     ask_store,
@@ -226,6 +228,8 @@ class ConnectionActor(GeventActor):
             "closing (%d %s)", code, reason, extra=log_context(conn=link.conn_id, user=link.user)
         )
         was_connected = link.phase is Phase.CONNECTED
+        if not was_connected:
+            self.ctx.admission.done(link.ws, time.monotonic(), connected=False)
         if was_connected and link.user is not None:
             self.ctx.hooks.disconnected(link.user, self._session_info())
         rooms = link.session.closing()
@@ -314,8 +318,13 @@ class ConnectionActor(GeventActor):
             # Past max_connections_per_user, the user's connection heard from least recently
             # is closed 4009 to make room (``router._make_room``).
             self._ask_router(Register(link))
-        except Unavailable:
+        except Unavailable as exc:
             link.offline = None
+            if isinstance(exc, RouterBusy):
+                # The router registers the link when it gets there; this undoes it after
+                # (its mailbox is in order), so a client that gives up leaves nothing behind.
+                with contextlib.suppress(Unavailable):
+                    self.ctx.refs.tell_router(Unregister(link))
             raise
         # The user's conversations, read before the connection counts as connected: a room
         # the user joins on another device from now on reaches it as a notice.
@@ -351,19 +360,32 @@ class ConnectionActor(GeventActor):
             data["conversations_more"] = True
             data["conversations_cursor"] = paging["cursor"]
         link.reply(command.t, command.id, data)
+        self.ctx.admission.done(link.ws, time.monotonic(), connected=True)
         self.ctx.hooks.connected(identity.user, self._session_info())
         # Every room of the user, each from the seq the client last saw there (``since``, in
         # the same epoch) or else the one the inbox gave: what came after it is replayed by the
         # room (or announced as a gap), in order before the live events.
         seen = dict(command.since) if command.epoch in (None, self.ctx.epoch) else {}
         rooms = [(c.room, seen.get(c.room, c.seq), c.seq) for c in everything if c.room is not None]
-        with contextlib.suppress(Unavailable):
-            subscribe(self.ctx, link, rooms)
+        self._subscribe(rooms)
         # A token with less than the notice left is asked to refresh at once.
         check_expiry(self.ctx, link, policy_of(self.ctx), time.time())
         # Every direct message this user has not acknowledged, oldest first, a page at a time;
         # live ones follow.
         offline.start()
+
+    def _subscribe(self, rooms: Sequence[tuple[str, int | None, int | None]]) -> None:
+        """Subscribe the connection to its user's rooms at ``connect``."""
+        link = self.link
+        try:
+            subscribe(self.ctx, link, rooms)
+        except RouterBusy:
+            # Its rooms are not subscribed: the client is sent away to come back later and
+            # resume them with ``since``, as after a restart.
+            delay = self.ctx.admission.hint(time.monotonic())
+            link.request_close(TRY_AGAIN_LATER_CODE, try_later_reason(delay))
+        except Unavailable:
+            pass  # the router is restarting: as ever, the connection goes on without them
 
     def _join(self, command: cmd.Join) -> None:
         link = self.link

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError
 
+from actorim.domain.admission import SetupGate
 from actorim.domain.hooks import Hooks
 from actorim.domain.ratelimit import TypingThrottle
 from actorim.domain.tokens import RevocationList
@@ -123,8 +124,14 @@ class NodeContext:
     hooks: HookRunner = field(init=False)
     """The application's hooks (``Node(config, hooks=...)``); none by default."""
 
+    admission: SetupGate = field(init=False)
+    """The connections setting up (upgraded, ``connect`` not yet answered), at most
+    ``max_setups``: past it the web layer refuses new ones, 1013 with a hint
+    (``actorim.web.admission``); the connection actor reports each set-up's end."""
+
     def __post_init__(self) -> None:
         self.typing = TypingThrottle(self.config.typing_throttle)
+        self.admission = SetupGate(self.config.max_setups)
         self.hooks = HookRunner(Hooks(), timeout=self.config.hook_timeout)
 
     # Token revocations in force on this node, checked at every connect and refresh

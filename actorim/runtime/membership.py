@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gevent.event import AsyncResult
-from pykka import ActorDeadError
+from pykka import ActorDeadError, Timeout
 
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.runtime.context import NodeContext, Unavailable
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MembershipChanged",
+    "RouterBusy",
     "apply_membership",
     "ask_router",
     "ask_store",
@@ -47,6 +48,11 @@ STORE_TIMEOUT_S = 10.0
 # How long a connection waits for the router (registering, finding rooms) before answering
 # overloaded. The router answers in microseconds unless it is restarting.
 ROUTER_TIMEOUT_S = 5.0
+
+
+class RouterBusy(Unavailable):
+    """The router did not answer within ``ROUTER_TIMEOUT_S``: its mailbox is deep (a
+    reconnect storm). What was asked may still be done when it gets there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,8 @@ def ask_store(ctx: NodeContext, run: Callable[[Store], Any], what: str) -> Any:
 
 def ask_router(ctx: NodeContext, message: Any) -> Any:
     """Ask the router and wait for its answer (it answers in microseconds unless it is
-    restarting: then Unavailable); a refusal it answers with is raised."""
+    restarting: then Unavailable, or swamped: then RouterBusy); a refusal it answers with is
+    raised."""
     router = ctx.refs.router
     if router is None:
         raise Unavailable("the router is restarting")
@@ -97,6 +104,8 @@ def ask_router(ctx: NodeContext, message: Any) -> Any:
         answer = router.ask(message, timeout=ROUTER_TIMEOUT_S)
     except ActorDeadError:
         raise Unavailable("the router is restarting") from None
+    except Timeout:
+        raise RouterBusy("the server is busy") from None
     if isinstance(answer, Exception):
         raise answer
     return answer

@@ -82,6 +82,11 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.setups_refused = Counter(
+            "actorim_setups_refused",
+            "Connections refused at once (1013 with a hint) because max_setups were setting up",
+            registry=registry,
+        )
         self.rate_limited = Counter(
             "actorim_rate_limited", "Commands refused by the rate limit", registry=registry
         )

@@ -29,7 +29,12 @@ from actorim.client import (
     RequestTimeout,
     StateChange,
 )
-from actorim.protocol.restart import RESTART_CLOSE_CODE, restart_delay
+from actorim.protocol.restart import (
+    RESTART_CLOSE_CODE,
+    TRY_AGAIN_LATER,
+    TRY_AGAIN_LATER_CODE,
+    restart_delay,
+)
 
 __all__ = ["HELP", "Chat", "dev_token", "endpoints", "run"]
 
@@ -209,7 +214,12 @@ class Chat:
             self.say(f"* connected as {self.client.user}")
         elif state is LinkState.CONNECTING:
             if self._was_connected and change.previous is LinkState.CONNECTED:
-                if restart_delay(RESTART_CLOSE_CODE, change.reason) is not None:
+                reason = change.reason
+                if TRY_AGAIN_LATER in reason and restart_delay(TRY_AGAIN_LATER_CODE, reason):
+                    # Sent away by a server too busy to set the link up again (1013): the
+                    # client waits its hint, then comes back and resumes.
+                    self.say(f"* the server is busy; reconnecting{_when(change.retry_in)}")
+                elif restart_delay(RESTART_CLOSE_CODE, reason) is not None:
                     # A drain, not a failure: the server said when to come back.
                     self.say(f"* the server is restarting; reconnecting{_when(change.retry_in)}")
                 else:

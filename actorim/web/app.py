@@ -8,8 +8,10 @@ Prometheus metrics. ``/dev/token?user=NAME`` mints a token in development mode o
 ``token_url``). ``/`` is
 the chat page and ``/static/<file>`` its files, from ``actorim/web/static/``. ``/api/v1`` is
 the server API (``actorim.web.api``, docs/api.md). A WebSocket on
-``/ws`` is handed to ``run_connection``, which returns at once: the connection is read by a
-watcher on the hub from then on, so the request's greenlet ends.
+``/ws`` passes admission control first (``actorim.web.admission``: past ``max_setups``
+connections setting up it is closed at once, 1013 with a hint), then is handed to
+``run_connection``, which returns at once: the connection is read by a watcher on the hub from
+then on, so the request's greenlet ends.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from actorim.domain.auth import valid_user_id
 from actorim.domain.origins import OriginPolicy
+from actorim.web.admission import refused, started
 from actorim.web.api import PREFIX, ServerApi
 from actorim.web.endpoint import run_connection
 from actorim.web.limits import WireLimits
@@ -109,7 +112,9 @@ class App:
             # The connection may live for days: the request's environ (headers and all) is not
             # needed again, so it does not stay in memory that long.
             environ.clear()
-            run_connection(self.node.ctx, websocket, remote)
+            if not refused(self.node.ctx, websocket):
+                run_connection(self.node.ctx, websocket, remote)
+                started(self.node.ctx, websocket)
             return []
         if path == "/healthz":
             return _json(start_response, "200 OK", {"status": "alive"})

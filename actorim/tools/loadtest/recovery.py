@@ -8,7 +8,8 @@ of a few thousand messages each within tens of MiB.
 
 `reconnect_delay` is the client's wait before an attempt: the server's hint (the drain's
 ``reconnect in <ms> ms``) plus the client's own jitter on the first attempt, then a capped
-back-off with full jitter while the node refuses (it may still be restarting).
+back-off with full jitter while the node refuses (it may still be restarting), after the hint
+of a node that sent the client away (1013, too busy to set it up) if it gave one.
 
 >>> log = SeqLog(base=10)
 >>> for seq in (11, 12, 12, 14):
@@ -47,13 +48,11 @@ def reconnect_delay(
 ) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (0 for the first after the close).
 
-    The first attempt waits the hint (none: 0) and a jitter of one back-off step; the later
-    ones (the node refused) ``floor + random(0, min(cap - floor, floor * 2**attempt))``.
+    The hint (none: 0) plus ``floor + random(0, min(cap - floor, floor * 2**attempt))``: one
+    back-off step of jitter on the first attempt, a growing one while the node refuses.
     """
     step = RETRY_FLOOR_S + rand(0.0, min(RETRY_CAP_S - RETRY_FLOOR_S, RETRY_FLOOR_S * 2**attempt))
-    if attempt == 0:
-        return round((hint or 0.0) + step, 6)
-    return round(step, 6)
+    return round((hint or 0.0) + step, 6)
 
 
 class SeqLog:

@@ -11,8 +11,9 @@ input, then:
    (``reconnect in <ms> ms``), the client waits the hint plus its own jitter, reconnects (to
    the next node in the list, as a load balancer would send it; to the same one when there is
    one node) and resumes with ``connect``'s ``since``; a refused attempt is tried again on a
-   capped back-off. A client is *recovered* when it has every message up to the room's seq
-   that the new connection's ``connect`` reply names. Progress lines say how many are;
+   capped back-off, after the hint of a node that sent it away (1013, too busy to set it
+   up). A client is *recovered* when it has every message up to the room's seq that the new
+   connection's ``connect`` reply names. Progress lines say how many are;
 3. given the publisher's acknowledged seqs of every room (``expect``), waits until each client
    holds them (or `SETTLE_TIMEOUT_S`), then says ``result``: lost and duplicated messages
    counted per client and room, the recovery times, the attempts and the hints;
@@ -40,7 +41,7 @@ import msgpack
 from gevent.event import AsyncResult, Event
 
 from actorim.domain.auth import TokenAuthority
-from actorim.protocol.restart import restart_delay
+from actorim.protocol.restart import TRY_AGAIN_LATER_CODE, restart_delay
 from actorim.tools.loadtest.pipes import expect, raise_file_limit, worker_pipes
 from actorim.tools.loadtest.recovery import SeqLog, reconnect_delay
 from actorim.tools.loadtest.wire import encode_line
@@ -120,6 +121,7 @@ class StormClient:
         "log",
         "recovered_ns",
         "room",
+        "sent_away",
         "sock",
         "target",
         "waiters",
@@ -138,6 +140,8 @@ class StormClient:
         self.target = 0
         """The seq the client must reach to count as recovered (the reconnect's inbox seq)."""
         self.hint: float | None = None
+        self.sent_away: float | None = None
+        """The hint of the close that ended the last attempt (1013 from a busy node), if any."""
         self.attempts = 0
         self.done = Event()
 
@@ -210,14 +214,16 @@ class StormWorker:
                 client.log = SeqLog(int(joined["seq"]))
                 return
             except Exception as exc:
-                self.error(f"first:{_kind(exc)}")
+                self.error(f"first:{_kind(exc, client)}")
                 self._drop(client)
             if time.monotonic() > deadline:
                 return
-            gevent.sleep(reconnect_delay(attempt + 1, hint=None, rand=self.rand.uniform) * 5)
+            wait = reconnect_delay(attempt + 1, hint=None, rand=self.rand.uniform) * 5
+            gevent.sleep(wait + (client.sent_away or 0.0))
 
     def _open(self, client: StormClient, url: str) -> dict[str, Any]:
         """Dial ``url`` and ``connect``, resuming the room from the last seq seen."""
+        client.sent_away = None
         client.sock, rest = open_websocket(url, timeout=CONNECT_TIMEOUT_S)
         client.sock.settimeout(None)
         client.frames = ServerFrames()
@@ -292,6 +298,8 @@ class StormWorker:
     # -- the storm -----------------------------------------------------------------------------
 
     def _ended(self, client: StormClient, code: int, reason: str) -> None:
+        if code == TRY_AGAIN_LATER_CODE:
+            client.sent_away = restart_delay(code, reason)
         for waiter in client.waiters.values():
             waiter.set(None)
         client.waiters.clear()
@@ -304,7 +312,16 @@ class StormWorker:
             client.log = None
             return
         if client.closed_ns:
-            if client.recovered:
+            if client.sent_away is not None and client.target:
+                # Connected, then sent away (a node too busy to subscribe its rooms): it comes
+                # back again, and counts as recovered when it has caught up after that.
+                self.error(f"sent_away_after_connect:{code}")
+                client.target = 0
+                client.recovered_ns = 0
+                client.done.clear()
+                client.hint = client.sent_away
+                gevent.spawn(self._come_back, client)
+            elif client.recovered:
                 self.error(f"closed_again:{code}")  # the storm measures one move per client
             return  # else a reconnect attempt failed: it counts that itself
         client.closed_ns = time.time_ns()
@@ -320,7 +337,8 @@ class StormWorker:
         url = urls[0] if len(urls) == 1 else urls[1 + client.index % (len(urls) - 1)]
         deadline = time.monotonic() + RECONNECT_DEADLINE_S
         for attempt in itertools.count():
-            gevent.sleep(reconnect_delay(attempt, hint=client.hint, rand=self.rand.uniform))
+            hint = client.hint if attempt == 0 else client.sent_away
+            gevent.sleep(reconnect_delay(attempt, hint=hint, rand=self.rand.uniform))
             if time.monotonic() > deadline or self.stopping:
                 self.error("gave_up")
                 client.done.set()
@@ -330,7 +348,7 @@ class StormWorker:
                 with gevent.Timeout(CONNECT_TIMEOUT_S, TimeoutError):
                     reply = self._open(client, url)
             except Exception as exc:
-                self.error(f"attempt:{_kind(exc)}")
+                self.error(f"attempt:{_kind(exc, client)}")
                 self._drop(client)
                 continue
             target = 0
@@ -396,7 +414,9 @@ class _Refused(Exception):
     """The server answered a command with an error; the message is its code."""
 
 
-def _kind(exc: BaseException) -> str:
+def _kind(exc: BaseException, client: StormClient) -> str:
+    if client.sent_away is not None:
+        return "try_again_later"
     if isinstance(exc, _Refused):
         return str(exc)
     if isinstance(exc, TimeoutError):

@@ -41,10 +41,11 @@ export const CloseCode = Object.freeze({
 // The longest restart hint the client honours (ms); a longer one is clamped to it.
 export const MAX_RESTART_DELAY = 60_000;
 
-/** The delay (ms) a draining server asked for in its close (1012, reason "... reconnect in
- * <ms> ms": docs/protocol.md), or 0 when the close carries no such hint. */
+/** The delay (ms) a server asked for in its close, or 0 when the close carries no such hint:
+ * a draining server's 1012 ("service restart; reconnect in <ms> ms") or a busy server's 1013,
+ * sent at once after the upgrade ("try again later; reconnect in <ms> ms"): docs/protocol.md. */
 export function restartDelay(code, reason) {
-  if (code !== CloseCode.SERVICE_RESTART) return 0;
+  if (code !== CloseCode.SERVICE_RESTART && code !== CloseCode.TRY_AGAIN_LATER) return 0;
   const found = /reconnect in (\d{1,9}) ms/.exec(reason || "");
   return found ? Math.min(MAX_RESTART_DELAY, Number(found[1])) : 0;
 }
@@ -142,9 +143,10 @@ export class ReconnectPolicy {
     this.connectedAt = now;
   }
 
-  /** An established link ended at `now` (a restart, a network change); `goingAway`: the
-   * server said it is going away (close 1001 or 1012); `after`: the delay (ms) its close
-   * hinted, waited before the back-off's own jitter (the grace starts when it ends). */
+  /** An established link ended at `now` (a restart, a network change), or an attempt was sent
+   * away with a hint (1013); `goingAway`: the server said it is going away (close 1001 or
+   * 1012) or when to come back; `after`: the delay (ms) its close hinted, waited before the
+   * back-off's own jitter (the grace starts when it ends). */
   lost(now, goingAway = false, after = 0) {
     const stable = this.connectedAt !== null && now - this.connectedAt >= this.stableAfter;
     const wait = goingAway ? Math.max(0, after) : 0;
@@ -780,11 +782,16 @@ export class ActorimClient extends EventTarget {
       return;
     }
     const now = Date.now();
-    const goingAway = code === CloseCode.GOING_AWAY || code === CloseCode.SERVICE_RESTART;
-    const orderly = goingAway || spent || code === CloseCode.ABNORMAL;
     const after = restartDelay(code, reason);
+    // A hint (1012 draining, or 1013 from a server too busy to set this attempt up) is waited
+    // out like a restart's: its failures do not open the circuit within the restart grace.
+    const goingAway =
+      code === CloseCode.GOING_AWAY || code === CloseCode.SERVICE_RESTART || after > 0;
+    const orderly = goingAway || spent || code === CloseCode.ABNORMAL;
     const next =
-      wasLive && orderly ? this._policy.lost(now, goingAway, after) : this._policy.failed(now);
+      (wasLive && orderly) || after > 0
+        ? this._policy.lost(now, goingAway, after)
+        : this._policy.failed(now);
     this._setState(next.state, { delay: next.delay, code, reason });
     this._retryTimer = setTimeout(() => {
       this._retryTimer = null;
