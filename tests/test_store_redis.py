@@ -165,7 +165,9 @@ def test_store_on_redis_without_a_synced_append_only_file_warns(
     try:
         with caplog.at_level(logging.WARNING, logger="actorim.store"):
             RedisStore(client).close()
-            assert not caplog.records
+            # The store's own warnings only: the hub monitor may report a slow start on a
+            # loaded machine, which says nothing about the append-only file.
+            assert not [r for r in caplog.records if r.name == "actorim.store"]
             client.config_set("appendfsync", "everysec")
             RedisStore(client).close()
         assert "appendfsync=everysec" in caplog.text
