@@ -28,16 +28,14 @@ import cProfile  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import pstats  # noqa: E402
-import re  # noqa: E402
 import resource  # noqa: E402
 import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
+from callgrind import instructions  # noqa: E402
 
 from actorim.domain.ratelimit import RateLimiter  # noqa: E402
 from actorim.domain.session import Phase  # noqa: E402
@@ -141,24 +139,8 @@ def _report_calls(profiler: cProfile.Profile, deliveries: int) -> None:
 
 def _instructions(members: int, messages: int, queued: bool) -> int:
     """Instructions of one run of this script under callgrind (the whole process)."""
-    argv = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--members",
-        str(members),
-        "--messages",
-        str(messages),
-        "--reps",
-        "1",
-        *(["--queued"] if queued else []),
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
-    match = re.search(r"Collected : (\d+)", done.stderr)
-    assert match, done.stderr[-2000:]
-    return int(match.group(1))
+    flags = ["--reps", "1", *(["--queued"] if queued else [])]
+    return instructions([__file__, "--members", str(members), "--messages", str(messages), *flags])
 
 
 def main() -> None:

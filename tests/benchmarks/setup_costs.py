@@ -26,7 +26,6 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import pstats  # noqa: E402
-import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -35,6 +34,7 @@ from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
+from callgrind import instructions  # noqa: E402
 
 SECRET = "storm-benchmark-secret-0123456789abcdef"
 COUNTS = {"jwt": (2000, 0), "start": (1000, 0), "upgrade": (1200, 200), "sweep": (50_000, 0)}
@@ -199,21 +199,9 @@ def _prepare(what: str, n: int, *, ask: bool) -> Callable[[], None]:
 
 def _instructions(what: str, n: int, ask: bool) -> int:
     """Instructions of one run of this script under callgrind (the whole process)."""
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        str(Path(__file__).resolve()),
-        what,
-        "--count",
-        str(n),
-        *(["--ask"] if ask else []),
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stderr
-    found = re.search(r"Collected : (\d+)", out)
-    assert found is not None, out
-    return int(found.group(1))
+    return instructions(
+        [str(Path(__file__).resolve()), what, "--count", str(n), *(["--ask"] if ask else [])]
+    )
 
 
 def main() -> None:
