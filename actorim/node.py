@@ -224,13 +224,14 @@ class Node:
     def _children(self) -> list[ChildSpec]:
         ctx = self.ctx
         # A blocking store (SQLite) runs on its own thread; Redis (cooperative sockets) and
-        # memory on the hub.
+        # memory on the hub, Redis with store_concurrency calls waiting on it at once.
         offload = self.cluster is None and STORES[self.config.store].blocking
+        concurrency = self.config.store_concurrency if self.cluster is not None else 1
         store = ChildSpec(
             id="store",
             start=StoreActor.start,
             args=(ctx, self._open_store),
-            kwargs={"offload": offload},
+            kwargs={"offload": offload, "concurrency": concurrency},
             shutdown=30.0,
         )
         return [store, *self._cluster_children(), *self._node_children()]
