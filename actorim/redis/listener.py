@@ -57,7 +57,8 @@ RECONNECT = Backoff(floor=0.05, cap=2.0)
 
 @dataclass(frozen=True, slots=True)
 class Want:
-    """Ask: subscribe to ``channel`` (counted); answered once Redis confirmed it."""
+    """Ask: subscribe to ``channel`` (counted). Answered at once with an event set when Redis
+    has confirmed the subscription, or None when it cannot be confirmed now."""
 
     channel: str
 
@@ -121,12 +122,12 @@ class ListenerActor(GeventActor):
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    def _want(self, channel: str) -> bool:
+    def _want(self, channel: str) -> Event | None:
         count = self.wanted.get(channel, 0)
         self.wanted[channel] = count + 1
         if count:
-            return True
-        return self._subscribe_and_wait([channel])
+            return self._confirmed.get(channel)
+        return self._subscribe(channel)
 
     def _unwant(self, channel: str) -> None:
         count = self.wanted.get(channel, 0) - 1
@@ -137,26 +138,22 @@ class ListenerActor(GeventActor):
         if self._pubsub is not None:
             self._pubsub.unsubscribe(channel)
 
-    def _subscribe_and_wait(self, channels: list[str]) -> bool:
+    def _subscribe(self, channel: str) -> Event | None:
+        """Send SUBSCRIBE and answer at once with the event the reader sets when Redis
+        confirms it; None when it cannot be confirmed now. The listener never waits for the
+        confirmation itself: it would hold up every other new user's and room's behind it."""
         pubsub = self._pubsub
         if pubsub is None:
-            return False  # not connected: subscribed with everything else on reconnect
-        events = []
-        for channel in channels:
-            event = self._confirmed.setdefault(channel, Event())
-            events.append(event)
+            return None  # not connected: subscribed with everything else on reconnect
+        event = self._confirmed.setdefault(channel, Event())
         try:
-            pubsub.subscribe(channels)
+            pubsub.subscribe([channel])
         except REDIS_ERRORS as exc:
             self.link.report_failure("subscribe", exc)
-            return False
+            return None
         if self.link.refusing:
-            return False  # sent, in case the connection lives; not worth waiting for
-        with gevent.Timeout(SUBSCRIBE_TIMEOUT_S, False):
-            for event in events:
-                event.wait()
-            return True
-        return False
+            return None  # sent, in case the connection lives; not worth waiting for
+        return event
 
     # -- the reader ------------------------------------------------------------------------
 
