@@ -327,6 +327,23 @@ def test_a_stale_authored_entry_is_skipped_and_forgotten_once_read(
     assert redis_client.zcard(alice) == 1
 
 
+def test_a_late_removal_from_an_authored_set_keeps_what_a_later_message_wrote(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    # Second steps run in any order: the removal a delete at seq 1 reported may come after the
+    # entry a later message (seq 2) wrote; the scores are seqs, so the entry stays.
+    store.append_batch([room_msg("one", room="x"), room_msg("two", room="x")])
+    alice = store.keys.authored("alice")
+    assert redis_client.zscore(alice, room_conv("x")) == 2
+    pipe = redis_client.pipeline()
+    store._unauthor(pipe, "alice", room_conv("x"), 1)
+    pipe.execute()
+    assert redis_client.zscore(alice, room_conv("x")) == 2
+    store._unauthor(pipe, "alice", room_conv("x"), 2)
+    pipe.execute()
+    assert redis_client.zscore(alice, room_conv("x")) is None
+
+
 def test_membership_is_kept_per_user_and_per_room_not_under_one_tag(
     store: RedisStore, redis_client: redis.Redis
 ) -> None:
