@@ -1,5 +1,7 @@
 """The ``actorim`` command: ``serve`` runs a node, ``token`` prints a signed token, ``api-key``
-makes a server API key, ``bench`` load-tests a server, ``chat`` is a terminal chat.
+makes a server API key, ``bench`` load-tests a server, ``chat`` is a terminal chat,
+``backfill-authored`` fills a Redis cluster's index of where each user wrote (once, after an
+upgrade).
 
 gevent's monkey-patching must come before anything imports ``socket`` or ``threading``, so it
 happens here, first; embedders patch in their own entry point.
@@ -77,6 +79,18 @@ def _parser() -> argparse.ArgumentParser:
         "the key itself.",
     )
     api_key.set_defaults(run=_api_key)
+    backfill = commands.add_parser(
+        "backfill-authored",
+        help="once after upgrading a Redis cluster: index where each user wrote",
+        description="Fill each user's set of the conversations where they have messages (what "
+        "erasing a user's messages everywhere reads) from the messages stored before the "
+        "nodes kept it. Idempotent; the nodes may serve meanwhile (docs/deploy.md).",
+    )
+    backfill.add_argument("--redis-url", help="the nodes' redis_url [env ACTORIM_REDIS_URL]")
+    backfill.add_argument(
+        "--redis-namespace", help="the nodes' redis_namespace [env ACTORIM_REDIS_NAMESPACE]"
+    )
+    backfill.set_defaults(run=_backfill_authored)
     chat = commands.add_parser(
         "chat",
         help="chat in the terminal",
@@ -130,6 +144,25 @@ def _api_key(args: argparse.Namespace) -> int:
     key, line = new_api_key()
     print(f"key: {key}")
     print(f"api_keys line: {line}")
+    return 0
+
+
+def _backfill_authored(args: argparse.Namespace) -> int:
+    from actorim.config import Config
+    from actorim.redis.store import RedisStore
+
+    url = args.redis_url or os.environ.get("ACTORIM_REDIS_URL", "")
+    if not url:
+        raise ValueError("the Redis to fill is needed: --redis-url or ACTORIM_REDIS_URL")
+    namespace = args.redis_namespace or os.environ.get(
+        "ACTORIM_REDIS_NAMESPACE", Config.redis_namespace
+    )
+    store = RedisStore.from_url(url, namespace=namespace)
+    try:
+        written = store.backfill_authored()
+    finally:
+        store.close()
+    print(f"{written} (user, conversation) entries written")
     return 0
 
 

@@ -504,8 +504,8 @@ class Node:
     def erase(
         self, user: str, *, room: str | None = None, with_: str | None = None
     ) -> dict[str, Any]:
-        """Delete ``user``'s messages (in ``room``, with user ``with_``, or everywhere they take
-        part), at most ``erase_limit`` a call: ``{"erased", "more"}``; see
+        """Delete ``user``'s messages (in ``room``, with user ``with_``, or everywhere they wrote,
+        rooms they left included), at most ``erase_limit`` a call: ``{"erased", "more"}``; see
         ``Operations.erase``."""
         return self.operations.erase(user, room=room, with_=with_)
 

@@ -323,6 +323,33 @@ def test_erasing_everywhere_reaches_the_users_rooms_and_direct_conversations(
     assert dm["deleted"] is True
 
 
+def test_erasing_everywhere_reaches_a_room_the_user_left_and_its_connected_members(
+    node: ServerProcess, connect: Callable[..., Client]
+) -> None:
+    base = base_of(node)
+    watcher = connect(node.url, "lf-watch")
+    watcher.ok("join", room="lf-room")
+    assert api(base, "PUT", "/rooms/lf-room/members/lf-al")[2]["added"] is True
+    assert api(base, "POST", "/rooms", {"room": "lf-kept", "members": ["lf-al"]})[0] == 201
+    hers = said(base, "lf-al", {"room": "lf-room"}, 4)
+    [kept] = said(base, "lf-al", {"room": "lf-kept"}, 1)
+    assert api(base, "DELETE", "/rooms/lf-room/members/lf-al")[2]["removed"] is True
+    for _ in range(4):
+        watcher.event("msg", room="lf-room")
+    # ERASE_LIMIT (3) a call, until more is false; then nothing is left.
+    answers = [api(base, "POST", "/users/lf-al/erase", {})[2] for _ in range(3)]
+    assert answers == [
+        {"erased": 3, "more": True},
+        {"erased": 2, "more": False},
+        {"erased": 0, "more": False},
+    ]
+    assert [watcher.event("delete", room="lf-room")["mid"] for _ in range(4)] == hers
+    page = api(base, "GET", "/history?room=lf-room")[2]["messages"]
+    assert [(m["mid"], m.get("deleted", False)) for m in page] == [(mid, True) for mid in hers]
+    [tombstone] = api(base, "GET", "/history?room=lf-kept")[2]["messages"]
+    assert (tombstone["mid"], tombstone["deleted"]) == (kept, True)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "says"),
     [
@@ -425,6 +452,23 @@ def test_the_embedding_node_manages_rooms_and_members(start_node: Callable[..., 
     assert node.delete_room("emb") == []
 
 
+def test_the_embedding_node_erases_a_users_messages_in_a_room_they_left(
+    start_node: Callable[..., Any],
+) -> None:
+    running = start_node(erase_limit=2)
+    node = running.node
+    amy = running.client("left-amy")
+    amy.ok("join", room="left-room")
+    node.add_member("left-room", "left-bo")
+    mids = [node.publish(n, room="left-room", sender="left-bo").mid for n in range(3)]
+    node.remove_member("left-room", "left-bo")
+    assert [amy.event("msg", room="left-room")["mid"] for _ in range(3)] == mids
+    assert node.erase("left-bo") == {"erased": 2, "more": True}
+    assert node.erase("left-bo") == {"erased": 1, "more": False}
+    assert node.erase("left-bo") == {"erased": 0, "more": False}
+    assert [amy.event("delete", room="left-room")["mid"] for _ in range(3)] == mids
+
+
 # -- two nodes and the Publisher -----------------------------------------------------------------
 
 
@@ -504,6 +548,15 @@ def test_the_publisher_manages_rooms_and_members_without_a_node(
         assert publisher.erase("pub-cy", room="pub-own") == {"erased": 1, "more": False}
         assert cy.event("delete", room="pub-own")["mid"] == mine["mid"]
         assert publisher.erase("pub-cy") == {"erased": 0, "more": False}
+        # A room pub-cy left: erased by the erase everywhere, seen by its members on B.
+        dee = on(cluster.b, "pub-dee", clients)
+        dee.ok("join", room="pub-gone")
+        cy.ok("join", room="pub-gone")
+        gone = cy.ok("send", room="pub-gone", body="said and left")
+        dee.event("msg", room="pub-gone")
+        cy.ok("leave", room="pub-gone")
+        assert publisher.erase("pub-cy") == {"erased": 1, "more": False}
+        assert dee.event("delete", room="pub-gone")["mid"] == gone["mid"]
     # Its membership changes are webhook events, kept in the outbox the nodes deliver.
     arrivals = hooked_arrivals(receiver, "pub-vip", 4)
     assert sorted((a.event["type"], a.event["data"]["by"]) for a in arrivals) == [

@@ -1193,6 +1193,7 @@ CALLS_ON_A_STORE: dict[str, Callable[[Store], object]] = {
     "set_room": lambda s: s.set_room("lobby", title="t"),
     "delete_room": lambda s: s.delete_room("lobby"),
     "authored": lambda s: s.authored(room_conv("lobby"), "al", limit=5),
+    "authored_conversations": lambda s: s.authored_conversations("al", limit=5),
     "directory": lambda s: s.directory(limit=5),
     "dm_partners": lambda s: s.dm_partners("al"),
     "latest": lambda s: s.latest([room_conv("lobby")], "al"),
@@ -1452,6 +1453,48 @@ def test_authored_lists_a_senders_live_messages_oldest_first(store: Store) -> No
     assert [m.to for m in store.authored(dm.conv, "alice", limit=10)] == ["bob"]
 
 
+def test_authored_conversations_are_where_a_user_has_live_messages_rooms_left_included(
+    store: Store,
+) -> None:
+    store.join_room("alice", "left", max_rooms=10)
+    store.join_room("alice", "kept", max_rooms=10)
+    [left_1, _] = store.append_batch(
+        [room_msg("l1", room="left", ts=1_000), room_msg("l2", room="left", ts=1_001)]
+    )
+    assert store.leave_room("alice", "left")
+    [gone] = store.append_batch([room_msg("g", room="gone", ts=1_002)])
+    [dm] = store.append_batch([direct("alice", "bob", ts=1_003)])
+    [old] = store.append_batch([room_msg("o", room="old", ts=100)])
+    [bobs] = store.append_batch([room_msg("b", room="kept", sender="bob", ts=1_004)])
+    store.append_batch([react(bobs, "alice", ts=1_005)])  # a change is not a message of hers
+    everywhere = {room_conv("left"), room_conv("gone"), dm.conv, old.conv}
+    assert set(store.authored_conversations("alice", limit=10)) == everywhere
+    some = store.authored_conversations("alice", limit=2)
+    assert len(some) == 2 and set(some) <= everywhere
+    assert store.authored_conversations("bob", limit=10) == [room_conv("kept")]
+    assert store.authored_conversations("carol", limit=10) == []
+
+    # Her last message in a conversation deleted, or removed by retention: it is off the list.
+    store.append_batch([change(dm, "delete", ts=1_006), change(left_1, "delete", ts=1_007)])
+    store.prune(now_ms=2_000, max_age_ms=1_500)  # takes `old` only
+    assert store.get(old.mid) is None
+    assert set(store.authored_conversations("alice", limit=10)) == {
+        room_conv("left"),
+        room_conv("gone"),
+    }
+    # Her last one deleted and a new one sent in one batch: the conversation stays.
+    store.append_batch([change(gone, "delete", ts=1_008), room_msg("again", room="gone", ts=1_009)])
+    assert set(store.authored_conversations("alice", limit=10)) == {
+        room_conv("left"),
+        room_conv("gone"),
+    }
+    # A new message puts a conversation back.
+    store.append_batch([direct("alice", "bob", ts=1_010)])
+    assert len(store.authored_conversations("alice", limit=10)) == 3
+    with pytest.raises(ValueError, match="limit"):
+        store.authored_conversations("alice", limit=0)
+
+
 def test_direct_messages_record_partners_both_ways(store: Store) -> None:
     store.append_batch([direct("alice", "bob"), direct("carol", "alice")])
     assert store.dm_partners("alice") == ["bob", "carol"]
@@ -1626,6 +1669,18 @@ def recount(store: Store, user: str, conv: str, marker: int, cap: int) -> Counts
     unread = [m for m in after if m.target is None and not m.deleted and m.sender != user]
     named = [m for m in unread if user in m.mentions]
     return Counts(store.last_seq(conv), marker, min(len(unread), cap), min(len(named), cap))
+
+
+def wrote_in(store: Store, user: str) -> list[str]:
+    """The conversations where ``user`` has live messages, as their definition says, from
+    every message of every conversation the walk writes to."""
+    pairs = [dm_conv(a, b) for i, a in enumerate(USERS) for b in USERS[i + 1 :]]
+    found = []
+    for conv in [room_conv(room) for room in ROOMS] + pairs:
+        messages, _ = store.since(conv, 0, limit=100_000)
+        if any(m.sender == user and m.target is None and not m.deleted for m in messages):
+            found.append(conv)
+    return sorted(found)
 
 
 class Observer:
@@ -1810,6 +1865,9 @@ class Observer:
             store.set_public(room, rng.random() < 0.7)
         for user in USERS:
             seen.append((store.rooms_of(user), store.dm_partners(user)))
+            wrote = sorted(store.authored_conversations(user, limit=10))
+            assert wrote == wrote_in(store, user), user
+            seen.append(wrote)
             latest = store.latest(CONVERSATIONS, user)
             seen.append({c: (n, m and self.message(m)) for c, (n, m) in latest.items()})
         for room in WALK_ROOMS:

@@ -6,6 +6,8 @@ conversation's keys stay on one hash slot, and prune needs no SCAN."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -260,9 +262,86 @@ def test_a_conversations_keys_share_its_slot_and_a_recipients_keys_theirs(
     ]:
         assert slots(tag) == {key_slot(channel.encode())}, tag
     assert "im:{d:alice|bob}:receipts" in keys
-    assert {k for k in keys if "{u:alice}" in k} == {"im:{u:alice}:partners"}, (
-        "a sender gets no index of their own but their partners"
+    assert {k for k in keys if "{u:alice}" in k} == {
+        "im:{u:alice}:partners",
+        "im:{u:alice}:authored",
+    }, "a sender gets no index of their own but their partners and where they wrote"
+    assert slots("u:alice") == {key_slot(store.keys.user_channel("alice").encode())}
+
+
+def test_messages_stored_before_the_authored_sets_are_found_after_the_backfill(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    store.append_batch([room_msg("a1", room="left"), room_msg("a2", room="left")])
+    store.append_batch([room_msg("b", room="left", sender="bob"), direct("alice", "bob")])
+    store.append_batch([room_msg("gone", room="gone")])
+    [gone] = store.authored(room_conv("gone"), "alice", limit=1)
+    store.append_batch([NewMessage(gone.conv, "alice", "delete", b"", 2_000, room="gone",
+                                   target=gone.mid)])  # fmt: skip
+    # As written by a version without the sets.
+    redis_client.delete(store.keys.authored("alice"), store.keys.authored("bob"))
+    assert store.authored_conversations("alice", limit=10) == []
+
+    assert store.backfill_authored(batch=1) == 3  # alice in two conversations, bob in one
+    alice = store.keys.authored("alice")
+    assert redis_client.zrange(alice, 0, -1, withscores=True) == [
+        (dm_conv("alice", "bob").encode(), 1.0),
+        (room_conv("left").encode(), 2.0),  # her latest there
+    ]
+    assert store.authored_conversations("bob", limit=10) == [room_conv("left")]
+    assert store.backfill_authored() == 3  # idempotent
+    assert len(redis_client.zrange(alice, 0, -1)) == 2
+    with pytest.raises(ValueError, match="batch"):
+        store.backfill_authored(batch=0)
+
+
+def test_the_backfill_command_fills_the_authored_sets_of_a_namespace(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    store.append_batch([room_msg("a1", room="left"), direct("bob", "alice")])
+    redis_client.delete(store.keys.authored("alice"), store.keys.authored("bob"))
+    port = redis_client.connection_pool.connection_kwargs["port"]
+    command = [sys.executable, "-m", "actorim", "backfill-authored"]
+    done = subprocess.run(
+        [*command, "--redis-url", f"redis://127.0.0.1:{port}/0", "--redis-namespace", "im"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
+    assert done.stdout == "2 (user, conversation) entries written\n"
+    assert store.authored_conversations("alice", limit=10) == [room_conv("left")]
+    assert store.authored_conversations("bob", limit=10) == [dm_conv("alice", "bob")]
+    missing = subprocess.run(command, capture_output=True, text=True, env={}, check=False)
+    assert missing.returncode == 2 and "--redis-url or ACTORIM_REDIS_URL" in missing.stderr
+
+
+def test_a_stale_authored_entry_is_skipped_and_forgotten_once_read(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    # A second step that wrote the entry after the one that should have removed it, or a lost
+    # one: the set names a conversation where the user has nothing left.
+    store.append_batch([room_msg("here", room="here")])
+    alice = store.keys.authored("alice")
+    redis_client.zadd(alice, {room_conv("ghost"): 0, room_conv("empty"): 0})
+    assert store.authored_conversations("alice", limit=1) == [room_conv("here")]
+    assert redis_client.zcard(alice) == 1
+
+
+def test_a_late_removal_from_an_authored_set_keeps_what_a_later_message_wrote(
+    store: RedisStore, redis_client: redis.Redis
+) -> None:
+    # Second steps run in any order: the removal a delete at seq 1 reported may come after the
+    # entry a later message (seq 2) wrote; the scores are seqs, so the entry stays.
+    store.append_batch([room_msg("one", room="x"), room_msg("two", room="x")])
+    alice = store.keys.authored("alice")
+    assert redis_client.zscore(alice, room_conv("x")) == 2
+    pipe = redis_client.pipeline()
+    store._unauthor(pipe, "alice", room_conv("x"), 1)
+    pipe.execute()
+    assert redis_client.zscore(alice, room_conv("x")) == 2
+    store._unauthor(pipe, "alice", room_conv("x"), 2)
+    pipe.execute()
+    assert redis_client.zscore(alice, room_conv("x")) is None
 
 
 def test_membership_is_kept_per_user_and_per_room_not_under_one_tag(

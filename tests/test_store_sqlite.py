@@ -27,7 +27,7 @@ from actorim.store import (
     room_conv,
 )
 from actorim.store.base import inbox
-from actorim.store.sqlite import SCHEMA_VERSION
+from actorim.store.sqlite import _AUTHORED_CONVS, SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -591,7 +591,8 @@ def test_schema_4_data_directory_counts_old_messages_unread_and_keeps_read_direc
 def test_schema_4_data_directory_gains_the_index_that_erasing_a_users_messages_reads(
     tmp_path: Path,
 ) -> None:
-    """Schema 9 indexes each sender's live messages per conversation; the old ones are in it."""
+    """Schema 9 indexes each sender's live messages per conversation, schema 11 by sender first
+    (where each user wrote); the old messages are in it."""
     path = schema_4_data_directory(tmp_path)
     store = SqliteStore(path)
     try:
@@ -602,6 +603,9 @@ def test_schema_4_data_directory_gains_the_index_that_erasing_a_users_messages_r
         assert [m.body for m in store.authored(dm_conv("alice", "bob"), "bob", limit=10)] == [
             b"v4 dm 2"
         ]
+        # Schema 11: where each user wrote, from the same index (bob's lobby message is deleted).
+        assert store.authored_conversations("alice", limit=10) == [dm_conv("alice", "bob"), lobby]
+        assert store.authored_conversations("bob", limit=10) == [dm_conv("alice", "bob")]
     finally:
         store.close()
     with sqlite3.connect(path) as conn:
@@ -609,8 +613,12 @@ def test_schema_4_data_directory_gains_the_index_that_erasing_a_users_messages_r
             "EXPLAIN QUERY PLAN SELECT mid FROM messages WHERE conv = 'r:lobby' AND sender = 'x'"
             " AND target IS NULL AND deleted = 0 ORDER BY seq"
         ).fetchall()
+        steps = conn.execute(f"EXPLAIN QUERY PLAN {_AUTHORED_CONVS}", ("x", 10)).fetchall()
     conn.close()
     assert any("messages_authored" in str(row) for row in plan), plan
+    # Each step of the skip scan is a seek in the index, never a scan of the messages.
+    searches = [row[3] for row in steps if "messages" in row[3]]
+    assert len(searches) == 2 and all("USING INDEX messages_authored" in s for s in searches)
 
 
 # -- a reconnect's join writes nothing ------------------------------------------------------------

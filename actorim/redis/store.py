@@ -23,12 +23,15 @@ message atomically on one shard (``ns`` is the namespace, ``conv`` the conversat
 
 A direct message's recipient has an index under their own tag (another shard), written by a
 second, idempotent step before ``append_batch`` returns; the same goes for the lookup of a mid
-(``get``) and the retention index that lets ``prune`` find conversations without SCAN::
+(``get``), the user's ``authored`` set and the retention index that lets ``prune`` find
+conversations without SCAN::
 
     ns:{u:user}:inbox    hash    mid -> pending-index member, for every retained message to user
     ns:{u:user}:pending  zset    score ts, member "<seq><order><mid>\\x1f<conv>": oldest first
     ns:{u:user}:order    string  tie-break counter of the pending index
     ns:{u:user}:markers  hash    conv -> the user's read marker there
+    ns:{u:user}:authored zset    conv -> seq of the user's latest message there: the
+                                 conversations where they have messages in ``own``
     ns:{u:user}          channel direct messages to or from user
     ns:{m:xx}:mids       hash    mid -> conv, 1,024 buckets by the mid's last two characters
     ns:{i:k}:oldest      zset    conv -> ts of its oldest message (+inf: none), 16 shards
@@ -370,6 +373,10 @@ class StoreKeys:
     def user_channel(self, user: str) -> str:
         return f"{self.namespace}:{{u:{user}}}"
 
+    def authored(self, user: str) -> str:
+        """The sorted set of the conversations where ``user`` has live messages."""
+        return f"{self.namespace}:{{u:{user}}}:authored"
+
     def mid_index(self, mid: str) -> str:
         return f"{self.namespace}:{{m:{mid[-MID_BUCKET_CHARS:]}}}:mids"
 
@@ -417,6 +424,10 @@ local SEQ, LOG, CIDS, MIDS, AGE, RECEIPTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], 
 local CHANGED, THREADS = KEYS[7], KEYS[8]
 local UNREAD, OWN, MENTIONED = KEYS[9], KEYS[10], KEYS[11]
 
+-- {user, seq, ...}: each author whose last live message here a delete or retention took, with
+-- the conversation's last seq then (for the authored sets on the users' shards).
+local VACATED = {}
+
 local function id(seq) return string.format('%d-0', seq) end
 local function rank(seq) return string.format('%015d', seq) end
 local function seq_of(entry_id) return tonumber(string.match(entry_id, '^%d+')) end
@@ -427,6 +438,20 @@ local function uncount(seq, m)
   redis.call('ZREM', OWN, m.sender .. '\31' .. rank(seq))
   for _, user in ipairs(m.mentions or {}) do
     redis.call('ZREM', MENTIONED, user .. '\31' .. rank(seq))
+  end
+end
+
+-- Whether user has no message left in OWN.
+local function vacant(user)
+  return #redis.call('ZRANGEBYLEX', OWN, '[' .. user .. '\31', '(' .. user .. '\32',
+                     'LIMIT', 0, 1) == 0
+end
+
+-- Note the author of live message m, just taken out of OWN, in VACATED if it was their last.
+local function vacate(m)
+  if vacant(m.sender) then
+    VACATED[#VACATED + 1] = m.sender
+    VACATED[#VACATED + 1] = tonumber(redis.call('GET', SEQ) or '0')
   end
 end
 
@@ -540,7 +565,10 @@ local function drop(seq, packed, dropped)
     if redis.call('HGET', CIDS, field) == m.mid then redis.call('HDEL', CIDS, field) end
   end
   if m.to then redis.call('HDEL', RECEIPTS, m.mid) end
-  if not m.target then uncount(seq, m) end
+  if not m.target then
+    uncount(seq, m)
+    if not m.deleted then vacate(m) end
+  end
   dropped[#dropped + 1] = m.mid
   dropped[#dropped + 1] = m.to or ''
 end
@@ -590,9 +618,10 @@ end
 # target ('' for a message; the mid a change edits, deletes or reacts to), max reactions,
 # reply_to ('' for none: the mid a reply answers), mentioned users (joined by spaces, '' for
 # none).
-# Returns {duplicate, packed, receipt level (-1: not direct), span, oldest ts, dropped}; for a
-# change the store refuses, {2, reason, -1, span, oldest ts, {}}; for a reaction that changes
-# nothing, {3, last seq, -1, span, oldest ts, {}}; a refused reply is refused like a change.
+# Returns {duplicate, packed, receipt level (-1: not direct), span, oldest ts, dropped, vacated};
+# for a change the store refuses, {2, reason, -1, span, oldest ts, {}, {}}; for a reaction that
+# changes nothing, {3, last seq, -1, span, oldest ts, {}, {}}; a refused reply is refused like a
+# change.
 # A message's reactions live in its entry as it is now: ``reactions``, a list of {key, {users}}
 # in the order keys were first chosen (a reaction moves the message into ``changed``).
 _APPEND = (
@@ -611,7 +640,7 @@ if has_cid then
   if packed then
     local level = tonumber(redis.call('HGET', RECEIPTS, original) or '-1')
     local span, oldest = state()
-    return {1, packed, level, span, oldest, {}}
+    return {1, packed, level, span, oldest, {}, {}}
   end
 end
 local target = ARGV[16]
@@ -636,7 +665,7 @@ if target ~= '' then
       reason = 'too_many_reactions'
     elseif (kind == 'react') == (held ~= nil) then
       local span, oldest = state()
-      return {3, tonumber(redis.call('GET', SEQ) or '0'), -1, span, oldest, {}}
+      return {3, tonumber(redis.call('GET', SEQ) or '0'), -1, span, oldest, {}, {}}
     elseif kind == 'react' then
       if found then
         table.insert(reactions[found][2], sender)
@@ -651,7 +680,7 @@ if target ~= '' then
   end
   if reason then
     local span, oldest = state()
-    return {2, reason, -1, span, oldest, {}}
+    return {2, reason, -1, span, oldest, {}, {}}
   end
 end
 local reply_to, thread = ARGV[18], nil
@@ -664,7 +693,7 @@ if reply_to ~= '' then
   if not p or p.target then reason = 'unknown' elseif p.deleted then reason = 'deleted' end
   if reason then
     local span, oldest = state()
-    return {2, reason, -1, span, oldest, {}}
+    return {2, reason, -1, span, oldest, {}, {}}
   end
   thread = p.thread or reply_to
 end
@@ -707,6 +736,7 @@ if t then
     if #edits > 0 then t.edits = edits end
   else
     uncount(tonumber(tseq), t)
+    vacate(t)
     t.body, t.deleted, t.edited, t.reactions, t.mentions = "", true, nil, nil, nil
     for _, eseq in ipairs(edits) do
       local e = entry(eseq)
@@ -733,7 +763,7 @@ if span > max_count or tonumber(oldest) < tonumber(cutoff) then
   retain(max_count, cutoff, tonumber(ARGV[14]), dropped)
   span, oldest = state(seq)
 end
-return {0, packed, (has_to and not t) and 0 or -1, span, oldest, dropped}
+return {0, packed, (has_to and not t) and 0 or -1, span, oldest, dropped, VACATED}
 """
 )
 
@@ -819,7 +849,8 @@ return out
 """
 )
 
-# ARGV: max_count (0: none), cutoff ('': none), budget. Returns {removed, span, oldest, dropped}.
+# ARGV: max_count (0: none), cutoff ('': none), budget. Returns {removed, span, oldest, dropped,
+# vacated}.
 _RETAIN = (
     "#!lua\n"
     + _CONVERSATION_PRELUDE
@@ -827,9 +858,51 @@ _RETAIN = (
 local dropped = {}
 local n = retain(tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), dropped)
 local span, oldest = state()
-return {n, span, oldest, dropped}
+return {n, span, oldest, dropped, VACATED}
 """
 )
+
+# ARGV: user. Returns the conversation's last seq when user has no message in ``own``, else
+# false: whether an entry of their authored set is stale.
+_VACANT = (
+    "#!lua flags=no-writes\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+if vacant(ARGV[1]) then return tonumber(redis.call('GET', SEQ) or '0') end
+return false
+"""
+)
+
+# ARGV: after ('' from the first), count. Returns {sender, seq of their latest message, ...}:
+# up to count of the senders in ``own`` after the sender ``after``, in id order (one seek each).
+_AUTHORS = (
+    "#!lua flags=no-writes\n"
+    + _CONVERSATION_PRELUDE
+    + r"""
+local out, low = {}, '-'
+if ARGV[1] ~= '' then low = '(' .. ARGV[1] .. '\32' end
+for _ = 1, tonumber(ARGV[2]) do
+  local first = redis.call('ZRANGEBYLEX', OWN, low, '+', 'LIMIT', 0, 1)[1]
+  if not first then break end
+  local sender = string.match(first, '^(.-)\31')
+  local last = redis.call('ZREVRANGEBYLEX', OWN, '(' .. sender .. '\32', '[' .. sender .. '\31',
+                          'LIMIT', 0, 1)[1]
+  out[#out + 1] = sender
+  out[#out + 1] = tonumber(string.sub(last, #sender + 2))
+  low = '(' .. sender .. '\32'
+end
+return out
+"""
+)
+
+# KEYS: the user's authored set. ARGV: conv, seq. Forgets conv when the user's latest message
+# there, as the set knows it, is at or below seq: the user had no live message left there at
+# seq (a later message of theirs, whose second step may come first, is kept).
+_FORGET_AUTHORED = r"""#!lua
+local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if known and tonumber(known) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"""
 
 # ARGV: mid, user, level. Returns {sender, previous level} when the receipt advanced, else nil.
 _MARK = (
@@ -919,14 +992,17 @@ class _Touched:
     span: int
     oldest: float
     dropped: list[tuple[str, str | None]]
+    vacated: list[tuple[str, int]]
+    """Each author who has no live message left in the conversation, and its last seq then."""
 
     @classmethod
-    def from_reply(cls, span: Any, oldest: Any, dropped: Any) -> _Touched:
+    def from_reply(cls, span: Any, oldest: Any, dropped: Any, vacated: Any) -> _Touched:
         pairs = [
             (dropped[i].decode(), dropped[i + 1].decode() or None)
             for i in range(0, len(dropped), 2)
         ]
-        return cls(int(span), float(oldest), pairs)
+        authors = [(vacated[i].decode(), int(vacated[i + 1])) for i in range(0, len(vacated), 2)]
+        return cls(int(span), float(oldest), pairs, authors)
 
 
 class RedisStore(Store):
@@ -989,6 +1065,9 @@ class RedisStore(Store):
         self._compact_script = register_script(client, _COMPACT)
         self._pending_add = register_script(client, _PENDING_ADD)
         self._pending_remove = register_script(client, _PENDING_REMOVE)
+        self._vacant_script = register_script(client, _VACANT)
+        self._authors_script = register_script(client, _AUTHORS)
+        self._forget_authored = register_script(client, _FORGET_AUTHORED)
         self._outbox_for = outbox
         self._outbox = RedisOutbox(client, namespace)
         self._rooms = RedisRooms(client, namespace)
@@ -1114,8 +1193,8 @@ class RedisStore(Store):
             touched: list[tuple[str, _Touched]] = []
             made = []
             for msg, reply in zip(msgs, replies, strict=True):
-                duplicate, packed, level, span, oldest, dropped = reply
-                touched.append((msg.conv, _Touched.from_reply(span, oldest, dropped)))
+                duplicate, packed, level, span, oldest, dropped, vacated = reply
+                touched.append((msg.conv, _Touched.from_reply(span, oldest, dropped, vacated)))
                 if duplicate == _REFUSED:
                     stored.append(refused(msg, bytes(packed).decode()))
                     continue
@@ -1176,6 +1255,10 @@ class RedisStore(Store):
         for msg, data, level, origin in made:
             if msg.kind == DELETE and not msg.duplicate:
                 pipe.sadd(keys.erased_index(msg.conv), msg.conv)
+            if msg.target is None and not msg.deleted:
+                # Its author's latest there, as far as this step knows (GT: a later one's
+                # second step may have come first). A resend of one deleted since adds nothing.
+                pipe.zadd(keys.authored(msg.sender), {msg.conv: msg.seq}, gt=True)
             if msg.to is None:
                 continue
             if msg.target is not None:
@@ -1217,6 +1300,8 @@ class RedisStore(Store):
             oldest[conv] = t.oldest if exact else min(t.oldest, oldest.get(conv, t.oldest))
             span[conv] = t.span if exact else max(t.span, span.get(conv, t.span))
             self._forget(pipe, t.dropped)
+            for author, seq in t.vacated:
+                self._unauthor(pipe, author, conv, seq)
         for conv, ts in oldest.items():
             oldest_key, span_key = self._keys.retention_index(conv)
             pipe.zadd(oldest_key, {conv: ts}, lt=not exact)
@@ -1228,6 +1313,11 @@ class RedisStore(Store):
             pipe.hdel(self._keys.mid_index(mid), mid)
             if to is not None:
                 self._pending_remove(keys=self._keys.user(to)[:2], args=[mid, "1"], client=pipe)
+
+    def _unauthor(self, pipe: Any, user: str, conv: str, seq: int) -> None:
+        """Queue the removal of ``conv`` from ``user``'s authored set: they had no live message
+        there when its last seq was ``seq``."""
+        self._forget_authored(keys=[self._keys.authored(user)], args=[conv, seq], client=pipe)
 
     def last_seq(self, conv: str) -> int:
         with self._calling("read the last seq"):
@@ -1252,6 +1342,73 @@ class RedisStore(Store):
             replies = pipe.execute()
         found = [decode_published(entry) for _, *entries in replies for entry in entries]
         return [m for m in found if m.sender == sender and m.target is None and not m.deleted]
+
+    def authored_conversations(self, user: str, *, limit: int) -> list[str]:
+        """From ``user``'s authored set, each entry checked against its conversation's ``own``
+        index: the set is written by the second step of an append (another shard than the
+        conversation's), so an entry can outlive the user's last message there (a second step
+        lost, or run out of order). Such a stale entry is skipped and forgotten, so it costs
+        one more read once. Ordered by the seq of the user's latest message in each."""
+        check_limit(limit)
+        key = self._keys.authored(user)
+        found: list[str] = []
+        stale: list[tuple[str, int]] = []
+        start = 0
+        with self._calling(f"read where {user!r} wrote"):
+            while len(found) < limit:
+                want = limit - len(found)
+                members = answer(self._client.zrange(key, start, start + want - 1))
+                page = [bytes(c).decode() for c in members]
+                if not page:
+                    break
+                start += len(page)
+                pipe = self._pipeline()
+                for conv in page:
+                    keys = self._keys.conversation(conv)
+                    self._vacant_script(keys=keys, args=[user], client=pipe)
+                for conv, vacant in zip(page, pipe.execute(), strict=True):
+                    if vacant is None:
+                        found.append(conv)
+                    else:
+                        stale.append((conv, int(vacant)))
+            if stale:
+                pipe = self._pipeline()
+                for conv, seq in stale:
+                    self._unauthor(pipe, user, conv, seq)
+                pipe.execute()
+        return found
+
+    def backfill_authored(self, *, batch: int = 1_000) -> int:
+        """Fill the authored sets from the conversations' ``own`` indexes: once, after
+        upgrading from a version without them, so that an erase finds the messages stored
+        before (docs/deploy.md). It walks every conversation the retention index holds,
+        ``batch`` at a time, and may run while nodes serve (each entry is what an append's
+        second step writes). Idempotent. Returns how many (user, conversation) entries it
+        wrote."""
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        written = 0
+        with self._calling("fill the authored sets"):
+            for shard in range(INDEX_SHARDS):
+                oldest_key = self._keys.retention_shard(shard)[0]
+                for conv_bytes, _ in self._client.zscan_iter(oldest_key, count=batch):
+                    written += self._backfill_conversation(bytes(conv_bytes).decode(), batch)
+        return written
+
+    def _backfill_conversation(self, conv: str, batch: int) -> int:
+        keys = self._keys.conversation(conv)
+        written, after = 0, ""
+        while True:
+            found = self._authors_script(keys=keys, args=[after, batch])
+            if not found:
+                return written
+            pipe = self._pipeline()
+            for i in range(0, len(found), 2):
+                user = bytes(found[i]).decode()
+                pipe.zadd(self._keys.authored(user), {conv: int(found[i + 1])}, gt=True)
+            pipe.execute()
+            written += len(found) // 2
+            after = bytes(found[-2]).decode()
 
     def since(
         self, conv: str, seq: int, *, limit: int, max_bytes: int | None = None
@@ -1634,9 +1791,10 @@ class RedisStore(Store):
             )
         touched = []
         removed = 0
-        for (conv, *_), (count, span, oldest, dropped) in zip(plan, pipe.execute(), strict=True):
+        for (conv, *_), reply in zip(plan, pipe.execute(), strict=True):
+            count, span, oldest, dropped, vacated = reply
             removed += int(count)
-            touched.append((conv, _Touched.from_reply(span, oldest, dropped)))
+            touched.append((conv, _Touched.from_reply(span, oldest, dropped, vacated)))
         pipe = self._pipeline()
         self._reindex(pipe, touched, exact=True)
         # An append that ran after the script but indexed itself before the line above would

@@ -373,14 +373,14 @@ class Operations:
         """Delete ``user``'s messages, each as its author's own delete would (the same
         tombstone, the ``delete`` event to connected members, ``message.deleted``): in ``room``,
         in the direct conversation ``with_`` another user, or (neither) in every conversation
-        they take part in now. At most ``erase_limit`` per call: ``{"erased": n, "more": bool}``;
-        call again while ``more``. Idempotent: a repeated call deletes nothing twice."""
+        where they have messages, rooms they left included. At most ``erase_limit`` per call:
+        ``{"erased": n, "more": bool}``; call again while ``more``. Idempotent: a repeated call
+        deletes nothing twice."""
         requests.one_place(user, room, with_)
         limit, now_ms = self.ctx.config.erase_limit, int(time.time() * 1000)
 
         def plan(store: Store) -> tuple[list[NewMessage], bool]:
-            where = erase.conversations_of(store, user, room=room, with_=with_)
-            return erase.erase_plan(store, user, where, limit=limit, now_ms=now_ms)
+            return erase.erase_plan(store, user, room=room, with_=with_, limit=limit, now_ms=now_ms)
 
         deletes, more = self._in_store(plan, timeout)
         waiting = []

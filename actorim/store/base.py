@@ -663,6 +663,17 @@ class Store(Protocol):
         index by sender); memory scans the conversation."""
         ...
 
+    def authored_conversations(self, user: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` of the conversations where ``user`` has messages that ``authored``
+        finds (neither changes nor deleted), whether or not they still take part in them (a
+        room they left): where erasing everything of theirs looks. Each holds at least one of
+        their messages, so ``limit`` conversations hold at least ``limit`` messages. The order
+        is the store's own. Read through an index by user, whatever the store's size: SQLite
+        steps through an index by sender and conversation, memory keeps a count per user and
+        conversation, Redis keeps a set per user (see ``RedisStore.backfill_authored`` for
+        messages stored before that set existed)."""
+        ...
+
     def create_room(
         self, room: str, *, title: str = "", topic: str = "", public: bool = True
     ) -> RoomInfo | None:

@@ -9,9 +9,14 @@ the same ``message.deleted`` webhook event. Its ``cid`` is ``erase:<mid>``, so a
 repeated (a retry after a timeout) stores nothing twice; and an erased message is no longer the
 author's live message, so the next call goes on with the ones left.
 
+Everywhere (neither a room nor another user named) is every conversation where the user has
+live messages, rooms they left included (``Store.authored_conversations``, an index by user):
+an operator answering a request for erasure cannot know which rooms those are.
+
 Work is bounded per call: at most ``limit`` messages (``erase_limit``) are deleted, and
 ``more`` says whether the user has messages left there; the caller calls again until it is
-false. A conversation is read through ``Store.authored`` (an index by sender).
+false. A conversation is read through ``Store.authored`` (an index by sender); everywhere reads
+at most ``limit + 1`` conversations of the index by user, each holding at least one message.
 """
 
 from __future__ import annotations
@@ -30,24 +35,43 @@ ERASE_CID_PREFIX = "erase:"
 """The ``cid`` of an erase's delete is this and the mid of the message it deletes."""
 
 
+def erase_plan(
+    store: Store,
+    user: str,
+    *,
+    room: str | None = None,
+    with_: str | None = None,
+    limit: int,
+    now_ms: int,
+) -> tuple[list[NewMessage], bool]:
+    """The deletes of the first ``limit`` of ``user``'s live messages where
+    ``conversations_of`` looks, and whether more of them are left."""
+    convs = conversations_of(store, user, room=room, with_=with_, limit=limit)
+    return _deletes(store, user, convs, limit=limit, now_ms=now_ms)
+
+
 def conversations_of(
-    store: Store, user: str, *, room: str | None = None, with_: str | None = None
+    store: Store, user: str, *, room: str | None = None, with_: str | None = None, limit: int
 ) -> list[str]:
-    """Where an erase of ``user``'s messages looks: ``room``, the direct conversation
-    ``with_`` another user, or (neither) every conversation ``user`` takes part in now: the
-    rooms they belong to and their direct conversations. A room they left is not among them:
-    name it to erase there."""
+    """Where an erase of at most ``limit`` of ``user``'s messages looks: ``room``, the direct
+    conversation ``with_`` another user, or (neither) everywhere: the first ``limit + 1``
+    conversations where they have live messages (enough to plan ``limit`` deletes and know
+    whether more are left), rooms they left included; then the rooms they belong to and
+    their direct conversations not among those, which hold messages the index by user may
+    not know of (a Redis store's stored before its authored sets were filled)."""
     if room is not None and with_ is not None:
         raise ValueError("give at most one of room and with")
     if room is not None:
         return [room_conv(room)]
     if with_ is not None:
         return [dm_conv(user, with_)]
+    authored = store.authored_conversations(user, limit=limit + 1)
     rooms = [room_conv(room) for room in store.rooms_of(user)]
-    return rooms + [dm_conv(user, other) for other in store.dm_partners(user)]
+    partners = [dm_conv(user, other) for other in store.dm_partners(user)]
+    return list(dict.fromkeys([*authored, *rooms, *partners]))
 
 
-def erase_plan(
+def _deletes(
     store: Store, user: str, convs: Sequence[str], *, limit: int, now_ms: int
 ) -> tuple[list[NewMessage], bool]:
     """The deletes of the first ``limit`` of ``user``'s live messages in ``convs`` (in that

@@ -17,6 +17,8 @@ the page after a change to it.
 pruned costs O(r) at worst (its root's summary looks for the latest reply still counted).
 ``counts`` is O(log n) per conversation plus the messages read up to the cap (the user's own
 among them stepped over), and ``move_marker`` the same for its one conversation.
+``authored_conversations`` is O(k log k) for a user who wrote in k conversations (a count per
+user and conversation, kept by appends, deletes and pruning).
 ``prune`` is O(log n) per message removed, plus a look at each conversation appended to since
 the previous prune (at every conversation when ``max_count`` differs from the previous call's).
 
@@ -244,6 +246,9 @@ class MemoryStore(Store):
         # messages that mention the user, ascending (appends come in seq order).
         self._markers: dict[tuple[str, str], int] = {}
         self._mentioned: dict[tuple[str, str], list[int]] = {}
+        # By user, each conversation where they have live messages (neither changes nor
+        # deleted nor pruned) and how many: what ``authored_conversations`` reads.
+        self._authored: dict[str, dict[str, int]] = {}
 
     def _live(self) -> None:
         if self._closed:
@@ -332,6 +337,7 @@ class MemoryStore(Store):
         event = self._append(change)
         if change.kind == DELETE:
             self._unmention(record.msg)
+            self._unauthor(record.msg)
         record.msg = applied(change, record.msg)
         if record.msg.deleted:
             record.reactions = None
@@ -401,6 +407,9 @@ class MemoryStore(Store):
             if pending is None:
                 pending = self._pending[msg.to] = _Pending()
             pending.add(record)
+        if msg.target is None:
+            convs = self._authored.setdefault(msg.sender, {})
+            convs[msg.conv] = convs.get(msg.conv, 0) + 1
         heapq.heappush(self._by_age, (msg.ts, record.order, record))
         self._appended[msg.conv] = None
         return stored
@@ -445,6 +454,11 @@ class MemoryStore(Store):
                 if len(found) == limit:
                     break
         return found
+
+    def authored_conversations(self, user: str, *, limit: int) -> list[str]:
+        check_limit(limit)
+        self._live()
+        return sorted(self._authored.get(user, ()))[:limit]
 
     def history(
         self,
@@ -635,6 +649,8 @@ class MemoryStore(Store):
         record.retained = False
         msg = record.msg
         self._unmention(msg)
+        if msg.target is None and not msg.deleted:
+            self._unauthor(msg)
         del self._by_mid[msg.mid]
         self._edits.pop(msg.mid, None)
         if msg.thread is not None:
@@ -656,6 +672,17 @@ class MemoryStore(Store):
             del seqs[bisect_left(seqs, msg.seq)]
             if not seqs:
                 del self._mentioned[(user, msg.conv)]
+
+    def _unauthor(self, msg: StoredMessage) -> None:
+        """Take a deleted or pruned message out of its author's conversations."""
+        convs = self._authored[msg.sender]
+        left = convs[msg.conv] - 1
+        if left:
+            convs[msg.conv] = left
+            return
+        del convs[msg.conv]
+        if not convs:
+            del self._authored[msg.sender]
 
     def move_marker(self, user: str, conv: str, seq: int, *, cap: int) -> tuple[Counts, bool]:
         check_cap(cap)

@@ -230,12 +230,11 @@ class Publisher:
         self, user: str, *, room: str | None = None, with_: str | None = None
     ) -> dict[str, Any]:
         """Delete ``user``'s messages as their own deletes would (in ``room``, with user
-        ``with_``, or in every conversation they take part in now), at most ``erase_limit`` a
-        call: ``{"erased": n, "more": bool}``; call again while ``more``."""
+        ``with_``, or everywhere they have messages, rooms they left included), at most
+        ``erase_limit`` a call: ``{"erased": n, "more": bool}``; call again while ``more``."""
         requests.one_place(user, room, with_)
-        convs = erase.conversations_of(self._store, user, room=room, with_=with_)
         deletes, more = erase.erase_plan(
-            self._store, user, convs, limit=self._erase_limit, now_ms=_now_ms()
+            self._store, user, room=room, with_=with_, limit=self._erase_limit, now_ms=_now_ms()
         )
         stored = self._store.append_batch(deletes) if deletes else []
         erased = sum(1 for m in stored if m.refused is None and not m.duplicate)
