@@ -571,3 +571,38 @@ def test_a_change_is_published_once_on_its_conversation_channel(
     barrier = pubsub.get_message(timeout=PUBLISH_TIMEOUT)
     assert barrier is not None and decode_published(barrier["data"]).body == b"barrier"
     pubsub.close()
+
+
+def test_pipelines_send_no_script_exists_and_a_restarted_redis_gets_the_scripts_on_reconnect(
+    redis_server: StartRedis,
+) -> None:
+    """A store on a client of ``make_client`` runs its scripts in pipelines as plain EVALSHA:
+    its connections loaded them when they connected (redis-py's pipeline would ask SCRIPT
+    EXISTS before each one, a round trip more per commit). A Redis that restarted, its script
+    cache empty, gets them again as the connections reconnect: no call fails with NOSCRIPT."""
+    server = redis_server()
+    store = RedisStore.from_url(f"redis://127.0.0.1:{server.port}/0", namespace="im")
+    admin = server.client()
+    try:
+        store.append_batch([room_msg("warm")])
+        admin.config_resetstat()
+        for n in range(10):
+            store.append_batch([room_msg(f"m{n}"), direct("alice", "bob")])
+        store.latest([room_conv("lobby")], "alice")
+        store.counts("bob", [room_conv("lobby")], cap=100)
+        stats = admin.info("commandstats")
+        assert "cmdstat_script|exists" not in stats, stats.get("cmdstat_script|exists")
+        assert stats["cmdstat_evalsha"]["calls"] >= 20
+
+        admin.close()
+        server.kill()
+        server.start()  # the same port and directory: the data is back, the script cache not
+        assert server.client().script_exists(*(s.sha for s in store._scripts())) == [False] * len(
+            store._scripts()
+        )
+        [after] = store.append_batch([room_msg("after")])
+        assert after.seq == 12
+        page, complete = store.since(room_conv("lobby"), 10, limit=10)
+        assert complete and [m.seq for m in page] == [11, 12]
+    finally:
+        store.close()

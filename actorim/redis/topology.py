@@ -40,6 +40,8 @@ from redis.exceptions import AskError, MovedError, RedisClusterException, TryAga
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from actorim.redis.shards import load_on_connect
+
 __all__ = [
     "REDIS_ERRORS",
     "REDIS_SOCKET_TIMEOUT_S",
@@ -188,7 +190,9 @@ def make_client(url: str | Topology) -> Any:
     ``redis.Redis``, ``redis.cluster.RedisCluster`` or a Sentinel-managed ``redis.Redis``."""
     topology = url if isinstance(url, Topology) else parse_url(url)
     if topology.kind == "single":
-        return redis.Redis.from_url(topology.url, retry_on_timeout=False, **_fail_fast())
+        client = redis.Redis.from_url(topology.url, retry_on_timeout=False, **_fail_fast())
+        load_on_connect(client)
+        return client
     if topology.kind == "cluster":
         try:
             return RedisCluster(
@@ -215,6 +219,8 @@ def make_client(url: str | Topology) -> Any:
         sentinel_kwargs["username"] = topology.options.get("sentinel_username")
         sentinel_kwargs["password"] = topology.options.get("sentinel_password")
     sentinel = Sentinel(list(topology.hosts), sentinel_kwargs=sentinel_kwargs)
-    return sentinel.master_for(
+    master = sentinel.master_for(
         topology.master, db=topology.db, **_fail_fast(), **_auth_tls(topology)
     )
+    load_on_connect(master)
+    return master
