@@ -165,14 +165,6 @@ SETTINGS: tuple[Setting, ...] = (
         "sends (and, counted apart, receipts) waiting for the store before they answer overloaded",
         int,
     ),
-    Setting(
-        "store_concurrency",
-        32,
-        "Redis store calls (reads, membership changes, a commit) waiting on Redis at once, each "
-        "on a connection of its own; one connection's calls keep their order (SQLite runs its "
-        "calls on one thread)",
-        int,
-    ),
     # 500 receipts are about 3 ms of SQL in one transaction (measured with SQLite, FULL), while
     # a commit per receipt costs about 0.25 ms each (its fsync): a send waits at most ~3 ms.
     Setting(
@@ -599,7 +591,6 @@ class Config:
     retention_count: int = _BY_NAME["retention_count"].default
     retention_days: float = _BY_NAME["retention_days"].default
     store_max_pending: int = _BY_NAME["store_max_pending"].default
-    store_concurrency: int = _BY_NAME["store_concurrency"].default
     receipts_per_commit: int = _BY_NAME["receipts_per_commit"].default
     prune_interval: float = _BY_NAME["prune_interval"].default
     history_max_limit: int = _BY_NAME["history_max_limit"].default
@@ -740,7 +731,6 @@ class Config:
             "frame_burst",
             "frames_per_read",
             "receipts_per_commit",
-            "store_concurrency",
             "backlog_page_messages",
             "backlog_page_bytes",
             "replay_max_messages",

@@ -224,14 +224,13 @@ class Node:
     def _children(self) -> list[ChildSpec]:
         ctx = self.ctx
         # A blocking store (SQLite) runs on its own thread; Redis (cooperative sockets) and
-        # memory on the hub, Redis with store_concurrency calls waiting on it at once.
+        # memory on the hub.
         offload = self.cluster is None and STORES[self.config.store].blocking
-        concurrency = self.config.store_concurrency if self.cluster is not None else 1
         store = ChildSpec(
             id="store",
             start=StoreActor.start,
             args=(ctx, self._open_store),
-            kwargs={"offload": offload, "concurrency": concurrency},
+            kwargs={"offload": offload},
             shutdown=30.0,
         )
         return [store, *self._cluster_children(), *self._node_children()]

@@ -70,9 +70,6 @@ class MembershipChanged:
 class _Waiter:
     """A ``ReplyTo`` that runs the store's answer at once, for a connection waiting on it."""
 
-    lane = None
-    """The connection waits for the answer: nothing of its can come behind this request."""
-
     def tell(self, message: Any) -> None:
         message.func(*message.args)
 

@@ -103,9 +103,6 @@ class _RunHere:
     """Where an answer to a Python caller arrives: no actor asked, so the answer (setting the
     waiting greenlet's result) runs where it arrives."""
 
-    lane = None
-    """Each caller waits for its answer: the store orders this request with no other."""
-
     def tell(self, message: Call) -> None:
         message.func(*message.args)
 

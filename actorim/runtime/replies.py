@@ -31,12 +31,6 @@ class ConnectionReplies:
     def __init__(self, link: Link) -> None:
         self._link = link
 
-    @property
-    def lane(self) -> Link:
-        """The store answers a connection's requests in the order they were made, whichever
-        actor serves the link (``actorim.runtime.storelanes``)."""
-        return self._link
-
     def tell(self, message: Any) -> None:
         """Tell the link's actor; keep the message for the next actor while there is none.
 

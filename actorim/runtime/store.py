@@ -12,10 +12,7 @@ With ``offload`` (the SQLite store) every backend call runs on one dedicated OS 
 (a :class:`~actorim.runtime.storethread.StoreThread`, handed calls in batches by
 :mod:`~actorim.runtime.storecalls`): a slow disk stalls the store's thread, never the hub and
 its sockets. The Redis store runs on the hub, where its sockets yield to other greenlets (its
-connections belong to the hub's thread): with ``concurrency`` above 1, up to that many of its
-calls wait on Redis at once, each asker's in the order asked
-(:class:`~actorim.runtime.storelanes.Lanes`), while this actor goes on taking requests. The
-memory store never waits and runs in the actor's turn. History pages are
+connections belong to the hub's thread), and the memory store never waits. History pages are
 read by the backend and turned into finished reply frames (bodies decoded, the page encoded)
 on a page thread of their own, whatever the backend, so neither the hub nor the commits wait
 for that work. A send is answered only after its
@@ -66,7 +63,6 @@ from actorim.runtime.messages import (
     call_later,
 )
 from actorim.runtime.storecalls import CallQueue, StoreCall, run_calls
-from actorim.runtime.storelanes import Lanes
 from actorim.runtime.storethread import StoreThread
 from actorim.store.base import Batching, Receipt, Store, StoredMessage, StoreUnavailable
 from supervisors import GeventActor, MailboxFull
@@ -87,21 +83,13 @@ class StoreActor(FaultInjectable, GeventActor):
     fault_subject = "the store"
 
     def __init__(
-        self,
-        ctx: NodeContext,
-        open_backend: Callable[[], Store],
-        *,
-        offload: bool = True,
-        concurrency: int = 1,
+        self, ctx: NodeContext, open_backend: Callable[[], Store], *, offload: bool = True
     ) -> None:
         super().__init__()
         self.ctx = ctx
         self._open_backend = open_backend
         self._offload = offload
-        self._concurrency = concurrency
         self._thread: StoreThread | None = None
-        # Without offload, with concurrency: backend calls waiting on the network at once.
-        self._lanes: Lanes[StoreCall] | None = None
         self._pages: StoreThread | None = None
         # History pages being read or built, answered Unavailable if this actor stops first.
         self._reading: dict[int, ReadPage | ReadThread] = {}
@@ -121,8 +109,6 @@ class StoreActor(FaultInjectable, GeventActor):
         if self._offload:
             self._thread = StoreThread("store")
             self._thread.start()
-        elif self._concurrency > 1:
-            self._lanes = Lanes(self._concurrency, self._run_call)
         self._pages = StoreThread("store pages")
         self._pages.start()
         self.backend = self._run_now(self._open_backend)
@@ -134,7 +120,6 @@ class StoreActor(FaultInjectable, GeventActor):
     def on_stop(self) -> None:
         self.ctx.refs.store = None
         self._cancel_prune()
-        self._stop_lanes()
         while self._committing is not None or self._pending or self._marks:
             if self._committing is None:
                 self._commit()
@@ -152,7 +137,6 @@ class StoreActor(FaultInjectable, GeventActor):
         self._committing = None
         self._pending = []
         self._marks.clear()
-        self._stop_lanes()
         self._abandon_pages()
         _gone(self._calls.drop(), self._committed)
         self._close_backend()
@@ -280,24 +264,24 @@ class StoreActor(FaultInjectable, GeventActor):
         def answered(result: Any, error: BaseException | None) -> None:
             reply(request.reply_to, request.done, result, error)
 
-        call = partial(self._in_background, done=answered, lane=_lane_of(request.reply_to))
         if isinstance(request, LastSeq):
-            call(backend.last_seq, (request.conv,))
+            self._in_background(backend.last_seq, (request.conv,), answered)
         elif isinstance(request, Since):
             bounds = {"limit": request.limit, "max_bytes": request.max_bytes}
-            call(backend.since, (request.conv, request.seq), kwargs=bounds)
+            self._in_background(backend.since, (request.conv, request.seq), answered, bounds)
         elif isinstance(request, GetMessage):
-            call(backend.get, (request.mid,))
+            self._in_background(backend.get, (request.mid,), answered)
         elif isinstance(request, OutboxRequest):
-            call(request.run, (backend,))
+            self._in_background(request.run, (backend,), answered)
         elif isinstance(request, MoveMarker):
             where = (request.user, request.conv, request.seq)
-            call(backend.move_marker, where, kwargs={"cap": request.cap})
+            self._in_background(backend.move_marker, where, answered, {"cap": request.cap})
         elif isinstance(request, CountsFor):
-            call(backend.counts, (request.user, request.convs), kwargs={"cap": request.cap})
+            whose = (request.user, request.convs)
+            self._in_background(backend.counts, whose, answered, {"cap": request.cap})
         else:
             page = {"limit": request.limit, "after": request.after}
-            call(backend.pending_for, (request.user,), kwargs=page)
+            self._in_background(backend.pending_for, (request.user,), answered, page)
 
     def _rooms_request(self, request: RoomsRequest) -> None:
         """Run a membership, room or inbox operation on the store thread, like a read."""
@@ -309,7 +293,7 @@ class StoreActor(FaultInjectable, GeventActor):
         def answered(result: Any, error: BaseException | None) -> None:
             reply(request.reply_to, request.done, result, error)
 
-        self._in_background(request.run, (self.backend,), answered, lane=_lane_of(request.reply_to))
+        self._in_background(request.run, (self.backend,), answered)
 
     def _read_page(self, request: ReadPage | ReadThread) -> None:
         """Read the page (of history, or of a thread) on the store thread, then build its
@@ -353,7 +337,6 @@ class StoreActor(FaultInjectable, GeventActor):
                 "reader": request.reader,
             },
             alone=True,  # a page may be large: nobody else's answer waits for it
-            lane=_lane_of(request.reply_to),
         )
 
     def _abandon_pages(self) -> None:
@@ -377,21 +360,22 @@ class StoreActor(FaultInjectable, GeventActor):
         *,
         pages: bool = False,
         alone: bool = False,
-        lane: Any = None,
     ) -> None:
         """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
         error)`` runs in this actor after. ``alone``: in a batch of its own (a commit, a page,
-        pruning: long, or awaited by senders), so that no other answer waits for it.
-        ``lane``: with concurrent calls (Redis), calls of one lane run in the order given (see
-        `_lane_of`)."""
+        pruning: long, or awaited by senders), so that no other answer waits for it."""
         if not pages and self._thread is not None:
             self._calls.add(StoreCall(func, args, kwargs or {}, done, alone))
             self._hand_over()
             return
-        if not pages and self._lanes is not None:
-            self._lanes.submit(lane, StoreCall(func, args, kwargs or {}, done, alone))
-            return
-        back = self._back(done)
+        me = self.actor_ref
+
+        def back(value: Any, error: BaseException | None) -> None:
+            try:
+                me.tell(Call(done, (value, error)))
+            except ActorDeadError:
+                if done is not self._committed:
+                    done(None, Unavailable("the store restarted"))
 
         thread = self._pages if pages else None
         if thread is not None:
@@ -403,49 +387,6 @@ class StoreActor(FaultInjectable, GeventActor):
             back(None, exc)
         else:
             back(value, None)
-
-    def _back(
-        self, done: Callable[[Any, BaseException | None], None]
-    ) -> Callable[[Any, BaseException | None], None]:
-        """Where a call's outcome goes: ``done`` in this actor's turn. Once the actor has
-        stopped, a commit's outcome is taken at once (its senders are answered and nothing is
-        written again by ``on_stop``), any other call is answered Unavailable."""
-        me = self.actor_ref
-
-        def back(value: Any, error: BaseException | None) -> None:
-            try:
-                me.tell(Call(done, (value, error)))
-            except ActorDeadError:
-                if done != self._committed:
-                    done(None, Unavailable("the store restarted"))
-                elif self._committing is not None:
-                    try:
-                        done(value, error)
-                    except StoreFailed:
-                        logger.exception("the last commit failed as the store stopped")
-
-        return back
-
-    def _run_call(self, call: StoreCall) -> None:
-        """Run one call in a greenlet of its own (`Lanes`); its outcome goes back to the actor."""
-        back = self._back(call.done)
-        try:
-            value = call.func(*call.args, **call.kwargs)
-        except Exception as exc:
-            back(None, exc)
-        else:
-            back(value, None)
-
-    def _stop_lanes(self) -> None:
-        """The actor stops: calls not started are answered Unavailable (a commit among them
-        is made by ``on_stop``); those running get `LANES_STOP_WAIT_S` to finish and answer."""
-        lanes, self._lanes = self._lanes, None
-        if lanes is None:
-            return
-        for call in lanes.drop():
-            if call.done != self._committed:
-                call.done(None, Unavailable("the store restarted"))
-        lanes.join(LANES_STOP_WAIT_S)
 
     def _hand_over(self) -> None:
         """Start the next batch of waiting calls on the store thread, unless one runs."""
@@ -555,10 +496,6 @@ class StoreActor(FaultInjectable, GeventActor):
         )
 
 
-LANES_STOP_WAIT_S = 5.0
-"""How long a stopping store waits for its calls under way in Redis to answer (its client's
-socket timeout bounds each)."""
-
 _STORE_FAILED = (
     "the message store failed; the message may not have been stored: send it again with the"
     " same cid"
@@ -665,14 +602,6 @@ def reply(
         to.tell(Call(done, (result, error)))
     except (ActorDeadError, MailboxFull):
         logger.debug("an answer from the store found its asker gone")
-
-
-def _lane_of(to: ReplyTo) -> Any:
-    """The lane of a request's calls (`Lanes`): the asker's, so that one asker's calls are
-    answered in the order it made them. An asker names it with a ``lane`` attribute (a
-    connection's replies: its link, whichever actor serves it; None: the asker waits for
-    each answer before it asks again); else the asker (an actor's ref) is its own."""
-    return getattr(to, "lane", to)
 
 
 def _gone(calls: list[StoreCall], committed: Callable[..., None]) -> None:
