@@ -26,16 +26,12 @@ if TYPE_CHECKING:
     from actorim.protocol.wire import WireFrame
 
 __all__ = [
-    "CONFIRMED",
-    "NOT_CONFIRMED",
     "Broker",
-    "Confirmation",
     "ConnectionClosed",
     "Delivery",
     "Membership",
     "Origin",
     "Revocations",
-    "Settled",
     "Transport",
     "WebhookPost",
 ]
@@ -153,36 +149,6 @@ class Membership:
     actor, this one's too); when False the room tells its members."""
 
 
-class Confirmation(Protocol):
-    """A subscription on its way (``Broker.subscribe_user``): set once the broker's events for
-    it reach this node (a gevent ``Event`` does). The asker waits on it in its own greenlet, so
-    that no actor in between waits for the broker's round trip."""
-
-    def is_set(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Whether it is set, waiting at most ``timeout`` seconds for it."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """A `Confirmation` known at once: confirmed (one node has nothing to subscribe to), or
-    not to be confirmed now (the subscription is made when the broker's link is back)."""
-
-    confirmed: bool
-
-    def is_set(self) -> bool:
-        return self.confirmed
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self.confirmed
-
-
-CONFIRMED = Settled(True)
-NOT_CONFIRMED = Settled(False)
-
-
 class Broker(Protocol):
     """How events reach the connections that want them, wherever they are, and how presence
     and room membership are counted across the nodes that share them.
@@ -241,9 +207,8 @@ class Broker(Protocol):
 
     def unsubscribe_room(self, room: str) -> None: ...
 
-    def subscribe_user(self, user: str) -> Confirmation:
-        """This node has connections of ``user``: their events reach this node once the
-        answer is set (the caller waits on it, not the broker)."""
+    def subscribe_user(self, user: str) -> None:
+        """This node has connections of ``user``: from now on their events reach this node."""
         ...
 
     def unsubscribe_user(self, user: str) -> None: ...

@@ -18,7 +18,6 @@ from gevent.event import Event
 import actorim.domain.admission
 import actorim.protocol.restart
 from actorim.domain.admission import MAX_HINT_S, RATE_WINDOW_S, SetupGate
-from actorim.ports import CONFIRMED, Confirmation
 from actorim.protocol.restart import restart_delay
 from actorim.runtime import membership
 from actorim.runtime.messages import Call
@@ -161,12 +160,7 @@ def test_a_connect_whose_rooms_the_swamped_router_cannot_subscribe_is_sent_away_
     # then the rooms cannot be subscribed in time.
     monkeypatch.setattr(membership, "ROUTER_TIMEOUT_S", 0.2)
     broker = node.node.ctx.broker
-
-    def subscribe_user(_user: str) -> Confirmation:
-        hold_router(node, held)
-        return CONFIRMED
-
-    monkeypatch.setattr(broker, "subscribe_user", subscribe_user)
+    monkeypatch.setattr(broker, "subscribe_user", lambda user: hold_router(node, held))
     again = node.client()
     data = again.connect(node.token("alice"))
     closed = again.wait_closed()

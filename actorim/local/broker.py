@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from actorim.ports import CONFIRMED, Confirmation, Delivery, Membership, Origin
+from actorim.ports import Delivery, Membership, Origin
 
 if TYPE_CHECKING:
     from actorim.domain.presence import Announcement, Status
@@ -62,8 +62,8 @@ class LocalBroker:
     def unsubscribe_room(self, room: str) -> None:
         pass
 
-    def subscribe_user(self, user: str) -> Confirmation:
-        return CONFIRMED
+    def subscribe_user(self, user: str) -> None:
+        pass
 
     def unsubscribe_user(self, user: str) -> None:
         pass

@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pykka import ActorDeadError, ActorRef, Timeout
 
-from actorim.ports import NOT_CONFIRMED, Confirmation, Membership, Origin
+from actorim.ports import Membership, Origin
 from actorim.redis.link import ClusterLink
-from actorim.redis.listener import SUBSCRIBE_TIMEOUT_S, Unwant, Want
+from actorim.redis.listener import Unwant, Want
 from actorim.redis.sessions import (
     DISCONNECT_EVENT,
     close_session,
@@ -103,36 +103,30 @@ class RedisBroker:
     # -- subscriptions ---------------------------------------------------------------------
 
     def subscribe_room(self, room: str) -> None:
-        # The room's actor waits for Redis to confirm, in its own turn.
-        self._want(self._link.keys.room_channel(room)).wait(SUBSCRIBE_TIMEOUT_S)
+        self._want(self._link.keys.room_channel(room))
 
     def unsubscribe_room(self, room: str) -> None:
         self._unwant(self._link.keys.room_channel(room))
 
-    def subscribe_user(self, user: str) -> Confirmation:
-        return self._want(self._link.keys.user_channel(user))
+    def subscribe_user(self, user: str) -> None:
+        self._want(self._link.keys.user_channel(user))
 
     def unsubscribe_user(self, user: str) -> None:
         self._unwant(self._link.keys.user_channel(user))
 
-    def _want(self, channel: str) -> Confirmation:
-        """Subscribe the node to ``channel``: set once Redis confirmed it, never set when it
-        cannot be confirmed now (it is made when the listener (re)connects). The listener
-        answers at once; whoever needs the subscription waits on the answer, so neither the
-        listener nor the router waits a round trip to Redis for each new user and room."""
+    def _want(self, channel: str) -> bool:
+        """Subscribe the node to ``channel`` and wait for Redis to confirm; False if it could
+        not be confirmed now (it is made when the listener (re)connects)."""
         listener = self._listener()
         if listener is None:
             wanted = self._link.wanted
             wanted[channel] = wanted.get(channel, 0) + 1
-            return NOT_CONFIRMED
+            return False
         try:
-            confirmed = cast(
-                "Confirmation | None", listener.ask(Want(channel), timeout=WANT_TIMEOUT_S)
-            )
+            return bool(listener.ask(Want(channel), timeout=WANT_TIMEOUT_S))
         except (ActorDeadError, Timeout) as exc:
             logger.warning("subscription to %s not confirmed: %s", channel, exc)
-            return NOT_CONFIRMED
-        return NOT_CONFIRMED if confirmed is None else confirmed
+            return False
 
     def _unwant(self, channel: str) -> None:
         """One wanter of ``channel`` less."""

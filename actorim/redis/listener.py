@@ -57,8 +57,7 @@ RECONNECT = Backoff(floor=0.05, cap=2.0)
 
 @dataclass(frozen=True, slots=True)
 class Want:
-    """Ask: subscribe to ``channel`` (counted). Answered at once with an event set when Redis
-    has confirmed the subscription, or None when it cannot be confirmed now."""
+    """Ask: subscribe to ``channel`` (counted); answered once Redis confirmed it."""
 
     channel: str
 
@@ -125,12 +124,12 @@ class ListenerActor(GeventActor):
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    def _want(self, channel: str) -> Event | None:
+    def _want(self, channel: str) -> bool:
         count = self.wanted.get(channel, 0)
         self.wanted[channel] = count + 1
         if count:
-            return self._confirmed.get(channel)
-        return self._subscribe(channel)
+            return True
+        return self._subscribe_and_wait([channel])
 
     def _unwant(self, channel: str) -> None:
         count = self.wanted.get(channel, 0) - 1
@@ -143,22 +142,26 @@ class ListenerActor(GeventActor):
         if self._pubsub is not None and self._pubsub.unsubscribe(channel):
             self._leaving[channel] = self._leaving.get(channel, 0) + 1
 
-    def _subscribe(self, channel: str) -> Event | None:
-        """Send SUBSCRIBE and answer at once with the event the reader sets when Redis
-        confirms it; None when it cannot be confirmed now. The listener never waits for the
-        confirmation itself: it would hold up every other new user's and room's behind it."""
+    def _subscribe_and_wait(self, channels: list[str]) -> bool:
         pubsub = self._pubsub
         if pubsub is None:
-            return None  # not connected: subscribed with everything else on reconnect
-        event = self._confirmed.setdefault(channel, Event())
+            return False  # not connected: subscribed with everything else on reconnect
+        events = []
+        for channel in channels:
+            event = self._confirmed.setdefault(channel, Event())
+            events.append(event)
         try:
-            pubsub.subscribe([channel])
+            pubsub.subscribe(channels)
         except REDIS_ERRORS as exc:
             self.link.report_failure("subscribe", exc)
-            return None
+            return False
         if self.link.refusing:
-            return None  # sent, in case the connection lives; not worth waiting for
-        return event
+            return False  # sent, in case the connection lives; not worth waiting for
+        with gevent.Timeout(SUBSCRIBE_TIMEOUT_S, False):
+            for event in events:
+                event.wait()
+            return True
+        return False
 
     # -- the reader ------------------------------------------------------------------------
 

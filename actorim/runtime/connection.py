@@ -51,7 +51,7 @@ from actorim.domain.messages import (
 from actorim.domain.moderation import Standing
 from actorim.domain.rooms import RoomInfo
 from actorim.logs import context as log_context
-from actorim.ports import Confirmation, ConnectionClosed
+from actorim.ports import ConnectionClosed
 from actorim.protocol import commands as cmd
 from actorim.protocol.errors import CommandError, ErrorCode
 from actorim.protocol.events import encode_body, self_member_frame
@@ -115,10 +115,6 @@ logger = logging.getLogger("actorim.connection")
 
 # Commands a connection may have queued before its reader answers overloaded. The rate limit
 # keeps well-behaved clients far below it; it bounds memory if the actor is stuck writing.
-SUBSCRIPTION_WAIT_S = 2.0
-"""How long ``connect`` waits for the node's subscription to the user's events to be confirmed
-(a cluster's Redis round trip) before it answers without it."""
-
 CONNECTION_MAILBOX = 1000
 
 
@@ -321,7 +317,7 @@ class ConnectionActor(GeventActor):
         try:
             # Past max_connections_per_user, the user's connection heard from least recently
             # is closed 4009 to make room (``router._make_room``).
-            subscribed: Confirmation = self._ask_router(Register(link))
+            self._ask_router(Register(link))
         except Unavailable as exc:
             link.offline = None
             if isinstance(exc, RouterBusy):
@@ -349,11 +345,6 @@ class ConnectionActor(GeventActor):
                 mutes = ask_store(self.ctx, lambda store: store.mutes_of(user), "read mutes")
         if mutes is not None:
             link.mutes = mutes
-        # Before connect answers, the user's direct messages reach this node (in a cluster,
-        # once Redis confirmed the node's subscription, which went out with the registration
-        # and came back while the store read); past the wait it goes on, as it did when the
-        # subscription could not be confirmed: the subscription lands later.
-        subscribed.wait(SUBSCRIPTION_WAIT_S)
         link.session.connected(secrets.token_hex(8))
         with contextlib.suppress(Unavailable):  # the tracker rebuilds from live links if down
             self.ctx.refs.tell_presence(Online(link))

@@ -17,7 +17,6 @@ from pykka import ActorDeadError
 from pykka.messages import ProxyCall
 
 from actorim.domain.session import Left
-from actorim.ports import CONFIRMED, Confirmation
 from actorim.protocol.errors import ErrorCode
 from actorim.protocol.frames import CloseCode
 from actorim.runtime.context import NodeContext, Unavailable
@@ -59,8 +58,6 @@ class RouterActor(GeventActor):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__()
         self.ctx = ctx
-        # Users whose first connection's subscription was not confirmed when it registered.
-        self._confirming: dict[str, Confirmation] = {}
 
     def on_start(self) -> None:
         self.ctx.refs.router = self.actor_ref
@@ -111,37 +108,21 @@ class RouterActor(GeventActor):
                 with contextlib.suppress(ActorDeadError):
                     state.actor.tell(Repair())
 
-    def _register(self, link: Link) -> Confirmation:
-        """Register ``link``; the answer is set once the user's events reach this node: the
-        connection waits on it before it answers ``connect`` (the router does not: a round
-        trip to Redis per new user would make every connect queue behind it)."""
+    def _register(self, link: Link) -> None:
         user = link.user
         assert user is not None
         by_user = self.ctx.directory.by_user
         links = by_user.get(user, ())
         if link in links:
-            return self._confirmation(user)
+            return
         subscribed = bool(links)
         limit = self.ctx.config.max_connections_per_user
         if len(links) >= limit:
             links = _make_room(links, user, limit)
         by_user[user] = (*links, link)
-        if subscribed:
-            return self._confirmation(user)
-        confirmation = self.ctx.broker.subscribe_user(user)
-        if not confirmation.is_set():
-            self._confirming[user] = confirmation
-        return confirmation
-
-    def _confirmation(self, user: str) -> Confirmation:
-        """The user's subscription, as its first connection was answered: still on its way
-        (a second device waits for it too), or there."""
-        confirmation = self._confirming.get(user)
-        if confirmation is None:
-            return CONFIRMED
-        if confirmation.is_set():
-            del self._confirming[user]
-        return confirmation
+        if not subscribed:
+            # Before connect answers: the user's direct messages reach this node from now on.
+            self.ctx.broker.subscribe_user(user)
 
     def _unregister(self, link: Link) -> None:
         by_user = self.ctx.directory.by_user
@@ -155,7 +136,6 @@ class RouterActor(GeventActor):
                 by_user[user] = rest
             else:
                 del by_user[user]
-                self._confirming.pop(user, None)
                 self.ctx.broker.unsubscribe_user(user)
 
     def _room_for(self, name: str, known_seq: int | None = None) -> RoomState:
