@@ -43,6 +43,11 @@ from actorim.runtime.messages import (
 from actorim.store.base import Store
 from supervisors import GeventActor
 
+# What the tracker of a stopping node drops (``NodeContext.stopping``): the comings and goings
+# of connections closed by now, each a Redis round trip in a cluster; the node's records leave
+# Redis with the node, and its users are announced offline from there.
+_DROPPED_WHEN_STOPPING = (Online, Offline, RemoteEvent, Resync)
+
 __all__ = ["PresenceActor"]
 
 logger = logging.getLogger("actorim.presence")
@@ -93,6 +98,8 @@ class PresenceActor(FaultInjectable, GeventActor):
         super().on_failure(*exc_info)
 
     def on_receive(self, message: Any) -> Any:
+        if self.ctx.stopping and isinstance(message, _DROPPED_WHEN_STOPPING):
+            return None
         now = time.time()
         book = self.book
         broker = self.ctx.broker
