@@ -224,3 +224,22 @@ def test_a_stopping_nodes_actors_drop_the_bookkeeping_queued_for_them_and_stop_i
         assert "did not stop within" not in caplog.text, caplog.text
     finally:
         redis_answers.set()
+
+
+def test_a_stopping_nodes_users_in_their_grace_are_announced_offline_on_the_other_nodes(
+    start_node: StartNode, redis_session: RedisServer
+) -> None:
+    # Their grace outlasts the node: the node's registry announces them as it leaves.
+    url = f"redis://127.0.0.1:{redis_session.port}/0"
+    namespace = f"stop-grace-{secrets.token_hex(4)}"  # the session's Redis is shared
+    here = start_node(redis_url=url, redis_namespace=namespace, presence_grace=600)
+    there = start_node(redis_url=url, redis_namespace=namespace, presence_grace=600)
+    watcher = there.client("watcher")
+    watcher.ok("watch", users=["alice"])
+    alice = here.client("alice")
+    assert watcher.event("presence", user="alice")["status"] == "online"
+    alice.close()
+    wait_until(lambda: not here.node.ctx.directory.links, what="alice's connection to close")
+    here.node.stop(drain=False)
+    assert watcher.event("presence", user="alice")["status"] == "offline"
+    assert watcher.ok("presence", users=["alice"])["statuses"] == {"alice": "offline"}
