@@ -66,6 +66,7 @@ from actorim.runtime.link import WAKE, Link, Phase
 from actorim.runtime.membership import (
     MembershipChanged,
     RouterBusy,
+    StoreBusy,
     apply_membership,
     ask_router,
     ask_store,
@@ -333,7 +334,17 @@ class ConnectionActor(GeventActor):
         mutes: dict[str, int] | None = None
         try:
             everything, entries, paging, mutes = roomcommands.connect_reads(self.ctx, link)
+        except StoreBusy:
+            # Too busy to read the user's rooms in time. Connected without them, the client
+            # would resume none of them and miss what they get until it reconnects: refused
+            # (overloaded: retry), its registration undone, as with a router too busy.
+            link.offline = None
+            with contextlib.suppress(Unavailable):
+                self.ctx.refs.tell_router(Unregister(link))
+            raise
         except (Unavailable, CommandError):
+            # The store's link is down (Redis away): the connection goes on without its rooms,
+            # as a join does without lasting membership; no room is reachable meanwhile.
             everything, entries, paging = [], [], {"more": False}
             logger.warning(
                 "connect without the inbox: the store did not answer",
