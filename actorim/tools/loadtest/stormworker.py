@@ -354,11 +354,15 @@ class StormWorker:
                 self.error(f"attempt:{_kind(exc, client)}")
                 self._drop(client)
                 continue
-            target = 0
+            target: int | None = None
             for entry in reply.get("conversations") or ():
                 if isinstance(entry, dict) and entry.get("room") == client.room:
                     target = int(entry.get("seq") or 0)
-            client.target = max(target, 1)
+            if target is None:
+                # Connected without its room: nothing resumes it, and what it misses from now
+                # on shows as lost at the end.
+                self.error("connected_without_room")
+            client.target = max(target or 0, 1)
             self._check_recovered(client)
             return
 
