@@ -290,6 +290,32 @@ class StormWorker:
             waiter = client.waiters.pop(frame.get("id"), None)  # type: ignore[arg-type]
             if waiter is not None:
                 waiter.set(frame)
+        elif kind == "gap" and frame.get("room") == client.room:
+            after, seq = frame.get("after"), frame.get("seq")
+            if type(after) is int and type(seq) is int:
+                gevent.spawn(self._fill_gap, client, client.sock, after, seq)
+
+    def _fill_gap(self, client: StormClient, sock: Any, after: int, seq: int) -> None:
+        """Page the seqs of a ``gap`` event from history, as the Python and browser clients do
+        (docs/protocol.md): what the server announced as a gap is not lost. A connection that
+        ends meanwhile leaves the rest to the resume of the next one."""
+        self.error("gap_paged")
+        log = client.log
+        while sock is client.sock and log is not None:
+            try:
+                page = self._request(
+                    client, "history", room=client.room, after=after, before=seq + 1, limit=100
+                )
+            except Exception:
+                return
+            seqs = [m["seq"] for m in page.get("messages") or () if type(m.get("seq")) is int]
+            for paged in seqs:
+                log.paged(paged)
+            if client.closed_ns and not client.recovered and client.target:
+                self._check_recovered(client)
+            if not page.get("more") or not seqs:
+                return
+            after = max(seqs)
 
     def _check_recovered(self, client: StormClient) -> None:
         assert client.log is not None
