@@ -340,7 +340,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "close_timeout",
         5.0,
-        "seconds a requested close may take before the socket is cut (a peer that stopped reading)",
+        "seconds a close may wait on a peer that stopped reading before the socket is cut (one "
+        "waiting for its turn on a busy node is not cut: it keeps its code and reason)",
         float,
     ),
     Setting(

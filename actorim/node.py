@@ -394,6 +394,7 @@ class Node:
         """Drain (unless told not to), stop the supervision tree in order, then close the port."""
         if drain:
             self.drain()
+        self.ctx.stopping = True
         if self.supervisor is not None and self.supervisor.is_alive():
             self.supervisor.stop(timeout=60)
         if self.server is not None:

@@ -22,9 +22,13 @@ from actorim.protocol.restart import restart_delay
 from actorim.runtime import membership
 from actorim.runtime.messages import Call
 from actorim.web import endpoint
-from tests.support import Client, Closed, RunningNode
+from tests.redis_server import RedisServer
+from tests.support import Client, Closed, RunningNode, wait_until
 
 StartNode = Callable[..., RunningNode]
+
+BREAKER_OPEN = 2
+"""The breaker's state number when open (``actorim_circuit_breaker_state``)."""
 
 
 @pytest.fixture
@@ -225,3 +229,53 @@ def test_a_connection_whose_actor_does_not_start_frees_its_set_up_slot(
     monkeypatch.undo()
     # Not sent away for a minute behind a set-up that ended: the next one is taken.
     assert node.client("alice").ok("ping") == {}
+
+
+def test_a_connect_whose_rooms_the_swamped_store_cannot_read_in_time_is_answered_overloaded_and_resumes_them_on_retry(  # noqa: E501
+    start_node: StartNode, monkeypatch: pytest.MonkeyPatch, held: Event
+) -> None:
+    node = start_node()
+    alice = node.client()
+    data = alice.connect(node.token("alice"))
+    since = {"lobby": alice.ok("join", room="lobby")["seq"]}
+    alice.close()
+    bob = node.client("bob")
+    bob.ok("join", room="lobby")
+    sent = bob.ok("send", room="lobby", body="while alice was away")
+    monkeypatch.setattr(membership, "STORE_TIMEOUT_S", 0.2)
+    node.node.ctx.refs.tell_store(Call(held.wait))  # the store's queue is held behind this
+    again = node.client()
+    token = node.token("alice")
+    error = again.error("connect", token=token, since=since, epoch=data["epoch"])
+    # Not connected without its rooms, which would resume none of them and miss what they
+    # get (in a 10,000-client storm, 43 clients that came back missed every later message of
+    # their rooms): refused, to retry.
+    assert error["code"] == "overloaded", error
+    held.set()
+    monkeypatch.undo()
+    again.ok("connect", token=token, since=since, epoch=data["epoch"])
+    msg = again.event("msg", room="lobby")
+    assert (msg["mid"], msg["body"]) == (sent["mid"], "while alice was away")
+
+
+def test_a_connect_that_resumes_its_rooms_while_the_store_is_away_is_answered_overloaded(
+    start_node: StartNode, redis_server: Callable[..., RedisServer]
+) -> None:
+    # A node whose link to Redis is down (Redis gone, or the node's own loop too busy to hear
+    # its heartbeats in a storm) cannot read a user's rooms. A client that resumes them would
+    # resume none and miss what they get: it is refused, to retry; one that resumes nothing
+    # still connects without them, as a join goes on without lasting membership.
+    redis = redis_server()
+    node = start_node(redis_url=f"redis://127.0.0.1:{redis.port}/0", redis_heartbeat=0.2)
+    alice = node.client()
+    data = alice.connect(node.token("alice"))
+    since = {"lobby": alice.ok("join", room="lobby")["seq"]}
+    alice.close()
+    redis.kill()
+    breaker = node.node.ctx.breakers["redis"]
+    wait_until(lambda: breaker() == BREAKER_OPEN, what="the link's breaker to open")
+    again = node.client()
+    error = again.error("connect", token=node.token("alice"), since=since, epoch=data["epoch"])
+    assert error["code"] == "overloaded", error
+    fresh = node.client()
+    assert fresh.connect(node.token("bob"))["conversations"] == []

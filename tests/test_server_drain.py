@@ -9,18 +9,24 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import secrets
 import signal
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import gevent
 import pytest
 import websocket
+from gevent.event import Event
 
 from actorim.protocol.restart import restart_delay
+from actorim.runtime.context import NodeContext
+from actorim.runtime.messages import Call
+from tests.redis_server import RedisServer
 from tests.support import (
     Client,
     RunningNode,
@@ -150,3 +156,90 @@ def test_drain_closes_every_client_with_1012_and_a_delay_within_the_spread(
     drain.get(timeout=5)
     assert node.node.readiness() == (False, "draining")
     assert not node.node.ctx.directory.links
+
+
+def _room_actor(ctx: NodeContext) -> Any:
+    return ctx.directory.rooms["busy"].actor
+
+
+def _presence_actor(ctx: NodeContext) -> Any:
+    return ctx.refs.presence
+
+
+@pytest.mark.parametrize(
+    "case",
+    [(_room_actor, "member_adjust"), (_presence_actor, "disconnected")],
+    ids=["room", "presence"],
+)
+def test_a_stopping_nodes_actors_drop_the_bookkeeping_queued_for_them_and_stop_in_time(
+    case: tuple[Callable[[NodeContext], Any], str],
+    start_node: StartNode,
+    redis_session: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A node drained under a storm stops with its rooms' and presence tracker's mailboxes
+    # still full of the closed connections' departures, each a Redis round trip to count:
+    # worked through, they held those actors past their shutdown time and the process past
+    # its grace. The node's records leave Redis with the node (its registry reaps them as it
+    # stops), so a stopping node's actors drop that bookkeeping.
+    actor_of, bookkeeping = case
+    url = f"redis://127.0.0.1:{redis_session.port}/0"
+    namespace = f"stop-{bookkeeping}-{secrets.token_hex(4)}"  # the session's Redis is shared
+    running = start_node(redis_url=url, redis_namespace=namespace)
+    ctx = running.node.ctx
+    clients = [running.client(f"user{n}") for n in range(3)]
+    for client in clients:
+        client.ok("join", room="busy")
+    actor = actor_of(ctx)
+    assert actor is not None
+    held, release, redis_answers = Event(), Event(), Event()
+
+    def hold() -> None:
+        held.set()
+        release.wait()
+
+    actor.tell(Call(hold))  # the actor is busy: the departures queue behind this
+    with gevent.Timeout(10, AssertionError("the actor never ran the call")):
+        held.wait()
+    counted: list[str] = []
+    count = getattr(ctx.broker, bookkeeping)
+
+    def slow_count(*args: Any) -> Any:
+        counted.append(args[0])
+        redis_answers.wait()  # a Redis that answers only when the test ends
+        return count(*args)
+
+    monkeypatch.setattr(ctx.broker, bookkeeping, slow_count)
+    for client in clients:
+        client.close()
+    wait_until(lambda: not ctx.directory.links, what="the clients' connections to close")
+    stopping = gevent.spawn(running.node.stop, drain=False)
+    wait_until(lambda: ctx.refs.heartbeat is None, what="the supervision tree to begin stopping")
+    release.set()
+    try:
+        with gevent.Timeout(60, AssertionError("the node did not stop")):
+            stopping.get()
+        assert counted == [], f"the stopping actor did its {bookkeeping} in Redis"
+        assert "did not stop within" not in caplog.text, caplog.text
+    finally:
+        redis_answers.set()
+
+
+def test_a_stopping_nodes_users_in_their_grace_are_announced_offline_on_the_other_nodes(
+    start_node: StartNode, redis_session: RedisServer
+) -> None:
+    # Their grace outlasts the node: the node's registry announces them as it leaves.
+    url = f"redis://127.0.0.1:{redis_session.port}/0"
+    namespace = f"stop-grace-{secrets.token_hex(4)}"  # the session's Redis is shared
+    here = start_node(redis_url=url, redis_namespace=namespace, presence_grace=600)
+    there = start_node(redis_url=url, redis_namespace=namespace, presence_grace=600)
+    watcher = there.client("watcher")
+    watcher.ok("watch", users=["alice"])
+    alice = here.client("alice")
+    assert watcher.event("presence", user="alice")["status"] == "online"
+    alice.close()
+    wait_until(lambda: not here.node.ctx.directory.links, what="alice's connection to close")
+    here.node.stop(drain=False)
+    assert watcher.event("presence", user="alice")["status"] == "offline"
+    assert watcher.ok("presence", users=["alice"])["statuses"] == {"alice": "offline"}

@@ -7,7 +7,11 @@ from collections.abc import Callable, Iterator
 
 import gevent
 import pytest
+from gevent.event import Event
 
+from actorim.domain.hooks import Allow, Hooks, Outgoing
+from actorim.protocol.frames import CloseCode
+from actorim.protocol.restart import restart_delay, restart_reason
 from tests.support import (
     OPCODE_CLOSE,
     OPCODE_PING,
@@ -130,3 +134,41 @@ def test_a_peer_that_stopped_reading_is_cut_off_when_its_close_cannot_complete(
             assert sender.ok("ping") == {}, "the sender keeps being served meanwhile"
             gevent.sleep(0.02)
     stuck.close()
+
+
+def test_a_close_waiting_for_its_busy_actor_past_close_timeout_keeps_its_code_and_hint(
+    start_node: StartNode,
+) -> None:
+    # A draining node on a busy core carries its closes out seconds after it asked for them,
+    # each connection's actor in its turn. Only a close held up by a write to a peer that
+    # stopped reading is cut short; one that waits for its actor must still reach the client
+    # with its code and the hint of when to come back (cut, the client would see 1006).
+    entered, release = Event(), Event()
+
+    def before_publish(_outgoing: Outgoing) -> Allow:
+        entered.set()  # the connection's actor is busy in this hook until the test says
+        release.wait()
+        return Allow()
+
+    node = start_node(hooks=Hooks(before_publish=before_publish), close_timeout=0.3)
+    busy = RawWebSocket(node.host, node.port)
+    busy.ok("connect", token=node.token("busy"))
+    busy.ok("join", room="lobby")
+    busy.send_command("send", room="lobby", body="held up by the hook")
+    with gevent.Timeout(10, AssertionError("the hook was never called")):
+        entered.wait()
+    link = next(link for link in node.node.ctx.directory.links.values() if link.user == "busy")
+    link.request_close(CloseCode.SERVICE_RESTART, restart_reason(2.0))
+    # A heartbeat sweep long past close_timeout, while the actor is busy (not writing).
+    heartbeat = node.node.ctx.refs.heartbeat
+    assert heartbeat is not None
+    heartbeat.proxy().sweep(now=link.close_requested_at + 10.0).get(timeout=10)
+    release.set()
+    frame = busy.read_frame()
+    while frame is not None and frame[0] != OPCODE_CLOSE:
+        frame = busy.read_frame()
+    assert frame is not None, "the socket was cut: no close frame"
+    code, reason = int.from_bytes(frame[1][:2], "big"), frame[1][2:].decode()
+    assert code == 1012
+    assert restart_delay(code, reason) == 2.0
+    busy.close()

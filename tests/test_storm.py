@@ -11,6 +11,8 @@ import pytest
 
 from actorim.tools.loadtest.recovery import RETRY_CAP_S, RETRY_FLOOR_S, SeqLog, reconnect_delay
 from actorim.tools.loadtest.stormoptions import StormOptions
+from actorim.tools.loadtest.stormworker import StormSpec, StormWorker
+from actorim.tools.loadtest.wire import decode_line
 from tests.redis_server import RedisServer
 
 
@@ -53,6 +55,27 @@ def test_impossible_storms_are_refused_naming_the_flag(options: StormOptions, fl
         options.check()
 
 
+def test_only_a_recovered_client_can_lose_a_message_one_not_back_missed_it_while_away() -> None:
+    # Three clients of one room, the publisher acknowledged seqs 11 to 14: one is back and
+    # holds them all, one is back and never got 13 (a loss: the server acknowledged it and did
+    # not deliver it), one is not back (it gave up, or was still on its way: nothing could
+    # reach it, and it would resume from 12 when it came back).
+    spec = StormSpec(0, ("ws://a", "ws://b"), 0, 3, 1, "s", "u", "room-", 1.0, seed=1)
+    lines: list[bytes] = []
+    worker = StormWorker(spec, lines.append)
+    held = ((11, 12, 13, 14), (11, 12, 14), (11, 12))
+    for client, seqs in zip(worker.clients, held, strict=True):
+        client.log = SeqLog(base=10)
+        for seq in seqs:
+            client.log.arrived(seq)
+    worker.clients[0].recovered_ns = worker.clients[1].recovered_ns = 1
+    worker.settle({"room-0": [11, 12, 13, 14]}, timeout=0)  # 13 is not on its way: no wait
+    result = decode_line(lines[-1])
+    assert result["type"] == "result"
+    assert (result["lost"], result["clients_losing"]) == (1, 1)
+    assert (result["not_back"], result["missed_while_away"]) == (1, 2)
+
+
 @pytest.mark.process
 def test_a_small_storm_on_two_nodes_recovers_every_client_with_nothing_lost_or_doubled(
     redis_session: RedisServer,
@@ -74,3 +97,5 @@ def test_a_small_storm_on_two_nodes_recovers_every_client_with_nothing_lost_or_d
     assert 0 <= report["hint_mean_s"] <= 1
     assert report["attempts"] >= 20
     assert set(report["server_cpu_s"]) == {"A (draining)", "B"}
+    # Drained while the publisher kept sending into its rooms, node A exited by itself.
+    assert report["drained_exit"].startswith("exited 0 "), report["drained_exit"]

@@ -1187,3 +1187,42 @@ def test_dynamic_children_are_told_to_stop_together_and_static_ones_after_them(
     assert sup.stop(timeout=WAIT) is True
     assert party == [True] * size, "the dynamic children were stopped one at a time"
     assert journal.items[-1] == ("stop", "static")
+
+
+class StuckGathering(GeventActor):
+    """Never stops by itself; once killed, ends only when all of ``party`` are killed too, or
+    it gave up waiting (``GATHER_S``): killed one at a time, the first would wait alone."""
+
+    def __init__(self, party: list[bool], size: int, all_killed: gevent.event.Event) -> None:
+        super().__init__()
+        self.party, self.size, self.all_killed = party, size, all_killed
+
+    def on_stop(self) -> None:
+        try:
+            gevent.event.Event().wait()
+        finally:
+            mine = len(self.party)
+            self.party.append(False)
+            if len(self.party) == self.size:
+                self.all_killed.set()
+            self.party[mine] = self.all_killed.wait(timeout=GATHER_S)
+
+
+def test_dynamic_children_past_their_shutdown_time_are_killed_together(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A node's rooms, each busy past its shutdown time on a loaded machine: killed one after
+    # the other, each kill waiting for the last one's end, a hundred of them took longer than
+    # the process had to exit.
+    size = 5
+    party: list[bool] = []
+    all_killed = gevent.event.Event()
+    sup = start_supervisor([])
+    for n in range(size):
+        spec = ChildSpec(
+            id=("room", n), start=StuckGathering.start, args=(party, size, all_killed), shutdown=0.1
+        )
+        sup.proxy().start_child(spec).get(timeout=WAIT)
+    assert sup.stop(timeout=WAIT + size * GATHER_S) is True
+    assert party == [True] * size, "the children were killed one at a time"
+    assert caplog.text.count("did not stop within 0.1s: killing it") == size

@@ -136,13 +136,7 @@ def reap_node(link: ClusterLink, node: str) -> None:
     # Read and removed at once (one hash slot): a node that registers again meanwhile adds
     # records that this reaping leaves alone.
     users, members = link.node_take(node)
-    for (room, user), count in members.items():
-        if count > 0:
-            link.member_adjust(room, user, -count, node=None)
-    for user, count in users.items():
-        if count > 0:
-            link.presence_adjust(user, -count, node=None)
-        link.presence_settle(user)
+    link.release(members, users)
 
 
 def list_sessions(redis_url: str, *, namespace: str = "actorim") -> list[dict[str, Any]]:

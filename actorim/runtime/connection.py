@@ -66,6 +66,7 @@ from actorim.runtime.link import WAKE, Link, Phase
 from actorim.runtime.membership import (
     MembershipChanged,
     RouterBusy,
+    StoreBusy,
     apply_membership,
     ask_router,
     ask_store,
@@ -333,7 +334,19 @@ class ConnectionActor(GeventActor):
         mutes: dict[str, int] | None = None
         try:
             everything, entries, paging, mutes = roomcommands.connect_reads(self.ctx, link)
-        except (Unavailable, CommandError):
+        except (Unavailable, CommandError) as exc:
+            if isinstance(exc, StoreBusy) or command.since:
+                # Connected without the user's rooms, a client that resumes them (``since``)
+                # would resume none and miss what they get until it reconnects, and one the
+                # store is only too busy for is served in a moment: refused (overloaded:
+                # retry), its registration undone, as with a router too busy.
+                link.offline = None
+                with contextlib.suppress(Unavailable):
+                    self.ctx.refs.tell_router(Unregister(link))
+                message = exc.message if isinstance(exc, CommandError) else str(exc)
+                raise Unavailable(message) from exc
+            # The store's link is down (Redis away) and the client resumes nothing: it goes on
+            # without its rooms, as a join goes on without lasting membership.
             everything, entries, paging = [], [], {"more": False}
             logger.warning(
                 "connect without the inbox: the store did not answer",

@@ -116,6 +116,12 @@ class NodeContext:
     refs: Refs = field(default_factory=Refs)
     epoch: str = ""
     draining: bool = False
+    stopping: bool = False
+    """Set when the node stops its supervision tree (``Node.stop``), after the drain: the rooms
+    and the presence tracker then drop the bookkeeping still queued for them (members and
+    statuses of connections that are gone) instead of working through it, one Redis round
+    trip each, past their shutdown time; the node's records are taken out of Redis at once
+    as it stops (``NodeRegistryActor``), and a single node keeps none."""
     metrics: Metrics = field(init=False)
     breakers: dict[str, Callable[[], int]] = field(default_factory=dict)
     typing: TypingThrottle = field(init=False)

@@ -67,11 +67,14 @@ class HeartbeatActor(GeventActor):
         self.ctx.revocations.prune(wall)
         for link in list(self.ctx.directory.links.values()):
             if link.close_request is not None:
-                # A close still pending after close_timeout means the connection's actor is
+                # A close still pending after close_timeout while the connection's actor is
                 # stuck writing to a peer that stopped reading (a half-open TCP connection):
-                # cutting the socket fails the write, and the actor cleans up.
+                # cutting the socket fails the write, and the actor cleans up. A close that
+                # only waits for its actor's turn (a draining node closing thousands of
+                # connections on a busy core) is left to the actor: cut, the client would get
+                # no close frame, so neither the code nor the hint of when to come back.
                 overdue = now - link.close_requested_at > config.close_timeout
-                if overdue and link.phase is not Phase.CLOSED:
+                if overdue and link.phase is not Phase.CLOSED and link.ws.writing:
                     link.ws.abort()
                 continue
             if link.phase is Phase.AWAITING_CONNECT:

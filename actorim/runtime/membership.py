@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MembershipChanged",
     "RouterBusy",
+    "StoreBusy",
     "apply_membership",
     "ask_router",
     "ask_store",
@@ -53,6 +54,11 @@ ROUTER_TIMEOUT_S = 5.0
 class RouterBusy(Unavailable):
     """The router did not answer within ``ROUTER_TIMEOUT_S``: its mailbox is deep (a
     reconnect storm). What was asked may still be done when it gets there."""
+
+
+class StoreBusy(Unavailable):
+    """The store did not answer within ``STORE_TIMEOUT_S``: its queue is deep (a reconnect
+    storm), unlike a store whose link is down, which answers Unavailable at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +90,7 @@ def ask_store(ctx: NodeContext, run: Callable[[Store], Any], what: str) -> Any:
 
     ctx.refs.tell_store(RoomsRequest(run, _Waiter(), done))
     if not result.wait(STORE_TIMEOUT_S):
-        raise Unavailable(f"the store did not answer in time to {what}")
+        raise StoreBusy(f"the store did not answer in time to {what}")
     value, error = result.get()
     if isinstance(error, Unavailable):
         raise error

@@ -82,6 +82,9 @@ GAP_RETRY_S = 1.0
 
 # The room's messages that wait while its last seq is read (timers and store answers do not).
 _WAITS_FOR_LOAD = (Publish, JoinRoom, LeaveRoom, RoomEvent, RemoteEvent, Repair, Check)
+# What a room of a stopping node drops (``NodeContext.stopping``): its connections are closed,
+# so nothing is left to deliver, and what it would count in Redis goes with the node's records.
+_DROPPED_WHEN_STOPPING = _WAITS_FOR_LOAD
 
 
 class RoomActor(FaultInjectable, GeventActor):
@@ -132,6 +135,8 @@ class RoomActor(FaultInjectable, GeventActor):
             self.ctx.broker.unsubscribe_room(self.state.name)
 
     def on_receive(self, message: Any) -> Any:
+        if self.ctx.stopping and isinstance(message, _DROPPED_WHEN_STOPPING):
+            return None
         if not self.state.loaded and isinstance(message, _WAITS_FOR_LOAD):
             self._queued.append(message)
             if not self._loading:

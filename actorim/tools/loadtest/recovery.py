@@ -16,6 +16,10 @@ of a node that sent the client away (1013, too busy to set it up) if it gave one
 ...     log.arrived(seq)
 >>> log.caught_up, log.count([11, 12, 13, 14])
 (12, (1, 1))
+>>> for seq in (13, 14):  # paged from history after a gap: what was there is no repeat
+...     log.paged(seq)
+>>> log.caught_up, log.count([11, 12, 13, 14])
+(14, (0, 1))
 >>> reconnect_delay(0, hint=2.0, rand=lambda a, b: b)
 2.2
 >>> [reconnect_delay(n, hint=None, rand=lambda a, b: b) for n in (1, 2, 5, 9)]
@@ -80,6 +84,14 @@ class SeqLog:
             while caught - self.base < len(counts) and counts[caught - self.base]:
                 caught += 1
             self.caught_up = caught
+
+    def paged(self, seq: int) -> None:
+        """``seq`` read from history (a gap the server announced), not received live: it
+        fills a hole, and is no repeat of a copy already there."""
+        offset = seq - self.base - 1
+        if offset < 0 or (offset < len(self._counts) and self._counts[offset]):
+            return
+        self.arrived(seq)
 
     def count(self, acked: Iterable[int]) -> tuple[int, int]:
         """(lost, duplicated): the acknowledged seqs after ``base`` that never arrived, and the

@@ -259,9 +259,11 @@ def _storm(
     if options.nodes == 1:
         outcome.server_cpu_s = {"A (draining)": cpu_old, "A (restarted)": cpu_after["A"]}
     else:
-        # Its CPU until then; its exit is not waited for (the clients no longer need it).
+        # Its exit is awaited (the clients no longer need it, but a node that does not stop
+        # by itself is killed at the end of its grace, as a process manager does: the report
+        # says which), and its CPU counted until then.
+        outcome.drained_exit = exited.get()
         cpu_old = max(drained.cpu_at_exit, drained.cpu()) - cpu_before["A"]
-        outcome.drained_exit = exited.get() if exited.ready() else "still stopping at the end"
         outcome.server_cpu_s = {"A (draining)": cpu_old}
         for node in nodes[1:]:
             outcome.server_cpu_s[node.name] = cpu_after[node.name] - cpu_before[node.name]
@@ -279,6 +281,8 @@ def _tally(
     recovered = sorted(ns for r in results for ns in r["recovered_ns"])
     outcome.recovered = len(recovered)
     for r in results:
+        outcome.not_back += int(r["not_back"])
+        outcome.missed_while_away += int(r["missed_while_away"])
         outcome.lost += int(r["lost"])
         outcome.duplicated += int(r["duplicated"])
         outcome.clients_losing += int(r["clients_losing"])

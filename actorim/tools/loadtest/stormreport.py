@@ -16,7 +16,7 @@ def to_json(outcome: StormOutcome) -> dict[str, Any]:
     options = data.pop("options")
     options.pop("json")
     options.pop("keep")
-    return {"settings": options, **data, "passed": outcome.passed}
+    return {"settings": options, **data, "passed": outcome.passed, "failures": outcome.failures}
 
 
 def render_json(outcome: StormOutcome) -> str:
@@ -45,14 +45,19 @@ def render_table(outcome: StormOutcome) -> str:
         ("mean hinted delay", _seconds(outcome.hint_mean_s)),
         ("reconnect attempts", str(outcome.attempts)),
         ("published", f"{outcome.published} ({outcome.publish_retries} retried)"),
-        ("lost", f"{outcome.lost} ({outcome.clients_losing} clients)"),
+        ("lost, among recovered clients", f"{outcome.lost} ({outcome.clients_losing} clients)"),
+        (
+            "clients not back",
+            f"{outcome.not_back} (missing {outcome.missed_while_away} messages while away)",
+        ),
         ("duplicated", f"{outcome.duplicated} ({outcome.clients_doubling} clients)"),
     ]
     rows += [(f"server CPU, {name}", f"{cpu:.2f} s") for name, cpu in outcome.server_cpu_s.items()]
     if outcome.errors:
         listed = ", ".join(f"{k} {v}" for k, v in sorted(outcome.errors.items()))
         rows.append(("client errors", listed))
-    rows.append(("verdict", "PASS" if outcome.passed else "FAIL"))
+    failures = outcome.failures
+    rows.append(("verdict", f"FAIL: {', '.join(failures)}" if failures else "PASS"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -13,10 +13,12 @@ input, then:
    one node) and resumes with ``connect``'s ``since``; a refused attempt is tried again on a
    capped back-off, after the hint of a node that sent it away (1013, too busy to set it
    up). A client is *recovered* when it has every message up to the room's seq that the new
-   connection's ``connect`` reply names. Progress lines say how many are;
-3. given the publisher's acknowledged seqs of every room (``expect``), waits until each client
-   holds them (or `SETTLE_TIMEOUT_S`), then says ``result``: lost and duplicated messages
-   counted per client and room, the recovery times, the attempts and the hints;
+   connection's ``connect`` reply names; one closed again after that ``connect`` comes back
+   again, and is recovered once it has caught up again. Progress lines say how many are;
+3. given the publisher's acknowledged seqs of every room (``expect``), waits until each
+   recovered client holds them (or `SETTLE_TIMEOUT_S`), then says ``result``: per client and
+   room, the messages lost (missing at a recovered client) and duplicated, the clients not
+   back and what they missed while away, the recovery times, the attempts and the hints;
 4. closes its clients and exits when told ``close`` (or when standard input ends).
 """
 
@@ -288,6 +290,32 @@ class StormWorker:
             waiter = client.waiters.pop(frame.get("id"), None)  # type: ignore[arg-type]
             if waiter is not None:
                 waiter.set(frame)
+        elif kind == "gap" and frame.get("room") == client.room:
+            after, seq = frame.get("after"), frame.get("seq")
+            if type(after) is int and type(seq) is int:
+                gevent.spawn(self._fill_gap, client, client.sock, after, seq)
+
+    def _fill_gap(self, client: StormClient, sock: Any, after: int, seq: int) -> None:
+        """Page the seqs of a ``gap`` event from history, as the Python and browser clients do
+        (docs/protocol.md): what the server announced as a gap is not lost. A connection that
+        ends meanwhile leaves the rest to the resume of the next one."""
+        self.error("gap_paged")
+        log = client.log
+        while sock is client.sock and log is not None:
+            try:
+                page = self._request(
+                    client, "history", room=client.room, after=after, before=seq + 1, limit=100
+                )
+            except Exception:
+                return
+            seqs = [m["seq"] for m in page.get("messages") or () if type(m.get("seq")) is int]
+            for paged in seqs:
+                log.paged(paged)
+            if client.closed_ns and not client.recovered and client.target:
+                self._check_recovered(client)
+            if not page.get("more") or not seqs:
+                return
+            after = max(seqs)
 
     def _check_recovered(self, client: StormClient) -> None:
         assert client.log is not None
@@ -312,17 +340,18 @@ class StormWorker:
             client.log = None
             return
         if client.closed_ns:
-            if client.sent_away is not None and client.target:
-                # Connected, then sent away (a node too busy to subscribe its rooms): it comes
-                # back again, and counts as recovered when it has caught up after that.
-                self.error(f"sent_away_after_connect:{code}")
+            if client.target:
+                # Connected to the new node, then closed: sent away (1013, a node too busy to
+                # subscribe its rooms) or cut off. It comes back again, as a real client does,
+                # and counts as recovered only once it has caught up after that: a client left
+                # away would miss what is published meanwhile, which is no loss of the server's.
+                kind = "sent_away" if client.sent_away is not None else "closed"
+                self.error(f"{kind}_after_connect:{code}")
                 client.target = 0
                 client.recovered_ns = 0
                 client.done.clear()
-                client.hint = client.sent_away
+                client.hint = restart_delay(code, reason)
                 gevent.spawn(self._come_back, client)
-            elif client.recovered:
-                self.error(f"closed_again:{code}")  # the storm measures one move per client
             return  # else a reconnect attempt failed: it counts that itself
         client.closed_ns = time.time_ns()
         if code != 1012:
@@ -351,11 +380,15 @@ class StormWorker:
                 self.error(f"attempt:{_kind(exc, client)}")
                 self._drop(client)
                 continue
-            target = 0
+            target: int | None = None
             for entry in reply.get("conversations") or ():
                 if isinstance(entry, dict) and entry.get("room") == client.room:
                     target = int(entry.get("seq") or 0)
-            client.target = max(target, 1)
+            if target is None:
+                # Connected without its room: nothing resumes it, and what it misses from now
+                # on shows as lost at the end.
+                self.error("connected_without_room")
+            client.target = max(target or 0, 1)
             self._check_recovered(client)
             return
 
@@ -367,31 +400,44 @@ class StormWorker:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def settle(self, acked: dict[str, list[int]]) -> None:
-        """Wait until every client holds its room's acknowledged seqs, then count."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    def settle(self, acked: dict[str, list[int]], *, timeout: float = SETTLE_TIMEOUT_S) -> None:
+        """Wait until every client that is back holds its room's acknowledged seqs, then count.
+
+        A seq missing at a client that recovered (back on a node, caught up since) is *lost*:
+        the server acknowledged it and did not deliver it. One missing at a client that is not
+        back is not: nothing could reach it, and it would resume from its last seq when it
+        came back. Those are counted apart (*missed while away*), beside the clients not back.
+        """
+        deadline = time.monotonic() + timeout
         joined = [c for c in self.clients if c.log is not None]
+        back = [c for c in joined if c.recovered]
 
         def behind(client: StormClient) -> bool:
             seqs = acked.get(client.room) or [0]
             assert client.log is not None
             return client.log.caught_up < seqs[-1]
 
-        while time.monotonic() < deadline and any(behind(c) for c in joined):
+        while time.monotonic() < deadline and any(behind(c) for c in back):
             gevent.sleep(0.05)
-        lost = duplicated = clients_losing = clients_doubling = 0
+        lost = duplicated = clients_losing = clients_doubling = missed = not_back = 0
         for client in joined:
             assert client.log is not None
             client_lost, client_dup = client.log.count(acked.get(client.room, ()))
-            lost += client_lost
+            if client.recovered:
+                lost += client_lost
+                clients_losing += client_lost > 0
+            else:
+                not_back += 1
+                missed += client_lost
             duplicated += client_dup
-            clients_losing += client_lost > 0
             clients_doubling += client_dup > 0
         self.progress()
         self.emit(
             encode_line(
                 "result",
                 joined=len(joined),
+                not_back=not_back,
+                missed_while_away=missed,
                 lost=lost,
                 duplicated=duplicated,
                 clients_losing=clients_losing,
