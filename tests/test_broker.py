@@ -20,7 +20,7 @@ from actorim.local.broker import LocalBroker
 from actorim.protocol.wire import WireFrame
 from actorim.redis.broker import RedisBroker
 from actorim.redis.link import ClusterLink
-from actorim.redis.listener import ListenerActor, Unwant, Want
+from actorim.redis.listener import ListenerActor
 from tests.support import Client, RunningNode, queued
 
 
@@ -134,35 +134,6 @@ def test_the_redis_listener_hands_what_it_hears_to_the_delivery_port(
             ("member_event", "r", "member", "bob"),
             ("presence_event", "online", "bob"),
         ]
-    finally:
-        ref.stop()
-        link.client.close()
-
-
-def test_a_channel_wanted_again_after_it_was_let_go_waits_for_a_confirmation_of_its_own(
-    redis_session: Any, tmp_path: Path
-) -> None:
-    """The listener answers a Want with the event the reader sets when Redis confirms the
-    SUBSCRIBE. A channel let go (its last wanter gone) and wanted again is subscribed again:
-    the answer is a new event, not the one the first SUBSCRIBE set (which would let a
-    connection answer before its node hears the user's direct messages)."""
-    url = f"redis://127.0.0.1:{redis_session.port}/0"
-    link = ClusterLink(url, "here", namespace=f"rewant-{tmp_path.name}")
-    delivery = RecordingDelivery({})
-    subscribed = Event()
-    link.on_recovered.append(subscribed.set)
-    ref = ListenerActor.start(delivery, link)
-    channel = link.keys.user_channel("carol")
-    try:
-        assert subscribed.wait(timeout=5), "the listener did not connect"
-        first = ref.ask(Want(channel), timeout=5)
-        assert first is not None and first.wait(5)
-        ref.tell(Unwant(channel))
-        second = ref.ask(Want(channel), timeout=5)
-        assert second is not None and second is not first
-        assert second.wait(5)
-        link.publish_to_user("carol", {"t": "read", "room": "r", "seq": 1})
-        assert delivery.calls.get(timeout=5)[:2] == ("user_event", "carol")
     finally:
         ref.stop()
         link.client.close()

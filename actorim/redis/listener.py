@@ -87,9 +87,6 @@ class ListenerActor(GeventActor):
         self._pubsub: Any = None
         self._reader: Any = None
         self._confirmed: dict[str, Event] = {}
-        # Channels this listener unsubscribed from, by how many of its UNSUBSCRIBEs Redis has
-        # not confirmed yet: those confirmations are its own doing, not a shard dropping them.
-        self._leaving: dict[str, int] = {}
         self._stopping = False
 
     def on_start(self) -> None:
@@ -137,10 +134,8 @@ class ListenerActor(GeventActor):
             self.wanted[channel] = count
             return
         self.wanted.pop(channel, None)
-        # Its confirmation is spent: the next Want waits for a SUBSCRIBE of its own.
-        self._confirmed.pop(channel, None)
-        if self._pubsub is not None and self._pubsub.unsubscribe(channel):
-            self._leaving[channel] = self._leaving.get(channel, 0) + 1
+        if self._pubsub is not None:
+            self._pubsub.unsubscribe(channel)
 
     def _subscribe_and_wait(self, channels: list[str]) -> bool:
         pubsub = self._pubsub
@@ -190,7 +185,6 @@ class ListenerActor(GeventActor):
 
     def _connect(self) -> None:
         self._confirmed = {channel: Event() for channel in self.wanted}
-        self._leaving = {}
         pubsub = Subscriptions(
             self.link.client, sharded=self.link.sharded, read_timeout=READ_TIMEOUT_S
         )
@@ -230,15 +224,9 @@ class ListenerActor(GeventActor):
             event = self._confirmed.get(channel)
             if event is not None:
                 event.set()
-        elif kind == pubsub.drop_kind:
-            leaving = self._leaving.get(channel, 0)
-            if leaving > 1:
-                self._leaving[channel] = leaving - 1
-            elif leaving:
-                del self._leaving[channel]
-            elif channel in self.wanted:
-                # Dropped by a shard that does not serve the channel's slot any more.
-                raise SlotMoved(f"Redis dropped the subscription to {channel}: its slot moved")
+        elif kind == pubsub.drop_kind and channel in self.wanted:
+            # Dropped by a shard that does not serve the channel's slot any more.
+            raise SlotMoved(f"Redis dropped the subscription to {channel}: its slot moved")
         elif kind == pubsub.message_kind:
             try:
                 self._dispatch(channel, message["data"])

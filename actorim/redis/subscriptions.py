@@ -63,21 +63,16 @@ class Subscriptions:
         for some in by_slot.values():
             self._pubsub(self._shard_of(some[0])).ssubscribe(*some)
 
-    def unsubscribe(self, channel: str) -> bool:
-        """Unsubscribe from ``channel``; whether it was sent (then Redis confirms it with a
-        ``drop_kind`` message)."""
+    def unsubscribe(self, channel: str) -> None:
         name = self._shard_of(channel)
         pubsub = self._pubsubs.get(name)
         if pubsub is None:
-            return False
-        try:
+            return
+        with contextlib.suppress(*REDIS_ERRORS):
             if self._sharded:
                 pubsub.sunsubscribe(channel)
             else:
                 pubsub.unsubscribe(channel)
-        except REDIS_ERRORS:
-            return False
-        return True
 
     def get_message(self, timeout: float) -> dict[str, Any] | None:
         """The next message of any shard, None after ``timeout``; raises a reader's error."""
