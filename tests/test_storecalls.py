@@ -47,6 +47,25 @@ def test_a_call_marked_alone_goes_in_a_batch_of_its_own() -> None:
     assert batches == [[1, 2], [3], [4], [5], [6]]
 
 
+def test_a_call_marked_first_goes_before_the_calls_waiting_and_keeps_its_own_order() -> None:
+    # The group commit waits for the batch running, not for every history page queued before
+    # it: a bystander's send is not held up by an attacker's pages.
+    queue = CallQueue()
+    queue.add(StoreCall(lambda: "running", (), {}, print, True))
+    running = queue.next_batch()
+    for value, first in [("page 1", False), ("page 2", False), ("commit 1", True)]:
+        queue.add(StoreCall(lambda v=value: v, (), {}, print, True, first))
+    queue.add(StoreCall(lambda: "commit 2", (), {}, print, True, True))
+    assert queue.next_batch() is None  # one batch at a time
+    assert running is not None and len(queue) == 4
+    queue.finished()
+    order = []
+    while (batch := queue.next_batch()) is not None:
+        order += [value for value, _ in run_calls(batch)]
+        queue.finished()
+    assert order == ["commit 1", "commit 2", "page 1", "page 2"]
+
+
 def test_a_failing_call_fails_alone() -> None:
     def boom() -> None:
         raise ValueError("bad row")

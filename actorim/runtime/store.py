@@ -190,7 +190,10 @@ class StoreActor(FaultInjectable, GeventActor):
         self._commit_started = time.perf_counter()
         assert self.backend is not None
         # Alone: the senders' answers wait for no other call, and no call waits for the fsync.
-        self._in_background(self.backend.write_batch, _split(batch), self._committed, alone=True)
+        # First: the senders wait for the call running, not for the history pages queued.
+        self._in_background(
+            self.backend.write_batch, _split(batch), self._committed, alone=True, first=True
+        )
 
     def _committed(self, result: Any, error: BaseException | None) -> None:
         batch, self._committing = self._committing, None
@@ -360,12 +363,14 @@ class StoreActor(FaultInjectable, GeventActor):
         *,
         pages: bool = False,
         alone: bool = False,
+        first: bool = False,
     ) -> None:
         """Run ``func`` on the store thread (the page thread if ``pages``); ``done(result,
         error)`` runs in this actor after. ``alone``: in a batch of its own (a commit, a page,
-        pruning: long, or awaited by senders), so that no other answer waits for it."""
+        pruning: long, or awaited by senders), so that no other answer waits for it.
+        ``first``: before every other call waiting (the group commit)."""
         if not pages and self._thread is not None:
-            self._calls.add(StoreCall(func, args, kwargs or {}, done, alone))
+            self._calls.add(StoreCall(func, args, kwargs or {}, done, alone, first))
             self._hand_over()
             return
         me = self.actor_ref

@@ -7,7 +7,8 @@ calls themselves, and a connection makes several (its inbox, its mutes, its join
 backlog). ``CallQueue`` keeps the calls that arrive while the thread is busy, and the next hop
 takes all of them (at most ``limit``), in the order they came: under a reconnect storm the
 hops are counted in batches, not calls, while a lone call still goes at once. A call marked
-``alone`` (a commit of sends, a history page) goes in a batch of its own.
+``alone`` (a commit of sends, a history page) goes in a batch of its own, and one marked
+``first`` (the group commit) before everything else waiting.
 
 >>> queue = CallQueue(limit=2)
 >>> for name in "abc":
@@ -52,6 +53,10 @@ class StoreCall:
     alone: bool = False
     """Goes in a batch of its own: every answer of a batch waits for its last call, so a long
     call (a history page) or one whose answer is awaited (a commit of sends) is not batched."""
+    first: bool = False
+    """Goes before every call not marked so that waits (alone): the group commit, so that the
+    senders wait for at most the one call running, not for every history page queued before
+    it."""
 
 
 def run_calls(
@@ -85,21 +90,27 @@ def _each(calls: list[StoreCall]) -> list[tuple[Any, BaseException | None]]:
 class CallQueue:
     """Calls waiting for the store thread, first come first run, one batch in flight."""
 
-    __slots__ = ("_limit", "_waiting", "running")
+    __slots__ = ("_first", "_limit", "_waiting", "running")
 
     def __init__(self, limit: int = DEFAULT_BATCH_LIMIT) -> None:
         if limit < 1:
             raise ValueError(f"limit must be 1 or more, got {limit}")
         self._limit = limit
         self._waiting: deque[StoreCall] = deque()
+        self._first: deque[StoreCall] = deque()
         self.running = False
 
     def add(self, call: StoreCall) -> None:
-        self._waiting.append(call)
+        (self._first if call.first else self._waiting).append(call)
 
     def next_batch(self) -> list[StoreCall] | None:
         """The calls to hand over now, or None while a batch runs or nothing waits."""
-        if self.running or not self._waiting:
+        if self.running:
+            return None
+        if self._first:
+            self.running = True
+            return [self._first.popleft()]
+        if not self._waiting:
             return None
         waiting = self._waiting
         batch = [waiting.popleft()]
@@ -115,9 +126,10 @@ class CallQueue:
 
     def drop(self) -> list[StoreCall]:
         """Every call still waiting (the actor stops): its asker is answered otherwise."""
-        waiting = list(self._waiting)
+        waiting = [*self._first, *self._waiting]
+        self._first.clear()
         self._waiting.clear()
         return waiting
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return len(self._first) + len(self._waiting)
