@@ -245,7 +245,13 @@ def test_a_master_killed_mid_stream_loses_no_acknowledged_message_and_nodes_resu
     assert reviving is not None
     reviving.get(timeout=FAILOVER_TIMEOUT)
     for node in cluster.nodes.values():
-        wait_until(lambda n=node: n.ready_status() == 200, what=f"{node.name} ready again")
+        # As long as a failover may take: the breaker's cool-down, its trial, and the
+        # listener's subscriptions on every shard again, on a machine busy with other tests.
+        wait_until(
+            lambda n=node: n.ready_status() == 200,
+            timeout=FAILOVER_TIMEOUT,
+            what=f"{node.name} ready again",
+        )
 
     stored = suite.history(sender, room)
     cids = [m.get("cid") for m in stored]
@@ -285,7 +291,13 @@ def test_a_whole_cluster_away_and_back_leaves_the_nodes_running_and_then_ready(
         server.start()
     topology.wait_settled()
     for node in cluster.nodes.values():
-        wait_until(lambda n=node: n.ready_status() == 200, what=f"{node.name} ready again")
+        # As long as a failover may take: the breaker's cool-down, its trial, and the
+        # listener's subscriptions on every shard again, on a machine busy with other tests.
+        wait_until(
+            lambda n=node: n.ready_status() == 200,
+            timeout=FAILOVER_TIMEOUT,
+            what=f"{node.name} ready again",
+        )
         assert node.proc is not None and node.proc.poll() is None, f"{node.name} exited"
     sender, reader = _sender_and_reader(cluster, clients, "back-room", "back")
     # Restarted servers have no scripts: the first send may be answered overloaded (nothing
