@@ -889,9 +889,20 @@ function setCounts(conv, marker, { unread, mentions }) {
     conv.divider = marker;
   }
   conv.marker = marker;
-  conv.unread = isVisible(conv) ? 0 : unread;
+  // Counted by the server when it read them; a message that reached the page since (its event
+  // may overtake this answer) still counts: never fewer than the page holds after the marker.
+  conv.unread = isVisible(conv) ? 0 : Math.max(unread, heldAfter(conv, marker));
   conv.mentions = isVisible(conv) ? 0 : mentions;
   renderSidebar();
+}
+
+/** Messages of others after `marker` that the page holds, deleted ones aside. */
+function heldAfter(conv, marker) {
+  let count = 0;
+  for (const msg of conv.messages.values()) {
+    if (msg.seq > marker && msg.from !== app.me && !msg.deleted) count += 1;
+  }
+  return count;
 }
 
 function onMarker(event) {
