@@ -12,9 +12,10 @@ the link call it when a call failed with NOSCRIPT (no command of it ran, so the 
 by cid for a send, is safe).
 
 redis-py's own pipeline sends ``SCRIPT EXISTS`` before every pipeline that holds a script (a
-round trip more for every commit of sends, every inbox read, every unread count: 9 % of a
-node's time in a reconnect storm). A client made by ``actorim.redis.topology.make_client`` for
-a single Redis or a Sentinel master has a `ScriptLoader` instead: every connection it opens
+round trip more for every commit of sends, every inbox read, every unread count: 5 % of the
+receiving node's interpreter time in a reconnect storm). A client made by
+``actorim.redis.topology.make_client`` for a single Redis or a Sentinel master has a
+`ScriptLoader` instead: every connection it opens
 (the first time, and again after Redis restarted and lost its script cache) makes sure the
 scripts registered for the client are loaded before its first command, so its pipelines send
 plain ``EVALSHA``. A client made otherwise keeps redis-py's way.

@@ -54,9 +54,9 @@ class StoreCall:
     """Goes in a batch of its own: every answer of a batch waits for its last call, so a long
     call (a history page) or one whose answer is awaited (a commit of sends) is not batched."""
     first: bool = False
-    """Goes before every call not marked so that waits (alone): the group commit, so that the
-    senders wait for at most the one call running, not for every history page queued before
-    it."""
+    """Goes, in a batch of its own, before every waiting call not marked so: the group commit,
+    whose senders then wait for the one batch running, not for every history page queued
+    before it."""
 
 
 def run_calls(
@@ -88,7 +88,8 @@ def _each(calls: list[StoreCall]) -> list[tuple[Any, BaseException | None]]:
 
 
 class CallQueue:
-    """Calls waiting for the store thread, first come first run, one batch in flight."""
+    """Calls waiting for the store thread, one batch in flight: those marked ``first`` before
+    the others, each kind first come first run."""
 
     __slots__ = ("_first", "_limit", "_waiting", "running")
 

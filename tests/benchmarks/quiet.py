@@ -35,16 +35,12 @@ from types import SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
+from benchlinks import connected_link  # noqa: E402
 from callgrind import instructions  # noqa: E402
 
-from actorim.domain.ratelimit import RateLimiter  # noqa: E402
-from actorim.domain.session import Phase  # noqa: E402
-from actorim.protocol.frames import FrameReader  # noqa: E402
 from actorim.protocol.wire import WireFrame  # noqa: E402
-from actorim.runtime.link import Link  # noqa: E402
 from actorim.runtime.messages import Publish  # noqa: E402
 from actorim.runtime.room import RoomActor  # noqa: E402
-from actorim.web.websocket import ServerWebSocket  # noqa: E402
 
 BODY = "x" * 100
 # Messages between two reads of the members' ends: 50 frames of about 120 bytes sit in a socket
@@ -65,13 +61,7 @@ def _room(members: int) -> tuple[Any, list[socket.socket]]:
     links, readers = [], []
     for _ in range(members):
         server_side, client_side = socket.socketpair()
-        link = Link(
-            ServerWebSocket(server_side, FrameReader()),
-            limiter=RateLimiter(now=0.0),
-            max_frames=1024,
-            max_bytes=1 << 20,
-        )
-        link.session.phase = Phase.CONNECTED
+        link = connected_link(server_side)
         links.append(link)
         readers.append(client_side)
     state = SimpleNamespace(members=dict.fromkeys(links), log=SimpleNamespace(recovering=None))

@@ -151,28 +151,19 @@ def _sweep(n: int) -> Callable[[], None]:
     import time
     from types import SimpleNamespace
 
+    from benchlinks import connected_link
+
     from actorim.config import Config
     from actorim.domain.auth import Identity
-    from actorim.domain.ratelimit import RateLimiter
-    from actorim.domain.session import Phase
     from actorim.domain.tokens import RevocationList
-    from actorim.protocol.frames import FrameReader
     from actorim.runtime.context import Directory
     from actorim.runtime.heartbeat import HeartbeatActor
-    from actorim.runtime.link import Link
     from actorim.runtime.tokens import policy_of
-    from actorim.web.websocket import ServerWebSocket
 
     ctx: Any = SimpleNamespace(config=Config(), directory=Directory(), revocations=RevocationList())
     shared, _peer = socket.socketpair()  # the sweep reads no socket: one serves every link
     for i in range(SWEPT_LINKS):
-        link = Link(
-            ServerWebSocket(shared, FrameReader()),
-            limiter=RateLimiter(now=0.0),
-            max_frames=1024,
-            max_bytes=1 << 20,
-        )
-        link.session.phase = Phase.CONNECTED
+        link = connected_link(shared)
         link.session.identity = Identity(f"u{i}", None, int(time.time()) + 86_400)
         ctx.directory.links[link.conn_id] = link
     heartbeat = HeartbeatActor.__new__(HeartbeatActor)  # its sweep alone, no timer
